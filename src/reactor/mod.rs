@@ -1,0 +1,350 @@
+//! Shell layer: the mio event loop. Thin by design: it moves bytes between sockets and the
+//! sans-IO [`Server`] core, converts the OS clock into core [`Instant`]s, and sleeps until the
+//! core's next deadline. No protocol decision is made here.
+//!
+//! Owns the `mio::Poll`, the listeners, the streams (a table indexed like the core's slab, each
+//! entry remembering the [`ConnId`] it serves), one shared 64 KiB read buffer, and a `Waker`.
+//!
+//! mio discipline (STYLE.md §7): reads and writes drain to `WouldBlock` (reads also stop at the
+//! core's backpressure or after a per-turn budget, and resume next turn); `Interrupted` is
+//! retried; `Ok(0)` is the peer's EOF; tokens carry the connection's generation so a stale
+//! event for a reused slot is ignored; WRITABLE interest only while output is pending; output is
+//! flushed once per turn, after every ready socket was read, so many messages leave in one write.
+
+use crate::server::{ConnId, Server};
+use crate::time::Instant;
+use augmentos_edge_transports::{Listener, Stream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use std::io::{self, ErrorKind, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Size of the one read buffer shared by all connections.
+const READ_BUF: usize = 64 * 1024;
+/// Reads per connection per turn before it yields to the others.
+const READ_BUDGET: usize = 8;
+/// Token index bits reserved for the reactor's own sources (never a connection index).
+const SPECIAL: usize = crate::server::conn::MAX_INDEX;
+const WAKER: Token = Token(SPECIAL);
+
+fn listener_token(i: usize) -> Token {
+    Token(((i + 1) << 20) | SPECIAL)
+}
+
+/// Converts the OS monotonic clock into core instants.
+pub struct Clock {
+    origin: std::time::Instant,
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock {
+            origin: std::time::Instant::now(),
+        }
+    }
+}
+
+impl Clock {
+    pub fn now(&self) -> Instant {
+        Instant::from_micros(self.origin.elapsed().as_micros() as u64)
+    }
+}
+
+struct Entry {
+    stream: Box<dyn Stream>,
+    id: ConnId,
+    interest: Interest,
+}
+
+/// Stops a running reactor from another thread.
+#[derive(Clone)]
+pub struct StopHandle {
+    waker: Arc<Waker>,
+    stop: Arc<AtomicBool>,
+}
+
+impl StopHandle {
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.waker.wake();
+    }
+}
+
+pub struct Reactor {
+    poll: Poll,
+    listeners: Vec<Box<dyn Listener>>,
+    streams: Vec<Option<Entry>>,
+    server: Server,
+    clock: Clock,
+    scratch: Vec<u8>,
+    stop: StopHandle,
+    /// Connections with reading left over from the last turn (budget or backpressure ended).
+    again: Vec<ConnId>,
+    writable: Vec<ConnId>,
+}
+
+impl Reactor {
+    pub fn new(
+        server: Server,
+        clock: Clock,
+        mut listeners: Vec<Box<dyn Listener>>,
+    ) -> io::Result<Reactor> {
+        let poll = Poll::new()?;
+        for (i, l) in listeners.iter_mut().enumerate() {
+            poll.registry()
+                .register(&mut **l, listener_token(i), Interest::READABLE)?;
+        }
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        Ok(Reactor {
+            poll,
+            listeners,
+            streams: Vec::new(),
+            server,
+            clock,
+            scratch: vec![0; READ_BUF],
+            stop: StopHandle {
+                waker,
+                stop: Arc::new(AtomicBool::new(false)),
+            },
+            again: Vec::new(),
+            writable: Vec::new(),
+        })
+    }
+
+    pub fn stop_handle(&self) -> StopHandle {
+        self.stop.clone()
+    }
+
+    pub fn server(&self) -> &Server {
+        &self.server
+    }
+
+    /// Run until stopped through a [`StopHandle`].
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = if self.again.is_empty() {
+                self.server
+                    .poll_timeout()
+                    .map(|at| at.saturating_since(self.clock.now()))
+            } else {
+                Some(Duration::ZERO)
+            };
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            let now = self.clock.now();
+            for id in std::mem::take(&mut self.again) {
+                self.read(id, now);
+            }
+            for ev in events.iter() {
+                let token = ev.token().0;
+                if token & SPECIAL == SPECIAL {
+                    if let Some(i) = (token >> 20).checked_sub(1) {
+                        self.accept(i, now);
+                    }
+                    continue;
+                }
+                let Some(id) = self.server.conn_at_token(token) else {
+                    continue;
+                };
+                if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                    self.read(id, now);
+                }
+                if ev.is_writable() {
+                    self.writable.push(id);
+                }
+            }
+            self.server.handle_timeout(now);
+            while let Some(id) = self.server.poll_dirty() {
+                self.flush(id);
+            }
+            for id in std::mem::take(&mut self.writable) {
+                self.flush(id);
+            }
+            if self.stop.stop.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+        }
+    }
+
+    fn accept(&mut self, i: usize, now: Instant) {
+        loop {
+            let Some(listener) = self.listeners.get(i) else {
+                return;
+            };
+            let (mut stream, peer) = match listener.accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and friends: log and try again next readiness.
+                    log::warn!("accept on {} failed: {e}", listener.describe());
+                    return;
+                }
+            };
+            let Some(id) = self.server.handle_accept(peer, now) else {
+                continue;
+            };
+            let token = Token(id.to_token());
+            if let Err(e) = self
+                .poll
+                .registry()
+                .register(&mut *stream, token, Interest::READABLE)
+            {
+                log::warn!("register failed: {e}");
+                self.server.handle_closed(id);
+                continue;
+            }
+            let idx = id.index as usize;
+            if self.streams.len() <= idx {
+                self.streams.resize_with(idx + 1, || None);
+            }
+            self.streams[idx] = Some(Entry {
+                stream,
+                id,
+                interest: Interest::READABLE,
+            });
+            // The peer may have written before we registered; edge-triggered means read now.
+            self.read(id, now);
+        }
+    }
+
+    fn entry(&mut self, id: ConnId) -> Option<&mut Entry> {
+        self.streams
+            .get_mut(id.index as usize)
+            .and_then(Option::as_mut)
+            .filter(|e| e.id == id)
+    }
+
+    fn read(&mut self, id: ConnId, now: Instant) {
+        for _ in 0..READ_BUDGET {
+            if !self.server.wants_read(id) {
+                return; // resumed by flush once output drains
+            }
+            let Reactor {
+                streams,
+                scratch,
+                server,
+                ..
+            } = self;
+            let Some(e) = streams.get_mut(id.index as usize).and_then(Option::as_mut) else {
+                return;
+            };
+            if e.id != id {
+                return;
+            }
+            match e.stream.read(scratch) {
+                Ok(0) => {
+                    server.handle_eof(id, now);
+                    return;
+                }
+                Ok(n) => server.handle_input(id, &mut scratch[..n], now),
+                Err(err) if err.kind() == ErrorKind::WouldBlock => return,
+                Err(err) if err.kind() == ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.close(id);
+                    return;
+                }
+            }
+        }
+        self.again.push(id);
+    }
+
+    fn flush(&mut self, id: ConnId) {
+        loop {
+            let Reactor {
+                streams, server, ..
+            } = self;
+            let Some(e) = streams.get_mut(id.index as usize).and_then(Option::as_mut) else {
+                return;
+            };
+            if e.id != id {
+                return;
+            }
+            let out = server.output(id);
+            if out.is_empty() {
+                break;
+            }
+            match e.stream.write(out) {
+                Ok(0) => return self.close(id),
+                Ok(n) => server.consume_output(id, n),
+                Err(err) if err.kind() == ErrorKind::WouldBlock => break,
+                Err(err) if err.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return self.close(id),
+            }
+        }
+        if self.server.wants_close(id) {
+            return self.close(id);
+        }
+        let wants_read = self.server.wants_read(id);
+        let pending = !self.server.output(id).is_empty();
+        let want = match (wants_read, pending) {
+            (true, true) => Interest::READABLE | Interest::WRITABLE,
+            (false, true) => Interest::WRITABLE,
+            _ => Interest::READABLE,
+        };
+        let Reactor {
+            poll,
+            streams,
+            again,
+            ..
+        } = self;
+        let Some(e) = streams.get_mut(id.index as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        if e.interest != want {
+            let had_read = e.interest.is_readable();
+            if poll
+                .registry()
+                .reregister(&mut *e.stream, Token(id.to_token()), want)
+                .is_err()
+            {
+                return self.close(id);
+            }
+            e.interest = want;
+            // Reading was paused by backpressure: bytes may already be waiting (edge-triggered).
+            if !had_read && want.is_readable() {
+                again.push(id);
+            }
+        }
+    }
+
+    fn close(&mut self, id: ConnId) {
+        if self.entry(id).is_some() {
+            if let Some(mut e) = self.streams[id.index as usize].take() {
+                let _ = self.poll.registry().deregister(&mut *e.stream);
+            }
+        }
+        self.server.handle_closed(id);
+    }
+}
+
+/// Open every configured listener; errors name the address.
+pub fn bind_all(specs: &[crate::config::ListenSpec]) -> Result<Vec<Box<dyn Listener>>, String> {
+    use crate::config::ListenSpec;
+    use augmentos_edge_transports::{TcpListener, UnixListener};
+    specs
+        .iter()
+        .map(|s| -> Result<Box<dyn Listener>, String> {
+            match s {
+                ListenSpec::Tcp(a) => TcpListener::bind(*a)
+                    .map(|l| Box::new(l) as Box<dyn Listener>)
+                    .map_err(|e| format!("cannot listen on {a}: {e}")),
+                ListenSpec::Unix(p) => UnixListener::bind(p)
+                    .map(|l| Box::new(l) as Box<dyn Listener>)
+                    .map_err(|e| format!("cannot listen on unix:{}: {e}", p.display())),
+            }
+        })
+        .collect()
+}
+
+impl Reactor {
+    /// Where each listener listens, for logs and tests.
+    pub fn describe_listeners(&self) -> Vec<String> {
+        self.listeners.iter().map(|l| l.describe()).collect()
+    }
+}

@@ -1,0 +1,90 @@
+//! Core layer: the state of one client connection, as the core sees it.
+//!
+//! Owns the connection's protocol phase, its unread partial input and its pending output.
+//! Invariants: `pending_in` holds only bytes that do not yet make a complete frame or request
+//! (bounded by one frame or request plus one read); `out` is bounded by the output cap; both
+//! have no capacity while the connection is idle, so an idle connection costs only this struct.
+
+use crate::time::Instant;
+use crate::ws::Receiver;
+
+/// A connection's identity: its slab index and a generation, so a reused slot is never
+/// mistaken for its previous occupant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnId {
+    pub index: u32,
+    pub gen: u32,
+}
+
+/// Bits of a token that carry the slab index; the rest carry the generation.
+const INDEX_BITS: u32 = 20;
+/// The most connections one core can hold (the token encoding's limit).
+pub const MAX_INDEX: usize = (1 << INDEX_BITS) - 1;
+
+impl ConnId {
+    /// Encode as a `usize` token for the poller: index in the low bits, generation above.
+    pub fn to_token(self) -> usize {
+        let gen_bits = usize::BITS - INDEX_BITS;
+        let gen = (self.gen as usize) & ((1usize << gen_bits) - 1);
+        (gen << INDEX_BITS) | self.index as usize
+    }
+
+    /// The slab index of a token.
+    pub fn token_index(token: usize) -> usize {
+        token & MAX_INDEX
+    }
+}
+
+/// Where a connection arrived from, as the transport reports it.
+pub use augmentos_edge_transports::Peer;
+
+/// The WebSocket routes the core serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// Echo, for protocol conformance tests (off unless configured).
+    Echo,
+}
+
+pub enum Phase {
+    /// Waiting for a complete HTTP request; `scanned` is how far the head search got.
+    Http { scanned: usize },
+    /// An open WebSocket.
+    Ws { rx: Receiver, endpoint: Endpoint },
+    /// We sent a close frame (or a final HTTP response) and wait for the peer's close frame,
+    /// the peer's EOF or the deadline. Input is skimmed for a close frame, nothing else.
+    Closing,
+    /// Nothing more to read or write but what is in `out`; close once flushed.
+    Done,
+}
+
+pub struct Conn {
+    pub gen: u32,
+    pub peer: Peer,
+    pub phase: Phase,
+    pub pending_in: Vec<u8>,
+    pub out: Vec<u8>,
+    pub deadline: Option<Instant>,
+    /// Already on the core's list of connections with new output or a new state.
+    pub dirty: bool,
+    /// The transport must close this connection as soon as `out` is flushed.
+    pub close_after_flush: bool,
+}
+
+impl Conn {
+    pub fn new(gen: u32, peer: Peer) -> Conn {
+        Conn {
+            gen,
+            peer,
+            phase: Phase::Http { scanned: 0 },
+            pending_in: Vec::new(),
+            out: Vec::new(),
+            deadline: None,
+            dirty: false,
+            close_after_flush: false,
+        }
+    }
+
+    pub fn is_websocket(&self) -> bool {
+        matches!(self.phase, Phase::Ws { .. })
+    }
+}

@@ -1,0 +1,206 @@
+//! Test layer: a deterministic world for the sans-IO core.
+//!
+//! Owns one [`Server`], any number of in-memory clients and a virtual clock. Nothing here
+//! touches a socket or the OS clock: [`World::step`] moves every pending output to its client,
+//! and [`World::advance`] / [`World::jump_to_next_deadline`] move time, so a 10-second handshake
+//! deadline is tested in microseconds, the same way every run.
+//!
+//! Invariant: the world behaves like the reactor: output is handed over once per step, a client
+//! that closes is reported to the core with `handle_eof`, and a connection the core wants closed
+//! is closed (the client sees `closed == true`).
+
+use crate::server::{ConnId, Peer, Server, ServerConfig};
+use crate::time::Instant;
+use crate::ws::frame::{write_masked_frame, Opcode, Role};
+use crate::ws::{Limits, Message, Receiver};
+use std::time::Duration;
+
+/// What a simulated client has received, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Received {
+    Text(String),
+    Binary(Vec<u8>),
+    Ping(Vec<u8>),
+    Pong(Vec<u8>),
+    Close(Option<(u16, String)>),
+}
+
+pub struct SimClient {
+    pub id: ConnId,
+    /// Raw bytes from the server not yet decoded (the HTTP response, then frames).
+    pub inbox: Vec<u8>,
+    /// The server closed the connection.
+    pub closed: bool,
+    rx: Option<Receiver>,
+    mask_seed: u32,
+}
+
+impl SimClient {
+    /// Decode the HTTP response head in the inbox; returns the status and switches to frames on
+    /// a 101.
+    pub fn take_http_response(&mut self) -> Option<(u16, String)> {
+        let end = self.inbox.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+        let head = String::from_utf8_lossy(&self.inbox[..end]).to_string();
+        let status: u16 = head.get(9..12)?.parse().ok()?;
+        let len = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+            })
+            .unwrap_or(0);
+        if status == 101 {
+            self.inbox.drain(..end);
+            self.rx = Some(Receiver::new(
+                Role::Client,
+                Limits {
+                    max_frame: 1 << 24,
+                    max_message: 1 << 24,
+                },
+            ));
+            return Some((status, String::new()));
+        }
+        if self.inbox.len() < end + len {
+            return None;
+        }
+        let body = String::from_utf8_lossy(&self.inbox[end..end + len]).to_string();
+        self.inbox.drain(..end + len);
+        Some((status, body))
+    }
+
+    /// Decode every complete frame in the inbox.
+    pub fn messages(&mut self) -> Vec<Received> {
+        let mut out = Vec::new();
+        let Some(rx) = self.rx.as_mut() else {
+            return out;
+        };
+        let mut at = 0;
+        while let Ok(step) = rx.next(&mut self.inbox[at..]) {
+            if step.consumed == 0 {
+                break;
+            }
+            at += step.consumed;
+            if let Some(m) = step.message {
+                out.push(match m {
+                    Message::Text(t) => Received::Text(t.to_string()),
+                    Message::Binary(b) => Received::Binary(b.to_vec()),
+                    Message::Ping(p) => Received::Ping(p.to_vec()),
+                    Message::Pong(p) => Received::Pong(p.to_vec()),
+                    Message::Close(c) => Received::Close(c.map(|(c, r)| (c, r.to_string()))),
+                });
+            }
+        }
+        self.inbox.drain(..at);
+        out
+    }
+
+    fn next_mask(&mut self) -> [u8; 4] {
+        // xorshift: deterministic, varied masks.
+        self.mask_seed ^= self.mask_seed << 13;
+        self.mask_seed ^= self.mask_seed >> 17;
+        self.mask_seed ^= self.mask_seed << 5;
+        self.mask_seed.to_le_bytes()
+    }
+}
+
+pub struct World {
+    pub server: Server,
+    pub now: Instant,
+    pub clients: Vec<SimClient>,
+}
+
+impl World {
+    pub fn new(cfg: ServerConfig) -> World {
+        World {
+            server: Server::new(cfg, Instant::ZERO),
+            now: Instant::ZERO,
+            clients: Vec::new(),
+        }
+    }
+
+    /// Connect a new client; returns its index in `clients`.
+    pub fn connect(&mut self) -> usize {
+        let id = self
+            .server
+            .handle_accept(Peer::InProcess, self.now)
+            .expect("slot available");
+        self.clients.push(SimClient {
+            id,
+            inbox: Vec::new(),
+            closed: false,
+            rx: None,
+            mask_seed: 0x9E37_79B9 ^ id.index,
+        });
+        self.step();
+        self.clients.len() - 1
+    }
+
+    /// Send raw bytes from client `c`.
+    pub fn send_raw(&mut self, c: usize, bytes: &[u8]) {
+        if self.clients[c].closed {
+            return;
+        }
+        let mut buf = bytes.to_vec();
+        self.server
+            .handle_input(self.clients[c].id, &mut buf, self.now);
+        self.step();
+    }
+
+    /// Send a masked frame from client `c`.
+    pub fn send_frame(&mut self, c: usize, fin: bool, opcode: Opcode, payload: &[u8]) {
+        let mask = self.clients[c].next_mask();
+        let mut out = Vec::new();
+        write_masked_frame(&mut out, fin, opcode, payload, mask);
+        self.send_raw(c, &out);
+    }
+
+    /// A full upgrade request for `path`; returns the HTTP status the server answered.
+    pub fn upgrade(&mut self, c: usize, path: &str) -> u16 {
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: sim\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        self.send_raw(c, req.as_bytes());
+        self.clients[c].take_http_response().map_or(0, |(s, _)| s)
+    }
+
+    /// Client `c` closes its side.
+    pub fn client_eof(&mut self, c: usize) {
+        self.server.handle_eof(self.clients[c].id, self.now);
+        self.step();
+    }
+
+    /// Hand every pending output to its client and close what the core wants closed.
+    pub fn step(&mut self) {
+        self.server.handle_timeout(self.now);
+        while let Some(id) = self.server.poll_dirty() {
+            let Some(client) = self.clients.iter_mut().find(|c| c.id == id) else {
+                continue;
+            };
+            let out = self.server.output(id).to_vec();
+            client.inbox.extend_from_slice(&out);
+            self.server.consume_output(id, out.len());
+            if self.server.wants_close(id) {
+                client.closed = true;
+                self.server.handle_closed(id);
+            }
+        }
+    }
+
+    pub fn advance(&mut self, d: Duration) {
+        self.now = self.now + d;
+        self.step();
+    }
+
+    /// Jump the clock to the core's next deadline and fire it; false if there is none.
+    pub fn jump_to_next_deadline(&mut self) -> bool {
+        match self.server.poll_timeout() {
+            Some(at) => {
+                self.now = self.now.max(at);
+                self.step();
+                true
+            }
+            None => false,
+        }
+    }
+}
