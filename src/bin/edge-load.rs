@@ -1,0 +1,170 @@
+//! Measurement layer: the load generator. Drives a real server process over loopback and reports
+//! what it measured; it never asserts a number.
+//!
+//! `edge-load idle [--conns N] [--server CMD…]`: starts the server (by default the
+//! `augmentos-edge` binary next to this one, on a scratch config with the echo route), reads its
+//! RSS from /proc, opens N WebSocket connections that complete the handshake and then stay idle,
+//! reads the RSS again and reports the base RSS and the RSS per idle connection. `--server` runs
+//! any other server instead (a peer for comparison), which must serve a WebSocket at `--url`.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn usage() -> ! {
+    eprintln!(
+        "usage:
+  edge-load idle [--conns N] [--port P] [--url PATH] [--server CMD ARGS…]
+      open N idle WebSocket connections and report the server's RSS per connection"
+    );
+    std::process::exit(2)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("idle") => idle(&args[1..]),
+        _ => usage(),
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for_port(port: u16) {
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if start.elapsed() > Duration::from_secs(20) {
+            eprintln!("edge-load: server did not start listening on port {port}");
+            std::process::exit(1);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn idle(args: &[String]) {
+    let mut conns = 10_000usize;
+    let mut port = 18_102u16;
+    let mut path = "/echo".to_string();
+    let mut server_cmd: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let val = || args.get(i + 1).cloned().unwrap_or_else(|| usage());
+        match args[i].as_str() {
+            "--conns" => conns = val().parse().unwrap_or_else(|_| usage()),
+            "--port" => port = val().parse().unwrap_or_else(|_| usage()),
+            "--url" => path = val(),
+            "--server" => {
+                server_cmd = args[i + 1..].to_vec();
+                break;
+            }
+            _ => usage(),
+        }
+        i += 2;
+    }
+    let child = if server_cmd.is_empty() {
+        let exe = std::env::current_exe().expect("own path");
+        let bin = exe.with_file_name("augmentos-edge");
+        let cfg = std::env::temp_dir().join(format!("edge-load-{}.json", std::process::id()));
+        let max = conns + 100;
+        std::fs::write(
+            &cfg,
+            format!(
+                r#"{{"listen":["127.0.0.1:{port}"],"echoRoute":true,"limits":{{"maxConnections":{max}}}}}"#
+            ),
+        )
+        .expect("write scratch config");
+        Command::new(bin)
+            .args(["serve", "--config"])
+            .arg(&cfg)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start augmentos-edge (build it first: cargo build --release)")
+    } else {
+        Command::new(&server_cmd[0])
+            .args(&server_cmd[1..])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the server command")
+    };
+    let server = Server(child);
+    let pid = server.0.id();
+    wait_for_port(port);
+    std::thread::sleep(Duration::from_millis(300));
+    let base = rss_kib(pid);
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    let mut open = Vec::with_capacity(conns);
+    let started = Instant::now();
+    let mut buf = [0u8; 512];
+    for n in 0..conns {
+        let mut s = match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("\nedge-load: connect #{n} failed: {e}");
+                break;
+            }
+        };
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+        if s.write_all(request.as_bytes()).is_err() {
+            eprintln!("\nedge-load: write #{n} failed");
+            break;
+        }
+        let mut got = Vec::new();
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(k) => got.extend_from_slice(&buf[..k]),
+            }
+        }
+        if !got.starts_with(b"HTTP/1.1 101") {
+            let first = String::from_utf8_lossy(&got)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string();
+            eprintln!("\nedge-load: handshake #{n} refused: {first}");
+            break;
+        }
+        open.push(s);
+        if n % 1000 == 999 {
+            eprint!(
+                "\ropened {:>6}/{conns}  server RSS {:>7} KiB",
+                n + 1,
+                rss_kib(pid)
+            );
+        }
+    }
+    eprintln!();
+    std::thread::sleep(Duration::from_millis(500));
+    let loaded = rss_kib(pid);
+    let n = open.len().max(1) as f64;
+    println!(
+        "idle connections: {} in {:.1} s; server base RSS {} KiB; with connections {} KiB; {:.0} bytes per idle connection",
+        open.len(),
+        started.elapsed().as_secs_f64(),
+        base,
+        loaded,
+        (loaded.saturating_sub(base) as f64 * 1024.0) / n
+    );
+    drop(open);
+    drop(server);
+}
