@@ -5,6 +5,7 @@
 //! shell over pluggable transports), and [`sim`] (a deterministic in-memory world with a
 //! virtual clock for tests).
 
+pub mod auth;
 pub mod config;
 pub mod http;
 pub mod logger;

@@ -25,7 +25,13 @@ fn open(w: &mut World) -> usize {
 fn raw_frame(b0: u8, masked: bool, payload: &[u8]) -> Vec<u8> {
     let mut v = Vec::new();
     let opcode = Opcode::Text; // placeholder; b0 is written below
-    write_header(&mut v, true, opcode, payload.len(), masked.then_some([0, 0, 0, 0]));
+    write_header(
+        &mut v,
+        true,
+        opcode,
+        payload.len(),
+        masked.then_some([0, 0, 0, 0]),
+    );
     v[0] = b0;
     v.extend_from_slice(payload);
     v
@@ -62,12 +68,36 @@ fn echo_text_binary_fragmented_ping() {
 fn rfc_violations_close_with_the_right_code_and_disturb_no_one() {
     let big = vec![b'x'; 64 * 1024 + 1];
     let cases: Vec<(&str, Box<dyn Fn(&mut World, usize)>, u16)> = vec![
-        ("reserved bits", Box::new(|w, c| w.send_raw(c, &raw_frame(0xC1, true, b"a"))), 1002),
-        ("unknown opcode", Box::new(|w, c| w.send_raw(c, &raw_frame(0x83, true, b"a"))), 1002),
-        ("unmasked client frame", Box::new(|w, c| w.send_raw(c, &raw_frame(0x81, false, b"a"))), 1002),
-        ("fragmented control", Box::new(|w, c| w.send_raw(c, &raw_frame(0x09, true, b"a"))), 1002),
-        ("control over 125", Box::new(|w, c| w.send_frame(c, true, Opcode::Ping, &[0; 126])), 1002),
-        ("continuation without start", Box::new(|w, c| w.send_frame(c, true, Opcode::Continuation, b"a")), 1002),
+        (
+            "reserved bits",
+            Box::new(|w, c| w.send_raw(c, &raw_frame(0xC1, true, b"a"))),
+            1002,
+        ),
+        (
+            "unknown opcode",
+            Box::new(|w, c| w.send_raw(c, &raw_frame(0x83, true, b"a"))),
+            1002,
+        ),
+        (
+            "unmasked client frame",
+            Box::new(|w, c| w.send_raw(c, &raw_frame(0x81, false, b"a"))),
+            1002,
+        ),
+        (
+            "fragmented control",
+            Box::new(|w, c| w.send_raw(c, &raw_frame(0x09, true, b"a"))),
+            1002,
+        ),
+        (
+            "control over 125",
+            Box::new(|w, c| w.send_frame(c, true, Opcode::Ping, &[0; 126])),
+            1002,
+        ),
+        (
+            "continuation without start",
+            Box::new(|w, c| w.send_frame(c, true, Opcode::Continuation, b"a")),
+            1002,
+        ),
         (
             "data inside fragmented",
             Box::new(|w, c| {
@@ -76,7 +106,11 @@ fn rfc_violations_close_with_the_right_code_and_disturb_no_one() {
             }),
             1002,
         ),
-        ("invalid utf-8", Box::new(|w, c| w.send_frame(c, true, Opcode::Text, &[0xc3, 0x28])), 1007),
+        (
+            "invalid utf-8",
+            Box::new(|w, c| w.send_frame(c, true, Opcode::Text, &[0xc3, 0x28])),
+            1007,
+        ),
         (
             "invalid utf-8 across fragments",
             Box::new(|w, c| {
@@ -85,11 +119,31 @@ fn rfc_violations_close_with_the_right_code_and_disturb_no_one() {
             }),
             1007,
         ),
-        ("close code 1005", Box::new(|w, c| w.send_frame(c, true, Opcode::Close, &1005u16.to_be_bytes())), 1002),
-        ("close code 999", Box::new(|w, c| w.send_frame(c, true, Opcode::Close, &999u16.to_be_bytes())), 1002),
-        ("one-byte close", Box::new(|w, c| w.send_frame(c, true, Opcode::Close, &[3])), 1002),
-        ("close reason not utf-8", Box::new(|w, c| w.send_frame(c, true, Opcode::Close, &[3, 232, 0xff])), 1007),
-        ("frame over limit", Box::new(move |w, c| w.send_frame(c, true, Opcode::Binary, &big)), 1009),
+        (
+            "close code 1005",
+            Box::new(|w, c| w.send_frame(c, true, Opcode::Close, &1005u16.to_be_bytes())),
+            1002,
+        ),
+        (
+            "close code 999",
+            Box::new(|w, c| w.send_frame(c, true, Opcode::Close, &999u16.to_be_bytes())),
+            1002,
+        ),
+        (
+            "one-byte close",
+            Box::new(|w, c| w.send_frame(c, true, Opcode::Close, &[3])),
+            1002,
+        ),
+        (
+            "close reason not utf-8",
+            Box::new(|w, c| w.send_frame(c, true, Opcode::Close, &[3, 232, 0xff])),
+            1007,
+        ),
+        (
+            "frame over limit",
+            Box::new(move |w, c| w.send_frame(c, true, Opcode::Binary, &big)),
+            1009,
+        ),
     ];
     for (name, attack, want) in cases {
         let mut w = world();
@@ -98,11 +152,21 @@ fn rfc_violations_close_with_the_right_code_and_disturb_no_one() {
         attack(&mut w, bad);
         assert_eq!(close_code(&mut w, bad), Some(want), "{name}");
         // The server waits for the peer's close, then drops the connection.
-        assert!(!w.clients[bad].closed, "{name}: closed before the peer's close");
+        assert!(
+            !w.clients[bad].closed,
+            "{name}: closed before the peer's close"
+        );
         w.send_frame(bad, true, Opcode::Close, &1000u16.to_be_bytes());
-        assert!(w.clients[bad].closed, "{name}: not closed after the peer's close");
+        assert!(
+            w.clients[bad].closed,
+            "{name}: not closed after the peer's close"
+        );
         w.send_frame(healthy, true, Opcode::Text, b"still here");
-        assert_eq!(w.clients[healthy].messages(), vec![Received::Text("still here".into())], "{name}");
+        assert_eq!(
+            w.clients[healthy].messages(),
+            vec![Received::Text("still here".into())],
+            "{name}"
+        );
     }
 }
 
@@ -125,7 +189,10 @@ fn clean_close_is_echoed_and_closes() {
     let mut w = world();
     let c = open(&mut w);
     w.send_frame(c, true, Opcode::Close, &[3, 232, b'b', b'y', b'e']);
-    assert_eq!(w.clients[c].messages(), vec![Received::Close(Some((1000, String::new())))]);
+    assert_eq!(
+        w.clients[c].messages(),
+        vec![Received::Close(Some((1000, String::new())))]
+    );
     assert!(w.clients[c].closed);
 }
 
@@ -233,7 +300,13 @@ fn a_reader_that_does_not_drain_is_paused_then_dropped_at_the_cap() {
     let id = w.clients[c].id;
     // Fill the output without handing it over (no step): input is paused past read_pause.
     let mut frame = Vec::new();
-    augmentos_edge::ws::frame::write_masked_frame(&mut frame, true, Opcode::Binary, &[7; 2000], [1, 2, 3, 4]);
+    augmentos_edge::ws::frame::write_masked_frame(
+        &mut frame,
+        true,
+        Opcode::Binary,
+        &[7; 2000],
+        [1, 2, 3, 4],
+    );
     w.server.handle_input(id, &mut frame.clone(), w.now);
     assert!(!w.server.wants_read(id));
     // A shell that kept pushing anyway hits the hard cap and the connection is dropped.
