@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod config;
 pub mod http;
+pub mod hub;
 pub mod logger;
 pub mod reactor;
 pub mod server;

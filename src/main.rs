@@ -1,19 +1,36 @@
-//! Shell layer: the command line. Parses arguments, loads the config, runs the reactor.
+//! Shell layer: the command line. Parses arguments, loads the config, runs the reactor, or
+//! prints a key hash or a token.
 
+use augmentos_edge::auth;
 use augmentos_edge::config::Config;
 use augmentos_edge::reactor::{bind_all, Clock, Reactor};
 use augmentos_edge::server::Server;
+use std::path::Path;
 use std::process::ExitCode;
 
 const USAGE: &str = "usage:
-  augmentos-edge serve [--config FILE]   run the server (embedded loopback default without --config)
-  augmentos-edge help                    this text";
+  augmentos-edge serve [--config FILE]                 run the server (embedded loopback default without --config)
+  augmentos-edge hash-key KEY                          print the stored form (hashedApiKey) of an app API key
+  augmentos-edge token --user EMAIL [--config FILE]    print a glasses token for that user
+  augmentos-edge app-token --package NAME [--config FILE]
+                                                       print an app token (one secret instead of package + key)
+  augmentos-edge help                                  this text";
 
 fn main() -> ExitCode {
     augmentos_edge::logger::init();
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let rest = args.get(1..).unwrap_or(&[]);
     let result = match args.first().map(String::as_str) {
-        None | Some("serve") => serve(args.get(1..).unwrap_or(&[])),
+        None | Some("serve") => serve(rest),
+        Some("hash-key") => match rest {
+            [key] => {
+                println!("{}", auth::hash_api_key(key));
+                Ok(())
+            }
+            _ => Err(format!("hash-key takes exactly one KEY\n{USAGE}")),
+        },
+        Some("token") => token(rest),
+        Some("app-token") => app_token(rest),
         Some("help" | "--help" | "-h") => {
             println!("{USAGE}");
             Ok(())
@@ -29,22 +46,81 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(args: &[String]) -> Result<(), String> {
-    let config = match args {
-        [] => {
-            log::info!("no --config given: using the embedded default (loopback only)");
-            Config::embedded()
+/// Parse `--name value` pairs; every flag must be one of `known`.
+fn flags<'a>(args: &'a [String], known: &[&str]) -> Result<Vec<(&'a str, &'a str)>, String> {
+    let mut out = Vec::new();
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        if !known.contains(&flag.as_str()) {
+            return Err(format!("unknown argument '{flag}'\n{USAGE}"));
         }
-        [flag, path] if flag == "--config" => Config::load(std::path::Path::new(path))?,
-        _ => return Err(format!("bad arguments to serve: {args:?}\n{USAGE}")),
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        out.push((flag.as_str(), value.as_str()));
+    }
+    Ok(out)
+}
+
+fn load(config: Option<&str>) -> Result<Config, String> {
+    let mut c = match config {
+        Some(path) => Config::load(Path::new(path))?,
+        None => Config::embedded(),
     };
+    c.apply_env();
+    Ok(c)
+}
+
+fn serve(args: &[String]) -> Result<(), String> {
+    let f = flags(args, &["--config"])?;
+    let path = f.iter().find(|(k, _)| *k == "--config").map(|(_, v)| *v);
+    if path.is_none() {
+        log::info!("no --config given: using the embedded default (loopback only, no apps)");
+    }
+    let config = load(path)?;
+    if config.dev_secret {
+        log::warn!(
+            "glasses and app tokens are signed with the PUBLIC development secret '{}'; set jwtSecret in the config or AUGMENTOS_AUTH_JWT_SECRET before real use",
+            augmentos_edge::config::DEV_SECRET
+        );
+    }
     let listeners = bind_all(&config.listen)?;
     let clock = Clock::default();
-    let server = Server::new(config.server.clone(), clock.now());
+    let server = Server::new(config.server.clone(), config.hub.clone(), clock.now());
     let mut reactor = Reactor::new(server, clock, listeners)
         .map_err(|e| format!("cannot start the event loop: {e}"))?;
     for l in reactor.describe_listeners() {
         log::info!("listening on {l}");
     }
+    log::info!(
+        "{} app(s) registered; apps are told to connect to {}/app-ws",
+        config.hub.apps.len(),
+        config.hub.public_ws_url
+    );
     reactor.run().map_err(|e| format!("event loop failed: {e}"))
+}
+
+fn token(args: &[String]) -> Result<(), String> {
+    let f = flags(args, &["--user", "--config"])?;
+    let get = |k: &str| f.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
+    let user = get("--user").ok_or("token needs --user EMAIL")?;
+    let config = load(get("--config"))?;
+    println!("{}", auth::jwt::glasses_token(user, &config.hub.jwt_secret));
+    Ok(())
+}
+
+fn app_token(args: &[String]) -> Result<(), String> {
+    let f = flags(args, &["--package", "--config"])?;
+    let get = |k: &str| f.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
+    let package = get("--package").ok_or("app-token needs --package NAME")?;
+    let config = load(get("--config"))?;
+    let app = config
+        .hub
+        .apps
+        .iter()
+        .find(|a| a.package_name == package)
+        .ok_or_else(|| format!("no app '{package}' in the config"))?;
+    println!(
+        "{}",
+        auth::jwt::app_token(package, &app.hashed_api_key, &config.hub.jwt_secret)
+    );
+    Ok(())
 }

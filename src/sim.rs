@@ -9,7 +9,8 @@
 //! that closes is reported to the core with `handle_eof`, and a connection the core wants closed
 //! is closed (the client sees `closed == true`).
 
-use crate::server::{ConnId, Peer, Server, ServerConfig};
+use crate::hub::HubConfig;
+use crate::server::{ConnId, Peer, Server, ServerConfig, Target};
 use crate::time::Instant;
 use crate::ws::frame::{write_masked_frame, Opcode, Role};
 use crate::ws::{Limits, Message, Receiver};
@@ -104,26 +105,59 @@ impl SimClient {
     }
 }
 
+/// An outbound HTTP request the core made (a webhook), as the app server would see it.
+pub struct Outbound {
+    pub id: ConnId,
+    pub target: Target,
+    /// The raw request bytes written so far.
+    pub request: Vec<u8>,
+    /// The core closed or finished this request.
+    pub closed: bool,
+}
+
+impl Outbound {
+    /// The JSON body of the request, once complete.
+    pub fn json(&self) -> Option<serde_json::Value> {
+        let at = self.request.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+        serde_json::from_slice(&self.request[at..]).ok()
+    }
+
+    /// The request line, e.g. `POST /webhook HTTP/1.1`.
+    pub fn request_line(&self) -> String {
+        let end = self.request.iter().position(|&b| b == b'\r').unwrap_or(0);
+        String::from_utf8_lossy(&self.request[..end]).to_string()
+    }
+}
+
 pub struct World {
     pub server: Server,
     pub now: Instant,
     pub clients: Vec<SimClient>,
+    pub outbound: Vec<Outbound>,
 }
+
+/// 2025-01-01T00:00:00Z: the virtual clock starts at a plausible wall-clock time.
+pub const SIM_EPOCH: Instant = Instant::from_micros(1_735_689_600_000_000);
 
 impl World {
     pub fn new(cfg: ServerConfig) -> World {
+        World::with_hub(cfg, HubConfig::default())
+    }
+
+    pub fn with_hub(cfg: ServerConfig, hub: HubConfig) -> World {
         World {
-            server: Server::new(cfg, Instant::ZERO),
-            now: Instant::ZERO,
+            server: Server::new(cfg, hub, SIM_EPOCH),
+            now: SIM_EPOCH,
             clients: Vec::new(),
+            outbound: Vec::new(),
         }
     }
 
-    /// Connect a new client; returns its index in `clients`.
-    pub fn connect(&mut self) -> usize {
+    /// Connect a new client from `peer`; returns its index in `clients`.
+    pub fn connect_from(&mut self, peer: Peer) -> usize {
         let id = self
             .server
-            .handle_accept(Peer::InProcess, self.now)
+            .handle_accept(peer, self.now)
             .expect("slot available");
         self.clients.push(SimClient {
             id,
@@ -134,6 +168,39 @@ impl World {
         });
         self.step();
         self.clients.len() - 1
+    }
+
+    /// Answer outbound request `i` with an HTTP status (the app server's reply).
+    pub fn respond_http(&mut self, i: usize, status: u16) {
+        let id = self.outbound[i].id;
+        let body = "{\"status\":\"success\"}";
+        let mut resp = format!(
+            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes();
+        self.server.handle_input(id, &mut resp, self.now);
+        self.step();
+    }
+
+    /// Outbound request `i` fails at the transport (refused or reset).
+    pub fn fail_http(&mut self, i: usize) {
+        let id = self.outbound[i].id;
+        self.outbound[i].closed = true;
+        self.server.handle_closed(id, self.now);
+        self.step();
+    }
+
+    /// Indices of outbound requests not yet answered or closed.
+    pub fn open_outbound(&self) -> Vec<usize> {
+        (0..self.outbound.len())
+            .filter(|&i| !self.outbound[i].closed)
+            .collect()
+    }
+
+    /// Connect a new client; returns its index in `clients`.
+    pub fn connect(&mut self) -> usize {
+        self.connect_from(Peer::InProcess)
     }
 
     /// Send raw bytes from client `c`.
@@ -172,17 +239,35 @@ impl World {
 
     /// Hand every pending output to its client and close what the core wants closed.
     pub fn step(&mut self) {
-        self.server.handle_timeout(self.now);
-        while let Some(id) = self.server.poll_dirty() {
-            let Some(client) = self.clients.iter_mut().find(|c| c.id == id) else {
-                continue;
-            };
-            let out = self.server.output(id).to_vec();
-            client.inbox.extend_from_slice(&out);
-            self.server.consume_output(id, out.len());
-            if self.server.wants_close(id) {
-                client.closed = true;
-                self.server.handle_closed(id);
+        loop {
+            self.server.handle_timeout(self.now);
+            while let Some((id, target)) = self.server.poll_connect() {
+                self.outbound.push(Outbound {
+                    id,
+                    target,
+                    request: Vec::new(),
+                    closed: false,
+                });
+            }
+            let mut any = false;
+            while let Some(id) = self.server.poll_dirty() {
+                any = true;
+                let out = self.server.output(id).to_vec();
+                self.server.consume_output(id, out.len());
+                let close = self.server.wants_close(id);
+                if let Some(client) = self.clients.iter_mut().find(|c| c.id == id) {
+                    client.inbox.extend_from_slice(&out);
+                    client.closed |= close;
+                } else if let Some(o) = self.outbound.iter_mut().find(|o| o.id == id && !o.closed) {
+                    o.request.extend_from_slice(&out);
+                    o.closed |= close;
+                }
+                if close {
+                    self.server.handle_closed(id, self.now);
+                }
+            }
+            if !any {
+                return;
             }
         }
     }

@@ -11,12 +11,14 @@
 //! event for a reused slot is ignored; WRITABLE interest only while output is pending; output is
 //! flushed once per turn, after every ready socket was read, so many messages leave in one write.
 
-use crate::server::{ConnId, Server};
+use crate::server::{ConnId, Server, Target};
 use crate::time::Instant;
 use augmentos_edge_transports::{Listener, Stream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::io::{self, ErrorKind, Read, Write};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,22 +34,29 @@ fn listener_token(i: usize) -> Token {
     Token(((i + 1) << 20) | SPECIAL)
 }
 
-/// Converts the OS monotonic clock into core instants.
+/// Converts the OS monotonic clock into core instants, anchored at the wall-clock time the
+/// clock was made (so instants also read as Unix time for timestamps and token expiry, yet
+/// never go backwards).
 pub struct Clock {
     origin: std::time::Instant,
+    origin_unix_us: u64,
 }
 
 impl Default for Clock {
     fn default() -> Self {
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
         Clock {
             origin: std::time::Instant::now(),
+            origin_unix_us: unix,
         }
     }
 }
 
 impl Clock {
     pub fn now(&self) -> Instant {
-        Instant::from_micros(self.origin.elapsed().as_micros() as u64)
+        Instant::from_micros(self.origin_unix_us + self.origin.elapsed().as_micros() as u64)
     }
 }
 
@@ -82,6 +91,43 @@ pub struct Reactor {
     /// Connections with reading left over from the last turn (budget or backpressure ended).
     again: Vec<ConnId>,
     writable: Vec<ConnId>,
+    resolver: Option<Resolver>,
+}
+
+/// Name lookups for outbound connections happen on one helper thread, so the loop never
+/// blocks on DNS; answers come back through a channel and the `Waker`.
+struct Resolver {
+    ask: mpsc::Sender<(ConnId, Target)>,
+    answers: mpsc::Receiver<(ConnId, Option<SocketAddr>)>,
+}
+
+impl Resolver {
+    fn start(waker: Arc<Waker>) -> io::Result<Resolver> {
+        let (ask, questions) = mpsc::channel::<(ConnId, Target)>();
+        let (tell, answers) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("resolver".into())
+            .spawn(move || {
+                use std::net::ToSocketAddrs;
+                for (id, t) in questions {
+                    let addrs: Vec<SocketAddr> = (t.host.as_str(), t.port)
+                        .to_socket_addrs()
+                        .map(Iterator::collect)
+                        .unwrap_or_default();
+                    // IPv4 first: app servers on a venue LAN are reached over IPv4 more often.
+                    let addr = addrs
+                        .iter()
+                        .find(|a| a.is_ipv4())
+                        .or(addrs.first())
+                        .copied();
+                    if tell.send((id, addr)).is_err() {
+                        return;
+                    }
+                    let _ = waker.wake();
+                }
+            })?;
+        Ok(Resolver { ask, answers })
+    }
 }
 
 impl Reactor {
@@ -109,6 +155,7 @@ impl Reactor {
             },
             again: Vec::new(),
             writable: Vec::new(),
+            resolver: None,
         })
     }
 
@@ -140,6 +187,14 @@ impl Reactor {
             for id in std::mem::take(&mut self.again) {
                 self.read(id, now);
             }
+            let answers: Vec<_> = self
+                .resolver
+                .as_ref()
+                .map(|r| r.answers.try_iter().collect())
+                .unwrap_or_default();
+            for (id, addr) in answers {
+                self.connect(id, addr, now);
+            }
             for ev in events.iter() {
                 let token = ev.token().0;
                 if token & SPECIAL == SPECIAL {
@@ -159,6 +214,9 @@ impl Reactor {
                 }
             }
             self.server.handle_timeout(now);
+            while let Some((id, target)) = self.server.poll_connect() {
+                self.open_outbound(id, target, now);
+            }
             while let Some(id) = self.server.poll_dirty() {
                 self.flush(id);
             }
@@ -196,7 +254,7 @@ impl Reactor {
                 .register(&mut *stream, token, Interest::READABLE)
             {
                 log::warn!("register failed: {e}");
-                self.server.handle_closed(id);
+                self.server.handle_closed(id, now);
                 continue;
             }
             let idx = id.index as usize;
@@ -211,6 +269,52 @@ impl Reactor {
             // The peer may have written before we registered; edge-triggered means read now.
             self.read(id, now);
         }
+    }
+
+    /// Open the socket for an outbound request of the core (resolving the name off-loop).
+    fn open_outbound(&mut self, id: ConnId, target: Target, now: Instant) {
+        if let Ok(ip) = target.host.parse::<IpAddr>() {
+            return self.connect(id, Some(SocketAddr::new(ip, target.port)), now);
+        }
+        if self.resolver.is_none() {
+            match Resolver::start(self.stop.waker.clone()) {
+                Ok(r) => self.resolver = Some(r),
+                Err(_) => return self.connect(id, None, now),
+            }
+        }
+        if let Some(r) = &self.resolver {
+            if r.ask.send((id, target)).is_err() {
+                self.connect(id, None, now);
+            }
+        }
+    }
+
+    fn connect(&mut self, id: ConnId, addr: Option<SocketAddr>, now: Instant) {
+        let stream = addr.and_then(|a| mio::net::TcpStream::connect(a).ok());
+        let Some(mut stream) = stream else {
+            return self.server.handle_closed(id, now);
+        };
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if self
+            .poll
+            .registry()
+            .register(&mut stream, Token(id.to_token()), interest)
+            .is_err()
+        {
+            return self.server.handle_closed(id, now);
+        }
+        let _ = stream.set_nodelay(true);
+        let idx = id.index as usize;
+        if self.streams.len() <= idx {
+            self.streams.resize_with(idx + 1, || None);
+        }
+        self.streams[idx] = Some(Entry {
+            stream: Box::new(stream),
+            id,
+            interest,
+        });
+        // The request was queued before the socket existed: flush it this turn.
+        self.writable.push(id);
     }
 
     fn entry(&mut self, id: ConnId) -> Option<&mut Entry> {
@@ -319,7 +423,8 @@ impl Reactor {
                 let _ = self.poll.registry().deregister(&mut *e.stream);
             }
         }
-        self.server.handle_closed(id);
+        let now = self.clock.now();
+        self.server.handle_closed(id, now);
     }
 }
 

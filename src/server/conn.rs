@@ -43,6 +43,10 @@ pub use augmentos_edge_transports::Peer;
 pub enum Endpoint {
     /// Echo, for protocol conformance tests (off unless configured).
     Echo,
+    /// Smart glasses (or the phone relaying for them): `/glasses-ws`.
+    Glasses,
+    /// A third-party app: `/app-ws` or `/tpa-ws`.
+    App,
 }
 
 pub enum Phase {
@@ -55,6 +59,8 @@ pub enum Phase {
     Closing,
     /// Nothing more to read or write but what is in `out`; close once flushed.
     Done,
+    /// An outbound HTTP request of ours: `out` holds the request, input is the response.
+    Client { scanned: usize },
 }
 
 pub struct Conn {

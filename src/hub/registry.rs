@@ -1,0 +1,270 @@
+//! Core layer (sans-IO): the app registry — the apps this box may start, as configured.
+//!
+//! Owns each app's identity, webhook target, stored key hash, permissions and allowed source
+//! addresses, and the rules derived from them: which stream a subscription names, which
+//! permission it needs, and whether a peer address may speak for a system app. Invariant: a
+//! registry is immutable after load; packages are unique.
+
+use crate::server::{Peer, Target};
+use std::net::IpAddr;
+
+#[derive(Debug, Clone)]
+pub struct AppSpec {
+    pub package_name: String,
+    pub name: String,
+    /// The app server's base URL, as configured (`http://host:port[/prefix]`).
+    pub public_url: String,
+    pub webhook_target: Target,
+    /// Path of the webhook: `<prefix>/webhook`.
+    pub webhook_path: String,
+    pub hashed_api_key: String,
+    pub is_system_app: bool,
+    pub permissions: Vec<String>,
+    pub allowed_addresses: Vec<String>,
+}
+
+impl AppSpec {
+    /// Whether `peer` may connect as this app. Only system apps are restricted: to the listed
+    /// IP addresses, `unix` for the Unix socket, `in-process` for the in-process transport.
+    pub fn address_allowed(&self, peer: &Peer) -> bool {
+        if !self.is_system_app {
+            return true;
+        }
+        self.allowed_addresses.iter().any(|a| match peer {
+            Peer::Ip(addr) => {
+                let ip = match addr.ip() {
+                    IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+                    v4 => v4,
+                };
+                a.parse::<IpAddr>().is_ok_and(|want| want == ip)
+            }
+            Peer::Unix => a == "unix",
+            Peer::InProcess => a == "in-process",
+        })
+    }
+
+    /// Whether the app holds `permission` (or `ALL`; `NOTIFICATIONS` is the legacy name of
+    /// `READ_NOTIFICATIONS`).
+    pub fn has_permission(&self, permission: &str) -> bool {
+        self.permissions.iter().any(|p| {
+            p == "ALL"
+                || p == permission
+                || (permission == "READ_NOTIFICATIONS" && p == "NOTIFICATIONS")
+        })
+    }
+}
+
+/// Parse `http://host[:port][/prefix]` into a webhook target and path prefix.
+pub fn parse_http_url(url: &str) -> Result<(Target, String), String> {
+    if url.starts_with("https://") {
+        return Err("https URLs are not supported yet; use http:// on the venue network".into());
+    }
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("'{url}' must start with http://"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
+        None => (rest, ""),
+    };
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (h, after) = v6
+            .split_once(']')
+            .ok_or_else(|| format!("bad IPv6 host in '{url}'"))?;
+        let port = after.strip_prefix(':').unwrap_or("80");
+        (h.to_string(), port)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), p),
+            None => (authority.to_string(), "80"),
+        }
+    };
+    if host.is_empty() {
+        return Err(format!("no host in '{url}'"));
+    }
+    let port: u16 = port.parse().map_err(|_| format!("bad port in '{url}'"))?;
+    Ok((Target { host, port }, path.to_string()))
+}
+
+/// Outcome of checking one subscription entry.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SubCheck {
+    Ok,
+    Unknown,
+    NeedsPermission(&'static str),
+}
+
+const PLAIN_STREAMS: &[&str] = &[
+    "button_press",
+    "head_position",
+    "touch_event",
+    "glasses_battery_update",
+    "phone_battery_update",
+    "glasses_connection_state",
+    "location_update",
+    "location_stream",
+    "vps_coordinates",
+    "transcription",
+    "translation",
+    "VAD",
+    "audio_chunk",
+    "phone_notification",
+    "phone_notification_dismissed",
+    "notification_dismissed",
+    "calendar_event",
+    "start_app",
+    "stop_app",
+    "open_dashboard",
+    "dashboard_state",
+    "core_status_update",
+    "video",
+    "photo_request",
+    "photo_response",
+    "rtmp_stream_status",
+    "managed_stream_status",
+    "photo_taken",
+    "all",
+    "*",
+    "settings_update_request",
+    "custom_message",
+];
+
+const GESTURES: &[&str] = &[
+    "single_tap",
+    "double_tap",
+    "triple_tap",
+    "long_press",
+    "forward_swipe",
+    "backward_swipe",
+    "up_swipe",
+    "down_swipe",
+];
+
+fn is_lang(code: &str) -> bool {
+    let Some((l, r)) = code.split_once('-') else {
+        return false;
+    };
+    (2..=3).contains(&l.len())
+        && l.bytes().all(|b| b.is_ascii_lowercase())
+        && r.len() == 2
+        && r.bytes().all(|b| b.is_ascii_uppercase())
+}
+
+/// Check a subscription string (SDK 2.1.29 grammar) against the app's permissions.
+pub fn check_subscription(app: &AppSpec, sub: &str) -> SubCheck {
+    let base = sub.split('?').next().unwrap_or(sub);
+    let known = match base.split_once(':') {
+        None => PLAIN_STREAMS.contains(&base),
+        Some(("transcription", lang)) => is_lang(lang),
+        Some(("translation", pair)) => pair
+            .split_once("-to-")
+            .is_some_and(|(src, dst)| (src == "all" || is_lang(src)) && is_lang(dst)),
+        Some(("touch_event", g)) => GESTURES.contains(&g),
+        Some(("augmentos", key)) => !key.is_empty(),
+        _ => false,
+    };
+    if !known {
+        return SubCheck::Unknown;
+    }
+    let stream = base.split(':').next().unwrap_or(base);
+    let needs = match stream {
+        "transcription" | "translation" | "VAD" | "audio_chunk" => Some("MICROPHONE"),
+        "location_update" | "location_stream" => Some("LOCATION"),
+        "phone_notification" | "phone_notification_dismissed" | "notification_dismissed" => {
+            Some("READ_NOTIFICATIONS")
+        }
+        "calendar_event" => Some("CALENDAR"),
+        "photo_response" | "photo_taken" | "rtmp_stream_status" | "managed_stream_status" => {
+            Some("CAMERA")
+        }
+        _ => None,
+    };
+    match needs {
+        Some(p) if !app.has_permission(p) => SubCheck::NeedsPermission(p),
+        _ => SubCheck::Ok,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(perms: &[&str]) -> AppSpec {
+        AppSpec {
+            package_name: "com.x".into(),
+            name: "X".into(),
+            public_url: "http://127.0.0.1:1".into(),
+            webhook_target: Target {
+                host: "127.0.0.1".into(),
+                port: 1,
+            },
+            webhook_path: "/webhook".into(),
+            hashed_api_key: String::new(),
+            is_system_app: true,
+            permissions: perms.iter().map(|s| s.to_string()).collect(),
+            allowed_addresses: vec!["127.0.0.1".into(), "unix".into()],
+        }
+    }
+
+    #[test]
+    fn urls() {
+        let (t, p) = parse_http_url("http://localhost:3000/base/").unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.port, p.as_str()),
+            ("localhost", 3000, "/base")
+        );
+        let (t, p) = parse_http_url("http://[::1]:80").unwrap();
+        assert_eq!((t.host.as_str(), t.port, p.as_str()), ("::1", 80, ""));
+        assert!(parse_http_url("https://x").unwrap_err().contains("https"));
+        assert!(parse_http_url("ftp://x").is_err());
+        assert!(parse_http_url("http://x:notaport").is_err());
+    }
+
+    #[test]
+    fn subscriptions_and_permissions() {
+        let a = app(&["MICROPHONE"]);
+        assert_eq!(check_subscription(&a, "transcription:en-US"), SubCheck::Ok);
+        assert_eq!(
+            check_subscription(&a, "transcription:fil-PH?hints=ja%2Cfr"),
+            SubCheck::Ok
+        );
+        assert_eq!(
+            check_subscription(&a, "translation:all-to-en-US"),
+            SubCheck::Ok
+        );
+        assert_eq!(
+            check_subscription(&a, "touch_event:double_tap"),
+            SubCheck::Ok
+        );
+        assert_eq!(check_subscription(&a, "button_press"), SubCheck::Ok);
+        assert_eq!(
+            check_subscription(&a, "transcription:english"),
+            SubCheck::Unknown
+        );
+        assert_eq!(check_subscription(&a, "bogus"), SubCheck::Unknown);
+        assert_eq!(
+            check_subscription(&a, "location_update"),
+            SubCheck::NeedsPermission("LOCATION")
+        );
+        assert_eq!(
+            check_subscription(&app(&["ALL"]), "location_update"),
+            SubCheck::Ok
+        );
+        assert_eq!(
+            check_subscription(&app(&["NOTIFICATIONS"]), "phone_notification"),
+            SubCheck::Ok
+        );
+    }
+
+    #[test]
+    fn system_app_addresses() {
+        let a = app(&[]);
+        assert!(a.address_allowed(&Peer::Ip("127.0.0.1:5".parse().unwrap())));
+        assert!(a.address_allowed(&Peer::Ip("[::ffff:127.0.0.1]:5".parse().unwrap())));
+        assert!(!a.address_allowed(&Peer::Ip("127.0.0.2:5".parse().unwrap())));
+        assert!(a.address_allowed(&Peer::Unix));
+        assert!(!a.address_allowed(&Peer::InProcess));
+        let mut b = app(&[]);
+        b.is_system_app = false;
+        assert!(b.address_allowed(&Peer::InProcess));
+    }
+}

@@ -1,0 +1,390 @@
+//! Core layer (sans-IO): the connection table.
+//!
+//! Owns every connection's state (a `slab` of [`Conn`] indexed by generation-checked
+//! [`ConnId`]s), their deadlines, the pool of output buffers, the list of connections with news
+//! for the shell, outbound HTTP client connections waiting for a socket, and finished outbound
+//! requests waiting for the hub. It writes bytes into connections and knows nothing of
+//! sessions or apps: the hub drives it through `send_*`, `close_websocket`, `open_client`.
+//!
+//! Invariants: output per connection never exceeds `max_output` (past it the connection is
+//! dropped, never grown); a closed or reused slot never receives bytes meant for its previous
+//! occupant (generation check on every access); idle connections hold no buffer capacity.
+
+use super::conn::{Conn, ConnId, Endpoint, Peer, Phase};
+use super::timers::TimerHeap;
+use super::{ServerConfig, Stats};
+use crate::http::write_json_error;
+use crate::time::Instant;
+use crate::ws::frame::{write_close, write_frame, Opcode};
+use slab::Slab;
+use std::collections::VecDeque;
+
+/// Pool of emptied output buffers: at most this many, each at most `POOL_BUF_MAX` bytes.
+const POOL_MAX: usize = 16;
+const POOL_BUF_MAX: usize = 16 * 1024;
+
+/// Where an outbound HTTP request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub host: String,
+    pub port: u16,
+}
+
+/// How an outbound HTTP request ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpOutcome {
+    /// A complete response with this status.
+    Status(u16),
+    /// No usable response: refused, reset, timed out, or malformed.
+    Failed(&'static str),
+}
+
+pub struct Net {
+    pub cfg: ServerConfig,
+    conns: Slab<Conn>,
+    next_gen: u32,
+    timers: TimerHeap<ConnId>,
+    dirty: Vec<ConnId>,
+    pool: Vec<Vec<u8>>,
+    connects: VecDeque<(ConnId, Target)>,
+    done: Vec<(ConnId, HttpOutcome)>,
+    pub stats: Stats,
+}
+
+impl Net {
+    pub fn new(cfg: ServerConfig) -> Net {
+        Net {
+            cfg,
+            conns: Slab::new(),
+            next_gen: 0,
+            timers: TimerHeap::default(),
+            dirty: Vec::new(),
+            pool: Vec::new(),
+            connects: VecDeque::new(),
+            done: Vec::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    pub fn websocket_count(&self) -> usize {
+        self.conns.iter().filter(|(_, c)| c.is_websocket()).count()
+    }
+
+    pub fn get(&self, id: ConnId) -> Option<&Conn> {
+        self.conns
+            .get(id.index as usize)
+            .filter(|c| c.gen == id.gen)
+    }
+
+    pub fn get_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
+        self.conns
+            .get_mut(id.index as usize)
+            .filter(|c| c.gen == id.gen)
+    }
+
+    pub fn peer(&self, id: ConnId) -> Option<&Peer> {
+        self.get(id).map(|c| &c.peer)
+    }
+
+    pub fn at_token(&self, token: usize) -> Option<ConnId> {
+        let index = ConnId::token_index(token);
+        let c = self.conns.get(index)?;
+        let id = ConnId {
+            index: index as u32,
+            gen: c.gen,
+        };
+        (id.to_token() == token).then_some(id)
+    }
+
+    /// Add a connection; `None` when no slot can be encoded in a token.
+    pub fn insert(&mut self, peer: Peer, phase: Phase) -> Option<ConnId> {
+        if self.conns.len() >= super::conn::MAX_INDEX {
+            return None;
+        }
+        self.next_gen = self.next_gen.wrapping_add(1);
+        let gen = self.next_gen;
+        let mut c = Conn::new(gen, peer);
+        c.phase = phase;
+        let index = self.conns.insert(c);
+        Some(ConnId {
+            index: index as u32,
+            gen,
+        })
+    }
+
+    /// Forget a connection; returns it so the caller can see what it was.
+    pub fn remove(&mut self, id: ConnId) -> Option<Conn> {
+        self.get(id)?;
+        let mut c = self.conns.remove(id.index as usize);
+        give_back(&mut self.pool, std::mem::take(&mut c.out));
+        if let Phase::Client { .. } = c.phase {
+            self.done.push((
+                id,
+                HttpOutcome::Failed("connection closed before a response"),
+            ));
+        }
+        Some(c)
+    }
+
+    /// The output buffer of `id`, taken from the pool if it has none. Marks `id` dirty.
+    pub fn out(&mut self, id: ConnId) -> Option<&mut Vec<u8>> {
+        self.mark_dirty(id);
+        let Net { conns, pool, .. } = self;
+        let c = conns
+            .get_mut(id.index as usize)
+            .filter(|c| c.gen == id.gen)?;
+        if c.out.capacity() == 0 {
+            if let Some(b) = pool.pop() {
+                c.out = b;
+            }
+        }
+        Some(&mut c.out)
+    }
+
+    pub fn output(&self, id: ConnId) -> &[u8] {
+        self.get(id).map_or(&[], |c| &c.out)
+    }
+
+    pub fn consume_output(&mut self, id: ConnId, n: usize) {
+        let Net { conns, pool, .. } = self;
+        let Some(c) = conns.get_mut(id.index as usize).filter(|c| c.gen == id.gen) else {
+            return;
+        };
+        let n = n.min(c.out.len());
+        if n == c.out.len() {
+            give_back(pool, std::mem::take(&mut c.out));
+        } else {
+            c.out.drain(..n);
+        }
+    }
+
+    pub fn mark_dirty(&mut self, id: ConnId) {
+        if let Some(c) = self.get_mut(id) {
+            if !c.dirty {
+                c.dirty = true;
+                self.dirty.push(id);
+            }
+        }
+    }
+
+    pub fn poll_dirty(&mut self) -> Option<ConnId> {
+        while let Some(id) = self.dirty.pop() {
+            if let Some(c) = self.get_mut(id) {
+                c.dirty = false;
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    /// After output was queued: enforce the cap.
+    pub fn check_cap(&mut self, id: ConnId) {
+        let max = self.cfg.max_output;
+        let Some(c) = self.get_mut(id) else { return };
+        if c.out.len() > max {
+            c.out = Vec::new();
+            c.pending_in = Vec::new();
+            finish(c);
+            self.stats.overflow_drops += 1;
+            self.mark_dirty(id);
+        }
+    }
+
+    /// Queue a server frame whose payload is assembled from `parts`. Returns false when `id`
+    /// is not an open WebSocket (the bytes are not queued).
+    pub fn send_frame(&mut self, id: ConnId, opcode: Opcode, parts: &[&[u8]]) -> bool {
+        if !self.get(id).is_some_and(Conn::is_websocket) {
+            return false;
+        }
+        if let Some(out) = self.out(id) {
+            write_frame(out, opcode, parts);
+        }
+        self.check_cap(id);
+        true
+    }
+
+    pub fn send_text(&mut self, id: ConnId, text: &str) -> bool {
+        self.send_frame(id, Opcode::Text, &[text.as_bytes()])
+    }
+
+    /// Start a clean close: our close frame out, then wait for the peer's (or the deadline).
+    pub fn close_websocket(&mut self, id: ConnId, code: u16, reason: &str, now: Instant) {
+        if !self.get(id).is_some_and(Conn::is_websocket) {
+            return;
+        }
+        if let Some(out) = self.out(id) {
+            write_close(out, code, reason);
+        }
+        if let Some(c) = self.get_mut(id) {
+            c.phase = Phase::Closing;
+        }
+        let at = now + self.cfg.close_timeout;
+        self.set_deadline(id, Some(at));
+    }
+
+    /// Fail a WebSocket: close frame out, nothing more read but the peer's close.
+    pub fn fail_websocket(&mut self, id: ConnId, code: u16, reason: &str, now: Instant) {
+        self.stats.protocol_errors += 1;
+        self.close_websocket(id, code, reason, now);
+        if let Some(c) = self.get_mut(id) {
+            c.pending_in = Vec::new();
+        }
+    }
+
+    /// Answer an HTTP request with a JSON body and close after it is written.
+    pub fn respond(&mut self, id: ConnId, status: u16, body: &serde_json::Value, extra: &[&str]) {
+        if let Some(out) = self.out(id) {
+            crate::http::write_response(
+                out,
+                status,
+                "application/json",
+                extra,
+                body.to_string().as_bytes(),
+            );
+        }
+        if let Some(c) = self.get_mut(id) {
+            finish(c);
+        }
+    }
+
+    /// Answer with the standard JSON error body and close after it is written.
+    pub fn respond_error(
+        &mut self,
+        id: ConnId,
+        status: u16,
+        code: &str,
+        message: &str,
+        extra: &[&str],
+    ) {
+        if let Some(out) = self.out(id) {
+            write_json_error(out, status, code, message, extra);
+        }
+        if let Some(c) = self.get_mut(id) {
+            finish(c);
+        }
+    }
+
+    /// Finish a connection: close once the queued output is written.
+    pub fn finish(&mut self, id: ConnId) {
+        if let Some(c) = self.get_mut(id) {
+            finish(c);
+        }
+        self.mark_dirty(id);
+    }
+
+    /// Drop a connection now, discarding its output.
+    pub fn abort(&mut self, id: ConnId) {
+        if let Some(c) = self.get_mut(id) {
+            c.out.clear();
+            finish(c);
+        }
+        self.mark_dirty(id);
+    }
+
+    /// Open an outbound HTTP/1.1 connection that sends `request` and waits for the response
+    /// until `deadline`. The shell picks it up with `poll_connect`.
+    pub fn open_client(
+        &mut self,
+        target: Target,
+        request: &[u8],
+        deadline: Instant,
+    ) -> Option<ConnId> {
+        let id = self.insert(Peer::InProcess, Phase::Client { scanned: 0 })?;
+        if let Some(out) = self.out(id) {
+            out.extend_from_slice(request);
+        }
+        self.set_deadline(id, Some(deadline));
+        self.connects.push_back((id, target));
+        Some(id)
+    }
+
+    pub fn poll_connect(&mut self) -> Option<(ConnId, Target)> {
+        while let Some((id, t)) = self.connects.pop_front() {
+            if self.get(id).is_some() {
+                return Some((id, t));
+            }
+        }
+        None
+    }
+
+    /// A finished outbound request, for the hub.
+    pub fn poll_done(&mut self) -> Option<(ConnId, HttpOutcome)> {
+        self.done.pop()
+    }
+
+    /// Record the outcome of the client connection `id` and close it.
+    pub fn complete_client(&mut self, id: ConnId, outcome: HttpOutcome) {
+        let Some(c) = self.get_mut(id) else { return };
+        if matches!(c.phase, Phase::Client { .. }) {
+            c.pending_in = Vec::new();
+            finish(c);
+            self.done.push((id, outcome));
+            self.mark_dirty(id);
+        }
+    }
+
+    pub fn set_deadline(&mut self, id: ConnId, at: Option<Instant>) {
+        let Some(c) = self.get_mut(id) else { return };
+        c.deadline = at;
+        if let Some(at) = at {
+            self.timers.push(at, id);
+            if self.timers.len() > 2 * self.conns.len() + 64 {
+                let conns = &self.conns;
+                self.timers.rebuild(|at, id| is_current(conns, at, id));
+            }
+        }
+    }
+
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        let conns = &self.conns;
+        self.timers.peek(|at, id| is_current(conns, at, id))
+    }
+
+    /// The next connection whose deadline passed at `now` (its deadline is cleared).
+    pub fn pop_expired(&mut self, now: Instant) -> Option<ConnId> {
+        while let Some((at, id)) = self.timers.pop_due(now) {
+            if let Some(c) = self.get_mut(id) {
+                if c.deadline == Some(at) {
+                    c.deadline = None;
+                    return Some(id);
+                }
+            }
+        }
+        None
+    }
+
+    pub fn endpoint(&self, id: ConnId) -> Option<Endpoint> {
+        match self.get(id)?.phase {
+            Phase::Ws { endpoint, .. } => Some(endpoint),
+            _ => None,
+        }
+    }
+}
+
+fn is_current(conns: &Slab<Conn>, at: Instant, id: ConnId) -> bool {
+    conns
+        .get(id.index as usize)
+        .is_some_and(|c| c.gen == id.gen && c.deadline == Some(at))
+}
+
+/// Nothing more will be read; close once the output is flushed.
+pub fn finish(c: &mut Conn) {
+    c.phase = Phase::Done;
+    c.close_after_flush = true;
+    c.deadline = None;
+}
+
+fn give_back(pool: &mut Vec<Vec<u8>>, mut buf: Vec<u8>) {
+    if buf.capacity() > 0 && buf.capacity() <= POOL_BUF_MAX && pool.len() < POOL_MAX {
+        buf.clear();
+        pool.push(buf);
+    }
+}
