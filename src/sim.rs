@@ -224,11 +224,46 @@ impl World {
 
     /// A full upgrade request for `path`; returns the HTTP status the server answered.
     pub fn upgrade(&mut self, c: usize, path: &str) -> u16 {
-        let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: sim\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        self.upgrade_with(c, path, &[]).0
+    }
+
+    /// An upgrade request with extra header lines (`"Name: value"`); returns the status and,
+    /// for a refusal, the response body.
+    pub fn upgrade_with(&mut self, c: usize, path: &str, headers: &[&str]) -> (u16, String) {
+        let mut req = format!(
+            "GET {path} HTTP/1.1\r\nHost: sim\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
         );
+        for h in headers {
+            req.push_str(h);
+            req.push_str("\r\n");
+        }
+        req.push_str("\r\n");
         self.send_raw(c, req.as_bytes());
-        self.clients[c].take_http_response().map_or(0, |(s, _)| s)
+        self.clients[c]
+            .take_http_response()
+            .unwrap_or((0, String::new()))
+    }
+
+    /// Send a text message from client `c`.
+    pub fn send_text(&mut self, c: usize, text: &str) {
+        self.send_frame(c, true, Opcode::Text, text.as_bytes());
+    }
+
+    /// Decode client `c`'s text messages as JSON, skipping other frames; a close frame is
+    /// returned as `{"close": code, "reason": …}`.
+    pub fn json_messages(&mut self, c: usize) -> Vec<serde_json::Value> {
+        self.clients[c]
+            .messages()
+            .into_iter()
+            .filter_map(|m| match m {
+                Received::Text(t) => serde_json::from_str(&t).ok(),
+                Received::Close(Some((code, reason))) => {
+                    Some(serde_json::json!({"close": code, "reason": reason}))
+                }
+                Received::Close(None) => Some(serde_json::json!({"close": null})),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Client `c` closes its side.
