@@ -280,6 +280,24 @@ fn health_reports_connections() {
 }
 
 #[test]
+fn metrics_are_prometheus_text() {
+    let mut w = world();
+    let bad = open(&mut w);
+    w.send_text(bad, "\u{0}");
+    w.send_raw(bad, &raw_frame(0x81, false, b"unmasked"));
+    let c = w.connect();
+    w.send_raw(c, b"GET /metrics HTTP/1.1\r\n\r\n");
+    let (status, body) = w.clients[c].take_http_response().unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("# TYPE augmentos_connections gauge"),
+        "{body}"
+    );
+    assert!(body.contains("augmentos_protocol_errors_total 1"), "{body}");
+    assert!(body.contains("augmentos_upgrades_total 1"), "{body}");
+}
+
+#[test]
 fn over_capacity_is_answered_503() {
     let mut w = World::new(ServerConfig {
         max_connections: 1,

@@ -257,6 +257,110 @@ impl Server {
             .is_none_or(|c| c.close_after_flush && c.out.is_empty())
     }
 
+    /// The Prometheus text exposition of the server's counters and gauges.
+    pub fn metrics(&self) -> String {
+        use std::fmt::Write;
+        let st = &self.net.stats;
+        let hc = &self.hub.counters;
+        let mut m = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+            let _ = writeln!(
+                m,
+                "# HELP augmentos_{name} {help}\n# TYPE augmentos_{name} {kind}"
+            );
+            for (labels, v) in samples {
+                let _ = writeln!(m, "augmentos_{name}{labels} {v}");
+            }
+        };
+        let total = self.net.len() as u64;
+        let ws = self.net.websocket_count() as u64;
+        metric(
+            "connections",
+            "gauge",
+            "Open connections.",
+            &[("{kind=\"all\"}", total), ("{kind=\"websocket\"}", ws)],
+        );
+        metric(
+            "sessions",
+            "gauge",
+            "User sessions.",
+            &[("", self.hub.session_count() as u64)],
+        );
+        metric(
+            "accepted_total",
+            "counter",
+            "Connections accepted.",
+            &[("", st.accepted)],
+        );
+        metric(
+            "upgrades_total",
+            "counter",
+            "WebSocket upgrades.",
+            &[("", st.upgrades)],
+        );
+        metric(
+            "protocol_errors_total",
+            "counter",
+            "WebSocket protocol violations.",
+            &[("", st.protocol_errors)],
+        );
+        metric(
+            "handshake_timeouts_total",
+            "counter",
+            "Requests not complete in time.",
+            &[("", st.handshake_timeouts)],
+        );
+        metric(
+            "overflow_drops_total",
+            "counter",
+            "Connections dropped for not reading.",
+            &[("", st.overflow_drops)],
+        );
+        metric(
+            "refused_at_capacity_total",
+            "counter",
+            "Connections refused at capacity.",
+            &[("", st.refused_at_capacity)],
+        );
+        metric(
+            "webhooks_sent_total",
+            "counter",
+            "Webhook requests sent.",
+            &[("", hc.webhooks_sent)],
+        );
+        metric(
+            "webhooks_failed_total",
+            "counter",
+            "Webhook requests failed.",
+            &[("", hc.webhooks_failed)],
+        );
+        metric(
+            "app_restarts_total",
+            "counter",
+            "Apps restarted after a drop.",
+            &[("", hc.app_restarts)],
+        );
+        metric(
+            "sessions_ended_total",
+            "counter",
+            "Sessions ended after the grace period.",
+            &[("", hc.sessions_ended)],
+        );
+        let labels: Vec<(String, u64)> = hc
+            .refusals
+            .iter()
+            .map(|(k, v)| (format!("{{code=\"{k}\"}}"), *v))
+            .collect();
+        let refs: Vec<(&str, u64)> = labels.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+        metric(
+            "refusals_total",
+            "counter",
+            "Refused requests and messages, by code.",
+            &refs,
+        );
+        m
+    }
+
     // ---- internals -----------------------------------------------------------------------
 
     /// Hand finished outbound requests to the hub.
@@ -379,7 +483,20 @@ impl Server {
                 });
                 self.net.respond(id, 200, &body, &[]);
             }
-            (_, "/health") => {
+            ("GET" | "HEAD", "/metrics") => {
+                let text = self.metrics();
+                if let Some(out) = self.net.out(id) {
+                    crate::http::write_response(
+                        out,
+                        200,
+                        "text/plain; version=0.0.4",
+                        &[],
+                        text.as_bytes(),
+                    );
+                }
+                self.net.finish(id);
+            }
+            (_, "/health" | "/metrics") => {
                 self.net
                     .respond_error(id, 405, "METHOD_NOT_ALLOWED", "use GET", &["Allow: GET"])
             }
