@@ -211,6 +211,8 @@ impl Config {
                     "restartAttempts",
                     "restartBackoffMs",
                     "glassesInitTimeoutMs",
+                    "pingIntervalMs",
+                    "idleTimeoutMs",
                 ],
             )?;
             let ms = |k: &str, lo: u64, hi: u64| -> Result<Option<Duration>, String> {
@@ -246,6 +248,12 @@ impl Config {
             }
             if let Some(d) = ms("restartBackoffMs", 0, 600_000)? {
                 h.restart_backoff = d;
+            }
+            if let Some(d) = ms("pingIntervalMs", 0, 3_600_000)? {
+                server.ping_interval = (!d.is_zero()).then_some(d);
+            }
+            if let Some(d) = ms("idleTimeoutMs", 1_000, 3_600_000)? {
+                server.idle_timeout = d;
             }
             if let Some(d) = ms("glassesInitTimeoutMs", 100, 600_000)? {
                 h.glasses_init_timeout = d;

@@ -151,15 +151,21 @@ fn rfc_violations_close_with_the_right_code_and_disturb_no_one() {
         let bad = open(&mut w);
         attack(&mut w, bad);
         assert_eq!(close_code(&mut w, bad), Some(want), "{name}");
-        // The server waits for the peer's close, then drops the connection.
+        // After a failure the server reads nothing more (RFC 6455 §7.1.7), not even the
+        // peer's close, and closes at the peer's EOF (or its close deadline).
         assert!(
             !w.clients[bad].closed,
-            "{name}: closed before the peer's close"
+            "{name}: closed before the close frame was flushed"
         );
         w.send_frame(bad, true, Opcode::Close, &1000u16.to_be_bytes());
         assert!(
+            !w.clients[bad].closed,
+            "{name}: input was parsed after the failure"
+        );
+        w.client_eof(bad);
+        assert!(
             w.clients[bad].closed,
-            "{name}: not closed after the peer's close"
+            "{name}: not closed at the peer's EOF"
         );
         w.send_frame(healthy, true, Opcode::Text, b"still here");
         assert_eq!(
@@ -215,10 +221,13 @@ fn handshake_deadline_answers_408_in_virtual_time() {
 }
 
 #[test]
-fn upgraded_connection_has_no_deadline() {
+fn upgraded_connection_trades_the_handshake_deadline_for_the_heartbeat() {
     let mut w = world();
     let _c = open(&mut w);
-    assert_eq!(w.server.poll_timeout(), None);
+    assert_eq!(
+        w.server.poll_timeout(),
+        Some(w.now + Duration::from_secs(15))
+    );
 }
 
 #[test]
@@ -277,6 +286,38 @@ fn health_reports_connections() {
     assert_eq!(v["status"], "ok");
     assert_eq!(v["connections"]["websocket"], 1);
     assert_eq!(v["connections"]["total"], 2);
+}
+
+#[test]
+fn heartbeat_pings_measures_rtt_and_closes_silent_connections() {
+    let mut w = world();
+    let live = open(&mut w);
+    let dead = open(&mut w);
+    for _ in 0..3 {
+        w.advance(Duration::from_secs(15));
+        assert!(w.clients[live]
+            .messages()
+            .contains(&Received::Ping(b"edge".to_vec())));
+        w.advance(Duration::from_millis(3));
+        w.send_frame(live, true, Opcode::Pong, b"edge");
+    }
+    let id = w.clients[live].id;
+    assert_eq!(w.server.net.get(id).and_then(|c| c.rtt_us), Some(3000));
+    // The silent one is closed with 4000 once 45 s passed without a byte from it.
+    let codes: Vec<_> = w.clients[dead]
+        .messages()
+        .into_iter()
+        .filter_map(|m| match m {
+            Received::Close(Some((code, _))) => Some(code),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(codes, vec![4000]);
+    assert!(!w.clients[live].closed);
+    w.send_frame(live, true, Opcode::Text, b"alive");
+    assert!(w.clients[live]
+        .messages()
+        .contains(&Received::Text("alive".into())));
 }
 
 #[test]

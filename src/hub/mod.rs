@@ -354,6 +354,38 @@ impl Hub {
             .unwrap_or_default()
     }
 
+    /// Every glasses and app connection bound to a session, labelled for `/metrics`:
+    /// `(connection, kind, user, package)`.
+    pub fn bound_connections(&self) -> Vec<(ConnId, &'static str, &str, Option<&str>)> {
+        let mut out = Vec::new();
+        for (id, link) in &self.links {
+            match link {
+                Link::Glasses {
+                    session: Some(sk), ..
+                } => {
+                    if let Some(s) = self.session(*sk) {
+                        out.push((*id, "glasses", s.user.as_str(), None));
+                    }
+                }
+                Link::App {
+                    bound: Some((sk, app)),
+                } => {
+                    if let Some(s) = self.session(*sk) {
+                        out.push((
+                            *id,
+                            "app",
+                            s.user.as_str(),
+                            Some(self.cfg.apps[*app].package_name.as_str()),
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+        out.sort_by_key(|(id, ..)| *id);
+        out
+    }
+
     fn app_index(&self, package: &str) -> Option<usize> {
         self.cfg.apps.iter().position(|a| a.package_name == package)
     }
@@ -631,8 +663,6 @@ impl Hub {
             _ => {}
         }
     }
-
-    pub fn on_pong(&mut self, _id: ConnId, _now: Instant) {}
 
     pub fn on_closed(&mut self, net: &mut Net, id: ConnId, now: Instant) {
         match self.links.remove(&id) {

@@ -54,9 +54,10 @@ pub enum Phase {
     Http { scanned: usize },
     /// An open WebSocket.
     Ws { rx: Receiver, endpoint: Endpoint },
-    /// We sent a close frame (or a final HTTP response) and wait for the peer's close frame,
-    /// the peer's EOF or the deadline. Input is skimmed for a close frame, nothing else.
-    Closing,
+    /// We sent a close frame and wait for the peer's close frame, its EOF or the deadline.
+    /// After a clean close, input is skimmed for the peer's close frame; after a protocol
+    /// failure (`failed`), input is discarded unread (RFC 6455 §7.1.7).
+    Closing { failed: bool },
     /// Nothing more to read or write but what is in `out`; close once flushed.
     Done,
     /// An outbound HTTP request of ours: `out` holds the request, input is the response.
@@ -74,6 +75,11 @@ pub struct Conn {
     pub dirty: bool,
     /// The transport must close this connection as soon as `out` is flushed.
     pub close_after_flush: bool,
+    /// When bytes last arrived.
+    pub last_rx: Instant,
+    /// When our last unanswered ping left, and the last measured round trip.
+    pub ping_sent: Option<Instant>,
+    pub rtt_us: Option<u32>,
 }
 
 impl Conn {
@@ -87,6 +93,9 @@ impl Conn {
             deadline: None,
             dirty: false,
             close_after_flush: false,
+            last_rx: Instant::ZERO,
+            ping_sent: None,
+            rtt_us: None,
         }
     }
 

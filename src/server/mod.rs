@@ -46,6 +46,10 @@ pub struct ServerConfig {
     /// Output past this many bytes stops reading from the connection until it drains.
     pub read_pause: usize,
     pub max_connections: usize,
+    /// Ping open WebSockets this often (none: never).
+    pub ping_interval: Option<Duration>,
+    /// A WebSocket silent this long (no byte, not even a pong) is closed with 4000.
+    pub idle_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -59,6 +63,8 @@ impl Default for ServerConfig {
             max_output: 1024 * 1024,
             read_pause: 64 * 1024,
             max_connections: 20_000,
+            ping_interval: Some(Duration::from_secs(15)),
+            idle_timeout: Duration::from_secs(45),
         }
     }
 }
@@ -72,12 +78,15 @@ pub struct Stats {
     pub handshake_timeouts: u64,
     pub overflow_drops: u64,
     pub refused_at_capacity: u64,
+    pub idle_closes: u64,
 }
 
 pub struct Server {
     pub net: Net,
     pub hub: Hub,
     started: Instant,
+    /// The latest `now` handed in (for reports that are not inputs, such as `/metrics`).
+    last_now: Instant,
 }
 
 impl Server {
@@ -86,6 +95,7 @@ impl Server {
             net: Net::new(cfg),
             hub: Hub::new(hub),
             started: now,
+            last_now: now,
         }
     }
 
@@ -132,6 +142,7 @@ impl Server {
         let Some(c) = self.net.get_mut(id) else {
             return;
         };
+        c.last_rx = now;
         if c.pending_in.is_empty() {
             let used = self.process(id, data, now);
             let rest = &data[used.min(data.len())..];
@@ -210,8 +221,8 @@ impl Server {
                 Phase::Client { .. } => self
                     .net
                     .complete_client(id, HttpOutcome::Failed("timed out")),
-                Phase::Closing | Phase::Done => self.net.abort(id),
-                Phase::Ws { .. } => {}
+                Phase::Closing { .. } | Phase::Done => self.net.abort(id),
+                Phase::Ws { .. } => self.heartbeat(id, now),
             }
         }
         self.hub.handle_timeout(&mut self.net, now);
@@ -358,10 +369,62 @@ impl Server {
             "Refused requests and messages, by code.",
             &refs,
         );
+        // Per bound connection: round trip of the last ping and seconds since the last byte.
+        let escape = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"");
+        let now = self.last_now;
+        let _ = writeln!(m, "# HELP augmentos_connection_rtt_microseconds Round trip of the last ping.\n# TYPE augmentos_connection_rtt_microseconds gauge");
+        let bound = self.hub.bound_connections();
+        let label = |kind: &str, user: &str, pkg: Option<&str>| match pkg {
+            Some(p) => format!(
+                "{{kind=\"{kind}\",user=\"{}\",package=\"{}\"}}",
+                escape(user),
+                escape(p)
+            ),
+            None => format!("{{kind=\"{kind}\",user=\"{}\"}}", escape(user)),
+        };
+        for (id, kind, user, pkg) in &bound {
+            if let Some(rtt) = self.net.get(*id).and_then(|c| c.rtt_us) {
+                let _ = writeln!(
+                    m,
+                    "augmentos_connection_rtt_microseconds{} {rtt}",
+                    label(kind, user, *pkg)
+                );
+            }
+        }
+        let _ = writeln!(m, "# HELP augmentos_connection_idle_seconds Seconds since the last byte arrived.\n# TYPE augmentos_connection_idle_seconds gauge");
+        for (id, kind, user, pkg) in &bound {
+            if let Some(c) = self.net.get(*id) {
+                let idle = now.saturating_since(c.last_rx).as_secs_f64();
+                let _ = writeln!(
+                    m,
+                    "augmentos_connection_idle_seconds{} {idle:.3}",
+                    label(kind, user, *pkg)
+                );
+            }
+        }
         m
     }
 
     // ---- internals -----------------------------------------------------------------------
+
+    /// A WebSocket's heartbeat deadline: close it if it has been silent too long, otherwise
+    /// ping it (the round trip is timed from `ping_sent`).
+    fn heartbeat(&mut self, id: ConnId, now: Instant) {
+        let (Some(interval), idle) = (self.net.cfg.ping_interval, self.net.cfg.idle_timeout) else {
+            return;
+        };
+        let Some(c) = self.net.get_mut(id) else {
+            return;
+        };
+        if now.saturating_since(c.last_rx) >= idle {
+            self.net.stats.idle_closes += 1;
+            self.net.fail_websocket(id, 4000, "no pong responses", now);
+            return;
+        }
+        c.ping_sent = Some(now);
+        self.net.send_frame(id, Opcode::Ping, &[b"edge"]);
+        self.net.set_deadline(id, Some(now + interval));
+    }
 
     /// Hand finished outbound requests to the hub.
     fn after(&mut self, now: Instant) {
@@ -372,6 +435,7 @@ impl Server {
 
     /// Run the connection's protocol over `buf`; returns the bytes used up.
     fn process(&mut self, id: ConnId, buf: &mut [u8], now: Instant) -> usize {
+        let max_frame = self.net.cfg.ws.max_frame;
         let mut at = 0;
         loop {
             let Some(c) = self.net.get_mut(id) else {
@@ -380,7 +444,7 @@ impl Server {
             let used = match c.phase {
                 Phase::Http { .. } => self.process_http(id, &buf[at..], now),
                 Phase::Ws { .. } => self.process_ws(id, &mut buf[at..], now),
-                Phase::Closing => skim_for_close(c, &buf[at..]),
+                Phase::Closing { failed } => skim_for_close(c, failed, &buf[at..], max_frame),
                 Phase::Client { .. } => self.process_client(id, &buf[at..]),
                 Phase::Done => buf.len() - at,
             };
@@ -433,6 +497,7 @@ impl Server {
     }
 
     fn route(&mut self, id: ConnId, req: &Request<'_>, now: Instant) {
+        self.last_now = now;
         let endpoint = match req.path {
             "/echo" if self.net.cfg.echo => Some(Endpoint::Echo),
             "/glasses-ws" => Some(Endpoint::Glasses),
@@ -467,7 +532,8 @@ impl Server {
                     endpoint,
                 };
             }
-            self.net.set_deadline(id, None);
+            let heartbeat = self.net.cfg.ping_interval.map(|i| now + i);
+            self.net.set_deadline(id, heartbeat);
             self.net.stats.upgrades += 1;
             self.hub.on_open(&mut self.net, id, endpoint, pre, now);
             return;
@@ -533,7 +599,7 @@ impl Server {
                     Some(Message::Ping(p)) => {
                         self.net.send_frame(id, Opcode::Pong, &[p]);
                     }
-                    Some(Message::Pong(_)) => self.hub.on_pong(id, now),
+                    Some(Message::Pong(_)) => self.net.record_pong(id, now),
                     Some(Message::Close(code)) => {
                         if let Some(out) = self.net.out(id) {
                             match code {
@@ -578,8 +644,12 @@ fn accepts_input(phase: &Phase) -> bool {
 }
 
 /// In `Closing`, look through complete frames for the peer's close; anything else is dropped.
-fn skim_for_close(c: &mut Conn, buf: &[u8]) -> usize {
-    match parse_header(buf, Role::Server, usize::MAX >> 1) {
+/// After a failure nothing is parsed at all.
+fn skim_for_close(c: &mut Conn, failed: bool, buf: &[u8], max_frame: usize) -> usize {
+    if failed {
+        return buf.len();
+    }
+    match parse_header(buf, Role::Server, max_frame) {
         Ok(Some(h)) if h.opcode == Opcode::Close && buf.len() >= h.frame_len() => {
             net::finish(c);
             buf.len()

@@ -224,7 +224,7 @@ impl Net {
             write_close(out, code, reason);
         }
         if let Some(c) = self.get_mut(id) {
-            c.phase = Phase::Closing;
+            c.phase = Phase::Closing { failed: false };
         }
         let at = now + self.cfg.close_timeout;
         self.set_deadline(id, Some(at));
@@ -236,6 +236,7 @@ impl Net {
         self.close_websocket(id, code, reason, now);
         if let Some(c) = self.get_mut(id) {
             c.pending_in = Vec::new();
+            c.phase = Phase::Closing { failed: true };
         }
     }
 
@@ -359,6 +360,16 @@ impl Net {
             }
         }
         None
+    }
+
+    /// A pong arrived: the round trip of our last ping is known.
+    pub fn record_pong(&mut self, id: ConnId, now: Instant) {
+        if let Some(c) = self.get_mut(id) {
+            if let Some(sent) = c.ping_sent.take() {
+                c.rtt_us =
+                    Some(now.saturating_since(sent).as_micros().min(u32::MAX as u128) as u32);
+            }
+        }
     }
 
     pub fn endpoint(&self, id: ConnId) -> Option<Endpoint> {
