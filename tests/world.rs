@@ -64,10 +64,13 @@ fn echo_text_binary_fragmented_ping() {
     );
 }
 
+/// Something a misbehaving client does to its connection.
+type Attack = Box<dyn Fn(&mut World, usize)>;
+
 #[test]
 fn rfc_violations_close_with_the_right_code_and_disturb_no_one() {
     let big = vec![b'x'; 64 * 1024 + 1];
-    let cases: Vec<(&str, Box<dyn Fn(&mut World, usize)>, u16)> = vec![
+    let cases: Vec<(&str, Attack, u16)> = vec![
         (
             "reserved bits",
             Box::new(|w, c| w.send_raw(c, &raw_frame(0xC1, true, b"a"))),

@@ -234,7 +234,7 @@ pub fn write_close(out: &mut Vec<u8>, code: u16, reason: &str) {
     write_frame(
         out,
         Opcode::Close,
-        &[&code.to_be_bytes(), reason[..end].as_bytes()],
+        &[&code.to_be_bytes(), &reason.as_bytes()[..end]],
     );
 }
 
