@@ -179,6 +179,9 @@ struct AppRun {
     state: AppState,
     conn: Option<ConnId>,
     subs: Vec<String>,
+    /// Which start this is (unique in the hub), so a late webhook outcome from an earlier start
+    /// is never taken for the current one's.
+    start: u32,
     attempt: u32,
     restarts: u32,
     active_since: Option<Instant>,
@@ -198,7 +201,7 @@ struct Session {
 
 #[derive(Debug, Clone, Copy)]
 enum WebhookKind {
-    Start { attempt: u32 },
+    Start { start: u32, attempt: u32 },
     Stop,
 }
 
@@ -306,6 +309,7 @@ pub struct Hub {
     timers: TimerHeap<TimerKey>,
     running: Box<dyn RunningApps>,
     next_gen: u32,
+    next_start: u32,
     pub counters: HubCounters,
 }
 
@@ -324,6 +328,7 @@ impl Hub {
             timers: TimerHeap::default(),
             running,
             next_gen: 0,
+            next_start: 0,
             counters: HubCounters::default(),
         }
     }
@@ -1003,6 +1008,7 @@ impl Hub {
     /// Start `app` in the session (no-op if it is already loading, active or reconnecting).
     fn start_app(&mut self, net: &mut Net, sk: SessKey, app: usize, now: Instant, restart: bool) {
         let until = now + self.cfg.timings.app_connect_timeout;
+        let start = self.next_start.wrapping_add(1);
         let Some(s) = self.session_mut(sk) else {
             return;
         };
@@ -1010,6 +1016,7 @@ impl Hub {
             state: AppState::Failed,
             conn: None,
             subs: Vec::new(),
+            start,
             attempt: 0,
             restarts: 0,
             active_since: None,
@@ -1029,7 +1036,9 @@ impl Hub {
             retry_at: None,
         };
         run.error = None;
+        run.start = start;
         run.attempt = 1;
+        self.next_start = start;
         self.timers.push(until, TimerKey::App(sk, app));
         self.send_session_request(net, sk, app, 1, now);
     }
@@ -1043,6 +1052,9 @@ impl Hub {
         now: Instant,
     ) {
         let Some(s) = self.session(sk) else { return };
+        let Some(start) = s.apps.get(&app).map(|r| r.start) else {
+            return;
+        };
         let spec = &self.cfg.apps[app];
         let base = if spec.is_system_app {
             &self.cfg.internal_ws_url
@@ -1052,7 +1064,14 @@ impl Hub {
         let ws_url = format!("{}/app-ws", base.trim_end_matches('/'));
         let session_id = format!("{}-{}", s.user, spec.package_name);
         let body = messages::session_request(&session_id, &s.user, &ws_url, &iso8601(now));
-        self.post_webhook(net, sk, app, WebhookKind::Start { attempt }, &body, now);
+        self.post_webhook(
+            net,
+            sk,
+            app,
+            WebhookKind::Start { start, attempt },
+            &body,
+            now,
+        );
     }
 
     fn post_webhook(
@@ -1112,7 +1131,7 @@ impl Hub {
 
     fn webhook_failed(&mut self, net: &mut Net, w: Webhook, now: Instant) {
         self.counters.webhooks_failed += 1;
-        let WebhookKind::Start { attempt } = w.kind else {
+        let WebhookKind::Start { start, attempt } = w.kind else {
             return;
         };
         let max = self.cfg.timings.webhook_attempts;
@@ -1123,7 +1142,7 @@ impl Hub {
         let AppState::Loading { until, .. } = run.state else {
             return;
         };
-        if run.attempt != attempt {
+        if run.start != start || run.attempt != attempt {
             return;
         }
         if attempt < max {
@@ -1319,8 +1338,16 @@ impl Hub {
         self.refused(e.code());
         let msg = messages::tpa_error(e.code(), e.message(), json!({}), &iso8601(now));
         net.send_text(id, &msg.to_string());
-        self.links.remove(&id);
+        let bound = match self.links.remove(&id) {
+            Some(Link::App { bound }) => bound,
+            _ => None,
+        };
         net.close_websocket(id, 1008, e.reason(), now);
+        // A bound connection refused (a second init for another app) was its app's only
+        // connection: handle it as a drop, or the app stays "active" on a closed socket.
+        if let Some((sk, app)) = bound {
+            self.app_dropped(net, id, sk, app, now);
+        }
     }
 
     fn app_message(
