@@ -30,7 +30,15 @@ pub fn capabilities() -> Value {
         "hasIMU": false,
         "hasButton": true,
         "hasLight": false,
-        "hasWifi": false
+        "hasWifi": false,
+        "camera": null,
+        "display": null,
+        "microphone": null,
+        "speaker": null,
+        "imu": null,
+        "button": null,
+        "light": null,
+        "power": { "hasExternalBattery": false }
     })
 }
 

@@ -744,7 +744,9 @@ impl Hub {
             &messages::connection_error(code, message, &iso8601(now)).to_string(),
         );
         if close {
-            self.links.remove(&id);
+            // Unlink as a closed connection would be: a bound session starts its grace period
+            // (removing the link alone would leave the session on this dead connection forever).
+            self.on_closed(net, id, now);
             net.close_websocket(id, 1008, message, now);
         }
     }

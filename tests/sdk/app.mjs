@@ -1,0 +1,151 @@
+// SDK interop test app: a minimal third-party app built on the real, unmodified
+// `@mentra/sdk@2.1.29` `AppServer`, started and driven by `tests/sdk_interop.rs`.
+//
+// Config (env): PORT (webhook HTTP port), PACKAGE_NAME, API_KEY.
+//
+// Output contract: every line this program writes to stdout is exactly one JSON object with
+// an `event` field ("listening", "session", "connected", "subscribed", "button", "stop",
+// "error", "fatal"). Everything else -- the SDK's own pino logs and its stray console.log
+// calls -- is sent to stderr, so the Rust side can parse stdout line by line.
+//
+// The SDK performs one internet request at start (a version check against api.mentra.glass,
+// 3 s timeout, failure ignored). The test box has no outside network, and the test must not
+// depend on it, so unless INTEROP_ALLOW_NETWORK is set, this process points axios's proxy
+// settings at a closed local port: the check fails at once and nothing leaves the machine.
+// (The SDK's WebSocket client, `ws`, does not use proxy settings, so the app's connection to
+// the server under test is unaffected.)
+
+import { writeSync } from "node:fs";
+import { createRequire } from "node:module";
+
+if (!process.env.INTEROP_ALLOW_NETWORK) {
+  for (const key of ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"]) {
+    process.env[key] = "http://127.0.0.1:9";
+  }
+  for (const key of ["NO_PROXY", "no_proxy"]) {
+    delete process.env[key];
+  }
+}
+
+/** Write one event line to stdout (synchronously, so no line is lost on SIGKILL or exit). */
+function emit(event, fields = {}) {
+  writeSync(1, JSON.stringify({ event, ...fields }) + "\n");
+}
+
+// The SDK (and its dependencies) log with console.log in a few places; keep stdout clean.
+for (const name of ["log", "info", "debug"]) {
+  console[name] = (...args) => console.error(...args);
+}
+
+// Trace every WebSocket frame the SDK sends and receives to stderr (`{"ws":"in"|"out",...}`),
+// so a failing interop run shows exactly what crossed the wire. This wraps the `ws` package the
+// SDK itself loads (resolved from the SDK's own location); the SDK's code is untouched.
+function traceWebSocketFrames() {
+  const sdkRequire = createRequire(import.meta.resolve("@mentra/sdk"));
+  const WebSocket = sdkRequire("ws");
+  const proto = WebSocket.prototype;
+  const text = (data) =>
+    typeof data === "string" ? data : Buffer.isBuffer(data) ? data.toString("utf8") : String(data);
+  const trace = (dir, data, isBinary) => {
+    const line = isBinary ? { ws: dir, binaryBytes: data.length } : { ws: dir, data: text(data) };
+    process.stderr.write(JSON.stringify(line) + "\n");
+  };
+  const send = proto.send;
+  proto.send = function (data, ...rest) {
+    trace("out", data, typeof data !== "string" && rest[0]?.binary === true);
+    return send.call(this, data, ...rest);
+  };
+  const emit = proto.emit;
+  proto.emit = function (event, ...args) {
+    if (event === "message") trace("in", args[0], args[1] === true);
+    if (event === "close") {
+      process.stderr.write(JSON.stringify({ ws: "close", code: args[0], reason: text(args[1] ?? "") }) + "\n");
+    }
+    return emit.call(this, event, ...args);
+  };
+}
+traceWebSocketFrames();
+
+const { AppServer, logger: sdkLogger } = await import("@mentra/sdk");
+
+// The SDK's root pino logger writes through a pino-pretty transport to fd 1 (stdout), with
+// no option to change that. Swap the destination of its multistream for stderr (raw JSON
+// lines, still useful as diagnostics) and end the pretty-printing worker.
+function redirectSdkLogsToStderr() {
+  const streamSym = Object.getOwnPropertySymbols(sdkLogger).find(
+    (s) => s.description === "pino.stream",
+  );
+  const multi = streamSym && sdkLogger[streamSym];
+  if (!multi || !Array.isArray(multi.streams)) {
+    console.error("interop app: could not find the SDK logger's streams; SDK logs may reach stdout");
+    return;
+  }
+  for (const entry of multi.streams) {
+    const old = entry.stream;
+    entry.stream = { write: (chunk) => process.stderr.write(chunk) };
+    try {
+      old.end?.();
+    } catch {
+      // The old transport is only being discarded.
+    }
+  }
+}
+redirectSdkLogsToStderr();
+
+const port = Number.parseInt(process.env.PORT ?? "", 10);
+const packageName = process.env.PACKAGE_NAME;
+const apiKey = process.env.API_KEY;
+if (!Number.isInteger(port) || port <= 0 || !packageName || !apiKey) {
+  emit("fatal", { message: "PORT, PACKAGE_NAME and API_KEY must be set" });
+  process.exit(2);
+}
+
+class InteropApp extends AppServer {
+  async onSession(session, sessionId, userId) {
+    emit("session", { sessionId, userId });
+
+    // What the SDK kept from `tpa_connection_ack`. `mentraosSettings` is a TypeScript-private
+    // field of the SettingsManager; plain JS can read it, and it is the only way to see the
+    // whole object (getMentraosSetting() needs a key and console.logs).
+    emit("connected", {
+      sessionId,
+      settings: session.settings.getAll(),
+      mentraosSettings: session.settings.mentraosSettings ?? null,
+      capabilities: session.capabilities ?? null,
+    });
+
+    session.events.onButtonPress((data) => {
+      emit("button", {
+        sessionId,
+        buttonId: data?.buttonId ?? null,
+        pressType: data?.pressType ?? null,
+      });
+      session.layouts.showTextWall("pressed " + data?.buttonId);
+    });
+    emit("subscribed", { sessionId, streams: session.events.getRegisteredStreams() });
+
+    session.events.onError((err) => {
+      emit("error", { sessionId, message: String(err?.message ?? err) });
+    });
+  }
+
+  async onStop(sessionId, userId, reason) {
+    emit("stop", { sessionId, userId, reason });
+    await super.onStop(sessionId, userId, reason);
+  }
+}
+
+const server = new InteropApp({
+  packageName,
+  apiKey,
+  port,
+  publicDir: false,
+  healthCheck: true,
+});
+
+process.on("unhandledRejection", (err) => {
+  emit("error", { message: "unhandled rejection: " + String(err?.stack ?? err) });
+});
+
+await server.start();
+emit("listening", { port });

@@ -1,0 +1,862 @@
+//! Interop test against the real, unmodified `@mentra/sdk@2.1.29`: the judge of whether an app
+//! written with the stock SDK works against this server unchanged.
+//!
+//! Each test runs the real `augmentos-edge` binary (`serve --config <tmp file>`), a tungstenite
+//! glasses client (over TCP, or over the Unix socket), and the Node app in `tests/sdk/app.mjs`
+//! (an `AppServer` subclass; it prints one JSON object per stdout line). The flow: glasses
+//! `connection_init` → `connection_ack`; `start_app` → webhook → the SDK connects, `onSession`
+//! runs, glasses see the app active; a button press reaches the app and its `showTextWall`
+//! reaches the glasses as a `display_event`; `stop_app` → `onStop`; start again; then the app
+//! process is SIGKILLed and a new one started on the same port, and the server's restart path
+//! (grace period, webhook again) must bring `onSession` back.
+//!
+//! Needs `node` and `npm` (Node 20). Without them the tests print a message and pass, except
+//! under `CI=true`, where they fail. `tests/sdk/node_modules` is installed with `npm ci` on
+//! first use. On any failure the panic message carries the server's stderr, the app's stdout
+//! and stderr (which traces every WebSocket frame the SDK sends and receives), and the glasses
+//! messages seen, so the cause is visible in the test output. With `SDK_INTEROP_KEEP=1` the
+//! temporary directory (config, logs, `glasses.log`) is kept for inspection.
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::collections::VecDeque;
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tungstenite::client::IntoClientRequest;
+use tungstenite::http::HeaderValue;
+use tungstenite::{Message, WebSocket};
+
+const PACKAGE: &str = "com.example.interop";
+const USER: &str = "alice@example.com";
+const API_KEY: &str = "interop-test-key-0123456789";
+/// The glasses-token secret (the server refuses one shorter than 16 characters).
+const JWT_SECRET: &str = "test-secret-123-interop";
+
+/// Budget for each step of the flow (a webhook, a message round trip, a process start).
+const STEP: Duration = Duration::from_secs(15);
+/// Budget for the restart path after the app process is killed: the server's 5 s app grace
+/// period, its restart backoff, and the new Node process starting up.
+const RESTART: Duration = Duration::from_secs(25);
+
+type TestResult<T = ()> = Result<T, String>;
+
+// ---------------------------------------------------------------------------------------------
+// The tests
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn real_sdk_app_with_glasses_over_tcp() {
+    run_scenario(GlassesTransport::Tcp);
+}
+
+#[test]
+fn real_sdk_app_with_glasses_over_unix_socket() {
+    run_scenario(GlassesTransport::Unix);
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GlassesTransport {
+    Tcp,
+    Unix,
+}
+
+fn run_scenario(transport: GlassesTransport) {
+    let Some(sdk_dir) = prepare_node() else {
+        return;
+    };
+    let mut world = match World::start(sdk_dir, transport) {
+        Ok(w) => w,
+        Err(e) => panic!("setup failed: {e}"),
+    };
+    if let Err(e) = world.flow() {
+        let report = world.diagnostics();
+        panic!("SDK interop ({transport:?} glasses) failed: {e}\n{report}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Node and npm
+// ---------------------------------------------------------------------------------------------
+
+/// Checks for `node`/`npm` and installs `tests/sdk/node_modules` if it is missing. Returns the
+/// `tests/sdk` directory, or `None` when Node is unavailable outside CI (the test then passes
+/// with a message). Panics under `CI=true` without Node, or when `npm ci` fails.
+fn prepare_node() -> Option<PathBuf> {
+    let sdk_dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("sdk");
+    let missing: Vec<&str> = ["node", "npm"]
+        .into_iter()
+        .filter(|tool| !tool_runs(tool))
+        .collect();
+    if !missing.is_empty() {
+        let msg = format!(
+            "SDK interop test skipped: {} not found on PATH (install Node 20 to run it)",
+            missing.join(" and ")
+        );
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{msg}; failing because CI=true");
+        }
+        eprintln!("{msg}");
+        return None;
+    }
+    // One `npm ci` per test process, however many tests ask at once.
+    static INSTALL: OnceLock<Result<(), String>> = OnceLock::new();
+    let installed = INSTALL.get_or_init(|| install_node_modules(&sdk_dir));
+    if let Err(e) = installed {
+        panic!("{e}");
+    }
+    Some(sdk_dir)
+}
+
+fn tool_runs(tool: &str) -> bool {
+    Command::new(tool)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn install_node_modules(sdk_dir: &Path) -> Result<(), String> {
+    let marker = sdk_dir.join("node_modules/@mentra/sdk/package.json");
+    if marker.exists() {
+        return Ok(());
+    }
+    eprintln!("installing tests/sdk/node_modules with `npm ci` (first run only)");
+    let out = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(sdk_dir)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run `npm ci` in {}: {e}", sdk_dir.display()))?;
+    if !out.status.success() || !marker.exists() {
+        return Err(format!(
+            "`npm ci` in {} failed ({}):\n{}\n{}",
+            sdk_dir.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The world: a temporary directory, the server process, the glasses, the app process
+// ---------------------------------------------------------------------------------------------
+
+/// Fields drop in order: the glasses and app processes first, then the server, and the
+/// temporary directory (holding their files) last.
+struct World {
+    transport: GlassesTransport,
+    sdk_dir: PathBuf,
+    glasses: Option<Glasses>,
+    /// Every app process started so far (the current one is last); kept for diagnostics.
+    apps: Vec<AppProcess>,
+    server: ServerProcess,
+    server_port: u16,
+    app_port: u16,
+    dir: TempDir,
+}
+
+impl World {
+    fn start(sdk_dir: PathBuf, transport: GlassesTransport) -> TestResult<World> {
+        let dir = TempDir::new()?;
+        let server_port = free_port()?;
+        let app_port = free_port()?;
+        let config_path = dir.path.join("edge.json");
+        let hashed = sha256_hex(API_KEY);
+        let cli_hash = run_cli(&["hash-key", API_KEY])?;
+        if cli_hash != hashed {
+            return Err(format!(
+                "`augmentos-edge hash-key` printed {cli_hash:?}, expected the sha256 hex {hashed:?}"
+            ));
+        }
+        let config = json!({
+            "listen": [
+                format!("127.0.0.1:{server_port}"),
+                format!("unix:{}", dir.path.join("edge.sock").display()),
+            ],
+            "publicWsUrl": format!("ws://127.0.0.1:{server_port}"),
+            "internalWsUrl": format!("ws://127.0.0.1:{server_port}"),
+            "jwtSecret": JWT_SECRET,
+            "stateDir": dir.path.join("state").display().to_string(),
+            "apps": [{
+                "packageName": PACKAGE,
+                "name": "Interop",
+                "publicUrl": format!("http://127.0.0.1:{app_port}"),
+                "hashedApiKey": hashed,
+                "isSystemApp": false,
+                "permissions": ["MICROPHONE"],
+                "allowedAddresses": [],
+            }],
+            "timings": { "gracePeriodMs": 60000 },
+        });
+        let text = serde_json::to_string_pretty(&config).map_err(|e| e.to_string())?;
+        fs::write(&config_path, text).map_err(|e| format!("write config: {e}"))?;
+
+        let server = ServerProcess::start(&dir.path, &config_path, server_port)?;
+        Ok(World {
+            transport,
+            sdk_dir,
+            dir,
+            server,
+            server_port,
+            app_port,
+            glasses: None,
+            apps: Vec::new(),
+        })
+    }
+
+    fn glasses(&mut self) -> &mut Glasses {
+        self.glasses.as_mut().expect("glasses connected")
+    }
+
+    fn app(&mut self) -> &mut AppProcess {
+        self.apps.last_mut().expect("an app process")
+    }
+
+    fn start_app_process(&mut self) -> TestResult {
+        let index = self.apps.len();
+        let app = AppProcess::start(&self.sdk_dir, &self.dir.path, self.app_port, index)?;
+        self.apps.push(app);
+        let ev = self.app().wait_event("listening", STEP, |_| true)?;
+        if ev["port"] != json!(self.app_port) {
+            return Err(format!("app listening line names the wrong port: {ev}"));
+        }
+        Ok(())
+    }
+
+    /// The whole flow; returns the first broken expectation.
+    fn flow(&mut self) -> TestResult {
+        let session_id = format!("{USER}-{PACKAGE}");
+
+        // 1. Glasses connect and initialise.
+        let token = self.server.token(USER)?;
+        let log = self.dir.path.join("glasses.log");
+        let glasses = match self.transport {
+            GlassesTransport::Tcp => Glasses::connect_tcp(self.server_port, &token, &log)?,
+            GlassesTransport::Unix => {
+                Glasses::connect_unix(&self.dir.path.join("edge.sock"), &token, &log)?
+            }
+        };
+        self.glasses = Some(glasses);
+        self.glasses().send(json!({"type": "connection_init"}))?;
+        let ack = self
+            .glasses()
+            .wait_for("connection_ack", STEP, |m| m["type"] == "connection_ack")?;
+        if ack["sessionId"] != USER {
+            return Err(format!(
+                "connection_ack sessionId should be {USER:?}: {ack}"
+            ));
+        }
+        if !ack["userSession"].is_object() {
+            return Err(format!("connection_ack has no userSession object: {ack}"));
+        }
+
+        // 2. Start the app: webhook → SDK connects → onSession; glasses see it active.
+        self.start_app_process()?;
+        self.glasses()
+            .send(json!({"type": "start_app", "packageName": PACKAGE}))?;
+        self.expect_session(&session_id, STEP)?;
+        let connected = self
+            .app()
+            .wait_event("connected", STEP, |e| e["sessionId"] == session_id.as_str())?;
+        check_connected_event(&connected)?;
+        self.glasses()
+            .wait_for("app_state_change with the app active", STEP, |m| {
+                m["type"] == "app_state_change" && app_is_active(m)
+            })?;
+
+        // 3. Button press → app → showTextWall → display_event at the glasses.
+        self.button_round_trip("main")?;
+
+        // 4. Stop from the glasses → onStop; the glasses see the app gone.
+        self.glasses()
+            .send(json!({"type": "stop_app", "packageName": PACKAGE}))?;
+        self.app()
+            .wait_event("stop", STEP, |e| e["sessionId"] == session_id.as_str())?;
+        self.glasses().wait_for(
+            "app_stopped or app_state_change without the app",
+            STEP,
+            |m| {
+                (m["type"] == "app_stopped" && m["packageName"] == PACKAGE)
+                    || (m["type"] == "app_state_change" && !app_is_active(m))
+            },
+        )?;
+
+        // 5. Start again → onSession again, fully wired (this also lets the webhook's HTTP
+        //    response reach the server before the kill below).
+        self.glasses()
+            .send(json!({"type": "start_app", "packageName": PACKAGE}))?;
+        self.expect_session(&session_id, STEP)?;
+        self.glasses()
+            .wait_for("app_state_change with the app active again", STEP, |m| {
+                m["type"] == "app_state_change" && app_is_active(m)
+            })?;
+        self.button_round_trip("again")?;
+
+        // 6. The app process dies (SIGKILL: no close frame, no ownership_release). A new process
+        //    on the same port must get a new webhook from the server's restart path.
+        let killed_at = Instant::now();
+        self.app().kill();
+        self.start_app_process()?;
+        let left = RESTART.saturating_sub(killed_at.elapsed());
+        self.expect_session(&session_id, left.max(Duration::from_secs(1)))
+            .map_err(|e| format!("restart path: {e}"))?;
+        // The restarted app is fully wired: its subscriptions and displays work. (Another button
+        // id, so a late duplicate display from step 3 cannot satisfy this check.)
+        self.button_round_trip("restart")
+            .map_err(|e| format!("after restart: {e}"))?;
+        Ok(())
+    }
+
+    fn expect_session(&mut self, session_id: &str, within: Duration) -> TestResult {
+        let ev = self
+            .app()
+            .wait_event("session", within, |e| e["sessionId"] == session_id)?;
+        if ev["userId"] != USER {
+            return Err(format!("onSession userId should be {USER:?}: {ev}"));
+        }
+        Ok(())
+    }
+
+    /// Presses button `button_id` until the app reports it, then waits for the app's text wall
+    /// ("pressed <id>") at the glasses. The press is repeated (once a second) because the app's
+    /// `subscription_update` travels on its own connection: the glasses may learn the app is
+    /// active a moment before the server has applied its `button_press` subscription.
+    fn button_round_trip(&mut self, button_id: &str) -> TestResult {
+        let press = json!({
+            "type": "button_press",
+            "buttonId": button_id,
+            "pressType": "short",
+            "timestamp": "2025-01-01T00:00:00.000Z",
+        });
+        let deadline = Instant::now() + STEP;
+        let mut presses = 0;
+        let button = loop {
+            self.glasses().send(press.clone())?;
+            presses += 1;
+            match self
+                .app()
+                .wait_event("button", Duration::from_secs(1), |e| {
+                    e["buttonId"] == button_id
+                }) {
+                Ok(ev) => break ev,
+                Err(_) if Instant::now() < deadline => continue,
+                Err(e) => return Err(format!("{e} (after {presses} presses)")),
+            }
+        };
+        if button["buttonId"] != button_id || button["pressType"] != "short" {
+            return Err(format!("the app saw a different press: {button}"));
+        }
+        let text = format!("pressed {button_id}");
+        self.glasses().wait_for(
+            &format!("display_event with text wall {text:?}"),
+            STEP,
+            |m| {
+                m["type"] == "display_event"
+                    && m["packageName"] == PACKAGE
+                    && m["view"] == "main"
+                    && m["layout"]["layoutType"] == "text_wall"
+                    && m["layout"]["text"] == text.as_str()
+            },
+        )?;
+        Ok(())
+    }
+
+    fn diagnostics(&self) -> String {
+        let mut out = String::new();
+        out += &format!(
+            "--- server (port {}, dir {}) stderr, last lines:\n{}\n",
+            self.server_port,
+            self.dir.path.display(),
+            tail_file(&self.server.stderr_path, 60)
+        );
+        if let Some(g) = &self.glasses {
+            out += "--- glasses: last messages received:\n";
+            for m in &g.seen {
+                out += m;
+                out.push('\n');
+            }
+        }
+        for app in &self.apps {
+            out +=
+                &format!(
+                "--- app process #{} stdout:\n{}\n--- app process #{} stderr, last lines:\n{}\n",
+                app.index,
+                app.stdout_lines.lock().map(|l| l.join("\n")).unwrap_or_default(),
+                app.index,
+                tail_file(&app.stderr_path, 40)
+            );
+        }
+        out
+    }
+}
+
+fn app_is_active(msg: &Value) -> bool {
+    msg["userSession"]["activeAppPackageNames"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|p| p == PACKAGE))
+}
+
+/// What the SDK kept from `tpa_connection_ack`: `settings` is an array, and
+/// `mentraosSettings` was present (the SDK warns when it is missing, and apps read it).
+fn check_connected_event(ev: &Value) -> TestResult {
+    if !ev["settings"].is_array() {
+        return Err(format!("the SDK saw no settings array in the ack: {ev}"));
+    }
+    if !ev["mentraosSettings"].is_object()
+        || ev["mentraosSettings"]
+            .as_object()
+            .is_some_and(|o| o.is_empty())
+    {
+        return Err(format!(
+            "the SDK saw no mentraosSettings in tpa_connection_ack: {ev}"
+        ));
+    }
+    let caps = &ev["capabilities"];
+    if !caps.is_null() && !caps["modelName"].is_string() {
+        return Err(format!(
+            "capabilities in the ack are not an SDK Capabilities object: {ev}"
+        ));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server process
+// ---------------------------------------------------------------------------------------------
+
+/// The `augmentos-edge` binary serving the test config; killed on drop.
+struct ServerProcess {
+    child: Child,
+    config_path: PathBuf,
+    stderr_path: PathBuf,
+}
+
+impl ServerProcess {
+    fn start(dir: &Path, config_path: &Path, port: u16) -> TestResult<ServerProcess> {
+        let stderr_path = dir.join("server.stderr");
+        let stderr = File::create(&stderr_path).map_err(|e| e.to_string())?;
+        let stdout = File::create(dir.join("server.stdout")).map_err(|e| e.to_string())?;
+        let child = Command::new(env!("CARGO_BIN_EXE_augmentos-edge"))
+            .arg("serve")
+            .arg("--config")
+            .arg(config_path)
+            .env("AUGMENTOS_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| format!("cannot start the server binary: {e}"))?;
+        let mut server = ServerProcess {
+            child,
+            config_path: config_path.to_path_buf(),
+            stderr_path,
+        };
+        let sock = dir.join("edge.sock");
+        let deadline = Instant::now() + STEP;
+        loop {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                return Err(format!(
+                    "the server exited at start ({status}):\n{}",
+                    tail_file(&server.stderr_path, 40)
+                ));
+            }
+            let tcp_up = TcpStream::connect(("127.0.0.1", port)).is_ok();
+            let unix_up = UnixStream::connect(&sock).is_ok();
+            if tcp_up && unix_up {
+                return Ok(server);
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "the server did not listen on 127.0.0.1:{port} and {} within {STEP:?}:\n{}",
+                    sock.display(),
+                    tail_file(&server.stderr_path, 40)
+                ));
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `augmentos-edge token --user USER --config CFG` → the glasses JWT.
+    fn token(&self, user: &str) -> TestResult<String> {
+        let config = self.config_path.to_string_lossy();
+        run_cli(&["token", "--user", user, "--config", &config])
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The Node app process
+// ---------------------------------------------------------------------------------------------
+
+/// One `node app.mjs` process. Its stdout lines (one JSON object each) arrive on a channel;
+/// they are also kept as text for diagnostics. Killed on drop.
+struct AppProcess {
+    index: usize,
+    child: Child,
+    events: Receiver<Value>,
+    /// Events read from the channel but not yet asked for.
+    pending: VecDeque<Value>,
+    stdout_lines: Arc<Mutex<Vec<String>>>,
+    stderr_path: PathBuf,
+}
+
+impl AppProcess {
+    fn start(sdk_dir: &Path, dir: &Path, port: u16, index: usize) -> TestResult<AppProcess> {
+        let stderr_path = dir.join(format!("app-{index}.stderr"));
+        let stderr = File::create(&stderr_path).map_err(|e| e.to_string())?;
+        let mut child = Command::new("node")
+            .arg("app.mjs")
+            .current_dir(sdk_dir)
+            .env("PORT", port.to_string())
+            .env("PACKAGE_NAME", PACKAGE)
+            .env("API_KEY", API_KEY)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| format!("cannot start `node app.mjs`: {e}"))?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut copy = File::create(dir.join(format!("app-{index}.stdout"))).ok();
+        let (tx, events) = mpsc::channel();
+        let stdout_lines = Arc::new(Mutex::new(Vec::new()));
+        let lines = Arc::clone(&stdout_lines);
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(f) = copy.as_mut() {
+                    let _ = writeln!(f, "{line}");
+                }
+                if let Ok(mut l) = lines.lock() {
+                    l.push(line.clone());
+                }
+                // Lines that are not an event object are kept for diagnostics only.
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if v["event"].is_string() && tx.send(v).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(AppProcess {
+            index,
+            child,
+            events,
+            pending: VecDeque::new(),
+            stdout_lines,
+            stderr_path,
+        })
+    }
+
+    /// Waits for the next event named `name` that satisfies `pred`; other events are kept for
+    /// later calls, except `error` events which fail at once.
+    fn wait_event(
+        &mut self,
+        name: &str,
+        within: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> TestResult<Value> {
+        let matches = |v: &Value| v["event"] == name && pred(v);
+        if let Some(i) = self.pending.iter().position(matches) {
+            return Ok(self.pending.remove(i).expect("index in range"));
+        }
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(v) if matches(&v) => return Ok(v),
+                Ok(v) if v["event"] == "error" || v["event"] == "fatal" => {
+                    return Err(format!(
+                        "app #{} reported an error while waiting for {name:?}: {v}",
+                        self.index
+                    ));
+                }
+                Ok(v) => self.pending.push_back(v),
+                Err(RecvTimeoutError::Timeout) => {
+                    return Err(format!(
+                        "app #{} did not log a matching {name:?} event within {within:?}",
+                        self.index
+                    ));
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    let status = self.child.try_wait().ok().flatten();
+                    return Err(format!(
+                        "app #{} closed its stdout (exit status {status:?}) while waiting for {name:?}",
+                        self.index
+                    ));
+                }
+            }
+        }
+    }
+
+    /// SIGKILL: the app gets no chance to close its WebSocket.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for AppProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The glasses client
+// ---------------------------------------------------------------------------------------------
+
+/// A blocking stream over either transport, so one tungstenite client serves both.
+enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    fn set_read_timeout(&self, d: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_read_timeout(d),
+            Stream::Unix(s) => s.set_read_timeout(d),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.flush(),
+            Stream::Unix(s) => s.flush(),
+        }
+    }
+}
+
+struct Glasses {
+    ws: WebSocket<Stream>,
+    /// The most recent text messages received, for diagnostics.
+    seen: VecDeque<String>,
+    /// Every message sent ("> ") and received ("< "), in the test's temporary directory.
+    log: Option<File>,
+}
+
+impl Glasses {
+    fn connect_tcp(port: u16, token: &str, log: &Path) -> TestResult<Glasses> {
+        let stream = TcpStream::connect(("127.0.0.1", port))
+            .map_err(|e| format!("glasses TCP connect: {e}"))?;
+        Glasses::handshake(
+            Stream::Tcp(stream),
+            &format!("ws://127.0.0.1:{port}/glasses-ws"),
+            token,
+            log,
+        )
+    }
+
+    fn connect_unix(path: &Path, token: &str, log: &Path) -> TestResult<Glasses> {
+        let stream = UnixStream::connect(path).map_err(|e| format!("glasses Unix connect: {e}"))?;
+        Glasses::handshake(
+            Stream::Unix(stream),
+            "ws://localhost/glasses-ws",
+            token,
+            log,
+        )
+    }
+
+    fn handshake(stream: Stream, url: &str, token: &str, log: &Path) -> TestResult<Glasses> {
+        stream
+            .set_read_timeout(Some(STEP))
+            .map_err(|e| e.to_string())?;
+        let mut request = url.into_client_request().map_err(|e| e.to_string())?;
+        let bearer =
+            HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| e.to_string())?;
+        request.headers_mut().insert("Authorization", bearer);
+        let (ws, response) = tungstenite::client::client(request, stream)
+            .map_err(|e| format!("glasses WebSocket handshake at {url}: {e}"))?;
+        // Short reads from here on, so waits are bounded by their own deadlines.
+        ws.get_ref()
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .map_err(|e| e.to_string())?;
+        if response.status().as_u16() != 101 {
+            return Err(format!("glasses upgrade answered {}", response.status()));
+        }
+        Ok(Glasses {
+            ws,
+            seen: VecDeque::new(),
+            log: File::create(log).ok(),
+        })
+    }
+
+    fn send(&mut self, msg: Value) -> TestResult {
+        if let Some(f) = self.log.as_mut() {
+            let _ = writeln!(f, "> {msg}");
+        }
+        self.ws
+            .send(Message::text(msg.to_string()))
+            .map_err(|e| format!("glasses send {msg}: {e}"))
+    }
+
+    /// Reads messages until one satisfies `pred`, skipping the rest.
+    fn wait_for(
+        &mut self,
+        what: &str,
+        within: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> TestResult<Value> {
+        let deadline = Instant::now() + within;
+        loop {
+            if Instant::now() > deadline {
+                return Err(format!("glasses did not receive {what} within {within:?}"));
+            }
+            match self.ws.read() {
+                Ok(Message::Text(text)) => {
+                    let text = text.as_str();
+                    if let Some(f) = self.log.as_mut() {
+                        let _ = writeln!(f, "< {text}");
+                    }
+                    if self.seen.len() == 40 {
+                        self.seen.pop_front();
+                    }
+                    self.seen.push_back(truncate(text, 600));
+                    let Ok(v) = serde_json::from_str::<Value>(text) else {
+                        return Err(format!(
+                            "glasses received a text frame that is not JSON: {text:?}"
+                        ));
+                    };
+                    if pred(&v) {
+                        return Ok(v);
+                    }
+                }
+                Ok(Message::Close(frame)) => {
+                    return Err(format!(
+                        "the server closed the glasses socket ({frame:?}) while waiting for {what}"
+                    ));
+                }
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e))
+                    if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(e) => return Err(format!("glasses read failed while waiting for {what}: {e}")),
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small helpers
+// ---------------------------------------------------------------------------------------------
+
+/// Runs the server binary with `args`; its stdout must be one non-empty word (a hash, a token).
+fn run_cli(args: &[&str]) -> TestResult<String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_augmentos-edge"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run `augmentos-edge {}`: {e}", args[0]))?;
+    let word = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() || word.is_empty() || word.contains(char::is_whitespace) {
+        return Err(format!(
+            "`augmentos-edge {}` failed ({}): stdout {word:?}, stderr {:?}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(word)
+}
+
+fn sha256_hex(s: &str) -> String {
+    Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn free_port() -> TestResult<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind 127.0.0.1:0: {e}"))?;
+    l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+fn tail_file(path: &Path, lines: usize) -> String {
+    match fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let all: Vec<&str> = text.lines().collect();
+            all[all.len().saturating_sub(lines)..]
+                .iter()
+                .map(|l| truncate(l, 400))
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+        Err(e) => format!("(cannot read {}: {e})", path.display()),
+    }
+}
+
+/// A fresh directory under the system temp dir, removed on drop. Kept short: it holds the Unix
+/// socket, whose path must fit in `sun_path`.
+struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    fn new() -> TestResult<TempDir> {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let path = std::env::temp_dir().join(format!(
+            "edge-sdk-{}-{}-{nanos:x}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        fs::create_dir_all(&path).map_err(|e| format!("create {}: {e}", path.display()))?;
+        Ok(TempDir { path })
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::env::var_os("SDK_INTEROP_KEEP").is_none() {
+            let _ = fs::remove_dir_all(&self.path);
+        }
+    }
+}
