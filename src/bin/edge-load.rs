@@ -1,11 +1,14 @@
 //! Measurement layer: the load generator. Drives a real server process over loopback and reports
 //! what it measured; it never asserts a number.
 //!
-//! `edge-load idle [--conns N] [--server CMD…]`: starts the server (by default the
+//! `edge-load idle [--conns N] [--sessions] [--server CMD…]`: starts the server (by default the
 //! `augmentos-edge` binary next to this one, on a scratch config with the echo route), reads its
 //! RSS from /proc, opens N WebSocket connections that complete the handshake and then stay idle,
-//! reads the RSS again and reports the base RSS and the RSS per idle connection. `--server` runs
-//! any other server instead (a peer for comparison), which must serve a WebSocket at `--url`.
+//! reads the RSS again and reports the base RSS and the RSS per idle connection. With
+//! `--sessions` each connection is a pair of glasses of its own user that sends
+//! `connection_init` and waits for its `connection_ack`, so each holds a session. `--server`
+//! runs any other server instead (a peer for comparison), which must serve a WebSocket at
+//! `--url`.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -15,7 +18,7 @@ use std::time::{Duration, Instant};
 fn usage() -> ! {
     eprintln!(
         "usage:
-  edge-load idle [--conns N] [--port P] [--url PATH] [--server CMD ARGS…]
+  edge-load idle [--conns N] [--port P] [--url PATH] [--sessions] [--server CMD ARGS…]
       open N idle WebSocket connections and report the server's RSS per connection"
     );
     std::process::exit(2)
@@ -58,15 +61,38 @@ fn wait_for_port(port: u16) {
     }
 }
 
+/// The glasses-token secret of the scratch config.
+const SECRET: &str = "edge-load-scratch-secret";
+
+/// Read until `needle` has been seen (or the read times out).
+fn read_until(s: &mut TcpStream, needle: &[u8]) -> bool {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(needle.len()).any(|w| w == needle) {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return false,
+            Ok(k) => got.extend_from_slice(&buf[..k]),
+        }
+    }
+    true
+}
+
 fn idle(args: &[String]) {
     let mut conns = 10_000usize;
     let mut port = 18_102u16;
     let mut path = "/echo".to_string();
     let mut server_cmd: Vec<String> = Vec::new();
+    let mut sessions = false;
     let mut i = 0;
     while i < args.len() {
         let val = || args.get(i + 1).cloned().unwrap_or_else(|| usage());
         match args[i].as_str() {
+            "--sessions" => {
+                sessions = true;
+                path = "/glasses-ws".into();
+                i += 1;
+                continue;
+            }
             "--conns" => conns = val().parse().unwrap_or_else(|_| usage()),
             "--port" => port = val().parse().unwrap_or_else(|_| usage()),
             "--url" => path = val(),
@@ -86,7 +112,7 @@ fn idle(args: &[String]) {
         std::fs::write(
             &cfg,
             format!(
-                r#"{{"listen":["127.0.0.1:{port}"],"echoRoute":true,"limits":{{"maxConnections":{max}}}}}"#
+                r#"{{"listen":["127.0.0.1:{port}"],"echoRoute":true,"jwtSecret":"{SECRET}","limits":{{"maxConnections":{max}}},"timings":{{"pingIntervalMs":0}}}}"#
             ),
         )
         .expect("write scratch config");
@@ -109,9 +135,20 @@ fn idle(args: &[String]) {
     wait_for_port(port);
     std::thread::sleep(Duration::from_millis(300));
     let base = rss_kib(pid);
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
+    let request = |n: usize| {
+        let auth = if sessions {
+            let token = augmentos_edge::auth::jwt::glasses_token(
+                &format!("user{n}@load.test"),
+                SECRET.as_bytes(),
+            );
+            format!("Authorization: Bearer {token}\r\n")
+        } else {
+            String::new()
+        };
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{auth}\r\n"
+        )
+    };
     let mut open = Vec::with_capacity(conns);
     let started = Instant::now();
     let mut buf = [0u8; 512];
@@ -124,7 +161,7 @@ fn idle(args: &[String]) {
             }
         };
         s.set_read_timeout(Some(Duration::from_secs(10))).ok();
-        if s.write_all(request.as_bytes()).is_err() {
+        if s.write_all(request(n).as_bytes()).is_err() {
             eprintln!("\nedge-load: write #{n} failed");
             break;
         }
@@ -144,6 +181,21 @@ fn idle(args: &[String]) {
             eprintln!("\nedge-load: handshake #{n} refused: {first}");
             break;
         }
+        if sessions {
+            let mut init = Vec::new();
+            augmentos_edge::ws::frame::write_masked_frame(
+                &mut init,
+                true,
+                augmentos_edge::ws::Opcode::Text,
+                br#"{"type":"connection_init"}"#,
+                [1, 2, 3, 4],
+            );
+            let acked = s.write_all(&init).is_ok() && read_until(&mut s, b"connection_ack");
+            if !acked {
+                eprintln!("\nedge-load: session #{n} got no connection_ack");
+                break;
+            }
+        }
         open.push(s);
         if n % 1000 == 999 {
             eprint!(
@@ -158,7 +210,12 @@ fn idle(args: &[String]) {
     let loaded = rss_kib(pid);
     let n = open.len().max(1) as f64;
     println!(
-        "idle connections: {} in {:.1} s; server base RSS {} KiB; with connections {} KiB; {:.0} bytes per idle connection",
+        "idle {}: {} in {:.1} s; server base RSS {} KiB; with them {} KiB; {:.0} bytes each",
+        if sessions {
+            "glasses sessions"
+        } else {
+            "connections"
+        },
         open.len(),
         started.elapsed().as_secs_f64(),
         base,

@@ -196,7 +196,18 @@ struct Session {
     started: Instant,
     grace_until: Option<Instant>,
     apps: BTreeMap<usize, AppRun>,
-    settings: Value,
+    /// The user's glasses settings; `None` until changed from the defaults (they cost nothing
+    /// per idle session that way).
+    settings: Option<Box<Value>>,
+}
+
+impl Session {
+    fn settings(&self) -> Value {
+        self.settings
+            .as_deref()
+            .cloned()
+            .unwrap_or_else(messages::default_settings)
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -854,7 +865,7 @@ impl Hub {
                     "sessionId": s.user,
                     "success": true,
                     "message": "Current settings retrieved successfully",
-                    "settings": s.settings,
+                    "settings": s.settings(),
                     "timestamp": iso8601(now),
                 });
                 net.send_text(id, &msg.to_string());
@@ -920,7 +931,7 @@ impl Hub {
                     started: now,
                     grace_until: None,
                     apps: BTreeMap::new(),
-                    settings: messages::default_settings(),
+                    settings: None,
                 });
                 let sk = SessKey { slot, gen };
                 self.by_user.insert(user.to_string(), sk);
@@ -1480,7 +1491,7 @@ impl Hub {
             "type": "tpa_connection_ack",
             "sessionId": format!("{}-{}", s.user, self.cfg.apps[app].package_name),
             "settings": [],
-            "mentraosSettings": s.settings,
+            "mentraosSettings": s.settings(),
             "capabilities": messages::capabilities(),
             "timestamp": iso8601(now),
         });
