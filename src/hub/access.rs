@@ -1,0 +1,195 @@
+//! Core layer (sans-IO), part of the hub: who may connect or call. Decides WebSocket upgrades
+//! from their headers (glasses bearer tokens; app tokens with `X-Session-Id`) and serves the
+//! REST start/stop endpoints. Invariant: nothing is upgraded or changed before the caller is
+//! authenticated; every refusal is an HTTP status with a JSON body carrying a `code`.
+
+use super::*;
+
+impl Hub {
+    // ---- upgrades and REST ---------------------------------------------------------------
+
+    /// Decide an upgrade from its headers, before any socket is opened.
+    pub fn authorize_upgrade(
+        &mut self,
+        endpoint: Endpoint,
+        req: &Request<'_>,
+        peer: &Peer,
+        now: Instant,
+    ) -> Result<PreAuth, Refusal> {
+        let ts = iso8601(now);
+        let bearer = req.header_str("authorization").map(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+                .unwrap_or(v)
+                .trim()
+        });
+        match endpoint {
+            Endpoint::Echo => Ok(PreAuth::None),
+            Endpoint::Glasses => match bearer {
+                None => Ok(PreAuth::Glasses { user: None }),
+                Some(token) => match auth::jwt::glasses_user(
+                    token,
+                    &self.cfg.jwt_secret,
+                    now.as_micros() / 1_000_000,
+                ) {
+                    Ok(user) => Ok(PreAuth::Glasses { user: Some(user) }),
+                    Err(e) => {
+                        self.refused(e.code());
+                        Err(Refusal {
+                            status: 401,
+                            body: messages::connection_error(e.code(), e.message(), &ts),
+                        })
+                    }
+                },
+            },
+            Endpoint::App => {
+                let Some(token) = bearer else {
+                    return Ok(PreAuth::App { bound: None });
+                };
+                let result = self.header_join(token, req.header_str("x-session-id"), peer, now);
+                match result {
+                    Ok(bound) => Ok(PreAuth::App { bound: Some(bound) }),
+                    Err(e) => {
+                        self.refused(e.code());
+                        Err(Refusal {
+                            status: e.status(),
+                            body: messages::tpa_error(e.code(), e.message(), json!({}), &ts),
+                        })
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn header_join(
+        &self,
+        token: &str,
+        session_id: Option<&str>,
+        peer: &Peer,
+        now: Instant,
+    ) -> Result<(SessKey, usize), JoinError> {
+        let (package, binding) =
+            auth::jwt::verify_app_token(token, &self.cfg.jwt_secret, now.as_micros() / 1_000_000)
+                .map_err(|_| JoinError::InvalidAppToken)?;
+        let app = self.app_index(&package).ok_or(JoinError::PackageNotFound)?;
+        if auth::jwt::app_key_binding(&self.cfg.apps[app].hashed_api_key) != binding {
+            return Err(JoinError::InvalidAppToken);
+        }
+        let session_id = session_id.ok_or(JoinError::MissingHeaders)?;
+        self.check_join(app, session_id, peer)
+    }
+
+    /// The checks shared by both ways to join: address, session, started.
+    pub(super) fn check_join(
+        &self,
+        app: usize,
+        session_id: &str,
+        peer: &Peer,
+    ) -> Result<(SessKey, usize), JoinError> {
+        let spec = &self.cfg.apps[app];
+        if !spec.address_allowed(peer) {
+            return Err(JoinError::AddressNotAllowed);
+        }
+        let user = session_id
+            .strip_suffix(spec.package_name.as_str())
+            .and_then(|u| u.strip_suffix('-'))
+            .filter(|u| !u.is_empty())
+            .ok_or(JoinError::SessionNotFound)?;
+        let sk = *self.by_user.get(user).ok_or(JoinError::SessionNotFound)?;
+        let started = self
+            .session(sk)
+            .and_then(|s| s.apps.get(&app))
+            .is_some_and(|r| r.state.is_live());
+        if !started {
+            return Err(JoinError::AppNotStarted);
+        }
+        Ok((sk, app))
+    }
+
+    /// `POST /apps/{packageName}/start|stop` with the glasses bearer token.
+    pub fn on_rest(&mut self, net: &mut Net, id: ConnId, req: &Request<'_>, now: Instant) {
+        let rest = req.path.strip_prefix("/apps/").unwrap_or("");
+        let (package, action) = match rest.rsplit_once('/') {
+            Some((p, a @ ("start" | "stop"))) if !p.is_empty() => (p, a),
+            _ => {
+                return net.respond_error(
+                    id,
+                    404,
+                    "NOT_FOUND",
+                    "use /apps/{packageName}/start or /stop",
+                    &[],
+                )
+            }
+        };
+        if req.method != "POST" {
+            return net.respond_error(id, 405, "METHOD_NOT_ALLOWED", "use POST", &["Allow: POST"]);
+        }
+        let token = req.header_str("authorization").and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
+        let Some(token) = token else {
+            self.refused("MISSING_TOKEN");
+            return net.respond_error(
+                id,
+                401,
+                "MISSING_TOKEN",
+                "Authorization: Bearer <glasses token> required",
+                &[],
+            );
+        };
+        let user = match auth::jwt::glasses_user(
+            token.trim(),
+            &self.cfg.jwt_secret,
+            now.as_micros() / 1_000_000,
+        ) {
+            Ok(u) => u,
+            Err(e) => {
+                self.refused(e.code());
+                return net.respond_error(id, 401, e.code(), e.message(), &[]);
+            }
+        };
+        let Some(app) = self.app_index(package) else {
+            return net.respond_error(
+                id,
+                404,
+                "PACKAGE_NOT_FOUND",
+                "no app with this packageName is registered",
+                &[],
+            );
+        };
+        let Some(&sk) = self.by_user.get(&user) else {
+            return net.respond_error(
+                id,
+                404,
+                "SESSION_NOT_FOUND",
+                "no session for this user; connect the glasses first",
+                &[],
+            );
+        };
+        let status = if action == "start" {
+            self.start_app(net, sk, app, now, false);
+            "started"
+        } else {
+            self.stop_app(net, sk, app, "user_disabled", "App stopped", now);
+            "stopped"
+        };
+        self.running_changed(sk, app, action == "start");
+        self.send_app_state(net, sk, now);
+        let app_state = self.app_state_json(sk, app);
+        let body = json!({ "success": true, "data": { "status": status, "packageName": package, "appState": app_state } });
+        net.respond(id, 200, &body, &[]);
+    }
+
+    pub(super) fn running_changed(&mut self, sk: SessKey, app: usize, running: bool) {
+        let Some(user) = self.session(sk).map(|s| s.user.clone()) else {
+            return;
+        };
+        let pkg = &self.cfg.apps[app].package_name;
+        if running {
+            self.running.add(&user, pkg);
+        } else {
+            self.running.remove(&user, pkg);
+        }
+    }
+}
