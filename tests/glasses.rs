@@ -1,0 +1,191 @@
+//! Deterministic tests of the glasses side of a session through the in-memory world: the token
+//! carried in `connection_init` (for clients that cannot set headers), the init deadline,
+//! a second glasses connection taking the session over, and what `/metrics` shows of sessions,
+//! refusals and per-connection round trips.
+
+use augmentos_edge::auth::jwt;
+use augmentos_edge::hub::HubConfig;
+use augmentos_edge::server::ServerConfig;
+use augmentos_edge::sim::{Received, World};
+use augmentos_edge::ws::Opcode;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const SECRET: &[u8] = b"glasses-test-secret";
+
+fn world() -> World {
+    World::with_hub(
+        ServerConfig::default(),
+        HubConfig {
+            jwt_secret: SECRET.to_vec(),
+            ..HubConfig::default()
+        },
+    )
+}
+
+/// A glasses connection upgraded without a token header.
+fn bare_glasses(w: &mut World) -> usize {
+    let c = w.connect();
+    assert_eq!(w.upgrade(c, "/glasses-ws"), 101);
+    c
+}
+
+fn of_type<'a>(msgs: &'a [Value], ty: &str) -> Vec<&'a Value> {
+    msgs.iter().filter(|m| m["type"] == ty).collect()
+}
+
+#[test]
+fn token_in_connection_init_opens_the_session() {
+    let mut w = world();
+    let c = bare_glasses(&mut w);
+    let token = jwt::glasses_token("carol@example.com", SECRET);
+    w.send_text(
+        c,
+        &json!({"type": "connection_init", "coreToken": token}).to_string(),
+    );
+    let msgs = w.json_messages(c);
+    let ack = of_type(&msgs, "connection_ack");
+    assert_eq!(ack.len(), 1, "{msgs:?}");
+    assert_eq!(ack[0]["sessionId"], "carol@example.com");
+    assert_eq!(ack[0]["userSession"]["userId"], "carol@example.com");
+    assert_eq!(w.server.hub.session_count(), 1);
+}
+
+#[test]
+fn bad_or_missing_token_in_connection_init_is_refused_and_closed() {
+    let forged = jwt::glasses_token("carol@example.com", b"some-other-secret");
+    let cases = [
+        (
+            json!({"type": "connection_init", "coreToken": forged}),
+            "INVALID_SIGNATURE",
+        ),
+        (json!({"type": "connection_init"}), "MISSING_TOKEN"),
+        (
+            json!({"type": "connection_init", "coreToken": "not.a.jwt"}),
+            "MALFORMED_TOKEN",
+        ),
+    ];
+    for (init, code) in cases {
+        let mut w = world();
+        let c = bare_glasses(&mut w);
+        w.send_text(c, &init.to_string());
+        let msgs = w.json_messages(c);
+        let err = of_type(&msgs, "connection_error");
+        assert_eq!(err.len(), 1, "{code}: {msgs:?}");
+        assert_eq!(err[0]["code"], code);
+        assert!(msgs.iter().any(|m| m["close"] == 1008), "{code}: {msgs:?}");
+        assert_eq!(w.server.hub.session_count(), 0);
+    }
+}
+
+#[test]
+fn messages_before_init_are_refused_without_closing() {
+    let mut w = world();
+    let c = bare_glasses(&mut w);
+    w.send_text(c, r#"{"type":"start_app","packageName":"x"}"#);
+    w.send_text(c, "not json");
+    let msgs = w.json_messages(c);
+    let codes: Vec<_> = of_type(&msgs, "connection_error")
+        .iter()
+        .map(|m| m["code"].clone())
+        .collect();
+    assert_eq!(
+        codes,
+        vec![json!("NOT_INITIALIZED"), json!("MALFORMED_MESSAGE")]
+    );
+    assert!(!w.clients[c].closed);
+    // Still usable: a proper init is accepted afterwards.
+    let token = jwt::glasses_token("dan@example.com", SECRET);
+    w.send_text(
+        c,
+        &json!({"type": "connection_init", "coreToken": token}).to_string(),
+    );
+    assert_eq!(of_type(&w.json_messages(c), "connection_ack").len(), 1);
+}
+
+#[test]
+fn glasses_that_never_init_are_closed_at_the_init_deadline() {
+    let mut w = world();
+    let c = bare_glasses(&mut w);
+    w.advance(Duration::from_millis(9_999));
+    assert!(w
+        .json_messages(c)
+        .iter()
+        .all(|m| m["type"] != "connection_error"));
+    w.advance(Duration::from_millis(1));
+    let msgs = w.json_messages(c);
+    assert_eq!(
+        of_type(&msgs, "connection_error")[0]["code"],
+        "INIT_TIMEOUT"
+    );
+    assert!(msgs.iter().any(|m| m["close"] == 1008), "{msgs:?}");
+}
+
+#[test]
+fn a_second_glasses_connection_takes_the_session_over() {
+    let mut w = world();
+    let token = jwt::glasses_token("erin@example.com", SECRET);
+    let auth = format!("Authorization: Bearer {token}");
+    let first = w.connect();
+    assert_eq!(w.upgrade_with(first, "/glasses-ws", &[&auth]).0, 101);
+    w.send_text(first, r#"{"type":"connection_init"}"#);
+    let second = w.connect();
+    assert_eq!(w.upgrade_with(second, "/glasses-ws", &[&auth]).0, 101);
+    w.send_text(second, r#"{"type":"connection_init"}"#);
+    let old = w.json_messages(first);
+    assert!(old.iter().any(|m| m["close"] == 1000), "{old:?}");
+    assert_eq!(of_type(&w.json_messages(second), "connection_ack").len(), 1);
+    // The old connection's close does not start the grace period of the live session.
+    w.send_frame(first, true, Opcode::Close, &1000u16.to_be_bytes());
+    w.advance(Duration::from_secs(120));
+    assert_eq!(w.server.hub.session_count(), 1);
+}
+
+#[test]
+fn metrics_show_sessions_refusals_and_round_trips() {
+    let mut w = world();
+    let token = jwt::glasses_token("fay@example.com", SECRET);
+    let g = w.connect();
+    assert_eq!(
+        w.upgrade_with(
+            g,
+            "/glasses-ws",
+            &[&format!("Authorization: Bearer {token}")]
+        )
+        .0,
+        101
+    );
+    w.send_text(g, r#"{"type":"connection_init"}"#);
+    let bad = w.connect();
+    assert_eq!(
+        w.upgrade_with(
+            bad,
+            "/glasses-ws",
+            &["Authorization: Bearer forged.token.here"]
+        )
+        .0,
+        401
+    );
+    // One heartbeat: ping out, pong back 7 ms later.
+    w.advance(Duration::from_secs(15));
+    assert!(w.clients[g]
+        .messages()
+        .contains(&Received::Ping(b"edge".to_vec())));
+    w.advance(Duration::from_millis(7));
+    w.send_frame(g, true, Opcode::Pong, b"edge");
+    let m = w.connect();
+    w.send_raw(m, b"GET /metrics HTTP/1.1\r\n\r\n");
+    let (status, body) = w.clients[m].take_http_response().expect("a response");
+    assert_eq!(status, 200);
+    for line in [
+        "augmentos_sessions 1",
+        "augmentos_refusals_total{code=\"MALFORMED_TOKEN\"} 1",
+        "augmentos_connection_rtt_microseconds{kind=\"glasses\",user=\"fay@example.com\"} 7000",
+        "augmentos_connection_idle_seconds{kind=\"glasses\",user=\"fay@example.com\"} 0.000",
+    ] {
+        assert!(
+            body.lines().any(|l| l == line),
+            "missing {line:?} in:\n{body}"
+        );
+    }
+}
