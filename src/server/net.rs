@@ -10,7 +10,7 @@
 //! dropped, never grown); a closed or reused slot never receives bytes meant for its previous
 //! occupant (generation check on every access); idle connections hold no buffer capacity.
 
-use super::conn::{Conn, ConnId, Endpoint, Peer, Phase};
+use super::conn::{Conn, ConnId, Peer, Phase};
 use super::timers::TimerHeap;
 use super::{ServerConfig, Stats};
 use crate::http::write_json_error;
@@ -369,13 +369,6 @@ impl Net {
                 c.rtt_us =
                     Some(now.saturating_since(sent).as_micros().min(u32::MAX as u128) as u32);
             }
-        }
-    }
-
-    pub fn endpoint(&self, id: ConnId) -> Option<Endpoint> {
-        match self.get(id)?.phase {
-            Phase::Ws { endpoint, .. } => Some(endpoint),
-            _ => None,
         }
     }
 }
