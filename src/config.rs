@@ -186,11 +186,7 @@ impl Config {
             if let Some(n) = get("maxOutputBytes", 16 << 10, 256 << 20)? {
                 server.max_output = n as usize;
             }
-            if let Some(n) = get(
-                "maxConnections",
-                1,
-                crate::server::conn::MAX_INDEX as u64 - 1,
-            )? {
+            if let Some(n) = get("maxConnections", 1, crate::net::MAX_INDEX as u64 - 1)? {
                 server.max_connections = n as usize;
             }
         }

@@ -1,17 +1,25 @@
 //! augmentos-edge: an edge WebSocket hub for AugmentOS smart glasses and their apps.
 //!
-//! Layers, bottom up: [`ws`] and [`http`] (sans-IO protocol codecs), [`server`] (the sans-IO
-//! connection core: bytes and time in, bytes and deadlines out), [`reactor`] (the thin mio
-//! shell over pluggable transports), and [`sim`] (a deterministic in-memory world with a
-//! virtual clock for tests).
+//! Layers, bottom up, each importing only those below it:
+//! - [`time`], [`ws`], [`http`], [`auth`]: values and sans-IO codecs;
+//! - [`net`]: the connection table (ids, peers, output buffers, deadlines) and the
+//!   [`net::Outbox`] trait the layers above act through;
+//! - [`protocol`]: the wire types of glasses, apps and webhooks;
+//! - [`hub`]: sessions, apps, routing — generic over an `Outbox`, never naming the table;
+//! - [`server`]: the composition of table and hub (bytes and time in, bytes and deadlines out);
+//! - [`reactor`]: the thin mio shell over pluggable transports, the only reader of clocks;
+//! - [`sim`] (feature `sim`, and in unit tests): a deterministic world with virtual clocks.
 
 pub mod auth;
 pub mod config;
 pub mod http;
 pub mod hub;
 pub mod logger;
+pub mod net;
+pub mod protocol;
 pub mod reactor;
 pub mod server;
+#[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod time;
 pub mod ws;

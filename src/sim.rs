@@ -1,17 +1,20 @@
 //! Test layer: a deterministic world for the sans-IO core.
 //!
-//! Owns one [`Server`], any number of in-memory clients and a virtual clock. Nothing here
-//! touches a socket or the OS clock: [`World::step`] moves every pending output to its client,
-//! and [`World::advance`] / [`World::jump_to_next_deadline`] move time, so a 10-second handshake
-//! deadline is tested in microseconds, the same way every run.
+//! Owns one [`Server`], any number of in-memory clients and two virtual clocks (monotonic and
+//! wall). Nothing here touches a socket or the OS clock: [`World::step`] moves every pending
+//! output to its client, and [`World::advance`] / [`World::jump_to_next_deadline`] move time,
+//! so a 10-second handshake deadline is tested in microseconds, the same way every run.
 //!
-//! Invariant: the world behaves like the reactor: output is handed over once per step, a client
-//! that closes is reported to the core with `handle_eof`, and a connection the core wants closed
-//! is closed (the client sees `closed == true`).
+//! Invariants: the world behaves like the reactor: output is handed over once per step, a client
+//! that closes is reported to the core with `handle_eof`, a connection the core wants closed is
+//! closed (the client sees `closed == true`), and time moves the way the reactor wakes — from
+//! one deadline to the next, each fired at its own instant, never many at once at a later one.
+//! Clients keep every frame they receive, so a test that expects nothing can see anything.
 
 use crate::hub::HubConfig;
-use crate::server::{ConnId, Peer, Server, ServerConfig, Target};
-use crate::time::Instant;
+use crate::net::{ConnId, Peer, Target};
+use crate::server::{Server, ServerConfig};
+use crate::time::{Instant, Now, Wall};
 use crate::ws::frame::{write_masked_frame, Opcode, Role};
 use crate::ws::{Limits, Message, Receiver};
 use std::time::Duration;
@@ -131,13 +134,19 @@ impl Outbound {
 
 pub struct World {
     pub server: Server,
+    /// The monotonic clock.
     pub now: Instant,
+    /// The wall clock reads `wall_at_zero + now` (a test may set it anywhere, as NTP would).
+    wall_at_zero: i128,
     pub clients: Vec<SimClient>,
     pub outbound: Vec<Outbound>,
 }
 
-/// 2025-01-01T00:00:00Z: the virtual clock starts at a plausible wall-clock time.
-pub const SIM_EPOCH: Instant = Instant::from_micros(1_735_689_600_000_000);
+/// 2025-01-01T00:00:00Z: the virtual wall clock starts at a plausible time.
+pub const SIM_EPOCH: Wall = Wall::from_micros(1_735_689_600_000_000);
+
+/// Deadlines one `advance` may fire before the world calls it a livelock.
+const MAX_WAKEUPS: usize = 1_000_000;
 
 impl World {
     pub fn new(cfg: ServerConfig) -> World {
@@ -145,19 +154,32 @@ impl World {
     }
 
     pub fn with_hub(cfg: ServerConfig, hub: HubConfig) -> World {
+        let now = Now::new(Instant::ZERO, SIM_EPOCH);
         World {
-            server: Server::new(cfg, hub, SIM_EPOCH),
-            now: SIM_EPOCH,
+            server: Server::new(cfg, hub, now),
+            now: Instant::ZERO,
+            wall_at_zero: i128::from(SIM_EPOCH.as_micros()),
             clients: Vec::new(),
             outbound: Vec::new(),
         }
+    }
+
+    /// Both clocks as the core is handed them this turn.
+    pub fn clock(&self) -> Now {
+        let wall = (self.wall_at_zero + i128::from(self.now.as_micros())).clamp(0, u64::MAX.into());
+        Now::new(self.now, Wall::from_micros(wall as u64))
+    }
+
+    /// Set the wall clock (a real-time clock corrected by NTP); the monotonic clock is untouched.
+    pub fn set_wall(&mut self, wall: Wall) {
+        self.wall_at_zero = i128::from(wall.as_micros()) - i128::from(self.now.as_micros());
     }
 
     /// Connect a new client from `peer`; returns its index in `clients`.
     pub fn connect_from(&mut self, peer: Peer) -> usize {
         let id = self
             .server
-            .handle_accept(peer, self.now)
+            .handle_accept(peer, self.clock())
             .expect("slot available");
         self.clients.push(SimClient {
             id,
@@ -179,7 +201,7 @@ impl World {
             body.len()
         )
         .into_bytes();
-        self.server.handle_input(id, &mut resp, self.now);
+        self.server.handle_input(id, &mut resp, self.clock());
         self.step();
     }
 
@@ -187,7 +209,7 @@ impl World {
     pub fn fail_http(&mut self, i: usize) {
         let id = self.outbound[i].id;
         self.outbound[i].closed = true;
-        self.server.handle_closed(id, self.now);
+        self.server.handle_closed(id, self.clock());
         self.step();
     }
 
@@ -209,8 +231,8 @@ impl World {
             return;
         }
         let mut buf = bytes.to_vec();
-        self.server
-            .handle_input(self.clients[c].id, &mut buf, self.now);
+        let now = self.clock();
+        self.server.handle_input(self.clients[c].id, &mut buf, now);
         self.step();
     }
 
@@ -249,33 +271,47 @@ impl World {
         self.send_frame(c, true, Opcode::Text, text.as_bytes());
     }
 
-    /// Decode client `c`'s text messages as JSON, skipping other frames; a close frame is
-    /// returned as `{"close": code, "reason": …}`.
+    /// Every frame client `c` received, as JSON: a text message is its parsed value; anything
+    /// else is kept too, as `{"unparsed": text}` (text that is not JSON), `{"binary": len}`,
+    /// `{"ping": payload}`, `{"pong": payload}`, or `{"close": code, "reason": …}`; bytes that
+    /// do not decode as frames at all become `{"garbage": len}`. Nothing is dropped, so a test
+    /// that expects nothing sees whatever came.
     pub fn json_messages(&mut self, c: usize) -> Vec<serde_json::Value> {
-        self.clients[c]
+        use serde_json::json;
+        let client = &mut self.clients[c];
+        let mut out: Vec<serde_json::Value> = client
             .messages()
             .into_iter()
-            .filter_map(|m| match m {
-                Received::Text(t) => serde_json::from_str(&t).ok(),
-                Received::Close(Some((code, reason))) => {
-                    Some(serde_json::json!({"close": code, "reason": reason}))
+            .map(|m| match m {
+                Received::Text(t) => {
+                    serde_json::from_str(&t).unwrap_or_else(|_| json!({ "unparsed": t }))
                 }
-                Received::Close(None) => Some(serde_json::json!({"close": null})),
-                _ => None,
+                Received::Binary(b) => json!({ "binary": b.len() }),
+                Received::Ping(p) => json!({ "ping": String::from_utf8_lossy(&p) }),
+                Received::Pong(p) => json!({ "pong": String::from_utf8_lossy(&p) }),
+                Received::Close(Some((code, reason))) => json!({"close": code, "reason": reason}),
+                Received::Close(None) => json!({ "close": null }),
             })
-            .collect()
+            .collect();
+        if client.rx.is_some() && client.closed && !client.inbox.is_empty() {
+            out.push(json!({ "garbage": client.inbox.len() }));
+            client.inbox.clear();
+        }
+        out
     }
 
     /// Client `c` closes its side.
     pub fn client_eof(&mut self, c: usize) {
-        self.server.handle_eof(self.clients[c].id, self.now);
+        let now = self.clock();
+        self.server.handle_eof(self.clients[c].id, now);
         self.step();
     }
 
     /// Hand every pending output to its client and close what the core wants closed.
     pub fn step(&mut self) {
         loop {
-            self.server.handle_timeout(self.now);
+            let now = self.clock();
+            self.server.handle_timeout(now);
             while let Some((id, target)) = self.server.poll_connect() {
                 self.outbound.push(Outbound {
                     id,
@@ -298,7 +334,7 @@ impl World {
                     o.closed |= close;
                 }
                 if close {
-                    self.server.handle_closed(id, self.now);
+                    self.server.handle_closed(id, now);
                 }
             }
             if !any {
@@ -307,9 +343,24 @@ impl World {
         }
     }
 
+    /// Let `d` pass as the reactor would live it: wake at each deadline on the way, in order,
+    /// at that deadline's own instant, then at the end.
     pub fn advance(&mut self, d: Duration) {
-        self.now = self.now + d;
-        self.step();
+        let until = self.now + d;
+        for _ in 0..MAX_WAKEUPS {
+            match self.server.poll_timeout() {
+                Some(at) if at <= until => {
+                    self.now = self.now.max(at);
+                    self.step();
+                }
+                _ => {
+                    self.now = until;
+                    self.step();
+                    return;
+                }
+            }
+        }
+        panic!("livelock: {MAX_WAKEUPS} wake-ups without reaching {until:?}");
     }
 
     /// Jump the clock to the core's next deadline and fire it; false if there is none.

@@ -1,8 +1,12 @@
-//! Core layer: time as a value. The sans-IO core never reads a clock; the shell (or a test's
-//! virtual clock) converts its own clock into an [`Instant`] and passes it in.
+//! Core layer: time as values. The sans-IO core never reads a clock; the shell (or a test's
+//! virtual clock) reads two clocks once per event-loop turn and passes them in as a [`Now`]:
+//! a monotonic [`Instant`] for every deadline, and a [`Wall`] time for timestamps and token
+//! expiry. They are separate because a venue box without a real-time clock boots in 1970 and
+//! learns the date later: the wall clock may jump, deadlines must not.
 //!
-//! Invariant: an `Instant` is a count of microseconds since an origin the caller picked; only
-//! differences and comparisons between instants from one origin mean anything.
+//! Invariants: an `Instant` is microseconds since an origin the caller picked, only differences
+//! between instants of one origin mean anything; a `Wall` is microseconds since the Unix epoch;
+//! a `Now`'s ISO-8601 text is formatted once, when the `Now` is made.
 
 use std::time::Duration;
 
@@ -37,10 +41,63 @@ impl std::ops::Add<Duration> for Instant {
     }
 }
 
-/// ISO-8601 UTC with milliseconds (`2025-05-21T12:00:00.000Z`), reading the instant as
-/// microseconds since the Unix epoch (the shell's clock is anchored there).
-pub fn iso8601(t: Instant) -> String {
-    let ms = t.0 / 1000;
+/// Wall-clock time: microseconds since the Unix epoch, as the box's real-time clock says now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Wall(u64);
+
+impl Wall {
+    pub const fn from_micros(us: u64) -> Wall {
+        Wall(us)
+    }
+
+    pub fn as_micros(self) -> u64 {
+        self.0
+    }
+
+    pub fn unix_secs(self) -> u64 {
+        self.0 / 1_000_000
+    }
+}
+
+/// Length of an ISO-8601 timestamp with milliseconds (`2025-05-21T12:00:00.000Z`).
+const ISO_LEN: usize = 24;
+
+/// The two clocks as one turn of the event loop saw them.
+#[derive(Clone, Copy)]
+pub struct Now {
+    /// Monotonic: deadlines and durations.
+    pub mono: Instant,
+    /// Wall clock: timestamps in messages, token expiry.
+    pub wall: Wall,
+    iso: [u8; ISO_LEN],
+}
+
+impl Now {
+    pub fn new(mono: Instant, wall: Wall) -> Now {
+        let mut iso = [b'0'; ISO_LEN];
+        let text = iso8601(wall);
+        if text.len() == ISO_LEN {
+            iso.copy_from_slice(text.as_bytes());
+        }
+        Now { mono, wall, iso }
+    }
+
+    /// The wall clock as ISO-8601 UTC with milliseconds.
+    pub fn iso(&self) -> &str {
+        std::str::from_utf8(&self.iso).unwrap_or("1970-01-01T00:00:00.000Z")
+    }
+}
+
+impl std::fmt::Debug for Now {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Now({:?}, {})", self.mono, self.iso())
+    }
+}
+
+/// ISO-8601 UTC with milliseconds (`2025-05-21T12:00:00.000Z`). Years past 9999 are clamped to
+/// the last millisecond of 9999, so the text always has the same length.
+pub fn iso8601(t: Wall) -> String {
+    let ms = t.0.min(253_402_300_799_999_000) / 1000;
     let (secs, millis) = (ms / 1000, ms % 1000);
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
@@ -68,16 +125,31 @@ mod tests {
 
     #[test]
     fn iso8601_known_dates() {
-        assert_eq!(iso8601(Instant::ZERO), "1970-01-01T00:00:00.000Z");
+        assert_eq!(iso8601(Wall::from_micros(0)), "1970-01-01T00:00:00.000Z");
         // 2025-05-21T12:00:01.250Z
         assert_eq!(
-            iso8601(Instant::from_micros(1_747_828_801_250_000)),
+            iso8601(Wall::from_micros(1_747_828_801_250_000)),
             "2025-05-21T12:00:01.250Z"
         );
         // A leap day.
         assert_eq!(
-            iso8601(Instant::from_micros(951_782_400_000_000)),
+            iso8601(Wall::from_micros(951_782_400_000_000)),
             "2000-02-29T00:00:00.000Z"
         );
+        assert_eq!(
+            iso8601(Wall::from_micros(u64::MAX)),
+            "9999-12-31T23:59:59.999Z"
+        );
+    }
+
+    #[test]
+    fn now_keeps_both_clocks_apart() {
+        let now = Now::new(
+            Instant::from_micros(5),
+            Wall::from_micros(1_747_828_801_250_000),
+        );
+        assert_eq!(now.mono, Instant::from_micros(5));
+        assert_eq!(now.iso(), "2025-05-21T12:00:01.250Z");
+        assert_eq!(now.wall.unix_secs(), 1_747_828_801);
     }
 }

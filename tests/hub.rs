@@ -17,7 +17,8 @@
 use augmentos_edge::auth::{self, base64, jwt};
 use augmentos_edge::hub::registry::AppSpec;
 use augmentos_edge::hub::{HubConfig, Timings};
-use augmentos_edge::server::{Peer, ServerConfig, Target};
+use augmentos_edge::net::{Peer, Target};
+use augmentos_edge::server::ServerConfig;
 use augmentos_edge::sim::{Received, World};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -90,6 +91,7 @@ fn world_of(apps: Vec<AppSpec>, timings: Timings) -> World {
             jwt_secret: SECRET.to_vec(),
             apps,
             timings,
+            ..HubConfig::default()
         },
     )
 }
@@ -683,6 +685,11 @@ fn a_late_webhook_failure_of_an_earlier_start_is_not_taken_for_the_current_one()
     let first = starts(&w, ALICE, CAPTIONS);
     stop_app(&mut w, g, CAPTIONS);
     start_app(&mut w, g, CAPTIONS);
+    // The new start waits for the stop request, so the app server hears them in order.
+    assert_eq!(starts(&w, ALICE, CAPTIONS).len(), 1);
+    let stop = stops(&w, ALICE, CAPTIONS);
+    assert_eq!(stop.len(), 1);
+    w.respond_http(stop[0], 200);
     let both = starts(&w, ALICE, CAPTIONS);
     assert_eq!(both.len(), 2);
     // The first start's request fails only now: the second start is not retried for it.

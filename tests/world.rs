@@ -215,7 +215,7 @@ fn handshake_deadline_answers_408_in_virtual_time() {
     assert!(w.jump_to_next_deadline());
     assert_eq!(
         w.now,
-        augmentos_edge::sim::SIM_EPOCH + Duration::from_secs(10)
+        augmentos_edge::time::Instant::ZERO + Duration::from_secs(10)
     );
     let (status, body) = w.clients[c].take_http_response().expect("a response");
     assert_eq!(status, 408);
@@ -296,8 +296,10 @@ fn heartbeat_pings_measures_rtt_and_closes_silent_connections() {
     let mut w = world();
     let live = open(&mut w);
     let dead = open(&mut w);
-    for _ in 0..3 {
-        w.advance(Duration::from_secs(15));
+    for i in 1..=3 {
+        // Wake at the heartbeat deadline itself, as the reactor does.
+        assert!(w.jump_to_next_deadline());
+        assert_eq!(w.now.as_micros(), i * 15_000_000);
         assert!(w.clients[live]
             .messages()
             .contains(&Received::Ping(b"edge".to_vec())));
@@ -372,11 +374,11 @@ fn a_reader_that_does_not_drain_is_paused_then_dropped_at_the_cap() {
         &[7; 2000],
         [1, 2, 3, 4],
     );
-    w.server.handle_input(id, &mut frame.clone(), w.now);
+    w.server.handle_input(id, &mut frame.clone(), w.clock());
     assert!(!w.server.wants_read(id));
     // A shell that kept pushing anyway hits the hard cap and the connection is dropped.
     for _ in 0..10 {
-        w.server.handle_input(id, &mut frame.clone(), w.now);
+        w.server.handle_input(id, &mut frame.clone(), w.clock());
     }
     assert!(w.server.output(id).is_empty());
     assert!(w.server.wants_close(id));

@@ -14,9 +14,9 @@ impl Hub {
         endpoint: Endpoint,
         req: &Request<'_>,
         peer: &Peer,
-        now: Instant,
+        now: Now,
     ) -> Result<PreAuth, Refusal> {
-        let ts = iso8601(now);
+        let ts = now.iso();
         let bearer = req.header_str("authorization").map(|v| {
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
@@ -27,20 +27,19 @@ impl Hub {
             Endpoint::Echo => Ok(PreAuth::None),
             Endpoint::Glasses => match bearer {
                 None => Ok(PreAuth::Glasses { user: None }),
-                Some(token) => match auth::jwt::glasses_user(
-                    token,
-                    &self.cfg.jwt_secret,
-                    now.as_micros() / 1_000_000,
-                ) {
-                    Ok(user) => Ok(PreAuth::Glasses { user: Some(user) }),
-                    Err(e) => {
-                        self.refused(e.code());
-                        Err(Refusal {
-                            status: 401,
-                            body: messages::connection_error(e.code(), e.message(), &ts),
-                        })
+                Some(token) => {
+                    match auth::jwt::glasses_user(token, &self.cfg.jwt_secret, now.wall.unix_secs())
+                    {
+                        Ok(user) => Ok(PreAuth::Glasses { user: Some(user) }),
+                        Err(e) => {
+                            self.refused(e.code());
+                            Err(Refusal {
+                                status: 401,
+                                body: json!(messages::connection_error(e.code(), e.message(), ts)),
+                            })
+                        }
                     }
-                },
+                }
             },
             Endpoint::App => {
                 let Some(token) = bearer else {
@@ -53,7 +52,7 @@ impl Hub {
                         self.refused(e.code());
                         Err(Refusal {
                             status: e.status(),
-                            body: messages::tpa_error(e.code(), e.message(), json!({}), &ts),
+                            body: json!(messages::tpa_error(e.code(), e.message(), json!({}), ts)),
                         })
                     }
                 }
@@ -66,10 +65,10 @@ impl Hub {
         token: &str,
         session_id: Option<&str>,
         peer: &Peer,
-        now: Instant,
+        now: Now,
     ) -> Result<(SessKey, usize), JoinError> {
         let (package, binding) =
-            auth::jwt::verify_app_token(token, &self.cfg.jwt_secret, now.as_micros() / 1_000_000)
+            auth::jwt::verify_app_token(token, &self.cfg.jwt_secret, now.wall.unix_secs())
                 .map_err(|_| JoinError::InvalidAppToken)?;
         let app = self.app_index(&package).ok_or(JoinError::PackageNotFound)?;
         if auth::jwt::app_key_binding(&self.cfg.apps[app].hashed_api_key) != binding {
@@ -107,7 +106,7 @@ impl Hub {
     }
 
     /// `POST /apps/{packageName}/start|stop` with the glasses bearer token.
-    pub fn on_rest(&mut self, net: &mut Net, id: ConnId, req: &Request<'_>, now: Instant) {
+    pub fn on_rest(&mut self, net: &mut impl Outbox, id: ConnId, req: &Request<'_>, now: Now) {
         let rest = req.path.strip_prefix("/apps/").unwrap_or("");
         let (package, action) = match rest.rsplit_once('/') {
             Some((p, a @ ("start" | "stop"))) if !p.is_empty() => (p, a),
@@ -138,17 +137,15 @@ impl Hub {
                 &[],
             );
         };
-        let user = match auth::jwt::glasses_user(
-            token.trim(),
-            &self.cfg.jwt_secret,
-            now.as_micros() / 1_000_000,
-        ) {
-            Ok(u) => u,
-            Err(e) => {
-                self.refused(e.code());
-                return net.respond_error(id, 401, e.code(), e.message(), &[]);
-            }
-        };
+        let user =
+            match auth::jwt::glasses_user(token.trim(), &self.cfg.jwt_secret, now.wall.unix_secs())
+            {
+                Ok(u) => u,
+                Err(e) => {
+                    self.refused(e.code());
+                    return net.respond_error(id, 401, e.code(), e.message(), &[]);
+                }
+            };
         let Some(app) = self.app_index(package) else {
             return net.respond_error(
                 id,
@@ -167,18 +164,14 @@ impl Hub {
                 &[],
             );
         };
-        let status = if action == "start" {
-            self.start_app(net, sk, app, now, false);
-            "started"
-        } else {
-            self.stop_app(net, sk, app, "user_disabled", "App stopped", now);
-            "stopped"
-        };
-        self.running_changed(sk, app, action == "start");
-        self.send_app_state(net, sk, now);
-        let app_state = self.app_state_json(sk, app);
+        let start = action == "start";
+        if let Err(e) = self.lifecycle_request(net, sk, app, start, now) {
+            return net.respond_error(id, 429, e.code(), e.message(), &["Retry-After: 1"]);
+        }
+        let status = if start { "started" } else { "stopped" };
+        let app_state = self.app_state_view(sk, app);
         let body = json!({ "success": true, "data": { "status": status, "packageName": package, "appState": app_state } });
-        net.respond(id, 200, &body, &[]);
+        net.respond_json(id, 200, &body, &[]);
     }
 
     pub(super) fn running_changed(&mut self, sk: SessKey, app: usize, running: bool) {

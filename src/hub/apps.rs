@@ -4,19 +4,20 @@
 //! Invariant: an app message acts only through the (session, app) its connection is bound to.
 
 use super::*;
+use crate::protocol::inbound::{self, SubscriptionUpdate, TpaConnectionInit};
 
 impl Hub {
     // ---- apps ----------------------------------------------------------------------------
 
-    pub(super) fn refuse_app(&mut self, net: &mut Net, id: ConnId, e: JoinError, now: Instant) {
+    pub(super) fn refuse_app(&mut self, net: &mut impl Outbox, id: ConnId, e: JoinError, now: Now) {
         self.refused(e.code());
-        let msg = messages::tpa_error(e.code(), e.message(), json!({}), &iso8601(now));
-        net.send_text(id, &msg.to_string());
+        let msg = messages::tpa_error(e.code(), e.message(), json!({}), now.iso());
+        net.send_json(id, &msg);
         let bound = match self.links.remove(&id) {
-            Some(Link::App { bound }) => bound,
+            Some(Link::App { bound, .. }) => bound,
             _ => None,
         };
-        net.close_websocket(id, 1008, e.reason(), now);
+        net.close_websocket(id, 1008, e.reason(), now.mono);
         // A bound connection refused (a second init for another app) was its app's only
         // connection: handle it as a drop, or the app stays "active" on a closed socket.
         if let Some((sk, app)) = bound {
@@ -26,33 +27,25 @@ impl Hub {
 
     pub(super) fn app_message(
         &mut self,
-        net: &mut Net,
+        net: &mut impl Outbox,
         id: ConnId,
         bound: Option<(SessKey, usize)>,
         text: &str,
-        now: Instant,
+        now: Now,
     ) {
-        let v: Value = match serde_json::from_str(text) {
-            Ok(v @ Value::Object(_)) => v,
-            _ if bound.is_none() => return self.refuse_app(net, id, JoinError::Malformed, now),
-            _ => {
-                return self.app_error(
-                    net,
-                    id,
-                    "MALFORMED_MESSAGE",
-                    "expected a JSON object with a 'type'",
-                    now,
-                )
+        let ty = match inbound::message_type(text) {
+            Ok(ty) => ty,
+            Err(_) if bound.is_none() => {
+                return self.refuse_app(net, id, JoinError::Malformed, now)
             }
+            Err(e) => return self.app_error(net, id, "MALFORMED_MESSAGE", e.message(), now),
         };
-        let ty = v.get("type").and_then(Value::as_str).unwrap_or("");
-        match (ty, bound) {
-            ("tpa_connection_init", None) => self.app_init(net, id, &v, now),
+        match (&*ty, bound) {
+            ("tpa_connection_init", None) => self.app_init(net, id, text, now),
             ("tpa_connection_init", Some((sk, app))) => {
                 // Same app again: acknowledge again. Another app on this socket: refused.
-                if v.get("packageName").and_then(Value::as_str)
-                    == Some(&self.cfg.apps[app].package_name)
-                {
+                let pkg = inbound::decode::<TpaConnectionInit<'_>>(text).map(|m| m.package_name);
+                if pkg.as_deref() == Some(self.cfg.apps[app].package_name.as_str()) {
                     self.send_ack(net, id, sk, app, now);
                 } else {
                     self.refuse_app(net, id, JoinError::AlreadyInitialized, now);
@@ -60,10 +53,12 @@ impl Hub {
             }
             (_, None) => self.refuse_app(net, id, JoinError::NotInitialized, now),
             ("subscription_update", Some((sk, app))) => {
-                self.subscription_update(net, id, sk, app, &v, now)
+                self.subscription_update(net, id, sk, app, text, now)
             }
             ("display_event", Some((sk, app))) => {
-                let mut v = v;
+                let Ok(mut v) = serde_json::from_str::<Value>(text) else {
+                    return;
+                };
                 if let Some(o) = v.as_object_mut() {
                     o.insert(
                         "packageName".into(),
@@ -79,34 +74,35 @@ impl Hub {
 
     pub(super) fn app_error(
         &mut self,
-        net: &mut Net,
+        net: &mut impl Outbox,
         id: ConnId,
         code: &'static str,
         message: &str,
-        now: Instant,
+        now: Now,
     ) {
         self.refused(code);
-        net.send_text(
+        net.send_json(
             id,
-            &messages::tpa_error(code, message, json!({}), &iso8601(now)).to_string(),
+            &messages::tpa_error(code, message, json!({}), now.iso()),
         );
     }
 
-    pub(super) fn app_init(&mut self, net: &mut Net, id: ConnId, v: &Value, now: Instant) {
-        let field = |k: &str| v.get(k).and_then(Value::as_str);
-        let (Some(pkg), Some(session_id)) = (field("packageName"), field("sessionId")) else {
+    pub(super) fn app_init(&mut self, net: &mut impl Outbox, id: ConnId, text: &str, now: Now) {
+        let Some(init) = inbound::decode::<TpaConnectionInit<'_>>(text) else {
             return self.refuse_app(net, id, JoinError::Malformed, now);
         };
-        let Some(app) = self.app_index(pkg) else {
+        let Some(app) = self.app_index(&init.package_name) else {
             return self.refuse_app(net, id, JoinError::PackageNotFound, now);
         };
-        if !field("apiKey")
-            .is_some_and(|k| auth::verify_api_key(k, &self.cfg.apps[app].hashed_api_key))
-        {
+        let key_ok = init
+            .api_key
+            .as_deref()
+            .is_some_and(|k| auth::verify_api_key(k, &self.cfg.apps[app].hashed_api_key));
+        if !key_ok {
             return self.refuse_app(net, id, JoinError::InvalidApiKey, now);
         }
         let peer = net.peer(id).cloned().unwrap_or(Peer::InProcess);
-        match self.check_join(app, session_id, &peer) {
+        match self.check_join(app, &init.session_id, &peer) {
             Ok((sk, app)) => self.bind_app(net, id, sk, app, now),
             Err(e) => self.refuse_app(net, id, e, now),
         }
@@ -114,28 +110,35 @@ impl Hub {
 
     pub(super) fn bind_app(
         &mut self,
-        net: &mut Net,
+        net: &mut impl Outbox,
         id: ConnId,
         sk: SessKey,
         app: usize,
-        now: Instant,
+        now: Now,
     ) {
+        let Some(user) = self.session(sk).map(|s| s.user.clone()) else {
+            return;
+        };
+        let prefix =
+            messages::data_stream_prefix(&format!("{user}-{}", self.cfg.apps[app].package_name));
         let Some(run) = self.run_mut(sk, app) else {
             return;
         };
         let old = run.conn.replace(id);
         let was_loading = !matches!(run.state, AppState::Active);
         run.state = AppState::Active;
-        run.active_since = Some(now);
+        run.active_since = Some(now.mono);
         run.error = None;
+        run.prefix = prefix;
         if let Some(old) = old.filter(|o| *o != id) {
             self.links.remove(&old);
-            net.close_websocket(old, 1008, "Replaced by a newer connection", now);
+            net.close_websocket(old, 1008, "Replaced by a newer connection", now.mono);
         }
         self.links.insert(
             id,
             Link::App {
                 bound: Some((sk, app)),
+                init_deadline: None,
             },
         );
         self.send_ack(net, id, sk, app, now);
@@ -143,11 +146,13 @@ impl Hub {
             self.send_to_glasses(
                 net,
                 sk,
-                &json!({
-                    "type": "app_started",
-                    "packageName": self.cfg.apps[app].package_name,
-                    "timestamp": iso8601(now),
-                }),
+                &messages::AppEvent {
+                    kind: "app_started",
+                    package_name: Some(&self.cfg.apps[app].package_name),
+                    reason: None,
+                    error: None,
+                    timestamp: now.iso(),
+                },
             );
         }
         self.send_app_state(net, sk, now);
@@ -155,36 +160,41 @@ impl Hub {
 
     pub(super) fn send_ack(
         &mut self,
-        net: &mut Net,
+        net: &mut impl Outbox,
         id: ConnId,
         sk: SessKey,
         app: usize,
-        now: Instant,
+        now: Now,
     ) {
         let Some(s) = self.session(sk) else { return };
-        let ack = json!({
-            "type": "tpa_connection_ack",
-            "sessionId": format!("{}-{}", s.user, self.cfg.apps[app].package_name),
-            "settings": [],
-            "mentraosSettings": s.settings(),
-            "capabilities": messages::capabilities(),
-            "timestamp": iso8601(now),
-        });
-        net.send_text(id, &ack.to_string());
+        let session_id = format!("{}-{}", s.user, self.cfg.apps[app].package_name);
+        let settings = s.settings();
+        let ack = messages::TpaConnectionAck {
+            kind: "tpa_connection_ack",
+            session_id: &session_id,
+            settings: [],
+            mentraos_settings: &settings,
+            capabilities: messages::capabilities(),
+            timestamp: now.iso(),
+        };
+        net.send_json(id, &ack);
     }
 
     /// Replace the app's subscriptions with the valid, permitted entries; report the rest
     /// (unknown entries as `tpa_connection_error`, forbidden ones as `permission_error`).
     pub(super) fn subscription_update(
         &mut self,
-        net: &mut Net,
+        net: &mut impl Outbox,
         id: ConnId,
         sk: SessKey,
         app: usize,
-        v: &Value,
-        now: Instant,
+        text: &str,
+        now: Now,
     ) {
-        let Some(list) = v.get("subscriptions").and_then(Value::as_array) else {
+        let Some(SubscriptionUpdate {
+            subscriptions: list,
+        }) = inbound::decode(text)
+        else {
             return self.app_error(
                 net,
                 id,
@@ -197,12 +207,8 @@ impl Hub {
         let mut subs = Vec::new();
         let mut unknown = Vec::new();
         let mut denied = Vec::new();
-        for entry in list {
-            let name = match entry {
-                Value::String(s) => s.as_str(),
-                Value::Object(o) => o.get("stream").and_then(Value::as_str).unwrap_or(""),
-                _ => "",
-            };
+        for entry in &list {
+            let name = SubscriptionUpdate::stream(entry);
             // A bare `transcription` means English, as the cloud has always read it.
             let name = if name == "transcription" {
                 "transcription:en-US"
@@ -216,11 +222,11 @@ impl Hub {
                     }
                 }
                 SubCheck::Unknown => unknown.push(entry.to_string()),
-                SubCheck::NeedsPermission(p) => denied.push(json!({
-                    "stream": name,
-                    "requiredPermission": p,
-                    "message": format!("{name} needs the {p} permission"),
-                })),
+                SubCheck::NeedsPermission(p) => denied.push(messages::DeniedStream {
+                    stream: name.to_string(),
+                    required_permission: p,
+                    message: format!("{name} needs the {p} permission"),
+                }),
             }
         }
         if !unknown.is_empty() {
@@ -228,20 +234,20 @@ impl Hub {
                 "INVALID_SUBSCRIPTION",
                 "unknown stream types were ignored; the rest were applied",
                 json!({ "invalid": unknown }),
-                &iso8601(now),
+                now.iso(),
             );
             self.refused("INVALID_SUBSCRIPTION");
-            net.send_text(id, &msg.to_string());
+            net.send_json(id, &msg);
         }
         if !denied.is_empty() {
             self.refused("PERMISSION_DENIED");
-            let msg = json!({
-                "type": "permission_error",
-                "message": "some subscriptions need permissions this app does not have",
-                "details": denied,
-                "timestamp": iso8601(now),
-            });
-            net.send_text(id, &msg.to_string());
+            let msg = messages::PermissionError {
+                kind: "permission_error",
+                message: "some subscriptions need permissions this app does not have",
+                details: &denied,
+                timestamp: now.iso(),
+            };
+            net.send_json(id, &msg);
         }
         if let Some(run) = self.run_mut(sk, app) {
             run.subs = subs;

@@ -1,90 +1,59 @@
 //! Core layer (sans-IO), part of the hub: the glasses side of a session. `connection_init`
 //! (create or resume), app start/stop requests, settings, the relay of glasses events to
 //! subscribed apps, the init deadline and the end of a session after its grace period.
-//! Invariant: a glasses connection acts on a session only after `connection_init` bound it.
+//!
+//! Invariants: a glasses connection acts on a session only after `connection_init` bound it,
+//! and belongs to that one session for its whole life: a later `connection_init` for another
+//! user is refused (`ALREADY_INITIALIZED`) and the connection closed, which starts the first
+//! session's grace period like any other close.
 
 use super::*;
+use crate::protocol::inbound::{self, AppLifecycle, ConnectionInit};
+use crate::protocol::outbound::{data_stream_parts, SettingsUpdate};
+use std::borrow::Cow;
 
 impl Hub {
     // ---- glasses -------------------------------------------------------------------------
 
     pub(super) fn glasses_error(
         &mut self,
-        net: &mut Net,
+        net: &mut impl Outbox,
         id: ConnId,
         code: &'static str,
         message: &str,
         close: bool,
-        now: Instant,
+        now: Now,
     ) {
         self.refused(code);
-        net.send_text(
-            id,
-            &messages::connection_error(code, message, &iso8601(now)).to_string(),
-        );
+        net.send_json(id, &messages::connection_error(code, message, now.iso()));
         if close {
             // Unlink as a closed connection would be: a bound session starts its grace period
             // (removing the link alone would leave the session on this dead connection forever).
             self.on_closed(net, id, now);
-            net.close_websocket(id, 1008, message, now);
+            net.close_websocket(id, 1008, message, now.mono);
         }
     }
 
-    pub(super) fn glasses_message(&mut self, net: &mut Net, id: ConnId, text: &str, now: Instant) {
-        let v: Value = match serde_json::from_str(text) {
-            Ok(v @ Value::Object(_)) => v,
-            _ => {
-                return self.glasses_error(
-                    net,
-                    id,
-                    "MALFORMED_MESSAGE",
-                    "expected a JSON object",
-                    false,
-                    now,
-                )
+    pub(super) fn glasses_message(
+        &mut self,
+        net: &mut impl Outbox,
+        id: ConnId,
+        text: &str,
+        now: Now,
+    ) {
+        let ty = match inbound::message_type(text) {
+            Ok(ty) => ty,
+            Err(e) => {
+                return self.glasses_error(net, id, "MALFORMED_MESSAGE", e.message(), false, now)
             }
-        };
-        let Some(ty) = v.get("type").and_then(Value::as_str) else {
-            return self.glasses_error(
-                net,
-                id,
-                "MALFORMED_MESSAGE",
-                "message has no string 'type'",
-                false,
-                now,
-            );
         };
         let Some(Link::Glasses { user, session, .. }) = self.links.get(&id) else {
             return;
         };
         let session = *session;
         if ty == "connection_init" {
-            let user = match user.clone() {
-                Some(u) => u,
-                None => match v.get("coreToken").and_then(Value::as_str) {
-                    None => {
-                        return self.glasses_error(
-                            net,
-                            id,
-                            "MISSING_TOKEN",
-                            "no token: send Authorization: Bearer or coreToken",
-                            true,
-                            now,
-                        )
-                    }
-                    Some(t) => match auth::jwt::glasses_user(
-                        t,
-                        &self.cfg.jwt_secret,
-                        now.as_micros() / 1_000_000,
-                    ) {
-                        Ok(u) => u,
-                        Err(e) => {
-                            return self.glasses_error(net, id, e.code(), e.message(), true, now)
-                        }
-                    },
-                },
-            };
-            return self.attach_glasses(net, id, &user, now);
+            let token_user = user.clone();
+            return self.glasses_init(net, id, token_user, session, text, now);
         }
         let Some(sk) = session else {
             return self.glasses_error(
@@ -96,9 +65,9 @@ impl Hub {
                 now,
             );
         };
-        match ty {
+        match &*ty {
             "start_app" | "stop_app" => {
-                let Some(pkg) = v.get("packageName").and_then(Value::as_str) else {
+                let Some(msg) = inbound::decode::<AppLifecycle<'_>>(text) else {
                     return self.glasses_error(
                         net,
                         id,
@@ -108,7 +77,7 @@ impl Hub {
                         now,
                     );
                 };
-                let Some(app) = self.app_index(pkg) else {
+                let Some(app) = self.app_index(&msg.package_name) else {
                     return self.glasses_error(
                         net,
                         id,
@@ -118,64 +87,119 @@ impl Hub {
                         now,
                     );
                 };
-                if ty == "start_app" {
-                    self.start_app(net, sk, app, now, false);
-                } else {
-                    self.stop_app(net, sk, app, "user_disabled", "App stopped", now);
+                let start = ty == "start_app";
+                if let Err(e) = self.lifecycle_request(net, sk, app, start, now) {
+                    self.glasses_error(net, id, e.code(), e.message(), false, now);
                 }
-                self.running_changed(sk, app, ty == "start_app");
-                self.send_app_state(net, sk, now);
             }
             "request_settings" | "settings_update_request" => {
                 let Some(s) = self.session(sk) else { return };
-                let msg = json!({
-                    "type": "settings_update",
-                    "sessionId": s.user,
-                    "success": true,
-                    "message": "Current settings retrieved successfully",
-                    "settings": s.settings(),
-                    "timestamp": iso8601(now),
-                });
-                net.send_text(id, &msg.to_string());
+                let settings = s.settings();
+                net.send_json(
+                    id,
+                    &SettingsUpdate {
+                        kind: "settings_update",
+                        session_id: &s.user,
+                        success: true,
+                        message: "Current settings retrieved successfully",
+                        settings: &settings,
+                        timestamp: now.iso(),
+                    },
+                );
             }
-            _ => self.relay(net, sk, ty, text, now),
+            _ => {
+                let plain = matches!(ty, Cow::Borrowed(_));
+                self.relay(net, sk, &ty, plain, text, now)
+            }
         }
     }
 
+    /// `connection_init`: the user comes from the upgrade's token or from `coreToken`.
+    fn glasses_init(
+        &mut self,
+        net: &mut impl Outbox,
+        id: ConnId,
+        token_user: Option<String>,
+        bound: Option<SessKey>,
+        text: &str,
+        now: Now,
+    ) {
+        let user = match token_user {
+            Some(u) => u,
+            None => {
+                let token = inbound::decode::<ConnectionInit<'_>>(text).and_then(|m| m.core_token);
+                let Some(t) = token else {
+                    return self.glasses_error(
+                        net,
+                        id,
+                        "MISSING_TOKEN",
+                        "no token: send Authorization: Bearer or coreToken",
+                        true,
+                        now,
+                    );
+                };
+                match auth::jwt::glasses_user(&t, &self.cfg.jwt_secret, now.wall.unix_secs()) {
+                    Ok(u) => u,
+                    Err(e) => return self.glasses_error(net, id, e.code(), e.message(), true, now),
+                }
+            }
+        };
+        if let Some(sk) = bound {
+            if self.session(sk).is_some_and(|s| s.user != user) {
+                return self.glasses_error(
+                    net,
+                    id,
+                    "ALREADY_INITIALIZED",
+                    "this connection already belongs to another user's session",
+                    true,
+                    now,
+                );
+            }
+        }
+        self.attach_glasses(net, id, &user, now)
+    }
+
     /// Deliver a glasses event to every app subscribed to its type, as `data_stream` with the
-    /// original message as `data` (written from the input bytes, not re-encoded).
-    pub(super) fn relay(&mut self, net: &mut Net, sk: SessKey, ty: &str, text: &str, now: Instant) {
+    /// original message as `data`: the per-app prefix was built when the app bound, the
+    /// timestamp when the turn began, and the message is spliced in as it arrived, so nothing
+    /// is allocated per event or per delivery.
+    pub(super) fn relay(
+        &mut self,
+        net: &mut impl Outbox,
+        sk: SessKey,
+        ty: &str,
+        plain: bool,
+        text: &str,
+        now: Now,
+    ) {
         let Some(s) = self.session(sk) else { return };
-        let ts = iso8601(now);
-        let ty_json = Value::from(ty).to_string();
-        for (&app, run) in &s.apps {
+        // A type read from the input without unescaping (`plain`) can be quoted as it is.
+        let escaped;
+        let quoted: [&[u8]; 3] = if plain {
+            [b"\"", ty.as_bytes(), b"\""]
+        } else {
+            escaped = serde_json::to_string(ty).unwrap_or_default();
+            [escaped.as_bytes(), b"", b""]
+        };
+        for run in s.apps.values() {
             let (AppState::Active, Some(conn)) = (run.state, run.conn) else {
                 continue;
             };
             if !run.subs.iter().any(|x| x == ty || x == "all" || x == "*") {
                 continue;
             }
-            let sid =
-                Value::from(format!("{}-{}", s.user, self.cfg.apps[app].package_name)).to_string();
-            net.send_frame(
-                conn,
-                Opcode::Text,
-                &[
-                    b"{\"type\":\"data_stream\",\"sessionId\":",
-                    sid.as_bytes(),
-                    b",\"streamType\":",
-                    ty_json.as_bytes(),
-                    b",\"data\":",
-                    text.as_bytes(),
-                    b",\"timestamp\":\"",
-                    ts.as_bytes(),
-                    b"\"}",
-                ],
-            );
+            let parts = data_stream_parts(&run.prefix, quoted, text.as_bytes(), now.iso());
+            net.send_frame(conn, Opcode::Text, &parts);
         }
     }
 
-    pub(super) fn attach_glasses(&mut self, net: &mut Net, id: ConnId, user: &str, now: Instant) {
+    pub(super) fn attach_glasses(
+        &mut self,
+        net: &mut impl Outbox,
+        id: ConnId,
+        user: &str,
+        now: Now,
+    ) {
         let sk = match self.by_user.get(user) {
             Some(&sk) => {
                 let old = self.session_mut(sk).and_then(|s| {
@@ -184,9 +208,9 @@ impl Hub {
                 });
                 if let Some(old) = old.filter(|o| *o != id) {
                     self.links.remove(&old);
-                    net.close_websocket(old, 1000, "Replaced by a newer connection", now);
+                    net.close_websocket(old, 1000, "Replaced by a newer connection", now.mono);
                 }
-                log::info!("session of {user} resumed");
+                log::info!("session of {:?} resumed", user);
                 sk
             }
             None => {
@@ -196,14 +220,15 @@ impl Hub {
                     gen,
                     user: user.to_string(),
                     glasses: Some(id),
-                    started: now,
+                    started: now.wall,
                     grace_until: None,
                     apps: BTreeMap::new(),
                     settings: None,
+                    lifecycle: RateLimit::full(self.cfg.lifecycle_burst, now.mono),
                 });
                 let sk = SessKey { slot, gen };
                 self.by_user.insert(user.to_string(), sk);
-                log::info!("session of {user} created");
+                log::info!("session of {:?} created", user);
                 sk
             }
         };
@@ -216,13 +241,7 @@ impl Hub {
             *session = Some(sk);
             *init_deadline = None;
         }
-        let ack = json!({
-            "type": "connection_ack",
-            "sessionId": user,
-            "userSession": self.user_session_json(sk),
-            "timestamp": iso8601(now),
-        });
-        net.send_text(id, &ack.to_string());
+        self.send_session(net, id, sk, "connection_ack", now);
         // System apps and the user's running apps (those not already alive).
         let mut wanted: Vec<usize> = (0..self.cfg.apps.len())
             .filter(|&i| self.cfg.apps[i].is_system_app)
@@ -240,27 +259,32 @@ impl Hub {
         self.send_app_state(net, sk, now);
     }
 
-    pub(super) fn glasses_init_tick(&mut self, net: &mut Net, id: ConnId, now: Instant) {
-        let expired = matches!(
-            self.links.get(&id),
-            Some(Link::Glasses { session: None, init_deadline: Some(at), .. }) if *at <= now
-        );
-        if expired {
-            self.glasses_error(
+    pub(super) fn init_tick(&mut self, net: &mut impl Outbox, id: ConnId, now: Now) {
+        match self.links.get(&id) {
+            Some(Link::Glasses {
+                session: None,
+                init_deadline: Some(at),
+                ..
+            }) if *at <= now.mono => self.glasses_error(
                 net,
                 id,
                 "INIT_TIMEOUT",
                 "no connection_init in time",
                 true,
                 now,
-            );
+            ),
+            Some(Link::App {
+                bound: None,
+                init_deadline: Some(at),
+            }) if *at <= now.mono => self.refuse_app(net, id, JoinError::InitTimeout, now),
+            _ => {}
         }
     }
 
-    pub(super) fn session_tick(&mut self, net: &mut Net, sk: SessKey, now: Instant) {
+    pub(super) fn session_tick(&mut self, net: &mut impl Outbox, sk: SessKey, now: Now) {
         let due = self
             .session(sk)
-            .is_some_and(|s| s.glasses.is_none() && s.grace_until.is_some_and(|g| g <= now));
+            .is_some_and(|s| s.glasses.is_none() && s.grace_until.is_some_and(|g| g <= now.mono));
         if due {
             self.end_session(net, sk, now);
         }
@@ -268,7 +292,7 @@ impl Hub {
 
     /// The grace period ran out: stop every app (they stay in the user's running list, so they
     /// come back when the glasses do) and forget the session.
-    pub(super) fn end_session(&mut self, net: &mut Net, sk: SessKey, now: Instant) {
+    pub(super) fn end_session(&mut self, net: &mut impl Outbox, sk: SessKey, now: Now) {
         let apps: Vec<usize> = self
             .session(sk)
             .map(|s| s.apps.keys().copied().collect())
@@ -280,7 +304,7 @@ impl Hub {
             let s = self.sessions.remove(sk.slot);
             self.by_user.remove(&s.user);
             self.counters.sessions_ended += 1;
-            log::info!("session of {} ended after the grace period", s.user);
+            log::info!("session of {:?} ended after the grace period", s.user);
         }
     }
 }

@@ -11,13 +11,13 @@ impl Hub {
     /// Start `app` in the session (no-op if it is already loading, active or reconnecting).
     pub(super) fn start_app(
         &mut self,
-        net: &mut Net,
+        net: &mut impl Outbox,
         sk: SessKey,
         app: usize,
-        now: Instant,
+        now: Now,
         restart: bool,
     ) {
-        let until = now + self.cfg.timings.app_connect_timeout;
+        let until = now.mono + self.cfg.timings.app_connect_timeout;
         let start = self.next_start.wrapping_add(1);
         let Some(s) = self.session_mut(sk) else {
             return;
@@ -31,6 +31,7 @@ impl Hub {
             restarts: 0,
             active_since: None,
             error: None,
+            prefix: Box::default(),
         });
         match run.state {
             AppState::Loading { .. } | AppState::Active | AppState::Reconnecting { .. } => return,
@@ -49,17 +50,17 @@ impl Hub {
         run.start = start;
         run.attempt = 1;
         self.next_start = start;
-        self.timers.push(until, TimerKey::App(sk, app));
+        self.arm(until, TimerKey::App(sk, app));
         self.send_session_request(net, sk, app, 1, now);
     }
 
     pub(super) fn send_session_request(
         &mut self,
-        net: &mut Net,
+        net: &mut impl Outbox,
         sk: SessKey,
         app: usize,
         attempt: u32,
-        now: Instant,
+        now: Now,
     ) {
         let Some(s) = self.session(sk) else { return };
         let Some(start) = s.apps.get(&app).map(|r| r.start) else {
@@ -72,8 +73,9 @@ impl Hub {
             &self.cfg.public_ws_url
         };
         let ws_url = format!("{}/app-ws", base.trim_end_matches('/'));
-        let session_id = format!("{}-{}", s.user, spec.package_name);
-        let body = messages::session_request(&session_id, &s.user, &ws_url, &iso8601(now));
+        let user = s.user.clone();
+        let session_id = format!("{user}-{}", spec.package_name);
+        let body = messages::session_request(&session_id, &user, &ws_url, now.iso());
         self.post_webhook(
             net,
             sk,
@@ -84,68 +86,170 @@ impl Hub {
         );
     }
 
-    pub(super) fn post_webhook(
+    /// Send a webhook for `app` in the session. While one that still matters is in flight for
+    /// the same (session, app) — a stop, or the start attempt still loading — a later one waits
+    /// for it, replacing any that already waits: the app server hears them in order, and a
+    /// burst of start/stop toggles reaches it as its latest wish only. At most
+    /// `max_webhooks_per_server` are in flight to one app server; one that cannot be sent
+    /// counts as a failed attempt.
+    pub(super) fn post_webhook<T: serde::Serialize>(
         &mut self,
-        net: &mut Net,
+        net: &mut impl Outbox,
         sk: SessKey,
         app: usize,
         kind: WebhookKind,
-        body: &Value,
-        now: Instant,
+        body: &T,
+        now: Now,
     ) {
         let spec = &self.cfg.apps[app];
         let Target { host, port } = &spec.webhook_target;
         let request =
             messages::http_post(host, *port, &format!("{}/webhook", spec.webhook_path), body);
-        let target = spec.webhook_target.clone();
-        self.counters.webhooks_sent += 1;
-        match net.open_client(target, &request, now + self.cfg.timings.webhook_timeout) {
+        let busy = self
+            .webhooks
+            .values()
+            .any(|w| w.sess == sk && w.app == app && self.webhook_wanted(sk, app, w.kind));
+        if busy {
+            if self
+                .queued
+                .insert((sk, app), Queued { kind, request })
+                .is_some()
+            {
+                self.counters.webhooks_coalesced += 1;
+            }
+            return;
+        }
+        self.send_webhook(net, sk, app, kind, &request, now);
+    }
+
+    fn send_webhook(
+        &mut self,
+        net: &mut impl Outbox,
+        sk: SessKey,
+        app: usize,
+        kind: WebhookKind,
+        request: &[u8],
+        now: Now,
+    ) {
+        let target = &self.cfg.apps[app].webhook_target;
+        let in_flight = self.per_server.get(target).copied().unwrap_or(0);
+        let w = Webhook {
+            sess: sk,
+            app,
+            kind,
+        };
+        if in_flight >= self.cfg.max_webhooks_per_server {
+            log::warn!(
+                "webhook to {:?} not sent: {in_flight} already in flight to its server",
+                self.cfg.apps[app].package_name
+            );
+            return self.webhook_failed(net, w, now);
+        }
+        let deadline = now.mono + self.cfg.timings.webhook_timeout;
+        match net.open_client(target.clone(), request, deadline) {
             Some(conn) => {
-                self.webhooks.insert(
-                    conn,
-                    Webhook {
-                        sess: sk,
-                        app,
-                        kind,
-                    },
-                );
+                self.counters.webhooks_sent += 1;
+                *self.per_server.entry(target.clone()).or_default() += 1;
+                self.webhooks.insert(conn, w);
             }
-            None => {
-                // No slot for the request: the same as a failed attempt.
-                self.webhook_failed(
-                    net,
-                    Webhook {
-                        sess: sk,
-                        app,
-                        kind,
-                    },
-                    now,
-                );
-            }
+            None => self.webhook_failed(net, w, now),
         }
     }
 
-    pub fn on_http_done(&mut self, net: &mut Net, id: ConnId, outcome: HttpOutcome, now: Instant) {
+    pub fn on_http_done(
+        &mut self,
+        net: &mut impl Outbox,
+        id: ConnId,
+        outcome: HttpOutcome,
+        now: Now,
+    ) {
         let Some(w) = self.webhooks.remove(&id) else {
             return;
         };
+        let target = &self.cfg.apps[w.app].webhook_target;
+        if let Some(n) = self.per_server.get_mut(target) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_server.remove(target);
+            }
+        }
+        let (sk, app) = (w.sess, w.app);
         let ok = matches!(outcome, HttpOutcome::Status(s) if (200..300).contains(&s));
         if !ok {
             log::warn!(
-                "webhook to {} failed: {outcome:?}",
+                "webhook to {:?} failed: {outcome:?}",
                 self.cfg.apps[w.app].package_name
             );
             self.webhook_failed(net, w, now);
         }
+        if let Some(q) = self.queued.remove(&(sk, app)) {
+            if self.webhook_wanted(sk, app, q.kind) {
+                // A start that waited gets its full connect time from now.
+                let until = now.mono + self.cfg.timings.app_connect_timeout;
+                if let Some(run) = self.run_mut(sk, app) {
+                    if let AppState::Loading { retry_at: None, .. } = run.state {
+                        run.state = AppState::Loading {
+                            until,
+                            retry_at: None,
+                        };
+                        self.arm(until, TimerKey::App(sk, app));
+                    }
+                }
+                self.send_webhook(net, sk, app, q.kind, &q.request, now);
+            }
+        }
     }
 
-    pub(super) fn webhook_failed(&mut self, net: &mut Net, w: Webhook, now: Instant) {
+    /// A waiting webhook is still worth sending: a stop always is, a start only while that
+    /// very start attempt is still loading.
+    fn webhook_wanted(&self, sk: SessKey, app: usize, kind: WebhookKind) -> bool {
+        match kind {
+            WebhookKind::Stop => true,
+            WebhookKind::Start { start, attempt } => self
+                .session(sk)
+                .and_then(|s| s.apps.get(&app))
+                .is_some_and(|r| {
+                    matches!(r.state, AppState::Loading { .. })
+                        && r.start == start
+                        && r.attempt == attempt
+                }),
+        }
+    }
+
+    /// A start or stop asked for by the user (glasses or REST), within the session's rate.
+    pub(super) fn lifecycle_request(
+        &mut self,
+        net: &mut impl Outbox,
+        sk: SessKey,
+        app: usize,
+        start: bool,
+        now: Now,
+    ) -> Result<(), LifecycleError> {
+        let (burst, refill) = (self.cfg.lifecycle_burst, self.cfg.lifecycle_refill);
+        let Some(s) = self.session_mut(sk) else {
+            return Ok(());
+        };
+        if !s.lifecycle.take(burst, refill, now.mono) {
+            self.refused(LifecycleError::RateLimited.code());
+            return Err(LifecycleError::RateLimited);
+        }
+        if start {
+            self.start_app(net, sk, app, now, false);
+        } else {
+            self.stop_app(net, sk, app, "user_disabled", "App stopped", now);
+        }
+        self.running_changed(sk, app, start);
+        self.send_app_state(net, sk, now);
+        Ok(())
+    }
+
+    pub(super) fn webhook_failed(&mut self, net: &mut impl Outbox, w: Webhook, now: Now) {
         self.counters.webhooks_failed += 1;
         let WebhookKind::Start { start, attempt } = w.kind else {
             return;
         };
         let max = self.cfg.timings.webhook_attempts;
-        let retry_at = now + self.cfg.timings.webhook_backoff;
+        let retry_at = now.mono + self.cfg.timings.webhook_backoff;
         let Some(run) = self.run_mut(w.sess, w.app) else {
             return;
         };
@@ -160,13 +264,13 @@ impl Hub {
                 until,
                 retry_at: Some(retry_at),
             };
-            self.timers.push(retry_at, TimerKey::App(w.sess, w.app));
+            self.arm(retry_at, TimerKey::App(w.sess, w.app));
         } else {
             self.start_failed(net, w.sess, w.app, "WEBHOOK_FAILED", now);
         }
     }
 
-    pub(super) fn app_tick(&mut self, net: &mut Net, sk: SessKey, app: usize, now: Instant) {
+    pub(super) fn app_tick(&mut self, net: &mut impl Outbox, sk: SessKey, app: usize, now: Now) {
         let t = self.cfg.timings.clone();
         let Some(run) = self.run_mut(sk, app) else {
             return;
@@ -174,30 +278,30 @@ impl Hub {
         match run.state {
             AppState::Loading {
                 retry_at: Some(at), ..
-            } if at <= now => {
+            } if at <= now.mono => {
                 run.attempt += 1;
                 let attempt = run.attempt;
-                let until = now + t.app_connect_timeout;
+                let until = now.mono + t.app_connect_timeout;
                 run.state = AppState::Loading {
                     until,
                     retry_at: None,
                 };
-                self.timers.push(until, TimerKey::App(sk, app));
+                self.arm(until, TimerKey::App(sk, app));
                 self.send_session_request(net, sk, app, attempt, now);
             }
             AppState::Loading {
                 until,
                 retry_at: None,
-            } if until <= now => {
+            } if until <= now.mono => {
                 self.start_failed(net, sk, app, "APP_CONNECT_TIMEOUT", now);
             }
-            AppState::Reconnecting { until } if until <= now => {
+            AppState::Reconnecting { until } if until <= now.mono => {
                 self.schedule_restart(net, sk, app, "APP_DISCONNECTED", now);
             }
-            AppState::RestartWait { at } if at <= now => {
+            AppState::RestartWait { at } if at <= now.mono => {
                 self.counters.app_restarts += 1;
                 log::info!(
-                    "restarting {} through its webhook",
+                    "restarting {:?} through its webhook",
                     self.cfg.apps[app].package_name
                 );
                 self.start_app(net, sk, app, now, true);
@@ -211,11 +315,11 @@ impl Hub {
     /// attempts remain; otherwise the app is marked failed and the glasses are told.
     pub(super) fn start_failed(
         &mut self,
-        net: &mut Net,
+        net: &mut impl Outbox,
         sk: SessKey,
         app: usize,
         error: &'static str,
-        now: Instant,
+        now: Now,
     ) {
         let restarting = self.run_mut(sk, app).is_some_and(|r| r.restarts > 0);
         if restarting {
@@ -226,11 +330,11 @@ impl Hub {
 
     pub(super) fn schedule_restart(
         &mut self,
-        net: &mut Net,
+        net: &mut impl Outbox,
         sk: SessKey,
         app: usize,
         error: &'static str,
-        now: Instant,
+        now: Now,
     ) {
         let t = &self.cfg.timings;
         let (max, base) = (t.restart_attempts, t.restart_backoff);
@@ -242,19 +346,19 @@ impl Hub {
         }
         run.restarts += 1;
         run.error = Some(error);
-        let at = now + base * 2u32.saturating_pow(run.restarts - 1);
+        let at = now.mono + base * 2u32.saturating_pow(run.restarts - 1);
         run.state = AppState::RestartWait { at };
-        self.timers.push(at, TimerKey::App(sk, app));
+        self.arm(at, TimerKey::App(sk, app));
         self.send_app_state(net, sk, now);
     }
 
     pub(super) fn give_up(
         &mut self,
-        net: &mut Net,
+        net: &mut impl Outbox,
         sk: SessKey,
         app: usize,
         error: &'static str,
-        now: Instant,
+        now: Now,
     ) {
         let Some(run) = self.run_mut(sk, app) else {
             return;
@@ -262,16 +366,17 @@ impl Hub {
         run.state = AppState::Failed;
         run.error = Some(error);
         run.subs.clear();
-        log::warn!("{} gave up: {error}", self.cfg.apps[app].package_name);
+        log::warn!("{:?} gave up: {error}", self.cfg.apps[app].package_name);
         self.send_to_glasses(
             net,
             sk,
-            &json!({
-                "type": "app_stopped",
-                "packageName": self.cfg.apps[app].package_name,
-                "error": error,
-                "timestamp": iso8601(now),
-            }),
+            &messages::AppEvent {
+                kind: "app_stopped",
+                package_name: Some(&self.cfg.apps[app].package_name),
+                reason: None,
+                error: Some(error),
+                timestamp: now.iso(),
+            },
         );
         self.send_app_state(net, sk, now);
     }
@@ -280,12 +385,12 @@ impl Hub {
     /// glasses are told.
     pub(super) fn stop_app(
         &mut self,
-        net: &mut Net,
+        net: &mut impl Outbox,
         sk: SessKey,
         app: usize,
         reason: &str,
         close_reason: &str,
-        now: Instant,
+        now: Now,
     ) {
         let Some(s) = self.session_mut(sk) else {
             return;
@@ -296,33 +401,41 @@ impl Hub {
         let user = s.user.clone();
         if let Some(conn) = run.conn {
             self.links.remove(&conn);
-            let msg = json!({ "type": "app_stopped", "reason": reason, "timestamp": iso8601(now) });
-            net.send_text(conn, &msg.to_string());
-            net.close_websocket(conn, 1000, close_reason, now);
+            let msg = messages::AppEvent {
+                kind: "app_stopped",
+                package_name: None,
+                reason: Some(reason),
+                error: None,
+                timestamp: now.iso(),
+            };
+            net.send_json(conn, &msg);
+            net.close_websocket(conn, 1000, close_reason, now.mono);
         }
         if run.state.is_live() {
             let session_id = format!("{user}-{}", self.cfg.apps[app].package_name);
-            let body = messages::stop_request(&session_id, &user, reason, &iso8601(now));
+            let body = messages::stop_request(&session_id, &user, reason, now.iso());
             self.post_webhook(net, sk, app, WebhookKind::Stop, &body, now);
         }
         self.send_to_glasses(
             net,
             sk,
-            &json!({
-                "type": "app_stopped",
-                "packageName": self.cfg.apps[app].package_name,
-                "timestamp": iso8601(now),
-            }),
+            &messages::AppEvent {
+                kind: "app_stopped",
+                package_name: Some(&self.cfg.apps[app].package_name),
+                reason: None,
+                error: None,
+                timestamp: now.iso(),
+            },
         );
     }
 
     pub(super) fn app_dropped(
         &mut self,
-        net: &mut Net,
+        net: &mut impl Outbox,
         id: ConnId,
         sk: SessKey,
         app: usize,
-        now: Instant,
+        now: Now,
     ) {
         let t = self.cfg.timings.clone();
         let Some(run) = self.run_mut(sk, app) else {
@@ -335,15 +448,15 @@ impl Hub {
         run.subs.clear();
         if run
             .active_since
-            .is_some_and(|a| now.saturating_since(a) >= t.restart_reset_after)
+            .is_some_and(|a| now.mono.saturating_since(a) >= t.restart_reset_after)
         {
             run.restarts = 0;
         }
-        let until = now + t.app_reconnect_grace;
+        let until = now.mono + t.app_reconnect_grace;
         run.state = AppState::Reconnecting { until };
-        self.timers.push(until, TimerKey::App(sk, app));
+        self.arm(until, TimerKey::App(sk, app));
         log::info!(
-            "{} dropped unexpectedly; waiting for it to reconnect",
+            "{:?} dropped unexpectedly; waiting for it to reconnect",
             self.cfg.apps[app].package_name
         );
         self.send_app_state(net, sk, now);

@@ -26,16 +26,16 @@ mod access;
 mod apps;
 mod glasses;
 mod lifecycle;
-pub mod messages;
 pub mod registry;
 pub mod running;
 mod view;
 
 use crate::auth;
 use crate::http::Request;
-use crate::server::timers::TimerHeap;
-use crate::server::{ConnId, Endpoint, HttpOutcome, Net, Peer, Target};
-use crate::time::{iso8601, Instant};
+use crate::net::timers::TimerHeap;
+use crate::net::{ConnId, Endpoint, HttpOutcome, Outbox, Peer, Target};
+use crate::protocol::outbound as messages;
+use crate::time::{Instant, Now, Wall};
 use crate::ws::frame::Opcode;
 use registry::{check_subscription, AppSpec, SubCheck};
 use running::{MemoryRunningApps, RunningApps};
@@ -63,6 +63,8 @@ pub struct Timings {
     pub restart_reset_after: Duration,
     /// A glasses connection must send `connection_init` within this.
     pub glasses_init_timeout: Duration,
+    /// An app connection must send `tpa_connection_init` within this.
+    pub app_init_timeout: Duration,
 }
 
 impl Default for Timings {
@@ -78,6 +80,7 @@ impl Default for Timings {
             restart_backoff: Duration::from_secs(1),
             restart_reset_after: Duration::from_secs(60),
             glasses_init_timeout: Duration::from_secs(10),
+            app_init_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -91,6 +94,12 @@ pub struct HubConfig {
     pub jwt_secret: Vec<u8>,
     pub apps: Vec<AppSpec>,
     pub timings: Timings,
+    /// Webhooks in flight to one app server (host and port) at once.
+    pub max_webhooks_per_server: usize,
+    /// App start/stop requests per session: a burst of this many, then one per
+    /// `lifecycle_refill`.
+    pub lifecycle_burst: u32,
+    pub lifecycle_refill: Duration,
 }
 
 impl Default for HubConfig {
@@ -101,6 +110,9 @@ impl Default for HubConfig {
             jwt_secret: Vec::new(),
             apps: Vec::new(),
             timings: Timings::default(),
+            max_webhooks_per_server: 16,
+            lifecycle_burst: 10,
+            lifecycle_refill: Duration::from_secs(1),
         }
     }
 }
@@ -126,6 +138,9 @@ pub struct SessKey {
     gen: u32,
 }
 
+/// What a hub deadline is for. Each key has one authoritative slot in the state (a session's
+/// `grace_until`, an app run's [`AppRun::deadline`], a link's `init_deadline`); a heap entry
+/// that no longer matches its slot is stale and is dropped without waking anyone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum TimerKey {
     Session(SessKey),
@@ -143,7 +158,16 @@ enum Link {
     },
     App {
         bound: Option<(SessKey, usize)>,
+        init_deadline: Option<Instant>,
     },
+}
+
+impl Link {
+    fn init_deadline(&self) -> Option<Instant> {
+        match self {
+            Link::Glasses { init_deadline, .. } | Link::App { init_deadline, .. } => *init_deadline,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,6 +205,16 @@ impl AppState {
     fn is_live(self) -> bool {
         !matches!(self, AppState::Failed)
     }
+
+    /// The one deadline this state waits for.
+    fn deadline(self) -> Option<Instant> {
+        match self {
+            AppState::Loading { until, retry_at } => Some(retry_at.unwrap_or(until)),
+            AppState::Reconnecting { until } => Some(until),
+            AppState::RestartWait { at } => Some(at),
+            AppState::Active | AppState::Failed => None,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -195,6 +229,8 @@ struct AppRun {
     restarts: u32,
     active_since: Option<Instant>,
     error: Option<&'static str>,
+    /// The `data_stream` prefix for this app in this session, built once when it binds.
+    prefix: Box<[u8]>,
 }
 
 #[derive(Debug)]
@@ -202,12 +238,68 @@ struct Session {
     gen: u32,
     user: String,
     glasses: Option<ConnId>,
-    started: Instant,
+    started: Wall,
     grace_until: Option<Instant>,
     apps: BTreeMap<usize, AppRun>,
     /// The user's glasses settings; `None` until changed from the defaults (they cost nothing
     /// per idle session that way).
     settings: Option<Box<Value>>,
+    /// App start/stop requests allowed from now on.
+    lifecycle: RateLimit,
+}
+
+/// A token bucket: `tokens` requests may be made now, one more each `refill`, at most `burst`.
+#[derive(Debug, Clone, Copy)]
+struct RateLimit {
+    tokens: u32,
+    last: Instant,
+}
+
+impl RateLimit {
+    fn full(burst: u32, now: Instant) -> RateLimit {
+        RateLimit {
+            tokens: burst,
+            last: now,
+        }
+    }
+
+    /// Take one token if there is one.
+    fn take(&mut self, burst: u32, refill: Duration, now: Instant) -> bool {
+        let per = refill.as_micros().max(1);
+        let earned = now.saturating_since(self.last).as_micros() / per;
+        if earned > 0 {
+            let earned = earned.min(u128::from(burst)) as u32;
+            self.tokens = burst.min(self.tokens + earned);
+            self.last = if self.tokens == burst {
+                now
+            } else {
+                self.last + refill * earned
+            };
+        }
+        match self.tokens.checked_sub(1) {
+            Some(t) => {
+                self.tokens = t;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Why an app start/stop request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LifecycleError {
+    RateLimited,
+}
+
+impl LifecycleError {
+    pub fn code(self) -> &'static str {
+        "RATE_LIMITED"
+    }
+
+    pub fn message(self) -> &'static str {
+        "too many app start/stop requests for this session; try again in a second"
+    }
 }
 
 impl Session {
@@ -232,6 +324,14 @@ struct Webhook {
     kind: WebhookKind,
 }
 
+/// A webhook waiting for the one in flight for the same (session, app) to finish; a newer one
+/// replaces it (start/stop toggles coalesce, the app server hears only the latest).
+#[derive(Debug)]
+struct Queued {
+    kind: WebhookKind,
+    request: Vec<u8>,
+}
+
 /// Why an app may not join a session; each is a distinct `code`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JoinError {
@@ -245,6 +345,7 @@ pub enum JoinError {
     AppNotStarted,
     AddressNotAllowed,
     AlreadyInitialized,
+    InitTimeout,
 }
 
 impl JoinError {
@@ -260,6 +361,7 @@ impl JoinError {
             JoinError::AppNotStarted => "APP_NOT_STARTED",
             JoinError::AddressNotAllowed => "ADDRESS_NOT_ALLOWED",
             JoinError::AlreadyInitialized => "ALREADY_INITIALIZED",
+            JoinError::InitTimeout => "INIT_TIMEOUT",
         }
     }
 
@@ -281,6 +383,7 @@ impl JoinError {
             JoinError::AlreadyInitialized => {
                 "this connection is already initialised for another app"
             }
+            JoinError::InitTimeout => "no tpa_connection_init in time",
         }
     }
 
@@ -318,6 +421,8 @@ pub struct HubCounters {
     pub webhooks_failed: u64,
     pub app_restarts: u64,
     pub sessions_ended: u64,
+    /// Webhooks replaced by a newer one for the same app before they were sent.
+    pub webhooks_coalesced: u64,
 }
 
 pub struct Hub {
@@ -326,6 +431,9 @@ pub struct Hub {
     by_user: HashMap<String, SessKey>,
     links: HashMap<ConnId, Link>,
     webhooks: HashMap<ConnId, Webhook>,
+    queued: HashMap<(SessKey, usize), Queued>,
+    /// Webhooks in flight per app server.
+    per_server: HashMap<Target, usize>,
     timers: TimerHeap<TimerKey>,
     running: Box<dyn RunningApps>,
     next_gen: u32,
@@ -345,6 +453,8 @@ impl Hub {
             by_user: HashMap::new(),
             links: HashMap::new(),
             webhooks: HashMap::new(),
+            queued: HashMap::new(),
+            per_server: HashMap::new(),
             timers: TimerHeap::default(),
             running,
             next_gen: 0,
@@ -394,6 +504,7 @@ impl Hub {
                 }
                 Link::App {
                     bound: Some((sk, app)),
+                    ..
                 } => {
                     if let Some(s) = self.session(*sk) {
                         out.push((
@@ -433,49 +544,52 @@ impl Hub {
 
     // ---- timers --------------------------------------------------------------------------
 
+    /// The earliest deadline still current; stale heap entries are dropped on the way, so the
+    /// shell is never woken for nothing.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        // Entries are checked when they fire, so every entry counts as current here; stale
-        // ones fire as no-ops. The heap is rebuilt when it grows past its bound.
-        if self.timers.len() > 4 * (self.sessions.len() + self.links.len()) + 64 {
-            let Hub {
-                timers,
-                sessions,
-                links,
-                ..
-            } = self;
-            timers.rebuild(|_, k| match k {
-                TimerKey::Session(sk) | TimerKey::App(sk, _) => {
-                    sessions.get(sk.slot).is_some_and(|s| s.gen == sk.gen)
-                }
-                TimerKey::Conn(id) => links.contains_key(&id),
-            });
+        let Hub {
+            timers,
+            sessions,
+            links,
+            ..
+        } = self;
+        if timers.len() > 4 * (sessions.len() + links.len()) + 64 {
+            timers.rebuild(|at, k| is_current(sessions, links, at, k));
         }
-        self.timers.peek(|_, _| true)
+        timers.peek(|at, k| is_current(sessions, links, at, k))
     }
 
-    pub fn handle_timeout(&mut self, net: &mut Net, now: Instant) {
-        while let Some((_, key)) = self.timers.pop_due(now) {
+    pub fn handle_timeout(&mut self, net: &mut impl Outbox, now: Now) {
+        while let Some((at, key)) = self.timers.pop_due(now.mono) {
+            if !is_current(&self.sessions, &self.links, at, key) {
+                continue;
+            }
             match key {
                 TimerKey::Session(sk) => self.session_tick(net, sk, now),
                 TimerKey::App(sk, app) => self.app_tick(net, sk, app, now),
-                TimerKey::Conn(id) => self.glasses_init_tick(net, id, now),
+                TimerKey::Conn(id) => self.init_tick(net, id, now),
             }
         }
+    }
+
+    /// Arm the deadline of `key` (its slot must already hold `at`).
+    fn arm(&mut self, at: Instant, key: TimerKey) {
+        self.timers.push(at, key);
     }
 
     // ---- connections ---------------------------------------------------------------------
 
     pub fn on_open(
         &mut self,
-        net: &mut Net,
+        net: &mut impl Outbox,
         id: ConnId,
         endpoint: Endpoint,
         pre: PreAuth,
-        now: Instant,
+        now: Now,
     ) {
         match (endpoint, pre) {
             (Endpoint::Glasses, PreAuth::Glasses { user }) => {
-                let at = now + self.cfg.timings.glasses_init_timeout;
+                let at = now.mono + self.cfg.timings.glasses_init_timeout;
                 self.links.insert(
                     id,
                     Link::Glasses {
@@ -484,7 +598,7 @@ impl Hub {
                         init_deadline: Some(at),
                     },
                 );
-                self.timers.push(at, TimerKey::Conn(id));
+                self.arm(at, TimerKey::Conn(id));
             }
             (
                 Endpoint::App,
@@ -492,22 +606,36 @@ impl Hub {
                     bound: Some((sk, app)),
                 },
             ) => {
-                self.links.insert(id, Link::App { bound: None });
+                self.links.insert(
+                    id,
+                    Link::App {
+                        bound: None,
+                        init_deadline: None,
+                    },
+                );
                 self.bind_app(net, id, sk, app, now);
             }
             (Endpoint::App, _) => {
-                self.links.insert(id, Link::App { bound: None });
+                let at = now.mono + self.cfg.timings.app_init_timeout;
+                self.links.insert(
+                    id,
+                    Link::App {
+                        bound: None,
+                        init_deadline: Some(at),
+                    },
+                );
+                self.arm(at, TimerKey::Conn(id));
             }
             _ => {}
         }
     }
 
-    pub fn on_closed(&mut self, net: &mut Net, id: ConnId, now: Instant) {
+    pub fn on_closed(&mut self, net: &mut impl Outbox, id: ConnId, now: Now) {
         match self.links.remove(&id) {
             Some(Link::Glasses {
                 session: Some(sk), ..
             }) => {
-                let grace = now + self.cfg.timings.grace_period;
+                let grace = now.mono + self.cfg.timings.grace_period;
                 let Some(s) = self.session_mut(sk) else {
                     return;
                 };
@@ -515,27 +643,31 @@ impl Hub {
                     s.glasses = None;
                     s.grace_until = Some(grace);
                     log::info!(
-                        "glasses of {} disconnected; session kept for the grace period",
+                        "glasses of {:?} disconnected; session kept for the grace period",
                         s.user
                     );
-                    self.timers.push(grace, TimerKey::Session(sk));
+                    self.arm(grace, TimerKey::Session(sk));
                 }
             }
             Some(Link::App {
                 bound: Some((sk, app)),
+                ..
             }) => self.app_dropped(net, id, sk, app, now),
             _ => {}
         }
     }
 
-    pub fn on_binary(&mut self, net: &mut Net, id: ConnId, data: &[u8], _now: Instant) {
-        let Some(Link::Glasses {
-            session: Some(sk), ..
-        }) = self.links.get(&id)
-        else {
-            return;
+    pub fn on_binary(&mut self, net: &mut impl Outbox, id: ConnId, data: &[u8], now: Now) {
+        let sk = match self.links.get(&id) {
+            Some(Link::Glasses {
+                session: Some(sk), ..
+            }) => *sk,
+            Some(Link::App { bound: None, .. }) => {
+                return self.refuse_app(net, id, JoinError::NotInitialized, now)
+            }
+            _ => return,
         };
-        let Some(s) = self.session(*sk) else { return };
+        let Some(s) = self.session(sk) else { return };
         for run in s.apps.values() {
             if let (AppState::Active, Some(conn)) = (run.state, run.conn) {
                 if run
@@ -549,14 +681,33 @@ impl Hub {
         }
     }
 
-    pub fn on_text(&mut self, net: &mut Net, id: ConnId, text: &str, now: Instant) {
+    pub fn on_text(&mut self, net: &mut impl Outbox, id: ConnId, text: &str, now: Now) {
         match self.links.get(&id) {
             Some(Link::Glasses { .. }) => self.glasses_message(net, id, text, now),
-            Some(Link::App { bound }) => {
+            Some(Link::App { bound, .. }) => {
                 let bound = *bound;
                 self.app_message(net, id, bound, text, now)
             }
             None => {}
         }
+    }
+}
+
+/// Whether a heap entry still matches the slot it was armed for.
+fn is_current(
+    sessions: &Slab<Session>,
+    links: &HashMap<ConnId, Link>,
+    at: Instant,
+    key: TimerKey,
+) -> bool {
+    let session = |sk: SessKey| sessions.get(sk.slot).filter(|s| s.gen == sk.gen);
+    match key {
+        TimerKey::Session(sk) => session(sk).is_some_and(|s| s.grace_until == Some(at)),
+        TimerKey::App(sk, app) => session(sk)
+            .and_then(|s| s.apps.get(&app))
+            .is_some_and(|r| r.state.deadline() == Some(at)),
+        TimerKey::Conn(id) => links
+            .get(&id)
+            .is_some_and(|l| l.init_deadline() == Some(at)),
     }
 }

@@ -5,7 +5,7 @@
 //! permission it needs, and whether a peer address may speak for a system app. Invariant: a
 //! registry is immutable after load; packages are unique.
 
-use crate::server::{Peer, Target};
+use crate::net::{Peer, Target};
 use std::net::IpAddr;
 
 #[derive(Debug, Clone)]

@@ -2,96 +2,109 @@
 //! `userSession` object, per-app states, and `app_state_change` messages.
 
 use super::*;
+use crate::protocol::outbound::{AppStateView, InstalledApp, SessionMessage, UserSession};
 
 impl Hub {
     // ---- what the glasses see ------------------------------------------------------------
 
-    pub(super) fn send_to_glasses(&self, net: &mut Net, sk: SessKey, msg: &Value) {
+    pub(super) fn send_to_glasses<T: serde::Serialize>(
+        &self,
+        net: &mut impl Outbox,
+        sk: SessKey,
+        msg: &T,
+    ) {
         if let Some(g) = self.session(sk).and_then(|s| s.glasses) {
-            net.send_text(g, &msg.to_string());
+            net.send_json(g, msg);
         }
     }
 
-    pub(super) fn send_app_state(&self, net: &mut Net, sk: SessKey, now: Instant) {
+    /// `connection_ack` or `app_state_change` for the session, to connection `to`.
+    pub(super) fn send_session(
+        &self,
+        net: &mut impl Outbox,
+        to: ConnId,
+        sk: SessKey,
+        kind: &'static str,
+        now: Now,
+    ) {
         let Some(s) = self.session(sk) else { return };
-        let msg = json!({
-            "type": "app_state_change",
-            "sessionId": s.user,
-            "userSession": self.user_session_json(sk),
-            "timestamp": iso8601(now),
-        });
-        self.send_to_glasses(net, sk, &msg);
+        let msg = SessionMessage {
+            kind,
+            session_id: &s.user,
+            user_session: self.user_session(s),
+            timestamp: now.iso(),
+        };
+        net.send_json(to, &msg);
     }
 
-    pub(super) fn app_state_json(&self, sk: SessKey, app: usize) -> Value {
-        match self.session(sk).and_then(|s| s.apps.get(&app)) {
-            Some(r) => json!({
-                "state": r.state.name(),
-                "error": r.error,
-                "restarts": r.restarts,
-                "subscriptions": r.subs,
-            }),
-            None => json!({ "state": "stopped" }),
+    pub(super) fn send_app_state(&self, net: &mut impl Outbox, sk: SessKey, now: Now) {
+        if let Some(g) = self.session(sk).and_then(|s| s.glasses) {
+            self.send_session(net, g, sk, "app_state_change", now);
         }
     }
 
-    pub(super) fn user_session_json(&self, sk: SessKey) -> Value {
-        let Some(s) = self.session(sk) else {
-            return Value::Null;
+    pub(super) fn app_state_view(&self, sk: SessKey, app: usize) -> AppStateView<'_> {
+        match self.session(sk).and_then(|s| s.apps.get(&app)) {
+            Some(r) => view_of(r),
+            None => AppStateView {
+                state: "stopped",
+                error: None,
+                restarts: None,
+                subscriptions: None,
+            },
+        }
+    }
+
+    fn user_session<'a>(&'a self, s: &'a Session) -> UserSession<'a> {
+        let pkg = |i: &usize| self.cfg.apps[*i].package_name.as_str();
+        let with_state = |f: fn(&AppState) -> bool| -> Vec<&str> {
+            s.apps
+                .iter()
+                .filter(|(_, r)| f(&r.state))
+                .map(|(i, _)| pkg(i))
+                .collect()
         };
-        let pkg = |i: &usize| self.cfg.apps[*i].package_name.clone();
-        let active: Vec<String> = s
-            .apps
-            .iter()
-            .filter(|(_, r)| matches!(r.state, AppState::Active | AppState::Reconnecting { .. }))
-            .map(|(i, _)| pkg(i))
-            .collect();
-        let loading: Vec<String> = s
-            .apps
-            .iter()
-            .filter(|(_, r)| {
-                matches!(
-                    r.state,
-                    AppState::Loading { .. } | AppState::RestartWait { .. }
-                )
-            })
-            .map(|(i, _)| pkg(i))
-            .collect();
-        let mut subs = serde_json::Map::new();
-        let mut what = Vec::<String>::new();
-        let mut states = serde_json::Map::new();
-        for (i, r) in &s.apps {
-            subs.insert(pkg(i), json!(r.subs));
+        let mut what = Vec::<&str>::new();
+        for r in s.apps.values() {
             for x in &r.subs {
-                if !what.contains(x) {
-                    what.push(x.clone());
+                if !what.contains(&x.as_str()) {
+                    what.push(x);
                 }
             }
-            states.insert(pkg(i), self.app_state_json(sk, *i));
         }
-        let installed: Vec<Value> = self
-            .cfg
-            .apps
-            .iter()
-            .map(|a| {
-                json!({
-                    "packageName": a.package_name,
-                    "name": a.name,
-                    "publicUrl": a.public_url,
-                    "isSystemApp": a.is_system_app,
+        UserSession {
+            session_id: &s.user,
+            user_id: &s.user,
+            start_time: crate::time::iso8601(s.started),
+            installed_apps: self
+                .cfg
+                .apps
+                .iter()
+                .map(|a| InstalledApp {
+                    package_name: &a.package_name,
+                    name: &a.name,
+                    public_url: &a.public_url,
+                    is_system_app: a.is_system_app,
                 })
-            })
-            .collect();
-        json!({
-            "sessionId": s.user,
-            "userId": s.user,
-            "startTime": iso8601(s.started),
-            "installedApps": installed,
-            "appSubscriptions": subs,
-            "activeAppPackageNames": active,
-            "loadingApps": loading,
-            "whatToStream": what,
-            "appStates": states,
-        })
+                .collect(),
+            app_subscriptions: s.apps.iter().map(|(i, r)| (pkg(i), &r.subs[..])).collect(),
+            active_app_package_names: with_state(|st| {
+                matches!(st, AppState::Active | AppState::Reconnecting { .. })
+            }),
+            loading_apps: with_state(|st| {
+                matches!(st, AppState::Loading { .. } | AppState::RestartWait { .. })
+            }),
+            what_to_stream: what,
+            app_states: s.apps.iter().map(|(i, r)| (pkg(i), view_of(r))).collect(),
+        }
+    }
+}
+
+fn view_of(r: &AppRun) -> AppStateView<'_> {
+    AppStateView {
+        state: r.state.name(),
+        error: r.error,
+        restarts: Some(r.restarts),
+        subscriptions: Some(&r.subs),
     }
 }

@@ -11,9 +11,10 @@
 //! event for a reused slot is ignored; WRITABLE interest only while output is pending; output is
 //! flushed once per turn, after every ready socket was read, so many messages leave in one write.
 
-use crate::server::{ConnId, Server, Target};
-use crate::time::Instant;
-use augmentos_edge_transports::{Listener, Stream};
+use crate::net::{ConnId, Peer, Target};
+use crate::server::Server;
+use crate::time::{Instant, Now, Wall};
+use augmentos_edge_transports::{Listener, Remote, Stream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr};
@@ -27,36 +28,47 @@ const READ_BUF: usize = 64 * 1024;
 /// Reads per connection per turn before it yields to the others.
 const READ_BUDGET: usize = 8;
 /// Token index bits reserved for the reactor's own sources (never a connection index).
-const SPECIAL: usize = crate::server::conn::MAX_INDEX;
+const SPECIAL: usize = crate::net::MAX_INDEX;
 const WAKER: Token = Token(SPECIAL);
 
 fn listener_token(i: usize) -> Token {
     Token(((i + 1) << 20) | SPECIAL)
 }
 
-/// Converts the OS monotonic clock into core instants, anchored at the wall-clock time the
-/// clock was made (so instants also read as Unix time for timestamps and token expiry, yet
-/// never go backwards).
+/// Reads the two OS clocks for the core: the monotonic clock as microseconds since the clock
+/// was made (deadlines), and the real-time clock as it is at each reading (timestamps, token
+/// expiry), so a wall clock set late by NTP is picked up at once and never moves a deadline.
 pub struct Clock {
     origin: std::time::Instant,
-    origin_unix_us: u64,
 }
 
 impl Default for Clock {
     fn default() -> Self {
-        let unix = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64);
         Clock {
             origin: std::time::Instant::now(),
-            origin_unix_us: unix,
         }
     }
 }
 
 impl Clock {
-    pub fn now(&self) -> Instant {
-        Instant::from_micros(self.origin_unix_us + self.origin.elapsed().as_micros() as u64)
+    pub fn now(&self) -> Now {
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        Now::new(self.mono(), Wall::from_micros(wall))
+    }
+
+    fn mono(&self) -> Instant {
+        Instant::from_micros(self.origin.elapsed().as_micros() as u64)
+    }
+}
+
+/// The core's name for where a stream came from.
+fn peer_of(remote: Remote) -> Peer {
+    match remote {
+        Remote::Ip(a) => Peer::Ip(a),
+        Remote::Unix => Peer::Unix,
+        Remote::InProcess => Peer::InProcess,
     }
 }
 
@@ -174,7 +186,7 @@ impl Reactor {
             let timeout = if self.again.is_empty() {
                 self.server
                     .poll_timeout()
-                    .map(|at| at.saturating_since(self.clock.now()))
+                    .map(|at| at.saturating_since(self.clock.mono()))
             } else {
                 Some(Duration::ZERO)
             };
@@ -229,7 +241,7 @@ impl Reactor {
         }
     }
 
-    fn accept(&mut self, i: usize, now: Instant) {
+    fn accept(&mut self, i: usize, now: Now) {
         loop {
             let Some(listener) = self.listeners.get(i) else {
                 return;
@@ -244,7 +256,7 @@ impl Reactor {
                     return;
                 }
             };
-            let Some(id) = self.server.handle_accept(peer, now) else {
+            let Some(id) = self.server.handle_accept(peer_of(peer), now) else {
                 continue;
             };
             let token = Token(id.to_token());
@@ -272,7 +284,7 @@ impl Reactor {
     }
 
     /// Open the socket for an outbound request of the core (resolving the name off-loop).
-    fn open_outbound(&mut self, id: ConnId, target: Target, now: Instant) {
+    fn open_outbound(&mut self, id: ConnId, target: Target, now: Now) {
         if let Ok(ip) = target.host.parse::<IpAddr>() {
             return self.connect(id, Some(SocketAddr::new(ip, target.port)), now);
         }
@@ -289,7 +301,7 @@ impl Reactor {
         }
     }
 
-    fn connect(&mut self, id: ConnId, addr: Option<SocketAddr>, now: Instant) {
+    fn connect(&mut self, id: ConnId, addr: Option<SocketAddr>, now: Now) {
         let stream = addr.and_then(|a| mio::net::TcpStream::connect(a).ok());
         let Some(mut stream) = stream else {
             return self.server.handle_closed(id, now);
@@ -324,7 +336,7 @@ impl Reactor {
             .filter(|e| e.id == id)
     }
 
-    fn read(&mut self, id: ConnId, now: Instant) {
+    fn read(&mut self, id: ConnId, now: Now) {
         for _ in 0..READ_BUDGET {
             if !self.server.wants_read(id) {
                 return; // resumed by flush once output drains

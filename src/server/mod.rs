@@ -1,11 +1,12 @@
-//! Core layer (sans-IO): the server core — the connection table ([`net::Net`]) joined to the
-//! application core ([`crate::hub::Hub`]).
+//! Core layer (sans-IO, top): the server composition — the only module that names both the
+//! connection table ([`Net`]) and the application core ([`Hub`]).
 //!
-//! Owns the protocol step of every connection: HTTP requests are parsed and routed (health,
-//! REST, upgrades), WebSocket frames are parsed in place and their messages handed to the hub
-//! (or echoed on the echo route), outbound HTTP responses are parsed and reported to the hub.
-//! It never touches a socket or the clock: the shell calls `handle_*` with bytes and the current
-//! [`Instant`], then drains the `poll_*` methods (the quinn-proto pattern).
+//! Owns the read side of every connection ([`Proto`]: the HTTP head search, the WebSocket
+//! receiver, unread partial input), routes HTTP requests (health, metrics, REST, upgrades),
+//! parses WebSocket frames in place and hands their messages to the hub, runs the heartbeat,
+//! and reports finished outbound requests to the hub. It never touches a socket or a clock: the
+//! shell calls `handle_*` with bytes and the turn's [`Now`], then drains the `poll_*` methods
+//! (the quinn-proto pattern).
 //!
 //! Call order for one event-loop turn: `handle_accept` / `handle_input` / `handle_eof` for each
 //! ready socket, `handle_timeout(now)`, then `poll_connect` until `None` (open those sockets),
@@ -14,88 +15,49 @@
 //!
 //! Invariants: memory per connection is bounded (input by one frame or request plus one read,
 //! output by `max_output`); nothing reachable from peer bytes panics; a connection whose output
-//! is above `read_pause` is not read (backpressure).
+//! is above `read_pause` is not read (backpressure); the hub is handed the table as an
+//! [`Outbox`] while a message borrowed from this connection's receiver is alive, which works
+//! because read side and write side live in different tables.
 
-pub mod conn;
-pub mod net;
-pub mod timers;
+pub mod metrics;
 
-use crate::http::{parse_request, Request, RequestLimits};
+use crate::http::client::{ResponseError, ResponseParser};
+use crate::http::{parse_request, Request};
 use crate::hub::{Hub, HubConfig};
-use crate::time::Instant;
+use crate::net::{Conn, ConnId, Endpoint, HttpOutcome, Net, Outbox, Peer, Phase, Target};
+pub use crate::net::{ServerConfig, Stats};
+use crate::time::{Instant, Now};
 use crate::ws::frame::{parse_header, write_frame, Opcode};
 use crate::ws::handshake::{validate_upgrade, write_accept};
-use crate::ws::{Limits, Message, Receiver, Role};
-pub use conn::{Conn, ConnId, Endpoint, Peer, Phase};
-pub use net::{HttpOutcome, Net, Target};
-use std::time::Duration;
+use crate::ws::{Message, Receiver, Role};
 
-/// Everything the connection layer can be tuned by.
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    /// Serve the echo WebSocket route at `/echo`.
-    pub echo: bool,
-    /// From accept until a complete request (or the upgrade) has arrived.
-    pub handshake_timeout: Duration,
-    /// How long to wait for the peer's close frame after ours.
-    pub close_timeout: Duration,
-    pub ws: Limits,
-    pub http: RequestLimits,
-    /// Output past this many bytes drops the connection (a reader that does not keep up).
-    pub max_output: usize,
-    /// Output past this many bytes stops reading from the connection until it drains.
-    pub read_pause: usize,
-    pub max_connections: usize,
-    /// Ping open WebSockets this often (none: never).
-    pub ping_interval: Option<Duration>,
-    /// A WebSocket silent this long (no byte, not even a pong) is closed with 4000.
-    pub idle_timeout: Duration,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig {
-            echo: false,
-            handshake_timeout: Duration::from_secs(10),
-            close_timeout: Duration::from_secs(2),
-            ws: Limits::default(),
-            http: RequestLimits::default(),
-            max_output: 1024 * 1024,
-            read_pause: 64 * 1024,
-            max_connections: 20_000,
-            ping_interval: Some(Duration::from_secs(15)),
-            idle_timeout: Duration::from_secs(45),
-        }
-    }
-}
-
-/// Counters of the connection layer, for `/health` and `/metrics`.
-#[derive(Debug, Default, Clone)]
-pub struct Stats {
-    pub accepted: u64,
-    pub upgrades: u64,
-    pub protocol_errors: u64,
-    pub handshake_timeouts: u64,
-    pub overflow_drops: u64,
-    pub refused_at_capacity: u64,
-    pub idle_closes: u64,
+/// The read side of one connection.
+struct Proto {
+    gen: u32,
+    /// How far the HTTP head search got (requests on inbound connections).
+    scanned: usize,
+    /// The WebSocket receiver, once upgraded.
+    rx: Option<Receiver>,
+    /// The response parser of an outbound request.
+    response: Option<ResponseParser>,
+    /// Bytes that do not yet make a complete frame, request or response.
+    pending: Vec<u8>,
 }
 
 pub struct Server {
     pub net: Net,
     pub hub: Hub,
+    proto: Vec<Option<Proto>>,
     started: Instant,
-    /// The latest `now` handed in (for reports that are not inputs, such as `/metrics`).
-    last_now: Instant,
 }
 
 impl Server {
-    pub fn new(cfg: ServerConfig, hub: HubConfig, now: Instant) -> Server {
+    pub fn new(cfg: ServerConfig, hub: HubConfig, now: Now) -> Server {
         Server {
             net: Net::new(cfg),
             hub: Hub::new(hub),
-            started: now,
-            last_now: now,
+            proto: Vec::new(),
+            started: now.mono,
         }
     }
 
@@ -122,43 +84,46 @@ impl Server {
     // ---- inputs --------------------------------------------------------------------------
 
     /// A transport accepted a connection. `None` only when no slot can be encoded (the shell
-    /// drops the stream); over `max_connections` the connection is answered 503.
-    pub fn handle_accept(&mut self, peer: Peer, now: Instant) -> Option<ConnId> {
-        let id = self.net.insert(peer, Phase::Http { scanned: 0 })?;
+    /// drops the stream); over `max_connections` client connections it is answered 503.
+    pub fn handle_accept(&mut self, peer: Peer, now: Now) -> Option<ConnId> {
+        let id = self.net.insert(peer, Phase::Http)?;
         self.net.stats.accepted += 1;
-        if self.net.len() > self.net.cfg.max_connections {
+        if self.net.inbound_count() > self.net.cfg.max_connections {
             self.net.stats.refused_at_capacity += 1;
             self.net
                 .respond_error(id, 503, "AT_CAPACITY", "server at connection capacity", &[]);
         } else {
-            let at = now + self.net.cfg.handshake_timeout;
+            let at = now.mono + self.net.cfg.handshake_timeout;
             self.net.set_deadline(id, Some(at));
         }
         Some(id)
     }
 
     /// Bytes arrived on `id`. `data` may be modified (unmasked in place).
-    pub fn handle_input(&mut self, id: ConnId, data: &mut [u8], now: Instant) {
+    pub fn handle_input(&mut self, id: ConnId, data: &mut [u8], now: Now) {
         let Some(c) = self.net.get_mut(id) else {
             return;
         };
-        c.last_rx = now;
-        if c.pending_in.is_empty() {
-            let used = self.process(id, data, now);
-            let rest = &data[used.min(data.len())..];
-            if let Some(c) = self.net.get_mut(id) {
-                if !rest.is_empty() && accepts_input(&c.phase) {
-                    c.pending_in.extend_from_slice(rest);
-                }
+        c.last_rx = now.mono;
+        let gen = id.gen;
+        let pending = match proto_entry(&mut self.proto, id) {
+            Some(p) if !p.pending.is_empty() => Some(std::mem::take(&mut p.pending)),
+            Some(_) => None,
+            None => return,
+        };
+        match pending {
+            None => {
+                let used = self.process(id, data, now);
+                self.keep_rest(id, gen, &data[used.min(data.len())..]);
             }
-        } else {
-            let mut buf = std::mem::take(&mut c.pending_in);
-            buf.extend_from_slice(data);
-            let used = self.process(id, &mut buf, now);
-            buf.drain(..used.min(buf.len()));
-            if let Some(c) = self.net.get_mut(id) {
-                if !buf.is_empty() && accepts_input(&c.phase) {
-                    c.pending_in = buf;
+            Some(mut buf) => {
+                buf.extend_from_slice(data);
+                let used = self.process(id, &mut buf, now);
+                buf.drain(..used.min(buf.len()));
+                if self.keeps_input(id) {
+                    if let Some(p) = proto_entry(&mut self.proto, id) {
+                        p.pending = buf;
+                    }
                 }
             }
         }
@@ -174,15 +139,18 @@ impl Server {
     }
 
     /// The peer closed its sending side.
-    pub fn handle_eof(&mut self, id: ConnId, now: Instant) {
-        let Some(c) = self.net.get_mut(id) else {
+    pub fn handle_eof(&mut self, id: ConnId, now: Now) {
+        let Some(c) = self.net.get(id) else {
             return;
         };
-        let pending = std::mem::take(&mut c.pending_in);
-        if let Phase::Client { .. } = c.phase {
-            // A response without Content-Length ends at EOF.
-            let outcome = match parse_response_head(&pending) {
-                Some((status, _)) => HttpOutcome::Status(status),
+        if let Phase::Client = c.phase {
+            // A response delimited by the end of the stream ends here.
+            let outcome = match proto_entry(&mut self.proto, id) {
+                Some(p) => {
+                    let pending = std::mem::take(&mut p.pending);
+                    let parser = p.response.get_or_insert_with(ResponseParser::default);
+                    outcome(parser.finish_at_eof(&pending).map(|r| r.status))
+                }
                 None => HttpOutcome::Failed("connection closed before a response"),
             };
             self.net.complete_client(id, outcome);
@@ -193,22 +161,27 @@ impl Server {
     }
 
     /// The transport for `id` is gone (closed by us or failed); forget the connection.
-    pub fn handle_closed(&mut self, id: ConnId, now: Instant) {
+    pub fn handle_closed(&mut self, id: ConnId, now: Now) {
         if self.net.remove(id).is_some() {
+            if let Some(slot) = self.proto.get_mut(id.index as usize) {
+                *slot = None;
+            }
             self.hub.on_closed(&mut self.net, id, now);
         }
         self.after(now);
     }
 
     /// Fire every deadline at or before `now`.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(id) = self.net.pop_expired(now) {
-            let Some(c) = self.net.get_mut(id) else {
+    pub fn handle_timeout(&mut self, now: Now) {
+        while let Some(id) = self.net.pop_expired(now.mono) {
+            let Some(c) = self.net.get(id) else {
                 continue;
             };
             match c.phase {
-                Phase::Http { .. } => {
-                    c.pending_in = Vec::new();
+                Phase::Http => {
+                    if let Some(p) = proto_entry(&mut self.proto, id) {
+                        p.pending = Vec::new();
+                    }
                     self.net.stats.handshake_timeouts += 1;
                     self.net.respond_error(
                         id,
@@ -218,11 +191,11 @@ impl Server {
                         &[],
                     );
                 }
-                Phase::Client { .. } => self
+                Phase::Client => self
                     .net
                     .complete_client(id, HttpOutcome::Failed("timed out")),
                 Phase::Closing { .. } | Phase::Done => self.net.abort(id),
-                Phase::Ws { .. } => self.heartbeat(id, now),
+                Phase::Ws(_) => self.heartbeat(id, now),
             }
         }
         self.hub.handle_timeout(&mut self.net, now);
@@ -231,7 +204,7 @@ impl Server {
 
     // ---- outputs -------------------------------------------------------------------------
 
-    /// When the shell must next call `handle_timeout`.
+    /// When the shell must next call `handle_timeout` (a monotonic instant).
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         match (self.net.poll_timeout(), self.hub.poll_timeout()) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -268,173 +241,178 @@ impl Server {
             .is_none_or(|c| c.close_after_flush && c.out.is_empty())
     }
 
-    /// The Prometheus text exposition of the server's counters and gauges.
-    pub fn metrics(&self) -> String {
-        use std::fmt::Write;
+    /// The Prometheus text exposition of the server's counters and gauges at `now`.
+    pub fn metrics(&self, now: Now) -> String {
         let st = &self.net.stats;
         let hc = &self.hub.counters;
-        let mut m = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
-            let _ = writeln!(
-                m,
-                "# HELP augmentos_{name} {help}\n# TYPE augmentos_{name} {kind}"
-            );
-            for (labels, v) in samples {
-                let _ = writeln!(m, "augmentos_{name}{labels} {v}");
-            }
-        };
-        let total = self.net.len() as u64;
-        let ws = self.net.websocket_count() as u64;
-        metric(
-            "connections",
-            "gauge",
-            "Open connections.",
-            &[("{kind=\"all\"}", total), ("{kind=\"websocket\"}", ws)],
-        );
-        metric(
-            "sessions",
-            "gauge",
-            "User sessions.",
-            &[("", self.hub.session_count() as u64)],
-        );
-        metric(
-            "accepted_total",
-            "counter",
-            "Connections accepted.",
-            &[("", st.accepted)],
-        );
-        metric(
-            "upgrades_total",
-            "counter",
-            "WebSocket upgrades.",
-            &[("", st.upgrades)],
-        );
-        metric(
-            "protocol_errors_total",
-            "counter",
-            "WebSocket protocol violations.",
-            &[("", st.protocol_errors)],
-        );
-        metric(
-            "handshake_timeouts_total",
-            "counter",
-            "Requests not complete in time.",
-            &[("", st.handshake_timeouts)],
-        );
-        metric(
-            "overflow_drops_total",
-            "counter",
-            "Connections dropped for not reading.",
-            &[("", st.overflow_drops)],
-        );
-        metric(
-            "refused_at_capacity_total",
-            "counter",
-            "Connections refused at capacity.",
-            &[("", st.refused_at_capacity)],
-        );
-        metric(
-            "webhooks_sent_total",
-            "counter",
-            "Webhook requests sent.",
-            &[("", hc.webhooks_sent)],
-        );
-        metric(
-            "webhooks_failed_total",
-            "counter",
-            "Webhook requests failed.",
-            &[("", hc.webhooks_failed)],
-        );
-        metric(
-            "app_restarts_total",
-            "counter",
-            "Apps restarted after a drop.",
-            &[("", hc.app_restarts)],
-        );
-        metric(
-            "sessions_ended_total",
-            "counter",
-            "Sessions ended after the grace period.",
-            &[("", hc.sessions_ended)],
-        );
-        let labels: Vec<(String, u64)> = hc
-            .refusals
-            .iter()
-            .map(|(k, v)| (format!("{{code=\"{k}\"}}"), *v))
-            .collect();
-        let refs: Vec<(&str, u64)> = labels.iter().map(|(l, v)| (l.as_str(), *v)).collect();
-        metric(
-            "refusals_total",
-            "counter",
-            "Refused requests and messages, by code.",
-            &refs,
-        );
-        // Per bound connection: round trip of the last ping and seconds since the last byte.
-        let escape = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"");
-        let now = self.last_now;
-        let _ = writeln!(m, "# HELP augmentos_connection_rtt_microseconds Round trip of the last ping.\n# TYPE augmentos_connection_rtt_microseconds gauge");
-        let bound = self.hub.bound_connections();
-        let label = |kind: &str, user: &str, pkg: Option<&str>| match pkg {
-            Some(p) => format!(
-                "{{kind=\"{kind}\",user=\"{}\",package=\"{}\"}}",
-                escape(user),
-                escape(p)
+        let counters = [
+            (
+                "connections{kind=\"all\"}",
+                "gauge",
+                "Open connections.",
+                self.net.len() as u64,
             ),
-            None => format!("{{kind=\"{kind}\",user=\"{}\"}}", escape(user)),
-        };
-        for (id, kind, user, pkg) in &bound {
-            if let Some(rtt) = self.net.get(*id).and_then(|c| c.rtt_us) {
-                let _ = writeln!(
-                    m,
-                    "augmentos_connection_rtt_microseconds{} {rtt}",
-                    label(kind, user, *pkg)
-                );
-            }
-        }
-        let _ = writeln!(m, "# HELP augmentos_connection_idle_seconds Seconds since the last byte arrived.\n# TYPE augmentos_connection_idle_seconds gauge");
-        for (id, kind, user, pkg) in &bound {
-            if let Some(c) = self.net.get(*id) {
-                let idle = now.saturating_since(c.last_rx).as_secs_f64();
-                let _ = writeln!(
-                    m,
-                    "augmentos_connection_idle_seconds{} {idle:.3}",
-                    label(kind, user, *pkg)
-                );
-            }
-        }
-        m
+            (
+                "connections{kind=\"websocket\"}",
+                "gauge",
+                "Open connections.",
+                self.net.websocket_count() as u64,
+            ),
+            (
+                "connections{kind=\"outbound\"}",
+                "gauge",
+                "Open connections.",
+                self.net.outbound_count() as u64,
+            ),
+            (
+                "sessions",
+                "gauge",
+                "User sessions.",
+                self.hub.session_count() as u64,
+            ),
+            (
+                "accepted_total",
+                "counter",
+                "Connections accepted.",
+                st.accepted,
+            ),
+            (
+                "upgrades_total",
+                "counter",
+                "WebSocket upgrades.",
+                st.upgrades,
+            ),
+            (
+                "protocol_errors_total",
+                "counter",
+                "WebSocket protocol violations.",
+                st.protocol_errors,
+            ),
+            (
+                "handshake_timeouts_total",
+                "counter",
+                "Requests not complete in time.",
+                st.handshake_timeouts,
+            ),
+            (
+                "overflow_drops_total",
+                "counter",
+                "Connections dropped for not reading.",
+                st.overflow_drops,
+            ),
+            (
+                "refused_at_capacity_total",
+                "counter",
+                "Connections refused at capacity.",
+                st.refused_at_capacity,
+            ),
+            (
+                "outbound_refused_total",
+                "counter",
+                "Outbound requests not opened: too many in flight.",
+                st.outbound_refused,
+            ),
+            (
+                "webhooks_sent_total",
+                "counter",
+                "Webhook requests sent.",
+                hc.webhooks_sent,
+            ),
+            (
+                "webhooks_failed_total",
+                "counter",
+                "Webhook requests failed.",
+                hc.webhooks_failed,
+            ),
+            (
+                "webhooks_coalesced_total",
+                "counter",
+                "Webhook requests replaced by a newer one before they were sent.",
+                hc.webhooks_coalesced,
+            ),
+            (
+                "app_restarts_total",
+                "counter",
+                "Apps restarted after a drop.",
+                hc.app_restarts,
+            ),
+            (
+                "sessions_ended_total",
+                "counter",
+                "Sessions ended after the grace period.",
+                hc.sessions_ended,
+            ),
+        ];
+        let refusals: Vec<(&str, u64)> = hc.refusals.iter().map(|(k, v)| (*k, *v)).collect();
+        let rows: Vec<metrics::ConnRow<'_>> = self
+            .hub
+            .bound_connections()
+            .into_iter()
+            .filter_map(|(id, kind, user, package)| {
+                let c = self.net.get(id)?;
+                Some(metrics::ConnRow {
+                    kind,
+                    user,
+                    package,
+                    rtt_us: c.rtt_us,
+                    idle_seconds: now.mono.saturating_since(c.last_rx).as_secs_f64(),
+                })
+            })
+            .collect();
+        metrics::render(&metrics::Snapshot {
+            counters: &counters,
+            refusals: &refusals,
+            connections: &rows,
+        })
     }
 
     // ---- internals -----------------------------------------------------------------------
 
+    /// Whether leftover input of `id` is still worth keeping.
+    fn keeps_input(&self, id: ConnId) -> bool {
+        self.net
+            .get(id)
+            .is_some_and(|c| !matches!(c.phase, Phase::Done | Phase::Closing { failed: true }))
+    }
+
+    fn keep_rest(&mut self, id: ConnId, gen: u32, rest: &[u8]) {
+        if rest.is_empty() || !self.keeps_input(id) {
+            return;
+        }
+        if let Some(p) = proto_entry(&mut self.proto, id).filter(|p| p.gen == gen) {
+            p.pending.extend_from_slice(rest);
+        }
+    }
+
     /// A WebSocket's heartbeat deadline: close it if it has been silent too long, otherwise
     /// ping it (the round trip is timed from `ping_sent`).
-    fn heartbeat(&mut self, id: ConnId, now: Instant) {
+    fn heartbeat(&mut self, id: ConnId, now: Now) {
         let (Some(interval), idle) = (self.net.cfg.ping_interval, self.net.cfg.idle_timeout) else {
             return;
         };
         let Some(c) = self.net.get_mut(id) else {
             return;
         };
-        if now.saturating_since(c.last_rx) >= idle {
+        if now.mono.saturating_since(c.last_rx) >= idle {
             self.net.stats.idle_closes += 1;
-            self.net.fail_websocket(id, 4000, "no pong responses", now);
+            self.net
+                .fail_websocket(id, 4000, "no pong responses", now.mono);
             return;
         }
-        c.ping_sent = Some(now);
+        c.ping_sent = Some(now.mono);
         self.net.send_frame(id, Opcode::Ping, &[b"edge"]);
-        self.net.set_deadline(id, Some(now + interval));
+        self.net.set_deadline(id, Some(now.mono + interval));
     }
 
     /// Hand finished outbound requests to the hub.
-    fn after(&mut self, now: Instant) {
+    fn after(&mut self, now: Now) {
         while let Some((id, outcome)) = self.net.poll_done() {
             self.hub.on_http_done(&mut self.net, id, outcome, now);
         }
     }
 
     /// Run the connection's protocol over `buf`; returns the bytes used up.
-    fn process(&mut self, id: ConnId, buf: &mut [u8], now: Instant) -> usize {
+    fn process(&mut self, id: ConnId, buf: &mut [u8], now: Now) -> usize {
         let max_frame = self.net.cfg.ws.max_frame;
         let mut at = 0;
         loop {
@@ -442,10 +420,10 @@ impl Server {
                 return buf.len();
             };
             let used = match c.phase {
-                Phase::Http { .. } => self.process_http(id, &buf[at..], now),
-                Phase::Ws { .. } => self.process_ws(id, &mut buf[at..], now),
+                Phase::Http => self.process_http(id, &buf[at..], now),
+                Phase::Ws(endpoint) => self.process_ws(id, endpoint, &mut buf[at..], now),
                 Phase::Closing { failed } => skim_for_close(c, failed, &buf[at..], max_frame),
-                Phase::Client { .. } => self.process_client(id, &buf[at..]),
+                Phase::Client => self.process_client(id, &buf[at..]),
                 Phase::Done => buf.len() - at,
             };
             if used == 0 {
@@ -459,29 +437,30 @@ impl Server {
     }
 
     fn process_client(&mut self, id: ConnId, buf: &[u8]) -> usize {
-        match parse_response_head(buf) {
-            Some((status, Some(total))) if buf.len() >= total => {
-                self.net.complete_client(id, HttpOutcome::Status(status));
+        let Some(p) = proto_entry(&mut self.proto, id) else {
+            return buf.len();
+        };
+        let parser = p.response.get_or_insert_with(ResponseParser::default);
+        match parser.feed(buf) {
+            Ok(None) => 0,
+            Ok(Some(r)) => {
+                self.net.complete_client(id, HttpOutcome::Status(r.status));
                 buf.len()
             }
-            _ if buf.len() > 64 * 1024 => {
+            Err(e) => {
                 self.net
-                    .complete_client(id, HttpOutcome::Failed("response too large"));
+                    .complete_client(id, HttpOutcome::Failed(e.message()));
                 buf.len()
             }
-            _ => 0,
         }
     }
 
-    fn process_http(&mut self, id: ConnId, buf: &[u8], now: Instant) -> usize {
+    fn process_http(&mut self, id: ConnId, buf: &[u8], now: Now) -> usize {
         let limits = self.net.cfg.http;
-        let Some(c) = self.net.get_mut(id) else {
+        let Some(p) = proto_entry(&mut self.proto, id) else {
             return buf.len();
         };
-        let Phase::Http { scanned } = &mut c.phase else {
-            return 0;
-        };
-        match parse_request(buf, scanned, &limits) {
+        match parse_request(buf, &mut p.scanned, &limits) {
             Ok(None) => 0,
             Err(e) => {
                 self.net
@@ -496,8 +475,7 @@ impl Server {
         }
     }
 
-    fn route(&mut self, id: ConnId, req: &Request<'_>, now: Instant) {
-        self.last_now = now;
+    fn route(&mut self, id: ConnId, req: &Request<'_>, now: Now) {
         let endpoint = match req.path {
             "/echo" if self.net.cfg.echo => Some(Endpoint::Echo),
             "/glasses-ws" => Some(Endpoint::Glasses),
@@ -505,52 +483,25 @@ impl Server {
             _ => None,
         };
         if let Some(endpoint) = endpoint {
-            let key = match validate_upgrade(req) {
-                Ok(key) => key,
-                Err(e) => {
-                    return self.net.respond_error(
-                        id,
-                        e.status(),
-                        e.code(),
-                        e.message(),
-                        e.extra_headers(),
-                    );
-                }
-            };
-            let peer = self.net.peer(id).cloned().unwrap_or(Peer::InProcess);
-            let pre = match self.hub.authorize_upgrade(endpoint, req, &peer, now) {
-                Ok(pre) => pre,
-                Err(refusal) => return self.net.respond(id, refusal.status, &refusal.body, &[]),
-            };
-            if let Some(out) = self.net.out(id) {
-                write_accept(out, key);
-            }
-            let limits = self.net.cfg.ws;
-            if let Some(c) = self.net.get_mut(id) {
-                c.phase = Phase::Ws {
-                    rx: Receiver::new(Role::Server, limits),
-                    endpoint,
-                };
-            }
-            let heartbeat = self.net.cfg.ping_interval.map(|i| now + i);
-            self.net.set_deadline(id, heartbeat);
-            self.net.stats.upgrades += 1;
-            self.hub.on_open(&mut self.net, id, endpoint, pre, now);
-            return;
+            return self.upgrade(id, endpoint, req, now);
         }
         match (req.method, req.path) {
             ("GET" | "HEAD", "/health") => {
                 let body = serde_json::json!({
                     "status": "ok",
                     "version": env!("CARGO_PKG_VERSION"),
-                    "uptimeSeconds": now.saturating_since(self.started).as_secs(),
-                    "connections": { "total": self.net.len(), "websocket": self.net.websocket_count() },
+                    "uptimeSeconds": now.mono.saturating_since(self.started).as_secs(),
+                    "connections": {
+                        "total": self.net.inbound_count(),
+                        "websocket": self.net.websocket_count(),
+                        "outbound": self.net.outbound_count(),
+                    },
                     "sessions": self.hub.session_count(),
                 });
-                self.net.respond(id, 200, &body, &[]);
+                self.net.respond_json(id, 200, &body, &[]);
             }
             ("GET" | "HEAD", "/metrics") => {
-                let text = self.metrics();
+                let text = self.metrics(now);
                 if let Some(out) = self.net.out(id) {
                     crate::http::write_response(
                         out,
@@ -575,72 +526,121 @@ impl Server {
         }
     }
 
-    fn process_ws(&mut self, id: ConnId, buf: &mut [u8], now: Instant) -> usize {
+    fn upgrade(&mut self, id: ConnId, endpoint: Endpoint, req: &Request<'_>, now: Now) {
+        let key = match validate_upgrade(req) {
+            Ok(key) => key,
+            Err(e) => {
+                return self.net.respond_error(
+                    id,
+                    e.status(),
+                    e.code(),
+                    e.message(),
+                    e.extra_headers(),
+                );
+            }
+        };
+        let peer = self.net.peer(id).cloned().unwrap_or(Peer::InProcess);
+        let pre = match self.hub.authorize_upgrade(endpoint, req, &peer, now) {
+            Ok(pre) => pre,
+            Err(refusal) => {
+                return self
+                    .net
+                    .respond_json(id, refusal.status, &refusal.body, &[])
+            }
+        };
+        if let Some(out) = self.net.out(id) {
+            write_accept(out, key);
+        }
         let limits = self.net.cfg.ws;
-        let Some(c) = self.net.get_mut(id) else {
+        if let Some(p) = proto_entry(&mut self.proto, id) {
+            p.rx = Some(Receiver::new(Role::Server, limits));
+        }
+        if let Some(c) = self.net.get_mut(id) {
+            c.phase = Phase::Ws(endpoint);
+        }
+        let heartbeat = self.net.cfg.ping_interval.map(|i| now.mono + i);
+        self.net.set_deadline(id, heartbeat);
+        self.net.stats.upgrades += 1;
+        self.hub.on_open(&mut self.net, id, endpoint, pre, now);
+    }
+
+    fn process_ws(&mut self, id: ConnId, endpoint: Endpoint, buf: &mut [u8], now: Now) -> usize {
+        let Server {
+            net, hub, proto, ..
+        } = self;
+        let Some(rx) = proto_entry(proto, id).and_then(|p| p.rx.as_mut()) else {
             return buf.len();
         };
-        let Phase::Ws { rx, endpoint } = &mut c.phase else {
-            return 0;
-        };
-        let endpoint = *endpoint;
-        // The receiver leaves the table while its message is handled, so the hub can write to
-        // any connection (this one included) while the message borrows the receiver.
-        let mut rx = std::mem::replace(rx, Receiver::new(Role::Server, limits));
-        let used = match rx.next(buf) {
+        let step = match rx.next(buf) {
             Err(e) => {
-                self.net.fail_websocket(id, e.close_code(), e.reason(), now);
+                net.fail_websocket(id, e.close_code(), e.reason(), now.mono);
                 return buf.len();
             }
-            Ok(step) => {
-                let used = step.consumed;
-                match step.message {
-                    None => {}
-                    Some(Message::Ping(p)) => {
-                        self.net.send_frame(id, Opcode::Pong, &[p]);
-                    }
-                    Some(Message::Pong(_)) => self.net.record_pong(id, now),
-                    Some(Message::Close(code)) => {
-                        if let Some(out) = self.net.out(id) {
-                            match code {
-                                Some((code, _)) => crate::ws::frame::write_close(out, code, ""),
-                                None => write_frame(out, Opcode::Close, &[]),
-                            }
-                        }
-                        self.net.finish(id);
-                        return buf.len();
-                    }
-                    Some(Message::Text(t)) => match endpoint {
-                        Endpoint::Echo => {
-                            self.net.send_frame(id, Opcode::Text, &[t.as_bytes()]);
-                        }
-                        _ => self.hub.on_text(&mut self.net, id, t, now),
-                    },
-                    Some(Message::Binary(b)) => match endpoint {
-                        Endpoint::Echo => {
-                            self.net.send_frame(id, Opcode::Binary, &[b]);
-                        }
-                        _ => self.hub.on_binary(&mut self.net, id, b, now),
-                    },
-                }
-                used
-            }
+            Ok(step) => step,
         };
-        match self.net.get_mut(id) {
-            Some(Conn {
-                phase: Phase::Ws { rx: slot, .. },
-                ..
-            }) => *slot = rx,
-            // The hub closed this connection: the rest of the input is not for us.
-            _ => return buf.len(),
+        let used = step.consumed;
+        match step.message {
+            None => {}
+            Some(Message::Ping(p)) => {
+                net.send_frame(id, Opcode::Pong, &[p]);
+            }
+            Some(Message::Pong(_)) => net.record_pong(id, now.mono),
+            Some(Message::Close(code)) => {
+                if let Some(out) = net.out(id) {
+                    match code {
+                        Some((code, _)) => crate::ws::frame::write_close(out, code, ""),
+                        None => write_frame(out, Opcode::Close, &[]),
+                    }
+                }
+                net.finish(id);
+                return buf.len();
+            }
+            Some(Message::Text(t)) => match endpoint {
+                Endpoint::Echo => {
+                    net.send_frame(id, Opcode::Text, &[t.as_bytes()]);
+                }
+                _ => hub.on_text(net, id, t, now),
+            },
+            Some(Message::Binary(b)) => match endpoint {
+                Endpoint::Echo => {
+                    net.send_frame(id, Opcode::Binary, &[b]);
+                }
+                _ => hub.on_binary(net, id, b, now),
+            },
         }
-        used
+        // The hub may have closed this connection: the rest of the input is not for us.
+        if net.get(id).is_some_and(Conn::is_websocket) {
+            used
+        } else {
+            buf.len()
+        }
     }
 }
 
-/// Whether leftover bytes are still worth keeping for this phase.
-fn accepts_input(phase: &Phase) -> bool {
-    !matches!(phase, Phase::Done)
+/// The read side of `id`, made fresh the first time a connection (or a reused slot) is seen.
+fn proto_entry(proto: &mut Vec<Option<Proto>>, id: ConnId) -> Option<&mut Proto> {
+    let idx = id.index as usize;
+    if proto.len() <= idx {
+        proto.resize_with(idx + 1, || None);
+    }
+    let slot = proto.get_mut(idx)?;
+    if slot.as_ref().is_none_or(|p| p.gen != id.gen) {
+        *slot = Some(Proto {
+            gen: id.gen,
+            scanned: 0,
+            rx: None,
+            response: None,
+            pending: Vec::new(),
+        });
+    }
+    slot.as_mut()
+}
+
+fn outcome(r: Result<u16, ResponseError>) -> HttpOutcome {
+    match r {
+        Ok(status) => HttpOutcome::Status(status),
+        Err(e) => HttpOutcome::Failed(e.message()),
+    }
 }
 
 /// In `Closing`, look through complete frames for the peer's close; anything else is dropped.
@@ -651,32 +651,14 @@ fn skim_for_close(c: &mut Conn, failed: bool, buf: &[u8], max_frame: usize) -> u
     }
     match parse_header(buf, Role::Server, max_frame) {
         Ok(Some(h)) if h.opcode == Opcode::Close && buf.len() >= h.frame_len() => {
-            net::finish(c);
+            crate::net::table::finish(c);
             buf.len()
         }
         Ok(Some(h)) if buf.len() >= h.frame_len() => h.frame_len(),
         Ok(_) => 0,
         Err(_) => {
-            net::finish(c);
+            crate::net::table::finish(c);
             buf.len()
         }
     }
-}
-
-/// Parse an HTTP response head: its status and, with a `Content-Length`, the total length.
-fn parse_response_head(buf: &[u8]) -> Option<(u16, Option<usize>)> {
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut resp = httparse::Response::new(&mut headers);
-    let head = match resp.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        _ => return None,
-    };
-    let status = resp.code?;
-    let len = resp
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-        .and_then(|h| std::str::from_utf8(h.value).ok())
-        .and_then(|v| v.trim().parse::<usize>().ok());
-    Some((status, len.map(|l| head + l)))
 }

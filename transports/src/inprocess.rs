@@ -8,7 +8,7 @@
 //! Invariant: one wake-up byte per queued stream; `accept` pops one stream per call and returns
 //! `WouldBlock` when the queue is empty.
 
-use super::{delegate_source, Listener, Peer, Queue, Stream};
+use super::{delegate_source, Listener, Queue, Remote, Stream};
 use std::io::{self, Read, Write};
 
 pub struct InProcessListener {
@@ -55,7 +55,7 @@ impl InProcessConnector {
 }
 
 impl Listener for InProcessListener {
-    fn accept(&self) -> io::Result<(Box<dyn Stream>, Peer)> {
+    fn accept(&self) -> io::Result<(Box<dyn Stream>, Remote)> {
         let mut byte = [0u8; 1];
         match (&self.wake_rx).read(&mut byte) {
             Ok(0) => return Err(io::ErrorKind::WouldBlock.into()),
@@ -68,7 +68,7 @@ impl Listener for InProcessListener {
             .map_err(|_| io::Error::other("in-process queue poisoned"))?
             .pop_front()
             .ok_or(io::ErrorKind::WouldBlock)?;
-        Ok((Box::new(s), Peer::InProcess))
+        Ok((Box::new(s), Remote::InProcess))
     }
 
     fn describe(&self) -> String {

@@ -16,9 +16,10 @@ use std::sync::{Arc, Mutex};
 mod inprocess;
 pub use inprocess::{InProcessConnector, InProcessListener};
 
-/// Where a stream came from.
+/// Where a stream came from, as the transport knows it (the shell maps it to the core's own
+/// peer type; the core never names this crate).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Peer {
+pub enum Remote {
     Ip(SocketAddr),
     Unix,
     InProcess,
@@ -32,7 +33,7 @@ pub trait Stream: Read + Write + mio::event::Source + Send {
 
 /// A non-blocking source of new streams.
 pub trait Listener: mio::event::Source + Send {
-    fn accept(&self) -> io::Result<(Box<dyn Stream>, Peer)>;
+    fn accept(&self) -> io::Result<(Box<dyn Stream>, Remote)>;
     /// A human-readable address, for logs.
     fn describe(&self) -> String;
 }
@@ -67,11 +68,11 @@ impl TcpListener {
 }
 
 impl Listener for TcpListener {
-    fn accept(&self) -> io::Result<(Box<dyn Stream>, Peer)> {
+    fn accept(&self) -> io::Result<(Box<dyn Stream>, Remote)> {
         let (s, addr) = self.inner.accept()?;
         // Small frames must leave at once; the reactor already coalesces per turn.
         s.set_nodelay(true)?;
-        Ok((Box::new(s), Peer::Ip(addr)))
+        Ok((Box::new(s), Remote::Ip(addr)))
     }
 
     fn describe(&self) -> String {
@@ -114,9 +115,9 @@ impl Drop for UnixListener {
 }
 
 impl Listener for UnixListener {
-    fn accept(&self) -> io::Result<(Box<dyn Stream>, Peer)> {
+    fn accept(&self) -> io::Result<(Box<dyn Stream>, Remote)> {
         let (s, _) = self.inner.accept()?;
-        Ok((Box::new(s), Peer::Unix))
+        Ok((Box::new(s), Remote::Unix))
     }
 
     fn describe(&self) -> String {

@@ -1,12 +1,14 @@
-//! Core layer: the state of one client connection, as the core sees it.
+//! Core layer (bottom): one connection's identity and output side, as the connection table
+//! holds it.
 //!
-//! Owns the connection's protocol phase, its unread partial input and its pending output.
-//! Invariants: `pending_in` holds only bytes that do not yet make a complete frame or request
-//! (bounded by one frame or request plus one read); `out` is bounded by the output cap; both
-//! have no capacity while the connection is idle, so an idle connection costs only this struct.
+//! Owns the connection's id, peer, write-side phase, pending output and heartbeat bookkeeping.
+//! The read side (HTTP head search, WebSocket receiver, unread partial input) belongs to the
+//! server composition, so the hub can write to any connection while a message borrowed from a
+//! receiver is being handled. Invariants: `out` is bounded by the output cap and has no capacity
+//! while the connection is idle, so an idle connection costs only this struct.
 
 use crate::time::Instant;
-use crate::ws::Receiver;
+use std::net::SocketAddr;
 
 /// A connection's identity: its slab index and a generation, so a reused slot is never
 /// mistaken for its previous occupant.
@@ -35,8 +37,14 @@ impl ConnId {
     }
 }
 
-/// Where a connection arrived from, as the transport reports it.
-pub use augmentos_edge_transports::Peer;
+/// Where a connection arrived from. A core type: the shell maps each transport's notion of an
+/// address onto it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Peer {
+    Ip(SocketAddr),
+    Unix,
+    InProcess,
+}
 
 /// The WebSocket routes the core serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,11 +57,13 @@ pub enum Endpoint {
     App,
 }
 
+/// Where a connection is in its life, as far as writing to it goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
-    /// Waiting for a complete HTTP request; `scanned` is how far the head search got.
-    Http { scanned: usize },
+    /// Waiting for a complete HTTP request.
+    Http,
     /// An open WebSocket.
-    Ws { rx: Receiver, endpoint: Endpoint },
+    Ws(Endpoint),
     /// We sent a close frame and wait for the peer's close frame, its EOF or the deadline.
     /// After a clean close, input is skimmed for the peer's close frame; after a protocol
     /// failure (`failed`), input is discarded unread (RFC 6455 §7.1.7).
@@ -61,14 +71,13 @@ pub enum Phase {
     /// Nothing more to read or write but what is in `out`; close once flushed.
     Done,
     /// An outbound HTTP request of ours: `out` holds the request, input is the response.
-    Client { scanned: usize },
+    Client,
 }
 
 pub struct Conn {
     pub gen: u32,
     pub peer: Peer,
     pub phase: Phase,
-    pub pending_in: Vec<u8>,
     pub out: Vec<u8>,
     pub deadline: Option<Instant>,
     /// Already on the core's list of connections with new output or a new state.
@@ -80,15 +89,16 @@ pub struct Conn {
     /// When our last unanswered ping left, and the last measured round trip.
     pub ping_sent: Option<Instant>,
     pub rtt_us: Option<u32>,
+    /// An outbound request of ours (counted apart from client connections).
+    pub outbound: bool,
 }
 
 impl Conn {
-    pub fn new(gen: u32, peer: Peer) -> Conn {
+    pub fn new(gen: u32, peer: Peer, phase: Phase) -> Conn {
         Conn {
             gen,
             peer,
-            phase: Phase::Http { scanned: 0 },
-            pending_in: Vec::new(),
+            phase,
             out: Vec::new(),
             deadline: None,
             dirty: false,
@@ -96,10 +106,11 @@ impl Conn {
             last_rx: Instant::ZERO,
             ping_sent: None,
             rtt_us: None,
+            outbound: matches!(phase, Phase::Client),
         }
     }
 
     pub fn is_websocket(&self) -> bool {
-        matches!(self.phase, Phase::Ws { .. })
+        matches!(self.phase, Phase::Ws(_))
     }
 }

@@ -1,4 +1,4 @@
-//! Core layer (sans-IO): the connection table.
+//! Core layer (sans-IO, bottom): the connection table.
 //!
 //! Owns every connection's state (a `slab` of [`Conn`] indexed by generation-checked
 //! [`ConnId`]s), their deadlines, the pool of output buffers, the list of connections with news
@@ -10,9 +10,9 @@
 //! dropped, never grown); a closed or reused slot never receives bytes meant for its previous
 //! occupant (generation check on every access); idle connections hold no buffer capacity.
 
-use super::conn::{Conn, ConnId, Peer, Phase};
+use super::conn::{Conn, ConnId, Peer, Phase, MAX_INDEX};
 use super::timers::TimerHeap;
-use super::{ServerConfig, Stats};
+use super::{Outbox, ServerConfig, Stats};
 use crate::http::write_json_error;
 use crate::time::Instant;
 use crate::ws::frame::{write_close, write_frame, Opcode};
@@ -24,7 +24,7 @@ const POOL_MAX: usize = 16;
 const POOL_BUF_MAX: usize = 16 * 1024;
 
 /// Where an outbound HTTP request goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Target {
     pub host: String,
     pub port: u16,
@@ -48,6 +48,8 @@ pub struct Net {
     pool: Vec<Vec<u8>>,
     connects: VecDeque<(ConnId, Target)>,
     done: Vec<(ConnId, HttpOutcome)>,
+    /// Outbound requests held (their connections count here, not against `max_connections`).
+    outbound: usize,
     pub stats: Stats,
 }
 
@@ -62,6 +64,7 @@ impl Net {
             pool: Vec::new(),
             connects: VecDeque::new(),
             done: Vec::new(),
+            outbound: 0,
             stats: Stats::default(),
         }
     }
@@ -72,6 +75,16 @@ impl Net {
 
     pub fn is_empty(&self) -> bool {
         self.conns.is_empty()
+    }
+
+    /// Client connections (everything but our own outbound requests).
+    pub fn inbound_count(&self) -> usize {
+        self.conns.len() - self.outbound
+    }
+
+    /// Outbound requests held.
+    pub fn outbound_count(&self) -> usize {
+        self.outbound
     }
 
     pub fn websocket_count(&self) -> usize {
@@ -90,10 +103,6 @@ impl Net {
             .filter(|c| c.gen == id.gen)
     }
 
-    pub fn peer(&self, id: ConnId) -> Option<&Peer> {
-        self.get(id).map(|c| &c.peer)
-    }
-
     pub fn at_token(&self, token: usize) -> Option<ConnId> {
         let index = ConnId::token_index(token);
         let c = self.conns.get(index)?;
@@ -106,13 +115,13 @@ impl Net {
 
     /// Add a connection; `None` when no slot can be encoded in a token.
     pub fn insert(&mut self, peer: Peer, phase: Phase) -> Option<ConnId> {
-        if self.conns.len() >= super::conn::MAX_INDEX {
+        if self.conns.len() >= MAX_INDEX {
             return None;
         }
         self.next_gen = self.next_gen.wrapping_add(1);
         let gen = self.next_gen;
-        let mut c = Conn::new(gen, peer);
-        c.phase = phase;
+        let c = Conn::new(gen, peer, phase);
+        self.outbound += usize::from(c.outbound);
         let index = self.conns.insert(c);
         Some(ConnId {
             index: index as u32,
@@ -124,8 +133,9 @@ impl Net {
     pub fn remove(&mut self, id: ConnId) -> Option<Conn> {
         self.get(id)?;
         let mut c = self.conns.remove(id.index as usize);
+        self.outbound -= usize::from(c.outbound);
         give_back(&mut self.pool, std::mem::take(&mut c.out));
-        if let Phase::Client { .. } = c.phase {
+        if let Phase::Client = c.phase {
             self.done.push((
                 id,
                 HttpOutcome::Failed("connection closed before a response"),
@@ -191,43 +201,10 @@ impl Net {
         let Some(c) = self.get_mut(id) else { return };
         if c.out.len() > max {
             c.out = Vec::new();
-            c.pending_in = Vec::new();
             finish(c);
             self.stats.overflow_drops += 1;
             self.mark_dirty(id);
         }
-    }
-
-    /// Queue a server frame whose payload is assembled from `parts`. Returns false when `id`
-    /// is not an open WebSocket (the bytes are not queued).
-    pub fn send_frame(&mut self, id: ConnId, opcode: Opcode, parts: &[&[u8]]) -> bool {
-        if !self.get(id).is_some_and(Conn::is_websocket) {
-            return false;
-        }
-        if let Some(out) = self.out(id) {
-            write_frame(out, opcode, parts);
-        }
-        self.check_cap(id);
-        true
-    }
-
-    pub fn send_text(&mut self, id: ConnId, text: &str) -> bool {
-        self.send_frame(id, Opcode::Text, &[text.as_bytes()])
-    }
-
-    /// Start a clean close: our close frame out, then wait for the peer's (or the deadline).
-    pub fn close_websocket(&mut self, id: ConnId, code: u16, reason: &str, now: Instant) {
-        if !self.get(id).is_some_and(Conn::is_websocket) {
-            return;
-        }
-        if let Some(out) = self.out(id) {
-            write_close(out, code, reason);
-        }
-        if let Some(c) = self.get_mut(id) {
-            c.phase = Phase::Closing { failed: false };
-        }
-        let at = now + self.cfg.close_timeout;
-        self.set_deadline(id, Some(at));
     }
 
     /// Fail a WebSocket: close frame out, nothing more read but the peer's close.
@@ -235,41 +212,7 @@ impl Net {
         self.stats.protocol_errors += 1;
         self.close_websocket(id, code, reason, now);
         if let Some(c) = self.get_mut(id) {
-            c.pending_in = Vec::new();
             c.phase = Phase::Closing { failed: true };
-        }
-    }
-
-    /// Answer an HTTP request with a JSON body and close after it is written.
-    pub fn respond(&mut self, id: ConnId, status: u16, body: &serde_json::Value, extra: &[&str]) {
-        if let Some(out) = self.out(id) {
-            crate::http::write_response(
-                out,
-                status,
-                "application/json",
-                extra,
-                body.to_string().as_bytes(),
-            );
-        }
-        if let Some(c) = self.get_mut(id) {
-            finish(c);
-        }
-    }
-
-    /// Answer with the standard JSON error body and close after it is written.
-    pub fn respond_error(
-        &mut self,
-        id: ConnId,
-        status: u16,
-        code: &str,
-        message: &str,
-        extra: &[&str],
-    ) {
-        if let Some(out) = self.out(id) {
-            write_json_error(out, status, code, message, extra);
-        }
-        if let Some(c) = self.get_mut(id) {
-            finish(c);
         }
     }
 
@@ -290,23 +233,6 @@ impl Net {
         self.mark_dirty(id);
     }
 
-    /// Open an outbound HTTP/1.1 connection that sends `request` and waits for the response
-    /// until `deadline`. The shell picks it up with `poll_connect`.
-    pub fn open_client(
-        &mut self,
-        target: Target,
-        request: &[u8],
-        deadline: Instant,
-    ) -> Option<ConnId> {
-        let id = self.insert(Peer::InProcess, Phase::Client { scanned: 0 })?;
-        if let Some(out) = self.out(id) {
-            out.extend_from_slice(request);
-        }
-        self.set_deadline(id, Some(deadline));
-        self.connects.push_back((id, target));
-        Some(id)
-    }
-
     pub fn poll_connect(&mut self) -> Option<(ConnId, Target)> {
         while let Some((id, t)) = self.connects.pop_front() {
             if self.get(id).is_some() {
@@ -324,8 +250,7 @@ impl Net {
     /// Record the outcome of the client connection `id` and close it.
     pub fn complete_client(&mut self, id: ConnId, outcome: HttpOutcome) {
         let Some(c) = self.get_mut(id) else { return };
-        if matches!(c.phase, Phase::Client { .. }) {
-            c.pending_in = Vec::new();
+        if matches!(c.phase, Phase::Client) {
             finish(c);
             self.done.push((id, outcome));
             self.mark_dirty(id);
@@ -390,5 +315,138 @@ fn give_back(pool: &mut Vec<Vec<u8>>, mut buf: Vec<u8>) {
     if buf.capacity() > 0 && buf.capacity() <= POOL_BUF_MAX && pool.len() < POOL_MAX {
         buf.clear();
         pool.push(buf);
+    }
+}
+
+impl Outbox for Net {
+    fn send_frame(&mut self, id: ConnId, opcode: Opcode, parts: &[&[u8]]) -> bool {
+        if !self.get(id).is_some_and(Conn::is_websocket) {
+            return false;
+        }
+        if let Some(out) = self.out(id) {
+            write_frame(out, opcode, parts);
+        }
+        self.check_cap(id);
+        true
+    }
+
+    fn send_json<T: serde::Serialize + ?Sized>(&mut self, id: ConnId, msg: &T) -> bool {
+        if !self.get(id).is_some_and(Conn::is_websocket) {
+            return false;
+        }
+        let written = self.out(id).is_some_and(|out| write_json_frame(out, msg));
+        self.check_cap(id);
+        written
+    }
+
+    fn close_websocket(&mut self, id: ConnId, code: u16, reason: &str, now: Instant) {
+        if !self.get(id).is_some_and(Conn::is_websocket) {
+            return;
+        }
+        if let Some(out) = self.out(id) {
+            write_close(out, code, reason);
+        }
+        if let Some(c) = self.get_mut(id) {
+            c.phase = Phase::Closing { failed: false };
+        }
+        let at = now + self.cfg.close_timeout;
+        self.set_deadline(id, Some(at));
+    }
+
+    fn respond_json<T: serde::Serialize + ?Sized>(
+        &mut self,
+        id: ConnId,
+        status: u16,
+        body: &T,
+        extra: &[&str],
+    ) {
+        let body = serde_json::to_vec(body).unwrap_or_default();
+        if let Some(out) = self.out(id) {
+            crate::http::write_response(out, status, "application/json", extra, &body);
+        }
+        self.finish(id);
+    }
+
+    fn respond_error(
+        &mut self,
+        id: ConnId,
+        status: u16,
+        code: &str,
+        message: &str,
+        extra: &[&str],
+    ) {
+        if let Some(out) = self.out(id) {
+            write_json_error(out, status, code, message, extra);
+        }
+        self.finish(id);
+    }
+
+    fn open_client(&mut self, target: Target, request: &[u8], deadline: Instant) -> Option<ConnId> {
+        if self.outbound >= self.cfg.max_outbound {
+            self.stats.outbound_refused += 1;
+            return None;
+        }
+        let id = self.insert(Peer::InProcess, Phase::Client)?;
+        if let Some(out) = self.out(id) {
+            out.extend_from_slice(request);
+        }
+        self.set_deadline(id, Some(deadline));
+        self.connects.push_back((id, target));
+        Some(id)
+    }
+
+    fn peer(&self, id: ConnId) -> Option<&Peer> {
+        self.get(id).map(|c| &c.peer)
+    }
+}
+
+/// Append one unmasked text frame holding `msg` as JSON, serialised in place: the payload is
+/// written after a 4-byte header slot, then the header is fitted to the length (the payload
+/// moves by at most a few bytes, once). False, with nothing appended, if `msg` cannot be
+/// serialised.
+pub fn write_json_frame<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, msg: &T) -> bool {
+    let start = out.len();
+    out.extend_from_slice(&[0x81, 126, 0, 0]);
+    if serde_json::to_writer(&mut *out, msg).is_err() {
+        out.truncate(start);
+        return false;
+    }
+    let len = out.len() - start - 4;
+    if len < 126 {
+        out[start + 1] = len as u8;
+        out.copy_within(start + 4.., start + 2);
+        out.truncate(out.len() - 2);
+    } else if let Ok(short) = u16::try_from(len) {
+        out[start + 2..start + 4].copy_from_slice(&short.to_be_bytes());
+    } else {
+        out[start + 1] = 127;
+        let mut header = [0u8; 8];
+        header.copy_from_slice(&(len as u64).to_be_bytes());
+        out.splice(start + 2..start + 4, header);
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ws::frame::parse_header;
+    use crate::ws::Role;
+
+    #[test]
+    fn json_frames_of_every_length_class_parse_back() {
+        for len in [
+            0usize, 1, 119, 120, 121, 200, 65_000, 65_535, 65_536, 70_000,
+        ] {
+            let text = "x".repeat(len);
+            let mut out = b"prefix".to_vec();
+            assert!(write_json_frame(&mut out, &text));
+            let frame = &out[6..];
+            let h = parse_header(frame, Role::Client, 1 << 20).unwrap().unwrap();
+            assert_eq!(h.opcode, Opcode::Text);
+            assert_eq!(h.frame_len(), frame.len(), "length {len}");
+            let payload = &frame[frame.len() - (len + 2)..];
+            assert_eq!(payload, serde_json::to_vec(&text).unwrap().as_slice());
+        }
     }
 }

@@ -1,0 +1,118 @@
+//! Core layer (sans-IO, bottom): the connection table and the narrow interface the layers above
+//! act through.
+//!
+//! Owns every connection's identity, output buffer, write-side phase and deadline
+//! ([`table::Net`]), the one timer heap of the connection layer ([`timers`]), and the
+//! [`Outbox`] trait: what the application core may do to connections (send a frame, send a
+//! JSON message, close, answer HTTP, open an outbound request, ask a connection's peer). The
+//! table implements it; the hub is generic over it and never sees the table.
+//!
+//! Invariants: nothing here knows sessions or apps, reads a clock, or names the shell; client
+//! connections and outbound requests are counted apart, so outbound requests never count
+//! against (or crowd out) client connections.
+
+pub mod conn;
+pub mod table;
+pub mod timers;
+
+pub use conn::{Conn, ConnId, Endpoint, Peer, Phase, MAX_INDEX};
+pub use table::{HttpOutcome, Net, Target};
+
+use crate::http::RequestLimits;
+use crate::time::Instant;
+use crate::ws::{Limits, Opcode};
+use std::time::Duration;
+
+/// Everything the connection layer can be tuned by.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Serve the echo WebSocket route at `/echo`.
+    pub echo: bool,
+    /// From accept until a complete request (or the upgrade) has arrived.
+    pub handshake_timeout: Duration,
+    /// How long to wait for the peer's close frame after ours.
+    pub close_timeout: Duration,
+    pub ws: Limits,
+    pub http: RequestLimits,
+    /// Output past this many bytes drops the connection (a reader that does not keep up).
+    pub max_output: usize,
+    /// Output past this many bytes stops reading from the connection until it drains.
+    pub read_pause: usize,
+    /// Client connections (glasses, apps, REST callers) held at once.
+    pub max_connections: usize,
+    /// Outbound requests (webhooks) in flight at once, counted apart from client connections.
+    pub max_outbound: usize,
+    /// Ping open WebSockets this often (none: never).
+    pub ping_interval: Option<Duration>,
+    /// A WebSocket silent this long (no byte, not even a pong) is closed with 4000.
+    pub idle_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            echo: false,
+            handshake_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(2),
+            ws: Limits::default(),
+            http: RequestLimits::default(),
+            max_output: 1024 * 1024,
+            read_pause: 64 * 1024,
+            max_connections: 20_000,
+            max_outbound: 256,
+            ping_interval: Some(Duration::from_secs(15)),
+            idle_timeout: Duration::from_secs(45),
+        }
+    }
+}
+
+/// Counters of the connection layer, for `/health` and `/metrics`.
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    pub accepted: u64,
+    pub upgrades: u64,
+    pub protocol_errors: u64,
+    pub handshake_timeouts: u64,
+    pub overflow_drops: u64,
+    pub refused_at_capacity: u64,
+    pub idle_closes: u64,
+    /// Outbound requests not opened because too many were in flight.
+    pub outbound_refused: u64,
+}
+
+/// What the application core may do to connections. Every method is a no-op (or returns
+/// `false`/`None`) for a connection that is gone or in the wrong phase, so a handler never has
+/// to check first.
+pub trait Outbox {
+    /// Queue a server frame whose payload is assembled from `parts`; false when `id` is not an
+    /// open WebSocket.
+    fn send_frame(&mut self, id: ConnId, opcode: Opcode, parts: &[&[u8]]) -> bool;
+
+    /// Queue a text frame holding `msg` serialised as JSON, written straight into the output
+    /// buffer.
+    fn send_json<T: serde::Serialize + ?Sized>(&mut self, id: ConnId, msg: &T) -> bool;
+
+    fn send_text(&mut self, id: ConnId, text: &str) -> bool {
+        self.send_frame(id, Opcode::Text, &[text.as_bytes()])
+    }
+
+    /// Start a clean close: our close frame out, then wait for the peer's (or the deadline).
+    fn close_websocket(&mut self, id: ConnId, code: u16, reason: &str, now: Instant);
+
+    /// Answer an HTTP request with a JSON body and close after it is written.
+    fn respond_json<T: serde::Serialize + ?Sized>(
+        &mut self,
+        id: ConnId,
+        status: u16,
+        body: &T,
+        extra: &[&str],
+    );
+
+    /// Answer with the standard JSON error body (`{"error":{"code","message"}}`) and close.
+    fn respond_error(&mut self, id: ConnId, status: u16, code: &str, message: &str, extra: &[&str]);
+
+    /// Open an outbound HTTP/1.1 request; `None` when too many are in flight.
+    fn open_client(&mut self, target: Target, request: &[u8], deadline: Instant) -> Option<ConnId>;
+
+    fn peer(&self, id: ConnId) -> Option<&Peer>;
+}

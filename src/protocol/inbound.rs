@@ -1,0 +1,132 @@
+//! Protocol layer: the messages glasses and apps send, decoded by borrowing.
+//!
+//! Decoding is two-step, as the hot path needs: [`message_type`] reads only the `type` of a
+//! message (fields it does not name are skipped without allocating), so a relayed event costs
+//! no allocation; the few control messages are then decoded into their typed structs. An
+//! internally tagged serde enum would buffer every field of every message first, which is why
+//! the envelope is a struct of its own. Invariant: a message is an object with a string `type`,
+//! or it is refused as malformed.
+
+use serde::Deserialize;
+use std::borrow::Cow;
+
+/// Why a message could not be read at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Malformed {
+    NotAnObject,
+    NoType,
+}
+
+impl Malformed {
+    pub fn message(self) -> &'static str {
+        match self {
+            Malformed::NotAnObject => "expected a JSON object",
+            Malformed::NoType => "message has no string 'type'",
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+}
+
+/// The `type` of a JSON object message, borrowed from `text` when it has no escapes.
+pub fn message_type(text: &str) -> Result<Cow<'_, str>, Malformed> {
+    if !text.trim_start().starts_with('{') {
+        return Err(Malformed::NotAnObject);
+    }
+    match serde_json::from_str::<Envelope<'_>>(text) {
+        Ok(e) => Ok(e.kind),
+        Err(e) if e.is_data() => Err(Malformed::NoType),
+        Err(_) => Err(Malformed::NotAnObject),
+    }
+}
+
+/// Decode a typed message; `None` when a field it needs is missing or of the wrong type.
+pub fn decode<'a, T: Deserialize<'a>>(text: &'a str) -> Option<T> {
+    serde_json::from_str(text).ok()
+}
+
+/// Glasses: `connection_init` (the token may instead come with the upgrade).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionInit<'a> {
+    #[serde(borrow, default)]
+    pub core_token: Option<Cow<'a, str>>,
+}
+
+/// Glasses: `start_app` and `stop_app`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppLifecycle<'a> {
+    #[serde(borrow)]
+    pub package_name: Cow<'a, str>,
+}
+
+/// Apps: `tpa_connection_init`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TpaConnectionInit<'a> {
+    #[serde(borrow)]
+    pub package_name: Cow<'a, str>,
+    #[serde(borrow)]
+    pub session_id: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub api_key: Option<Cow<'a, str>>,
+}
+
+/// Apps: `subscription_update`. Entries are strings or `{ "stream": …, "rate": … }` objects;
+/// each is checked on its own, so one bad entry does not refuse the rest.
+#[derive(Deserialize)]
+pub struct SubscriptionUpdate {
+    pub subscriptions: Vec<serde_json::Value>,
+}
+
+impl SubscriptionUpdate {
+    /// The stream an entry names, or "" when it names none.
+    pub fn stream(entry: &serde_json::Value) -> &str {
+        match entry {
+            serde_json::Value::String(s) => s.as_str(),
+            serde_json::Value::Object(o) => o
+                .get("stream")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or(""),
+            _ => "",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_is_borrowed_and_other_fields_skipped() {
+        let t = message_type(r#"{"a":[1,{"b":"\u0041"}],"type":"head_position","z":null}"#);
+        assert!(matches!(t, Ok(Cow::Borrowed("head_position"))));
+        let t = message_type(r#"{"type":"a\"b"}"#).unwrap();
+        assert_eq!(t, "a\"b");
+    }
+
+    #[test]
+    fn malformed_messages_are_told_apart() {
+        assert_eq!(message_type("nope"), Err(Malformed::NotAnObject));
+        assert_eq!(message_type("[\"type\"]"), Err(Malformed::NotAnObject));
+        assert_eq!(message_type("{\"type\":"), Err(Malformed::NotAnObject));
+        assert_eq!(message_type("{\"type\":5}"), Err(Malformed::NoType));
+        assert_eq!(message_type("{\"kind\":\"x\"}"), Err(Malformed::NoType));
+        assert_eq!(message_type("{}"), Err(Malformed::NoType));
+    }
+
+    #[test]
+    fn typed_messages() {
+        let m: TpaConnectionInit<'_> =
+            decode(r#"{"type":"tpa_connection_init","packageName":"p","sessionId":"u-p"}"#)
+                .unwrap();
+        assert_eq!((&*m.package_name, &*m.session_id), ("p", "u-p"));
+        assert!(m.api_key.is_none());
+        assert!(decode::<AppLifecycle<'_>>(r#"{"type":"start_app"}"#).is_none());
+    }
+}

@@ -1,0 +1,346 @@
+//! Protocol layer: the messages the box sends — to glasses, to apps, and to app servers
+//! (webhooks) — as typed values serialised straight into output buffers, plus the default
+//! settings and the box's capabilities (PROTOCOL.md §4, §6, §12).
+//!
+//! Owns no state. Invariant: each message's `type` is fixed by its struct, so a message can
+//! never go out under the wrong name; field names are the SDK's (camelCase).
+
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+/// The glasses settings a user has before changing any (PROTOCOL §4, key order kept).
+pub fn default_settings() -> Value {
+    json!({
+        "useOnboardMic": false,
+        "contextualDashboard": true,
+        "metricSystemEnabled": false,
+        "headUpAngle": 20,
+        "brightness": 50,
+        "autoBrightness": false,
+        "sensingEnabled": true,
+        "alwaysOnStatusBar": false,
+        "bypassVad": false,
+        "bypassAudioEncoding": false
+    })
+}
+
+/// What this box can offer apps (reported in `tpa_connection_ack`).
+pub fn capabilities() -> Value {
+    json!({
+        "modelName": "augmentos-edge",
+        "hasCamera": false,
+        "hasDisplay": true,
+        "hasMicrophone": true,
+        "hasSpeaker": false,
+        "hasIMU": false,
+        "hasButton": true,
+        "hasLight": false,
+        "hasWifi": false,
+        "camera": null,
+        "display": null,
+        "microphone": null,
+        "speaker": null,
+        "imu": null,
+        "button": null,
+        "light": null,
+        "power": { "hasExternalBattery": false }
+    })
+}
+
+/// `tpa_connection_error` (also the JSON body of an app upgrade refused over HTTP).
+#[derive(Serialize, Debug)]
+pub struct TpaConnectionError<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub code: &'a str,
+    pub message: &'a str,
+    pub details: Value,
+    pub timestamp: &'a str,
+}
+
+pub fn tpa_error<'a>(
+    code: &'a str,
+    message: &'a str,
+    details: Value,
+    timestamp: &'a str,
+) -> TpaConnectionError<'a> {
+    TpaConnectionError {
+        kind: "tpa_connection_error",
+        code,
+        message,
+        details,
+        timestamp,
+    }
+}
+
+/// `connection_error` to glasses (also the JSON body of a glasses upgrade refused over HTTP).
+#[derive(Serialize, Debug)]
+pub struct ConnectionError<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub code: &'a str,
+    pub message: &'a str,
+    pub timestamp: &'a str,
+}
+
+pub fn connection_error<'a>(
+    code: &'a str,
+    message: &'a str,
+    timestamp: &'a str,
+) -> ConnectionError<'a> {
+    ConnectionError {
+        kind: "connection_error",
+        code,
+        message,
+        timestamp,
+    }
+}
+
+/// One app's state as the glasses (and the REST caller) see it.
+#[derive(Serialize, Debug)]
+pub struct AppStateView<'a> {
+    pub state: &'static str,
+    pub error: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restarts: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subscriptions: Option<&'a [String]>,
+}
+
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct InstalledApp<'a> {
+    pub package_name: &'a str,
+    pub name: &'a str,
+    pub public_url: &'a str,
+    pub is_system_app: bool,
+}
+
+/// The `userSession` object of `connection_ack` and `app_state_change`.
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct UserSession<'a> {
+    pub session_id: &'a str,
+    pub user_id: &'a str,
+    pub start_time: String,
+    pub installed_apps: Vec<InstalledApp<'a>>,
+    pub app_subscriptions: BTreeMap<&'a str, &'a [String]>,
+    pub active_app_package_names: Vec<&'a str>,
+    pub loading_apps: Vec<&'a str>,
+    pub what_to_stream: Vec<&'a str>,
+    pub app_states: BTreeMap<&'a str, AppStateView<'a>>,
+}
+
+/// `connection_ack` and `app_state_change` to glasses.
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionMessage<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub session_id: &'a str,
+    pub user_session: UserSession<'a>,
+    pub timestamp: &'a str,
+}
+
+/// `settings_update` to glasses.
+#[derive(Serialize, Debug)]
+pub struct SettingsUpdate<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    #[serde(rename = "sessionId")]
+    pub session_id: &'a str,
+    pub success: bool,
+    pub message: &'a str,
+    pub settings: &'a Value,
+    pub timestamp: &'a str,
+}
+
+/// `app_started` / `app_stopped` to glasses (with the package), and `app_stopped` to the app
+/// (with the reason).
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct AppEvent<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub package_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'a str>,
+    pub timestamp: &'a str,
+}
+
+/// `tpa_connection_ack` to an app.
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct TpaConnectionAck<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub session_id: &'a str,
+    pub settings: [(); 0],
+    pub mentraos_settings: &'a Value,
+    pub capabilities: Value,
+    pub timestamp: &'a str,
+}
+
+/// One refused subscription of a `permission_error`.
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct DeniedStream {
+    pub stream: String,
+    pub required_permission: &'static str,
+    pub message: String,
+}
+
+/// `permission_error` to an app.
+#[derive(Serialize, Debug)]
+pub struct PermissionError<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub message: &'a str,
+    pub details: &'a [DeniedStream],
+    pub timestamp: &'a str,
+}
+
+/// The `session_request` and `stop_request` webhook bodies (PROTOCOL §12.1; a session
+/// request carries both WebSocket URL fields, for old and new SDKs).
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookBody<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub session_id: &'a str,
+    pub user_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'a str>,
+    pub timestamp: &'a str,
+    #[serde(
+        rename = "augmentOSWebsocketUrl",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub augmentos_websocket_url: Option<&'a str>,
+    #[serde(
+        rename = "mentraOSWebsocketUrl",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub mentraos_websocket_url: Option<&'a str>,
+}
+
+pub fn session_request<'a>(
+    session_id: &'a str,
+    user: &'a str,
+    ws_url: &'a str,
+    timestamp: &'a str,
+) -> WebhookBody<'a> {
+    WebhookBody {
+        kind: "session_request",
+        session_id,
+        user_id: user,
+        reason: None,
+        timestamp,
+        augmentos_websocket_url: Some(ws_url),
+        mentraos_websocket_url: Some(ws_url),
+    }
+}
+
+pub fn stop_request<'a>(
+    session_id: &'a str,
+    user: &'a str,
+    reason: &'a str,
+    timestamp: &'a str,
+) -> WebhookBody<'a> {
+    WebhookBody {
+        kind: "stop_request",
+        session_id,
+        user_id: user,
+        reason: Some(reason),
+        timestamp,
+        augmentos_websocket_url: None,
+        mentraos_websocket_url: None,
+    }
+}
+
+/// An HTTP/1.1 POST with a JSON body, for the webhook client.
+pub fn http_post<T: Serialize + ?Sized>(host: &str, port: u16, path: &str, body: &T) -> Vec<u8> {
+    let body = serde_json::to_vec(body).unwrap_or_default();
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\nAccept: application/json\r\nUser-Agent: augmentos-edge/{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        env!("CARGO_PKG_VERSION"),
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(&body);
+    req
+}
+
+/// The part of a `data_stream` message that is the same for every event one app receives in
+/// one session: `{"type":"data_stream","sessionId":"<user>-<package>","streamType":`. Built
+/// once when the app binds; each event then adds its stream type, the original message as
+/// `data`, and the turn's timestamp (see [`data_stream_parts`]).
+pub fn data_stream_prefix(session_id: &str) -> Box<[u8]> {
+    let mut p = b"{\"type\":\"data_stream\",\"sessionId\":".to_vec();
+    let _ = serde_json::to_writer(&mut p, session_id);
+    p.extend_from_slice(b",\"streamType\":");
+    p.into_boxed_slice()
+}
+
+/// The frame payload parts of one `data_stream`: `prefix`, the stream type as a JSON string
+/// (given in up to three pieces, quotes included, so a plain name needs no copy), the original
+/// message as `data`, and the timestamp.
+pub fn data_stream_parts<'a>(
+    prefix: &'a [u8],
+    stream_json: [&'a [u8]; 3],
+    data: &'a [u8],
+    timestamp: &'a str,
+) -> [&'a [u8]; 9] {
+    let [s0, s1, s2] = stream_json;
+    [
+        prefix,
+        s0,
+        s1,
+        s2,
+        b",\"data\":",
+        data,
+        b",\"timestamp\":\"",
+        timestamp.as_bytes(),
+        b"\"}",
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_stream_is_valid_json_with_hostile_ids() {
+        let prefix = data_stream_prefix("ev\"e\n-com.x");
+        let parts = data_stream_parts(
+            &prefix,
+            [b"\"", b"head_position", b"\""],
+            br#"{"type":"head_position","position":"up"}"#,
+            "2025-01-01T00:00:00.000Z",
+        );
+        let v: Value = serde_json::from_slice(&parts.concat()).unwrap();
+        assert_eq!(v["sessionId"], "ev\"e\n-com.x");
+        assert_eq!(v["streamType"], "head_position");
+        assert_eq!(v["data"]["position"], "up");
+    }
+
+    #[test]
+    fn webhook_bodies_carry_both_url_fields_only_on_start() {
+        let s = serde_json::to_value(session_request("u-p", "u", "ws://x/app-ws", "t")).unwrap();
+        assert_eq!(s["augmentOSWebsocketUrl"], "ws://x/app-ws");
+        assert_eq!(s["mentraOSWebsocketUrl"], "ws://x/app-ws");
+        assert!(s.get("reason").is_none());
+        let s = serde_json::to_value(stop_request("u-p", "u", "user_disabled", "t")).unwrap();
+        assert_eq!(s["type"], "stop_request");
+        assert!(s.get("mentraOSWebsocketUrl").is_none());
+    }
+}
