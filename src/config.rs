@@ -1,19 +1,28 @@
-//! Config layer: the JSON configuration file and the embedded default.
+//! Config layer: the JSON configuration and the embedded default — parsing only.
 //!
-//! Owns parsing and validation only. Invariants: every key is known (an unknown key is an
-//! error naming it, with its path), every value is range-checked, and a loaded [`Config`] is
-//! complete (defaults filled in), so nothing downstream re-validates.
+//! Pure: takes the file's text ([`Config::from_json`]) and reads no file and no environment
+//! (the shell in `main.rs` does both). The file is described by raw `serde` structs, one per
+//! JSON object, whose field types carry their own checks (ranges, URL schemes, permissions,
+//! addresses), and `serde_path_to_error` names the path of whatever fails; the raw structs are
+//! then turned into the core's config types, starting from their defaults. Invariants: every
+//! key is known (an unknown key is an error naming its path), `null` is never a value (leave a
+//! key out for its default), every value is range-checked, and a parsed [`Config`] is complete
+//! (defaults filled in), so nothing downstream re-validates.
 
 use crate::hub::registry::{parse_http_url, AppSpec};
 use crate::hub::HubConfig;
-use crate::server::ServerConfig;
-use serde_json::{Map, Value};
-use std::net::SocketAddr;
+use crate::net::{ServerConfig, Target};
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+use serde_json::Value;
+use std::fmt::{self, Write as _};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 /// One place to listen.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
 pub enum ListenSpec {
     Tcp(SocketAddr),
     Unix(PathBuf),
@@ -31,6 +40,13 @@ impl ListenSpec {
         s.parse::<SocketAddr>()
             .map(ListenSpec::Tcp)
             .map_err(|_| format!("'{s}' is neither an IP:port address nor a unix: path"))
+    }
+}
+
+impl TryFrom<String> for ListenSpec {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        ListenSpec::parse(&s)
     }
 }
 
@@ -72,189 +88,171 @@ impl Config {
         Config::from_json(EMBEDDED_DEFAULT).expect("the embedded default is valid")
     }
 
-    pub fn load(path: &std::path::Path) -> Result<Config, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
-        Config::from_json(&text).map_err(|e| format!("config {}: {e}", path.display()))
-    }
-
+    /// Parse and check a configuration file's text. The error names the failing key's path.
     pub fn from_json(text: &str) -> Result<Config, String> {
         let v: Value = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
-        let top = object(&v, "")?;
-        known_keys(
-            top,
-            "",
-            &[
-                "listen",
-                "echoRoute",
-                "limits",
-                "timings",
-                "publicWsUrl",
-                "internalWsUrl",
-                "jwtSecret",
-                "stateDir",
-                "apps",
-            ],
-        )?;
+        if !v.is_object() {
+            return Err("the config must be a JSON object".into());
+        }
+        refuse_null(&v, &mut String::new())?;
+        let raw: RawConfig = serde_path_to_error::deserialize(v).map_err(describe)?;
+        raw.into_config()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The file as written. Every key may be left out (its default applies) except an app's identity.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "an object")]
+struct RawConfig {
+    listen: Option<Vec<ListenSpec>>,
+    echo_route: Option<bool>,
+    limits: Option<RawLimits>,
+    timings: Option<RawTimings>,
+    public_ws_url: Option<WsUrl>,
+    internal_ws_url: Option<WsUrl>,
+    jwt_secret: Option<Secret>,
+    state_dir: Option<NonEmpty>,
+    apps: Option<Vec<RawApp>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "an object")]
+struct RawLimits {
+    max_frame_bytes: Option<Ranged<125, { 16 << 20 }>>,
+    max_message_bytes: Option<Ranged<125, { 16 << 20 }>>,
+    max_request_head_bytes: Option<Ranged<1024, { 64 << 10 }>>,
+    max_body_bytes: Option<Ranged<0, { 16 << 20 }>>,
+    max_output_bytes: Option<Ranged<{ 16 << 10 }, { 256 << 20 }>>,
+    max_connections: Option<Ranged<1, { crate::net::MAX_INDEX as u64 - 1 }>>,
+    /// Outbound requests (webhooks) in flight, in total and to one app server.
+    max_outbound: Option<Ranged<1, 65_536>>,
+    max_webhooks_per_server: Option<Ranged<1, 65_536>>,
+    /// App start/stop requests per session: a burst, then one per `lifecycleRefillMs`.
+    lifecycle_burst: Option<Ranged<1, 10_000>>,
+}
+
+/// Durations in milliseconds, counts as plain integers.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "an object")]
+struct RawTimings {
+    handshake_timeout_ms: Option<Ranged<100, 600_000>>,
+    close_timeout_ms: Option<Ranged<10, 60_000>>,
+    grace_period_ms: Option<Ranged<0, 86_400_000>>,
+    app_connect_timeout_ms: Option<Ranged<100, 600_000>>,
+    app_reconnect_grace_ms: Option<Ranged<0, 600_000>>,
+    webhook_timeout_ms: Option<Ranged<100, 600_000>>,
+    webhook_attempts: Option<Ranged<1, 10>>,
+    webhook_backoff_ms: Option<Ranged<0, 600_000>>,
+    restart_attempts: Option<Ranged<0, 100>>,
+    restart_backoff_ms: Option<Ranged<0, 600_000>>,
+    glasses_init_timeout_ms: Option<Ranged<100, 600_000>>,
+    app_init_timeout_ms: Option<Ranged<100, 600_000>>,
+    lifecycle_refill_ms: Option<Ranged<1, 3_600_000>>,
+    /// 0: never ping.
+    ping_interval_ms: Option<Ranged<0, 3_600_000>>,
+    idle_timeout_ms: Option<Ranged<1_000, 3_600_000>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "an object")]
+struct RawApp {
+    package_name: PackageName,
+    name: NonEmpty,
+    public_url: HttpUrl,
+    hashed_api_key: KeyHash,
+    #[serde(default)]
+    is_system_app: bool,
+    #[serde(default)]
+    permissions: Vec<Permission>,
+    #[serde(default)]
+    allowed_addresses: Vec<AllowedAddress>,
+}
+
+impl RawConfig {
+    /// Fill the core's config types in, from their defaults; then the checks across keys.
+    fn into_config(self) -> Result<Config, String> {
+        let mut server = ServerConfig::default();
         let mut hub = HubConfig::default();
-        let ws_url = |key: &str| -> Result<Option<String>, String> {
-            match top.get(key) {
-                None => Ok(None),
-                Some(Value::String(u)) if u.starts_with("ws://") || u.starts_with("wss://") => {
-                    Ok(Some(u.trim_end_matches('/').to_string()))
-                }
-                Some(v) => Err(format!("{key}: expected a ws:// or wss:// URL, got {v}")),
+
+        let listen = match self.listen {
+            None => vec![ListenSpec::Tcp(SocketAddr::from(([127, 0, 0, 1], 8002)))],
+            Some(l) if l.is_empty() => {
+                return Err("listen: expected a non-empty array of addresses".into())
             }
+            Some(l) => l,
         };
-        if let Some(u) = ws_url("publicWsUrl")? {
+        if let Some(echo) = self.echo_route {
+            server.echo = echo;
+        }
+        if let Some(WsUrl(u)) = self.public_ws_url {
             hub.public_ws_url = u;
         }
-        hub.internal_ws_url = ws_url("internalWsUrl")?.unwrap_or_else(|| hub.public_ws_url.clone());
-        let dev_secret = match top.get("jwtSecret") {
+        hub.internal_ws_url = match self.internal_ws_url {
+            Some(WsUrl(u)) => u,
+            None => hub.public_ws_url.clone(),
+        };
+        let dev_secret = match self.jwt_secret {
             None => {
                 hub.jwt_secret = DEV_SECRET.as_bytes().to_vec();
                 true
             }
-            Some(Value::String(s)) if s.len() >= 16 => {
-                hub.jwt_secret = s.as_bytes().to_vec();
-                s == DEV_SECRET
+            Some(Secret(s)) => {
+                let dev = s == DEV_SECRET;
+                hub.jwt_secret = s.into_bytes();
+                dev
             }
-            Some(_) => return Err("jwtSecret: expected a string of at least 16 characters".into()),
         };
-        let state_dir = match top.get("stateDir") {
-            None => PathBuf::from("augmentos-edge-state"),
-            Some(Value::String(s)) if !s.is_empty() => PathBuf::from(s),
-            Some(_) => return Err("stateDir: expected a directory path".into()),
-        };
-        if let Some(apps) = top.get("apps") {
-            let apps = apps.as_array().ok_or("apps: expected an array")?;
-            for (i, a) in apps.iter().enumerate() {
-                let spec = parse_app(a, &format!("apps[{i}]."))?;
-                if hub.apps.iter().any(|x| x.package_name == spec.package_name) {
-                    return Err(format!(
-                        "apps[{i}].packageName: '{}' is listed twice",
-                        spec.package_name
-                    ));
-                }
-                hub.apps.push(spec);
-            }
+        let state_dir = self.state_dir.map_or_else(
+            || PathBuf::from("augmentos-edge-state"),
+            |NonEmpty(s)| s.into(),
+        );
+
+        if let Some(l) = self.limits {
+            set(&mut server.ws.max_frame, l.max_frame_bytes);
+            set(&mut server.ws.max_message, l.max_message_bytes);
+            set(&mut server.http.max_head, l.max_request_head_bytes);
+            set(&mut server.http.max_body, l.max_body_bytes);
+            set(&mut server.max_output, l.max_output_bytes);
+            set(&mut server.max_connections, l.max_connections);
+            set(&mut server.max_outbound, l.max_outbound);
+            set(&mut hub.max_webhooks_per_server, l.max_webhooks_per_server);
+            set(&mut hub.lifecycle_burst, l.lifecycle_burst);
         }
-        let mut server = ServerConfig::default();
-        let listen = match top.get("listen") {
-            None => vec![ListenSpec::Tcp(SocketAddr::from(([127, 0, 0, 1], 8002)))],
-            Some(Value::Array(items)) if !items.is_empty() => items
-                .iter()
-                .enumerate()
-                .map(|(i, item)| {
-                    item.as_str()
-                        .ok_or_else(|| format!("listen[{i}]: expected a string"))
-                        .and_then(|s| ListenSpec::parse(s).map_err(|e| format!("listen[{i}]: {e}")))
-                })
-                .collect::<Result<_, _>>()?,
-            Some(_) => return Err("listen: expected a non-empty array of addresses".into()),
-        };
-        if let Some(b) = top.get("echoRoute") {
-            server.echo = b.as_bool().ok_or("echoRoute: expected true or false")?;
-        }
-        if let Some(l) = top.get("limits") {
-            let l = object(l, "limits")?;
-            known_keys(
-                l,
-                "limits.",
-                &[
-                    "maxFrameBytes",
-                    "maxMessageBytes",
-                    "maxRequestHeadBytes",
-                    "maxBodyBytes",
-                    "maxOutputBytes",
-                    "maxConnections",
-                ],
-            )?;
-            let get = |k: &str, lo: u64, hi: u64| number(l, "limits.", k, lo, hi);
-            if let Some(n) = get("maxFrameBytes", 125, 16 << 20)? {
-                server.ws.max_frame = n as usize;
-            }
-            if let Some(n) = get("maxMessageBytes", 125, 16 << 20)? {
-                server.ws.max_message = n as usize;
-            }
-            if let Some(n) = get("maxRequestHeadBytes", 1024, 64 << 10)? {
-                server.http.max_head = n as usize;
-            }
-            if let Some(n) = get("maxBodyBytes", 0, 16 << 20)? {
-                server.http.max_body = n as usize;
-            }
-            if let Some(n) = get("maxOutputBytes", 16 << 10, 256 << 20)? {
-                server.max_output = n as usize;
-            }
-            if let Some(n) = get("maxConnections", 1, crate::net::MAX_INDEX as u64 - 1)? {
-                server.max_connections = n as usize;
-            }
-        }
-        if let Some(t) = top.get("timings") {
-            let t = object(t, "timings")?;
-            known_keys(
-                t,
-                "timings.",
-                &[
-                    "handshakeTimeoutMs",
-                    "closeTimeoutMs",
-                    "gracePeriodMs",
-                    "appConnectTimeoutMs",
-                    "appReconnectGraceMs",
-                    "webhookTimeoutMs",
-                    "webhookAttempts",
-                    "webhookBackoffMs",
-                    "restartAttempts",
-                    "restartBackoffMs",
-                    "glassesInitTimeoutMs",
-                    "pingIntervalMs",
-                    "idleTimeoutMs",
-                ],
-            )?;
-            let ms = |k: &str, lo: u64, hi: u64| -> Result<Option<Duration>, String> {
-                Ok(number(t, "timings.", k, lo, hi)?.map(Duration::from_millis))
-            };
+        if let Some(t) = self.timings {
             let h = &mut hub.timings;
-            if let Some(d) = ms("handshakeTimeoutMs", 100, 600_000)? {
-                server.handshake_timeout = d;
-            }
-            if let Some(d) = ms("closeTimeoutMs", 10, 60_000)? {
-                server.close_timeout = d;
-            }
-            if let Some(d) = ms("gracePeriodMs", 0, 86_400_000)? {
-                h.grace_period = d;
-            }
-            if let Some(d) = ms("appConnectTimeoutMs", 100, 600_000)? {
-                h.app_connect_timeout = d;
-            }
-            if let Some(d) = ms("appReconnectGraceMs", 0, 600_000)? {
-                h.app_reconnect_grace = d;
-            }
-            if let Some(d) = ms("webhookTimeoutMs", 100, 600_000)? {
-                h.webhook_timeout = d;
-            }
-            if let Some(n) = number(t, "timings.", "webhookAttempts", 1, 10)? {
-                h.webhook_attempts = n as u32;
-            }
-            if let Some(d) = ms("webhookBackoffMs", 0, 600_000)? {
-                h.webhook_backoff = d;
-            }
-            if let Some(n) = number(t, "timings.", "restartAttempts", 0, 100)? {
-                h.restart_attempts = n as u32;
-            }
-            if let Some(d) = ms("restartBackoffMs", 0, 600_000)? {
-                h.restart_backoff = d;
-            }
-            if let Some(d) = ms("pingIntervalMs", 0, 3_600_000)? {
+            set(&mut server.handshake_timeout, t.handshake_timeout_ms);
+            set(&mut server.close_timeout, t.close_timeout_ms);
+            set(&mut h.grace_period, t.grace_period_ms);
+            set(&mut h.app_connect_timeout, t.app_connect_timeout_ms);
+            set(&mut h.app_reconnect_grace, t.app_reconnect_grace_ms);
+            set(&mut h.webhook_timeout, t.webhook_timeout_ms);
+            set(&mut h.webhook_attempts, t.webhook_attempts);
+            set(&mut h.webhook_backoff, t.webhook_backoff_ms);
+            set(&mut h.restart_attempts, t.restart_attempts);
+            set(&mut h.restart_backoff, t.restart_backoff_ms);
+            set(&mut h.glasses_init_timeout, t.glasses_init_timeout_ms);
+            set(&mut h.app_init_timeout, t.app_init_timeout_ms);
+            set(&mut hub.lifecycle_refill, t.lifecycle_refill_ms);
+            if let Some(ms) = t.ping_interval_ms {
+                let d: Duration = ms.into();
                 server.ping_interval = (!d.is_zero()).then_some(d);
             }
-            if let Some(d) = ms("idleTimeoutMs", 1_000, 3_600_000)? {
-                server.idle_timeout = d;
-            }
-            if let Some(d) = ms("glassesInitTimeoutMs", 100, 600_000)? {
-                h.glasses_init_timeout = d;
-            }
+            set(&mut server.idle_timeout, t.idle_timeout_ms);
         }
+
+        for (i, app) in self.apps.unwrap_or_default().into_iter().enumerate() {
+            let spec = app.into_spec();
+            if hub.apps.iter().any(|a| a.package_name == spec.package_name) {
+                return Err(format!(
+                    "apps[{i}].packageName: '{}' is listed twice",
+                    spec.package_name
+                ));
+            }
+            hub.apps.push(spec);
+        }
+
         Ok(Config {
             listen,
             server,
@@ -263,145 +261,243 @@ impl Config {
             dev_secret,
         })
     }
+}
 
-    /// `AUGMENTOS_AUTH_JWT_SECRET`, when set, overrides the configured secret.
-    pub fn apply_env(&mut self) {
-        if let Ok(s) = std::env::var("AUGMENTOS_AUTH_JWT_SECRET") {
-            if !s.is_empty() {
-                self.dev_secret = s == DEV_SECRET;
-                self.hub.jwt_secret = s.into_bytes();
+impl RawApp {
+    fn into_spec(self) -> AppSpec {
+        AppSpec {
+            package_name: self.package_name.0,
+            name: self.name.0,
+            public_url: self.public_url.url,
+            webhook_target: self.public_url.target,
+            webhook_path: self.public_url.path,
+            hashed_api_key: self.hashed_api_key.0,
+            is_system_app: self.is_system_app,
+            permissions: self.permissions.into_iter().map(|p| p.0).collect(),
+            allowed_addresses: self.allowed_addresses.into_iter().map(|a| a.0).collect(),
+        }
+    }
+}
+
+/// Overwrite a default with a value the file gave.
+fn set<T, R: Into<T>>(field: &mut T, value: Option<R>) {
+    if let Some(v) = value {
+        *field = v.into();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Values that check themselves while they are parsed, so the error carries their path.
+
+/// An integer from `LO` to `HI` inclusive.
+#[derive(Clone, Copy)]
+struct Ranged<const LO: u64, const HI: u64>(u64);
+
+impl<'de, const LO: u64, const HI: u64> Deserialize<'de> for Ranged<LO, HI> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Within<const LO: u64, const HI: u64>;
+        impl<const LO: u64, const HI: u64> Within<LO, HI> {
+            fn check<E: de::Error>(n: impl Into<i128>) -> Result<u64, E> {
+                let wide: i128 = n.into();
+                u64::try_from(wide)
+                    .ok()
+                    .filter(|v| (LO..=HI).contains(v))
+                    .ok_or_else(|| {
+                        E::custom(format_args!(
+                            "expected an integer from {LO} to {HI}, got {wide}"
+                        ))
+                    })
             }
         }
+        impl<const LO: u64, const HI: u64> Visitor<'_> for Within<LO, HI> {
+            type Value = Ranged<LO, HI>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                write!(f, "an integer from {LO} to {HI}")
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Self::Value, E> {
+                Self::check(n).map(Ranged)
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Self::Value, E> {
+                Self::check(n).map(Ranged)
+            }
+        }
+        d.deserialize_u64(Within::<LO, HI>)
     }
 }
 
-fn parse_app(v: &Value, p: &str) -> Result<AppSpec, String> {
-    let m = object(v, p.trim_end_matches('.'))?;
-    known_keys(
-        m,
-        p,
-        &[
-            "packageName",
-            "name",
-            "publicUrl",
-            "hashedApiKey",
-            "isSystemApp",
-            "permissions",
-            "allowedAddresses",
-        ],
-    )?;
-    let string = |k: &str| -> Result<String, String> {
-        match m.get(k) {
-            Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-            _ => Err(format!("{p}{k}: expected a non-empty string")),
-        }
-    };
-    let strings = |k: &str| -> Result<Vec<String>, String> {
-        match m.get(k) {
-            None => Ok(Vec::new()),
-            Some(Value::Array(a)) => a
-                .iter()
-                .map(|x| {
-                    x.as_str()
-                        .map(str::to_string)
-                        .ok_or_else(|| format!("{p}{k}: expected strings"))
-                })
-                .collect(),
-            Some(_) => Err(format!("{p}{k}: expected an array of strings")),
-        }
-    };
-    let package_name = string("packageName")?;
-    if package_name.chars().any(|c| c.is_whitespace() || c == '/') {
-        return Err(format!(
-            "{p}packageName: '{package_name}' may not contain spaces or '/'"
-        ));
+impl<const LO: u64, const HI: u64> From<Ranged<LO, HI>> for usize {
+    fn from(r: Ranged<LO, HI>) -> usize {
+        // Every bound above is below 2^32.
+        usize::try_from(r.0).unwrap_or(usize::MAX)
     }
-    let public_url = string("publicUrl")?;
-    let (webhook_target, webhook_path) =
-        parse_http_url(&public_url).map_err(|e| format!("{p}publicUrl: {e}"))?;
-    let hashed_api_key = string("hashedApiKey")?.to_ascii_lowercase();
-    if hashed_api_key.len() != 64 || !hashed_api_key.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(format!(
-            "{p}hashedApiKey: expected 64 hex characters (run `augmentos-edge hash-key KEY`)"
-        ));
-    }
-    let is_system_app = match m.get("isSystemApp") {
-        None => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(format!("{p}isSystemApp: expected true or false")),
-    };
-    let permissions = strings("permissions")?;
-    if let Some(bad) = permissions
-        .iter()
-        .find(|x| !PERMISSIONS.contains(&x.as_str()))
-    {
-        return Err(format!(
-            "{p}permissions: unknown permission '{bad}' (known: {})",
-            PERMISSIONS.join(", ")
-        ));
-    }
-    let allowed_addresses = strings("allowedAddresses")?;
-    for a in &allowed_addresses {
-        if a != "unix" && a != "in-process" && a.parse::<std::net::IpAddr>().is_err() {
-            return Err(format!(
-                "{p}allowedAddresses: '{a}' is not an IP address, 'unix' or 'in-process'"
-            ));
-        }
-    }
-    Ok(AppSpec {
-        package_name,
-        name: string("name")?,
-        public_url,
-        webhook_target,
-        webhook_path,
-        hashed_api_key,
-        is_system_app,
-        permissions,
-        allowed_addresses,
-    })
 }
 
-fn object<'a>(v: &'a Value, path: &str) -> Result<&'a Map<String, Value>, String> {
-    v.as_object().ok_or_else(|| {
-        if path.is_empty() {
-            "the config must be a JSON object".to_string()
+impl<const LO: u64, const HI: u64> From<Ranged<LO, HI>> for u32 {
+    fn from(r: Ranged<LO, HI>) -> u32 {
+        u32::try_from(r.0).unwrap_or(u32::MAX)
+    }
+}
+
+/// A `…Ms` key: milliseconds.
+impl<const LO: u64, const HI: u64> From<Ranged<LO, HI>> for Duration {
+    fn from(r: Ranged<LO, HI>) -> Duration {
+        Duration::from_millis(r.0)
+    }
+}
+
+/// A `String` newtype that checks (and may normalise) its text while it is parsed: `Name(s) =>
+/// expr` makes `Name` deserialise from a JSON string through `TryFrom<String>`, whose error
+/// serde reports at the value's path.
+macro_rules! checked_string {
+    ($(#[$doc:meta])* $name:ident($s:ident) => $check:expr) => {
+        $(#[$doc])*
+        #[derive(Deserialize)]
+        #[serde(try_from = "String")]
+        struct $name(String);
+
+        impl TryFrom<String> for $name {
+            type Error = String;
+            fn try_from($s: String) -> Result<Self, String> {
+                $check.map($name)
+            }
+        }
+    };
+}
+
+checked_string! {
+    NonEmpty(s) => if s.is_empty() {
+        Err("expected a non-empty string".to_string())
+    } else {
+        Ok(s)
+    }
+}
+
+checked_string! {
+    /// A WebSocket base URL, kept without a trailing `/`.
+    WsUrl(u) => if u.starts_with("ws://") || u.starts_with("wss://") {
+        Ok(u.trim_end_matches('/').to_string())
+    } else {
+        Err(format!("expected a ws:// or wss:// URL, got '{u}'"))
+    }
+}
+
+checked_string! {
+    Secret(s) => if s.len() >= 16 {
+        Ok(s)
+    } else {
+        Err("expected a string of at least 16 characters".to_string())
+    }
+}
+
+checked_string! {
+    PackageName(p) => if p.is_empty() {
+        Err("expected a non-empty string".to_string())
+    } else if p.chars().any(|c| c.is_whitespace() || c == '/') {
+        Err(format!("'{p}' may not contain spaces or '/'"))
+    } else {
+        Ok(p)
+    }
+}
+
+checked_string! {
+    /// Lowercase hex SHA-256 (any case in the file).
+    KeyHash(k) => {
+        let k = k.to_ascii_lowercase();
+        if k.len() == 64 && k.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(k)
         } else {
-            format!("{path}: expected an object")
+            Err("expected 64 hex characters (run `augmentos-edge hash-key KEY`)".to_string())
         }
-    })
-}
-
-fn known_keys(m: &Map<String, Value>, prefix: &str, known: &[&str]) -> Result<(), String> {
-    match m.keys().find(|k| !known.contains(&k.as_str())) {
-        Some(k) => Err(format!(
-            "unknown key '{prefix}{k}' (known: {})",
-            known.join(", ")
-        )),
-        None => Ok(()),
     }
 }
 
-fn number(
-    m: &Map<String, Value>,
-    prefix: &str,
-    key: &str,
-    lo: u64,
-    hi: u64,
-) -> Result<Option<u64>, String> {
-    match m.get(key) {
-        None => Ok(None),
-        Some(v) => match v.as_u64() {
-            Some(n) if (lo..=hi).contains(&n) => Ok(Some(n)),
-            _ => Err(format!(
-                "{prefix}{key}: expected an integer from {lo} to {hi}, got {v}"
-            )),
-        },
+checked_string! {
+    Permission(p) => if PERMISSIONS.contains(&p.as_str()) {
+        Ok(p)
+    } else {
+        Err(format!("unknown permission '{p}' (known: {})", PERMISSIONS.join(", ")))
     }
+}
+
+checked_string! {
+    /// Where a system app may connect from: an IP address, `unix` or `in-process`.
+    AllowedAddress(a) => if a == "unix" || a == "in-process" || a.parse::<IpAddr>().is_ok() {
+        Ok(a)
+    } else {
+        Err(format!("'{a}' is not an IP address, 'unix' or 'in-process'"))
+    }
+}
+
+/// An app's base URL and the webhook target parsed from it.
+#[derive(Deserialize)]
+#[serde(try_from = "String")]
+struct HttpUrl {
+    url: String,
+    target: Target,
+    path: String,
+}
+
+impl TryFrom<String> for HttpUrl {
+    type Error = String;
+    fn try_from(url: String) -> Result<Self, String> {
+        let (target, path) = parse_http_url(&url)?;
+        Ok(HttpUrl { url, target, path })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors.
+
+/// Refuse `null` anywhere: it would otherwise read as "left out" and pick a default silently.
+fn refuse_null(v: &Value, path: &mut String) -> Result<(), String> {
+    let len = path.len();
+    match v {
+        Value::Null => return Err(format!("{path}: null is not a value (leave the key out)")),
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let _ = write!(path, "[{i}]");
+                refuse_null(item, path)?;
+                path.truncate(len);
+            }
+        }
+        Value::Object(map) => {
+            for (k, item) in map {
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(k);
+                refuse_null(item, path)?;
+                path.truncate(len);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// `path: message`, with serde's unknown-field error reworded as "unknown key 'path'" (the path
+/// already ends with the key).
+fn describe(e: serde_path_to_error::Error<serde_json::Error>) -> String {
+    let path = e.path().to_string();
+    let msg = e.inner().to_string();
+    // serde: "unknown field `k`, expected one of `a`, `b`" (or "…, expected `a`").
+    if let Some((_, expected)) = msg
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split_once('`'))
+    {
+        let known = expected
+            .trim_start_matches(", expected one of ")
+            .trim_start_matches(", expected ")
+            .replace('`', "");
+        return format!("unknown key '{path}' (known: {known})");
+    }
+    format!("{path}: {msg}")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hub::Timings;
 
     #[test]
     fn embedded_default_is_loopback() {
@@ -411,6 +507,8 @@ mod tests {
             vec![ListenSpec::Tcp("127.0.0.1:8002".parse().unwrap())]
         );
         assert!(!c.server.echo);
+        assert_eq!(c.hub.internal_ws_url, c.hub.public_ws_url);
+        assert_eq!(c.state_dir, PathBuf::from("augmentos-edge-state"));
     }
 
     const APP: &str = r#"{"packageName": "com.x", "name": "X", "publicUrl": "http://127.0.0.1:3000",
@@ -427,16 +525,58 @@ mod tests {
         format!(r#"{{"apps": [{v}]}}"#)
     }
 
+    /// The error for `json`, which must be refused.
+    fn error(json: &str) -> String {
+        match Config::from_json(json) {
+            Ok(_) => panic!("{json}: accepted"),
+            Err(e) => e,
+        }
+    }
+
     #[test]
     fn apps_are_parsed() {
         let c = Config::from_json(&format!(
             r#"{{"apps": [{APP}], "jwtSecret": "0123456789abcdef0"}}"#
         ))
         .unwrap();
-        assert_eq!(c.hub.apps[0].webhook_target.port, 3000);
-        assert!(!c.hub.apps[0].is_system_app);
+        let app = &c.hub.apps[0];
+        assert_eq!(app.package_name, "com.x");
+        assert_eq!(app.name, "X");
+        assert_eq!(app.public_url, "http://127.0.0.1:3000");
+        assert_eq!(app.webhook_target.port, 3000);
+        assert_eq!(app.webhook_path, "", "the prefix of /webhook");
+        assert!(!app.is_system_app);
+        assert!(app.permissions.is_empty());
+        assert!(app.allowed_addresses.is_empty());
+        assert_eq!(c.hub.jwt_secret, b"0123456789abcdef0");
         assert!(!c.dev_secret);
         assert!(Config::embedded().dev_secret);
+        assert_eq!(Config::embedded().hub.jwt_secret, DEV_SECRET.as_bytes());
+    }
+
+    #[test]
+    fn app_options_are_parsed() {
+        let c = Config::from_json(
+            r#"{"apps": [{"packageName": "com.sys", "name": "Sys",
+                "publicUrl": "http://[::1]:4000/prefix/",
+                "hashedApiKey": "5E884898DA28047151D0E56F8DC6292773603D0D6AABBDD62A11EF721D1542D8",
+                "isSystemApp": true, "permissions": ["MICROPHONE", "ALL"],
+                "allowedAddresses": ["127.0.0.1", "::1", "unix", "in-process"]}]}"#,
+        )
+        .unwrap();
+        let app = &c.hub.apps[0];
+        assert!(app.is_system_app);
+        assert_eq!(app.webhook_target.port, 4000);
+        assert_eq!(app.webhook_path, "/prefix");
+        assert_eq!(
+            app.hashed_api_key,
+            "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8"
+        );
+        assert_eq!(app.permissions, ["MICROPHONE", "ALL"]);
+        assert_eq!(
+            app.allowed_addresses,
+            ["127.0.0.1", "::1", "unix", "in-process"]
+        );
     }
 
     #[test]
@@ -452,51 +592,179 @@ mod tests {
             ),
             (
                 app_with("\"permissions\": [\"MIC\"]"),
-                "apps[0].permissions: unknown permission 'MIC'",
+                "apps[0].permissions[0]: unknown permission 'MIC'",
+            ),
+            (
+                app_with("\"permissions\": [\"CAMERA\", \"FOO\"]"),
+                "apps[0].permissions[1]: unknown permission 'FOO' (known: MICROPHONE,",
             ),
             (
                 app_with("\"allowedAddresses\": [\"somewhere\"]"),
-                "apps[0].allowedAddresses: 'somewhere'",
+                "apps[0].allowedAddresses[0]: 'somewhere'",
+            ),
+            (
+                app_with("\"packageName\": \"com x\""),
+                "apps[0].packageName: 'com x' may not contain spaces",
+            ),
+            (
+                app_with("\"name\": \"\""),
+                "apps[0].name: expected a non-empty",
             ),
             (app_with("\"colour\": 1"), "unknown key 'apps[0].colour'"),
-            (format!(r#"{{"apps": [{APP}, {APP}]}}"#), "listed twice"),
+            (
+                format!(r#"{{"apps": [{APP}, {APP}]}}"#),
+                "apps[1].packageName: 'com.x' is listed twice",
+            ),
         ];
         let mut cases: Vec<(&str, &str)> = vec![
-            (r#"{"lsten": []}"#, "unknown key 'lsten'"),
+            (r#"{"lsten": []}"#, "unknown key 'lsten' (known: listen,"),
             (
                 r#"{"limits": {"maxFrame": 1}}"#,
                 "unknown key 'limits.maxFrame'",
             ),
             (
                 r#"{"limits": {"maxFrameBytes": 1}}"#,
-                "limits.maxFrameBytes: expected an integer",
+                "limits.maxFrameBytes: expected an integer from 125 to 16777216, got 1",
             ),
             (r#"{"listen": ["nowhere"]}"#, "listen[0]: 'nowhere'"),
+            (r#"{"listen": []}"#, "listen: expected a non-empty array"),
             (
                 r#"{"echoRoute": "yes"}"#,
-                "echoRoute: expected true or false",
+                "echoRoute: invalid type: string \"yes\", expected a boolean",
             ),
             (
                 r#"{"timings": {"closeTimeoutMs": -1}}"#,
-                "timings.closeTimeoutMs",
+                "timings.closeTimeoutMs: expected an integer from 10 to 60000, got -1",
             ),
             ("[1]", "must be a JSON object"),
+            ("{", "invalid JSON"),
             (
                 r#"{"publicWsUrl": "http://x"}"#,
                 "publicWsUrl: expected a ws://",
+            ),
+            (
+                r#"{"internalWsUrl": "x"}"#,
+                "internalWsUrl: expected a ws://",
             ),
             (
                 r#"{"jwtSecret": "short"}"#,
                 "jwtSecret: expected a string of at least 16",
             ),
             (
+                r#"{"stateDir": ""}"#,
+                "stateDir: expected a non-empty string",
+            ),
+            (
                 r#"{"apps": [{"packageName": "a"}]}"#,
-                "apps[0].publicUrl: expected a non-empty string",
+                "apps[0]: missing field `name`",
+            ),
+            (
+                r#"{"apps": {}}"#,
+                "apps: invalid type: map, expected a sequence",
             ),
         ];
         cases.extend(owned.iter().map(|(j, w)| (j.as_str(), *w)));
         for (json, want) in cases {
-            let err = Config::from_json(json).unwrap_err();
+            let err = error(json);
+            assert!(err.contains(want), "{json}: {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_nested_key_is_named_with_its_path() {
+        let err = error(r#"{"timings": {"gracePeriodMs": 5, "bogus": 1}}"#);
+        assert!(
+            err.starts_with("unknown key 'timings.bogus' (known: "),
+            "{err}"
+        );
+        assert!(err.contains("gracePeriodMs"), "{err}");
+        let err = error(&format!(
+            r#"{{"apps": [{APP}, {{"packageName": "b", "nmae": "B"}}]}}"#
+        ));
+        assert!(err.starts_with("unknown key 'apps[1].nmae'"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_named_with_its_path() {
+        for (json, want) in [
+            (
+                app_with("\"isSystemApp\": \"yes\""),
+                "apps[0].isSystemApp: invalid type: string \"yes\", expected a boolean",
+            ),
+            (
+                app_with("\"permissions\": \"ALL\""),
+                "apps[0].permissions: invalid type: string \"ALL\", expected a sequence",
+            ),
+            (
+                app_with("\"permissions\": [1]"),
+                "apps[0].permissions[0]: invalid type: integer `1`, expected a string",
+            ),
+            (
+                r#"{"limits": {"maxBodyBytes": "1M"}}"#.to_string(),
+                "limits.maxBodyBytes: invalid type: string \"1M\", expected an integer from 0 to",
+            ),
+            (
+                r#"{"timings": {"webhookAttempts": 2.5}}"#.to_string(),
+                "timings.webhookAttempts: invalid type: floating point `2.5`, expected an integer",
+            ),
+            (
+                r#"{"timings": 5}"#.to_string(),
+                "timings: invalid type: integer `5`, expected an object",
+            ),
+            (
+                r#"{"listen": [8002]}"#.to_string(),
+                "listen[0]: invalid type: integer `8002`, expected a string",
+            ),
+        ] {
+            let err = error(&json);
+            assert!(err.contains(want), "{json}: {err}");
+        }
+    }
+
+    #[test]
+    fn out_of_range_number_is_named_with_its_path() {
+        // Each bound is inclusive: the bound passes, one past it is refused.
+        for (key, lo, hi) in [
+            ("limits.maxFrameBytes", 125, 16 << 20),
+            ("limits.maxRequestHeadBytes", 1024, 64 << 10),
+            ("limits.maxConnections", 1, crate::net::MAX_INDEX as u64 - 1),
+            ("timings.webhookAttempts", 1, 10),
+            ("timings.idleTimeoutMs", 1000, 3_600_000),
+        ] {
+            let (object, field) = key.split_once('.').unwrap();
+            let at = |n: u64| Config::from_json(&format!(r#"{{"{object}": {{"{field}": {n}}}}}"#));
+            assert!(at(lo).is_ok(), "{key} = {lo}");
+            assert!(at(hi).is_ok(), "{key} = {hi}");
+            let want = format!("{key}: expected an integer from {lo} to {hi}, got ");
+            for bad in [lo.wrapping_sub(1), hi + 1] {
+                if bad == u64::MAX {
+                    continue; // lo is 0: nothing below it
+                }
+                let err = at(bad).unwrap_err();
+                assert_eq!(err, format!("{want}{bad}"), "{key} = {bad}");
+            }
+        }
+        let err = error(r#"{"timings": {"restartAttempts": 18446744073709551615}}"#);
+        assert!(
+            err.contains("timings.restartAttempts: expected an integer from 0 to 100"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn null_is_not_a_value() {
+        for (json, want) in [
+            (r#"{"jwtSecret": null}"#.to_string(), "jwtSecret: null"),
+            (
+                r#"{"timings": {"gracePeriodMs": null}}"#.to_string(),
+                "timings.gracePeriodMs: null",
+            ),
+            (
+                app_with("\"permissions\": [\"ALL\", null]"),
+                "apps[0].permissions[1]: null",
+            ),
+        ] {
+            let err = error(&json);
             assert!(err.contains(want), "{json}: {err}");
         }
     }
@@ -512,5 +780,77 @@ mod tests {
         assert!(c.server.echo);
         assert_eq!(c.server.ws.max_message, 1000);
         assert_eq!(c.server.handshake_timeout, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn every_key_reaches_its_field() {
+        let c = Config::from_json(
+            r#"{"listen": ["/run/edge.sock"], "echoRoute": true,
+                "publicWsUrl": "wss://edge.example/", "internalWsUrl": "ws://127.0.0.1:8002",
+                "jwtSecret": "augmentos-edge-development-secret", "stateDir": "/var/lib/edge",
+                "limits": {"maxFrameBytes": 1001, "maxMessageBytes": 1002,
+                    "maxRequestHeadBytes": 1030, "maxBodyBytes": 1004,
+                    "maxOutputBytes": 100005, "maxConnections": 1006},
+                "timings": {"handshakeTimeoutMs": 2001, "closeTimeoutMs": 2002,
+                    "gracePeriodMs": 2003, "appConnectTimeoutMs": 2004,
+                    "appReconnectGraceMs": 2005, "webhookTimeoutMs": 2006,
+                    "webhookAttempts": 7, "webhookBackoffMs": 2008, "restartAttempts": 9,
+                    "restartBackoffMs": 2010, "glassesInitTimeoutMs": 2011,
+                    "pingIntervalMs": 2012, "idleTimeoutMs": 2013}}"#,
+        )
+        .unwrap();
+        let ms = Duration::from_millis;
+        assert_eq!(c.listen, [ListenSpec::Unix("/run/edge.sock".into())]);
+        assert!(c.server.echo);
+        assert_eq!(c.hub.public_ws_url, "wss://edge.example");
+        assert_eq!(c.hub.internal_ws_url, "ws://127.0.0.1:8002");
+        assert!(
+            c.dev_secret,
+            "the development secret, even when written out"
+        );
+        assert_eq!(c.state_dir, PathBuf::from("/var/lib/edge"));
+        let s = &c.server;
+        assert_eq!(
+            (
+                s.ws.max_frame,
+                s.ws.max_message,
+                s.http.max_head,
+                s.http.max_body
+            ),
+            (1001, 1002, 1030, 1004)
+        );
+        assert_eq!((s.max_output, s.max_connections), (100_005, 1006));
+        assert_eq!((s.handshake_timeout, s.close_timeout), (ms(2001), ms(2002)));
+        assert_eq!(
+            (s.ping_interval, s.idle_timeout),
+            (Some(ms(2012)), ms(2013))
+        );
+        let t = &c.hub.timings;
+        assert_eq!(t.grace_period, ms(2003));
+        assert_eq!(t.app_connect_timeout, ms(2004));
+        assert_eq!(t.app_reconnect_grace, ms(2005));
+        assert_eq!(t.webhook_timeout, ms(2006));
+        assert_eq!(t.webhook_attempts, 7);
+        assert_eq!(t.webhook_backoff, ms(2008));
+        assert_eq!(t.restart_attempts, 9);
+        assert_eq!(t.restart_backoff, ms(2010));
+        assert_eq!(t.glasses_init_timeout, ms(2011));
+        // Keys left out keep the core's defaults.
+        assert_eq!(
+            t.restart_reset_after,
+            Timings::default().restart_reset_after
+        );
+        assert_eq!(s.read_pause, ServerConfig::default().read_pause);
+    }
+
+    #[test]
+    fn ping_interval_zero_turns_pings_off() {
+        let c = Config::from_json(r#"{"timings": {"pingIntervalMs": 0}}"#).unwrap();
+        assert_eq!(c.server.ping_interval, None);
+        let c = Config::from_json("{}").unwrap();
+        assert_eq!(
+            c.server.ping_interval,
+            ServerConfig::default().ping_interval
+        );
     }
 }

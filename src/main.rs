@@ -1,11 +1,11 @@
-//! Shell layer: the command line. Parses arguments, loads the config, runs the reactor, or
+//! Shell layer: the command line. Parses arguments, loads the config (reads the file, parses
+//! it with [`Config::from_json`], applies the environment override), runs the reactor, or
 //! prints a key hash or a token.
 
 use augmentos_edge::auth;
-use augmentos_edge::config::Config;
+use augmentos_edge::config::{Config, DEV_SECRET};
 use augmentos_edge::reactor::{bind_all, Clock, Reactor};
 use augmentos_edge::server::Server;
-use std::path::Path;
 use std::process::ExitCode;
 
 const USAGE: &str = "usage:
@@ -60,12 +60,25 @@ fn flags<'a>(args: &'a [String], known: &[&str]) -> Result<Vec<(&'a str, &'a str
     Ok(out)
 }
 
-fn load(config: Option<&str>) -> Result<Config, String> {
-    let mut c = match config {
-        Some(path) => Config::load(Path::new(path))?,
+/// The environment variable that, when set and not empty, overrides the configured secret.
+const SECRET_ENV: &str = "AUGMENTOS_AUTH_JWT_SECRET";
+
+/// The config file at `path` (the embedded default without one), then the environment.
+fn load(path: Option<&str>) -> Result<Config, String> {
+    let mut c = match path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read config {path}: {e}"))?;
+            Config::from_json(&text).map_err(|e| format!("config {path}: {e}"))?
+        }
         None => Config::embedded(),
     };
-    c.apply_env();
+    if let Ok(s) = std::env::var(SECRET_ENV) {
+        if !s.is_empty() {
+            c.dev_secret = s == DEV_SECRET;
+            c.hub.jwt_secret = s.into_bytes();
+        }
+    }
     Ok(c)
 }
 
@@ -78,8 +91,7 @@ fn serve(args: &[String]) -> Result<(), String> {
     let config = load(path)?;
     if config.dev_secret {
         log::warn!(
-            "glasses and app tokens are signed with the PUBLIC development secret '{}'; set jwtSecret in the config or AUGMENTOS_AUTH_JWT_SECRET before real use",
-            augmentos_edge::config::DEV_SECRET
+            "glasses and app tokens are signed with the PUBLIC development secret '{DEV_SECRET}'; set jwtSecret in the config or {SECRET_ENV} before real use"
         );
     }
     let listeners = bind_all(&config.listen)?;

@@ -5,14 +5,16 @@
 //! [`verify`]: the token length is checked against [`MAX_TOKEN_LEN`] before any other work; the
 //! token has exactly three dot-separated parts, each strict base64url; the header's `alg` must
 //! be exactly `"HS256"` (so `none`, other HMAC sizes and public-key algorithms are refused —
-//! no algorithm confusion); the signature is compared in constant time *before* the claims are
-//! decoded, so nothing from an unauthenticated payload is ever trusted; the claims are a JSON
-//! object; `exp` (if present) must be a number greater than now, `nbf` (if present) a number
-//! not greater than now. No input can make it panic.
+//! no algorithm confusion) and it may not carry `crit`; the header is read only to refuse it,
+//! nothing in it selects how the token is checked; the signature is verified in constant time
+//! (`hmac`'s `verify_slice`) *before* the claims are decoded, so nothing from an
+//! unauthenticated payload is ever trusted; the claims are a JSON object; `exp` (if present)
+//! must be a number greater than now, `nbf` (if present) a number not greater than now. No
+//! input can make it panic.
 
 use serde_json::{json, Map, Value};
 
-use super::{base64, constant_time_eq, hash_api_key, hmac_sha256};
+use super::{base64, hash_api_key, hmac_sha256, verify_hmac_sha256};
 
 /// Longest token [`verify`] looks at (8 KiB, well above any token this server issues).
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
@@ -70,9 +72,9 @@ impl JwtError {
 /// The claims are serialised as given; [`verify`] accepts only a JSON object.
 pub fn sign(claims: &Value, secret: &[u8]) -> String {
     let payload = claims.to_string();
-    let mut token = String::with_capacity(
-        HEADER_B64.len() + base64::encoded_len(payload.len()) + base64::encoded_len(32) + 2,
-    );
+    // Unpadded base64url of n bytes is at most 4 * ceil(n / 3) characters; the MAC is 43.
+    let mut token =
+        String::with_capacity(HEADER_B64.len() + payload.len().div_ceil(3) * 4 + 43 + 2);
     token.push_str(HEADER_B64);
     token.push('.');
     base64::encode_into(payload.as_bytes(), &mut token);
@@ -108,8 +110,7 @@ pub fn verify(
     }
 
     let signature = base64::decode(signature_b64.as_bytes()).map_err(|_| JwtError::Malformed)?;
-    let expected = hmac_sha256(secret, signing_input.as_bytes());
-    if !constant_time_eq(&signature, &expected) {
+    if !verify_hmac_sha256(secret, signing_input.as_bytes(), &signature) {
         return Err(JwtError::BadSignature);
     }
 

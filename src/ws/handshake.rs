@@ -3,10 +3,17 @@
 //! Owns nothing. [`validate_upgrade`] checks a parsed request against §4.2.1, one
 //! [`UpgradeError`] per rule (each with its HTTP status and error code); [`write_accept`] writes
 //! the 101 response. Invariant: a request that passes has method GET, HTTP/1.1 or later,
-//! `Upgrade: websocket`, `Connection` containing `upgrade`, version 13 and a key that decodes
-//! to exactly 16 bytes.
+//! `Upgrade: websocket`, `Connection` containing `upgrade`, version 13 and a key that is
+//! canonical padded base64 of exactly 16 bytes. The accept value is SHA-1 (`sha1` crate) and
+//! base64 (`base64` crate), as §4.2.2 prescribes.
 
 use crate::http::Request;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use sha1::{Digest, Sha1};
+
+/// Appended to the client's key before hashing (RFC 6455 §1.3).
+const ACCEPT_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpgradeError {
@@ -88,31 +95,26 @@ pub fn validate_upgrade<'a>(req: &Request<'a>) -> Result<&'a str, UpgradeError> 
     Ok(key)
 }
 
-/// A base64 string that decodes to exactly 16 bytes: 22 alphabet characters, the last of which
-/// carries only 2 bits (so its low 4 bits are zero), then `==`.
+/// A key that is canonical padded base64 (`STANDARD` refuses missing or extra padding and
+/// non-zero trailing bits) of exactly 16 bytes, hence 24 characters ending in `==`. The output
+/// buffer is the decoder's estimate for 24 characters; a longer key does not fit and fails.
 fn is_16_byte_base64(key: &str) -> bool {
-    let b = key.as_bytes();
-    if b.len() != 24 || &b[22..] != b"==" {
-        return false;
-    }
-    let value = |c: u8| -> Option<u8> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        })
-    };
-    b[..22].iter().all(|&c| value(c).is_some()) && value(b[21]).is_some_and(|v| v & 0x0F == 0)
+    key.len() == 24 && matches!(STANDARD.decode_slice(key, &mut [0u8; 18]), Ok(16))
+}
+
+/// `Sec-WebSocket-Accept` for `key`: base64 of SHA-1(key + GUID) (RFC 6455 §4.2.2).
+fn accept_key(key: &str) -> String {
+    let digest = Sha1::new()
+        .chain_update(key.as_bytes())
+        .chain_update(ACCEPT_GUID)
+        .finalize();
+    STANDARD.encode(digest)
 }
 
 /// Append the 101 response for `key`.
 pub fn write_accept(out: &mut Vec<u8>, key: &str) {
-    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
     out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ");
-    out.extend_from_slice(accept.as_bytes());
+    out.extend_from_slice(accept_key(key).as_bytes());
     out.extend_from_slice(b"\r\n\r\n");
 }
 
@@ -139,6 +141,15 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
         assert!(text.starts_with("HTTP/1.1 101 "));
+    }
+
+    #[test]
+    fn accept_key_matches_the_rfc_example() {
+        // RFC 6455 §1.3.
+        assert_eq!(
+            accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
     }
 
     #[test]
@@ -177,6 +188,33 @@ mod tests {
             ),
             (
                 OK.replace("dGhlIHNhbXBsZSBub25jZQ==", "dGhlIHNhbXBsZSBub25jZQ"),
+                UpgradeError::BadKey,
+                400,
+            ),
+            (
+                // 17 bytes, and 15 bytes: canonical base64, wrong length.
+                OK.replace("dGhlIHNhbXBsZSBub25jZQ==", "dGhlIHNhbXBsZSBub25jZQA="),
+                UpgradeError::BadKey,
+                400,
+            ),
+            (
+                OK.replace("dGhlIHNhbXBsZSBub25jZQ==", "dGhlIHNhbXBsZSBub25j"),
+                UpgradeError::BadKey,
+                400,
+            ),
+            (
+                // Base64url characters, padding in the middle, one key too long.
+                OK.replace("dGhlIHNhbXBsZSBub25jZQ==", "dGhlIHNhbXBsZSBub25-ZQ=="),
+                UpgradeError::BadKey,
+                400,
+            ),
+            (
+                OK.replace("dGhlIHNhbXBsZSBub25jZQ==", "dGhlIHNhbXBsZSBub2=jZQ=="),
+                UpgradeError::BadKey,
+                400,
+            ),
+            (
+                OK.replace("dGhlIHNhbXBsZSBub25jZQ==", "dGhlIHNhbXBsZSBub25jZQ==dGhl"),
                 UpgradeError::BadKey,
                 400,
             ),
