@@ -81,6 +81,15 @@ impl Server {
         self.net.at_token(token)
     }
 
+    /// Unread input held for `id`: its length and capacity (for invariant checks).
+    pub fn pending_input(&self, id: ConnId) -> (usize, usize) {
+        self.proto
+            .get(id.index as usize)
+            .and_then(Option::as_ref)
+            .filter(|p| p.gen == id.gen)
+            .map_or((0, 0), |p| (p.pending.len(), p.pending.capacity()))
+    }
+
     // ---- inputs --------------------------------------------------------------------------
 
     /// A transport accepted a connection. `None` only when no slot can be encoded (the shell
