@@ -75,10 +75,7 @@ pub struct Now {
 impl Now {
     pub fn new(mono: Instant, wall: Wall) -> Now {
         let mut iso = [b'0'; ISO_LEN];
-        let text = iso8601(wall);
-        if text.len() == ISO_LEN {
-            iso.copy_from_slice(text.as_bytes());
-        }
+        write_iso8601(wall, &mut iso);
         Now { mono, wall, iso }
     }
 
@@ -97,6 +94,14 @@ impl std::fmt::Debug for Now {
 /// ISO-8601 UTC with milliseconds (`2025-05-21T12:00:00.000Z`). Years past 9999 are clamped to
 /// the last millisecond of 9999, so the text always has the same length.
 pub fn iso8601(t: Wall) -> String {
+    let mut out = [0u8; ISO_LEN];
+    write_iso8601(t, &mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// [`iso8601`] into a fixed buffer, without allocating.
+fn write_iso8601(t: Wall, out: &mut [u8; ISO_LEN]) {
+    use std::io::Write;
     let ms = t.0.min(253_402_300_799_999_000) / 1000;
     let (secs, millis) = (ms / 1000, ms % 1000);
     let days = (secs / 86_400) as i64;
@@ -111,12 +116,13 @@ pub fn iso8601(t: Wall) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
+    let _ = write!(
+        &mut out[..],
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
         rem / 3600,
         (rem % 3600) / 60,
         rem % 60
-    )
+    );
 }
 
 #[cfg(test)]
