@@ -196,3 +196,124 @@ fn metrics_show_sessions_refusals_and_round_trips() {
         );
     }
 }
+
+#[test]
+fn a_glasses_socket_belongs_to_one_session_for_its_whole_life() {
+    let mut w = world();
+    let c = bare_glasses(&mut w);
+    let init = |user: &str| {
+        json!({"type": "connection_init", "coreToken": jwt::glasses_token(user, SECRET)})
+            .to_string()
+    };
+    w.send_text(c, &init("ann@example.com"));
+    assert_eq!(of_type(&w.json_messages(c), "connection_ack").len(), 1);
+    // The same socket now claims to be another user: refused and closed.
+    w.send_text(c, &init("ben@example.com"));
+    let msgs = w.json_messages(c);
+    assert_eq!(
+        of_type(&msgs, "connection_error")[0]["code"],
+        "ALREADY_INITIALIZED",
+        "{msgs:?}"
+    );
+    assert!(of_type(&msgs, "connection_ack").is_empty(), "{msgs:?}");
+    assert!(msgs.iter().any(|m| m["close"] == 1008), "{msgs:?}");
+    // Only the first user's session exists, and the socket's close starts its grace period.
+    assert_eq!(w.server.hub.session_count(), 1);
+    w.send_frame(c, true, Opcode::Close, &1000u16.to_be_bytes());
+    assert!(w.clients[c].closed);
+    w.advance(Duration::from_secs(59));
+    assert_eq!(w.server.hub.session_count(), 1);
+    w.advance(Duration::from_secs(1));
+    assert_eq!(w.server.hub.session_count(), 0);
+    assert_eq!(w.server.hub.counters.sessions_ended, 1);
+    // The same user again on the same socket is only acknowledged again.
+    let d = bare_glasses(&mut w);
+    w.send_text(d, &init("cy@example.com"));
+    w.send_text(d, &init("cy@example.com"));
+    let msgs = w.json_messages(d);
+    assert_eq!(of_type(&msgs, "connection_ack").len(), 2, "{msgs:?}");
+    assert!(!w.clients[d].closed);
+}
+
+/// Parse a Prometheus text exposition with the reference parser (the Python client's), and
+/// return each sample as `[name, labels, value]`; `None` when that parser is not installed
+/// (outside CI only: under `CI=true` a missing parser fails the test).
+fn parse_with_prometheus(text: &str) -> Option<Value> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    const SCRIPT: &str = "import sys, json\n\
+        from prometheus_client.parser import text_string_to_metric_families\n\
+        out = []\n\
+        for f in text_string_to_metric_families(sys.stdin.read()):\n\
+        \x20   for s in f.samples:\n\
+        \x20       out.append([s.name, s.labels, s.value])\n\
+        print(json.dumps(out))\n";
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    let has_parser = Command::new("python3")
+        .args(["-c", "import prometheus_client"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_parser {
+        assert!(
+            !ci,
+            "CI needs python3 with prometheus-client (tests/requirements.txt)"
+        );
+        eprintln!("skipped: python3 with prometheus-client is not installed");
+        return None;
+    }
+    let mut child = Command::new("python3")
+        .args(["-c", SCRIPT])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write the exposition");
+    let out = child.wait_with_output().expect("the parser finishes");
+    assert!(
+        out.status.success(),
+        "the reference parser refused the exposition: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(serde_json::from_slice(&out.stdout).expect("the parser's JSON"))
+}
+
+#[test]
+fn a_hostile_user_id_cannot_forge_or_break_metrics() {
+    let mut w = world();
+    let evil = "eve\"} 1\naugmentos_forged_total{x=\"y\"} 7\n\\";
+    let g = w.connect();
+    let bearer = format!(
+        "Authorization: Bearer {}",
+        jwt::glasses_token(evil, SECRET)
+    );
+    assert_eq!(w.upgrade_with(g, "/glasses-ws", &[&bearer]).0, 101);
+    w.send_text(g, r#"{"type":"connection_init"}"#);
+    assert_eq!(of_type(&w.json_messages(g), "connection_ack").len(), 1);
+    let m = w.connect();
+    w.send_raw(m, b"GET /metrics HTTP/1.1\r\n\r\n");
+    let (status, body) = w.clients[m].take_http_response().expect("a response");
+    assert_eq!(status, 200);
+    assert!(
+        !body.lines().any(|l| l.starts_with("augmentos_forged")),
+        "{body}"
+    );
+    let Some(samples) = parse_with_prometheus(&body) else {
+        return;
+    };
+    let samples = samples.as_array().expect("a list of samples");
+    assert!(samples.iter().all(|s| s[0] != "augmentos_forged_total"));
+    let idle: Vec<&Value> = samples
+        .iter()
+        .filter(|s| s[0] == "augmentos_connection_idle_seconds")
+        .collect();
+    assert_eq!(idle.len(), 1, "{samples:?}");
+    assert_eq!(idle[0][1]["user"], evil);
+    assert_eq!(idle[0][1]["kind"], "glasses");
+}

@@ -20,6 +20,7 @@ use augmentos_edge::hub::{HubConfig, Timings};
 use augmentos_edge::net::{Peer, Target};
 use augmentos_edge::server::ServerConfig;
 use augmentos_edge::sim::{Received, World};
+use augmentos_edge::ws::Opcode;
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -1444,4 +1445,192 @@ fn user_and_package_with_dashes_join_by_suffix() {
         "mary-com.my-app.live-captions",
     );
     assert_refused(&mut w, c, "SESSION_NOT_FOUND", "first-dash split");
+}
+
+// ---- hostile clients on the venue network --------------------------------------------------
+
+/// A world whose heartbeat pings every second, so a socket can stay "alive" by answering.
+fn world_pinging(max_connections: usize) -> World {
+    World::with_hub(
+        ServerConfig {
+            ping_interval: Some(secs(1)),
+            idle_timeout: secs(3),
+            max_connections,
+            ..ServerConfig::default()
+        },
+        HubConfig {
+            public_ws_url: PUBLIC_WS.into(),
+            internal_ws_url: INTERNAL_WS.into(),
+            jwt_secret: SECRET.to_vec(),
+            apps: apps(),
+            ..HubConfig::default()
+        },
+    )
+}
+
+fn health(w: &mut World) -> u16 {
+    let c = w.connect();
+    w.send_raw(c, b"GET /health HTTP/1.1\r\n\r\n");
+    w.clients[c].take_http_response().map_or(0, |(s, _)| s)
+}
+
+#[test]
+fn app_sockets_that_never_initialise_are_closed_at_their_deadline_though_they_answer_pings() {
+    let mut w = world_pinging(3);
+    let idle: Vec<usize> = (0..3)
+        .map(|_| {
+            let c = w.connect();
+            assert_eq!(w.upgrade(c, "/app-ws"), 101);
+            c
+        })
+        .collect();
+    // Every client slot is held: even /health is refused.
+    assert_eq!(health(&mut w), 503);
+    // They answer every ping, as client libraries do, for the whole init deadline (5 s).
+    for _ in 0..4 {
+        w.advance(secs(1));
+        for &c in &idle {
+            w.send_frame(c, true, Opcode::Pong, b"edge");
+        }
+    }
+    assert!(idle.iter().all(|&c| !w.clients[c].closed));
+    w.advance(secs(1));
+    for &c in &idle {
+        let msgs = w.json_messages(c);
+        let errs = of_type(&msgs, "tpa_connection_error");
+        assert_eq!(errs.len(), 1, "{msgs:?}");
+        assert_eq!(errs[0]["code"], "INIT_TIMEOUT");
+        assert_eq!(closes(&msgs)[0]["close"], 1008, "{msgs:?}");
+    }
+    // They get the close deadline to answer our close frame, then the slots are free.
+    w.advance(secs(2));
+    assert!(idle.iter().all(|&c| w.clients[c].closed));
+    assert_eq!(health(&mut w), 200);
+    assert_eq!(w.server.hub.counters.refusals.get("INIT_TIMEOUT"), Some(&3));
+}
+
+#[test]
+fn a_binary_frame_before_init_is_refused_like_any_message_before_init() {
+    let mut w = world();
+    let c = w.connect();
+    assert_eq!(w.upgrade(c, "/tpa-ws"), 101);
+    w.send_frame(c, true, Opcode::Binary, &[0, 1, 2, 3]);
+    let msgs = w.json_messages(c);
+    assert_eq!(
+        of_type(&msgs, "tpa_connection_error")[0]["code"],
+        "NOT_INITIALIZED",
+        "{msgs:?}"
+    );
+    assert_eq!(closes(&msgs)[0]["close"], 1008, "{msgs:?}");
+}
+
+#[test]
+fn a_bound_app_message_without_a_string_type_gets_a_structured_error() {
+    let mut w = world();
+    let g = session(&mut w, ALICE);
+    let app = start_active(&mut w, g, ALICE, CAPTIONS);
+    for bad in [r#"{"type":5}"#, r#"{"packageName":"x"}"#, "[1,2]", "not json"] {
+        w.send_text(app, bad);
+        let msgs = w.json_messages(app);
+        assert_eq!(msgs.len(), 1, "{bad}: {msgs:?}");
+        assert_eq!(msgs[0]["type"], "tpa_connection_error", "{bad}: {msgs:?}");
+        assert_eq!(msgs[0]["code"], "MALFORMED_MESSAGE", "{bad}: {msgs:?}");
+    }
+    // The app stays connected and routed.
+    assert!(!w.clients[app].closed);
+    subscribe(&mut w, app, CAPTIONS, json!(["button_press"]));
+    assert_routed(&mut w, g, app, ALICE, CAPTIONS);
+}
+
+#[test]
+fn start_stop_toggling_is_rate_limited_coalesced_and_never_crowds_out_clients() {
+    // Four client slots: the glasses and the system app hold two.
+    let mut w = world_pinging(4);
+    let g = session(&mut w, ALICE);
+    let port = port_of(CAPTIONS);
+    // The app server accepts and never answers; the glasses toggle as fast as they can.
+    for i in 0..200 {
+        if i % 2 == 0 {
+            start_app(&mut w, g, CAPTIONS);
+        } else {
+            stop_app(&mut w, g, CAPTIONS);
+        }
+    }
+    let msgs = w.json_messages(g);
+    let limited = of_type(&msgs, "connection_error")
+        .iter()
+        .filter(|m| m["code"] == "RATE_LIMITED")
+        .count();
+    assert_eq!(limited, 190, "a burst of 10 passes, the rest is refused");
+    // Of the ten that passed, the app server heard the first start and the first stop; the
+    // rest wait behind that stop as one request, the latest.
+    let sent = w
+        .outbound
+        .iter()
+        .filter(|o| o.target.port == port)
+        .count();
+    assert_eq!(sent, 2);
+    assert_eq!(w.server.hub.counters.webhooks_coalesced, 7);
+    // Client connections are untouched by the outbound ones.
+    assert_eq!(health(&mut w), 200);
+    assert_eq!(w.server.net.inbound_count(), 2);
+    // A second later the session may ask again, once.
+    w.advance(secs(1));
+    start_app(&mut w, g, CAPTIONS);
+    stop_app(&mut w, g, CAPTIONS);
+    let msgs = w.json_messages(g);
+    let codes: Vec<_> = of_type(&msgs, "connection_error")
+        .iter()
+        .map(|m| m["code"].clone())
+        .collect();
+    assert_eq!(codes, vec![json!("RATE_LIMITED")], "{msgs:?}");
+}
+
+#[test]
+fn webhooks_are_capped_per_app_server_and_in_total_apart_from_client_connections() {
+    let mut w = World::with_hub(
+        ServerConfig {
+            ping_interval: None,
+            max_connections: 8,
+            max_outbound: 3,
+            ..ServerConfig::default()
+        },
+        HubConfig {
+            public_ws_url: PUBLIC_WS.into(),
+            internal_ws_url: INTERNAL_WS.into(),
+            jwt_secret: SECRET.to_vec(),
+            apps: apps(),
+            max_webhooks_per_server: 2,
+            ..HubConfig::default()
+        },
+    );
+    let users = ["u1@x.org", "u2@x.org", "u3@x.org"];
+    let glasses: Vec<usize> = users.iter().map(|u| glasses_raw(&mut w, u).0).collect();
+    // Each session's system app start is one webhook to the STT server: 3 wanted, 2 allowed.
+    let stt_port = port_of(STT);
+    let to_stt = |w: &World| w.outbound.iter().filter(|o| o.target.port == stt_port).count();
+    assert_eq!(to_stt(&w), 2);
+    assert_eq!(w.server.hub.app_state(users[2], STT), Some("loading"));
+    // The same sessions start the captions app: one more fits the total cap of 3.
+    for &g in &glasses {
+        start_app(&mut w, g, CAPTIONS);
+    }
+    assert_eq!(w.server.net.outbound_count(), 3);
+    // Client connections still fit, however many webhooks wait.
+    assert_eq!(health(&mut w), 200);
+    assert!(w.server.stats().outbound_refused >= 2);
+    // The refused attempts are retried after the backoff, within the caps.
+    let sent = w.outbound.len();
+    let first = w.open_outbound()[0];
+    w.respond_http(first, 200);
+    w.advance(secs(1));
+    assert!(w.outbound.len() > sent);
+    assert!(w.server.net.outbound_count() <= 3);
+    assert!(
+        w.open_outbound()
+            .iter()
+            .filter(|&&i| w.outbound[i].target.port == stt_port)
+            .count()
+            <= 2
+    );
 }
