@@ -289,10 +289,7 @@ fn a_hostile_user_id_cannot_forge_or_break_metrics() {
     let mut w = world();
     let evil = "eve\"} 1\naugmentos_forged_total{x=\"y\"} 7\n\\";
     let g = w.connect();
-    let bearer = format!(
-        "Authorization: Bearer {}",
-        jwt::glasses_token(evil, SECRET)
-    );
+    let bearer = format!("Authorization: Bearer {}", jwt::glasses_token(evil, SECRET));
     assert_eq!(w.upgrade_with(g, "/glasses-ws", &[&bearer]).0, 101);
     w.send_text(g, r#"{"type":"connection_init"}"#);
     assert_eq!(of_type(&w.json_messages(g), "connection_ack").len(), 1);
@@ -316,4 +313,38 @@ fn a_hostile_user_id_cannot_forge_or_break_metrics() {
     assert_eq!(idle.len(), 1, "{samples:?}");
     assert_eq!(idle[0][1]["user"], evil);
     assert_eq!(idle[0][1]["kind"], "glasses");
+}
+
+#[test]
+fn a_box_that_learns_the_date_late_checks_tokens_and_stamps_messages_by_the_new_date() {
+    use augmentos_edge::time::Wall;
+    let mut w = world();
+    // The box booted without a real-time clock: it believes it is 1970.
+    w.set_wall(Wall::from_micros(0));
+    let nbf_2025 = 1_735_689_600u64;
+    let token = jwt::sign(
+        &json!({"sub": "kim@example.com", "email": "kim@example.com", "nbf": nbf_2025}),
+        SECRET,
+    );
+    let bearer = format!("Authorization: Bearer {token}");
+    let c = w.connect();
+    let (status, body) = w.upgrade_with(c, "/glasses-ws", &[&bearer]);
+    assert_eq!(status, 401);
+    assert!(body.contains("TOKEN_NOT_YET_VALID"), "{body}");
+    // NTP sets the clock: the same token is good now, and messages carry the new date.
+    w.set_wall(Wall::from_micros((nbf_2025 + 60) * 1_000_000));
+    let g = w.connect();
+    assert_eq!(w.upgrade_with(g, "/glasses-ws", &[&bearer]).0, 101);
+    w.send_text(g, r#"{"type":"connection_init"}"#);
+    let ack = w.json_messages(g);
+    assert_eq!(ack[0]["type"], "connection_ack");
+    assert_eq!(ack[0]["timestamp"], "2025-01-01T00:01:00.000Z");
+    // Deadlines run on the monotonic clock: a wall clock jumping a year ahead ends no grace
+    // period early.
+    w.send_frame(g, true, Opcode::Close, &1000u16.to_be_bytes());
+    w.set_wall(Wall::from_micros((nbf_2025 + 366 * 86_400) * 1_000_000));
+    w.advance(Duration::from_secs(59));
+    assert_eq!(w.server.hub.session_count(), 1);
+    w.advance(Duration::from_secs(1));
+    assert_eq!(w.server.hub.session_count(), 0);
 }

@@ -1529,7 +1529,12 @@ fn a_bound_app_message_without_a_string_type_gets_a_structured_error() {
     let mut w = world();
     let g = session(&mut w, ALICE);
     let app = start_active(&mut w, g, ALICE, CAPTIONS);
-    for bad in [r#"{"type":5}"#, r#"{"packageName":"x"}"#, "[1,2]", "not json"] {
+    for bad in [
+        r#"{"type":5}"#,
+        r#"{"packageName":"x"}"#,
+        "[1,2]",
+        "not json",
+    ] {
         w.send_text(app, bad);
         let msgs = w.json_messages(app);
         assert_eq!(msgs.len(), 1, "{bad}: {msgs:?}");
@@ -1564,11 +1569,7 @@ fn start_stop_toggling_is_rate_limited_coalesced_and_never_crowds_out_clients() 
     assert_eq!(limited, 190, "a burst of 10 passes, the rest is refused");
     // Of the ten that passed, the app server heard the first start and the first stop; the
     // rest wait behind that stop as one request, the latest.
-    let sent = w
-        .outbound
-        .iter()
-        .filter(|o| o.target.port == port)
-        .count();
+    let sent = w.outbound.iter().filter(|o| o.target.port == port).count();
     assert_eq!(sent, 2);
     assert_eq!(w.server.hub.counters.webhooks_coalesced, 7);
     // Client connections are untouched by the outbound ones.
@@ -1591,7 +1592,8 @@ fn webhooks_are_capped_per_app_server_and_in_total_apart_from_client_connections
     let mut w = World::with_hub(
         ServerConfig {
             ping_interval: None,
-            max_connections: 8,
+            // Three glasses and one /health caller fill the client slots exactly.
+            max_connections: 4,
             max_outbound: 3,
             ..ServerConfig::default()
         },
@@ -1608,7 +1610,12 @@ fn webhooks_are_capped_per_app_server_and_in_total_apart_from_client_connections
     let glasses: Vec<usize> = users.iter().map(|u| glasses_raw(&mut w, u).0).collect();
     // Each session's system app start is one webhook to the STT server: 3 wanted, 2 allowed.
     let stt_port = port_of(STT);
-    let to_stt = |w: &World| w.outbound.iter().filter(|o| o.target.port == stt_port).count();
+    let to_stt = |w: &World| {
+        w.outbound
+            .iter()
+            .filter(|o| o.target.port == stt_port)
+            .count()
+    };
     assert_eq!(to_stt(&w), 2);
     assert_eq!(w.server.hub.app_state(users[2], STT), Some("loading"));
     // The same sessions start the captions app: one more fits the total cap of 3.

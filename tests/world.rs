@@ -384,3 +384,26 @@ fn a_reader_that_does_not_drain_is_paused_then_dropped_at_the_cap() {
     assert!(w.server.wants_close(id));
     assert_eq!(w.server.stats().overflow_drops, 1);
 }
+
+#[test]
+fn a_frame_completed_across_reads_leaves_no_input_buffer_behind() {
+    let mut w = world();
+    let c = open(&mut w);
+    let id = w.clients[c].id;
+    let mut frame = Vec::new();
+    augmentos_edge::ws::frame::write_masked_frame(
+        &mut frame,
+        true,
+        Opcode::Text,
+        b"split across two reads",
+        [1, 2, 3, 4],
+    );
+    w.send_raw(c, &frame[..5]);
+    assert_eq!(w.server.pending_input(id).0, 5);
+    w.send_raw(c, &frame[5..]);
+    assert_eq!(
+        w.clients[c].messages(),
+        vec![Received::Text("split across two reads".into())]
+    );
+    assert_eq!(w.server.pending_input(id), (0, 0));
+}

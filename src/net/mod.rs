@@ -108,7 +108,7 @@ pub trait Outbox {
         extra: &[&str],
     );
 
-    /// Answer with the standard JSON error body (`{"error":{"code","message"}}`) and close.
+    /// Answer with the standard JSON error body (`{"success":false,"code","message"}`), close.
     fn respond_error(&mut self, id: ConnId, status: u16, code: &str, message: &str, extra: &[&str]);
 
     /// Open an outbound HTTP/1.1 request; `None` when too many are in flight.

@@ -129,7 +129,8 @@ impl Server {
                 buf.extend_from_slice(data);
                 let used = self.process(id, &mut buf, now);
                 buf.drain(..used.min(buf.len()));
-                if self.keeps_input(id) {
+                // An emptied buffer is dropped: an idle connection holds no capacity.
+                if !buf.is_empty() && self.keeps_input(id) {
                     if let Some(p) = proto_entry(&mut self.proto, id) {
                         p.pending = buf;
                     }
