@@ -1641,3 +1641,25 @@ fn webhooks_are_capped_per_app_server_and_in_total_apart_from_client_connections
             <= 2
     );
 }
+
+#[test]
+fn deadlines_that_no_longer_apply_never_wake_the_loop() {
+    let mut w = world();
+    let g = session(&mut w, ALICE);
+    // Loading armed the 5 s connect deadline; the app connected and its webhook was answered.
+    let app = start_active(&mut w, g, ALICE, CAPTIONS);
+    assert_eq!(w.server.poll_timeout(), None);
+    // A dropped app arms its reconnect grace; its return makes that deadline moot too.
+    w.client_eof(app);
+    assert_eq!(w.server.poll_timeout(), Some(w.now + secs(5)));
+    let back = join(
+        &mut w,
+        Peer::InProcess,
+        "/app-ws",
+        CAPTIONS,
+        CAPTIONS_KEY,
+        &sid(ALICE, CAPTIONS),
+    );
+    assert_eq!(w.json_messages(back)[0]["type"], "tpa_connection_ack");
+    assert_eq!(w.server.poll_timeout(), None);
+}
