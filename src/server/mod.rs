@@ -34,14 +34,19 @@ use crate::ws::{Message, Receiver, Role};
 /// The read side of one connection.
 struct Proto {
     gen: u32,
-    /// How far the HTTP head search got (requests on inbound connections).
-    scanned: usize,
-    /// The WebSocket receiver, once upgraded.
-    rx: Option<Receiver>,
-    /// The response parser of an outbound request.
-    response: Option<ResponseParser>,
+    read: Read,
     /// Bytes that do not yet make a complete frame, request or response.
     pending: Vec<u8>,
+}
+
+/// What the bytes of a connection are parsed as.
+enum Read {
+    /// An inbound HTTP request; `scanned` is how far the head search got.
+    Http { scanned: usize },
+    /// An upgraded WebSocket.
+    Ws(Receiver),
+    /// The response to an outbound request of ours (boxed: few connections are outbound).
+    Client(Box<ResponseParser>),
 }
 
 pub struct Server {
@@ -158,8 +163,10 @@ impl Server {
             let outcome = match proto_entry(&mut self.proto, id) {
                 Some(p) => {
                     let pending = std::mem::take(&mut p.pending);
-                    let parser = p.response.get_or_insert_with(ResponseParser::default);
-                    outcome(parser.finish_at_eof(&pending).map(|r| r.status))
+                    match response_parser(p) {
+                        Some(parser) => outcome(parser.finish_at_eof(&pending).map(|r| r.status)),
+                        None => HttpOutcome::Failed("connection closed before a response"),
+                    }
                 }
                 None => HttpOutcome::Failed("connection closed before a response"),
             };
@@ -450,7 +457,9 @@ impl Server {
         let Some(p) = proto_entry(&mut self.proto, id) else {
             return buf.len();
         };
-        let parser = p.response.get_or_insert_with(ResponseParser::default);
+        let Some(parser) = response_parser(p) else {
+            return buf.len();
+        };
         match parser.feed(buf) {
             Ok(None) => 0,
             Ok(Some(r)) => {
@@ -467,10 +476,14 @@ impl Server {
 
     fn process_http(&mut self, id: ConnId, buf: &[u8], now: Now) -> usize {
         let limits = self.net.cfg.http;
-        let Some(p) = proto_entry(&mut self.proto, id) else {
+        let Some(Proto {
+            read: Read::Http { scanned },
+            ..
+        }) = proto_entry(&mut self.proto, id)
+        else {
             return buf.len();
         };
-        match parse_request(buf, &mut p.scanned, &limits) {
+        match parse_request(buf, scanned, &limits) {
             Ok(None) => 0,
             Err(e) => {
                 self.net
@@ -563,7 +576,7 @@ impl Server {
         }
         let limits = self.net.cfg.ws;
         if let Some(p) = proto_entry(&mut self.proto, id) {
-            p.rx = Some(Receiver::new(Role::Server, limits));
+            p.read = Read::Ws(Receiver::new(Role::Server, limits));
         }
         if let Some(c) = self.net.get_mut(id) {
             c.phase = Phase::Ws(endpoint);
@@ -578,7 +591,10 @@ impl Server {
         let Server {
             net, hub, proto, ..
         } = self;
-        let Some(rx) = proto_entry(proto, id).and_then(|p| p.rx.as_mut()) else {
+        let Some(Proto {
+            read: Read::Ws(rx), ..
+        }) = proto_entry(proto, id)
+        else {
             return buf.len();
         };
         let step = match rx.next(buf) {
@@ -637,13 +653,22 @@ fn proto_entry(proto: &mut Vec<Option<Proto>>, id: ConnId) -> Option<&mut Proto>
     if slot.as_ref().is_none_or(|p| p.gen != id.gen) {
         *slot = Some(Proto {
             gen: id.gen,
-            scanned: 0,
-            rx: None,
-            response: None,
+            read: Read::Http { scanned: 0 },
             pending: Vec::new(),
         });
     }
     slot.as_mut()
+}
+
+/// The response parser of an outbound connection (its read side starts as one on first use).
+fn response_parser(p: &mut Proto) -> Option<&mut ResponseParser> {
+    if !matches!(p.read, Read::Client(_)) {
+        p.read = Read::Client(Box::default());
+    }
+    match &mut p.read {
+        Read::Client(parser) => Some(parser),
+        _ => None,
+    }
 }
 
 fn outcome(r: Result<u16, ResponseError>) -> HttpOutcome {
