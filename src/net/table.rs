@@ -48,6 +48,8 @@ pub struct Net {
     pool: Vec<Vec<u8>>,
     connects: VecDeque<(ConnId, Target)>,
     done: Vec<(ConnId, HttpOutcome)>,
+    /// Connections that stopped reading since the last `poll_stopped_reading`.
+    stopped_reading: Vec<ConnId>,
     /// Outbound requests held (their connections count here, not against `max_connections`).
     outbound: usize,
     pub stats: Stats,
@@ -64,6 +66,7 @@ impl Net {
             pool: Vec::new(),
             connects: VecDeque::new(),
             done: Vec::new(),
+            stopped_reading: Vec::new(),
             outbound: 0,
             stats: Stats::default(),
         }
@@ -203,6 +206,7 @@ impl Net {
             c.out = Vec::new();
             finish(c);
             self.stats.overflow_drops += 1;
+            self.stopped_reading.push(id);
             self.mark_dirty(id);
         }
     }
@@ -213,6 +217,7 @@ impl Net {
         self.close_websocket(id, code, reason, now);
         if let Some(c) = self.get_mut(id) {
             c.phase = Phase::Closing { failed: true };
+            self.stopped_reading.push(id);
         }
     }
 
@@ -220,6 +225,7 @@ impl Net {
     pub fn finish(&mut self, id: ConnId) {
         if let Some(c) = self.get_mut(id) {
             finish(c);
+            self.stopped_reading.push(id);
         }
         self.mark_dirty(id);
     }
@@ -229,6 +235,7 @@ impl Net {
         if let Some(c) = self.get_mut(id) {
             c.out.clear();
             finish(c);
+            self.stopped_reading.push(id);
         }
         self.mark_dirty(id);
     }
@@ -242,6 +249,12 @@ impl Net {
         None
     }
 
+    /// A connection that will read nothing more (finished, aborted, failed, or dropped for
+    /// not reading), so its owner can drop its unread input.
+    pub fn poll_stopped_reading(&mut self) -> Option<ConnId> {
+        self.stopped_reading.pop()
+    }
+
     /// A finished outbound request, for the hub.
     pub fn poll_done(&mut self) -> Option<(ConnId, HttpOutcome)> {
         self.done.pop()
@@ -252,6 +265,7 @@ impl Net {
         let Some(c) = self.get_mut(id) else { return };
         if matches!(c.phase, Phase::Client) {
             finish(c);
+            self.stopped_reading.push(id);
             self.done.push((id, outcome));
             self.mark_dirty(id);
         }

@@ -421,10 +421,21 @@ impl Server {
         self.net.set_deadline(id, Some(now.mono + interval));
     }
 
-    /// Hand finished outbound requests to the hub.
+    /// Hand finished outbound requests to the hub; drop the unread input of connections that
+    /// stopped reading, whoever stopped them.
     fn after(&mut self, now: Now) {
         while let Some((id, outcome)) = self.net.poll_done() {
             self.hub.on_http_done(&mut self.net, id, outcome, now);
+        }
+        while let Some(id) = self.net.poll_stopped_reading() {
+            if let Some(p) = self
+                .proto
+                .get_mut(id.index as usize)
+                .and_then(Option::as_mut)
+                .filter(|p| p.gen == id.gen)
+            {
+                p.pending = Vec::new();
+            }
         }
     }
 
