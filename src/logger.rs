@@ -1,7 +1,12 @@
 //! Shell layer: a minimal `log` backend writing one line per record to stderr.
 //! The level comes from `AUGMENTOS_LOG` (error, warn, info, debug, trace; default info).
+//!
+//! Invariant: one record is one line. Client-controlled fields are written with `{:?}` where
+//! they are logged; as a second line of defence, any control character that still reaches a
+//! record (a line break above all) is written escaped, so no field can fake another line.
 
 use log::{Level, Log, Metadata, Record};
+use std::fmt::Write;
 
 struct StderrLogger {
     level: Level,
@@ -14,11 +19,24 @@ impl Log for StderrLogger {
 
     fn log(&self, r: &Record) {
         if self.enabled(r.metadata()) {
-            eprintln!("{:5} {}: {}", r.level(), r.target(), r.args());
+            eprintln!("{}", line(r.level(), r.target(), &r.args().to_string()));
         }
     }
 
     fn flush(&self) {}
+}
+
+/// One log line: level, target and message, control characters escaped.
+fn line(level: Level, target: &str, message: &str) -> String {
+    let mut out = format!("{level:5} {target}: ");
+    for ch in message.chars() {
+        if ch.is_control() {
+            let _ = write!(out, "{}", ch.escape_default());
+        } else {
+            out.push(ch);
+        }
+    }
+    out
 }
 
 /// Install the logger; harmless if one is installed already.
@@ -30,5 +48,21 @@ pub fn init() {
     let logger = Box::leak(Box::new(StderrLogger { level }));
     if log::set_logger(logger).is_ok() {
         log::set_max_level(level.to_level_filter());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_is_always_one_line() {
+        let forged = "session of eve\nINFO  augmentos_edge: session of admin created\r";
+        let l = line(Level::Info, "augmentos_edge::hub", forged);
+        assert!(!l.contains('\n') && !l.contains('\r'), "{l}");
+        assert_eq!(
+            l,
+            "INFO  augmentos_edge::hub: session of eve\\nINFO  augmentos_edge: session of admin created\\r"
+        );
     }
 }
