@@ -14,7 +14,8 @@
 //! Invariants checked after every operation:
 //! - no panic; `connection_count` equals the model's live connections, `websocket_count` is
 //!   within it, `stats().accepted` equals the accepts; every live id round-trips through its
-//!   poller token, and `poll_dirty` / `poll_connect` only yield live ids;
+//!   poller token, and `poll_dirty` / `poll_connect` only yield live ids (an outbound request
+//!   reaches `poll_dirty` only after `poll_connect` handed it out);
 //! - each connection's output stays within `max_output` plus one frame; its unread input within
 //!   one request (Http), one frame (WebSocket, clean close, done) or nothing (failed close), and
 //!   holds no capacity when empty;
@@ -298,7 +299,10 @@ struct Harness {
 
 /// Both clocks for the core: the wall clock runs beside the monotonic one from 2025.
 fn clock(mono: Instant) -> Now {
-    Now::new(mono, Wall::from_micros(1_735_689_600_000_000 + mono.as_micros()))
+    Now::new(
+        mono,
+        Wall::from_micros(1_735_689_600_000_000 + mono.as_micros()),
+    )
 }
 
 impl Harness {
@@ -636,6 +640,8 @@ impl Harness {
                 "{id:?} still open after EOF and draining poll_dirty"
             );
         }
+        // A webhook that waited for one of those to finish may have been sent meanwhile.
+        self.connect_outbound(false);
         self.check();
 
         // Nobody talks any more and every webhook connect fails: time alone must wind down the

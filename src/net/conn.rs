@@ -91,6 +91,8 @@ pub struct Conn {
     pub rtt_us: Option<u32>,
     /// An outbound request of ours (counted apart from client connections).
     pub outbound: bool,
+    /// An outbound request whose socket the shell has not been asked to open yet.
+    pub awaiting_connect: bool,
 }
 
 impl Conn {
@@ -107,6 +109,7 @@ impl Conn {
             ping_sent: None,
             rtt_us: None,
             outbound: matches!(phase, Phase::Client),
+            awaiting_connect: false,
         }
     }
 

@@ -188,11 +188,15 @@ impl Net {
         }
     }
 
+    /// The next connection with news for the shell. An outbound request whose socket the shell
+    /// has not opened yet is not news: it is marked again when `poll_connect` hands it out.
     pub fn poll_dirty(&mut self) -> Option<ConnId> {
         while let Some(id) = self.dirty.pop() {
             if let Some(c) = self.get_mut(id) {
                 c.dirty = false;
-                return Some(id);
+                if !c.awaiting_connect {
+                    return Some(id);
+                }
             }
         }
         None
@@ -240,9 +244,13 @@ impl Net {
         self.mark_dirty(id);
     }
 
+    /// An outbound request the shell must open a socket for; its request is then flushed like
+    /// any other output (the connection is marked dirty again).
     pub fn poll_connect(&mut self) -> Option<(ConnId, Target)> {
         while let Some((id, t)) = self.connects.pop_front() {
-            if self.get(id).is_some() {
+            if let Some(c) = self.get_mut(id) {
+                c.awaiting_connect = false;
+                self.mark_dirty(id);
                 return Some((id, t));
             }
         }
@@ -401,6 +409,9 @@ impl Outbox for Net {
             return None;
         }
         let id = self.insert(Peer::InProcess, Phase::Client)?;
+        if let Some(c) = self.get_mut(id) {
+            c.awaiting_connect = true;
+        }
         if let Some(out) = self.out(id) {
             out.extend_from_slice(request);
         }
