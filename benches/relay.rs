@@ -79,6 +79,7 @@ fn spec(i: usize) -> AppSpec {
         is_system_app: false,
         permissions: Vec::new(),
         allowed_addresses: Vec::new(),
+        publishes: Vec::new(),
     }
 }
 

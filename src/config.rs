@@ -149,6 +149,7 @@ struct RawTimings {
     restart_backoff_ms: Option<Ranged<0, 600_000>>,
     glasses_init_timeout_ms: Option<Ranged<100, 600_000>>,
     app_init_timeout_ms: Option<Ranged<100, 600_000>>,
+    mic_debounce_ms: Option<Ranged<0, 60_000>>,
     lifecycle_refill_ms: Option<Ranged<1, 3_600_000>>,
     /// 0: never ping.
     ping_interval_ms: Option<Ranged<0, 3_600_000>>,
@@ -168,6 +169,9 @@ struct RawApp {
     permissions: Vec<Permission>,
     #[serde(default)]
     allowed_addresses: Vec<AllowedAddress>,
+    /// Streams a system app may publish into its sessions.
+    #[serde(default)]
+    publishes: Vec<Published>,
 }
 
 impl RawConfig {
@@ -234,6 +238,7 @@ impl RawConfig {
             set(&mut h.restart_backoff, t.restart_backoff_ms);
             set(&mut h.glasses_init_timeout, t.glasses_init_timeout_ms);
             set(&mut h.app_init_timeout, t.app_init_timeout_ms);
+            set(&mut h.mic_debounce, t.mic_debounce_ms);
             set(&mut hub.lifecycle_refill, t.lifecycle_refill_ms);
             if let Some(ms) = t.ping_interval_ms {
                 let d: Duration = ms.into();
@@ -244,6 +249,11 @@ impl RawConfig {
 
         for (i, app) in self.apps.unwrap_or_default().into_iter().enumerate() {
             let spec = app.into_spec();
+            if !spec.publishes.is_empty() && !spec.is_system_app {
+                return Err(format!(
+                    "apps[{i}].publishes: only a system app (isSystemApp: true) may publish"
+                ));
+            }
             if hub.apps.iter().any(|a| a.package_name == spec.package_name) {
                 return Err(format!(
                     "apps[{i}].packageName: '{}' is listed twice",
@@ -275,6 +285,7 @@ impl RawApp {
             is_system_app: self.is_system_app,
             permissions: self.permissions.into_iter().map(|p| p.0).collect(),
             allowed_addresses: self.allowed_addresses.into_iter().map(|a| a.0).collect(),
+            publishes: self.publishes.into_iter().map(|p| p.0).collect(),
         }
     }
 }
@@ -416,6 +427,15 @@ checked_string! {
         Ok(p)
     } else {
         Err(format!("unknown permission '{p}' (known: {})", PERMISSIONS.join(", ")))
+    }
+}
+
+checked_string! {
+    /// A stream an app may publish.
+    Published(p) => if p == "transcription" || p == "translation" {
+        Ok(p)
+    } else {
+        Err(format!("'{p}' cannot be published (known: transcription, translation)"))
     }
 }
 

@@ -67,6 +67,7 @@ fn spec(
         is_system_app: system,
         permissions: permissions.iter().map(|s| s.to_string()).collect(),
         allowed_addresses: allowed.iter().map(|s| s.to_string()).collect(),
+        publishes: Vec::new(),
     }
 }
 

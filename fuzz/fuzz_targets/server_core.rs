@@ -342,6 +342,7 @@ impl Harness {
                 is_system_app: false,
                 permissions: vec!["ALL".into()],
                 allowed_addresses: Vec::new(),
+                publishes: Vec::new(),
             }],
             ..HubConfig::default()
         };

@@ -55,6 +55,7 @@ impl Hub {
             ("subscription_update", Some((sk, app))) => {
                 self.subscription_update(net, id, sk, app, text, now)
             }
+            ("data_stream", Some((sk, app))) => self.publish(net, id, sk, app, text, now),
             ("display_event", Some((sk, app))) => {
                 let Ok(mut v) = serde_json::from_str::<Value>(text) else {
                     return;
@@ -249,9 +250,11 @@ impl Hub {
             };
             net.send_json(id, &msg);
         }
-        if let Some(run) = self.run_mut(sk, app) {
-            run.subs = subs;
-        }
+        let before = match self.run_mut(sk, app) {
+            Some(run) => std::mem::replace(&mut run.subs, subs),
+            None => return,
+        };
+        self.subs_changed(net, sk, Some((app, &before)), now);
         self.send_app_state(net, sk, now);
     }
 }

@@ -9,7 +9,7 @@
 
 use super::*;
 use crate::protocol::inbound::{self, AppLifecycle, ConnectionInit};
-use crate::protocol::outbound::{data_stream_parts, SettingsUpdate};
+use crate::protocol::outbound::SettingsUpdate;
 use std::borrow::Cow;
 
 impl Hub {
@@ -159,40 +159,6 @@ impl Hub {
         self.attach_glasses(net, id, &user, now)
     }
 
-    /// Deliver a glasses event to every app subscribed to its type, as `data_stream` with the
-    /// original message as `data`: the per-app prefix was built when the app bound, the
-    /// timestamp when the turn began, and the message is spliced in as it arrived, so nothing
-    /// is allocated per event or per delivery.
-    pub(super) fn relay(
-        &mut self,
-        net: &mut impl Outbox,
-        sk: SessKey,
-        ty: &str,
-        plain: bool,
-        text: &str,
-        now: Now,
-    ) {
-        let Some(s) = self.session(sk) else { return };
-        // A type read from the input without unescaping (`plain`) can be quoted as it is.
-        let escaped;
-        let quoted: [&[u8]; 3] = if plain {
-            [b"\"", ty.as_bytes(), b"\""]
-        } else {
-            escaped = serde_json::to_string(ty).unwrap_or_default();
-            [escaped.as_bytes(), b"", b""]
-        };
-        for run in s.apps.values() {
-            let (AppState::Active, Some(conn)) = (run.state, run.conn) else {
-                continue;
-            };
-            if !run.subs.iter().any(|x| x == ty || x == "all" || x == "*") {
-                continue;
-            }
-            let parts = data_stream_parts(&run.prefix, quoted, text.as_bytes(), now.iso());
-            net.send_frame(conn, Opcode::Text, &parts);
-        }
-    }
-
     pub(super) fn attach_glasses(
         &mut self,
         net: &mut impl Outbox,
@@ -225,6 +191,8 @@ impl Hub {
                     apps: BTreeMap::new(),
                     settings: None,
                     lifecycle: RateLimit::full(self.cfg.lifecycle_burst, now.mono),
+                    streams: None,
+                    mic: Default::default(),
                 });
                 let sk = SessKey { slot, gen };
                 self.by_user.insert(user.to_string(), sk);
@@ -257,6 +225,7 @@ impl Hub {
             self.start_app(net, sk, app, now, false);
         }
         self.send_app_state(net, sk, now);
+        self.send_mic_state(net, sk, now);
     }
 
     pub(super) fn init_tick(&mut self, net: &mut impl Outbox, id: ConnId, now: Now) {

@@ -367,6 +367,7 @@ impl Hub {
         run.error = Some(error);
         run.subs.clear();
         log::warn!("{:?} gave up: {error}", self.cfg.apps[app].package_name);
+        self.subs_changed(net, sk, None, now);
         self.send_to_glasses(
             net,
             sk,
@@ -427,6 +428,7 @@ impl Hub {
                 timestamp: now.iso(),
             },
         );
+        self.subs_changed(net, sk, None, now);
     }
 
     pub(super) fn app_dropped(
@@ -459,6 +461,7 @@ impl Hub {
             "{:?} dropped unexpectedly; waiting for it to reconnect",
             self.cfg.apps[app].package_name
         );
+        self.subs_changed(net, sk, None, now);
         self.send_app_state(net, sk, now);
     }
 }

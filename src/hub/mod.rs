@@ -27,7 +27,9 @@ mod apps;
 mod glasses;
 mod lifecycle;
 pub mod registry;
+mod routes;
 pub mod running;
+mod streams;
 mod view;
 
 use crate::auth;
@@ -65,6 +67,8 @@ pub struct Timings {
     pub glasses_init_timeout: Duration,
     /// An app connection must send `tpa_connection_init` within this.
     pub app_init_timeout: Duration,
+    /// After a `microphone_state_change`, further changes wait this long (PROTOCOL §15).
+    pub mic_debounce: Duration,
 }
 
 impl Default for Timings {
@@ -81,6 +85,7 @@ impl Default for Timings {
             restart_reset_after: Duration::from_secs(60),
             glasses_init_timeout: Duration::from_secs(10),
             app_init_timeout: Duration::from_secs(5),
+            mic_debounce: Duration::from_secs(1),
         }
     }
 }
@@ -146,6 +151,7 @@ enum TimerKey {
     Session(SessKey),
     App(SessKey, usize),
     Conn(ConnId),
+    Mic(SessKey),
 }
 
 /// The hub's view of a connection.
@@ -246,6 +252,9 @@ struct Session {
     settings: Option<Box<Value>>,
     /// App start/stop requests allowed from now on.
     lifecycle: RateLimit,
+    /// Subscriptions and replay caches; `None` until the session has either.
+    streams: Option<Box<streams::Streams>>,
+    mic: streams::Mic,
 }
 
 /// A token bucket: `tokens` requests may be made now, one more each `refill`, at most `burst`.
@@ -568,6 +577,7 @@ impl Hub {
                 TimerKey::Session(sk) => self.session_tick(net, sk, now),
                 TimerKey::App(sk, app) => self.app_tick(net, sk, app, now),
                 TimerKey::Conn(id) => self.init_tick(net, id, now),
+                TimerKey::Mic(sk) => self.mic_tick(net, sk, now),
             }
         }
     }
@@ -667,18 +677,7 @@ impl Hub {
             }
             _ => return,
         };
-        let Some(s) = self.session(sk) else { return };
-        for run in s.apps.values() {
-            if let (AppState::Active, Some(conn)) = (run.state, run.conn) {
-                if run
-                    .subs
-                    .iter()
-                    .any(|s| s == "audio_chunk" || s == "all" || s == "*")
-                {
-                    net.send_frame(conn, Opcode::Binary, &[data]);
-                }
-            }
-        }
+        self.relay_audio(net, sk, data);
     }
 
     pub fn on_text(&mut self, net: &mut impl Outbox, id: ConnId, text: &str, now: Now) {
@@ -709,5 +708,6 @@ fn is_current(
         TimerKey::Conn(id) => links
             .get(&id)
             .is_some_and(|l| l.init_deadline() == Some(at)),
+        TimerKey::Mic(sk) => session(sk).is_some_and(|s| s.mic.pending_until == Some(at)),
     }
 }

@@ -21,6 +21,8 @@ pub struct AppSpec {
     pub is_system_app: bool,
     pub permissions: Vec<String>,
     pub allowed_addresses: Vec<String>,
+    /// Streams this (system) app may publish into its sessions: `transcription`, `translation`.
+    pub publishes: Vec<String>,
 }
 
 impl AppSpec {
@@ -202,6 +204,7 @@ mod tests {
             is_system_app: true,
             permissions: perms.iter().map(|s| s.to_string()).collect(),
             allowed_addresses: vec!["127.0.0.1".into(), "unix".into()],
+            publishes: Vec::new(),
         }
     }
 

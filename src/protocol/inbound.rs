@@ -98,6 +98,35 @@ impl SubscriptionUpdate {
     }
 }
 
+/// Glasses: `touch_event` (only the gesture is read, to route gesture subscriptions).
+#[derive(Deserialize)]
+pub struct TouchEvent<'a> {
+    #[serde(borrow, default)]
+    pub gesture_name: Cow<'a, str>,
+}
+
+/// Apps with the right to publish: `data_stream` carrying a transcript or translation. `data`
+/// is kept as the raw text it arrived as, to be relayed without re-encoding.
+#[derive(Deserialize)]
+pub struct Publish<'a> {
+    #[serde(borrow)]
+    pub data: &'a serde_json::value::RawValue,
+}
+
+/// The routing fields of published `TranscriptionData` / `TranslationData` (PROTOCOL §8.4).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PublishedMeta<'a> {
+    #[serde(rename = "type", borrow)]
+    pub kind: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub transcribe_language: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub translate_language: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub is_final: Option<bool>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

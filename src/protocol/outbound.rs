@@ -172,6 +172,32 @@ pub struct AppEvent<'a> {
     pub timestamp: &'a str,
 }
 
+/// The `userSession` of a `microphone_state_change` (PROTOCOL §4).
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct MicUserSession<'a> {
+    pub session_id: &'a str,
+    pub user_id: &'a str,
+    pub start_time: String,
+    pub active_app_sessions: Vec<&'a str>,
+    pub loading_apps: Vec<&'a str>,
+    pub is_transcribing: bool,
+}
+
+/// `microphone_state_change` to glasses: whether the microphone must be on, and what for.
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct MicrophoneState<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub session_id: &'a str,
+    pub user_session: MicUserSession<'a>,
+    pub is_microphone_enabled: bool,
+    pub required_data: &'a [&'static str],
+    pub bypass_vad: bool,
+    pub timestamp: &'a str,
+}
+
 /// `tpa_connection_ack` to an app.
 #[derive(Serialize, Debug)]
 #[serde(rename_all = "camelCase")]

@@ -1,0 +1,268 @@
+//! Core layer (sans-IO), part of the hub: a session's subscription index — which apps want a
+//! stream, and under which `streamType` each must receive it.
+//!
+//! SDK 2.1.29 delivers a `data_stream` only when its `streamType` is exactly one of the app's
+//! handler keys, so every route remembers the app's own subscription string (query included) and
+//! delivers under it. A subscription is indexed by its stream (`transcription`, `touch_event`,
+//! …) and a qualifier (the language, language pair or gesture; empty for plain streams), so an
+//! event is matched by one hash lookup and a short scan, without allocating.
+//!
+//! Invariants: the index is rebuilt from the apps' subscription lists whenever one changes
+//! (rare), never patched; an event reaches an app once per subscription it matches (twice only
+//! if the app subscribed under two matching strings), and a wildcard (`all`, `*`) subscriber
+//! gets it once more only if no specific subscription of that app matched.
+
+use std::collections::HashMap;
+
+/// One subscription of one app.
+#[derive(Debug)]
+pub struct Route {
+    pub app: usize,
+    /// The qualifier the subscription names ("" for a plain stream, or for `touch_event`).
+    qualifier: Box<str>,
+    /// The app's subscription string as a JSON string literal, quotes included: the
+    /// `streamType` it is delivered under.
+    pub stream_json: Box<[u8]>,
+}
+
+/// The subscription index of one session.
+#[derive(Debug, Default)]
+pub struct Routes {
+    by_stream: HashMap<Box<str>, Vec<Route>>,
+    /// Apps subscribed to `all` or `*`.
+    wildcard: Vec<usize>,
+}
+
+/// What an event is, for matching: its stream and qualifier.
+#[derive(Debug, Clone, Copy)]
+pub enum Event<'a> {
+    /// A glasses event of this (canonical) type; `touch_event` carries its gesture.
+    Plain(&'a str),
+    Touch {
+        gesture: &'a str,
+    },
+    Transcription {
+        language: &'a str,
+    },
+    Translation {
+        from: &'a str,
+        to: &'a str,
+    },
+}
+
+impl Event<'_> {
+    /// The base stream, which wildcard subscribers receive it under.
+    pub fn base(&self) -> &str {
+        match self {
+            Event::Plain(t) => t,
+            Event::Touch { .. } => "touch_event",
+            Event::Transcription { .. } => "transcription",
+            Event::Translation { .. } => "translation",
+        }
+    }
+}
+
+/// The stream a glasses message type is delivered as (one stream under two names).
+pub fn canonical(ty: &str) -> &str {
+    match ty {
+        "notification_dismissed" => "phone_notification_dismissed",
+        t => t,
+    }
+}
+
+/// Split a subscription string into (stream, qualifier) for the index; `None` for wildcards.
+fn key_of(sub: &str) -> Option<(&str, &str)> {
+    let base = sub.split('?').next().unwrap_or(sub);
+    match base {
+        "all" | "*" => None,
+        "location_stream" => Some(("location_update", "")),
+        "notification_dismissed" => Some(("phone_notification_dismissed", "")),
+        _ => Some(base.split_once(':').unwrap_or((base, ""))),
+    }
+}
+
+impl Routes {
+    /// Build the index from each app's subscription list.
+    pub fn build<'a>(apps: impl Iterator<Item = (usize, &'a [String])>) -> Routes {
+        let mut r = Routes::default();
+        for (app, subs) in apps {
+            for sub in subs {
+                match key_of(sub) {
+                    None => {
+                        if !r.wildcard.contains(&app) {
+                            r.wildcard.push(app);
+                        }
+                    }
+                    Some((stream, qualifier)) => {
+                        let stream_json = serde_json::to_vec(sub).unwrap_or_default();
+                        r.by_stream.entry(stream.into()).or_default().push(Route {
+                            app,
+                            qualifier: qualifier.into(),
+                            stream_json: stream_json.into_boxed_slice(),
+                        });
+                    }
+                }
+            }
+        }
+        r
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_stream.is_empty() && self.wildcard.is_empty()
+    }
+
+    /// Whether some app subscribed to everything (`all` or `*`).
+    pub fn has_wildcard(&self) -> bool {
+        !self.wildcard.is_empty()
+    }
+
+    /// Whether any app subscribed to `stream` (any qualifier), wildcards aside.
+    pub fn wants(&self, stream: &str) -> bool {
+        self.by_stream.contains_key(stream)
+    }
+
+    /// Every (route) matching `event`, then every wildcard app that no route of its own
+    /// matched; `f` gets the app and the `streamType` JSON literal to deliver under (`None`:
+    /// the event's base stream).
+    pub fn each(&self, event: Event<'_>, mut f: impl FnMut(usize, Option<&[u8]>)) {
+        let mut matched_any = false;
+        if let Some(routes) = self.by_stream.get(event.base()) {
+            for r in routes {
+                if matches(event, &r.qualifier) {
+                    matched_any = true;
+                    f(r.app, Some(&r.stream_json));
+                }
+            }
+        }
+        for &app in &self.wildcard {
+            let own = matched_any
+                && self.by_stream.get(event.base()).is_some_and(|routes| {
+                    routes
+                        .iter()
+                        .any(|r| r.app == app && matches(event, &r.qualifier))
+                });
+            if !own {
+                f(app, None);
+            }
+        }
+    }
+}
+
+fn matches(event: Event<'_>, qualifier: &str) -> bool {
+    match event {
+        Event::Plain(_) => qualifier.is_empty(),
+        Event::Touch { gesture } => qualifier.is_empty() || qualifier == gesture,
+        Event::Transcription { language } => qualifier == language,
+        Event::Translation { from, to } => match qualifier.split_once("-to-") {
+            Some((src, tgt)) => tgt == to && (src == from || src == "all"),
+            None => false,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deliveries(r: &Routes, e: Event<'_>) -> Vec<(usize, String)> {
+        let mut out = Vec::new();
+        r.each(e, |app, s| {
+            let s = s.map_or_else(
+                || format!("*{}", e.base()),
+                |s| serde_json::from_slice::<String>(s).unwrap(),
+            );
+            out.push((app, s));
+        });
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn each_subscriber_gets_its_own_stream_string() {
+        let subs: Vec<(usize, Vec<String>)> = vec![
+            (0, vec!["transcription:en-US".into(), "touch_event".into()]),
+            (
+                1,
+                vec!["transcription:en-US?hints=ja%2Cfr".into(), "all".into()],
+            ),
+            (
+                2,
+                vec![
+                    "translation:all-to-en-US".into(),
+                    "touch_event:double_tap".into(),
+                ],
+            ),
+            (
+                3,
+                vec![
+                    "translation:es-ES-to-en-US".into(),
+                    "location_stream".into(),
+                ],
+            ),
+            (
+                4,
+                vec![
+                    "notification_dismissed".into(),
+                    "touch_event".into(),
+                    "touch_event:double_tap".into(),
+                ],
+            ),
+        ];
+        let r = Routes::build(subs.iter().map(|(a, s)| (*a, &s[..])));
+        assert_eq!(
+            deliveries(&r, Event::Transcription { language: "en-US" }),
+            vec![
+                (0, "transcription:en-US".into()),
+                (1, "transcription:en-US?hints=ja%2Cfr".into())
+            ]
+        );
+        assert_eq!(
+            deliveries(&r, Event::Transcription { language: "fr-FR" }),
+            vec![(1, "*transcription".into())]
+        );
+        assert_eq!(
+            deliveries(
+                &r,
+                Event::Translation {
+                    from: "es-ES",
+                    to: "en-US"
+                }
+            ),
+            vec![
+                (1, "*translation".into()),
+                (2, "translation:all-to-en-US".into()),
+                (3, "translation:es-ES-to-en-US".into())
+            ]
+        );
+        assert_eq!(
+            deliveries(
+                &r,
+                Event::Touch {
+                    gesture: "double_tap"
+                }
+            ),
+            vec![
+                (0, "touch_event".into()),
+                (1, "*touch_event".into()),
+                (2, "touch_event:double_tap".into()),
+                (4, "touch_event".into()),
+                (4, "touch_event:double_tap".into())
+            ]
+        );
+        assert_eq!(
+            deliveries(&r, Event::Plain("location_update")),
+            vec![
+                (1, "*location_update".into()),
+                (3, "location_stream".into())
+            ]
+        );
+        assert_eq!(
+            deliveries(&r, Event::Plain(canonical("phone_notification_dismissed"))),
+            vec![
+                (1, "*phone_notification_dismissed".into()),
+                (4, "notification_dismissed".into())
+            ]
+        );
+        assert!(r.wants("transcription") && r.wants("translation") && !r.wants("audio_chunk"));
+    }
+}

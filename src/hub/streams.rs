@@ -1,0 +1,424 @@
+//! Core layer (sans-IO), part of the hub: the streams of a session — glasses events and audio
+//! relayed to the apps subscribed to them, transcripts and translations published by a system
+//! app with the right to, the last location and recent calendar events replayed to a new
+//! subscriber, and the glasses' microphone switched on exactly while some app needs audio.
+//!
+//! The hot path (DESIGN §3): a relayed message is never decoded beyond its `type` (and a
+//! transcript's languages, a touch event's gesture); each delivery is the per-app prefix built
+//! when the app bound, the subscriber's own `streamType`, the original bytes as `data`, and the
+//! turn's timestamp, written straight into the subscriber's output. Nothing is allocated per
+//! event or per delivery.
+//!
+//! Invariants: an event reaches only apps of its own session that subscribed to it (by the
+//! subscription index, [`super::routes`]) and are active on a live connection; the
+//! `microphone_state_change` the glasses last received always matches what the apps need once
+//! the debounce has run out (the first change is sent at once, later ones at most once per
+//! debounce interval); the caches are bounded.
+
+use super::routes::{canonical, Event, Routes};
+use super::*;
+use crate::protocol::inbound::{self, Publish, PublishedMeta, TouchEvent};
+use crate::protocol::outbound::{data_stream_parts, MicUserSession, MicrophoneState};
+use std::borrow::Cow;
+use std::collections::VecDeque;
+
+/// Calendar events kept per session for replay.
+const CALENDAR_CACHE: usize = 32;
+
+/// What the apps of a session subscribe to, and what is kept for replay. Allocated the first
+/// time a session has either, so an idle session pays one pointer for it.
+#[derive(Debug, Default)]
+pub(super) struct Streams {
+    pub(super) routes: Routes,
+    last_location: Option<Box<str>>,
+    calendar: VecDeque<Box<str>>,
+}
+
+/// What the glasses' microphone must feed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(super) struct MicNeed {
+    pcm: bool,
+    transcription: bool,
+}
+
+impl MicNeed {
+    fn enabled(self) -> bool {
+        self.pcm || self.transcription
+    }
+}
+
+/// The microphone state last sent to the glasses, and a debounced change waiting.
+#[derive(Debug, Default)]
+pub(super) struct Mic {
+    sent: Option<MicNeed>,
+    sent_at: Option<Instant>,
+    /// When a changed need will be sent (the authoritative slot of `TimerKey::Mic`).
+    pub(super) pending_until: Option<Instant>,
+}
+
+impl Hub {
+    // ---- glasses events and audio ---------------------------------------------------------
+
+    /// A glasses event of type `ty` (`plain`: read without unescaping) for the session's
+    /// subscribers.
+    pub(super) fn relay(
+        &mut self,
+        net: &mut impl Outbox,
+        sk: SessKey,
+        ty: &str,
+        plain: bool,
+        text: &str,
+        now: Now,
+    ) {
+        let ty = canonical(ty);
+        let Some(s) = self.session_mut(sk) else {
+            return;
+        };
+        match ty {
+            "location_update" => {
+                s.streams_mut().last_location = Some(text.into());
+            }
+            "calendar_event" => {
+                let cal = &mut s.streams_mut().calendar;
+                if cal.len() == CALENDAR_CACHE {
+                    cal.pop_front();
+                }
+                cal.push_back(text.into());
+            }
+            _ => {}
+        }
+        let touch;
+        let event = if ty == "touch_event" {
+            touch = inbound::decode::<TouchEvent<'_>>(text);
+            match &touch {
+                Some(t) => Event::Touch {
+                    gesture: &t.gesture_name,
+                },
+                None => Event::Touch { gesture: "" },
+            }
+        } else {
+            Event::Plain(ty)
+        };
+        let escaped;
+        let base: [&[u8]; 3] = if plain {
+            [b"\"", ty.as_bytes(), b"\""]
+        } else {
+            escaped = serde_json::to_string(ty).unwrap_or_default();
+            [escaped.as_bytes(), b"", b""]
+        };
+        if let Some(s) = self.session(sk) {
+            deliver(net, s, event, base, text.as_bytes(), now);
+        }
+        if ty == "glasses_connection_state" && connected(text) {
+            self.send_mic_state(net, sk, now);
+        }
+    }
+
+    /// Audio from the glasses: the same bytes, in a binary frame, to every app subscribed to
+    /// `audio_chunk` (or everything).
+    pub(super) fn relay_audio(&self, net: &mut impl Outbox, sk: SessKey, data: &[u8]) {
+        let Some(s) = self.session(sk) else { return };
+        let Some(streams) = s.streams.as_deref() else {
+            return;
+        };
+        streams.routes.each(Event::Plain("audio_chunk"), |app, _| {
+            if let Some(conn) = active_conn(s, app) {
+                net.send_frame(conn, Opcode::Binary, &[data]);
+            }
+        });
+    }
+
+    // ---- publishing ----------------------------------------------------------------------
+
+    /// A `data_stream` from an app: a transcript or translation to route into its session, if
+    /// the app may publish that stream.
+    pub(super) fn publish(
+        &mut self,
+        net: &mut impl Outbox,
+        id: ConnId,
+        sk: SessKey,
+        app: usize,
+        text: &str,
+        now: Now,
+    ) {
+        let Some(msg) = inbound::decode::<Publish<'_>>(text) else {
+            return self.app_error(
+                net,
+                id,
+                "MALFORMED_MESSAGE",
+                "data_stream needs a 'data' object",
+                now,
+            );
+        };
+        let data = msg.data.get();
+        let Some(meta) = inbound::decode::<PublishedMeta<'_>>(data) else {
+            return self.app_error(
+                net,
+                id,
+                "MALFORMED_MESSAGE",
+                "data needs a string 'type'",
+                now,
+            );
+        };
+        let stream = match &*meta.kind {
+            "transcription" | "translation" => meta.kind.clone(),
+            _ => {
+                return self.app_error(
+                    net,
+                    id,
+                    "PUBLISH_NOT_ALLOWED",
+                    "only transcription and translation data may be published",
+                    now,
+                )
+            }
+        };
+        if !self.cfg.apps[app].publishes.iter().any(|p| *p == stream) {
+            return self.app_error(
+                net,
+                id,
+                "PUBLISH_NOT_ALLOWED",
+                "this app may not publish this stream (see the app's 'publishes' in the config)",
+                now,
+            );
+        }
+        let language = meta.transcribe_language.as_deref().unwrap_or("en-US");
+        let event = if stream == "transcription" {
+            Event::Transcription { language }
+        } else {
+            let Some(to) = meta.translate_language.as_deref() else {
+                return self.app_error(
+                    net,
+                    id,
+                    "MALFORMED_MESSAGE",
+                    "translation data needs 'translateLanguage'",
+                    now,
+                );
+            };
+            Event::Translation { from: language, to }
+        };
+        let base: [&[u8]; 3] = [b"\"", stream.as_bytes(), b"\""];
+        if let Some(s) = self.session(sk) {
+            deliver(net, s, event, base, data.as_bytes(), now);
+        }
+    }
+
+    // ---- subscriptions -------------------------------------------------------------------
+
+    /// The apps' subscriptions changed: rebuild the index, replay what new subscribers of
+    /// location and calendar streams have missed (`replay_to`), and bring the microphone in
+    /// line.
+    pub(super) fn subs_changed(
+        &mut self,
+        net: &mut impl Outbox,
+        sk: SessKey,
+        replay_to: Option<(usize, &[String])>,
+        now: Now,
+    ) {
+        let Some(s) = self.session_mut(sk) else {
+            return;
+        };
+        let routes = Routes::build(s.apps.iter().map(|(&a, r)| (a, &r.subs[..])));
+        let empty = routes.is_empty();
+        match (&mut s.streams, empty) {
+            (Some(st), _) => st.routes = routes,
+            (None, false) => s.streams_mut().routes = routes,
+            (None, true) => {}
+        }
+        if let Some((app, before)) = replay_to {
+            self.replay(net, sk, app, before, now);
+        }
+        self.mic_changed(net, sk, now);
+    }
+
+    /// Send a newly subscribed app the last location and the cached calendar events.
+    fn replay(&self, net: &mut impl Outbox, sk: SessKey, app: usize, before: &[String], now: Now) {
+        let Some(s) = self.session(sk) else { return };
+        let (Some(streams), Some(run)) = (s.streams.as_deref(), s.apps.get(&app)) else {
+            return;
+        };
+        let Some(conn) = active_conn(s, app) else {
+            return;
+        };
+        let newly = |names: &[&str]| -> Option<&String> {
+            run.subs.iter().find(|x| {
+                let base = x.split('?').next().unwrap_or(x);
+                names.contains(&base) && !before.contains(x)
+            })
+        };
+        if let (Some(sub), Some(loc)) = (
+            newly(&["location_update", "location_stream"]),
+            &streams.last_location,
+        ) {
+            send_one(net, conn, &run.prefix, sub, loc, now);
+        }
+        if let Some(sub) = newly(&["calendar_event"]) {
+            for ev in &streams.calendar {
+                send_one(net, conn, &run.prefix, sub, ev, now);
+            }
+        }
+    }
+
+    // ---- the microphone ------------------------------------------------------------------
+
+    fn mic_need(&self, sk: SessKey) -> MicNeed {
+        let routes = self
+            .session(sk)
+            .and_then(|s| s.streams.as_deref())
+            .map(|st| &st.routes);
+        MicNeed {
+            pcm: routes.is_some_and(|r| r.wants("audio_chunk") || r.has_wildcard()),
+            transcription: routes
+                .is_some_and(|r| r.wants("transcription") || r.wants("translation")),
+        }
+    }
+
+    /// The need may have changed: send it now if nothing was sent within the debounce
+    /// interval, else once the interval has passed.
+    pub(super) fn mic_changed(&mut self, net: &mut impl Outbox, sk: SessKey, now: Now) {
+        let need = self.mic_need(sk);
+        let debounce = self.cfg.timings.mic_debounce;
+        let Some(s) = self.session_mut(sk) else {
+            return;
+        };
+        if s.mic.sent == Some(need) {
+            s.mic.pending_until = None;
+            return;
+        }
+        if s.mic.pending_until.is_some() {
+            return;
+        }
+        match s.mic.sent_at {
+            Some(at) if now.mono.saturating_since(at) < debounce => {
+                let until = at + debounce;
+                s.mic.pending_until = Some(until);
+                self.arm(until, TimerKey::Mic(sk));
+            }
+            _ => self.send_mic(net, sk, true, now),
+        }
+    }
+
+    pub(super) fn mic_tick(&mut self, net: &mut impl Outbox, sk: SessKey, now: Now) {
+        let need = self.mic_need(sk);
+        let Some(s) = self.session_mut(sk) else {
+            return;
+        };
+        s.mic.pending_until = None;
+        if s.mic.sent != Some(need) {
+            self.send_mic(net, sk, true, now);
+        }
+    }
+
+    /// Tell the glasses what the microphone must do now, whatever was sent before (on init,
+    /// resume and their reconnect). This does not start a debounce interval: only changes do.
+    pub(super) fn send_mic_state(&mut self, net: &mut impl Outbox, sk: SessKey, now: Now) {
+        self.send_mic(net, sk, false, now);
+    }
+
+    fn send_mic(&mut self, net: &mut impl Outbox, sk: SessKey, change: bool, now: Now) {
+        let need = self.mic_need(sk);
+        let Some(s) = self.session_mut(sk) else {
+            return;
+        };
+        s.mic.pending_until = None;
+        let Some(g) = s.glasses else { return };
+        s.mic.sent = Some(need);
+        if change {
+            s.mic.sent_at = Some(now.mono);
+        }
+        let Some(s) = self.session(sk) else { return };
+        let pkg = |i: &usize| self.cfg.apps[*i].package_name.as_str();
+        let with = |f: fn(&AppState) -> bool| -> Vec<&str> {
+            s.apps
+                .iter()
+                .filter(|(_, r)| f(&r.state))
+                .map(|(i, _)| pkg(i))
+                .collect()
+        };
+        let mut required = Vec::new();
+        if need.pcm {
+            required.push("pcm");
+        }
+        if need.transcription {
+            required.push("transcription");
+        }
+        let msg = MicrophoneState {
+            kind: "microphone_state_change",
+            session_id: &s.user,
+            user_session: MicUserSession {
+                session_id: &s.user,
+                user_id: &s.user,
+                start_time: crate::time::iso8601(s.started),
+                active_app_sessions: with(|st| matches!(st, AppState::Active)),
+                loading_apps: with(|st| matches!(st, AppState::Loading { .. })),
+                is_transcribing: need.transcription,
+            },
+            is_microphone_enabled: need.enabled(),
+            required_data: &required,
+            bypass_vad: false,
+            timestamp: now.iso(),
+        };
+        net.send_json(g, &msg);
+    }
+}
+
+impl Session {
+    fn streams_mut(&mut self) -> &mut Streams {
+        self.streams.get_or_insert_with(Box::default)
+    }
+}
+
+/// The connection of `app` if it is active in `s`.
+fn active_conn(s: &Session, app: usize) -> Option<ConnId> {
+    match s.apps.get(&app) {
+        Some(AppRun {
+            state: AppState::Active,
+            conn: Some(conn),
+            ..
+        }) => Some(*conn),
+        _ => None,
+    }
+}
+
+/// Write one event to every subscriber of it in `s`, each under its own `streamType`.
+fn deliver(
+    net: &mut impl Outbox,
+    s: &Session,
+    event: Event<'_>,
+    base: [&[u8]; 3],
+    data: &[u8],
+    now: Now,
+) {
+    let Some(streams) = s.streams.as_deref() else {
+        return;
+    };
+    streams.routes.each(event, |app, stream| {
+        let (Some(conn), Some(run)) = (active_conn(s, app), s.apps.get(&app)) else {
+            return;
+        };
+        let stream = match stream {
+            Some(own) => [own, b"", b""],
+            None => base,
+        };
+        let parts = data_stream_parts(&run.prefix, stream, data, now.iso());
+        net.send_frame(conn, Opcode::Text, &parts);
+    });
+}
+
+/// One replayed event to one app, under the subscription string `sub`.
+fn send_one(net: &mut impl Outbox, conn: ConnId, prefix: &[u8], sub: &str, data: &str, now: Now) {
+    let stream = serde_json::to_vec(sub).unwrap_or_default();
+    let parts = data_stream_parts(prefix, [&stream, b"", b""], data.as_bytes(), now.iso());
+    net.send_frame(conn, Opcode::Text, &parts);
+}
+
+/// Whether a `glasses_connection_state` message says the glasses are connected.
+fn connected(text: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct State<'a> {
+        #[serde(borrow)]
+        status: Option<Cow<'a, str>>,
+    }
+    inbound::decode::<State<'_>>(text)
+        .and_then(|s| s.status)
+        .is_some_and(|s| s.eq_ignore_ascii_case("connected"))
+}

@@ -1,0 +1,475 @@
+//! Deterministic tests of the streams of a session through the in-memory world: every glasses
+//! event reaches exactly the apps subscribed to it under their own `streamType` (SDK 2.1.29
+//! matches handlers by the exact subscription string), audio arrives byte for byte, location and
+//! calendar are replayed to a new subscriber, a system app with the right publishes transcripts
+//! and translations and nobody else may, and the glasses' microphone follows what the apps need,
+//! debounced, in virtual time.
+
+use augmentos_edge::auth::{self, jwt};
+use augmentos_edge::hub::registry::AppSpec;
+use augmentos_edge::hub::HubConfig;
+use augmentos_edge::net::Target;
+use augmentos_edge::server::ServerConfig;
+use augmentos_edge::sim::World;
+use augmentos_edge::ws::Opcode;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const SECRET: &[u8] = b"streams-test-secret";
+const USER: &str = "ada@example.com";
+const OTHER: &str = "bo@example.com";
+
+/// Apps: three ordinary ones with every permission, one without any, one publishing system app.
+const A: &str = "com.example.a";
+const B: &str = "com.example.b";
+const C: &str = "com.example.c";
+const BARE: &str = "com.example.bare";
+const STT: &str = "system.local.stt";
+
+fn key(package: &str) -> String {
+    format!("{package}-key")
+}
+
+fn spec(package: &str, port: u16, perms: &[&str], system: bool, publishes: &[&str]) -> AppSpec {
+    AppSpec {
+        package_name: package.into(),
+        name: package.into(),
+        public_url: format!("http://apps.example:{port}"),
+        webhook_target: Target {
+            host: "apps.example".into(),
+            port,
+        },
+        webhook_path: String::new(),
+        hashed_api_key: auth::hash_api_key(&key(package)),
+        is_system_app: system,
+        permissions: perms.iter().map(|s| s.to_string()).collect(),
+        allowed_addresses: if system {
+            vec!["in-process".into()]
+        } else {
+            Vec::new()
+        },
+        publishes: publishes.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+fn world() -> World {
+    World::with_hub(
+        ServerConfig {
+            ping_interval: None,
+            ..ServerConfig::default()
+        },
+        HubConfig {
+            jwt_secret: SECRET.to_vec(),
+            apps: vec![
+                spec(A, 4001, &["ALL"], false, &[]),
+                spec(B, 4002, &["ALL"], false, &[]),
+                spec(C, 4003, &["ALL"], false, &[]),
+                spec(BARE, 4004, &[], false, &[]),
+                spec(STT, 4005, &[], true, &["transcription", "translation"]),
+            ],
+            lifecycle_burst: 100,
+            ..HubConfig::default()
+        },
+    )
+}
+
+fn of_type<'a>(msgs: &'a [Value], ty: &str) -> Vec<&'a Value> {
+    msgs.iter().filter(|m| m["type"] == ty).collect()
+}
+
+/// Glasses of `user`, initialised; the system app is started for the session (its webhook
+/// waits). Returns the glasses client with its inbox drained.
+fn glasses(w: &mut World, user: &str) -> usize {
+    let g = w.connect();
+    let bearer = format!("Authorization: Bearer {}", jwt::glasses_token(user, SECRET));
+    assert_eq!(w.upgrade_with(g, "/glasses-ws", &[&bearer]).0, 101);
+    w.send_text(g, r#"{"type":"connection_init"}"#);
+    let msgs = w.json_messages(g);
+    assert_eq!(msgs[0]["type"], "connection_ack", "{msgs:?}");
+    g
+}
+
+/// Connect `package` for `user` (started from the glasses unless it is a system app), answer
+/// its webhook, and subscribe it to `subs`. Returns the app client, inbox drained.
+fn app(w: &mut World, g: usize, user: &str, package: &str, subs: Value) -> usize {
+    if package != STT {
+        w.send_text(
+            g,
+            &json!({"type": "start_app", "packageName": package}).to_string(),
+        );
+    }
+    let c = w.connect();
+    assert_eq!(w.upgrade(c, "/app-ws"), 101);
+    w.send_text(
+        c,
+        &json!({
+            "type": "tpa_connection_init",
+            "packageName": package,
+            "sessionId": format!("{user}-{package}"),
+            "apiKey": key(package),
+        })
+        .to_string(),
+    );
+    let msgs = w.json_messages(c);
+    assert_eq!(msgs[0]["type"], "tpa_connection_ack", "{package}: {msgs:?}");
+    for i in w.open_outbound() {
+        w.respond_http(i, 200);
+    }
+    subscribe(w, c, subs);
+    w.json_messages(c);
+    w.json_messages(g);
+    c
+}
+
+fn subscribe(w: &mut World, c: usize, subs: Value) {
+    w.send_text(
+        c,
+        &json!({"type": "subscription_update", "subscriptions": subs}).to_string(),
+    );
+}
+
+/// The `(streamType, data)` of every `data_stream` client `c` received; anything else fails.
+fn streams(w: &mut World, c: usize) -> Vec<(String, Value)> {
+    w.json_messages(c)
+        .into_iter()
+        .map(|m| {
+            assert_eq!(m["type"], "data_stream", "{m}");
+            (
+                m["streamType"].as_str().unwrap().to_string(),
+                m["data"].clone(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn every_glasses_stream_reaches_exactly_its_subscribers_under_their_own_stream_type() {
+    let mut w = world();
+    let g = glasses(&mut w, USER);
+    let subs_a = json!([
+        "button_press",
+        "head_position",
+        "glasses_battery_update",
+        "phone_battery_update",
+        "glasses_connection_state",
+        "location_update",
+        "vps_coordinates",
+        "VAD",
+        "phone_notification",
+        "phone_notification_dismissed",
+        "calendar_event",
+        "open_dashboard",
+        "dashboard_state",
+        "core_status_update",
+        "photo_taken",
+        "rtmp_stream_status",
+        "touch_event",
+        "start_app"
+    ]);
+    let a = app(&mut w, g, USER, A, subs_a.clone());
+    let b = app(
+        &mut w,
+        g,
+        USER,
+        B,
+        json!([
+            "touch_event:double_tap",
+            "notification_dismissed",
+            {"stream": "location_stream", "rate": "high"}
+        ]),
+    );
+    let c = app(
+        &mut w,
+        g,
+        USER,
+        C,
+        json!(["touch_event", "touch_event:double_tap"]),
+    );
+    // Another session with the same subscriptions sees nothing of this one.
+    let g2 = glasses(&mut w, OTHER);
+    let other = app(&mut w, g2, OTHER, A, subs_a);
+
+    let events = [
+        json!({"type": "button_press", "buttonId": "select", "pressType": "short"}),
+        json!({"type": "head_position", "position": "up"}),
+        json!({"type": "glasses_battery_update", "level": 40, "charging": false}),
+        json!({"type": "phone_battery_update", "level": 80, "charging": true}),
+        json!({"type": "glasses_connection_state", "modelName": "x", "status": "DISCONNECTED"}),
+        json!({"type": "location_update", "lat": 51.5, "lng": -0.1}),
+        json!({"type": "vps_coordinates", "x": 1}),
+        json!({"type": "VAD", "status": true}),
+        json!({"type": "phone_notification", "notificationId": "n1", "app": "m", "title": "t", "content": "c", "priority": "high"}),
+        json!({"type": "phone_notification_dismissed", "notificationId": "n1"}),
+        json!({"type": "notification_dismissed", "notificationId": "n2"}),
+        json!({"type": "calendar_event", "eventId": "e1", "title": "talk", "dtStart": "x", "dtEnd": "y", "timezone": "UTC"}),
+        json!({"type": "open_dashboard"}),
+        json!({"type": "dashboard_state", "isOpen": true}),
+        json!({"type": "core_status_update", "status": {"status": {}}}),
+        json!({"type": "photo_taken", "photoUrl": "u"}),
+        json!({"type": "rtmp_stream_status", "status": "active"}),
+        json!({"type": "touch_event", "device_model": "g1", "gesture_name": "double_tap"}),
+        json!({"type": "touch_event", "device_model": "g1", "gesture_name": "single_tap"}),
+    ];
+    for e in &events {
+        w.send_text(g, &e.to_string());
+    }
+    let got_a = streams(&mut w, a);
+    let expect_a: Vec<(String, Value)> = events
+        .iter()
+        .map(|e| {
+            let ty = e["type"].as_str().unwrap();
+            let st = if ty == "notification_dismissed" {
+                "phone_notification_dismissed"
+            } else {
+                ty
+            };
+            (st.to_string(), e.clone())
+        })
+        .collect();
+    assert_eq!(got_a, expect_a);
+    assert_eq!(
+        streams(&mut w, b),
+        vec![
+            ("location_stream".to_string(), events[5].clone()),
+            ("notification_dismissed".to_string(), events[9].clone()),
+            ("notification_dismissed".to_string(), events[10].clone()),
+            ("touch_event:double_tap".to_string(), events[17].clone()),
+        ]
+    );
+    assert_eq!(
+        streams(&mut w, c),
+        vec![
+            ("touch_event".to_string(), events[17].clone()),
+            ("touch_event:double_tap".to_string(), events[17].clone()),
+            ("touch_event".to_string(), events[18].clone()),
+        ]
+    );
+    assert!(w.json_messages(other).is_empty());
+}
+
+#[test]
+fn the_session_id_is_the_apps_own_and_a_wildcard_gets_each_event_once() {
+    let mut w = world();
+    let g = glasses(&mut w, USER);
+    let a = app(&mut w, g, USER, A, json!(["all", "button_press"]));
+    w.send_text(g, r#"{"type":"button_press","buttonId":"x"}"#);
+    w.send_text(g, r#"{"type":"head_position","position":"down"}"#);
+    let msgs = w.json_messages(a);
+    assert_eq!(msgs.len(), 2, "{msgs:?}");
+    assert!(msgs.iter().all(|m| m["sessionId"] == format!("{USER}-{A}")));
+    assert_eq!(msgs[0]["streamType"], "button_press");
+    assert_eq!(msgs[1]["streamType"], "head_position");
+}
+
+#[test]
+fn unsubscribing_stops_delivery() {
+    let mut w = world();
+    let g = glasses(&mut w, USER);
+    let a = app(&mut w, g, USER, A, json!(["button_press"]));
+    w.send_text(g, r#"{"type":"button_press"}"#);
+    assert_eq!(streams(&mut w, a).len(), 1);
+    subscribe(&mut w, a, json!([]));
+    w.json_messages(a);
+    w.send_text(g, r#"{"type":"button_press"}"#);
+    assert!(w.json_messages(a).is_empty());
+}
+
+#[test]
+fn audio_reaches_its_subscribers_byte_for_byte_and_nobody_else() {
+    let mut w = world();
+    let g = glasses(&mut w, USER);
+    let a = app(&mut w, g, USER, A, json!(["audio_chunk"]));
+    let b = app(&mut w, g, USER, B, json!(["button_press"]));
+    let pcm: Vec<u8> = (0..3200u32).map(|i| (i * 7 % 251) as u8).collect();
+    w.send_frame(g, true, Opcode::Binary, &pcm);
+    let got = w.clients[a].messages();
+    assert_eq!(
+        got,
+        vec![augmentos_edge::sim::Received::Binary(pcm.clone())]
+    );
+    assert!(w.json_messages(b).is_empty());
+}
+
+#[test]
+fn a_new_subscriber_gets_the_last_location_and_the_calendar() {
+    let mut w = world();
+    let g = glasses(&mut w, USER);
+    let loc = json!({"type": "location_update", "lat": 1.5, "lng": 2.5});
+    let cal = json!({"type": "calendar_event", "eventId": "e1", "title": "keynote"});
+    w.send_text(
+        g,
+        &json!({"type": "location_update", "lat": 0, "lng": 0}).to_string(),
+    );
+    w.send_text(g, &loc.to_string());
+    w.send_text(g, &cal.to_string());
+    let a = app(&mut w, g, USER, A, json!([]));
+    subscribe(&mut w, a, json!(["location_update", "calendar_event"]));
+    let mut got = streams(&mut w, a);
+    got.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(
+        got,
+        vec![
+            ("calendar_event".to_string(), cal),
+            ("location_update".to_string(), loc),
+        ]
+    );
+    // Re-sending the same subscriptions replays nothing again.
+    subscribe(&mut w, a, json!(["location_update", "calendar_event"]));
+    assert!(w.json_messages(a).is_empty());
+}
+
+fn transcript(text: &str, lang: &str, is_final: bool) -> Value {
+    json!({"type": "transcription", "text": text, "isFinal": is_final, "startTime": 100,
+           "endTime": 900, "transcribeLanguage": lang, "utteranceId": "u1"})
+}
+
+#[test]
+fn a_publishing_system_app_feeds_transcripts_to_exact_subscribers() {
+    let mut w = world();
+    let g = glasses(&mut w, USER);
+    let stt = app(&mut w, g, USER, STT, json!(["audio_chunk"]));
+    let a = app(&mut w, g, USER, A, json!(["transcription:en-US"]));
+    let b = app(
+        &mut w,
+        g,
+        USER,
+        B,
+        json!([
+            "transcription:en-US?hints=ja%2Cfr",
+            "translation:es-ES-to-en-US"
+        ]),
+    );
+    let c = app(
+        &mut w,
+        g,
+        USER,
+        C,
+        json!(["transcription:fr-FR", "translation:all-to-en-US"]),
+    );
+    let hello = transcript("hello", "en-US", true);
+    w.send_text(
+        stt,
+        &json!({"type": "data_stream", "streamType": "transcription", "data": hello}).to_string(),
+    );
+    assert_eq!(
+        streams(&mut w, a),
+        vec![("transcription:en-US".to_string(), hello.clone())]
+    );
+    assert_eq!(
+        streams(&mut w, b),
+        vec![("transcription:en-US?hints=ja%2Cfr".to_string(), hello)]
+    );
+    assert!(w.json_messages(c).is_empty());
+    let hola = json!({"type": "translation", "text": "hello", "originalText": "hola",
+                      "isFinal": true, "startTime": 0, "endTime": 5,
+                      "transcribeLanguage": "es-ES", "translateLanguage": "en-US"});
+    w.send_text(
+        stt,
+        &json!({"type": "data_stream", "streamType": "translation", "data": hola}).to_string(),
+    );
+    assert_eq!(
+        streams(&mut w, b),
+        vec![("translation:es-ES-to-en-US".to_string(), hola.clone())]
+    );
+    assert_eq!(
+        streams(&mut w, c),
+        vec![("translation:all-to-en-US".to_string(), hola)]
+    );
+    assert!(w.json_messages(a).is_empty());
+    assert!(w.json_messages(stt).is_empty());
+}
+
+#[test]
+fn publishing_without_the_right_is_refused_and_the_app_stays() {
+    let mut w = world();
+    let g = glasses(&mut w, USER);
+    let a = app(&mut w, g, USER, A, json!(["transcription:en-US"]));
+    let b = app(&mut w, g, USER, B, json!(["transcription:en-US"]));
+    w.send_text(
+        a,
+        &json!({"type": "data_stream", "data": transcript("forged", "en-US", true)}).to_string(),
+    );
+    let msgs = w.json_messages(a);
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    assert_eq!(msgs[0]["type"], "tpa_connection_error");
+    assert_eq!(msgs[0]["code"], "PUBLISH_NOT_ALLOWED");
+    assert!(!w.clients[a].closed);
+    assert!(w.json_messages(b).is_empty());
+    assert_eq!(
+        w.server.hub.counters.refusals.get("PUBLISH_NOT_ALLOWED"),
+        Some(&1)
+    );
+}
+
+fn mic(msgs: &[Value]) -> Vec<(bool, Value)> {
+    of_type(msgs, "microphone_state_change")
+        .iter()
+        .map(|m| {
+            (
+                m["isMicrophoneEnabled"].as_bool().unwrap(),
+                m["requiredData"].clone(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_microphone_follows_what_apps_need_debounced() {
+    let mut w = world();
+    let g = w.connect();
+    let bearer = format!("Authorization: Bearer {}", jwt::glasses_token(USER, SECRET));
+    assert_eq!(w.upgrade_with(g, "/glasses-ws", &[&bearer]).0, 101);
+    w.send_text(g, r#"{"type":"connection_init"}"#);
+    // On init: off, nothing needed.
+    assert_eq!(mic(&w.json_messages(g)), vec![(false, json!([]))]);
+    // The first change is sent at once.
+    let a = app(&mut w, g, USER, A, json!([]));
+    subscribe(&mut w, a, json!(["transcription:en-US"]));
+    assert_eq!(
+        mic(&w.json_messages(g)),
+        vec![(true, json!(["transcription"]))]
+    );
+    // Changes within the next second wait for it, and only the last one is sent.
+    w.advance(Duration::from_millis(300));
+    subscribe(&mut w, a, json!(["audio_chunk", "transcription:en-US"]));
+    w.advance(Duration::from_millis(300));
+    subscribe(&mut w, a, json!([]));
+    assert!(mic(&w.json_messages(g)).is_empty());
+    w.advance(Duration::from_millis(399));
+    assert!(mic(&w.json_messages(g)).is_empty());
+    w.advance(Duration::from_millis(1));
+    assert_eq!(mic(&w.json_messages(g)), vec![(false, json!([]))]);
+    // A need that comes and goes within the window sends nothing at all.
+    w.advance(Duration::from_millis(200));
+    subscribe(&mut w, a, json!(["audio_chunk"]));
+    subscribe(&mut w, a, json!([]));
+    w.advance(Duration::from_secs(2));
+    assert!(mic(&w.json_messages(g)).is_empty());
+    // Glasses reporting a (re)connection are told again, at once.
+    subscribe(&mut w, a, json!(["audio_chunk"]));
+    assert_eq!(mic(&w.json_messages(g)), vec![(true, json!(["pcm"]))]);
+    w.send_text(
+        g,
+        r#"{"type":"glasses_connection_state","modelName":"g1","status":"CONNECTED"}"#,
+    );
+    assert_eq!(mic(&w.json_messages(g)), vec![(true, json!(["pcm"]))]);
+    // An app that drops takes its need with it.
+    w.advance(Duration::from_secs(2));
+    w.client_eof(a);
+    assert_eq!(mic(&w.json_messages(g)), vec![(false, json!([]))]);
+}
+
+#[test]
+fn a_resumed_session_tells_the_glasses_the_microphone_state() {
+    let mut w = world();
+    let g = glasses(&mut w, USER);
+    let _a = app(&mut w, g, USER, A, json!(["audio_chunk"]));
+    w.client_eof(g);
+    let again = w.connect();
+    let bearer = format!("Authorization: Bearer {}", jwt::glasses_token(USER, SECRET));
+    assert_eq!(w.upgrade_with(again, "/glasses-ws", &[&bearer]).0, 101);
+    w.send_text(again, r#"{"type":"connection_init"}"#);
+    let msgs = w.json_messages(again);
+    assert_eq!(msgs[0]["type"], "connection_ack");
+    assert_eq!(mic(&msgs), vec![(true, json!(["pcm"]))]);
+}
