@@ -35,6 +35,12 @@ pub struct SimClient {
     pub inbox: Vec<u8>,
     /// The server closed the connection.
     pub closed: bool,
+    /// The client reads what the server sends; a stalled client does not, and its output waits
+    /// in the server (see [`World::set_reading`]).
+    pub reading: bool,
+    /// Bytes the client sent that the server has not read yet: the server reads a connection
+    /// only while `wants_read` says so, as the reactor does (TCP holds the rest).
+    pub unsent: Vec<u8>,
     rx: Option<Receiver>,
     mask_seed: u32,
 }
@@ -185,6 +191,8 @@ impl World {
             id,
             inbox: Vec::new(),
             closed: false,
+            reading: true,
+            unsent: Vec::new(),
             rx: None,
             mask_seed: 0x9E37_79B9 ^ id.index,
         });
@@ -230,10 +238,38 @@ impl World {
         if self.clients[c].closed {
             return;
         }
-        let mut buf = bytes.to_vec();
-        let now = self.clock();
-        self.server.handle_input(self.clients[c].id, &mut buf, now);
+        self.clients[c].unsent.extend_from_slice(bytes);
+        self.pump(c);
         self.step();
+    }
+
+    /// Hand client `c`'s unsent bytes to the server while it wants to read them, one read's
+    /// worth at a time (the reactor's 64 KiB read buffer), as the reactor would.
+    fn pump(&mut self, c: usize) {
+        const READ: usize = 64 * 1024;
+        while !self.clients[c].unsent.is_empty() && !self.clients[c].closed {
+            let id = self.clients[c].id;
+            if !self.server.wants_read(id) {
+                return;
+            }
+            let n = self.clients[c].unsent.len().min(READ);
+            let mut buf: Vec<u8> = self.clients[c].unsent.drain(..n).collect();
+            let now = self.clock();
+            self.server.handle_input(id, &mut buf, now);
+        }
+    }
+
+    /// Client `c` stops (`false`) or resumes (`true`) reading what the server sends; resuming
+    /// takes everything waiting at once.
+    pub fn set_reading(&mut self, c: usize, reading: bool) {
+        self.clients[c].reading = reading;
+        if reading {
+            let id = self.clients[c].id;
+            let out = self.server.output(id).to_vec();
+            self.server.consume_output(id, out.len());
+            self.clients[c].inbox.extend_from_slice(&out);
+            self.step();
+        }
     }
 
     /// Send a masked frame from client `c`.
@@ -323,7 +359,16 @@ impl World {
             let mut any = false;
             while let Some(id) = self.server.poll_dirty() {
                 any = true;
-                let out = self.server.output(id).to_vec();
+                let reads = self
+                    .clients
+                    .iter()
+                    .find(|c| c.id == id)
+                    .is_none_or(|c| c.reading);
+                let out = if reads {
+                    self.server.output(id).to_vec()
+                } else {
+                    Vec::new()
+                };
                 self.server.consume_output(id, out.len());
                 let close = self.server.wants_close(id);
                 if let Some(client) = self.clients.iter_mut().find(|c| c.id == id) {
@@ -335,6 +380,12 @@ impl World {
                 }
                 if close {
                     self.server.handle_closed(id, now);
+                }
+            }
+            while let Some(id) = self.server.poll_resumed() {
+                if let Some(c) = self.clients.iter().position(|c| c.id == id) {
+                    any = true;
+                    self.pump(c);
                 }
             }
             if !any {

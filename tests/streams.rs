@@ -53,11 +53,15 @@ fn spec(package: &str, port: u16, perms: &[&str], system: bool, publishes: &[&st
 }
 
 fn world() -> World {
+    world_with(ServerConfig {
+        ping_interval: None,
+        ..ServerConfig::default()
+    })
+}
+
+fn world_with(server: ServerConfig) -> World {
     World::with_hub(
-        ServerConfig {
-            ping_interval: None,
-            ..ServerConfig::default()
-        },
+        server,
         HubConfig {
             jwt_secret: SECRET.to_vec(),
             apps: vec![
@@ -472,4 +476,172 @@ fn a_resumed_session_tells_the_glasses_the_microphone_state() {
     let msgs = w.json_messages(again);
     assert_eq!(msgs[0]["type"], "connection_ack");
     assert_eq!(mic(&msgs), vec![(true, json!(["pcm"]))]);
+}
+
+// ---- flow control ---------------------------------------------------------------------------
+
+/// A small high-water mark (8 KiB) so a few hundred events back a subscriber up.
+fn flow_world() -> World {
+    world_with(ServerConfig {
+        ping_interval: None,
+        read_pause: 8 * 1024,
+        max_output: 256 * 1024,
+        stall_timeout: Duration::from_secs(2),
+        ..ServerConfig::default()
+    })
+}
+
+fn press(i: usize) -> String {
+    json!({"type": "button_press", "buttonId": "select", "pressType": "short", "seq": i})
+        .to_string()
+}
+
+#[test]
+fn a_stalled_app_holds_its_session_back_until_the_stall_timeout_and_a_fast_one_loses_nothing() {
+    let mut w = flow_world();
+    let g = glasses(&mut w, USER);
+    let stt = app(&mut w, g, USER, STT, json!([]));
+    let fast = app(
+        &mut w,
+        g,
+        USER,
+        A,
+        json!(["button_press", "transcription:en-US"]),
+    );
+    let stalled = app(
+        &mut w,
+        g,
+        USER,
+        B,
+        json!(["button_press", "transcription:en-US"]),
+    );
+    w.set_reading(stalled, false);
+    let stalled_id = w.clients[stalled].id;
+    let high = w.server.config().read_pause;
+    let mut peak = 0;
+    for i in 0..2_000 {
+        w.send_text(g, &press(i));
+        if i % 100 == 0 {
+            // Transcripts from the publisher, interim then final, in the same flood.
+            w.send_text(
+                stt,
+                &json!({"type": "data_stream", "data": transcript(&format!("t{i}"), "en-US", false)})
+                    .to_string(),
+            );
+            w.send_text(
+                stt,
+                &json!({"type": "data_stream", "data": transcript(&format!("t{i}"), "en-US", true)})
+                    .to_string(),
+            );
+        }
+        peak = peak.max(w.server.output(stalled_id).len());
+    }
+    // The stalled app's backlog stays near the high-water mark: the glasses (and the
+    // publisher) were paused, their bytes held by "TCP".
+    assert!(peak <= high + 1024, "backlog peaked at {peak} bytes");
+    assert!(
+        !w.clients[g].unsent.is_empty(),
+        "the glasses were never paused"
+    );
+    assert!(w.server.hub.counters.feeder_pauses >= 1);
+    // Not closed before the stall timeout...
+    w.advance(Duration::from_millis(1_999));
+    assert!(!w.clients[stalled].closed);
+    assert!(w
+        .server
+        .net
+        .get(stalled_id)
+        .is_some_and(|c| c.is_websocket()));
+    // ... closed at it, with 1008 naming the stall; the session then runs on.
+    w.advance(Duration::from_millis(1));
+    assert_eq!(w.server.stats().stall_closes, 1);
+    // Its backlog is dropped for a close frame, 1008 with a reason naming the stall.
+    let out = w.server.output(stalled_id).to_vec();
+    assert_eq!(&out[..1], &[0x88]);
+    assert_eq!(u16::from_be_bytes([out[2], out[3]]), 1008);
+    assert!(String::from_utf8_lossy(&out[4..]).contains("stalled"));
+    assert!(
+        w.clients[g].unsent.is_empty(),
+        "the glasses were not resumed"
+    );
+    w.advance(Duration::from_secs(3));
+    // The fast app got every press once, in order, and every final; interims only where it
+    // was not backed up (it never was).
+    let got = streams(&mut w, fast);
+    let seqs: Vec<u64> = got
+        .iter()
+        .filter(|(st, _)| st == "button_press")
+        .map(|(_, d)| d["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (0..2_000).collect::<Vec<u64>>());
+    let finals = got
+        .iter()
+        .filter(|(st, d)| st == "transcription:en-US" && d["isFinal"] == true)
+        .count();
+    assert_eq!(finals, 20);
+    // The stalled app goes through the drop path like any app that went away.
+    assert!(matches!(
+        w.server.hub.app_state(USER, B),
+        Some("reconnecting" | "restarting")
+    ));
+}
+
+#[test]
+fn lossy_streams_to_a_backed_up_app_are_dropped_without_pausing_anyone() {
+    let mut w = flow_world();
+    let g = glasses(&mut w, USER);
+    let fast = app(&mut w, g, USER, A, json!(["button_press"]));
+    let listener = app(&mut w, g, USER, B, json!(["audio_chunk", "head_position"]));
+    w.set_reading(listener, false);
+    let chunk = vec![7u8; 1600];
+    for i in 0..200 {
+        w.send_frame(g, true, Opcode::Binary, &chunk);
+        w.send_text(g, r#"{"type":"head_position","position":"up"}"#);
+        w.send_text(g, &press(i));
+    }
+    // Nobody waited for the audio listener: the glasses were never paused.
+    assert_eq!(w.server.hub.counters.feeder_pauses, 0);
+    assert!(w.clients[g].unsent.is_empty());
+    let presses = streams(&mut w, fast).len();
+    assert_eq!(presses, 200);
+    let dropped = &w.server.hub.counters.dropped;
+    assert!(
+        dropped.get("audio_chunk").copied().unwrap_or(0) > 150,
+        "{dropped:?}"
+    );
+    assert!(
+        dropped.get("head_position").copied().unwrap_or(0) > 150,
+        "{dropped:?}"
+    );
+    // The drops are in /metrics, by stream.
+    let m = w.connect();
+    w.send_raw(m, b"GET /metrics HTTP/1.1\r\n\r\n");
+    let (_, body) = w.clients[m].take_http_response().unwrap();
+    assert!(
+        body.contains(
+            "augmentos_dropped_total{stream=\"audio_chunk\",reason=\"subscriber_backlog\"}"
+        ),
+        "{body}"
+    );
+}
+
+#[test]
+fn an_app_that_is_behind_but_keeps_reading_is_never_cut() {
+    let mut w = flow_world();
+    let g = glasses(&mut w, USER);
+    let slow = app(&mut w, g, USER, A, json!(["button_press"]));
+    let mut received = 0;
+    for round in 0..20 {
+        w.set_reading(slow, false);
+        for i in 0..300 {
+            w.send_text(g, &press(round * 300 + i));
+        }
+        // It reads everything once every 1.5 s: behind, but never stalled for 2 s.
+        w.advance(Duration::from_millis(1_500));
+        w.set_reading(slow, true);
+        received += streams(&mut w, slow).len();
+    }
+    assert!(!w.clients[slow].closed);
+    assert_eq!(w.server.stats().stall_closes, 0);
+    assert_eq!(received, 6_000);
 }

@@ -432,6 +432,10 @@ pub struct HubCounters {
     pub sessions_ended: u64,
     /// Webhooks replaced by a newer one for the same app before they were sent.
     pub webhooks_coalesced: u64,
+    /// Lossy messages not delivered to a backed-up subscriber, by stream.
+    pub dropped: BTreeMap<&'static str, u64>,
+    /// Times a feeder (glasses, publisher) was not read because a subscriber was backed up.
+    pub feeder_pauses: u64,
 }
 
 pub struct Hub {

@@ -106,8 +106,14 @@ impl Hub {
             escaped = serde_json::to_string(ty).unwrap_or_default();
             [escaped.as_bytes(), b"", b""]
         };
+        let lossy = match ty {
+            "head_position" => Some("head_position"),
+            "location_update" => Some("location_update"),
+            _ => None,
+        };
         if let Some(s) = self.session(sk) {
-            deliver(net, s, event, base, text.as_bytes(), now);
+            let dropped = deliver(net, s, event, base, text.as_bytes(), lossy.is_some(), now);
+            self.count_drops(lossy, dropped);
         }
         if ty == "glasses_connection_state" && connected(text) {
             self.send_mic_state(net, sk, now);
@@ -116,16 +122,50 @@ impl Hub {
 
     /// Audio from the glasses: the same bytes, in a binary frame, to every app subscribed to
     /// `audio_chunk` (or everything).
-    pub(super) fn relay_audio(&self, net: &mut impl Outbox, sk: SessKey, data: &[u8]) {
+    pub(super) fn relay_audio(&mut self, net: &mut impl Outbox, sk: SessKey, data: &[u8]) {
         let Some(s) = self.session(sk) else { return };
         let Some(streams) = s.streams.as_deref() else {
             return;
         };
+        let mut dropped = 0;
         streams.routes.each(Event::Plain("audio_chunk"), |app, _| {
             if let Some(conn) = active_conn(s, app) {
-                net.send_frame(conn, Opcode::Binary, &[data]);
+                if net.backed_up(conn) {
+                    dropped += 1;
+                } else {
+                    net.send_frame(conn, Opcode::Binary, &[data]);
+                }
             }
         });
+        self.count_drops(Some("audio_chunk"), dropped);
+    }
+
+    fn count_drops(&mut self, stream: Option<&'static str>, n: u64) {
+        if let (Some(stream), 1..) = (stream, n) {
+            *self.counters.dropped.entry(stream).or_default() += n;
+        }
+    }
+
+    /// Whether `id` feeds a session (its glasses, or an app that publishes into it) one of
+    /// whose subscribers is backed up and wants something that may not be dropped.
+    pub fn feeder_blocked(&self, net: &impl Outbox, id: ConnId) -> bool {
+        let sk = match self.links.get(&id) {
+            Some(Link::Glasses {
+                session: Some(sk), ..
+            }) => *sk,
+            Some(Link::App {
+                bound: Some((sk, app)),
+                ..
+            }) if !self.cfg.apps[*app].publishes.is_empty() => *sk,
+            _ => return false,
+        };
+        let Some(s) = self.session(sk) else {
+            return false;
+        };
+        s.apps.values().any(|run| {
+            run.conn
+                .is_some_and(|c| c != id && net.backed_up(c) && wants_lossless(&run.subs))
+        })
     }
 
     // ---- publishing ----------------------------------------------------------------------
@@ -197,8 +237,14 @@ impl Hub {
             Event::Translation { from: language, to }
         };
         let base: [&[u8]; 3] = [b"\"", stream.as_bytes(), b"\""];
+        let lossy = (meta.is_final == Some(false)).then_some(if stream == "transcription" {
+            "transcription"
+        } else {
+            "translation"
+        });
         if let Some(s) = self.session(sk) {
-            deliver(net, s, event, base, data.as_bytes(), now);
+            let dropped = deliver(net, s, event, base, data.as_bytes(), lossy.is_some(), now);
+            self.count_drops(lossy, dropped);
         }
     }
 
@@ -379,22 +425,40 @@ fn active_conn(s: &Session, app: usize) -> Option<ConnId> {
     }
 }
 
-/// Write one event to every subscriber of it in `s`, each under its own `streamType`.
+/// Whether a subscription list holds anything that must not be dropped (everything but audio,
+/// head position and location; transcripts count, for their finals).
+fn wants_lossless(subs: &[String]) -> bool {
+    subs.iter().any(|x| {
+        !matches!(
+            x.as_str(),
+            "audio_chunk" | "head_position" | "location_update" | "location_stream"
+        )
+    })
+}
+
+/// Write one event to every subscriber of it in `s`, each under its own `streamType`; a
+/// `lossy` event skips subscribers that are backed up. Returns how many were skipped.
 fn deliver(
     net: &mut impl Outbox,
     s: &Session,
     event: Event<'_>,
     base: [&[u8]; 3],
     data: &[u8],
+    lossy: bool,
     now: Now,
-) {
+) -> u64 {
     let Some(streams) = s.streams.as_deref() else {
-        return;
+        return 0;
     };
+    let mut dropped = 0;
     streams.routes.each(event, |app, stream| {
         let (Some(conn), Some(run)) = (active_conn(s, app), s.apps.get(&app)) else {
             return;
         };
+        if lossy && net.backed_up(conn) {
+            dropped += 1;
+            return;
+        }
         let stream = match stream {
             Some(own) => [own, b"", b""],
             None => base,
@@ -402,6 +466,7 @@ fn deliver(
         let parts = data_stream_parts(&run.prefix, stream, data, now.iso());
         net.send_frame(conn, Opcode::Text, &parts);
     });
+    dropped
 }
 
 /// One replayed event to one app, under the subscription string `sub`.

@@ -93,6 +93,11 @@ pub struct Conn {
     pub outbound: bool,
     /// An outbound request whose socket the shell has not been asked to open yet.
     pub awaiting_connect: bool,
+    /// Bytes of output the shell has written so far (wrapping; only compared for progress).
+    pub consumed: u32,
+    /// Backed up: when to check for write progress, and `consumed` when the check was armed.
+    pub stall_at: Option<Instant>,
+    pub stall_mark: u32,
 }
 
 impl Conn {
@@ -110,6 +115,9 @@ impl Conn {
             rtt_us: None,
             outbound: matches!(phase, Phase::Client),
             awaiting_connect: false,
+            consumed: 0,
+            stall_at: None,
+            stall_mark: 0,
         }
     }
 

@@ -16,7 +16,7 @@ pub mod table;
 pub mod timers;
 
 pub use conn::{Conn, ConnId, Endpoint, Peer, Phase, MAX_INDEX};
-pub use table::{HttpOutcome, Net, Target};
+pub use table::{HttpOutcome, Net, Target, Timer};
 
 use crate::http::RequestLimits;
 use crate::time::Instant;
@@ -36,8 +36,12 @@ pub struct ServerConfig {
     pub http: RequestLimits,
     /// Output past this many bytes drops the connection (a reader that does not keep up).
     pub max_output: usize,
-    /// Output past this many bytes stops reading from the connection until it drains.
+    /// Output past this many bytes stops reading from the connection until it drains (its high
+    /// water mark); a connection this far behind is "backed up": lossy streams to it are dropped
+    /// and the connections feeding it are paused until it is back under half of it.
     pub read_pause: usize,
+    /// A backed-up WebSocket that writes nothing for this long is closed (1008) as stalled.
+    pub stall_timeout: Duration,
     /// Client connections (glasses, apps, REST callers) held at once.
     pub max_connections: usize,
     /// Outbound requests (webhooks) in flight at once, counted apart from client connections.
@@ -58,6 +62,7 @@ impl Default for ServerConfig {
             http: RequestLimits::default(),
             max_output: 1024 * 1024,
             read_pause: 64 * 1024,
+            stall_timeout: Duration::from_secs(2),
             max_connections: 20_000,
             max_outbound: 256,
             ping_interval: Some(Duration::from_secs(15)),
@@ -78,6 +83,8 @@ pub struct Stats {
     pub idle_closes: u64,
     /// Outbound requests not opened because too many were in flight.
     pub outbound_refused: u64,
+    /// Backed-up WebSockets closed for making no write progress.
+    pub stall_closes: u64,
 }
 
 /// What the application core may do to connections. Every method is a no-op (or returns
@@ -115,4 +122,7 @@ pub trait Outbox {
     fn open_client(&mut self, target: Target, request: &[u8], deadline: Instant) -> Option<ConnId>;
 
     fn peer(&self, id: ConnId) -> Option<&Peer>;
+
+    /// Whether `id` is backed up: more output waiting than its high water mark.
+    fn backed_up(&self, id: ConnId) -> bool;
 }

@@ -43,7 +43,7 @@ pub struct Net {
     pub cfg: ServerConfig,
     conns: Slab<Conn>,
     next_gen: u32,
-    timers: TimerHeap<ConnId>,
+    timers: TimerHeap<(ConnId, Timer)>,
     dirty: Vec<ConnId>,
     pool: Vec<Vec<u8>>,
     connects: VecDeque<(ConnId, Target)>,
@@ -52,6 +52,9 @@ pub struct Net {
     stopped_reading: Vec<ConnId>,
     /// Outbound requests held (their connections count here, not against `max_connections`).
     outbound: usize,
+    /// The `now` of the input being handled (set by the server at each `handle_*`), for
+    /// deadlines armed by writes.
+    pub now: Instant,
     pub stats: Stats,
 }
 
@@ -68,6 +71,7 @@ impl Net {
             done: Vec::new(),
             stopped_reading: Vec::new(),
             outbound: 0,
+            now: Instant::ZERO,
             stats: Stats::default(),
         }
     }
@@ -172,10 +176,14 @@ impl Net {
             return;
         };
         let n = n.min(c.out.len());
+        c.consumed = c.consumed.wrapping_add(n as u32);
         if n == c.out.len() {
             give_back(pool, std::mem::take(&mut c.out));
         } else {
             c.out.drain(..n);
+        }
+        if c.out.len() <= self.cfg.read_pause / 2 {
+            c.stall_at = None;
         }
     }
 
@@ -202,9 +210,11 @@ impl Net {
         None
     }
 
-    /// After output was queued: enforce the cap.
+    /// After output was queued: enforce the cap, and start watching a WebSocket that just
+    /// backed up for write progress.
     pub fn check_cap(&mut self, id: ConnId) {
-        let max = self.cfg.max_output;
+        let (max, high) = (self.cfg.max_output, self.cfg.read_pause);
+        let at = self.now + self.cfg.stall_timeout;
         let Some(c) = self.get_mut(id) else { return };
         if c.out.len() > max {
             c.out = Vec::new();
@@ -212,6 +222,35 @@ impl Net {
             self.stats.overflow_drops += 1;
             self.stopped_reading.push(id);
             self.mark_dirty(id);
+        } else if c.out.len() > high && c.stall_at.is_none() && c.is_websocket() {
+            c.stall_at = Some(at);
+            c.stall_mark = c.consumed;
+            self.timers.push(at, (id, Timer::Stall));
+        }
+    }
+
+    /// A backed-up connection's stall deadline passed: close it if it wrote nothing since the
+    /// deadline was armed, else watch it for another stall interval.
+    pub fn check_stall(&mut self, id: ConnId, now: Instant) {
+        let high = self.cfg.read_pause;
+        let at = now + self.cfg.stall_timeout;
+        let Some(c) = self.get_mut(id) else { return };
+        if c.out.len() <= high || !c.is_websocket() {
+            return;
+        }
+        if c.consumed != c.stall_mark {
+            c.stall_at = Some(at);
+            c.stall_mark = c.consumed;
+            self.timers.push(at, (id, Timer::Stall));
+            return;
+        }
+        // What is queued will never be read: drop it, say why, and close.
+        c.out.clear();
+        self.stats.stall_closes += 1;
+        self.close_websocket(id, 1008, "stalled: no write progress", now);
+        if let Some(c) = self.get_mut(id) {
+            c.phase = Phase::Closing { failed: true };
+            self.stopped_reading.push(id);
         }
     }
 
@@ -283,27 +322,33 @@ impl Net {
         let Some(c) = self.get_mut(id) else { return };
         c.deadline = at;
         if let Some(at) = at {
-            self.timers.push(at, id);
-            if self.timers.len() > 2 * self.conns.len() + 64 {
+            self.timers.push(at, (id, Timer::Main));
+            if self.timers.len() > 3 * self.conns.len() + 64 {
                 let conns = &self.conns;
-                self.timers.rebuild(|at, id| is_current(conns, at, id));
+                self.timers.rebuild(|at, key| is_current(conns, at, key));
             }
         }
     }
 
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         let conns = &self.conns;
-        self.timers.peek(|at, id| is_current(conns, at, id))
+        self.timers.peek(|at, key| is_current(conns, at, key))
     }
 
-    /// The next connection whose deadline passed at `now` (its deadline is cleared).
-    pub fn pop_expired(&mut self, now: Instant) -> Option<ConnId> {
-        while let Some((at, id)) = self.timers.pop_due(now) {
+    /// The next connection whose deadline of kind `Timer` passed at `now` (that deadline is
+    /// cleared).
+    pub fn pop_expired(&mut self, now: Instant) -> Option<(ConnId, Timer)> {
+        while let Some((at, key)) = self.timers.pop_due(now) {
+            if !is_current(&self.conns, at, key) {
+                continue;
+            }
+            let (id, kind) = key;
             if let Some(c) = self.get_mut(id) {
-                if c.deadline == Some(at) {
-                    c.deadline = None;
-                    return Some(id);
+                match kind {
+                    Timer::Main => c.deadline = None,
+                    Timer::Stall => c.stall_at = None,
                 }
+                return Some(key);
             }
         }
         None
@@ -320,10 +365,22 @@ impl Net {
     }
 }
 
-fn is_current(conns: &Slab<Conn>, at: Instant, id: ConnId) -> bool {
-    conns
-        .get(id.index as usize)
-        .is_some_and(|c| c.gen == id.gen && c.deadline == Some(at))
+/// The deadlines a connection has: its phase's (handshake, heartbeat, close, response) and,
+/// while backed up, the stall check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Timer {
+    Main,
+    Stall,
+}
+
+fn is_current(conns: &Slab<Conn>, at: Instant, (id, kind): (ConnId, Timer)) -> bool {
+    conns.get(id.index as usize).is_some_and(|c| {
+        c.gen == id.gen
+            && match kind {
+                Timer::Main => c.deadline == Some(at),
+                Timer::Stall => c.stall_at == Some(at),
+            }
+    })
 }
 
 /// Nothing more will be read; close once the output is flushed.
@@ -422,6 +479,11 @@ impl Outbox for Net {
 
     fn peer(&self, id: ConnId) -> Option<&Peer> {
         self.get(id).map(|c| &c.peer)
+    }
+
+    fn backed_up(&self, id: ConnId) -> bool {
+        self.get(id)
+            .is_some_and(|c| c.out.len() > self.cfg.read_pause)
     }
 }
 

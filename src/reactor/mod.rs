@@ -235,6 +235,9 @@ impl Reactor {
             for id in std::mem::take(&mut self.writable) {
                 self.flush(id);
             }
+            while let Some(id) = self.server.poll_resumed() {
+                self.again.push(id);
+            }
             if self.stop.stop.load(Ordering::SeqCst) {
                 return Ok(());
             }

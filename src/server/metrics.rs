@@ -21,6 +21,8 @@ pub struct ConnRow<'a> {
 pub struct Snapshot<'a> {
     pub counters: &'a [(&'static str, &'static str, &'static str, u64)],
     pub refusals: &'a [(&'a str, u64)],
+    /// Lossy messages dropped for backed-up subscribers, by stream.
+    pub dropped: &'a [(&'a str, u64)],
     pub connections: &'a [ConnRow<'a>],
 }
 
@@ -84,6 +86,17 @@ pub fn render(s: &Snapshot<'_>) -> String {
     }
     header(
         &mut m,
+        "dropped_total",
+        "counter",
+        "Lossy messages not delivered to a backed-up subscriber, by stream and reason.",
+    );
+    for (stream, n) in s.dropped {
+        m.push_str("augmentos_dropped_total{stream=\"");
+        escape_label(stream, &mut m);
+        let _ = writeln!(m, "\",reason=\"subscriber_backlog\"}} {n}");
+    }
+    header(
+        &mut m,
         "connection_rtt_microseconds",
         "gauge",
         "Round trip of the last ping.",
@@ -125,6 +138,7 @@ mod tests {
         let text = render(&Snapshot {
             counters: &[("sessions", "gauge", "User sessions.", 1)],
             refusals: &[],
+            dropped: &[],
             connections: &rows,
         });
         assert!(!text.lines().any(|l| l.starts_with("augmentos_forged")));

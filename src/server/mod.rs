@@ -24,7 +24,7 @@ pub mod metrics;
 use crate::http::client::{ResponseError, ResponseParser};
 use crate::http::{parse_request, Request};
 use crate::hub::{Hub, HubConfig};
-use crate::net::{Conn, ConnId, Endpoint, HttpOutcome, Net, Outbox, Peer, Phase, Target};
+use crate::net::{Conn, ConnId, Endpoint, HttpOutcome, Net, Outbox, Peer, Phase, Target, Timer};
 pub use crate::net::{ServerConfig, Stats};
 use crate::time::{Instant, Now};
 use crate::ws::frame::{parse_header, write_frame, Opcode};
@@ -54,6 +54,9 @@ pub struct Server {
     pub hub: Hub,
     proto: Vec<Option<Proto>>,
     started: Instant,
+    /// Feeders not read because a subscriber of theirs is backed up, and those free again.
+    paused: Vec<ConnId>,
+    resumed: Vec<ConnId>,
 }
 
 impl Server {
@@ -63,6 +66,8 @@ impl Server {
             hub: Hub::new(hub),
             proto: Vec::new(),
             started: now.mono,
+            paused: Vec::new(),
+            resumed: Vec::new(),
         }
     }
 
@@ -100,6 +105,7 @@ impl Server {
     /// A transport accepted a connection. `None` only when no slot can be encoded (the shell
     /// drops the stream); over `max_connections` client connections it is answered 503.
     pub fn handle_accept(&mut self, peer: Peer, now: Now) -> Option<ConnId> {
+        self.net.now = now.mono;
         let id = self.net.insert(peer, Phase::Http)?;
         self.net.stats.accepted += 1;
         if self.net.inbound_count() > self.net.cfg.max_connections {
@@ -115,6 +121,7 @@ impl Server {
 
     /// Bytes arrived on `id`. `data` may be modified (unmasked in place).
     pub fn handle_input(&mut self, id: ConnId, data: &mut [u8], now: Now) {
+        self.net.now = now.mono;
         let Some(c) = self.net.get_mut(id) else {
             return;
         };
@@ -155,6 +162,7 @@ impl Server {
 
     /// The peer closed its sending side.
     pub fn handle_eof(&mut self, id: ConnId, now: Now) {
+        self.net.now = now.mono;
         let Some(c) = self.net.get(id) else {
             return;
         };
@@ -179,6 +187,7 @@ impl Server {
 
     /// The transport for `id` is gone (closed by us or failed); forget the connection.
     pub fn handle_closed(&mut self, id: ConnId, now: Now) {
+        self.net.now = now.mono;
         if self.net.remove(id).is_some() {
             if let Some(slot) = self.proto.get_mut(id.index as usize) {
                 *slot = None;
@@ -190,7 +199,12 @@ impl Server {
 
     /// Fire every deadline at or before `now`.
     pub fn handle_timeout(&mut self, now: Now) {
-        while let Some(id) = self.net.pop_expired(now.mono) {
+        self.net.now = now.mono;
+        while let Some((id, timer)) = self.net.pop_expired(now.mono) {
+            if timer == Timer::Stall {
+                self.net.check_stall(id, now.mono);
+                continue;
+            }
             let Some(c) = self.net.get(id) else {
                 continue;
             };
@@ -243,13 +257,57 @@ impl Server {
     }
 
     pub fn consume_output(&mut self, id: ConnId, n: usize) {
-        self.net.consume_output(id, n)
+        self.net.consume_output(id, n);
+        if !self.paused.is_empty() && !self.net.backed_up(id) {
+            self.resume_feeders();
+        }
     }
 
-    pub fn wants_read(&self, id: ConnId) -> bool {
-        self.net.get(id).is_some_and(|c| {
+    /// Whether the shell should read from `id` now. Not while its own output is backed up, nor
+    /// while it feeds a session one of whose subscribers is (the subscriber catches up first:
+    /// TCP pushes back to the sender). A connection refused for the second reason is handed
+    /// back by [`Server::poll_resumed`] once it may be read again.
+    pub fn wants_read(&mut self, id: ConnId) -> bool {
+        let own = self.net.get(id).is_some_and(|c| {
             !matches!(c.phase, Phase::Done) && c.out.len() < self.net.cfg.read_pause
-        })
+        });
+        if !own {
+            return false;
+        }
+        if self.hub.feeder_blocked(&self.net, id) {
+            if !self.paused.contains(&id) {
+                self.paused.push(id);
+                self.hub.counters.feeder_pauses += 1;
+            }
+            return false;
+        }
+        true
+    }
+
+    /// A connection paused by [`Server::wants_read`] that may be read again: the shell reads it
+    /// (the bytes waiting in its socket raise no new readiness event).
+    pub fn poll_resumed(&mut self) -> Option<ConnId> {
+        self.resumed.pop()
+    }
+
+    fn resume_feeders(&mut self) {
+        let Server {
+            paused,
+            resumed,
+            hub,
+            net,
+            ..
+        } = self;
+        paused.retain(|&id| {
+            if net.get(id).is_none() {
+                return false;
+            }
+            if hub.feeder_blocked(net, id) {
+                return true;
+            }
+            resumed.push(id);
+            false
+        });
     }
 
     pub fn wants_close(&self, id: ConnId) -> bool {
@@ -348,6 +406,18 @@ impl Server {
                 hc.webhooks_coalesced,
             ),
             (
+                "read_pauses_total{reason=\"subscriber_backlog\"}",
+                "counter",
+                "Feeders (glasses, publishers) not read because a subscriber was backed up.",
+                hc.feeder_pauses,
+            ),
+            (
+                "stall_closes_total",
+                "counter",
+                "Backed-up connections closed for making no write progress.",
+                st.stall_closes,
+            ),
+            (
                 "app_restarts_total",
                 "counter",
                 "Apps restarted after a drop.",
@@ -360,6 +430,7 @@ impl Server {
                 hc.sessions_ended,
             ),
         ];
+        let dropped: Vec<(&str, u64)> = hc.dropped.iter().map(|(k, v)| (*k, *v)).collect();
         let refusals: Vec<(&str, u64)> = hc.refusals.iter().map(|(k, v)| (*k, *v)).collect();
         let rows: Vec<metrics::ConnRow<'_>> = self
             .hub
@@ -379,6 +450,7 @@ impl Server {
         metrics::render(&metrics::Snapshot {
             counters: &counters,
             refusals: &refusals,
+            dropped: &dropped,
             connections: &rows,
         })
     }
@@ -426,6 +498,9 @@ impl Server {
     fn after(&mut self, now: Now) {
         while let Some((id, outcome)) = self.net.poll_done() {
             self.hub.on_http_done(&mut self.net, id, outcome, now);
+        }
+        if !self.paused.is_empty() {
+            self.resume_feeders();
         }
         while let Some(id) = self.net.poll_stopped_reading() {
             if let Some(p) = self
