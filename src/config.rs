@@ -125,6 +125,8 @@ struct RawLimits {
     max_request_head_bytes: Option<Ranged<1024, { 64 << 10 }>>,
     max_body_bytes: Option<Ranged<0, { 16 << 20 }>>,
     max_output_bytes: Option<Ranged<{ 16 << 10 }, { 256 << 20 }>>,
+    /// Output past which a connection is backed up (its feeders pause; lossy streams drop).
+    high_water_bytes: Option<Ranged<{ 4 << 10 }, { 64 << 20 }>>,
     max_connections: Option<Ranged<1, { crate::net::MAX_INDEX as u64 - 1 }>>,
     /// Outbound requests (webhooks) in flight, in total and to one app server.
     max_outbound: Option<Ranged<1, 65_536>>,
@@ -150,6 +152,7 @@ struct RawTimings {
     glasses_init_timeout_ms: Option<Ranged<100, 600_000>>,
     app_init_timeout_ms: Option<Ranged<100, 600_000>>,
     mic_debounce_ms: Option<Ranged<0, 60_000>>,
+    stall_timeout_ms: Option<Ranged<100, 600_000>>,
     lifecycle_refill_ms: Option<Ranged<1, 3_600_000>>,
     /// 0: never ping.
     ping_interval_ms: Option<Ranged<0, 3_600_000>>,
@@ -219,10 +222,17 @@ impl RawConfig {
             set(&mut server.http.max_head, l.max_request_head_bytes);
             set(&mut server.http.max_body, l.max_body_bytes);
             set(&mut server.max_output, l.max_output_bytes);
+            set(&mut server.read_pause, l.high_water_bytes);
             set(&mut server.max_connections, l.max_connections);
             set(&mut server.max_outbound, l.max_outbound);
             set(&mut hub.max_webhooks_per_server, l.max_webhooks_per_server);
             set(&mut hub.lifecycle_burst, l.lifecycle_burst);
+        }
+        if server.read_pause >= server.max_output {
+            return Err(format!(
+                "limits.highWaterBytes: must be below limits.maxOutputBytes ({})",
+                server.max_output
+            ));
         }
         if let Some(t) = self.timings {
             let h = &mut hub.timings;
@@ -239,6 +249,7 @@ impl RawConfig {
             set(&mut h.glasses_init_timeout, t.glasses_init_timeout_ms);
             set(&mut h.app_init_timeout, t.app_init_timeout_ms);
             set(&mut h.mic_debounce, t.mic_debounce_ms);
+            set(&mut server.stall_timeout, t.stall_timeout_ms);
             set(&mut hub.lifecycle_refill, t.lifecycle_refill_ms);
             if let Some(ms) = t.ping_interval_ms {
                 let d: Duration = ms.into();
