@@ -372,14 +372,7 @@ impl Hub {
             s.mic.sent_at = Some(now.mono);
         }
         let Some(s) = self.session(sk) else { return };
-        let pkg = |i: &usize| self.cfg.apps[*i].package_name.as_str();
-        let with = |f: fn(&AppState) -> bool| -> Vec<&str> {
-            s.apps
-                .iter()
-                .filter(|(_, r)| f(&r.state))
-                .map(|(i, _)| pkg(i))
-                .collect()
-        };
+        let with = |f| self.packages_where(s, f);
         let mut required = Vec::new();
         if need.pcm {
             required.push("pcm");

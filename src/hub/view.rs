@@ -55,15 +55,22 @@ impl Hub {
         }
     }
 
+    /// The packages of the session's apps whose state passes `f`.
+    pub(super) fn packages_where<'a>(
+        &'a self,
+        s: &'a Session,
+        f: fn(&AppState) -> bool,
+    ) -> Vec<&'a str> {
+        s.apps
+            .iter()
+            .filter(|(_, r)| f(&r.state))
+            .map(|(i, _)| self.cfg.apps[*i].package_name.as_str())
+            .collect()
+    }
+
     fn user_session<'a>(&'a self, s: &'a Session) -> UserSession<'a> {
         let pkg = |i: &usize| self.cfg.apps[*i].package_name.as_str();
-        let with_state = |f: fn(&AppState) -> bool| -> Vec<&str> {
-            s.apps
-                .iter()
-                .filter(|(_, r)| f(&r.state))
-                .map(|(i, _)| pkg(i))
-                .collect()
-        };
+        let with_state = |f| self.packages_where(s, f);
         let mut what = Vec::<&str>::new();
         for r in s.apps.values() {
             for x in &r.subs {
