@@ -2,20 +2,26 @@
 //! written with the stock SDK works against this server unchanged.
 //!
 //! Each test runs the real `augmentos-edge` binary (`serve --config <tmp file>`), a tungstenite
-//! glasses client (over TCP, or over the Unix socket), and the Node app in `tests/sdk/app.mjs`
-//! (an `AppServer` subclass; it prints one JSON object per stdout line). The flow: glasses
-//! `connection_init` → `connection_ack`; `start_app` → webhook → the SDK connects, `onSession`
-//! runs, glasses see the app active; a button press reaches the app and its `showTextWall`
-//! reaches the glasses as a `display_event`; `stop_app` → `onStop`; start again; then the app
-//! process is SIGKILLed and a new one started on the same port, and the server's restart path
-//! (grace period, webhook again) must bring `onSession` back.
+//! glasses client (over TCP, or over the Unix socket), the Node app in `tests/sdk/app.mjs` (an
+//! `AppServer` subclass; it prints one JSON object per stdout line), and a publishing system app
+//! played by this file (a tiny HTTP endpoint answering its `session_request` webhook, and a
+//! tungstenite client that connects over the Unix socket, its only allowed address). The flow:
+//! glasses `connection_init` → `connection_ack`, and the server starts the system app (webhook
+//! → `tpa_connection_init` → ack); `start_app` → webhook → the SDK connects, `onSession` runs,
+//! glasses see the app active; a button press reaches the app and its `showTextWall` reaches the
+//! glasses as a `display_event`.
+//!
+//! Then `stop_app` → `onStop`; start again; then the app process is SIGKILLed and a new one
+//! started on the same port, and the server's restart path (grace period, webhook again) must
+//! bring `onSession` back; the system app stays connected throughout.
 //!
 //! Needs `node` and `npm` (Node 20). Without them the tests print a message and pass, except
 //! under `CI=true`, where they fail. `tests/sdk/node_modules` is installed with `npm ci` on
 //! first use. On any failure the panic message carries the server's stderr, the app's stdout
-//! and stderr (which traces every WebSocket frame the SDK sends and receives), and the glasses
-//! messages seen, so the cause is visible in the test output. With `SDK_INTEROP_KEEP=1` the
-//! temporary directory (config, logs, `glasses.log`) is kept for inspection.
+//! and stderr (which traces every WebSocket frame the SDK sends and receives), and the messages
+//! the glasses and the system app last received, so the cause is visible in the test output.
+//! With `SDK_INTEROP_KEEP=1` the temporary directory (config, logs, `glasses.log`,
+//! `system-app.log`) is kept for inspection.
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -26,7 +32,7 @@ use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
@@ -38,6 +44,10 @@ use tungstenite::{Message, WebSocket};
 const PACKAGE: &str = "com.example.interop";
 const USER: &str = "alice@example.com";
 const API_KEY: &str = "interop-test-key-0123456789";
+/// The publishing system app (a fixture in this file: webhook endpoint plus a tungstenite client
+/// over the Unix socket).
+const STT_PACKAGE: &str = "system.interop.transcriber";
+const STT_KEY: &str = "interop-transcriber-key-9876543210";
 /// The glasses-token secret (the server refuses one shorter than 16 characters).
 const JWT_SECRET: &str = "test-secret-123-interop";
 
@@ -161,7 +171,10 @@ fn install_node_modules(sdk_dir: &Path) -> Result<(), String> {
 struct World {
     transport: GlassesTransport,
     sdk_dir: PathBuf,
-    glasses: Option<Glasses>,
+    glasses: Option<Client>,
+    /// The publishing system app's connection, once the server's webhook started it.
+    stt: Option<Client>,
+    stt_hooks: WebhookServer,
     /// Every app process started so far (the current one is last); kept for diagnostics.
     apps: Vec<AppProcess>,
     server: ServerProcess,
@@ -177,6 +190,7 @@ impl World {
         let app_port = free_port()?;
         let config_path = dir.path.join("edge.json");
         let hashed = sha256_hex(API_KEY);
+        let stt_hooks = WebhookServer::start()?;
         let cli_hash = run_cli(&["hash-key", API_KEY])?;
         if cli_hash != hashed {
             return Err(format!(
@@ -200,6 +214,15 @@ impl World {
                 "isSystemApp": false,
                 "permissions": ["MICROPHONE"],
                 "allowedAddresses": [],
+            }, {
+                "packageName": STT_PACKAGE,
+                "name": "Interop transcriber",
+                "publicUrl": format!("http://127.0.0.1:{}", stt_hooks.port),
+                "hashedApiKey": sha256_hex(STT_KEY),
+                "isSystemApp": true,
+                "permissions": ["MICROPHONE"],
+                "allowedAddresses": ["unix"],
+                "publishes": ["transcription", "translation"],
             }],
             "timings": { "gracePeriodMs": 60000 },
         });
@@ -215,12 +238,18 @@ impl World {
             server_port,
             app_port,
             glasses: None,
+            stt: None,
+            stt_hooks,
             apps: Vec::new(),
         })
     }
 
-    fn glasses(&mut self) -> &mut Glasses {
+    fn glasses(&mut self) -> &mut Client {
         self.glasses.as_mut().expect("glasses connected")
+    }
+
+    fn stt(&mut self) -> &mut Client {
+        self.stt.as_mut().expect("system app connected")
     }
 
     fn app(&mut self) -> &mut AppProcess {
@@ -246,9 +275,9 @@ impl World {
         let token = self.server.token(USER)?;
         let log = self.dir.path.join("glasses.log");
         let glasses = match self.transport {
-            GlassesTransport::Tcp => Glasses::connect_tcp(self.server_port, &token, &log)?,
+            GlassesTransport::Tcp => Client::glasses_tcp(self.server_port, &token, &log)?,
             GlassesTransport::Unix => {
-                Glasses::connect_unix(&self.dir.path.join("edge.sock"), &token, &log)?
+                Client::glasses_unix(&self.dir.path.join("edge.sock"), &token, &log)?
             }
         };
         self.glasses = Some(glasses);
@@ -264,6 +293,10 @@ impl World {
         if !ack["userSession"].is_object() {
             return Err(format!("connection_ack has no userSession object: {ack}"));
         }
+
+        // 1b. The session starts the system app: its webhook, then it connects over the Unix
+        //     socket and is acknowledged.
+        self.connect_system_app()?;
 
         // 2. Start the app: webhook → SDK connects → onSession; glasses see it active.
         self.start_app_process()?;
@@ -319,6 +352,52 @@ impl World {
         // id, so a late duplicate display from step 3 cannot satisfy this check.)
         self.button_round_trip("restart")
             .map_err(|e| format!("after restart: {e}"))?;
+
+        // 7. The system app stayed connected through all of it, and was never refused.
+        self.stt()
+            .expect_none("a close or an error", Duration::from_millis(300), |m| {
+                m["type"] == "tpa_connection_error"
+            })?;
+        Ok(())
+    }
+
+    /// Answers the server's `session_request` webhook for the system app, then connects it
+    /// over the Unix socket with `tpa_connection_init` and waits for the ack.
+    fn connect_system_app(&mut self) -> TestResult {
+        let stt_session = format!("{USER}-{STT_PACKAGE}");
+        let (line, body) = self.stt_hooks.next(STEP)?;
+        if !line.starts_with("POST /webhook ") {
+            return Err(format!(
+                "system app webhook: unexpected request line {line:?}"
+            ));
+        }
+        let ws_url = format!("ws://127.0.0.1:{}/app-ws", self.server_port);
+        if body["type"] != "session_request"
+            || body["sessionId"] != stt_session.as_str()
+            || body["userId"] != USER
+            || body["mentraOSWebsocketUrl"] != ws_url.as_str()
+        {
+            return Err(format!(
+                "system app webhook: expected a session_request for {stt_session:?} naming \
+                 {ws_url:?} (internalWsUrl): {body}"
+            ));
+        }
+        let log = self.dir.path.join("system-app.log");
+        let mut stt = Client::system_app_unix(&self.dir.path.join("edge.sock"), &log)?;
+        stt.send(json!({
+            "type": "tpa_connection_init",
+            "packageName": STT_PACKAGE,
+            "sessionId": stt_session,
+            "apiKey": STT_KEY,
+            "timestamp": "2025-01-01T00:00:00.000Z",
+        }))?;
+        self.stt = Some(stt);
+        let ack = self.stt().wait_for("tpa_connection_ack", STEP, |m| {
+            m["type"] == "tpa_connection_ack" || m["type"] == "tpa_connection_error"
+        })?;
+        if ack["type"] != "tpa_connection_ack" || ack["sessionId"] != stt_session.as_str() {
+            return Err(format!("system app init was not acknowledged: {ack}"));
+        }
         Ok(())
     }
 
@@ -384,9 +463,9 @@ impl World {
             self.dir.path.display(),
             tail_file(&self.server.stderr_path, 60)
         );
-        if let Some(g) = &self.glasses {
-            out += "--- glasses: last messages received:\n";
-            for m in &g.seen {
+        for client in [&self.glasses, &self.stt].into_iter().flatten() {
+            out += &format!("--- {}: last messages received:\n", client.who);
+            for m in &client.seen {
                 out += m;
                 out.push('\n');
             }
@@ -623,7 +702,125 @@ impl Drop for AppProcess {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The glasses client
+// The system app's webhook endpoint
+// ---------------------------------------------------------------------------------------------
+
+/// A tiny HTTP server standing in for the system app's server: every request is answered
+/// `200 {"status":"success"}` (what an SDK `AppServer` answers) and handed to the test as
+/// (request line, JSON body). The system app's WebSocket side is driven by the test itself.
+struct WebhookServer {
+    port: u16,
+    requests: Receiver<TestResult<(String, Value)>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl WebhookServer {
+    fn start() -> TestResult<WebhookServer> {
+        let listener =
+            TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind 127.0.0.1:0: {e}"))?;
+        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let (tx, requests) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let thread = thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        if tx.send(answer_webhook(stream)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        thread::sleep(Duration::from_millis(10));
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(format!("webhook accept: {e}")));
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(WebhookServer {
+            port,
+            requests,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    fn next(&self, within: Duration) -> TestResult<(String, Value)> {
+        match self.requests.recv_timeout(within) {
+            Ok(r) => r,
+            Err(_) => Err(format!(
+                "the system app's webhook (port {}) received no request within {within:?}",
+                self.port
+            )),
+        }
+    }
+}
+
+impl Drop for WebhookServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Reads one HTTP/1.1 request (head, then a `Content-Length` body), answers 200 and closes.
+fn answer_webhook(mut stream: TcpStream) -> TestResult<(String, Value)> {
+    stream
+        .set_nonblocking(false)
+        .and_then(|()| stream.set_read_timeout(Some(STEP)))
+        .map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => return Err("webhook request ended before its head".into()),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) => return Err(format!("webhook read: {e}")),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let length = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.trim()
+                .eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().ok())?
+        })
+        .ok_or_else(|| format!("webhook request without Content-Length: {head:?}"))?;
+    while buf.len() < head_end + length {
+        match stream.read(&mut chunk) {
+            Ok(0) => return Err("webhook request ended inside its body".into()),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) => return Err(format!("webhook body read: {e}")),
+        }
+    }
+    let body: Value = serde_json::from_slice(&buf[head_end..head_end + length])
+        .map_err(|e| format!("webhook body is not JSON ({e}): {head:?}"))?;
+    let reply = r#"{"status":"success"}"#;
+    let response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
+        reply.len()
+    );
+    stream
+        .write_all(response.as_bytes())
+        .map_err(|e| format!("webhook answer: {e}"))?;
+    let line = head.lines().next().unwrap_or_default().to_string();
+    Ok((line, body))
+}
+
+// ---------------------------------------------------------------------------------------------
+// WebSocket clients: the glasses, and the publishing system app
 // ---------------------------------------------------------------------------------------------
 
 /// A blocking stream over either transport, so one tungstenite client serves both.
@@ -665,7 +862,11 @@ impl Write for Stream {
     }
 }
 
-struct Glasses {
+/// A tungstenite client of the server: the glasses (`/glasses-ws`) or the system app
+/// (`/app-ws`, always over the Unix socket).
+struct Client {
+    /// "glasses" or "the system app", for messages.
+    who: &'static str,
     ws: WebSocket<Stream>,
     /// The most recent text messages received, for diagnostics.
     seen: VecDeque<String>,
@@ -673,46 +874,71 @@ struct Glasses {
     log: Option<File>,
 }
 
-impl Glasses {
-    fn connect_tcp(port: u16, token: &str, log: &Path) -> TestResult<Glasses> {
+impl Client {
+    fn glasses_tcp(port: u16, token: &str, log: &Path) -> TestResult<Client> {
         let stream = TcpStream::connect(("127.0.0.1", port))
             .map_err(|e| format!("glasses TCP connect: {e}"))?;
-        Glasses::handshake(
+        Client::handshake(
+            "glasses",
             Stream::Tcp(stream),
             &format!("ws://127.0.0.1:{port}/glasses-ws"),
-            token,
+            Some(token),
             log,
         )
     }
 
-    fn connect_unix(path: &Path, token: &str, log: &Path) -> TestResult<Glasses> {
+    fn glasses_unix(path: &Path, token: &str, log: &Path) -> TestResult<Client> {
         let stream = UnixStream::connect(path).map_err(|e| format!("glasses Unix connect: {e}"))?;
-        Glasses::handshake(
+        Client::handshake(
+            "glasses",
             Stream::Unix(stream),
             "ws://localhost/glasses-ws",
-            token,
+            Some(token),
             log,
         )
     }
 
-    fn handshake(stream: Stream, url: &str, token: &str, log: &Path) -> TestResult<Glasses> {
+    /// The system app's connection: over the Unix socket (its only allowed address), no
+    /// bearer (it sends `tpa_connection_init`).
+    fn system_app_unix(path: &Path, log: &Path) -> TestResult<Client> {
+        let stream =
+            UnixStream::connect(path).map_err(|e| format!("system app Unix connect: {e}"))?;
+        Client::handshake(
+            "the system app",
+            Stream::Unix(stream),
+            "ws://localhost/app-ws",
+            None,
+            log,
+        )
+    }
+
+    fn handshake(
+        who: &'static str,
+        stream: Stream,
+        url: &str,
+        token: Option<&str>,
+        log: &Path,
+    ) -> TestResult<Client> {
         stream
             .set_read_timeout(Some(STEP))
             .map_err(|e| e.to_string())?;
         let mut request = url.into_client_request().map_err(|e| e.to_string())?;
-        let bearer =
-            HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| e.to_string())?;
-        request.headers_mut().insert("Authorization", bearer);
+        if let Some(token) = token {
+            let bearer =
+                HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| e.to_string())?;
+            request.headers_mut().insert("Authorization", bearer);
+        }
         let (ws, response) = tungstenite::client::client(request, stream)
-            .map_err(|e| format!("glasses WebSocket handshake at {url}: {e}"))?;
+            .map_err(|e| format!("{who} WebSocket handshake at {url}: {e}"))?;
         // Short reads from here on, so waits are bounded by their own deadlines.
         ws.get_ref()
             .set_read_timeout(Some(Duration::from_millis(200)))
             .map_err(|e| e.to_string())?;
         if response.status().as_u16() != 101 {
-            return Err(format!("glasses upgrade answered {}", response.status()));
+            return Err(format!("{who} upgrade answered {}", response.status()));
         }
-        Ok(Glasses {
+        Ok(Client {
+            who,
             ws,
             seen: VecDeque::new(),
             log: File::create(log).ok(),
@@ -723,9 +949,10 @@ impl Glasses {
         if let Some(f) = self.log.as_mut() {
             let _ = writeln!(f, "> {msg}");
         }
+        let who = self.who;
         self.ws
             .send(Message::text(msg.to_string()))
-            .map_err(|e| format!("glasses send {msg}: {e}"))
+            .map_err(|e| format!("{who} send {msg}: {e}"))
     }
 
     /// Reads messages until one satisfies `pred`, skipping the rest.
@@ -735,40 +962,71 @@ impl Glasses {
         within: Duration,
         pred: impl Fn(&Value) -> bool,
     ) -> TestResult<Value> {
+        let who = self.who;
         let deadline = Instant::now() + within;
         loop {
             if Instant::now() > deadline {
-                return Err(format!("glasses did not receive {what} within {within:?}"));
+                return Err(format!("{who} did not receive {what} within {within:?}"));
             }
-            match self.ws.read() {
-                Ok(Message::Text(text)) => {
-                    let text = text.as_str();
-                    if let Some(f) = self.log.as_mut() {
-                        let _ = writeln!(f, "< {text}");
-                    }
-                    if self.seen.len() == 40 {
-                        self.seen.pop_front();
-                    }
-                    self.seen.push_back(truncate(text, 600));
-                    let Ok(v) = serde_json::from_str::<Value>(text) else {
-                        return Err(format!(
-                            "glasses received a text frame that is not JSON: {text:?}"
-                        ));
-                    };
-                    if pred(&v) {
-                        return Ok(v);
-                    }
+            if let Some(v) = self.read_one(what)? {
+                if pred(&v) {
+                    return Ok(v);
                 }
-                Ok(Message::Close(frame)) => {
-                    return Err(format!(
-                        "the server closed the glasses socket ({frame:?}) while waiting for {what}"
-                    ));
-                }
-                Ok(_) => {}
-                Err(tungstenite::Error::Io(e))
-                    if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                Err(e) => return Err(format!("glasses read failed while waiting for {what}: {e}")),
             }
+        }
+    }
+
+    /// Reads what arrives within `within`; fails on any message satisfying `bad` (and on a
+    /// close or a read error: the connection must stay up).
+    fn expect_none(
+        &mut self,
+        what: &str,
+        within: Duration,
+        bad: impl Fn(&Value) -> bool,
+    ) -> TestResult {
+        let who = self.who;
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(v) = self.read_one(what)? {
+                if bad(&v) {
+                    return Err(format!("{who} received {what}: {v}"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One read (at most the 200 ms read timeout): a JSON text message, or `None` for a
+    /// timeout or a non-text frame.
+    fn read_one(&mut self, what: &str) -> TestResult<Option<Value>> {
+        let who = self.who;
+        match self.ws.read() {
+            Ok(Message::Text(text)) => {
+                let text = text.as_str();
+                if let Some(f) = self.log.as_mut() {
+                    let _ = writeln!(f, "< {text}");
+                }
+                if self.seen.len() == 40 {
+                    self.seen.pop_front();
+                }
+                self.seen.push_back(truncate(text, 600));
+                match serde_json::from_str::<Value>(text) {
+                    Ok(v) => Ok(Some(v)),
+                    Err(_) => Err(format!(
+                        "{who} received a text frame that is not JSON: {text:?}"
+                    )),
+                }
+            }
+            Ok(Message::Close(frame)) => Err(format!(
+                "the server closed the socket of {who} ({frame:?}) while waiting for {what}"
+            )),
+            Ok(_) => Ok(None),
+            Err(tungstenite::Error::Io(e))
+                if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(format!("{who} read failed while waiting for {what}: {e}")),
         }
     }
 }
@@ -797,7 +1055,11 @@ fn run_cli(args: &[&str]) -> TestResult<String> {
 }
 
 fn sha256_hex(s: &str) -> String {
-    Sha256::digest(s.as_bytes())
+    sha256_bytes_hex(s.as_bytes())
+}
+
+fn sha256_bytes_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
