@@ -11,6 +11,18 @@
 //! glasses see the app active; a button press reaches the app and its `showTextWall` reaches the
 //! glasses as a `display_event`.
 //!
+//! Then the SDK's stream handlers, registered by the app on the button "streams" (SDK 2.1.29
+//! dispatches a `data_stream` only when `streamType` equals a handler key exactly, so each check
+//! fails if the server delivers under another `streamType`): `location.subscribeToStream` gets
+//! at once the last of two `location_update`s the glasses sent before it subscribed;
+//! `onHeadPosition` gets "down"; `onTouchEvent("double_tap")` fires for a double tap and not for
+//! the single tap sent before it, which the catch-all `onTouchEvent` sees; `onAudioChunk` gets
+//! two binary PCM frames whole (length and sha256 match, in order); `onTranscription` gets the
+//! system app's interim then final en-US transcript and not the fr-FR one published before them;
+//! `ontranslationForLanguage("es-ES", "en-US")` gets the es-ES → en-US translation and not the
+//! es-ES → fr-FR one; no handler fires more often than that, and the system app is refused
+//! nothing.
+//!
 //! Then `stop_app` → `onStop`; start again; then the app process is SIGKILLed and a new one
 //! started on the same port, and the server's restart path (grace period, webhook again) must
 //! bring `onSession` back; the system app stays connected throughout.
@@ -212,7 +224,7 @@ impl World {
                 "publicUrl": format!("http://127.0.0.1:{app_port}"),
                 "hashedApiKey": hashed,
                 "isSystemApp": false,
-                "permissions": ["MICROPHONE"],
+                "permissions": ["MICROPHONE", "LOCATION"],
                 "allowedAddresses": [],
             }, {
                 "packageName": STT_PACKAGE,
@@ -315,6 +327,10 @@ impl World {
         // 3. Button press → app → showTextWall → display_event at the glasses.
         self.button_round_trip("main")?;
 
+        // 3b. The SDK's stream handlers fire with the right data: transcripts and translations
+        //     published by the system app, head position, a gesture, audio, a replayed location.
+        self.streams().map_err(|e| format!("streams: {e}"))?;
+
         // 4. Stop from the glasses → onStop; the glasses see the app gone.
         self.glasses()
             .send(json!({"type": "stop_app", "packageName": PACKAGE}))?;
@@ -398,6 +414,180 @@ impl World {
         if ack["type"] != "tpa_connection_ack" || ack["sessionId"] != stt_session.as_str() {
             return Err(format!("system app init was not acknowledged: {ack}"));
         }
+        Ok(())
+    }
+
+    /// Step 3b. The app registers its stream handlers on the button "streams"; the glasses
+    /// seeing its text wall afterwards means the server has applied the subscriptions.
+    fn streams(&mut self) -> TestResult {
+        // A location the app has not subscribed to yet: two updates, the last one counts.
+        self.glasses().send(json!({
+            "type": "location_update", "lat": 48.137, "lng": 11.575,
+            "timestamp": "2025-01-01T00:00:00.000Z",
+        }))?;
+        self.glasses().send(json!({
+            "type": "location_update", "lat": 52.52, "lng": 13.405, "accuracy": 5,
+            "timestamp": "2025-01-01T00:00:01.000Z",
+        }))?;
+        self.button_round_trip("streams")?;
+        let subscribed = self.app().wait_event("subscribed", STEP, |e| {
+            e["streams"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|x| x == "audio_chunk"))
+        })?;
+        let mut registered: Vec<&str> = subscribed["streams"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        registered.sort_unstable();
+        let expected = [
+            "audio_chunk",
+            "button_press",
+            "head_position",
+            "location_update",
+            "touch_event",
+            "touch_event:double_tap",
+            "transcription:en-US",
+            "translation:es-ES-to-en-US",
+        ];
+        if registered != expected {
+            return Err(format!(
+                "the SDK registered other handler keys than expected {expected:?}: {subscribed}"
+            ));
+        }
+
+        // Location: the last update is replayed at once; the glasses send no other.
+        let loc = self.app().wait_event("location", STEP, |_| true)?;
+        if loc["lat"] != json!(52.52) || loc["lng"] != json!(13.405) {
+            return Err(format!(
+                "location.subscribeToStream got {loc}, expected the last update (52.52, 13.405)"
+            ));
+        }
+
+        // Head position ("down": the SDK would substitute "up" for a malformed one).
+        self.glasses().send(json!({
+            "type": "head_position", "position": "down",
+            "timestamp": "2025-01-01T00:00:02.000Z",
+        }))?;
+        let head = self.app().wait_event("head", STEP, |_| true)?;
+        if head["position"] != "down" {
+            return Err(format!(
+                "onHeadPosition got {head}, expected position \"down\""
+            ));
+        }
+
+        // Touch: a single tap then a double tap. The catch-all handler sees both, in order;
+        // the `double_tap` handler only the double tap (the single tap came first on the same
+        // connection, so had it fired, it would be the first "touch" event).
+        for gesture in ["single_tap", "double_tap"] {
+            self.glasses().send(json!({
+                "type": "touch_event", "device_model": "Even Realities G1",
+                "gesture_name": gesture, "timestamp": "2025-01-01T00:00:03.000Z",
+            }))?;
+        }
+        for gesture in ["single_tap", "double_tap"] {
+            let any = self.app().wait_event("touch_any", STEP, |_| true)?;
+            if any["gesture"] != gesture {
+                return Err(format!(
+                    "onTouchEvent(handler) got {any}, expected the {gesture} next"
+                ));
+            }
+        }
+        let touch = self.app().wait_event("touch", STEP, |_| true)?;
+        if touch["gesture"] != "double_tap" {
+            return Err(format!(
+                "onTouchEvent(\"double_tap\", handler) fired for another gesture: {touch}"
+            ));
+        }
+
+        // Audio: two binary PCM frames, each delivered whole, byte for byte, in order.
+        let frames = [pcm_frame(3200, 1), pcm_frame(1600, 2)];
+        for frame in &frames {
+            self.glasses().send_binary(frame)?;
+        }
+        for (i, frame) in frames.iter().enumerate() {
+            let audio = self.app().wait_event("audio", STEP, |_| true)?;
+            let sha = sha256_bytes_hex(frame);
+            if audio["bytes"] != json!(frame.len()) || audio["sha256"] != sha.as_str() {
+                return Err(format!(
+                    "onAudioChunk call {i} got {audio}, expected {} bytes with sha256 {sha}",
+                    frame.len()
+                ));
+            }
+        }
+
+        // Transcripts from the system app: a French one first (the app listens to en-US
+        // only), then an interim and a final English one.
+        for (text, lang, is_final) in [
+            ("bonjour", "fr-FR", true),
+            ("hello wor", "en-US", false),
+            ("hello world", "en-US", true),
+        ] {
+            self.stt().send(json!({
+                "type": "data_stream",
+                "streamType": "transcription",
+                "data": {
+                    "type": "transcription", "text": text, "isFinal": is_final,
+                    "startTime": 1200, "endTime": 2100, "transcribeLanguage": lang,
+                },
+            }))?;
+        }
+        for (text, is_final) in [("hello wor", false), ("hello world", true)] {
+            let t = self.app().wait_event("transcription", STEP, |_| true)?;
+            if t["text"] != text || t["isFinal"] != is_final || t["transcribeLanguage"] != "en-US" {
+                return Err(format!(
+                    "onTranscription got {t}, expected {text:?} with isFinal {is_final} next"
+                ));
+            }
+        }
+
+        // Translations: es-ES → fr-FR first (not the app's pair), then es-ES → en-US.
+        for (text, to) in [("bonjour", "fr-FR"), ("hello", "en-US")] {
+            self.stt().send(json!({
+                "type": "data_stream",
+                "streamType": "translation",
+                "data": {
+                    "type": "translation", "text": text, "originalText": "hola",
+                    "isFinal": true, "startTime": 3000, "endTime": 3500, "didTranslate": true,
+                    "transcribeLanguage": "es-ES", "translateLanguage": to,
+                },
+            }))?;
+        }
+        let t = self.app().wait_event("translation", STEP, |_| true)?;
+        if t["text"] != "hello"
+            || t["originalText"] != "hola"
+            || t["isFinal"] != true
+            || t["transcribeLanguage"] != "es-ES"
+            || t["translateLanguage"] != "en-US"
+        {
+            return Err(format!(
+                "ontranslationForLanguage(\"es-ES\", \"en-US\") got {t}, expected the es-ES → en-US \
+                 translation \"hello\""
+            ));
+        }
+
+        // Nothing more: one more button round trip orders everything before it, then no
+        // handler may have fired again (a second touch, a third transcript, a second
+        // translation or location, a third audio chunk).
+        self.button_round_trip("streams-done")?;
+        for name in [
+            "touch",
+            "touch_any",
+            "transcription",
+            "translation",
+            "location",
+            "audio",
+            "head",
+        ] {
+            if let Some(extra) = self.app().take_pending(name) {
+                return Err(format!("a handler fired once too often: {extra}"));
+            }
+        }
+        // The system app was not refused anything.
+        self.stt()
+            .expect_none("a refusal", Duration::from_millis(200), |m| {
+                m["type"] == "tpa_connection_error"
+            })?;
         Ok(())
     }
 
@@ -688,6 +878,16 @@ impl AppProcess {
         }
     }
 
+    /// Removes and returns the first event named `name` the app logged so far and no call
+    /// asked for (reading what is already on the channel, without waiting).
+    fn take_pending(&mut self, name: &str) -> Option<Value> {
+        while let Ok(v) = self.events.try_recv() {
+            self.pending.push_back(v);
+        }
+        let i = self.pending.iter().position(|v| v["event"] == name)?;
+        self.pending.remove(i)
+    }
+
     /// SIGKILL: the app gets no chance to close its WebSocket.
     fn kill(&mut self) {
         let _ = self.child.kill();
@@ -955,6 +1155,16 @@ impl Client {
             .map_err(|e| format!("{who} send {msg}: {e}"))
     }
 
+    fn send_binary(&mut self, bytes: &[u8]) -> TestResult {
+        if let Some(f) = self.log.as_mut() {
+            let _ = writeln!(f, "> binary, {} bytes", bytes.len());
+        }
+        let who = self.who;
+        self.ws
+            .send(Message::binary(bytes.to_vec()))
+            .map_err(|e| format!("{who} send of {} binary bytes: {e}", bytes.len()))
+    }
+
     /// Reads messages until one satisfies `pred`, skipping the rest.
     fn wait_for(
         &mut self,
@@ -1062,6 +1272,19 @@ fn sha256_bytes_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `len` bytes of 16-bit little-endian mono PCM: a sawtooth with a per-frame `seed`, so no two
+/// frames (and no two halves of one) are alike.
+fn pcm_frame(len: usize, seed: u16) -> Vec<u8> {
+    (0..len / 2)
+        .flat_map(|i| {
+            let sample = (i as u16)
+                .wrapping_mul(523)
+                .wrapping_add(seed.wrapping_mul(7919));
+            sample.to_le_bytes()
+        })
         .collect()
 }
 
