@@ -2,20 +2,38 @@
 //! written with the stock SDK works against this server unchanged.
 //!
 //! Each test runs the real `augmentos-edge` binary (`serve --config <tmp file>`), a tungstenite
-//! glasses client (over TCP, or over the Unix socket), and the Node app in `tests/sdk/app.mjs`
-//! (an `AppServer` subclass; it prints one JSON object per stdout line). The flow: glasses
-//! `connection_init` → `connection_ack`; `start_app` → webhook → the SDK connects, `onSession`
-//! runs, glasses see the app active; a button press reaches the app and its `showTextWall`
-//! reaches the glasses as a `display_event`; `stop_app` → `onStop`; start again; then the app
-//! process is SIGKILLed and a new one started on the same port, and the server's restart path
-//! (grace period, webhook again) must bring `onSession` back.
+//! glasses client (over TCP, or over the Unix socket), the Node app in `tests/sdk/app.mjs` (an
+//! `AppServer` subclass; it prints one JSON object per stdout line), and a publishing system app
+//! played by this file (a tiny HTTP endpoint answering its `session_request` webhook, and a
+//! tungstenite client that connects over the Unix socket, its only allowed address). The flow:
+//! glasses `connection_init` → `connection_ack`, and the server starts the system app (webhook
+//! → `tpa_connection_init` → ack); `start_app` → webhook → the SDK connects, `onSession` runs,
+//! glasses see the app active; a button press reaches the app and its `showTextWall` reaches the
+//! glasses as a `display_event`.
+//!
+//! Then the SDK's stream handlers, registered by the app on the button "streams" (SDK 2.1.29
+//! dispatches a `data_stream` only when `streamType` equals a handler key exactly, so each check
+//! fails if the server delivers under another `streamType`): `location.subscribeToStream` gets
+//! at once the last of two `location_update`s the glasses sent before it subscribed;
+//! `onHeadPosition` gets "down"; `onTouchEvent("double_tap")` fires for a double tap and not for
+//! the single tap sent before it, which the catch-all `onTouchEvent` sees; `onAudioChunk` gets
+//! two binary PCM frames whole (length and sha256 match, in order); `onTranscription` gets the
+//! system app's interim then final en-US transcript and not the fr-FR one published before them;
+//! `ontranslationForLanguage("es-ES", "en-US")` gets the es-ES → en-US translation and not the
+//! es-ES → fr-FR one; no handler fires more often than that, and the system app is refused
+//! nothing.
+//!
+//! Then `stop_app` → `onStop`; start again; then the app process is SIGKILLed and a new one
+//! started on the same port, and the server's restart path (grace period, webhook again) must
+//! bring `onSession` back; the system app stays connected throughout.
 //!
 //! Needs `node` and `npm` (Node 20). Without them the tests print a message and pass, except
 //! under `CI=true`, where they fail. `tests/sdk/node_modules` is installed with `npm ci` on
 //! first use. On any failure the panic message carries the server's stderr, the app's stdout
-//! and stderr (which traces every WebSocket frame the SDK sends and receives), and the glasses
-//! messages seen, so the cause is visible in the test output. With `SDK_INTEROP_KEEP=1` the
-//! temporary directory (config, logs, `glasses.log`) is kept for inspection.
+//! and stderr (which traces every WebSocket frame the SDK sends and receives), and the messages
+//! the glasses and the system app last received, so the cause is visible in the test output.
+//! With `SDK_INTEROP_KEEP=1` the temporary directory (config, logs, `glasses.log`,
+//! `system-app.log`) is kept for inspection.
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -26,7 +44,7 @@ use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
@@ -38,6 +56,10 @@ use tungstenite::{Message, WebSocket};
 const PACKAGE: &str = "com.example.interop";
 const USER: &str = "alice@example.com";
 const API_KEY: &str = "interop-test-key-0123456789";
+/// The publishing system app (a fixture in this file: webhook endpoint plus a tungstenite client
+/// over the Unix socket).
+const STT_PACKAGE: &str = "system.interop.transcriber";
+const STT_KEY: &str = "interop-transcriber-key-9876543210";
 /// The glasses-token secret (the server refuses one shorter than 16 characters).
 const JWT_SECRET: &str = "test-secret-123-interop";
 
@@ -161,7 +183,10 @@ fn install_node_modules(sdk_dir: &Path) -> Result<(), String> {
 struct World {
     transport: GlassesTransport,
     sdk_dir: PathBuf,
-    glasses: Option<Glasses>,
+    glasses: Option<Client>,
+    /// The publishing system app's connection, once the server's webhook started it.
+    stt: Option<Client>,
+    stt_hooks: WebhookServer,
     /// Every app process started so far (the current one is last); kept for diagnostics.
     apps: Vec<AppProcess>,
     server: ServerProcess,
@@ -177,6 +202,7 @@ impl World {
         let app_port = free_port()?;
         let config_path = dir.path.join("edge.json");
         let hashed = sha256_hex(API_KEY);
+        let stt_hooks = WebhookServer::start()?;
         let cli_hash = run_cli(&["hash-key", API_KEY])?;
         if cli_hash != hashed {
             return Err(format!(
@@ -198,8 +224,17 @@ impl World {
                 "publicUrl": format!("http://127.0.0.1:{app_port}"),
                 "hashedApiKey": hashed,
                 "isSystemApp": false,
-                "permissions": ["MICROPHONE"],
+                "permissions": ["MICROPHONE", "LOCATION"],
                 "allowedAddresses": [],
+            }, {
+                "packageName": STT_PACKAGE,
+                "name": "Interop transcriber",
+                "publicUrl": format!("http://127.0.0.1:{}", stt_hooks.port),
+                "hashedApiKey": sha256_hex(STT_KEY),
+                "isSystemApp": true,
+                "permissions": ["MICROPHONE"],
+                "allowedAddresses": ["unix"],
+                "publishes": ["transcription", "translation"],
             }],
             "timings": { "gracePeriodMs": 60000 },
         });
@@ -215,12 +250,18 @@ impl World {
             server_port,
             app_port,
             glasses: None,
+            stt: None,
+            stt_hooks,
             apps: Vec::new(),
         })
     }
 
-    fn glasses(&mut self) -> &mut Glasses {
+    fn glasses(&mut self) -> &mut Client {
         self.glasses.as_mut().expect("glasses connected")
+    }
+
+    fn stt(&mut self) -> &mut Client {
+        self.stt.as_mut().expect("system app connected")
     }
 
     fn app(&mut self) -> &mut AppProcess {
@@ -246,9 +287,9 @@ impl World {
         let token = self.server.token(USER)?;
         let log = self.dir.path.join("glasses.log");
         let glasses = match self.transport {
-            GlassesTransport::Tcp => Glasses::connect_tcp(self.server_port, &token, &log)?,
+            GlassesTransport::Tcp => Client::glasses_tcp(self.server_port, &token, &log)?,
             GlassesTransport::Unix => {
-                Glasses::connect_unix(&self.dir.path.join("edge.sock"), &token, &log)?
+                Client::glasses_unix(&self.dir.path.join("edge.sock"), &token, &log)?
             }
         };
         self.glasses = Some(glasses);
@@ -264,6 +305,10 @@ impl World {
         if !ack["userSession"].is_object() {
             return Err(format!("connection_ack has no userSession object: {ack}"));
         }
+
+        // 1b. The session starts the system app: its webhook, then it connects over the Unix
+        //     socket and is acknowledged.
+        self.connect_system_app()?;
 
         // 2. Start the app: webhook → SDK connects → onSession; glasses see it active.
         self.start_app_process()?;
@@ -281,6 +326,10 @@ impl World {
 
         // 3. Button press → app → showTextWall → display_event at the glasses.
         self.button_round_trip("main")?;
+
+        // 3b. The SDK's stream handlers fire with the right data: transcripts and translations
+        //     published by the system app, head position, a gesture, audio, a replayed location.
+        self.streams().map_err(|e| format!("streams: {e}"))?;
 
         // 4. Stop from the glasses → onStop; the glasses see the app gone.
         self.glasses()
@@ -319,6 +368,226 @@ impl World {
         // id, so a late duplicate display from step 3 cannot satisfy this check.)
         self.button_round_trip("restart")
             .map_err(|e| format!("after restart: {e}"))?;
+
+        // 7. The system app stayed connected through all of it, and was never refused.
+        self.stt()
+            .expect_none("a close or an error", Duration::from_millis(300), |m| {
+                m["type"] == "tpa_connection_error"
+            })?;
+        Ok(())
+    }
+
+    /// Answers the server's `session_request` webhook for the system app, then connects it
+    /// over the Unix socket with `tpa_connection_init` and waits for the ack.
+    fn connect_system_app(&mut self) -> TestResult {
+        let stt_session = format!("{USER}-{STT_PACKAGE}");
+        let (line, body) = self.stt_hooks.next(STEP)?;
+        if !line.starts_with("POST /webhook ") {
+            return Err(format!(
+                "system app webhook: unexpected request line {line:?}"
+            ));
+        }
+        let ws_url = format!("ws://127.0.0.1:{}/app-ws", self.server_port);
+        if body["type"] != "session_request"
+            || body["sessionId"] != stt_session.as_str()
+            || body["userId"] != USER
+            || body["mentraOSWebsocketUrl"] != ws_url.as_str()
+        {
+            return Err(format!(
+                "system app webhook: expected a session_request for {stt_session:?} naming \
+                 {ws_url:?} (internalWsUrl): {body}"
+            ));
+        }
+        let log = self.dir.path.join("system-app.log");
+        let mut stt = Client::system_app_unix(&self.dir.path.join("edge.sock"), &log)?;
+        stt.send(json!({
+            "type": "tpa_connection_init",
+            "packageName": STT_PACKAGE,
+            "sessionId": stt_session,
+            "apiKey": STT_KEY,
+            "timestamp": "2025-01-01T00:00:00.000Z",
+        }))?;
+        self.stt = Some(stt);
+        let ack = self.stt().wait_for("tpa_connection_ack", STEP, |m| {
+            m["type"] == "tpa_connection_ack" || m["type"] == "tpa_connection_error"
+        })?;
+        if ack["type"] != "tpa_connection_ack" || ack["sessionId"] != stt_session.as_str() {
+            return Err(format!("system app init was not acknowledged: {ack}"));
+        }
+        Ok(())
+    }
+
+    /// Step 3b. The app registers its stream handlers on the button "streams"; the glasses
+    /// seeing its text wall afterwards means the server has applied the subscriptions.
+    fn streams(&mut self) -> TestResult {
+        // A location the app has not subscribed to yet: two updates, the last one counts.
+        self.glasses().send(json!({
+            "type": "location_update", "lat": 48.137, "lng": 11.575,
+            "timestamp": "2025-01-01T00:00:00.000Z",
+        }))?;
+        self.glasses().send(json!({
+            "type": "location_update", "lat": 52.52, "lng": 13.405, "accuracy": 5,
+            "timestamp": "2025-01-01T00:00:01.000Z",
+        }))?;
+        self.button_round_trip("streams")?;
+        let subscribed = self.app().wait_event("subscribed", STEP, |e| {
+            e["streams"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|x| x == "audio_chunk"))
+        })?;
+        let mut registered: Vec<&str> = subscribed["streams"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        registered.sort_unstable();
+        let expected = [
+            "audio_chunk",
+            "button_press",
+            "head_position",
+            "location_update",
+            "touch_event",
+            "touch_event:double_tap",
+            "transcription:en-US",
+            "translation:es-ES-to-en-US",
+        ];
+        if registered != expected {
+            return Err(format!(
+                "the SDK registered other handler keys than expected {expected:?}: {subscribed}"
+            ));
+        }
+
+        // Location: the last update is replayed at once; the glasses send no other.
+        let loc = self.app().wait_event("location", STEP, |_| true)?;
+        if loc["lat"] != json!(52.52) || loc["lng"] != json!(13.405) {
+            return Err(format!(
+                "location.subscribeToStream got {loc}, expected the last update (52.52, 13.405)"
+            ));
+        }
+
+        // Head position ("down": the SDK would substitute "up" for a malformed one).
+        self.glasses().send(json!({
+            "type": "head_position", "position": "down",
+            "timestamp": "2025-01-01T00:00:02.000Z",
+        }))?;
+        let head = self.app().wait_event("head", STEP, |_| true)?;
+        if head["position"] != "down" {
+            return Err(format!(
+                "onHeadPosition got {head}, expected position \"down\""
+            ));
+        }
+
+        // Touch: a single tap then a double tap. The catch-all handler sees both, in order;
+        // the `double_tap` handler only the double tap (the single tap came first on the same
+        // connection, so had it fired, it would be the first "touch" event).
+        for gesture in ["single_tap", "double_tap"] {
+            self.glasses().send(json!({
+                "type": "touch_event", "device_model": "Even Realities G1",
+                "gesture_name": gesture, "timestamp": "2025-01-01T00:00:03.000Z",
+            }))?;
+        }
+        for gesture in ["single_tap", "double_tap"] {
+            let any = self.app().wait_event("touch_any", STEP, |_| true)?;
+            if any["gesture"] != gesture {
+                return Err(format!(
+                    "onTouchEvent(handler) got {any}, expected the {gesture} next"
+                ));
+            }
+        }
+        let touch = self.app().wait_event("touch", STEP, |_| true)?;
+        if touch["gesture"] != "double_tap" {
+            return Err(format!(
+                "onTouchEvent(\"double_tap\", handler) fired for another gesture: {touch}"
+            ));
+        }
+
+        // Audio: two binary PCM frames, each delivered whole, byte for byte, in order.
+        let frames = [pcm_frame(3200, 1), pcm_frame(1600, 2)];
+        for frame in &frames {
+            self.glasses().send_binary(frame)?;
+        }
+        for (i, frame) in frames.iter().enumerate() {
+            let audio = self.app().wait_event("audio", STEP, |_| true)?;
+            let sha = sha256_bytes_hex(frame);
+            if audio["bytes"] != json!(frame.len()) || audio["sha256"] != sha.as_str() {
+                return Err(format!(
+                    "onAudioChunk call {i} got {audio}, expected {} bytes with sha256 {sha}",
+                    frame.len()
+                ));
+            }
+        }
+
+        // Transcripts from the system app: a French one first (the app listens to en-US
+        // only), then an interim and a final English one.
+        for (text, lang, is_final) in [
+            ("bonjour", "fr-FR", true),
+            ("hello wor", "en-US", false),
+            ("hello world", "en-US", true),
+        ] {
+            self.stt().send(json!({
+                "type": "data_stream",
+                "streamType": "transcription",
+                "data": {
+                    "type": "transcription", "text": text, "isFinal": is_final,
+                    "startTime": 1200, "endTime": 2100, "transcribeLanguage": lang,
+                },
+            }))?;
+        }
+        for (text, is_final) in [("hello wor", false), ("hello world", true)] {
+            let t = self.app().wait_event("transcription", STEP, |_| true)?;
+            if t["text"] != text || t["isFinal"] != is_final || t["transcribeLanguage"] != "en-US" {
+                return Err(format!(
+                    "onTranscription got {t}, expected {text:?} with isFinal {is_final} next"
+                ));
+            }
+        }
+
+        // Translations: es-ES → fr-FR first (not the app's pair), then es-ES → en-US.
+        for (text, to) in [("bonjour", "fr-FR"), ("hello", "en-US")] {
+            self.stt().send(json!({
+                "type": "data_stream",
+                "streamType": "translation",
+                "data": {
+                    "type": "translation", "text": text, "originalText": "hola",
+                    "isFinal": true, "startTime": 3000, "endTime": 3500, "didTranslate": true,
+                    "transcribeLanguage": "es-ES", "translateLanguage": to,
+                },
+            }))?;
+        }
+        let t = self.app().wait_event("translation", STEP, |_| true)?;
+        if t["text"] != "hello"
+            || t["originalText"] != "hola"
+            || t["isFinal"] != true
+            || t["transcribeLanguage"] != "es-ES"
+            || t["translateLanguage"] != "en-US"
+        {
+            return Err(format!(
+                "ontranslationForLanguage(\"es-ES\", \"en-US\") got {t}, expected the es-ES → en-US \
+                 translation \"hello\""
+            ));
+        }
+
+        // Nothing more: one more button round trip orders everything before it, then no
+        // handler may have fired again (a second touch, a third transcript, a second
+        // translation or location, a third audio chunk).
+        self.button_round_trip("streams-done")?;
+        for name in [
+            "touch",
+            "touch_any",
+            "transcription",
+            "translation",
+            "location",
+            "audio",
+            "head",
+        ] {
+            if let Some(extra) = self.app().take_pending(name) {
+                return Err(format!("a handler fired once too often: {extra}"));
+            }
+        }
+        // The system app was not refused anything.
+        self.stt()
+            .expect_none("a refusal", Duration::from_millis(200), |m| {
+                m["type"] == "tpa_connection_error"
+            })?;
         Ok(())
     }
 
@@ -384,9 +653,9 @@ impl World {
             self.dir.path.display(),
             tail_file(&self.server.stderr_path, 60)
         );
-        if let Some(g) = &self.glasses {
-            out += "--- glasses: last messages received:\n";
-            for m in &g.seen {
+        for client in [&self.glasses, &self.stt].into_iter().flatten() {
+            out += &format!("--- {}: last messages received:\n", client.who);
+            for m in &client.seen {
                 out += m;
                 out.push('\n');
             }
@@ -609,6 +878,16 @@ impl AppProcess {
         }
     }
 
+    /// Removes and returns the first event named `name` the app logged so far and no call
+    /// asked for (reading what is already on the channel, without waiting).
+    fn take_pending(&mut self, name: &str) -> Option<Value> {
+        while let Ok(v) = self.events.try_recv() {
+            self.pending.push_back(v);
+        }
+        let i = self.pending.iter().position(|v| v["event"] == name)?;
+        self.pending.remove(i)
+    }
+
     /// SIGKILL: the app gets no chance to close its WebSocket.
     fn kill(&mut self) {
         let _ = self.child.kill();
@@ -623,7 +902,125 @@ impl Drop for AppProcess {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The glasses client
+// The system app's webhook endpoint
+// ---------------------------------------------------------------------------------------------
+
+/// A tiny HTTP server standing in for the system app's server: every request is answered
+/// `200 {"status":"success"}` (what an SDK `AppServer` answers) and handed to the test as
+/// (request line, JSON body). The system app's WebSocket side is driven by the test itself.
+struct WebhookServer {
+    port: u16,
+    requests: Receiver<TestResult<(String, Value)>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl WebhookServer {
+    fn start() -> TestResult<WebhookServer> {
+        let listener =
+            TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind 127.0.0.1:0: {e}"))?;
+        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let (tx, requests) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let thread = thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        if tx.send(answer_webhook(stream)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        thread::sleep(Duration::from_millis(10));
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(format!("webhook accept: {e}")));
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(WebhookServer {
+            port,
+            requests,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    fn next(&self, within: Duration) -> TestResult<(String, Value)> {
+        match self.requests.recv_timeout(within) {
+            Ok(r) => r,
+            Err(_) => Err(format!(
+                "the system app's webhook (port {}) received no request within {within:?}",
+                self.port
+            )),
+        }
+    }
+}
+
+impl Drop for WebhookServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Reads one HTTP/1.1 request (head, then a `Content-Length` body), answers 200 and closes.
+fn answer_webhook(mut stream: TcpStream) -> TestResult<(String, Value)> {
+    stream
+        .set_nonblocking(false)
+        .and_then(|()| stream.set_read_timeout(Some(STEP)))
+        .map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => return Err("webhook request ended before its head".into()),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) => return Err(format!("webhook read: {e}")),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let length = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.trim()
+                .eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().ok())?
+        })
+        .ok_or_else(|| format!("webhook request without Content-Length: {head:?}"))?;
+    while buf.len() < head_end + length {
+        match stream.read(&mut chunk) {
+            Ok(0) => return Err("webhook request ended inside its body".into()),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) => return Err(format!("webhook body read: {e}")),
+        }
+    }
+    let body: Value = serde_json::from_slice(&buf[head_end..head_end + length])
+        .map_err(|e| format!("webhook body is not JSON ({e}): {head:?}"))?;
+    let reply = r#"{"status":"success"}"#;
+    let response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
+        reply.len()
+    );
+    stream
+        .write_all(response.as_bytes())
+        .map_err(|e| format!("webhook answer: {e}"))?;
+    let line = head.lines().next().unwrap_or_default().to_string();
+    Ok((line, body))
+}
+
+// ---------------------------------------------------------------------------------------------
+// WebSocket clients: the glasses, and the publishing system app
 // ---------------------------------------------------------------------------------------------
 
 /// A blocking stream over either transport, so one tungstenite client serves both.
@@ -665,7 +1062,11 @@ impl Write for Stream {
     }
 }
 
-struct Glasses {
+/// A tungstenite client of the server: the glasses (`/glasses-ws`) or the system app
+/// (`/app-ws`, always over the Unix socket).
+struct Client {
+    /// "glasses" or "the system app", for messages.
+    who: &'static str,
     ws: WebSocket<Stream>,
     /// The most recent text messages received, for diagnostics.
     seen: VecDeque<String>,
@@ -673,46 +1074,71 @@ struct Glasses {
     log: Option<File>,
 }
 
-impl Glasses {
-    fn connect_tcp(port: u16, token: &str, log: &Path) -> TestResult<Glasses> {
+impl Client {
+    fn glasses_tcp(port: u16, token: &str, log: &Path) -> TestResult<Client> {
         let stream = TcpStream::connect(("127.0.0.1", port))
             .map_err(|e| format!("glasses TCP connect: {e}"))?;
-        Glasses::handshake(
+        Client::handshake(
+            "glasses",
             Stream::Tcp(stream),
             &format!("ws://127.0.0.1:{port}/glasses-ws"),
-            token,
+            Some(token),
             log,
         )
     }
 
-    fn connect_unix(path: &Path, token: &str, log: &Path) -> TestResult<Glasses> {
+    fn glasses_unix(path: &Path, token: &str, log: &Path) -> TestResult<Client> {
         let stream = UnixStream::connect(path).map_err(|e| format!("glasses Unix connect: {e}"))?;
-        Glasses::handshake(
+        Client::handshake(
+            "glasses",
             Stream::Unix(stream),
             "ws://localhost/glasses-ws",
-            token,
+            Some(token),
             log,
         )
     }
 
-    fn handshake(stream: Stream, url: &str, token: &str, log: &Path) -> TestResult<Glasses> {
+    /// The system app's connection: over the Unix socket (its only allowed address), no
+    /// bearer (it sends `tpa_connection_init`).
+    fn system_app_unix(path: &Path, log: &Path) -> TestResult<Client> {
+        let stream =
+            UnixStream::connect(path).map_err(|e| format!("system app Unix connect: {e}"))?;
+        Client::handshake(
+            "the system app",
+            Stream::Unix(stream),
+            "ws://localhost/app-ws",
+            None,
+            log,
+        )
+    }
+
+    fn handshake(
+        who: &'static str,
+        stream: Stream,
+        url: &str,
+        token: Option<&str>,
+        log: &Path,
+    ) -> TestResult<Client> {
         stream
             .set_read_timeout(Some(STEP))
             .map_err(|e| e.to_string())?;
         let mut request = url.into_client_request().map_err(|e| e.to_string())?;
-        let bearer =
-            HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| e.to_string())?;
-        request.headers_mut().insert("Authorization", bearer);
+        if let Some(token) = token {
+            let bearer =
+                HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| e.to_string())?;
+            request.headers_mut().insert("Authorization", bearer);
+        }
         let (ws, response) = tungstenite::client::client(request, stream)
-            .map_err(|e| format!("glasses WebSocket handshake at {url}: {e}"))?;
+            .map_err(|e| format!("{who} WebSocket handshake at {url}: {e}"))?;
         // Short reads from here on, so waits are bounded by their own deadlines.
         ws.get_ref()
             .set_read_timeout(Some(Duration::from_millis(200)))
             .map_err(|e| e.to_string())?;
         if response.status().as_u16() != 101 {
-            return Err(format!("glasses upgrade answered {}", response.status()));
+            return Err(format!("{who} upgrade answered {}", response.status()));
         }
-        Ok(Glasses {
+        Ok(Client {
+            who,
             ws,
             seen: VecDeque::new(),
             log: File::create(log).ok(),
@@ -723,9 +1149,20 @@ impl Glasses {
         if let Some(f) = self.log.as_mut() {
             let _ = writeln!(f, "> {msg}");
         }
+        let who = self.who;
         self.ws
             .send(Message::text(msg.to_string()))
-            .map_err(|e| format!("glasses send {msg}: {e}"))
+            .map_err(|e| format!("{who} send {msg}: {e}"))
+    }
+
+    fn send_binary(&mut self, bytes: &[u8]) -> TestResult {
+        if let Some(f) = self.log.as_mut() {
+            let _ = writeln!(f, "> binary, {} bytes", bytes.len());
+        }
+        let who = self.who;
+        self.ws
+            .send(Message::binary(bytes.to_vec()))
+            .map_err(|e| format!("{who} send of {} binary bytes: {e}", bytes.len()))
     }
 
     /// Reads messages until one satisfies `pred`, skipping the rest.
@@ -735,40 +1172,71 @@ impl Glasses {
         within: Duration,
         pred: impl Fn(&Value) -> bool,
     ) -> TestResult<Value> {
+        let who = self.who;
         let deadline = Instant::now() + within;
         loop {
             if Instant::now() > deadline {
-                return Err(format!("glasses did not receive {what} within {within:?}"));
+                return Err(format!("{who} did not receive {what} within {within:?}"));
             }
-            match self.ws.read() {
-                Ok(Message::Text(text)) => {
-                    let text = text.as_str();
-                    if let Some(f) = self.log.as_mut() {
-                        let _ = writeln!(f, "< {text}");
-                    }
-                    if self.seen.len() == 40 {
-                        self.seen.pop_front();
-                    }
-                    self.seen.push_back(truncate(text, 600));
-                    let Ok(v) = serde_json::from_str::<Value>(text) else {
-                        return Err(format!(
-                            "glasses received a text frame that is not JSON: {text:?}"
-                        ));
-                    };
-                    if pred(&v) {
-                        return Ok(v);
-                    }
+            if let Some(v) = self.read_one(what)? {
+                if pred(&v) {
+                    return Ok(v);
                 }
-                Ok(Message::Close(frame)) => {
-                    return Err(format!(
-                        "the server closed the glasses socket ({frame:?}) while waiting for {what}"
-                    ));
-                }
-                Ok(_) => {}
-                Err(tungstenite::Error::Io(e))
-                    if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                Err(e) => return Err(format!("glasses read failed while waiting for {what}: {e}")),
             }
+        }
+    }
+
+    /// Reads what arrives within `within`; fails on any message satisfying `bad` (and on a
+    /// close or a read error: the connection must stay up).
+    fn expect_none(
+        &mut self,
+        what: &str,
+        within: Duration,
+        bad: impl Fn(&Value) -> bool,
+    ) -> TestResult {
+        let who = self.who;
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(v) = self.read_one(what)? {
+                if bad(&v) {
+                    return Err(format!("{who} received {what}: {v}"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One read (at most the 200 ms read timeout): a JSON text message, or `None` for a
+    /// timeout or a non-text frame.
+    fn read_one(&mut self, what: &str) -> TestResult<Option<Value>> {
+        let who = self.who;
+        match self.ws.read() {
+            Ok(Message::Text(text)) => {
+                let text = text.as_str();
+                if let Some(f) = self.log.as_mut() {
+                    let _ = writeln!(f, "< {text}");
+                }
+                if self.seen.len() == 40 {
+                    self.seen.pop_front();
+                }
+                self.seen.push_back(truncate(text, 600));
+                match serde_json::from_str::<Value>(text) {
+                    Ok(v) => Ok(Some(v)),
+                    Err(_) => Err(format!(
+                        "{who} received a text frame that is not JSON: {text:?}"
+                    )),
+                }
+            }
+            Ok(Message::Close(frame)) => Err(format!(
+                "the server closed the socket of {who} ({frame:?}) while waiting for {what}"
+            )),
+            Ok(_) => Ok(None),
+            Err(tungstenite::Error::Io(e))
+                if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(format!("{who} read failed while waiting for {what}: {e}")),
         }
     }
 }
@@ -797,9 +1265,26 @@ fn run_cli(args: &[&str]) -> TestResult<String> {
 }
 
 fn sha256_hex(s: &str) -> String {
-    Sha256::digest(s.as_bytes())
+    sha256_bytes_hex(s.as_bytes())
+}
+
+fn sha256_bytes_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `len` bytes of 16-bit little-endian mono PCM: a sawtooth with a per-frame `seed`, so no two
+/// frames (and no two halves of one) are alike.
+fn pcm_frame(len: usize, seed: u16) -> Vec<u8> {
+    (0..len / 2)
+        .flat_map(|i| {
+            let sample = (i as u16)
+                .wrapping_mul(523)
+                .wrapping_add(seed.wrapping_mul(7919));
+            sample.to_le_bytes()
+        })
         .collect()
 }
 

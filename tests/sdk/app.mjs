@@ -5,8 +5,18 @@
 //
 // Output contract: every line this program writes to stdout is exactly one JSON object with
 // an `event` field ("listening", "session", "connected", "subscribed", "button", "stop",
-// "error", "fatal"). Everything else -- the SDK's own pino logs and its stray console.log
-// calls -- is sent to stderr, so the Rust side can parse stdout line by line.
+// "error", "fatal", and one per stream handler call: "transcription", "translation", "head",
+// "touch", "touch_any", "audio", "location"). Everything else -- the SDK's own pino logs and
+// its stray console.log calls -- is sent to stderr, so the Rust side can parse stdout line by
+// line.
+//
+// Stream handlers: at session start the app listens to button presses only. A press of the
+// button "streams" registers, once per session, the handlers of the SDK's stream API
+// (transcription, translation es-ES → en-US, head position, the `double_tap` gesture and the
+// catch-all touch handler, audio chunks, the location stream), each sending its own
+// `subscription_update`, and only then shows the usual "pressed <id>" text wall. That display
+// travels on the same WebSocket after the subscriptions, so once the glasses see it, the server
+// has applied them: the test's barrier before it sends the streams' data.
 //
 // The SDK performs one internet request at start (a version check against api.mentra.glass,
 // 3 s timeout, failure ignored). The test box has no outside network, and the test must not
@@ -15,6 +25,7 @@
 // (The SDK's WebSocket client, `ws`, does not use proxy settings, so the app's connection to
 // the server under test is unaffected.)
 
+import { createHash } from "node:crypto";
 import { writeSync } from "node:fs";
 import { createRequire } from "node:module";
 
@@ -114,12 +125,17 @@ class InteropApp extends AppServer {
       capabilities: session.capabilities ?? null,
     });
 
+    let streamsRegistered = false;
     session.events.onButtonPress((data) => {
       emit("button", {
         sessionId,
         buttonId: data?.buttonId ?? null,
         pressType: data?.pressType ?? null,
       });
+      if (data?.buttonId === "streams" && !streamsRegistered) {
+        streamsRegistered = true;
+        this.registerStreamHandlers(session, sessionId);
+      }
       session.layouts.showTextWall("pressed " + data?.buttonId);
     });
     emit("subscribed", { sessionId, streams: session.events.getRegisteredStreams() });
@@ -127,6 +143,54 @@ class InteropApp extends AppServer {
     session.events.onError((err) => {
       emit("error", { sessionId, message: String(err?.message ?? err) });
     });
+    session.events.onPermissionError((err) => {
+      emit("error", { sessionId, message: "permission_error: " + JSON.stringify(err) });
+    });
+  }
+
+  /** The SDK 2.1.29 stream handlers; each call is reported as one event line. */
+  registerStreamHandlers(session, sessionId) {
+    const events = session.events;
+    events.onTranscription((data) => {
+      emit("transcription", {
+        sessionId,
+        text: data?.text ?? null,
+        isFinal: data?.isFinal ?? null,
+        transcribeLanguage: data?.transcribeLanguage ?? null,
+      });
+    });
+    // 2.1.29 spells it with a lower-case "t" (there is no onTranslation).
+    events.ontranslationForLanguage("es-ES", "en-US", (data) => {
+      emit("translation", {
+        sessionId,
+        text: data?.text ?? null,
+        originalText: data?.originalText ?? null,
+        isFinal: data?.isFinal ?? null,
+        transcribeLanguage: data?.transcribeLanguage ?? null,
+        translateLanguage: data?.translateLanguage ?? null,
+      });
+    });
+    events.onHeadPosition((data) => {
+      emit("head", { sessionId, position: data?.position ?? null });
+    });
+    events.onTouchEvent("double_tap", (data) => {
+      emit("touch", { sessionId, gesture: data?.gesture_name ?? null });
+    });
+    events.onTouchEvent((data) => {
+      emit("touch_any", { sessionId, gesture: data?.gesture_name ?? null });
+    });
+    events.onAudioChunk((chunk) => {
+      const bytes = Buffer.from(chunk.arrayBuffer);
+      emit("audio", {
+        sessionId,
+        bytes: bytes.length,
+        sha256: createHash("sha256").update(bytes).digest("hex"),
+      });
+    });
+    session.location.subscribeToStream({ accuracy: "high" }, (data) => {
+      emit("location", { sessionId, lat: data?.lat ?? null, lng: data?.lng ?? null });
+    });
+    emit("subscribed", { sessionId, streams: events.getRegisteredStreams() });
   }
 
   async onStop(sessionId, userId, reason) {
