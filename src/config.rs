@@ -55,7 +55,8 @@ pub struct Config {
     pub listen: Vec<ListenSpec>,
     pub server: ServerConfig,
     pub hub: HubConfig,
-    pub state_dir: PathBuf,
+    /// Where durable state is kept; `None`: in memory only (lost on restart).
+    pub state_dir: Option<PathBuf>,
     /// True when the glasses-token secret is the public development one.
     pub dev_secret: bool,
 }
@@ -211,10 +212,7 @@ impl RawConfig {
                 dev
             }
         };
-        let state_dir = self.state_dir.map_or_else(
-            || PathBuf::from("augmentos-edge-state"),
-            |NonEmpty(s)| s.into(),
-        );
+        let state_dir = self.state_dir.map(|NonEmpty(s)| PathBuf::from(s));
 
         if let Some(l) = self.limits {
             set(&mut server.ws.max_frame, l.max_frame_bytes);
@@ -539,7 +537,7 @@ mod tests {
         );
         assert!(!c.server.echo);
         assert_eq!(c.hub.internal_ws_url, c.hub.public_ws_url);
-        assert_eq!(c.state_dir, PathBuf::from("augmentos-edge-state"));
+        assert_eq!(c.state_dir, None);
     }
 
     const APP: &str = r#"{"packageName": "com.x", "name": "X", "publicUrl": "http://127.0.0.1:3000",
@@ -839,7 +837,7 @@ mod tests {
             c.dev_secret,
             "the development secret, even when written out"
         );
-        assert_eq!(c.state_dir, PathBuf::from("/var/lib/edge"));
+        assert_eq!(c.state_dir, Some(PathBuf::from("/var/lib/edge")));
         let s = &c.server;
         assert_eq!(
             (

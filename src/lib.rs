@@ -21,5 +21,6 @@ pub mod reactor;
 pub mod server;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
+pub mod state;
 pub mod time;
 pub mod ws;

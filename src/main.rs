@@ -6,6 +6,7 @@ use augmentos_edge::auth;
 use augmentos_edge::config::{Config, DEV_SECRET};
 use augmentos_edge::reactor::{bind_all, Clock, Reactor};
 use augmentos_edge::server::Server;
+use augmentos_edge::state::sqlite::open_configured;
 use std::process::ExitCode;
 
 const USAGE: &str = "usage:
@@ -96,9 +97,22 @@ fn serve(args: &[String]) -> Result<(), String> {
     }
     let listeners = bind_all(&config.listen)?;
     let clock = Clock::default();
-    let server = Server::new(config.server.clone(), config.hub.clone(), clock.now());
+    let now = clock.now();
+    let state = open_configured(config.state_dir.as_deref(), now.wall.unix_secs());
+    let server = Server::with_state(
+        config.server.clone(),
+        config.hub.clone(),
+        state.snapshot,
+        state.status.clone(),
+        now,
+    );
     let mut reactor = Reactor::new(server, clock, listeners)
         .map_err(|e| format!("cannot start the event loop: {e}"))?;
+    if let Some(store) = state.store {
+        reactor = reactor
+            .with_store(store, state.status)
+            .map_err(|e| format!("cannot start the state writer: {e}"))?;
+    }
     for l in reactor.describe_listeners() {
         log::info!("listening on {l}");
     }

@@ -146,6 +146,8 @@ pub struct World {
     wall_at_zero: i128,
     pub clients: Vec<SimClient>,
     pub outbound: Vec<Outbound>,
+    /// Every durable change the core made, in order (what a writer would have been handed).
+    pub persisted: Vec<crate::state::Persist>,
 }
 
 /// 2025-01-01T00:00:00Z: the virtual wall clock starts at a plausible time.
@@ -160,13 +162,20 @@ impl World {
     }
 
     pub fn with_hub(cfg: ServerConfig, hub: HubConfig) -> World {
+        World::with_state(cfg, hub, crate::state::Snapshot::default())
+    }
+
+    /// A world whose core starts from durable state (as after a restart).
+    pub fn with_state(cfg: ServerConfig, hub: HubConfig, state: crate::state::Snapshot) -> World {
         let now = Now::new(Instant::ZERO, SIM_EPOCH);
+        let store = crate::state::StoreStatus::memory();
         World {
-            server: Server::new(cfg, hub, now),
+            server: Server::with_state(cfg, hub, state, store, now),
             now: Instant::ZERO,
             wall_at_zero: i128::from(SIM_EPOCH.as_micros()),
             clients: Vec::new(),
             outbound: Vec::new(),
+            persisted: Vec::new(),
         }
     }
 
@@ -382,6 +391,7 @@ impl World {
                     self.server.handle_closed(id, now);
                 }
             }
+            self.persisted.extend(self.server.take_persist());
             while let Some(id) = self.server.poll_resumed() {
                 if let Some(c) = self.clients.iter().position(|c| c.id == id) {
                     any = true;

@@ -179,10 +179,6 @@ impl Hub {
             return;
         };
         let pkg = &self.cfg.apps[app].package_name;
-        if running {
-            self.running.add(&user, pkg);
-        } else {
-            self.running.remove(&user, pkg);
-        }
+        self.durable.set_running(&user, pkg, running);
     }
 }

@@ -214,7 +214,7 @@ impl Hub {
         let mut wanted: Vec<usize> = (0..self.cfg.apps.len())
             .filter(|&i| self.cfg.apps[i].is_system_app)
             .collect();
-        for pkg in self.running.apps(user) {
+        for pkg in self.durable.running(user) {
             if let Some(i) = self.app_index(&pkg) {
                 wanted.push(i);
             }

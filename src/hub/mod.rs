@@ -28,7 +28,6 @@ mod glasses;
 mod lifecycle;
 pub mod registry;
 mod routes;
-pub mod running;
 mod streams;
 mod view;
 
@@ -37,10 +36,10 @@ use crate::http::Request;
 use crate::net::timers::TimerHeap;
 use crate::net::{ConnId, Endpoint, HttpOutcome, Outbox, Peer, Target};
 use crate::protocol::outbound as messages;
+use crate::state::{Durable, Persist, Snapshot};
 use crate::time::{Instant, Now, Wall};
 use crate::ws::frame::Opcode;
 use registry::{check_subscription, AppSpec, SubCheck};
-use running::{MemoryRunningApps, RunningApps};
 use serde_json::{json, Value};
 use slab::Slab;
 use std::collections::{BTreeMap, HashMap};
@@ -448,7 +447,8 @@ pub struct Hub {
     /// Webhooks in flight per app server.
     per_server: HashMap<Target, usize>,
     timers: TimerHeap<TimerKey>,
-    running: Box<dyn RunningApps>,
+    /// What survives a restart, in memory; changes leave through `poll_persist`.
+    durable: Durable,
     next_gen: u32,
     next_start: u32,
     pub counters: HubCounters,
@@ -456,10 +456,11 @@ pub struct Hub {
 
 impl Hub {
     pub fn new(cfg: HubConfig) -> Hub {
-        Hub::with_running_apps(cfg, Box::new(MemoryRunningApps::default()))
+        Hub::with_state(cfg, Snapshot::default())
     }
 
-    pub fn with_running_apps(cfg: HubConfig, running: Box<dyn RunningApps>) -> Hub {
+    /// A hub starting from the durable state a store loaded.
+    pub fn with_state(cfg: HubConfig, state: Snapshot) -> Hub {
         Hub {
             cfg,
             sessions: Slab::new(),
@@ -469,7 +470,7 @@ impl Hub {
             queued: HashMap::new(),
             per_server: HashMap::new(),
             timers: TimerHeap::default(),
-            running,
+            durable: Durable::from_snapshot(state),
             next_gen: 0,
             next_start: 0,
             counters: HubCounters::default(),
@@ -478,6 +479,16 @@ impl Hub {
 
     pub fn config(&self) -> &HubConfig {
         &self.cfg
+    }
+
+    /// Every durable change made since the last call, oldest first, for the writer.
+    pub fn take_persist(&mut self) -> Vec<Persist> {
+        self.durable.take_pending()
+    }
+
+    /// The durable state as the hub holds it (for tests and reports).
+    pub fn durable(&self) -> &Durable {
+        &self.durable
     }
 
     pub fn session_count(&self) -> usize {

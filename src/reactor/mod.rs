@@ -13,6 +13,8 @@
 
 use crate::net::{ConnId, Peer, Target};
 use crate::server::Server;
+use crate::state::writer::Writer;
+use crate::state::{Store, StoreStatus};
 use crate::time::{Instant, Now, Wall};
 use augmentos_edge_transports::{Listener, Remote, Stream};
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -104,6 +106,8 @@ pub struct Reactor {
     again: Vec<ConnId>,
     writable: Vec<ConnId>,
     resolver: Option<Resolver>,
+    /// The durable store's writer thread; without one, durable changes are dropped.
+    writer: Option<Writer>,
 }
 
 /// Name lookups for outbound connections happen on one helper thread, so the loop never
@@ -168,7 +172,30 @@ impl Reactor {
             again: Vec::new(),
             writable: Vec::new(),
             resolver: None,
+            writer: None,
         })
+    }
+
+    /// Write durable changes to `store` from a thread of its own, woken through the loop's
+    /// `Waker` when a batch is written.
+    pub fn with_store(mut self, store: Box<dyn Store>, status: StoreStatus) -> io::Result<Self> {
+        let waker = self.stop.waker.clone();
+        let notify = Box::new(move || {
+            let _ = waker.wake();
+        });
+        self.writer = Some(Writer::start(store, status, notify)?);
+        Ok(self)
+    }
+
+    /// Hand the turn's durable changes to the writer, and its reports to the core.
+    fn persist(&mut self) {
+        let batch = self.server.take_persist();
+        if let Some(w) = &mut self.writer {
+            w.submit(batch);
+            if let Some(status) = w.poll_status() {
+                self.server.handle_store_status(status);
+            }
+        }
     }
 
     pub fn stop_handle(&self) -> StopHandle {
@@ -238,7 +265,12 @@ impl Reactor {
             while let Some(id) = self.server.poll_resumed() {
                 self.again.push(id);
             }
+            self.persist();
             if self.stop.stop.load(Ordering::SeqCst) {
+                // Durable writes finish before the loop returns.
+                if let Some(w) = &mut self.writer {
+                    w.finish();
+                }
                 return Ok(());
             }
         }

@@ -26,6 +26,7 @@ use crate::http::{parse_request, Request};
 use crate::hub::{Hub, HubConfig};
 use crate::net::{Conn, ConnId, Endpoint, HttpOutcome, Net, Outbox, Peer, Phase, Target, Timer};
 pub use crate::net::{ServerConfig, Stats};
+use crate::state::{Persist, Snapshot, StoreStatus};
 use crate::time::{Instant, Now};
 use crate::ws::frame::{parse_header, write_frame, Opcode};
 use crate::ws::handshake::{validate_upgrade, write_accept};
@@ -52,6 +53,8 @@ enum Read {
 pub struct Server {
     pub net: Net,
     pub hub: Hub,
+    /// How the durable store is doing, as the shell last reported it.
+    store: StoreStatus,
     proto: Vec<Option<Proto>>,
     started: Instant,
     /// Feeders not read because a subscriber of theirs is backed up, and those free again.
@@ -61,9 +64,21 @@ pub struct Server {
 
 impl Server {
     pub fn new(cfg: ServerConfig, hub: HubConfig, now: Now) -> Server {
+        Server::with_state(cfg, hub, Snapshot::default(), StoreStatus::memory(), now)
+    }
+
+    /// A server starting from the durable state a store loaded.
+    pub fn with_state(
+        cfg: ServerConfig,
+        hub: HubConfig,
+        state: Snapshot,
+        store: StoreStatus,
+        now: Now,
+    ) -> Server {
         Server {
             net: Net::new(cfg),
-            hub: Hub::new(hub),
+            hub: Hub::with_state(hub, state),
+            store,
             proto: Vec::new(),
             started: now.mono,
             paused: Vec::new(),
@@ -246,6 +261,17 @@ impl Server {
     /// An outbound connection the shell must open (then treat like any other connection).
     pub fn poll_connect(&mut self) -> Option<(ConnId, Target)> {
         self.net.poll_connect()
+    }
+
+    /// Every durable change since the last call, oldest first: the shell hands them to the
+    /// writer (or, with no store, drops them).
+    pub fn take_persist(&mut self) -> Vec<Persist> {
+        self.hub.take_persist()
+    }
+
+    /// The shell's report of the store (after writes, or at start).
+    pub fn handle_store_status(&mut self, status: StoreStatus) {
+        self.store = status;
     }
 
     pub fn poll_dirty(&mut self) -> Option<ConnId> {
@@ -606,6 +632,15 @@ impl Server {
                         "outbound": self.net.outbound_count(),
                     },
                     "sessions": self.hub.session_count(),
+                    "store": {
+                        "kind": self.store.kind,
+                        "path": self.store.path,
+                        "state": if self.store.error.is_some() { "failing" } else { "ok" },
+                        "error": self.store.error,
+                        "recovered": self.store.recovered,
+                        "batchesWritten": self.store.batches,
+                        "changesWritten": self.store.changes,
+                    },
                 });
                 self.net.respond_json(id, 200, &body, &[]);
             }

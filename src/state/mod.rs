@@ -1,0 +1,302 @@
+//! Core layer (values) and its one shell-side room: durable state.
+//!
+//! What the box remembers across restarts: each user's running apps, app settings values per
+//! (user, app), SDK simple-storage per (user, app), and TPA server registrations. The core keeps
+//! all of it in memory ([`Durable`], loaded once at start from a [`Snapshot`]) and never touches
+//! a disk: every change is queued as a [`Persist`] event that the caller polls, quinn-style,
+//! and hands to the writer thread ([`writer`]), which applies them in order, batched in
+//! transactions, through the [`Store`] interface ([`sqlite`] implements it with SQLite).
+//!
+//! Invariants: the in-memory state is the truth for the running process; the store lags it by
+//! at most the batches in flight, and applies them in the order they were made; nothing the
+//! store does can stall the event loop; no SQLite type crosses the [`Store`] interface, so
+//! another store (a shared PostgreSQL for a venue with several boxes) can replace it.
+
+pub mod sqlite;
+pub mod writer;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// A TPA server's registration (PROTOCOL §14).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    pub id: String,
+    pub package: String,
+    pub webhook_url: String,
+    /// Wall-clock microseconds since the Unix epoch.
+    pub registered_at: u64,
+    pub last_seen: u64,
+}
+
+/// Everything the store holds, as loaded at start.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// (user, package)
+    pub running: Vec<(String, String)>,
+    /// (user, package, key, value as JSON text)
+    pub settings: Vec<(String, String, String, String)>,
+    /// (user, package, key, value as JSON text)
+    pub storage: Vec<(String, String, String, String)>,
+    pub registrations: Vec<Registration>,
+}
+
+/// One change to durable state. `None` values delete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Persist {
+    Running {
+        user: String,
+        package: String,
+        running: bool,
+    },
+    Setting {
+        user: String,
+        package: String,
+        key: String,
+        value: Option<String>,
+    },
+    Storage {
+        user: String,
+        package: String,
+        key: String,
+        value: Option<String>,
+    },
+    Registration(Registration),
+    RegistrationGone(String),
+}
+
+/// Where durable state is kept. Owned by the writer thread; nothing else calls it.
+pub trait Store: Send {
+    /// Everything stored, for the core to start from.
+    fn load(&mut self) -> Result<Snapshot, String>;
+    /// Apply a batch of changes atomically, in order.
+    fn apply(&mut self, batch: &[Persist]) -> Result<(), String>;
+}
+
+/// How the store is doing, for `/health`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreStatus {
+    /// `"memory"` or `"sqlite"`.
+    pub kind: &'static str,
+    /// The database file, if any.
+    pub path: Option<String>,
+    /// The last write failed with this (cleared by the next success).
+    pub error: Option<String>,
+    /// At start the database could not be read: where it was moved, and why.
+    pub recovered: Option<String>,
+    /// Batches written, and changes in them.
+    pub batches: u64,
+    pub changes: u64,
+}
+
+impl StoreStatus {
+    pub fn memory() -> StoreStatus {
+        StoreStatus {
+            kind: "memory",
+            path: None,
+            error: None,
+            recovered: None,
+            batches: 0,
+            changes: 0,
+        }
+    }
+}
+
+type AppKey = (String, String);
+
+/// The durable state as the core holds it: in memory, with the changes not yet handed to the
+/// writer queued in order.
+#[derive(Debug, Default)]
+pub struct Durable {
+    running: HashMap<String, BTreeSet<String>>,
+    settings: HashMap<AppKey, BTreeMap<String, String>>,
+    storage: HashMap<AppKey, BTreeMap<String, String>>,
+    registrations: BTreeMap<String, Registration>,
+    pending: Vec<Persist>,
+}
+
+impl Durable {
+    pub fn from_snapshot(s: Snapshot) -> Durable {
+        let mut d = Durable::default();
+        for (user, package) in s.running {
+            d.running.entry(user).or_default().insert(package);
+        }
+        for (user, package, key, value) in s.settings {
+            d.settings
+                .entry((user, package))
+                .or_default()
+                .insert(key, value);
+        }
+        for (user, package, key, value) in s.storage {
+            d.storage
+                .entry((user, package))
+                .or_default()
+                .insert(key, value);
+        }
+        for r in s.registrations {
+            d.registrations.insert(r.id.clone(), r);
+        }
+        d
+    }
+
+    /// The next change to write, oldest first.
+    pub fn poll_persist(&mut self) -> Option<Persist> {
+        if self.pending.is_empty() {
+            None
+        } else {
+            Some(self.pending.remove(0))
+        }
+    }
+
+    /// Every change queued since the last call, oldest first.
+    pub fn take_pending(&mut self) -> Vec<Persist> {
+        std::mem::take(&mut self.pending)
+    }
+
+    // ---- running apps ----------------------------------------------------------------------
+
+    /// The packages `user` is running, sorted.
+    pub fn running(&self, user: &str) -> Vec<String> {
+        self.running
+            .get(user)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn set_running(&mut self, user: &str, package: &str, running: bool) {
+        let changed = if running {
+            self.running
+                .entry(user.to_string())
+                .or_default()
+                .insert(package.to_string())
+        } else {
+            let removed = self
+                .running
+                .get_mut(user)
+                .is_some_and(|s| s.remove(package));
+            if self.running.get(user).is_some_and(BTreeSet::is_empty) {
+                self.running.remove(user);
+            }
+            removed
+        };
+        if changed {
+            self.pending.push(Persist::Running {
+                user: user.to_string(),
+                package: package.to_string(),
+                running,
+            });
+        }
+    }
+
+    // ---- settings and storage --------------------------------------------------------------
+
+    /// The settings values `user` set for `package` (key → JSON text).
+    pub fn settings(&self, user: &str, package: &str) -> Option<&BTreeMap<String, String>> {
+        self.settings.get(&(user.to_string(), package.to_string()))
+    }
+
+    pub fn set_setting(&mut self, user: &str, package: &str, key: &str, value: Option<String>) {
+        let k = (user.to_string(), package.to_string());
+        match &value {
+            Some(v) => {
+                self.settings
+                    .entry(k)
+                    .or_default()
+                    .insert(key.to_string(), v.clone());
+            }
+            None => {
+                if let Some(m) = self.settings.get_mut(&k) {
+                    m.remove(key);
+                }
+            }
+        }
+        self.pending.push(Persist::Setting {
+            user: user.to_string(),
+            package: package.to_string(),
+            key: key.to_string(),
+            value,
+        });
+    }
+
+    /// The simple-storage of (user, package): key → value (JSON text of a string).
+    pub fn storage(&self, user: &str, package: &str) -> Option<&BTreeMap<String, String>> {
+        self.storage.get(&(user.to_string(), package.to_string()))
+    }
+
+    pub fn set_storage(&mut self, user: &str, package: &str, key: &str, value: Option<String>) {
+        let k = (user.to_string(), package.to_string());
+        let changed = match &value {
+            Some(v) => {
+                self.storage
+                    .entry(k)
+                    .or_default()
+                    .insert(key.to_string(), v.clone())
+                    .as_ref()
+                    != Some(v)
+            }
+            None => self
+                .storage
+                .get_mut(&k)
+                .is_some_and(|m| m.remove(key).is_some()),
+        };
+        if changed {
+            self.pending.push(Persist::Storage {
+                user: user.to_string(),
+                package: package.to_string(),
+                key: key.to_string(),
+                value,
+            });
+        }
+    }
+
+    // ---- registrations ---------------------------------------------------------------------
+
+    pub fn registration(&self, id: &str) -> Option<&Registration> {
+        self.registrations.get(id)
+    }
+
+    pub fn registrations(&self) -> impl Iterator<Item = &Registration> {
+        self.registrations.values()
+    }
+
+    pub fn put_registration(&mut self, r: Registration) {
+        self.registrations.insert(r.id.clone(), r.clone());
+        self.pending.push(Persist::Registration(r));
+    }
+
+    pub fn remove_registration(&mut self, id: &str) {
+        if self.registrations.remove(id).is_some() {
+            self.pending.push(Persist::RegistrationGone(id.to_string()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_are_queued_in_order_and_no_ops_are_not() {
+        let mut d = Durable::default();
+        d.set_running("u", "a", true);
+        d.set_running("u", "a", true);
+        d.set_running("u", "b", true);
+        d.set_running("u", "a", false);
+        d.set_running("u", "zz", false);
+        d.set_storage("u", "a", "k", Some("\"v\"".into()));
+        d.set_storage("u", "a", "k", Some("\"v\"".into()));
+        assert_eq!(d.running("u"), vec!["b".to_string()]);
+        let kinds: Vec<String> = d
+            .take_pending()
+            .iter()
+            .map(|p| match p {
+                Persist::Running {
+                    package, running, ..
+                } => format!("{package}:{running}"),
+                Persist::Storage { key, .. } => format!("storage:{key}"),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(kinds, vec!["a:true", "b:true", "a:false", "storage:k"]);
+        assert!(d.poll_persist().is_none());
+    }
+}

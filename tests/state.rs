@@ -1,0 +1,266 @@
+//! Durable state: the core's persist events in the deterministic world, and the real SQLite
+//! store in a temporary directory — a round trip across a restart of the core, a damaged
+//! database file at many offsets (the server still starts, and says so), and a migration from
+//! an older schema version (the fixture `tests/fixtures/state-v1.sql`).
+
+use augmentos_edge::auth::{self, jwt};
+use augmentos_edge::hub::registry::AppSpec;
+use augmentos_edge::hub::HubConfig;
+use augmentos_edge::net::Target;
+use augmentos_edge::server::ServerConfig;
+use augmentos_edge::sim::World;
+use augmentos_edge::state::sqlite::{open_configured, SqliteStore, FILE, SCHEMA_VERSION};
+use augmentos_edge::state::{Persist, Snapshot, Store};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+const SECRET: &[u8] = b"state-test-secret-0123";
+const USER: &str = "ada@example.com";
+const CAPTIONS: &str = "com.example.captions";
+const NOTES: &str = "com.example.notes";
+
+fn spec(package: &str, port: u16) -> AppSpec {
+    AppSpec {
+        package_name: package.into(),
+        name: package.into(),
+        public_url: format!("http://apps.example:{port}"),
+        webhook_target: Target {
+            host: "apps.example".into(),
+            port,
+        },
+        webhook_path: String::new(),
+        hashed_api_key: auth::hash_api_key("k"),
+        is_system_app: false,
+        permissions: Vec::new(),
+        allowed_addresses: Vec::new(),
+        publishes: Vec::new(),
+    }
+}
+
+fn hub() -> HubConfig {
+    HubConfig {
+        jwt_secret: SECRET.to_vec(),
+        apps: vec![spec(CAPTIONS, 5001), spec(NOTES, 5002)],
+        ..HubConfig::default()
+    }
+}
+
+fn server_cfg() -> ServerConfig {
+    ServerConfig {
+        ping_interval: None,
+        ..ServerConfig::default()
+    }
+}
+
+/// A fresh directory under the system's temporary directory.
+fn temp_dir() -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "augmentos-edge-state-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn glasses(w: &mut World, user: &str) -> usize {
+    let g = w.connect();
+    let bearer = format!("Authorization: Bearer {}", jwt::glasses_token(user, SECRET));
+    assert_eq!(w.upgrade_with(g, "/glasses-ws", &[&bearer]).0, 101);
+    w.send_text(g, r#"{"type":"connection_init"}"#);
+    g
+}
+
+fn lifecycle(w: &mut World, g: usize, ty: &str, package: &str) {
+    w.send_text(g, &json!({"type": ty, "packageName": package}).to_string());
+}
+
+/// The packages `session_request` webhooks were sent for, in order.
+fn started(w: &World) -> Vec<String> {
+    w.outbound
+        .iter()
+        .filter_map(|o| o.json())
+        .filter(|b| b["type"] == "session_request")
+        .map(|b| {
+            let sid = b["sessionId"].as_str().unwrap();
+            sid.rsplit_once("-com.")
+                .map(|(_, p)| format!("com.{p}"))
+                .unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn starting_and_stopping_apps_persists_exactly_the_changes() {
+    let mut w = World::with_hub(server_cfg(), hub());
+    let g = glasses(&mut w, USER);
+    lifecycle(&mut w, g, "start_app", CAPTIONS);
+    lifecycle(&mut w, g, "start_app", CAPTIONS);
+    lifecycle(&mut w, g, "start_app", NOTES);
+    lifecycle(&mut w, g, "stop_app", CAPTIONS);
+    lifecycle(&mut w, g, "stop_app", CAPTIONS);
+    let running = |package: &str, running: bool| Persist::Running {
+        user: USER.into(),
+        package: package.into(),
+        running,
+    };
+    assert_eq!(
+        w.persisted,
+        vec![
+            running(CAPTIONS, true),
+            running(NOTES, true),
+            running(CAPTIONS, false)
+        ]
+    );
+}
+
+#[test]
+fn running_apps_survive_a_restart_of_the_core_through_the_store() {
+    let dir = temp_dir();
+    // First life: the user starts two apps and stops one.
+    let mut w = World::with_hub(server_cfg(), hub());
+    let g = glasses(&mut w, USER);
+    lifecycle(&mut w, g, "start_app", CAPTIONS);
+    lifecycle(&mut w, g, "start_app", NOTES);
+    lifecycle(&mut w, g, "stop_app", NOTES);
+    let mut store = SqliteStore::open_dir(&dir, 0).unwrap().store;
+    store.apply(&w.persisted).unwrap();
+    drop(store);
+    // Second life, from the file: the glasses reconnect and the running app is started again.
+    let loaded = open_configured(Some(&dir), 0);
+    assert!(loaded.store.is_some());
+    assert_eq!(loaded.status.recovered, None);
+    assert_eq!(
+        loaded.snapshot.running,
+        vec![(USER.to_string(), CAPTIONS.to_string())]
+    );
+    let mut w = World::with_state(server_cfg(), hub(), loaded.snapshot);
+    assert!(started(&w).is_empty());
+    glasses(&mut w, USER);
+    assert_eq!(started(&w), vec![CAPTIONS.to_string()]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn sample() -> Vec<Persist> {
+    let mut batch = Vec::new();
+    for i in 0..200 {
+        batch.push(Persist::Running {
+            user: format!("user{i}@example.com"),
+            package: CAPTIONS.into(),
+            running: true,
+        });
+        batch.push(Persist::Storage {
+            user: format!("user{i}@example.com"),
+            package: NOTES.into(),
+            key: "note".into(),
+            value: Some(json!("x".repeat(i)).to_string()),
+        });
+    }
+    batch
+}
+
+#[test]
+fn a_damaged_database_never_stops_the_server_and_is_reported() {
+    let dir = temp_dir();
+    {
+        let mut s = SqliteStore::open_dir(&dir, 0).unwrap().store;
+        s.apply(&sample()).unwrap();
+        // Fold the WAL into the main file so the damage below hits real pages.
+        drop(s);
+        SqliteStore::open(&dir.join(FILE)).unwrap();
+    }
+    let good = std::fs::read(dir.join(FILE)).unwrap();
+    let full = open_configured(Some(&dir), 0).snapshot;
+    assert_eq!(full.running.len(), 200);
+    let mut recovered = 0;
+    let mut offsets: Vec<usize> = (0..good.len()).step_by(good.len() / 40 + 1).collect();
+    offsets.extend([0, 16, 18, 28, 96, 100]);
+    for (n, &at) in offsets.iter().enumerate() {
+        for truncate in [false, true] {
+            let case = temp_dir();
+            let mut bytes = good.clone();
+            if truncate {
+                bytes.truncate(at);
+            } else {
+                for b in bytes.iter_mut().skip(at).take(64) {
+                    *b ^= 0xA5;
+                }
+            }
+            std::fs::write(case.join(FILE), &bytes).unwrap();
+            let loaded = open_configured(Some(&case), 1_000 + n as u64);
+            // Whatever happened, the server has a store to write to and starts.
+            assert!(loaded.store.is_some(), "offset {at}: no store");
+            match &loaded.status.recovered {
+                Some(why) => {
+                    recovered += 1;
+                    assert_eq!(loaded.snapshot, Snapshot::default());
+                    assert!(why.contains("moved to"), "{why}");
+                    let aside = std::fs::read_dir(&case)
+                        .unwrap()
+                        .filter_map(Result::ok)
+                        .any(|e| e.file_name().to_string_lossy().contains(".unreadable-"));
+                    assert!(aside, "offset {at}: the bad file was not kept");
+                }
+                // Damage SQLite could not see (free space) or a clean truncation to a valid
+                // prefix: what loads is a subset of what was written.
+                None => assert!(loaded.snapshot.running.len() <= 200),
+            }
+            let _ = std::fs::remove_dir_all(&case);
+        }
+    }
+    assert!(
+        recovered >= offsets.len() / 2,
+        "only {recovered} of the damaged files were caught"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn build_from_sql(path: &Path, sql: &str) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch(sql).unwrap();
+}
+
+#[test]
+fn an_older_schema_is_migrated_and_keeps_its_data() {
+    let dir = temp_dir();
+    build_from_sql(&dir.join(FILE), include_str!("fixtures/state-v1.sql"));
+    let loaded = open_configured(Some(&dir), 0);
+    assert_eq!(loaded.status.recovered, None);
+    assert_eq!(loaded.snapshot.running.len(), 3);
+    let mut store = loaded.store.unwrap();
+    store
+        .apply(&[Persist::Storage {
+            user: USER.into(),
+            package: NOTES.into(),
+            key: "k".into(),
+            value: Some("\"v\"".into()),
+        }])
+        .unwrap();
+    drop(store);
+    let conn = rusqlite::Connection::open(dir.join(FILE)).unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    let again = open_configured(Some(&dir), 0).snapshot;
+    assert_eq!(again.running.len(), 3);
+    assert_eq!(again.storage.len(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_database_from_a_newer_binary_is_moved_aside_not_overwritten() {
+    let dir = temp_dir();
+    build_from_sql(&dir.join(FILE), "PRAGMA user_version = 99;");
+    let loaded = open_configured(Some(&dir), 7);
+    assert!(loaded
+        .status
+        .recovered
+        .as_deref()
+        .is_some_and(|r| r.contains("newer")));
+    assert!(dir.join(format!("{FILE}.unreadable-7")).exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
