@@ -80,6 +80,7 @@ fn spec(i: usize) -> AppSpec {
         permissions: Vec::new(),
         allowed_addresses: Vec::new(),
         publishes: Vec::new(),
+        settings: Vec::new(),
     }
 }
 

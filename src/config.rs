@@ -176,6 +176,27 @@ struct RawApp {
     /// Streams a system app may publish into its sessions.
     #[serde(default)]
     publishes: Vec<Published>,
+    /// The app's settings, as its `tpa_config.json` declares them.
+    #[serde(default)]
+    settings: Vec<SettingSpec>,
+}
+
+/// One declared app setting: an object with a string `key`; `group` entries are headings.
+#[derive(Deserialize)]
+#[serde(try_from = "serde_json::Value")]
+struct SettingSpec(serde_json::Value);
+
+impl TryFrom<serde_json::Value> for SettingSpec {
+    type Error = String;
+    fn try_from(v: serde_json::Value) -> Result<Self, String> {
+        let ok = v.is_object()
+            && (v["type"] == "group" || v["key"].as_str().is_some_and(|k| !k.is_empty()));
+        if ok {
+            Ok(SettingSpec(v))
+        } else {
+            Err("expected an object with a non-empty string 'key' (or a 'group')".into())
+        }
+    }
 }
 
 impl RawConfig {
@@ -295,6 +316,7 @@ impl RawApp {
             permissions: self.permissions.into_iter().map(|p| p.0).collect(),
             allowed_addresses: self.allowed_addresses.into_iter().map(|a| a.0).collect(),
             publishes: self.publishes.into_iter().map(|p| p.0).collect(),
+            settings: self.settings.into_iter().map(|s| s.0).collect(),
         }
     }
 }

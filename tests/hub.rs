@@ -68,6 +68,7 @@ fn spec(
         permissions: permissions.iter().map(|s| s.to_string()).collect(),
         allowed_addresses: allowed.iter().map(|s| s.to_string()).collect(),
         publishes: Vec::new(),
+        settings: Vec::new(),
     }
 }
 

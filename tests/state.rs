@@ -35,6 +35,7 @@ fn spec(package: &str, port: u16) -> AppSpec {
         permissions: Vec::new(),
         allowed_addresses: Vec::new(),
         publishes: Vec::new(),
+        settings: Vec::new(),
     }
 }
 

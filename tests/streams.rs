@@ -49,6 +49,7 @@ fn spec(package: &str, port: u16, perms: &[&str], system: bool, publishes: &[&st
             Vec::new()
         },
         publishes: publishes.iter().map(|s| s.to_string()).collect(),
+        settings: Vec::new(),
     }
 }
 

@@ -344,6 +344,7 @@ impl Harness {
                 permissions: vec!["ALL".into()],
                 allowed_addresses: Vec::new(),
                 publishes: Vec::new(),
+                settings: Vec::new(),
             }],
             ..HubConfig::default()
         };

@@ -170,10 +170,11 @@ impl Hub {
         let Some(s) = self.session(sk) else { return };
         let session_id = format!("{}-{}", s.user, self.cfg.apps[app].package_name);
         let settings = s.settings();
+        let app_settings = self.settings_for(&s.user, app);
         let ack = messages::TpaConnectionAck {
             kind: "tpa_connection_ack",
             session_id: &session_id,
-            settings: [],
+            settings: &app_settings,
             mentraos_settings: &settings,
             capabilities: messages::capabilities(),
             timestamp: now.iso(),

@@ -27,6 +27,7 @@ mod apps;
 mod glasses;
 mod lifecycle;
 pub mod registry;
+mod rest;
 mod routes;
 mod streams;
 mod view;
@@ -151,6 +152,8 @@ enum TimerKey {
     App(SessKey, usize),
     Conn(ConnId),
     Mic(SessKey),
+    /// The sweep of expired TPA server registrations.
+    Sweep,
 }
 
 /// The hub's view of a connection.
@@ -449,6 +452,9 @@ pub struct Hub {
     timers: TimerHeap<TimerKey>,
     /// What survives a restart, in memory; changes leave through `poll_persist`.
     durable: Durable,
+    next_registration: u32,
+    /// When expired registrations are next looked for (the slot of `TimerKey::Sweep`).
+    sweep_at: Option<Instant>,
     next_gen: u32,
     next_start: u32,
     pub counters: HubCounters,
@@ -471,6 +477,8 @@ impl Hub {
             per_server: HashMap::new(),
             timers: TimerHeap::default(),
             durable: Durable::from_snapshot(state),
+            next_registration: 0,
+            sweep_at: None,
             next_gen: 0,
             next_start: 0,
             counters: HubCounters::default(),
@@ -575,17 +583,18 @@ impl Hub {
             timers,
             sessions,
             links,
+            sweep_at,
             ..
         } = self;
         if timers.len() > 4 * (sessions.len() + links.len()) + 64 {
-            timers.rebuild(|at, k| is_current(sessions, links, at, k));
+            timers.rebuild(|at, k| is_current(sessions, links, *sweep_at, at, k));
         }
-        timers.peek(|at, k| is_current(sessions, links, at, k))
+        timers.peek(|at, k| is_current(sessions, links, *sweep_at, at, k))
     }
 
     pub fn handle_timeout(&mut self, net: &mut impl Outbox, now: Now) {
         while let Some((at, key)) = self.timers.pop_due(now.mono) {
-            if !is_current(&self.sessions, &self.links, at, key) {
+            if !is_current(&self.sessions, &self.links, self.sweep_at, at, key) {
                 continue;
             }
             match key {
@@ -593,6 +602,7 @@ impl Hub {
                 TimerKey::App(sk, app) => self.app_tick(net, sk, app, now),
                 TimerKey::Conn(id) => self.init_tick(net, id, now),
                 TimerKey::Mic(sk) => self.mic_tick(net, sk, now),
+                TimerKey::Sweep => self.sweep_tick(now),
             }
         }
     }
@@ -711,6 +721,7 @@ impl Hub {
 fn is_current(
     sessions: &Slab<Session>,
     links: &HashMap<ConnId, Link>,
+    sweep_at: Option<Instant>,
     at: Instant,
     key: TimerKey,
 ) -> bool {
@@ -724,5 +735,6 @@ fn is_current(
             .get(&id)
             .is_some_and(|l| l.init_deadline() == Some(at)),
         TimerKey::Mic(sk) => session(sk).is_some_and(|s| s.mic.pending_until == Some(at)),
+        TimerKey::Sweep => sweep_at == Some(at),
     }
 }

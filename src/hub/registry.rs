@@ -23,6 +23,9 @@ pub struct AppSpec {
     pub allowed_addresses: Vec<String>,
     /// Streams this (system) app may publish into its sessions: `transcription`, `translation`.
     pub publishes: Vec<String>,
+    /// The settings the app declares (its `tpa_config.json` `settings` array): objects with
+    /// `key`, `type`, `label`, `defaultValue`, `options`…
+    pub settings: Vec<serde_json::Value>,
 }
 
 impl AppSpec {
@@ -205,6 +208,7 @@ mod tests {
             permissions: perms.iter().map(|s| s.to_string()).collect(),
             allowed_addresses: vec!["127.0.0.1".into(), "unix".into()],
             publishes: Vec::new(),
+            settings: Vec::new(),
         }
     }
 

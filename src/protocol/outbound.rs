@@ -205,7 +205,8 @@ pub struct TpaConnectionAck<'a> {
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub session_id: &'a str,
-    pub settings: [(); 0],
+    /// The app's declared settings with the user's values (`value`) merged in.
+    pub settings: &'a [Value],
     pub mentraos_settings: &'a Value,
     pub capabilities: Value,
     pub timestamp: &'a str,

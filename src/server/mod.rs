@@ -664,6 +664,21 @@ impl Server {
             (_, path) if path.starts_with("/apps/") => {
                 self.hub.on_rest(&mut self.net, id, req, now)
             }
+            (_, path) if path.starts_with("/api/sdk/simple-storage/") => {
+                self.hub.on_storage(&mut self.net, id, req)
+            }
+            (_, path)
+                if path.starts_with("/appsettings/user/")
+                    || path.starts_with("/tpasettings/user/") =>
+            {
+                self.hub.on_settings_read(&mut self.net, id, req)
+            }
+            (_, path) if path.starts_with("/api/settings/") => {
+                self.hub.on_settings_write(&mut self.net, id, req, now)
+            }
+            (_, path) if path.starts_with("/api/tpa-server/") => {
+                self.hub.on_tpa_server(&mut self.net, id, req, now)
+            }
             _ => self
                 .net
                 .respond_error(id, 404, "NOT_FOUND", "no such endpoint", &[]),
