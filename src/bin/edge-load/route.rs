@@ -228,8 +228,9 @@ struct AppResult {
     gaps: u64,
     /// Sequence numbers that arrived after a later one (or twice).
     reordered: u64,
-    /// Text messages without a `seq` (not load traffic).
+    /// Text messages without a `seq` (not load traffic), and their `type`s.
     other: u64,
+    other_types: Vec<String>,
     hist: Histogram,
     /// Why it ended before the run did.
     disconnected: Option<String>,
@@ -251,6 +252,8 @@ struct Shared {
     delivered: AtomicU64,
     ready: AtomicUsize,
     disconnected: AtomicUsize,
+    /// `session_request`s for users of another run, refused.
+    ignored: AtomicUsize,
     errors: Mutex<Vec<String>>,
     results: Mutex<Vec<AppResult>>,
 }
@@ -321,6 +324,16 @@ fn webhook(mut c: TcpStream, sh: Arc<Shared>) {
         .strip_suffix("/webhook")
         .unwrap_or("")
         .to_string();
+    let user = v["userId"].as_str().unwrap_or("");
+    if !sh.users.iter().any(|u| u == user) {
+        // A session of an earlier run on the same server (its apps being restarted).
+        sh.ignored.fetch_add(1, Relaxed);
+        return respond(
+            &mut c,
+            "500 Internal Server Error",
+            r#"{"status":"error","message":"Failed to connect"}"#,
+        );
+    }
     match connect_app(&sh, &package, &v) {
         Ok((ws, session)) => {
             // As the SDK: the webhook is answered only once the app is connected.
@@ -394,6 +407,7 @@ fn app_reader(mut ws: Ws, session: usize, package: String, sh: &Shared) {
         gaps: 0,
         reordered: 0,
         other: 0,
+        other_types: Vec::new(),
         hist: Histogram::default(),
         disconnected: None,
     };
@@ -459,7 +473,18 @@ fn app_reader(mut ws: Ws, session: usize, package: String, sh: &Shared) {
                         r.reordered += 1;
                     }
                 }
-                None => r.other += 1,
+                // What the teardown brings (app_stopped) is not news.
+                None if sh.stop.load(Relaxed) => {}
+                None => {
+                    r.other += 1;
+                    let ty = serde_json::from_slice::<Value>(text)
+                        .ok()
+                        .and_then(|v| v["type"].as_str().map(str::to_string))
+                        .unwrap_or_else(|| "(not JSON)".into());
+                    if !r.other_types.contains(&ty) {
+                        r.other_types.push(ty);
+                    }
+                }
             }
             frag.clear();
         }
@@ -585,6 +610,8 @@ fn glasses_writer(
 #[derive(Clone, Copy)]
 struct Sample {
     at: Instant,
+    /// Busy ticks of the whole machine (all CPUs).
+    busy_ticks: u64,
     server_ticks: u64,
     self_ticks: u64,
     delivered: u64,
@@ -686,13 +713,15 @@ fn route(o: &Opts) -> Result<(), String> {
 
     let sh = Arc::new(Shared {
         secret: target.secret.clone(),
+        // Users of this run only, so a run never joins the sessions of an earlier one.
         users: (0..o.sessions)
-            .map(|i| format!("load{i}@edgeload.test"))
+            .map(|i| format!("load{i}.{}@edgeload.test", std::process::id()))
             .collect(),
         stop: AtomicBool::new(false),
         delivered: AtomicU64::new(0),
         ready: AtomicUsize::new(0),
         disconnected: AtomicUsize::new(0),
+        ignored: AtomicUsize::new(0),
         errors: Mutex::new(Vec::new()),
         results: Mutex::new(Vec::new()),
     });
@@ -743,6 +772,7 @@ fn route(o: &Opts) -> Result<(), String> {
     let lives: Vec<Arc<GlassesLive>> = (0..o.sessions).map(|_| Arc::default()).collect();
     let sample = |sh: &Shared| Sample {
         at: Instant::now(),
+        busy_ticks: stats::machine_busy_ticks(),
         server_ticks: stats::cpu_ticks(&pid_s).unwrap_or(0),
         self_ticks: stats::cpu_ticks("self").unwrap_or(0),
         delivered: sh.delivered.load(Relaxed),
@@ -752,8 +782,10 @@ fn route(o: &Opts) -> Result<(), String> {
     let deadline = start + Duration::from_secs_f64(o.seconds);
     let mut writers = Vec::new();
     let mut readers = Vec::new();
+    let mut closers = Vec::new();
     for (g, live) in glasses.into_iter().zip(&lives) {
         let sock = g.sock.try_clone().map_err(|e| e.to_string())?;
+        closers.push(g.sock.try_clone().map_err(|e| e.to_string())?);
         let (l, rate, batch) = (live.clone(), o.rate, o.batch);
         writers.push(thread::spawn(move || {
             glasses_writer(sock, &l, start, deadline, rate, batch)
@@ -825,8 +857,22 @@ fn route(o: &Opts) -> Result<(), String> {
     let hwm = stats::status_kib(&pid_s, "VmHWM");
     let counters = server_counters(target.port);
 
-    // Stop: readers end at their next timeout.
+    // Stop: the glasses stop their apps and close; readers end at their next timeout.
     sh.stop.store(true, Relaxed);
+    for mut c in closers {
+        let mut out = Vec::new();
+        for p in &target.packages {
+            let msg = json!({"type": "stop_app", "packageName": p}).to_string();
+            wsc::push_masked(&mut out, wsc::TEXT, msg.as_bytes(), stats::mask_key());
+        }
+        wsc::push_masked(
+            &mut out,
+            wsc::CLOSE,
+            &1000u16.to_be_bytes(),
+            stats::mask_key(),
+        );
+        let _ = c.write_all(&out);
+    }
     for r in readers {
         let _ = r.join();
     }
@@ -841,7 +887,13 @@ fn route(o: &Opts) -> Result<(), String> {
     let mut hist = Histogram::default();
     let (mut delivered, mut gaps, mut reordered, mut other, mut lost) = (0, 0, 0, 0, 0);
     let mut disconnects = Vec::new();
+    let mut other_types: Vec<&str> = Vec::new();
     for r in &results {
+        for t in &r.other_types {
+            if !other_types.contains(&t.as_str()) {
+                other_types.push(t);
+            }
+        }
         hist.merge(&r.hist);
         delivered += r.delivered;
         gaps += r.gaps;
@@ -869,6 +921,9 @@ fn route(o: &Opts) -> Result<(), String> {
     let window = (end.at - start).as_secs_f64();
     let server_cpu = (end.server_ticks - first.server_ticks) as f64 / tck;
     let self_cpu = (end.self_ticks - first.self_ticks) as f64 / tck;
+    let busy = (end.busy_ticks - first.busy_ticks) as f64 / tck;
+    let others = (busy - server_cpu - self_cpu).max(0.0);
+    let cpus = thread::available_parallelism().map_or(1, |n| n.get());
     let per = |cpu: f64| {
         if delivered > 0 {
             cpu * 1e6 / delivered as f64
@@ -922,11 +977,25 @@ fn route(o: &Opts) -> Result<(), String> {
         self_cpu / window * 100.0,
         per(self_cpu)
     );
+    println!(
+        "  machine           {cpus} CPUs busy {:.1} % over the window; other processes {:.2} s = {:.1} % of one core{}",
+        busy / window / cpus as f64 * 100.0,
+        others,
+        others / window * 100.0,
+        if others / window > 0.1 { " (not idle: numbers are disturbed)" } else { "" }
+    );
     if !counters.is_empty() {
         println!("  server counters   {}", counters.join("  "));
     }
+    let ignored = sh.ignored.load(Relaxed);
+    if ignored > 0 {
+        println!("  ignored           {ignored} session_requests for sessions of an earlier run");
+    }
     if other > 0 {
-        println!("  other messages    {other} text messages to apps without a seq");
+        println!(
+            "  other messages    {other} text messages to apps without a seq: {}",
+            other_types.join(", ")
+        );
     }
     for d in &disconnects {
         println!("  app disconnected  {d}");
@@ -968,7 +1037,11 @@ fn route(o: &Opts) -> Result<(), String> {
             "generatorCpuSeconds": self_cpu,
             "generatorCpuUsPerDelivered": per(self_cpu),
             "serverCounters": counters,
-            "machine": {"cpus": thread::available_parallelism().map(|n| n.get()).unwrap_or(0)},
+            "machine": {
+                "cpus": cpus,
+                "busyPercent": busy / window / cpus as f64 * 100.0,
+                "otherProcessesCpuSeconds": others,
+            },
         });
         std::fs::write(path, serde_json::to_string_pretty(&j).unwrap_or_default())
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
