@@ -251,6 +251,8 @@ struct Shared {
     stop: AtomicBool,
     delivered: AtomicU64,
     ready: AtomicUsize,
+    /// Apps that received a probe event (setup is complete for them).
+    warm: AtomicUsize,
     disconnected: AtomicUsize,
     /// `session_request`s for users of another run, refused.
     ignored: AtomicUsize,
@@ -414,6 +416,7 @@ fn app_reader(mut ws: Ws, session: usize, package: String, sh: &Shared) {
     let mut next_seq = 0u64;
     let (mut hint_seq, mut hint_t) = (0usize, 0usize);
     let mut frag: Vec<u8> = Vec::new();
+    let mut warm = false;
     'read: loop {
         match ws.fill() {
             Ok(0) => {
@@ -475,6 +478,12 @@ fn app_reader(mut ws: Ws, session: usize, package: String, sh: &Shared) {
                 }
                 // What the teardown brings (app_stopped) is not news.
                 None if sh.stop.load(Relaxed) => {}
+                None if wsc::find(text, br#""buttonId":"probe""#) => {
+                    if !warm {
+                        warm = true;
+                        sh.warm.fetch_add(1, Relaxed);
+                    }
+                }
                 None => {
                     r.other += 1;
                     let ty = serde_json::from_slice::<Value>(text)
@@ -500,6 +509,9 @@ fn app_reader(mut ws: Ws, session: usize, package: String, sh: &Shared) {
 }
 
 // ---- the glasses ---------------------------------------------------------------------------
+
+/// The event sent before the numbered ones, until every app has received one.
+const PROBE: &[u8] = br#"{"type":"button_press","buttonId":"probe","pressType":"short"}"#;
 
 fn open_glasses(port: u16, user: &str, secret: &str) -> Result<Ws, String> {
     let token = augmentos_edge::auth::jwt::glasses_token(user, secret.as_bytes());
@@ -720,6 +732,7 @@ fn route(o: &Opts) -> Result<(), String> {
         stop: AtomicBool::new(false),
         delivered: AtomicU64::new(0),
         ready: AtomicUsize::new(0),
+        warm: AtomicUsize::new(0),
         disconnected: AtomicUsize::new(0),
         ignored: AtomicUsize::new(0),
         errors: Mutex::new(Vec::new()),
@@ -757,8 +770,23 @@ fn route(o: &Opts) -> Result<(), String> {
         }
         thread::sleep(Duration::from_millis(10));
     }
-    // Let the last subscription_update be read before the first event.
-    thread::sleep(Duration::from_millis(300));
+    // Probe until every app got an event, so no subscription is still on its way when the
+    // numbered messages start.
+    let warm_deadline = Instant::now() + Duration::from_secs(10);
+    while sh.warm.load(Relaxed) < want {
+        if Instant::now() > warm_deadline {
+            return Err(format!(
+                "setup failed: only {} of {want} subscribed apps received a probe event within 10 s",
+                sh.warm.load(Relaxed)
+            ));
+        }
+        for g in &mut glasses {
+            g.send(wsc::TEXT, PROBE)
+                .map_err(|e| format!("probe: {e}"))?;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    thread::sleep(Duration::from_millis(50));
     let setup_secs = setup_start.elapsed().as_secs_f64();
     eprintln!(
         "setup: {} glasses sessions × {} apps connected and subscribed in {:.2} s",

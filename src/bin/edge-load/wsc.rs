@@ -253,6 +253,11 @@ pub fn push_button(out: &mut Vec<u8>, seq: u64, t: u64, mask: [u8; 4]) {
     push_masked(out, TEXT, &p[..n], mask);
 }
 
+/// Whether `needle` occurs in `text`.
+pub fn find(text: &[u8], needle: &[u8]) -> bool {
+    text.windows(needle.len()).any(|w| w == needle)
+}
+
 /// The unsigned integer that follows `key` (e.g. `"seq":`) in `text`, searched from `hint`
 /// first (where it was in the last message), then from the start.
 pub fn field(text: &[u8], key: &[u8], hint: &mut usize) -> Option<u64> {
