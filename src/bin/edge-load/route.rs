@@ -831,8 +831,8 @@ fn route(o: &Opts) -> Result<(), String> {
         eprintln!(
             "[{:6.1} s] delivered {:>10.0}/s  server CPU {:5.1} %  server RSS {:>7} KiB  sent {:>10}  delivered {:>11}  apps disconnected {}",
             (s.at - start).as_secs_f64(),
-            (s.delivered - last.delivered) as f64 / dt,
-            (s.server_ticks - last.server_ticks) as f64 / tck / dt * 100.0,
+            s.delivered.saturating_sub(last.delivered) as f64 / dt,
+            s.server_ticks.saturating_sub(last.server_ticks) as f64 / tck / dt * 100.0,
             rss,
             sent(&lives),
             s.delivered,
@@ -880,6 +880,7 @@ fn route(o: &Opts) -> Result<(), String> {
         thread::sleep(Duration::from_millis(1));
     }
     let end = sample(&sh);
+    let server_alive = stats::cpu_ticks(&pid_s).is_some();
     let rss_end = stats::status_kib(&pid_s, "VmRSS");
     rss_peak = rss_peak.max(rss_end);
     let hwm = stats::status_kib(&pid_s, "VmHWM");
@@ -947,9 +948,9 @@ fn route(o: &Opts) -> Result<(), String> {
         })
         .collect();
     let window = (end.at - start).as_secs_f64();
-    let server_cpu = (end.server_ticks - first.server_ticks) as f64 / tck;
-    let self_cpu = (end.self_ticks - first.self_ticks) as f64 / tck;
-    let busy = (end.busy_ticks - first.busy_ticks) as f64 / tck;
+    let server_cpu = end.server_ticks.saturating_sub(first.server_ticks) as f64 / tck;
+    let self_cpu = end.self_ticks.saturating_sub(first.self_ticks) as f64 / tck;
+    let busy = end.busy_ticks.saturating_sub(first.busy_ticks) as f64 / tck;
     let others = (busy - server_cpu - self_cpu).max(0.0);
     let cpus = thread::available_parallelism().map_or(1, |n| n.get());
     let per = |cpu: f64| {
@@ -972,6 +973,11 @@ fn route(o: &Opts) -> Result<(), String> {
         (window - drive_secs).max(0.0)
     );
     println!("  server            pid {pid} ({config_note})");
+    if !server_alive {
+        println!(
+            "  server            EXITED during the run: its CPU and RSS figures are incomplete"
+        );
+    }
     println!(
         "  sent              {sent_total} glasses messages ({:.0}/s)",
         sent_total as f64 / drive_secs
@@ -1065,6 +1071,7 @@ fn route(o: &Opts) -> Result<(), String> {
             "generatorCpuSeconds": self_cpu,
             "generatorCpuUsPerDelivered": per(self_cpu),
             "serverCounters": counters,
+            "serverExited": !server_alive,
             "machine": {
                 "cpus": cpus,
                 "busyPercent": busy / window / cpus as f64 * 100.0,
