@@ -653,7 +653,7 @@ fn route(o: &Opts) -> Result<(), String> {
     }
 
     // The box: one we start on a scratch config, or one already running.
-    let (target, server, pid, config_note) = match o.server_pid {
+    let (target, server, pid, mut config_note, scratch) = match o.server_pid {
         Some(pid) => {
             let cfg = o.config.as_ref().ok_or(
                 "--server-pid needs --config FILE: the config that server runs on, written by --write-config",
@@ -664,6 +664,7 @@ fn route(o: &Opts) -> Result<(), String> {
                 None,
                 pid,
                 format!("running server, config {}", cfg.display()),
+                None,
             )
         }
         None => {
@@ -709,6 +710,7 @@ fn route(o: &Opts) -> Result<(), String> {
                 Some(server),
                 pid,
                 format!("config {}, log {}", cfg.display(), log.display()),
+                Some([cfg, log]),
             )
         }
     };
@@ -880,7 +882,7 @@ fn route(o: &Opts) -> Result<(), String> {
         thread::sleep(Duration::from_millis(1));
     }
     let end = sample(&sh);
-    let server_alive = stats::cpu_ticks(&pid_s).is_some();
+    let server_alive = stats::alive(&pid_s);
     let rss_end = stats::status_kib(&pid_s, "VmRSS");
     rss_peak = rss_peak.max(rss_end);
     let hwm = stats::status_kib(&pid_s, "VmHWM");
@@ -972,6 +974,19 @@ fn route(o: &Opts) -> Result<(), String> {
         drive_secs,
         (window - drive_secs).max(0.0)
     );
+    let clean = lost == 0
+        && gaps == 0
+        && reordered == 0
+        && disconnects.is_empty()
+        && glasses_errors.is_empty()
+        && server_alive
+        && sh.errors.lock().unwrap().is_empty();
+    if let (true, Some(files)) = (clean, &scratch) {
+        for f in files {
+            let _ = std::fs::remove_file(f);
+        }
+        config_note = "scratch config and log removed: nothing went wrong".into();
+    }
     println!("  server            pid {pid} ({config_note})");
     if !server_alive {
         println!(

@@ -131,6 +131,17 @@ pub fn cpu_ticks(pid: &str) -> Option<u64> {
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
+/// Whether a process is running (not gone, not a zombie waiting to be reaped).
+pub fn alive(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let state = stat[stat.rfind(')')? + 2..].chars().next()?;
+            Some(state != 'Z' && state != 'X')
+        })
+        .unwrap_or(false)
+}
+
 /// Busy clock ticks of the whole machine since boot: the first line of /proc/stat, all but
 /// idle and iowait.
 pub fn machine_busy_ticks() -> u64 {
