@@ -9,6 +9,13 @@
 //! `connection_init` and waits for its `connection_ack`, so each holds a session. `--server`
 //! runs any other server instead (a peer for comparison), which must serve a WebSocket at
 //! `--url`.
+//!
+//! `edge-load route …`: glasses → apps routing under load against the real server ([`route`]):
+//! delivered msgs/s, losses and order, latency, server RSS and server CPU per delivered message.
+
+mod route;
+mod stats;
+mod wsc;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -19,7 +26,9 @@ fn usage() -> ! {
     eprintln!(
         "usage:
   edge-load idle [--conns N] [--port P] [--url PATH] [--sessions] [--server CMD ARGS…]
-      open N idle WebSocket connections and report the server's RSS per connection"
+      open N idle WebSocket connections and report the server's RSS per connection
+{}",
+        route::USAGE
     );
     std::process::exit(2)
 }
@@ -28,17 +37,13 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("idle") => idle(&args[1..]),
+        Some("route") => route::run(&args[1..]),
         _ => usage(),
     }
 }
 
 fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
+    stats::status_kib(&pid.to_string(), "VmRSS")
 }
 
 struct Server(Child);

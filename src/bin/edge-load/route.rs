@@ -1,0 +1,1123 @@
+//! `edge-load route`: glasses → apps routing under load, against the real server binary.
+//!
+//! Setup, as a venue would see it: N glasses sessions (upgrade with a bearer token,
+//! `connection_init`, `connection_ack`), each starting M apps with `start_app`. The server POSTs
+//! a `session_request` to the webhook listener inside this process, which answers it the way
+//! SDK 2.1.29 does: it connects the app WebSocket to `mentraOSWebsocketUrl`, sends
+//! `tpa_connection_init`, waits for `tpa_connection_ack`, subscribes to `button_press`, and only
+//! then answers the webhook 200.
+//!
+//! Load: one writer thread per glasses sends masked `button_press` frames carrying a sequence
+//! number and the send time (µs), many frames per `write`, flat out or paced (`--rate`). One
+//! reader thread per app reads large chunks, finds `"seq":` and `"t":` by byte search, counts,
+//! checks that each app sees its session's sequence 0, 1, 2, … and records the latency.
+//!
+//! Measured window: from the first frame sent until every sent message was delivered to every
+//! app (or delivery stopped making progress). Server CPU is utime + stime from
+//! /proc/<pid>/stat over that window; it is divided by the deliveries.
+
+use crate::stats::{self, Histogram};
+use crate::wsc::{self, Ws};
+use serde_json::{json, Value};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+pub const USAGE: &str =
+    "  edge-load route [--sessions N] [--apps M] [--seconds D] [--rate R] [--batch B]
+                  [--port P] [--webhook-port W] [--pin-server CPU] [--pin-load CPU] [--json FILE]
+                  [--server-pid PID --config FILE] [--write-config FILE]
+      N glasses sessions, each with M apps subscribed to button_press, driven flat out (or at R
+      messages/s per glasses) for D seconds; reports delivered msgs/s, losses, latency, server
+      RSS and server CPU time per delivered message";
+
+struct Opts {
+    sessions: usize,
+    apps: usize,
+    seconds: f64,
+    rate: Option<f64>,
+    batch: usize,
+    port: Option<u16>,
+    webhook_port: Option<u16>,
+    pin_server: Option<String>,
+    pin_load: Option<String>,
+    json: Option<PathBuf>,
+    server_pid: Option<u32>,
+    config: Option<PathBuf>,
+    write_config: Option<PathBuf>,
+}
+
+fn parse(args: &[String]) -> Opts {
+    let mut o = Opts {
+        sessions: 4,
+        apps: 4,
+        seconds: 10.0,
+        rate: None,
+        batch: 256,
+        port: None,
+        webhook_port: None,
+        pin_server: None,
+        pin_load: None,
+        json: None,
+        server_pid: None,
+        config: None,
+        write_config: None,
+    };
+    let mut i = 0;
+    while i < args.len() {
+        let v = args.get(i + 1).cloned().unwrap_or_else(|| crate::usage());
+        fn num<T: std::str::FromStr>(v: &str) -> T {
+            v.parse().unwrap_or_else(|_| crate::usage())
+        }
+        match args[i].as_str() {
+            "--sessions" => o.sessions = num(&v),
+            "--apps" => o.apps = num(&v),
+            "--seconds" => o.seconds = num(&v),
+            "--rate" => o.rate = Some(num(&v)),
+            "--batch" => o.batch = num::<usize>(&v).max(1),
+            "--port" => o.port = Some(num(&v)),
+            "--webhook-port" => o.webhook_port = Some(num(&v)),
+            "--pin-server" => o.pin_server = Some(v),
+            "--pin-load" => o.pin_load = Some(v),
+            "--json" => o.json = Some(v.into()),
+            "--server-pid" => o.server_pid = Some(num(&v)),
+            "--config" => o.config = Some(v.into()),
+            "--write-config" => o.write_config = Some(v.into()),
+            _ => crate::usage(),
+        }
+        i += 2;
+    }
+    if o.sessions == 0 || o.apps == 0 || o.rate.is_some_and(|r| r <= 0.0) {
+        crate::usage()
+    }
+    o
+}
+
+pub fn run(args: &[String]) {
+    let o = parse(args);
+    if let Err(e) = route(&o) {
+        eprintln!("edge-load route: {e}");
+        std::process::exit(1);
+    }
+}
+
+// ---- the scratch config ---------------------------------------------------------------------
+
+/// The box under test: where it listens, how its tokens are signed, its apps.
+struct Target {
+    port: u16,
+    webhook_port: u16,
+    secret: String,
+    packages: Vec<String>,
+}
+
+fn package(j: usize) -> String {
+    format!("com.edgeload.app{j}")
+}
+
+/// Each app's API key, derived from the secret so a config written earlier still works.
+fn api_key(secret: &str, package: &str) -> String {
+    augmentos_edge::auth::hash_api_key(&format!("{secret}/{package}"))
+}
+
+fn scratch_config(t: &Target, sessions: usize) -> String {
+    let apps: Vec<Value> = t
+        .packages
+        .iter()
+        .map(|p| {
+            json!({
+                "packageName": p,
+                "name": format!("edge-load {p}"),
+                "publicUrl": format!("http://127.0.0.1:{}/{p}", t.webhook_port),
+                "hashedApiKey": augmentos_edge::auth::hash_api_key(&api_key(&t.secret, p)),
+            })
+        })
+        .collect();
+    let starts = sessions * t.packages.len();
+    let cfg = json!({
+        "listen": [format!("127.0.0.1:{}", t.port)],
+        "publicWsUrl": format!("ws://127.0.0.1:{}", t.port),
+        "jwtSecret": t.secret,
+        "limits": {
+            "maxConnections": (starts + sessions + 64).max(1024),
+            "maxOutbound": (starts + 16).clamp(256, 65_536),
+            "maxWebhooksPerServer": (starts + 16).min(65_536),
+            "lifecycleBurst": (t.packages.len() + 10).min(10_000),
+        },
+        "apps": apps,
+    });
+    serde_json::to_string_pretty(&cfg).unwrap_or_default()
+}
+
+/// Read back a config written by `--write-config`.
+fn read_config(path: &PathBuf, port: Option<u16>, apps: usize) -> Result<Target, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let v: Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let port_of = |s: &str| s.rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
+    let port = port
+        .or_else(|| v["listen"][0].as_str().and_then(port_of))
+        .ok_or("no TCP port: give --port")?;
+    let secret = v["jwtSecret"]
+        .as_str()
+        .ok_or("the config has no jwtSecret (write one with --write-config)")?
+        .to_string();
+    let listed: Vec<&Value> = v["apps"]
+        .as_array()
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    let packages: Vec<String> = (0..apps).map(package).collect();
+    let mut webhook_port = None;
+    for p in &packages {
+        let app = listed
+            .iter()
+            .find(|a| a["packageName"] == p.as_str())
+            .ok_or_else(|| {
+                format!("the config has no app {p} (write one with --write-config --apps {apps})")
+            })?;
+        let url = app["publicUrl"].as_str().unwrap_or("");
+        let wp = url
+            .strip_prefix("http://127.0.0.1:")
+            .and_then(|r| r.split('/').next())
+            .and_then(|p| p.parse::<u16>().ok())
+            .ok_or_else(|| format!("{p}: publicUrl {url} is not http://127.0.0.1:PORT/…"))?;
+        webhook_port = Some(wp);
+    }
+    Ok(Target {
+        port,
+        webhook_port: webhook_port.unwrap_or(0),
+        secret,
+        packages,
+    })
+}
+
+fn free_port() -> Result<u16, String> {
+    TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("no free loopback port: {e}"))
+}
+
+/// `taskset` a process (all its threads) onto `cpu`.
+fn pin(what: &str, pid: u32, cpu: &str) {
+    let ok = Command::new("taskset")
+        .args(["-a", "-p", "-c", cpu, &pid.to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success());
+    match ok {
+        Ok(true) => eprintln!("pinned {what} (pid {pid}) to CPU {cpu}"),
+        Ok(false) => eprintln!("pinning {what} to CPU {cpu} failed (taskset refused); not pinned"),
+        Err(_) => eprintln!("pinning unavailable (no taskset); {what} not pinned"),
+    }
+}
+
+// ---- shared state -------------------------------------------------------------------------
+
+/// One app connection's result, reported when its reader ends.
+struct AppResult {
+    session: usize,
+    package: String,
+    delivered: u64,
+    /// Sequence numbers skipped (a later one arrived first).
+    gaps: u64,
+    /// Sequence numbers that arrived after a later one (or twice).
+    reordered: u64,
+    /// Text messages without a `seq` (not load traffic), and their `type`s.
+    other: u64,
+    other_types: Vec<String>,
+    hist: Histogram,
+    /// Why it ended before the run did.
+    disconnected: Option<String>,
+}
+
+/// One glasses connection, between its writer and reader threads and the main thread.
+#[derive(Default)]
+struct GlassesLive {
+    sent: AtomicU64,
+    pong: Mutex<Option<Vec<u8>>>,
+    error: Mutex<Option<String>>,
+}
+
+struct Shared {
+    secret: String,
+    users: Vec<String>,
+    /// Readers stop at the next read timeout.
+    stop: AtomicBool,
+    delivered: AtomicU64,
+    ready: AtomicUsize,
+    /// Apps that received a probe event (setup is complete for them).
+    warm: AtomicUsize,
+    disconnected: AtomicUsize,
+    /// `session_request`s for users of another run, refused.
+    ignored: AtomicUsize,
+    errors: Mutex<Vec<String>>,
+    results: Mutex<Vec<AppResult>>,
+}
+
+impl Shared {
+    fn error(&self, e: String) {
+        self.errors.lock().unwrap().push(e);
+    }
+}
+
+// ---- the webhook listener and the apps -----------------------------------------------------
+
+fn webhook_listener(l: TcpListener, sh: Arc<Shared>) {
+    for c in l.incoming().flatten() {
+        let sh = sh.clone();
+        thread::spawn(move || webhook(c, sh));
+    }
+}
+
+/// Read one HTTP request: (path, body).
+fn read_request(c: &mut TcpStream) -> Result<(String, Vec<u8>), String> {
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 4096];
+    loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..at]).into_owned();
+            let len = head
+                .lines()
+                .filter_map(|l| l.split_once(':'))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+                .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if buf.len() >= at + 4 + len {
+                let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                return Ok((path, buf[at + 4..at + 4 + len].to_vec()));
+            }
+        }
+        match c.read(&mut tmp) {
+            Ok(0) => return Err("webhook request cut short".into()),
+            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+            Err(e) => return Err(format!("webhook request: {e}")),
+        }
+    }
+}
+
+fn respond(c: &mut TcpStream, status: &str, body: &str) {
+    let _ = c.write_all(
+        format!(
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+}
+
+fn webhook(mut c: TcpStream, sh: Arc<Shared>) {
+    c.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    let (path, body) = match read_request(&mut c) {
+        Ok(r) => r,
+        Err(e) => return sh.error(e),
+    };
+    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    if v["type"] != "session_request" {
+        return respond(&mut c, "200 OK", r#"{"status":"success"}"#);
+    }
+    let package = path
+        .trim_start_matches('/')
+        .strip_suffix("/webhook")
+        .unwrap_or("")
+        .to_string();
+    let user = v["userId"].as_str().unwrap_or("");
+    if !sh.users.iter().any(|u| u == user) {
+        // A session of an earlier run on the same server (its apps being restarted).
+        sh.ignored.fetch_add(1, Relaxed);
+        return respond(
+            &mut c,
+            "500 Internal Server Error",
+            r#"{"status":"error","message":"Failed to connect"}"#,
+        );
+    }
+    match connect_app(&sh, &package, &v) {
+        Ok((ws, session)) => {
+            // As the SDK: the webhook is answered only once the app is connected.
+            respond(&mut c, "200 OK", r#"{"status":"success"}"#);
+            drop(c);
+            sh.ready.fetch_add(1, Relaxed);
+            app_reader(ws, session, package, &sh);
+        }
+        Err(e) => {
+            respond(
+                &mut c,
+                "500 Internal Server Error",
+                r#"{"status":"error","message":"Failed to connect"}"#,
+            );
+            sh.error(format!("app {package}: {e}"));
+        }
+    }
+}
+
+/// Connect, authenticate and subscribe one app for the session of a `session_request`.
+fn connect_app(sh: &Shared, package: &str, v: &Value) -> Result<(Ws, usize), String> {
+    let session_id = v["sessionId"].as_str().ok_or("no sessionId")?;
+    let user = v["userId"].as_str().ok_or("no userId")?;
+    let session = sh
+        .users
+        .iter()
+        .position(|u| u == user)
+        .ok_or_else(|| format!("session_request for unknown user {user}"))?;
+    let url = v["mentraOSWebsocketUrl"]
+        .as_str()
+        .ok_or("no mentraOSWebsocketUrl")?;
+    let rest = url
+        .strip_prefix("ws://")
+        .ok_or_else(|| format!("mentraOSWebsocketUrl {url} is not ws://"))?;
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let port = host
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse::<u16>().ok())
+        .ok_or_else(|| format!("no port in {url}"))?;
+    let mut ws = Ws::connect(port, &format!("/{path}"), "", 1 << 20)?;
+    let init = json!({
+        "type": "tpa_connection_init",
+        "sessionId": session_id,
+        "packageName": package,
+        "apiKey": api_key(&sh.secret, package),
+    });
+    ws.send(wsc::TEXT, init.to_string().as_bytes())
+        .map_err(|e| e.to_string())?;
+    ws.wait_for_text("tpa_connection_ack", "tpa_connection_error")?;
+    let sub = json!({
+        "type": "subscription_update",
+        "packageName": package,
+        "subscriptions": ["button_press"],
+        "sessionId": session_id,
+    });
+    ws.send(wsc::TEXT, sub.to_string().as_bytes())
+        .map_err(|e| e.to_string())?;
+    Ok((ws, session))
+}
+
+/// Count, check and time every `data_stream` one app receives until the run stops.
+fn app_reader(mut ws: Ws, session: usize, package: String, sh: &Shared) {
+    ws.sock
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .ok();
+    let mut r = AppResult {
+        session,
+        package,
+        delivered: 0,
+        gaps: 0,
+        reordered: 0,
+        other: 0,
+        other_types: Vec::new(),
+        hist: Histogram::default(),
+        disconnected: None,
+    };
+    let mut next_seq = 0u64;
+    let (mut hint_seq, mut hint_t) = (0usize, 0usize);
+    let mut frag: Vec<u8> = Vec::new();
+    let mut warm = false;
+    'read: loop {
+        match ws.fill() {
+            Ok(0) => {
+                r.disconnected = Some("connection closed without a close frame".into());
+                break;
+            }
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                if sh.stop.load(Relaxed) {
+                    break;
+                }
+                continue;
+            }
+            Err(e) => {
+                r.disconnected = Some(format!("read error: {e}"));
+                break;
+            }
+        }
+        let now = stats::now_us();
+        let before = r.delivered;
+        while let Some(f) = ws.next_frame() {
+            let text: &[u8] = match f.opcode {
+                wsc::TEXT if f.fin => ws.payload(f.payload),
+                wsc::TEXT | wsc::CONTINUATION => {
+                    frag.extend_from_slice(ws.payload(f.payload));
+                    if !f.fin {
+                        continue;
+                    }
+                    &frag
+                }
+                wsc::PING => {
+                    let p = ws.payload(f.payload).to_vec();
+                    let _ = ws.send(wsc::PONG, &p);
+                    continue;
+                }
+                wsc::CLOSE => {
+                    r.disconnected = Some(format!(
+                        "closed by the server: {}",
+                        wsc::describe_close(ws.payload(f.payload))
+                    ));
+                    break 'read;
+                }
+                _ => continue,
+            };
+            match wsc::field(text, br#""seq":"#, &mut hint_seq) {
+                Some(seq) => {
+                    r.delivered += 1;
+                    if let Some(t) = wsc::field(text, br#""t":"#, &mut hint_t) {
+                        r.hist.record(now.saturating_sub(t));
+                    }
+                    if seq == next_seq {
+                        next_seq += 1;
+                    } else if seq > next_seq {
+                        r.gaps += seq - next_seq;
+                        next_seq = seq + 1;
+                    } else {
+                        r.reordered += 1;
+                    }
+                }
+                // What the teardown brings (app_stopped) is not news.
+                None if sh.stop.load(Relaxed) => {}
+                None if wsc::find(text, br#""buttonId":"probe""#) => {
+                    if !warm {
+                        warm = true;
+                        sh.warm.fetch_add(1, Relaxed);
+                    }
+                }
+                None => {
+                    r.other += 1;
+                    let ty = serde_json::from_slice::<Value>(text)
+                        .ok()
+                        .and_then(|v| v["type"].as_str().map(str::to_string))
+                        .unwrap_or_else(|| "(not JSON)".into());
+                    if !r.other_types.contains(&ty) {
+                        r.other_types.push(ty);
+                    }
+                }
+            }
+            frag.clear();
+        }
+        sh.delivered.fetch_add(r.delivered - before, Relaxed);
+    }
+    if r.disconnected.is_some() && sh.stop.load(Relaxed) {
+        r.disconnected = None;
+    }
+    if r.disconnected.is_some() {
+        sh.disconnected.fetch_add(1, Relaxed);
+    }
+    sh.results.lock().unwrap().push(r);
+}
+
+// ---- the glasses ---------------------------------------------------------------------------
+
+/// The event sent before the numbered ones, until every app has received one.
+const PROBE: &[u8] = br#"{"type":"button_press","buttonId":"probe","pressType":"short"}"#;
+
+fn open_glasses(port: u16, user: &str, secret: &str) -> Result<Ws, String> {
+    let token = augmentos_edge::auth::jwt::glasses_token(user, secret.as_bytes());
+    let auth = format!("Authorization: Bearer {token}\r\n");
+    let mut ws = Ws::connect(port, "/glasses-ws", &auth, 64 << 10)?;
+    ws.send(wsc::TEXT, br#"{"type":"connection_init"}"#)
+        .map_err(|e| e.to_string())?;
+    ws.wait_for_text("connection_ack", "connection_error")
+        .map_err(|e| format!("glasses {user}: no connection_ack: {e}"))?;
+    Ok(ws)
+}
+
+/// Drain what the server sends the glasses; hand pings to the writer to answer.
+fn glasses_reader(mut ws: Ws, live: &GlassesLive, stop: &AtomicBool) {
+    ws.sock
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .ok();
+    loop {
+        match ws.fill() {
+            Ok(0) => {
+                if !stop.load(Relaxed) {
+                    *live.error.lock().unwrap() = Some("closed without a close frame".into());
+                }
+                return;
+            }
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                if stop.load(Relaxed) {
+                    return;
+                }
+                continue;
+            }
+            Err(e) => {
+                if !stop.load(Relaxed) {
+                    *live.error.lock().unwrap() = Some(format!("read error: {e}"));
+                }
+                return;
+            }
+        }
+        while let Some(f) = ws.next_frame() {
+            match f.opcode {
+                wsc::PING => *live.pong.lock().unwrap() = Some(ws.payload(f.payload).to_vec()),
+                wsc::CLOSE => {
+                    if !stop.load(Relaxed) {
+                        *live.error.lock().unwrap() = Some(format!(
+                            "closed by the server: {}",
+                            wsc::describe_close(ws.payload(f.payload))
+                        ));
+                    }
+                    return;
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Send `button_press` frames until `deadline`: flat out in batches of `batch`, or paced at
+/// `rate` per second (each write carries the messages due by then).
+fn glasses_writer(
+    mut sock: TcpStream,
+    live: &GlassesLive,
+    start: Instant,
+    deadline: Instant,
+    rate: Option<f64>,
+    batch: usize,
+) {
+    let mut out = Vec::with_capacity(batch * 112 + 64);
+    let mut seq = 0u64;
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return;
+        }
+        let n = match rate {
+            None => batch as u64,
+            Some(r) => {
+                let due = ((now - start).as_secs_f64() * r) as u64 + 1;
+                if due <= seq {
+                    let next = start + Duration::from_secs_f64(seq as f64 / r);
+                    thread::sleep(next.saturating_duration_since(now).min(deadline - now));
+                    continue;
+                }
+                (due - seq).min(batch as u64)
+            }
+        };
+        out.clear();
+        if let Some(p) = live.pong.lock().unwrap().take() {
+            wsc::push_masked(&mut out, wsc::PONG, &p, stats::mask_key());
+        }
+        let mask = stats::mask_key();
+        let t = stats::now_us();
+        for k in 0..n {
+            wsc::push_button(&mut out, seq + k, t, mask);
+        }
+        if let Err(e) = sock.write_all(&out) {
+            *live.error.lock().unwrap() = Some(format!("write error: {e}"));
+            return;
+        }
+        seq += n;
+        live.sent.store(seq, Relaxed);
+    }
+}
+
+// ---- the run -------------------------------------------------------------------------------
+
+/// A server sample: CPU ticks and RSS.
+#[derive(Clone, Copy)]
+struct Sample {
+    at: Instant,
+    /// Busy ticks of the whole machine (all CPUs).
+    busy_ticks: u64,
+    server_ticks: u64,
+    self_ticks: u64,
+    delivered: u64,
+}
+
+fn route(o: &Opts) -> Result<(), String> {
+    if let Some(cpu) = &o.pin_load {
+        // Before any thread starts: they all inherit it.
+        pin("the load generator", std::process::id(), cpu);
+    }
+    stats::now_us();
+    if let Some(path) = &o.write_config {
+        let t = Target {
+            port: o.port.unwrap_or(18_110),
+            webhook_port: o.webhook_port.unwrap_or(18_111),
+            secret: stats::random_hex(24),
+            packages: (0..o.apps).map(package).collect(),
+        };
+        std::fs::write(path, scratch_config(&t, o.sessions))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        println!(
+            "wrote {}; run: augmentos-edge serve --config {0}\nthen: edge-load route --server-pid PID --config {0} --apps {}",
+            path.display(),
+            o.apps
+        );
+        return Ok(());
+    }
+
+    // The box: one we start on a scratch config, or one already running.
+    let (target, server, pid, mut config_note, scratch) = match o.server_pid {
+        Some(pid) => {
+            let cfg = o.config.as_ref().ok_or(
+                "--server-pid needs --config FILE: the config that server runs on, written by --write-config",
+            )?;
+            let t = read_config(cfg, o.port, o.apps)?;
+            (
+                t,
+                None,
+                pid,
+                format!("running server, config {}", cfg.display()),
+                None,
+            )
+        }
+        None => {
+            let port = match o.port {
+                Some(p) => p,
+                None => free_port()?,
+            };
+            let webhook_port = match o.webhook_port {
+                Some(p) => p,
+                None => free_port()?,
+            };
+            let t = Target {
+                port,
+                webhook_port,
+                secret: stats::random_hex(24),
+                packages: (0..o.apps).map(package).collect(),
+            };
+            let base = std::env::temp_dir().join(format!("edge-load-route-{}", std::process::id()));
+            let cfg = base.with_extension("json");
+            let log = base.with_extension("log");
+            std::fs::write(&cfg, scratch_config(&t, o.sessions))
+                .map_err(|e| format!("cannot write {}: {e}", cfg.display()))?;
+            let bin = std::env::current_exe()
+                .map_err(|e| e.to_string())?
+                .with_file_name("augmentos-edge");
+            let logf = std::fs::File::create(&log).map_err(|e| e.to_string())?;
+            let child = Command::new(&bin)
+                .args(["serve", "--config"])
+                .arg(&cfg)
+                .stdout(Stdio::null())
+                .stderr(logf)
+                .spawn()
+                .map_err(|e| {
+                    format!(
+                        "cannot start {} (build it: cargo build --release --bins): {e}",
+                        bin.display()
+                    )
+                })?;
+            let server = crate::Server(child);
+            let pid = server.0.id();
+            (
+                t,
+                Some(server),
+                pid,
+                format!("config {}, log {}", cfg.display(), log.display()),
+                Some([cfg, log]),
+            )
+        }
+    };
+    let pid_s = pid.to_string();
+    if stats::cpu_ticks(&pid_s).is_none() {
+        return Err(format!("no process {pid} (/proc/{pid}/stat unreadable)"));
+    }
+    if let Some(cpu) = &o.pin_server {
+        pin("the server", pid, cpu);
+    }
+    let listener = TcpListener::bind(("127.0.0.1", target.webhook_port))
+        .map_err(|e| format!("webhook listener on 127.0.0.1:{}: {e}", target.webhook_port))?;
+    crate::wait_for_port(target.port);
+
+    let sh = Arc::new(Shared {
+        secret: target.secret.clone(),
+        // Users of this run only, so a run never joins the sessions of an earlier one.
+        users: (0..o.sessions)
+            .map(|i| format!("load{i}.{}@edgeload.test", std::process::id()))
+            .collect(),
+        stop: AtomicBool::new(false),
+        delivered: AtomicU64::new(0),
+        ready: AtomicUsize::new(0),
+        warm: AtomicUsize::new(0),
+        disconnected: AtomicUsize::new(0),
+        ignored: AtomicUsize::new(0),
+        errors: Mutex::new(Vec::new()),
+        results: Mutex::new(Vec::new()),
+    });
+    {
+        let sh = sh.clone();
+        thread::spawn(move || webhook_listener(listener, sh));
+    }
+
+    // Setup: glasses, then every app of every session.
+    let setup_start = Instant::now();
+    let mut glasses = Vec::with_capacity(o.sessions);
+    for user in &sh.users {
+        glasses.push(open_glasses(target.port, user, &target.secret)?);
+    }
+    for g in &mut glasses {
+        for p in &target.packages {
+            let msg = json!({"type": "start_app", "packageName": p}).to_string();
+            g.send(wsc::TEXT, msg.as_bytes())
+                .map_err(|e| format!("start_app {p}: {e}"))?;
+        }
+    }
+    let want = o.sessions * o.apps;
+    let setup_deadline = Instant::now() + Duration::from_secs(30);
+    while sh.ready.load(Relaxed) < want {
+        if let Some(e) = sh.errors.lock().unwrap().first() {
+            return Err(format!("setup failed: {e}"));
+        }
+        if Instant::now() > setup_deadline {
+            return Err(format!(
+                "setup failed: only {} of {want} apps connected within 30 s ({config_note})",
+                sh.ready.load(Relaxed)
+            ));
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    // Probe until every app got an event, so no subscription is still on its way when the
+    // numbered messages start.
+    let warm_deadline = Instant::now() + Duration::from_secs(10);
+    while sh.warm.load(Relaxed) < want {
+        if Instant::now() > warm_deadline {
+            return Err(format!(
+                "setup failed: only {} of {want} subscribed apps received a probe event within 10 s",
+                sh.warm.load(Relaxed)
+            ));
+        }
+        for g in &mut glasses {
+            g.send(wsc::TEXT, PROBE)
+                .map_err(|e| format!("probe: {e}"))?;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    thread::sleep(Duration::from_millis(50));
+    let setup_secs = setup_start.elapsed().as_secs_f64();
+    eprintln!(
+        "setup: {} glasses sessions × {} apps connected and subscribed in {:.2} s",
+        o.sessions, o.apps, setup_secs
+    );
+
+    // Drive.
+    let tck = stats::clock_ticks() as f64;
+    let rss_start = stats::status_kib(&pid_s, "VmRSS");
+    let mut rss_peak = rss_start;
+    let lives: Vec<Arc<GlassesLive>> = (0..o.sessions).map(|_| Arc::default()).collect();
+    let sample = |sh: &Shared| Sample {
+        at: Instant::now(),
+        busy_ticks: stats::machine_busy_ticks(),
+        server_ticks: stats::cpu_ticks(&pid_s).unwrap_or(0),
+        self_ticks: stats::cpu_ticks("self").unwrap_or(0),
+        delivered: sh.delivered.load(Relaxed),
+    };
+    let first = sample(&sh);
+    let start = first.at;
+    let deadline = start + Duration::from_secs_f64(o.seconds);
+    let mut writers = Vec::new();
+    let mut readers = Vec::new();
+    let mut closers = Vec::new();
+    for (g, live) in glasses.into_iter().zip(&lives) {
+        let sock = g.sock.try_clone().map_err(|e| e.to_string())?;
+        closers.push(g.sock.try_clone().map_err(|e| e.to_string())?);
+        let (l, rate, batch) = (live.clone(), o.rate, o.batch);
+        writers.push(thread::spawn(move || {
+            glasses_writer(sock, &l, start, deadline, rate, batch)
+        }));
+        let (l, sh2) = (live.clone(), sh.clone());
+        readers.push(thread::spawn(move || glasses_reader(g, &l, &sh2.stop)));
+    }
+    let sent = |lives: &[Arc<GlassesLive>]| lives.iter().map(|l| l.sent.load(Relaxed)).sum::<u64>();
+    let mut last = first;
+    let progress = |last: &mut Sample, rss_peak: &mut u64| {
+        let s = sample(&sh);
+        let dt = (s.at - last.at).as_secs_f64().max(1e-9);
+        let rss = stats::status_kib(&pid_s, "VmRSS");
+        *rss_peak = (*rss_peak).max(rss);
+        eprintln!(
+            "[{:6.1} s] delivered {:>10.0}/s  server CPU {:5.1} %  server RSS {:>7} KiB  sent {:>10}  delivered {:>11}  apps disconnected {}",
+            (s.at - start).as_secs_f64(),
+            s.delivered.saturating_sub(last.delivered) as f64 / dt,
+            s.server_ticks.saturating_sub(last.server_ticks) as f64 / tck / dt * 100.0,
+            rss,
+            sent(&lives),
+            s.delivered,
+            sh.disconnected.load(Relaxed),
+        );
+        *last = s;
+    };
+    let mut k = 1;
+    while !writers.iter().all(|w| w.is_finished()) {
+        let tick = start + Duration::from_secs(k);
+        let now = Instant::now();
+        if tick > now {
+            thread::sleep((tick - now).min(Duration::from_millis(50)));
+            if Instant::now() < tick {
+                continue;
+            }
+        }
+        progress(&mut last, &mut rss_peak);
+        k += 1;
+    }
+    for w in writers {
+        let _ = w.join();
+    }
+    let sent_total = sent(&lives);
+    let expected = sent_total * o.apps as u64;
+    let drive_secs = (Instant::now() - start).as_secs_f64();
+
+    // Drain: until everything sent was delivered, or delivery stalls for 3 s.
+    let mut seen = (sh.delivered.load(Relaxed), Instant::now());
+    loop {
+        let d = sh.delivered.load(Relaxed);
+        if d >= expected || sh.disconnected.load(Relaxed) >= want {
+            break;
+        }
+        if d != seen.0 {
+            seen = (d, Instant::now());
+        } else if seen.1.elapsed() > Duration::from_secs(3) {
+            eprintln!("drain: delivery stopped at {d} of {expected}");
+            break;
+        }
+        if Instant::now() >= start + Duration::from_secs(k) {
+            progress(&mut last, &mut rss_peak);
+            k += 1;
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+    let end = sample(&sh);
+    let server_alive = stats::alive(&pid_s);
+    let rss_end = stats::status_kib(&pid_s, "VmRSS");
+    rss_peak = rss_peak.max(rss_end);
+    let hwm = stats::status_kib(&pid_s, "VmHWM");
+    let counters = server_counters(target.port);
+
+    // Stop: the glasses stop their apps and close; readers end at their next timeout.
+    sh.stop.store(true, Relaxed);
+    for mut c in closers {
+        let mut out = Vec::new();
+        for p in &target.packages {
+            let msg = json!({"type": "stop_app", "packageName": p}).to_string();
+            wsc::push_masked(&mut out, wsc::TEXT, msg.as_bytes(), stats::mask_key());
+        }
+        wsc::push_masked(
+            &mut out,
+            wsc::CLOSE,
+            &1000u16.to_be_bytes(),
+            stats::mask_key(),
+        );
+        let _ = c.write_all(&out);
+    }
+    for r in readers {
+        let _ = r.join();
+    }
+    let until = Instant::now() + Duration::from_secs(3);
+    while sh.results.lock().unwrap().len() < want && Instant::now() < until {
+        thread::sleep(Duration::from_millis(10));
+    }
+    drop(server);
+
+    // Report.
+    let results = std::mem::take(&mut *sh.results.lock().unwrap());
+    let mut hist = Histogram::default();
+    let (mut delivered, mut gaps, mut reordered, mut other, mut lost) = (0, 0, 0, 0, 0);
+    let mut disconnects = Vec::new();
+    let mut other_types: Vec<&str> = Vec::new();
+    for r in &results {
+        for t in &r.other_types {
+            if !other_types.contains(&t.as_str()) {
+                other_types.push(t);
+            }
+        }
+        hist.merge(&r.hist);
+        delivered += r.delivered;
+        gaps += r.gaps;
+        reordered += r.reordered;
+        other += r.other;
+        let expect = lives[r.session].sent.load(Relaxed);
+        lost += expect.saturating_sub(r.delivered);
+        if let Some(d) = &r.disconnected {
+            disconnects.push(format!("{} of {}: {d}", r.package, sh.users[r.session]));
+        }
+    }
+    // Apps whose reader never reported lost all of it.
+    lost += (want.saturating_sub(results.len()) as u64) * (sent_total / o.sessions.max(1) as u64);
+    let glasses_errors: Vec<String> = lives
+        .iter()
+        .enumerate()
+        .filter_map(|(i, l)| {
+            l.error
+                .lock()
+                .unwrap()
+                .as_ref()
+                .map(|e| format!("{}: {e}", sh.users[i]))
+        })
+        .collect();
+    let window = (end.at - start).as_secs_f64();
+    let server_cpu = end.server_ticks.saturating_sub(first.server_ticks) as f64 / tck;
+    let self_cpu = end.self_ticks.saturating_sub(first.self_ticks) as f64 / tck;
+    let busy = end.busy_ticks.saturating_sub(first.busy_ticks) as f64 / tck;
+    let others = (busy - server_cpu - self_cpu).max(0.0);
+    let cpus = thread::available_parallelism().map_or(1, |n| n.get());
+    let per = |cpu: f64| {
+        if delivered > 0 {
+            cpu * 1e6 / delivered as f64
+        } else {
+            0.0
+        }
+    };
+    let q = |x: f64| hist.quantile(x);
+    let mode = match o.rate {
+        Some(r) => format!("paced at {r} msgs/s per glasses"),
+        None => format!("flat out, {} frames per write", o.batch),
+    };
+    println!(
+        "edge-load route: {} sessions × {} apps, {mode}, {:.1} s (+{:.2} s drain)",
+        o.sessions,
+        o.apps,
+        drive_secs,
+        (window - drive_secs).max(0.0)
+    );
+    let clean = lost == 0
+        && gaps == 0
+        && reordered == 0
+        && disconnects.is_empty()
+        && glasses_errors.is_empty()
+        && server_alive
+        && sh.errors.lock().unwrap().is_empty();
+    if let (true, Some(files)) = (clean, &scratch) {
+        for f in files {
+            let _ = std::fs::remove_file(f);
+        }
+        config_note = "scratch config and log removed: nothing went wrong".into();
+    }
+    println!("  server            pid {pid} ({config_note})");
+    if !server_alive {
+        println!(
+            "  server            EXITED during the run: its CPU and RSS figures are incomplete"
+        );
+    }
+    println!(
+        "  sent              {sent_total} glasses messages ({:.0}/s)",
+        sent_total as f64 / drive_secs
+    );
+    println!(
+        "  delivered         {delivered} of {expected}: lost {lost}, gaps {gaps}, reordered {reordered}, apps disconnected {}, glasses disconnected {}",
+        disconnects.len(),
+        glasses_errors.len()
+    );
+    println!(
+        "  delivered msgs/s  {:.0} (over the {window:.2} s window)",
+        delivered as f64 / window
+    );
+    println!(
+        "  latency µs        p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (glasses → app, {} samples)",
+        q(0.5),
+        q(0.9),
+        q(0.99),
+        q(0.999),
+        hist.max,
+        hist.n
+    );
+    println!("  server RSS KiB    start {rss_start}  peak {rss_peak} (VmHWM {hwm})  end {rss_end}");
+    println!(
+        "  server CPU        {server_cpu:.2} s = {:.1} % of one core; {:.3} µs per delivered message",
+        server_cpu / window * 100.0,
+        per(server_cpu)
+    );
+    println!(
+        "  generator CPU     {self_cpu:.2} s = {:.1} % of one core; {:.3} µs per delivered message",
+        self_cpu / window * 100.0,
+        per(self_cpu)
+    );
+    println!(
+        "  machine           {cpus} CPUs busy {:.1} % over the window; other processes {:.2} s = {:.1} % of one core{}",
+        busy / window / cpus as f64 * 100.0,
+        others,
+        others / window * 100.0,
+        if others / window > 0.1 { " (not idle: numbers are disturbed)" } else { "" }
+    );
+    if !counters.is_empty() {
+        println!("  server counters   {}", counters.join("  "));
+    }
+    let ignored = sh.ignored.load(Relaxed);
+    if ignored > 0 {
+        println!("  ignored           {ignored} session_requests for sessions of an earlier run");
+    }
+    if other > 0 {
+        println!(
+            "  other messages    {other} text messages to apps without a seq: {}",
+            other_types.join(", ")
+        );
+    }
+    for d in &disconnects {
+        println!("  app disconnected  {d}");
+    }
+    for g in &glasses_errors {
+        println!("  glasses ended     {g}");
+    }
+    for e in sh.errors.lock().unwrap().iter() {
+        println!("  error             {e}");
+    }
+    if let Some(path) = &o.json {
+        let j = json!({
+            "sessions": o.sessions,
+            "apps": o.apps,
+            "mode": if o.rate.is_some() { "paced" } else { "flat" },
+            "ratePerGlasses": o.rate,
+            "batch": o.batch,
+            "seconds": drive_secs,
+            "windowSeconds": window,
+            "setupSeconds": setup_secs,
+            "sent": sent_total,
+            "expected": expected,
+            "delivered": delivered,
+            "lost": lost,
+            "gaps": gaps,
+            "reordered": reordered,
+            "appsDisconnected": disconnects.len(),
+            "appDisconnects": disconnects,
+            "glassesDisconnected": glasses_errors.len(),
+            "glassesErrors": glasses_errors,
+            "deliveredPerSecond": delivered as f64 / window,
+            "latencyUs": {
+                "p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "p999": q(0.999),
+                "max": hist.max, "samples": hist.n,
+            },
+            "serverRssKiB": {"start": rss_start, "peak": rss_peak, "hwm": hwm, "end": rss_end},
+            "serverCpuSeconds": server_cpu,
+            "serverCpuUsPerDelivered": per(server_cpu),
+            "generatorCpuSeconds": self_cpu,
+            "generatorCpuUsPerDelivered": per(self_cpu),
+            "serverCounters": counters,
+            "serverExited": !server_alive,
+            "machine": {
+                "cpus": cpus,
+                "busyPercent": busy / window / cpus as f64 * 100.0,
+                "otherProcessesCpuSeconds": others,
+            },
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&j).unwrap_or_default())
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The server's non-zero counters from `/metrics` (not the per-connection rows).
+fn server_counters(port: u16) -> Vec<String> {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return Vec::new();
+    };
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok();
+    let req =
+        format!("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).is_err() {
+        return Vec::new();
+    }
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.contains("user=") && !l.contains("package="))
+        .filter_map(|l| {
+            let (name, v) = l.rsplit_once(' ')?;
+            let v: f64 = v.parse().ok()?;
+            (v != 0.0 && name.contains("_total")).then(|| format!("{name}={v}"))
+        })
+        .collect()
+}

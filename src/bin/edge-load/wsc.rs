@@ -1,0 +1,307 @@
+//! A small blocking WebSocket client for the load generator, written apart from the server's
+//! own codec: the upgrade request, masked frames out, unmasked frames in (read in large chunks
+//! and walked in place, so a reader pays one `read` for many messages).
+
+use base64::Engine;
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::ops::Range;
+use std::time::Duration;
+
+pub const TEXT: u8 = 0x1;
+pub const CONTINUATION: u8 = 0x0;
+pub const CLOSE: u8 = 0x8;
+pub const PING: u8 = 0x9;
+pub const PONG: u8 = 0xA;
+
+/// One client connection: the socket and the bytes read but not yet consumed.
+pub struct Ws {
+    pub sock: TcpStream,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+/// A frame found in the read buffer; its payload is `Ws::payload(range)`.
+pub struct Frame {
+    pub fin: bool,
+    pub opcode: u8,
+    pub payload: Range<usize>,
+}
+
+impl Ws {
+    /// Connect to `127.0.0.1:port`, upgrade `path` with `headers` (each ending in `\r\n`),
+    /// and check for `101`. Bytes after the response head stay buffered as frames.
+    pub fn connect(port: u16, path: &str, headers: &str, buf_size: usize) -> Result<Ws, String> {
+        let sock = TcpStream::connect(("127.0.0.1", port))
+            .map_err(|e| format!("connect 127.0.0.1:{port}: {e}"))?;
+        sock.set_nodelay(true).ok();
+        sock.set_read_timeout(Some(Duration::from_secs(10))).ok();
+        let mut ws = Ws {
+            sock,
+            buf: vec![0; buf_size.max(4096)],
+            start: 0,
+            end: 0,
+        };
+        let key: [u8; 16] = std::array::from_fn(|_| crate::stats::random_u64() as u8);
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n",
+            base64::engine::general_purpose::STANDARD.encode(key)
+        );
+        ws.sock
+            .write_all(req.as_bytes())
+            .map_err(|e| format!("upgrade {path}: {e}"))?;
+        loop {
+            let head = &ws.buf[..ws.end];
+            if let Some(at) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                if !head.starts_with(b"HTTP/1.1 101") {
+                    let text = String::from_utf8_lossy(head);
+                    let first = text.lines().next().unwrap_or("").to_string();
+                    let body = text
+                        .split("\r\n\r\n")
+                        .nth(1)
+                        .unwrap_or("")
+                        .trim()
+                        .to_string();
+                    return Err(format!("upgrade {path} refused: {first} {body}"));
+                }
+                ws.start = at + 4;
+                return Ok(ws);
+            }
+            match ws.fill() {
+                Ok(0) => return Err(format!("upgrade {path}: connection closed")),
+                Ok(_) => {}
+                Err(e) => return Err(format!("upgrade {path}: {e}")),
+            }
+        }
+    }
+
+    /// Read once more into the buffer (after moving unread bytes to the front).
+    pub fn fill(&mut self) -> io::Result<usize> {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end == self.buf.len() {
+            let n = self.buf.len() * 2;
+            self.buf.resize(n, 0);
+        }
+        let n = self.sock.read(&mut self.buf[self.end..])?;
+        self.end += n;
+        Ok(n)
+    }
+
+    /// The next complete frame in the buffer, if any (server frames are unmasked; a masked one
+    /// is unmasked in place).
+    pub fn next_frame(&mut self) -> Option<Frame> {
+        let b = &self.buf[self.start..self.end];
+        if b.len() < 2 {
+            return None;
+        }
+        let fin = b[0] & 0x80 != 0;
+        let opcode = b[0] & 0x0F;
+        let masked = b[1] & 0x80 != 0;
+        let (len, mut at) = match b[1] & 0x7F {
+            126 if b.len() >= 4 => (u16::from_be_bytes([b[2], b[3]]) as usize, 4),
+            127 if b.len() >= 10 => {
+                let mut l = [0u8; 8];
+                l.copy_from_slice(&b[2..10]);
+                (u64::from_be_bytes(l) as usize, 10)
+            }
+            126 | 127 => return None,
+            l => (l as usize, 2),
+        };
+        let mask = if masked {
+            if b.len() < at + 4 {
+                return None;
+            }
+            at += 4;
+            Some([b[at - 4], b[at - 3], b[at - 2], b[at - 1]])
+        } else {
+            None
+        };
+        if b.len() < at + len {
+            return None;
+        }
+        let payload = self.start + at..self.start + at + len;
+        if let Some(m) = mask {
+            for (i, x) in self.buf[payload.clone()].iter_mut().enumerate() {
+                *x ^= m[i & 3];
+            }
+        }
+        self.start += at + len;
+        Some(Frame {
+            fin,
+            opcode,
+            payload,
+        })
+    }
+
+    pub fn payload(&self, r: Range<usize>) -> &[u8] {
+        &self.buf[r]
+    }
+
+    /// Send one masked frame.
+    pub fn send(&mut self, opcode: u8, payload: &[u8]) -> io::Result<()> {
+        let mut out = Vec::with_capacity(payload.len() + 14);
+        push_masked(&mut out, opcode, payload, crate::stats::mask_key());
+        self.sock.write_all(&out)
+    }
+
+    /// Read frames until a text message containing `needle`; a text message containing
+    /// `error_needle` first is returned as the error. Pings are answered.
+    pub fn wait_for_text(&mut self, needle: &str, error_needle: &str) -> Result<String, String> {
+        loop {
+            while let Some(f) = self.next_frame() {
+                match f.opcode {
+                    TEXT => {
+                        let text = String::from_utf8_lossy(self.payload(f.payload)).into_owned();
+                        if text.contains(needle) {
+                            return Ok(text);
+                        }
+                        if text.contains(error_needle) {
+                            return Err(text);
+                        }
+                    }
+                    PING => {
+                        let p = self.payload(f.payload).to_vec();
+                        self.send(PONG, &p).map_err(|e| e.to_string())?;
+                    }
+                    CLOSE => {
+                        let p = self.payload(f.payload);
+                        return Err(format!("closed: {}", describe_close(p)));
+                    }
+                    _ => {}
+                }
+            }
+            match self.fill() {
+                Ok(0) => return Err("connection closed".into()),
+                Ok(_) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+}
+
+/// A close frame's payload as `code reason`.
+pub fn describe_close(p: &[u8]) -> String {
+    if p.len() >= 2 {
+        format!(
+            "{} {}",
+            u16::from_be_bytes([p[0], p[1]]),
+            String::from_utf8_lossy(&p[2..])
+        )
+    } else {
+        "(no code)".into()
+    }
+}
+
+/// Append one masked frame (FIN set) to `out`.
+pub fn push_masked(out: &mut Vec<u8>, opcode: u8, payload: &[u8], mask: [u8; 4]) {
+    out.push(0x80 | opcode);
+    let len = payload.len();
+    if len < 126 {
+        out.push(0x80 | len as u8);
+    } else if len <= u16::MAX as usize {
+        out.push(0x80 | 126);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        out.push(0x80 | 127);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    out.extend_from_slice(&mask);
+    let start = out.len();
+    out.extend_from_slice(payload);
+    for (i, x) in out[start..].iter_mut().enumerate() {
+        *x ^= mask[i & 3];
+    }
+}
+
+/// The decimal digits of `n` in `buf`, returned as the used tail.
+pub fn digits(n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
+/// The glasses event every frame of the load carries, up to its `seq` value.
+const BUTTON_PREFIX: &[u8] = br#"{"type":"button_press","buttonId":"s","pressType":"short","seq":"#;
+
+/// Append one masked `button_press` text frame carrying `seq` and the send time `t` (µs).
+pub fn push_button(out: &mut Vec<u8>, seq: u64, t: u64, mask: [u8; 4]) {
+    let mut p = [0u8; 125];
+    let mut n = BUTTON_PREFIX.len();
+    p[..n].copy_from_slice(BUTTON_PREFIX);
+    let mut d = [0u8; 20];
+    for part in [digits(seq, &mut d), br#","t":"#] {
+        p[n..n + part.len()].copy_from_slice(part);
+        n += part.len();
+    }
+    let t = digits(t, &mut d);
+    p[n..n + t.len()].copy_from_slice(t);
+    n += t.len();
+    p[n] = b'}';
+    n += 1;
+    push_masked(out, TEXT, &p[..n], mask);
+}
+
+/// Whether `needle` occurs in `text`.
+pub fn find(text: &[u8], needle: &[u8]) -> bool {
+    text.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The unsigned integer that follows `key` (e.g. `"seq":`) in `text`, searched from `hint`
+/// first (where it was in the last message), then from the start.
+pub fn field(text: &[u8], key: &[u8], hint: &mut usize) -> Option<u64> {
+    let at = if text.get(*hint..*hint + key.len()) == Some(key) {
+        *hint
+    } else {
+        let at = text.windows(key.len()).position(|w| w == key)?;
+        *hint = at;
+        at
+    };
+    let mut v: u64 = 0;
+    let mut any = false;
+    for &c in &text[at + key.len()..] {
+        if !c.is_ascii_digit() {
+            break;
+        }
+        v = v.wrapping_mul(10).wrapping_add((c - b'0') as u64);
+        any = true;
+    }
+    any.then_some(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn button_frames_are_masked_and_carry_their_fields() {
+        let mut out = Vec::new();
+        push_button(&mut out, 1234, 98765, [1, 2, 3, 4]);
+        assert_eq!(out[0], 0x81);
+        assert_eq!(out[1] & 0x80, 0x80);
+        let len = (out[1] & 0x7F) as usize;
+        let mut p = out[6..].to_vec();
+        assert_eq!(p.len(), len);
+        for (i, x) in p.iter_mut().enumerate() {
+            *x ^= [1, 2, 3, 4][i & 3];
+        }
+        let v: serde_json::Value = serde_json::from_slice(&p).unwrap();
+        assert_eq!(v["seq"], 1234);
+        assert_eq!(v["t"], 98765);
+        let mut hint = 0;
+        assert_eq!(field(&p, br#""seq":"#, &mut hint), Some(1234));
+        assert_eq!(field(&p, br#""t":"#, &mut 0), Some(98765));
+        assert_eq!(field(&p, br#""seq":"#, &mut hint), Some(1234));
+    }
+}
