@@ -265,3 +265,296 @@ fn a_database_from_a_newer_binary_is_moved_aside_not_overwritten() {
     assert!(dir.join(format!("{FILE}.unreadable-7")).exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// ---- REST against durable state --------------------------------------------------------------
+
+fn captions_with_settings() -> HubConfig {
+    let mut h = hub();
+    h.apps[0].settings = vec![
+        json!({"type": "group", "title": "Text"}),
+        json!({"key": "fontSize", "type": "slider", "label": "Size", "defaultValue": 24}),
+        json!({"key": "lang", "type": "select", "label": "Language", "defaultValue": "en-US",
+               "options": [{"label": "English", "value": "en-US"}]}),
+    ];
+    h
+}
+
+/// One HTTP request through the world; the status and JSON body.
+fn http(
+    w: &mut World,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    let c = w.connect();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if let Some(a) = auth {
+        req.push_str(&format!("Authorization: Bearer {a}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    w.send_raw(c, req.as_bytes());
+    let (status, body) = w.clients[c].take_http_response().expect("a response");
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(json!({"raw": body})),
+    )
+}
+
+#[test]
+fn simple_storage_is_scoped_checked_and_limited() {
+    let mut w = World::with_hub(server_cfg(), hub());
+    let path = "/api/sdk/simple-storage/ada%40example.com";
+    let app = format!("{CAPTIONS}:k");
+    let (s, v) = http(&mut w, "GET", path, Some(&app), "");
+    assert_eq!((s, &v["data"]), (200, &json!({})));
+    let (s, _) = http(
+        &mut w,
+        "PUT",
+        path,
+        Some(&app),
+        r#"{"data":{"theme":"dark","n":"1"}}"#,
+    );
+    assert_eq!(s, 200);
+    let (s, v) = http(&mut w, "GET", path, Some(&app), "");
+    assert_eq!((s, &v["data"]), (200, &json!({"theme": "dark", "n": "1"})));
+    // Another app with its own key sees its own, empty, scope.
+    let (_, v) = http(&mut w, "GET", path, Some(&format!("{NOTES}:k")), "");
+    assert_eq!(v["data"], json!({}));
+    // A wrong key is refused; nothing is changed.
+    let (s, v) = http(
+        &mut w,
+        "PUT",
+        path,
+        Some(&format!("{CAPTIONS}:wrong")),
+        r#"{"data":{"theme":"x"}}"#,
+    );
+    assert_eq!((s, &v["code"]), (401, &json!("INVALID_API_KEY")));
+    // Over the value limit: 413, nothing changed.
+    let big = format!(r#"{{"data":{{"theme":"{}"}}}}"#, "x".repeat(100_001));
+    let w_cfg = ServerConfig {
+        http: augmentos_edge::http::RequestLimits {
+            max_head: 8192,
+            max_body: 200_000,
+        },
+        ..server_cfg()
+    };
+    let mut w2 = World::with_hub(w_cfg, hub());
+    let (s, v) = http(&mut w2, "PUT", path, Some(&app), &big);
+    assert_eq!((s, &v["code"]), (413, &json!("VALUE_TOO_LARGE")));
+    assert!(w2.persisted.is_empty());
+    // Delete one key, then everything.
+    let (s, _) = http(&mut w, "DELETE", &format!("{path}/n"), Some(&app), "");
+    assert_eq!(s, 200);
+    let (_, v) = http(&mut w, "GET", path, Some(&app), "");
+    assert_eq!(v["data"], json!({"theme": "dark"}));
+    let (s, _) = http(&mut w, "DELETE", path, Some(&app), "");
+    assert_eq!(s, 200);
+    let (_, v) = http(&mut w, "GET", path, Some(&app), "");
+    assert_eq!(v["data"], json!({}));
+    // Every change was persisted, in order.
+    let keys: Vec<(String, bool)> = w
+        .persisted
+        .iter()
+        .filter_map(|p| match p {
+            Persist::Storage { key, value, .. } => Some((key.clone(), value.is_some())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        vec![
+            ("n".into(), true),
+            ("theme".into(), true),
+            ("n".into(), false),
+            ("theme".into(), false)
+        ]
+    );
+}
+
+#[test]
+fn settings_are_served_merged_and_changed_for_the_user() {
+    let mut w = World::with_hub(server_cfg(), captions_with_settings());
+    let g = glasses(&mut w, USER);
+    // Not running the app: the settings are not handed out.
+    let (s, v) = http(
+        &mut w,
+        "GET",
+        &format!("/appsettings/user/{CAPTIONS}"),
+        Some(&format!("{USER}-{CAPTIONS}")),
+        "",
+    );
+    assert_eq!((s, &v["code"]), (403, &json!("APP_NOT_STARTED")));
+    lifecycle(&mut w, g, "start_app", CAPTIONS);
+    let (s, v) = http(
+        &mut w,
+        "GET",
+        &format!("/appsettings/user/{CAPTIONS}"),
+        Some(&format!("{USER}-{CAPTIONS}")),
+        "",
+    );
+    assert_eq!(s, 200, "{v}");
+    let values: Vec<(String, serde_json::Value)> = v["settings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| (x["key"].as_str().unwrap().to_string(), x["value"].clone()))
+        .collect();
+    assert_eq!(
+        values,
+        vec![
+            ("fontSize".into(), json!(24)),
+            ("lang".into(), json!("en-US"))
+        ]
+    );
+    // The user changes one: saved, and the app server is told at /settings.
+    let token = jwt::glasses_token(USER, SECRET);
+    let (s, _) = http(
+        &mut w,
+        "PUT",
+        &format!("/api/settings/{CAPTIONS}"),
+        Some(&token),
+        r#"{"settings":{"fontSize":32}}"#,
+    );
+    assert_eq!(s, 200);
+    let (_, v) = http(
+        &mut w,
+        "GET",
+        &format!("/tpasettings/user/{CAPTIONS}"),
+        Some(USER),
+        "",
+    );
+    assert_eq!(v["settings"][0]["value"], 32);
+    let told = w
+        .outbound
+        .iter()
+        .find(|o| o.request_line().starts_with("POST /settings "))
+        .and_then(|o| o.json())
+        .expect("a POST to the app server's /settings");
+    assert_eq!(told["userIdForSettings"], USER);
+    assert_eq!(told["settings"][0]["value"], 32);
+    // An undeclared key is refused by name.
+    let (s, v) = http(
+        &mut w,
+        "PUT",
+        &format!("/api/settings/{CAPTIONS}"),
+        Some(&token),
+        r#"{"settings":{"colour":1}}"#,
+    );
+    assert_eq!((s, &v["code"]), (400, &json!("UNKNOWN_SETTING")));
+    assert!(v["message"].as_str().unwrap().contains("colour"));
+}
+
+#[test]
+fn tpa_server_registration_recovers_exactly_the_live_sessions_of_its_package() {
+    let mut w = World::with_hub(server_cfg(), hub());
+    let g1 = glasses(&mut w, USER);
+    let g2 = glasses(&mut w, "bo@example.com");
+    let _g3 = glasses(&mut w, "cy@example.com");
+    lifecycle(&mut w, g1, "start_app", CAPTIONS);
+    lifecycle(&mut w, g2, "start_app", CAPTIONS);
+    lifecycle(&mut w, g2, "start_app", NOTES);
+    let body =
+        json!({"packageName": CAPTIONS, "apiKey": "k", "webhookUrl": "http://10.0.0.5:7000/hook"})
+            .to_string();
+    let (s, v) = http(&mut w, "POST", "/api/tpa-server/register", None, &body);
+    assert_eq!(s, 201, "{v}");
+    let rid = v["registrationId"].as_str().unwrap().to_string();
+    // Bad bodies and keys are refused by field.
+    let (s, v) = http(
+        &mut w,
+        "POST",
+        "/api/tpa-server/register",
+        None,
+        r#"{"packageName":"x"}"#,
+    );
+    assert_eq!((s, &v["code"]), (400, &json!("MALFORMED_BODY")));
+    let bad =
+        json!({"packageName": CAPTIONS, "apiKey": "nope", "webhookUrl": "http://h/"}).to_string();
+    assert_eq!(
+        http(&mut w, "POST", "/api/tpa-server/register", None, &bad).0,
+        401
+    );
+    // Restart: one session_request per live session of the package, to the registered URL.
+    let before = w.outbound.len();
+    let (s, v) = http(
+        &mut w,
+        "POST",
+        "/api/tpa-server/restart",
+        None,
+        &json!({"registrationId": rid}).to_string(),
+    );
+    assert_eq!((s, &v["recoveredSessions"]), (200, &json!(2)));
+    let sent: Vec<(String, String)> = w.outbound[before..]
+        .iter()
+        .map(|o| {
+            (
+                o.request_line(),
+                o.json().unwrap()["sessionId"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        vec![
+            (
+                "POST /hook HTTP/1.1".to_string(),
+                format!("{USER}-{CAPTIONS}")
+            ),
+            (
+                "POST /hook HTTP/1.1".to_string(),
+                format!("bo@example.com-{CAPTIONS}")
+            ),
+        ]
+    );
+    assert!(w.outbound[before..]
+        .iter()
+        .all(|o| o.target.host == "10.0.0.5" && o.target.port == 7000));
+    // The registration is durable, kept alive by heartbeats, and expires without them.
+    assert!(w
+        .persisted
+        .iter()
+        .any(|p| matches!(p, Persist::Registration(r) if r.id == rid)));
+    w.advance(std::time::Duration::from_secs(20 * 60));
+    assert_eq!(
+        http(
+            &mut w,
+            "POST",
+            "/api/tpa-server/heartbeat",
+            None,
+            &json!({"registrationId": rid}).to_string()
+        )
+        .0,
+        200
+    );
+    w.advance(std::time::Duration::from_secs(25 * 60));
+    assert_eq!(
+        http(
+            &mut w,
+            "POST",
+            "/api/tpa-server/heartbeat",
+            None,
+            &json!({"registrationId": rid}).to_string()
+        )
+        .0,
+        200
+    );
+    w.advance(std::time::Duration::from_secs(31 * 60));
+    w.advance(std::time::Duration::from_secs(15 * 60));
+    let (s, v) = http(
+        &mut w,
+        "POST",
+        "/api/tpa-server/heartbeat",
+        None,
+        &json!({"registrationId": rid}).to_string(),
+    );
+    assert_eq!((s, &v["code"]), (404, &json!("REGISTRATION_NOT_FOUND")));
+    assert!(w
+        .persisted
+        .iter()
+        .any(|p| matches!(p, Persist::RegistrationGone(id) if *id == rid)));
+}
