@@ -558,3 +558,66 @@ fn tpa_server_registration_recovers_exactly_the_live_sessions_of_its_package() {
         .iter()
         .any(|p| matches!(p, Persist::RegistrationGone(id) if *id == rid)));
 }
+
+#[test]
+fn device_settings_from_core_status_are_kept_pushed_and_acked() {
+    let dir = temp_dir();
+    let mut h = hub();
+    h.apps[1].permissions = vec!["ALL".into()];
+    let mut w = World::with_hub(server_cfg(), h.clone());
+    let g = glasses(&mut w, USER);
+    // An app subscribed to one setting, started and connected.
+    lifecycle(&mut w, g, "start_app", NOTES);
+    let app = w.connect();
+    assert_eq!(w.upgrade(app, "/app-ws"), 101);
+    let init = json!({"type": "tpa_connection_init", "packageName": NOTES,
+                      "sessionId": format!("{USER}-{NOTES}"), "apiKey": "k"});
+    w.send_text(app, &init.to_string());
+    w.send_text(
+        app,
+        &json!({"type": "subscription_update", "subscriptions": ["augmentos:brightness"]})
+            .to_string(),
+    );
+    w.json_messages(app);
+    let report = |brightness: &str, angle: i64| {
+        json!({"type": "core_status_update", "status": {"status": {
+            "core_info": {"sensing_enabled": false, "force_core_onboard_mic": true},
+            "connected_glasses": {"brightness": brightness, "headUp_angle": angle}
+        }}})
+        .to_string()
+    };
+    w.send_text(g, &report("80", 20));
+    let got = w.json_messages(app);
+    let updates: Vec<_> = got
+        .iter()
+        .filter(|m| m["type"] == "augmentos_settings_update")
+        .collect();
+    assert_eq!(updates.len(), 1, "{got:?}");
+    assert_eq!(updates[0]["settings"]["brightness"], 80);
+    assert_eq!(updates[0]["settings"]["sensingEnabled"], false);
+    assert_eq!(updates[0]["settings"]["useOnboardMic"], true);
+    // A report that changes only the head-up angle does not concern this subscriber; the same
+    // report again changes nothing at all.
+    w.send_text(g, &report("80", 35));
+    w.send_text(g, &report("80", 35));
+    assert!(w
+        .json_messages(app)
+        .iter()
+        .all(|m| m["type"] != "augmentos_settings_update"));
+    // Across a restart, through the store: the new session starts from them.
+    let mut store = SqliteStore::open_dir(&dir, 0).unwrap().store;
+    store.apply(&w.persisted).unwrap();
+    drop(store);
+    let snapshot = open_configured(Some(&dir), 0).snapshot;
+    let mut w = World::with_state(server_cfg(), h, snapshot);
+    let g = glasses(&mut w, USER);
+    w.json_messages(g);
+    w.send_text(g, r#"{"type":"request_settings"}"#);
+    let s = &w.json_messages(g)[0]["settings"];
+    assert_eq!(
+        (s["brightness"].clone(), s["headUpAngle"].clone()),
+        (json!(80), json!(35))
+    );
+    assert_eq!(s["sensingEnabled"], false);
+    let _ = std::fs::remove_dir_all(&dir);
+}

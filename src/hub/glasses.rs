@@ -108,6 +108,9 @@ impl Hub {
                 );
             }
             _ => {
+                if ty == "core_status_update" {
+                    self.core_status(net, sk, text, now);
+                }
                 let plain = matches!(ty, Cow::Borrowed(_));
                 self.relay(net, sk, &ty, plain, text, now)
             }
@@ -189,7 +192,7 @@ impl Hub {
                     started: now.wall,
                     grace_until: None,
                     apps: BTreeMap::new(),
-                    settings: None,
+                    settings: self.device_settings(user),
                     lifecycle: RateLimit::full(self.cfg.lifecycle_burst, now.mono),
                     streams: None,
                     mic: Default::default(),

@@ -24,6 +24,7 @@
 
 mod access;
 mod apps;
+mod device;
 mod glasses;
 mod lifecycle;
 pub mod registry;
