@@ -24,6 +24,7 @@
 
 mod access;
 mod apps;
+pub mod display;
 mod glasses;
 mod lifecycle;
 pub mod registry;
