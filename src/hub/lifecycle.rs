@@ -52,6 +52,7 @@ impl Hub {
         self.next_start = start;
         self.arm(until, TimerKey::App(sk, app));
         self.send_session_request(net, sk, app, 1, now);
+        self.screen_app_starting(net, sk, app, now);
     }
 
     pub(super) fn send_session_request(
@@ -367,6 +368,7 @@ impl Hub {
         run.error = Some(error);
         run.subs.clear();
         log::warn!("{:?} gave up: {error}", self.cfg.apps[app].package_name);
+        self.screen_app_gone(net, sk, app, now);
         self.send_to_glasses(
             net,
             sk,
@@ -427,6 +429,7 @@ impl Hub {
                 timestamp: now.iso(),
             },
         );
+        self.screen_app_gone(net, sk, app, now);
     }
 
     pub(super) fn app_dropped(
@@ -460,5 +463,6 @@ impl Hub {
             self.cfg.apps[app].package_name
         );
         self.send_app_state(net, sk, now);
+        self.screen_app_gone(net, sk, app, now);
     }
 }

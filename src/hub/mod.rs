@@ -24,12 +24,16 @@
 
 mod access;
 mod apps;
+pub mod dashboard;
 pub mod display;
 mod glasses;
 mod lifecycle;
 pub mod registry;
 pub mod running;
+mod screen;
 mod view;
+
+pub use screen::ScreenView;
 
 use crate::auth;
 use crate::http::Request;
@@ -66,6 +70,8 @@ pub struct Timings {
     pub glasses_init_timeout: Duration,
     /// An app connection must send `tpa_connection_init` within this.
     pub app_init_timeout: Duration,
+    /// The display manager's throttle, boot, lock and lifetime (PROTOCOL §15).
+    pub display: display::DisplayTimings,
 }
 
 impl Default for Timings {
@@ -82,6 +88,7 @@ impl Default for Timings {
             restart_reset_after: Duration::from_secs(60),
             glasses_init_timeout: Duration::from_secs(10),
             app_init_timeout: Duration::from_secs(5),
+            display: display::DisplayTimings::default(),
         }
     }
 }
@@ -101,6 +108,8 @@ pub struct HubConfig {
     /// `lifecycle_refill`.
     pub lifecycle_burst: u32,
     pub lifecycle_refill: Duration,
+    /// A `display_event` layout larger than this (JSON bytes) is refused (`LAYOUT_TOO_LARGE`).
+    pub max_layout_bytes: usize,
 }
 
 impl Default for HubConfig {
@@ -114,6 +123,7 @@ impl Default for HubConfig {
             max_webhooks_per_server: 16,
             lifecycle_burst: 10,
             lifecycle_refill: Duration::from_secs(1),
+            max_layout_bytes: 32 * 1024,
         }
     }
 }
@@ -147,6 +157,8 @@ enum TimerKey {
     Session(SessKey),
     App(SessKey, usize),
     Conn(ConnId),
+    /// The session's display manager ([`screen::Screen::deadline`]).
+    Display(SessKey),
 }
 
 /// The hub's view of a connection.
@@ -247,6 +259,8 @@ struct Session {
     settings: Option<Box<Value>>,
     /// App start/stop requests allowed from now on.
     lifecycle: RateLimit,
+    /// What the glasses show: the display manager and the dashboard.
+    screen: Box<screen::Screen>,
 }
 
 /// A token bucket: `tokens` requests may be made now, one more each `refill`, at most `burst`.
@@ -569,6 +583,7 @@ impl Hub {
                 TimerKey::Session(sk) => self.session_tick(net, sk, now),
                 TimerKey::App(sk, app) => self.app_tick(net, sk, app, now),
                 TimerKey::Conn(id) => self.init_tick(net, id, now),
+                TimerKey::Display(sk) => self.screen_tick(net, sk, now),
             }
         }
     }
@@ -710,5 +725,6 @@ fn is_current(
         TimerKey::Conn(id) => links
             .get(&id)
             .is_some_and(|l| l.init_deadline() == Some(at)),
+        TimerKey::Display(sk) => session(sk).is_some_and(|s| s.screen.deadline() == Some(at)),
     }
 }
