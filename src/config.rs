@@ -134,6 +134,8 @@ struct RawLimits {
     max_webhooks_per_server: Option<Ranged<1, 65_536>>,
     /// App start/stop requests per session: a burst, then one per `lifecycleRefillMs`.
     lifecycle_burst: Option<Ranged<1, 10_000>>,
+    /// A `display_event` layout larger than this is refused (`LAYOUT_TOO_LARGE`).
+    max_layout_bytes: Option<Ranged<256, { 16 << 20 }>>,
 }
 
 /// Durations in milliseconds, counts as plain integers.
@@ -158,6 +160,12 @@ struct RawTimings {
     /// 0: never ping.
     ping_interval_ms: Option<Ranged<0, 3_600_000>>,
     idle_timeout_ms: Option<Ranged<1_000, 3_600_000>>,
+    /// The display manager (PROTOCOL §15).
+    display_throttle_ms: Option<Ranged<0, 60_000>>,
+    display_boot_ms: Option<Ranged<0, 60_000>>,
+    display_lock_ms: Option<Ranged<0, 3_600_000>>,
+    display_lock_inactive_ms: Option<Ranged<0, 3_600_000>>,
+    display_min_lifetime_ms: Option<Ranged<0, 3_600_000>>,
 }
 
 #[derive(Deserialize)]
@@ -246,6 +254,7 @@ impl RawConfig {
             set(&mut server.max_outbound, l.max_outbound);
             set(&mut hub.max_webhooks_per_server, l.max_webhooks_per_server);
             set(&mut hub.lifecycle_burst, l.lifecycle_burst);
+            set(&mut hub.max_layout_bytes, l.max_layout_bytes);
         }
         if server.read_pause >= server.max_output {
             return Err(format!(
@@ -275,6 +284,12 @@ impl RawConfig {
                 server.ping_interval = (!d.is_zero()).then_some(d);
             }
             set(&mut server.idle_timeout, t.idle_timeout_ms);
+            let d = &mut hub.timings.display;
+            set(&mut d.throttle, t.display_throttle_ms);
+            set(&mut d.boot, t.display_boot_ms);
+            set(&mut d.lock, t.display_lock_ms);
+            set(&mut d.lock_inactive, t.display_lock_inactive_ms);
+            set(&mut d.min_lifetime, t.display_min_lifetime_ms);
         }
 
         for (i, app) in self.apps.unwrap_or_default().into_iter().enumerate() {
@@ -841,13 +856,15 @@ mod tests {
                 "jwtSecret": "augmentos-edge-development-secret", "stateDir": "/var/lib/edge",
                 "limits": {"maxFrameBytes": 1001, "maxMessageBytes": 1002,
                     "maxRequestHeadBytes": 1030, "maxBodyBytes": 1004,
-                    "maxOutputBytes": 100005, "maxConnections": 1006},
+                    "maxOutputBytes": 100005, "maxConnections": 1006, "maxLayoutBytes": 4096},
                 "timings": {"handshakeTimeoutMs": 2001, "closeTimeoutMs": 2002,
                     "gracePeriodMs": 2003, "appConnectTimeoutMs": 2004,
                     "appReconnectGraceMs": 2005, "webhookTimeoutMs": 2006,
                     "webhookAttempts": 7, "webhookBackoffMs": 2008, "restartAttempts": 9,
                     "restartBackoffMs": 2010, "glassesInitTimeoutMs": 2011,
-                    "pingIntervalMs": 2012, "idleTimeoutMs": 2013}}"#,
+                    "pingIntervalMs": 2012, "idleTimeoutMs": 2013,
+                    "displayThrottleMs": 301, "displayBootMs": 1501, "displayLockMs": 10001,
+                    "displayLockInactiveMs": 2001, "displayMinLifetimeMs": 1001}}"#,
         )
         .unwrap();
         let ms = Duration::from_millis;
@@ -871,6 +888,7 @@ mod tests {
             (1001, 1002, 1030, 1004)
         );
         assert_eq!((s.max_output, s.max_connections), (100_005, 1006));
+        assert_eq!(c.hub.max_layout_bytes, 4096);
         assert_eq!((s.handshake_timeout, s.close_timeout), (ms(2001), ms(2002)));
         assert_eq!(
             (s.ping_interval, s.idle_timeout),
@@ -886,6 +904,11 @@ mod tests {
         assert_eq!(t.restart_attempts, 9);
         assert_eq!(t.restart_backoff, ms(2010));
         assert_eq!(t.glasses_init_timeout, ms(2011));
+        let d = &t.display;
+        assert_eq!(
+            (d.throttle, d.boot, d.lock, d.lock_inactive, d.min_lifetime),
+            (ms(301), ms(1501), ms(10001), ms(2001), ms(1001))
+        );
         // Keys left out keep the core's defaults.
         assert_eq!(
             t.restart_reset_after,

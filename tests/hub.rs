@@ -1312,7 +1312,9 @@ fn routing_by_subscription_and_displays_by_connection() {
     );
     assert!(w.clients[notes].messages().is_empty());
 
-    // A display: packageName forced to the sender's, layout intact.
+    // A display: packageName forced to the sender's, layout intact (after the boot screen).
+    w.advance(ms(1500));
+    w.json_messages(g);
     let layout = json!({"layoutType": "text_wall", "text": "hello from notes"});
     w.send_text(
         notes,
@@ -1650,6 +1652,9 @@ fn deadlines_that_no_longer_apply_never_wake_the_loop() {
     let g = session(&mut w, ALICE);
     // Loading armed the 5 s connect deadline; the app connected and its webhook was answered.
     let app = start_active(&mut w, g, ALICE, CAPTIONS);
+    // The boot screen's minimum time is the one deadline left; then none.
+    assert_eq!(w.server.poll_timeout(), Some(w.now + ms(1500)));
+    w.advance(ms(1500));
     assert_eq!(w.server.poll_timeout(), None);
     // A dropped app arms its reconnect grace; its return makes that deadline moot too.
     w.client_eof(app);

@@ -9,7 +9,9 @@
 //! glasses `connection_init` → `connection_ack`, and the server starts the system app (webhook
 //! → `tpa_connection_init` → ack); `start_app` → webhook → the SDK connects, `onSession` runs,
 //! glasses see the app active; a button press reaches the app and its `showTextWall` reaches the
-//! glasses as a `display_event`.
+//! glasses as a `display_event`; the SDK's `showTextWall`, `showReferenceCard`,
+//! `showDoubleTextWall` and `dashboard.content.writeToMain` reach the glasses as the expected
+//! `display_event`s, and a burst of 20 `showTextWall`s as at most 4, the newest last.
 //!
 //! Then the SDK's stream handlers, registered by the app on the button "streams" (SDK 2.1.29
 //! dispatches a `data_stream` only when `streamType` equals a handler key exactly, so each check
@@ -330,6 +332,9 @@ impl World {
         // 3b. The SDK's stream handlers fire with the right data: transcripts and translations
         //     published by the system app, head position, a gesture, audio, a replayed location.
         self.streams().map_err(|e| format!("streams: {e}"))?;
+        // 3c. The SDK's layouts and dashboard reach the glasses as the expected display_events,
+        //     and a burst of 20 text walls is coalesced by the throttle.
+        self.displays_round_trip()?;
 
         // 4. Stop from the glasses → onStop; the glasses see the app gone.
         self.glasses()
@@ -642,6 +647,65 @@ impl World {
                     && m["layout"]["text"] == text.as_str()
             },
         )?;
+        Ok(())
+    }
+
+    /// Button "displays" makes the app show a text wall, a reference card, a double text wall,
+    /// write to the dashboard, then send 20 text walls at once: each of the first four reaches
+    /// the glasses as its `display_event`; the burst reaches them as at most 4, the newest last.
+    fn displays_round_trip(&mut self) -> TestResult {
+        self.button_round_trip("displays")?;
+        let from_app = |m: &Value, layout_type: &str| {
+            m["type"] == "display_event"
+                && m["packageName"] == PACKAGE
+                && m["view"] == "main"
+                && m["layout"]["layoutType"] == layout_type
+        };
+        self.glasses()
+            .wait_for("the SDK's showTextWall", STEP, |m| {
+                from_app(m, "text_wall") && m["layout"]["text"] == "interop text wall"
+            })?;
+        self.glasses()
+            .wait_for("the SDK's showReferenceCard", STEP, |m| {
+                from_app(m, "reference_card")
+                    && m["layout"]["title"] == "Interop"
+                    && m["layout"]["text"] == "reference card body"
+            })?;
+        self.glasses()
+            .wait_for("the SDK's showDoubleTextWall", STEP, |m| {
+                from_app(m, "double_text_wall")
+                    && m["layout"]["topText"] == "top half"
+                    && m["layout"]["bottomText"] == "bottom half"
+            })?;
+        self.glasses()
+            .wait_for("the dashboard with the SDK's writeToMain", STEP, |m| {
+                m["type"] == "display_event"
+                    && m["view"] == "dashboard"
+                    && m["layout"]["layoutType"] == "double_text_wall"
+                    && m["layout"]["bottomText"]
+                        .as_str()
+                        .is_some_and(|t| t.ends_with("interop dashboard"))
+            })?;
+        let mut burst = Vec::new();
+        while burst.last().map(String::as_str) != Some("burst 19") {
+            let m = self
+                .glasses()
+                .wait_for("the burst's newest text wall", STEP, |m| {
+                    from_app(m, "text_wall")
+                        && m["layout"]["text"]
+                            .as_str()
+                            .is_some_and(|t| t.starts_with("burst "))
+                })?;
+            burst.push(m["layout"]["text"].as_str().unwrap_or("").to_string());
+        }
+        if burst.len() > 4 {
+            return Err(format!(
+                "a burst of 20 text walls reached the glasses as {} displays: {burst:?}",
+                burst.len()
+            ));
+        }
+        self.app()
+            .wait_event("displays", STEP, |e| e["sessionId"].is_string())?;
         Ok(())
     }
 

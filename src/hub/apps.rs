@@ -56,19 +56,14 @@ impl Hub {
                 self.subscription_update(net, id, sk, app, text, now)
             }
             ("data_stream", Some((sk, app))) => self.publish(net, id, sk, app, text, now),
-            ("display_event", Some((sk, app))) => {
-                let Ok(mut v) = serde_json::from_str::<Value>(text) else {
-                    return;
-                };
-                if let Some(o) = v.as_object_mut() {
-                    o.insert(
-                        "packageName".into(),
-                        Value::from(self.cfg.apps[app].package_name.as_str()),
-                    );
-                    o.remove("sessionId");
-                }
-                self.send_to_glasses(net, sk, &v);
-            }
+            ("display_event", Some((sk, app))) => self.app_display(net, id, sk, app, text, now),
+            (
+                "dashboard_content_update"
+                | "dashboard_mode_change"
+                | "dashboard_system_update"
+                | "dashboard_always_on_change",
+                Some((sk, app)),
+            ) => self.app_dashboard(net, id, (sk, app), &ty, text, now),
             _ => log::debug!("ignored app message of type {ty:?}"),
         }
     }
@@ -157,6 +152,7 @@ impl Hub {
             );
         }
         self.send_app_state(net, sk, now);
+        self.screen_app_connected(net, sk, app, now);
     }
 
     pub(super) fn send_ack(

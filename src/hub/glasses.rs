@@ -196,6 +196,7 @@ impl Hub {
                     lifecycle: RateLimit::full(self.cfg.lifecycle_burst, now.mono),
                     streams: None,
                     mic: Default::default(),
+                    screen: Box::new(screen::Screen::new(&self.cfg.timings.display)),
                 });
                 let sk = SessKey { slot, gen };
                 self.by_user.insert(user.to_string(), sk);
@@ -213,6 +214,7 @@ impl Hub {
             *init_deadline = None;
         }
         self.send_session(net, id, sk, "connection_ack", now);
+        self.screen_resend(net, sk, now);
         // System apps and the user's running apps (those not already alive).
         let mut wanted: Vec<usize> = (0..self.cfg.apps.len())
             .filter(|&i| self.cfg.apps[i].is_system_app)

@@ -52,6 +52,7 @@ impl Hub {
         self.next_start = start;
         self.arm(until, TimerKey::App(sk, app));
         self.send_session_request(net, sk, app, 1, now);
+        self.screen_app_starting(net, sk, app, now);
     }
 
     pub(super) fn send_session_request(
@@ -368,6 +369,7 @@ impl Hub {
         run.subs.clear();
         log::warn!("{:?} gave up: {error}", self.cfg.apps[app].package_name);
         self.subs_changed(net, sk, None, now);
+        self.screen_app_gone(net, sk, app, now);
         self.send_to_glasses(
             net,
             sk,
@@ -429,6 +431,7 @@ impl Hub {
             },
         );
         self.subs_changed(net, sk, None, now);
+        self.screen_app_gone(net, sk, app, now);
     }
 
     pub(super) fn app_dropped(
@@ -463,5 +466,6 @@ impl Hub {
         );
         self.subs_changed(net, sk, None, now);
         self.send_app_state(net, sk, now);
+        self.screen_app_gone(net, sk, app, now);
     }
 }

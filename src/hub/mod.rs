@@ -24,14 +24,19 @@
 
 mod access;
 mod apps;
+pub mod dashboard;
 mod device;
+pub mod display;
 mod glasses;
 mod lifecycle;
 pub mod registry;
 mod rest;
 mod routes;
+mod screen;
 mod streams;
 mod view;
+
+pub use screen::ScreenView;
 
 use crate::auth;
 use crate::http::Request;
@@ -70,6 +75,8 @@ pub struct Timings {
     pub app_init_timeout: Duration,
     /// After a `microphone_state_change`, further changes wait this long (PROTOCOL §15).
     pub mic_debounce: Duration,
+    /// The display manager's throttle, boot, lock and lifetime (PROTOCOL §15).
+    pub display: display::DisplayTimings,
 }
 
 impl Default for Timings {
@@ -87,6 +94,7 @@ impl Default for Timings {
             glasses_init_timeout: Duration::from_secs(10),
             app_init_timeout: Duration::from_secs(5),
             mic_debounce: Duration::from_secs(1),
+            display: display::DisplayTimings::default(),
         }
     }
 }
@@ -106,6 +114,8 @@ pub struct HubConfig {
     /// `lifecycle_refill`.
     pub lifecycle_burst: u32,
     pub lifecycle_refill: Duration,
+    /// A `display_event` layout larger than this (JSON bytes) is refused (`LAYOUT_TOO_LARGE`).
+    pub max_layout_bytes: usize,
 }
 
 impl Default for HubConfig {
@@ -119,6 +129,7 @@ impl Default for HubConfig {
             max_webhooks_per_server: 16,
             lifecycle_burst: 10,
             lifecycle_refill: Duration::from_secs(1),
+            max_layout_bytes: 32 * 1024,
         }
     }
 }
@@ -155,6 +166,8 @@ enum TimerKey {
     Mic(SessKey),
     /// The sweep of expired TPA server registrations.
     Sweep,
+    /// The session's display manager ([`screen::Screen::deadline`]).
+    Display(SessKey),
 }
 
 /// The hub's view of a connection.
@@ -258,6 +271,8 @@ struct Session {
     /// Subscriptions and replay caches; `None` until the session has either.
     streams: Option<Box<streams::Streams>>,
     mic: streams::Mic,
+    /// What the glasses show: the display manager and the dashboard.
+    screen: Box<screen::Screen>,
 }
 
 /// A token bucket: `tokens` requests may be made now, one more each `refill`, at most `burst`.
@@ -604,6 +619,7 @@ impl Hub {
                 TimerKey::Conn(id) => self.init_tick(net, id, now),
                 TimerKey::Mic(sk) => self.mic_tick(net, sk, now),
                 TimerKey::Sweep => self.sweep_tick(now),
+                TimerKey::Display(sk) => self.screen_tick(net, sk, now),
             }
         }
     }
@@ -737,5 +753,6 @@ fn is_current(
             .is_some_and(|l| l.init_deadline() == Some(at)),
         TimerKey::Mic(sk) => session(sk).is_some_and(|s| s.mic.pending_until == Some(at)),
         TimerKey::Sweep => sweep_at == Some(at),
+        TimerKey::Display(sk) => session(sk).is_some_and(|s| s.screen.deadline() == Some(at)),
     }
 }

@@ -8,6 +8,7 @@
 //! or it is refused as malformed.
 
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use std::borrow::Cow;
 
 /// Why a message could not be read at all.
@@ -127,6 +128,76 @@ pub struct PublishedMeta<'a> {
     pub is_final: Option<bool>,
 }
 
+/// Apps: `display_event`. The layout is kept as the raw JSON it came as (passed through to the
+/// glasses); `durationMs` and `forceDisplay` are read leniently (anything but a non-negative
+/// number, or `true`, counts as absent), as the SDK drops bad durations itself.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DisplayRequest<'a> {
+    #[serde(borrow, default)]
+    pub view: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub layout: &'a RawValue,
+    #[serde(borrow, default)]
+    duration_ms: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    force_display: Option<&'a RawValue>,
+}
+
+impl DisplayRequest<'_> {
+    /// `durationMs` in whole milliseconds, when it is a non-negative number.
+    pub fn duration_ms(&self) -> Option<u64> {
+        let n: f64 = self.duration_ms?.get().parse().ok()?;
+        (n.is_finite() && n >= 0.0).then(|| n.min(u64::MAX as f64) as u64)
+    }
+
+    pub fn force(&self) -> bool {
+        self.force_display.is_some_and(|r| r.get() == "true")
+    }
+
+    /// The layout's `layoutType`, if it is an object with a string one.
+    pub fn layout_type(&self) -> Option<Cow<'_, str>> {
+        #[derive(Deserialize)]
+        struct Head<'b> {
+            #[serde(rename = "layoutType", borrow)]
+            layout_type: Cow<'b, str>,
+        }
+        decode::<Head<'_>>(self.layout.get()).map(|h| h.layout_type)
+    }
+}
+
+/// Apps: `dashboard_content_update`.
+#[derive(Deserialize)]
+pub struct DashboardContentUpdate<'a> {
+    #[serde(borrow)]
+    pub content: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub modes: Vec<Cow<'a, str>>,
+}
+
+/// Apps: `dashboard_mode_change`.
+#[derive(Deserialize)]
+pub struct DashboardModeChange<'a> {
+    #[serde(borrow)]
+    pub mode: Cow<'a, str>,
+}
+
+/// Apps: `dashboard_system_update`.
+#[derive(Deserialize)]
+pub struct DashboardSystemUpdate<'a> {
+    #[serde(borrow)]
+    pub section: Cow<'a, str>,
+    #[serde(borrow)]
+    pub content: Cow<'a, str>,
+}
+
+/// System apps: `dashboard_always_on_change` (the glasses message's name, taken from a system
+/// app as the switch of the always-on dashboard).
+#[derive(Deserialize)]
+pub struct DashboardAlwaysOnChange {
+    pub enabled: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,5 +228,34 @@ mod tests {
         assert_eq!((&*m.package_name, &*m.session_id), ("p", "u-p"));
         assert!(m.api_key.is_none());
         assert!(decode::<AppLifecycle<'_>>(r#"{"type":"start_app"}"#).is_none());
+    }
+
+    #[test]
+    fn display_request_keeps_the_layout_raw_and_reads_duration_leniently() {
+        let text = r#"{"type":"display_event","view":"main","layout":{"layoutType":"text_wall","text":"a\"b"},"durationMs":2500,"sessionId":""}"#;
+        let d: DisplayRequest<'_> = decode(text).unwrap();
+        assert_eq!(
+            d.layout.get(),
+            r#"{"layoutType":"text_wall","text":"a\"b"}"#
+        );
+        assert_eq!(d.layout_type().as_deref(), Some("text_wall"));
+        assert_eq!(d.duration_ms(), Some(2500));
+        assert!(!d.force());
+        for (dur, want) in [
+            ("-5", None),
+            ("\"x\"", None),
+            ("null", None),
+            ("1.9", Some(1)),
+        ] {
+            let t = format!(
+                r#"{{"layout":{{"layoutType":"clear_view"}},"durationMs":{dur},"forceDisplay":true}}"#
+            );
+            let d: DisplayRequest<'_> = decode(&t).unwrap();
+            assert_eq!(d.duration_ms(), want, "{dur}");
+            assert!(d.force());
+        }
+        let d: DisplayRequest<'_> = decode(r#"{"layout":"nope"}"#).unwrap();
+        assert_eq!(d.layout_type(), None);
+        assert!(decode::<DisplayRequest<'_>>(r#"{"type":"display_event"}"#).is_none());
     }
 }

@@ -6,6 +6,7 @@
 //! never go out under the wrong name; field names are the SDK's (camelCase).
 
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
@@ -287,6 +288,63 @@ pub fn stop_request<'a>(
         augmentos_websocket_url: None,
         mentraos_websocket_url: None,
     }
+}
+
+/// `display_event` to glasses (PROTOCOL §4): the app's request as the glasses know it, with
+/// the sender's package and the layout passed through.
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct DisplayEvent<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub package_name: &'a str,
+    pub view: &'static str,
+    pub layout: LayoutOut<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    pub timestamp: &'a str,
+}
+
+/// A layout object: passed through as it came, or one the box makes.
+#[derive(Serialize, Debug)]
+#[serde(untagged)]
+pub enum LayoutOut<'a> {
+    Raw(&'a RawValue),
+    ReferenceCard {
+        #[serde(rename = "layoutType")]
+        layout_type: &'static str,
+        title: &'a str,
+        text: &'a str,
+    },
+    TextWall {
+        #[serde(rename = "layoutType")]
+        layout_type: &'static str,
+        text: &'a str,
+    },
+}
+
+/// `dashboard_mode_changed` to apps, and `dashboard_mode_change` to glasses.
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct DashboardMode<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub mode: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<&'a str>,
+    pub timestamp: &'a str,
+}
+
+/// `dashboard_always_on_changed` to apps, and `dashboard_always_on_change` to glasses.
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct DashboardAlwaysOn<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub enabled: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<&'a str>,
+    pub timestamp: &'a str,
 }
 
 /// An HTTP/1.1 POST with a JSON body, for the webhook client.

@@ -4,7 +4,7 @@
 // Config (env): PORT (webhook HTTP port), PACKAGE_NAME, API_KEY.
 //
 // Output contract: every line this program writes to stdout is exactly one JSON object with
-// an `event` field ("listening", "session", "connected", "subscribed", "button", "stop",
+// an `event` field ("listening", "session", "connected", "subscribed", "button", "displays", "stop",
 // "error", "fatal", and one per stream handler call: "transcription", "translation", "head",
 // "touch", "touch_any", "audio", "location"). Everything else -- the SDK's own pino logs and
 // its stray console.log calls -- is sent to stderr, so the Rust side can parse stdout line by
@@ -111,6 +111,27 @@ if (!Number.isInteger(port) || port <= 0 || !packageName || !apiKey) {
   process.exit(2);
 }
 
+const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+const displaysRun = new Set();
+
+// The display cases of the interop test, spaced past the server's 300 ms throttle so each
+// one is shown, then a burst of 20 text walls that the throttle coalesces.
+async function showDisplays(session, sessionId) {
+  await pause(400);
+  session.layouts.showTextWall("interop text wall");
+  await pause(400);
+  session.layouts.showReferenceCard("Interop", "reference card body");
+  await pause(400);
+  session.layouts.showDoubleTextWall("top half", "bottom half");
+  await pause(400);
+  session.dashboard.content.writeToMain("interop dashboard");
+  await pause(400);
+  for (let i = 0; i < 20; i++) {
+    session.layouts.showTextWall("burst " + i);
+  }
+  emit("displays", { sessionId });
+}
+
 class InteropApp extends AppServer {
   async onSession(session, sessionId, userId) {
     emit("session", { sessionId, userId });
@@ -137,6 +158,12 @@ class InteropApp extends AppServer {
         this.registerStreamHandlers(session, sessionId);
       }
       session.layouts.showTextWall("pressed " + data?.buttonId);
+      if (data?.buttonId === "displays" && !displaysRun.has(sessionId)) {
+        displaysRun.add(sessionId);
+        showDisplays(session, sessionId).catch((err) =>
+          emit("error", { sessionId, message: "displays: " + String(err?.stack ?? err) }),
+        );
+      }
     });
     emit("subscribed", { sessionId, streams: session.events.getRegisteredStreams() });
 
