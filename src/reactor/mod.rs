@@ -362,7 +362,13 @@ impl Reactor {
                     return;
                 }
                 Ok(n) => server.handle_input(id, &mut scratch[..n], now),
-                Err(err) if err.kind() == ErrorKind::WouldBlock => return,
+                Err(err) if err.kind() == ErrorKind::WouldBlock => {
+                    // A TLS handshake reply the socket did not take: send it when writable.
+                    if e.stream.wants_write() {
+                        self.writable.push(id);
+                    }
+                    return;
+                }
                 Err(err) if err.kind() == ErrorKind::Interrupted => {}
                 Err(_) => {
                     self.close(id);
@@ -396,11 +402,20 @@ impl Reactor {
                 Err(_) => return self.close(id),
             }
         }
-        if self.server.wants_close(id) {
+        // Bytes the transport holds (TLS records) follow the core's output out.
+        let held = match self
+            .entry(id)
+            .map(|e| (e.stream.flush(), e.stream.wants_write()))
+        {
+            Some((Ok(()), held)) => held,
+            Some((Err(_), _)) => return self.close(id),
+            None => return,
+        };
+        if self.server.wants_close(id) && !held {
             return self.close(id);
         }
         let wants_read = self.server.wants_read(id);
-        let pending = !self.server.output(id).is_empty();
+        let pending = !self.server.output(id).is_empty() || held;
         let want = match (wants_read, pending) {
             (true, true) => Interest::READABLE | Interest::WRITABLE,
             (false, true) => Interest::WRITABLE,
@@ -445,12 +460,31 @@ impl Reactor {
 
 /// Open every configured listener; errors name the address.
 pub fn bind_all(specs: &[crate::config::ListenSpec]) -> Result<Vec<Box<dyn Listener>>, String> {
+    bind(specs).map(|b| b.listeners)
+}
+
+/// Listeners, and the certificate stores of the TLS ones (re-read on reload).
+pub struct Bound {
+    pub listeners: Vec<Box<dyn Listener>>,
+    pub certs: Vec<Arc<augmentos_edge_transports::TlsCerts>>,
+}
+
+/// Open every configured listener, reading TLS certificates; errors name the address or file.
+pub fn bind(specs: &[crate::config::ListenSpec]) -> Result<Bound, String> {
     use crate::config::ListenSpec;
-    use augmentos_edge_transports::{TcpListener, UnixListener};
-    specs
+    use augmentos_edge_transports::{TcpListener, TlsCerts, TlsListener, UnixListener};
+    let mut certs = Vec::new();
+    let listeners = specs
         .iter()
         .map(|s| -> Result<Box<dyn Listener>, String> {
             match s {
+                ListenSpec::Tls(t) => {
+                    let c = TlsCerts::load(&t.certificate, &t.key)?;
+                    certs.push(c.clone());
+                    TlsListener::bind(t.address, c)
+                        .map(|l| Box::new(l) as Box<dyn Listener>)
+                        .map_err(|e| format!("cannot listen on {} (TLS): {e}", t.address))
+                }
                 ListenSpec::Tcp(a) => TcpListener::bind(*a)
                     .map(|l| Box::new(l) as Box<dyn Listener>)
                     .map_err(|e| format!("cannot listen on {a}: {e}")),
@@ -459,7 +493,8 @@ pub fn bind_all(specs: &[crate::config::ListenSpec]) -> Result<Vec<Box<dyn Liste
                     .map_err(|e| format!("cannot listen on unix:{}: {e}", p.display())),
             }
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    Ok(Bound { listeners, certs })
 }
 
 impl Reactor {
