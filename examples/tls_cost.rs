@@ -69,7 +69,9 @@ fn client_config(
 fn thread_cpu() -> Duration {
     let mut ts = libc_timespec { sec: 0, nsec: 0 };
     // SAFETY: clock_gettime writes one timespec into the valid pointer we pass.
-    unsafe { clock_gettime(3 /* CLOCK_THREAD_CPUTIME_ID */, &mut ts) };
+    unsafe {
+        clock_gettime(3 /* CLOCK_THREAD_CPUTIME_ID */, &mut ts)
+    };
     Duration::new(ts.sec as u64, ts.nsec as u32)
 }
 

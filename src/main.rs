@@ -4,7 +4,7 @@
 
 use augmentos_edge::auth;
 use augmentos_edge::config::{Config, DEV_SECRET};
-use augmentos_edge::reactor::{bind_all, Clock, Reactor};
+use augmentos_edge::reactor::{bind, Clock, Reactor};
 use augmentos_edge::server::Server;
 use std::process::ExitCode;
 
@@ -94,11 +94,18 @@ fn serve(args: &[String]) -> Result<(), String> {
             "glasses and app tokens are signed with the PUBLIC development secret '{DEV_SECRET}'; set jwtSecret in the config or {SECRET_ENV} before real use"
         );
     }
-    let listeners = bind_all(&config.listen)?;
+    let bound = bind(&config.listen)?;
     let clock = Clock::default();
     let server = Server::new(config.server.clone(), config.hub.clone(), clock.now());
-    let mut reactor = Reactor::new(server, clock, listeners)
+    let mut reactor = Reactor::new(server, clock, bound.listeners)
         .map_err(|e| format!("cannot start the event loop: {e}"))?;
+    let path = path.map(str::to_string);
+    let certs = bound.certs;
+    reactor
+        .handle_signals(Box::new(move |server, now| {
+            reload(path.as_deref(), &certs, server, now)
+        }))
+        .map_err(|e| format!("cannot take signals: {e}"))?;
     for l in reactor.describe_listeners() {
         log::info!("listening on {l}");
     }
@@ -108,6 +115,37 @@ fn serve(args: &[String]) -> Result<(), String> {
         config.hub.public_ws_url
     );
     reactor.run().map_err(|e| format!("event loop failed: {e}"))
+}
+
+/// SIGHUP: re-read the app registry from the config file and the TLS certificates; sessions
+/// stay. Anything that fails to load is logged and the running values stay in force.
+fn reload(
+    path: Option<&str>,
+    certs: &[std::sync::Arc<augmentos_edge_transports::TlsCerts>],
+    server: &mut Server,
+    now: augmentos_edge::time::Now,
+) {
+    for c in certs {
+        match c.reload() {
+            Ok(()) => log::info!("reloaded {}", c.certificate_path().display()),
+            Err(e) => log::warn!("reload: {e}; the certificate in use stays"),
+        }
+    }
+    let Some(path) = path else {
+        return log::info!("reload: no --config; the app registry stays as it is");
+    };
+    match load(Some(path)) {
+        Ok(config) => {
+            let done = server.handle_reload(config.hub.apps, now);
+            log::info!(
+                "reloaded {path}: apps added {:?}, removed {:?}, changed {:?} (other settings apply at the next start)",
+                done.added,
+                done.removed,
+                done.changed
+            );
+        }
+        Err(e) => log::warn!("reload: {e}; the app registry in use stays"),
+    }
 }
 
 fn token(args: &[String]) -> Result<(), String> {

@@ -26,6 +26,8 @@ mod access;
 mod apps;
 mod glasses;
 mod lifecycle;
+mod reload;
+pub use reload::Reloaded;
 pub mod registry;
 mod routes;
 pub mod running;
@@ -536,7 +538,10 @@ impl Hub {
     }
 
     fn app_index(&self, package: &str) -> Option<usize> {
-        self.cfg.apps.iter().position(|a| a.package_name == package)
+        // A retired app (removed by a reload) has an empty name and matches nothing.
+        (!package.is_empty())
+            .then(|| self.cfg.apps.iter().position(|a| a.package_name == package))
+            .flatten()
     }
 
     fn session(&self, sk: SessKey) -> Option<&Session> {

@@ -11,6 +11,8 @@
 //! event for a reused slot is ignored; WRITABLE interest only while output is pending; output is
 //! flushed once per turn, after every ready socket was read, so many messages leave in one write.
 
+pub mod signals;
+
 use crate::net::{ConnId, Peer, Target};
 use crate::server::Server;
 use crate::time::{Instant, Now, Wall};
@@ -30,6 +32,14 @@ const READ_BUDGET: usize = 8;
 /// Token index bits reserved for the reactor's own sources (never a connection index).
 const SPECIAL: usize = crate::net::MAX_INDEX;
 const WAKER: Token = Token(SPECIAL);
+/// The signal pipe (above every listener token).
+const SIGNALS: Token = Token((0x7ff << 20) | SPECIAL);
+/// How long an orderly stop may wait, beyond the close handshake's own deadline.
+const STOP_MARGIN: Duration = Duration::from_millis(500);
+
+/// What the shell does on SIGHUP (re-read the config and certificates, hand the core the new
+/// registry with `Server::handle_reload`).
+pub type OnReload = Box<dyn FnMut(&mut Server, Now) + Send>;
 
 fn listener_token(i: usize) -> Token {
     Token(((i + 1) << 20) | SPECIAL)
@@ -104,6 +114,9 @@ pub struct Reactor {
     again: Vec<ConnId>,
     writable: Vec<ConnId>,
     resolver: Option<Resolver>,
+    signals: Option<(signals::Signals, OnReload)>,
+    /// Set by an orderly stop: listeners closed, WebSockets closing; exit when drained or then.
+    stopping_until: Option<Instant>,
 }
 
 /// Name lookups for outbound connections happen on one helper thread, so the loop never
@@ -168,7 +181,57 @@ impl Reactor {
             again: Vec::new(),
             writable: Vec::new(),
             resolver: None,
+            signals: None,
+            stopping_until: None,
         })
+    }
+
+    /// Take SIGTERM/SIGINT (an orderly stop: stop accepting, close every WebSocket with 1001,
+    /// flush, return once drained or after the close deadline) and SIGHUP (`on_reload`).
+    pub fn handle_signals(&mut self, on_reload: OnReload) -> io::Result<()> {
+        let mut s = signals::Signals::new()?;
+        self.poll
+            .registry()
+            .register(&mut s, SIGNALS, Interest::READABLE)?;
+        self.signals = Some((s, on_reload));
+        Ok(())
+    }
+
+    /// Stop accepting and close every client connection in order; `run` returns once they are
+    /// gone, or at the close deadline (plus a margin) at the latest.
+    pub fn begin_stop(&mut self, now: Now) {
+        if self.stopping_until.is_some() {
+            return;
+        }
+        for mut l in std::mem::take(&mut self.listeners) {
+            let _ = self.poll.registry().deregister(&mut *l);
+        }
+        self.server.handle_shutdown(now);
+        self.stopping_until = Some(now.mono + self.server.config().close_timeout + STOP_MARGIN);
+        log::info!(
+            "stopping: {} connection(s) closing",
+            self.server.connection_count()
+        );
+    }
+
+    fn on_signals(&mut self, now: Now) {
+        let Some((s, _)) = &mut self.signals else {
+            return;
+        };
+        for sig in s.pending() {
+            match sig {
+                signals::Signal::Stop if self.stopping_until.is_some() => {
+                    log::warn!("second stop signal: exiting at once");
+                    self.stop.stop.store(true, Ordering::SeqCst);
+                }
+                signals::Signal::Stop => self.begin_stop(now),
+                signals::Signal::Reload => {
+                    if let Some((_, on_reload)) = &mut self.signals {
+                        on_reload(&mut self.server, now);
+                    }
+                }
+            }
+        }
     }
 
     pub fn stop_handle(&self) -> StopHandle {
@@ -184,9 +247,11 @@ impl Reactor {
         let mut events = Events::with_capacity(1024);
         loop {
             let timeout = if self.again.is_empty() {
-                self.server
-                    .poll_timeout()
-                    .map(|at| at.saturating_since(self.clock.mono()))
+                let at = match (self.server.poll_timeout(), self.stopping_until) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                at.map(|at| at.saturating_since(self.clock.mono()))
             } else {
                 Some(Duration::ZERO)
             };
@@ -209,6 +274,10 @@ impl Reactor {
             }
             for ev in events.iter() {
                 let token = ev.token().0;
+                if ev.token() == SIGNALS {
+                    self.on_signals(now);
+                    continue;
+                }
                 if token & SPECIAL == SPECIAL {
                     if let Some(i) = (token >> 20).checked_sub(1) {
                         self.accept(i, now);
@@ -240,6 +309,12 @@ impl Reactor {
             }
             if self.stop.stop.load(Ordering::SeqCst) {
                 return Ok(());
+            }
+            if let Some(until) = self.stopping_until {
+                if self.server.drained() || self.clock.mono() >= until {
+                    log::info!("stopped");
+                    return Ok(());
+                }
             }
         }
     }
