@@ -8,34 +8,30 @@ use augmentos_edge::reactor::{bind, Clock, Reactor};
 use augmentos_edge::server::Server;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage:
-  augmentos-edge serve [--config FILE]                 run the server (embedded loopback default without --config)
-  augmentos-edge hash-key KEY                          print the stored form (hashedApiKey) of an app API key
-  augmentos-edge token --user EMAIL [--config FILE]    print a glasses token for that user
-  augmentos-edge app-token --package NAME [--config FILE]
-                                                       print an app token (one secret instead of package + key)
-  augmentos-edge help                                  this text";
+mod cli;
 
 fn main() -> ExitCode {
     augmentos_edge::logger::init();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let rest = args.get(1..).unwrap_or(&[]);
-    let result = match args.first().map(String::as_str) {
-        None | Some("serve") => serve(rest),
-        Some("hash-key") => match rest {
-            [key] => {
-                println!("{}", auth::hash_api_key(key));
-                Ok(())
-            }
-            _ => Err(format!("hash-key takes exactly one KEY\n{USAGE}")),
-        },
-        Some("token") => token(rest),
-        Some("app-token") => app_token(rest),
-        Some("help" | "--help" | "-h") => {
-            println!("{USAGE}");
+    let command = match cli::parse(std::env::args_os().skip(1).collect()) {
+        Ok(c) => c,
+        Err(u) => {
+            eprintln!("augmentos-edge: {}\n{}", u.message, u.usage);
+            return ExitCode::from(2);
+        }
+    };
+    let result = match command {
+        cli::Command::Print(text) => {
+            println!("{text}");
             Ok(())
         }
-        Some(other) => Err(format!("unknown command '{other}'\n{USAGE}")),
+        cli::Command::Serve { config } => serve(config.as_deref()),
+        cli::Command::CheckConfig { file } => check_config(&file),
+        cli::Command::HashKey { key } => {
+            println!("{}", auth::hash_api_key(&key));
+            Ok(())
+        }
+        cli::Command::Token { user, config } => token(&user, config.as_deref()),
+        cli::Command::AppToken { package, config } => app_token(&package, config.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -46,18 +42,21 @@ fn main() -> ExitCode {
     }
 }
 
-/// Parse `--name value` pairs; every flag must be one of `known`.
-fn flags<'a>(args: &'a [String], known: &[&str]) -> Result<Vec<(&'a str, &'a str)>, String> {
-    let mut out = Vec::new();
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        if !known.contains(&flag.as_str()) {
-            return Err(format!("unknown argument '{flag}'\n{USAGE}"));
+/// Check a config file as `serve` would (TLS files included) and print the effective config.
+fn check_config(path: &str) -> Result<(), String> {
+    let config = load(Some(path))?;
+    for l in &config.listen {
+        if let augmentos_edge::config::ListenSpec::Tls(t) = l {
+            augmentos_edge_transports::TlsCerts::load(&t.certificate, &t.key)?;
         }
-        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        out.push((flag.as_str(), value.as_str()));
     }
-    Ok(out)
+    let text = serde_json::to_string_pretty(&cli::effective(&config))
+        .map_err(|e| format!("cannot print the config: {e}"))?;
+    println!("{text}");
+    if config.dev_secret {
+        eprintln!("augmentos-edge: warning: jwtSecret is the public development secret");
+    }
+    Ok(())
 }
 
 /// The environment variable that, when set and not empty, overrides the configured secret.
@@ -82,9 +81,7 @@ fn load(path: Option<&str>) -> Result<Config, String> {
     Ok(c)
 }
 
-fn serve(args: &[String]) -> Result<(), String> {
-    let f = flags(args, &["--config"])?;
-    let path = f.iter().find(|(k, _)| *k == "--config").map(|(_, v)| *v);
+fn serve(path: Option<&str>) -> Result<(), String> {
     if path.is_none() {
         log::info!("no --config given: using the embedded default (loopback only, no apps)");
     }
@@ -148,20 +145,14 @@ fn reload(
     }
 }
 
-fn token(args: &[String]) -> Result<(), String> {
-    let f = flags(args, &["--user", "--config"])?;
-    let get = |k: &str| f.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
-    let user = get("--user").ok_or("token needs --user EMAIL")?;
-    let config = load(get("--config"))?;
+fn token(user: &str, config: Option<&str>) -> Result<(), String> {
+    let config = load(config)?;
     println!("{}", auth::jwt::glasses_token(user, &config.hub.jwt_secret));
     Ok(())
 }
 
-fn app_token(args: &[String]) -> Result<(), String> {
-    let f = flags(args, &["--package", "--config"])?;
-    let get = |k: &str| f.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
-    let package = get("--package").ok_or("app-token needs --package NAME")?;
-    let config = load(get("--config"))?;
+fn app_token(package: &str, config: Option<&str>) -> Result<(), String> {
+    let config = load(config)?;
     let app = config
         .hub
         .apps
