@@ -20,12 +20,66 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// One place to listen.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
+/// One place to listen: a string (`"IP:port"`, `"unix:/path"`), or an object for TLS,
+/// `{"address": "0.0.0.0:8443", "tls": {"certificate": "chain.pem", "key": "key.pem"}}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListenSpec {
     Tcp(SocketAddr),
     Unix(PathBuf),
+    Tls(TlsListen),
+}
+
+/// A TCP address served over TLS, with the PEM files of its certificate chain and key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsListen {
+    pub address: SocketAddr,
+    pub certificate: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "an object")]
+struct RawListen {
+    address: NonEmpty,
+    tls: Option<RawTls>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "an object")]
+struct RawTls {
+    certificate: NonEmpty,
+    key: NonEmpty,
+}
+
+impl<'de> Deserialize<'de> for ListenSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ListenSpec;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string (an address) or an object (address and tls)")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<ListenSpec, E> {
+                ListenSpec::parse(s).map_err(E::custom)
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, m: A) -> Result<ListenSpec, A::Error> {
+                let raw = RawListen::deserialize(de::value::MapAccessDeserializer::new(m))?;
+                let NonEmpty(address) = raw.address;
+                let Some(RawTls { certificate, key }) = raw.tls else {
+                    return ListenSpec::parse(&address).map_err(de::Error::custom);
+                };
+                let address = address.parse::<SocketAddr>().map_err(|_| {
+                    de::Error::custom(format!("'{address}' is not an IP:port address (TLS)"))
+                })?;
+                Ok(ListenSpec::Tls(TlsListen {
+                    address,
+                    certificate: certificate.0.into(),
+                    key: key.0.into(),
+                }))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl ListenSpec {
@@ -915,6 +969,54 @@ mod tests {
             Timings::default().restart_reset_after
         );
         assert_eq!(s.read_pause, ServerConfig::default().read_pause);
+    }
+
+    #[test]
+    fn a_listen_entry_can_be_tls() {
+        let c = Config::from_json(
+            r#"{"listen": ["127.0.0.1:8002", {"address": "0.0.0.0:8443",
+                "tls": {"certificate": "/etc/edge/chain.pem", "key": "/etc/edge/key.pem"}},
+                {"address": "[::1]:9000"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.listen,
+            [
+                ListenSpec::Tcp("127.0.0.1:8002".parse().unwrap()),
+                ListenSpec::Tls(TlsListen {
+                    address: "0.0.0.0:8443".parse().unwrap(),
+                    certificate: "/etc/edge/chain.pem".into(),
+                    key: "/etc/edge/key.pem".into(),
+                }),
+                ListenSpec::Tcp("[::1]:9000".parse().unwrap()),
+            ]
+        );
+        for (json, want) in [
+            (
+                r#"{"listen": [{"address": "0.0.0.0:8443", "tls": {"certificate": "c"}}]}"#,
+                "listen[0].tls: missing field `key`",
+            ),
+            (
+                r#"{"listen": [{"address": "0.0.0.0:8443", "tls": {"certificate": "c", "key": ""}}]}"#,
+                "listen[0].tls.key: expected a non-empty string",
+            ),
+            (
+                r#"{"listen": [{"address": "unix:/x", "tls": {"certificate": "c", "key": "k"}}]}"#,
+                "listen[0]: 'unix:/x' is not an IP:port address (TLS)",
+            ),
+            (
+                r#"{"listen": [{"address": "0.0.0.0:8443", "tsl": {}}]}"#,
+                "unknown key 'listen[0].tsl'",
+            ),
+            (
+                r#"{"listen": [{"port": 1}]}"#,
+                "unknown key 'listen[0].port'",
+            ),
+            (r#"{"listen": [{}]}"#, "listen[0]: missing field `address`"),
+        ] {
+            let err = error(json);
+            assert!(err.contains(want), "{json}: {err}");
+        }
     }
 
     #[test]

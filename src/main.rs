@@ -4,39 +4,35 @@
 
 use augmentos_edge::auth;
 use augmentos_edge::config::{Config, DEV_SECRET};
-use augmentos_edge::reactor::{bind_all, Clock, Reactor};
+use augmentos_edge::reactor::{bind, Clock, Reactor};
 use augmentos_edge::server::Server;
 use augmentos_edge::state::sqlite::open_configured;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage:
-  augmentos-edge serve [--config FILE]                 run the server (embedded loopback default without --config)
-  augmentos-edge hash-key KEY                          print the stored form (hashedApiKey) of an app API key
-  augmentos-edge token --user EMAIL [--config FILE]    print a glasses token for that user
-  augmentos-edge app-token --package NAME [--config FILE]
-                                                       print an app token (one secret instead of package + key)
-  augmentos-edge help                                  this text";
+mod cli;
 
 fn main() -> ExitCode {
     augmentos_edge::logger::init();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let rest = args.get(1..).unwrap_or(&[]);
-    let result = match args.first().map(String::as_str) {
-        None | Some("serve") => serve(rest),
-        Some("hash-key") => match rest {
-            [key] => {
-                println!("{}", auth::hash_api_key(key));
-                Ok(())
-            }
-            _ => Err(format!("hash-key takes exactly one KEY\n{USAGE}")),
-        },
-        Some("token") => token(rest),
-        Some("app-token") => app_token(rest),
-        Some("help" | "--help" | "-h") => {
-            println!("{USAGE}");
+    let command = match cli::parse(std::env::args_os().skip(1).collect()) {
+        Ok(c) => c,
+        Err(u) => {
+            eprintln!("augmentos-edge: {}\n{}", u.message, u.usage);
+            return ExitCode::from(2);
+        }
+    };
+    let result = match command {
+        cli::Command::Print(text) => {
+            println!("{text}");
             Ok(())
         }
-        Some(other) => Err(format!("unknown command '{other}'\n{USAGE}")),
+        cli::Command::Serve { config } => serve(config.as_deref()),
+        cli::Command::CheckConfig { file } => check_config(&file),
+        cli::Command::HashKey { key } => {
+            println!("{}", auth::hash_api_key(&key));
+            Ok(())
+        }
+        cli::Command::Token { user, config } => token(&user, config.as_deref()),
+        cli::Command::AppToken { package, config } => app_token(&package, config.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -47,18 +43,21 @@ fn main() -> ExitCode {
     }
 }
 
-/// Parse `--name value` pairs; every flag must be one of `known`.
-fn flags<'a>(args: &'a [String], known: &[&str]) -> Result<Vec<(&'a str, &'a str)>, String> {
-    let mut out = Vec::new();
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        if !known.contains(&flag.as_str()) {
-            return Err(format!("unknown argument '{flag}'\n{USAGE}"));
+/// Check a config file as `serve` would (TLS files included) and print the effective config.
+fn check_config(path: &str) -> Result<(), String> {
+    let config = load(Some(path))?;
+    for l in &config.listen {
+        if let augmentos_edge::config::ListenSpec::Tls(t) = l {
+            augmentos_edge_transports::TlsCerts::load(&t.certificate, &t.key)?;
         }
-        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        out.push((flag.as_str(), value.as_str()));
     }
-    Ok(out)
+    let text = serde_json::to_string_pretty(&cli::effective(&config))
+        .map_err(|e| format!("cannot print the config: {e}"))?;
+    println!("{text}");
+    if config.dev_secret {
+        eprintln!("augmentos-edge: warning: jwtSecret is the public development secret");
+    }
+    Ok(())
 }
 
 /// The environment variable that, when set and not empty, overrides the configured secret.
@@ -83,9 +82,7 @@ fn load(path: Option<&str>) -> Result<Config, String> {
     Ok(c)
 }
 
-fn serve(args: &[String]) -> Result<(), String> {
-    let f = flags(args, &["--config"])?;
-    let path = f.iter().find(|(k, _)| *k == "--config").map(|(_, v)| *v);
+fn serve(path: Option<&str>) -> Result<(), String> {
     if path.is_none() {
         log::info!("no --config given: using the embedded default (loopback only, no apps)");
     }
@@ -95,7 +92,7 @@ fn serve(args: &[String]) -> Result<(), String> {
             "glasses and app tokens are signed with the PUBLIC development secret '{DEV_SECRET}'; set jwtSecret in the config or {SECRET_ENV} before real use"
         );
     }
-    let listeners = bind_all(&config.listen)?;
+    let bound = bind(&config.listen)?;
     let clock = Clock::default();
     let now = clock.now();
     let state = open_configured(config.state_dir.as_deref(), now.wall.unix_secs());
@@ -106,13 +103,20 @@ fn serve(args: &[String]) -> Result<(), String> {
         state.status.clone(),
         now,
     );
-    let mut reactor = Reactor::new(server, clock, listeners)
+    let mut reactor = Reactor::new(server, clock, bound.listeners)
         .map_err(|e| format!("cannot start the event loop: {e}"))?;
     if let Some(store) = state.store {
         reactor = reactor
             .with_store(store, state.status)
             .map_err(|e| format!("cannot start the state writer: {e}"))?;
     }
+    let path = path.map(str::to_string);
+    let certs = bound.certs;
+    reactor
+        .handle_signals(Box::new(move |server, now| {
+            reload(path.as_deref(), &certs, server, now)
+        }))
+        .map_err(|e| format!("cannot take signals: {e}"))?;
     for l in reactor.describe_listeners() {
         log::info!("listening on {l}");
     }
@@ -124,20 +128,45 @@ fn serve(args: &[String]) -> Result<(), String> {
     reactor.run().map_err(|e| format!("event loop failed: {e}"))
 }
 
-fn token(args: &[String]) -> Result<(), String> {
-    let f = flags(args, &["--user", "--config"])?;
-    let get = |k: &str| f.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
-    let user = get("--user").ok_or("token needs --user EMAIL")?;
-    let config = load(get("--config"))?;
+/// SIGHUP: re-read the app registry from the config file and the TLS certificates; sessions
+/// stay. Anything that fails to load is logged and the running values stay in force.
+fn reload(
+    path: Option<&str>,
+    certs: &[std::sync::Arc<augmentos_edge_transports::TlsCerts>],
+    server: &mut Server,
+    now: augmentos_edge::time::Now,
+) {
+    for c in certs {
+        match c.reload() {
+            Ok(()) => log::info!("reloaded {}", c.certificate_path().display()),
+            Err(e) => log::warn!("reload: {e}; the certificate in use stays"),
+        }
+    }
+    let Some(path) = path else {
+        return log::info!("reload: no --config; the app registry stays as it is");
+    };
+    match load(Some(path)) {
+        Ok(config) => {
+            let done = server.handle_reload(config.hub.apps, now);
+            log::info!(
+                "reloaded {path}: apps added {:?}, removed {:?}, changed {:?} (other settings apply at the next start)",
+                done.added,
+                done.removed,
+                done.changed
+            );
+        }
+        Err(e) => log::warn!("reload: {e}; the app registry in use stays"),
+    }
+}
+
+fn token(user: &str, config: Option<&str>) -> Result<(), String> {
+    let config = load(config)?;
     println!("{}", auth::jwt::glasses_token(user, &config.hub.jwt_secret));
     Ok(())
 }
 
-fn app_token(args: &[String]) -> Result<(), String> {
-    let f = flags(args, &["--package", "--config"])?;
-    let get = |k: &str| f.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
-    let package = get("--package").ok_or("app-token needs --package NAME")?;
-    let config = load(get("--config"))?;
+fn app_token(package: &str, config: Option<&str>) -> Result<(), String> {
+    let config = load(config)?;
     let app = config
         .hub
         .apps

@@ -98,3 +98,62 @@ fn usage_errors_exit_2_with_the_usage() {
         );
     }
 }
+
+#[test]
+fn check_config_prints_the_effective_config_with_secrets_masked() {
+    let hashed = auth::hash_api_key("k1");
+    let cfg = config_file(
+        "check",
+        &format!(
+            r#"{{"jwtSecret": "{SECRET}", "timings": {{"gracePeriodMs": 1234}},
+                "apps": [{{"packageName": "com.x.app", "name": "X",
+                "publicUrl": "http://127.0.0.1:3000", "hashedApiKey": "{hashed}"}}]}}"#
+        ),
+    );
+    let path = cfg.to_str().expect("utf-8 path");
+    let (code, out, err) = edge(&["check-config", path]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains(SECRET), "the secret is printed: {out}");
+    assert!(!out.contains(&hashed), "the key hash is printed: {out}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(v["timings"]["gracePeriodMs"], 1234, "the file's value");
+    assert_eq!(v["timings"]["closeTimeoutMs"], 2000, "a default filled in");
+    assert_eq!(v["listen"][0], "127.0.0.1:8002");
+    assert_eq!(v["apps"][0]["packageName"], "com.x.app");
+    assert_eq!(v["apps"][0]["hashedApiKey"], "<masked>");
+    assert!(v["jwtSecret"]
+        .as_str()
+        .is_some_and(|s| s.starts_with("<masked")));
+
+    std::fs::write(&cfg, r#"{"listen": [{"address": "127.0.0.1:0", "tls": {"certificate": "/nonexistent/c.pem", "key": "/nonexistent/k.pem"}}]}"#)
+        .expect("write");
+    let (code, _, err) = edge(&["check-config", path]);
+    assert_eq!(code, 2);
+    assert!(err.contains("/nonexistent/c.pem"), "{err}");
+    let _ = std::fs::remove_dir_all(cfg.parent().expect("dir"));
+}
+
+#[test]
+fn version_and_help_on_every_command() {
+    let (code, out, _) = edge(&["--version"]);
+    assert_eq!(code, 0);
+    assert_eq!(out, format!("augmentos-edge {}", env!("CARGO_PKG_VERSION")));
+    for cmd in [
+        "serve",
+        "check-config",
+        "hash-key",
+        "token",
+        "app-token",
+        "help",
+    ] {
+        let (code, out, err) = edge(&[cmd, "--help"]);
+        assert_eq!(code, 0, "{cmd}: {err}");
+        assert!(
+            out.starts_with(&format!("usage: augmentos-edge {cmd}")),
+            "{cmd}: {out}"
+        );
+    }
+    let (code, _, err) = edge(&["check-config"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("check-config needs FILE"), "{err}");
+}

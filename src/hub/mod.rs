@@ -29,6 +29,8 @@ mod device;
 pub mod display;
 mod glasses;
 mod lifecycle;
+mod reload;
+pub use reload::Reloaded;
 pub mod registry;
 mod rest;
 mod routes;
@@ -571,7 +573,10 @@ impl Hub {
     }
 
     fn app_index(&self, package: &str) -> Option<usize> {
-        self.cfg.apps.iter().position(|a| a.package_name == package)
+        // A retired app (removed by a reload) has an empty name and matches nothing.
+        (!package.is_empty())
+            .then(|| self.cfg.apps.iter().position(|a| a.package_name == package))
+            .flatten()
     }
 
     fn session(&self, sk: SessKey) -> Option<&Session> {

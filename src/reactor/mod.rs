@@ -11,6 +11,8 @@
 //! event for a reused slot is ignored; WRITABLE interest only while output is pending; output is
 //! flushed once per turn, after every ready socket was read, so many messages leave in one write.
 
+pub mod signals;
+
 use crate::net::{ConnId, Peer, Target};
 use crate::server::Server;
 use crate::state::writer::Writer;
@@ -32,6 +34,14 @@ const READ_BUDGET: usize = 8;
 /// Token index bits reserved for the reactor's own sources (never a connection index).
 const SPECIAL: usize = crate::net::MAX_INDEX;
 const WAKER: Token = Token(SPECIAL);
+/// The signal pipe (above every listener token).
+const SIGNALS: Token = Token((0x7ff << 20) | SPECIAL);
+/// How long an orderly stop may wait, beyond the close handshake's own deadline.
+const STOP_MARGIN: Duration = Duration::from_millis(500);
+
+/// What the shell does on SIGHUP (re-read the config and certificates, hand the core the new
+/// registry with `Server::handle_reload`).
+pub type OnReload = Box<dyn FnMut(&mut Server, Now) + Send>;
 
 fn listener_token(i: usize) -> Token {
     Token(((i + 1) << 20) | SPECIAL)
@@ -108,6 +118,9 @@ pub struct Reactor {
     resolver: Option<Resolver>,
     /// The durable store's writer thread; without one, durable changes are dropped.
     writer: Option<Writer>,
+    signals: Option<(signals::Signals, OnReload)>,
+    /// Set by an orderly stop: listeners closed, WebSockets closing; exit when drained or then.
+    stopping_until: Option<Instant>,
 }
 
 /// Name lookups for outbound connections happen on one helper thread, so the loop never
@@ -173,6 +186,8 @@ impl Reactor {
             writable: Vec::new(),
             resolver: None,
             writer: None,
+            signals: None,
+            stopping_until: None,
         })
     }
 
@@ -187,6 +202,13 @@ impl Reactor {
         Ok(self)
     }
 
+    /// Durable writes finish before the loop returns.
+    fn finish_writes(&mut self) {
+        if let Some(w) = &mut self.writer {
+            w.finish();
+        }
+    }
+
     /// Hand the turn's durable changes to the writer, and its reports to the core.
     fn persist(&mut self) {
         let batch = self.server.take_persist();
@@ -194,6 +216,54 @@ impl Reactor {
             w.submit(batch);
             if let Some(status) = w.poll_status() {
                 self.server.handle_store_status(status);
+            }
+        }
+    }
+
+    /// Take SIGTERM/SIGINT (an orderly stop: stop accepting, close every WebSocket with 1001,
+    /// flush, return once drained or after the close deadline) and SIGHUP (`on_reload`).
+    pub fn handle_signals(&mut self, on_reload: OnReload) -> io::Result<()> {
+        let mut s = signals::Signals::new()?;
+        self.poll
+            .registry()
+            .register(&mut s, SIGNALS, Interest::READABLE)?;
+        self.signals = Some((s, on_reload));
+        Ok(())
+    }
+
+    /// Stop accepting and close every client connection in order; `run` returns once they are
+    /// gone, or at the close deadline (plus a margin) at the latest.
+    pub fn begin_stop(&mut self, now: Now) {
+        if self.stopping_until.is_some() {
+            return;
+        }
+        for mut l in std::mem::take(&mut self.listeners) {
+            let _ = self.poll.registry().deregister(&mut *l);
+        }
+        self.server.handle_shutdown(now);
+        self.stopping_until = Some(now.mono + self.server.config().close_timeout + STOP_MARGIN);
+        log::info!(
+            "stopping: {} connection(s) closing",
+            self.server.connection_count()
+        );
+    }
+
+    fn on_signals(&mut self, now: Now) {
+        let Some((s, _)) = &mut self.signals else {
+            return;
+        };
+        for sig in s.pending() {
+            match sig {
+                signals::Signal::Stop if self.stopping_until.is_some() => {
+                    log::warn!("second stop signal: exiting at once");
+                    self.stop.stop.store(true, Ordering::SeqCst);
+                }
+                signals::Signal::Stop => self.begin_stop(now),
+                signals::Signal::Reload => {
+                    if let Some((_, on_reload)) = &mut self.signals {
+                        on_reload(&mut self.server, now);
+                    }
+                }
             }
         }
     }
@@ -211,9 +281,11 @@ impl Reactor {
         let mut events = Events::with_capacity(1024);
         loop {
             let timeout = if self.again.is_empty() {
-                self.server
-                    .poll_timeout()
-                    .map(|at| at.saturating_since(self.clock.mono()))
+                let at = match (self.server.poll_timeout(), self.stopping_until) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                at.map(|at| at.saturating_since(self.clock.mono()))
             } else {
                 Some(Duration::ZERO)
             };
@@ -236,6 +308,10 @@ impl Reactor {
             }
             for ev in events.iter() {
                 let token = ev.token().0;
+                if ev.token() == SIGNALS {
+                    self.on_signals(now);
+                    continue;
+                }
                 if token & SPECIAL == SPECIAL {
                     if let Some(i) = (token >> 20).checked_sub(1) {
                         self.accept(i, now);
@@ -267,11 +343,15 @@ impl Reactor {
             }
             self.persist();
             if self.stop.stop.load(Ordering::SeqCst) {
-                // Durable writes finish before the loop returns.
-                if let Some(w) = &mut self.writer {
-                    w.finish();
-                }
+                self.finish_writes();
                 return Ok(());
+            }
+            if let Some(until) = self.stopping_until {
+                if self.server.drained() || self.clock.mono() >= until {
+                    self.finish_writes();
+                    log::info!("stopped");
+                    return Ok(());
+                }
             }
         }
     }
@@ -394,7 +474,13 @@ impl Reactor {
                     return;
                 }
                 Ok(n) => server.handle_input(id, &mut scratch[..n], now),
-                Err(err) if err.kind() == ErrorKind::WouldBlock => return,
+                Err(err) if err.kind() == ErrorKind::WouldBlock => {
+                    // A TLS handshake reply the socket did not take: send it when writable.
+                    if e.stream.wants_write() {
+                        self.writable.push(id);
+                    }
+                    return;
+                }
                 Err(err) if err.kind() == ErrorKind::Interrupted => {}
                 Err(_) => {
                     self.close(id);
@@ -428,11 +514,20 @@ impl Reactor {
                 Err(_) => return self.close(id),
             }
         }
-        if self.server.wants_close(id) {
+        // Bytes the transport holds (TLS records) follow the core's output out.
+        let held = match self
+            .entry(id)
+            .map(|e| (e.stream.flush(), e.stream.wants_write()))
+        {
+            Some((Ok(()), held)) => held,
+            Some((Err(_), _)) => return self.close(id),
+            None => return,
+        };
+        if self.server.wants_close(id) && !held {
             return self.close(id);
         }
         let wants_read = self.server.wants_read(id);
-        let pending = !self.server.output(id).is_empty();
+        let pending = !self.server.output(id).is_empty() || held;
         let want = match (wants_read, pending) {
             (true, true) => Interest::READABLE | Interest::WRITABLE,
             (false, true) => Interest::WRITABLE,
@@ -477,12 +572,31 @@ impl Reactor {
 
 /// Open every configured listener; errors name the address.
 pub fn bind_all(specs: &[crate::config::ListenSpec]) -> Result<Vec<Box<dyn Listener>>, String> {
+    bind(specs).map(|b| b.listeners)
+}
+
+/// Listeners, and the certificate stores of the TLS ones (re-read on reload).
+pub struct Bound {
+    pub listeners: Vec<Box<dyn Listener>>,
+    pub certs: Vec<Arc<augmentos_edge_transports::TlsCerts>>,
+}
+
+/// Open every configured listener, reading TLS certificates; errors name the address or file.
+pub fn bind(specs: &[crate::config::ListenSpec]) -> Result<Bound, String> {
     use crate::config::ListenSpec;
-    use augmentos_edge_transports::{TcpListener, UnixListener};
-    specs
+    use augmentos_edge_transports::{TcpListener, TlsCerts, TlsListener, UnixListener};
+    let mut certs = Vec::new();
+    let listeners = specs
         .iter()
         .map(|s| -> Result<Box<dyn Listener>, String> {
             match s {
+                ListenSpec::Tls(t) => {
+                    let c = TlsCerts::load(&t.certificate, &t.key)?;
+                    certs.push(c.clone());
+                    TlsListener::bind(t.address, c)
+                        .map(|l| Box::new(l) as Box<dyn Listener>)
+                        .map_err(|e| format!("cannot listen on {} (TLS): {e}", t.address))
+                }
                 ListenSpec::Tcp(a) => TcpListener::bind(*a)
                     .map(|l| Box::new(l) as Box<dyn Listener>)
                     .map_err(|e| format!("cannot listen on {a}: {e}")),
@@ -491,7 +605,8 @@ pub fn bind_all(specs: &[crate::config::ListenSpec]) -> Result<Vec<Box<dyn Liste
                     .map_err(|e| format!("cannot listen on unix:{}: {e}", p.display())),
             }
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    Ok(Bound { listeners, certs })
 }
 
 impl Reactor {

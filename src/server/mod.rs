@@ -19,6 +19,7 @@
 //! [`Outbox`] while a message borrowed from this connection's receiver is alive, which works
 //! because read side and write side live in different tables.
 
+mod lifecycle;
 pub mod metrics;
 
 use crate::http::client::{ResponseError, ResponseParser};

@@ -2,7 +2,7 @@
 //!
 //! Owns the OS objects (sockets) and nothing else: no protocol, no buffering. A [`Listener`]
 //! is a `mio` source that yields [`Stream`]s; a stream is `Read + Write + mio::event::Source`.
-//! Shipped: TCP (IPv4/IPv6), Unix domain sockets, and an in-process transport whose
+//! Shipped: TCP (IPv4/IPv6), TLS over TCP (rustls), Unix domain sockets, and an in-process transport whose
 //! connector hands out client ends inside the same process (for tests and embedding).
 //!
 //! Invariants: every listener and stream is non-blocking; `accept` returns `WouldBlock` when
@@ -15,6 +15,8 @@ use std::sync::{Arc, Mutex};
 
 mod inprocess;
 pub use inprocess::{InProcessConnector, InProcessListener};
+mod tls;
+pub use tls::{server_config, TlsCerts, TlsListener, TlsStream};
 
 /// Where a stream came from, as the transport knows it (the shell maps it to the core's own
 /// peer type; the core never names this crate).
@@ -29,6 +31,12 @@ pub enum Remote {
 pub trait Stream: Read + Write + mio::event::Source + Send {
     /// Stop sending; the peer reads EOF after the bytes already written.
     fn shutdown_write(&self) -> io::Result<()>;
+
+    /// Bytes the transport itself still holds for the socket (TLS records it could not send
+    /// yet): the reactor keeps WRITABLE interest and calls `flush` until this is false.
+    fn wants_write(&self) -> bool {
+        false
+    }
 }
 
 /// A non-blocking source of new streams.

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Check the unit with `systemd-analyze verify`, pointing it at a built binary (verify insists
+# the ExecStart= binary exists). Usage: contrib/systemd/verify.sh [BINARY]
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+bin="$(realpath "${1:-$here/../../target/debug/augmentos-edge}")"
+[ -x "$bin" ] || { echo "verify.sh: no binary at $bin (cargo build first)" >&2; exit 1; }
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/augmentos-unit.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+sed "s|/usr/local/bin/augmentos-edge|$bin|g" "$here/augmentos-edge.service" >"$tmp/augmentos-edge.service"
+out=$(cd "$tmp" && systemd-analyze verify ./augmentos-edge.service 2>&1) || { echo "$out" >&2; exit 1; }
+# verify exits 0 on some warnings: treat any line about our unit as a failure.
+if printf '%s\n' "$out" | grep -q 'augmentos-edge'; then
+    echo "$out" >&2
+    exit 1
+fi
+echo "systemd unit: verified"

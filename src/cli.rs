@@ -1,0 +1,326 @@
+//! Shell layer: the command line's grammar — subcommands, their options, `--help` on each,
+//! `--version` — parsed with `lexopt` (which knows `--opt value`, `--opt=value`, `-h`, `--` and
+//! non-UTF-8 arguments; the help texts are ours). Also the `check-config` report: the effective
+//! configuration, defaults filled in, secrets masked.
+//!
+//! Invariant: a usage error is a [`Usage`] value; `main` prints it with the command's usage and
+//! exits 2. Nothing here reads a file or runs anything.
+
+use augmentos_edge::config::{Config, ListenSpec};
+use serde_json::{json, Value};
+
+pub const VERSION: &str = concat!("augmentos-edge ", env!("CARGO_PKG_VERSION"));
+
+pub const USAGE: &str = "usage:
+  augmentos-edge serve [--config FILE]                 run the server (embedded loopback default without --config)
+  augmentos-edge check-config FILE                     check a config file and print the effective config, secrets masked
+  augmentos-edge hash-key KEY                          print the stored form (hashedApiKey) of an app API key
+  augmentos-edge token --user EMAIL [--config FILE]    print a glasses token for that user
+  augmentos-edge app-token --package NAME [--config FILE]
+                                                       print an app token (one secret instead of package + key)
+  augmentos-edge help [COMMAND]                        this text, or a command's
+  augmentos-edge --version                             the version
+
+Every command takes --help. Usage errors exit with status 2.";
+
+/// The help of one command.
+pub fn help(command: &str) -> Option<&'static str> {
+    Some(match command {
+        "serve" => {
+            "usage: augmentos-edge serve [--config FILE]
+
+Run the server. Without --config it runs on an embedded default (127.0.0.1:8002, no apps, the
+public development secret). AUGMENTOS_AUTH_JWT_SECRET overrides the configured jwtSecret.
+Signals: SIGTERM/SIGINT stop in order (WebSockets closed with 1001, exit 0); SIGHUP reloads the
+app registry from FILE and re-reads TLS certificates without dropping sessions."
+        }
+        "check-config" => {
+            "usage: augmentos-edge check-config FILE
+
+Parse and check FILE as `serve --config FILE` would (the environment override included) and
+print the effective configuration as JSON, defaults filled in, secrets masked. TLS certificate
+files are read too. Exits 0 when the config is valid, 2 with a message naming the key if not."
+        }
+        "hash-key" => {
+            "usage: augmentos-edge hash-key KEY
+
+Print the stored form of an app API key, for the app's hashedApiKey in the config."
+        }
+        "token" => {
+            "usage: augmentos-edge token --user EMAIL [--config FILE]
+
+Print a glasses token for EMAIL, signed with the config's jwtSecret."
+        }
+        "app-token" => {
+            "usage: augmentos-edge app-token --package NAME [--config FILE]
+
+Print an app token for the app NAME of the config (one secret instead of package + key)."
+        }
+        "help" => "usage: augmentos-edge help [COMMAND]",
+        _ => return None,
+    })
+}
+
+/// What the command line asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command {
+    Serve {
+        config: Option<String>,
+    },
+    CheckConfig {
+        file: String,
+    },
+    HashKey {
+        key: String,
+    },
+    Token {
+        user: String,
+        config: Option<String>,
+    },
+    AppToken {
+        package: String,
+        config: Option<String>,
+    },
+    /// Print this text and exit 0.
+    Print(String),
+}
+
+/// A usage error: what was wrong, and the usage to show with it.
+#[derive(Debug)]
+pub struct Usage {
+    pub message: String,
+    pub usage: &'static str,
+}
+
+pub fn parse(args: Vec<std::ffi::OsString>) -> Result<Command, Usage> {
+    use lexopt::prelude::*;
+    let mut p = lexopt::Parser::from_args(args);
+    let fail = |message: String, usage: &'static str| Usage { message, usage };
+    let command = match p.next() {
+        Ok(None) => return Ok(Command::Serve { config: None }),
+        Ok(Some(Long("version") | Short('V'))) => return Ok(Command::Print(VERSION.into())),
+        Ok(Some(Long("help") | Short('h'))) => return Ok(Command::Print(USAGE.into())),
+        Ok(Some(Value(v))) => v.string().map_err(|e| fail(e.to_string(), USAGE))?,
+        Ok(Some(other)) => return Err(fail(other.unexpected().to_string(), USAGE)),
+        Err(e) => return Err(fail(e.to_string(), USAGE)),
+    };
+    let Some(usage) = help(&command) else {
+        return Err(fail(format!("unknown command '{command}'"), USAGE));
+    };
+    let mut config = None;
+    let mut named = None; // --user or --package
+    let mut positional: Vec<String> = Vec::new();
+    let name_flag = match command.as_str() {
+        "token" => Some("user"),
+        "app-token" => Some("package"),
+        _ => None,
+    };
+    let takes_config = matches!(command.as_str(), "serve" | "token" | "app-token");
+    let positionals = match command.as_str() {
+        "check-config" | "hash-key" | "help" => 1,
+        _ => 0,
+    };
+    loop {
+        let arg = p.next().map_err(|e| fail(e.to_string(), usage))?;
+        let Some(arg) = arg else { break };
+        match arg {
+            Long("help") | Short('h') => return Ok(Command::Print(usage.into())),
+            Long("config") if takes_config => {
+                let v = p.value().map_err(|e| fail(e.to_string(), usage))?;
+                config = Some(v.string().map_err(|e| fail(e.to_string(), usage))?);
+            }
+            Long(f) if Some(f) == name_flag => {
+                let v = p.value().map_err(|e| fail(e.to_string(), usage))?;
+                named = Some(v.string().map_err(|e| fail(e.to_string(), usage))?);
+            }
+            Value(v) if positional.len() < positionals => {
+                positional.push(v.string().map_err(|e| fail(e.to_string(), usage))?);
+            }
+            other => return Err(fail(other.unexpected().to_string(), usage)),
+        }
+    }
+    let needs = |what: &str| fail(format!("{command} needs {what}"), usage);
+    Ok(match command.as_str() {
+        "serve" => Command::Serve { config },
+        "check-config" => Command::CheckConfig {
+            file: positional.pop().ok_or_else(|| needs("FILE"))?,
+        },
+        "hash-key" => Command::HashKey {
+            key: positional.pop().ok_or_else(|| needs("exactly one KEY"))?,
+        },
+        "token" => Command::Token {
+            user: named.ok_or_else(|| needs("--user EMAIL"))?,
+            config,
+        },
+        "app-token" => Command::AppToken {
+            package: named.ok_or_else(|| needs("--package NAME"))?,
+            config,
+        },
+        _ => match positional.pop() {
+            None => Command::Print(USAGE.into()),
+            Some(c) => match help(&c) {
+                Some(h) => Command::Print(h.into()),
+                None => return Err(fail(format!("unknown command '{c}'"), USAGE)),
+            },
+        },
+    })
+}
+
+/// The effective configuration as JSON, in the file's own shape, with secrets masked.
+pub fn effective(c: &Config) -> Value {
+    let ms = |d: std::time::Duration| d.as_millis() as u64;
+    let s = &c.server;
+    let t = &c.hub.timings;
+    let listen: Vec<Value> = c
+        .listen
+        .iter()
+        .map(|l| match l {
+            ListenSpec::Tcp(a) => json!(a.to_string()),
+            ListenSpec::Unix(p) => json!(format!("unix:{}", p.display())),
+            ListenSpec::Tls(t) => json!({"address": t.address.to_string(), "tls": {
+                "certificate": t.certificate.display().to_string(),
+                "key": t.key.display().to_string()}}),
+        })
+        .collect();
+    let secret = if c.dev_secret {
+        "<masked: the PUBLIC development secret>".to_string()
+    } else {
+        format!("<masked: {} bytes>", c.hub.jwt_secret.len())
+    };
+    let apps: Vec<Value> = c
+        .hub
+        .apps
+        .iter()
+        .map(|a| {
+            json!({
+                "packageName": a.package_name,
+                "name": a.name,
+                "publicUrl": a.public_url,
+                "hashedApiKey": "<masked>",
+                "isSystemApp": a.is_system_app,
+                "permissions": a.permissions,
+                "allowedAddresses": a.allowed_addresses,
+                "publishes": a.publishes,
+            })
+        })
+        .collect();
+    json!({
+        "listen": listen,
+        "publicWsUrl": c.hub.public_ws_url,
+        "internalWsUrl": c.hub.internal_ws_url,
+        "jwtSecret": secret,
+        "stateDir": c.state_dir.as_ref().map(|d| d.display().to_string()),
+        "echoRoute": s.echo,
+        "limits": {
+            "maxFrameBytes": s.ws.max_frame,
+            "maxMessageBytes": s.ws.max_message,
+            "maxRequestHeadBytes": s.http.max_head,
+            "maxBodyBytes": s.http.max_body,
+            "maxOutputBytes": s.max_output,
+            "highWaterBytes": s.read_pause,
+            "maxConnections": s.max_connections,
+            "maxOutbound": s.max_outbound,
+            "maxWebhooksPerServer": c.hub.max_webhooks_per_server,
+            "lifecycleBurst": c.hub.lifecycle_burst,
+        },
+        "timings": {
+            "handshakeTimeoutMs": ms(s.handshake_timeout),
+            "closeTimeoutMs": ms(s.close_timeout),
+            "pingIntervalMs": s.ping_interval.map_or(0, ms),
+            "idleTimeoutMs": ms(s.idle_timeout),
+            "stallTimeoutMs": ms(s.stall_timeout),
+            "gracePeriodMs": ms(t.grace_period),
+            "glassesInitTimeoutMs": ms(t.glasses_init_timeout),
+            "appConnectTimeoutMs": ms(t.app_connect_timeout),
+            "appReconnectGraceMs": ms(t.app_reconnect_grace),
+            "appInitTimeoutMs": ms(t.app_init_timeout),
+            "webhookTimeoutMs": ms(t.webhook_timeout),
+            "webhookAttempts": t.webhook_attempts,
+            "webhookBackoffMs": ms(t.webhook_backoff),
+            "restartAttempts": t.restart_attempts,
+            "restartBackoffMs": ms(t.restart_backoff),
+            "micDebounceMs": ms(t.mic_debounce),
+            "lifecycleRefillMs": ms(c.hub.lifecycle_refill),
+        },
+        "apps": apps,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(args: &[&str]) -> Result<Command, Usage> {
+        parse(args.iter().map(Into::into).collect())
+    }
+
+    #[test]
+    fn commands_and_their_options() {
+        assert_eq!(p(&[]).unwrap(), Command::Serve { config: None });
+        assert_eq!(
+            p(&["serve", "--config=a.json"]).unwrap(),
+            Command::Serve {
+                config: Some("a.json".into())
+            }
+        );
+        assert_eq!(
+            p(&["token", "--config", "c", "--user", "u@x"]).unwrap(),
+            Command::Token {
+                user: "u@x".into(),
+                config: Some("c".into())
+            }
+        );
+        assert_eq!(
+            p(&["check-config", "f.json"]).unwrap(),
+            Command::CheckConfig {
+                file: "f.json".into()
+            }
+        );
+        assert_eq!(
+            p(&["hash-key", "--", "--looks-like-a-flag"]).unwrap(),
+            Command::HashKey {
+                key: "--looks-like-a-flag".into()
+            }
+        );
+    }
+
+    #[test]
+    fn help_and_version_everywhere() {
+        for cmd in [
+            "serve",
+            "check-config",
+            "hash-key",
+            "token",
+            "app-token",
+            "help",
+        ] {
+            let Ok(Command::Print(text)) = p(&[cmd, "--help"]) else {
+                panic!("{cmd} --help");
+            };
+            assert!(
+                text.starts_with(&format!("usage: augmentos-edge {cmd}")),
+                "{text}"
+            );
+            assert_eq!(p(&["help", cmd]).unwrap(), Command::Print(text));
+        }
+        assert_eq!(p(&["--version"]).unwrap(), Command::Print(VERSION.into()));
+        assert_eq!(p(&["-h"]).unwrap(), Command::Print(USAGE.into()));
+    }
+
+    #[test]
+    fn usage_errors() {
+        for (args, want) in [
+            (&["frob"][..], "unknown command 'frob'"),
+            (&["serve", "--port", "1"][..], "--port"),
+            (&["serve", "--config"][..], "--config"),
+            (&["hash-key"][..], "hash-key needs exactly one KEY"),
+            (&["hash-key", "a", "b"][..], "unexpected argument \"b\""),
+            (&["token", "--config", "c"][..], "token needs --user EMAIL"),
+            (&["check-config", "--config", "c"][..], "--config"),
+            (&["help", "frob"][..], "unknown command 'frob'"),
+        ] {
+            let err = p(args).expect_err("a usage error");
+            assert!(err.message.contains(want), "{args:?}: {}", err.message);
+        }
+    }
+}
