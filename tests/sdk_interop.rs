@@ -42,13 +42,22 @@
 //! `onSession` back, in a process with no cache that again sees 32 and the note; the system app
 //! stays connected throughout.
 //!
+//! Last, the server crashes: SIGKILL, then the binary is started again on the same config and
+//! `stateDir`, and the glasses reconnect as the same user without sending `start_app`. The
+//! server must start the app the user was running by itself (its webhook, once), the SDK's
+//! `onSession` runs again, its session sees `fontSize` 32 and reads the note back (both written
+//! before the crash), and a button round trip works; the system app is started and connects
+//! again. Errors the old SDK session reports after the crash (its reconnection attempts) are
+//! expected; any other error fails the test.
+//!
 //! Needs `node` and `npm` (Node 20). Without them the tests print a message and pass, except
 //! under `CI=true`, where they fail. `tests/sdk/node_modules` is installed with `npm ci` on
 //! first use. On any failure the panic message carries the server's stderr, the app's stdout
 //! and stderr (which traces every WebSocket frame the SDK sends and receives), and the messages
 //! the glasses and the system app last received, so the cause is visible in the test output.
 //! With `SDK_INTEROP_KEEP=1` the temporary directory (config, `state/`, the server's and each
-//! app process's logs, `glasses.log`, `system-app.log`) is kept for inspection.
+//! app process's logs, `glasses.log`, `system-app.log`, and after the crash `server-1.*`,
+//! `glasses-1.log`, `system-app-1.log`) is kept for inspection.
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -212,6 +221,8 @@ struct World {
     /// Every app process started so far (the current one is last); kept for diagnostics.
     apps: Vec<AppProcess>,
     server: ServerProcess,
+    /// The stderr logs of server processes killed by the test, for diagnostics.
+    crashed_servers: Vec<PathBuf>,
     server_port: u16,
     app_port: u16,
     dir: TempDir,
@@ -279,6 +290,7 @@ impl World {
             sdk_dir,
             dir,
             server,
+            crashed_servers: Vec::new(),
             server_port,
             app_port,
             glasses: None,
@@ -401,6 +413,10 @@ impl World {
             .expect_none("a close or an error", Duration::from_millis(300), |m| {
                 m["type"] == "tpa_connection_error"
             })?;
+
+        // 8. The server crashes and starts again on the same config (same stateDir).
+        self.server_crash(&token, &session_id)
+            .map_err(|e| format!("after the server crash: {e}"))?;
         Ok(())
     }
 
@@ -651,6 +667,7 @@ impl World {
         if ev["userId"] != USER {
             return Err(format!("onSession userId should be {USER:?}: {ev}"));
         }
+        self.app().generation = ev["generation"].as_u64().unwrap_or(0);
         Ok(())
     }
 
@@ -765,6 +782,38 @@ impl World {
         }
     }
 
+    /// Step 8. SIGKILL the server, start it again on the same config (same `stateDir`), and
+    /// reconnect the glasses as the same user. Nobody sends `start_app`: the server must start
+    /// the app the user was running by itself (its webhook), once, and the app's new session
+    /// must see the changed setting and the stored value, both written before the crash.
+    fn server_crash(&mut self, token: &str, session_id: &str) -> TestResult {
+        // The app's current session loses its socket; the SDK's reconnection attempts may be
+        // refused or fail, and those errors are expected.
+        let generation = self.app().generation;
+        self.app().stale_through = generation;
+        self.server.crash();
+        self.glasses = None;
+        self.stt = None;
+        self.crashed_servers.push(self.server.stderr_path.clone());
+        let config = self.server.config_path.clone();
+        let index = self.crashed_servers.len();
+        self.server = ServerProcess::start(&self.dir.path, &config, self.server_port, index)?;
+        self.connect_glasses(token, "glasses-1.log")?;
+        self.connect_system_app("system-app-1.log")?;
+        self.expect_session(session_id, STEP)
+            .map_err(|e| format!("the running app was not started again: {e}"))?;
+        self.expect_session_state(FONT_CHANGED, Some(NOTE))?;
+        self.button_round_trip("after-crash")?;
+        if let Some(extra) = self.app().take_pending("session") {
+            return Err(format!("the app was started more than once: {extra}"));
+        }
+        self.stt()
+            .expect_none("a refusal", Duration::from_millis(200), |m| {
+                m["type"] == "tpa_connection_error"
+            })?;
+        Ok(())
+    }
+
     /// Presses button `button_id` until the app reports it, then waits for the app's text wall
     /// ("pressed <id>") at the glasses. The press is repeated (once a second) because the app's
     /// `subscription_update` travels on its own connection: the glasses may learn the app is
@@ -811,6 +860,12 @@ impl World {
 
     fn diagnostics(&self) -> String {
         let mut out = String::new();
+        for (i, path) in self.crashed_servers.iter().enumerate() {
+            out += &format!(
+                "--- server process #{i} (killed by the test) stderr, last lines:\n{}\n",
+                tail_file(path, 40)
+            );
+        }
         out += &format!(
             "--- server (port {}, dir {}) stderr, last lines:\n{}\n",
             self.server_port,
@@ -961,6 +1016,12 @@ impl ServerProcess {
         }
     }
 
+    /// SIGKILL: a crash. The server gets no chance to finish its writes or close anything.
+    fn crash(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// `augmentos-edge token --user USER --config CFG` → the glasses JWT.
     fn token(&self, user: &str) -> TestResult<String> {
         let config = self.config_path.to_string_lossy();
@@ -987,6 +1048,13 @@ struct AppProcess {
     events: Receiver<Value>,
     /// Events read from the channel but not yet asked for.
     pending: VecDeque<Value>,
+    /// The `generation` of the last `session` event the test waited for (`onSession` calls of
+    /// this process, counted from 1).
+    generation: u64,
+    /// `error` events of sessions up to this generation are expected (the test has given those
+    /// sessions up, e.g. the SDK's reconnection attempts after a server crash) and kept
+    /// instead of failing the wait; 0: none.
+    stale_through: u64,
     stdout_lines: Arc<Mutex<Vec<String>>>,
     stderr_path: PathBuf,
 }
@@ -1033,13 +1101,16 @@ impl AppProcess {
             child,
             events,
             pending: VecDeque::new(),
+            generation: 0,
+            stale_through: 0,
             stdout_lines,
             stderr_path,
         })
     }
 
     /// Waits for the next event named `name` that satisfies `pred`; other events are kept for
-    /// later calls, except `error` events which fail at once.
+    /// later calls, except `error` events which fail at once (unless they belong to a session
+    /// of generation `stale_through` or older).
     fn wait_event(
         &mut self,
         name: &str,
@@ -1055,6 +1126,14 @@ impl AppProcess {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.events.recv_timeout(left) {
                 Ok(v) if matches(&v) => return Ok(v),
+                Ok(v)
+                    if v["event"] == "error"
+                        && v["generation"]
+                            .as_u64()
+                            .is_some_and(|g| g <= self.stale_through) =>
+                {
+                    self.pending.push_back(v)
+                }
                 Ok(v) if v["event"] == "error" || v["event"] == "fatal" => {
                     return Err(format!(
                         "app #{} reported an error while waiting for {name:?}: {v}",
