@@ -25,17 +25,41 @@
 //! es-ES → fr-FR one; no handler fires more often than that, and the system app is refused
 //! nothing.
 //!
-//! Then `stop_app` → `onStop`; start again; then the app process is SIGKILLed and a new one
-//! started on the same port, and the server's restart path (grace period, webhook again) must
-//! bring `onSession` back; the system app stays connected throughout.
+//! Settings and storage, through the SDK's own APIs (the config declares the app's settings, a
+//! `fontSize` slider defaulting to 24 and a `lang` select defaulting to "en-US", behind a group
+//! heading, and a `stateDir`): at its first `onSession` the app sees exactly the two declared
+//! defaults in `session.settings` (from `tpa_connection_ack`, through `getAll()` and `get()`),
+//! gets them again from `session.settings.fetch()` (the SDK's `GET /appsettings/user/{pkg}`),
+//! and `session.simpleStorage.get("note")` finds nothing. The test changes `fontSize` to 32 with
+//! `PUT /api/settings/{pkg}` and the glasses token: `settings.onValueChange` reports 24 → 32
+//! once, the AppServer's `onSettingsUpdate` hook gets it (the server's POST to its `/settings`),
+//! and `events.onSettingsUpdate` fires exactly twice (that POST, and the server's
+//! `settings_update` message; without the message it fires once). A button makes the app call
+//! `simpleStorage.set("note", …)`; the test polls `GET /api/sdk/simple-storage/…` with the app's
+//! key until the SDK's debounced PUT has arrived.
+//!
+//! Then `stop_app` → `onStop`; start again (the new session sees 32 in the ack and from
+//! `fetch()`, and reads the note back); then the app process is SIGKILLed and a new one started
+//! on the same port, and the server's restart path (grace period, webhook again) must bring
+//! `onSession` back, in a process with no cache that again sees 32 and the note; the system app
+//! stays connected throughout.
+//!
+//! Last, the server crashes: SIGKILL, then the binary is started again on the same config and
+//! `stateDir`, and the glasses reconnect as the same user without sending `start_app`. The
+//! server must start the app the user was running by itself (its webhook, once), the SDK's
+//! `onSession` runs again, its session sees `fontSize` 32 and reads the note back (both written
+//! before the crash), and a button round trip works; the system app is started and connects
+//! again. Errors the old SDK session reports after the crash (its reconnection attempts) are
+//! expected; any other error fails the test.
 //!
 //! Needs `node` and `npm` (Node 20). Without them the tests print a message and pass, except
 //! under `CI=true`, where they fail. `tests/sdk/node_modules` is installed with `npm ci` on
 //! first use. On any failure the panic message carries the server's stderr, the app's stdout
 //! and stderr (which traces every WebSocket frame the SDK sends and receives), and the messages
 //! the glasses and the system app last received, so the cause is visible in the test output.
-//! With `SDK_INTEROP_KEEP=1` the temporary directory (config, logs, `glasses.log`,
-//! `system-app.log`) is kept for inspection.
+//! With `SDK_INTEROP_KEEP=1` the temporary directory (config, `state/`, the server's and each
+//! app process's logs, `glasses.log`, `system-app.log`, and after the crash `server-1.*`,
+//! `glasses-1.log`, `system-app-1.log`) is kept for inspection.
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -64,6 +88,13 @@ const STT_PACKAGE: &str = "system.interop.transcriber";
 const STT_KEY: &str = "interop-transcriber-key-9876543210";
 /// The glasses-token secret (the server refuses one shorter than 16 characters).
 const JWT_SECRET: &str = "test-secret-123-interop";
+/// The interop app's declared `fontSize` default, and the value the user changes it to.
+const FONT_DEFAULT: i64 = 24;
+const FONT_CHANGED: i64 = 32;
+/// The simple-storage key `app.mjs` uses, and the value it stores (non-ASCII and punctuation:
+/// it travels in a button id, a JSON body and back).
+const NOTE_KEY: &str = "note";
+const NOTE: &str = "tea, no sugar ☕";
 
 /// Budget for each step of the flow (a webhook, a message round trip, a process start).
 const STEP: Duration = Duration::from_secs(15);
@@ -192,6 +223,8 @@ struct World {
     /// Every app process started so far (the current one is last); kept for diagnostics.
     apps: Vec<AppProcess>,
     server: ServerProcess,
+    /// The stderr logs of server processes killed by the test, for diagnostics.
+    crashed_servers: Vec<PathBuf>,
     server_port: u16,
     app_port: u16,
     dir: TempDir,
@@ -228,6 +261,16 @@ impl World {
                 "isSystemApp": false,
                 "permissions": ["MICROPHONE", "LOCATION"],
                 "allowedAddresses": [],
+                // As its tpa_config.json would declare them; the group is only a heading.
+                "settings": [
+                    {"type": "group", "title": "Display"},
+                    {"key": "fontSize", "type": "slider", "label": "Font size",
+                     "defaultValue": FONT_DEFAULT, "min": 12, "max": 48},
+                    {"key": "lang", "type": "select", "label": "Language",
+                     "defaultValue": "en-US",
+                     "options": [{"label": "English", "value": "en-US"},
+                                 {"label": "German", "value": "de-DE"}]},
+                ],
             }, {
                 "packageName": STT_PACKAGE,
                 "name": "Interop transcriber",
@@ -243,12 +286,13 @@ impl World {
         let text = serde_json::to_string_pretty(&config).map_err(|e| e.to_string())?;
         fs::write(&config_path, text).map_err(|e| format!("write config: {e}"))?;
 
-        let server = ServerProcess::start(&dir.path, &config_path, server_port)?;
+        let server = ServerProcess::start(&dir.path, &config_path, server_port, 0)?;
         Ok(World {
             transport,
             sdk_dir,
             dir,
             server,
+            crashed_servers: Vec::new(),
             server_port,
             app_port,
             glasses: None,
@@ -287,40 +331,21 @@ impl World {
 
         // 1. Glasses connect and initialise.
         let token = self.server.token(USER)?;
-        let log = self.dir.path.join("glasses.log");
-        let glasses = match self.transport {
-            GlassesTransport::Tcp => Client::glasses_tcp(self.server_port, &token, &log)?,
-            GlassesTransport::Unix => {
-                Client::glasses_unix(&self.dir.path.join("edge.sock"), &token, &log)?
-            }
-        };
-        self.glasses = Some(glasses);
-        self.glasses().send(json!({"type": "connection_init"}))?;
-        let ack = self
-            .glasses()
-            .wait_for("connection_ack", STEP, |m| m["type"] == "connection_ack")?;
-        if ack["sessionId"] != USER {
-            return Err(format!(
-                "connection_ack sessionId should be {USER:?}: {ack}"
-            ));
-        }
-        if !ack["userSession"].is_object() {
-            return Err(format!("connection_ack has no userSession object: {ack}"));
-        }
+        self.connect_glasses(&token, "glasses.log")?;
 
         // 1b. The session starts the system app: its webhook, then it connects over the Unix
         //     socket and is acknowledged.
-        self.connect_system_app()?;
+        self.connect_system_app("system-app.log")?;
 
-        // 2. Start the app: webhook → SDK connects → onSession; glasses see it active.
+        // 2. Start the app: webhook → SDK connects → onSession; glasses see it active. The SDK
+        //    sees the declared setting defaults (in the ack, and from its settings fetch), and
+        //    nothing stored yet.
         self.start_app_process()?;
         self.glasses()
             .send(json!({"type": "start_app", "packageName": PACKAGE}))?;
         self.expect_session(&session_id, STEP)?;
-        let connected = self
-            .app()
-            .wait_event("connected", STEP, |e| e["sessionId"] == session_id.as_str())?;
-        check_connected_event(&connected)?;
+        self.expect_session_state(FONT_DEFAULT, None)
+            .map_err(|e| format!("first session: {e}"))?;
         self.glasses()
             .wait_for("app_state_change with the app active", STEP, |m| {
                 m["type"] == "app_state_change" && app_is_active(m)
@@ -335,6 +360,14 @@ impl World {
         // 3c. The SDK's layouts and dashboard reach the glasses as the expected display_events,
         //     and a burst of 20 text walls is coalesced by the throttle.
         self.displays_round_trip()?;
+
+        // 3d. The user changes a setting; the running app hears of it.
+        self.change_setting(&token)
+            .map_err(|e| format!("settings change: {e}"))?;
+
+        // 3e. The app stores a value; the SDK writes it to the server after its debounce.
+        self.store_note()
+            .map_err(|e| format!("simpleStorage.set: {e}"))?;
 
         // 4. Stop from the glasses → onStop; the glasses see the app gone.
         self.glasses()
@@ -351,10 +384,13 @@ impl World {
         )?;
 
         // 5. Start again → onSession again, fully wired (this also lets the webhook's HTTP
-        //    response reach the server before the kill below).
+        //    response reach the server before the kill below). The new session sees the changed
+        //    setting and reads back the stored value.
         self.glasses()
             .send(json!({"type": "start_app", "packageName": PACKAGE}))?;
         self.expect_session(&session_id, STEP)?;
+        self.expect_session_state(FONT_CHANGED, Some(NOTE))
+            .map_err(|e| format!("session after stop_app and start_app: {e}"))?;
         self.glasses()
             .wait_for("app_state_change with the app active again", STEP, |m| {
                 m["type"] == "app_state_change" && app_is_active(m)
@@ -362,12 +398,15 @@ impl World {
         self.button_round_trip("again")?;
 
         // 6. The app process dies (SIGKILL: no close frame, no ownership_release). A new process
-        //    on the same port must get a new webhook from the server's restart path.
+        //    on the same port must get a new webhook from the server's restart path; it has no
+        //    cache, so what it reads comes from the server.
         let killed_at = Instant::now();
         self.app().kill();
         self.start_app_process()?;
         let left = RESTART.saturating_sub(killed_at.elapsed());
         self.expect_session(&session_id, left.max(Duration::from_secs(1)))
+            .map_err(|e| format!("restart path: {e}"))?;
+        self.expect_session_state(FONT_CHANGED, Some(NOTE))
             .map_err(|e| format!("restart path: {e}"))?;
         // The restarted app is fully wired: its subscriptions and displays work. (Another button
         // id, so a late duplicate display from step 3 cannot satisfy this check.)
@@ -379,12 +418,42 @@ impl World {
             .expect_none("a close or an error", Duration::from_millis(300), |m| {
                 m["type"] == "tpa_connection_error"
             })?;
+
+        // 8. The server crashes and starts again on the same config (same stateDir).
+        self.server_crash(&token, &session_id)
+            .map_err(|e| format!("after the server crash: {e}"))?;
+        Ok(())
+    }
+
+    /// Connects the glasses (over the scenario's transport) with `token`, sends
+    /// `connection_init` and checks the `connection_ack`.
+    fn connect_glasses(&mut self, token: &str, log_name: &str) -> TestResult {
+        let log = self.dir.path.join(log_name);
+        let glasses = match self.transport {
+            GlassesTransport::Tcp => Client::glasses_tcp(self.server_port, token, &log)?,
+            GlassesTransport::Unix => {
+                Client::glasses_unix(&self.dir.path.join("edge.sock"), token, &log)?
+            }
+        };
+        self.glasses = Some(glasses);
+        self.glasses().send(json!({"type": "connection_init"}))?;
+        let ack = self
+            .glasses()
+            .wait_for("connection_ack", STEP, |m| m["type"] == "connection_ack")?;
+        if ack["sessionId"] != USER {
+            return Err(format!(
+                "connection_ack sessionId should be {USER:?}: {ack}"
+            ));
+        }
+        if !ack["userSession"].is_object() {
+            return Err(format!("connection_ack has no userSession object: {ack}"));
+        }
         Ok(())
     }
 
     /// Answers the server's `session_request` webhook for the system app, then connects it
     /// over the Unix socket with `tpa_connection_init` and waits for the ack.
-    fn connect_system_app(&mut self) -> TestResult {
+    fn connect_system_app(&mut self, log_name: &str) -> TestResult {
         let stt_session = format!("{USER}-{STT_PACKAGE}");
         let (line, body) = self.stt_hooks.next(STEP)?;
         if !line.starts_with("POST /webhook ") {
@@ -403,7 +472,7 @@ impl World {
                  {ws_url:?} (internalWsUrl): {body}"
             ));
         }
-        let log = self.dir.path.join("system-app.log");
+        let log = self.dir.path.join(log_name);
         let mut stt = Client::system_app_unix(&self.dir.path.join("edge.sock"), &log)?;
         stt.send(json!({
             "type": "tpa_connection_init",
@@ -603,6 +672,150 @@ impl World {
         if ev["userId"] != USER {
             return Err(format!("onSession userId should be {USER:?}: {ev}"));
         }
+        self.app().generation = ev["generation"].as_u64().unwrap_or(0);
+        Ok(())
+    }
+
+    /// What the app's new session reports at its start: the settings the SDK kept from
+    /// `tpa_connection_ack` (through `getAll()` and `get()`), the result of its
+    /// `session.settings.fetch()` (GET `/appsettings/user/{pkg}`), and
+    /// `simpleStorage.get("note")` (`None`: nothing stored).
+    fn expect_session_state(&mut self, font: i64, note: Option<&str>) -> TestResult {
+        let connected = self.app().wait_event("connected", STEP, |_| true)?;
+        check_connected_event(&connected)?;
+        check_settings_in_ack(&connected, font)?;
+        let fetched = self.app().wait_event("settings_fetched", STEP, |_| true)?;
+        if fetched["error"].is_string() || !values_are(&fetched["values"], font) {
+            return Err(format!(
+                "session.settings.fetch() (GET /appsettings/user/{PACKAGE}) should give fontSize \
+                 {font} and lang \"en-US\": {fetched}"
+            ));
+        }
+        let stored = self.app().wait_event("storage", STEP, |_| true)?;
+        let expected = note.map_or(Value::Null, |n| json!(n));
+        if stored["key"] != NOTE_KEY || stored["value"] != expected {
+            return Err(format!(
+                "simpleStorage.get({NOTE_KEY:?}) should give {expected}: {stored}"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Step 3d. `PUT /api/settings/{pkg}` with the glasses token changes `fontSize`. The SDK
+    /// reports the change once through `settings.onValueChange`; `events.onSettingsUpdate`
+    /// fires twice, once for the server's `settings_update` message and once for its POST to
+    /// the AppServer's `/settings`, which alone reaches the AppServer's `onSettingsUpdate` hook.
+    fn change_setting(&mut self, token: &str) -> TestResult {
+        let path = format!("/api/settings/{PACKAGE}");
+        let change = json!({"settings": {"fontSize": FONT_CHANGED}});
+        let (status, body) = http(self.server_port, "PUT", &path, Some(token), Some(&change))?;
+        if status != 200 || body["success"] != true {
+            return Err(format!("PUT {path} {change} answered {status}: {body}"));
+        }
+        let value = self.app().wait_event("setting_value", STEP, |_| true)?;
+        if value["newValue"] != json!(FONT_CHANGED) || value["oldValue"] != json!(FONT_DEFAULT) {
+            return Err(format!(
+                "session.settings.onValueChange(\"fontSize\") got {value}, expected \
+                 {FONT_DEFAULT} → {FONT_CHANGED}"
+            ));
+        }
+        let post = self.app().wait_event("settings_post", STEP, |_| true)?;
+        if post["userId"] != USER || !values_are(&post["values"], FONT_CHANGED) {
+            return Err(format!(
+                "the AppServer's /settings got {post}, expected fontSize {FONT_CHANGED} for \
+                 {USER:?}"
+            ));
+        }
+        for i in 1..=2 {
+            let update = self
+                .app()
+                .wait_event("settings_update", STEP, |_| true)
+                .map_err(|e| {
+                    format!(
+                        "{e} (onSettingsUpdate call {i} of 2: one for the settings_update \
+                         message, one for the POST to /settings)"
+                    )
+                })?;
+            if !values_are(&update["values"], FONT_CHANGED) {
+                return Err(format!(
+                    "session.events.onSettingsUpdate got {update}, expected fontSize \
+                     {FONT_CHANGED}"
+                ));
+            }
+        }
+        // Nothing more: a button round trip orders the app's WebSocket, then no report of
+        // the change may follow.
+        self.button_round_trip("settings-done")?;
+        for name in ["setting_value", "settings_update", "settings_post"] {
+            if let Some(extra) = self.app().take_pending(name) {
+                return Err(format!(
+                    "the app heard of the change once too often: {extra}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Step 3e. The button "store:<NOTE>" makes the app call `simpleStorage.set("note", NOTE)`;
+    /// the SDK PUTs it after its 3 s debounce. A GET with the app's key, polled, shows when
+    /// the server has it.
+    fn store_note(&mut self) -> TestResult {
+        self.button_round_trip(&format!("store:{NOTE}"))?;
+        let stored = self.app().wait_event("stored", STEP, |_| true)?;
+        if stored["value"] != NOTE {
+            return Err(format!("the app stored another value: {stored}"));
+        }
+        let path = format!(
+            "/api/sdk/simple-storage/{}/{NOTE_KEY}",
+            USER.replace('@', "%40")
+        );
+        let auth = format!("{PACKAGE}:{API_KEY}");
+        let deadline = Instant::now() + STEP;
+        loop {
+            let (status, body) = http(self.server_port, "GET", &path, Some(&auth), None)?;
+            match status {
+                200 if body["data"][NOTE_KEY] == NOTE => return Ok(()),
+                200 => return Err(format!("GET {path} answered another value: {body}")),
+                404 if Instant::now() < deadline => thread::sleep(Duration::from_millis(100)),
+                _ => {
+                    return Err(format!(
+                        "GET {path} answered {status}: {body} (the SDK's PUT did not arrive \
+                         within {STEP:?})"
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Step 8. SIGKILL the server, start it again on the same config (same `stateDir`), and
+    /// reconnect the glasses as the same user. Nobody sends `start_app`: the server must start
+    /// the app the user was running by itself (its webhook), once, and the app's new session
+    /// must see the changed setting and the stored value, both written before the crash.
+    fn server_crash(&mut self, token: &str, session_id: &str) -> TestResult {
+        // The app's current session loses its socket; the SDK's reconnection attempts may be
+        // refused or fail, and those errors are expected.
+        let generation = self.app().generation;
+        self.app().stale_through = generation;
+        self.server.crash();
+        self.glasses = None;
+        self.stt = None;
+        self.crashed_servers.push(self.server.stderr_path.clone());
+        let config = self.server.config_path.clone();
+        let index = self.crashed_servers.len();
+        self.server = ServerProcess::start(&self.dir.path, &config, self.server_port, index)?;
+        self.connect_glasses(token, "glasses-1.log")?;
+        self.connect_system_app("system-app-1.log")?;
+        self.expect_session(session_id, STEP)
+            .map_err(|e| format!("the running app was not started again: {e}"))?;
+        self.expect_session_state(FONT_CHANGED, Some(NOTE))?;
+        self.button_round_trip("after-crash")?;
+        if let Some(extra) = self.app().take_pending("session") {
+            return Err(format!("the app was started more than once: {extra}"));
+        }
+        self.stt()
+            .expect_none("a refusal", Duration::from_millis(200), |m| {
+                m["type"] == "tpa_connection_error"
+            })?;
         Ok(())
     }
 
@@ -711,6 +924,12 @@ impl World {
 
     fn diagnostics(&self) -> String {
         let mut out = String::new();
+        for (i, path) in self.crashed_servers.iter().enumerate() {
+            out += &format!(
+                "--- server process #{i} (killed by the test) stderr, last lines:\n{}\n",
+                tail_file(path, 40)
+            );
+        }
         out += &format!(
             "--- server (port {}, dir {}) stderr, last lines:\n{}\n",
             self.server_port,
@@ -742,6 +961,37 @@ fn app_is_active(msg: &Value) -> bool {
     msg["userSession"]["activeAppPackageNames"]
         .as_array()
         .is_some_and(|a| a.iter().any(|p| p == PACKAGE))
+}
+
+/// `{fontSize, lang}` as the app reported them: `fontSize` is `font`, `lang` its default.
+fn values_are(values: &Value, font: i64) -> bool {
+    values["fontSize"] == json!(font) && values["lang"] == "en-US"
+}
+
+/// The declared settings as the SDK kept them from `tpa_connection_ack`: exactly `fontSize` and
+/// `lang` (the group is only a heading), each with its `defaultValue` and current `value`, read
+/// through `settings.getAll()` and through `settings.get(key)`.
+fn check_settings_in_ack(ev: &Value, font: i64) -> TestResult {
+    let all = ev["settings"].as_array().cloned().unwrap_or_default();
+    let mut keys: Vec<&str> = all.iter().filter_map(|s| s["key"].as_str()).collect();
+    keys.sort_unstable();
+    let setting = |key: &str| all.iter().find(|s| s["key"] == key).cloned();
+    let font_setting = setting("fontSize").unwrap_or_default();
+    let lang_setting = setting("lang").unwrap_or_default();
+    if keys != ["fontSize", "lang"]
+        || all.len() != 2
+        || font_setting["value"] != json!(font)
+        || font_setting["defaultValue"] != json!(FONT_DEFAULT)
+        || lang_setting["value"] != "en-US"
+        || lang_setting["defaultValue"] != "en-US"
+        || !values_are(&ev["values"], font)
+    {
+        return Err(format!(
+            "the SDK's settings from tpa_connection_ack should be fontSize {font} (default \
+             {FONT_DEFAULT}) and lang \"en-US\": {ev}"
+        ));
+    }
+    Ok(())
 }
 
 /// What the SDK kept from `tpa_connection_ack`: `settings` is an array, and
@@ -780,10 +1030,16 @@ struct ServerProcess {
 }
 
 impl ServerProcess {
-    fn start(dir: &Path, config_path: &Path, port: u16) -> TestResult<ServerProcess> {
-        let stderr_path = dir.join("server.stderr");
+    /// Starts server process number `index` (0 first; its logs are `server.stderr` and
+    /// `server.stdout`, later ones `server-<index>.*`) and waits until it listens.
+    fn start(dir: &Path, config_path: &Path, port: u16, index: usize) -> TestResult<ServerProcess> {
+        let name = match index {
+            0 => "server".to_string(),
+            n => format!("server-{n}"),
+        };
+        let stderr_path = dir.join(format!("{name}.stderr"));
         let stderr = File::create(&stderr_path).map_err(|e| e.to_string())?;
-        let stdout = File::create(dir.join("server.stdout")).map_err(|e| e.to_string())?;
+        let stdout = File::create(dir.join(format!("{name}.stdout"))).map_err(|e| e.to_string())?;
         let child = Command::new(env!("CARGO_BIN_EXE_augmentos-edge"))
             .arg("serve")
             .arg("--config")
@@ -824,6 +1080,12 @@ impl ServerProcess {
         }
     }
 
+    /// SIGKILL: a crash. The server gets no chance to finish its writes or close anything.
+    fn crash(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// `augmentos-edge token --user USER --config CFG` → the glasses JWT.
     fn token(&self, user: &str) -> TestResult<String> {
         let config = self.config_path.to_string_lossy();
@@ -850,6 +1112,13 @@ struct AppProcess {
     events: Receiver<Value>,
     /// Events read from the channel but not yet asked for.
     pending: VecDeque<Value>,
+    /// The `generation` of the last `session` event the test waited for (`onSession` calls of
+    /// this process, counted from 1).
+    generation: u64,
+    /// `error` events of sessions up to this generation are expected (the test has given those
+    /// sessions up, e.g. the SDK's reconnection attempts after a server crash) and kept
+    /// instead of failing the wait; 0: none.
+    stale_through: u64,
     stdout_lines: Arc<Mutex<Vec<String>>>,
     stderr_path: PathBuf,
 }
@@ -896,13 +1165,16 @@ impl AppProcess {
             child,
             events,
             pending: VecDeque::new(),
+            generation: 0,
+            stale_through: 0,
             stdout_lines,
             stderr_path,
         })
     }
 
     /// Waits for the next event named `name` that satisfies `pred`; other events are kept for
-    /// later calls, except `error` events which fail at once.
+    /// later calls, except `error` events which fail at once (unless they belong to a session
+    /// of generation `stale_through` or older).
     fn wait_event(
         &mut self,
         name: &str,
@@ -918,6 +1190,14 @@ impl AppProcess {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.events.recv_timeout(left) {
                 Ok(v) if matches(&v) => return Ok(v),
+                Ok(v)
+                    if v["event"] == "error"
+                        && v["generation"]
+                            .as_u64()
+                            .is_some_and(|g| g <= self.stale_through) =>
+                {
+                    self.pending.push_back(v)
+                }
                 Ok(v) if v["event"] == "error" || v["event"] == "fatal" => {
                     return Err(format!(
                         "app #{} reported an error while waiting for {name:?}: {v}",
@@ -1034,12 +1314,8 @@ impl Drop for WebhookServer {
     }
 }
 
-/// Reads one HTTP/1.1 request (head, then a `Content-Length` body), answers 200 and closes.
-fn answer_webhook(mut stream: TcpStream) -> TestResult<(String, Value)> {
-    stream
-        .set_nonblocking(false)
-        .and_then(|()| stream.set_read_timeout(Some(STEP)))
-        .map_err(|e| e.to_string())?;
+/// Reads one HTTP/1.1 message from `stream`: its head, then a `Content-Length` body.
+fn read_http(stream: &mut TcpStream, what: &str) -> TestResult<(String, Vec<u8>)> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {
@@ -1047,9 +1323,9 @@ fn answer_webhook(mut stream: TcpStream) -> TestResult<(String, Value)> {
             break i + 4;
         }
         match stream.read(&mut chunk) {
-            Ok(0) => return Err("webhook request ended before its head".into()),
+            Ok(0) => return Err(format!("{what} ended before its head")),
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) => return Err(format!("webhook read: {e}")),
+            Err(e) => return Err(format!("{what} read: {e}")),
         }
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
@@ -1061,15 +1337,69 @@ fn answer_webhook(mut stream: TcpStream) -> TestResult<(String, Value)> {
                 .eq_ignore_ascii_case("content-length")
                 .then(|| value.trim().parse::<usize>().ok())?
         })
-        .ok_or_else(|| format!("webhook request without Content-Length: {head:?}"))?;
+        .ok_or_else(|| format!("{what} without Content-Length: {head:?}"))?;
     while buf.len() < head_end + length {
         match stream.read(&mut chunk) {
-            Ok(0) => return Err("webhook request ended inside its body".into()),
+            Ok(0) => return Err(format!("{what} ended inside its body")),
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) => return Err(format!("webhook body read: {e}")),
+            Err(e) => return Err(format!("{what} body read: {e}")),
         }
     }
-    let body: Value = serde_json::from_slice(&buf[head_end..head_end + length])
+    Ok((head, buf[head_end..head_end + length].to_vec()))
+}
+
+/// One request to the server's REST side over TCP (`bearer` goes in `Authorization`); the
+/// status and the JSON body of the answer.
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: Option<&Value>,
+) -> TestResult<(u16, Value)> {
+    let what = format!("the answer to {method} {path}");
+    let mut stream = TcpStream::connect(("127.0.0.1", port))
+        .map_err(|e| format!("{method} {path}: connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(STEP))
+        .map_err(|e| e.to_string())?;
+    let body = body.map(Value::to_string).unwrap_or_default();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if let Some(b) = bearer {
+        request += &format!("Authorization: Bearer {b}\r\n");
+    }
+    request += "\r\n";
+    request += &body;
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| format!("{method} {path}: write: {e}"))?;
+    let (head, body) = read_http(&mut stream, &what)?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse::<u16>().ok())
+        .ok_or_else(|| format!("{what} has no status line: {head:?}"))?;
+    let json = serde_json::from_slice(&body).map_err(|e| {
+        format!(
+            "{what} ({status}) is not JSON ({e}): {:?}",
+            String::from_utf8_lossy(&body)
+        )
+    })?;
+    Ok((status, json))
+}
+
+/// Reads one HTTP/1.1 request (head, then a `Content-Length` body), answers 200 and closes.
+fn answer_webhook(mut stream: TcpStream) -> TestResult<(String, Value)> {
+    stream
+        .set_nonblocking(false)
+        .and_then(|()| stream.set_read_timeout(Some(STEP)))
+        .map_err(|e| e.to_string())?;
+    let (head, body) = read_http(&mut stream, "webhook request")?;
+    let body: Value = serde_json::from_slice(&body)
         .map_err(|e| format!("webhook body is not JSON ({e}): {head:?}"))?;
     let reply = r#"{"status":"success"}"#;
     let response = format!(

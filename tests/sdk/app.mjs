@@ -5,10 +5,24 @@
 //
 // Output contract: every line this program writes to stdout is exactly one JSON object with
 // an `event` field ("listening", "session", "connected", "subscribed", "button", "displays", "stop",
-// "error", "fatal", and one per stream handler call: "transcription", "translation", "head",
-// "touch", "touch_any", "audio", "location"). Everything else -- the SDK's own pino logs and
-// its stray console.log calls -- is sent to stderr, so the Rust side can parse stdout line by
-// line.
+// "error", "fatal", one per stream handler call: "transcription", "translation", "head",
+// "touch", "touch_any", "audio", "location", and the settings and storage events below).
+// Everything else -- the SDK's own pino logs and its stray console.log calls -- is sent to
+// stderr, so the Rust side can parse stdout line by line. "session" and "error" events carry
+// `generation`, the number of `onSession` calls this process has made so far (the session an
+// error belongs to), so the test can tell a session it has given up on from the current one.
+//
+// Settings and storage, through the SDK's own APIs only: at session start the app reports what
+// `session.settings` holds from `tpa_connection_ack` ("connected": `getAll()` and `get(key)`),
+// then calls `session.settings.fetch()` (the SDK's GET /appsettings/user/{pkg}) and reports the
+// result ("settings_fetched"), and reads `session.simpleStorage.get("note")` ("storage"). A
+// setting changed by the user is reported by `session.settings.onValueChange("fontSize")`
+// ("setting_value"), by `session.events.onSettingsUpdate` ("settings_update": the SDK emits it
+// once for the server's `settings_update` WebSocket message and once for the server's POST to
+// this AppServer's `/settings`), and by the AppServer's `onSettingsUpdate` hook, which only that
+// POST reaches ("settings_post"). A press of a button "store:<text>" calls
+// `session.simpleStorage.set("note", "<text>")` ("stored"); the SDK writes it to the server
+// after its own debounce.
 //
 // Stream handlers: at session start the app listens to button presses only. A press of the
 // button "streams" registers, once per session, the handlers of the SDK's stream API
@@ -132,9 +146,20 @@ async function showDisplays(session, sessionId) {
   emit("displays", { sessionId });
 }
 
+/** The simple-storage key the app writes and reads. */
+const STORAGE_KEY = "note";
+
+/** `{key: value}` of an SDK `AppSetting[]`. */
+function settingValues(settings) {
+  return Object.fromEntries((settings ?? []).map((s) => [s.key, s.value ?? null]));
+}
+
 class InteropApp extends AppServer {
+  generation = 0;
+
   async onSession(session, sessionId, userId) {
-    emit("session", { sessionId, userId });
+    const generation = ++this.generation;
+    emit("session", { sessionId, userId, generation });
 
     // What the SDK kept from `tpa_connection_ack`. `mentraosSettings` is a TypeScript-private
     // field of the SettingsManager; plain JS can read it, and it is the only way to see the
@@ -142,9 +167,35 @@ class InteropApp extends AppServer {
     emit("connected", {
       sessionId,
       settings: session.settings.getAll(),
+      values: {
+        fontSize: session.settings.get("fontSize") ?? null,
+        lang: session.settings.get("lang") ?? null,
+      },
       mentraosSettings: session.settings.mentraosSettings ?? null,
       capabilities: session.capabilities ?? null,
     });
+
+    // A change of a setting, seen through each of the SDK's ways to hear of it.
+    session.settings.onValueChange("fontSize", (newValue, oldValue) => {
+      emit("setting_value", {
+        sessionId,
+        key: "fontSize",
+        newValue: newValue ?? null,
+        oldValue: oldValue ?? null,
+      });
+    });
+    session.events.onSettingsUpdate((settings) => {
+      emit("settings_update", { sessionId, values: settingValues(settings) });
+    });
+    // The SDK's GET /appsettings/user/{pkg}, and the stored value of the note.
+    session.settings.fetch().then(
+      (settings) => emit("settings_fetched", { sessionId, values: settingValues(settings) }),
+      (err) => emit("settings_fetched", { sessionId, error: String(err?.message ?? err) }),
+    );
+    session.simpleStorage.get(STORAGE_KEY).then(
+      (value) => emit("storage", { sessionId, key: STORAGE_KEY, value: value ?? null }),
+      (err) => emit("error", { sessionId, generation, message: "simpleStorage.get: " + err }),
+    );
 
     let streamsRegistered = false;
     session.events.onButtonPress((data) => {
@@ -157,6 +208,14 @@ class InteropApp extends AppServer {
         streamsRegistered = true;
         this.registerStreamHandlers(session, sessionId);
       }
+      const id = String(data?.buttonId ?? "");
+      if (id.startsWith("store:")) {
+        const value = id.slice("store:".length);
+        session.simpleStorage.set(STORAGE_KEY, value).then(
+          () => emit("stored", { sessionId, key: STORAGE_KEY, value }),
+          (err) => emit("error", { sessionId, generation, message: "simpleStorage.set: " + err }),
+        );
+      }
       session.layouts.showTextWall("pressed " + data?.buttonId);
       if (data?.buttonId === "displays" && !displaysRun.has(sessionId)) {
         displaysRun.add(sessionId);
@@ -168,11 +227,16 @@ class InteropApp extends AppServer {
     emit("subscribed", { sessionId, streams: session.events.getRegisteredStreams() });
 
     session.events.onError((err) => {
-      emit("error", { sessionId, message: String(err?.message ?? err) });
+      emit("error", { sessionId, generation, message: String(err?.message ?? err) });
     });
     session.events.onPermissionError((err) => {
-      emit("error", { sessionId, message: "permission_error: " + JSON.stringify(err) });
+      emit("error", { sessionId, generation, message: "permission_error: " + JSON.stringify(err) });
     });
+  }
+
+  /** The AppServer hook its `/settings` endpoint calls (the server's POST, PROTOCOL §12.3). */
+  async onSettingsUpdate(userId, settings) {
+    emit("settings_post", { userId, values: settingValues(settings) });
   }
 
   /** The SDK 2.1.29 stream handlers; each call is reported as one event line. */
