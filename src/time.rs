@@ -101,7 +101,6 @@ pub fn iso8601(t: Wall) -> String {
 
 /// [`iso8601`] into a fixed buffer, without allocating.
 fn write_iso8601(t: Wall, out: &mut [u8; ISO_LEN]) {
-    use std::io::Write;
     let ms = t.0.min(253_402_300_799_999_000) / 1000;
     let (secs, millis) = (ms / 1000, ms % 1000);
     let days = (secs / 86_400) as i64;
@@ -116,13 +115,31 @@ fn write_iso8601(t: Wall, out: &mut [u8; ISO_LEN]) {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    let _ = write!(
-        &mut out[..],
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    );
+    // Written digit by digit: this runs once per event-loop turn, on the hot path.
+    let mut put = |at: usize, width: usize, mut v: u64| {
+        for i in (at..at + width).rev() {
+            out[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, year.clamp(0, 9999) as u64);
+    put(5, 2, month as u64);
+    put(8, 2, day as u64);
+    put(11, 2, rem / 3600);
+    put(14, 2, (rem % 3600) / 60);
+    put(17, 2, rem % 60);
+    put(20, 3, millis);
+    for (i, c) in [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b'T'),
+        (13, b':'),
+        (16, b':'),
+        (19, b'.'),
+        (23, b'Z'),
+    ] {
+        out[i] = c;
+    }
 }
 
 #[cfg(test)]
@@ -146,6 +163,37 @@ mod tests {
             iso8601(Wall::from_micros(u64::MAX)),
             "9999-12-31T23:59:59.999Z"
         );
+        // The digit writer agrees with a plain `format!` over the same civil-date arithmetic,
+        // across leap years, month ends and every millisecond width.
+        let reference = |us: u64| {
+            let ms = us / 1000;
+            let (secs, millis) = (ms / 1000, ms % 1000);
+            let days = (secs / 86_400) as i64;
+            let rem = secs % 86_400;
+            let z = days + 719_468;
+            let era = z.div_euclid(146_097);
+            let doe = z.rem_euclid(146_097);
+            let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+            let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+            let mp = (5 * doy + 2) / 153;
+            let day = doy - (153 * mp + 2) / 5 + 1;
+            let month = if mp < 10 { mp + 3 } else { mp - 9 };
+            let year = yoe + era * 400 + i64::from(month <= 2);
+            format!(
+                "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+                rem / 3600,
+                (rem % 3600) / 60,
+                rem % 60
+            )
+        };
+        let mut us = 0u64;
+        for _ in 0..20_000 {
+            assert_eq!(iso8601(Wall::from_micros(us)), reference(us), "{us}");
+            us = us
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407)
+                % 4_102_444_800_000_000;
+        }
     }
 
     #[test]

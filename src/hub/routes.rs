@@ -8,11 +8,11 @@
 //! event is matched by one hash lookup and a short scan, without allocating.
 //!
 //! Invariants: the index is rebuilt from the apps' subscription lists whenever one changes
-//! (rare), never patched; an event reaches an app once per subscription it matches (twice only
+//! (rare), never patched; streams are kept in a short list searched linearly (a session
+//! subscribes to a handful, and comparing a few short strings beats hashing one); an event
+//! reaches an app once per subscription it matches (twice only
 //! if the app subscribed under two matching strings), and a wildcard (`all`, `*`) subscriber
 //! gets it once more only if no specific subscription of that app matched.
-
-use std::collections::HashMap;
 
 /// One subscription of one app.
 #[derive(Debug)]
@@ -28,7 +28,7 @@ pub struct Route {
 /// The subscription index of one session.
 #[derive(Debug, Default)]
 pub struct Routes {
-    by_stream: HashMap<Box<str>, Vec<Route>>,
+    by_stream: Vec<(Box<str>, Vec<Route>)>,
     /// Apps subscribed to `all` or `*`.
     wildcard: Vec<usize>,
 }
@@ -95,7 +95,14 @@ impl Routes {
                     }
                     Some((stream, qualifier)) => {
                         let stream_json = serde_json::to_vec(sub).unwrap_or_default();
-                        r.by_stream.entry(stream.into()).or_default().push(Route {
+                        let at = match r.by_stream.iter().position(|(s, _)| &**s == stream) {
+                            Some(at) => at,
+                            None => {
+                                r.by_stream.push((stream.into(), Vec::new()));
+                                r.by_stream.len() - 1
+                            }
+                        };
+                        r.by_stream[at].1.push(Route {
                             app,
                             qualifier: qualifier.into(),
                             stream_json: stream_json.into_boxed_slice(),
@@ -116,9 +123,16 @@ impl Routes {
         !self.wildcard.is_empty()
     }
 
+    fn routes_of(&self, stream: &str) -> Option<&[Route]> {
+        self.by_stream
+            .iter()
+            .find(|(s, _)| &**s == stream)
+            .map(|(_, r)| &r[..])
+    }
+
     /// Whether any app subscribed to `stream` (any qualifier), wildcards aside.
     pub fn wants(&self, stream: &str) -> bool {
-        self.by_stream.contains_key(stream)
+        self.routes_of(stream).is_some()
     }
 
     /// Every (route) matching `event`, then every wildcard app that no route of its own
@@ -126,7 +140,8 @@ impl Routes {
     /// the event's base stream).
     pub fn each(&self, event: Event<'_>, mut f: impl FnMut(usize, Option<&[u8]>)) {
         let mut matched_any = false;
-        if let Some(routes) = self.by_stream.get(event.base()) {
+        let routes = self.routes_of(event.base());
+        if let Some(routes) = routes {
             for r in routes {
                 if matches(event, &r.qualifier) {
                     matched_any = true;
@@ -136,7 +151,7 @@ impl Routes {
         }
         for &app in &self.wildcard {
             let own = matched_any
-                && self.by_stream.get(event.base()).is_some_and(|routes| {
+                && routes.is_some_and(|routes| {
                     routes
                         .iter()
                         .any(|r| r.app == app && matches(event, &r.qualifier))
