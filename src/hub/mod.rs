@@ -462,8 +462,8 @@ pub struct Hub {
     cfg: HubConfig,
     sessions: Slab<Session>,
     by_user: HashMap<String, SessKey>,
-    links: HashMap<ConnId, Link>,
-    webhooks: HashMap<ConnId, Webhook>,
+    links: IdMap<Link>,
+    webhooks: IdMap<Webhook>,
     queued: HashMap<(SessKey, usize), Queued>,
     /// Webhooks in flight per app server.
     per_server: HashMap<Target, usize>,
@@ -489,8 +489,8 @@ impl Hub {
             cfg,
             sessions: Slab::new(),
             by_user: HashMap::new(),
-            links: HashMap::new(),
-            webhooks: HashMap::new(),
+            links: IdMap::default(),
+            webhooks: IdMap::default(),
             queued: HashMap::new(),
             per_server: HashMap::new(),
             timers: TimerHeap::default(),
@@ -739,10 +739,38 @@ impl Hub {
     }
 }
 
+/// Hashes the connection ids the hub keys its maps by. They are ours (slab index and
+/// generation), not a peer's, so SipHash's flooding resistance buys nothing; a multiply per word
+/// spreads them well enough and costs a fraction (these maps are read once per message).
+#[derive(Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+type IdMap<V> = HashMap<ConnId, V, std::hash::BuildHasherDefault<IdHasher>>;
+
 /// Whether a heap entry still matches the slot it was armed for.
 fn is_current(
     sessions: &Slab<Session>,
-    links: &HashMap<ConnId, Link>,
+    links: &IdMap<Link>,
     sweep_at: Option<Instant>,
     at: Instant,
     key: TimerKey,
