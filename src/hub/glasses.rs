@@ -196,7 +196,7 @@ impl Hub {
                     lifecycle: RateLimit::full(self.cfg.lifecycle_burst, now.mono),
                     streams: None,
                     mic: Default::default(),
-                    screen: Box::new(screen::Screen::new(&self.cfg.timings.display)),
+                    screen: screen::LazyScreen::new(&self.cfg.timings.display),
                 });
                 let sk = SessKey { slot, gen };
                 self.by_user.insert(user.to_string(), sk);

@@ -274,7 +274,7 @@ struct Session {
     streams: Option<Box<streams::Streams>>,
     mic: streams::Mic,
     /// What the glasses show: the display manager and the dashboard.
-    screen: Box<screen::Screen>,
+    screen: screen::LazyScreen,
 }
 
 /// A token bucket: `tokens` requests may be made now, one more each `refill`, at most `burst`.

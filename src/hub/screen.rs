@@ -45,6 +45,46 @@ pub(super) struct Screen {
     armed: Option<Instant>,
 }
 
+/// A session's screens, made the first time something is shown or changed: an idle session
+/// (glasses connected, no app) holds only the timings to make them with. Reading an unmade
+/// one reads an empty screen.
+#[derive(Debug)]
+pub(super) struct LazyScreen {
+    timings: DisplayTimings,
+    inner: Option<Box<Screen>>,
+}
+
+impl LazyScreen {
+    pub fn new(t: &DisplayTimings) -> LazyScreen {
+        LazyScreen {
+            timings: t.clone(),
+            inner: None,
+        }
+    }
+
+    pub fn is_made(&self) -> bool {
+        self.inner.is_some()
+    }
+}
+
+impl std::ops::Deref for LazyScreen {
+    type Target = Screen;
+    fn deref(&self) -> &Screen {
+        static EMPTY: std::sync::OnceLock<Screen> = std::sync::OnceLock::new();
+        match &self.inner {
+            Some(s) => s,
+            None => EMPTY.get_or_init(|| Screen::new(&DisplayTimings::default())),
+        }
+    }
+}
+
+impl std::ops::DerefMut for LazyScreen {
+    fn deref_mut(&mut self) -> &mut Screen {
+        let t = &self.timings;
+        self.inner.get_or_insert_with(|| Box::new(Screen::new(t)))
+    }
+}
+
 impl Screen {
     pub fn new(t: &DisplayTimings) -> Screen {
         Screen {
@@ -460,6 +500,9 @@ impl Hub {
         let Some(s) = sessions.get_mut(sk.slot).filter(|s| s.gen == sk.gen) else {
             return;
         };
+        if !s.screen.is_made() {
+            return;
+        }
         let glasses = s.glasses;
         while let Some(d) = s.screen.display.poll_display() {
             if let Some(g) = glasses {
