@@ -343,7 +343,7 @@ fn replies_reach_only_the_app_that_asked() {
     let status =
         json!({"type": "rtmp_stream_status", "streamId": stream_id, "status": "streaming"});
     w.send_text(g, &status.to_string());
-    assert_eq!(w.json_messages(a), [status.clone()]);
+    assert_eq!(w.json_messages(a), std::slice::from_ref(&status));
     assert!(w.json_messages(b).is_empty());
     // The other glasses naming this stream reach nobody.
     w.send_text(g2, &status.to_string());
