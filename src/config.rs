@@ -190,6 +190,8 @@ struct RawLimits {
     lifecycle_burst: Option<Ranged<1, 10_000>>,
     /// A `display_event` layout larger than this is refused (`LAYOUT_TOO_LARGE`).
     max_layout_bytes: Option<Ranged<256, { 16 << 20 }>>,
+    /// App requests to the glasses pending per session (`TOO_MANY_REQUESTS` past it).
+    max_pending_requests: Option<Ranged<1, 1_024>>,
 }
 
 /// Durations in milliseconds, counts as plain integers.
@@ -220,6 +222,12 @@ struct RawTimings {
     display_lock_ms: Option<Ranged<0, 3_600_000>>,
     display_lock_inactive_ms: Option<Ranged<0, 3_600_000>>,
     display_min_lifetime_ms: Option<Ranged<0, 3_600_000>>,
+    /// How long app requests wait for the glasses' reply before the box answers them.
+    photo_request_timeout_ms: Option<Ranged<100, 600_000>>,
+    audio_request_timeout_ms: Option<Ranged<100, 600_000>>,
+    led_request_timeout_ms: Option<Ranged<100, 600_000>>,
+    location_request_timeout_ms: Option<Ranged<100, 600_000>>,
+    stream_request_timeout_ms: Option<Ranged<100, 600_000>>,
 }
 
 #[derive(Deserialize)]
@@ -309,6 +317,7 @@ impl RawConfig {
             set(&mut hub.max_webhooks_per_server, l.max_webhooks_per_server);
             set(&mut hub.lifecycle_burst, l.lifecycle_burst);
             set(&mut hub.max_layout_bytes, l.max_layout_bytes);
+            set(&mut hub.max_pending_requests, l.max_pending_requests);
         }
         if server.read_pause >= server.max_output {
             return Err(format!(
@@ -344,6 +353,12 @@ impl RawConfig {
             set(&mut d.lock, t.display_lock_ms);
             set(&mut d.lock_inactive, t.display_lock_inactive_ms);
             set(&mut d.min_lifetime, t.display_min_lifetime_ms);
+            let r = &mut hub.timings.requests;
+            set(&mut r.photo, t.photo_request_timeout_ms);
+            set(&mut r.audio, t.audio_request_timeout_ms);
+            set(&mut r.led, t.led_request_timeout_ms);
+            set(&mut r.location, t.location_request_timeout_ms);
+            set(&mut r.stream, t.stream_request_timeout_ms);
         }
 
         for (i, app) in self.apps.unwrap_or_default().into_iter().enumerate() {
@@ -1028,5 +1043,25 @@ mod tests {
             c.server.ping_interval,
             ServerConfig::default().ping_interval
         );
+    }
+
+    #[test]
+    fn request_keys_reach_their_fields() {
+        let c = Config::from_json(
+            r#"{"limits": {"maxPendingRequests": 3},
+                "timings": {"photoRequestTimeoutMs": 1001, "audioRequestTimeoutMs": 1002,
+                    "ledRequestTimeoutMs": 1003, "locationRequestTimeoutMs": 1004,
+                    "streamRequestTimeoutMs": 1005}}"#,
+        )
+        .unwrap();
+        let ms = Duration::from_millis;
+        let r = &c.hub.timings.requests;
+        assert_eq!(c.hub.max_pending_requests, 3);
+        assert_eq!(
+            (r.photo, r.audio, r.led, r.location, r.stream),
+            (ms(1001), ms(1002), ms(1003), ms(1004), ms(1005))
+        );
+        let err = Config::from_json(r#"{"limits": {"maxPendingRequests": 0}}"#).unwrap_err();
+        assert!(err.contains("limits.maxPendingRequests"), "{err}");
     }
 }

@@ -259,7 +259,7 @@ impl World {
                 "publicUrl": format!("http://127.0.0.1:{app_port}"),
                 "hashedApiKey": hashed,
                 "isSystemApp": false,
-                "permissions": ["MICROPHONE", "LOCATION"],
+                "permissions": ["MICROPHONE", "LOCATION", "CAMERA"],
                 "allowedAddresses": [],
                 // As its tpa_config.json would declare them; the group is only a heading.
                 "settings": [
@@ -360,6 +360,9 @@ impl World {
         // 3c. The SDK's layouts and dashboard reach the glasses as the expected display_events,
         //     and a burst of 20 text walls is coalesced by the throttle.
         self.displays_round_trip()?;
+        // 3c'. The SDK's request APIs reach the glasses and settle with the glasses' replies.
+        self.requests_round_trip()
+            .map_err(|e| format!("requests: {e}"))?;
 
         // 3d. The user changes a setting; the running app hears of it.
         self.change_setting(&token)
@@ -860,6 +863,70 @@ impl World {
                     && m["layout"]["text"] == text.as_str()
             },
         )?;
+        Ok(())
+    }
+
+    /// Button "requests" makes the app call `playAudio`, `getLatestLocation` and `requestPhoto`
+    /// on the stock SDK. The glasses see each request in its 2.1.29 shape and answer it: the
+    /// audio and location promises resolve with the glasses' values; the photo, failed by the
+    /// glasses, is rejected with their code, which the SDK can only have learnt from the
+    /// server's POST to its AppServer's `/photo-upload`.
+    fn requests_round_trip(&mut self) -> TestResult {
+        // Not `button_round_trip`: it reads past (and drops) what reaches the glasses before the
+        // display it waits for, and the requests are among that.
+        self.glasses()
+            .send(json!({"type": "button_press", "buttonId": "requests",
+            "pressType": "short", "timestamp": "2025-01-01T00:00:00.000Z"}))?;
+        let mut audio = None;
+        let mut poll = None;
+        let mut photo = None;
+        let deadline = Instant::now() + STEP;
+        while audio.is_none() || poll.is_none() || photo.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let m = self.glasses().wait_for("the app's requests", left, |m| {
+                matches!(
+                    m["type"].as_str(),
+                    Some("audio_play_request" | "request_single_location" | "photo_request")
+                )
+            })?;
+            match m["type"].as_str() {
+                Some("audio_play_request") => audio = Some(m),
+                Some("request_single_location") => poll = Some(m),
+                _ => photo = Some(m),
+            }
+        }
+        let (audio, poll, photo) = (audio.unwrap(), poll.unwrap(), photo.unwrap());
+        if audio["appId"] != PACKAGE || audio["audioUrl"] != "http://media.example/a.mp3" {
+            return Err(format!("audio_play_request: {audio}"));
+        }
+        let photo_id = photo["requestId"].as_str().unwrap_or("");
+        let hook = format!("http://127.0.0.1:{}/photo-upload", self.app_port);
+        if !photo_id.starts_with("photo_req_") || photo["webhookUrl"] != hook.as_str() {
+            return Err(format!("photo_request (want webhookUrl {hook}): {photo}"));
+        }
+        self.glasses().send(json!({"type": "audio_play_response",
+            "requestId": audio["requestId"], "success": true, "duration": 1.5}))?;
+        self.glasses()
+            .send(json!({"type": "location_update", "lat": 52.5, "lng": 13.4,
+            "accuracy": 5, "correlationId": poll["correlationId"]}))?;
+        self.glasses()
+            .send(json!({"type": "photo_response", "requestId": photo_id,
+            "success": false, "error": {"code": "CAMERA_BUSY", "message": "camera in use"}}))?;
+        let ev = self.app().wait_event("audio_result", STEP, |_| true)?;
+        if ev["value"]["success"] != true || ev["value"]["duration"] != 1.5 {
+            return Err(format!("playAudio settled with {ev}"));
+        }
+        let ev = self.app().wait_event("location_result", STEP, |_| true)?;
+        if ev["value"]["lat"] != 52.5 || ev["value"]["correlationId"] != poll["correlationId"] {
+            return Err(format!("getLatestLocation settled with {ev}"));
+        }
+        let ev = self.app().wait_event("photo_result", STEP, |_| true)?;
+        if !ev["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("CAMERA_BUSY"))
+        {
+            return Err(format!("requestPhoto settled with {ev}"));
+        }
         Ok(())
     }
 

@@ -64,6 +64,9 @@ impl Hub {
                 | "dashboard_always_on_change",
                 Some((sk, app)),
             ) => self.app_dashboard(net, id, (sk, app), &ty, text, now),
+            (t, Some(bound)) if requests::is_request(t) => {
+                self.app_request(net, id, bound, t, text, now)
+            }
             _ => log::debug!("ignored app message of type {ty:?}"),
         }
     }

@@ -108,6 +108,9 @@ impl Hub {
                 );
             }
             _ => {
+                if self.glasses_reply(net, sk, &ty, text, now) {
+                    return;
+                }
                 if ty == "core_status_update" {
                     self.core_status(net, sk, text, now);
                 }
@@ -197,6 +200,7 @@ impl Hub {
                     streams: None,
                     mic: Default::default(),
                     screen: screen::LazyScreen::new(&self.cfg.timings.display),
+                    requests: Default::default(),
                 });
                 let sk = SessKey { slot, gen };
                 self.by_user.insert(user.to_string(), sk);

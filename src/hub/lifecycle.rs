@@ -432,6 +432,7 @@ impl Hub {
         );
         self.subs_changed(net, sk, None, now);
         self.screen_app_gone(net, sk, app, now);
+        self.requests_app_stopped(net, sk, app, now);
     }
 
     pub(super) fn app_dropped(

@@ -30,6 +30,7 @@ pub mod display;
 mod glasses;
 mod lifecycle;
 mod reload;
+pub mod requests;
 pub use reload::Reloaded;
 pub mod registry;
 mod rest;
@@ -79,6 +80,8 @@ pub struct Timings {
     pub mic_debounce: Duration,
     /// The display manager's throttle, boot, lock and lifetime (PROTOCOL §15).
     pub display: display::DisplayTimings,
+    /// How long app requests wait for the glasses' reply.
+    pub requests: requests::RequestTimings,
 }
 
 impl Default for Timings {
@@ -97,6 +100,7 @@ impl Default for Timings {
             app_init_timeout: Duration::from_secs(5),
             mic_debounce: Duration::from_secs(1),
             display: display::DisplayTimings::default(),
+            requests: requests::RequestTimings::default(),
         }
     }
 }
@@ -118,6 +122,8 @@ pub struct HubConfig {
     pub lifecycle_refill: Duration,
     /// A `display_event` layout larger than this (JSON bytes) is refused (`LAYOUT_TOO_LARGE`).
     pub max_layout_bytes: usize,
+    /// App requests to the glasses (photos, audio, LED, location, streams) pending per session.
+    pub max_pending_requests: usize,
 }
 
 impl Default for HubConfig {
@@ -132,6 +138,7 @@ impl Default for HubConfig {
             lifecycle_burst: 10,
             lifecycle_refill: Duration::from_secs(1),
             max_layout_bytes: 32 * 1024,
+            max_pending_requests: 16,
         }
     }
 }
@@ -170,6 +177,8 @@ enum TimerKey {
     Sweep,
     /// The session's display manager ([`screen::Screen::deadline`]).
     Display(SessKey),
+    /// The session's earliest pending app request ([`requests::Requests::deadline`]).
+    Requests(SessKey),
 }
 
 /// The hub's view of a connection.
@@ -275,6 +284,8 @@ struct Session {
     mic: streams::Mic,
     /// What the glasses show: the display manager and the dashboard.
     screen: screen::LazyScreen,
+    /// App requests waiting for the glasses' reply.
+    requests: requests::Requests,
 }
 
 /// A token bucket: `tokens` requests may be made now, one more each `refill`, at most `burst`.
@@ -625,6 +636,7 @@ impl Hub {
                 TimerKey::Mic(sk) => self.mic_tick(net, sk, now),
                 TimerKey::Sweep => self.sweep_tick(now),
                 TimerKey::Display(sk) => self.screen_tick(net, sk, now),
+                TimerKey::Requests(sk) => self.requests_tick(net, sk, now),
             }
         }
     }
@@ -787,5 +799,6 @@ fn is_current(
         TimerKey::Mic(sk) => session(sk).is_some_and(|s| s.mic.pending_until == Some(at)),
         TimerKey::Sweep => sweep_at == Some(at),
         TimerKey::Display(sk) => session(sk).is_some_and(|s| s.screen.deadline() == Some(at)),
+        TimerKey::Requests(sk) => session(sk).is_some_and(|s| s.requests.deadline() == Some(at)),
     }
 }

@@ -57,6 +57,24 @@ function emit(event, fields = {}) {
   writeSync(1, JSON.stringify({ event, ...fields }) + "\n");
 }
 
+/**
+ * Button "requests": the SDK's own request APIs, each answered by the glasses or the server —
+ * `session.audio.playAudio` ("audio_result"), `session.location.getLatestLocation`
+ * ("location_result") and `session.camera.requestPhoto` ("photo_result"; SDK 2.1.29 settles it
+ * only through this AppServer's `/photo-upload`). Each event carries the resolved value or the
+ * rejection as `error`.
+ */
+function runRequests(session, sessionId) {
+  const report = (event, promise, pick) =>
+    promise.then(
+      (value) => emit(event, { sessionId, value: pick(value) }),
+      (err) => emit(event, { sessionId, error: String(err?.message ?? err) }),
+    );
+  report("audio_result", session.audio.playAudio({ audioUrl: "http://media.example/a.mp3" }), (r) => r);
+  report("location_result", session.location.getLatestLocation({ accuracy: "high" }), (l) => l);
+  report("photo_result", session.camera.requestPhoto(), (p) => ({ size: p?.size ?? null }));
+}
+
 // The SDK (and its dependencies) log with console.log in a few places; keep stdout clean.
 for (const name of ["log", "info", "debug"]) {
   console[name] = (...args) => console.error(...args);
@@ -215,6 +233,9 @@ class InteropApp extends AppServer {
           () => emit("stored", { sessionId, key: STORAGE_KEY, value }),
           (err) => emit("error", { sessionId, generation, message: "simpleStorage.set: " + err }),
         );
+      }
+      if (id === "requests") {
+        runRequests(session, sessionId);
       }
       session.layouts.showTextWall("pressed " + data?.buttonId);
       if (data?.buttonId === "displays" && !displaysRun.has(sessionId)) {
