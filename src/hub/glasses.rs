@@ -182,6 +182,10 @@ impl Hub {
                 log::info!("session of {:?} resumed", user);
                 sk
             }
+            None if self.session_refused(user) => {
+                let full = access::SESSIONS_FULL;
+                return self.glasses_error(net, id, "TOO_MANY_SESSIONS", full, true, now);
+            }
             None => {
                 self.next_gen = self.next_gen.wrapping_add(1);
                 let gen = self.next_gen;

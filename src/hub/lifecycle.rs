@@ -9,6 +9,8 @@ impl Hub {
     // ---- app lifecycle -------------------------------------------------------------------
 
     /// Start `app` in the session (no-op if it is already loading, active or reconnecting).
+    /// False, with the refusal counted, when the session runs `max_apps_per_session` other
+    /// apps already.
     pub(super) fn start_app(
         &mut self,
         net: &mut impl Outbox,
@@ -16,12 +18,24 @@ impl Hub {
         app: usize,
         now: Now,
         restart: bool,
-    ) {
+    ) -> bool {
         let until = now.mono + self.cfg.timings.app_connect_timeout;
         let start = self.next_start.wrapping_add(1);
+        let max_apps = self.cfg.max_apps_per_session;
         let Some(s) = self.session_mut(sk) else {
-            return;
+            return false;
         };
+        let live = |r: &AppRun| r.state.is_live();
+        let others = s.apps.iter().filter(|(&a, r)| a != app && live(r)).count();
+        if others >= max_apps && !s.apps.get(&app).is_some_and(live) {
+            let user = s.user.clone();
+            self.refused(LifecycleError::TooManyApps.code());
+            log::warn!(
+                "event=app_refused code=TOO_MANY_APPS session={user:?} package={:?}",
+                self.cfg.apps[app].package_name
+            );
+            return false;
+        }
         let run = s.apps.entry(app).or_insert(AppRun {
             state: AppState::Failed,
             conn: None,
@@ -34,7 +48,9 @@ impl Hub {
             prefix: Box::default(),
         });
         match run.state {
-            AppState::Loading { .. } | AppState::Active | AppState::Reconnecting { .. } => return,
+            AppState::Loading { .. } | AppState::Active | AppState::Reconnecting { .. } => {
+                return true
+            }
             AppState::RestartWait { .. } if restart => {}
             AppState::RestartWait { .. } | AppState::Failed => {
                 if !restart {
@@ -53,6 +69,7 @@ impl Hub {
         self.arm(until, TimerKey::App(sk, app));
         self.send_session_request(net, sk, app, 1, now);
         self.screen_app_starting(net, sk, app, now);
+        true
     }
 
     pub(super) fn send_session_request(
@@ -235,7 +252,9 @@ impl Hub {
             return Err(LifecycleError::RateLimited);
         }
         if start {
-            self.start_app(net, sk, app, now, false);
+            if !self.start_app(net, sk, app, now, false) {
+                return Err(LifecycleError::TooManyApps);
+            }
         } else {
             self.stop_app(net, sk, app, "user_disabled", "App stopped", now);
         }

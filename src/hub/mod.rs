@@ -118,6 +118,11 @@ pub struct HubConfig {
     pub lifecycle_refill: Duration,
     /// A `display_event` layout larger than this (JSON bytes) is refused (`LAYOUT_TOO_LARGE`).
     pub max_layout_bytes: usize,
+    /// Sessions held at once; a new user past it is refused (`TOO_MANY_SESSIONS`).
+    pub max_sessions: usize,
+    /// Apps started (and not given up on) in one session; one more is refused
+    /// (`TOO_MANY_APPS`).
+    pub max_apps_per_session: usize,
 }
 
 impl Default for HubConfig {
@@ -132,6 +137,8 @@ impl Default for HubConfig {
             lifecycle_burst: 10,
             lifecycle_refill: Duration::from_secs(1),
             max_layout_bytes: 32 * 1024,
+            max_sessions: 10_000,
+            max_apps_per_session: 32,
         }
     }
 }
@@ -319,15 +326,27 @@ impl RateLimit {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LifecycleError {
     RateLimited,
+    /// The session runs `max_apps_per_session` apps already.
+    TooManyApps,
 }
 
 impl LifecycleError {
     pub fn code(self) -> &'static str {
-        "RATE_LIMITED"
+        match self {
+            LifecycleError::RateLimited => "RATE_LIMITED",
+            LifecycleError::TooManyApps => "TOO_MANY_APPS",
+        }
     }
 
     pub fn message(self) -> &'static str {
-        "too many app start/stop requests for this session; try again in a second"
+        match self {
+            LifecycleError::RateLimited => {
+                "too many app start/stop requests for this session; try again in a second"
+            }
+            LifecycleError::TooManyApps => {
+                "this session runs as many apps as it may; stop one first"
+            }
+        }
     }
 }
 

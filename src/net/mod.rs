@@ -44,6 +44,9 @@ pub struct ServerConfig {
     pub stall_timeout: Duration,
     /// Client connections (glasses, apps, REST callers) held at once.
     pub max_connections: usize,
+    /// Client connections held at once from one IP address (Unix-socket and in-process
+    /// connections are exempt).
+    pub max_per_address: usize,
     /// Outbound requests (webhooks) in flight at once, counted apart from client connections.
     pub max_outbound: usize,
     /// Ping open WebSockets this often (none: never).
@@ -64,6 +67,7 @@ impl Default for ServerConfig {
             read_pause: 64 * 1024,
             stall_timeout: Duration::from_secs(2),
             max_connections: 20_000,
+            max_per_address: 1_024,
             max_outbound: 256,
             ping_interval: Some(Duration::from_secs(15)),
             idle_timeout: Duration::from_secs(45),
@@ -80,6 +84,8 @@ pub struct Stats {
     pub handshake_timeouts: u64,
     pub overflow_drops: u64,
     pub refused_at_capacity: u64,
+    /// Connections refused because their address held `max_per_address` already.
+    pub refused_per_address: u64,
     pub idle_closes: u64,
     /// Outbound requests not opened because too many were in flight.
     pub outbound_refused: u64,

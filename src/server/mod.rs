@@ -119,15 +119,30 @@ impl Server {
     // ---- inputs --------------------------------------------------------------------------
 
     /// A transport accepted a connection. `None` only when no slot can be encoded (the shell
-    /// drops the stream); over `max_connections` client connections it is answered 503.
+    /// drops the stream); over `max_connections` client connections, or over
+    /// `max_per_address` from its IP address, it is answered 503 with a JSON body
+    /// (`AT_CAPACITY`, `TOO_MANY_FROM_ADDRESS`) before anything is read from it.
     pub fn handle_accept(&mut self, peer: Peer, now: Now) -> Option<ConnId> {
         self.net.now = now.mono;
         let id = self.net.insert(peer, Phase::Http)?;
         self.net.stats.accepted += 1;
+        let from_address = self
+            .net
+            .get(id)
+            .map_or(0, |c| self.net.address_count(&c.peer));
         if self.net.inbound_count() > self.net.cfg.max_connections {
             self.net.stats.refused_at_capacity += 1;
             self.net
                 .respond_error(id, 503, "AT_CAPACITY", "server at connection capacity", &[]);
+        } else if from_address > self.net.cfg.max_per_address {
+            self.net.stats.refused_per_address += 1;
+            self.net.respond_error(
+                id,
+                503,
+                "TOO_MANY_FROM_ADDRESS",
+                "too many connections from this address",
+                &[],
+            );
         } else {
             let at = now.mono + self.net.cfg.handshake_timeout;
             self.net.set_deadline(id, Some(at));
@@ -458,7 +473,10 @@ impl Server {
             ),
         ];
         let dropped: Vec<(&str, u64)> = hc.dropped.iter().map(|(k, v)| (*k, *v)).collect();
-        let refusals: Vec<(&str, u64)> = hc.refusals.iter().map(|(k, v)| (*k, *v)).collect();
+        let mut refusals: Vec<(&str, u64)> = hc.refusals.iter().map(|(k, v)| (*k, *v)).collect();
+        refusals.push(("AT_CAPACITY", st.refused_at_capacity));
+        refusals.push(("TOO_MANY_FROM_ADDRESS", st.refused_per_address));
+        refusals.sort_unstable();
         let rows: Vec<metrics::ConnRow<'_>> = self
             .hub
             .bound_connections()
