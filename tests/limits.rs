@@ -248,7 +248,7 @@ fn over_the_per_address_limit_a_connection_is_answered_503_json_and_unix_is_exem
     let text = String::from_utf8(metrics.body).unwrap();
     assert!(
         text.lines().any(|l| l
-            .starts_with("augmentos_refusals_total{code=\"TOO_MANY_FROM_ADDRESS\"}")
+            .starts_with("augmentos_edge_refusals_total{code=\"TOO_MANY_FROM_ADDRESS\"}")
             && !l.ends_with(" 0")),
         "{text}"
     );
@@ -471,4 +471,115 @@ fn two_thousand_half_open_handshakes_are_shed_while_a_session_keeps_exchanging()
         trips[trips.len() * 99 / 100],
         trips[trips.len() - 1],
     );
+}
+
+// ---- /metrics over real sockets ----------------------------------------------------------
+
+fn scrape(server: &TestServer) -> Option<Value> {
+    let r = http_exchange(
+        server.connect(Transport::Unix),
+        b"GET /metrics HTTP/1.1\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("text/plain; version=0.0.4"));
+    support::prom::parse(&String::from_utf8(r.body).expect("UTF-8"))
+}
+
+#[test]
+fn metrics_parse_as_prometheus_text_and_counters_move_with_traffic() {
+    use support::prom::value;
+    let user = "metrics@example.com";
+    let port = webhook_server();
+    let server = TestServer::start_with(
+        ServerConfig {
+            echo: true,
+            ..ServerConfig::default()
+        },
+        HubConfig {
+            jwt_secret: SECRET.to_vec(),
+            apps: vec![spec(CAPTIONS, "127.0.0.1", port)],
+            ..HubConfig::default()
+        },
+    );
+    let Some(before) = scrape(&server) else {
+        return;
+    };
+    // Traffic: echo messages, and a glasses session that starts an app (a webhook goes out).
+    let mut echo = server.ws(Transport::Tcp);
+    for i in 0..5 {
+        echo.send(Message::text(format!("hello {i}"))).unwrap();
+        assert!(matches!(echo.read().unwrap(), Message::Text(_)));
+    }
+    let token = format!("Bearer {}", jwt::glasses_token(user, SECRET));
+    let mut glasses = ws_client(&server, "/glasses-ws", Some(&token));
+    glasses
+        .send(Message::text(r#"{"type":"connection_init"}"#))
+        .unwrap();
+    until_type(&mut glasses, "connection_ack");
+    glasses
+        .send(Message::text(
+            json!({"type": "start_app", "packageName": CAPTIONS}).to_string(),
+        ))
+        .unwrap();
+    // Wait until the webhook has its outcome (the app never connects; it stays loading).
+    let mut after = scrape(&server).expect("parsed");
+    for _ in 0..200 {
+        if value(
+            &after,
+            "augmentos_edge_webhooks_total",
+            &[("outcome", "ok")],
+        ) >= 1.0
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+        after = scrape(&server).expect("parsed");
+    }
+    let moved = |name: &str, labels: &[(&str, &str)]| {
+        let (b, a) = (value(&before, name, labels), value(&after, name, labels));
+        assert!(a > b, "{name}{labels:?}: {b} before, {a} after");
+    };
+    moved("augmentos_edge_connections_accepted_total", &[]);
+    moved("augmentos_edge_websocket_upgrades_total", &[]);
+    for dir in ["in", "out"] {
+        for kind in ["echo", "glasses"] {
+            moved(
+                "augmentos_edge_messages_total",
+                &[("direction", dir), ("kind", kind)],
+            );
+            moved(
+                "augmentos_edge_bytes_total",
+                &[("direction", dir), ("kind", kind)],
+            );
+        }
+    }
+    moved("augmentos_edge_webhooks_total", &[("outcome", "ok")]);
+    moved("augmentos_edge_webhook_duration_seconds_count", &[]);
+    moved("augmentos_edge_event_loop_turn_seconds_count", &[]);
+    moved(
+        "augmentos_edge_event_loop_turn_seconds_bucket",
+        &[("le", "+Inf")],
+    );
+    moved(
+        "augmentos_edge_display_events_total",
+        &[("outcome", "sent")],
+    );
+    assert_eq!(value(&after, "augmentos_edge_sessions", &[]), 1.0);
+    assert_eq!(
+        value(&after, "augmentos_edge_apps", &[("state", "loading")]),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &after,
+            "augmentos_edge_connections",
+            &[("kind", "glasses"), ("transport", "tcp")]
+        ),
+        1.0
+    );
+    // Every name follows the convention.
+    for s in after.as_array().unwrap() {
+        let name = s[0].as_str().unwrap();
+        assert!(name.starts_with("augmentos_edge_"), "{name}");
+    }
 }

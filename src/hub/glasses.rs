@@ -279,6 +279,7 @@ impl Hub {
             self.stop_app(net, sk, app, "system_stop", "User session ended", now);
         }
         if self.session(sk).is_some() {
+            self.retire_display_stats(sk);
             let s = self.sessions.remove(sk.slot);
             self.by_user.remove(&s.user);
             self.counters.sessions_ended += 1;

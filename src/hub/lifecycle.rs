@@ -155,12 +155,14 @@ impl Hub {
             sess: sk,
             app,
             kind,
+            sent: now.mono,
         };
         if in_flight >= self.cfg.max_webhooks_per_server {
             log::warn!(
-                "webhook to {:?} not sent: {in_flight} already in flight to its server",
+                "event=webhook_not_sent package={:?} in_flight={in_flight}",
                 self.cfg.apps[app].package_name
             );
+            self.webhook_outcome("not_sent");
             return self.webhook_failed(net, w, now);
         }
         let deadline = now.mono + self.cfg.timings.webhook_timeout;
@@ -170,7 +172,10 @@ impl Hub {
                 *self.per_server.entry(target.clone()).or_default() += 1;
                 self.webhooks.insert(conn, w);
             }
-            None => self.webhook_failed(net, w, now),
+            None => {
+                self.webhook_outcome("not_sent");
+                self.webhook_failed(net, w, now)
+            }
         }
     }
 
@@ -192,10 +197,20 @@ impl Hub {
             }
         }
         let (sk, app) = (w.sess, w.app);
+        let took = now.mono.saturating_since(w.sent).as_micros();
+        let took = u64::try_from(took).unwrap_or(u64::MAX);
+        self.counters
+            .webhook_latency
+            .observe(crate::histogram::WEBHOOK_US, took);
         let ok = matches!(outcome, HttpOutcome::Status(s) if (200..300).contains(&s));
+        self.webhook_outcome(match outcome {
+            HttpOutcome::Status(_) if ok => "ok",
+            HttpOutcome::Status(_) => "http_error",
+            HttpOutcome::Failed(_) => "failed",
+        });
         if !ok {
             log::warn!(
-                "webhook to {:?} failed: {outcome:?}",
+                "event=webhook_failed package={:?} outcome={outcome:?}",
                 self.cfg.apps[w.app].package_name
             );
             self.webhook_failed(net, w, now);
@@ -216,6 +231,31 @@ impl Hub {
                 self.send_webhook(net, sk, app, q.kind, &q.request, now);
             }
         }
+    }
+
+    fn webhook_outcome(&mut self, outcome: &'static str) {
+        *self.counters.webhook_outcomes.entry(outcome).or_default() += 1;
+    }
+
+    /// Apps in every session by lifecycle state, for `/metrics`: loading, active,
+    /// reconnecting, restarting, failed.
+    pub fn app_state_counts(&self) -> [(&'static str, u64); 5] {
+        let mut out = [
+            ("loading", 0),
+            ("active", 0),
+            ("reconnecting", 0),
+            ("restarting", 0),
+            ("failed", 0),
+        ];
+        for (_, s) in &self.sessions {
+            for run in s.apps.values() {
+                let name = run.state.name();
+                if let Some(slot) = out.iter_mut().find(|(n, _)| *n == name) {
+                    slot.1 += 1;
+                }
+            }
+        }
+        out
     }
 
     /// A waiting webhook is still worth sending: a stop always is, a start only while that

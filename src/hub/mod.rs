@@ -370,6 +370,8 @@ struct Webhook {
     sess: SessKey,
     app: usize,
     kind: WebhookKind,
+    /// When it was handed to the connection table (for the latency histogram).
+    sent: Instant,
 }
 
 /// A webhook waiting for the one in flight for the same (session, app) to finish; a newer one
@@ -475,6 +477,13 @@ pub struct HubCounters {
     pub dropped: BTreeMap<&'static str, u64>,
     /// Times a feeder (glasses, publisher) was not read because a subscriber was backed up.
     pub feeder_pauses: u64,
+    /// Webhooks by outcome: `ok` (2xx), `http_error` (another status), `failed` (no usable
+    /// response: refused, reset, timed out), `not_sent` (too many in flight).
+    pub webhook_outcomes: BTreeMap<&'static str, u64>,
+    /// How long sent webhooks took until their outcome ([`crate::histogram::WEBHOOK_US`]).
+    pub webhook_latency: crate::histogram::Histogram,
+    /// Display counters of sessions that ended (live ones are in their display managers).
+    pub display_retired: display::DisplayStats,
 }
 
 pub struct Hub {

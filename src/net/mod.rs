@@ -15,7 +15,7 @@ pub mod conn;
 pub mod table;
 pub mod timers;
 
-pub use conn::{Conn, ConnId, Endpoint, Peer, Phase, MAX_INDEX};
+pub use conn::{Conn, ConnId, Endpoint, Peer, Phase, KINDS, MAX_INDEX, TRANSPORTS};
 pub use table::{HttpOutcome, Net, Target, Timer};
 
 use crate::http::RequestLimits;
@@ -91,6 +91,14 @@ pub struct Stats {
     pub outbound_refused: u64,
     /// Backed-up WebSockets closed for making no write progress.
     pub stall_closes: u64,
+    /// WebSocket messages (data frames queued or complete messages read) and bytes (read, or
+    /// written by the shell) per connection kind ([`KINDS`]).
+    pub messages_in: [u64; 5],
+    pub messages_out: [u64; 5],
+    pub bytes_in: [u64; 5],
+    pub bytes_out: [u64; 5],
+    /// Heartbeat round trips ([`crate::histogram::RTT_US`]).
+    pub rtt: crate::histogram::Histogram,
 }
 
 /// What the application core may do to connections. Every method is a no-op (or returns

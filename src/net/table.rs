@@ -210,6 +210,7 @@ impl Net {
         };
         let n = n.min(c.out.len());
         c.consumed = c.consumed.wrapping_add(n as u32);
+        self.stats.bytes_out[c.kind()] += n as u64;
         if n == c.out.len() {
             give_back(pool, std::mem::take(&mut c.out));
         } else {
@@ -391,8 +392,10 @@ impl Net {
     pub fn record_pong(&mut self, id: ConnId, now: Instant) {
         if let Some(c) = self.get_mut(id) {
             if let Some(sent) = c.ping_sent.take() {
-                c.rtt_us =
-                    Some(now.saturating_since(sent).as_micros().min(u32::MAX as u128) as u32);
+                let us = now.saturating_since(sent).as_micros().min(u32::MAX as u128) as u32;
+                self.stats
+                    .rtt
+                    .observe(crate::histogram::RTT_US, u64::from(us));
             }
         }
     }
@@ -444,8 +447,11 @@ fn give_back(pool: &mut Vec<Vec<u8>>, mut buf: Vec<u8>) {
 
 impl Outbox for Net {
     fn send_frame(&mut self, id: ConnId, opcode: Opcode, parts: &[&[u8]]) -> bool {
-        if !self.get(id).is_some_and(Conn::is_websocket) {
+        let Some(c) = self.get(id).filter(|c| c.is_websocket()) else {
             return false;
+        };
+        if matches!(opcode, Opcode::Text | Opcode::Binary) {
+            self.stats.messages_out[c.kind()] += 1;
         }
         if let Some(out) = self.out(id) {
             write_frame(out, opcode, parts);
@@ -455,9 +461,10 @@ impl Outbox for Net {
     }
 
     fn send_json<T: serde::Serialize + ?Sized>(&mut self, id: ConnId, msg: &T) -> bool {
-        if !self.get(id).is_some_and(Conn::is_websocket) {
+        let Some(c) = self.get(id).filter(|c| c.is_websocket()) else {
             return false;
-        }
+        };
+        self.stats.messages_out[c.kind()] += 1;
         let written = self.out(id).is_some_and(|out| write_json_frame(out, msg));
         self.check_cap(id);
         written

@@ -342,6 +342,8 @@ impl Reactor {
                 self.again.push(id);
             }
             self.persist();
+            let took = self.clock.mono().saturating_since(now.mono);
+            self.server.handle_turn_time(took);
             if self.stop.stop.load(Ordering::SeqCst) {
                 self.finish_writes();
                 return Ok(());

@@ -22,6 +22,7 @@
 mod lifecycle;
 pub mod metrics;
 
+use crate::histogram::{self, Histogram};
 use crate::http::client::{ResponseError, ResponseParser};
 use crate::http::{parse_request, Request};
 use crate::hub::{Hub, HubConfig};
@@ -61,6 +62,8 @@ pub struct Server {
     /// Feeders not read because a subscriber of theirs is backed up, and those free again.
     paused: Vec<ConnId>,
     resumed: Vec<ConnId>,
+    /// Event-loop turn durations, as the shell measured them ([`histogram::TURN_US`]).
+    turns: Histogram,
 }
 
 impl Server {
@@ -84,6 +87,7 @@ impl Server {
             started: now.mono,
             paused: Vec::new(),
             resumed: Vec::new(),
+            turns: Histogram::default(),
         }
     }
 
@@ -157,6 +161,8 @@ impl Server {
             return;
         };
         c.last_rx = now.mono;
+        let kind = c.kind();
+        self.net.stats.bytes_in[kind] += data.len() as u64;
         let gen = id.gen;
         let pending = match proto_entry(&mut self.proto, id) {
             Some(p) if !p.pending.is_empty() => Some(std::mem::take(&mut p.pending)),
@@ -264,6 +270,13 @@ impl Server {
         self.after(now);
     }
 
+    /// The shell's measure of one event-loop turn (from the poll's return until every ready
+    /// connection was read and flushed): a value, never a clock read by the core.
+    pub fn handle_turn_time(&mut self, took: std::time::Duration) {
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.turns.observe(histogram::TURN_US, us);
+    }
+
     // ---- outputs -------------------------------------------------------------------------
 
     /// When the shell must next call `handle_timeout` (a monotonic instant).
@@ -358,146 +371,249 @@ impl Server {
             .is_none_or(|c| c.close_after_flush && c.out.is_empty())
     }
 
-    /// The Prometheus text exposition of the server's counters and gauges at `now`.
+    /// The Prometheus text exposition of the server's counters, gauges and histograms at
+    /// `now`. Aggregates only: no series per connection, session or user.
     pub fn metrics(&self, now: Now) -> String {
+        use crate::net::{KINDS, TRANSPORTS};
+        use metrics::Family;
         let st = &self.net.stats;
         let hc = &self.hub.counters;
-        let counters = [
-            (
-                "connections{kind=\"all\"}",
-                "gauge",
-                "Open connections.",
-                self.net.len() as u64,
-            ),
-            (
-                "connections{kind=\"websocket\"}",
-                "gauge",
-                "Open connections.",
-                self.net.websocket_count() as u64,
-            ),
-            (
-                "connections{kind=\"outbound\"}",
-                "gauge",
-                "Open connections.",
-                self.net.outbound_count() as u64,
-            ),
-            (
-                "sessions",
-                "gauge",
-                "User sessions.",
-                self.hub.session_count() as u64,
-            ),
-            (
-                "accepted_total",
-                "counter",
-                "Connections accepted.",
-                st.accepted,
-            ),
-            (
-                "upgrades_total",
-                "counter",
-                "WebSocket upgrades.",
-                st.upgrades,
-            ),
-            (
-                "protocol_errors_total",
-                "counter",
-                "WebSocket protocol violations.",
-                st.protocol_errors,
-            ),
-            (
-                "handshake_timeouts_total",
-                "counter",
-                "Requests not complete in time.",
-                st.handshake_timeouts,
-            ),
-            (
-                "overflow_drops_total",
-                "counter",
-                "Connections dropped for not reading.",
-                st.overflow_drops,
-            ),
-            (
-                "refused_at_capacity_total",
-                "counter",
-                "Connections refused at capacity.",
-                st.refused_at_capacity,
-            ),
-            (
-                "outbound_refused_total",
-                "counter",
-                "Outbound requests not opened: too many in flight.",
-                st.outbound_refused,
-            ),
-            (
-                "webhooks_sent_total",
-                "counter",
-                "Webhook requests sent.",
-                hc.webhooks_sent,
-            ),
-            (
-                "webhooks_failed_total",
-                "counter",
-                "Webhook requests failed.",
-                hc.webhooks_failed,
-            ),
-            (
-                "webhooks_coalesced_total",
-                "counter",
-                "Webhook requests replaced by a newer one before they were sent.",
-                hc.webhooks_coalesced,
-            ),
-            (
-                "read_pauses_total{reason=\"subscriber_backlog\"}",
-                "counter",
-                "Feeders (glasses, publishers) not read because a subscriber was backed up.",
-                hc.feeder_pauses,
-            ),
-            (
-                "stall_closes_total",
-                "counter",
-                "Backed-up connections closed for making no write progress.",
-                st.stall_closes,
-            ),
-            (
-                "app_restarts_total",
-                "counter",
-                "Apps restarted after a drop.",
-                hc.app_restarts,
-            ),
-            (
-                "sessions_ended_total",
-                "counter",
-                "Sessions ended after the grace period.",
-                hc.sessions_ended,
-            ),
-        ];
-        let dropped: Vec<(&str, u64)> = hc.dropped.iter().map(|(k, v)| (*k, *v)).collect();
+        let n = |v: u64| v as f64;
+        // Connections by kind and transport, output waiting, and the longest silence per kind.
+        let mut conns = [[0u64; 3]; 5];
+        let mut out_bytes = 0u64;
+        let mut idle_max = [0f64; 5];
+        for c in self.net.iter() {
+            conns[c.kind()][c.transport()] += 1;
+            out_bytes += c.out.len() as u64;
+            if c.is_websocket() {
+                let idle = now.mono.saturating_since(c.last_rx).as_secs_f64();
+                idle_max[c.kind()] = idle_max[c.kind()].max(idle);
+            }
+        }
+        let mut by_conn = Vec::new();
+        for (k, row) in conns.iter().enumerate() {
+            for (t, v) in row.iter().enumerate() {
+                if *v > 0 || k < 3 && t == 0 {
+                    by_conn.push((
+                        vec![("kind", KINDS[k]), ("transport", TRANSPORTS[t])],
+                        n(*v),
+                    ));
+                }
+            }
+        }
+        let traffic = |a: &[u64; 5], b: &[u64; 5]| {
+            let mut rows = Vec::new();
+            for (dir, vals) in [("in", a), ("out", b)] {
+                for (k, v) in vals.iter().enumerate() {
+                    rows.push((vec![("direction", dir), ("kind", KINDS[k])], n(*v)));
+                }
+            }
+            rows
+        };
+        let messages = traffic(&st.messages_in, &st.messages_out);
+        let bytes = traffic(&st.bytes_in, &st.bytes_out);
         let mut refusals: Vec<(&str, u64)> = hc.refusals.iter().map(|(k, v)| (*k, *v)).collect();
         refusals.push(("AT_CAPACITY", st.refused_at_capacity));
         refusals.push(("TOO_MANY_FROM_ADDRESS", st.refused_per_address));
+        refusals.push(("HANDSHAKE_TIMEOUT", st.handshake_timeouts));
         refusals.sort_unstable();
-        let rows: Vec<metrics::ConnRow<'_>> = self
-            .hub
-            .bound_connections()
+        let refusals = refusals
             .into_iter()
-            .filter_map(|(id, kind, user, package)| {
-                let c = self.net.get(id)?;
-                Some(metrics::ConnRow {
-                    kind,
-                    user,
-                    package,
-                    rtt_us: c.rtt_us,
-                    idle_seconds: now.mono.saturating_since(c.last_rx).as_secs_f64(),
-                })
+            .map(|(code, v)| (vec![("code", code)], n(v)))
+            .collect();
+        let dropped = hc
+            .dropped
+            .iter()
+            .map(|(stream, v)| {
+                (
+                    vec![("stream", *stream), ("reason", "subscriber_backlog")],
+                    n(*v),
+                )
             })
             .collect();
-        metrics::render(&metrics::Snapshot {
-            counters: &counters,
-            refusals: &refusals,
-            dropped: &dropped,
-            connections: &rows,
-        })
+        let closed = [
+            ("protocol_error", st.protocol_errors),
+            ("handshake_timeout", st.handshake_timeouts),
+            ("output_overflow", st.overflow_drops),
+            ("stalled", st.stall_closes),
+            ("idle", st.idle_closes),
+        ]
+        .into_iter()
+        .map(|(r, v)| (vec![("reason", r)], n(v)))
+        .collect();
+        let mut outcomes: Vec<(metrics::Labels<'_>, f64)> =
+            ["ok", "http_error", "failed", "not_sent"]
+                .into_iter()
+                .map(|o| {
+                    let v = hc.webhook_outcomes.get(o).copied().unwrap_or(0);
+                    (vec![("outcome", o)], n(v))
+                })
+                .collect();
+        outcomes.push((vec![("outcome", "coalesced")], n(hc.webhooks_coalesced)));
+        let apps = self
+            .hub
+            .app_state_counts()
+            .into_iter()
+            .map(|(state, v)| (vec![("state", state)], n(v)))
+            .collect();
+        let d = self.hub.display_stats();
+        let display = [
+            ("sent", d.sent),
+            ("coalesced", d.coalesced),
+            ("refused", d.refused),
+            ("expired", d.expired),
+        ]
+        .into_iter()
+        .map(|(o, v)| (vec![("outcome", o)], n(v)))
+        .collect();
+        let idle = idle_max
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| *k != 2 && *k != 4)
+            .map(|(k, v)| (vec![("kind", KINDS[k])], *v))
+            .collect();
+        let families = [
+            Family::one(
+                "uptime_seconds",
+                "gauge",
+                "Seconds since the server started.",
+                now.mono.saturating_since(self.started).as_secs_f64(),
+            ),
+            Family::labelled(
+                "connections",
+                "gauge",
+                "Open connections by kind (glasses, app, http, echo, webhook) and transport.",
+                by_conn,
+            ),
+            Family::one(
+                "connection_addresses",
+                "gauge",
+                "Distinct IP addresses with open client connections.",
+                n(self.net.address_total() as u64),
+            ),
+            Family::one(
+                "connections_accepted_total",
+                "counter",
+                "Client connections accepted (refused ones included).",
+                n(st.accepted),
+            ),
+            Family::one(
+                "websocket_upgrades_total",
+                "counter",
+                "WebSocket upgrades completed.",
+                n(st.upgrades),
+            ),
+            Family::labelled(
+                "connections_closed_total",
+                "counter",
+                "Connections closed by the server, by reason.",
+                closed,
+            ),
+            Family::labelled(
+                "refusals_total",
+                "counter",
+                "Refused connections, requests and messages, by code.",
+                refusals,
+            ),
+            Family::one(
+                "sessions",
+                "gauge",
+                "User sessions held (glasses connected or in their grace period).",
+                n(self.hub.session_count() as u64),
+            ),
+            Family::one(
+                "sessions_ended_total",
+                "counter",
+                "Sessions ended after the grace period.",
+                n(hc.sessions_ended),
+            ),
+            Family::labelled(
+                "apps",
+                "gauge",
+                "Apps in sessions by lifecycle state.",
+                apps,
+            ),
+            Family::one(
+                "app_restarts_total",
+                "counter",
+                "Apps restarted through their webhook after a drop.",
+                n(hc.app_restarts),
+            ),
+            Family::labelled(
+                "messages_total",
+                "counter",
+                "WebSocket data messages by direction and connection kind.",
+                messages,
+            ),
+            Family::labelled(
+                "bytes_total",
+                "counter",
+                "Bytes read from and written to sockets by direction and connection kind.",
+                bytes,
+            ),
+            Family::labelled(
+                "dropped_messages_total",
+                "counter",
+                "Lossy messages not delivered to a backed-up subscriber, by stream and reason.",
+                dropped,
+            ),
+            Family::labelled(
+                "read_pauses_total",
+                "counter",
+                "Feeders (glasses, publishers) not read for a while, by reason.",
+                vec![(vec![("reason", "subscriber_backlog")], n(hc.feeder_pauses))],
+            ),
+            Family::one(
+                "output_buffer_bytes",
+                "gauge",
+                "Bytes waiting in connections' output buffers.",
+                n(out_bytes),
+            ),
+            Family::labelled(
+                "webhooks_total",
+                "counter",
+                "Webhook requests by outcome.",
+                outcomes,
+            ),
+            Family::one(
+                "outbound_refused_total",
+                "counter",
+                "Outbound requests not opened: too many in flight.",
+                n(st.outbound_refused),
+            ),
+            Family::histogram(
+                "webhook_duration_seconds",
+                "Time from sending a webhook to its response (or failure).",
+                &hc.webhook_latency,
+                histogram::WEBHOOK_US,
+            ),
+            Family::labelled(
+                "display_events_total",
+                "counter",
+                "Display requests by outcome (sent to the glasses, coalesced, refused, expired).",
+                display,
+            ),
+            Family::histogram(
+                "heartbeat_rtt_seconds",
+                "Round trip of heartbeat pings to WebSockets.",
+                &st.rtt,
+                histogram::RTT_US,
+            ),
+            Family::labelled(
+                "websocket_idle_max_seconds",
+                "gauge",
+                "The longest time since bytes last arrived on an open WebSocket, by kind.",
+                idle,
+            ),
+            Family::histogram(
+                "event_loop_turn_seconds",
+                "Time the event loop spent on one turn (reading, processing, flushing).",
+                &self.turns,
+                histogram::TURN_US,
+            ),
+        ];
+        metrics::render(&families)
     }
 
     // ---- internals -----------------------------------------------------------------------
@@ -735,6 +851,7 @@ impl Server {
         }
         if let Some(c) = self.net.get_mut(id) {
             c.phase = Phase::Ws(endpoint);
+            c.endpoint = Some(endpoint);
         }
         let heartbeat = self.net.cfg.ping_interval.map(|i| now.mono + i);
         self.net.set_deadline(id, heartbeat);
@@ -760,6 +877,11 @@ impl Server {
             Ok(step) => step,
         };
         let used = step.consumed;
+        if let (Some(Message::Text(_) | Message::Binary(_)), Some(c)) = (&step.message, net.get(id))
+        {
+            let kind = c.kind();
+            net.stats.messages_in[kind] += 1;
+        }
         match step.message {
             None => {}
             Some(Message::Ping(p)) => {

@@ -34,6 +34,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tungstenite::WebSocket;
 
+pub mod prom;
+
 /// How long a client waits for any single read before the test fails. Generous on purpose: the
 /// server answers in microseconds, but a noisy 2-core machine can stall a thread for a while.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
