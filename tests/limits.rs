@@ -126,6 +126,16 @@ fn a_new_session_past_the_limit_is_refused_and_a_known_user_still_resumes() {
         w.server.hub.counters.refusals.get("TOO_MANY_SESSIONS"),
         Some(&2)
     );
+    // /health says the box is full of sessions, and not ready for more.
+    let h = w.connect();
+    w.send_raw(h, b"GET /health HTTP/1.1\r\n\r\n");
+    let (status, body) = w.clients[h].take_http_response().expect("a response");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(body["ready"], false, "{body}");
+    assert_eq!(body["status"], "degraded", "{body}");
+    assert_eq!(body["components"]["sessions"]["state"], "full", "{body}");
+    assert_eq!(body["components"]["sessions"]["limit"], 1, "{body}");
 }
 
 #[test]
@@ -501,6 +511,22 @@ fn metrics_parse_as_prometheus_text_and_counters_move_with_traffic() {
             ..HubConfig::default()
         },
     );
+    let health = http_exchange(
+        server.connect(Transport::Unix),
+        b"GET /health HTTP/1.1\r\n\r\n",
+    )
+    .json();
+    assert_eq!(health["ready"], true, "{health}");
+    assert_eq!(health["status"], "ok", "{health}");
+    let c = &health["components"];
+    assert_eq!(
+        c["listeners"],
+        json!({"state": "ok", "open": 3}),
+        "{health}"
+    );
+    assert_eq!(c["store"]["state"], "ok", "{health}");
+    assert_eq!(c["sessions"]["state"], "ok", "{health}");
+    assert_eq!(c["connections"]["state"], "ok", "{health}");
     let Some(before) = scrape(&server) else {
         return;
     };

@@ -161,10 +161,11 @@ impl Resolver {
 
 impl Reactor {
     pub fn new(
-        server: Server,
+        mut server: Server,
         clock: Clock,
         mut listeners: Vec<Box<dyn Listener>>,
     ) -> io::Result<Reactor> {
+        server.handle_listeners(listeners.len());
         let poll = Poll::new()?;
         for (i, l) in listeners.iter_mut().enumerate() {
             poll.registry()

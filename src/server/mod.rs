@@ -64,6 +64,10 @@ pub struct Server {
     resumed: Vec<ConnId>,
     /// Event-loop turn durations, as the shell measured them ([`histogram::TURN_US`]).
     turns: Histogram,
+    /// Listeners open, as the shell last reported them (`None`: no shell reported any).
+    listeners: Option<usize>,
+    /// An orderly stop began.
+    stopping: bool,
 }
 
 impl Server {
@@ -88,6 +92,8 @@ impl Server {
             paused: Vec::new(),
             resumed: Vec::new(),
             turns: Histogram::default(),
+            listeners: None,
+            stopping: false,
         }
     }
 
@@ -296,6 +302,11 @@ impl Server {
     /// writer (or, with no store, drops them).
     pub fn take_persist(&mut self) -> Vec<Persist> {
         self.hub.take_persist()
+    }
+
+    /// The shell's report of how many listeners it has open (at start; 0 once stopping).
+    pub fn handle_listeners(&mut self, open: usize) {
+        self.listeners = Some(open);
     }
 
     /// The shell's report of the store (after writes, or at start).
@@ -616,6 +627,66 @@ impl Server {
         metrics::render(&families)
     }
 
+    /// The `/health` document: per component (listeners, store, sessions, connections) a
+    /// `state`, and `ready`: whether the box takes new connections and sessions now (listeners
+    /// open, not stopping, below its connection and session limits). A failing store leaves
+    /// it ready (sessions run; what they change is not remembered) and makes it `degraded`.
+    pub fn health(&self, now: Now) -> serde_json::Value {
+        let listeners = match (self.stopping, self.listeners) {
+            (true, _) => "stopped",
+            (false, Some(0)) => "none",
+            (false, Some(_)) => "ok",
+            (false, None) => "unknown",
+        };
+        let store = if self.store.error.is_some() {
+            "failing"
+        } else {
+            "ok"
+        };
+        let (sessions, max_sessions) = (self.hub.session_count(), self.hub.config().max_sessions);
+        let sessions_state = if sessions >= max_sessions {
+            "full"
+        } else {
+            "ok"
+        };
+        let (conns, max_conns) = (self.net.inbound_count(), self.net.cfg.max_connections);
+        let conns_state = if conns >= max_conns { "full" } else { "ok" };
+        let ready =
+            matches!(listeners, "ok" | "unknown") && sessions_state == "ok" && conns_state == "ok";
+        let status = match (self.stopping, ready && store == "ok") {
+            (true, _) => "stopping",
+            (false, true) => "ok",
+            (false, false) => "degraded",
+        };
+        serde_json::json!({
+            "status": status,
+            "ready": ready,
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptimeSeconds": now.mono.saturating_since(self.started).as_secs(),
+            "components": {
+                "listeners": {"state": listeners, "open": self.listeners},
+                "store": {"state": store, "kind": self.store.kind},
+                "sessions": {"state": sessions_state, "count": sessions, "limit": max_sessions},
+                "connections": {"state": conns_state, "count": conns, "limit": max_conns},
+            },
+            "connections": {
+                "total": conns,
+                "websocket": self.net.websocket_count(),
+                "outbound": self.net.outbound_count(),
+            },
+            "sessions": sessions,
+            "store": {
+                "kind": self.store.kind,
+                "path": self.store.path,
+                "state": store,
+                "error": self.store.error,
+                "recovered": self.store.recovered,
+                "batchesWritten": self.store.batches,
+                "changesWritten": self.store.changes,
+            },
+        })
+    }
+
     // ---- internals -----------------------------------------------------------------------
 
     /// Whether leftover input of `id` is still worth keeping.
@@ -757,26 +828,7 @@ impl Server {
         }
         match (req.method, req.path) {
             ("GET" | "HEAD", "/health") => {
-                let body = serde_json::json!({
-                    "status": "ok",
-                    "version": env!("CARGO_PKG_VERSION"),
-                    "uptimeSeconds": now.mono.saturating_since(self.started).as_secs(),
-                    "connections": {
-                        "total": self.net.inbound_count(),
-                        "websocket": self.net.websocket_count(),
-                        "outbound": self.net.outbound_count(),
-                    },
-                    "sessions": self.hub.session_count(),
-                    "store": {
-                        "kind": self.store.kind,
-                        "path": self.store.path,
-                        "state": if self.store.error.is_some() { "failing" } else { "ok" },
-                        "error": self.store.error,
-                        "recovered": self.store.recovered,
-                        "batchesWritten": self.store.batches,
-                        "changesWritten": self.store.changes,
-                    },
-                });
+                let body = self.health(now);
                 self.net.respond_json(id, 200, &body, &[]);
             }
             ("GET" | "HEAD", "/metrics") => {
