@@ -361,7 +361,8 @@ impl Hub {
             AppState::RestartWait { at } if at <= now.mono => {
                 self.counters.app_restarts += 1;
                 log::info!(
-                    "restarting {:?} through its webhook",
+                    "event=app_restarting session={:?} package={:?}",
+                    self.session(sk).map_or("", |s| s.user.as_str()),
                     self.cfg.apps[app].package_name
                 );
                 self.start_app(net, sk, app, now, true);
@@ -426,7 +427,11 @@ impl Hub {
         run.state = AppState::Failed;
         run.error = Some(error);
         run.subs.clear();
-        log::warn!("{:?} gave up: {error}", self.cfg.apps[app].package_name);
+        log::warn!(
+            "event=app_failed session={:?} package={:?} code={error}",
+            self.session(sk).map_or("", |s| s.user.as_str()),
+            self.cfg.apps[app].package_name
+        );
         self.subs_changed(net, sk, None, now);
         self.screen_app_gone(net, sk, app, now);
         self.send_to_glasses(
@@ -520,7 +525,8 @@ impl Hub {
         run.state = AppState::Reconnecting { until };
         self.arm(until, TimerKey::App(sk, app));
         log::info!(
-            "{:?} dropped unexpectedly; waiting for it to reconnect",
+            "event=app_dropped session={:?} package={:?} connection={id}",
+            self.session(sk).map_or("", |s| s.user.as_str()),
             self.cfg.apps[app].package_name
         );
         self.subs_changed(net, sk, None, now);

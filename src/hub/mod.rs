@@ -728,7 +728,7 @@ impl Hub {
                     s.glasses = None;
                     s.grace_until = Some(grace);
                     log::info!(
-                        "glasses of {:?} disconnected; session kept for the grace period",
+                        "event=glasses_disconnected session={:?} connection={id}",
                         s.user
                     );
                     self.arm(grace, TimerKey::Session(sk));

@@ -23,6 +23,13 @@ const INDEX_BITS: u32 = 20;
 /// The most connections one core can hold (the token encoding's limit).
 pub const MAX_INDEX: usize = (1 << INDEX_BITS) - 1;
 
+/// `index.generation`, as log lines name a connection.
+impl std::fmt::Display for ConnId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.index, self.gen)
+    }
+}
+
 impl ConnId {
     /// Encode as a `usize` token for the poller: index in the low bits, generation above.
     pub fn to_token(self) -> usize {

@@ -244,7 +244,7 @@ impl Reactor {
         self.server.handle_shutdown(now);
         self.stopping_until = Some(now.mono + self.server.config().close_timeout + STOP_MARGIN);
         log::info!(
-            "stopping: {} connection(s) closing",
+            "event=stopping connections={}",
             self.server.connection_count()
         );
     }
@@ -256,7 +256,7 @@ impl Reactor {
         for sig in s.pending() {
             match sig {
                 signals::Signal::Stop if self.stopping_until.is_some() => {
-                    log::warn!("second stop signal: exiting at once");
+                    log::warn!("event=stop_now reason=second_signal");
                     self.stop.stop.store(true, Ordering::SeqCst);
                 }
                 signals::Signal::Stop => self.begin_stop(now),
@@ -352,7 +352,7 @@ impl Reactor {
             if let Some(until) = self.stopping_until {
                 if self.server.drained() || self.clock.mono() >= until {
                     self.finish_writes();
-                    log::info!("stopped");
+                    log::info!("event=stopped");
                     return Ok(());
                 }
             }
@@ -370,7 +370,10 @@ impl Reactor {
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => {
                     // EMFILE and friends: log and try again next readiness.
-                    log::warn!("accept on {} failed: {e}", listener.describe());
+                    log::warn!(
+                        "event=accept_failed listener={} error={e:?}",
+                        listener.describe()
+                    );
                     return;
                 }
             };
@@ -383,7 +386,7 @@ impl Reactor {
                 .registry()
                 .register(&mut *stream, token, Interest::READABLE)
             {
-                log::warn!("register failed: {e}");
+                log::warn!("event=register_failed connection={id} error={e:?}");
                 self.server.handle_closed(id, now);
                 continue;
             }

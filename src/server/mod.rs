@@ -142,10 +142,12 @@ impl Server {
             .map_or(0, |c| self.net.address_count(&c.peer));
         if self.net.inbound_count() > self.net.cfg.max_connections {
             self.net.stats.refused_at_capacity += 1;
+            log::debug!("event=connection_refused connection={id} code=AT_CAPACITY");
             self.net
                 .respond_error(id, 503, "AT_CAPACITY", "server at connection capacity", &[]);
         } else if from_address > self.net.cfg.max_per_address {
             self.net.stats.refused_per_address += 1;
+            log::debug!("event=connection_refused connection={id} code=TOO_MANY_FROM_ADDRESS");
             self.net.respond_error(
                 id,
                 503,
