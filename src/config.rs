@@ -183,6 +183,11 @@ struct RawLimits {
     /// Output past which a connection is backed up (its feeders pause; lossy streams drop).
     high_water_bytes: Option<Ranged<{ 4 << 10 }, { 64 << 20 }>>,
     max_connections: Option<Ranged<1, { crate::net::MAX_INDEX as u64 - 1 }>>,
+    /// Client connections from one IP address (Unix and in-process ones are exempt).
+    max_connections_per_address: Option<Ranged<1, { crate::net::MAX_INDEX as u64 - 1 }>>,
+    /// User sessions held at once, and apps running in one session.
+    max_sessions: Option<Ranged<1, 1_000_000>>,
+    max_apps_per_session: Option<Ranged<1, 1_000>>,
     /// Outbound requests (webhooks) in flight, in total and to one app server.
     max_outbound: Option<Ranged<1, 65_536>>,
     max_webhooks_per_server: Option<Ranged<1, 65_536>>,
@@ -313,6 +318,9 @@ impl RawConfig {
             set(&mut server.max_output, l.max_output_bytes);
             set(&mut server.read_pause, l.high_water_bytes);
             set(&mut server.max_connections, l.max_connections);
+            set(&mut server.max_per_address, l.max_connections_per_address);
+            set(&mut hub.max_sessions, l.max_sessions);
+            set(&mut hub.max_apps_per_session, l.max_apps_per_session);
             set(&mut server.max_outbound, l.max_outbound);
             set(&mut hub.max_webhooks_per_server, l.max_webhooks_per_server);
             set(&mut hub.lifecycle_burst, l.lifecycle_burst);
@@ -925,7 +933,9 @@ mod tests {
                 "jwtSecret": "augmentos-edge-development-secret", "stateDir": "/var/lib/edge",
                 "limits": {"maxFrameBytes": 1001, "maxMessageBytes": 1002,
                     "maxRequestHeadBytes": 1030, "maxBodyBytes": 1004,
-                    "maxOutputBytes": 100005, "maxConnections": 1006, "maxLayoutBytes": 4096},
+                    "maxOutputBytes": 100005, "maxConnections": 1006, "maxLayoutBytes": 4096,
+                    "maxConnectionsPerAddress": 1007, "maxSessions": 1008,
+                    "maxAppsPerSession": 9},
                 "timings": {"handshakeTimeoutMs": 2001, "closeTimeoutMs": 2002,
                     "gracePeriodMs": 2003, "appConnectTimeoutMs": 2004,
                     "appReconnectGraceMs": 2005, "webhookTimeoutMs": 2006,
@@ -958,6 +968,8 @@ mod tests {
         );
         assert_eq!((s.max_output, s.max_connections), (100_005, 1006));
         assert_eq!(c.hub.max_layout_bytes, 4096);
+        assert_eq!(s.max_per_address, 1007);
+        assert_eq!((c.hub.max_sessions, c.hub.max_apps_per_session), (1008, 9));
         assert_eq!((s.handshake_timeout, s.close_timeout), (ms(2001), ms(2002)));
         assert_eq!(
             (s.ping_interval, s.idle_timeout),

@@ -1,7 +1,7 @@
 //! augmentos-edge: an edge WebSocket hub for AugmentOS smart glasses and their apps.
 //!
 //! Layers, bottom up, each importing only those below it:
-//! - [`time`], [`ws`], [`http`], [`auth`]: values and sans-IO codecs;
+//! - [`time`], [`histogram`], [`ws`], [`http`], [`auth`]: values and sans-IO codecs;
 //! - [`net`]: the connection table (ids, peers, output buffers, deadlines) and the
 //!   [`net::Outbox`] trait the layers above act through;
 //! - [`protocol`]: the wire types of glasses, apps and webhooks;
@@ -15,6 +15,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod histogram;
 pub mod http;
 pub mod hub;
 pub mod logger;

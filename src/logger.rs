@@ -1,5 +1,10 @@
 //! Shell layer: a minimal `log` backend writing one line per record to stderr.
-//! The level comes from `AUGMENTOS_LOG` (error, warn, info, debug, trace; default info).
+//! The level comes from `RUST_LOG` (or `AUGMENTOS_LOG`): error, warn, info, debug, trace;
+//! default info. `RUST_LOG` directives in `env_logger`'s form are understood as far as one
+//! level goes: `augmentos_edge=debug` (or a bare level) sets it, other targets are ignored.
+//!
+//! Lines are `LEVEL target: event=… key=value …` (session, package, connection, code);
+//! events happen once per session, app or refusal, never once per routed message at info.
 //!
 //! Invariant: one record is one line. Client-controlled fields are written with `{:?}` where
 //! they are logged; as a second line of defence, any control character that still reaches a
@@ -41,9 +46,9 @@ fn line(level: Level, target: &str, message: &str) -> String {
 
 /// Install the logger; harmless if one is installed already.
 pub fn init() {
-    let level = std::env::var("AUGMENTOS_LOG")
-        .ok()
-        .and_then(|v| v.parse::<Level>().ok())
+    let level = ["RUST_LOG", "AUGMENTOS_LOG"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().and_then(|v| level_of(&v)))
         .unwrap_or(Level::Info);
     let logger = Box::leak(Box::new(StderrLogger { level }));
     if log::set_logger(logger).is_ok() {
@@ -51,9 +56,31 @@ pub fn init() {
     }
 }
 
+/// The level a `RUST_LOG`-style value sets for this crate: the last bare level or
+/// `augmentos_edge…=level` directive wins.
+fn level_of(v: &str) -> Option<Level> {
+    v.split(',')
+        .rev()
+        .find_map(|d| match d.trim().split_once('=') {
+            None => d.trim().parse::<Level>().ok(),
+            Some((target, l)) if target.trim().starts_with("augmentos_edge") => {
+                l.trim().parse::<Level>().ok()
+            }
+            Some(_) => None,
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rust_log_directives_set_the_level() {
+        assert_eq!(level_of("debug"), Some(Level::Debug));
+        assert_eq!(level_of("warn,augmentos_edge=trace"), Some(Level::Trace));
+        assert_eq!(level_of("mio=trace"), None);
+        assert_eq!(level_of("nonsense"), None);
+    }
 
     #[test]
     fn a_record_is_always_one_line() {

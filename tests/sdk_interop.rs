@@ -1111,7 +1111,7 @@ impl ServerProcess {
             .arg("serve")
             .arg("--config")
             .arg(config_path)
-            .env("AUGMENTOS_LOG", "debug")
+            .env("RUST_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)

@@ -618,7 +618,7 @@ fn lossy_streams_to_a_backed_up_app_are_dropped_without_pausing_anyone() {
     let (_, body) = w.clients[m].take_http_response().unwrap();
     assert!(
         body.contains(
-            "augmentos_dropped_total{stream=\"audio_chunk\",reason=\"subscriber_backlog\"}"
+            "augmentos_edge_dropped_messages_total{stream=\"audio_chunk\",reason=\"subscriber_backlog\"}"
         ),
         "{body}"
     );

@@ -306,8 +306,10 @@ fn heartbeat_pings_measures_rtt_and_closes_silent_connections() {
         w.advance(Duration::from_millis(3));
         w.send_frame(live, true, Opcode::Pong, b"edge");
     }
-    let id = w.clients[live].id;
-    assert_eq!(w.server.net.get(id).and_then(|c| c.rtt_us), Some(3000));
+    // Three round trips of 3 ms each, in the RTT histogram.
+    let rtt = &w.server.stats().rtt;
+    assert_eq!(rtt.count(), 3);
+    assert!((rtt.sum_seconds() - 0.009).abs() < 1e-9);
     // The silent one is closed with 4000 once 45 s passed without a byte from it.
     let codes: Vec<_> = w.clients[dead]
         .messages()
@@ -336,11 +338,17 @@ fn metrics_are_prometheus_text() {
     let (status, body) = w.clients[c].take_http_response().unwrap();
     assert_eq!(status, 200);
     assert!(
-        body.contains("# TYPE augmentos_connections gauge"),
+        body.contains("# TYPE augmentos_edge_connections gauge"),
         "{body}"
     );
-    assert!(body.contains("augmentos_protocol_errors_total 1"), "{body}");
-    assert!(body.contains("augmentos_upgrades_total 1"), "{body}");
+    assert!(
+        body.contains("augmentos_edge_connections_closed_total{reason=\"protocol_error\"} 1"),
+        "{body}"
+    );
+    assert!(
+        body.contains("augmentos_edge_websocket_upgrades_total 1"),
+        "{body}"
+    );
 }
 
 #[test]

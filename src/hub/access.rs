@@ -5,6 +5,9 @@
 
 use super::*;
 
+/// The message of a `TOO_MANY_SESSIONS` refusal.
+pub(super) const SESSIONS_FULL: &str = "the box holds as many sessions as it may; try again later";
+
 impl Hub {
     // ---- upgrades and REST ---------------------------------------------------------------
 
@@ -30,6 +33,14 @@ impl Hub {
                 Some(token) => {
                     match auth::jwt::glasses_user(token, &self.cfg.jwt_secret, now.wall.unix_secs())
                     {
+                        Ok(user) if self.session_refused(&user) => {
+                            let code = "TOO_MANY_SESSIONS";
+                            self.refused(code);
+                            Err(Refusal {
+                                status: 503,
+                                body: json!(messages::connection_error(code, SESSIONS_FULL, ts)),
+                            })
+                        }
                         Ok(user) => Ok(PreAuth::Glasses { user: Some(user) }),
                         Err(e) => {
                             self.refused(e.code());
@@ -165,13 +176,24 @@ impl Hub {
             );
         };
         let start = action == "start";
-        if let Err(e) = self.lifecycle_request(net, sk, app, start, now) {
-            return net.respond_error(id, 429, e.code(), e.message(), &["Retry-After: 1"]);
+        match self.lifecycle_request(net, sk, app, start, now) {
+            Err(e @ LifecycleError::RateLimited) => {
+                return net.respond_error(id, 429, e.code(), e.message(), &["Retry-After: 1"])
+            }
+            Err(e @ LifecycleError::TooManyApps) => {
+                return net.respond_error(id, 429, e.code(), e.message(), &[])
+            }
+            Ok(()) => {}
         }
         let status = if start { "started" } else { "stopped" };
         let app_state = self.app_state_view(sk, app);
         let body = json!({ "success": true, "data": { "status": status, "packageName": package, "appState": app_state } });
         net.respond_json(id, 200, &body, &[]);
+    }
+
+    /// A new session for `user` would be one more than `max_sessions` (resuming one never is).
+    pub(super) fn session_refused(&self, user: &str) -> bool {
+        !self.by_user.contains_key(user) && self.sessions.len() >= self.cfg.max_sessions
     }
 
     pub(super) fn running_changed(&mut self, sk: SessKey, app: usize, running: bool) {

@@ -11,6 +11,7 @@ impl Hub {
 
     pub(super) fn refuse_app(&mut self, net: &mut impl Outbox, id: ConnId, e: JoinError, now: Now) {
         self.refused(e.code());
+        log::info!("event=app_refused connection={id} code={}", e.code());
         let msg = messages::tpa_error(e.code(), e.message(), json!({}), now.iso());
         net.send_json(id, &msg);
         let bound = match self.links.remove(&id) {

@@ -25,6 +25,7 @@ impl Hub {
         now: Now,
     ) {
         self.refused(code);
+        log::info!("event=glasses_refused connection={id} code={code} close={close}");
         net.send_json(id, &messages::connection_error(code, message, now.iso()));
         if close {
             // Unlink as a closed connection would be: a bound session starts its grace period
@@ -182,8 +183,12 @@ impl Hub {
                     self.links.remove(&old);
                     net.close_websocket(old, 1000, "Replaced by a newer connection", now.mono);
                 }
-                log::info!("session of {:?} resumed", user);
+                log::info!("event=session_resumed session={user:?} connection={id}");
                 sk
+            }
+            None if self.session_refused(user) => {
+                let full = access::SESSIONS_FULL;
+                return self.glasses_error(net, id, "TOO_MANY_SESSIONS", full, true, now);
             }
             None => {
                 self.next_gen = self.next_gen.wrapping_add(1);
@@ -204,7 +209,7 @@ impl Hub {
                 });
                 let sk = SessKey { slot, gen };
                 self.by_user.insert(user.to_string(), sk);
-                log::info!("session of {:?} created", user);
+                log::info!("event=session_created session={user:?} connection={id}");
                 sk
             }
         };
@@ -279,10 +284,14 @@ impl Hub {
             self.stop_app(net, sk, app, "system_stop", "User session ended", now);
         }
         if self.session(sk).is_some() {
+            self.retire_display_stats(sk);
             let s = self.sessions.remove(sk.slot);
             self.by_user.remove(&s.user);
             self.counters.sessions_ended += 1;
-            log::info!("session of {:?} ended after the grace period", s.user);
+            log::info!(
+                "event=session_ended session={:?} reason=grace_period",
+                s.user
+            );
         }
     }
 }

@@ -9,6 +9,8 @@ impl Hub {
     // ---- app lifecycle -------------------------------------------------------------------
 
     /// Start `app` in the session (no-op if it is already loading, active or reconnecting).
+    /// False, with the refusal counted, when the session runs `max_apps_per_session` other
+    /// apps already.
     pub(super) fn start_app(
         &mut self,
         net: &mut impl Outbox,
@@ -16,12 +18,24 @@ impl Hub {
         app: usize,
         now: Now,
         restart: bool,
-    ) {
+    ) -> bool {
         let until = now.mono + self.cfg.timings.app_connect_timeout;
         let start = self.next_start.wrapping_add(1);
+        let max_apps = self.cfg.max_apps_per_session;
         let Some(s) = self.session_mut(sk) else {
-            return;
+            return false;
         };
+        let live = |r: &AppRun| r.state.is_live();
+        let others = s.apps.iter().filter(|(&a, r)| a != app && live(r)).count();
+        if others >= max_apps && !s.apps.get(&app).is_some_and(live) {
+            let user = s.user.clone();
+            self.refused(LifecycleError::TooManyApps.code());
+            log::warn!(
+                "event=app_refused code=TOO_MANY_APPS session={user:?} package={:?}",
+                self.cfg.apps[app].package_name
+            );
+            return false;
+        }
         let run = s.apps.entry(app).or_insert(AppRun {
             state: AppState::Failed,
             conn: None,
@@ -34,7 +48,9 @@ impl Hub {
             prefix: Box::default(),
         });
         match run.state {
-            AppState::Loading { .. } | AppState::Active | AppState::Reconnecting { .. } => return,
+            AppState::Loading { .. } | AppState::Active | AppState::Reconnecting { .. } => {
+                return true
+            }
             AppState::RestartWait { .. } if restart => {}
             AppState::RestartWait { .. } | AppState::Failed => {
                 if !restart {
@@ -53,6 +69,7 @@ impl Hub {
         self.arm(until, TimerKey::App(sk, app));
         self.send_session_request(net, sk, app, 1, now);
         self.screen_app_starting(net, sk, app, now);
+        true
     }
 
     pub(super) fn send_session_request(
@@ -138,12 +155,14 @@ impl Hub {
             sess: sk,
             app,
             kind,
+            sent: now.mono,
         };
         if in_flight >= self.cfg.max_webhooks_per_server {
             log::warn!(
-                "webhook to {:?} not sent: {in_flight} already in flight to its server",
+                "event=webhook_not_sent package={:?} in_flight={in_flight}",
                 self.cfg.apps[app].package_name
             );
+            self.webhook_outcome("not_sent");
             return self.webhook_failed(net, w, now);
         }
         let deadline = now.mono + self.cfg.timings.webhook_timeout;
@@ -153,7 +172,10 @@ impl Hub {
                 *self.per_server.entry(target.clone()).or_default() += 1;
                 self.webhooks.insert(conn, w);
             }
-            None => self.webhook_failed(net, w, now),
+            None => {
+                self.webhook_outcome("not_sent");
+                self.webhook_failed(net, w, now)
+            }
         }
     }
 
@@ -175,10 +197,20 @@ impl Hub {
             }
         }
         let (sk, app) = (w.sess, w.app);
+        let took = now.mono.saturating_since(w.sent).as_micros();
+        let took = u64::try_from(took).unwrap_or(u64::MAX);
+        self.counters
+            .webhook_latency
+            .observe(crate::histogram::WEBHOOK_US, took);
         let ok = matches!(outcome, HttpOutcome::Status(s) if (200..300).contains(&s));
+        self.webhook_outcome(match outcome {
+            HttpOutcome::Status(_) if ok => "ok",
+            HttpOutcome::Status(_) => "http_error",
+            HttpOutcome::Failed(_) => "failed",
+        });
         if !ok {
             log::warn!(
-                "webhook to {:?} failed: {outcome:?}",
+                "event=webhook_failed package={:?} outcome={outcome:?}",
                 self.cfg.apps[w.app].package_name
             );
             self.webhook_failed(net, w, now);
@@ -199,6 +231,31 @@ impl Hub {
                 self.send_webhook(net, sk, app, q.kind, &q.request, now);
             }
         }
+    }
+
+    fn webhook_outcome(&mut self, outcome: &'static str) {
+        *self.counters.webhook_outcomes.entry(outcome).or_default() += 1;
+    }
+
+    /// Apps in every session by lifecycle state, for `/metrics`: loading, active,
+    /// reconnecting, restarting, failed.
+    pub fn app_state_counts(&self) -> [(&'static str, u64); 5] {
+        let mut out = [
+            ("loading", 0),
+            ("active", 0),
+            ("reconnecting", 0),
+            ("restarting", 0),
+            ("failed", 0),
+        ];
+        for (_, s) in &self.sessions {
+            for run in s.apps.values() {
+                let name = run.state.name();
+                if let Some(slot) = out.iter_mut().find(|(n, _)| *n == name) {
+                    slot.1 += 1;
+                }
+            }
+        }
+        out
     }
 
     /// A waiting webhook is still worth sending: a stop always is, a start only while that
@@ -235,7 +292,9 @@ impl Hub {
             return Err(LifecycleError::RateLimited);
         }
         if start {
-            self.start_app(net, sk, app, now, false);
+            if !self.start_app(net, sk, app, now, false) {
+                return Err(LifecycleError::TooManyApps);
+            }
         } else {
             self.stop_app(net, sk, app, "user_disabled", "App stopped", now);
         }
@@ -302,7 +361,8 @@ impl Hub {
             AppState::RestartWait { at } if at <= now.mono => {
                 self.counters.app_restarts += 1;
                 log::info!(
-                    "restarting {:?} through its webhook",
+                    "event=app_restarting session={:?} package={:?}",
+                    self.session(sk).map_or("", |s| s.user.as_str()),
                     self.cfg.apps[app].package_name
                 );
                 self.start_app(net, sk, app, now, true);
@@ -367,7 +427,11 @@ impl Hub {
         run.state = AppState::Failed;
         run.error = Some(error);
         run.subs.clear();
-        log::warn!("{:?} gave up: {error}", self.cfg.apps[app].package_name);
+        log::warn!(
+            "event=app_failed session={:?} package={:?} code={error}",
+            self.session(sk).map_or("", |s| s.user.as_str()),
+            self.cfg.apps[app].package_name
+        );
         self.subs_changed(net, sk, None, now);
         self.screen_app_gone(net, sk, app, now);
         self.send_to_glasses(
@@ -462,7 +526,8 @@ impl Hub {
         run.state = AppState::Reconnecting { until };
         self.arm(until, TimerKey::App(sk, app));
         log::info!(
-            "{:?} dropped unexpectedly; waiting for it to reconnect",
+            "event=app_dropped session={:?} package={:?} connection={id}",
+            self.session(sk).map_or("", |s| s.user.as_str()),
             self.cfg.apps[app].package_name
         );
         self.subs_changed(net, sk, None, now);

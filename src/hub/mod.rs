@@ -124,6 +124,11 @@ pub struct HubConfig {
     pub max_layout_bytes: usize,
     /// App requests to the glasses (photos, audio, LED, location, streams) pending per session.
     pub max_pending_requests: usize,
+    /// Sessions held at once; a new user past it is refused (`TOO_MANY_SESSIONS`).
+    pub max_sessions: usize,
+    /// Apps started (and not given up on) in one session; one more is refused
+    /// (`TOO_MANY_APPS`).
+    pub max_apps_per_session: usize,
 }
 
 impl Default for HubConfig {
@@ -139,6 +144,8 @@ impl Default for HubConfig {
             lifecycle_refill: Duration::from_secs(1),
             max_layout_bytes: 32 * 1024,
             max_pending_requests: 16,
+            max_sessions: 10_000,
+            max_apps_per_session: 32,
         }
     }
 }
@@ -330,15 +337,27 @@ impl RateLimit {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LifecycleError {
     RateLimited,
+    /// The session runs `max_apps_per_session` apps already.
+    TooManyApps,
 }
 
 impl LifecycleError {
     pub fn code(self) -> &'static str {
-        "RATE_LIMITED"
+        match self {
+            LifecycleError::RateLimited => "RATE_LIMITED",
+            LifecycleError::TooManyApps => "TOO_MANY_APPS",
+        }
     }
 
     pub fn message(self) -> &'static str {
-        "too many app start/stop requests for this session; try again in a second"
+        match self {
+            LifecycleError::RateLimited => {
+                "too many app start/stop requests for this session; try again in a second"
+            }
+            LifecycleError::TooManyApps => {
+                "this session runs as many apps as it may; stop one first"
+            }
+        }
     }
 }
 
@@ -362,6 +381,8 @@ struct Webhook {
     sess: SessKey,
     app: usize,
     kind: WebhookKind,
+    /// When it was handed to the connection table (for the latency histogram).
+    sent: Instant,
 }
 
 /// A webhook waiting for the one in flight for the same (session, app) to finish; a newer one
@@ -467,6 +488,13 @@ pub struct HubCounters {
     pub dropped: BTreeMap<&'static str, u64>,
     /// Times a feeder (glasses, publisher) was not read because a subscriber was backed up.
     pub feeder_pauses: u64,
+    /// Webhooks by outcome: `ok` (2xx), `http_error` (another status), `failed` (no usable
+    /// response: refused, reset, timed out), `not_sent` (too many in flight).
+    pub webhook_outcomes: BTreeMap<&'static str, u64>,
+    /// How long sent webhooks took until their outcome ([`crate::histogram::WEBHOOK_US`]).
+    pub webhook_latency: crate::histogram::Histogram,
+    /// Display counters of sessions that ended (live ones are in their display managers).
+    pub display_retired: display::DisplayStats,
 }
 
 pub struct Hub {
@@ -712,7 +740,7 @@ impl Hub {
                     s.glasses = None;
                     s.grace_until = Some(grace);
                     log::info!(
-                        "glasses of {:?} disconnected; session kept for the grace period",
+                        "event=glasses_disconnected session={:?} connection={id}",
                         s.user
                     );
                     self.arm(grace, TimerKey::Session(sk));

@@ -575,7 +575,7 @@ impl Hub {
             .map(|r| r.id.clone())
             .collect();
         for id in expired {
-            log::info!("TPA server registration {id:?} expired");
+            log::info!("event=registration_expired registration={id:?}");
             self.durable.remove_registration(&id);
         }
         if self.durable.registrations().next().is_some() {

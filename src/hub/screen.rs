@@ -112,9 +112,9 @@ pub struct ScreenView {
 }
 
 impl Hub {
-    /// Display counters summed over every session, for `/metrics`.
+    /// Display counters summed over every session, ended ones included, for `/metrics`.
     pub fn display_stats(&self) -> DisplayStats {
-        let mut t = DisplayStats::default();
+        let mut t = self.counters.display_retired;
         for (_, s) in &self.sessions {
             let st = s.screen.display.stats;
             t.sent += st.sent;
@@ -123,6 +123,18 @@ impl Hub {
             t.expired += st.expired;
         }
         t
+    }
+
+    /// Keep the display counters of a session that is about to end.
+    pub(super) fn retire_display_stats(&mut self, sk: SessKey) {
+        let Some(st) = self.session(sk).map(|s| s.screen.display.stats) else {
+            return;
+        };
+        let t = &mut self.counters.display_retired;
+        t.sent += st.sent;
+        t.coalesced += st.coalesced;
+        t.refused += st.refused;
+        t.expired += st.expired;
     }
 
     /// What each view of `user`'s session shows now.

@@ -23,6 +23,13 @@ const INDEX_BITS: u32 = 20;
 /// The most connections one core can hold (the token encoding's limit).
 pub const MAX_INDEX: usize = (1 << INDEX_BITS) - 1;
 
+/// `index.generation`, as log lines name a connection.
+impl std::fmt::Display for ConnId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.index, self.gen)
+    }
+}
+
 impl ConnId {
     /// Encode as a `usize` token for the poller: index in the low bits, generation above.
     pub fn to_token(self) -> usize {
@@ -36,6 +43,12 @@ impl ConnId {
         token & MAX_INDEX
     }
 }
+
+/// Connection kinds for `/metrics`: glasses and app WebSockets, HTTP exchanges (REST, health,
+/// metrics, and upgrades not done yet), the echo route, our own outbound webhook requests.
+pub const KINDS: [&str; 5] = ["glasses", "app", "http", "echo", "webhook"];
+/// Transports for `/metrics` (`tcp` includes TLS over TCP).
+pub const TRANSPORTS: [&str; 3] = ["tcp", "unix", "in_process"];
 
 /// Where a connection arrived from. A core type: the shell maps each transport's notion of an
 /// address onto it.
@@ -86,9 +99,8 @@ pub struct Conn {
     pub close_after_flush: bool,
     /// When bytes last arrived.
     pub last_rx: Instant,
-    /// When our last unanswered ping left, and the last measured round trip.
+    /// When our last unanswered ping left (its round trip goes to the RTT histogram).
     pub ping_sent: Option<Instant>,
-    pub rtt_us: Option<u32>,
     /// An outbound request of ours (counted apart from client connections).
     pub outbound: bool,
     /// An outbound request whose socket the shell has not been asked to open yet.
@@ -98,6 +110,8 @@ pub struct Conn {
     /// Backed up: when to check for write progress, and `consumed` when the check was armed.
     pub stall_at: Option<Instant>,
     pub stall_mark: u32,
+    /// The WebSocket route it was upgraded to (kept through its close, for `/metrics`).
+    pub endpoint: Option<Endpoint>,
 }
 
 impl Conn {
@@ -112,16 +126,36 @@ impl Conn {
             close_after_flush: false,
             last_rx: Instant::ZERO,
             ping_sent: None,
-            rtt_us: None,
             outbound: matches!(phase, Phase::Client),
             awaiting_connect: false,
             consumed: 0,
             stall_at: None,
             stall_mark: 0,
+            endpoint: None,
         }
     }
 
     pub fn is_websocket(&self) -> bool {
         matches!(self.phase, Phase::Ws(_))
+    }
+
+    /// What kind of connection this is, as an index into [`KINDS`].
+    pub fn kind(&self) -> usize {
+        match (self.outbound, self.endpoint) {
+            (true, _) => 4,
+            (false, Some(Endpoint::Glasses)) => 0,
+            (false, Some(Endpoint::App)) => 1,
+            (false, None) => 2,
+            (false, Some(Endpoint::Echo)) => 3,
+        }
+    }
+
+    /// The transport it came over, as an index into [`TRANSPORTS`].
+    pub fn transport(&self) -> usize {
+        match self.peer {
+            Peer::Ip(_) => 0,
+            Peer::Unix => 1,
+            Peer::InProcess => 2,
+        }
     }
 }

@@ -15,7 +15,7 @@ pub mod conn;
 pub mod table;
 pub mod timers;
 
-pub use conn::{Conn, ConnId, Endpoint, Peer, Phase, MAX_INDEX};
+pub use conn::{Conn, ConnId, Endpoint, Peer, Phase, KINDS, MAX_INDEX, TRANSPORTS};
 pub use table::{HttpOutcome, Net, Target, Timer};
 
 use crate::http::RequestLimits;
@@ -44,6 +44,9 @@ pub struct ServerConfig {
     pub stall_timeout: Duration,
     /// Client connections (glasses, apps, REST callers) held at once.
     pub max_connections: usize,
+    /// Client connections held at once from one IP address (Unix-socket and in-process
+    /// connections are exempt).
+    pub max_per_address: usize,
     /// Outbound requests (webhooks) in flight at once, counted apart from client connections.
     pub max_outbound: usize,
     /// Ping open WebSockets this often (none: never).
@@ -64,6 +67,7 @@ impl Default for ServerConfig {
             read_pause: 64 * 1024,
             stall_timeout: Duration::from_secs(2),
             max_connections: 20_000,
+            max_per_address: 1_024,
             max_outbound: 256,
             ping_interval: Some(Duration::from_secs(15)),
             idle_timeout: Duration::from_secs(45),
@@ -80,11 +84,21 @@ pub struct Stats {
     pub handshake_timeouts: u64,
     pub overflow_drops: u64,
     pub refused_at_capacity: u64,
+    /// Connections refused because their address held `max_per_address` already.
+    pub refused_per_address: u64,
     pub idle_closes: u64,
     /// Outbound requests not opened because too many were in flight.
     pub outbound_refused: u64,
     /// Backed-up WebSockets closed for making no write progress.
     pub stall_closes: u64,
+    /// WebSocket messages (data frames queued or complete messages read) and bytes (read, or
+    /// written by the shell) per connection kind ([`KINDS`]).
+    pub messages_in: [u64; 5],
+    pub messages_out: [u64; 5],
+    pub bytes_in: [u64; 5],
+    pub bytes_out: [u64; 5],
+    /// Heartbeat round trips ([`crate::histogram::RTT_US`]).
+    pub rtt: crate::histogram::Histogram,
 }
 
 /// What the application core may do to connections. Every method is a no-op (or returns

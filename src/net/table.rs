@@ -17,7 +17,8 @@ use crate::http::write_json_error;
 use crate::time::Instant;
 use crate::ws::frame::{write_close, write_frame, Opcode};
 use slab::Slab;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 
 /// Pool of emptied output buffers: at most this many, each at most `POOL_BUF_MAX` bytes.
 const POOL_MAX: usize = 16;
@@ -52,6 +53,8 @@ pub struct Net {
     stopped_reading: Vec<ConnId>,
     /// Outbound requests held (their connections count here, not against `max_connections`).
     outbound: usize,
+    /// Client connections held per IP address (only addresses with at least one).
+    per_address: HashMap<IpAddr, u32>,
     /// The `now` of the input being handled (set by the server at each `handle_*`), for
     /// deadlines armed by writes.
     pub now: Instant,
@@ -71,6 +74,7 @@ impl Net {
             done: Vec::new(),
             stopped_reading: Vec::new(),
             outbound: 0,
+            per_address: HashMap::new(),
             now: Instant::ZERO,
             stats: Stats::default(),
         }
@@ -92,6 +96,24 @@ impl Net {
     /// Outbound requests held.
     pub fn outbound_count(&self) -> usize {
         self.outbound
+    }
+
+    /// Client connections held from `peer`'s IP address (0 for Unix and in-process peers,
+    /// which no per-address limit applies to).
+    pub fn address_count(&self, peer: &Peer) -> usize {
+        address_of(peer).map_or(0, |a| {
+            self.per_address.get(&a).copied().unwrap_or(0) as usize
+        })
+    }
+
+    /// Distinct IP addresses with client connections.
+    pub fn address_total(&self) -> usize {
+        self.per_address.len()
+    }
+
+    /// Every connection, for aggregate views (`/metrics`).
+    pub fn iter(&self) -> impl Iterator<Item = &Conn> {
+        self.conns.iter().map(|(_, c)| c)
     }
 
     pub fn websocket_count(&self) -> usize {
@@ -129,6 +151,9 @@ impl Net {
         let gen = self.next_gen;
         let c = Conn::new(gen, peer, phase);
         self.outbound += usize::from(c.outbound);
+        if let Some(a) = address_of(&c.peer).filter(|_| !c.outbound) {
+            *self.per_address.entry(a).or_default() += 1;
+        }
         let index = self.conns.insert(c);
         Some(ConnId {
             index: index as u32,
@@ -141,6 +166,14 @@ impl Net {
         self.get(id)?;
         let mut c = self.conns.remove(id.index as usize);
         self.outbound -= usize::from(c.outbound);
+        if let Some(a) = address_of(&c.peer).filter(|_| !c.outbound) {
+            if let Some(n) = self.per_address.get_mut(&a) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_address.remove(&a);
+                }
+            }
+        }
         give_back(&mut self.pool, std::mem::take(&mut c.out));
         if let Phase::Client = c.phase {
             self.done.push((
@@ -177,6 +210,7 @@ impl Net {
         };
         let n = n.min(c.out.len());
         c.consumed = c.consumed.wrapping_add(n as u32);
+        self.stats.bytes_out[c.kind()] += n as u64;
         if n == c.out.len() {
             give_back(pool, std::mem::take(&mut c.out));
         } else {
@@ -358,8 +392,10 @@ impl Net {
     pub fn record_pong(&mut self, id: ConnId, now: Instant) {
         if let Some(c) = self.get_mut(id) {
             if let Some(sent) = c.ping_sent.take() {
-                c.rtt_us =
-                    Some(now.saturating_since(sent).as_micros().min(u32::MAX as u128) as u32);
+                let us = now.saturating_since(sent).as_micros().min(u32::MAX as u128) as u32;
+                self.stats
+                    .rtt
+                    .observe(crate::histogram::RTT_US, u64::from(us));
             }
         }
     }
@@ -383,6 +419,18 @@ fn is_current(conns: &Slab<Conn>, at: Instant, (id, kind): (ConnId, Timer)) -> b
     })
 }
 
+/// The address a per-address limit counts `peer` under: its IP (an IPv4-mapped IPv6 address
+/// as the IPv4 address it is); none for Unix and in-process peers.
+fn address_of(peer: &Peer) -> Option<IpAddr> {
+    match peer {
+        Peer::Ip(a) => Some(match a.ip() {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            v4 => v4,
+        }),
+        Peer::Unix | Peer::InProcess => None,
+    }
+}
+
 /// Nothing more will be read; close once the output is flushed.
 pub fn finish(c: &mut Conn) {
     c.phase = Phase::Done;
@@ -399,8 +447,11 @@ fn give_back(pool: &mut Vec<Vec<u8>>, mut buf: Vec<u8>) {
 
 impl Outbox for Net {
     fn send_frame(&mut self, id: ConnId, opcode: Opcode, parts: &[&[u8]]) -> bool {
-        if !self.get(id).is_some_and(Conn::is_websocket) {
+        let Some(c) = self.get(id).filter(|c| c.is_websocket()) else {
             return false;
+        };
+        if matches!(opcode, Opcode::Text | Opcode::Binary) {
+            self.stats.messages_out[c.kind()] += 1;
         }
         if let Some(out) = self.out(id) {
             write_frame(out, opcode, parts);
@@ -410,9 +461,10 @@ impl Outbox for Net {
     }
 
     fn send_json<T: serde::Serialize + ?Sized>(&mut self, id: ConnId, msg: &T) -> bool {
-        if !self.get(id).is_some_and(Conn::is_websocket) {
+        let Some(c) = self.get(id).filter(|c| c.is_websocket()) else {
             return false;
-        }
+        };
+        self.stats.messages_out[c.kind()] += 1;
         let written = self.out(id).is_some_and(|out| write_json_frame(out, msg));
         self.check_cap(id);
         written

@@ -161,10 +161,11 @@ impl Resolver {
 
 impl Reactor {
     pub fn new(
-        server: Server,
+        mut server: Server,
         clock: Clock,
         mut listeners: Vec<Box<dyn Listener>>,
     ) -> io::Result<Reactor> {
+        server.handle_listeners(listeners.len());
         let poll = Poll::new()?;
         for (i, l) in listeners.iter_mut().enumerate() {
             poll.registry()
@@ -243,7 +244,7 @@ impl Reactor {
         self.server.handle_shutdown(now);
         self.stopping_until = Some(now.mono + self.server.config().close_timeout + STOP_MARGIN);
         log::info!(
-            "stopping: {} connection(s) closing",
+            "event=stopping connections={}",
             self.server.connection_count()
         );
     }
@@ -255,7 +256,7 @@ impl Reactor {
         for sig in s.pending() {
             match sig {
                 signals::Signal::Stop if self.stopping_until.is_some() => {
-                    log::warn!("second stop signal: exiting at once");
+                    log::warn!("event=stop_now reason=second_signal");
                     self.stop.stop.store(true, Ordering::SeqCst);
                 }
                 signals::Signal::Stop => self.begin_stop(now),
@@ -342,6 +343,8 @@ impl Reactor {
                 self.again.push(id);
             }
             self.persist();
+            let took = self.clock.mono().saturating_since(now.mono);
+            self.server.handle_turn_time(took);
             if self.stop.stop.load(Ordering::SeqCst) {
                 self.finish_writes();
                 return Ok(());
@@ -349,7 +352,7 @@ impl Reactor {
             if let Some(until) = self.stopping_until {
                 if self.server.drained() || self.clock.mono() >= until {
                     self.finish_writes();
-                    log::info!("stopped");
+                    log::info!("event=stopped");
                     return Ok(());
                 }
             }
@@ -367,7 +370,10 @@ impl Reactor {
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => {
                     // EMFILE and friends: log and try again next readiness.
-                    log::warn!("accept on {} failed: {e}", listener.describe());
+                    log::warn!(
+                        "event=accept_failed listener={} error={e:?}",
+                        listener.describe()
+                    );
                     return;
                 }
             };
@@ -380,7 +386,7 @@ impl Reactor {
                 .registry()
                 .register(&mut *stream, token, Interest::READABLE)
             {
-                log::warn!("register failed: {e}");
+                log::warn!("event=register_failed connection={id} error={e:?}");
                 self.server.handle_closed(id, now);
                 continue;
             }

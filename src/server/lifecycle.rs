@@ -17,6 +17,8 @@ impl Server {
     /// Begin an orderly stop: every client WebSocket is closed with 1001 "going away".
     pub fn handle_shutdown(&mut self, now: Now) {
         self.net.now = now.mono;
+        self.stopping = true;
+        self.listeners = Some(0);
         self.hub.shutdown(&mut self.net, now);
         let ids: Vec<ConnId> = self
             .proto

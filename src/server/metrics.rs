@@ -1,29 +1,75 @@
 //! Core layer (sans-IO), part of the server composition: the Prometheus text exposition
-//! (format 0.0.4) of the server's counters and gauges.
+//! (format 0.0.4) of the server's counters, gauges and histograms.
 //!
-//! A pure renderer over plain values gathered by the caller; it reads no state of its own.
-//! Invariant: every label value is escaped as the text format requires (`\\`, `\"`, `\n`), so
-//! no client-controlled string (a user id, a package name, a refusal code) can end a sample
-//! early or forge another one.
+//! A pure renderer over plain values gathered by the caller ([`Family`] lists); it reads no
+//! state of its own. Every name gets the `augmentos_edge_` prefix and one `# HELP`/`# TYPE`
+//! header. Invariants: every label value is escaped as the text format requires (`\\`, `\"`,
+//! `\n`), so no client-controlled string can end a sample early or forge another one; no
+//! family has a series per connection, session or user, so the exposition's size is bounded
+//! by the configuration (apps, codes, streams), not by the traffic.
 
+use crate::histogram::Histogram;
 use std::fmt::Write;
 
-/// One labelled connection for the per-connection gauges.
-pub struct ConnRow<'a> {
-    pub kind: &'static str,
-    pub user: &'a str,
-    pub package: Option<&'a str>,
-    pub rtt_us: Option<u32>,
-    pub idle_seconds: f64,
+/// The prefix of every metric name.
+pub const PREFIX: &str = "augmentos_edge_";
+
+/// Label pairs of one sample: `(name, value)`; values are escaped when rendered.
+pub type Labels<'a> = Vec<(&'static str, &'a str)>;
+
+/// The samples of one family.
+pub enum Series<'a> {
+    /// Counters or gauges, one value per label set.
+    Values(Vec<(Labels<'a>, f64)>),
+    /// One histogram (unlabelled) with its bucket bounds in microseconds.
+    Histogram(&'a Histogram, &'static [u64]),
 }
 
-/// Everything the exposition shows, gathered by the server.
-pub struct Snapshot<'a> {
-    pub counters: &'a [(&'static str, &'static str, &'static str, u64)],
-    pub refusals: &'a [(&'a str, u64)],
-    /// Lossy messages dropped for backed-up subscribers, by stream.
-    pub dropped: &'a [(&'a str, u64)],
-    pub connections: &'a [ConnRow<'a>],
+/// One metric family: its name (without the prefix), type, help and samples.
+pub struct Family<'a> {
+    pub name: &'static str,
+    pub kind: &'static str,
+    pub help: &'static str,
+    pub series: Series<'a>,
+}
+
+impl<'a> Family<'a> {
+    pub fn one(name: &'static str, kind: &'static str, help: &'static str, v: f64) -> Self {
+        Family {
+            name,
+            kind,
+            help,
+            series: Series::Values(vec![(Vec::new(), v)]),
+        }
+    }
+
+    pub fn labelled(
+        name: &'static str,
+        kind: &'static str,
+        help: &'static str,
+        values: Vec<(Labels<'a>, f64)>,
+    ) -> Self {
+        Family {
+            name,
+            kind,
+            help,
+            series: Series::Values(values),
+        }
+    }
+
+    pub fn histogram(
+        name: &'static str,
+        help: &'static str,
+        h: &'a Histogram,
+        bounds: &'static [u64],
+    ) -> Self {
+        Family {
+            name,
+            kind: "histogram",
+            help,
+            series: Series::Histogram(h, bounds),
+        }
+    }
 }
 
 /// Escape a label value per the Prometheus text format.
@@ -38,86 +84,65 @@ pub fn escape_label(value: &str, out: &mut String) {
     }
 }
 
-fn header(m: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(
-        m,
-        "# HELP augmentos_{name} {help}\n# TYPE augmentos_{name} {kind}"
-    );
-}
-
-fn conn_labels(m: &mut String, row: &ConnRow<'_>) {
-    m.push_str("{kind=\"");
-    m.push_str(row.kind);
-    m.push_str("\",user=\"");
-    escape_label(row.user, m);
-    m.push('"');
-    if let Some(p) = row.package {
-        m.push_str(",package=\"");
-        escape_label(p, m);
+fn labels(m: &mut String, labels: &[(&str, &str)], extra: Option<(&str, &str)>) {
+    if labels.is_empty() && extra.is_none() {
+        return;
+    }
+    m.push('{');
+    for (i, (k, v)) in labels.iter().copied().chain(extra).enumerate() {
+        if i > 0 {
+            m.push(',');
+        }
+        m.push_str(k);
+        m.push_str("=\"");
+        escape_label(v, m);
         m.push('"');
     }
     m.push('}');
 }
 
-/// Render the exposition. `counters` entries are `(name, kind, help, value)`; a name may carry
-/// a fixed label set (`connections{kind="all"}`), and consecutive entries of one name share
-/// one header.
-pub fn render(s: &Snapshot<'_>) -> String {
-    let mut m = String::with_capacity(4096);
-    let mut last = "";
-    for (name, kind, help, value) in s.counters {
-        let base = name.split('{').next().unwrap_or(name);
-        if base != last {
-            header(&mut m, base, kind, help);
-            last = base;
+/// A sample value: integers without a fraction, others as Rust prints them (both are valid
+/// Go `ParseFloat` input).
+fn value(m: &mut String, v: f64) {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        let _ = writeln!(m, " {}", v as i64);
+    } else {
+        let _ = writeln!(m, " {v}");
+    }
+}
+
+/// Render the exposition.
+pub fn render(families: &[Family<'_>]) -> String {
+    let mut m = String::with_capacity(8192);
+    for f in families {
+        let _ = writeln!(
+            m,
+            "# HELP {PREFIX}{name} {help}\n# TYPE {PREFIX}{name} {kind}",
+            name = f.name,
+            help = f.help,
+            kind = f.kind
+        );
+        match &f.series {
+            Series::Values(rows) => {
+                for (l, v) in rows {
+                    let _ = write!(m, "{PREFIX}{}", f.name);
+                    labels(&mut m, l, None);
+                    value(&mut m, *v);
+                }
+            }
+            Series::Histogram(h, bounds) => {
+                for (le, n) in h.cumulative(bounds) {
+                    let le = le.map_or_else(|| "+Inf".to_string(), |s| format!("{s}"));
+                    let _ = write!(m, "{PREFIX}{}_bucket", f.name);
+                    labels(&mut m, &[], Some(("le", &le)));
+                    value(&mut m, n as f64);
+                }
+                let _ = write!(m, "{PREFIX}{}_sum", f.name);
+                value(&mut m, h.sum_seconds());
+                let _ = write!(m, "{PREFIX}{}_count", f.name);
+                value(&mut m, h.count() as f64);
+            }
         }
-        let _ = writeln!(m, "augmentos_{name} {value}");
-    }
-    header(
-        &mut m,
-        "refusals_total",
-        "counter",
-        "Refused requests and messages, by code.",
-    );
-    for (code, n) in s.refusals {
-        m.push_str("augmentos_refusals_total{code=\"");
-        escape_label(code, &mut m);
-        let _ = writeln!(m, "\"}} {n}");
-    }
-    header(
-        &mut m,
-        "dropped_total",
-        "counter",
-        "Lossy messages not delivered to a backed-up subscriber, by stream and reason.",
-    );
-    for (stream, n) in s.dropped {
-        m.push_str("augmentos_dropped_total{stream=\"");
-        escape_label(stream, &mut m);
-        let _ = writeln!(m, "\",reason=\"subscriber_backlog\"}} {n}");
-    }
-    header(
-        &mut m,
-        "connection_rtt_microseconds",
-        "gauge",
-        "Round trip of the last ping.",
-    );
-    for row in s.connections {
-        if let Some(rtt) = row.rtt_us {
-            m.push_str("augmentos_connection_rtt_microseconds");
-            conn_labels(&mut m, row);
-            let _ = writeln!(m, " {rtt}");
-        }
-    }
-    header(
-        &mut m,
-        "connection_idle_seconds",
-        "gauge",
-        "Seconds since the last byte arrived.",
-    );
-    for row in s.connections {
-        m.push_str("augmentos_connection_idle_seconds");
-        conn_labels(&mut m, row);
-        let _ = writeln!(m, " {:.3}", row.idle_seconds);
     }
     m
 }
@@ -128,22 +153,32 @@ mod tests {
 
     #[test]
     fn hostile_label_values_stay_inside_their_quotes() {
-        let rows = [ConnRow {
-            kind: "glasses",
-            user: "eve\"} 1\naugmentos_forged 9\n\\",
-            package: Some("p\nq"),
-            rtt_us: Some(7),
-            idle_seconds: 0.5,
-        }];
-        let text = render(&Snapshot {
-            counters: &[("sessions", "gauge", "User sessions.", 1)],
-            refusals: &[],
-            dropped: &[],
-            connections: &rows,
-        });
-        assert!(!text.lines().any(|l| l.starts_with("augmentos_forged")));
-        assert!(
-            text.contains("user=\"eve\\\"} 1\\naugmentos_forged 9\\n\\\\\",package=\"p\\nq\"} 7")
-        );
+        let evil = "eve\"} 1\naugmentos_edge_forged 9\n\\";
+        let text = render(&[Family::labelled(
+            "refusals_total",
+            "counter",
+            "Refusals.",
+            vec![(vec![("code", evil), ("package", "p\nq")], 7.0)],
+        )]);
+        assert!(!text.lines().any(|l| l.starts_with("augmentos_edge_forged")));
+        assert!(text.contains(
+            "augmentos_edge_refusals_total{code=\"eve\\\"} 1\\naugmentos_edge_forged 9\\n\\\\\",package=\"p\\nq\"} 7"
+        ));
+    }
+
+    #[test]
+    fn histograms_render_cumulative_buckets_sum_and_count() {
+        let mut h = Histogram::default();
+        h.observe(&[1_000, 10_000], 500);
+        h.observe(&[1_000, 10_000], 20_000);
+        let text = render(&[Family::histogram("x_seconds", "X.", &h, &[1_000, 10_000])]);
+        let want =
+            "# HELP augmentos_edge_x_seconds X.\n# TYPE augmentos_edge_x_seconds histogram\n\
+            augmentos_edge_x_seconds_bucket{le=\"0.001\"} 1\n\
+            augmentos_edge_x_seconds_bucket{le=\"0.01\"} 1\n\
+            augmentos_edge_x_seconds_bucket{le=\"+Inf\"} 2\n\
+            augmentos_edge_x_seconds_sum 0.0205\n\
+            augmentos_edge_x_seconds_count 2\n";
+        assert_eq!(text, want);
     }
 }

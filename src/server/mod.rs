@@ -22,6 +22,7 @@
 mod lifecycle;
 pub mod metrics;
 
+use crate::histogram::{self, Histogram};
 use crate::http::client::{ResponseError, ResponseParser};
 use crate::http::{parse_request, Request};
 use crate::hub::{Hub, HubConfig};
@@ -61,6 +62,12 @@ pub struct Server {
     /// Feeders not read because a subscriber of theirs is backed up, and those free again.
     paused: Vec<ConnId>,
     resumed: Vec<ConnId>,
+    /// Event-loop turn durations, as the shell measured them ([`histogram::TURN_US`]).
+    turns: Histogram,
+    /// Listeners open, as the shell last reported them (`None`: no shell reported any).
+    listeners: Option<usize>,
+    /// An orderly stop began.
+    stopping: bool,
 }
 
 impl Server {
@@ -84,6 +91,9 @@ impl Server {
             started: now.mono,
             paused: Vec::new(),
             resumed: Vec::new(),
+            turns: Histogram::default(),
+            listeners: None,
+            stopping: false,
         }
     }
 
@@ -119,15 +129,32 @@ impl Server {
     // ---- inputs --------------------------------------------------------------------------
 
     /// A transport accepted a connection. `None` only when no slot can be encoded (the shell
-    /// drops the stream); over `max_connections` client connections it is answered 503.
+    /// drops the stream); over `max_connections` client connections, or over
+    /// `max_per_address` from its IP address, it is answered 503 with a JSON body
+    /// (`AT_CAPACITY`, `TOO_MANY_FROM_ADDRESS`) before anything is read from it.
     pub fn handle_accept(&mut self, peer: Peer, now: Now) -> Option<ConnId> {
         self.net.now = now.mono;
         let id = self.net.insert(peer, Phase::Http)?;
         self.net.stats.accepted += 1;
+        let from_address = self
+            .net
+            .get(id)
+            .map_or(0, |c| self.net.address_count(&c.peer));
         if self.net.inbound_count() > self.net.cfg.max_connections {
             self.net.stats.refused_at_capacity += 1;
+            log::debug!("event=connection_refused connection={id} code=AT_CAPACITY");
             self.net
                 .respond_error(id, 503, "AT_CAPACITY", "server at connection capacity", &[]);
+        } else if from_address > self.net.cfg.max_per_address {
+            self.net.stats.refused_per_address += 1;
+            log::debug!("event=connection_refused connection={id} code=TOO_MANY_FROM_ADDRESS");
+            self.net.respond_error(
+                id,
+                503,
+                "TOO_MANY_FROM_ADDRESS",
+                "too many connections from this address",
+                &[],
+            );
         } else {
             let at = now.mono + self.net.cfg.handshake_timeout;
             self.net.set_deadline(id, Some(at));
@@ -142,6 +169,8 @@ impl Server {
             return;
         };
         c.last_rx = now.mono;
+        let kind = c.kind();
+        self.net.stats.bytes_in[kind] += data.len() as u64;
         let gen = id.gen;
         let pending = match proto_entry(&mut self.proto, id) {
             Some(p) if !p.pending.is_empty() => Some(std::mem::take(&mut p.pending)),
@@ -249,6 +278,13 @@ impl Server {
         self.after(now);
     }
 
+    /// The shell's measure of one event-loop turn (from the poll's return until every ready
+    /// connection was read and flushed): a value, never a clock read by the core.
+    pub fn handle_turn_time(&mut self, took: std::time::Duration) {
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.turns.observe(histogram::TURN_US, us);
+    }
+
     // ---- outputs -------------------------------------------------------------------------
 
     /// When the shell must next call `handle_timeout` (a monotonic instant).
@@ -268,6 +304,11 @@ impl Server {
     /// writer (or, with no store, drops them).
     pub fn take_persist(&mut self) -> Vec<Persist> {
         self.hub.take_persist()
+    }
+
+    /// The shell's report of how many listeners it has open (at start; 0 once stopping).
+    pub fn handle_listeners(&mut self, open: usize) {
+        self.listeners = Some(open);
     }
 
     /// The shell's report of the store (after writes, or at start).
@@ -343,142 +384,308 @@ impl Server {
             .is_none_or(|c| c.close_after_flush && c.out.is_empty())
     }
 
-    /// The Prometheus text exposition of the server's counters and gauges at `now`.
+    /// The Prometheus text exposition of the server's counters, gauges and histograms at
+    /// `now`. Aggregates only: no series per connection, session or user.
     pub fn metrics(&self, now: Now) -> String {
+        use crate::net::{KINDS, TRANSPORTS};
+        use metrics::Family;
         let st = &self.net.stats;
         let hc = &self.hub.counters;
-        let counters = [
-            (
-                "connections{kind=\"all\"}",
+        let n = |v: u64| v as f64;
+        // Connections by kind and transport, output waiting, and the longest silence per kind.
+        let mut conns = [[0u64; 3]; 5];
+        let mut out_bytes = 0u64;
+        let mut idle_max = [0f64; 5];
+        for c in self.net.iter() {
+            conns[c.kind()][c.transport()] += 1;
+            out_bytes += c.out.len() as u64;
+            if c.is_websocket() {
+                let idle = now.mono.saturating_since(c.last_rx).as_secs_f64();
+                idle_max[c.kind()] = idle_max[c.kind()].max(idle);
+            }
+        }
+        let mut by_conn = Vec::new();
+        for (k, row) in conns.iter().enumerate() {
+            for (t, v) in row.iter().enumerate() {
+                if *v > 0 || k < 3 && t == 0 {
+                    by_conn.push((
+                        vec![("kind", KINDS[k]), ("transport", TRANSPORTS[t])],
+                        n(*v),
+                    ));
+                }
+            }
+        }
+        let traffic = |a: &[u64; 5], b: &[u64; 5]| {
+            let mut rows = Vec::new();
+            for (dir, vals) in [("in", a), ("out", b)] {
+                for (k, v) in vals.iter().enumerate() {
+                    rows.push((vec![("direction", dir), ("kind", KINDS[k])], n(*v)));
+                }
+            }
+            rows
+        };
+        let messages = traffic(&st.messages_in, &st.messages_out);
+        let bytes = traffic(&st.bytes_in, &st.bytes_out);
+        let mut refusals: Vec<(&str, u64)> = hc.refusals.iter().map(|(k, v)| (*k, *v)).collect();
+        refusals.push(("AT_CAPACITY", st.refused_at_capacity));
+        refusals.push(("TOO_MANY_FROM_ADDRESS", st.refused_per_address));
+        refusals.push(("HANDSHAKE_TIMEOUT", st.handshake_timeouts));
+        refusals.sort_unstable();
+        let refusals = refusals
+            .into_iter()
+            .map(|(code, v)| (vec![("code", code)], n(v)))
+            .collect();
+        let dropped = hc
+            .dropped
+            .iter()
+            .map(|(stream, v)| {
+                (
+                    vec![("stream", *stream), ("reason", "subscriber_backlog")],
+                    n(*v),
+                )
+            })
+            .collect();
+        let closed = [
+            ("protocol_error", st.protocol_errors),
+            ("handshake_timeout", st.handshake_timeouts),
+            ("output_overflow", st.overflow_drops),
+            ("stalled", st.stall_closes),
+            ("idle", st.idle_closes),
+        ]
+        .into_iter()
+        .map(|(r, v)| (vec![("reason", r)], n(v)))
+        .collect();
+        let mut outcomes: Vec<(metrics::Labels<'_>, f64)> =
+            ["ok", "http_error", "failed", "not_sent"]
+                .into_iter()
+                .map(|o| {
+                    let v = hc.webhook_outcomes.get(o).copied().unwrap_or(0);
+                    (vec![("outcome", o)], n(v))
+                })
+                .collect();
+        outcomes.push((vec![("outcome", "coalesced")], n(hc.webhooks_coalesced)));
+        let apps = self
+            .hub
+            .app_state_counts()
+            .into_iter()
+            .map(|(state, v)| (vec![("state", state)], n(v)))
+            .collect();
+        let d = self.hub.display_stats();
+        let display = [
+            ("sent", d.sent),
+            ("coalesced", d.coalesced),
+            ("refused", d.refused),
+            ("expired", d.expired),
+        ]
+        .into_iter()
+        .map(|(o, v)| (vec![("outcome", o)], n(v)))
+        .collect();
+        let idle = idle_max
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| *k != 2 && *k != 4)
+            .map(|(k, v)| (vec![("kind", KINDS[k])], *v))
+            .collect();
+        let families = [
+            Family::one(
+                "uptime_seconds",
                 "gauge",
-                "Open connections.",
-                self.net.len() as u64,
+                "Seconds since the server started.",
+                now.mono.saturating_since(self.started).as_secs_f64(),
             ),
-            (
-                "connections{kind=\"websocket\"}",
+            Family::labelled(
+                "connections",
                 "gauge",
-                "Open connections.",
-                self.net.websocket_count() as u64,
+                "Open connections by kind (glasses, app, http, echo, webhook) and transport.",
+                by_conn,
             ),
-            (
-                "connections{kind=\"outbound\"}",
+            Family::one(
+                "connection_addresses",
                 "gauge",
-                "Open connections.",
-                self.net.outbound_count() as u64,
+                "Distinct IP addresses with open client connections.",
+                n(self.net.address_total() as u64),
             ),
-            (
+            Family::one(
+                "connections_accepted_total",
+                "counter",
+                "Client connections accepted (refused ones included).",
+                n(st.accepted),
+            ),
+            Family::one(
+                "websocket_upgrades_total",
+                "counter",
+                "WebSocket upgrades completed.",
+                n(st.upgrades),
+            ),
+            Family::labelled(
+                "connections_closed_total",
+                "counter",
+                "Connections closed by the server, by reason.",
+                closed,
+            ),
+            Family::labelled(
+                "refusals_total",
+                "counter",
+                "Refused connections, requests and messages, by code.",
+                refusals,
+            ),
+            Family::one(
                 "sessions",
                 "gauge",
-                "User sessions.",
-                self.hub.session_count() as u64,
+                "User sessions held (glasses connected or in their grace period).",
+                n(self.hub.session_count() as u64),
             ),
-            (
-                "accepted_total",
-                "counter",
-                "Connections accepted.",
-                st.accepted,
-            ),
-            (
-                "upgrades_total",
-                "counter",
-                "WebSocket upgrades.",
-                st.upgrades,
-            ),
-            (
-                "protocol_errors_total",
-                "counter",
-                "WebSocket protocol violations.",
-                st.protocol_errors,
-            ),
-            (
-                "handshake_timeouts_total",
-                "counter",
-                "Requests not complete in time.",
-                st.handshake_timeouts,
-            ),
-            (
-                "overflow_drops_total",
-                "counter",
-                "Connections dropped for not reading.",
-                st.overflow_drops,
-            ),
-            (
-                "refused_at_capacity_total",
-                "counter",
-                "Connections refused at capacity.",
-                st.refused_at_capacity,
-            ),
-            (
-                "outbound_refused_total",
-                "counter",
-                "Outbound requests not opened: too many in flight.",
-                st.outbound_refused,
-            ),
-            (
-                "webhooks_sent_total",
-                "counter",
-                "Webhook requests sent.",
-                hc.webhooks_sent,
-            ),
-            (
-                "webhooks_failed_total",
-                "counter",
-                "Webhook requests failed.",
-                hc.webhooks_failed,
-            ),
-            (
-                "webhooks_coalesced_total",
-                "counter",
-                "Webhook requests replaced by a newer one before they were sent.",
-                hc.webhooks_coalesced,
-            ),
-            (
-                "read_pauses_total{reason=\"subscriber_backlog\"}",
-                "counter",
-                "Feeders (glasses, publishers) not read because a subscriber was backed up.",
-                hc.feeder_pauses,
-            ),
-            (
-                "stall_closes_total",
-                "counter",
-                "Backed-up connections closed for making no write progress.",
-                st.stall_closes,
-            ),
-            (
-                "app_restarts_total",
-                "counter",
-                "Apps restarted after a drop.",
-                hc.app_restarts,
-            ),
-            (
+            Family::one(
                 "sessions_ended_total",
                 "counter",
                 "Sessions ended after the grace period.",
-                hc.sessions_ended,
+                n(hc.sessions_ended),
+            ),
+            Family::labelled(
+                "apps",
+                "gauge",
+                "Apps in sessions by lifecycle state.",
+                apps,
+            ),
+            Family::one(
+                "app_restarts_total",
+                "counter",
+                "Apps restarted through their webhook after a drop.",
+                n(hc.app_restarts),
+            ),
+            Family::labelled(
+                "messages_total",
+                "counter",
+                "WebSocket data messages by direction and connection kind.",
+                messages,
+            ),
+            Family::labelled(
+                "bytes_total",
+                "counter",
+                "Bytes read from and written to sockets by direction and connection kind.",
+                bytes,
+            ),
+            Family::labelled(
+                "dropped_messages_total",
+                "counter",
+                "Lossy messages not delivered to a backed-up subscriber, by stream and reason.",
+                dropped,
+            ),
+            Family::labelled(
+                "read_pauses_total",
+                "counter",
+                "Feeders (glasses, publishers) not read for a while, by reason.",
+                vec![(vec![("reason", "subscriber_backlog")], n(hc.feeder_pauses))],
+            ),
+            Family::one(
+                "output_buffer_bytes",
+                "gauge",
+                "Bytes waiting in connections' output buffers.",
+                n(out_bytes),
+            ),
+            Family::labelled(
+                "webhooks_total",
+                "counter",
+                "Webhook requests by outcome.",
+                outcomes,
+            ),
+            Family::one(
+                "outbound_refused_total",
+                "counter",
+                "Outbound requests not opened: too many in flight.",
+                n(st.outbound_refused),
+            ),
+            Family::histogram(
+                "webhook_duration_seconds",
+                "Time from sending a webhook to its response (or failure).",
+                &hc.webhook_latency,
+                histogram::WEBHOOK_US,
+            ),
+            Family::labelled(
+                "display_events_total",
+                "counter",
+                "Display requests by outcome (sent to the glasses, coalesced, refused, expired).",
+                display,
+            ),
+            Family::histogram(
+                "heartbeat_rtt_seconds",
+                "Round trip of heartbeat pings to WebSockets.",
+                &st.rtt,
+                histogram::RTT_US,
+            ),
+            Family::labelled(
+                "websocket_idle_max_seconds",
+                "gauge",
+                "The longest time since bytes last arrived on an open WebSocket, by kind.",
+                idle,
+            ),
+            Family::histogram(
+                "event_loop_turn_seconds",
+                "Time the event loop spent on one turn (reading, processing, flushing).",
+                &self.turns,
+                histogram::TURN_US,
             ),
         ];
-        let dropped: Vec<(&str, u64)> = hc.dropped.iter().map(|(k, v)| (*k, *v)).collect();
-        let refusals: Vec<(&str, u64)> = hc.refusals.iter().map(|(k, v)| (*k, *v)).collect();
-        let rows: Vec<metrics::ConnRow<'_>> = self
-            .hub
-            .bound_connections()
-            .into_iter()
-            .filter_map(|(id, kind, user, package)| {
-                let c = self.net.get(id)?;
-                Some(metrics::ConnRow {
-                    kind,
-                    user,
-                    package,
-                    rtt_us: c.rtt_us,
-                    idle_seconds: now.mono.saturating_since(c.last_rx).as_secs_f64(),
-                })
-            })
-            .collect();
-        metrics::render(&metrics::Snapshot {
-            counters: &counters,
-            refusals: &refusals,
-            dropped: &dropped,
-            connections: &rows,
+        metrics::render(&families)
+    }
+
+    /// The `/health` document: per component (listeners, store, sessions, connections) a
+    /// `state`, and `ready`: whether the box takes new connections and sessions now (listeners
+    /// open, not stopping, below its connection and session limits). A failing store leaves
+    /// it ready (sessions run; what they change is not remembered) and makes it `degraded`.
+    pub fn health(&self, now: Now) -> serde_json::Value {
+        let listeners = match (self.stopping, self.listeners) {
+            (true, _) => "stopped",
+            (false, Some(0)) => "none",
+            (false, Some(_)) => "ok",
+            (false, None) => "unknown",
+        };
+        let store = if self.store.error.is_some() {
+            "failing"
+        } else {
+            "ok"
+        };
+        let (sessions, max_sessions) = (self.hub.session_count(), self.hub.config().max_sessions);
+        let sessions_state = if sessions >= max_sessions {
+            "full"
+        } else {
+            "ok"
+        };
+        let (conns, max_conns) = (self.net.inbound_count(), self.net.cfg.max_connections);
+        let conns_state = if conns >= max_conns { "full" } else { "ok" };
+        let ready =
+            matches!(listeners, "ok" | "unknown") && sessions_state == "ok" && conns_state == "ok";
+        let status = match (self.stopping, ready && store == "ok") {
+            (true, _) => "stopping",
+            (false, true) => "ok",
+            (false, false) => "degraded",
+        };
+        serde_json::json!({
+            "status": status,
+            "ready": ready,
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptimeSeconds": now.mono.saturating_since(self.started).as_secs(),
+            "components": {
+                "listeners": {"state": listeners, "open": self.listeners},
+                "store": {"state": store, "kind": self.store.kind},
+                "sessions": {"state": sessions_state, "count": sessions, "limit": max_sessions},
+                "connections": {"state": conns_state, "count": conns, "limit": max_conns},
+            },
+            "connections": {
+                "total": conns,
+                "websocket": self.net.websocket_count(),
+                "outbound": self.net.outbound_count(),
+            },
+            "sessions": sessions,
+            "store": {
+                "kind": self.store.kind,
+                "path": self.store.path,
+                "state": store,
+                "error": self.store.error,
+                "recovered": self.store.recovered,
+                "batchesWritten": self.store.batches,
+                "changesWritten": self.store.changes,
+            },
         })
     }
 
@@ -623,26 +830,7 @@ impl Server {
         }
         match (req.method, req.path) {
             ("GET" | "HEAD", "/health") => {
-                let body = serde_json::json!({
-                    "status": "ok",
-                    "version": env!("CARGO_PKG_VERSION"),
-                    "uptimeSeconds": now.mono.saturating_since(self.started).as_secs(),
-                    "connections": {
-                        "total": self.net.inbound_count(),
-                        "websocket": self.net.websocket_count(),
-                        "outbound": self.net.outbound_count(),
-                    },
-                    "sessions": self.hub.session_count(),
-                    "store": {
-                        "kind": self.store.kind,
-                        "path": self.store.path,
-                        "state": if self.store.error.is_some() { "failing" } else { "ok" },
-                        "error": self.store.error,
-                        "recovered": self.store.recovered,
-                        "batchesWritten": self.store.batches,
-                        "changesWritten": self.store.changes,
-                    },
-                });
+                let body = self.health(now);
                 self.net.respond_json(id, 200, &body, &[]);
             }
             ("GET" | "HEAD", "/metrics") => {
@@ -717,6 +905,7 @@ impl Server {
         }
         if let Some(c) = self.net.get_mut(id) {
             c.phase = Phase::Ws(endpoint);
+            c.endpoint = Some(endpoint);
         }
         let heartbeat = self.net.cfg.ping_interval.map(|i| now.mono + i);
         self.net.set_deadline(id, heartbeat);
@@ -742,6 +931,11 @@ impl Server {
             Ok(step) => step,
         };
         let used = step.consumed;
+        if let (Some(Message::Text(_) | Message::Binary(_)), Some(c)) = (&step.message, net.get(id))
+        {
+            let kind = c.kind();
+            net.stats.messages_in[kind] += 1;
+        }
         match step.message {
             None => {}
             Some(Message::Ping(p)) => {

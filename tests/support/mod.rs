@@ -34,6 +34,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tungstenite::WebSocket;
 
+pub mod prom;
+
 /// How long a client waits for any single read before the test fails. Generous on purpose: the
 /// server answers in microseconds, but a noisy 2-core machine can stall a thread for a while.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -82,6 +84,11 @@ fn unique_dir() -> PathBuf {
 
 impl TestServer {
     pub fn start(cfg: ServerConfig) -> TestServer {
+        TestServer::start_with(cfg, HubConfig::default())
+    }
+
+    /// A server with this hub configuration (apps, secret, limits).
+    pub fn start_with(cfg: ServerConfig, hub: HubConfig) -> TestServer {
         let dir = unique_dir();
         std::fs::create_dir(&dir).expect("create the socket directory");
         let unix = dir.join("edge.sock");
@@ -96,7 +103,7 @@ impl TestServer {
             Box::new(in_process),
         ];
         let clock = Clock::default();
-        let server = Server::new(cfg, HubConfig::default(), clock.now());
+        let server = Server::new(cfg, hub, clock.now());
         let mut reactor = Reactor::new(server, clock, listeners).expect("reactor");
         let stop = reactor.stop_handle();
         let thread = std::thread::Builder::new()
