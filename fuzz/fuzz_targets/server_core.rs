@@ -325,6 +325,7 @@ impl Harness {
             max_connections: [2, 4, 8, 64][(selector & 3) as usize],
             max_outbound: [1, 4][(selector >> 5 & 1) as usize],
             stall_timeout: Duration::from_secs(2),
+            max_per_address: 1024,
             ping_interval: Some(Duration::from_secs(15)),
             idle_timeout: Duration::from_secs(45),
         };
