@@ -29,6 +29,9 @@ use std::time::Duration;
 
 /// Size of the one read buffer shared by all connections.
 const READ_BUF: usize = 64 * 1024;
+/// Connections accepted per listener per turn before established ones get their turn (a flood
+/// of new connections then costs the others at most this many accepts of latency per turn).
+const ACCEPT_BUDGET: usize = 64;
 /// Reads per connection per turn before it yields to the others.
 const READ_BUDGET: usize = 8;
 /// Token index bits reserved for the reactor's own sources (never a connection index).
@@ -114,6 +117,8 @@ pub struct Reactor {
     stop: StopHandle,
     /// Connections with reading left over from the last turn (budget or backpressure ended).
     again: Vec<ConnId>,
+    /// Listeners with connections left to accept from the last turn.
+    accept_again: Vec<usize>,
     writable: Vec<ConnId>,
     resolver: Option<Resolver>,
     /// The durable store's writer thread; without one, durable changes are dropped.
@@ -184,6 +189,7 @@ impl Reactor {
                 stop: Arc::new(AtomicBool::new(false)),
             },
             again: Vec::new(),
+            accept_again: Vec::new(),
             writable: Vec::new(),
             resolver: None,
             writer: None,
@@ -281,7 +287,7 @@ impl Reactor {
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         loop {
-            let timeout = if self.again.is_empty() {
+            let timeout = if self.again.is_empty() && self.accept_again.is_empty() {
                 let at = match (self.server.poll_timeout(), self.stopping_until) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
@@ -298,6 +304,9 @@ impl Reactor {
             let now = self.clock.now();
             for id in std::mem::take(&mut self.again) {
                 self.read(id, now);
+            }
+            for i in std::mem::take(&mut self.accept_again) {
+                self.accept(i, now);
             }
             let answers: Vec<_> = self
                 .resolver
@@ -360,7 +369,14 @@ impl Reactor {
     }
 
     fn accept(&mut self, i: usize, now: Now) {
-        loop {
+        for n in 0.. {
+            if n == ACCEPT_BUDGET {
+                // More may be waiting (edge-triggered: no new event will say so): next turn.
+                if !self.accept_again.contains(&i) {
+                    self.accept_again.push(i);
+                }
+                return;
+            }
             let Some(listener) = self.listeners.get(i) else {
                 return;
             };
