@@ -117,7 +117,7 @@ fn idle(args: &[String]) {
         std::fs::write(
             &cfg,
             format!(
-                r#"{{"listen":["127.0.0.1:{port}"],"echoRoute":true,"jwtSecret":"{SECRET}","limits":{{"maxConnections":{max}}},"timings":{{"pingIntervalMs":0}}}}"#
+                r#"{{"listen":["127.0.0.1:{port}"],"echoRoute":true,"jwtSecret":"{SECRET}","limits":{{"maxConnections":{max},"maxConnectionsPerAddress":{max},"maxSessions":{max}}},"timings":{{"pingIntervalMs":0}}}}"#
             ),
         )
         .expect("write scratch config");

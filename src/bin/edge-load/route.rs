@@ -145,6 +145,9 @@ fn scratch_config(t: &Target, sessions: usize) -> String {
         "jwtSecret": t.secret,
         "limits": {
             "maxConnections": (starts + sessions + 64).max(1024),
+            // Every load connection comes from 127.0.0.1.
+            "maxConnectionsPerAddress": (starts + sessions + 64).max(1024),
+            "maxSessions": (sessions + 16).max(10_000),
             "maxOutbound": (starts + 16).clamp(256, 65_536),
             "maxWebhooksPerServer": (starts + 16).min(65_536),
             "lifecycleBurst": (t.packages.len() + 10).min(10_000),
