@@ -91,7 +91,10 @@ pub struct Conn {
     pub gen: u32,
     pub peer: Peer,
     pub phase: Phase,
+    /// Output: `out[out_head..]` is still to be written (the written front is dropped lazily,
+    /// once it is at least half the buffer, so a partial write costs no copy of the rest).
     pub out: Vec<u8>,
+    pub out_head: usize,
     pub deadline: Option<Instant>,
     /// Already on the core's list of connections with new output or a new state.
     pub dirty: bool,
@@ -121,6 +124,7 @@ impl Conn {
             peer,
             phase,
             out: Vec::new(),
+            out_head: 0,
             deadline: None,
             dirty: false,
             close_after_flush: false,
@@ -133,6 +137,11 @@ impl Conn {
             stall_mark: 0,
             endpoint: None,
         }
+    }
+
+    /// Bytes of output still to be written.
+    pub fn pending(&self) -> usize {
+        self.out.len() - self.out_head
     }
 
     pub fn is_websocket(&self) -> bool {

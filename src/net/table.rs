@@ -200,7 +200,7 @@ impl Net {
     }
 
     pub fn output(&self, id: ConnId) -> &[u8] {
-        self.get(id).map_or(&[], |c| &c.out)
+        self.get(id).map_or(&[], |c| &c.out[c.out_head..])
     }
 
     pub fn consume_output(&mut self, id: ConnId, n: usize) {
@@ -208,15 +208,18 @@ impl Net {
         let Some(c) = conns.get_mut(id.index as usize).filter(|c| c.gen == id.gen) else {
             return;
         };
-        let n = n.min(c.out.len());
+        let n = n.min(c.pending());
         c.consumed = c.consumed.wrapping_add(n as u32);
         self.stats.bytes_out[c.kind()] += n as u64;
-        if n == c.out.len() {
+        c.out_head += n;
+        if c.out_head == c.out.len() {
+            c.out_head = 0;
             give_back(pool, std::mem::take(&mut c.out));
-        } else {
-            c.out.drain(..n);
+        } else if c.out_head >= c.out.len() / 2 {
+            c.out.drain(..c.out_head);
+            c.out_head = 0;
         }
-        if c.out.len() <= self.cfg.read_pause / 2 {
+        if c.pending() <= self.cfg.read_pause / 2 {
             c.stall_at = None;
         }
     }
@@ -250,13 +253,14 @@ impl Net {
         let (max, high) = (self.cfg.max_output, self.cfg.read_pause);
         let at = self.now + self.cfg.stall_timeout;
         let Some(c) = self.get_mut(id) else { return };
-        if c.out.len() > max {
+        if c.pending() > max {
             c.out = Vec::new();
+            c.out_head = 0;
             finish(c);
             self.stats.overflow_drops += 1;
             self.stopped_reading.push(id);
             self.mark_dirty(id);
-        } else if c.out.len() > high && c.stall_at.is_none() && c.is_websocket() {
+        } else if c.pending() > high && c.stall_at.is_none() && c.is_websocket() {
             c.stall_at = Some(at);
             c.stall_mark = c.consumed;
             self.timers.push(at, (id, Timer::Stall));
@@ -269,7 +273,7 @@ impl Net {
         let high = self.cfg.read_pause;
         let at = now + self.cfg.stall_timeout;
         let Some(c) = self.get_mut(id) else { return };
-        if c.out.len() <= high || !c.is_websocket() {
+        if c.pending() <= high || !c.is_websocket() {
             return;
         }
         if c.consumed != c.stall_mark {
@@ -280,6 +284,7 @@ impl Net {
         }
         // What is queued will never be read: drop it, say why, and close.
         c.out.clear();
+        c.out_head = 0;
         self.stats.stall_closes += 1;
         self.close_websocket(id, 1008, "stalled: no write progress", now);
         if let Some(c) = self.get_mut(id) {
@@ -311,6 +316,7 @@ impl Net {
     pub fn abort(&mut self, id: ConnId) {
         if let Some(c) = self.get_mut(id) {
             c.out.clear();
+            c.out_head = 0;
             finish(c);
             self.stopped_reading.push(id);
         }
@@ -535,7 +541,7 @@ impl Outbox for Net {
 
     fn backed_up(&self, id: ConnId) -> bool {
         self.get(id)
-            .is_some_and(|c| c.out.len() > self.cfg.read_pause)
+            .is_some_and(|c| c.pending() > self.cfg.read_pause)
     }
 }
 

@@ -198,7 +198,7 @@ impl Server {
         if self
             .net
             .get(id)
-            .is_some_and(|c| c.close_after_flush || !c.out.is_empty())
+            .is_some_and(|c| c.close_after_flush || c.pending() > 0)
         {
             self.net.mark_dirty(id);
         }
@@ -337,7 +337,7 @@ impl Server {
     /// back by [`Server::poll_resumed`] once it may be read again.
     pub fn wants_read(&mut self, id: ConnId) -> bool {
         let own = self.net.get(id).is_some_and(|c| {
-            !matches!(c.phase, Phase::Done) && c.out.len() < self.net.cfg.read_pause
+            !matches!(c.phase, Phase::Done) && c.pending() < self.net.cfg.read_pause
         });
         if !own {
             return false;
@@ -381,7 +381,7 @@ impl Server {
     pub fn wants_close(&self, id: ConnId) -> bool {
         self.net
             .get(id)
-            .is_none_or(|c| c.close_after_flush && c.out.is_empty())
+            .is_none_or(|c| c.close_after_flush && c.pending() == 0)
     }
 
     /// The Prometheus text exposition of the server's counters, gauges and histograms at
@@ -398,7 +398,7 @@ impl Server {
         let mut idle_max = [0f64; 5];
         for c in self.net.iter() {
             conns[c.kind()][c.transport()] += 1;
-            out_bytes += c.out.len() as u64;
+            out_bytes += c.pending() as u64;
             if c.is_websocket() {
                 let idle = now.mono.saturating_since(c.last_rx).as_secs_f64();
                 idle_max[c.kind()] = idle_max[c.kind()].max(idle);
