@@ -579,6 +579,26 @@ mod tests {
     use crate::ws::Role;
 
     #[test]
+    fn partial_writes_keep_the_rest_in_order_and_compact_lazily() {
+        let mut net = Net::new(ServerConfig::default());
+        let id = net.insert(Peer::InProcess, Phase::Http).unwrap();
+        net.out(id).unwrap().extend_from_slice(b"0123456789");
+        net.consume_output(id, 3);
+        assert_eq!(net.output(id), b"3456789");
+        // Less than half written: nothing moved yet.
+        assert_eq!(net.get(id).unwrap().out_head, 3);
+        net.out(id).unwrap().extend_from_slice(b"ab");
+        net.consume_output(id, 4);
+        // Seven of twelve written: the front is dropped.
+        assert_eq!(net.get(id).unwrap().out_head, 0);
+        assert_eq!(net.output(id), b"789ab");
+        net.consume_output(id, 99);
+        assert!(net.output(id).is_empty());
+        assert_eq!(net.get(id).unwrap().out.capacity(), 0);
+        assert_eq!(net.stats.bytes_out.iter().sum::<u64>(), 12);
+    }
+
+    #[test]
     fn json_frames_of_every_length_class_parse_back() {
         for len in [
             0usize, 1, 119, 120, 121, 200, 65_000, 65_535, 65_536, 70_000,
