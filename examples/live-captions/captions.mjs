@@ -1,0 +1,129 @@
+// Live captions: an app on the stock `@mentra/sdk@2.1.29` that shows what is said around the
+// wearer as a text wall. Transcripts come from the box's on-box transcriber
+// (contrib/transcriber) through `onTranscription` (the box routes them to the app's
+// `transcription:en-US` subscription). The interim text of the utterance in progress is
+// replaced in place as it firms up; finals are kept; the last LINES lines, wrapped to WIDTH
+// characters, are shown.
+//
+//   npm ci && PORT=3000 PACKAGE_NAME=com.example.captions API_KEY=… node captions.mjs
+//
+// Env: PORT, PACKAGE_NAME, API_KEY (required); LINES (default 4), WIDTH (default 30).
+// stdout carries one JSON object per line ("listening", "session", "caption" with the text
+// shown, "stop", "error"); the SDK's own logs go to stderr.
+// Unless CAPTIONS_ALLOW_NETWORK is set, the SDK's one outside request at start (a version
+// check) is pointed at a closed local port, so nothing leaves the box.
+
+import { writeSync } from "node:fs";
+
+if (!process.env.CAPTIONS_ALLOW_NETWORK) {
+  for (const key of ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"]) {
+    process.env[key] = "http://127.0.0.1:9";
+  }
+  for (const key of ["NO_PROXY", "no_proxy"]) {
+    delete process.env[key];
+  }
+}
+
+function emit(event, fields = {}) {
+  writeSync(1, JSON.stringify({ event, ...fields }) + "\n");
+}
+for (const name of ["log", "info", "debug"]) {
+  console[name] = (...args) => console.error(...args);
+}
+
+const { AppServer, logger: sdkLogger } = await import("@mentra/sdk");
+
+// The SDK's pino logger writes to stdout; send it to stderr so stdout stays one JSON per line.
+const streamSym = Object.getOwnPropertySymbols(sdkLogger).find((s) => s.description === "pino.stream");
+for (const entry of (streamSym && sdkLogger[streamSym]?.streams) || []) {
+  const old = entry.stream;
+  entry.stream = { write: (chunk) => process.stderr.write(chunk) };
+  try {
+    old.end?.();
+  } catch {
+    // discarded
+  }
+}
+
+const port = Number.parseInt(process.env.PORT ?? "", 10);
+const packageName = process.env.PACKAGE_NAME;
+const apiKey = process.env.API_KEY;
+const LINES = Number.parseInt(process.env.LINES ?? "4", 10);
+const WIDTH = Number.parseInt(process.env.WIDTH ?? "30", 10);
+if (!Number.isInteger(port) || port <= 0 || !packageName || !apiKey) {
+  emit("fatal", { message: "PORT, PACKAGE_NAME and API_KEY must be set" });
+  process.exit(2);
+}
+
+/** Greedy word wrap to `width` characters (a longer word is cut). */
+export function wrap(text, width) {
+  const lines = [];
+  let line = "";
+  for (let word of text.split(/\s+/).filter(Boolean)) {
+    while (word.length > width) {
+      if (line) lines.push(line);
+      lines.push(word.slice(0, width));
+      word = word.slice(width);
+      line = "";
+    }
+    if (!line) line = word;
+    else if (line.length + 1 + word.length <= width) line += " " + word;
+    else {
+      lines.push(line);
+      line = word;
+    }
+  }
+  if (line) lines.push(line);
+  return lines;
+}
+
+/** The caption state of one session: finals kept, the interim replaced in place. */
+class Captions {
+  finals = [];
+  interim = "";
+
+  update(text, isFinal) {
+    if (isFinal) {
+      if (text.trim()) this.finals.push(text.trim());
+      this.interim = "";
+      // Only the last LINES lines are ever shown; keep a little more than that.
+      if (this.finals.length > LINES * 2) this.finals.splice(0, this.finals.length - LINES * 2);
+    } else {
+      this.interim = text.trim();
+    }
+    const lines = [...this.finals, this.interim].filter(Boolean).flatMap((t) => wrap(t, WIDTH));
+    return lines.slice(-LINES).join("\n");
+  }
+}
+
+class LiveCaptions extends AppServer {
+  async onSession(session, sessionId, userId) {
+    emit("session", { sessionId, userId });
+    const captions = new Captions();
+    session.events.onTranscription((data) => {
+      const text = captions.update(String(data?.text ?? ""), data?.isFinal === true);
+      if (!text) return;
+      session.layouts.showTextWall(text);
+      emit("caption", {
+        sessionId,
+        text,
+        isFinal: data?.isFinal === true,
+        heard: data?.text ?? null,
+        utteranceId: data?.utteranceId ?? null,
+        startTime: data?.startTime ?? null,
+        endTime: data?.endTime ?? null,
+      });
+    });
+    session.events.onError((err) => emit("error", { sessionId, message: String(err?.message ?? err) }));
+  }
+
+  async onStop(sessionId, userId, reason) {
+    emit("stop", { sessionId, userId, reason });
+    await super.onStop(sessionId, userId, reason);
+  }
+}
+
+const server = new LiveCaptions({ packageName, apiKey, port, publicDir: false, healthCheck: true });
+process.on("unhandledRejection", (err) => emit("error", { message: "unhandled rejection: " + String(err?.stack ?? err) }));
+await server.start();
+emit("listening", { port });
