@@ -70,7 +70,13 @@ fn world_with(server: ServerConfig) -> World {
                 spec(B, 4002, &["ALL"], false, &[]),
                 spec(C, 4003, &["ALL"], false, &[]),
                 spec(BARE, 4004, &[], false, &[]),
-                spec(STT, 4005, &[], true, &["transcription", "translation"]),
+                spec(
+                    STT,
+                    4005,
+                    &["MICROPHONE"],
+                    true,
+                    &["transcription", "translation"],
+                ),
             ],
             lifecycle_burst: 100,
             ..HubConfig::default()
@@ -643,4 +649,30 @@ fn an_app_that_is_behind_but_keeps_reading_is_never_cut() {
     assert!(!w.clients[slow].closed);
     assert_eq!(w.server.stats().stall_closes, 0);
     assert_eq!(received, 6_000);
+}
+
+#[test]
+fn a_transcriber_listening_to_audio_turns_the_microphone_on_only_while_captions_are_wanted() {
+    let mut w = world();
+    let g = glasses(&mut w, USER);
+    // The on-box transcriber (a publisher) listens to audio from the start...
+    let _stt = app(&mut w, g, USER, STT, json!(["audio_chunk"]));
+    let mut seen = mic(&w.json_messages(g));
+    seen.retain(|(on, _)| *on);
+    assert!(
+        seen.is_empty(),
+        "the microphone went on for nobody: {seen:?}"
+    );
+    // ... but the microphone goes on only once an app wants transcripts,
+    let a = app(&mut w, g, USER, A, json!([]));
+    w.json_messages(g);
+    subscribe(&mut w, a, json!(["transcription:en-US"]));
+    assert_eq!(
+        mic(&w.json_messages(g)),
+        vec![(true, json!(["pcm", "transcription"]))]
+    );
+    // and off again when none does.
+    w.advance(Duration::from_secs(2));
+    subscribe(&mut w, a, json!([]));
+    assert_eq!(mic(&w.json_messages(g)), vec![(false, json!([]))]);
 }

@@ -118,11 +118,6 @@ impl Routes {
         self.by_stream.is_empty() && self.wildcard.is_empty()
     }
 
-    /// Whether some app subscribed to everything (`all` or `*`).
-    pub fn has_wildcard(&self) -> bool {
-        !self.wildcard.is_empty()
-    }
-
     fn routes_of(&self, stream: &str) -> Option<&[Route]> {
         self.by_stream
             .iter()

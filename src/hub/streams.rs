@@ -306,16 +306,27 @@ impl Hub {
 
     // ---- the microphone ------------------------------------------------------------------
 
+    /// What the session's apps need the microphone for. A publisher (an on-box transcriber)
+    /// subscribes to audio all the time, but its audio counts only while somebody wants what
+    /// it publishes: the microphone is on for transcripts only while an app wants transcripts.
     fn mic_need(&self, sk: SessKey) -> MicNeed {
-        let routes = self
-            .session(sk)
-            .and_then(|s| s.streams.as_deref())
-            .map(|st| &st.routes);
-        MicNeed {
-            pcm: routes.is_some_and(|r| r.wants("audio_chunk") || r.has_wildcard()),
-            transcription: routes
-                .is_some_and(|r| r.wants("transcription") || r.wants("translation")),
-        }
+        let Some(s) = self.session(sk) else {
+            return MicNeed::default();
+        };
+        let Some(routes) = s.streams.as_deref().map(|st| &st.routes) else {
+            return MicNeed::default();
+        };
+        let wanted = |stream: &str| routes.wants(stream);
+        let transcription = wanted("transcription") || wanted("translation");
+        let pcm = s.apps.iter().any(|(&app, run)| {
+            let listens = run
+                .subs
+                .iter()
+                .any(|x| matches!(x.as_str(), "audio_chunk" | "all" | "*"));
+            let publishes = &self.cfg.apps[app].publishes;
+            listens && (publishes.is_empty() || publishes.iter().any(|p| wanted(p)))
+        });
+        MicNeed { pcm, transcription }
     }
 
     /// The need may have changed: send it now if nothing was sent within the debounce
