@@ -116,6 +116,40 @@ impl Hub {
         Ok((sk, app))
     }
 
+    /// The user of the request's glasses bearer token; refused (401 with the token's error
+    /// code, counted) and `None` when it has none or a bad one.
+    pub(super) fn glasses_bearer(
+        &mut self,
+        net: &mut impl Outbox,
+        id: ConnId,
+        req: &Request<'_>,
+        now: Now,
+    ) -> Option<String> {
+        let token = req.header_str("authorization").and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
+        let Some(token) = token else {
+            self.refused("MISSING_TOKEN");
+            net.respond_error(
+                id,
+                401,
+                "MISSING_TOKEN",
+                "Authorization: Bearer <glasses token> required",
+                &[],
+            );
+            return None;
+        };
+        match auth::jwt::glasses_user(token.trim(), &self.cfg.jwt_secret, now.wall.unix_secs()) {
+            Ok(u) => Some(u),
+            Err(e) => {
+                self.refused(e.code());
+                net.respond_error(id, 401, e.code(), e.message(), &[]);
+                None
+            }
+        }
+    }
+
     /// `POST /apps/{packageName}/start|stop` with the glasses bearer token.
     pub fn on_rest(&mut self, net: &mut impl Outbox, id: ConnId, req: &Request<'_>, now: Now) {
         let rest = req.path.strip_prefix("/apps/").unwrap_or("");
@@ -134,29 +168,9 @@ impl Hub {
         if req.method != "POST" {
             return net.respond_error(id, 405, "METHOD_NOT_ALLOWED", "use POST", &["Allow: POST"]);
         }
-        let token = req.header_str("authorization").and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        });
-        let Some(token) = token else {
-            self.refused("MISSING_TOKEN");
-            return net.respond_error(
-                id,
-                401,
-                "MISSING_TOKEN",
-                "Authorization: Bearer <glasses token> required",
-                &[],
-            );
+        let Some(user) = self.glasses_bearer(net, id, req, now) else {
+            return;
         };
-        let user =
-            match auth::jwt::glasses_user(token.trim(), &self.cfg.jwt_secret, now.wall.unix_secs())
-            {
-                Ok(u) => u,
-                Err(e) => {
-                    self.refused(e.code());
-                    return net.respond_error(id, 401, e.code(), e.message(), &[]);
-                }
-            };
         let Some(app) = self.app_index(package) else {
             return net.respond_error(
                 id,

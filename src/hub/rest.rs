@@ -301,24 +301,8 @@ impl Hub {
         if req.method != "PUT" {
             return net.respond_error(id, 405, "METHOD_NOT_ALLOWED", "use PUT", &["Allow: PUT"]);
         }
-        let user = match bearer(req)
-            .map(|t| auth::jwt::glasses_user(t, &self.cfg.jwt_secret, now.wall.unix_secs()))
-        {
-            Some(Ok(u)) => u,
-            Some(Err(e)) => {
-                self.refused(e.code());
-                return net.respond_error(id, 401, e.code(), e.message(), &[]);
-            }
-            None => {
-                self.refused("MISSING_TOKEN");
-                return net.respond_error(
-                    id,
-                    401,
-                    "MISSING_TOKEN",
-                    "Authorization: Bearer <glasses token> required",
-                    &[],
-                );
-            }
+        let Some(user) = self.glasses_bearer(net, id, req, now) else {
+            return;
         };
         #[derive(Deserialize)]
         struct Change {
