@@ -171,14 +171,8 @@ impl Hub {
         let Some(user) = self.glasses_bearer(net, id, req, now) else {
             return;
         };
-        let Some(app) = self.app_index(package) else {
-            return net.respond_error(
-                id,
-                404,
-                "PACKAGE_NOT_FOUND",
-                "no app with this packageName is registered",
-                &[],
-            );
+        let Some(app) = self.app_or_404(net, id, package) else {
+            return;
         };
         let Some(&sk) = self.by_user.get(&user) else {
             return net.respond_error(

@@ -578,37 +578,19 @@ impl Hub {
             .unwrap_or_default()
     }
 
-    /// Every glasses and app connection bound to a session, labelled for `/metrics`:
-    /// `(connection, kind, user, package)`.
-    pub fn bound_connections(&self) -> Vec<(ConnId, &'static str, &str, Option<&str>)> {
-        let mut out = Vec::new();
-        for (id, link) in &self.links {
-            match link {
-                Link::Glasses {
-                    session: Some(sk), ..
-                } => {
-                    if let Some(s) = self.session(*sk) {
-                        out.push((*id, "glasses", s.user.as_str(), None));
-                    }
-                }
-                Link::App {
-                    bound: Some((sk, app)),
-                    ..
-                } => {
-                    if let Some(s) = self.session(*sk) {
-                        out.push((
-                            *id,
-                            "app",
-                            s.user.as_str(),
-                            Some(self.cfg.apps[*app].package_name.as_str()),
-                        ));
-                    }
-                }
-                _ => {}
-            }
+    /// The app registered as `package`, or a 404 `PACKAGE_NOT_FOUND` answer to `id`.
+    fn app_or_404(&self, net: &mut impl Outbox, id: ConnId, package: &str) -> Option<usize> {
+        let app = self.app_index(package);
+        if app.is_none() {
+            net.respond_error(
+                id,
+                404,
+                "PACKAGE_NOT_FOUND",
+                "no app with this packageName is registered",
+                &[],
+            );
         }
-        out.sort_by_key(|(id, ..)| *id);
-        out
+        app
     }
 
     fn app_index(&self, package: &str) -> Option<usize> {

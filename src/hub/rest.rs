@@ -236,14 +236,8 @@ impl Hub {
             .next()
             .and_then(percent_decode)
             .unwrap_or_default();
-        let Some(app) = self.app_index(&package) else {
-            return net.respond_error(
-                id,
-                404,
-                "PACKAGE_NOT_FOUND",
-                "no app with this packageName is registered",
-                &[],
-            );
+        let Some(app) = self.app_or_404(net, id, &package) else {
+            return;
         };
         if req.method != "GET" {
             return net.respond_error(id, 405, "METHOD_NOT_ALLOWED", "use GET", &["Allow: GET"]);
@@ -289,14 +283,8 @@ impl Hub {
             .strip_prefix("/api/settings/")
             .and_then(percent_decode)
             .unwrap_or_default();
-        let Some(app) = self.app_index(&package) else {
-            return net.respond_error(
-                id,
-                404,
-                "PACKAGE_NOT_FOUND",
-                "no app with this packageName is registered",
-                &[],
-            );
+        let Some(app) = self.app_or_404(net, id, &package) else {
+            return;
         };
         if req.method != "PUT" {
             return net.respond_error(id, 405, "METHOD_NOT_ALLOWED", "use PUT", &["Allow: PUT"]);

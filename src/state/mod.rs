@@ -138,15 +138,6 @@ impl Durable {
         d
     }
 
-    /// The next change to write, oldest first.
-    pub fn poll_persist(&mut self) -> Option<Persist> {
-        if self.pending.is_empty() {
-            None
-        } else {
-            Some(self.pending.remove(0))
-        }
-    }
-
     /// Every change queued since the last call, oldest first.
     pub fn take_pending(&mut self) -> Vec<Persist> {
         std::mem::take(&mut self.pending)
@@ -297,6 +288,6 @@ mod tests {
             })
             .collect();
         assert_eq!(kinds, vec!["a:true", "b:true", "a:false", "storage:k"]);
-        assert!(d.poll_persist().is_none());
+        assert!(d.take_pending().is_empty());
     }
 }

@@ -10,7 +10,7 @@
 //! one started, and the move is reported; every batch is one transaction.
 
 use super::{Persist, Registration, Snapshot, Store};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 use std::path::{Path, PathBuf};
 
 /// The file name inside `stateDir`.
@@ -164,40 +164,34 @@ impl SqliteStore {
                 user,
                 package,
                 key,
-                value: Some(v),
-            } => tx.execute(
-                "INSERT OR REPLACE INTO app_settings (user, package, key, value)
-                 VALUES (?1, ?2, ?3, ?4)",
-                params![user, package, key, v],
-            ),
-            Persist::Setting {
+                value,
+            }
+            | Persist::Storage {
                 user,
                 package,
                 key,
-                value: None,
-            } => tx.execute(
-                "DELETE FROM app_settings WHERE user = ?1 AND package = ?2 AND key = ?3",
-                params![user, package, key],
-            ),
-            Persist::Storage {
-                user,
-                package,
-                key,
-                value: Some(v),
-            } => tx.execute(
-                "INSERT OR REPLACE INTO simple_storage (user, package, key, value)
-                 VALUES (?1, ?2, ?3, ?4)",
-                params![user, package, key, v],
-            ),
-            Persist::Storage {
-                user,
-                package,
-                key,
-                value: None,
-            } => tx.execute(
-                "DELETE FROM simple_storage WHERE user = ?1 AND package = ?2 AND key = ?3",
-                params![user, package, key],
-            ),
+                value,
+            } => {
+                let table = match p {
+                    Persist::Setting { .. } => "app_settings",
+                    _ => "simple_storage",
+                };
+                match value {
+                    Some(v) => tx.execute(
+                        &format!(
+                            "INSERT OR REPLACE INTO {table} (user, package, key, value)
+                             VALUES (?1, ?2, ?3, ?4)"
+                        ),
+                        params![user, package, key, v],
+                    ),
+                    None => tx.execute(
+                        &format!(
+                            "DELETE FROM {table} WHERE user = ?1 AND package = ?2 AND key = ?3"
+                        ),
+                        params![user, package, key],
+                    ),
+                }
+            }
             Persist::Registration(r) => tx.execute(
                 "INSERT OR REPLACE INTO registrations
                  (id, package, webhook_url, registered_at, last_seen) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -214,24 +208,6 @@ impl SqliteStore {
             }
         }
         .map(|_| ())
-    }
-
-    /// A value stored under `(user, package, key)` in `table` (for tests and tools).
-    pub fn get(&self, table: &str, user: &str, package: &str, key: &str) -> Option<String> {
-        let sql = match table {
-            "app_settings" => {
-                "SELECT value FROM app_settings WHERE user = ?1 AND package = ?2 AND key = ?3"
-            }
-            "simple_storage" => {
-                "SELECT value FROM simple_storage WHERE user = ?1 AND package = ?2 AND key = ?3"
-            }
-            _ => return None,
-        };
-        self.conn
-            .query_row(sql, params![user, package, key], |r| r.get(0))
-            .optional()
-            .ok()
-            .flatten()
     }
 }
 
