@@ -95,6 +95,9 @@ pub struct Conn {
     /// once it is at least half the buffer, so a partial write costs no copy of the rest).
     pub out: Vec<u8>,
     pub out_head: usize,
+    /// The unwritten output may begin inside a frame (part of a frame was written and the
+    /// buffer has not run dry since): it can then only be written on, never cut.
+    pub mid_frame: bool,
     pub deadline: Option<Instant>,
     /// Already on the core's list of connections with new output or a new state.
     pub dirty: bool,
@@ -125,6 +128,7 @@ impl Conn {
             phase,
             out: Vec::new(),
             out_head: 0,
+            mid_frame: false,
             deadline: None,
             dirty: false,
             close_after_flush: false,

@@ -212,8 +212,10 @@ impl Net {
         c.consumed = c.consumed.wrapping_add(n as u32);
         self.stats.bytes_out[c.kind()] += n as u64;
         c.out_head += n;
+        c.mid_frame = n > 0 || c.mid_frame;
         if c.out_head == c.out.len() {
             c.out_head = 0;
+            c.mid_frame = false;
             give_back(pool, std::mem::take(&mut c.out));
         } else if c.out_head >= c.out.len() / 2 {
             c.out.drain(..c.out_head);
@@ -256,6 +258,7 @@ impl Net {
         if c.pending() > max {
             c.out = Vec::new();
             c.out_head = 0;
+            c.mid_frame = false;
             finish(c);
             self.stats.overflow_drops += 1;
             self.stopped_reading.push(id);
@@ -282,10 +285,19 @@ impl Net {
             self.timers.push(at, (id, Timer::Stall));
             return;
         }
-        // What is queued will never be read: drop it, say why, and close.
-        c.out.clear();
-        c.out_head = 0;
+        let mid_frame = c.mid_frame;
         self.stats.stall_closes += 1;
+        if mid_frame {
+            // Part of a frame is out: what follows can neither be cut nor will it be read.
+            // Drop the connection without a close frame.
+            self.abort(id);
+            return;
+        }
+        // What is queued will never be read: drop it, say why, and close.
+        if let Some(c) = self.get_mut(id) {
+            c.out.clear();
+            c.out_head = 0;
+        }
         self.close_websocket(id, 1008, "stalled: no write progress", now);
         if let Some(c) = self.get_mut(id) {
             c.phase = Phase::Closing { failed: true };
@@ -317,6 +329,7 @@ impl Net {
         if let Some(c) = self.get_mut(id) {
             c.out.clear();
             c.out_head = 0;
+            c.mid_frame = false;
             finish(c);
             self.stopped_reading.push(id);
         }
@@ -596,6 +609,30 @@ mod tests {
         assert!(net.output(id).is_empty());
         assert_eq!(net.get(id).unwrap().out.capacity(), 0);
         assert_eq!(net.stats.bytes_out.iter().sum::<u64>(), 12);
+    }
+
+    #[test]
+    fn a_stalled_connection_is_never_cut_inside_a_frame() {
+        let mut net = Net::new(ServerConfig {
+            read_pause: 4096,
+            ..ServerConfig::default()
+        });
+        let id = net
+            .insert(Peer::InProcess, Phase::Ws(crate::net::Endpoint::App))
+            .unwrap();
+        let big = vec![b'x'; 10_000];
+        assert!(net.send_frame(id, Opcode::Text, &[&big]));
+        // Three bytes of the frame are written, then nothing more.
+        net.consume_output(id, 3);
+        let at = net.get(id).unwrap().stall_at.unwrap();
+        net.check_stall(id, at);
+        // That was progress: watched again; this time nothing was written.
+        let at = net.get(id).unwrap().stall_at.unwrap();
+        net.check_stall(id, at);
+        // No close frame after a cut frame: the connection is dropped as it stands.
+        let c = net.get(id).unwrap();
+        assert!(c.out.is_empty() && c.close_after_flush);
+        assert_eq!(net.stats.stall_closes, 1);
     }
 
     #[test]
