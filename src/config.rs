@@ -113,16 +113,23 @@ pub struct Config {
     pub state_dir: Option<PathBuf>,
     /// True when the glasses-token secret is the public development one.
     pub dev_secret: bool,
+    /// True when the `/ui/` pages are served with the public development operator token.
+    pub dev_operator_token: bool,
 }
 
 /// The glasses-token secret used when none is configured. It is public: say so aloud.
 pub const DEV_SECRET: &str = "augmentos-edge-development-secret";
 
-/// The configuration used when no file is given: loopback only, no apps.
+/// The operator token of the `/ui/` pages when none is configured (allowed only with the
+/// development secret). It is public: say so aloud.
+pub const DEV_OPERATOR_TOKEN: &str = "augmentos-edge-development-operator";
+
+/// The configuration used when no file is given: loopback only, no apps, the `/ui/` pages on.
 pub const EMBEDDED_DEFAULT: &str = r#"{
   "listen": ["127.0.0.1:8002"],
   "publicWsUrl": "ws://127.0.0.1:8002",
   "echoRoute": false,
+  "ui": {"enabled": true},
   "apps": []
 }"#;
 
@@ -169,7 +176,17 @@ struct RawConfig {
     internal_ws_url: Option<WsUrl>,
     jwt_secret: Option<Secret>,
     state_dir: Option<NonEmpty>,
+    ui: Option<RawUi>,
     apps: Option<Vec<RawApp>>,
+}
+
+/// The `/ui/` pages: off unless `enabled`; `operatorToken` guards their API (required unless
+/// the development secret is in use, which brings the public development operator token).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "an object")]
+struct RawUi {
+    enabled: Option<bool>,
+    operator_token: Option<Secret>,
 }
 
 #[derive(Deserialize)]
@@ -309,6 +326,25 @@ impl RawConfig {
             }
         };
         let state_dir = self.state_dir.map(|NonEmpty(s)| PathBuf::from(s));
+        let mut dev_operator_token = false;
+        if let Some(RawUi {
+            enabled: Some(true),
+            operator_token,
+        }) = self.ui
+        {
+            server.operator_token = Some(match operator_token {
+                Some(Secret(t)) => t,
+                None if dev_secret => {
+                    dev_operator_token = true;
+                    DEV_OPERATOR_TOKEN.to_string()
+                }
+                None => {
+                    return Err(
+                        "ui.operatorToken: required when ui.enabled and jwtSecret is set".into(),
+                    )
+                }
+            });
+        }
 
         if let Some(l) = self.limits {
             set(&mut server.ws.max_frame, l.max_frame_bytes);
@@ -391,6 +427,7 @@ impl RawConfig {
             hub,
             state_dir,
             dev_secret,
+            dev_operator_token,
         })
     }
 }

@@ -3,7 +3,7 @@
 //! prints a key hash or a token.
 
 use augmentos_edge::auth;
-use augmentos_edge::config::{Config, DEV_SECRET};
+use augmentos_edge::config::{Config, DEV_OPERATOR_TOKEN, DEV_SECRET};
 use augmentos_edge::reactor::{bind, Clock, Reactor};
 use augmentos_edge::server::Server;
 use augmentos_edge::state::sqlite::open_configured;
@@ -79,6 +79,12 @@ fn load(path: Option<&str>) -> Result<Config, String> {
             c.hub.jwt_secret = s.into_bytes();
         }
     }
+    if c.dev_operator_token && !c.dev_secret {
+        // The public operator token comes only with the public secret.
+        log::warn!("{SECRET_ENV} is set and ui.operatorToken is not: the /ui/ pages are off");
+        c.server.operator_token = None;
+        c.dev_operator_token = false;
+    }
     Ok(c)
 }
 
@@ -90,6 +96,11 @@ fn serve(path: Option<&str>) -> Result<(), String> {
     if config.dev_secret {
         log::warn!(
             "glasses and app tokens are signed with the PUBLIC development secret '{DEV_SECRET}'; set jwtSecret in the config or {SECRET_ENV} before real use"
+        );
+    }
+    if config.dev_operator_token {
+        log::warn!(
+            "the /ui/ pages take the PUBLIC development operator token '{DEV_OPERATOR_TOKEN}'; set ui.operatorToken in the config before real use"
         );
     }
     let bound = bind(&config.listen)?;
@@ -119,6 +130,9 @@ fn serve(path: Option<&str>) -> Result<(), String> {
         .map_err(|e| format!("cannot take signals: {e}"))?;
     for l in reactor.describe_listeners() {
         log::info!("listening on {l}");
+    }
+    if config.server.operator_token.is_some() {
+        log::info!("operator page at /ui/operator, glasses emulator at /ui/glasses");
     }
     log::info!(
         "{} app(s) registered; apps are told to connect to {}/app-ws",

@@ -171,10 +171,24 @@ impl Hub {
         let Some(user) = self.glasses_bearer(net, id, req, now) else {
             return;
         };
+        self.start_or_stop(net, id, &user, package, action == "start", now);
+    }
+
+    /// Start or stop `package` in `user`'s session for a REST caller (the user's glasses
+    /// bearer, or an operator), answering `id`: 200 with the app's state, or the refusal.
+    pub fn start_or_stop(
+        &mut self,
+        net: &mut impl Outbox,
+        id: ConnId,
+        user: &str,
+        package: &str,
+        start: bool,
+        now: Now,
+    ) {
         let Some(app) = self.app_or_404(net, id, package) else {
             return;
         };
-        let Some(&sk) = self.by_user.get(&user) else {
+        let Some(&sk) = self.by_user.get(user) else {
             return net.respond_error(
                 id,
                 404,
@@ -183,7 +197,6 @@ impl Hub {
                 &[],
             );
         };
-        let start = action == "start";
         match self.lifecycle_request(net, sk, app, start, now) {
             Err(e @ LifecycleError::RateLimited) => {
                 return net.respond_error(id, 429, e.code(), e.message(), &["Retry-After: 1"])

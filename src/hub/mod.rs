@@ -29,6 +29,7 @@ mod device;
 pub mod display;
 mod glasses;
 mod lifecycle;
+mod operator;
 mod reload;
 pub mod requests;
 pub use reload::Reloaded;
@@ -39,6 +40,7 @@ mod screen;
 mod streams;
 mod view;
 
+pub use rest::percent_decode;
 pub use screen::ScreenView;
 
 use crate::auth;

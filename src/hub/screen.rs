@@ -100,7 +100,7 @@ impl Screen {
     }
 }
 
-/// What one view of a session shows, for operator views (`/health`).
+/// What one view of a session shows, for operators (the `/ui/` feed).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ScreenView {
@@ -109,6 +109,8 @@ pub struct ScreenView {
     pub package_name: String,
     /// Milliseconds it has been on screen.
     pub for_ms: u64,
+    /// The layout object the glasses were sent.
+    pub layout: Value,
 }
 
 impl Hub {
@@ -146,11 +148,13 @@ impl Hub {
             .iter()
             .filter_map(|&v| {
                 let i = s.screen.display.screen(v)?;
+                let layout = s.screen.display.current(v).map(|d| layout_out(d));
                 Some(ScreenView {
                     view: v.as_str(),
                     layout_type: i.layout_type,
                     package_name: self.owner_package(i.owner).to_string(),
                     for_ms: now.saturating_since(i.since).as_millis() as u64,
+                    layout: serde_json::to_value(layout).unwrap_or(Value::Null),
                 })
             })
             .collect()
@@ -567,18 +571,7 @@ fn send_display(
         Owner::App(a) => apps[a].package_name.as_str(),
         Owner::System => SYSTEM_PACKAGE,
     };
-    let layout = match &d.layout {
-        Layout::Raw { json, .. } => LayoutOut::Raw(json),
-        Layout::Boot { names, several } => LayoutOut::ReferenceCard {
-            layout_type: "reference_card",
-            title: BOOT_TITLE[usize::from(*several)],
-            text: names,
-        },
-        Layout::Clear => LayoutOut::TextWall {
-            layout_type: "text_wall",
-            text: "",
-        },
-    };
+    let layout = layout_out(d);
     net.send_json(
         to,
         &DisplayEvent {
@@ -590,4 +583,20 @@ fn send_display(
             timestamp: now.iso(),
         },
     );
+}
+
+/// The layout object of a display as the glasses are sent it.
+fn layout_out(d: &Display) -> LayoutOut<'_> {
+    match &d.layout {
+        Layout::Raw { json, .. } => LayoutOut::Raw(json),
+        Layout::Boot { names, several } => LayoutOut::ReferenceCard {
+            layout_type: "reference_card",
+            title: BOOT_TITLE[usize::from(*several)],
+            text: names,
+        },
+        Layout::Clear => LayoutOut::TextWall {
+            layout_type: "text_wall",
+            text: "",
+        },
+    }
 }

@@ -53,6 +53,8 @@ pub struct ServerConfig {
     pub ping_interval: Option<Duration>,
     /// A WebSocket silent this long (no byte, not even a pong) is closed with 4000.
     pub idle_timeout: Duration,
+    /// Serve the `/ui/` pages, their API protected by this operator token (`None`: not served).
+    pub operator_token: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -71,6 +73,7 @@ impl Default for ServerConfig {
             max_outbound: 256,
             ping_interval: Some(Duration::from_secs(15)),
             idle_timeout: Duration::from_secs(45),
+            operator_token: None,
         }
     }
 }

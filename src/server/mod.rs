@@ -2,7 +2,8 @@
 //! connection table ([`Net`]) and the application core ([`Hub`]).
 //!
 //! Owns the read side of every connection ([`Proto`]: the HTTP head search, the WebSocket
-//! receiver, unread partial input), routes HTTP requests (health, metrics, REST, upgrades),
+//! receiver, unread partial input), routes HTTP requests (health, metrics, REST, the `/ui/`
+//! pages in `ui.rs`, upgrades),
 //! parses WebSocket frames in place and hands their messages to the hub, runs the heartbeat,
 //! and reports finished outbound requests to the hub. It never touches a socket or a clock: the
 //! shell calls `handle_*` with bytes and the turn's [`Now`], then drains the `poll_*` methods
@@ -21,6 +22,7 @@
 
 mod lifecycle;
 pub mod metrics;
+mod ui;
 
 use crate::histogram::{self, Histogram};
 use crate::http::client::{ResponseError, ResponseParser};
@@ -426,12 +428,8 @@ impl Server {
         };
         let messages = traffic(&st.messages_in, &st.messages_out);
         let bytes = traffic(&st.bytes_in, &st.bytes_out);
-        let mut refusals: Vec<(&str, u64)> = hc.refusals.iter().map(|(k, v)| (*k, *v)).collect();
-        refusals.push(("AT_CAPACITY", st.refused_at_capacity));
-        refusals.push(("TOO_MANY_FROM_ADDRESS", st.refused_per_address));
-        refusals.push(("HANDSHAKE_TIMEOUT", st.handshake_timeouts));
-        refusals.sort_unstable();
-        let refusals = refusals
+        let refusals = self
+            .refusal_counts()
             .into_iter()
             .map(|(code, v)| (vec![("code", code)], n(v)))
             .collect();
@@ -627,6 +625,17 @@ impl Server {
             ),
         ];
         metrics::render(&families)
+    }
+
+    /// Refusals by code, the hub's and the connection layer's, sorted by code.
+    fn refusal_counts(&self) -> Vec<(&'static str, u64)> {
+        let (st, hc) = (&self.net.stats, &self.hub.counters);
+        let mut refusals: Vec<(&str, u64)> = hc.refusals.iter().map(|(k, v)| (*k, *v)).collect();
+        refusals.push(("AT_CAPACITY", st.refused_at_capacity));
+        refusals.push(("TOO_MANY_FROM_ADDRESS", st.refused_per_address));
+        refusals.push(("HANDSHAKE_TIMEOUT", st.handshake_timeouts));
+        refusals.sort_unstable();
+        refusals
     }
 
     /// The `/health` document: per component (listeners, store, sessions, connections) a
@@ -849,6 +858,11 @@ impl Server {
             (_, "/health" | "/metrics") => {
                 self.net
                     .respond_error(id, 405, "METHOD_NOT_ALLOWED", "use GET", &["Allow: GET"])
+            }
+            (_, path)
+                if self.ui_enabled() && (path == "/ui" || path.starts_with("/ui/")) =>
+            {
+                self.route_ui(id, req, now)
             }
             (_, path) if path.starts_with("/apps/") => {
                 self.hub.on_rest(&mut self.net, id, req, now)

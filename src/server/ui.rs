@@ -1,0 +1,260 @@
+//! Core layer (sans-IO, top), part of the server composition: the `/ui/` pages — an operator
+//! page and a glasses emulator — and the small JSON API behind them.
+//!
+//! Owns the routes under `/ui/`: the static files (HTML, CSS and plain JavaScript compiled into
+//! the binary, nothing fetched from elsewhere), the operator feed `GET /ui/api/state` (sessions,
+//! their apps and screens, counters: rendered from the core's state on each call, the page
+//! polls it), the operator actions `POST /ui/api/sessions/{user}/apps/{pkg}/start|stop` (the
+//! hub's REST start/stop), and the development-user shortcut `POST /ui/dev/token` (a glasses
+//! token for a typed user id, only while the public development secret signs tokens).
+//!
+//! Invariants: served only when the config gives an operator token; every `/ui/api/` call is
+//! checked against it first (`Authorization: Bearer`, compared in constant time over SHA-256
+//! digests, so neither content nor length leaks) and refused with a 401 JSON body
+//! (`INVALID_OPERATOR_TOKEN`) otherwise, counted like every refusal; nothing under `/ui/` reads
+//! a clock or a file.
+
+use super::Server;
+use crate::config::DEV_SECRET;
+use crate::histogram;
+use crate::http::Request;
+use crate::hub::percent_decode;
+use crate::net::{ConnId, Outbox, KINDS};
+use crate::time::Now;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+/// The embedded files: path under `/ui/`, content type, content.
+const FILES: &[(&str, &str, &str)] = &[
+    ("", "text/html; charset=utf-8", include_str!("ui/index.html")),
+    ("operator", "text/html; charset=utf-8", include_str!("ui/operator.html")),
+    ("glasses", "text/html; charset=utf-8", include_str!("ui/glasses.html")),
+    ("ui.css", "text/css; charset=utf-8", include_str!("ui/ui.css")),
+    ("render.js", "text/javascript; charset=utf-8", include_str!("ui/render.js")),
+    ("operator.js", "text/javascript; charset=utf-8", include_str!("ui/operator.js")),
+    ("glasses.js", "text/javascript; charset=utf-8", include_str!("ui/glasses.js")),
+];
+
+/// Headers of every page and script: nothing from another origin, no framing, no sniffing.
+const PAGE_HEADERS: &[&str] = &[
+    "Content-Security-Policy: default-src 'self'; img-src 'self' data:; media-src 'self' blob:; frame-ancestors 'none'",
+    "X-Content-Type-Options: nosniff",
+    "Referrer-Policy: no-referrer",
+    "Cache-Control: no-cache",
+];
+
+const NO_STORE: &[&str] = &["Cache-Control: no-store"];
+
+impl Server {
+    /// Whether the `/ui/` pages are served (the config gave an operator token).
+    pub fn ui_enabled(&self) -> bool {
+        self.net.cfg.operator_token.is_some()
+    }
+
+    /// A request under `/ui` (only called when the pages are served).
+    pub(super) fn route_ui(&mut self, id: ConnId, req: &Request<'_>, now: Now) {
+        let path = req.path.strip_prefix("/ui").unwrap_or("");
+        let path = path.strip_prefix('/').unwrap_or(path);
+        if let Some(api) = path.strip_prefix("api/") {
+            return self.ui_api(id, req, api, now);
+        }
+        if path == "dev/token" {
+            return self.dev_token(id, req);
+        }
+        if path == "config.json" {
+            let body = json!({ "devUsers": self.dev_secret() });
+            return self.net.respond_json(id, 200, &body, NO_STORE);
+        }
+        let Some((_, content_type, body)) = FILES.iter().find(|(p, _, _)| *p == path) else {
+            return self
+                .net
+                .respond_error(id, 404, "NOT_FOUND", "no such page", &[]);
+        };
+        if !matches!(req.method, "GET" | "HEAD") {
+            return self
+                .net
+                .respond_error(id, 405, "METHOD_NOT_ALLOWED", "use GET", &["Allow: GET"]);
+        }
+        if let Some(out) = self.net.out(id) {
+            crate::http::write_response(out, 200, content_type, PAGE_HEADERS, body.as_bytes());
+        }
+        self.net.finish(id);
+    }
+
+    /// Tokens are signed with the public development secret.
+    fn dev_secret(&self) -> bool {
+        self.hub.config().jwt_secret == DEV_SECRET.as_bytes()
+    }
+
+    /// Whether the request carries the operator token.
+    fn is_operator(&self, req: &Request<'_>) -> bool {
+        let Some(expected) = &self.net.cfg.operator_token else {
+            return false;
+        };
+        let given = req.header_str("authorization").and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
+        let Some(given) = given else {
+            return false;
+        };
+        let digest = |s: &str| Sha256::digest(s.trim().as_bytes());
+        crate::auth::constant_time_eq(&digest(given), &digest(expected))
+    }
+
+    fn ui_api(&mut self, id: ConnId, req: &Request<'_>, api: &str, now: Now) {
+        if !self.is_operator(req) {
+            *self.hub.counters.refusals.entry("INVALID_OPERATOR_TOKEN").or_default() += 1;
+            return self.net.respond_error(
+                id,
+                401,
+                "INVALID_OPERATOR_TOKEN",
+                "Authorization: Bearer <operator token> required",
+                &["WWW-Authenticate: Bearer"],
+            );
+        }
+        if api == "state" {
+            if !matches!(req.method, "GET" | "HEAD") {
+                return self.net.respond_error(
+                    id,
+                    405,
+                    "METHOD_NOT_ALLOWED",
+                    "use GET",
+                    &["Allow: GET"],
+                );
+            }
+            let body = self.ui_state(now);
+            return self.net.respond_json(id, 200, &body, NO_STORE);
+        }
+        // sessions/{user}/apps/{package}/{start|stop}
+        let action = api
+            .strip_prefix("sessions/")
+            .and_then(|r| r.rsplit_once('/'))
+            .and_then(|(r, action)| {
+                let (user, package) = r.split_once("/apps/")?;
+                Some((percent_decode(user)?, percent_decode(package)?, action))
+            })
+            .filter(|(u, p, a)| !u.is_empty() && !p.is_empty() && matches!(*a, "start" | "stop"));
+        let Some((user, package, action)) = action else {
+            return self.net.respond_error(
+                id,
+                404,
+                "NOT_FOUND",
+                "use GET /ui/api/state or POST /ui/api/sessions/{userId}/apps/{packageName}/start|stop",
+                &[],
+            );
+        };
+        if req.method != "POST" {
+            return self.net.respond_error(
+                id,
+                405,
+                "METHOD_NOT_ALLOWED",
+                "use POST",
+                &["Allow: POST"],
+            );
+        }
+        log::info!("event=operator_{action} session={user:?} package={package}");
+        self.hub
+            .start_or_stop(&mut self.net, id, &user, &package, action == "start", now);
+    }
+
+    /// `POST /ui/dev/token` `{"userId": …}`: a glasses token for that user, only while the
+    /// public development secret signs tokens (anyone can make one then anyway).
+    fn dev_token(&mut self, id: ConnId, req: &Request<'_>) {
+        if req.method != "POST" {
+            return self.net.respond_error(
+                id,
+                405,
+                "METHOD_NOT_ALLOWED",
+                "use POST",
+                &["Allow: POST"],
+            );
+        }
+        if !self.dev_secret() {
+            *self.hub.counters.refusals.entry("DEV_USERS_DISABLED").or_default() += 1;
+            return self.net.respond_error(
+                id,
+                403,
+                "DEV_USERS_DISABLED",
+                "development users exist only while the development secret is in use; paste a glasses token",
+                &[],
+            );
+        }
+        let user = serde_json::from_slice::<Value>(req.body)
+            .ok()
+            .and_then(|v| v["userId"].as_str().map(str::trim).map(str::to_string))
+            .filter(|u| !u.is_empty() && u.len() <= 256 && !u.chars().any(char::is_control));
+        let Some(user) = user else {
+            return self.net.respond_error(
+                id,
+                400,
+                "MALFORMED_BODY",
+                "expected {\"userId\": \"a non-empty user id\"}",
+                &[],
+            );
+        };
+        let token = crate::auth::jwt::glasses_token(&user, DEV_SECRET.as_bytes());
+        self.net.respond_json(
+            id,
+            200,
+            &json!({ "success": true, "userId": user, "token": token }),
+            NO_STORE,
+        );
+    }
+
+    /// The operator feed: sessions with their apps and screens, the registered apps, and the
+    /// counters (totals; the page turns them into rates between two polls).
+    pub fn ui_state(&self, now: Now) -> Value {
+        let st = &self.net.stats;
+        let hc = &self.hub.counters;
+        let mut conns = [0u64; KINDS.len()];
+        for c in self.net.iter() {
+            conns[c.kind()] += 1;
+        }
+        let by_kind = |v: &[u64; 5]| -> Value {
+            KINDS
+                .iter()
+                .zip(v.iter())
+                .map(|(k, n)| (k.to_string(), json!(n)))
+                .collect::<serde_json::Map<_, _>>()
+                .into()
+        };
+        let refusals: serde_json::Map<String, Value> = self
+            .refusal_counts()
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(code, n)| (code.to_string(), json!(n)))
+            .collect();
+        let lat = &hc.webhook_latency;
+        let count = lat.count();
+        let p90 = lat
+            .cumulative(histogram::WEBHOOK_US)
+            .find(|(_, acc)| count > 0 && *acc * 10 >= count * 9)
+            .map(|(bound, _)| bound.map(|s| s * 1000.0));
+        let display = self.hub.display_stats();
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptimeSeconds": now.mono.saturating_since(self.started).as_secs(),
+            "time": now.iso(),
+            "sessions": self.hub.operator_sessions(now),
+            "apps": self.hub.operator_apps(),
+            "counters": {
+                "connections": by_kind(&conns),
+                "messagesIn": by_kind(&st.messages_in),
+                "messagesOut": by_kind(&st.messages_out),
+                "dropped": hc.dropped.values().sum::<u64>(),
+                "refusals": refusals,
+                "webhooks": {
+                    "count": count,
+                    "meanMs": (count > 0).then(|| lat.sum_seconds() * 1000.0 / count as f64),
+                    "p90AtMostMs": p90.flatten(),
+                    "failed": hc.webhooks_failed,
+                },
+                "displays": {
+                    "sent": display.sent, "coalesced": display.coalesced,
+                    "refused": display.refused, "expired": display.expired,
+                },
+            },
+        })
+    }
+}

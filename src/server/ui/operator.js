@@ -1,0 +1,273 @@
+// The operator page: polls /ui/api/state once a second with the operator token and shows every
+// session (glasses, apps, what the glasses show), the counters (rates from two polls) and the
+// refusals (recent ones from the growth of their totals); starts and stops apps for a user.
+"use strict";
+
+(function () {
+  const $ = (id) => document.getElementById(id);
+  const KEY = "augmentos-edge-operator-token";
+  let token = sessionStorage.getItem(KEY) || "";
+  let last = null; // the previous feed and when it came
+  let timer = null;
+  const cards = new Map(); // userId -> { el, parts, screens: {view: json} }
+
+  function el(tag, cls, text) {
+    const e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined) e.textContent = String(text);
+    return e;
+  }
+
+  function showLogin(message) {
+    if (timer) { clearInterval(timer); timer = null; }
+    $("board").classList.add("hidden");
+    $("login").classList.remove("hidden");
+    $("login-error").textContent = message || "";
+    $("op-token").focus();
+  }
+
+  function start() {
+    $("login").classList.add("hidden");
+    $("board").classList.remove("hidden");
+    poll();
+    if (!timer) timer = setInterval(poll, 1000);
+  }
+
+  async function api(path, method) {
+    const r = await fetch(path, { method: method || "GET", headers: { Authorization: "Bearer " + token } });
+    let body = null;
+    try { body = await r.json(); } catch (_) { /* not JSON */ }
+    if (r.status === 401) {
+      sessionStorage.removeItem(KEY);
+      showLogin((body && body.code) ? "Refused: " + body.code : "Refused");
+      throw new Error("unauthorised");
+    }
+    return { status: r.status, body };
+  }
+
+  async function poll() {
+    let res;
+    try {
+      res = await api("/ui/api/state");
+    } catch (e) {
+      if (String(e.message) !== "unauthorised") $("feed-error").textContent = "The box does not answer: " + e;
+      return;
+    }
+    $("feed-error").textContent = "";
+    draw(res.body, performance.now());
+  }
+
+  function sum(o) {
+    return Object.values(o || {}).reduce((a, b) => a + (Number(b) || 0), 0);
+  }
+
+  function fmtMs(v) {
+    if (v === null || v === undefined) return "–";
+    return v < 10 ? v.toFixed(1) + " ms" : Math.round(v) + " ms";
+  }
+
+  function fmtUptime(s) {
+    const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60);
+    return (h ? h + " h " : "") + m + " min " + (s % 60) + " s";
+  }
+
+  function draw(st, at) {
+    const c = st.counters;
+    $("updated").textContent = new Date().toLocaleTimeString();
+    $("version").textContent = st.version;
+    $("uptime").textContent = fmtUptime(st.uptimeSeconds);
+    $("t-sessions").textContent = st.sessions.length;
+    $("t-glasses").textContent = c.connections.glasses;
+    $("t-apps").textContent = c.connections.app;
+    $("t-dropped").textContent = c.dropped;
+    $("t-displays").textContent = c.displays.sent;
+    $("t-webhook").textContent = c.webhooks.count
+      ? fmtMs(c.webhooks.meanMs) + (c.webhooks.p90AtMostMs ? " · p90 ≤ " + fmtMs(c.webhooks.p90AtMostMs) : "")
+      : "–";
+    if (last) {
+      const dt = Math.max(0.001, (at - last.at) / 1000);
+      const rate = (a, b) => Math.max(0, Math.round((sum(a) - sum(b)) / dt));
+      $("t-in").textContent = rate(c.messagesIn, last.st.counters.messagesIn);
+      $("t-out").textContent = rate(c.messagesOut, last.st.counters.messagesOut);
+      const before = last.st.counters.refusals || {};
+      for (const [code, n] of Object.entries(c.refusals || {})) {
+        const d = n - (before[code] || 0);
+        if (d > 0) {
+          const line = el("div", "", new Date().toLocaleTimeString() + "  " + code + (d > 1 ? "  ×" + d : ""));
+          $("recent").prepend(line);
+        }
+      }
+      while ($("recent").childNodes.length > 50) $("recent").removeChild($("recent").lastChild);
+    }
+    drawRefusals(c.refusals || {});
+    drawSessions(st.sessions, st.apps);
+    last = { st, at };
+  }
+
+  function drawRefusals(r) {
+    const tbody = $("refusals").querySelector("tbody");
+    tbody.textContent = "";
+    const codes = Object.keys(r).sort();
+    if (!codes.length) {
+      tbody.insertRow().insertCell().textContent = "none";
+      return;
+    }
+    for (const code of codes) {
+      const tr = tbody.insertRow();
+      tr.insertCell().appendChild(el("code", "", code));
+      tr.insertCell().textContent = r[code];
+    }
+  }
+
+  function drawSessions(sessions, apps) {
+    const box = $("sessions");
+    const seen = new Set();
+    if (!sessions.length) {
+      if (!box.querySelector(".none")) {
+        box.textContent = "";
+        cards.clear();
+        box.appendChild(el("div", "panel muted none", "No sessions. Glasses that connect appear here."));
+      }
+      return;
+    }
+    const none = box.querySelector(".none");
+    if (none) none.remove();
+    for (const s of sessions) {
+      seen.add(s.userId);
+      let card = cards.get(s.userId);
+      if (!card) {
+        card = makeCard(s.userId, apps);
+        cards.set(s.userId, card);
+      }
+      box.appendChild(card.el); // keeps the feed's order
+      updateCard(card, s);
+    }
+    for (const [user, card] of cards) {
+      if (!seen.has(user)) { card.el.remove(); cards.delete(user); }
+    }
+  }
+
+  function makeCard(user, apps) {
+    const root = el("div", "panel session");
+    root.dataset.user = user;
+    const head = el("div", "session-head");
+    head.appendChild(el("span", "user", user));
+    const glasses = el("span", "badge");
+    head.appendChild(glasses);
+    const since = el("span", "muted small");
+    head.appendChild(since);
+    root.appendChild(head);
+
+    const cols = el("div", "cards");
+    const left = el("div", "stack");
+    const table = el("table", "apps");
+    table.createTHead().insertRow().append(el("th", "", "App"), el("th", "", "State"),
+      el("th", "", "Subscriptions"), el("th", "", ""));
+    table.appendChild(el("tbody"));
+    left.appendChild(table);
+    const startRow = el("div", "row");
+    const pick = el("select");
+    for (const a of apps) {
+      const o = el("option", "", (a.name || a.packageName) + (a.isSystemApp ? " (system)" : ""));
+      o.value = a.packageName;
+      pick.appendChild(o);
+    }
+    const go = el("button", "primary", "Start app");
+    go.onclick = () => act(user, pick.value, "start");
+    startRow.append(pick, go);
+    if (apps.length) left.appendChild(startRow);
+    const note = el("div", "small");
+    left.appendChild(note);
+    cols.appendChild(left);
+
+    const right = el("div", "screens");
+    const views = {};
+    for (const [view, label] of [["main", "Main view"], ["dashboard", "Dashboard"]]) {
+      const b = el("div", "screen-box");
+      const cap = el("div", "cap", label);
+      const from = el("span", "mono");
+      cap.append(" ", from);
+      const g = el("div", "glasses small screen-" + view);
+      b.append(cap, g);
+      right.appendChild(b);
+      views[view] = { g, from, json: undefined };
+    }
+    cols.appendChild(right);
+    root.appendChild(cols);
+    return { el: root, glasses, since, tbody: table.tBodies[0], views, note };
+  }
+
+  function updateCard(card, s) {
+    card.glasses.textContent = s.glasses === "grace"
+      ? "in grace · " + Math.ceil((s.graceLeftMs || 0) / 1000) + " s left"
+      : "glasses connected";
+    card.glasses.className = "badge " + s.glasses;
+    card.since.textContent = "since " + new Date(s.since).toLocaleString();
+
+    card.tbody.textContent = "";
+    if (!s.apps.length) {
+      card.tbody.insertRow().insertCell().textContent = "no apps running";
+    }
+    for (const a of s.apps) {
+      const tr = card.tbody.insertRow();
+      tr.dataset.package = a.packageName;
+      const name = tr.insertCell();
+      name.appendChild(el("div", "", a.name));
+      name.appendChild(el("div", "muted mono", a.packageName));
+      const stc = tr.insertCell();
+      stc.appendChild(el("span", "badge state " + a.state, a.state));
+      if (a.restarts) stc.appendChild(el("div", "muted small", a.restarts + " restart(s)"));
+      if (a.error) stc.appendChild(el("div", "error small", a.error));
+      tr.insertCell().appendChild(el("span", "mono", (a.subscriptions || []).join(", ") || "–"));
+      const stop = el("button", "danger", "Stop");
+      stop.onclick = () => act(s.userId, a.packageName, "stop");
+      tr.insertCell().appendChild(stop);
+    }
+
+    const byView = {};
+    for (const sc of s.screens || []) byView[sc.view] = sc;
+    for (const [view, v] of Object.entries(card.views)) {
+      const sc = byView[view];
+      const json = sc ? JSON.stringify(sc.layout) : "";
+      if (json !== v.json) {
+        window.renderLayout(v.g, sc ? sc.layout : null);
+        v.json = json;
+      }
+      v.from.textContent = sc ? "· " + sc.packageName + " · " + Math.round(sc.forMs / 1000) + " s" : "";
+    }
+  }
+
+  async function act(user, pkg, action) {
+    const path = "/ui/api/sessions/" + encodeURIComponent(user) + "/apps/" +
+      encodeURIComponent(pkg) + "/" + action;
+    const card = cards.get(user);
+    try {
+      const r = await api(path, "POST");
+      if (card) {
+        card.note.className = r.status === 200 ? "small muted" : "small error";
+        card.note.textContent = r.status === 200
+          ? pkg + ": " + r.body.data.status
+          : pkg + ": " + (r.body ? r.body.code + " — " + r.body.message : "HTTP " + r.status);
+      }
+    } catch (_) { /* shown by api() */ }
+    poll();
+  }
+
+  function init() {
+    $("op-go").onclick = () => {
+      token = $("op-token").value.trim();
+      if (!token) return;
+      sessionStorage.setItem(KEY, token);
+      start();
+    };
+    $("op-token").onkeydown = (e) => { if (e.key === "Enter") $("op-go").click(); };
+    $("op-out").onclick = () => {
+      sessionStorage.removeItem(KEY);
+      token = "";
+      showLogin("");
+    };
+    if (token) start(); else showLogin("");
+  }
+
+  document.addEventListener("DOMContentLoaded", init);
+})();
