@@ -33,6 +33,7 @@ const FILES: &[(&str, &str, &str)] = &[
     ("render.js", "text/javascript; charset=utf-8", include_str!("ui/render.js")),
     ("operator.js", "text/javascript; charset=utf-8", include_str!("ui/operator.js")),
     ("glasses.js", "text/javascript; charset=utf-8", include_str!("ui/glasses.js")),
+    ("favicon.svg", "image/svg+xml", include_str!("ui/favicon.svg")),
 ];
 
 /// Headers of every page and script: nothing from another origin, no framing, no sniffing.

@@ -81,9 +81,11 @@
     $("t-apps").textContent = c.connections.app;
     $("t-dropped").textContent = c.dropped;
     $("t-displays").textContent = c.displays.sent;
-    $("t-webhook").textContent = c.webhooks.count
-      ? fmtMs(c.webhooks.meanMs) + (c.webhooks.p90AtMostMs ? " · p90 ≤ " + fmtMs(c.webhooks.p90AtMostMs) : "")
-      : "–";
+    $("t-webhook").textContent = c.webhooks.count ? fmtMs(c.webhooks.meanMs) : "–";
+    $("t-webhook-more").textContent = c.webhooks.count
+      ? "mean of " + c.webhooks.count + (c.webhooks.p90AtMostMs ? " · p90 ≤ " + fmtMs(c.webhooks.p90AtMostMs) : "") +
+        (c.webhooks.failed ? " · " + c.webhooks.failed + " failed" : "")
+      : "no webhooks yet";
     if (last) {
       const dt = Math.max(0.001, (at - last.at) / 1000);
       const rate = (a, b) => Math.max(0, Math.round((sum(a) - sum(b)) / dt));
