@@ -1113,4 +1113,38 @@ mod tests {
         let err = Config::from_json(r#"{"limits": {"maxPendingRequests": 0}}"#).unwrap_err();
         assert!(err.contains("limits.maxPendingRequests"), "{err}");
     }
+
+    #[test]
+    fn the_ui_is_off_unless_enabled_and_needs_a_token_with_a_real_secret() {
+        let c = Config::embedded();
+        assert_eq!(c.server.operator_token.as_deref(), Some(DEV_OPERATOR_TOKEN));
+        assert!(c.dev_operator_token);
+        let secret = r#""jwtSecret": "0123456789abcdef0""#;
+        for ui in [
+            "",
+            r#", "ui": {}"#,
+            r#", "ui": {"enabled": false, "operatorToken": "0123456789abcdefX"}"#,
+        ] {
+            let c = Config::from_json(&format!("{{{secret}{ui}}}")).unwrap();
+            assert_eq!(c.server.operator_token, None, "{ui}");
+        }
+        let c = Config::from_json(&format!(
+            r#"{{{secret}, "ui": {{"enabled": true, "operatorToken": "0123456789abcdefX"}}}}"#
+        ))
+        .unwrap();
+        assert_eq!(
+            c.server.operator_token.as_deref(),
+            Some("0123456789abcdefX")
+        );
+        assert!(!c.dev_operator_token);
+        let err = error(&format!(r#"{{{secret}, "ui": {{"enabled": true}}}}"#));
+        assert!(err.contains("ui.operatorToken"), "{err}");
+        let err = error(r#"{"ui": {"enabled": true, "operatorToken": "short"}}"#);
+        assert!(
+            err.contains("ui.operatorToken") && err.contains("16"),
+            "{err}"
+        );
+        let err = error(r#"{"ui": {"enabled": true, "token": "0123456789abcdefX"}}"#);
+        assert!(err.contains("ui.token"), "{err}");
+    }
 }

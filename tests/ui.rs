@@ -68,7 +68,10 @@ fn tools() -> Option<(PathBuf, PathBuf)> {
         return None;
     }
     let dir = root.join("tests/ui");
-    if !dir.join("node_modules/playwright-core/package.json").exists() {
+    if !dir
+        .join("node_modules/playwright-core/package.json")
+        .exists()
+    {
         eprintln!("installing tests/ui/node_modules with `npm ci` (first run only)");
         let out = Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund"])

@@ -859,9 +859,7 @@ impl Server {
                 self.net
                     .respond_error(id, 405, "METHOD_NOT_ALLOWED", "use GET", &["Allow: GET"])
             }
-            (_, path)
-                if self.ui_enabled() && (path == "/ui" || path.starts_with("/ui/")) =>
-            {
+            (_, path) if self.ui_enabled() && (path == "/ui" || path.starts_with("/ui/")) => {
                 self.route_ui(id, req, now)
             }
             (_, path) if path.starts_with("/apps/") => {

@@ -26,14 +26,46 @@ use sha2::{Digest, Sha256};
 
 /// The embedded files: path under `/ui/`, content type, content.
 const FILES: &[(&str, &str, &str)] = &[
-    ("", "text/html; charset=utf-8", include_str!("ui/index.html")),
-    ("operator", "text/html; charset=utf-8", include_str!("ui/operator.html")),
-    ("glasses", "text/html; charset=utf-8", include_str!("ui/glasses.html")),
-    ("ui.css", "text/css; charset=utf-8", include_str!("ui/ui.css")),
-    ("render.js", "text/javascript; charset=utf-8", include_str!("ui/render.js")),
-    ("operator.js", "text/javascript; charset=utf-8", include_str!("ui/operator.js")),
-    ("glasses.js", "text/javascript; charset=utf-8", include_str!("ui/glasses.js")),
-    ("favicon.svg", "image/svg+xml", include_str!("ui/favicon.svg")),
+    (
+        "",
+        "text/html; charset=utf-8",
+        include_str!("ui/index.html"),
+    ),
+    (
+        "operator",
+        "text/html; charset=utf-8",
+        include_str!("ui/operator.html"),
+    ),
+    (
+        "glasses",
+        "text/html; charset=utf-8",
+        include_str!("ui/glasses.html"),
+    ),
+    (
+        "ui.css",
+        "text/css; charset=utf-8",
+        include_str!("ui/ui.css"),
+    ),
+    (
+        "render.js",
+        "text/javascript; charset=utf-8",
+        include_str!("ui/render.js"),
+    ),
+    (
+        "operator.js",
+        "text/javascript; charset=utf-8",
+        include_str!("ui/operator.js"),
+    ),
+    (
+        "glasses.js",
+        "text/javascript; charset=utf-8",
+        include_str!("ui/glasses.js"),
+    ),
+    (
+        "favicon.svg",
+        "image/svg+xml",
+        include_str!("ui/favicon.svg"),
+    ),
 ];
 
 /// Headers of every page and script: nothing from another origin, no framing, no sniffing.
@@ -72,9 +104,13 @@ impl Server {
                 .respond_error(id, 404, "NOT_FOUND", "no such page", &[]);
         };
         if !matches!(req.method, "GET" | "HEAD") {
-            return self
-                .net
-                .respond_error(id, 405, "METHOD_NOT_ALLOWED", "use GET", &["Allow: GET"]);
+            return self.net.respond_error(
+                id,
+                405,
+                "METHOD_NOT_ALLOWED",
+                "use GET",
+                &["Allow: GET"],
+            );
         }
         if let Some(out) = self.net.out(id) {
             crate::http::write_response(out, 200, content_type, PAGE_HEADERS, body.as_bytes());
@@ -105,7 +141,12 @@ impl Server {
 
     fn ui_api(&mut self, id: ConnId, req: &Request<'_>, api: &str, now: Now) {
         if !self.is_operator(req) {
-            *self.hub.counters.refusals.entry("INVALID_OPERATOR_TOKEN").or_default() += 1;
+            *self
+                .hub
+                .counters
+                .refusals
+                .entry("INVALID_OPERATOR_TOKEN")
+                .or_default() += 1;
             return self.net.respond_error(
                 id,
                 401,
@@ -172,7 +213,12 @@ impl Server {
             );
         }
         if !self.dev_secret() {
-            *self.hub.counters.refusals.entry("DEV_USERS_DISABLED").or_default() += 1;
+            *self
+                .hub
+                .counters
+                .refusals
+                .entry("DEV_USERS_DISABLED")
+                .or_default() += 1;
             return self.net.respond_error(
                 id,
                 403,
