@@ -25,7 +25,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Sender};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -290,7 +290,7 @@ fn run_app(req: &Value, tx: &Sender<Value>) -> Result<(), String> {
         .ok_or("no augmentOSWebsocketUrl")?;
     let session = req["sessionId"].as_str().ok_or("no sessionId")?.to_string();
     let (mut ws, _) = tungstenite::connect(url).map_err(|e| e.to_string())?;
-    let mut send = |ws: &mut tungstenite::WebSocket<_>, v: Value| {
+    let send = |ws: &mut tungstenite::WebSocket<_>, v: Value| {
         ws.send(tungstenite::Message::text(v.to_string()))
             .map_err(|e| e.to_string())
     };
