@@ -211,6 +211,14 @@ pub fn effective(c: &Config) -> Value {
         "jwtSecret": secret,
         "stateDir": c.state_dir.as_ref().map(|d| d.display().to_string()),
         "echoRoute": s.echo,
+        "ui": {
+            "enabled": s.operator_token.is_some(),
+            "operatorToken": match (&s.operator_token, c.dev_operator_token) {
+                (None, _) => None,
+                (Some(_), true) => Some("<masked: the PUBLIC development operator token>"),
+                (Some(_), false) => Some("<masked>"),
+            },
+        },
         "limits": {
             "maxFrameBytes": s.ws.max_frame,
             "maxMessageBytes": s.ws.max_message,

@@ -106,6 +106,7 @@ fn check_config_prints_the_effective_config_with_secrets_masked() {
         "check",
         &format!(
             r#"{{"jwtSecret": "{SECRET}", "timings": {{"gracePeriodMs": 1234}},
+                "ui": {{"enabled": true, "operatorToken": "operator-token-not-to-print"}},
                 "apps": [{{"packageName": "com.x.app", "name": "X",
                 "publicUrl": "http://127.0.0.1:3000", "hashedApiKey": "{hashed}"}}]}}"#
         ),
@@ -115,12 +116,14 @@ fn check_config_prints_the_effective_config_with_secrets_masked() {
     assert_eq!(code, 0, "{err}");
     assert!(!out.contains(SECRET), "the secret is printed: {out}");
     assert!(!out.contains(&hashed), "the key hash is printed: {out}");
+    assert!(!out.contains("operator-token-not-to-print"), "the operator token is printed");
     let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
     assert_eq!(v["timings"]["gracePeriodMs"], 1234, "the file's value");
     assert_eq!(v["timings"]["closeTimeoutMs"], 2000, "a default filled in");
     assert_eq!(v["listen"][0], "127.0.0.1:8002");
     assert_eq!(v["apps"][0]["packageName"], "com.x.app");
     assert_eq!(v["apps"][0]["hashedApiKey"], "<masked>");
+    assert_eq!(v["ui"]["enabled"], true);
     assert!(v["jwtSecret"]
         .as_str()
         .is_some_and(|s| s.starts_with("<masked")));
