@@ -116,7 +116,10 @@ fn check_config_prints_the_effective_config_with_secrets_masked() {
     assert_eq!(code, 0, "{err}");
     assert!(!out.contains(SECRET), "the secret is printed: {out}");
     assert!(!out.contains(&hashed), "the key hash is printed: {out}");
-    assert!(!out.contains("operator-token-not-to-print"), "the operator token is printed");
+    assert!(
+        !out.contains("operator-token-not-to-print"),
+        "the operator token is printed"
+    );
     let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
     assert_eq!(v["timings"]["gracePeriodMs"], 1234, "the file's value");
     assert_eq!(v["timings"]["closeTimeoutMs"], 2000, "a default filled in");

@@ -11,8 +11,13 @@
 //! the page draws the text wall, presses the button and checks the reference card, opens the
 //! operator page with the token and finds the session, the app `active` and the reference card
 //! on its main view, stops the app from there and sees the emulator say so, and gets 401
-//! `INVALID_OPERATOR_TOKEN` for a wrong token (from the API and in the page). Screenshots go
-//! to `target/ui-screens/`. This file then checks what the app saw: the press, and the stop.
+//! `INVALID_OPERATOR_TOKEN` for a wrong token (from the API and in the page). The app also
+//! subscribes to `audio_chunk`, so the box turns the emulator's microphone on: the first time
+//! it streams a WAV file (1 s at 48 kHz, sent as 16 kHz PCM16), the second time (after the
+//! operator's stop and a start from the emulator) Chromium's fake microphone; the app counts the
+//! bytes on its dashboard line, which the script waits for. Screenshots go to
+//! `target/ui-screens/`. This file then checks what the app saw: the press, the stop, and the
+//! audio frames (exactly ten of 3200 bytes from the file; some of 3200 from the microphone).
 //!
 //! Needs `node`, `npm` and `chromium` (or `UI_CHROMIUM=/path`). Without them the test prints a
 //! message and passes, except under `CI=true`, where it fails. `tests/ui/node_modules` is
@@ -134,6 +139,7 @@ fn operator_page_and_glasses_emulator_work_in_a_browser() {
             "packageName": PACKAGE, "name": APP_NAME,
             "publicUrl": format!("http://127.0.0.1:{app_port}"),
             "hashedApiKey": augmentos_edge::auth::hash_api_key(APP_KEY),
+            "permissions": ["MICROPHONE"],
         }],
     });
     let config_path = dir.join("edge.json");
@@ -176,6 +182,21 @@ fn operator_page_and_glasses_emulator_work_in_a_browser() {
     assert!(
         seen.iter().any(|e| e["event"] == "stop_request"),
         "the operator's stop did not reach the app server: {seen:?}"
+    );
+    // Audio: the WAV file (1 s at 48 kHz) as 16 kHz PCM16 in 100 ms frames in the first run,
+    // then the (fake) microphone in the second.
+    let frames = |run: u32| -> Vec<u64> {
+        seen.iter()
+            .filter(|e| e["event"] == "audio" && e["run"] == run)
+            .map(|e| e["bytes"].as_u64().unwrap())
+            .collect()
+    };
+    let wav = frames(1);
+    assert_eq!(wav, vec![3200; 10], "the WAV file's frames");
+    let mic = frames(2);
+    assert!(
+        mic.len() >= 5 && mic.iter().all(|&n| n == 3200),
+        "the microphone's frames: {mic:?}"
     );
     for name in ["glasses-text-wall", "glasses-reference-card", "operator"] {
         let p = shots.join(format!("{name}.png"));
@@ -233,6 +254,7 @@ fn run_script(root: &Path, chromium: &Path, port: u16, shots: &Path, dir: &Path)
 /// The app server: answers every webhook, and for each `session_request` runs the app's
 /// WebSocket side on a thread of its own. Reports what happened on `tx`.
 fn serve_app(listener: TcpListener, tx: Sender<Value>) {
+    let mut runs = 0;
     for stream in listener.incoming() {
         let Ok(mut stream) = stream else { return };
         let Some(body) = read_request(&mut stream) else {
@@ -248,8 +270,9 @@ fn serve_app(listener: TcpListener, tx: Sender<Value>) {
         let _ = tx.send(json!({"event": kind, "data": body}));
         if kind == "session_request" {
             let tx = tx.clone();
+            runs += 1;
             thread::spawn(move || {
-                if let Err(e) = run_app(&body, &tx) {
+                if let Err(e) = run_app(&body, runs, &tx) {
                     let _ = tx.send(json!({"event": "app_error", "data": e}));
                 }
             });
@@ -284,7 +307,8 @@ fn read_request(stream: &mut TcpStream) -> Option<Value> {
     serde_json::from_slice(&body).ok()
 }
 
-fn run_app(req: &Value, tx: &Sender<Value>) -> Result<(), String> {
+/// The app's WebSocket side for its `run`-th session.
+fn run_app(req: &Value, run: u32, tx: &Sender<Value>) -> Result<(), String> {
     let url = req["augmentOSWebsocketUrl"]
         .as_str()
         .ok_or("no augmentOSWebsocketUrl")?;
@@ -302,9 +326,21 @@ fn run_app(req: &Value, tx: &Sender<Value>) -> Result<(), String> {
         json!({"type": "display_event", "packageName": PACKAGE, "sessionId": session,
                "view": view, "layout": layout, "timestamp": "2026-01-01T00:00:00.000Z"})
     };
+    let dashboard = |extra: String| {
+        json!({"type": "dashboard_content_update", "packageName": PACKAGE,
+               "sessionId": session, "content": format!("{DASHBOARD}{extra}"), "modes": ["main"],
+               "timestamp": "2026-01-01T00:00:00.000Z"})
+    };
+    let mut heard = 0usize;
     loop {
         let msg = match ws.read() {
             Ok(tungstenite::Message::Text(t)) => t,
+            Ok(tungstenite::Message::Binary(b)) => {
+                heard += b.len();
+                let _ = tx.send(json!({"event": "audio", "run": run, "bytes": b.len()}));
+                send(&mut ws, dashboard(format!(" · heard {heard} bytes")))?;
+                continue;
+            }
             Ok(_) => continue,
             Err(_) => return Ok(()),
         };
@@ -314,18 +350,13 @@ fn run_app(req: &Value, tx: &Sender<Value>) -> Result<(), String> {
                 send(
                     &mut ws,
                     json!({"type": "subscription_update", "packageName": PACKAGE,
-                           "sessionId": session, "subscriptions": ["button_press"]}),
+                           "sessionId": session, "subscriptions": ["button_press", "audio_chunk"]}),
                 )?;
                 send(
                     &mut ws,
                     display("main", json!({"layoutType": "text_wall", "text": WALL})),
                 )?;
-                send(
-                    &mut ws,
-                    json!({"type": "dashboard_content_update", "packageName": PACKAGE,
-                           "sessionId": session, "content": DASHBOARD, "modes": ["main"],
-                           "timestamp": "2026-01-01T00:00:00.000Z"}),
-                )?;
+                send(&mut ws, dashboard(String::new()))?;
             }
             Some("data_stream") if m["streamType"] == "button_press" => {
                 let _ = tx.send(json!({"event": "button", "data": m["data"]}));

@@ -2,7 +2,7 @@
 // playwright-core. Everything comes from the environment (see tests/ui.rs). Prints one line per
 // step; exits non-zero, naming the failed step, on any failure.
 import { chromium } from "playwright-core";
-import { mkdirSync, rmSync } from "node:fs";
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 
 const env = (k) => {
@@ -33,10 +33,32 @@ const context = await chromium.launchPersistentContext(PROFILE, {
   args: [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
   ],
   viewport: { width: 1280, height: 900 },
 });
+await context.grantPermissions(["microphone"], { origin: BASE });
 const problems = [];
+
+// One second of a 440 Hz tone, 48 kHz mono PCM16, as a WAV file.
+function toneWav(file) {
+  const rate = 48000, n = rate;
+  const b = Buffer.alloc(44 + 2 * n);
+  b.write("RIFF", 0); b.writeUInt32LE(36 + 2 * n, 4); b.write("WAVEfmt ", 8);
+  b.writeUInt32LE(16, 16); b.writeUInt16LE(1, 20); b.writeUInt16LE(1, 22);
+  b.writeUInt32LE(rate, 24); b.writeUInt32LE(2 * rate, 28); b.writeUInt16LE(2, 32);
+  b.writeUInt16LE(16, 34); b.write("data", 36); b.writeUInt32LE(2 * n, 40);
+  for (let i = 0; i < n; i++) b.writeInt16LE(Math.round(8000 * Math.sin(2 * Math.PI * 440 * i / rate)), 44 + 2 * i);
+  writeFileSync(file, b);
+  return file;
+}
+
+// The number of audio bytes the app says (on its dashboard line) it has heard.
+async function heard(page) {
+  const t = await page.locator("#screen-dashboard").textContent();
+  const m = /heard (\d+) bytes/.exec(t || "");
+  return m ? Number(m[1]) : 0;
+}
 
 try {
   const glasses = await context.newPage();
@@ -51,6 +73,10 @@ try {
   const who = await glasses.locator("#who").textContent();
   if (who !== USER) throw new Error(`signed in as ${who}`);
 
+  say("emulator: choose a WAV file as the audio source");
+  await glasses.locator("#wav").setInputFiles(toneWav(path.join(PROFILE, "tone.wav")));
+  await glasses.locator("input[name=mic-src][value=wav]").check();
+
   say("emulator: start the app from installedApps");
   const row = glasses.locator(`#apps tr[data-package="${PKG}"]`);
   await row.locator("button[data-action=start]").click();
@@ -63,6 +89,10 @@ try {
   say("emulator: the dashboard line is drawn on the dashboard view");
   await glasses.locator("#screen-dashboard", { hasText: DASHBOARD }).waitFor({ timeout: WAIT });
   await glasses.screenshot({ path: path.join(SHOTS, "glasses-text-wall.png"), fullPage: true });
+
+  say("emulator: the microphone is on and the WAV file reaches the app (1 s = 32000 bytes)");
+  await glasses.locator("#mic-state", { hasText: "on" }).waitFor({ timeout: WAIT });
+  await glasses.locator("#screen-dashboard", { hasText: "heard 32000 bytes" }).waitFor({ timeout: WAIT });
 
   say("emulator: a button press reaches the app, which answers with a reference card");
   await glasses.locator("button[data-button=short]").click();
@@ -105,11 +135,31 @@ try {
   await card.locator(`tr[data-package="${PKG}"] button`, { hasText: "Stop" }).click();
   await card.locator(`tr[data-package="${PKG}"]`).waitFor({ state: "detached", timeout: WAIT });
   await row.locator(".state", { hasText: "stopped" }).waitFor({ timeout: WAIT });
+  await glasses.locator("#mic-state", { hasText: "off" }).waitFor({ timeout: WAIT });
+
+  say("emulator: start the app again; the microphone streams to it");
+  await glasses.locator("input[name=mic-src][value=mic]").check();
+  await row.locator("button[data-action=start]").click();
+  await glasses.locator("#mic-state", { hasText: "on" }).waitFor({ timeout: WAIT });
+  const until = Date.now() + WAIT;
+  while ((await heard(glasses)) < 16000) {
+    if (Date.now() > until) throw new Error(`the app heard ${await heard(glasses)} bytes from the microphone`);
+    await glasses.waitForTimeout(100);
+  }
+  if (await glasses.locator("#mic-error").textContent()) throw new Error(await glasses.locator("#mic-error").textContent());
 
   if (problems.length) throw new Error(problems.join("\n"));
   say("done");
 } catch (e) {
   console.error(`FAILED at step "${step}": ${e.message}`);
+  for (const page of context.pages()) {
+    const dump = await page.evaluate(() => {
+      const t = (id) => (document.getElementById(id) || {}).textContent;
+      return { url: location.pathname, mic: t("mic-state"), micError: t("mic-error"),
+        main: t("screen-main"), dashboard: t("screen-dashboard"), log: t("log"), error: t("login-error") };
+    }).catch((err) => ({ error: String(err) }));
+    console.error(JSON.stringify(dump));
+  }
   if (problems.length) console.error(problems.join("\n"));
   await context.close();
   process.exit(1);

@@ -15,6 +15,7 @@
   let state = { active: [], loading: [], states: {} };
   let micWanted = false;
   let audio = null; // the running source: { stop() }
+  let starting = false; // a source is being opened
 
   function now() { return new Date().toISOString(); }
 
@@ -215,7 +216,7 @@
     micWanted = on;
     $("mic-dot").classList.toggle("on", on);
     $("mic-state").textContent = on ? "on: streaming 16 kHz PCM to the box" : "off";
-    if (on && !audio) startAudio();
+    if (on && !audio && !starting) startAudio();
     if (!on && audio) { audio.stop(); audio = null; }
   }
 
@@ -235,12 +236,15 @@
   async function startAudio() {
     $("mic-error").textContent = "";
     const src = document.querySelector("input[name=mic-src]:checked").value;
+    starting = true;
     try {
       audio = src === "wav" ? await wavSource() : await micSource();
       if (!micWanted && audio) { audio.stop(); audio = null; }
     } catch (e) {
       audio = null;
       $("mic-error").textContent = String(e.message || e);
+    } finally {
+      starting = false;
     }
   }
 
@@ -270,6 +274,7 @@
     };
     input.connect(node);
     node.connect(ctx.destination);
+    await ctx.resume();
     return {
       stop() {
         node.disconnect();
