@@ -156,6 +156,11 @@ fn the_feed_is_refused_without_the_operator_token() {
     let (status, v) = api(&mut w, "GET", "/ui/api/state", Some(TOKEN));
     assert_eq!(status, 200);
     assert_eq!(v["counters"]["refusals"]["INVALID_OPERATOR_TOKEN"], 6);
+    let recent = v["recentRefusals"].as_array().unwrap();
+    assert_eq!(recent.len(), 6, "one per request: {recent:?}");
+    assert!(recent
+        .iter()
+        .all(|r| r["code"] == "INVALID_OPERATOR_TOKEN" && r["count"] == 1 && r["at"].is_string()));
     assert!(w
         .server
         .metrics(w.clock())
@@ -205,6 +210,42 @@ fn the_feed_shows_sessions_apps_and_what_the_glasses_show() {
     assert_eq!(c["connections"]["app"], 1);
     assert_eq!(c["webhooks"]["count"], 1);
     assert!(c["displays"]["sent"].as_u64().unwrap() >= 2);
+}
+
+#[test]
+fn recent_refusals_are_kept_newest_first_and_bounded() {
+    let mut w = world();
+    for _ in 0..45 {
+        api(&mut w, "GET", "/ui/api/state", None);
+    }
+    w.advance(Duration::from_secs(3));
+    let (status, body) = http(&mut w, "POST", "/ui/dev/token", &[], "{}");
+    assert_eq!(status, 403, "{body}");
+    let (_, v) = api(&mut w, "GET", "/ui/api/state", Some(TOKEN));
+    let recent = v["recentRefusals"].as_array().unwrap();
+    assert_eq!(recent.len(), 40, "bounded");
+    assert_eq!(recent[0]["code"], "DEV_USERS_DISABLED", "newest first");
+    assert_eq!(recent[1]["code"], "INVALID_OPERATOR_TOKEN");
+    assert!(
+        recent[0]["at"].as_str() > recent[1]["at"].as_str(),
+        "{recent:?}"
+    );
+}
+
+#[test]
+fn glasses_gone_are_shown_in_grace() {
+    let mut w = world();
+    alice_with_captions(&mut w);
+    let g = (0..w.clients.len())
+        .find(|&i| !w.clients[i].closed)
+        .expect("the glasses");
+    w.client_eof(g);
+    w.advance(Duration::from_secs(10));
+    let (_, v) = api(&mut w, "GET", "/ui/api/state", Some(TOKEN));
+    let s = &v["sessions"][0];
+    assert_eq!(s["glasses"], "grace");
+    assert_eq!(s["graceLeftMs"], 50_000, "60 s grace, 10 s gone");
+    assert_eq!(v["counters"]["connections"]["glasses"], 0);
 }
 
 #[test]

@@ -497,6 +497,16 @@ pub struct HubCounters {
     pub webhook_latency: crate::histogram::Histogram,
     /// Display counters of sessions that ended (live ones are in their display managers).
     pub display_retired: display::DisplayStats,
+    /// The sum of `refusals` (a cheap test for "something was refused").
+    pub refusals_total: u64,
+}
+
+impl HubCounters {
+    /// Count a refusal by its code.
+    pub fn refused(&mut self, code: &'static str) {
+        *self.refusals.entry(code).or_default() += 1;
+        self.refusals_total += 1;
+    }
 }
 
 pub struct Hub {
@@ -615,7 +625,7 @@ impl Hub {
     }
 
     fn refused(&mut self, code: &'static str) {
-        *self.counters.refusals.entry(code).or_default() += 1;
+        self.counters.refused(code);
     }
 
     // ---- timers --------------------------------------------------------------------------

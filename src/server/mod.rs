@@ -70,6 +70,8 @@ pub struct Server {
     listeners: Option<usize>,
     /// An orderly stop began.
     stopping: bool,
+    /// The last refusals, for the `/ui/` feed.
+    recent_refusals: ui::RecentRefusals,
 }
 
 impl Server {
@@ -96,6 +98,7 @@ impl Server {
             turns: Histogram::default(),
             listeners: None,
             stopping: false,
+            recent_refusals: ui::RecentRefusals::default(),
         }
     }
 
@@ -742,6 +745,7 @@ impl Server {
         while let Some((id, outcome)) = self.net.poll_done() {
             self.hub.on_http_done(&mut self.net, id, outcome, now);
         }
+        self.note_refusals(now);
         if !self.paused.is_empty() {
             self.resume_feeders();
         }

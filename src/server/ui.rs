@@ -78,6 +78,19 @@ const PAGE_HEADERS: &[&str] = &[
 
 const NO_STORE: &[&str] = &["Cache-Control: no-store"];
 
+/// Recent refusals kept for the operator page.
+const RECENT: usize = 40;
+
+/// The last refusals, oldest first, each with the time it was noticed: refusal counters are
+/// compared after each turn (only when their total moved) and what grew is noted.
+#[derive(Debug, Default)]
+pub(super) struct RecentRefusals {
+    /// The refusal total when last looked at, and the counts by code then.
+    seen: u64,
+    counts: Vec<(&'static str, u64)>,
+    recent: std::collections::VecDeque<(String, &'static str, u64)>,
+}
+
 impl Server {
     /// Whether the `/ui/` pages are served (the config gave an operator token).
     pub fn ui_enabled(&self) -> bool {
@@ -118,6 +131,36 @@ impl Server {
         self.net.finish(id);
     }
 
+    /// Note the refusals counted since the last call, with `now`'s wall time (only while the
+    /// pages are served; a no-op unless the refusal total moved).
+    pub(super) fn note_refusals(&mut self, now: Now) {
+        if !self.ui_enabled() {
+            return;
+        }
+        let st = &self.net.stats;
+        let total = self.hub.counters.refusals_total
+            + st.refused_at_capacity
+            + st.refused_per_address
+            + st.handshake_timeouts;
+        if total == self.recent_refusals.seen {
+            return;
+        }
+        let counts = self.refusal_counts();
+        let r = &mut self.recent_refusals;
+        let at = now.iso();
+        for &(code, n) in &counts {
+            let before = r.counts.iter().find(|(c, _)| *c == code).map_or(0, |x| x.1);
+            if n > before {
+                r.recent.push_back((at.to_string(), code, n - before));
+            }
+        }
+        while r.recent.len() > RECENT {
+            r.recent.pop_front();
+        }
+        r.counts = counts;
+        r.seen = total;
+    }
+
     /// Tokens are signed with the public development secret.
     fn dev_secret(&self) -> bool {
         self.hub.config().jwt_secret == DEV_SECRET.as_bytes()
@@ -141,12 +184,7 @@ impl Server {
 
     fn ui_api(&mut self, id: ConnId, req: &Request<'_>, api: &str, now: Now) {
         if !self.is_operator(req) {
-            *self
-                .hub
-                .counters
-                .refusals
-                .entry("INVALID_OPERATOR_TOKEN")
-                .or_default() += 1;
+            self.hub.counters.refused("INVALID_OPERATOR_TOKEN");
             return self.net.respond_error(
                 id,
                 401,
@@ -213,12 +251,7 @@ impl Server {
             );
         }
         if !self.dev_secret() {
-            *self
-                .hub
-                .counters
-                .refusals
-                .entry("DEV_USERS_DISABLED")
-                .or_default() += 1;
+            self.hub.counters.refused("DEV_USERS_DISABLED");
             return self.net.respond_error(
                 id,
                 403,
@@ -284,6 +317,9 @@ impl Server {
             "uptimeSeconds": now.mono.saturating_since(self.started).as_secs(),
             "time": now.iso(),
             "sessions": self.hub.operator_sessions(now),
+            "recentRefusals": self.recent_refusals.recent.iter().rev()
+                .map(|(at, code, n)| json!({"at": at, "code": code, "count": n}))
+                .collect::<Vec<_>>(),
             "apps": self.hub.operator_apps(),
             "counters": {
                 "connections": by_kind(&conns),

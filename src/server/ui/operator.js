@@ -1,6 +1,6 @@
 // The operator page: polls /ui/api/state once a second with the operator token and shows every
 // session (glasses, apps, what the glasses show), the counters (rates from two polls) and the
-// refusals (recent ones from the growth of their totals); starts and stops apps for a user.
+// refusals (totals, and the recent ones the box noted); starts and stops apps for a user.
 "use strict";
 
 (function () {
@@ -91,16 +91,16 @@
       const rate = (a, b) => Math.max(0, Math.round((sum(a) - sum(b)) / dt));
       $("t-in").textContent = rate(c.messagesIn, last.st.counters.messagesIn);
       $("t-out").textContent = rate(c.messagesOut, last.st.counters.messagesOut);
-      const before = last.st.counters.refusals || {};
-      for (const [code, n] of Object.entries(c.refusals || {})) {
-        const d = n - (before[code] || 0);
-        if (d > 0) {
-          const line = el("div", "", new Date().toLocaleTimeString() + "  " + code + (d > 1 ? "  ×" + d : ""));
-          $("recent").prepend(line);
-        }
-      }
-      while ($("recent").childNodes.length > 50) $("recent").removeChild($("recent").lastChild);
     }
+    const recent = $("recent");
+    recent.textContent = "";
+    for (const r of st.recentRefusals || []) {
+      const line = el("div", "", new Date(r.at).toLocaleTimeString() + "  ");
+      line.appendChild(el("code", "", r.code));
+      if (r.count > 1) line.append("  ×" + r.count);
+      recent.appendChild(line);
+    }
+    if (!recent.childNodes.length) recent.appendChild(el("div", "muted", "none"));
     drawRefusals(c.refusals || {});
     drawSessions(st.sessions, st.apps);
     last = { st, at };
