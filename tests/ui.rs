@@ -8,7 +8,9 @@
 //! to the `/app-ws` URL it was given, initialises, subscribes to `button_press`, shows a text
 //! wall and a dashboard line, and answers each button press with a reference card. The browser
 //! script signs in on the emulator as a typed user, starts the app from `installedApps`, checks
-//! the page draws the text wall, presses the button and checks the reference card, opens the
+//! the page draws the text wall, presses the button and checks the reference card, makes the
+//! app show each other layout of PROTOCOL §7 with a touch gesture (double text wall, dashboard
+//! card, bitmap, bitmap animation, clear view) and checks each is drawn, opens the
 //! operator page with the token and finds the session, the app `active` and the reference card
 //! on its main view, stops the app from there and sees the emulator say so, and gets 401
 //! `INVALID_OPERATOR_TOKEN` for a wrong token (from the API and in the page). The app also
@@ -350,7 +352,8 @@ fn run_app(req: &Value, run: u32, tx: &Sender<Value>) -> Result<(), String> {
                 send(
                     &mut ws,
                     json!({"type": "subscription_update", "packageName": PACKAGE,
-                           "sessionId": session, "subscriptions": ["button_press", "audio_chunk"]}),
+                           "sessionId": session,
+                           "subscriptions": ["button_press", "touch_event", "audio_chunk"]}),
                 )?;
                 send(
                     &mut ws,
@@ -364,7 +367,58 @@ fn run_app(req: &Value, run: u32, tx: &Sender<Value>) -> Result<(), String> {
                     "text": "14:30 Keynote · main stage\n15:15 Demos · room 2\n16:00 Panel · room 1"});
                 send(&mut ws, display("main", card))?;
             }
+            Some("data_stream") if m["streamType"] == "touch_event" => {
+                let gesture = m["data"]["gesture_name"].as_str().unwrap_or("");
+                if let Some(layout) = layout_for(gesture) {
+                    send(&mut ws, display("main", layout))?;
+                }
+            }
             _ => {}
         }
     }
+}
+
+/// What the app shows for each touch gesture: every other layout of PROTOCOL §7.
+fn layout_for(gesture: &str) -> Option<Value> {
+    let b64 = |b: Vec<u8>| augmentos_edge::auth::base64::encode(&b);
+    Some(match gesture {
+        "single_tap" => json!({"layoutType": "double_text_wall",
+            "topText": "Now: Keynote", "bottomText": "Next: Demos at 15:15"}),
+        "double_tap" => json!({"layoutType": "dashboard_card",
+            "leftText": "Hall B", "rightText": "14:30"}),
+        "triple_tap" => {
+            json!({"layoutType": "bitmap_view", "data": b64(bmp(|x, y| (x / 4 + y / 4) % 2 == 0))})
+        }
+        "long_press" => json!({"layoutType": "bitmap_animation", "interval": 200, "repeat": true,
+            "frames": [b64(bmp(|x, _| x < 32)), b64(bmp(|x, _| x >= 32))]}),
+        "forward_swipe" => json!({"layoutType": "clear_view"}),
+        _ => return None,
+    })
+}
+
+/// A 64 × 16 24-bit BMP, green where `on`.
+fn bmp(on: impl Fn(u32, u32) -> bool) -> Vec<u8> {
+    let (w, h) = (64u32, 16u32);
+    let row = (w * 3).div_ceil(4) * 4;
+    let size = 54 + row * h;
+    let mut b = Vec::with_capacity(size as usize);
+    b.extend_from_slice(b"BM");
+    for v in [size, 0, 54, 40] {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    b.extend_from_slice(&w.to_le_bytes());
+    b.extend_from_slice(&h.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&24u16.to_le_bytes());
+    for v in [0u32, row * h, 2835, 2835, 0, 0] {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    for y in (0..h).rev() {
+        for x in 0..w {
+            let px: [u8; 3] = if on(x, y) { [0, 255, 0] } else { [0, 0, 0] };
+            b.extend_from_slice(&px);
+        }
+        b.resize(b.len() + (row - w * 3) as usize, 0);
+    }
+    b
 }

@@ -103,6 +103,38 @@ try {
   await glasses.locator("#head-up").click();
   await glasses.screenshot({ path: path.join(SHOTS, "glasses-reference-card.png"), fullPage: true });
 
+  say("emulator: touch gestures reach the app, which shows every other layout");
+  const touch = async (gesture, layout) => {
+    await glasses.locator(`button[data-gesture=${gesture}]`).click();
+    await glasses.locator(`#screen-main[data-layout=${layout}]`).waitFor({ timeout: WAIT });
+  };
+  const textOf = (sel) => main.locator(sel).textContent();
+  await touch("single_tap", "double_text_wall");
+  if (await textOf(".lt-top") !== "Now: Keynote" || await textOf(".lt-bottom") !== "Next: Demos at 15:15") {
+    throw new Error("double_text_wall: " + await main.textContent());
+  }
+  await touch("double_tap", "dashboard_card");
+  if (await textOf(".lt-left") !== "Hall B" || await textOf(".lt-right") !== "14:30") {
+    throw new Error("dashboard_card: " + await main.textContent());
+  }
+  await touch("triple_tap", "bitmap_view");
+  const size = await main.locator("img.bitmap").evaluate(async (img) => {
+    await img.decode();
+    return [img.naturalWidth, img.naturalHeight];
+  });
+  if (size[0] !== 64 || size[1] !== 16) throw new Error(`bitmap_view decoded as ${size}`);
+  await main.screenshot({ path: path.join(SHOTS, "glasses-bitmap.png") });
+  await touch("long_press", "bitmap_animation");
+  const first = await main.locator("img.bitmap").getAttribute("src");
+  await glasses.waitForFunction((src) => {
+    const img = document.querySelector("#screen-main img.bitmap");
+    return img && img.getAttribute("src") !== src;
+  }, first, { timeout: WAIT });
+  await touch("forward_swipe", "clear_view");
+  if ((await main.textContent()).trim() !== "") throw new Error("clear_view: " + await main.textContent());
+  await glasses.locator("button[data-button=short]").click();
+  await main.locator(".lt-title", { hasText: CARD_TITLE }).waitFor({ timeout: WAIT });
+
   say("operator API: a wrong token is a 401 JSON");
   const op = await context.newPage();
   op.on("pageerror", (e) => problems.push(`operator page error: ${e.message}`));
