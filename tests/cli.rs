@@ -163,3 +163,26 @@ fn version_and_help_on_every_command() {
     assert_eq!(code, 2);
     assert!(err.contains("check-config needs FILE"), "{err}");
 }
+
+#[test]
+fn the_public_operator_token_goes_with_the_public_secret() {
+    let cfg = config_file("ui-dev", r#"{"ui": {"enabled": true}}"#);
+    let path = cfg.to_str().expect("utf-8 path");
+    let (code, out, err) = edge(&["check-config", path]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(v["ui"]["enabled"], true);
+    assert!(v["ui"]["operatorToken"]
+        .as_str()
+        .is_some_and(|s| s.contains("PUBLIC")));
+    // A real secret from the environment turns the pages off rather than keep a public token.
+    let out = Command::new(env!("CARGO_BIN_EXE_augmentos-edge"))
+        .args(["check-config", path])
+        .env("AUGMENTOS_AUTH_JWT_SECRET", SECRET)
+        .output()
+        .expect("run augmentos-edge");
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["ui"]["enabled"], false);
+    assert_eq!(v["ui"]["operatorToken"], serde_json::Value::Null);
+}
