@@ -65,8 +65,16 @@ try {
   glasses.on("pageerror", (e) => problems.push(`glasses page error: ${e.message}`));
   glasses.on("console", (m) => { if (m.type() === "error") problems.push(`glasses console: ${m.text()}`); });
 
-  say("emulator: sign in as a development user");
+  say("emulator: a pasted token that is no token is refused, and not retried");
   await glasses.goto(`${BASE}/ui/glasses`);
+  await glasses.locator("#token").fill("not.a.token");
+  await glasses.locator("#token-go").click();
+  await glasses.locator("#status", { hasText: /^refused: [A-Z_]+$/ }).waitFor({ timeout: WAIT });
+  await glasses.waitForTimeout(2500);
+  if (!/^refused/.test(await glasses.locator("#status").textContent())) throw new Error("retried a refused token");
+  await glasses.locator("#disconnect").click();
+
+  say("emulator: sign in as a development user");
   await glasses.locator("#user-id").fill(USER);
   await glasses.locator("#dev-go").click();
   await glasses.locator("#status", { hasText: /^connected$/ }).waitFor({ timeout: WAIT });

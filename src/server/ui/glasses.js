@@ -11,6 +11,9 @@
 
   let ws = null;
   let token = null;
+  let signedIn = false; // reconnect when the socket is lost
+  let refused = null; // the box refused the token: do not retry
+  let acked = false; // this socket got its connection_ack
   let apps = []; // installedApps
   let state = { active: [], loading: [], states: {} };
   let micWanted = false;
@@ -72,12 +75,21 @@
 
   function connect(t, user) {
     token = t;
+    signedIn = true;
+    refused = null;
     $("signin-error").textContent = "";
     $("who").textContent = user || tokenUser(t);
     $("signin").classList.add("hidden");
     $("device").classList.remove("hidden");
     window.renderLayout($("screen-main"), null);
     window.renderLayout($("screen-dashboard"), null);
+    open();
+  }
+
+  // Open the glasses socket; a lost one is opened again (the session resumes within its grace
+  // period), unless the box refused the token or the user signed out.
+  function open() {
+    acked = false;
     const proto = location.protocol === "https:" ? "wss:" : "ws:";
     ws = new WebSocket(proto + "//" + location.host + "/glasses-ws");
     ws.binaryType = "arraybuffer";
@@ -90,14 +102,21 @@
       onMessage(m);
     };
     ws.onclose = (ev) => {
-      setStatus("disconnected" + (ev.code ? " (" + ev.code + ")" : ""), "failed");
       log("×", "closed " + ev.code + " " + (ev.reason || ""));
       setMic(false);
       ws = null;
+      if (signedIn && !refused) {
+        setStatus("reconnecting", "loading");
+        setTimeout(() => { if (signedIn && !ws) open(); }, 2000);
+      } else {
+        setStatus(refused ? "refused: " + refused : "disconnected", "failed");
+      }
     };
   }
 
   function signOut() {
+    signedIn = false;
+    refused = null;
     if (ws) ws.close(1000, "signed out");
     setMic(false);
     ws = null;
@@ -111,6 +130,7 @@
     if (m.type !== "display_event") log("←", m.type + (m.code ? " " + m.code : ""));
     switch (m.type) {
       case "connection_ack":
+        acked = true;
         setStatus("connected", "connected");
         takeSession(m.userSession);
         break;
@@ -118,8 +138,12 @@
         takeSession(m.userSession);
         break;
       case "connection_error":
-        setStatus("refused: " + (m.code || m.message), "failed");
-        log("!", m.message || "");
+        // Before the ack it refuses the token; after it, one request (the socket stays open).
+        if (!acked) {
+          refused = m.code || m.message || "connection_error";
+          setStatus("refused: " + refused, "failed");
+        }
+        log("!", (m.code ? m.code + ": " : "") + (m.message || ""));
         break;
       case "display_event": {
         const dash = m.view === "dashboard";
