@@ -3,8 +3,8 @@
 //!
 //! Owns the routes under `/ui/`: the static files (HTML, CSS and plain JavaScript compiled into
 //! the binary, nothing fetched from elsewhere), the operator feed `GET /ui/api/state` (sessions,
-//! their apps and screens, counters: rendered from the core's state on each call, the page
-//! polls it), the operator actions `POST /ui/api/sessions/{user}/apps/{pkg}/start|stop` (the
+//! their apps and screens, counters, the last refusals: rendered from the core's state on each
+//! call, the page polls it), the operator actions `POST /ui/api/sessions/{user}/apps/{pkg}/start|stop` (the
 //! hub's REST start/stop), and the development-user shortcut `POST /ui/dev/token` (a glasses
 //! token for a typed user id, only while the public development secret signs tokens).
 //!
@@ -12,7 +12,8 @@
 //! checked against it first (`Authorization: Bearer`, compared in constant time over SHA-256
 //! digests, so neither content nor length leaks) and refused with a 401 JSON body
 //! (`INVALID_OPERATOR_TOKEN`) otherwise, counted like every refusal; nothing under `/ui/` reads
-//! a clock or a file.
+//! a clock or a file; the recent-refusals list is bounded ([`RECENT`]) and costs one sum per
+//! turn while the pages are served, nothing otherwise.
 
 use super::Server;
 use crate::config::DEV_SECRET;
@@ -24,48 +25,21 @@ use crate::time::Now;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+const HTML: &str = "text/html; charset=utf-8";
+const JS: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+const SVG: &str = "image/svg+xml";
+
 /// The embedded files: path under `/ui/`, content type, content.
 const FILES: &[(&str, &str, &str)] = &[
-    (
-        "",
-        "text/html; charset=utf-8",
-        include_str!("ui/index.html"),
-    ),
-    (
-        "operator",
-        "text/html; charset=utf-8",
-        include_str!("ui/operator.html"),
-    ),
-    (
-        "glasses",
-        "text/html; charset=utf-8",
-        include_str!("ui/glasses.html"),
-    ),
-    (
-        "ui.css",
-        "text/css; charset=utf-8",
-        include_str!("ui/ui.css"),
-    ),
-    (
-        "render.js",
-        "text/javascript; charset=utf-8",
-        include_str!("ui/render.js"),
-    ),
-    (
-        "operator.js",
-        "text/javascript; charset=utf-8",
-        include_str!("ui/operator.js"),
-    ),
-    (
-        "glasses.js",
-        "text/javascript; charset=utf-8",
-        include_str!("ui/glasses.js"),
-    ),
-    (
-        "favicon.svg",
-        "image/svg+xml",
-        include_str!("ui/favicon.svg"),
-    ),
+    ("", HTML, include_str!("ui/index.html")),
+    ("operator", HTML, include_str!("ui/operator.html")),
+    ("glasses", HTML, include_str!("ui/glasses.html")),
+    ("ui.css", CSS, include_str!("ui/ui.css")),
+    ("render.js", JS, include_str!("ui/render.js")),
+    ("operator.js", JS, include_str!("ui/operator.js")),
+    ("glasses.js", JS, include_str!("ui/glasses.js")),
+    ("favicon.svg", SVG, include_str!("ui/favicon.svg")),
 ];
 
 /// Headers of every page and script: nothing from another origin, no framing, no sniffing.
@@ -117,13 +91,7 @@ impl Server {
                 .respond_error(id, 404, "NOT_FOUND", "no such page", &[]);
         };
         if !matches!(req.method, "GET" | "HEAD") {
-            return self.net.respond_error(
-                id,
-                405,
-                "METHOD_NOT_ALLOWED",
-                "use GET",
-                &["Allow: GET"],
-            );
+            return self.wrong_method(id, "GET");
         }
         if let Some(out) = self.net.out(id) {
             crate::http::write_response(out, 200, content_type, PAGE_HEADERS, body.as_bytes());
@@ -161,6 +129,14 @@ impl Server {
         r.seen = total;
     }
 
+    /// A 405 naming the one method `allowed`.
+    fn wrong_method(&mut self, id: ConnId, allowed: &str) {
+        let allow = format!("Allow: {allowed}");
+        let message = format!("use {allowed}");
+        self.net
+            .respond_error(id, 405, "METHOD_NOT_ALLOWED", &message, &[&allow]);
+    }
+
     /// Tokens are signed with the public development secret.
     fn dev_secret(&self) -> bool {
         self.hub.config().jwt_secret == DEV_SECRET.as_bytes()
@@ -195,13 +171,7 @@ impl Server {
         }
         if api == "state" {
             if !matches!(req.method, "GET" | "HEAD") {
-                return self.net.respond_error(
-                    id,
-                    405,
-                    "METHOD_NOT_ALLOWED",
-                    "use GET",
-                    &["Allow: GET"],
-                );
+                return self.wrong_method(id, "GET");
             }
             let body = self.ui_state(now);
             return self.net.respond_json(id, 200, &body, NO_STORE);
@@ -225,13 +195,7 @@ impl Server {
             );
         };
         if req.method != "POST" {
-            return self.net.respond_error(
-                id,
-                405,
-                "METHOD_NOT_ALLOWED",
-                "use POST",
-                &["Allow: POST"],
-            );
+            return self.wrong_method(id, "POST");
         }
         log::info!("event=operator_{action} session={user:?} package={package}");
         self.hub
@@ -242,13 +206,7 @@ impl Server {
     /// public development secret signs tokens (anyone can make one then anyway).
     fn dev_token(&mut self, id: ConnId, req: &Request<'_>) {
         if req.method != "POST" {
-            return self.net.respond_error(
-                id,
-                405,
-                "METHOD_NOT_ALLOWED",
-                "use POST",
-                &["Allow: POST"],
-            );
+            return self.wrong_method(id, "POST");
         }
         if !self.dev_secret() {
             self.hub.counters.refused("DEV_USERS_DISABLED");
