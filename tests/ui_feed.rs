@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use std::time::Duration;
 
 const TOKEN: &str = "operator-token-for-tests";
+const SECRET: &[u8] = b"a-secret-for-the-ui-tests";
 const ALICE: &str = "alice@example.com";
 const CAPTIONS: &str = "com.example.captions";
 
@@ -49,7 +50,7 @@ fn world_with(operator_token: Option<&str>, secret: &[u8]) -> World {
 }
 
 fn world() -> World {
-    world_with(Some(TOKEN), b"a-secret-for-the-ui-tests")
+    world_with(Some(TOKEN), SECRET)
 }
 
 /// One request; (status, head, body).
@@ -79,13 +80,12 @@ fn api(w: &mut World, method: &str, path: &str, token: Option<&str>) -> (u16, Va
     (status, v)
 }
 
-/// Glasses of ALICE with the captions app started, connected and showing a text wall, and a
-/// dashboard line; returns the app's client.
-fn alice_with_captions(w: &mut World) -> usize {
+/// Glasses of ALICE, initialised, that asked to start the captions app: the glasses client.
+fn alice_starts_captions(w: &mut World) -> usize {
     let g = w.connect();
     let bearer = format!(
         "Authorization: Bearer {}",
-        jwt::glasses_token(ALICE, b"a-secret-for-the-ui-tests")
+        jwt::glasses_token(ALICE, SECRET)
     );
     assert_eq!(w.upgrade_with(g, "/glasses-ws", &[&bearer]).0, 101);
     w.send_text(g, r#"{"type":"connection_init"}"#);
@@ -93,6 +93,13 @@ fn alice_with_captions(w: &mut World) -> usize {
         g,
         &json!({"type": "start_app", "packageName": CAPTIONS}).to_string(),
     );
+    g
+}
+
+/// Glasses of ALICE with the captions app started, connected and showing a text wall, and a
+/// dashboard line; returns the app's client.
+fn alice_with_captions(w: &mut World) -> usize {
+    alice_starts_captions(w);
     let hook = (0..w.outbound.len())
         .rev()
         .find(|&i| {
@@ -251,17 +258,7 @@ fn glasses_gone_are_shown_in_grace() {
 #[test]
 fn the_boot_card_is_shown_as_the_glasses_get_it() {
     let mut w = world();
-    let g = w.connect();
-    let bearer = format!(
-        "Authorization: Bearer {}",
-        jwt::glasses_token(ALICE, b"a-secret-for-the-ui-tests")
-    );
-    assert_eq!(w.upgrade_with(g, "/glasses-ws", &[&bearer]).0, 101);
-    w.send_text(g, r#"{"type":"connection_init"}"#);
-    w.send_text(
-        g,
-        &json!({"type": "start_app", "packageName": CAPTIONS}).to_string(),
-    );
+    let g = alice_starts_captions(&mut w);
     let (_, v) = api(&mut w, "GET", "/ui/api/state", Some(TOKEN));
     let s = &v["sessions"][0];
     assert_eq!(s["apps"][0]["state"], "loading");
@@ -329,44 +326,30 @@ fn operators_start_and_stop_apps_for_a_user() {
     assert_eq!((status, v["code"].as_str()), (404, Some("NOT_FOUND")));
 }
 
+/// What the emulator asks: are development users on, and a token for `body`.
+fn dev_user(w: &mut World, body: &str) -> (bool, u16, String) {
+    let (_, cfg) = http(w, "GET", "/ui/config.json", &[], "");
+    let on = serde_json::from_str::<Value>(&cfg).unwrap()["devUsers"] == true;
+    let (status, body) = http(w, "POST", "/ui/dev/token", &[], body);
+    (on, status, body)
+}
+
 #[test]
 fn development_users_only_with_the_development_secret() {
     let mut w = world_with(Some(TOKEN), DEV_SECRET.as_bytes());
-    let (_, cfg) = http(&mut w, "GET", "/ui/config.json", &[], "");
-    assert_eq!(
-        serde_json::from_str::<Value>(&cfg).unwrap()["devUsers"],
-        true
-    );
-    let (status, body) = http(
-        &mut w,
-        "POST",
-        "/ui/dev/token",
-        &[],
-        r#"{"userId": " ann@example.com "}"#,
-    );
-    assert_eq!(status, 200, "{body}");
+    let (on, status, body) = dev_user(&mut w, r#"{"userId": " ann@example.com "}"#);
+    assert_eq!((on, status), (true, 200), "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
     let user = jwt::glasses_user(v["token"].as_str().unwrap(), DEV_SECRET.as_bytes(), 0);
     assert_eq!(user.as_deref(), Ok("ann@example.com"));
     for bad in [r#"{"userId": ""}"#, r#"{"user": "x"}"#, "not json"] {
-        let (status, body) = http(&mut w, "POST", "/ui/dev/token", &[], bad);
+        let (_, status, body) = dev_user(&mut w, bad);
         assert_eq!(status, 400, "{bad}: {body}");
     }
 
     let mut w = world();
-    let (_, cfg) = http(&mut w, "GET", "/ui/config.json", &[], "");
-    assert_eq!(
-        serde_json::from_str::<Value>(&cfg).unwrap()["devUsers"],
-        false
-    );
-    let (status, body) = http(
-        &mut w,
-        "POST",
-        "/ui/dev/token",
-        &[],
-        r#"{"userId": "ann@example.com"}"#,
-    );
-    assert_eq!(status, 403);
+    let (on, status, body) = dev_user(&mut w, r#"{"userId": "ann@example.com"}"#);
+    assert_eq!((on, status), (false, 403));
     assert!(body.contains("DEV_USERS_DISABLED"), "{body}");
     assert!(!body.contains("eyJ"), "no token: {body}");
 }
@@ -390,7 +373,7 @@ fn the_pages_are_embedded_and_nothing_is_served_when_off() {
     let (status, _) = http(&mut w, "POST", "/ui/operator", &[], "");
     assert_eq!(status, 405);
 
-    let mut off = world_with(None, b"a-secret-for-the-ui-tests");
+    let mut off = world_with(None, SECRET);
     for path in ["/ui/", "/ui/operator", "/ui/api/state", "/ui/config.json"] {
         let (status, v) = api(&mut off, "GET", path, Some(TOKEN));
         assert_eq!(
