@@ -328,6 +328,7 @@ impl Harness {
             max_per_address: 1024,
             ping_interval: Some(Duration::from_secs(15)),
             idle_timeout: Duration::from_secs(45),
+            operator_token: Some("fuzz-operator-token".into()),
         };
         let hub = HubConfig {
             jwt_secret: SECRET.to_vec(),
