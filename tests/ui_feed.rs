@@ -181,13 +181,14 @@ fn the_feed_shows_sessions_apps_and_what_the_glasses_show() {
     assert_eq!(empty["sessions"], json!([]));
     assert_eq!(empty["apps"][0]["packageName"], CAPTIONS);
 
-    alice_with_captions(&mut w);
+    let app = alice_with_captions(&mut w);
     let (status, v) = api(&mut w, "GET", "/ui/api/state", Some(TOKEN));
     assert_eq!(status, 200);
     let s = &v["sessions"][0];
     assert_eq!(s["userId"], ALICE);
     assert_eq!(s["glasses"], "connected");
     assert_eq!(s["graceLeftMs"], Value::Null);
+    assert_eq!(s["microphone"], false, "no app wants audio");
     assert_eq!(s["apps"][0]["packageName"], CAPTIONS);
     assert_eq!(s["apps"][0]["state"], "active");
     assert_eq!(s["apps"][0]["subscriptions"], json!(["button_press"]));
@@ -217,6 +218,17 @@ fn the_feed_shows_sessions_apps_and_what_the_glasses_show() {
     assert_eq!(c["connections"]["app"], 1);
     assert_eq!(c["webhooks"]["count"], 1);
     assert!(c["displays"]["sent"].as_u64().unwrap() >= 2);
+
+    // An app that wants audio turns the glasses' microphone on.
+    w.send_text(
+        app,
+        &json!({"type": "subscription_update", "packageName": CAPTIONS,
+                "sessionId": format!("{ALICE}-{CAPTIONS}"), "subscriptions": ["audio_chunk"]})
+        .to_string(),
+    );
+    w.advance(Duration::from_millis(1500));
+    let (_, v) = api(&mut w, "GET", "/ui/api/state", Some(TOKEN));
+    assert_eq!(v["sessions"][0]["microphone"], true);
 }
 
 #[test]

@@ -107,6 +107,15 @@ fn canned() -> &'static Canned {
             b"GET /echo HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n".to_vec(),
             b"GET /echo HTTP/1.0\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".to_vec(),
             b"GET /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(),
+            b"GET /ui/api/state HTTP/1.1\r\nAuthorization: Bearer fuzz-operator-token\r\n\r\n"
+                .to_vec(),
+            format!(
+                "POST /ui/api/sessions/{USER}/apps/{PACKAGE}/stop HTTP/1.1\r\nAuthorization: Bearer fuzz-operator-token\r\n\r\n"
+            )
+            .into_bytes(),
+            b"GET /ui/api/state HTTP/1.1\r\nAuthorization: Bearer wrong\r\n\r\n".to_vec(),
+            b"POST /ui/dev/token HTTP/1.1\r\nContent-Length: 14\r\n\r\n{\"userId\":\"a\"}".to_vec(),
+            b"GET /ui/glasses HTTP/1.1\r\n\r\n".to_vec(),
         ];
         let texts = vec![
             r#"{"type":"connection_init"}"#.to_string(),

@@ -56,6 +56,13 @@ pub(super) struct Mic {
     pub(super) pending_until: Option<Instant>,
 }
 
+impl Mic {
+    /// The glasses were last told to turn the microphone on.
+    pub(super) fn is_on(&self) -> bool {
+        self.sent.is_some_and(MicNeed::enabled)
+    }
+}
+
 impl Hub {
     // ---- glasses events and audio ---------------------------------------------------------
 

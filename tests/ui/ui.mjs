@@ -164,6 +164,7 @@ try {
   await op.locator("#op-go").click();
   const card = op.locator(`.session[data-user="${USER}"]`);
   await card.locator(".badge.connected").waitFor({ timeout: WAIT });
+  await card.locator(".badge.mic-on", { hasText: "microphone on" }).waitFor({ timeout: WAIT });
   await card.locator(`tr[data-package="${PKG}"] .state`, { hasText: "active" }).waitFor({ timeout: WAIT });
   await card.locator(".screen-main .lt-title", { hasText: CARD_TITLE }).waitFor({ timeout: WAIT });
   await card.locator(".screen-dashboard", { hasText: DASHBOARD }).waitFor({ timeout: WAIT });

@@ -156,6 +156,8 @@
     head.appendChild(el("span", "user", user));
     const glasses = el("span", "badge");
     head.appendChild(glasses);
+    const mic = el("span", "badge");
+    head.appendChild(mic);
     const since = el("span", "muted small");
     head.appendChild(since);
     root.appendChild(head);
@@ -196,7 +198,7 @@
     }
     cols.appendChild(right);
     root.appendChild(cols);
-    return { el: root, glasses, since, tbody: table.tBodies[0], views, note };
+    return { el: root, glasses, mic, since, tbody: table.tBodies[0], views, note };
   }
 
   function updateCard(card, s) {
@@ -205,6 +207,8 @@
       : "glasses connected";
     card.glasses.className = "badge " + s.glasses;
     card.since.textContent = "since " + new Date(s.since).toLocaleString();
+    card.mic.textContent = s.microphone ? "microphone on" : "microphone off";
+    card.mic.className = "badge " + (s.microphone ? "mic-on" : "mic-off");
 
     card.tbody.textContent = "";
     if (!s.apps.length) {
