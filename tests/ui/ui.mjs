@@ -65,8 +65,16 @@ try {
   glasses.on("pageerror", (e) => problems.push(`glasses page error: ${e.message}`));
   glasses.on("console", (m) => { if (m.type() === "error") problems.push(`glasses console: ${m.text()}`); });
 
+  say("the landing page links both pages");
+  await glasses.goto(`${BASE}/ui/`);
+  await glasses.locator('a[href="/ui/operator"]').first().waitFor({ timeout: WAIT });
+  await glasses.locator('a[href="/ui/glasses"]').first().waitFor({ timeout: WAIT });
+  await glasses.screenshot({ path: path.join(SHOTS, "landing.png") });
+
   say("emulator: a pasted token that is no token is refused, and not retried");
   await glasses.goto(`${BASE}/ui/glasses`);
+  await glasses.locator("#dev-signin:not(.hidden)").waitFor({ timeout: WAIT });
+  await glasses.screenshot({ path: path.join(SHOTS, "glasses-sign-in.png") });
   await glasses.locator("#token").fill("not.a.token");
   await glasses.locator("#token-go").click();
   await glasses.locator("#status", { hasText: /^refused: [A-Z_]+$/ }).waitFor({ timeout: WAIT });

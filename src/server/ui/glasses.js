@@ -80,6 +80,7 @@
     $("signin-error").textContent = "";
     $("who").textContent = user || tokenUser(t);
     $("signin").classList.add("hidden");
+    $("signin-title").classList.add("hidden");
     $("device").classList.remove("hidden");
     window.renderLayout($("screen-main"), null);
     window.renderLayout($("screen-dashboard"), null);
@@ -122,6 +123,7 @@
     ws = null;
     $("device").classList.add("hidden");
     $("signin").classList.remove("hidden");
+    $("signin-title").classList.remove("hidden");
   }
 
   // ---- from the box ----------------------------------------------------------------------
