@@ -5,21 +5,27 @@
 //! This file runs `augmentos-edge serve` on a temporary config (the public development secret,
 //! so the emulator's development-user shortcut is on; an operator token; one app) and plays
 //! that app itself: a webhook listener that, on `session_request`, connects a tungstenite client
-//! to the `/app-ws` URL it was given, initialises, subscribes to `button_press`, shows a text
-//! wall and a dashboard line, and answers each button press with a reference card. The browser
-//! script signs in on the emulator as a typed user, starts the app from `installedApps`, checks
-//! the page draws the text wall, presses the button and checks the reference card, makes the
-//! app show each other layout of PROTOCOL §7 with a touch gesture (double text wall, dashboard
-//! card, bitmap, bitmap animation, clear view) and checks each is drawn, opens the
-//! operator page with the token and finds the session, the app `active` and the reference card
-//! on its main view, stops the app from there and sees the emulator say so, and gets 401
-//! `INVALID_OPERATOR_TOKEN` for a wrong token (from the API and in the page). The app also
-//! subscribes to `audio_chunk`, so the box turns the emulator's microphone on: the first time
-//! it streams a WAV file (1 s at 48 kHz, sent as 16 kHz PCM16), the second time (after the
-//! operator's stop and a start from the emulator) Chromium's fake microphone; the app counts the
-//! bytes on its dashboard line, which the script waits for. Screenshots go to
-//! `target/ui-screens/`. This file then checks what the app saw: the press, the stop, and the
-//! audio frames (exactly ten of 3200 bytes from the file; some of 3200 from the microphone).
+//! to the `/app-ws` URL it was given, initialises, subscribes to `button_press`, `touch_event`
+//! and `audio_chunk`, shows a text wall and a dashboard line, answers each button press with a
+//! reference card and each touch gesture with another layout, and counts the audio bytes it
+//! hears on its dashboard line.
+//!
+//! The browser script opens the landing page; has a pasted non-token refused (and not
+//! retried); signs in on the emulator as a typed user; chooses a WAV file as the audio source;
+//! starts the app from `installedApps`; checks the page draws the text wall and the dashboard
+//! line, that the box turned the microphone on and the file reached the app (1 s at 48 kHz as
+//! 32000 bytes of 16 kHz PCM16); presses the button and checks the reference card; makes the
+//! app show each other layout of PROTOCOL §7 by touch gestures (double text wall, dashboard card,
+//! bitmap, bitmap animation, clear view) and checks each is drawn; gets 401
+//! `INVALID_OPERATOR_TOKEN` for a wrong or missing operator token (from the API, and in the
+//! page); opens the operator page with the token and finds the session with its glasses
+//! connected and microphone on, the app `active`, the reference card on its main view and the
+//! dashboard line; stops the app from there and sees the emulator say so and its microphone go
+//! off; starts it again from the emulator with Chromium's fake microphone as the source and
+//! waits until the app has heard some of it. Screenshots go to `target/ui-screens/`.
+//!
+//! This file then checks what the app saw: the short press, the operator's stop, and the audio
+//! frames (exactly ten of 3200 bytes from the file; at least five of 3200 from the microphone).
 //!
 //! Needs `node`, `npm` and `chromium` (or `UI_CHROMIUM=/path`). Without them the test prints a
 //! message and passes, except under `CI=true`, where it fails. `tests/ui/node_modules` is
