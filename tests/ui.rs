@@ -54,15 +54,14 @@ const DASHBOARD: &str = "Hall B · keynote 14:30";
 /// The tools the test needs, or `None` (after saying why) when one is missing outside CI.
 fn tools() -> Option<(PathBuf, PathBuf)> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let chromium = std::env::var("UI_CHROMIUM")
-        .ok()
-        .map(PathBuf::from)
-        .or_else(|| {
-            ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-                .into_iter()
-                .map(PathBuf::from)
-                .find(|p| p.exists())
-        });
+    let chromium = match std::env::var("UI_CHROMIUM") {
+        Ok(p) => Some(PathBuf::from(p)),
+        Err(_) => ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists()),
+    }
+    .filter(|p| p.exists());
     let mut missing = Vec::new();
     for tool in ["node", "npm"] {
         if !runs(Command::new(tool).arg("--version")) {
