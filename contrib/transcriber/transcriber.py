@@ -40,6 +40,12 @@ from recognizer import SAMPLE_RATE, PocketSphinxRecognizer
 from wsclient import WebSocket, WebSocketClosed
 
 
+def emit(event, **fields):
+    """One JSON object a line on stdout, for whoever supervises the process."""
+    sys.stdout.write(json.dumps({"event": event, **fields}) + "\n")
+    sys.stdout.flush()
+
+
 def log(event, **fields):
     parts = [f"event={event}"] + [f"{k}={json.dumps(v)}" for k, v in fields.items()]
     sys.stderr.write(" ".join(parts) + "\n")
@@ -125,9 +131,34 @@ class Backlog:
         return skip, pcm
 
 
+class Spares:
+    """One recogniser kept loaded ahead of need. Loading a model takes a while (seconds on a busy
+    box) and holds the interpreter meanwhile, so it is done before serving and again when a
+    session ends, never while a session starts (which would make it drop its first audio)."""
+
+    def __init__(self, make):
+        self.make = make
+        self.lock = threading.Lock()
+        self.ready = make()
+
+    def refill(self):
+        with self.lock:
+            if self.ready is not None:
+                return
+        recogniser = self.make()
+        with self.lock:
+            self.ready = self.ready or recogniser
+
+    def take(self):
+        with self.lock:
+            recogniser, self.ready = self.ready, None
+        return recogniser or self.make()
+
+
 class Session:
-    def __init__(self, args, session_id, metrics):
+    def __init__(self, args, session_id, metrics, spares):
         self.args = args
+        self.spares = spares
         self.session_id = session_id
         self.metrics = metrics
         self.ws = None
@@ -167,6 +198,7 @@ class Session:
         self.connected = True
         self.metrics.add(sessions=1)
         log("connected", session=self.session_id)
+        emit("connected", session=self.session_id)
         threading.Thread(target=self.read_loop, daemon=True).start()
         threading.Thread(target=self.recognise_loop, daemon=True).start()
 
@@ -205,8 +237,7 @@ class Session:
             os._exit(70)
 
     def recognise_loop(self):
-        recogniser = PocketSphinxRecognizer(phrases=self.args.phrases,
-                                            interim_ms=self.args.interim_ms)
+        recogniser = self.spares.take()
         utterance = 0
         while True:
             with self.cond:
@@ -255,6 +286,7 @@ class Session:
         if self.ws:
             self.ws.close()
         if self.connected and not was_closed:
+            threading.Thread(target=self.spares.refill, daemon=True).start()
             self.metrics.add(sessions=-1)
             log("session_end", session=self.session_id,
                 received_ms=self.received_bytes * 1000 // (SAMPLE_RATE * 2),
@@ -267,7 +299,7 @@ class Session:
 # ----------------------------------------------------------------------------------------------
 
 
-def make_handler(args, sessions, lock, metrics):
+def make_handler(args, sessions, lock, metrics, spares):
     class Webhook(BaseHTTPRequestHandler):
         def log_message(self, fmt, *a):
             pass
@@ -301,7 +333,7 @@ def make_handler(args, sessions, lock, metrics):
             kind, session_id = body.get("type"), body.get("sessionId")
             log("webhook", type=kind, session=session_id)
             if kind == "session_request" and session_id:
-                session = Session(args, session_id, metrics)
+                session = Session(args, session_id, metrics, spares)
                 try:
                     session.connect()
                 except (OSError, WebSocketClosed, ValueError) as e:
@@ -345,13 +377,15 @@ def main():
     args = p.parse_args()
     if not args.api_key:
         p.error("--api-key or TRANSCRIBER_API_KEY is required")
-    # Load the model once before serving, so the first session does not pay for it.
-    PocketSphinxRecognizer(phrases=args.phrases)
+    # The first recogniser is loaded before serving, so the first session does not wait for it.
+    spares = Spares(lambda: PocketSphinxRecognizer(phrases=args.phrases,
+                                                   interim_ms=args.interim_ms))
     sessions, lock, metrics = {}, threading.Lock(), Metrics()
-    server = ThreadingHTTPServer((args.host, args.port), make_handler(args, sessions, lock, metrics))
+    handler = make_handler(args, sessions, lock, metrics, spares)
+    server = ThreadingHTTPServer((args.host, args.port), handler)
     server.daemon_threads = True
     log("listening", host=args.host, port=server.server_address[1])
-    print(json.dumps({"event": "listening", "port": server.server_address[1]}), flush=True)
+    emit("listening", port=server.server_address[1])
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -105,8 +105,8 @@ class LiveCaptions extends AppServer {
     let shown = "";
     session.events.onTranscriptionForLanguage(LANGUAGE, (data) => {
       const text = captions.update(String(data?.text ?? ""), data?.isFinal === true);
-      // An empty final after interim text clears it; nothing new, nothing sent.
-      if (text === shown) return;
+      // An empty final after interim text clears it; before anything was shown, nothing to do.
+      if (!text && !shown) return;
       shown = text;
       session.layouts.showTextWall(text);
       emit("caption", {
