@@ -67,6 +67,26 @@ class MaskTest(unittest.TestCase):
             self.assertEqual(wsclient._mask(payload, mask), want, n)
 
 
+class RecvTest(unittest.TestCase):
+    def test_a_timeout_mid_message_loses_nothing(self):
+        import socket
+        import threading
+
+        a, b = socket.socketpair()
+        ws = object.__new__(wsclient.WebSocket)
+        ws.sock, ws.buf, ws.pos, ws.send_lock = a, bytearray(), 0, threading.Lock()
+        frame = bytes([0x81, 126]) + (300).to_bytes(2, "big") + b"x" * 300
+        b.sendall(frame[:150])
+        a.settimeout(0.05)
+        with self.assertRaises(TimeoutError):
+            ws.recv()
+        b.sendall(frame[150:] + bytes([0x82, 2]) + b"ok")
+        self.assertEqual(ws.recv(), (0x1, b"x" * 300))
+        self.assertEqual(ws.recv(), (0x2, b"ok"))
+        a.close()
+        b.close()
+
+
 class BigramTest(unittest.TestCase):
     def test_probabilities_of_each_context_sum_to_one(self):
         # Parse the ARPA text back and check that every context is a distribution.

@@ -51,19 +51,21 @@ class WebSocket:
             if not chunk:
                 raise WebSocketClosed("closed during the handshake")
             head += chunk
-        head, self.buf = head.split(b"\r\n\r\n", 1)
+        head, rest = head.split(b"\r\n\r\n", 1)
+        self.buf, self.pos = bytearray(rest), 0
         status = head.split(b"\r\n", 1)[0]
         if b" 101 " not in status + b" ":
             raise WebSocketClosed(f"upgrade refused: {status.decode(errors='replace')}")
         self.sock.settimeout(None)
 
     def _read(self, n):
-        while len(self.buf) < n:
+        while len(self.buf) - self.pos < n:
             chunk = self.sock.recv(65536)
             if not chunk:
                 raise WebSocketClosed("connection closed")
             self.buf += chunk
-        out, self.buf = self.buf[:n], self.buf[n:]
+        out = bytes(self.buf[self.pos:self.pos + n])
+        self.pos += n
         return out
 
     def _send_frame(self, opcode, payload):
@@ -86,7 +88,19 @@ class WebSocket:
         self._send_frame(0x2, bytes(data))
 
     def recv(self):
-        """The next whole message as (opcode, payload); answers pings; raises on close."""
+        """The next whole message as (opcode, payload); answers pings; raises on close. A
+        socket timeout leaves the partly read message in the buffer for the next call."""
+        start = self.pos
+        try:
+            message = self._recv()
+        except TimeoutError:
+            self.pos = start
+            raise
+        del self.buf[:self.pos]
+        self.pos = 0
+        return message
+
+    def _recv(self):
         parts, first_op = [], None
         while True:
             b0, b1 = self._read(2)
