@@ -20,9 +20,9 @@ and run it as
 
 If recognition is slower than real time, audio waiting for the recogniser is capped
 (`--max-backlog-ms`): the oldest is dropped and the drop is logged, so captions fall behind by
-at most that much. Logs are key=value lines on stderr (`audio_dropped` for each drop,
-`session_end` with the session's received, dropped and most backlogged audio); GET /metrics
-on the webhook port gives the same as Prometheus text. Two hidden options exist for tests
+at most that much. Logs are key=value lines on stderr (`audio_dropped` at most once a second
+while audio is being dropped, `session_end` with the session's received, dropped and most
+backlogged audio); GET /metrics on the webhook port gives the same as Prometheus text. Two hidden options exist for tests
 only: `--test-rtf R` makes recognition take R times real time, `--test-crash-after-ms N`
 makes the process exit abruptly once a session has received N ms of audio.
 """
@@ -166,6 +166,8 @@ class Session:
         self.backlog = Backlog(int(args.max_backlog_ms * SAMPLE_RATE * 2 / 1000))
         self.received_bytes = 0
         self.dropped_bytes = 0
+        self.unlogged_drop = 0  # dropped since the last audio_dropped line
+        self.drop_logged_at = float("-inf")
         self.closed = False
         self.connected = False
 
@@ -209,8 +211,13 @@ class Session:
                 if op == 0x2:
                     self.push_audio(payload)
                 elif op == 0x1:
-                    msg = json.loads(payload)
-                    if msg.get("type") in ("tpa_connection_error", "app_stopped"):
+                    try:
+                        msg = json.loads(payload)
+                    except ValueError:
+                        log("bad_message", session=self.session_id, bytes=len(payload))
+                        continue
+                    if isinstance(msg, dict) and msg.get("type") in ("tpa_connection_error",
+                                                                     "app_stopped"):
                         log("box_message", session=self.session_id, message=msg)
         except (WebSocketClosed, OSError) as e:
             log("disconnected", session=self.session_id, reason=str(e))
@@ -227,9 +234,14 @@ class Session:
         with self.metrics.lock:
             self.metrics.backlog_max_bytes = max(self.metrics.backlog_max_bytes,
                                                  self.backlog.max_seen)
-        if dropped:
-            log("audio_dropped", session=self.session_id, ms=dropped * 1000 // (SAMPLE_RATE * 2),
+        self.unlogged_drop += dropped
+        now = time.monotonic()
+        if self.unlogged_drop and now - self.drop_logged_at >= 1.0:
+            # At most one line a second, however often audio is dropped.
+            log("audio_dropped", session=self.session_id,
+                ms=self.unlogged_drop * 1000 // (SAMPLE_RATE * 2),
                 total_ms=self.dropped_bytes * 1000 // (SAMPLE_RATE * 2))
+            self.unlogged_drop, self.drop_logged_at = 0, now
         crash = self.args.test_crash_after_ms
         if crash is not None and received_ms >= crash:
             # Test hook: die at once, mid-stream, as a crashing engine would.
