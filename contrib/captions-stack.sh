@@ -115,7 +115,7 @@ token=$("$bin" token --user you@example.com --config "$dir/edge.json")
 say "ready. Glasses connect to ws://127.0.0.1:$port/glasses-ws with this token:"
 echo "$token"
 say "to speak into it (any 16-bit WAV with --wav FILE instead of --say):"
-echo "python3 contrib/captions-glasses.py --port $port --token $token --say \"Welcome to the conference\""
+echo "python3 $root/contrib/captions-glasses.py --port $port --token $token --say \"Welcome to the conference\""
 
 if [ -n "$demo" ]; then
     python3 "$root/contrib/captions-glasses.py" --port "$port" --token "$token" --say "$demo"
