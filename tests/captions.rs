@@ -252,8 +252,13 @@ fn transcriber_crash_mid_utterance() {
             }
         }
         let before = stack.app.drain();
-        glasses.wait_mic(true, STEP).ok();
+        // The microphone may have gone off while no transcriber listened (after the box's
+        // debounce); it must be on again before the next sentence.
         glasses.idle(Duration::from_millis(300))?;
+        if glasses.mic.last().is_some_and(|m| !m.1) {
+            glasses.wait_mic(true, STEP)?;
+            glasses.idle(Duration::from_millis(300))?;
+        }
         let (next, spoken) = speech(&stack.dir.0, &SENTENCES[1..2])?;
         let t0 = glasses.stream(&next, &realtime(next.len(), FRAME))?;
         glasses.idle(Duration::from_secs(2))?;
