@@ -1,648 +1,330 @@
 //! Live captions with no cloud, end to end: speech in at the glasses, captions out on them.
 //!
-//! `espeak-ng` speaks three known sentences; the test resamples them to 16 kHz 16-bit mono and
-//! lays them out with silence between. It runs the real `augmentos-edge` binary on a temporary
-//! config (TCP and a Unix socket), the on-box transcriber (`contrib/transcriber`, PocketSphinx,
-//! a system app allowed on the Unix socket only, publishing `transcription`) and the live
-//! captions app (`examples/live-captions`, the stock `@mentra/sdk@2.1.29`). A tungstenite
-//! glasses client connects (the server starts the transcriber for the session), starts the
-//! captions app, waits for `microphone_state_change` with `isMicrophoneEnabled: true`, streams
-//! the audio in real time as 20 ms binary frames (640 bytes) and collects the `display_event`s.
+//! Each test runs the whole stack over real processes (`tests/support/captions.rs`): the
+//! `augmentos-edge` binary, the on-box transcriber (`contrib/transcriber`, PocketSphinx, given
+//! the event's vocabulary as a phrase list, as a venue would) and the live captions app
+//! (`examples/live-captions`, the stock `@mentra/sdk@2.1.29`); a tungstenite glasses client
+//! streams `espeak-ng` speech and collects the `display_event`s.
 //!
-//! It asserts that no caption reached the glasses before the microphone was enabled, that
-//! every sentence got a final caption, and a word-level recall of the spoken words in the final
-//! transcripts of at least `MIN_RECALL`; it prints the recall, the WER, and the latencies from
-//! the end of each sentence to its final caption on the glasses and from its start to its
-//! first interim caption.
+//! - `live_captions_from_spoken_audio`: three sentences in real time, 20 ms frames, after
+//!   `microphone_state_change` turned the microphone on. Asserts that no caption reached the
+//!   glasses before that, that every sentence got a final caption and a word recall of at
+//!   least `MIN_RECALL`; prints recall, WER and latencies (and, offline, the general model's
+//!   recall on the same sentences, which is not asserted). Then the glasses stop the app while
+//!   audio keeps coming: the microphone must be switched off and no caption may follow.
+//! - `bad_audio_then_captions`: silence in odd chunk sizes (no caption may come of it), loud
+//!   noise and clipped speech in bursts, then a clean sentence that must still be captioned.
+//! - `transcriber_crash_mid_utterance`: the transcriber exits abruptly in the middle of a
+//!   sentence; its supervisor starts it again; the box's restart path sends it a new
+//!   `session_request`; the captions app keeps its session (no stop, no second session) and
+//!   the next sentence is captioned.
+//! - `slow_transcriber_drops_audio`: recognition three times slower than real time with a
+//!   1 s backlog cap: the transcriber drops audio, says so in its log and metrics, and its
+//!   backlog never passed the cap.
 //!
 //! Needs `python3` with `pocketsphinx` (`contrib/transcriber/requirements.txt`), `espeak-ng`,
 //! `node` and `npm`; `examples/live-captions/node_modules` is installed with `npm ci` on first
-//! use. Without them the test prints a message and passes, except under `CI=true`, where it
-//! fails. `CAPTIONS_KEEP=1` keeps the temporary directory (config, logs, `speech.raw`).
+//! use. Without them the tests print a message and pass, except under `CI=true`, where they
+//! fail. `CAPTIONS_KEEP=1` keeps the temporary directories (config, logs, `speech.raw`).
 
+#[path = "support/captions.rs"]
+mod captions;
+
+use captions::*;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
-use std::collections::HashMap;
-use std::fs::{self, File};
-use std::io::{BufRead, BufReader, ErrorKind, Write};
-use std::net::{TcpListener, TcpStream};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
-use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tungstenite::client::IntoClientRequest;
-use tungstenite::http::HeaderValue;
-use tungstenite::{Message, WebSocket};
+use std::path::Path;
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 const SENTENCES: [&str; 3] = [
     "Please turn on the kitchen lights",
     "What time is the meeting tomorrow",
     "The train to the city leaves at noon",
 ];
-/// Measured on the development box: 0.10 (2 of the 20 words; PocketSphinx's default en-US model
-/// does poorly on espeak-ng's voice), deterministic from run to run. The floor is below that:
-/// it catches "nothing recognised", not quality.
-const MIN_RECALL: f64 = 0.05;
-const APP: &str = "com.example.captions";
-const APP_KEY: &str = "captions-test-key-0123456789";
-const STT: &str = "system.local.transcriber";
-const STT_KEY: &str = "transcriber-test-key-9876543210";
-const USER: &str = "alice@example.com";
-const JWT_SECRET: &str = "test-secret-captions-123";
-const STEP: Duration = Duration::from_secs(20);
-const RATE: usize = 16_000;
-/// Silence before the first sentence and after each one.
-const GAP_MS: usize = 1200;
+/// With the phrase list ([`PHRASES`]) the recogniser reaches 0.90 word recall on these
+/// sentences (18 of 20 words, "the turn on the kitchen lights" / "… leaves at to"), the same in
+/// five runs in a row on the development box (2 cores, load average 8 to 10 from other builds)
+/// and offline with `contrib/transcriber/evaluate.py`. The bar leaves five words of margin for
+/// audio a badly overloaded machine makes the transcriber drop. (The general model reaches
+/// 0.10 on espeak-ng's voice; printed, not asserted.)
+const MIN_RECALL: f64 = 0.65;
 
-type R<T = ()> = Result<T, String>;
+/// One stack at a time: each streams real-time audio and recognises it, and on a small
+/// machine several at once would measure each other.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Runs `body` on a started stack; on failure, the error with every process's log tail.
+fn with_stack(opts: Options, body: impl FnOnce(&mut Stack) -> R) {
+    let Some(root) = prerequisites() else { return };
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut stack = match Stack::start(&root, opts) {
+        Ok(s) => s,
+        Err(e) => panic!("the captions stack did not start: {e}"),
+    };
+    if let Err(e) = body(&mut stack) {
+        panic!("{e}{}", stack.logs());
+    }
+}
+
+fn captions_of(events: &[Value]) -> Vec<Value> {
+    events
+        .iter()
+        .filter(|v| v["event"] == "caption")
+        .cloned()
+        .collect()
+}
 
 #[test]
 fn live_captions_from_spoken_audio() {
-    let Some(root) = prerequisites() else { return };
-    let dir = TempDir::new().expect("temp dir");
-    if let Err(e) = run(&root, &dir.0) {
-        let logs: String = [
-            "server.stderr",
-            "transcriber.stderr",
-            "captions.stderr",
-            "glasses.log",
-        ]
-        .iter()
-        .map(|f| format!("\n--- {f} (tail)\n{}", tail(&dir.0.join(f), 30)))
-        .collect();
-        panic!("live captions failed: {e}{logs}");
-    }
-}
+    with_stack(Options::default(), |stack| {
+        let (pcm, spoken) = speech(&stack.dir.0, &SENTENCES)?;
+        let mut glasses = stack.glasses()?;
+        let mic_on = glasses
+            .mic
+            .last()
+            .map(|m| m.0)
+            .ok_or("no microphone change")?;
+        let t0 = glasses.stream(&pcm, &realtime(pcm.len(), FRAME))?;
+        glasses.idle(Duration::from_secs(3))?;
+        let captions = captions_of(&stack.app.drain());
 
-fn prerequisites() -> Option<PathBuf> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let mut missing = Vec::new();
-    for tool in ["espeak-ng", "node", "npm"] {
-        if !runs(Command::new(tool).arg("--version")) {
-            missing.push(tool.to_string());
-        }
-    }
-    if !runs(Command::new("python3").args(["-c", "import pocketsphinx"])) {
-        missing.push(
-            "python3 with pocketsphinx (pip install -r contrib/transcriber/requirements.txt)"
-                .into(),
-        );
-    }
-    if !missing.is_empty() {
-        let msg = format!("live captions test skipped: missing {}", missing.join(", "));
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{msg}; failing because CI=true");
-        }
-        eprintln!("{msg}");
-        return None;
-    }
-    let app_dir = root.join("examples/live-captions");
-    if !app_dir
-        .join("node_modules/@mentra/sdk/package.json")
-        .exists()
-    {
-        let out = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(&app_dir)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run npm ci");
-        assert!(
-            out.status.success(),
-            "`npm ci` in examples/live-captions failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Some(root)
-}
-
-fn runs(cmd: &mut Command) -> bool {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// One sentence on the stream's audio clock (ms from the first sample).
-struct Spoken {
-    text: &'static str,
-    start_ms: u64,
-    end_ms: u64,
-}
-
-fn run(root: &Path, dir: &Path) -> R {
-    let (pcm, spoken) = speech(dir)?;
-    let port = free_port()?;
-    let app_port = free_port()?;
-    let stt_port = free_port()?;
-    let sock = dir.join("edge.sock");
-    let config = json!({
-        "listen": [format!("127.0.0.1:{port}"), format!("unix:{}", sock.display())],
-        "publicWsUrl": format!("ws://127.0.0.1:{port}"),
-        "internalWsUrl": format!("ws://127.0.0.1:{port}"),
-        "jwtSecret": JWT_SECRET,
-        "apps": [{
-            "packageName": APP, "name": "Live Captions",
-            "publicUrl": format!("http://127.0.0.1:{app_port}"),
-            "hashedApiKey": sha256_hex(APP_KEY), "isSystemApp": false,
-            "permissions": ["MICROPHONE"], "allowedAddresses": [],
-        }, {
-            "packageName": STT, "name": "On-box transcriber",
-            "publicUrl": format!("http://127.0.0.1:{stt_port}"),
-            "hashedApiKey": sha256_hex(STT_KEY), "isSystemApp": true,
-            "permissions": ["MICROPHONE"], "allowedAddresses": ["unix"],
-            "publishes": ["transcription"],
-        }],
-    });
-    let config_path = dir.join("edge.json");
-    fs::write(&config_path, config.to_string()).map_err(|e| e.to_string())?;
-
-    let _server = Proc::spawn(
-        Command::new(env!("CARGO_BIN_EXE_augmentos-edge"))
-            .args(["serve", "--config"])
-            .arg(&config_path),
-        dir,
-        "server",
-    )?;
-    let deadline = Instant::now() + STEP;
-    while TcpStream::connect(("127.0.0.1", port)).is_err() || UnixStream::connect(&sock).is_err() {
-        if Instant::now() > deadline {
-            return Err("the server did not listen".into());
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-    let mut stt = Proc::spawn(
-        Command::new("python3")
-            .arg(root.join("contrib/transcriber/transcriber.py"))
-            .arg("--socket")
-            .arg(&sock)
-            .args(["--port", &stt_port.to_string(), "--package", STT])
-            .env("TRANSCRIBER_API_KEY", STT_KEY),
-        dir,
-        "transcriber",
-    )?;
-    let mut app = Proc::spawn(
-        Command::new("node")
-            .arg("captions.mjs")
-            .current_dir(root.join("examples/live-captions"))
-            .env("PORT", app_port.to_string())
-            .env("PACKAGE_NAME", APP)
-            .env("API_KEY", APP_KEY),
-        dir,
-        "captions",
-    )?;
-    stt.wait_event("listening", STEP)?;
-    app.wait_event("listening", STEP)?;
-
-    let token = cli(&[
-        "token",
-        "--user",
-        USER,
-        "--config",
-        &config_path.to_string_lossy(),
-    ])?;
-    let mut glasses = Glasses::connect(port, &token, &dir.join("glasses.log"))?;
-    glasses.send(json!({"type": "connection_init"}))?;
-    glasses.send(json!({"type": "start_app", "packageName": APP}))?;
-    app.wait_event("session", STEP)?;
-
-    // Everything the glasses receive, with its arrival time.
-    let mut displays: Vec<(Instant, String)> = Vec::new();
-    let deadline = Instant::now() + STEP;
-    let mic_on = loop {
-        if Instant::now() > deadline {
-            return Err("no microphone_state_change with isMicrophoneEnabled: true".into());
-        }
-        if let Some(m) = glasses.read()? {
-            if m["type"] == "microphone_state_change" && m["isMicrophoneEnabled"] == true {
-                break Instant::now();
-            }
-            if let Some(t) = display_text(&m) {
-                displays.push((Instant::now(), t));
-            }
-        }
-    };
-    let before_mic = displays.len();
-    // The app's subscription travels on its own connection; give it a moment to be applied.
-    thread::sleep(Duration::from_millis(500));
-
-    // Real time: 20 ms frames on a fixed schedule, reading the glasses in between.
-    glasses.set_read_timeout(Duration::from_millis(2))?;
-    let t0 = Instant::now();
-    for (i, frame) in pcm.chunks(640).enumerate() {
-        let due = t0 + Duration::from_millis(20 * i as u64);
-        while Instant::now() < due {
-            if let Some(m) = glasses.read()? {
-                if let Some(t) = display_text(&m) {
-                    displays.push((Instant::now(), t));
-                }
-            }
-        }
-        glasses.send_binary(frame)?;
-    }
-    let end = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < end {
-        if let Some(m) = glasses.read()? {
-            if let Some(t) = display_text(&m) {
-                displays.push((Instant::now(), t));
-            }
-        }
-    }
-    let captions = app.drain();
-
-    // No caption before the microphone was on.
-    let shown: Vec<&str> = captions.iter().filter_map(|c| c["text"].as_str()).collect();
-    if let Some((_, t)) = displays[..before_mic]
-        .iter()
-        .find(|(_, t)| shown.contains(&t.as_str()))
-    {
-        return Err(format!(
-            "a caption reached the glasses before the microphone was enabled: {t:?}"
-        ));
-    }
-    let _ = mic_on;
-
-    // Finals per sentence (by overlap of the transcript's times with the sentence's).
-    let mut finals: Vec<Vec<&Value>> = vec![Vec::new(); SENTENCES.len()];
-    let mut first_interim: Vec<Option<&Value>> = vec![None; SENTENCES.len()];
-    for c in &captions {
-        let (s, e) = (
-            c["startTime"].as_u64().unwrap_or(0),
-            c["endTime"].as_u64().unwrap_or(0),
-        );
-        let Some(k) = (0..spoken.len()).max_by_key(|&k| {
-            e.min(spoken[k].end_ms + GAP_MS as u64 / 2)
-                .saturating_sub(s.max(spoken[k].start_ms.saturating_sub(GAP_MS as u64 / 2)))
-        }) else {
-            continue;
-        };
-        if c["isFinal"] == true {
-            finals[k].push(c);
-        } else if first_interim[k].is_none() {
-            first_interim[k] = Some(c);
-        }
-    }
-    let arrival = |text: &str| displays.iter().find(|(_, t)| t == text).map(|(at, _)| *at);
-    let mut final_ms = Vec::new();
-    let mut interim_ms = Vec::new();
-    let (mut hit, mut total, mut errors) = (0usize, 0usize, 0usize);
-    let mut report = String::new();
-    for (k, s) in spoken.iter().enumerate() {
-        let heard: Vec<String> = finals[k]
+        let shown: Vec<&str> = captions.iter().filter_map(|c| c["text"].as_str()).collect();
+        if let Some((_, t)) = glasses
+            .displays
             .iter()
-            .flat_map(|c| words(c["heard"].as_str().unwrap_or("")))
-            .collect();
-        let said = words(s.text);
-        let mut pool: HashMap<&str, usize> = HashMap::new();
-        for w in &heard {
-            *pool.entry(w).or_default() += 1;
-        }
-        for w in &said {
-            if let Some(n) = pool.get_mut(w.as_str()).filter(|n| **n > 0) {
-                *n -= 1;
-                hit += 1;
-            }
-        }
-        total += said.len();
-        errors += edit_distance(&said, &heard);
-        report += &format!("\n  said {:?} heard {:?}", s.text, heard.join(" "));
-        if let Some(last) = finals[k].last() {
-            if let Some(at) = arrival(last["text"].as_str().unwrap_or("")) {
-                let end = t0 + Duration::from_millis(s.end_ms);
-                final_ms.push(at.saturating_duration_since(end).as_millis() as u64);
-            }
-        } else {
-            return Err(format!("no final caption for {:?}{report}", s.text));
-        }
-        if let Some(c) = first_interim[k] {
-            if let Some(at) = arrival(c["text"].as_str().unwrap_or("")) {
-                let start = t0 + Duration::from_millis(s.start_ms);
-                interim_ms.push(at.saturating_duration_since(start).as_millis() as u64);
-            }
-        }
-    }
-    let recall = hit as f64 / total as f64;
-    final_ms.sort_unstable();
-    interim_ms.sort_unstable();
-    eprintln!(
-        "live captions: word recall {recall:.2} ({hit}/{total}), WER {:.2}; sentence end → final \
-         caption on the glasses {final_ms:?} ms; sentence start → first interim {interim_ms:?} ms{report}",
-        errors as f64 / total as f64
-    );
-    if recall < MIN_RECALL {
-        return Err(format!(
-            "word recall {recall:.2} below {MIN_RECALL}{report}"
-        ));
-    }
-    Ok(())
-}
-
-/// The sentences spoken by espeak-ng, resampled to 16 kHz, with silence around each.
-fn speech(dir: &Path) -> R<(Vec<u8>, Vec<Spoken>)> {
-    let mut samples: Vec<i16> = vec![0; RATE * GAP_MS / 1000];
-    let mut spoken = Vec::new();
-    for (i, text) in SENTENCES.iter().enumerate() {
-        let wav = dir.join(format!("s{i}.wav"));
-        let out = Command::new("espeak-ng")
-            .args(["-v", "en-us", "-w"])
-            .arg(&wav)
-            .arg(text)
-            .output()
-            .map_err(|e| format!("espeak-ng: {e}"))?;
-        if !out.status.success() {
+            .find(|(at, t)| *at < mic_on && shown.contains(&t.as_str()))
+        {
             return Err(format!(
-                "espeak-ng failed: {}",
-                String::from_utf8_lossy(&out.stderr)
+                "a caption reached the glasses before the microphone was enabled: {t:?}"
             ));
         }
-        let (rate, pcm) = read_wav(&fs::read(&wav).map_err(|e| e.to_string())?)?;
-        let start_ms = (samples.len() * 1000 / RATE) as u64;
-        samples.extend(resample(&pcm, rate, RATE));
-        spoken.push(Spoken {
-            text,
-            start_ms,
-            end_ms: (samples.len() * 1000 / RATE) as u64,
-        });
-        samples.extend(std::iter::repeat_n(0, RATE * GAP_MS / 1000));
-    }
-    let bytes: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
-    fs::write(dir.join("speech.raw"), &bytes).map_err(|e| e.to_string())?;
-    Ok((bytes, spoken))
-}
-
-/// 16-bit mono PCM WAV → (sample rate, samples). The data chunk runs to the end of the file.
-fn read_wav(b: &[u8]) -> R<(usize, Vec<i16>)> {
-    if b.len() < 44 || &b[0..4] != b"RIFF" || &b[8..12] != b"WAVE" {
-        return Err("espeak-ng wrote no WAV".into());
-    }
-    let (mut i, mut rate) = (12, 0);
-    while i + 8 <= b.len() {
-        let id = &b[i..i + 4];
-        let len = u32::from_le_bytes([b[i + 4], b[i + 5], b[i + 6], b[i + 7]]) as usize;
-        if id == b"fmt " {
-            let f = &b[i + 8..];
-            if u16::from_le_bytes([f[2], f[3]]) != 1 || u16::from_le_bytes([f[14], f[15]]) != 16 {
-                return Err("espeak-ng WAV is not 16-bit mono".into());
-            }
-            rate = u32::from_le_bytes([f[4], f[5], f[6], f[7]]) as usize;
-        } else if id == b"data" {
-            let data = &b[i + 8..];
-            let pcm = data
-                .chunks_exact(2)
-                .map(|c| i16::from_le_bytes([c[0], c[1]]))
-                .collect();
-            return Ok((rate, pcm));
+        let sc = score(&captions, &spoken, &glasses.displays, t0);
+        eprintln!("live captions (phrase list): {}", sc.summary());
+        if let Some(k) = sc.finals.iter().position(|f| !f) {
+            return Err(format!(
+                "no final caption for {:?}{}",
+                SENTENCES[k], sc.report
+            ));
         }
-        i += 8 + len + (len & 1);
-    }
-    Err("no data chunk in the WAV".into())
-}
+        if sc.recall() < MIN_RECALL {
+            return Err(format!(
+                "word recall {:.2} below {MIN_RECALL}{}",
+                sc.recall(),
+                sc.report
+            ));
+        }
+        general_model_recall(&stack.root, &stack.dir.0);
 
-/// Linear interpolation after a 3-tap low-pass (enough for 22.05 → 16 kHz speech).
-fn resample(x: &[i16], from: usize, to: usize) -> Vec<i16> {
-    let f: Vec<f64> = (0..x.len())
-        .map(|i| {
-            let a = x[i.saturating_sub(1)] as f64;
-            let c = x[(i + 1).min(x.len() - 1)] as f64;
-            0.25 * a + 0.5 * x[i] as f64 + 0.25 * c
-        })
-        .collect();
-    let n = x.len() * to / from;
-    (0..n)
-        .map(|j| {
-            let p = j as f64 * from as f64 / to as f64;
-            let i = p as usize;
-            let t = p - i as f64;
-            let b = f.get(i + 1).copied().unwrap_or(f[i]);
-            (f[i] * (1.0 - t) + b * t).round().clamp(-32768.0, 32767.0) as i16
-        })
-        .collect()
-}
-
-fn words(s: &str) -> Vec<String> {
-    s.split_whitespace()
-        .map(|w| {
-            w.trim_matches(|c: char| !c.is_alphanumeric())
-                .to_lowercase()
-        })
-        .filter(|w| !w.is_empty())
-        .collect()
-}
-
-fn edit_distance(a: &[String], b: &[String]) -> usize {
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, x) in a.iter().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, y) in b.iter().enumerate() {
-            cur.push(
-                (prev[j] + usize::from(x != y))
-                    .min(prev[j + 1] + 1)
-                    .min(cur[j] + 1),
+        // The glasses stop the app; audio keeps coming; nothing may be captioned any more.
+        glasses.send(json!({"type": "stop_app", "packageName": APP}))?;
+        stack.app.wait_event("stop", STEP)?;
+        let stopped = Instant::now();
+        glasses.wait_mic(false, STEP)?;
+        let (more, _) = speech(&stack.dir.0, &SENTENCES[..1])?;
+        glasses.stream(&more, &realtime(more.len(), FRAME))?;
+        glasses.idle(Duration::from_secs(1))?;
+        let after = captions_of(&stack.app.drain());
+        if let Some(c) = after.first() {
+            return Err(format!("a caption after the app stopped: {c}"));
+        }
+        if let Some((_, t)) = glasses
+            .displays
+            .iter()
+            .find(|(at, t)| *at > stopped && shown.contains(&t.as_str()))
+        {
+            return Err(format!(
+                "the glasses showed a caption after the app stopped: {t:?}"
+            ));
+        }
+        if glasses.mic.last().is_some_and(|m| m.1) {
+            return Err(
+                "the microphone was switched on again with no app wanting transcripts".into(),
             );
         }
-        prev = cur;
-    }
-    prev[b.len()]
+        Ok(())
+    });
 }
 
-fn display_text(m: &Value) -> Option<String> {
-    if m["type"] != "display_event" {
-        return None;
-    }
-    m["layout"]["text"].as_str().map(str::to_string)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Processes, the glasses client, helpers
-// ---------------------------------------------------------------------------------------------
-
-/// A child process; stdout lines that are JSON objects with an `event` arrive on a channel.
-struct Proc {
-    child: Child,
-    events: Receiver<Value>,
-}
-
-impl Proc {
-    fn spawn(cmd: &mut Command, dir: &Path, name: &str) -> R<Proc> {
-        let stderr = File::create(dir.join(format!("{name}.stderr"))).map_err(|e| e.to_string())?;
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .map_err(|e| format!("cannot start {name}: {e}"))?;
-        let stdout = child.stdout.take().expect("piped");
-        let mut copy = File::create(dir.join(format!("{name}.stdout"))).ok();
-        let (tx, events) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(f) = copy.as_mut() {
-                    let _ = writeln!(f, "{line}");
-                }
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    if v["event"].is_string() && tx.send(v).is_err() {
-                        break;
-                    }
-                }
+/// The general model's recall on the same sentences, offline (printed, not asserted).
+fn general_model_recall(root: &Path, dir: &Path) {
+    let out = Command::new("python3")
+        .arg(root.join("contrib/transcriber/evaluate.py"))
+        .arg("--compare")
+        .arg("--phrases")
+        .arg(dir.join("phrases.txt"))
+        .args(SENTENCES)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {
+            for line in String::from_utf8_lossy(&o.stdout).lines() {
+                eprintln!("offline (contrib/transcriber/evaluate.py): {line}");
             }
-        });
-        Ok(Proc { child, events })
+        }
+        Ok(o) => eprintln!("evaluate.py failed: {}", String::from_utf8_lossy(&o.stderr)),
+        Err(e) => eprintln!("evaluate.py did not run: {e}"),
     }
+}
 
-    fn wait_event(&mut self, name: &str, within: Duration) -> R<Value> {
-        let deadline = Instant::now() + within;
+#[test]
+fn bad_audio_then_captions() {
+    with_stack(Options::default(), |stack| {
+        let (clean, spoken) = speech(&stack.dir.0, &SENTENCES[1..2])?;
+        let quiet = silence(2000);
+        let mut rough = noise(800, 12_000);
+        rough.extend(clipped(&clean, 16));
+        let mut glasses = stack.glasses()?;
+        // 1. Silence in awkward chunk sizes: nothing to caption.
+        let t0 = glasses.stream(&quiet, &odd_chunks(quiet.len()))?;
+        glasses.idle(Duration::from_millis(500))?;
+        let from_silence = captions_of(&stack.app.drain());
+        if let Some(c) = from_silence.first() {
+            return Err(format!("a caption from silence: {c}"));
+        }
+        // 2. Loud noise and clipped speech, in half-second bursts: no crash, whatever is heard.
+        glasses.stream(&rough, &bursts(rough.len(), 500))?;
+        glasses.idle(Duration::from_secs(2))?;
+        stack.app.drain();
+        // 3. A clean sentence, in real time: still captioned.
+        let shift = (quiet.len() + rough.len()) as u64 * 1000 / (2 * RATE as u64);
+        let spoken: Vec<Spoken> = spoken
+            .into_iter()
+            .map(|s| Spoken {
+                start_ms: s.start_ms + shift,
+                end_ms: s.end_ms + shift,
+                ..s
+            })
+            .collect();
+        let t1 = glasses.stream(&clean, &realtime(clean.len(), FRAME))?;
+        glasses.idle(Duration::from_secs(2))?;
+        let captions = captions_of(&stack.app.drain());
+        // The transcriber's clock counts all the audio; the score's t0 is where it started.
+        let t0 = t1.checked_sub(Duration::from_millis(shift)).unwrap_or(t0);
+        let sc = score(&captions, &spoken, &glasses.displays, t0);
+        eprintln!("after bad audio: {}", sc.summary());
+        if !sc.finals[0] || sc.hit == 0 {
+            return Err(format!(
+                "the clean sentence after bad audio was not captioned{}",
+                sc.report
+            ));
+        }
+        if !stack.stt.alive() {
+            return Err("the transcriber died".into());
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn transcriber_crash_mid_utterance() {
+    let opts = Options {
+        // Mid-way through the first sentence (which starts after GAP_MS of silence).
+        stt_args: vec!["--test-crash-after-ms".into(), (GAP_MS + 900).to_string()],
+        timings: json!({"appReconnectGraceMs": 300, "restartBackoffMs": 500, "restartAttempts": 6}),
+        ..Options::default()
+    };
+    with_stack(opts, |stack| {
+        let (first, _) = speech(&stack.dir.0, &SENTENCES[..1])?;
+        let mut glasses = stack.glasses()?;
+        stack.stt.wait_event("connected", STEP)?;
+        let cut = (GAP_MS + 1200) * 2 * RATE / 1000;
+        glasses.stream(&first[..cut], &realtime(cut, FRAME))?;
+        let code = stack.stt.wait_exit(STEP)?;
+        if code != Some(70) {
+            return Err(format!(
+                "the transcriber did not crash on cue (exit {code:?})"
+            ));
+        }
+        // Its supervisor (systemd's Restart=) starts it again; the box restarts the app for the
+        // session through its restart path, which reaches the new process's webhook.
+        stack.restart_transcriber("transcriber-restarted")?;
+        let deadline = Instant::now() + STEP;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.events.recv_timeout(left) {
-                Ok(v) if v["event"] == name => return Ok(v),
-                Ok(v) if v["event"] == "error" || v["event"] == "fatal" => {
-                    return Err(format!("process reported {v}"))
-                }
-                Ok(_) => {}
-                Err(_) => return Err(format!("no {name:?} event within {within:?}")),
+            glasses.idle(Duration::from_millis(100))?;
+            if stack.stt.drain().iter().any(|e| e["event"] == "connected") {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(
+                    "the box did not start the restarted transcriber for the session".into(),
+                );
             }
         }
-    }
-
-    /// The `caption` events so far.
-    fn drain(&mut self) -> Vec<Value> {
-        self.events
-            .try_iter()
-            .filter(|v| v["event"] == "caption")
-            .collect()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct Glasses {
-    ws: WebSocket<TcpStream>,
-    log: Option<File>,
-}
-
-impl Glasses {
-    fn connect(port: u16, token: &str, log: &Path) -> R<Glasses> {
-        let stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-        stream
-            .set_read_timeout(Some(STEP))
-            .map_err(|e| e.to_string())?;
-        let mut req = format!("ws://127.0.0.1:{port}/glasses-ws")
-            .into_client_request()
-            .map_err(|e| e.to_string())?;
-        let bearer =
-            HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| e.to_string())?;
-        req.headers_mut().insert("Authorization", bearer);
-        let (ws, _) = tungstenite::client::client(req, stream).map_err(|e| e.to_string())?;
-        let mut g = Glasses {
-            ws,
-            log: File::create(log).ok(),
-        };
-        g.set_read_timeout(Duration::from_millis(200))?;
-        Ok(g)
-    }
-
-    fn set_read_timeout(&mut self, d: Duration) -> R {
-        self.ws
-            .get_ref()
-            .set_read_timeout(Some(d))
-            .map_err(|e| e.to_string())
-    }
-
-    fn send(&mut self, v: Value) -> R {
-        if let Some(f) = self.log.as_mut() {
-            let _ = writeln!(f, "> {v}");
+        let before = stack.app.drain();
+        // The microphone may have gone off while no transcriber listened (after the box's
+        // debounce); it must be on again before the next sentence.
+        glasses.idle(Duration::from_millis(300))?;
+        if glasses.mic.last().is_some_and(|m| !m.1) {
+            glasses.wait_mic(true, STEP)?;
+            glasses.idle(Duration::from_millis(300))?;
         }
-        self.ws
-            .send(Message::text(v.to_string()))
-            .map_err(|e| format!("glasses send: {e}"))
-    }
-
-    fn send_binary(&mut self, b: &[u8]) -> R {
-        self.ws
-            .send(Message::binary(b.to_vec()))
-            .map_err(|e| format!("glasses audio send: {e}"))
-    }
-
-    fn read(&mut self) -> R<Option<Value>> {
-        match self.ws.read() {
-            Ok(Message::Text(t)) => {
-                if let Some(f) = self.log.as_mut() {
-                    let _ = writeln!(f, "< {}", t.as_str());
-                }
-                serde_json::from_str(t.as_str())
-                    .map(Some)
-                    .map_err(|e| e.to_string())
-            }
-            Ok(Message::Close(c)) => Err(format!("the server closed the glasses' socket: {c:?}")),
-            Ok(_) => Ok(None),
-            Err(tungstenite::Error::Io(e))
-                if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(format!("glasses read: {e}")),
+        let (next, spoken) = speech(&stack.dir.0, &SENTENCES[1..2])?;
+        let t0 = glasses.stream(&next, &realtime(next.len(), FRAME))?;
+        glasses.idle(Duration::from_secs(2))?;
+        let after = stack.app.drain();
+        if let Some(e) = before
+            .iter()
+            .chain(&after)
+            .find(|e| e["event"] == "stop" || e["event"] == "session")
+        {
+            return Err(format!("the captions app did not keep its session: {e}"));
         }
-    }
-}
-
-fn cli(args: &[&str]) -> R<String> {
-    let out = Command::new(env!("CARGO_BIN_EXE_augmentos-edge"))
-        .args(args)
-        .output()
-        .map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        return Err(format!(
-            "augmentos-edge {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-fn sha256_hex(s: &str) -> String {
-    Sha256::digest(s.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-fn free_port() -> R<u16> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
-}
-
-fn tail(path: &Path, n: usize) -> String {
-    let text = fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> R<TempDir> {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let p = std::env::temp_dir().join(format!("edge-cap-{}-{nanos:x}", std::process::id()));
-        fs::create_dir_all(&p).map_err(|e| e.to_string())?;
-        Ok(TempDir(p))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if std::env::var_os("CAPTIONS_KEEP").is_none() {
-            let _ = fs::remove_dir_all(&self.0);
+        let sc = score(&captions_of(&after), &spoken, &glasses.displays, t0);
+        eprintln!("after the transcriber's restart: {}", sc.summary());
+        if !sc.finals[0] || sc.hit == 0 {
+            return Err(format!(
+                "no captions after the transcriber's restart{}",
+                sc.report
+            ));
         }
-    }
+        Ok(())
+    });
+}
+
+#[test]
+fn slow_transcriber_drops_audio() {
+    let opts = Options {
+        stt_args: ["--test-rtf", "3", "--max-backlog-ms", "1000"]
+            .map(String::from)
+            .to_vec(),
+        ..Options::default()
+    };
+    with_stack(opts, |stack| {
+        let (pcm, _) = speech(&stack.dir.0, &SENTENCES[2..])?;
+        let mut glasses = stack.glasses()?;
+        glasses.stream(&pcm, &realtime(pcm.len(), FRAME))?;
+        glasses.idle(Duration::from_millis(1500))?;
+        let m = stack.transcriber_metrics()?;
+        let get = |k: &str| m.get(k).copied().unwrap_or(f64::NAN);
+        let (received, dropped, backlog) = (
+            get("transcriber_audio_received_seconds_total"),
+            get("transcriber_audio_dropped_seconds_total"),
+            get("transcriber_backlog_max_seconds"),
+        );
+        eprintln!(
+            "slow transcriber (3x real time, 1 s cap): received {received:.2} s, dropped \
+             {dropped:.2} s, most backlog {backlog:.2} s"
+        );
+        let sent = pcm.len() as f64 / (2 * RATE) as f64;
+        if (received - sent).abs() > 0.05 {
+            return Err(format!("the transcriber received {received} s of {sent} s"));
+        }
+        // At a third of real time it can keep up with at most a third of the audio.
+        if dropped.is_nan() || dropped <= sent / 3.0 {
+            return Err(format!("only {dropped} s of {sent} s dropped"));
+        }
+        if backlog.is_nan() || backlog > 1.0 + FRAME as f64 / (2 * RATE) as f64 {
+            return Err(format!("the backlog reached {backlog} s, past its 1 s cap"));
+        }
+        let log =
+            std::fs::read_to_string(stack.dir.0.join("transcriber.stderr")).unwrap_or_default();
+        if !log.contains("event=audio_dropped") {
+            return Err("the transcriber did not log its drops".into());
+        }
+        if !stack.stt.alive() {
+            return Err("the transcriber died".into());
+        }
+        Ok(())
+    });
 }

@@ -20,15 +20,16 @@ and run it as
 
 If recognition is slower than real time, audio waiting for the recogniser is capped
 (`--max-backlog-ms`): the oldest is dropped and the drop is logged, so captions fall behind by
-at most that much. Logs are key=value lines on stderr.
+at most that much. Logs are key=value lines on stderr (`audio_dropped` at most once a second
+while audio is being dropped, `session_end` with the session's received, dropped and most
+backlogged audio); GET /metrics on the webhook port gives the same as Prometheus text. Two hidden options exist for tests
+only: `--test-rtf R` makes recognition take R times real time, `--test-crash-after-ms N`
+makes the process exit abruptly once a session has received N ms of audio.
 """
 
 import argparse
-import base64
 import json
 import os
-import socket
-import struct
 import sys
 import threading
 import time
@@ -36,6 +37,13 @@ from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from recognizer import SAMPLE_RATE, PocketSphinxRecognizer
+from wsclient import WebSocket, WebSocketClosed
+
+
+def emit(event, **fields):
+    """One JSON object a line on stdout, for whoever supervises the process."""
+    sys.stdout.write(json.dumps({"event": event, **fields}) + "\n")
+    sys.stdout.flush()
 
 
 def log(event, **fields):
@@ -45,129 +53,127 @@ def log(event, **fields):
 
 
 # ----------------------------------------------------------------------------------------------
-# A minimal WebSocket client (RFC 6455) over a Unix socket
-# ----------------------------------------------------------------------------------------------
-
-
-class WebSocketClosed(Exception):
-    pass
-
-
-class UnixWebSocket:
-    """Blocking client: `send_text`, `recv` -> (opcode, payload). One reader, many writers."""
-
-    def __init__(self, path, resource="/app-ws", timeout=10.0):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        self.sock.connect(path)
-        self.send_lock = threading.Lock()
-        key = base64.b64encode(os.urandom(16)).decode()
-        request = (
-            f"GET {resource} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
-        self.sock.sendall(request.encode())
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = self.sock.recv(4096)
-            if not chunk:
-                raise WebSocketClosed("closed during the handshake")
-            head += chunk
-        head, self.buf = head.split(b"\r\n\r\n", 1)
-        status = head.split(b"\r\n", 1)[0]
-        if b" 101 " not in status + b" ":
-            raise WebSocketClosed(f"upgrade refused: {status.decode(errors='replace')}")
-        self.sock.settimeout(None)
-
-    def _read(self, n):
-        while len(self.buf) < n:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise WebSocketClosed("connection closed")
-            self.buf += chunk
-        out, self.buf = self.buf[:n], self.buf[n:]
-        return out
-
-    def _send_frame(self, opcode, payload):
-        mask = os.urandom(4)
-        n = len(payload)
-        if n < 126:
-            header = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
-        elif n < 65536:
-            header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
-        else:
-            header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        with self.send_lock:
-            self.sock.sendall(header + mask + masked)
-
-    def send_text(self, text):
-        self._send_frame(0x1, text.encode())
-
-    def recv(self):
-        """The next whole message as (opcode, payload); answers pings; raises on close."""
-        parts, first_op = [], None
-        while True:
-            b0, b1 = self._read(2)
-            fin, opcode, n = b0 & 0x80, b0 & 0x0F, b1 & 0x7F
-            if n == 126:
-                (n,) = struct.unpack("!H", self._read(2))
-            elif n == 127:
-                (n,) = struct.unpack("!Q", self._read(8))
-            mask = self._read(4) if b1 & 0x80 else None
-            payload = self._read(n)
-            if mask:
-                payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-            if opcode == 0x9:
-                self._send_frame(0xA, payload)
-                continue
-            if opcode == 0xA:
-                continue
-            if opcode == 0x8:
-                try:
-                    self._send_frame(0x8, payload[:2])
-                except OSError:
-                    pass
-                code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
-                raise WebSocketClosed(f"closed by the box ({code} {payload[2:].decode(errors='replace')})")
-            if opcode != 0x0:
-                first_op = opcode
-            parts.append(payload)
-            if fin:
-                return first_op, b"".join(parts)
-
-    def close(self):
-        try:
-            self._send_frame(0x8, struct.pack("!H", 1000))
-        except OSError:
-            pass
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-
-# ----------------------------------------------------------------------------------------------
 # One session: connection, audio backlog, recogniser thread
 # ----------------------------------------------------------------------------------------------
 
 
+class Metrics:
+    """Counters over all sessions, served as Prometheus text at GET /metrics on the webhook."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.audio_received_bytes = 0
+        self.audio_dropped_bytes = 0
+        self.backlog_max_bytes = 0
+        self.results = {"interim": 0, "final": 0}
+        self.sessions = 0
+
+    def add(self, **deltas):
+        with self.lock:
+            for k, v in deltas.items():
+                setattr(self, k, getattr(self, k) + v)
+
+    def text(self):
+        sec = SAMPLE_RATE * 2
+        with self.lock:
+            rows = [
+                ("transcriber_sessions", "gauge", "sessions connected", self.sessions),
+                ("transcriber_audio_received_seconds_total", "counter",
+                 "audio received from the box", self.audio_received_bytes / sec),
+                ("transcriber_audio_dropped_seconds_total", "counter",
+                 "audio dropped unrecognised because recognition fell behind",
+                 self.audio_dropped_bytes / sec),
+                ("transcriber_backlog_max_seconds", "gauge",
+                 "the most audio ever waiting for the recogniser", self.backlog_max_bytes / sec),
+            ]
+            results = dict(self.results)
+        out = []
+        for name, kind, doc, value in rows:
+            out += [f"# HELP {name} {doc}", f"# TYPE {name} {kind}", f"{name} {value:g}"]
+        out += ["# HELP transcriber_results_total transcripts published",
+                "# TYPE transcriber_results_total counter"]
+        out += [f'transcriber_results_total{{kind="{k}"}} {v}' for k, v in sorted(results.items())]
+        return "\n".join(out) + "\n"
+
+
+class Backlog:
+    """Audio waiting for the recogniser, capped: past `max_bytes` the oldest chunks are dropped
+    (the newest chunk is always kept). Dropped audio still counts on the audio clock
+    (`take` returns how much was skipped before the chunk), so later timestamps stay right."""
+
+    def __init__(self, max_bytes):
+        self.max_bytes = max_bytes
+        self.chunks = deque()
+        self.bytes = 0
+        self.pending_skip = 0
+        self.max_seen = 0
+
+    def push(self, pcm):
+        """Adds a chunk; returns how many bytes were dropped to make room."""
+        self.chunks.append(pcm)
+        self.bytes += len(pcm)
+        dropped = 0
+        while self.bytes > self.max_bytes and len(self.chunks) > 1:
+            old = self.chunks.popleft()
+            self.bytes -= len(old)
+            dropped += len(old)
+        self.pending_skip += dropped
+        self.max_seen = max(self.max_seen, self.bytes)
+        return dropped
+
+    def take(self):
+        """(bytes skipped before it, the oldest chunk), or None when empty."""
+        if not self.chunks:
+            return None
+        skip, self.pending_skip = self.pending_skip, 0
+        pcm = self.chunks.popleft()
+        self.bytes -= len(pcm)
+        return skip, pcm
+
+
+class Spares:
+    """One recogniser kept loaded ahead of need. Loading a model takes a while (seconds on a busy
+    box) and holds the interpreter meanwhile, so it is done before serving and again when a
+    session ends, never while a session starts (which would make it drop its first audio)."""
+
+    def __init__(self, make):
+        self.make = make
+        self.lock = threading.Lock()
+        self.ready = make()
+
+    def refill(self):
+        with self.lock:
+            if self.ready is not None:
+                return
+        recogniser = self.make()
+        with self.lock:
+            self.ready = self.ready or recogniser
+
+    def take(self):
+        with self.lock:
+            recogniser, self.ready = self.ready, None
+        return recogniser or self.make()
+
+
 class Session:
-    def __init__(self, args, session_id):
+    def __init__(self, args, session_id, metrics, spares):
         self.args = args
+        self.spares = spares
         self.session_id = session_id
+        self.metrics = metrics
         self.ws = None
         self.cond = threading.Condition()
-        self.backlog = deque()  # PCM chunks waiting for the recogniser
-        self.backlog_bytes = 0
+        self.backlog = Backlog(int(args.max_backlog_ms * SAMPLE_RATE * 2 / 1000))
+        self.received_bytes = 0
         self.dropped_bytes = 0
-        self.pending_skip = 0
+        self.unlogged_drop = 0  # dropped since the last audio_dropped line
+        self.drop_logged_at = float("-inf")
         self.closed = False
-        self.max_backlog = int(args.max_backlog_ms * SAMPLE_RATE * 2 / 1000)
+        self.connected = False
 
     def connect(self):
         """Connects and waits for the ack (the webhook is answered after this)."""
-        self.ws = UnixWebSocket(self.args.socket)
+        self.ws = WebSocket(self.args.socket)
         self.ws.send_text(json.dumps({
             "type": "tpa_connection_init",
             "packageName": self.args.package,
@@ -191,7 +197,10 @@ class Session:
             "sessionId": self.session_id,
             "subscriptions": ["audio_chunk"],
         }))
+        self.connected = True
+        self.metrics.add(sessions=1)
         log("connected", session=self.session_id)
+        emit("connected", session=self.session_id)
         threading.Thread(target=self.read_loop, daemon=True).start()
         threading.Thread(target=self.recognise_loop, daemon=True).start()
 
@@ -202,8 +211,13 @@ class Session:
                 if op == 0x2:
                     self.push_audio(payload)
                 elif op == 0x1:
-                    msg = json.loads(payload)
-                    if msg.get("type") in ("tpa_connection_error", "app_stopped"):
+                    try:
+                        msg = json.loads(payload)
+                    except ValueError:
+                        log("bad_message", session=self.session_id, bytes=len(payload))
+                        continue
+                    if isinstance(msg, dict) and msg.get("type") in ("tpa_connection_error",
+                                                                     "app_stopped"):
                         log("box_message", session=self.session_id, message=msg)
         except (WebSocketClosed, OSError) as e:
             log("disconnected", session=self.session_id, reason=str(e))
@@ -211,36 +225,46 @@ class Session:
 
     def push_audio(self, pcm):
         with self.cond:
-            self.backlog.append(pcm)
-            self.backlog_bytes += len(pcm)
-            dropped = 0
-            while self.backlog_bytes > self.max_backlog and len(self.backlog) > 1:
-                old = self.backlog.popleft()
-                self.backlog_bytes -= len(old)
-                dropped += len(old)
-            # Dropped audio still counts on the audio clock, so later timestamps stay right.
-            self.pending_skip += dropped
+            dropped = self.backlog.push(pcm)
+            self.received_bytes += len(pcm)
             self.dropped_bytes += dropped
+            received_ms = self.received_bytes * 1000 // (SAMPLE_RATE * 2)
             self.cond.notify()
-        if dropped:
-            log("audio_dropped", session=self.session_id, ms=dropped * 1000 // (SAMPLE_RATE * 2),
+        self.metrics.add(audio_received_bytes=len(pcm), audio_dropped_bytes=dropped)
+        with self.metrics.lock:
+            self.metrics.backlog_max_bytes = max(self.metrics.backlog_max_bytes,
+                                                 self.backlog.max_seen)
+        self.unlogged_drop += dropped
+        now = time.monotonic()
+        if self.unlogged_drop and now - self.drop_logged_at >= 1.0:
+            # At most one line a second, however often audio is dropped.
+            log("audio_dropped", session=self.session_id,
+                ms=self.unlogged_drop * 1000 // (SAMPLE_RATE * 2),
                 total_ms=self.dropped_bytes * 1000 // (SAMPLE_RATE * 2))
+            self.unlogged_drop, self.drop_logged_at = 0, now
+        crash = self.args.test_crash_after_ms
+        if crash is not None and received_ms >= crash:
+            # Test hook: die at once, mid-stream, as a crashing engine would.
+            log("test_crash", session=self.session_id, received_ms=received_ms)
+            os._exit(70)
 
     def recognise_loop(self):
-        recogniser = PocketSphinxRecognizer(phrases=self.args.phrases,
-                                            interim_ms=self.args.interim_ms)
+        recogniser = self.spares.take()
         utterance = 0
         while True:
             with self.cond:
-                while not self.backlog and not self.closed:
+                while not self.closed and not self.backlog.chunks:
                     self.cond.wait()
                 if self.closed:
                     return
-                skip, self.pending_skip = self.pending_skip, 0
-                pcm = self.backlog.popleft()
-                self.backlog_bytes -= len(pcm)
+                skip, pcm = self.backlog.take()
+            started = time.monotonic()
             results = recogniser.skip(skip) if skip else []
             results += recogniser.feed(pcm)
+            if self.args.test_rtf:
+                # Test hook: recognition as slow as `test_rtf` times real time.
+                due = started + self.args.test_rtf * len(pcm) / (SAMPLE_RATE * 2)
+                time.sleep(max(0.0, due - time.monotonic()))
             for r in results:
                 self.publish(r, utterance)
                 if r.is_final:
@@ -257,6 +281,8 @@ class Session:
             "transcribeLanguage": self.args.language,
             "provider": "pocketsphinx",
         }
+        with self.metrics.lock:
+            self.metrics.results["final" if r.is_final else "interim"] += 1
         log("final" if r.is_final else "interim", session=self.session_id, text=r.text,
             start_ms=r.start_ms, end_ms=r.end_ms)
         try:
@@ -267,10 +293,17 @@ class Session:
 
     def stop(self):
         with self.cond:
-            self.closed = True
+            was_closed, self.closed = self.closed, True
             self.cond.notify()
         if self.ws:
             self.ws.close()
+        if self.connected and not was_closed:
+            threading.Thread(target=self.spares.refill, daemon=True).start()
+            self.metrics.add(sessions=-1)
+            log("session_end", session=self.session_id,
+                received_ms=self.received_bytes * 1000 // (SAMPLE_RATE * 2),
+                dropped_ms=self.dropped_bytes * 1000 // (SAMPLE_RATE * 2),
+                backlog_max_ms=self.backlog.max_seen * 1000 // (SAMPLE_RATE * 2))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -278,7 +311,7 @@ class Session:
 # ----------------------------------------------------------------------------------------------
 
 
-def make_handler(args, sessions, lock):
+def make_handler(args, sessions, lock, metrics, spares):
     class Webhook(BaseHTTPRequestHandler):
         def log_message(self, fmt, *a):
             pass
@@ -287,6 +320,16 @@ def make_handler(args, sessions, lock):
             data = json.dumps(body).encode()
             self.send_response(code)
             self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):
+            if self.path != "/metrics":
+                return self.reply(404, {"status": "error", "message": "not found"})
+            data = metrics.text().encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
@@ -302,7 +345,7 @@ def make_handler(args, sessions, lock):
             kind, session_id = body.get("type"), body.get("sessionId")
             log("webhook", type=kind, session=session_id)
             if kind == "session_request" and session_id:
-                session = Session(args, session_id)
+                session = Session(args, session_id, metrics, spares)
                 try:
                     session.connect()
                 except (OSError, WebSocketClosed, ValueError) as e:
@@ -341,16 +384,20 @@ def main():
                    help="at most one interim result per this much audio (default 300)")
     p.add_argument("--max-backlog-ms", type=int, default=2000,
                    help="audio waiting for the recogniser past this is dropped (default 2000)")
+    p.add_argument("--test-rtf", type=float, help=argparse.SUPPRESS)
+    p.add_argument("--test-crash-after-ms", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
     if not args.api_key:
         p.error("--api-key or TRANSCRIBER_API_KEY is required")
-    # Load the model once before serving, so the first session does not pay for it.
-    PocketSphinxRecognizer(phrases=args.phrases)
-    sessions, lock = {}, threading.Lock()
-    server = ThreadingHTTPServer((args.host, args.port), make_handler(args, sessions, lock))
+    # The first recogniser is loaded before serving, so the first session does not wait for it.
+    spares = Spares(lambda: PocketSphinxRecognizer(phrases=args.phrases,
+                                                   interim_ms=args.interim_ms))
+    sessions, lock, metrics = {}, threading.Lock(), Metrics()
+    handler = make_handler(args, sessions, lock, metrics, spares)
+    server = ThreadingHTTPServer((args.host, args.port), handler)
     server.daemon_threads = True
     log("listening", host=args.host, port=server.server_address[1])
-    print(json.dumps({"event": "listening", "port": server.server_address[1]}), flush=True)
+    emit("listening", port=server.server_address[1])
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -1,13 +1,14 @@
 // Live captions: an app on the stock `@mentra/sdk@2.1.29` that shows what is said around the
 // wearer as a text wall. Transcripts come from the box's on-box transcriber
-// (contrib/transcriber) through `onTranscription` (the box routes them to the app's
-// `transcription:en-US` subscription). The interim text of the utterance in progress is
+// (contrib/transcriber) through `onTranscriptionForLanguage(LANGUAGE)` (the box routes them to
+// the app's `transcription:<LANGUAGE>` subscription). The interim text of the utterance in progress is
 // replaced in place as it firms up; finals are kept; the last LINES lines, wrapped to WIDTH
 // characters, are shown.
 //
 //   npm ci && PORT=3000 PACKAGE_NAME=com.example.captions API_KEY=… node captions.mjs
 //
-// Env: PORT, PACKAGE_NAME, API_KEY (required); LINES (default 4), WIDTH (default 30).
+// Env: PORT, PACKAGE_NAME, API_KEY (required); LINES (default 4), WIDTH (default 30),
+// LANGUAGE (the transcripts' language, default en-US).
 // stdout carries one JSON object per line ("listening", "session", "caption" with the text
 // shown, "stop", "error"); the SDK's own logs go to stderr.
 // Unless CAPTIONS_ALLOW_NETWORK is set, the SDK's one outside request at start (a version
@@ -50,6 +51,7 @@ const packageName = process.env.PACKAGE_NAME;
 const apiKey = process.env.API_KEY;
 const LINES = Number.parseInt(process.env.LINES ?? "4", 10);
 const WIDTH = Number.parseInt(process.env.WIDTH ?? "30", 10);
+const LANGUAGE = process.env.LANGUAGE || "en-US";
 if (!Number.isInteger(port) || port <= 0 || !packageName || !apiKey) {
   emit("fatal", { message: "PORT, PACKAGE_NAME and API_KEY must be set" });
   process.exit(2);
@@ -100,9 +102,12 @@ class LiveCaptions extends AppServer {
   async onSession(session, sessionId, userId) {
     emit("session", { sessionId, userId });
     const captions = new Captions();
-    session.events.onTranscription((data) => {
+    let shown = "";
+    session.events.onTranscriptionForLanguage(LANGUAGE, (data) => {
       const text = captions.update(String(data?.text ?? ""), data?.isFinal === true);
-      if (!text) return;
+      // An empty final after interim text clears it; before anything was shown, nothing to do.
+      if (!text && !shown) return;
+      shown = text;
       session.layouts.showTextWall(text);
       emit("caption", {
         sessionId,
