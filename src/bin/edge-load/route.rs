@@ -16,7 +16,8 @@
 //! app (or delivery stopped making progress). Server CPU is utime + stime from
 //! /proc/<pid>/stat over that window; it is divided by the deliveries.
 
-use crate::stats::{self, Histogram};
+use crate::peer::{self, Proto};
+use crate::stats::{self, Histogram, Sequence};
 use crate::wsc::{self, Ws};
 use serde_json::{json, Value};
 use std::io::{ErrorKind, Read, Write};
@@ -32,9 +33,11 @@ pub const USAGE: &str =
     "  edge-load route [--sessions N] [--apps M] [--seconds D] [--rate R] [--batch B]
                   [--port P] [--webhook-port W] [--pin-server CPU] [--pin-load CPU] [--json FILE]
                   [--server-pid PID --config FILE] [--write-config FILE]
+                  [--peer PORT | --raw PORT] (with --server-pid PID: a comparison peer)
       N glasses sessions, each with M apps subscribed to button_press, driven flat out (or at R
       messages/s per glasses) for D seconds; reports delivered msgs/s, losses, latency, server
-      RSS and server CPU time per delivered message";
+      RSS and server CPU time per delivered message. --peer/--raw drive a peer of
+      benches/peers/ instead (apps connected directly, no webhooks)";
 
 struct Opts {
     sessions: usize,
@@ -50,6 +53,7 @@ struct Opts {
     server_pid: Option<u32>,
     config: Option<PathBuf>,
     write_config: Option<PathBuf>,
+    peer: Option<(Proto, u16)>,
 }
 
 fn parse(args: &[String]) -> Opts {
@@ -67,6 +71,7 @@ fn parse(args: &[String]) -> Opts {
         server_pid: None,
         config: None,
         write_config: None,
+        peer: None,
     };
     let mut i = 0;
     while i < args.len() {
@@ -88,6 +93,8 @@ fn parse(args: &[String]) -> Opts {
             "--server-pid" => o.server_pid = Some(num(&v)),
             "--config" => o.config = Some(v.into()),
             "--write-config" => o.write_config = Some(v.into()),
+            "--peer" => o.peer = Some((Proto::Ws, num(&v))),
+            "--raw" => o.peer = Some((Proto::Raw, num(&v))),
             _ => crate::usage(),
         }
         i += 2;
@@ -228,9 +235,7 @@ struct AppResult {
     package: String,
     delivered: u64,
     /// Sequence numbers skipped (a later one arrived first).
-    gaps: u64,
-    /// Sequence numbers that arrived after a later one (or twice).
-    reordered: u64,
+    seq: Sequence,
     /// Text messages without a `seq` (not load traffic), and their `type`s.
     other: u64,
     other_types: Vec<String>,
@@ -409,14 +414,12 @@ fn app_reader(mut ws: Ws, session: usize, package: String, sh: &Shared) {
         session,
         package,
         delivered: 0,
-        gaps: 0,
-        reordered: 0,
+        seq: Sequence::default(),
         other: 0,
         other_types: Vec::new(),
         hist: Histogram::default(),
         disconnected: None,
     };
-    let mut next_seq = 0u64;
     let (mut hint_seq, mut hint_t) = (0usize, 0usize);
     let mut frag: Vec<u8> = Vec::new();
     let mut warm = false;
@@ -470,14 +473,7 @@ fn app_reader(mut ws: Ws, session: usize, package: String, sh: &Shared) {
                     if let Some(t) = wsc::field(text, br#""t":"#, &mut hint_t) {
                         r.hist.record(now.saturating_sub(t));
                     }
-                    if seq == next_seq {
-                        next_seq += 1;
-                    } else if seq > next_seq {
-                        r.gaps += seq - next_seq;
-                        next_seq = seq + 1;
-                    } else {
-                        r.reordered += 1;
-                    }
+                    r.seq.see(seq);
                 }
                 // What the teardown brings (app_stopped) is not news.
                 None if sh.stop.load(Relaxed) => {}
@@ -656,8 +652,18 @@ fn route(o: &Opts) -> Result<(), String> {
     }
 
     // The box: one we start on a scratch config, or one already running.
-    let (target, server, pid, mut config_note, scratch) = match o.server_pid {
-        Some(pid) => {
+    let (target, server, pid, mut config_note, scratch) = match (o.peer, o.server_pid) {
+        (Some((proto, port)), pid) => {
+            let pid = pid.ok_or("--peer/--raw need --server-pid PID: the peer's process")?;
+            let t = Target {
+                port,
+                webhook_port: 0,
+                secret: String::new(),
+                packages: (0..o.apps).map(package).collect(),
+            };
+            (t, None, pid, format!("{proto:?} peer on port {port}"), None)
+        }
+        (None, Some(pid)) => {
             let cfg = o.config.as_ref().ok_or(
                 "--server-pid needs --config FILE: the config that server runs on, written by --write-config",
             )?;
@@ -670,7 +676,7 @@ fn route(o: &Opts) -> Result<(), String> {
                 None,
             )
         }
-        None => {
+        (None, None) => {
             let port = match o.port {
                 Some(p) => p,
                 None => free_port()?,
@@ -724,8 +730,14 @@ fn route(o: &Opts) -> Result<(), String> {
     if let Some(cpu) = &o.pin_server {
         pin("the server", pid, cpu);
     }
-    let listener = TcpListener::bind(("127.0.0.1", target.webhook_port))
-        .map_err(|e| format!("webhook listener on 127.0.0.1:{}: {e}", target.webhook_port))?;
+    let listener = match o.peer {
+        Some(_) => None,
+        None => Some(
+            TcpListener::bind(("127.0.0.1", target.webhook_port)).map_err(|e| {
+                format!("webhook listener on 127.0.0.1:{}: {e}", target.webhook_port)
+            })?,
+        ),
+    };
     crate::wait_for_port(target.port);
 
     let sh = Arc::new(Shared {
@@ -743,7 +755,7 @@ fn route(o: &Opts) -> Result<(), String> {
         errors: Mutex::new(Vec::new()),
         results: Mutex::new(Vec::new()),
     });
-    {
+    if let Some(listener) = listener {
         let sh = sh.clone();
         thread::spawn(move || webhook_listener(listener, sh));
     }
@@ -752,13 +764,38 @@ fn route(o: &Opts) -> Result<(), String> {
     let setup_start = Instant::now();
     let mut glasses = Vec::with_capacity(o.sessions);
     for user in &sh.users {
-        glasses.push(open_glasses(target.port, user, &target.secret)?);
+        glasses.push(match o.peer {
+            Some((proto, port)) => peer::open_glasses(proto, port, user)?,
+            None => open_glasses(target.port, user, &target.secret)?,
+        });
     }
-    for g in &mut glasses {
-        for p in &target.packages {
-            let msg = json!({"type": "start_app", "packageName": p}).to_string();
-            g.send(wsc::TEXT, msg.as_bytes())
-                .map_err(|e| format!("start_app {p}: {e}"))?;
+    match o.peer {
+        // A peer: the apps connect themselves, one thread each, which then reads.
+        Some((proto, port)) => {
+            for session in 0..o.sessions {
+                for p in &target.packages {
+                    let (sh, p) = (sh.clone(), p.clone());
+                    thread::spawn(move || {
+                        let user = &sh.users[session];
+                        match peer::connect_app(proto, port, user, &p, &["button_press"]) {
+                            Ok(ws) => {
+                                sh.ready.fetch_add(1, Relaxed);
+                                app_reader(ws, session, p, &sh);
+                            }
+                            Err(e) => sh.error(format!("app {p} of {user}: {e}")),
+                        }
+                    });
+                }
+            }
+        }
+        None => {
+            for g in &mut glasses {
+                for p in &target.packages {
+                    let msg = json!({"type": "start_app", "packageName": p}).to_string();
+                    g.send(wsc::TEXT, msg.as_bytes())
+                        .map_err(|e| format!("start_app {p}: {e}"))?;
+                }
+            }
         }
     }
     let want = o.sessions * o.apps;
@@ -889,13 +926,20 @@ fn route(o: &Opts) -> Result<(), String> {
     let rss_end = stats::status_kib(&pid_s, "VmRSS");
     rss_peak = rss_peak.max(rss_end);
     let hwm = stats::status_kib(&pid_s, "VmHWM");
-    let counters = server_counters(target.port);
+    let counters = match o.peer {
+        Some(_) => Vec::new(),
+        None => server_counters(target.port),
+    };
 
     // Stop: the glasses stop their apps and close; readers end at their next timeout.
     sh.stop.store(true, Relaxed);
     for mut c in closers {
         let mut out = Vec::new();
-        for p in &target.packages {
+        if o.peer.is_some_and(|(proto, _)| proto == Proto::Raw) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+            continue;
+        }
+        for p in target.packages.iter().filter(|_| o.peer.is_none()) {
             let msg = json!({"type": "stop_app", "packageName": p}).to_string();
             wsc::push_masked(&mut out, wsc::TEXT, msg.as_bytes(), stats::mask_key());
         }
@@ -930,8 +974,8 @@ fn route(o: &Opts) -> Result<(), String> {
         }
         hist.merge(&r.hist);
         delivered += r.delivered;
-        gaps += r.gaps;
-        reordered += r.reordered;
+        gaps += r.seq.gaps;
+        reordered += r.seq.reordered;
         other += r.other;
         let expect = lives[r.session].sent.load(Relaxed);
         lost += expect.saturating_sub(r.delivered);

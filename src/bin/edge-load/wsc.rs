@@ -76,6 +76,22 @@ impl Ws {
         }
     }
 
+    /// A plain TCP connection to `127.0.0.1:port` that sends `hello` first (the raw forwarder's
+    /// protocol); what it reads is walked as frames like a WebSocket's.
+    pub fn raw(port: u16, hello: &str) -> Result<Ws, String> {
+        let mut sock = TcpStream::connect(("127.0.0.1", port))
+            .map_err(|e| format!("connect 127.0.0.1:{port}: {e}"))?;
+        sock.set_nodelay(true).ok();
+        sock.write_all(hello.as_bytes())
+            .map_err(|e| format!("raw hello: {e}"))?;
+        Ok(Ws {
+            sock,
+            buf: vec![0; 1 << 20],
+            start: 0,
+            end: 0,
+        })
+    }
+
     /// Read once more into the buffer (after moving unread bytes to the front).
     pub fn fill(&mut self) -> io::Result<usize> {
         if self.start > 0 {
