@@ -43,7 +43,7 @@ pub fn connect_app(
     match proto {
         Proto::Raw => Ws::raw(port, &format!("app {user}\n")),
         Proto::Ws => {
-            let mut ws = Ws::connect(port, "/app-ws", "", 1 << 20)?;
+            let mut ws = Ws::connect(port, "/app-ws", "", 64 << 10)?;
             let init = json!({
                 "type": "tpa_connection_init",
                 "sessionId": user,

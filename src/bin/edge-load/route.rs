@@ -16,16 +16,17 @@
 //! app (or delivery stopped making progress). Server CPU is utime + stime from
 //! /proc/<pid>/stat over that window; it is divided by the deliveries.
 
+use crate::driver::{AppResult, AppSink, Driver, GlassesLive, Load};
 use crate::peer::{self, Proto};
-use crate::stats::{self, Histogram, Sequence};
+use crate::stats::{self, Histogram};
 use crate::wsc::{self, Ws};
 use serde_json::{json, Value};
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -159,6 +160,14 @@ fn scratch_config(t: &Target, sessions: usize) -> String {
             "maxWebhooksPerServer": (starts + 16).min(65_536),
             "lifecycleBurst": (t.packages.len() + 10).min(10_000),
         },
+        // Setting up thousands of sessions takes the generator longer than a phone would.
+        "timings": {
+            "appConnectTimeoutMs": 120_000,
+            "webhookTimeoutMs": 120_000,
+            "appInitTimeoutMs": 120_000,
+            "glassesInitTimeoutMs": 120_000,
+            "handshakeTimeoutMs": 120_000,
+        },
         "apps": apps,
     });
     serde_json::to_string_pretty(&cfg).unwrap_or_default()
@@ -229,47 +238,26 @@ fn pin(what: &str, pid: u32, cpu: &str) {
 
 // ---- shared state -------------------------------------------------------------------------
 
-/// One app connection's result, reported when its reader ends.
-struct AppResult {
-    session: usize,
-    package: String,
-    delivered: u64,
-    /// Sequence numbers skipped (a later one arrived first).
-    seq: Sequence,
-    /// Text messages without a `seq` (not load traffic), and their `type`s.
-    other: u64,
-    other_types: Vec<String>,
-    hist: Histogram,
-    /// Why it ended before the run did.
-    disconnected: Option<String>,
-}
-
-/// One glasses connection, between its writer and reader threads and the main thread.
-#[derive(Default)]
-struct GlassesLive {
-    sent: AtomicU64,
-    pong: Mutex<Option<Vec<u8>>>,
-    error: Mutex<Option<String>>,
-}
-
-struct Shared {
-    secret: String,
-    users: Vec<String>,
+pub struct Shared {
+    pub secret: String,
+    pub users: Vec<String>,
     /// Readers stop at the next read timeout.
-    stop: AtomicBool,
-    delivered: AtomicU64,
-    ready: AtomicUsize,
+    pub stop: AtomicBool,
+    pub delivered: AtomicU64,
+    pub ready: AtomicUsize,
     /// Apps that received a probe event (setup is complete for them).
-    warm: AtomicUsize,
-    disconnected: AtomicUsize,
+    pub warm: AtomicUsize,
+    pub disconnected: AtomicUsize,
     /// `session_request`s for users of another run, refused.
-    ignored: AtomicUsize,
-    errors: Mutex<Vec<String>>,
-    results: Mutex<Vec<AppResult>>,
+    pub ignored: AtomicUsize,
+    pub errors: Mutex<Vec<String>>,
+    pub results: Mutex<Vec<AppResult>>,
+    /// Where connected apps go to be read (set before any app connects).
+    pub apps: OnceLock<AppSink>,
 }
 
 impl Shared {
-    fn error(&self, e: String) {
+    pub fn error(&self, e: String) {
         self.errors.lock().unwrap().push(e);
     }
 }
@@ -350,7 +338,9 @@ fn webhook(mut c: TcpStream, sh: Arc<Shared>) {
             respond(&mut c, "200 OK", r#"{"status":"success"}"#);
             drop(c);
             sh.ready.fetch_add(1, Relaxed);
-            app_reader(ws, session, package, &sh);
+            if let Some(apps) = sh.apps.get() {
+                apps.add(ws, session, package);
+            }
         }
         Err(e) => {
             respond(
@@ -384,7 +374,7 @@ fn connect_app(sh: &Shared, package: &str, v: &Value) -> Result<(Ws, usize), Str
         .next()
         .and_then(|p| p.parse::<u16>().ok())
         .ok_or_else(|| format!("no port in {url}"))?;
-    let mut ws = Ws::connect(port, &format!("/{path}"), "", 1 << 20)?;
+    let mut ws = Ws::connect(port, &format!("/{path}"), "", 64 << 10)?;
     let init = json!({
         "type": "tpa_connection_init",
         "sessionId": session_id,
@@ -405,108 +395,6 @@ fn connect_app(sh: &Shared, package: &str, v: &Value) -> Result<(Ws, usize), Str
     Ok((ws, session))
 }
 
-/// Count, check and time every `data_stream` one app receives until the run stops.
-fn app_reader(mut ws: Ws, session: usize, package: String, sh: &Shared) {
-    ws.sock
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .ok();
-    let mut r = AppResult {
-        session,
-        package,
-        delivered: 0,
-        seq: Sequence::default(),
-        other: 0,
-        other_types: Vec::new(),
-        hist: Histogram::default(),
-        disconnected: None,
-    };
-    let (mut hint_seq, mut hint_t) = (0usize, 0usize);
-    let mut frag: Vec<u8> = Vec::new();
-    let mut warm = false;
-    'read: loop {
-        match ws.fill() {
-            Ok(0) => {
-                r.disconnected = Some("connection closed without a close frame".into());
-                break;
-            }
-            Ok(_) => {}
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                if sh.stop.load(Relaxed) {
-                    break;
-                }
-                continue;
-            }
-            Err(e) => {
-                r.disconnected = Some(format!("read error: {e}"));
-                break;
-            }
-        }
-        let now = stats::now_us();
-        let before = r.delivered;
-        while let Some(f) = ws.next_frame() {
-            let text: &[u8] = match f.opcode {
-                wsc::TEXT if f.fin => ws.payload(f.payload),
-                wsc::TEXT | wsc::CONTINUATION => {
-                    frag.extend_from_slice(ws.payload(f.payload));
-                    if !f.fin {
-                        continue;
-                    }
-                    &frag
-                }
-                wsc::PING => {
-                    let p = ws.payload(f.payload).to_vec();
-                    let _ = ws.send(wsc::PONG, &p);
-                    continue;
-                }
-                wsc::CLOSE => {
-                    r.disconnected = Some(format!(
-                        "closed by the server: {}",
-                        wsc::describe_close(ws.payload(f.payload))
-                    ));
-                    break 'read;
-                }
-                _ => continue,
-            };
-            match wsc::field(text, br#""seq":"#, &mut hint_seq) {
-                Some(seq) => {
-                    r.delivered += 1;
-                    if let Some(t) = wsc::field(text, br#""t":"#, &mut hint_t) {
-                        r.hist.record(now.saturating_sub(t));
-                    }
-                    r.seq.see(seq);
-                }
-                // What the teardown brings (app_stopped) is not news.
-                None if sh.stop.load(Relaxed) => {}
-                None if wsc::find(text, br#""buttonId":"probe""#) => {
-                    if !warm {
-                        warm = true;
-                        sh.warm.fetch_add(1, Relaxed);
-                    }
-                }
-                None => {
-                    r.other += 1;
-                    let ty = serde_json::from_slice::<Value>(text)
-                        .ok()
-                        .and_then(|v| v["type"].as_str().map(str::to_string))
-                        .unwrap_or_else(|| "(not JSON)".into());
-                    if !r.other_types.contains(&ty) {
-                        r.other_types.push(ty);
-                    }
-                }
-            }
-            frag.clear();
-        }
-        sh.delivered.fetch_add(r.delivered - before, Relaxed);
-    }
-    if r.disconnected.is_some() && sh.stop.load(Relaxed) {
-        r.disconnected = None;
-    }
-    if r.disconnected.is_some() {
-        sh.disconnected.fetch_add(1, Relaxed);
-    }
-    sh.results.lock().unwrap().push(r);
-}
-
 // ---- the glasses ---------------------------------------------------------------------------
 
 /// The event sent before the numbered ones, until every app has received one.
@@ -521,98 +409,6 @@ fn open_glasses(port: u16, user: &str, secret: &str) -> Result<Ws, String> {
     ws.wait_for_text("connection_ack", "connection_error")
         .map_err(|e| format!("glasses {user}: no connection_ack: {e}"))?;
     Ok(ws)
-}
-
-/// Drain what the server sends the glasses; hand pings to the writer to answer.
-fn glasses_reader(mut ws: Ws, live: &GlassesLive, stop: &AtomicBool) {
-    ws.sock
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .ok();
-    loop {
-        match ws.fill() {
-            Ok(0) => {
-                if !stop.load(Relaxed) {
-                    *live.error.lock().unwrap() = Some("closed without a close frame".into());
-                }
-                return;
-            }
-            Ok(_) => {}
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                if stop.load(Relaxed) {
-                    return;
-                }
-                continue;
-            }
-            Err(e) => {
-                if !stop.load(Relaxed) {
-                    *live.error.lock().unwrap() = Some(format!("read error: {e}"));
-                }
-                return;
-            }
-        }
-        while let Some(f) = ws.next_frame() {
-            match f.opcode {
-                wsc::PING => *live.pong.lock().unwrap() = Some(ws.payload(f.payload).to_vec()),
-                wsc::CLOSE => {
-                    if !stop.load(Relaxed) {
-                        *live.error.lock().unwrap() = Some(format!(
-                            "closed by the server: {}",
-                            wsc::describe_close(ws.payload(f.payload))
-                        ));
-                    }
-                    return;
-                }
-                _ => {}
-            }
-        }
-    }
-}
-
-/// Send `button_press` frames until `deadline`: flat out in batches of `batch`, or paced at
-/// `rate` per second (each write carries the messages due by then).
-fn glasses_writer(
-    mut sock: TcpStream,
-    live: &GlassesLive,
-    start: Instant,
-    deadline: Instant,
-    rate: Option<f64>,
-    batch: usize,
-) {
-    let mut out = Vec::with_capacity(batch * 112 + 64);
-    let mut seq = 0u64;
-    loop {
-        let now = Instant::now();
-        if now >= deadline {
-            return;
-        }
-        let n = match rate {
-            None => batch as u64,
-            Some(r) => {
-                let due = ((now - start).as_secs_f64() * r) as u64 + 1;
-                if due <= seq {
-                    let next = start + Duration::from_secs_f64(seq as f64 / r);
-                    thread::sleep(next.saturating_duration_since(now).min(deadline - now));
-                    continue;
-                }
-                (due - seq).min(batch as u64)
-            }
-        };
-        out.clear();
-        if let Some(p) = live.pong.lock().unwrap().take() {
-            wsc::push_masked(&mut out, wsc::PONG, &p, stats::mask_key());
-        }
-        let mask = stats::mask_key();
-        let t = stats::now_us();
-        for k in 0..n {
-            wsc::push_button(&mut out, seq + k, t, mask);
-        }
-        if let Err(e) = sock.write_all(&out) {
-            *live.error.lock().unwrap() = Some(format!("write error: {e}"));
-            return;
-        }
-        seq += n;
-        live.sent.store(seq, Relaxed);
-    }
 }
 
 // ---- the run -------------------------------------------------------------------------------
@@ -754,7 +550,10 @@ fn route(o: &Opts) -> Result<(), String> {
         ignored: AtomicUsize::new(0),
         errors: Mutex::new(Vec::new()),
         results: Mutex::new(Vec::new()),
+        apps: OnceLock::new(),
     });
+    let driver = Driver::start(sh.clone()).map_err(|e| format!("driver: {e}"))?;
+    let _ = sh.apps.set(driver.app_sink());
     if let Some(listener) = listener {
         let sh = sh.clone();
         thread::spawn(move || webhook_listener(listener, sh));
@@ -779,8 +578,10 @@ fn route(o: &Opts) -> Result<(), String> {
                         let user = &sh.users[session];
                         match peer::connect_app(proto, port, user, &p, &["button_press"]) {
                             Ok(ws) => {
+                                if let Some(apps) = sh.apps.get() {
+                                    apps.add(ws, session, p);
+                                }
                                 sh.ready.fetch_add(1, Relaxed);
-                                app_reader(ws, session, p, &sh);
                             }
                             Err(e) => sh.error(format!("app {p} of {user}: {e}")),
                         }
@@ -850,19 +651,19 @@ fn route(o: &Opts) -> Result<(), String> {
     let first = sample(&sh);
     let start = first.at;
     let deadline = start + Duration::from_secs_f64(o.seconds);
-    let mut writers = Vec::new();
-    let mut readers = Vec::new();
     let mut closers = Vec::new();
-    for (g, live) in glasses.into_iter().zip(&lives) {
-        let sock = g.sock.try_clone().map_err(|e| e.to_string())?;
+    for g in &glasses {
         closers.push(g.sock.try_clone().map_err(|e| e.to_string())?);
-        let (l, rate, batch) = (live.clone(), o.rate, o.batch);
-        writers.push(thread::spawn(move || {
-            glasses_writer(sock, &l, start, deadline, rate, batch)
-        }));
-        let (l, sh2) = (live.clone(), sh.clone());
-        readers.push(thread::spawn(move || glasses_reader(g, &l, &sh2.stop)));
     }
+    driver.drive(
+        glasses.into_iter().zip(lives.iter().cloned()).collect(),
+        Load {
+            start,
+            deadline,
+            rate: o.rate,
+            batch: o.batch,
+        },
+    );
     let sent = |lives: &[Arc<GlassesLive>]| lives.iter().map(|l| l.sent.load(Relaxed)).sum::<u64>();
     let mut last = first;
     let progress = |last: &mut Sample, rss_peak: &mut u64| {
@@ -883,7 +684,7 @@ fn route(o: &Opts) -> Result<(), String> {
         *last = s;
     };
     let mut k = 1;
-    while !writers.iter().all(|w| w.is_finished()) {
+    while !driver.writers_done.load(Relaxed) {
         let tick = start + Duration::from_secs(k);
         let now = Instant::now();
         if tick > now {
@@ -894,9 +695,6 @@ fn route(o: &Opts) -> Result<(), String> {
         }
         progress(&mut last, &mut rss_peak);
         k += 1;
-    }
-    for w in writers {
-        let _ = w.join();
     }
     let sent_total = sent(&lives);
     let expected = sent_total * o.apps as u64;
@@ -931,9 +729,11 @@ fn route(o: &Opts) -> Result<(), String> {
         None => server_counters(target.port),
     };
 
-    // Stop: the glasses stop their apps and close; readers end at their next timeout.
+    // Stop: the driver publishes its results, then the glasses stop their apps and close.
     sh.stop.store(true, Relaxed);
+    driver.join();
     for mut c in closers {
+        let _ = c.set_nonblocking(false);
         let mut out = Vec::new();
         if o.peer.is_some_and(|(proto, _)| proto == Proto::Raw) {
             let _ = c.shutdown(std::net::Shutdown::Both);
@@ -950,13 +750,6 @@ fn route(o: &Opts) -> Result<(), String> {
             stats::mask_key(),
         );
         let _ = c.write_all(&out);
-    }
-    for r in readers {
-        let _ = r.join();
-    }
-    let until = Instant::now() + Duration::from_secs(3);
-    while sh.results.lock().unwrap().len() < want && Instant::now() < until {
-        thread::sleep(Duration::from_millis(10));
     }
     drop(server);
 

@@ -86,7 +86,7 @@ impl Ws {
             .map_err(|e| format!("raw hello: {e}"))?;
         Ok(Ws {
             sock,
-            buf: vec![0; 1 << 20],
+            buf: vec![0; 64 << 10],
             start: 0,
             end: 0,
         })

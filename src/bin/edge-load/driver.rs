@@ -1,0 +1,463 @@
+//! Measurement layer: the load generator's driving loop. One thread and one mio `Poll` carry
+//! every connection of a run once it is set up, so the generator stays cheap with thousands of
+//! sessions (a thread per connection spent more CPU scheduling than the server did routing).
+//!
+//! Apps are handed in as soon as they are connected (they read from then on, which is how the
+//! probe events of the setup are seen); the glasses are handed in when the load starts. Glasses
+//! write masked `button_press` frames carrying a sequence number and the send time (µs), many
+//! per `write`, flat out or paced; apps read in large chunks, find `"seq":` and `"t":` by byte
+//! search, check order per app and record the latency. Invariants: a glasses' `sent` counts only
+//! messages fully handed to the kernel; results are published once, when `stop` is seen.
+
+use crate::route::Shared;
+use crate::stats::{self, Histogram, Sequence};
+use crate::wsc::{self, Ws};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use serde_json::Value;
+use std::io::{self, ErrorKind, Write};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// One app connection's result, published when the run stops.
+pub struct AppResult {
+    pub session: usize,
+    pub package: String,
+    pub delivered: u64,
+    pub seq: Sequence,
+    /// Text messages without a `seq` (not load traffic), and their `type`s.
+    pub other: u64,
+    pub other_types: Vec<String>,
+    pub hist: Histogram,
+    /// Why it ended before the run did.
+    pub disconnected: Option<String>,
+}
+
+/// One glasses connection as the main thread sees it.
+#[derive(Default)]
+pub struct GlassesLive {
+    pub sent: AtomicU64,
+    pub error: Mutex<Option<String>>,
+}
+
+/// How the glasses send.
+#[derive(Clone, Copy)]
+pub struct Load {
+    pub start: Instant,
+    pub deadline: Instant,
+    /// Messages per second per glasses; flat out when `None`.
+    pub rate: Option<f64>,
+    pub batch: usize,
+}
+
+enum Cmd {
+    App(Ws, usize, String),
+    Drive(Vec<(Ws, Arc<GlassesLive>)>, Load),
+}
+
+/// The handle the setup and the main thread hold.
+pub struct Driver {
+    tx: mpsc::Sender<Cmd>,
+    waker: Arc<Waker>,
+    handle: JoinHandle<()>,
+    /// Set once every glasses has passed its deadline (or failed).
+    pub writers_done: Arc<AtomicBool>,
+}
+
+const WAKER: Token = Token(usize::MAX);
+/// Tokens at and above this are glasses; below are apps.
+const GLASSES: usize = 1 << 40;
+
+impl Driver {
+    pub fn start(sh: Arc<Shared>) -> io::Result<Driver> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (tx, rx) = mpsc::channel();
+        let writers_done = Arc::new(AtomicBool::new(false));
+        let done = writers_done.clone();
+        let handle = thread::Builder::new()
+            .name("driver".into())
+            .spawn(move || Loop::new(poll, rx, sh, done).run())?;
+        Ok(Driver {
+            tx,
+            waker,
+            handle,
+            writers_done,
+        })
+    }
+
+    /// Where the setup hands the apps it connected.
+    pub fn app_sink(&self) -> AppSink {
+        AppSink {
+            tx: Mutex::new(self.tx.clone()),
+            waker: self.waker.clone(),
+        }
+    }
+
+    /// Start the load on these glasses.
+    pub fn drive(&self, glasses: Vec<(Ws, Arc<GlassesLive>)>, load: Load) {
+        let _ = self.tx.send(Cmd::Drive(glasses, load));
+        let _ = self.waker.wake();
+    }
+
+    /// Wait for the loop to publish its results (after `stop` was set).
+    pub fn join(self) {
+        let _ = self.waker.wake();
+        let _ = self.handle.join();
+    }
+}
+
+/// Hands connected apps to the loop, from any thread.
+pub struct AppSink {
+    tx: Mutex<mpsc::Sender<Cmd>>,
+    waker: Arc<Waker>,
+}
+
+impl AppSink {
+    /// Read and check this connected, subscribed app from now on.
+    pub fn add(&self, ws: Ws, session: usize, package: String) {
+        let _ = self.tx.lock().unwrap().send(Cmd::App(ws, session, package));
+        let _ = self.waker.wake();
+    }
+}
+
+struct App {
+    ws: Ws,
+    r: AppResult,
+    hint_seq: usize,
+    hint_t: usize,
+    frag: Vec<u8>,
+    warm: bool,
+    closed: bool,
+}
+
+struct Glasses {
+    ws: Ws,
+    live: Arc<GlassesLive>,
+    out: Vec<u8>,
+    at: usize,
+    /// Sequence number of the next message to build.
+    seq: u64,
+    pong: Option<Vec<u8>>,
+    writable: bool,
+    done: bool,
+}
+
+struct Loop {
+    poll: Poll,
+    rx: mpsc::Receiver<Cmd>,
+    sh: Arc<Shared>,
+    writers_done: Arc<AtomicBool>,
+    apps: Vec<App>,
+    glasses: Vec<Glasses>,
+    load: Option<Load>,
+}
+
+impl Loop {
+    fn new(
+        poll: Poll,
+        rx: mpsc::Receiver<Cmd>,
+        sh: Arc<Shared>,
+        writers_done: Arc<AtomicBool>,
+    ) -> Loop {
+        Loop {
+            poll,
+            rx,
+            sh,
+            writers_done,
+            apps: Vec::new(),
+            glasses: Vec::new(),
+            load: None,
+        }
+    }
+
+    fn register(&self, ws: &Ws, token: Token, interest: Interest) {
+        let _ = ws.sock.set_nonblocking(true);
+        let fd = ws.sock.as_raw_fd();
+        let _ = self
+            .poll
+            .registry()
+            .register(&mut SourceFd(&fd), token, interest);
+    }
+
+    fn run(mut self) {
+        let mut events = Events::with_capacity(4096);
+        loop {
+            while let Ok(cmd) = self.rx.try_recv() {
+                self.command(cmd);
+            }
+            if self.sh.stop.load(Relaxed) {
+                break;
+            }
+            let busy = self.load.is_some() && self.glasses.iter().any(|g| g.writable && !g.done);
+            let timeout = match (busy, self.load.and_then(|l| l.rate)) {
+                (true, None) => Duration::ZERO,
+                (true, Some(_)) => Duration::from_millis(1),
+                (false, _) => Duration::from_millis(20),
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != ErrorKind::Interrupted {
+                    self.sh.error(format!("driver poll: {e}"));
+                    break;
+                }
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    WAKER => {}
+                    Token(t) if t >= GLASSES => {
+                        let g = &mut self.glasses[t - GLASSES];
+                        if ev.is_writable() {
+                            g.writable = true;
+                        }
+                        if ev.is_readable() || ev.is_read_closed() {
+                            glasses_read(g, &self.sh);
+                        }
+                    }
+                    Token(t) => {
+                        if let Some(app) = self.apps.get_mut(t) {
+                            app_read(app, &self.sh);
+                        }
+                    }
+                }
+            }
+            if let Some(load) = self.load {
+                let now = Instant::now();
+                for g in self.glasses.iter_mut().filter(|g| g.writable && !g.done) {
+                    pump(g, now, &load);
+                }
+                if self.glasses.iter().all(|g| g.done) {
+                    self.writers_done.store(true, Relaxed);
+                }
+            }
+        }
+        let mut results = self.sh.results.lock().unwrap();
+        results.extend(self.apps.into_iter().map(|a| a.r));
+    }
+
+    fn command(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::App(ws, session, package) => {
+                let token = Token(self.apps.len());
+                self.register(&ws, token, Interest::READABLE);
+                let mut app = App {
+                    ws,
+                    r: AppResult {
+                        session,
+                        package,
+                        delivered: 0,
+                        seq: Sequence::default(),
+                        other: 0,
+                        other_types: Vec::new(),
+                        hist: Histogram::default(),
+                        disconnected: None,
+                    },
+                    hint_seq: 0,
+                    hint_t: 0,
+                    frag: Vec::new(),
+                    warm: false,
+                    closed: false,
+                };
+                // Bytes may have arrived before it was registered (edge-triggered).
+                app_read(&mut app, &self.sh);
+                self.apps.push(app);
+            }
+            Cmd::Drive(glasses, load) => {
+                for (ws, live) in glasses {
+                    let token = Token(GLASSES + self.glasses.len());
+                    self.register(&ws, token, Interest::READABLE | Interest::WRITABLE);
+                    self.glasses.push(Glasses {
+                        ws,
+                        live,
+                        out: Vec::with_capacity(load.batch * 112 + 64),
+                        at: 0,
+                        seq: 0,
+                        pong: None,
+                        writable: true,
+                        done: false,
+                    });
+                }
+                self.load = Some(load);
+            }
+        }
+    }
+}
+
+/// Write what is pending, then build and write more until the socket is full, the deadline
+/// passed, or (paced) nothing more is due. A few batches at most per call, so apps get read.
+fn pump(g: &mut Glasses, now: Instant, load: &Load) {
+    for _ in 0..8 {
+        while g.at < g.out.len() {
+            match g.ws.sock.write(&g.out[g.at..]) {
+                Ok(n) => g.at += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    g.writable = false;
+                    return;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    *g.live.error.lock().unwrap() = Some(format!("write error: {e}"));
+                    g.done = true;
+                    return;
+                }
+            }
+        }
+        g.live.sent.store(g.seq, Relaxed);
+        if now >= load.deadline {
+            g.done = true;
+            return;
+        }
+        let n = match load.rate {
+            None => load.batch as u64,
+            Some(r) => {
+                let due = ((now - load.start).as_secs_f64() * r) as u64 + 1;
+                if due <= g.seq {
+                    return;
+                }
+                (due - g.seq).min(load.batch as u64)
+            }
+        };
+        g.out.clear();
+        g.at = 0;
+        if let Some(p) = g.pong.take() {
+            wsc::push_masked(&mut g.out, wsc::PONG, &p, stats::mask_key());
+        }
+        let mask = stats::mask_key();
+        let t = stats::now_us();
+        for k in 0..n {
+            wsc::push_button(&mut g.out, g.seq + k, t, mask);
+        }
+        g.seq += n;
+    }
+}
+
+/// Drain what the server sends the glasses; keep a ping's payload to answer.
+fn glasses_read(g: &mut Glasses, sh: &Shared) {
+    loop {
+        match g.ws.fill() {
+            Ok(0) => {
+                if !sh.stop.load(Relaxed) {
+                    *g.live.error.lock().unwrap() = Some("closed without a close frame".into());
+                }
+                g.done = true;
+                return;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => {
+                *g.live.error.lock().unwrap() = Some(format!("read error: {e}"));
+                g.done = true;
+                return;
+            }
+        }
+        while let Some(f) = g.ws.next_frame() {
+            match f.opcode {
+                wsc::PING => g.pong = Some(g.ws.payload(f.payload).to_vec()),
+                wsc::CLOSE if !sh.stop.load(Relaxed) => {
+                    *g.live.error.lock().unwrap() = Some(format!(
+                        "closed by the server: {}",
+                        wsc::describe_close(g.ws.payload(f.payload))
+                    ));
+                    g.done = true;
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Read everything an app has been sent, count, check and time it.
+fn app_read(app: &mut App, sh: &Shared) {
+    if app.closed {
+        return;
+    }
+    let before = app.r.delivered;
+    loop {
+        match app.ws.fill() {
+            Ok(0) => {
+                app.r.disconnected = Some("connection closed without a close frame".into());
+                app.closed = true;
+                break;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => {
+                app.r.disconnected = Some(format!("read error: {e}"));
+                app.closed = true;
+                break;
+            }
+        }
+        let now = stats::now_us();
+        if !app_frames(app, now, sh) {
+            app.closed = true;
+            break;
+        }
+    }
+    if app.closed && app.r.disconnected.is_some() && !sh.stop.load(Relaxed) {
+        sh.disconnected.fetch_add(1, Relaxed);
+    }
+    sh.delivered.fetch_add(app.r.delivered - before, Relaxed);
+}
+
+/// The complete frames in an app's buffer; false once it was closed.
+fn app_frames(app: &mut App, now: u64, sh: &Shared) -> bool {
+    let r = &mut app.r;
+    while let Some(f) = app.ws.next_frame() {
+        let text: &[u8] = match f.opcode {
+            wsc::TEXT if f.fin => app.ws.payload(f.payload),
+            wsc::TEXT | wsc::CONTINUATION => {
+                app.frag.extend_from_slice(app.ws.payload(f.payload));
+                if !f.fin {
+                    continue;
+                }
+                &app.frag
+            }
+            wsc::PING => {
+                let p = app.ws.payload(f.payload).to_vec();
+                let _ = app.ws.send(wsc::PONG, &p);
+                continue;
+            }
+            wsc::CLOSE => {
+                r.disconnected = Some(format!(
+                    "closed by the server: {}",
+                    wsc::describe_close(app.ws.payload(f.payload))
+                ));
+                return false;
+            }
+            _ => continue,
+        };
+        match wsc::field(text, br#""seq":"#, &mut app.hint_seq) {
+            Some(seq) => {
+                r.delivered += 1;
+                if let Some(t) = wsc::field(text, br#""t":"#, &mut app.hint_t) {
+                    r.hist.record(now.saturating_sub(t));
+                }
+                r.seq.see(seq);
+            }
+            // What the teardown brings (app_stopped) is not news.
+            None if sh.stop.load(Relaxed) => {}
+            None if wsc::find(text, br#""buttonId":"probe""#) => {
+                if !app.warm {
+                    app.warm = true;
+                    sh.warm.fetch_add(1, Relaxed);
+                }
+            }
+            None => {
+                r.other += 1;
+                let ty = serde_json::from_slice::<Value>(text)
+                    .ok()
+                    .and_then(|v| v["type"].as_str().map(str::to_string))
+                    .unwrap_or_else(|| "(not JSON)".into());
+                if !r.other_types.contains(&ty) {
+                    r.other_types.push(ty);
+                }
+            }
+        }
+        app.frag.clear();
+    }
+    true
+}
