@@ -51,6 +51,9 @@ pub struct Load {
     /// Messages per second per glasses; flat out when `None`.
     pub rate: Option<f64>,
     pub batch: usize,
+    /// Messages a glasses may have in flight (sent, not yet delivered to its apps, on
+    /// average); 0 for no limit. Bounds the queueing a flat-out run measures.
+    pub window: u64,
 }
 
 enum Cmd {
@@ -143,6 +146,8 @@ struct Glasses {
     seq: u64,
     pong: Option<Vec<u8>>,
     writable: bool,
+    /// Its window is full: it waits for deliveries, not for the socket.
+    held: bool,
     done: bool,
 }
 
@@ -154,6 +159,9 @@ struct Loop {
     apps: Vec<App>,
     glasses: Vec<Glasses>,
     load: Option<Load>,
+    /// Per session: its apps, and the messages they received.
+    session_apps: Vec<u64>,
+    session_delivered: Vec<u64>,
 }
 
 impl Loop {
@@ -171,6 +179,8 @@ impl Loop {
             apps: Vec::new(),
             glasses: Vec::new(),
             load: None,
+            session_apps: Vec::new(),
+            session_delivered: Vec::new(),
         }
     }
 
@@ -192,7 +202,11 @@ impl Loop {
             if self.sh.stop.load(Relaxed) {
                 break;
             }
-            let busy = self.load.is_some() && self.glasses.iter().any(|g| g.writable && !g.done);
+            let busy = self.load.is_some()
+                && self
+                    .glasses
+                    .iter()
+                    .any(|g| g.writable && !g.done && !g.held);
             let timeout = match (busy, self.load.and_then(|l| l.rate)) {
                 (true, None) => Duration::ZERO,
                 (true, Some(_)) => Duration::from_millis(1),
@@ -218,15 +232,22 @@ impl Loop {
                     }
                     Token(t) => {
                         if let Some(app) = self.apps.get_mut(t) {
-                            app_read(app, &self.sh);
+                            self.session_delivered[app.r.session] += app_read(app, &self.sh);
                         }
                     }
                 }
             }
             if let Some(load) = self.load {
                 let now = Instant::now();
-                for g in self.glasses.iter_mut().filter(|g| g.writable && !g.done) {
-                    pump(g, now, &load);
+                for (i, g) in self.glasses.iter_mut().enumerate() {
+                    if !g.writable || g.done {
+                        continue;
+                    }
+                    let apps = self.session_apps.get(i).copied().unwrap_or(0);
+                    let delivered = self.session_delivered.get(i).copied().unwrap_or(0);
+                    let room = room(load.window, apps, g.seq, delivered);
+                    g.held = room == 0;
+                    pump(g, now, &load, room);
                 }
                 if self.glasses.iter().all(|g| g.done) {
                     self.writers_done.store(true, Relaxed);
@@ -240,6 +261,11 @@ impl Loop {
     fn command(&mut self, cmd: Cmd) {
         match cmd {
             Cmd::App(ws, session, package) => {
+                if self.session_apps.len() <= session {
+                    self.session_apps.resize(session + 1, 0);
+                    self.session_delivered.resize(session + 1, 0);
+                }
+                self.session_apps[session] += 1;
                 let token = Token(self.apps.len());
                 self.register(&ws, token, Interest::READABLE);
                 let mut app = App {
@@ -261,7 +287,7 @@ impl Loop {
                     closed: false,
                 };
                 // Bytes may have arrived before it was registered (edge-triggered).
-                app_read(&mut app, &self.sh);
+                self.session_delivered[session] += app_read(&mut app, &self.sh);
                 self.apps.push(app);
             }
             Cmd::Drive(glasses, load) => {
@@ -276,6 +302,7 @@ impl Loop {
                         seq: 0,
                         pong: None,
                         writable: true,
+                        held: false,
                         done: false,
                     });
                 }
@@ -286,8 +313,9 @@ impl Loop {
 }
 
 /// Write what is pending, then build and write more until the socket is full, the deadline
-/// passed, or (paced) nothing more is due. A few batches at most per call, so apps get read.
-fn pump(g: &mut Glasses, now: Instant, load: &Load) {
+/// passed, or (paced) nothing more is due. A few batches at most per call, so apps get read;
+/// at most `room` new messages.
+fn pump(g: &mut Glasses, now: Instant, load: &Load, mut room: u64) {
     for _ in 0..8 {
         while g.at < g.out.len() {
             match g.ws.sock.write(&g.out[g.at..]) {
@@ -313,12 +341,14 @@ fn pump(g: &mut Glasses, now: Instant, load: &Load) {
             None => load.batch as u64,
             Some(r) => {
                 let due = ((now - load.start).as_secs_f64() * r) as u64 + 1;
-                if due <= g.seq {
-                    return;
-                }
-                (due - g.seq).min(load.batch as u64)
+                due.saturating_sub(g.seq).min(load.batch as u64)
             }
-        };
+        }
+        .min(room);
+        if n == 0 {
+            return;
+        }
+        room -= n;
         g.out.clear();
         g.at = 0;
         if let Some(p) = g.pong.take() {
@@ -369,10 +399,10 @@ fn glasses_read(g: &mut Glasses, sh: &Shared) {
     }
 }
 
-/// Read everything an app has been sent, count, check and time it.
-fn app_read(app: &mut App, sh: &Shared) {
+/// Read everything an app has been sent, count, check and time it; the load messages read.
+fn app_read(app: &mut App, sh: &Shared) -> u64 {
     if app.closed {
-        return;
+        return 0;
     }
     let before = app.r.delivered;
     loop {
@@ -401,6 +431,17 @@ fn app_read(app: &mut App, sh: &Shared) {
         sh.disconnected.fetch_add(1, Relaxed);
     }
     sh.delivered.fetch_add(app.r.delivered - before, Relaxed);
+    app.r.delivered - before
+}
+
+/// New messages a glasses with `apps` apps may send, having sent `sent` of which its apps
+/// received `delivered` deliveries in all, so that on average at most `window` are in flight.
+pub fn room(window: u64, apps: u64, sent: u64, delivered: u64) -> u64 {
+    if window == 0 || apps == 0 {
+        return u64::MAX;
+    }
+    let in_flight = (sent * apps).saturating_sub(delivered).div_ceil(apps);
+    window.saturating_sub(in_flight)
 }
 
 /// The complete frames in an app's buffer; false once it was closed.
@@ -460,4 +501,23 @@ fn app_frames(app: &mut App, now: u64, sh: &Shared) -> bool {
         app.frag.clear();
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::room;
+
+    #[test]
+    fn the_window_counts_messages_not_yet_delivered_to_every_app() {
+        assert_eq!(room(0, 4, 1_000_000, 0), u64::MAX);
+        assert_eq!(room(100, 4, 0, 0), 100);
+        // 50 sent to 4 apps, 120 of 200 deliveries made: 20 in flight on average.
+        assert_eq!(room(100, 4, 50, 120), 80);
+        // One delivery short of everything counts as one in flight.
+        assert_eq!(room(100, 4, 50, 199), 99);
+        assert_eq!(room(100, 4, 150, 0), 0);
+        assert_eq!(room(100, 4, 100, 0), 0);
+        // An app not yet known sends nothing it cannot count.
+        assert_eq!(room(100, 0, 10, 0), u64::MAX);
+    }
 }

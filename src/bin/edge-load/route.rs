@@ -31,7 +31,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 pub const USAGE: &str =
-    "  edge-load route [--sessions N] [--apps M] [--seconds D] [--rate R] [--batch B]
+    "  edge-load route [--sessions N] [--apps M] [--seconds D] [--rate R] [--batch B] [--window W]
                   [--port P] [--webhook-port W] [--pin-server CPU] [--pin-load CPU] [--json FILE]
                   [--server-pid PID --config FILE] [--write-config FILE]
                   [--peer PORT | --raw PORT] (with --server-pid PID: a comparison peer)
@@ -46,6 +46,7 @@ struct Opts {
     seconds: f64,
     rate: Option<f64>,
     batch: usize,
+    window: u64,
     port: Option<u16>,
     webhook_port: Option<u16>,
     pin_server: Option<String>,
@@ -64,6 +65,7 @@ fn parse(args: &[String]) -> Opts {
         seconds: 10.0,
         rate: None,
         batch: 256,
+        window: 4096,
         port: None,
         webhook_port: None,
         pin_server: None,
@@ -86,6 +88,7 @@ fn parse(args: &[String]) -> Opts {
             "--seconds" => o.seconds = num(&v),
             "--rate" => o.rate = Some(num(&v)),
             "--batch" => o.batch = num::<usize>(&v).max(1),
+            "--window" => o.window = num(&v),
             "--port" => o.port = Some(num(&v)),
             "--webhook-port" => o.webhook_port = Some(num(&v)),
             "--pin-server" => o.pin_server = Some(v),
@@ -600,14 +603,15 @@ fn route(o: &Opts) -> Result<(), String> {
         }
     }
     let want = o.sessions * o.apps;
-    let setup_deadline = Instant::now() + Duration::from_secs(30);
+    let setup_limit = 30 + want as u64 / 200;
+    let setup_deadline = Instant::now() + Duration::from_secs(setup_limit);
     while sh.ready.load(Relaxed) < want {
         if let Some(e) = sh.errors.lock().unwrap().first() {
             return Err(format!("setup failed: {e}"));
         }
         if Instant::now() > setup_deadline {
             return Err(format!(
-                "setup failed: only {} of {want} apps connected within 30 s ({config_note})",
+                "setup failed: only {} of {want} apps connected within {setup_limit} s ({config_note})",
                 sh.ready.load(Relaxed)
             ));
         }
@@ -662,6 +666,7 @@ fn route(o: &Opts) -> Result<(), String> {
             deadline,
             rate: o.rate,
             batch: o.batch,
+            window: o.window,
         },
     );
     let sent = |lives: &[Arc<GlassesLive>]| lives.iter().map(|l| l.sent.load(Relaxed)).sum::<u64>();
@@ -805,7 +810,10 @@ fn route(o: &Opts) -> Result<(), String> {
     let q = |x: f64| hist.quantile(x);
     let mode = match o.rate {
         Some(r) => format!("paced at {r} msgs/s per glasses"),
-        None => format!("flat out, {} frames per write", o.batch),
+        None => format!(
+            "flat out, {} frames per write, at most {} in flight per glasses",
+            o.batch, o.window
+        ),
     };
     println!(
         "edge-load route: {} sessions × {} apps, {mode}, {:.1} s (+{:.2} s drain)",
@@ -902,6 +910,7 @@ fn route(o: &Opts) -> Result<(), String> {
             "mode": if o.rate.is_some() { "paced" } else { "flat" },
             "ratePerGlasses": o.rate,
             "batch": o.batch,
+            "window": o.window,
             "seconds": drive_secs,
             "windowSeconds": window,
             "setupSeconds": setup_secs,
