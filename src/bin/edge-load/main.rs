@@ -15,6 +15,7 @@
 
 mod driver;
 mod peer;
+mod report;
 mod route;
 mod stats;
 mod wsc;

@@ -18,6 +18,7 @@
 
 use crate::driver::{AppResult, AppSink, Driver, GlassesLive, Load};
 use crate::peer::{self, Proto};
+use crate::report::Report;
 use crate::stats::{self, Histogram};
 use crate::wsc::{self, Ws};
 use serde_json::{json, Value};
@@ -798,152 +799,53 @@ fn route(o: &Opts) -> Result<(), String> {
     let server_cpu = end.server_ticks.saturating_sub(first.server_ticks) as f64 / tck;
     let self_cpu = end.self_ticks.saturating_sub(first.self_ticks) as f64 / tck;
     let busy = end.busy_ticks.saturating_sub(first.busy_ticks) as f64 / tck;
-    let others = (busy - server_cpu - self_cpu).max(0.0);
-    let cpus = thread::available_parallelism().map_or(1, |n| n.get());
-    let per = |cpu: f64| {
-        if delivered > 0 {
-            cpu * 1e6 / delivered as f64
-        } else {
-            0.0
-        }
-    };
-    let q = |x: f64| hist.quantile(x);
-    let mode = match o.rate {
-        Some(r) => format!("paced at {r} msgs/s per glasses"),
-        None => format!(
-            "flat out, {} frames per write, at most {} in flight per glasses",
-            o.batch, o.window
-        ),
-    };
-    println!(
-        "edge-load route: {} sessions × {} apps, {mode}, {:.1} s (+{:.2} s drain)",
-        o.sessions,
-        o.apps,
+    let mut report = Report {
+        sessions: o.sessions,
+        apps: o.apps,
+        rate: o.rate,
+        batch: o.batch,
+        window: o.window,
         drive_secs,
-        (window - drive_secs).max(0.0)
-    );
-    let clean = lost == 0
-        && gaps == 0
-        && reordered == 0
-        && disconnects.is_empty()
-        && glasses_errors.is_empty()
-        && server_alive
-        && sh.errors.lock().unwrap().is_empty();
-    if let (true, Some(files)) = (clean, &scratch) {
+        window_secs: window,
+        setup_secs,
+        sent: sent_total,
+        expected,
+        delivered,
+        lost,
+        gaps,
+        reordered,
+        app_disconnects: disconnects,
+        glasses_errors,
+        latency: hist,
+        rss: [rss_start, rss_peak, hwm, rss_end],
+        server_pid: pid,
+        server_note: String::new(),
+        server_alive,
+        server_cpu,
+        self_cpu,
+        busy,
+        others: (busy - server_cpu - self_cpu).max(0.0),
+        cpus: stats::machine_cpus(),
+        counters,
+        ignored: sh.ignored.load(Relaxed),
+        other,
+        other_types: other_types.iter().map(|t| t.to_string()).collect(),
+        errors: sh.errors.lock().unwrap().clone(),
+    };
+    if let (true, Some(files)) = (report.clean(), &scratch) {
         for f in files {
             let _ = std::fs::remove_file(f);
         }
         config_note = "scratch config and log removed: nothing went wrong".into();
     }
-    println!("  server            pid {pid} ({config_note})");
-    if !server_alive {
-        println!(
-            "  server            EXITED during the run: its CPU and RSS figures are incomplete"
-        );
-    }
-    println!(
-        "  sent              {sent_total} glasses messages ({:.0}/s)",
-        sent_total as f64 / drive_secs
-    );
-    println!(
-        "  delivered         {delivered} of {expected}: lost {lost}, gaps {gaps}, reordered {reordered}, apps disconnected {}, glasses disconnected {}",
-        disconnects.len(),
-        glasses_errors.len()
-    );
-    println!(
-        "  delivered msgs/s  {:.0} (over the {window:.2} s window)",
-        delivered as f64 / window
-    );
-    println!(
-        "  latency µs        p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (glasses → app, {} samples)",
-        q(0.5),
-        q(0.9),
-        q(0.99),
-        q(0.999),
-        hist.max,
-        hist.n
-    );
-    println!("  server RSS KiB    start {rss_start}  peak {rss_peak} (VmHWM {hwm})  end {rss_end}");
-    println!(
-        "  server CPU        {server_cpu:.2} s = {:.1} % of one core; {:.3} µs per delivered message",
-        server_cpu / window * 100.0,
-        per(server_cpu)
-    );
-    println!(
-        "  generator CPU     {self_cpu:.2} s = {:.1} % of one core; {:.3} µs per delivered message",
-        self_cpu / window * 100.0,
-        per(self_cpu)
-    );
-    println!(
-        "  machine           {cpus} CPUs busy {:.1} % over the window; other processes {:.2} s = {:.1} % of one core{}",
-        busy / window / cpus as f64 * 100.0,
-        others,
-        others / window * 100.0,
-        if others / window > 0.1 { " (not idle: numbers are disturbed)" } else { "" }
-    );
-    if !counters.is_empty() {
-        println!("  server counters   {}", counters.join("  "));
-    }
-    let ignored = sh.ignored.load(Relaxed);
-    if ignored > 0 {
-        println!("  ignored           {ignored} session_requests for sessions of an earlier run");
-    }
-    if other > 0 {
-        println!(
-            "  other messages    {other} text messages to apps without a seq: {}",
-            other_types.join(", ")
-        );
-    }
-    for d in &disconnects {
-        println!("  app disconnected  {d}");
-    }
-    for g in &glasses_errors {
-        println!("  glasses ended     {g}");
-    }
-    for e in sh.errors.lock().unwrap().iter() {
-        println!("  error             {e}");
-    }
+    report.server_note = config_note;
+    print!("{}", report.text());
     if let Some(path) = &o.json {
-        let j = json!({
-            "sessions": o.sessions,
-            "apps": o.apps,
-            "mode": if o.rate.is_some() { "paced" } else { "flat" },
-            "ratePerGlasses": o.rate,
-            "batch": o.batch,
-            "window": o.window,
-            "seconds": drive_secs,
-            "windowSeconds": window,
-            "setupSeconds": setup_secs,
-            "sent": sent_total,
-            "expected": expected,
-            "delivered": delivered,
-            "lost": lost,
-            "gaps": gaps,
-            "reordered": reordered,
-            "appsDisconnected": disconnects.len(),
-            "appDisconnects": disconnects,
-            "glassesDisconnected": glasses_errors.len(),
-            "glassesErrors": glasses_errors,
-            "deliveredPerSecond": delivered as f64 / window,
-            "latencyUs": {
-                "p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "p999": q(0.999),
-                "max": hist.max, "samples": hist.n,
-            },
-            "serverRssKiB": {"start": rss_start, "peak": rss_peak, "hwm": hwm, "end": rss_end},
-            "serverCpuSeconds": server_cpu,
-            "serverCpuUsPerDelivered": per(server_cpu),
-            "generatorCpuSeconds": self_cpu,
-            "generatorCpuUsPerDelivered": per(self_cpu),
-            "serverCounters": counters,
-            "serverExited": !server_alive,
-            "machine": {
-                "cpus": cpus,
-                "busyPercent": busy / window / cpus as f64 * 100.0,
-                "otherProcessesCpuSeconds": others,
-            },
-        });
-        std::fs::write(path, serde_json::to_string_pretty(&j).unwrap_or_default())
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        std::fs::write(
+            path,
+            serde_json::to_string_pretty(&report.json()).unwrap_or_default(),
+        )
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
     Ok(())
 }

@@ -184,6 +184,16 @@ pub fn machine_busy_ticks() -> u64 {
     total.saturating_sub(f.get(3).copied().unwrap_or(0) + f.get(4).copied().unwrap_or(0))
 }
 
+/// The machine's CPUs (all of them, whatever this process is pinned to).
+pub fn machine_cpus() -> usize {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let n = stat
+        .lines()
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .count();
+    n.max(1)
+}
+
 /// A `Vm…:` line of /proc/<pid>/status in KiB (0 if unreadable).
 pub fn status_kib(pid: &str, key: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -236,7 +246,8 @@ mod tests {
         assert_eq!(a.n, 200);
         assert_eq!(a.max, 999);
         assert_eq!(a.quantile(0.5), 99);
-        assert_eq!(a.quantile(0.51), 900);
+        assert_eq!(a.quantile(0.505), 900);
+        assert_eq!(a.quantile(0.51), 901);
         assert_eq!(a.quantile(0.99), 997);
         assert_eq!(Histogram::default().quantile(0.99), 0);
     }
