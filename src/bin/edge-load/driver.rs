@@ -36,6 +36,13 @@ pub struct AppResult {
     pub disconnected: Option<String>,
 }
 
+/// The displays of a run: sent by apps, and the latency of those the glasses received.
+#[derive(Default)]
+pub struct Displays {
+    pub sent: u64,
+    pub latency: Histogram,
+}
+
 /// One glasses connection as the main thread sees it.
 #[derive(Default)]
 pub struct GlassesLive {
@@ -54,6 +61,8 @@ pub struct Load {
     /// Messages a glasses may have in flight (sent, not yet delivered to its apps, on
     /// average); 0 for no limit. Bounds the queueing a flat-out run measures.
     pub window: u64,
+    /// `display_event`s per second sent by the first app of each session; none when `None`.
+    pub display_rate: Option<f64>,
 }
 
 enum Cmd {
@@ -129,6 +138,9 @@ impl AppSink {
 
 struct App {
     ws: Ws,
+    /// The first app of its session: the one that sends displays.
+    shows: bool,
+    displays_sent: u64,
     r: AppResult,
     hint_seq: usize,
     hint_t: usize,
@@ -139,6 +151,8 @@ struct App {
 
 struct Glasses {
     ws: Ws,
+    display: Histogram,
+    hint_display: usize,
     live: Arc<GlassesLive>,
     out: Vec<u8>,
     at: usize,
@@ -252,8 +266,20 @@ impl Loop {
                 if self.glasses.iter().all(|g| g.done) {
                     self.writers_done.store(true, Relaxed);
                 }
+                if let Some(rate) = load.display_rate.filter(|_| now < load.deadline) {
+                    let due = ((now - load.start).as_secs_f64() * rate) as u64 + 1;
+                    for app in self.apps.iter_mut().filter(|a| a.shows && !a.closed) {
+                        show(app, due, &self.sh);
+                    }
+                }
             }
         }
+        let mut display = self.sh.display.lock().unwrap();
+        for g in &self.glasses {
+            display.latency.merge(&g.display);
+        }
+        display.sent = self.apps.iter().map(|a| a.displays_sent).sum();
+        drop(display);
         let mut results = self.sh.results.lock().unwrap();
         results.extend(self.apps.into_iter().map(|a| a.r));
     }
@@ -270,6 +296,8 @@ impl Loop {
                 self.register(&ws, token, Interest::READABLE);
                 let mut app = App {
                     ws,
+                    shows: self.session_apps[session] == 1,
+                    displays_sent: 0,
                     r: AppResult {
                         session,
                         package,
@@ -296,6 +324,8 @@ impl Loop {
                     self.register(&ws, token, Interest::READABLE | Interest::WRITABLE);
                     self.glasses.push(Glasses {
                         ws,
+                        display: Histogram::default(),
+                        hint_display: 0,
                         live,
                         out: Vec::with_capacity(load.batch * 112 + 64),
                         at: 0,
@@ -383,8 +413,15 @@ fn glasses_read(g: &mut Glasses, sh: &Shared) {
                 return;
             }
         }
+        let now = stats::now_us();
         while let Some(f) = g.ws.next_frame() {
             match f.opcode {
+                wsc::TEXT => {
+                    let text = g.ws.payload(f.payload);
+                    if let Some(t) = wsc::field(text, DISPLAY_MARK, &mut g.hint_display) {
+                        g.display.record(now.saturating_sub(t));
+                    }
+                }
                 wsc::PING => g.pong = Some(g.ws.payload(f.payload).to_vec()),
                 wsc::CLOSE if !sh.stop.load(Relaxed) => {
                     *g.live.error.lock().unwrap() = Some(format!(
@@ -396,6 +433,36 @@ fn glasses_read(g: &mut Glasses, sh: &Shared) {
                 _ => {}
             }
         }
+    }
+}
+
+/// What a load display's text starts with, followed by its send time (µs).
+const DISPLAY_MARK: &[u8] = b"edge-load display t=";
+
+/// Send the `display_event`s due from an app (`due` in all so far).
+fn show(app: &mut App, due: u64, sh: &Shared) {
+    while app.displays_sent < due {
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(DISPLAY_MARK),
+            stats::now_us()
+        );
+        let ev = serde_json::json!({
+            "type": "display_event",
+            "packageName": app.r.package,
+            "sessionId": "",
+            "view": "main",
+            "layout": {"layoutType": "text_wall", "text": text},
+            "durationMs": 10_000,
+        });
+        // Tiny frames to a socket that carries nothing else: a short write is not expected;
+        // if one happens the app is counted as failed rather than its stream corrupted.
+        if let Err(e) = app.ws.send(wsc::TEXT, ev.to_string().as_bytes()) {
+            sh.error(format!("{}: display_event not sent: {e}", app.r.package));
+            app.closed = true;
+            return;
+        }
+        app.displays_sent += 1;
     }
 }
 

@@ -2,6 +2,7 @@
 //! the `--json` report. No measuring here: the run fills a [`Report`], this module words it.
 //! Invariant: the text and the JSON are made from the same fields, so they never disagree.
 
+use crate::driver::Displays;
 use crate::stats::Histogram;
 use serde_json::{json, Value};
 use std::fmt::Write;
@@ -43,6 +44,8 @@ pub struct Report {
     pub other: u64,
     pub other_types: Vec<String>,
     pub errors: Vec<String>,
+    /// With `--display-rate`: app `display_event` → glasses.
+    pub displays: Option<Displays>,
 }
 
 impl Report {
@@ -133,6 +136,20 @@ impl Report {
             self.latency.max,
             self.latency.n
         );
+        if let Some(d) = &self.displays {
+            let h = &d.latency;
+            let _ = writeln!(
+                s,
+                "  display µs        p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (app display_event → glasses, {} of {} sent)",
+                h.quantile(0.5),
+                h.quantile(0.9),
+                h.quantile(0.99),
+                h.quantile(0.999),
+                h.max,
+                h.n,
+                d.sent
+            );
+        }
         let [start, peak, hwm, end] = self.rss;
         let _ = writeln!(
             s,
@@ -196,6 +213,14 @@ impl Report {
     pub fn json(&self) -> Value {
         let q = |x: f64| self.latency.quantile(x);
         let w = self.window_secs.max(1e-9);
+        let display = self.displays.as_ref().map(|d| {
+            let h = &d.latency;
+            json!({
+                "sent": d.sent, "received": h.n,
+                "p50": h.quantile(0.5), "p90": h.quantile(0.9), "p99": h.quantile(0.99),
+                "p999": h.quantile(0.999), "max": h.max,
+            })
+        });
         json!({
             "sessions": self.sessions,
             "apps": self.apps,
@@ -223,6 +248,7 @@ impl Report {
                 "p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "p999": q(0.999),
                 "max": self.latency.max, "samples": self.latency.n,
             },
+            "displayLatencyUs": display,
             "serverRssKiB": {
                 "start": self.rss[0], "peak": self.rss[1], "hwm": self.rss[2], "end": self.rss[3],
             },
@@ -322,5 +348,19 @@ mod tests {
         };
         assert!(paced.text().contains("paced at 100 msgs/s per glasses"));
         assert_eq!(paced.json()["mode"], "paced");
+        assert!(paced.json()["displayLatencyUs"].is_null());
+        let mut latency = Histogram::default();
+        latency.record(70);
+        latency.record(90);
+        let shown = Report {
+            displays: Some(Displays { sent: 3, latency }),
+            ..sample()
+        };
+        assert!(shown.text().contains("p50 70  p90 90"), "{}", shown.text());
+        assert!(shown.text().contains("2 of 3 sent"), "{}", shown.text());
+        let j = shown.json();
+        assert_eq!(j["displayLatencyUs"]["received"], 2);
+        assert_eq!(j["displayLatencyUs"]["sent"], 3);
+        assert_eq!(j["displayLatencyUs"]["max"], 90);
     }
 }

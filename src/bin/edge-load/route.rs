@@ -16,7 +16,7 @@
 //! app (or delivery stopped making progress). Server CPU is utime + stime from
 //! /proc/<pid>/stat over that window; it is divided by the deliveries.
 
-use crate::driver::{AppResult, AppSink, Driver, GlassesLive, Load};
+use crate::driver::{AppResult, AppSink, Displays, Driver, GlassesLive, Load};
 use crate::peer::{self, Proto};
 use crate::report::Report;
 use crate::stats::{self, Histogram};
@@ -32,7 +32,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 pub const USAGE: &str =
-    "  edge-load route [--sessions N] [--apps M] [--seconds D] [--rate R] [--batch B] [--window W]
+    "  edge-load route [--sessions N] [--apps M] [--seconds D] [--rate R] [--batch B] [--window W] [--display-rate D]
                   [--port P] [--webhook-port W] [--pin-server CPU] [--pin-load CPU] [--json FILE]
                   [--server-pid PID --config FILE] [--write-config FILE]
                   [--peer PORT | --raw PORT] (with --server-pid PID: a comparison peer)
@@ -48,6 +48,7 @@ struct Opts {
     rate: Option<f64>,
     batch: usize,
     window: u64,
+    display_rate: Option<f64>,
     port: Option<u16>,
     webhook_port: Option<u16>,
     pin_server: Option<String>,
@@ -67,6 +68,7 @@ fn parse(args: &[String]) -> Opts {
         rate: None,
         batch: 256,
         window: 4096,
+        display_rate: None,
         port: None,
         webhook_port: None,
         pin_server: None,
@@ -90,6 +92,7 @@ fn parse(args: &[String]) -> Opts {
             "--rate" => o.rate = Some(num(&v)),
             "--batch" => o.batch = num::<usize>(&v).max(1),
             "--window" => o.window = num(&v),
+            "--display-rate" => o.display_rate = Some(num(&v)).filter(|r| *r > 0.0),
             "--port" => o.port = Some(num(&v)),
             "--webhook-port" => o.webhook_port = Some(num(&v)),
             "--pin-server" => o.pin_server = Some(v),
@@ -171,6 +174,10 @@ fn scratch_config(t: &Target, sessions: usize) -> String {
             "appInitTimeoutMs": 120_000,
             "glassesInitTimeoutMs": 120_000,
             "handshakeTimeoutMs": 120_000,
+            // Displays go straight through, so --display-rate measures routing, not throttling.
+            "displayThrottleMs": 0,
+            "displayBootMs": 0,
+            "displayMinLifetimeMs": 0,
         },
         "apps": apps,
     });
@@ -258,6 +265,7 @@ pub struct Shared {
     pub results: Mutex<Vec<AppResult>>,
     /// Where connected apps go to be read (set before any app connects).
     pub apps: OnceLock<AppSink>,
+    pub display: Mutex<Displays>,
 }
 
 impl Shared {
@@ -555,6 +563,7 @@ fn route(o: &Opts) -> Result<(), String> {
         errors: Mutex::new(Vec::new()),
         results: Mutex::new(Vec::new()),
         apps: OnceLock::new(),
+        display: Mutex::default(),
     });
     let driver = Driver::start(sh.clone()).map_err(|e| format!("driver: {e}"))?;
     let _ = sh.apps.set(driver.app_sink());
@@ -668,6 +677,7 @@ fn route(o: &Opts) -> Result<(), String> {
             rate: o.rate,
             batch: o.batch,
             window: o.window,
+            display_rate: o.display_rate,
         },
     );
     let sent = |lives: &[Arc<GlassesLive>]| lives.iter().map(|l| l.sent.load(Relaxed)).sum::<u64>();
@@ -831,6 +841,9 @@ fn route(o: &Opts) -> Result<(), String> {
         other,
         other_types: other_types.iter().map(|t| t.to_string()).collect(),
         errors: sh.errors.lock().unwrap().clone(),
+        displays: o
+            .display_rate
+            .map(|_| std::mem::take(&mut *sh.display.lock().unwrap())),
     };
     if let (true, Some(files)) = (report.clean(), &scratch) {
         for f in files {
