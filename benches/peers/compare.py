@@ -39,6 +39,8 @@ SERVERS = {
     "node": ("Node ws", "--peer"),
     "raw": ("raw TCP forwarder", "--raw"),
 }
+# display_event/s sent by the first app of each session in the offered-load runs.
+DISPLAY_RATE = 20
 COLORS = {"edge": "#d62728", "tokio": "#1f77b4", "node": "#2ca02c", "raw": "#7f7f7f"}
 
 
@@ -92,7 +94,7 @@ class Runner:
     def __init__(self, pin):
         self.pin = pin  # (server cpu, generator cpu) or None
 
-    def route(self, name, sessions, apps, seconds, rate=None):
+    def route(self, name, sessions, apps, seconds, rate=None, display_rate=None):
         """One edge-load route run; its JSON report, or {"error": …}."""
         fd, out = tempfile.mkstemp(suffix=".json", prefix="edge-compare-")
         os.close(fd)
@@ -100,6 +102,8 @@ class Runner:
                 "--seconds", str(seconds), "--json", out]
         if rate:
             args += ["--rate", f"{rate:.3f}"]
+        if display_rate and name != "raw":
+            args += ["--display-rate", str(display_rate)]
         if self.pin:
             args += ["--pin-load", self.pin[1]]
         proc = None
@@ -323,7 +327,8 @@ def main():
     latency = {}
     for total in offered:
         rate = total / (lat_sessions * lat_apps)
-        latency[total] = {n: run.route(n, lat_sessions, lat_apps, secs, rate) for n in servers}
+        latency[total] = {n: run.route(n, lat_sessions, lat_apps, secs, rate, DISPLAY_RATE)
+                          for n in servers}
 
     idle_conns = 1000 if a.quick else 5000
     idle = {n: run.idle(n, idle_conns, False) for n in servers if n != "raw"}
@@ -371,6 +376,10 @@ def main():
                          order))
     out.append(f"## Latency against offered load ({lat_sessions} sessions × {lat_apps} apps)\n")
     out.append("![p99 latency against offered load](benches/peers/latency-vs-load.svg)\n")
+    out.append(f"Glasses → app latency p50 / p99 / p99.9 in µs; with it, app `display_event` → "
+               f"glasses p50 / p99 (the first app of each session sends {DISPLAY_RATE}/s; "
+               f"augmentos-edge runs with its display throttle off, the raw forwarder has no "
+               f"way back).\n")
     out.append("| offered deliveries/s | " + " | ".join(
         f"{SERVERS[n][0]} p50 / p99 / p99.9 µs" for n in order) + " |")
     out.append("|---|" + "---|" * len(order))
@@ -384,7 +393,11 @@ def main():
                 continue
             l = r["latencyUs"]
             lost = r["lost"] + r["gaps"]
-            cells.append(f"{l['p50']} / {l['p99']} / {l['p999']}" + (f" ({lost} lost)" if lost else ""))
+            d = r.get("displayLatencyUs") or {}
+            shown = (f"; display {d['p50']} / {d['p99']} ({d['received']} of {d['sent']})"
+                     if d.get("sent") else "")
+            cells.append(f"{l['p50']} / {l['p99']} / {l['p999']}"
+                         + (f" ({lost} lost)" if lost else "") + shown)
             series[n].append((total, l["p99"]))
         out.append(f"| {fmt_rate(total)} | " + " | ".join(cells) + " |")
     out.append("")
