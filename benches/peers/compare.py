@@ -90,6 +90,20 @@ def peer_command(name, port):
     raise ValueError(name)
 
 
+def run_group(args, timeout):
+    """Run `args` in a process group of its own; on time-out the whole group is killed (the
+    server edge-load started goes with it)."""
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, 9)
+        p.communicate()
+        raise
+    return subprocess.CompletedProcess(args, p.returncode, out, err)
+
+
 class Runner:
     def __init__(self, pin):
         self.pin = pin  # (server cpu, generator cpu) or None
@@ -98,8 +112,10 @@ class Runner:
         """One edge-load route run; its JSON report, or {"error": …}."""
         fd, out = tempfile.mkstemp(suffix=".json", prefix="edge-compare-")
         os.close(fd)
+        # Flat out, at most about 16 k messages in flight in all (a window per glasses).
+        window = max(64, 16384 // sessions)
         args = [EDGE_LOAD, "route", "--sessions", str(sessions), "--apps", str(apps),
-                "--seconds", str(seconds), "--json", out]
+                "--seconds", str(seconds), "--window", str(window), "--json", out]
         if rate:
             args += ["--rate", f"{rate:.3f}"]
         if display_rate and name != "raw":
@@ -122,8 +138,7 @@ class Runner:
             what = f"{SERVERS[name][0]}: {sessions} sessions × {apps} apps, " + (
                 f"{rate * sessions * apps:.0f} deliveries/s offered" if rate else "flat out")
             log(f"--- {what}")
-            r = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               timeout=seconds + 180)
+            r = run_group(args, seconds + 180)
             summary = [l for l in r.stdout.splitlines() if l.strip()]
             for line in summary[1:8]:
                 log(line)
@@ -152,8 +167,7 @@ class Runner:
         else:
             args += ["--url", "/app-ws", "--server"] + peer_command(name, port)
         try:
-            r = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                               timeout=300)
+            r = run_group(args, 300)
         except subprocess.TimeoutExpired:
             return None
         m = re.search(r": (\d+) in .*base RSS (\d+) KiB.* ([\d.]+) bytes each", r.stdout)

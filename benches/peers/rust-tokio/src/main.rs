@@ -92,6 +92,8 @@ fn now_ms() -> u128 {
         .unwrap_or(0)
 }
 
+// The handshake callback returns tungstenite's own (large) error response type.
+#[allow(clippy::result_large_err)]
 async fn connection(sock: TcpStream, hub: Arc<Hub>) -> Result<(), Box<dyn std::error::Error>> {
     sock.set_nodelay(true)?;
     let mut path = String::new();
