@@ -63,6 +63,8 @@ pub struct Load {
     pub window: u64,
     /// `display_event`s per second sent by the first app of each session; none when `None`.
     pub display_rate: Option<f64>,
+    /// Send binary audio chunks of this many bytes instead of `button_press` events.
+    pub audio: Option<usize>,
 }
 
 enum Cmd {
@@ -387,7 +389,10 @@ fn pump(g: &mut Glasses, now: Instant, load: &Load, mut room: u64) {
         let mask = stats::mask_key();
         let t = stats::now_us();
         for k in 0..n {
-            wsc::push_button(&mut g.out, g.seq + k, t, mask);
+            match load.audio {
+                Some(size) => wsc::push_audio(&mut g.out, g.seq + k, t, size, mask),
+                None => wsc::push_button(&mut g.out, g.seq + k, t, mask),
+            }
         }
         g.seq += n;
     }
@@ -527,6 +532,14 @@ fn app_frames(app: &mut App, now: u64, sh: &Shared) -> bool {
             wsc::PING => {
                 let p = app.ws.payload(f.payload).to_vec();
                 let _ = app.ws.send(wsc::PONG, &p);
+                continue;
+            }
+            wsc::BINARY => {
+                if let Some((seq, t)) = wsc::audio_fields(app.ws.payload(f.payload)) {
+                    r.delivered += 1;
+                    r.hist.record(now.saturating_sub(t));
+                    r.seq.see(seq);
+                }
                 continue;
             }
             wsc::CLOSE => {

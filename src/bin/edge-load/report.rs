@@ -46,6 +46,8 @@ pub struct Report {
     pub errors: Vec<String>,
     /// With `--display-rate`: app `display_event` → glasses.
     pub displays: Option<Displays>,
+    /// Binary audio chunks of this many bytes instead of `button_press` events.
+    pub audio: Option<usize>,
 }
 
 impl Report {
@@ -76,13 +78,16 @@ impl Report {
     pub fn text(&self) -> String {
         let q = |x: f64| self.latency.quantile(x);
         let w = self.window_secs.max(1e-9);
-        let mode = match self.rate {
+        let mut mode = match self.rate {
             Some(r) => format!("paced at {r} msgs/s per glasses"),
             None => format!(
                 "flat out, {} frames per write, at most {} in flight per glasses",
                 self.batch, self.window
             ),
         };
+        if let Some(size) = self.audio {
+            let _ = write!(mode, ", audio chunks of {size} bytes");
+        }
         let mut s = String::new();
         let _ = writeln!(
             s,
@@ -228,6 +233,7 @@ impl Report {
             "ratePerGlasses": self.rate,
             "batch": self.batch,
             "window": self.window,
+            "audioChunkBytes": self.audio,
             "seconds": self.drive_secs,
             "windowSeconds": self.window_secs,
             "setupSeconds": self.setup_secs,
@@ -347,6 +353,15 @@ mod tests {
             ..sample()
         };
         assert!(paced.text().contains("paced at 100 msgs/s per glasses"));
+        let audio = Report {
+            audio: Some(3200),
+            ..sample()
+        };
+        assert!(audio
+            .text()
+            .contains("in flight per glasses, audio chunks of 3200 bytes"));
+        assert_eq!(audio.json()["audioChunkBytes"], 3200);
+        assert!(paced.json()["audioChunkBytes"].is_null());
         assert_eq!(paced.json()["mode"], "paced");
         assert!(paced.json()["displayLatencyUs"].is_null());
         let mut latency = Histogram::default();

@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 
 pub const USAGE: &str =
     "  edge-load route [--sessions N] [--apps M] [--seconds D] [--rate R] [--batch B] [--window W] [--display-rate D]
+                  [--audio BYTES]
                   [--port P] [--webhook-port W] [--pin-server CPU] [--pin-load CPU] [--json FILE]
                   [--server-pid PID --config FILE] [--write-config FILE]
                   [--peer PORT | --raw PORT] (with --server-pid PID: a comparison peer)
@@ -49,6 +50,7 @@ struct Opts {
     batch: usize,
     window: u64,
     display_rate: Option<f64>,
+    audio: Option<usize>,
     port: Option<u16>,
     webhook_port: Option<u16>,
     pin_server: Option<String>,
@@ -69,6 +71,7 @@ fn parse(args: &[String]) -> Opts {
         batch: 256,
         window: 4096,
         display_rate: None,
+        audio: None,
         port: None,
         webhook_port: None,
         pin_server: None,
@@ -92,6 +95,8 @@ fn parse(args: &[String]) -> Opts {
             "--rate" => o.rate = Some(num(&v)),
             "--batch" => o.batch = num::<usize>(&v).max(1),
             "--window" => o.window = num(&v),
+            // 16 kHz, 16-bit mono: 3200 bytes is 100 ms.
+            "--audio" => o.audio = Some(num::<usize>(&v).clamp(16, 1 << 20)),
             "--display-rate" => o.display_rate = Some(num(&v)).filter(|r| *r > 0.0),
             "--port" => o.port = Some(num(&v)),
             "--webhook-port" => o.webhook_port = Some(num(&v)),
@@ -150,6 +155,7 @@ fn scratch_config(t: &Target, sessions: usize) -> String {
                 "name": format!("edge-load {p}"),
                 "publicUrl": format!("http://127.0.0.1:{}/{p}", t.webhook_port),
                 "hashedApiKey": augmentos_edge::auth::hash_api_key(&api_key(&t.secret, p)),
+                "permissions": ["MICROPHONE"],
             })
         })
         .collect();
@@ -266,6 +272,8 @@ pub struct Shared {
     /// Where connected apps go to be read (set before any app connects).
     pub apps: OnceLock<AppSink>,
     pub display: Mutex<Displays>,
+    /// What the apps subscribe to: `button_press` (the probe and the events), `audio_chunk`.
+    pub streams: Vec<&'static str>,
 }
 
 impl Shared {
@@ -399,7 +407,7 @@ fn connect_app(sh: &Shared, package: &str, v: &Value) -> Result<(Ws, usize), Str
     let sub = json!({
         "type": "subscription_update",
         "packageName": package,
-        "subscriptions": ["button_press"],
+        "subscriptions": sh.streams,
         "sessionId": session_id,
     });
     ws.send(wsc::TEXT, sub.to_string().as_bytes())
@@ -564,6 +572,10 @@ fn route(o: &Opts) -> Result<(), String> {
         results: Mutex::new(Vec::new()),
         apps: OnceLock::new(),
         display: Mutex::default(),
+        streams: match o.audio {
+            Some(_) => vec!["button_press", "audio_chunk"],
+            None => vec!["button_press"],
+        },
     });
     let driver = Driver::start(sh.clone()).map_err(|e| format!("driver: {e}"))?;
     let _ = sh.apps.set(driver.app_sink());
@@ -589,7 +601,7 @@ fn route(o: &Opts) -> Result<(), String> {
                     let (sh, p) = (sh.clone(), p.clone());
                     thread::spawn(move || {
                         let user = &sh.users[session];
-                        match peer::connect_app(proto, port, user, &p, &["button_press"]) {
+                        match peer::connect_app(proto, port, user, &p, &sh.streams) {
                             Ok(ws) => {
                                 if let Some(apps) = sh.apps.get() {
                                     apps.add(ws, session, p);
@@ -678,6 +690,7 @@ fn route(o: &Opts) -> Result<(), String> {
             batch: o.batch,
             window: o.window,
             display_rate: o.display_rate,
+            audio: o.audio,
         },
     );
     let sent = |lives: &[Arc<GlassesLive>]| lives.iter().map(|l| l.sent.load(Relaxed)).sum::<u64>();
@@ -841,6 +854,7 @@ fn route(o: &Opts) -> Result<(), String> {
         other,
         other_types: other_types.iter().map(|t| t.to_string()).collect(),
         errors: sh.errors.lock().unwrap().clone(),
+        audio: o.audio,
         displays: o
             .display_rate
             .map(|_| std::mem::take(&mut *sh.display.lock().unwrap())),

@@ -9,6 +9,7 @@ use std::ops::Range;
 use std::time::Duration;
 
 pub const TEXT: u8 = 0x1;
+pub const BINARY: u8 = 0x2;
 pub const CONTINUATION: u8 = 0x0;
 pub const CLOSE: u8 = 0x8;
 pub const PING: u8 = 0x9;
@@ -269,6 +270,22 @@ pub fn push_button(out: &mut Vec<u8>, seq: u64, t: u64, mask: [u8; 4]) {
     push_masked(out, TEXT, &p[..n], mask);
 }
 
+/// Append one masked binary frame of `size` bytes (at least 16) that stands for a chunk of
+/// audio: `seq` and the send time `t` (µs) little-endian in its first 16 bytes, then silence.
+pub fn push_audio(out: &mut Vec<u8>, seq: u64, t: u64, size: usize, mask: [u8; 4]) {
+    let mut p = vec![0u8; size.max(16)];
+    p[..8].copy_from_slice(&seq.to_le_bytes());
+    p[8..16].copy_from_slice(&t.to_le_bytes());
+    push_masked(out, BINARY, &p, mask);
+}
+
+/// The `seq` and `t` of an audio frame made by [`push_audio`].
+pub fn audio_fields(p: &[u8]) -> Option<(u64, u64)> {
+    let seq = u64::from_le_bytes(p.get(..8)?.try_into().ok()?);
+    let t = u64::from_le_bytes(p.get(8..16)?.try_into().ok()?);
+    Some((seq, t))
+}
+
 /// Whether `needle` occurs in `text`.
 pub fn find(text: &[u8], needle: &[u8]) -> bool {
     text.windows(needle.len()).any(|w| w == needle)
@@ -319,5 +336,22 @@ mod tests {
         assert_eq!(field(&p, br#""seq":"#, &mut hint), Some(1234));
         assert_eq!(field(&p, br#""t":"#, &mut 0), Some(98765));
         assert_eq!(field(&p, br#""seq":"#, &mut hint), Some(1234));
+    }
+
+    #[test]
+    fn audio_frames_carry_seq_and_time_in_their_first_bytes() {
+        let mut out = Vec::new();
+        push_audio(&mut out, 7, 99, 3200, [9, 8, 7, 6]);
+        assert_eq!(out[0], 0x82);
+        assert_eq!(out[1], 0x80 | 126);
+        assert_eq!(u16::from_be_bytes([out[2], out[3]]), 3200);
+        let mut p = out[8..].to_vec();
+        assert_eq!(p.len(), 3200);
+        for (i, x) in p.iter_mut().enumerate() {
+            *x ^= [9, 8, 7, 6][i & 3];
+        }
+        assert_eq!(audio_fields(&p), Some((7, 99)));
+        assert!(p[16..].iter().all(|&b| b == 0));
+        assert_eq!(audio_fields(&p[..15]), None);
     }
 }
