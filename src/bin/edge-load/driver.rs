@@ -51,7 +51,6 @@ pub struct GlassesLive {
 }
 
 /// How the glasses send.
-#[derive(Clone, Copy)]
 pub struct Load {
     pub start: Instant,
     pub deadline: Instant,
@@ -65,11 +64,13 @@ pub struct Load {
     pub display_rate: Option<f64>,
     /// Send binary audio chunks of this many bytes instead of `button_press` events.
     pub audio: Option<usize>,
+    /// Written to each glasses when the run stops; `None`: shut the socket down.
+    pub goodbye: Option<Vec<u8>>,
 }
 
 enum Cmd {
     App(Ws, usize, String),
-    Drive(Vec<(Ws, Arc<GlassesLive>)>, Load),
+    Drive(Vec<(Ws, Arc<GlassesLive>)>, Box<Load>),
 }
 
 /// The handle the setup and the main thread hold.
@@ -113,7 +114,7 @@ impl Driver {
 
     /// Start the load on these glasses.
     pub fn drive(&self, glasses: Vec<(Ws, Arc<GlassesLive>)>, load: Load) {
-        let _ = self.tx.send(Cmd::Drive(glasses, load));
+        let _ = self.tx.send(Cmd::Drive(glasses, Box::new(load)));
         let _ = self.waker.wake();
     }
 
@@ -174,7 +175,7 @@ struct Loop {
     writers_done: Arc<AtomicBool>,
     apps: Vec<App>,
     glasses: Vec<Glasses>,
-    load: Option<Load>,
+    load: Option<Box<Load>>,
     /// Per session: its apps, and the messages they received.
     session_apps: Vec<u64>,
     session_delivered: Vec<u64>,
@@ -223,7 +224,7 @@ impl Loop {
                     .glasses
                     .iter()
                     .any(|g| g.writable && !g.done && !g.held);
-            let timeout = match (busy, self.load.and_then(|l| l.rate)) {
+            let timeout = match (busy, self.load.as_ref().and_then(|l| l.rate)) {
                 (true, None) => Duration::ZERO,
                 (true, Some(_)) => Duration::from_millis(1),
                 (false, _) => Duration::from_millis(20),
@@ -253,7 +254,7 @@ impl Loop {
                     }
                 }
             }
-            if let Some(load) = self.load {
+            if let Some(load) = self.load.take() {
                 let now = Instant::now();
                 for (i, g) in self.glasses.iter_mut().enumerate() {
                     if !g.writable || g.done {
@@ -273,6 +274,20 @@ impl Loop {
                     for app in self.apps.iter_mut().filter(|a| a.shows && !a.closed) {
                         show(app, due, &self.sh);
                     }
+                }
+                self.load = Some(load);
+            }
+        }
+        let goodbye = self.load.as_ref().map(|l| l.goodbye.clone());
+        for g in &mut self.glasses {
+            let _ = g.ws.sock.set_nonblocking(false);
+            let _ = g.ws.sock.set_write_timeout(Some(Duration::from_secs(2)));
+            match &goodbye {
+                Some(Some(bytes)) => {
+                    let _ = g.ws.sock.write_all(bytes);
+                }
+                _ => {
+                    let _ = g.ws.sock.shutdown(std::net::Shutdown::Both);
                 }
             }
         }

@@ -41,6 +41,7 @@ pub struct Report {
     pub cpus: usize,
     pub counters: Vec<String>,
     pub ignored: usize,
+    pub empty_webhooks: usize,
     pub other: u64,
     pub other_types: Vec<String>,
     pub errors: Vec<String>,
@@ -194,6 +195,13 @@ impl Report {
                 self.ignored
             );
         }
+        if self.empty_webhooks > 0 {
+            let _ = writeln!(
+                s,
+                "  webhooks          {} connections closed by the server before sending a request",
+                self.empty_webhooks
+            );
+        }
         if self.other > 0 {
             let _ = writeln!(
                 s,
@@ -263,6 +271,7 @@ impl Report {
             "generatorCpuSeconds": self.self_cpu,
             "generatorCpuUsPerDelivered": self.per_delivery_us(self.self_cpu),
             "serverCounters": self.counters,
+            "emptyWebhookConnections": self.empty_webhooks,
             "serverExited": !self.server_alive,
             "machine": {
                 "cpus": self.cpus,

@@ -180,6 +180,8 @@ fn scratch_config(t: &Target, sessions: usize) -> String {
             "appInitTimeoutMs": 120_000,
             "glassesInitTimeoutMs": 120_000,
             "handshakeTimeoutMs": 120_000,
+            // The glasses are not read until the load starts, so no pings to answer meanwhile.
+            "pingIntervalMs": 0,
             // Displays go straight through, so --display-rate measures routing, not throttling.
             "displayThrottleMs": 0,
             "displayBootMs": 0,
@@ -267,6 +269,8 @@ pub struct Shared {
     pub disconnected: AtomicUsize,
     /// `session_request`s for users of another run, refused.
     pub ignored: AtomicUsize,
+    /// Webhook connections closed before a request was sent.
+    pub empty_webhooks: AtomicUsize,
     pub errors: Mutex<Vec<String>>,
     pub results: Mutex<Vec<AppResult>>,
     /// Where connected apps go to be read (set before any app connects).
@@ -310,6 +314,7 @@ fn read_request(c: &mut TcpStream) -> Result<(String, Vec<u8>), String> {
             }
         }
         match c.read(&mut tmp) {
+            Ok(0) if buf.is_empty() => return Err(String::new()),
             Ok(0) => return Err("webhook request cut short".into()),
             Ok(n) => buf.extend_from_slice(&tmp[..n]),
             Err(e) => return Err(format!("webhook request: {e}")),
@@ -331,6 +336,11 @@ fn webhook(mut c: TcpStream, sh: Arc<Shared>) {
     c.set_read_timeout(Some(Duration::from_secs(10))).ok();
     let (path, body) = match read_request(&mut c) {
         Ok(r) => r,
+        // Closed before a byte was sent: counted, not an error (the server gave up on it).
+        Err(e) if e.is_empty() => {
+            sh.empty_webhooks.fetch_add(1, Relaxed);
+            return;
+        }
         Err(e) => return sh.error(e),
     };
     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -568,6 +578,7 @@ fn route(o: &Opts) -> Result<(), String> {
         warm: AtomicUsize::new(0),
         disconnected: AtomicUsize::new(0),
         ignored: AtomicUsize::new(0),
+        empty_webhooks: AtomicUsize::new(0),
         errors: Mutex::new(Vec::new()),
         results: Mutex::new(Vec::new()),
         apps: OnceLock::new(),
@@ -584,6 +595,7 @@ fn route(o: &Opts) -> Result<(), String> {
         thread::spawn(move || webhook_listener(listener, sh));
     }
 
+    let want = o.sessions * o.apps;
     // Setup: glasses, then every app of every session.
     let setup_start = Instant::now();
     let mut glasses = Vec::with_capacity(o.sessions);
@@ -594,28 +606,42 @@ fn route(o: &Opts) -> Result<(), String> {
         });
     }
     match o.peer {
-        // A peer: the apps connect themselves, one thread each, which then reads.
+        // A peer: the load generator connects the apps itself, a few at a time.
         Some((proto, port)) => {
-            for session in 0..o.sessions {
-                for p in &target.packages {
-                    let (sh, p) = (sh.clone(), p.clone());
-                    thread::spawn(move || {
-                        let user = &sh.users[session];
-                        match peer::connect_app(proto, port, user, &p, &sh.streams) {
-                            Ok(ws) => {
-                                if let Some(apps) = sh.apps.get() {
-                                    apps.add(ws, session, p);
-                                }
-                                sh.ready.fetch_add(1, Relaxed);
+            let todo: Vec<(usize, String)> = (0..o.sessions)
+                .flat_map(|s| target.packages.iter().map(move |p| (s, p.clone())))
+                .collect();
+            let todo = Arc::new(Mutex::new(todo));
+            for _ in 0..8 {
+                let (sh, todo) = (sh.clone(), todo.clone());
+                thread::spawn(move || loop {
+                    let Some((session, p)) = todo.lock().unwrap().pop() else {
+                        return;
+                    };
+                    let user = &sh.users[session];
+                    match peer::connect_app(proto, port, user, &p, &sh.streams) {
+                        Ok(ws) => {
+                            if let Some(apps) = sh.apps.get() {
+                                apps.add(ws, session, p);
                             }
-                            Err(e) => sh.error(format!("app {p} of {user}: {e}")),
+                            sh.ready.fetch_add(1, Relaxed);
                         }
-                    });
-                }
+                        Err(e) => sh.error(format!("app {p} of {user}: {e}")),
+                    }
+                });
             }
         }
+        // The server: start the apps, at most a few hundred waiting at once (each waiting
+        // start holds a webhook connection, a descriptor on both sides).
         None => {
-            for g in &mut glasses {
+            let setup_deadline = Instant::now() + Duration::from_secs(30 + want as u64 / 200);
+            for (n, g) in glasses.iter_mut().enumerate() {
+                while n * o.apps > sh.ready.load(Relaxed) + 256 {
+                    if Instant::now() > setup_deadline || !sh.errors.lock().unwrap().is_empty() {
+                        break;
+                    }
+                    thread::sleep(Duration::from_millis(1));
+                }
                 for p in &target.packages {
                     let msg = json!({"type": "start_app", "packageName": p}).to_string();
                     g.send(wsc::TEXT, msg.as_bytes())
@@ -624,7 +650,6 @@ fn route(o: &Opts) -> Result<(), String> {
             }
         }
     }
-    let want = o.sessions * o.apps;
     let setup_limit = 30 + want as u64 / 200;
     let setup_deadline = Instant::now() + Duration::from_secs(setup_limit);
     while sh.ready.load(Relaxed) < want {
@@ -677,10 +702,20 @@ fn route(o: &Opts) -> Result<(), String> {
     let first = sample(&sh);
     let start = first.at;
     let deadline = start + Duration::from_secs_f64(o.seconds);
-    let mut closers = Vec::new();
-    for g in &glasses {
-        closers.push(g.sock.try_clone().map_err(|e| e.to_string())?);
-    }
+    // What each glasses sends when the run stops: stop its apps, close (raw: a TCP shutdown).
+    let goodbye = match o.peer {
+        Some((Proto::Raw, _)) => None,
+        _ => {
+            let mut out = Vec::new();
+            for p in target.packages.iter().filter(|_| o.peer.is_none()) {
+                let msg = json!({"type": "stop_app", "packageName": p}).to_string();
+                wsc::push_masked(&mut out, wsc::TEXT, msg.as_bytes(), stats::mask_key());
+            }
+            let code = 1000u16.to_be_bytes();
+            wsc::push_masked(&mut out, wsc::CLOSE, &code, stats::mask_key());
+            Some(out)
+        }
+    };
     driver.drive(
         glasses.into_iter().zip(lives.iter().cloned()).collect(),
         Load {
@@ -691,6 +726,7 @@ fn route(o: &Opts) -> Result<(), String> {
             window: o.window,
             display_rate: o.display_rate,
             audio: o.audio,
+            goodbye,
         },
     );
     let sent = |lives: &[Arc<GlassesLive>]| lives.iter().map(|l| l.sent.load(Relaxed)).sum::<u64>();
@@ -758,28 +794,9 @@ fn route(o: &Opts) -> Result<(), String> {
         None => server_counters(target.port),
     };
 
-    // Stop: the driver publishes its results, then the glasses stop their apps and close.
+    // Stop: the driver publishes its results and the glasses say goodbye.
     sh.stop.store(true, Relaxed);
     driver.join();
-    for mut c in closers {
-        let _ = c.set_nonblocking(false);
-        let mut out = Vec::new();
-        if o.peer.is_some_and(|(proto, _)| proto == Proto::Raw) {
-            let _ = c.shutdown(std::net::Shutdown::Both);
-            continue;
-        }
-        for p in target.packages.iter().filter(|_| o.peer.is_none()) {
-            let msg = json!({"type": "stop_app", "packageName": p}).to_string();
-            wsc::push_masked(&mut out, wsc::TEXT, msg.as_bytes(), stats::mask_key());
-        }
-        wsc::push_masked(
-            &mut out,
-            wsc::CLOSE,
-            &1000u16.to_be_bytes(),
-            stats::mask_key(),
-        );
-        let _ = c.write_all(&out);
-    }
     drop(server);
 
     // Report.
@@ -851,6 +868,7 @@ fn route(o: &Opts) -> Result<(), String> {
         cpus: stats::machine_cpus(),
         counters,
         ignored: sh.ignored.load(Relaxed),
+        empty_webhooks: sh.empty_webhooks.load(Relaxed),
         other,
         other_types: other_types.iter().map(|t| t.to_string()).collect(),
         errors: sh.errors.lock().unwrap().clone(),

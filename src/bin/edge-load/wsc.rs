@@ -37,7 +37,8 @@ impl Ws {
         let sock = TcpStream::connect(("127.0.0.1", port))
             .map_err(|e| format!("connect 127.0.0.1:{port}: {e}"))?;
         sock.set_nodelay(true).ok();
-        sock.set_read_timeout(Some(Duration::from_secs(10))).ok();
+        // Generous: thousands of connections may be set up at once on a busy box.
+        sock.set_read_timeout(Some(Duration::from_secs(60))).ok();
         let mut ws = Ws {
             sock,
             buf: vec![0; buf_size.max(4096)],
