@@ -212,6 +212,14 @@ def fmt_rate(v):
     return f"{v:.0f}"
 
 
+def fmt_us(v):
+    if v >= 1e6:
+        return f"{v / 1e6:g} s"
+    if v >= 1e3:
+        return f"{v / 1e3:g} ms"
+    return f"{v:g} µs"
+
+
 def row(name, r, base):
     label = SERVERS[name][0]
     if "error" in r:
@@ -264,12 +272,13 @@ def svg_chart(series, path):
     d = x0
     while d <= x1:
         o.append(f'<line x1="{px(d):.1f}" y1="{T}" x2="{px(d):.1f}" y2="{H - B}" stroke="#ddd"/>')
-        o.append(f'<text x="{px(d):.1f}" y="{H - B + 16}" text-anchor="middle">{fmt_rate(d)}</text>')
+        o.append(f'<text x="{px(d):.1f}" y="{H - B + 16}" text-anchor="middle">'
+                 f'{fmt_rate(d).replace(".0 ", " ").replace(".00 ", " ")}</text>')
         d *= 10
     d = y0
     while d <= y1:
         o.append(f'<line x1="{L}" y1="{py(d):.1f}" x2="{W - R}" y2="{py(d):.1f}" stroke="#ddd"/>')
-        o.append(f'<text x="{L - 6}" y="{py(d) + 4:.1f}" text-anchor="end">{d:g} µs</text>')
+        o.append(f'<text x="{L - 6}" y="{py(d) + 4:.1f}" text-anchor="end">{fmt_us(d)}</text>')
         d *= 10
     o.append(f'<line x1="{L}" y1="{py(150):.1f}" x2="{W - R}" y2="{py(150):.1f}" '
              f'stroke="#999" stroke-dasharray="4 3"/>')
