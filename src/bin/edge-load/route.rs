@@ -666,11 +666,12 @@ fn route(o: &Opts) -> Result<(), String> {
     }
     // Probe until every app got an event, so no subscription is still on its way when the
     // numbered messages start.
-    let warm_deadline = Instant::now() + Duration::from_secs(10);
+    let warm_limit = 10 + want as u64 / 500;
+    let warm_deadline = Instant::now() + Duration::from_secs(warm_limit);
     while sh.warm.load(Relaxed) < want {
         if Instant::now() > warm_deadline {
             return Err(format!(
-                "setup failed: only {} of {want} subscribed apps received a probe event within 10 s",
+                "setup failed: only {} of {want} subscribed apps received a probe event within {warm_limit} s",
                 sh.warm.load(Relaxed)
             ));
         }
