@@ -44,24 +44,36 @@ pub fn connect_app(
         Proto::Raw => Ws::raw(port, &format!("app {user}\n")),
         Proto::Ws => {
             let mut ws = Ws::connect(port, "/app-ws", "", 64 << 10)?;
-            let init = json!({
-                "type": "tpa_connection_init",
-                "sessionId": user,
-                "packageName": package,
-                "apiKey": "peer",
-            });
-            ws.send(wsc::TEXT, init.to_string().as_bytes())
-                .map_err(|e| e.to_string())?;
-            ws.wait_for_text("tpa_connection_ack", "tpa_connection_error")?;
-            let sub = json!({
-                "type": "subscription_update",
-                "packageName": package,
-                "subscriptions": streams,
-                "sessionId": user,
-            });
-            ws.send(wsc::TEXT, sub.to_string().as_bytes())
-                .map_err(|e| e.to_string())?;
+            init_app(&mut ws, user, package, "peer", streams)?;
             Ok(ws)
         }
     }
+}
+
+/// What an app sends on its fresh connection, as SDK 2.1.29 does: `tpa_connection_init`, then
+/// (once acked) its subscriptions.
+pub fn init_app(
+    ws: &mut Ws,
+    session_id: &str,
+    package: &str,
+    api_key: &str,
+    streams: &[&str],
+) -> Result<(), String> {
+    let init = json!({
+        "type": "tpa_connection_init",
+        "sessionId": session_id,
+        "packageName": package,
+        "apiKey": api_key,
+    });
+    ws.send(wsc::TEXT, init.to_string().as_bytes())
+        .map_err(|e| e.to_string())?;
+    ws.wait_for_text("tpa_connection_ack", "tpa_connection_error")?;
+    let sub = json!({
+        "type": "subscription_update",
+        "packageName": package,
+        "subscriptions": streams,
+        "sessionId": session_id,
+    });
+    ws.send(wsc::TEXT, sub.to_string().as_bytes())
+        .map_err(|e| e.to_string())
 }

@@ -405,23 +405,8 @@ fn connect_app(sh: &Shared, package: &str, v: &Value) -> Result<(Ws, usize), Str
         .and_then(|p| p.parse::<u16>().ok())
         .ok_or_else(|| format!("no port in {url}"))?;
     let mut ws = Ws::connect(port, &format!("/{path}"), "", 64 << 10)?;
-    let init = json!({
-        "type": "tpa_connection_init",
-        "sessionId": session_id,
-        "packageName": package,
-        "apiKey": api_key(&sh.secret, package),
-    });
-    ws.send(wsc::TEXT, init.to_string().as_bytes())
-        .map_err(|e| e.to_string())?;
-    ws.wait_for_text("tpa_connection_ack", "tpa_connection_error")?;
-    let sub = json!({
-        "type": "subscription_update",
-        "packageName": package,
-        "subscriptions": sh.streams,
-        "sessionId": session_id,
-    });
-    ws.send(wsc::TEXT, sub.to_string().as_bytes())
-        .map_err(|e| e.to_string())?;
+    let key = api_key(&sh.secret, package);
+    peer::init_app(&mut ws, session_id, package, &key, &sh.streams)?;
     Ok((ws, session))
 }
 
