@@ -49,6 +49,8 @@ pub struct Report {
     pub displays: Option<Displays>,
     /// Binary audio chunks of this many bytes instead of `button_press` events.
     pub audio: Option<usize>,
+    /// The Unix socket the glasses connected over (TCP when `None`).
+    pub unix: Option<String>,
 }
 
 impl Report {
@@ -88,6 +90,9 @@ impl Report {
         };
         if let Some(size) = self.audio {
             let _ = write!(mode, ", audio chunks of {size} bytes");
+        }
+        if let Some(path) = &self.unix {
+            let _ = write!(mode, ", glasses over unix:{path}");
         }
         let mut s = String::new();
         let _ = writeln!(
@@ -242,6 +247,7 @@ impl Report {
             "batch": self.batch,
             "window": self.window,
             "audioChunkBytes": self.audio,
+            "glassesTransport": self.unix.as_ref().map_or("tcp".to_string(), |p| format!("unix:{p}")),
             "seconds": self.drive_secs,
             "windowSeconds": self.window_secs,
             "setupSeconds": self.setup_secs,
@@ -371,6 +377,13 @@ mod tests {
             .contains("in flight per glasses, audio chunks of 3200 bytes"));
         assert_eq!(audio.json()["audioChunkBytes"], 3200);
         assert!(paced.json()["audioChunkBytes"].is_null());
+        assert_eq!(paced.json()["glassesTransport"], "tcp");
+        let unix = Report {
+            unix: Some("/run/e.sock".into()),
+            ..sample()
+        };
+        assert!(unix.text().contains(", glasses over unix:/run/e.sock,"));
+        assert_eq!(unix.json()["glassesTransport"], "unix:/run/e.sock");
         assert_eq!(paced.json()["mode"], "paced");
         assert!(paced.json()["displayLatencyUs"].is_null());
         let mut latency = Histogram::default();

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 pub const USAGE: &str =
     "  edge-load route [--sessions N] [--apps M] [--seconds D] [--rate R] [--batch B] [--window W] [--display-rate D]
-                  [--audio BYTES]
+                  [--audio BYTES] [--unix SOCKET]
                   [--port P] [--webhook-port W] [--pin-server CPU] [--pin-load CPU] [--json FILE]
                   [--server-pid PID --config FILE] [--write-config FILE]
                   [--peer PORT | --raw PORT] (with --server-pid PID: a comparison peer)
@@ -51,6 +51,8 @@ struct Opts {
     window: u64,
     display_rate: Option<f64>,
     audio: Option<usize>,
+    /// The glasses connect over this Unix socket of the server (the apps over TCP).
+    unix: Option<String>,
     port: Option<u16>,
     webhook_port: Option<u16>,
     pin_server: Option<String>,
@@ -72,6 +74,7 @@ fn parse(args: &[String]) -> Opts {
         window: 4096,
         display_rate: None,
         audio: None,
+        unix: None,
         port: None,
         webhook_port: None,
         pin_server: None,
@@ -96,6 +99,7 @@ fn parse(args: &[String]) -> Opts {
             "--batch" => o.batch = num::<usize>(&v).max(1),
             "--window" => o.window = num(&v),
             // 16 kHz, 16-bit mono: 3200 bytes is 100 ms.
+            "--unix" => o.unix = Some(v),
             "--audio" => o.audio = Some(num::<usize>(&v).clamp(16, 1 << 20)),
             "--display-rate" => o.display_rate = Some(num(&v)).filter(|r| *r > 0.0),
             "--port" => o.port = Some(num(&v)),
@@ -145,7 +149,7 @@ fn api_key(secret: &str, package: &str) -> String {
     augmentos_edge::auth::hash_api_key(&format!("{secret}/{package}"))
 }
 
-fn scratch_config(t: &Target, sessions: usize) -> String {
+fn scratch_config(t: &Target, sessions: usize, unix: Option<&str>) -> String {
     let apps: Vec<Value> = t
         .packages
         .iter()
@@ -161,7 +165,9 @@ fn scratch_config(t: &Target, sessions: usize) -> String {
         .collect();
     let starts = sessions * t.packages.len();
     let cfg = json!({
-        "listen": [format!("127.0.0.1:{}", t.port)],
+        "listen": std::iter::once(format!("127.0.0.1:{}", t.port))
+            .chain(unix.map(|p| format!("unix:{p}")))
+            .collect::<Vec<_>>(),
         "publicWsUrl": format!("ws://127.0.0.1:{}", t.port),
         "jwtSecret": t.secret,
         "limits": {
@@ -415,10 +421,14 @@ fn connect_app(sh: &Shared, package: &str, v: &Value) -> Result<(Ws, usize), Str
 /// The event sent before the numbered ones, until every app has received one.
 const PROBE: &[u8] = br#"{"type":"button_press","buttonId":"probe","pressType":"short"}"#;
 
-fn open_glasses(port: u16, user: &str, secret: &str) -> Result<Ws, String> {
+/// Glasses of `user`, over TCP to `port` or over the Unix socket `unix`.
+fn open_glasses(port: u16, unix: Option<&str>, user: &str, secret: &str) -> Result<Ws, String> {
     let token = augmentos_edge::auth::jwt::glasses_token(user, secret.as_bytes());
     let auth = format!("Authorization: Bearer {token}\r\n");
-    let mut ws = Ws::connect(port, "/glasses-ws", &auth, 64 << 10)?;
+    let mut ws = match unix {
+        Some(path) => Ws::connect_unix(path, "/glasses-ws", &auth, 64 << 10)?,
+        None => Ws::connect(port, "/glasses-ws", &auth, 64 << 10)?,
+    };
     ws.send(wsc::TEXT, br#"{"type":"connection_init"}"#)
         .map_err(|e| e.to_string())?;
     ws.wait_for_text("connection_ack", "connection_error")
@@ -452,7 +462,7 @@ fn route(o: &Opts) -> Result<(), String> {
             secret: stats::random_hex(24),
             packages: (0..o.apps).map(package).collect(),
         };
-        std::fs::write(path, scratch_config(&t, o.sessions))
+        std::fs::write(path, scratch_config(&t, o.sessions, o.unix.as_deref()))
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         println!(
             "wrote {}; run: augmentos-edge serve --config {0}\nthen: edge-load route --server-pid PID --config {0} --apps {}",
@@ -505,7 +515,7 @@ fn route(o: &Opts) -> Result<(), String> {
             let base = std::env::temp_dir().join(format!("edge-load-route-{}", std::process::id()));
             let cfg = base.with_extension("json");
             let log = base.with_extension("log");
-            std::fs::write(&cfg, scratch_config(&t, o.sessions))
+            std::fs::write(&cfg, scratch_config(&t, o.sessions, o.unix.as_deref()))
                 .map_err(|e| format!("cannot write {}: {e}", cfg.display()))?;
             let bin = std::env::current_exe()
                 .map_err(|e| e.to_string())?
@@ -587,7 +597,7 @@ fn route(o: &Opts) -> Result<(), String> {
     for user in &sh.users {
         glasses.push(match o.peer {
             Some((proto, port)) => peer::open_glasses(proto, port, user)?,
-            None => open_glasses(target.port, user, &target.secret)?,
+            None => open_glasses(target.port, o.unix.as_deref(), user, &target.secret)?,
         });
     }
     match o.peer {
@@ -859,6 +869,7 @@ fn route(o: &Opts) -> Result<(), String> {
         other_types: other_types.iter().map(|t| t.to_string()).collect(),
         errors: sh.errors.lock().unwrap().clone(),
         audio: o.audio,
+        unix: o.unix.clone(),
         displays: o
             .display_rate
             .map(|_| std::mem::take(&mut *sh.display.lock().unwrap())),

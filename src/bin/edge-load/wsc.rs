@@ -6,6 +6,8 @@ use base64::Engine;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::ops::Range;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 pub const TEXT: u8 = 0x1;
@@ -15,9 +17,76 @@ pub const CLOSE: u8 = 0x8;
 pub const PING: u8 = 0x9;
 pub const PONG: u8 = 0xA;
 
+/// The transport under a connection: loopback TCP, or the server's Unix socket.
+pub enum Sock {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Sock {
+    pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        match self {
+            Sock::Tcp(s) => s.set_nonblocking(on),
+            Sock::Unix(s) => s.set_nonblocking(on),
+        }
+    }
+
+    pub fn set_read_timeout(&self, d: Option<Duration>) -> io::Result<()> {
+        match self {
+            Sock::Tcp(s) => s.set_read_timeout(d),
+            Sock::Unix(s) => s.set_read_timeout(d),
+        }
+    }
+
+    pub fn set_write_timeout(&self, d: Option<Duration>) -> io::Result<()> {
+        match self {
+            Sock::Tcp(s) => s.set_write_timeout(d),
+            Sock::Unix(s) => s.set_write_timeout(d),
+        }
+    }
+
+    pub fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
+        match self {
+            Sock::Tcp(s) => s.shutdown(how),
+            Sock::Unix(s) => s.shutdown(how),
+        }
+    }
+}
+
+impl AsRawFd for Sock {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Sock::Tcp(s) => s.as_raw_fd(),
+            Sock::Unix(s) => s.as_raw_fd(),
+        }
+    }
+}
+
+impl Read for Sock {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Sock::Tcp(s) => s.read(buf),
+            Sock::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Sock {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sock::Tcp(s) => s.write(buf),
+            Sock::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// One client connection: the socket and the bytes read but not yet consumed.
 pub struct Ws {
-    pub sock: TcpStream,
+    pub sock: Sock,
     buf: Vec<u8>,
     start: usize,
     end: usize,
@@ -37,6 +106,29 @@ impl Ws {
         let sock = TcpStream::connect(("127.0.0.1", port))
             .map_err(|e| format!("connect 127.0.0.1:{port}: {e}"))?;
         sock.set_nodelay(true).ok();
+        let host = format!("127.0.0.1:{port}");
+        Ws::upgrade(Sock::Tcp(sock), &host, path, headers, buf_size)
+    }
+
+    /// The same over the server's Unix socket at `socket`.
+    pub fn connect_unix(
+        socket: &str,
+        path: &str,
+        headers: &str,
+        buf_size: usize,
+    ) -> Result<Ws, String> {
+        let sock =
+            UnixStream::connect(socket).map_err(|e| format!("connect unix:{socket}: {e}"))?;
+        Ws::upgrade(Sock::Unix(sock), "localhost", path, headers, buf_size)
+    }
+
+    fn upgrade(
+        sock: Sock,
+        host: &str,
+        path: &str,
+        headers: &str,
+        buf_size: usize,
+    ) -> Result<Ws, String> {
         // Generous: thousands of connections may be set up at once on a busy box.
         sock.set_read_timeout(Some(Duration::from_secs(60))).ok();
         let mut ws = Ws {
@@ -47,7 +139,7 @@ impl Ws {
         };
         let key: [u8; 16] = std::array::from_fn(|_| crate::stats::random_u64() as u8);
         let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n",
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n",
             base64::engine::general_purpose::STANDARD.encode(key)
         );
         ws.sock
@@ -87,7 +179,7 @@ impl Ws {
         sock.write_all(hello.as_bytes())
             .map_err(|e| format!("raw hello: {e}"))?;
         Ok(Ws {
-            sock,
+            sock: Sock::Tcp(sock),
             buf: vec![0; 64 << 10],
             start: 0,
             end: 0,
