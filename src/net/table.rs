@@ -20,9 +20,12 @@ use slab::Slab;
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 
-/// Pool of emptied output buffers: at most this many, each at most `POOL_BUF_MAX` bytes.
+/// Pool of emptied output buffers: at most this many, each at most `POOL_BUF_MAX` bytes (so
+/// at most 4 MiB kept). Under flat-out fan-out an app's output for one turn grows past 128 KiB;
+/// freeing such buffers gave their pages back to the kernel every turn, and faulting them in
+/// again cost about a third of the server's CPU per delivered message (see BENCHMARKS.md).
 const POOL_MAX: usize = 16;
-const POOL_BUF_MAX: usize = 16 * 1024;
+const POOL_BUF_MAX: usize = 256 * 1024;
 
 /// Where an outbound HTTP request goes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

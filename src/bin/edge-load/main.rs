@@ -13,6 +13,9 @@
 //! `edge-load route …`: glasses → apps routing under load against the real server ([`route`]):
 //! delivered msgs/s, losses and order, latency, server RSS and server CPU per delivered message.
 
+mod driver;
+mod peer;
+mod report;
 mod route;
 mod stats;
 mod wsc;

@@ -16,25 +16,31 @@
 //! app (or delivery stopped making progress). Server CPU is utime + stime from
 //! /proc/<pid>/stat over that window; it is divided by the deliveries.
 
+use crate::driver::{AppResult, AppSink, Displays, Driver, GlassesLive, Load};
+use crate::peer::{self, Proto};
+use crate::report::Report;
 use crate::stats::{self, Histogram};
 use crate::wsc::{self, Ws};
 use serde_json::{json, Value};
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
 pub const USAGE: &str =
-    "  edge-load route [--sessions N] [--apps M] [--seconds D] [--rate R] [--batch B]
+    "  edge-load route [--sessions N] [--apps M] [--seconds D] [--rate R] [--batch B] [--window W] [--display-rate D]
+                  [--audio BYTES] [--unix SOCKET]
                   [--port P] [--webhook-port W] [--pin-server CPU] [--pin-load CPU] [--json FILE]
                   [--server-pid PID --config FILE] [--write-config FILE]
+                  [--peer PORT | --raw PORT] (with --server-pid PID: a comparison peer)
       N glasses sessions, each with M apps subscribed to button_press, driven flat out (or at R
       messages/s per glasses) for D seconds; reports delivered msgs/s, losses, latency, server
-      RSS and server CPU time per delivered message";
+      RSS and server CPU time per delivered message. --peer/--raw drive a peer of
+      benches/peers/ instead (apps connected directly, no webhooks)";
 
 struct Opts {
     sessions: usize,
@@ -42,6 +48,11 @@ struct Opts {
     seconds: f64,
     rate: Option<f64>,
     batch: usize,
+    window: u64,
+    display_rate: Option<f64>,
+    audio: Option<usize>,
+    /// The glasses connect over this Unix socket of the server (the apps over TCP).
+    unix: Option<String>,
     port: Option<u16>,
     webhook_port: Option<u16>,
     pin_server: Option<String>,
@@ -50,6 +61,7 @@ struct Opts {
     server_pid: Option<u32>,
     config: Option<PathBuf>,
     write_config: Option<PathBuf>,
+    peer: Option<(Proto, u16)>,
 }
 
 fn parse(args: &[String]) -> Opts {
@@ -59,6 +71,10 @@ fn parse(args: &[String]) -> Opts {
         seconds: 10.0,
         rate: None,
         batch: 256,
+        window: 4096,
+        display_rate: None,
+        audio: None,
+        unix: None,
         port: None,
         webhook_port: None,
         pin_server: None,
@@ -67,6 +83,7 @@ fn parse(args: &[String]) -> Opts {
         server_pid: None,
         config: None,
         write_config: None,
+        peer: None,
     };
     let mut i = 0;
     while i < args.len() {
@@ -80,6 +97,11 @@ fn parse(args: &[String]) -> Opts {
             "--seconds" => o.seconds = num(&v),
             "--rate" => o.rate = Some(num(&v)),
             "--batch" => o.batch = num::<usize>(&v).max(1),
+            "--window" => o.window = num(&v),
+            // 16 kHz, 16-bit mono: 3200 bytes is 100 ms.
+            "--unix" => o.unix = Some(v),
+            "--audio" => o.audio = Some(num::<usize>(&v).clamp(16, 1 << 20)),
+            "--display-rate" => o.display_rate = Some(num(&v)).filter(|r| *r > 0.0),
             "--port" => o.port = Some(num(&v)),
             "--webhook-port" => o.webhook_port = Some(num(&v)),
             "--pin-server" => o.pin_server = Some(v),
@@ -88,6 +110,8 @@ fn parse(args: &[String]) -> Opts {
             "--server-pid" => o.server_pid = Some(num(&v)),
             "--config" => o.config = Some(v.into()),
             "--write-config" => o.write_config = Some(v.into()),
+            "--peer" => o.peer = Some((Proto::Ws, num(&v))),
+            "--raw" => o.peer = Some((Proto::Raw, num(&v))),
             _ => crate::usage(),
         }
         i += 2;
@@ -125,7 +149,7 @@ fn api_key(secret: &str, package: &str) -> String {
     augmentos_edge::auth::hash_api_key(&format!("{secret}/{package}"))
 }
 
-fn scratch_config(t: &Target, sessions: usize) -> String {
+fn scratch_config(t: &Target, sessions: usize, unix: Option<&str>) -> String {
     let apps: Vec<Value> = t
         .packages
         .iter()
@@ -135,12 +159,15 @@ fn scratch_config(t: &Target, sessions: usize) -> String {
                 "name": format!("edge-load {p}"),
                 "publicUrl": format!("http://127.0.0.1:{}/{p}", t.webhook_port),
                 "hashedApiKey": augmentos_edge::auth::hash_api_key(&api_key(&t.secret, p)),
+                "permissions": ["MICROPHONE"],
             })
         })
         .collect();
     let starts = sessions * t.packages.len();
     let cfg = json!({
-        "listen": [format!("127.0.0.1:{}", t.port)],
+        "listen": std::iter::once(format!("127.0.0.1:{}", t.port))
+            .chain(unix.map(|p| format!("unix:{p}")))
+            .collect::<Vec<_>>(),
         "publicWsUrl": format!("ws://127.0.0.1:{}", t.port),
         "jwtSecret": t.secret,
         "limits": {
@@ -151,6 +178,20 @@ fn scratch_config(t: &Target, sessions: usize) -> String {
             "maxOutbound": (starts + 16).clamp(256, 65_536),
             "maxWebhooksPerServer": (starts + 16).min(65_536),
             "lifecycleBurst": (t.packages.len() + 10).min(10_000),
+        },
+        // Setting up thousands of sessions takes the generator longer than a phone would.
+        "timings": {
+            "appConnectTimeoutMs": 120_000,
+            "webhookTimeoutMs": 120_000,
+            "appInitTimeoutMs": 120_000,
+            "glassesInitTimeoutMs": 120_000,
+            "handshakeTimeoutMs": 120_000,
+            // The glasses are not read until the load starts, so no pings to answer meanwhile.
+            "pingIntervalMs": 0,
+            // Displays go straight through, so --display-rate measures routing, not throttling.
+            "displayThrottleMs": 0,
+            "displayBootMs": 0,
+            "displayMinLifetimeMs": 0,
         },
         "apps": apps,
     });
@@ -222,49 +263,31 @@ fn pin(what: &str, pid: u32, cpu: &str) {
 
 // ---- shared state -------------------------------------------------------------------------
 
-/// One app connection's result, reported when its reader ends.
-struct AppResult {
-    session: usize,
-    package: String,
-    delivered: u64,
-    /// Sequence numbers skipped (a later one arrived first).
-    gaps: u64,
-    /// Sequence numbers that arrived after a later one (or twice).
-    reordered: u64,
-    /// Text messages without a `seq` (not load traffic), and their `type`s.
-    other: u64,
-    other_types: Vec<String>,
-    hist: Histogram,
-    /// Why it ended before the run did.
-    disconnected: Option<String>,
-}
-
-/// One glasses connection, between its writer and reader threads and the main thread.
-#[derive(Default)]
-struct GlassesLive {
-    sent: AtomicU64,
-    pong: Mutex<Option<Vec<u8>>>,
-    error: Mutex<Option<String>>,
-}
-
-struct Shared {
-    secret: String,
-    users: Vec<String>,
+pub struct Shared {
+    pub secret: String,
+    pub users: Vec<String>,
     /// Readers stop at the next read timeout.
-    stop: AtomicBool,
-    delivered: AtomicU64,
-    ready: AtomicUsize,
+    pub stop: AtomicBool,
+    pub delivered: AtomicU64,
+    pub ready: AtomicUsize,
     /// Apps that received a probe event (setup is complete for them).
-    warm: AtomicUsize,
-    disconnected: AtomicUsize,
+    pub warm: AtomicUsize,
+    pub disconnected: AtomicUsize,
     /// `session_request`s for users of another run, refused.
-    ignored: AtomicUsize,
-    errors: Mutex<Vec<String>>,
-    results: Mutex<Vec<AppResult>>,
+    pub ignored: AtomicUsize,
+    /// Webhook connections closed before a request was sent.
+    pub empty_webhooks: AtomicUsize,
+    pub errors: Mutex<Vec<String>>,
+    pub results: Mutex<Vec<AppResult>>,
+    /// Where connected apps go to be read (set before any app connects).
+    pub apps: OnceLock<AppSink>,
+    pub display: Mutex<Displays>,
+    /// What the apps subscribe to: `button_press` (the probe and the events), `audio_chunk`.
+    pub streams: Vec<&'static str>,
 }
 
 impl Shared {
-    fn error(&self, e: String) {
+    pub fn error(&self, e: String) {
         self.errors.lock().unwrap().push(e);
     }
 }
@@ -297,6 +320,7 @@ fn read_request(c: &mut TcpStream) -> Result<(String, Vec<u8>), String> {
             }
         }
         match c.read(&mut tmp) {
+            Ok(0) if buf.is_empty() => return Err(String::new()),
             Ok(0) => return Err("webhook request cut short".into()),
             Ok(n) => buf.extend_from_slice(&tmp[..n]),
             Err(e) => return Err(format!("webhook request: {e}")),
@@ -318,6 +342,11 @@ fn webhook(mut c: TcpStream, sh: Arc<Shared>) {
     c.set_read_timeout(Some(Duration::from_secs(10))).ok();
     let (path, body) = match read_request(&mut c) {
         Ok(r) => r,
+        // Closed before a byte was sent: counted, not an error (the server gave up on it).
+        Err(e) if e.is_empty() => {
+            sh.empty_webhooks.fetch_add(1, Relaxed);
+            return;
+        }
         Err(e) => return sh.error(e),
     };
     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -345,7 +374,9 @@ fn webhook(mut c: TcpStream, sh: Arc<Shared>) {
             respond(&mut c, "200 OK", r#"{"status":"success"}"#);
             drop(c);
             sh.ready.fetch_add(1, Relaxed);
-            app_reader(ws, session, package, &sh);
+            if let Some(apps) = sh.apps.get() {
+                apps.add(ws, session, package);
+            }
         }
         Err(e) => {
             respond(
@@ -379,136 +410,10 @@ fn connect_app(sh: &Shared, package: &str, v: &Value) -> Result<(Ws, usize), Str
         .next()
         .and_then(|p| p.parse::<u16>().ok())
         .ok_or_else(|| format!("no port in {url}"))?;
-    let mut ws = Ws::connect(port, &format!("/{path}"), "", 1 << 20)?;
-    let init = json!({
-        "type": "tpa_connection_init",
-        "sessionId": session_id,
-        "packageName": package,
-        "apiKey": api_key(&sh.secret, package),
-    });
-    ws.send(wsc::TEXT, init.to_string().as_bytes())
-        .map_err(|e| e.to_string())?;
-    ws.wait_for_text("tpa_connection_ack", "tpa_connection_error")?;
-    let sub = json!({
-        "type": "subscription_update",
-        "packageName": package,
-        "subscriptions": ["button_press"],
-        "sessionId": session_id,
-    });
-    ws.send(wsc::TEXT, sub.to_string().as_bytes())
-        .map_err(|e| e.to_string())?;
+    let mut ws = Ws::connect(port, &format!("/{path}"), "", 64 << 10)?;
+    let key = api_key(&sh.secret, package);
+    peer::init_app(&mut ws, session_id, package, &key, &sh.streams)?;
     Ok((ws, session))
-}
-
-/// Count, check and time every `data_stream` one app receives until the run stops.
-fn app_reader(mut ws: Ws, session: usize, package: String, sh: &Shared) {
-    ws.sock
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .ok();
-    let mut r = AppResult {
-        session,
-        package,
-        delivered: 0,
-        gaps: 0,
-        reordered: 0,
-        other: 0,
-        other_types: Vec::new(),
-        hist: Histogram::default(),
-        disconnected: None,
-    };
-    let mut next_seq = 0u64;
-    let (mut hint_seq, mut hint_t) = (0usize, 0usize);
-    let mut frag: Vec<u8> = Vec::new();
-    let mut warm = false;
-    'read: loop {
-        match ws.fill() {
-            Ok(0) => {
-                r.disconnected = Some("connection closed without a close frame".into());
-                break;
-            }
-            Ok(_) => {}
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                if sh.stop.load(Relaxed) {
-                    break;
-                }
-                continue;
-            }
-            Err(e) => {
-                r.disconnected = Some(format!("read error: {e}"));
-                break;
-            }
-        }
-        let now = stats::now_us();
-        let before = r.delivered;
-        while let Some(f) = ws.next_frame() {
-            let text: &[u8] = match f.opcode {
-                wsc::TEXT if f.fin => ws.payload(f.payload),
-                wsc::TEXT | wsc::CONTINUATION => {
-                    frag.extend_from_slice(ws.payload(f.payload));
-                    if !f.fin {
-                        continue;
-                    }
-                    &frag
-                }
-                wsc::PING => {
-                    let p = ws.payload(f.payload).to_vec();
-                    let _ = ws.send(wsc::PONG, &p);
-                    continue;
-                }
-                wsc::CLOSE => {
-                    r.disconnected = Some(format!(
-                        "closed by the server: {}",
-                        wsc::describe_close(ws.payload(f.payload))
-                    ));
-                    break 'read;
-                }
-                _ => continue,
-            };
-            match wsc::field(text, br#""seq":"#, &mut hint_seq) {
-                Some(seq) => {
-                    r.delivered += 1;
-                    if let Some(t) = wsc::field(text, br#""t":"#, &mut hint_t) {
-                        r.hist.record(now.saturating_sub(t));
-                    }
-                    if seq == next_seq {
-                        next_seq += 1;
-                    } else if seq > next_seq {
-                        r.gaps += seq - next_seq;
-                        next_seq = seq + 1;
-                    } else {
-                        r.reordered += 1;
-                    }
-                }
-                // What the teardown brings (app_stopped) is not news.
-                None if sh.stop.load(Relaxed) => {}
-                None if wsc::find(text, br#""buttonId":"probe""#) => {
-                    if !warm {
-                        warm = true;
-                        sh.warm.fetch_add(1, Relaxed);
-                    }
-                }
-                None => {
-                    r.other += 1;
-                    let ty = serde_json::from_slice::<Value>(text)
-                        .ok()
-                        .and_then(|v| v["type"].as_str().map(str::to_string))
-                        .unwrap_or_else(|| "(not JSON)".into());
-                    if !r.other_types.contains(&ty) {
-                        r.other_types.push(ty);
-                    }
-                }
-            }
-            frag.clear();
-        }
-        sh.delivered.fetch_add(r.delivered - before, Relaxed);
-    }
-    if r.disconnected.is_some() && sh.stop.load(Relaxed) {
-        r.disconnected = None;
-    }
-    if r.disconnected.is_some() {
-        sh.disconnected.fetch_add(1, Relaxed);
-    }
-    sh.results.lock().unwrap().push(r);
 }
 
 // ---- the glasses ---------------------------------------------------------------------------
@@ -516,107 +421,19 @@ fn app_reader(mut ws: Ws, session: usize, package: String, sh: &Shared) {
 /// The event sent before the numbered ones, until every app has received one.
 const PROBE: &[u8] = br#"{"type":"button_press","buttonId":"probe","pressType":"short"}"#;
 
-fn open_glasses(port: u16, user: &str, secret: &str) -> Result<Ws, String> {
+/// Glasses of `user`, over TCP to `port` or over the Unix socket `unix`.
+fn open_glasses(port: u16, unix: Option<&str>, user: &str, secret: &str) -> Result<Ws, String> {
     let token = augmentos_edge::auth::jwt::glasses_token(user, secret.as_bytes());
     let auth = format!("Authorization: Bearer {token}\r\n");
-    let mut ws = Ws::connect(port, "/glasses-ws", &auth, 64 << 10)?;
+    let mut ws = match unix {
+        Some(path) => Ws::connect_unix(path, "/glasses-ws", &auth, 64 << 10)?,
+        None => Ws::connect(port, "/glasses-ws", &auth, 64 << 10)?,
+    };
     ws.send(wsc::TEXT, br#"{"type":"connection_init"}"#)
         .map_err(|e| e.to_string())?;
     ws.wait_for_text("connection_ack", "connection_error")
         .map_err(|e| format!("glasses {user}: no connection_ack: {e}"))?;
     Ok(ws)
-}
-
-/// Drain what the server sends the glasses; hand pings to the writer to answer.
-fn glasses_reader(mut ws: Ws, live: &GlassesLive, stop: &AtomicBool) {
-    ws.sock
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .ok();
-    loop {
-        match ws.fill() {
-            Ok(0) => {
-                if !stop.load(Relaxed) {
-                    *live.error.lock().unwrap() = Some("closed without a close frame".into());
-                }
-                return;
-            }
-            Ok(_) => {}
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                if stop.load(Relaxed) {
-                    return;
-                }
-                continue;
-            }
-            Err(e) => {
-                if !stop.load(Relaxed) {
-                    *live.error.lock().unwrap() = Some(format!("read error: {e}"));
-                }
-                return;
-            }
-        }
-        while let Some(f) = ws.next_frame() {
-            match f.opcode {
-                wsc::PING => *live.pong.lock().unwrap() = Some(ws.payload(f.payload).to_vec()),
-                wsc::CLOSE => {
-                    if !stop.load(Relaxed) {
-                        *live.error.lock().unwrap() = Some(format!(
-                            "closed by the server: {}",
-                            wsc::describe_close(ws.payload(f.payload))
-                        ));
-                    }
-                    return;
-                }
-                _ => {}
-            }
-        }
-    }
-}
-
-/// Send `button_press` frames until `deadline`: flat out in batches of `batch`, or paced at
-/// `rate` per second (each write carries the messages due by then).
-fn glasses_writer(
-    mut sock: TcpStream,
-    live: &GlassesLive,
-    start: Instant,
-    deadline: Instant,
-    rate: Option<f64>,
-    batch: usize,
-) {
-    let mut out = Vec::with_capacity(batch * 112 + 64);
-    let mut seq = 0u64;
-    loop {
-        let now = Instant::now();
-        if now >= deadline {
-            return;
-        }
-        let n = match rate {
-            None => batch as u64,
-            Some(r) => {
-                let due = ((now - start).as_secs_f64() * r) as u64 + 1;
-                if due <= seq {
-                    let next = start + Duration::from_secs_f64(seq as f64 / r);
-                    thread::sleep(next.saturating_duration_since(now).min(deadline - now));
-                    continue;
-                }
-                (due - seq).min(batch as u64)
-            }
-        };
-        out.clear();
-        if let Some(p) = live.pong.lock().unwrap().take() {
-            wsc::push_masked(&mut out, wsc::PONG, &p, stats::mask_key());
-        }
-        let mask = stats::mask_key();
-        let t = stats::now_us();
-        for k in 0..n {
-            wsc::push_button(&mut out, seq + k, t, mask);
-        }
-        if let Err(e) = sock.write_all(&out) {
-            *live.error.lock().unwrap() = Some(format!("write error: {e}"));
-            return;
-        }
-        seq += n;
-        live.sent.store(seq, Relaxed);
-    }
 }
 
 // ---- the run -------------------------------------------------------------------------------
@@ -645,7 +462,7 @@ fn route(o: &Opts) -> Result<(), String> {
             secret: stats::random_hex(24),
             packages: (0..o.apps).map(package).collect(),
         };
-        std::fs::write(path, scratch_config(&t, o.sessions))
+        std::fs::write(path, scratch_config(&t, o.sessions, o.unix.as_deref()))
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         println!(
             "wrote {}; run: augmentos-edge serve --config {0}\nthen: edge-load route --server-pid PID --config {0} --apps {}",
@@ -656,8 +473,18 @@ fn route(o: &Opts) -> Result<(), String> {
     }
 
     // The box: one we start on a scratch config, or one already running.
-    let (target, server, pid, mut config_note, scratch) = match o.server_pid {
-        Some(pid) => {
+    let (target, server, pid, mut config_note, scratch) = match (o.peer, o.server_pid) {
+        (Some((proto, port)), pid) => {
+            let pid = pid.ok_or("--peer/--raw need --server-pid PID: the peer's process")?;
+            let t = Target {
+                port,
+                webhook_port: 0,
+                secret: String::new(),
+                packages: (0..o.apps).map(package).collect(),
+            };
+            (t, None, pid, format!("{proto:?} peer on port {port}"), None)
+        }
+        (None, Some(pid)) => {
             let cfg = o.config.as_ref().ok_or(
                 "--server-pid needs --config FILE: the config that server runs on, written by --write-config",
             )?;
@@ -670,7 +497,7 @@ fn route(o: &Opts) -> Result<(), String> {
                 None,
             )
         }
-        None => {
+        (None, None) => {
             let port = match o.port {
                 Some(p) => p,
                 None => free_port()?,
@@ -688,7 +515,7 @@ fn route(o: &Opts) -> Result<(), String> {
             let base = std::env::temp_dir().join(format!("edge-load-route-{}", std::process::id()));
             let cfg = base.with_extension("json");
             let log = base.with_extension("log");
-            std::fs::write(&cfg, scratch_config(&t, o.sessions))
+            std::fs::write(&cfg, scratch_config(&t, o.sessions, o.unix.as_deref()))
                 .map_err(|e| format!("cannot write {}: {e}", cfg.display()))?;
             let bin = std::env::current_exe()
                 .map_err(|e| e.to_string())?
@@ -724,8 +551,14 @@ fn route(o: &Opts) -> Result<(), String> {
     if let Some(cpu) = &o.pin_server {
         pin("the server", pid, cpu);
     }
-    let listener = TcpListener::bind(("127.0.0.1", target.webhook_port))
-        .map_err(|e| format!("webhook listener on 127.0.0.1:{}: {e}", target.webhook_port))?;
+    let listener = match o.peer {
+        Some(_) => None,
+        None => Some(
+            TcpListener::bind(("127.0.0.1", target.webhook_port)).map_err(|e| {
+                format!("webhook listener on 127.0.0.1:{}: {e}", target.webhook_port)
+            })?,
+        ),
+    };
     crate::wait_for_port(target.port);
 
     let sh = Arc::new(Shared {
@@ -740,36 +573,87 @@ fn route(o: &Opts) -> Result<(), String> {
         warm: AtomicUsize::new(0),
         disconnected: AtomicUsize::new(0),
         ignored: AtomicUsize::new(0),
+        empty_webhooks: AtomicUsize::new(0),
         errors: Mutex::new(Vec::new()),
         results: Mutex::new(Vec::new()),
+        apps: OnceLock::new(),
+        display: Mutex::default(),
+        streams: match o.audio {
+            Some(_) => vec!["button_press", "audio_chunk"],
+            None => vec!["button_press"],
+        },
     });
-    {
+    let driver = Driver::start(sh.clone()).map_err(|e| format!("driver: {e}"))?;
+    let _ = sh.apps.set(driver.app_sink());
+    if let Some(listener) = listener {
         let sh = sh.clone();
         thread::spawn(move || webhook_listener(listener, sh));
     }
 
+    let want = o.sessions * o.apps;
     // Setup: glasses, then every app of every session.
     let setup_start = Instant::now();
     let mut glasses = Vec::with_capacity(o.sessions);
     for user in &sh.users {
-        glasses.push(open_glasses(target.port, user, &target.secret)?);
+        glasses.push(match o.peer {
+            Some((proto, port)) => peer::open_glasses(proto, port, user)?,
+            None => open_glasses(target.port, o.unix.as_deref(), user, &target.secret)?,
+        });
     }
-    for g in &mut glasses {
-        for p in &target.packages {
-            let msg = json!({"type": "start_app", "packageName": p}).to_string();
-            g.send(wsc::TEXT, msg.as_bytes())
-                .map_err(|e| format!("start_app {p}: {e}"))?;
+    match o.peer {
+        // A peer: the load generator connects the apps itself, a few at a time.
+        Some((proto, port)) => {
+            let todo: Vec<(usize, String)> = (0..o.sessions)
+                .flat_map(|s| target.packages.iter().map(move |p| (s, p.clone())))
+                .collect();
+            let todo = Arc::new(Mutex::new(todo));
+            for _ in 0..8 {
+                let (sh, todo) = (sh.clone(), todo.clone());
+                thread::spawn(move || loop {
+                    let Some((session, p)) = todo.lock().unwrap().pop() else {
+                        return;
+                    };
+                    let user = &sh.users[session];
+                    match peer::connect_app(proto, port, user, &p, &sh.streams) {
+                        Ok(ws) => {
+                            if let Some(apps) = sh.apps.get() {
+                                apps.add(ws, session, p);
+                            }
+                            sh.ready.fetch_add(1, Relaxed);
+                        }
+                        Err(e) => sh.error(format!("app {p} of {user}: {e}")),
+                    }
+                });
+            }
+        }
+        // The server: start the apps, at most a few hundred waiting at once (each waiting
+        // start holds a webhook connection, a descriptor on both sides).
+        None => {
+            let setup_deadline = Instant::now() + Duration::from_secs(30 + want as u64 / 200);
+            for (n, g) in glasses.iter_mut().enumerate() {
+                while n * o.apps > sh.ready.load(Relaxed) + 256 {
+                    if Instant::now() > setup_deadline || !sh.errors.lock().unwrap().is_empty() {
+                        break;
+                    }
+                    thread::sleep(Duration::from_millis(1));
+                }
+                for p in &target.packages {
+                    let msg = json!({"type": "start_app", "packageName": p}).to_string();
+                    g.send(wsc::TEXT, msg.as_bytes())
+                        .map_err(|e| format!("start_app {p}: {e}"))?;
+                }
+            }
         }
     }
-    let want = o.sessions * o.apps;
-    let setup_deadline = Instant::now() + Duration::from_secs(30);
+    let setup_limit = 30 + want as u64 / 200;
+    let setup_deadline = Instant::now() + Duration::from_secs(setup_limit);
     while sh.ready.load(Relaxed) < want {
         if let Some(e) = sh.errors.lock().unwrap().first() {
             return Err(format!("setup failed: {e}"));
         }
         if Instant::now() > setup_deadline {
             return Err(format!(
-                "setup failed: only {} of {want} apps connected within 30 s ({config_note})",
+                "setup failed: only {} of {want} apps connected within {setup_limit} s ({config_note})",
                 sh.ready.load(Relaxed)
             ));
         }
@@ -777,11 +661,12 @@ fn route(o: &Opts) -> Result<(), String> {
     }
     // Probe until every app got an event, so no subscription is still on its way when the
     // numbered messages start.
-    let warm_deadline = Instant::now() + Duration::from_secs(10);
+    let warm_limit = 10 + want as u64 / 500;
+    let warm_deadline = Instant::now() + Duration::from_secs(warm_limit);
     while sh.warm.load(Relaxed) < want {
         if Instant::now() > warm_deadline {
             return Err(format!(
-                "setup failed: only {} of {want} subscribed apps received a probe event within 10 s",
+                "setup failed: only {} of {want} subscribed apps received a probe event within {warm_limit} s",
                 sh.warm.load(Relaxed)
             ));
         }
@@ -813,19 +698,33 @@ fn route(o: &Opts) -> Result<(), String> {
     let first = sample(&sh);
     let start = first.at;
     let deadline = start + Duration::from_secs_f64(o.seconds);
-    let mut writers = Vec::new();
-    let mut readers = Vec::new();
-    let mut closers = Vec::new();
-    for (g, live) in glasses.into_iter().zip(&lives) {
-        let sock = g.sock.try_clone().map_err(|e| e.to_string())?;
-        closers.push(g.sock.try_clone().map_err(|e| e.to_string())?);
-        let (l, rate, batch) = (live.clone(), o.rate, o.batch);
-        writers.push(thread::spawn(move || {
-            glasses_writer(sock, &l, start, deadline, rate, batch)
-        }));
-        let (l, sh2) = (live.clone(), sh.clone());
-        readers.push(thread::spawn(move || glasses_reader(g, &l, &sh2.stop)));
-    }
+    // What each glasses sends when the run stops: stop its apps, close (raw: a TCP shutdown).
+    let goodbye = match o.peer {
+        Some((Proto::Raw, _)) => None,
+        _ => {
+            let mut out = Vec::new();
+            for p in target.packages.iter().filter(|_| o.peer.is_none()) {
+                let msg = json!({"type": "stop_app", "packageName": p}).to_string();
+                wsc::push_masked(&mut out, wsc::TEXT, msg.as_bytes(), stats::mask_key());
+            }
+            let code = 1000u16.to_be_bytes();
+            wsc::push_masked(&mut out, wsc::CLOSE, &code, stats::mask_key());
+            Some(out)
+        }
+    };
+    driver.drive(
+        glasses.into_iter().zip(lives.iter().cloned()).collect(),
+        Load {
+            start,
+            deadline,
+            rate: o.rate,
+            batch: o.batch,
+            window: o.window,
+            display_rate: o.display_rate,
+            audio: o.audio,
+            goodbye,
+        },
+    );
     let sent = |lives: &[Arc<GlassesLive>]| lives.iter().map(|l| l.sent.load(Relaxed)).sum::<u64>();
     let mut last = first;
     let progress = |last: &mut Sample, rss_peak: &mut u64| {
@@ -846,7 +745,7 @@ fn route(o: &Opts) -> Result<(), String> {
         *last = s;
     };
     let mut k = 1;
-    while !writers.iter().all(|w| w.is_finished()) {
+    while !driver.writers_done.load(Relaxed) {
         let tick = start + Duration::from_secs(k);
         let now = Instant::now();
         if tick > now {
@@ -857,9 +756,6 @@ fn route(o: &Opts) -> Result<(), String> {
         }
         progress(&mut last, &mut rss_peak);
         k += 1;
-    }
-    for w in writers {
-        let _ = w.join();
     }
     let sent_total = sent(&lives);
     let expected = sent_total * o.apps as u64;
@@ -889,31 +785,14 @@ fn route(o: &Opts) -> Result<(), String> {
     let rss_end = stats::status_kib(&pid_s, "VmRSS");
     rss_peak = rss_peak.max(rss_end);
     let hwm = stats::status_kib(&pid_s, "VmHWM");
-    let counters = server_counters(target.port);
+    let counters = match o.peer {
+        Some(_) => Vec::new(),
+        None => server_counters(target.port),
+    };
 
-    // Stop: the glasses stop their apps and close; readers end at their next timeout.
+    // Stop: the driver publishes its results and the glasses say goodbye.
     sh.stop.store(true, Relaxed);
-    for mut c in closers {
-        let mut out = Vec::new();
-        for p in &target.packages {
-            let msg = json!({"type": "stop_app", "packageName": p}).to_string();
-            wsc::push_masked(&mut out, wsc::TEXT, msg.as_bytes(), stats::mask_key());
-        }
-        wsc::push_masked(
-            &mut out,
-            wsc::CLOSE,
-            &1000u16.to_be_bytes(),
-            stats::mask_key(),
-        );
-        let _ = c.write_all(&out);
-    }
-    for r in readers {
-        let _ = r.join();
-    }
-    let until = Instant::now() + Duration::from_secs(3);
-    while sh.results.lock().unwrap().len() < want && Instant::now() < until {
-        thread::sleep(Duration::from_millis(10));
-    }
+    driver.join();
     drop(server);
 
     // Report.
@@ -930,8 +809,8 @@ fn route(o: &Opts) -> Result<(), String> {
         }
         hist.merge(&r.hist);
         delivered += r.delivered;
-        gaps += r.gaps;
-        reordered += r.reordered;
+        gaps += r.seq.gaps;
+        reordered += r.seq.reordered;
         other += r.other;
         let expect = lives[r.session].sent.load(Relaxed);
         lost += expect.saturating_sub(r.delivered);
@@ -956,148 +835,59 @@ fn route(o: &Opts) -> Result<(), String> {
     let server_cpu = end.server_ticks.saturating_sub(first.server_ticks) as f64 / tck;
     let self_cpu = end.self_ticks.saturating_sub(first.self_ticks) as f64 / tck;
     let busy = end.busy_ticks.saturating_sub(first.busy_ticks) as f64 / tck;
-    let others = (busy - server_cpu - self_cpu).max(0.0);
-    let cpus = thread::available_parallelism().map_or(1, |n| n.get());
-    let per = |cpu: f64| {
-        if delivered > 0 {
-            cpu * 1e6 / delivered as f64
-        } else {
-            0.0
-        }
-    };
-    let q = |x: f64| hist.quantile(x);
-    let mode = match o.rate {
-        Some(r) => format!("paced at {r} msgs/s per glasses"),
-        None => format!("flat out, {} frames per write", o.batch),
-    };
-    println!(
-        "edge-load route: {} sessions × {} apps, {mode}, {:.1} s (+{:.2} s drain)",
-        o.sessions,
-        o.apps,
+    let mut report = Report {
+        sessions: o.sessions,
+        apps: o.apps,
+        rate: o.rate,
+        batch: o.batch,
+        window: o.window,
         drive_secs,
-        (window - drive_secs).max(0.0)
-    );
-    let clean = lost == 0
-        && gaps == 0
-        && reordered == 0
-        && disconnects.is_empty()
-        && glasses_errors.is_empty()
-        && server_alive
-        && sh.errors.lock().unwrap().is_empty();
-    if let (true, Some(files)) = (clean, &scratch) {
+        window_secs: window,
+        setup_secs,
+        sent: sent_total,
+        expected,
+        delivered,
+        lost,
+        gaps,
+        reordered,
+        app_disconnects: disconnects,
+        glasses_errors,
+        latency: hist,
+        rss: [rss_start, rss_peak, hwm, rss_end],
+        server_pid: pid,
+        server_note: String::new(),
+        server_alive,
+        server_cpu,
+        self_cpu,
+        busy,
+        others: (busy - server_cpu - self_cpu).max(0.0),
+        cpus: stats::machine_cpus(),
+        counters,
+        ignored: sh.ignored.load(Relaxed),
+        empty_webhooks: sh.empty_webhooks.load(Relaxed),
+        other,
+        other_types: other_types.iter().map(|t| t.to_string()).collect(),
+        errors: sh.errors.lock().unwrap().clone(),
+        audio: o.audio,
+        unix: o.unix.clone(),
+        displays: o
+            .display_rate
+            .map(|_| std::mem::take(&mut *sh.display.lock().unwrap())),
+    };
+    if let (true, Some(files)) = (report.clean(), &scratch) {
         for f in files {
             let _ = std::fs::remove_file(f);
         }
         config_note = "scratch config and log removed: nothing went wrong".into();
     }
-    println!("  server            pid {pid} ({config_note})");
-    if !server_alive {
-        println!(
-            "  server            EXITED during the run: its CPU and RSS figures are incomplete"
-        );
-    }
-    println!(
-        "  sent              {sent_total} glasses messages ({:.0}/s)",
-        sent_total as f64 / drive_secs
-    );
-    println!(
-        "  delivered         {delivered} of {expected}: lost {lost}, gaps {gaps}, reordered {reordered}, apps disconnected {}, glasses disconnected {}",
-        disconnects.len(),
-        glasses_errors.len()
-    );
-    println!(
-        "  delivered msgs/s  {:.0} (over the {window:.2} s window)",
-        delivered as f64 / window
-    );
-    println!(
-        "  latency µs        p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (glasses → app, {} samples)",
-        q(0.5),
-        q(0.9),
-        q(0.99),
-        q(0.999),
-        hist.max,
-        hist.n
-    );
-    println!("  server RSS KiB    start {rss_start}  peak {rss_peak} (VmHWM {hwm})  end {rss_end}");
-    println!(
-        "  server CPU        {server_cpu:.2} s = {:.1} % of one core; {:.3} µs per delivered message",
-        server_cpu / window * 100.0,
-        per(server_cpu)
-    );
-    println!(
-        "  generator CPU     {self_cpu:.2} s = {:.1} % of one core; {:.3} µs per delivered message",
-        self_cpu / window * 100.0,
-        per(self_cpu)
-    );
-    println!(
-        "  machine           {cpus} CPUs busy {:.1} % over the window; other processes {:.2} s = {:.1} % of one core{}",
-        busy / window / cpus as f64 * 100.0,
-        others,
-        others / window * 100.0,
-        if others / window > 0.1 { " (not idle: numbers are disturbed)" } else { "" }
-    );
-    if !counters.is_empty() {
-        println!("  server counters   {}", counters.join("  "));
-    }
-    let ignored = sh.ignored.load(Relaxed);
-    if ignored > 0 {
-        println!("  ignored           {ignored} session_requests for sessions of an earlier run");
-    }
-    if other > 0 {
-        println!(
-            "  other messages    {other} text messages to apps without a seq: {}",
-            other_types.join(", ")
-        );
-    }
-    for d in &disconnects {
-        println!("  app disconnected  {d}");
-    }
-    for g in &glasses_errors {
-        println!("  glasses ended     {g}");
-    }
-    for e in sh.errors.lock().unwrap().iter() {
-        println!("  error             {e}");
-    }
+    report.server_note = config_note;
+    print!("{}", report.text());
     if let Some(path) = &o.json {
-        let j = json!({
-            "sessions": o.sessions,
-            "apps": o.apps,
-            "mode": if o.rate.is_some() { "paced" } else { "flat" },
-            "ratePerGlasses": o.rate,
-            "batch": o.batch,
-            "seconds": drive_secs,
-            "windowSeconds": window,
-            "setupSeconds": setup_secs,
-            "sent": sent_total,
-            "expected": expected,
-            "delivered": delivered,
-            "lost": lost,
-            "gaps": gaps,
-            "reordered": reordered,
-            "appsDisconnected": disconnects.len(),
-            "appDisconnects": disconnects,
-            "glassesDisconnected": glasses_errors.len(),
-            "glassesErrors": glasses_errors,
-            "deliveredPerSecond": delivered as f64 / window,
-            "latencyUs": {
-                "p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "p999": q(0.999),
-                "max": hist.max, "samples": hist.n,
-            },
-            "serverRssKiB": {"start": rss_start, "peak": rss_peak, "hwm": hwm, "end": rss_end},
-            "serverCpuSeconds": server_cpu,
-            "serverCpuUsPerDelivered": per(server_cpu),
-            "generatorCpuSeconds": self_cpu,
-            "generatorCpuUsPerDelivered": per(self_cpu),
-            "serverCounters": counters,
-            "serverExited": !server_alive,
-            "machine": {
-                "cpus": cpus,
-                "busyPercent": busy / window / cpus as f64 * 100.0,
-                "otherProcessesCpuSeconds": others,
-            },
-        });
-        std::fs::write(path, serde_json::to_string_pretty(&j).unwrap_or_default())
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        std::fs::write(
+            path,
+            serde_json::to_string_pretty(&report.json()).unwrap_or_default(),
+        )
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
     Ok(())
 }

@@ -110,6 +110,31 @@ impl Histogram {
     }
 }
 
+/// Order and loss accounting for one numbered stream: the sequence numbers one receiver sees,
+/// expected to be 0, 1, 2, … .
+#[derive(Clone, Copy, Default, Debug, PartialEq)]
+pub struct Sequence {
+    /// The next number expected.
+    pub next: u64,
+    /// Numbers skipped over (a later one arrived first); each may still arrive late.
+    pub gaps: u64,
+    /// Numbers that arrived after a later one, or twice.
+    pub reordered: u64,
+}
+
+impl Sequence {
+    pub fn see(&mut self, seq: u64) {
+        if seq == self.next {
+            self.next += 1;
+        } else if seq > self.next {
+            self.gaps += seq - self.next;
+            self.next = seq + 1;
+        } else {
+            self.reordered += 1;
+        }
+    }
+}
+
 /// Clock ticks per second for /proc CPU times.
 pub fn clock_ticks() -> u64 {
     std::process::Command::new("getconf")
@@ -159,6 +184,16 @@ pub fn machine_busy_ticks() -> u64 {
     total.saturating_sub(f.get(3).copied().unwrap_or(0) + f.get(4).copied().unwrap_or(0))
 }
 
+/// The machine's CPUs (all of them, whatever this process is pinned to).
+pub fn machine_cpus() -> usize {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let n = stat
+        .lines()
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .count();
+    n.max(1)
+}
+
 /// A `Vm…:` line of /proc/<pid>/status in KiB (0 if unreadable).
 pub fn status_kib(pid: &str, key: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -179,6 +214,43 @@ pub fn status_kib(pid: &str, key: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sequence_counts_gaps_and_late_arrivals() {
+        let mut s = Sequence::default();
+        for v in [0, 1, 2] {
+            s.see(v);
+        }
+        assert_eq!((s.next, s.gaps, s.reordered), (3, 0, 0));
+        s.see(5); // 3 and 4 skipped
+        assert_eq!((s.next, s.gaps, s.reordered), (6, 2, 0));
+        s.see(3); // late
+        s.see(5); // twice
+        assert_eq!((s.next, s.gaps, s.reordered), (6, 2, 2));
+        s.see(6);
+        assert_eq!((s.next, s.gaps, s.reordered), (7, 2, 2));
+    }
+
+    #[test]
+    fn histogram_merge_and_small_values_are_exact() {
+        let mut a = Histogram::default();
+        let mut b = Histogram::default();
+        for v in 0..100u64 {
+            a.record(v);
+        }
+        for v in 900..1000u64 {
+            b.record(v);
+        }
+        assert_eq!(a.quantile(0.5), 49);
+        a.merge(&b);
+        assert_eq!(a.n, 200);
+        assert_eq!(a.max, 999);
+        assert_eq!(a.quantile(0.5), 99);
+        assert_eq!(a.quantile(0.505), 900);
+        assert_eq!(a.quantile(0.51), 901);
+        assert_eq!(a.quantile(0.99), 997);
+        assert_eq!(Histogram::default().quantile(0.99), 0);
+    }
 
     #[test]
     fn histogram_quantiles_are_within_a_bucket() {

@@ -6,17 +6,87 @@ use base64::Engine;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::ops::Range;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 pub const TEXT: u8 = 0x1;
+pub const BINARY: u8 = 0x2;
 pub const CONTINUATION: u8 = 0x0;
 pub const CLOSE: u8 = 0x8;
 pub const PING: u8 = 0x9;
 pub const PONG: u8 = 0xA;
 
+/// The transport under a connection: loopback TCP, or the server's Unix socket.
+pub enum Sock {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Sock {
+    pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        match self {
+            Sock::Tcp(s) => s.set_nonblocking(on),
+            Sock::Unix(s) => s.set_nonblocking(on),
+        }
+    }
+
+    pub fn set_read_timeout(&self, d: Option<Duration>) -> io::Result<()> {
+        match self {
+            Sock::Tcp(s) => s.set_read_timeout(d),
+            Sock::Unix(s) => s.set_read_timeout(d),
+        }
+    }
+
+    pub fn set_write_timeout(&self, d: Option<Duration>) -> io::Result<()> {
+        match self {
+            Sock::Tcp(s) => s.set_write_timeout(d),
+            Sock::Unix(s) => s.set_write_timeout(d),
+        }
+    }
+
+    pub fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
+        match self {
+            Sock::Tcp(s) => s.shutdown(how),
+            Sock::Unix(s) => s.shutdown(how),
+        }
+    }
+}
+
+impl AsRawFd for Sock {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Sock::Tcp(s) => s.as_raw_fd(),
+            Sock::Unix(s) => s.as_raw_fd(),
+        }
+    }
+}
+
+impl Read for Sock {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Sock::Tcp(s) => s.read(buf),
+            Sock::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Sock {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sock::Tcp(s) => s.write(buf),
+            Sock::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// One client connection: the socket and the bytes read but not yet consumed.
 pub struct Ws {
-    pub sock: TcpStream,
+    pub sock: Sock,
     buf: Vec<u8>,
     start: usize,
     end: usize,
@@ -36,7 +106,31 @@ impl Ws {
         let sock = TcpStream::connect(("127.0.0.1", port))
             .map_err(|e| format!("connect 127.0.0.1:{port}: {e}"))?;
         sock.set_nodelay(true).ok();
-        sock.set_read_timeout(Some(Duration::from_secs(10))).ok();
+        let host = format!("127.0.0.1:{port}");
+        Ws::upgrade(Sock::Tcp(sock), &host, path, headers, buf_size)
+    }
+
+    /// The same over the server's Unix socket at `socket`.
+    pub fn connect_unix(
+        socket: &str,
+        path: &str,
+        headers: &str,
+        buf_size: usize,
+    ) -> Result<Ws, String> {
+        let sock =
+            UnixStream::connect(socket).map_err(|e| format!("connect unix:{socket}: {e}"))?;
+        Ws::upgrade(Sock::Unix(sock), "localhost", path, headers, buf_size)
+    }
+
+    fn upgrade(
+        sock: Sock,
+        host: &str,
+        path: &str,
+        headers: &str,
+        buf_size: usize,
+    ) -> Result<Ws, String> {
+        // Generous: thousands of connections may be set up at once on a busy box.
+        sock.set_read_timeout(Some(Duration::from_secs(60))).ok();
         let mut ws = Ws {
             sock,
             buf: vec![0; buf_size.max(4096)],
@@ -45,7 +139,7 @@ impl Ws {
         };
         let key: [u8; 16] = std::array::from_fn(|_| crate::stats::random_u64() as u8);
         let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n",
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n",
             base64::engine::general_purpose::STANDARD.encode(key)
         );
         ws.sock
@@ -74,6 +168,22 @@ impl Ws {
                 Err(e) => return Err(format!("upgrade {path}: {e}")),
             }
         }
+    }
+
+    /// A plain TCP connection to `127.0.0.1:port` that sends `hello` first (the raw forwarder's
+    /// protocol); what it reads is walked as frames like a WebSocket's.
+    pub fn raw(port: u16, hello: &str) -> Result<Ws, String> {
+        let mut sock = TcpStream::connect(("127.0.0.1", port))
+            .map_err(|e| format!("connect 127.0.0.1:{port}: {e}"))?;
+        sock.set_nodelay(true).ok();
+        sock.write_all(hello.as_bytes())
+            .map_err(|e| format!("raw hello: {e}"))?;
+        Ok(Ws {
+            sock: Sock::Tcp(sock),
+            buf: vec![0; 64 << 10],
+            start: 0,
+            end: 0,
+        })
     }
 
     /// Read once more into the buffer (after moving unread bytes to the front).
@@ -253,6 +363,22 @@ pub fn push_button(out: &mut Vec<u8>, seq: u64, t: u64, mask: [u8; 4]) {
     push_masked(out, TEXT, &p[..n], mask);
 }
 
+/// Append one masked binary frame of `size` bytes (at least 16) that stands for a chunk of
+/// audio: `seq` and the send time `t` (µs) little-endian in its first 16 bytes, then silence.
+pub fn push_audio(out: &mut Vec<u8>, seq: u64, t: u64, size: usize, mask: [u8; 4]) {
+    let mut p = vec![0u8; size.max(16)];
+    p[..8].copy_from_slice(&seq.to_le_bytes());
+    p[8..16].copy_from_slice(&t.to_le_bytes());
+    push_masked(out, BINARY, &p, mask);
+}
+
+/// The `seq` and `t` of an audio frame made by [`push_audio`].
+pub fn audio_fields(p: &[u8]) -> Option<(u64, u64)> {
+    let seq = u64::from_le_bytes(p.get(..8)?.try_into().ok()?);
+    let t = u64::from_le_bytes(p.get(8..16)?.try_into().ok()?);
+    Some((seq, t))
+}
+
 /// Whether `needle` occurs in `text`.
 pub fn find(text: &[u8], needle: &[u8]) -> bool {
     text.windows(needle.len()).any(|w| w == needle)
@@ -303,5 +429,22 @@ mod tests {
         assert_eq!(field(&p, br#""seq":"#, &mut hint), Some(1234));
         assert_eq!(field(&p, br#""t":"#, &mut 0), Some(98765));
         assert_eq!(field(&p, br#""seq":"#, &mut hint), Some(1234));
+    }
+
+    #[test]
+    fn audio_frames_carry_seq_and_time_in_their_first_bytes() {
+        let mut out = Vec::new();
+        push_audio(&mut out, 7, 99, 3200, [9, 8, 7, 6]);
+        assert_eq!(out[0], 0x82);
+        assert_eq!(out[1], 0x80 | 126);
+        assert_eq!(u16::from_be_bytes([out[2], out[3]]), 3200);
+        let mut p = out[8..].to_vec();
+        assert_eq!(p.len(), 3200);
+        for (i, x) in p.iter_mut().enumerate() {
+            *x ^= [9, 8, 7, 6][i & 3];
+        }
+        assert_eq!(audio_fields(&p), Some((7, 99)));
+        assert!(p[16..].iter().all(|&b| b == 0));
+        assert_eq!(audio_fields(&p[..15]), None);
     }
 }

@@ -1,0 +1,618 @@
+//! Measurement layer: the load generator's driving loop. One thread and one mio `Poll` carry
+//! every connection of a run once it is set up, so the generator stays cheap with thousands of
+//! sessions (a thread per connection spent more CPU scheduling than the server did routing).
+//!
+//! Apps are handed in as soon as they are connected (they read from then on, which is how the
+//! probe events of the setup are seen); the glasses are handed in when the load starts. Glasses
+//! write masked `button_press` frames carrying a sequence number and the send time (µs), many
+//! per `write`, flat out or paced; apps read in large chunks, find `"seq":` and `"t":` by byte
+//! search, check order per app and record the latency. Invariants: a glasses' `sent` counts only
+//! messages fully handed to the kernel; results are published once, when `stop` is seen.
+
+use crate::route::Shared;
+use crate::stats::{self, Histogram, Sequence};
+use crate::wsc::{self, Ws};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use serde_json::Value;
+use std::io::{self, ErrorKind, Write};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// One app connection's result, published when the run stops.
+pub struct AppResult {
+    pub session: usize,
+    pub package: String,
+    pub delivered: u64,
+    pub seq: Sequence,
+    /// Text messages without a `seq` (not load traffic), and their `type`s.
+    pub other: u64,
+    pub other_types: Vec<String>,
+    pub hist: Histogram,
+    /// Why it ended before the run did.
+    pub disconnected: Option<String>,
+}
+
+/// The displays of a run: sent by apps, and the latency of those the glasses received.
+#[derive(Default)]
+pub struct Displays {
+    pub sent: u64,
+    pub latency: Histogram,
+}
+
+/// One glasses connection as the main thread sees it.
+#[derive(Default)]
+pub struct GlassesLive {
+    pub sent: AtomicU64,
+    pub error: Mutex<Option<String>>,
+}
+
+/// How the glasses send.
+pub struct Load {
+    pub start: Instant,
+    pub deadline: Instant,
+    /// Messages per second per glasses; flat out when `None`.
+    pub rate: Option<f64>,
+    pub batch: usize,
+    /// Messages a glasses may have in flight (sent, not yet delivered to its apps, on
+    /// average); 0 for no limit. Bounds the queueing a flat-out run measures.
+    pub window: u64,
+    /// `display_event`s per second sent by the first app of each session; none when `None`.
+    pub display_rate: Option<f64>,
+    /// Send binary audio chunks of this many bytes instead of `button_press` events.
+    pub audio: Option<usize>,
+    /// Written to each glasses when the run stops; `None`: shut the socket down.
+    pub goodbye: Option<Vec<u8>>,
+}
+
+enum Cmd {
+    App(Ws, usize, String),
+    Drive(Vec<(Ws, Arc<GlassesLive>)>, Box<Load>),
+}
+
+/// The handle the setup and the main thread hold.
+pub struct Driver {
+    tx: mpsc::Sender<Cmd>,
+    waker: Arc<Waker>,
+    handle: JoinHandle<()>,
+    /// Set once every glasses has passed its deadline (or failed).
+    pub writers_done: Arc<AtomicBool>,
+}
+
+const WAKER: Token = Token(usize::MAX);
+/// Tokens at and above this are glasses; below are apps.
+const GLASSES: usize = 1 << 40;
+
+impl Driver {
+    pub fn start(sh: Arc<Shared>) -> io::Result<Driver> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (tx, rx) = mpsc::channel();
+        let writers_done = Arc::new(AtomicBool::new(false));
+        let done = writers_done.clone();
+        let handle = thread::Builder::new()
+            .name("driver".into())
+            .spawn(move || Loop::new(poll, rx, sh, done).run())?;
+        Ok(Driver {
+            tx,
+            waker,
+            handle,
+            writers_done,
+        })
+    }
+
+    /// Where the setup hands the apps it connected.
+    pub fn app_sink(&self) -> AppSink {
+        AppSink {
+            tx: Mutex::new(self.tx.clone()),
+            waker: self.waker.clone(),
+        }
+    }
+
+    /// Start the load on these glasses.
+    pub fn drive(&self, glasses: Vec<(Ws, Arc<GlassesLive>)>, load: Load) {
+        let _ = self.tx.send(Cmd::Drive(glasses, Box::new(load)));
+        let _ = self.waker.wake();
+    }
+
+    /// Wait for the loop to publish its results (after `stop` was set).
+    pub fn join(self) {
+        let _ = self.waker.wake();
+        let _ = self.handle.join();
+    }
+}
+
+/// Hands connected apps to the loop, from any thread.
+pub struct AppSink {
+    tx: Mutex<mpsc::Sender<Cmd>>,
+    waker: Arc<Waker>,
+}
+
+impl AppSink {
+    /// Read and check this connected, subscribed app from now on.
+    pub fn add(&self, ws: Ws, session: usize, package: String) {
+        let _ = self.tx.lock().unwrap().send(Cmd::App(ws, session, package));
+        let _ = self.waker.wake();
+    }
+}
+
+struct App {
+    ws: Ws,
+    /// The first app of its session: the one that sends displays.
+    shows: bool,
+    displays_sent: u64,
+    r: AppResult,
+    hint_seq: usize,
+    hint_t: usize,
+    frag: Vec<u8>,
+    warm: bool,
+    closed: bool,
+}
+
+struct Glasses {
+    ws: Ws,
+    display: Histogram,
+    hint_display: usize,
+    live: Arc<GlassesLive>,
+    out: Vec<u8>,
+    at: usize,
+    /// Sequence number of the next message to build.
+    seq: u64,
+    pong: Option<Vec<u8>>,
+    writable: bool,
+    /// Its window is full: it waits for deliveries, not for the socket.
+    held: bool,
+    done: bool,
+}
+
+struct Loop {
+    poll: Poll,
+    rx: mpsc::Receiver<Cmd>,
+    sh: Arc<Shared>,
+    writers_done: Arc<AtomicBool>,
+    apps: Vec<App>,
+    glasses: Vec<Glasses>,
+    load: Option<Box<Load>>,
+    /// Per session: its apps, and the messages they received.
+    session_apps: Vec<u64>,
+    session_delivered: Vec<u64>,
+}
+
+impl Loop {
+    fn new(
+        poll: Poll,
+        rx: mpsc::Receiver<Cmd>,
+        sh: Arc<Shared>,
+        writers_done: Arc<AtomicBool>,
+    ) -> Loop {
+        Loop {
+            poll,
+            rx,
+            sh,
+            writers_done,
+            apps: Vec::new(),
+            glasses: Vec::new(),
+            load: None,
+            session_apps: Vec::new(),
+            session_delivered: Vec::new(),
+        }
+    }
+
+    fn register(&self, ws: &Ws, token: Token, interest: Interest) {
+        let _ = ws.sock.set_nonblocking(true);
+        let fd = ws.sock.as_raw_fd();
+        let _ = self
+            .poll
+            .registry()
+            .register(&mut SourceFd(&fd), token, interest);
+    }
+
+    fn run(mut self) {
+        let mut events = Events::with_capacity(4096);
+        loop {
+            while let Ok(cmd) = self.rx.try_recv() {
+                self.command(cmd);
+            }
+            if self.sh.stop.load(Relaxed) {
+                break;
+            }
+            let busy = self.load.is_some()
+                && self
+                    .glasses
+                    .iter()
+                    .any(|g| g.writable && !g.done && !g.held);
+            let timeout = match (busy, self.load.as_ref().and_then(|l| l.rate)) {
+                (true, None) => Duration::ZERO,
+                (true, Some(_)) => Duration::from_millis(1),
+                (false, _) => Duration::from_millis(20),
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != ErrorKind::Interrupted {
+                    self.sh.error(format!("driver poll: {e}"));
+                    break;
+                }
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    WAKER => {}
+                    Token(t) if t >= GLASSES => {
+                        let g = &mut self.glasses[t - GLASSES];
+                        if ev.is_writable() {
+                            g.writable = true;
+                        }
+                        if ev.is_readable() || ev.is_read_closed() {
+                            glasses_read(g, &self.sh);
+                        }
+                    }
+                    Token(t) => {
+                        if let Some(app) = self.apps.get_mut(t) {
+                            self.session_delivered[app.r.session] += app_read(app, &self.sh);
+                        }
+                    }
+                }
+            }
+            if let Some(load) = self.load.take() {
+                let now = Instant::now();
+                for (i, g) in self.glasses.iter_mut().enumerate() {
+                    if !g.writable || g.done {
+                        continue;
+                    }
+                    let apps = self.session_apps.get(i).copied().unwrap_or(0);
+                    let delivered = self.session_delivered.get(i).copied().unwrap_or(0);
+                    let room = room(load.window, apps, g.seq, delivered);
+                    g.held = room == 0;
+                    pump(g, now, &load, room);
+                }
+                if self.glasses.iter().all(|g| g.done) {
+                    self.writers_done.store(true, Relaxed);
+                }
+                if let Some(rate) = load.display_rate.filter(|_| now < load.deadline) {
+                    let due = ((now - load.start).as_secs_f64() * rate) as u64 + 1;
+                    for app in self.apps.iter_mut().filter(|a| a.shows && !a.closed) {
+                        show(app, due, &self.sh);
+                    }
+                }
+                self.load = Some(load);
+            }
+        }
+        let goodbye = self.load.as_ref().map(|l| l.goodbye.clone());
+        for g in &mut self.glasses {
+            let _ = g.ws.sock.set_nonblocking(false);
+            let _ = g.ws.sock.set_write_timeout(Some(Duration::from_secs(2)));
+            match &goodbye {
+                Some(Some(bytes)) => {
+                    let _ = g.ws.sock.write_all(bytes);
+                }
+                _ => {
+                    let _ = g.ws.sock.shutdown(std::net::Shutdown::Both);
+                }
+            }
+        }
+        let mut display = self.sh.display.lock().unwrap();
+        for g in &self.glasses {
+            display.latency.merge(&g.display);
+        }
+        display.sent = self.apps.iter().map(|a| a.displays_sent).sum();
+        drop(display);
+        let mut results = self.sh.results.lock().unwrap();
+        results.extend(self.apps.into_iter().map(|a| a.r));
+    }
+
+    fn command(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::App(ws, session, package) => {
+                if self.session_apps.len() <= session {
+                    self.session_apps.resize(session + 1, 0);
+                    self.session_delivered.resize(session + 1, 0);
+                }
+                self.session_apps[session] += 1;
+                let token = Token(self.apps.len());
+                self.register(&ws, token, Interest::READABLE);
+                let mut app = App {
+                    ws,
+                    shows: self.session_apps[session] == 1,
+                    displays_sent: 0,
+                    r: AppResult {
+                        session,
+                        package,
+                        delivered: 0,
+                        seq: Sequence::default(),
+                        other: 0,
+                        other_types: Vec::new(),
+                        hist: Histogram::default(),
+                        disconnected: None,
+                    },
+                    hint_seq: 0,
+                    hint_t: 0,
+                    frag: Vec::new(),
+                    warm: false,
+                    closed: false,
+                };
+                // Bytes may have arrived before it was registered (edge-triggered).
+                self.session_delivered[session] += app_read(&mut app, &self.sh);
+                self.apps.push(app);
+            }
+            Cmd::Drive(glasses, load) => {
+                for (ws, live) in glasses {
+                    let token = Token(GLASSES + self.glasses.len());
+                    self.register(&ws, token, Interest::READABLE | Interest::WRITABLE);
+                    self.glasses.push(Glasses {
+                        ws,
+                        display: Histogram::default(),
+                        hint_display: 0,
+                        live,
+                        out: Vec::with_capacity(load.batch * 112 + 64),
+                        at: 0,
+                        seq: 0,
+                        pong: None,
+                        writable: true,
+                        held: false,
+                        done: false,
+                    });
+                }
+                self.load = Some(load);
+            }
+        }
+    }
+}
+
+/// Write what is pending, then build and write more until the socket is full, the deadline
+/// passed, or (paced) nothing more is due. A few batches at most per call, so apps get read;
+/// at most `room` new messages.
+fn pump(g: &mut Glasses, now: Instant, load: &Load, mut room: u64) {
+    for _ in 0..8 {
+        while g.at < g.out.len() {
+            match g.ws.sock.write(&g.out[g.at..]) {
+                Ok(n) => g.at += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    g.writable = false;
+                    return;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    *g.live.error.lock().unwrap() = Some(format!("write error: {e}"));
+                    g.done = true;
+                    return;
+                }
+            }
+        }
+        g.live.sent.store(g.seq, Relaxed);
+        if now >= load.deadline {
+            g.done = true;
+            return;
+        }
+        let n = match load.rate {
+            None => load.batch as u64,
+            Some(r) => {
+                let due = ((now - load.start).as_secs_f64() * r) as u64 + 1;
+                due.saturating_sub(g.seq).min(load.batch as u64)
+            }
+        }
+        .min(room);
+        if n == 0 {
+            return;
+        }
+        room -= n;
+        g.out.clear();
+        g.at = 0;
+        if let Some(p) = g.pong.take() {
+            wsc::push_masked(&mut g.out, wsc::PONG, &p, stats::mask_key());
+        }
+        let mask = stats::mask_key();
+        let t = stats::now_us();
+        for k in 0..n {
+            match load.audio {
+                Some(size) => wsc::push_audio(&mut g.out, g.seq + k, t, size, mask),
+                None => wsc::push_button(&mut g.out, g.seq + k, t, mask),
+            }
+        }
+        g.seq += n;
+    }
+}
+
+/// Drain what the server sends the glasses; keep a ping's payload to answer.
+fn glasses_read(g: &mut Glasses, sh: &Shared) {
+    loop {
+        match g.ws.fill() {
+            Ok(0) => {
+                if !sh.stop.load(Relaxed) {
+                    *g.live.error.lock().unwrap() = Some("closed without a close frame".into());
+                }
+                g.done = true;
+                return;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => {
+                *g.live.error.lock().unwrap() = Some(format!("read error: {e}"));
+                g.done = true;
+                return;
+            }
+        }
+        let now = stats::now_us();
+        while let Some(f) = g.ws.next_frame() {
+            match f.opcode {
+                wsc::TEXT => {
+                    let text = g.ws.payload(f.payload);
+                    if let Some(t) = wsc::field(text, DISPLAY_MARK, &mut g.hint_display) {
+                        g.display.record(now.saturating_sub(t));
+                    }
+                }
+                wsc::PING => g.pong = Some(g.ws.payload(f.payload).to_vec()),
+                wsc::CLOSE if !sh.stop.load(Relaxed) => {
+                    *g.live.error.lock().unwrap() = Some(format!(
+                        "closed by the server: {}",
+                        wsc::describe_close(g.ws.payload(f.payload))
+                    ));
+                    g.done = true;
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// What a load display's text starts with, followed by its send time (µs).
+const DISPLAY_MARK: &[u8] = b"edge-load display t=";
+
+/// Send the `display_event`s due from an app (`due` in all so far).
+fn show(app: &mut App, due: u64, sh: &Shared) {
+    while app.displays_sent < due {
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(DISPLAY_MARK),
+            stats::now_us()
+        );
+        let ev = serde_json::json!({
+            "type": "display_event",
+            "packageName": app.r.package,
+            "sessionId": "",
+            "view": "main",
+            "layout": {"layoutType": "text_wall", "text": text},
+            "durationMs": 10_000,
+        });
+        // Tiny frames to a socket that carries nothing else: a short write is not expected;
+        // if one happens the app is counted as failed rather than its stream corrupted.
+        if let Err(e) = app.ws.send(wsc::TEXT, ev.to_string().as_bytes()) {
+            sh.error(format!("{}: display_event not sent: {e}", app.r.package));
+            app.closed = true;
+            return;
+        }
+        app.displays_sent += 1;
+    }
+}
+
+/// Read everything an app has been sent, count, check and time it; the load messages read.
+fn app_read(app: &mut App, sh: &Shared) -> u64 {
+    if app.closed {
+        return 0;
+    }
+    let before = app.r.delivered;
+    loop {
+        match app.ws.fill() {
+            Ok(0) => {
+                app.r.disconnected = Some("connection closed without a close frame".into());
+                app.closed = true;
+                break;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => {
+                app.r.disconnected = Some(format!("read error: {e}"));
+                app.closed = true;
+                break;
+            }
+        }
+        let now = stats::now_us();
+        if !app_frames(app, now, sh) {
+            app.closed = true;
+            break;
+        }
+    }
+    if app.closed && app.r.disconnected.is_some() && !sh.stop.load(Relaxed) {
+        sh.disconnected.fetch_add(1, Relaxed);
+    }
+    sh.delivered.fetch_add(app.r.delivered - before, Relaxed);
+    app.r.delivered - before
+}
+
+/// New messages a glasses with `apps` apps may send, having sent `sent` of which its apps
+/// received `delivered` deliveries in all, so that on average at most `window` are in flight.
+pub fn room(window: u64, apps: u64, sent: u64, delivered: u64) -> u64 {
+    if window == 0 || apps == 0 {
+        return u64::MAX;
+    }
+    let in_flight = (sent * apps).saturating_sub(delivered).div_ceil(apps);
+    window.saturating_sub(in_flight)
+}
+
+/// The complete frames in an app's buffer; false once it was closed.
+fn app_frames(app: &mut App, now: u64, sh: &Shared) -> bool {
+    let r = &mut app.r;
+    while let Some(f) = app.ws.next_frame() {
+        let text: &[u8] = match f.opcode {
+            wsc::TEXT if f.fin => app.ws.payload(f.payload),
+            wsc::TEXT | wsc::CONTINUATION => {
+                app.frag.extend_from_slice(app.ws.payload(f.payload));
+                if !f.fin {
+                    continue;
+                }
+                &app.frag
+            }
+            wsc::PING => {
+                let p = app.ws.payload(f.payload).to_vec();
+                let _ = app.ws.send(wsc::PONG, &p);
+                continue;
+            }
+            wsc::BINARY => {
+                if let Some((seq, t)) = wsc::audio_fields(app.ws.payload(f.payload)) {
+                    r.delivered += 1;
+                    r.hist.record(now.saturating_sub(t));
+                    r.seq.see(seq);
+                }
+                continue;
+            }
+            wsc::CLOSE => {
+                r.disconnected = Some(format!(
+                    "closed by the server: {}",
+                    wsc::describe_close(app.ws.payload(f.payload))
+                ));
+                return false;
+            }
+            _ => continue,
+        };
+        match wsc::field(text, br#""seq":"#, &mut app.hint_seq) {
+            Some(seq) => {
+                r.delivered += 1;
+                if let Some(t) = wsc::field(text, br#""t":"#, &mut app.hint_t) {
+                    r.hist.record(now.saturating_sub(t));
+                }
+                r.seq.see(seq);
+            }
+            // What the teardown brings (app_stopped) is not news.
+            None if sh.stop.load(Relaxed) => {}
+            None if wsc::find(text, br#""buttonId":"probe""#) => {
+                if !app.warm {
+                    app.warm = true;
+                    sh.warm.fetch_add(1, Relaxed);
+                }
+            }
+            None => {
+                r.other += 1;
+                let ty = serde_json::from_slice::<Value>(text)
+                    .ok()
+                    .and_then(|v| v["type"].as_str().map(str::to_string))
+                    .unwrap_or_else(|| "(not JSON)".into());
+                if !r.other_types.contains(&ty) {
+                    r.other_types.push(ty);
+                }
+            }
+        }
+        app.frag.clear();
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::room;
+
+    #[test]
+    fn the_window_counts_messages_not_yet_delivered_to_every_app() {
+        assert_eq!(room(0, 4, 1_000_000, 0), u64::MAX);
+        assert_eq!(room(100, 4, 0, 0), 100);
+        // 50 sent to 4 apps, 120 of 200 deliveries made: 20 in flight on average.
+        assert_eq!(room(100, 4, 50, 120), 80);
+        // One delivery short of everything counts as one in flight.
+        assert_eq!(room(100, 4, 50, 199), 99);
+        assert_eq!(room(100, 4, 150, 0), 0);
+        assert_eq!(room(100, 4, 100, 0), 0);
+        // An app not yet known sends nothing it cannot count.
+        assert_eq!(room(100, 0, 10, 0), u64::MAX);
+    }
+}

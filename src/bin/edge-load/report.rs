@@ -1,0 +1,403 @@
+//! Measurement layer: what one `edge-load route` run found, as the summary table it prints and
+//! the `--json` report. No measuring here: the run fills a [`Report`], this module words it.
+//! Invariant: the text and the JSON are made from the same fields, so they never disagree.
+
+use crate::driver::Displays;
+use crate::stats::Histogram;
+use serde_json::{json, Value};
+use std::fmt::Write;
+
+#[derive(Default)]
+pub struct Report {
+    pub sessions: usize,
+    pub apps: usize,
+    /// Messages per second per glasses when paced; flat out when `None`.
+    pub rate: Option<f64>,
+    pub batch: usize,
+    pub window: u64,
+    pub drive_secs: f64,
+    /// From the first message sent until everything was delivered (or delivery stopped).
+    pub window_secs: f64,
+    pub setup_secs: f64,
+    pub sent: u64,
+    pub expected: u64,
+    pub delivered: u64,
+    pub lost: u64,
+    pub gaps: u64,
+    pub reordered: u64,
+    pub app_disconnects: Vec<String>,
+    pub glasses_errors: Vec<String>,
+    pub latency: Histogram,
+    /// Server RSS in KiB: start, peak, VmHWM, end.
+    pub rss: [u64; 4],
+    pub server_pid: u32,
+    pub server_note: String,
+    pub server_alive: bool,
+    pub server_cpu: f64,
+    pub self_cpu: f64,
+    /// CPU seconds of the whole machine over the window, and of everything else in it.
+    pub busy: f64,
+    pub others: f64,
+    pub cpus: usize,
+    pub counters: Vec<String>,
+    pub ignored: usize,
+    pub empty_webhooks: usize,
+    pub other: u64,
+    pub other_types: Vec<String>,
+    pub errors: Vec<String>,
+    /// With `--display-rate`: app `display_event` → glasses.
+    pub displays: Option<Displays>,
+    /// Binary audio chunks of this many bytes instead of `button_press` events.
+    pub audio: Option<usize>,
+    /// The Unix socket the glasses connected over (TCP when `None`).
+    pub unix: Option<String>,
+}
+
+impl Report {
+    /// Nothing lost, out of order, disconnected or failed.
+    pub fn clean(&self) -> bool {
+        self.lost == 0
+            && self.gaps == 0
+            && self.reordered == 0
+            && self.app_disconnects.is_empty()
+            && self.glasses_errors.is_empty()
+            && self.server_alive
+            && self.errors.is_empty()
+    }
+
+    fn per_delivery_us(&self, cpu: f64) -> f64 {
+        if self.delivered > 0 {
+            cpu * 1e6 / self.delivered as f64
+        } else {
+            0.0
+        }
+    }
+
+    fn rate_of(&self, n: u64) -> f64 {
+        n as f64 / self.window_secs.max(1e-9)
+    }
+
+    /// The summary table.
+    pub fn text(&self) -> String {
+        let q = |x: f64| self.latency.quantile(x);
+        let w = self.window_secs.max(1e-9);
+        let mut mode = match self.rate {
+            Some(r) => format!("paced at {r} msgs/s per glasses"),
+            None => format!(
+                "flat out, {} frames per write, at most {} in flight per glasses",
+                self.batch, self.window
+            ),
+        };
+        if let Some(size) = self.audio {
+            let _ = write!(mode, ", audio chunks of {size} bytes");
+        }
+        if let Some(path) = &self.unix {
+            let _ = write!(mode, ", glasses over unix:{path}");
+        }
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "edge-load route: {} sessions × {} apps, {mode}, {:.1} s (+{:.2} s drain)",
+            self.sessions,
+            self.apps,
+            self.drive_secs,
+            (self.window_secs - self.drive_secs).max(0.0)
+        );
+        let _ = writeln!(
+            s,
+            "  server            pid {} ({})",
+            self.server_pid, self.server_note
+        );
+        if !self.server_alive {
+            let _ = writeln!(
+                s,
+                "  server            EXITED during the run: its CPU and RSS figures are incomplete"
+            );
+        }
+        let _ = writeln!(
+            s,
+            "  sent              {} glasses messages ({:.0}/s)",
+            self.sent,
+            self.sent as f64 / self.drive_secs.max(1e-9)
+        );
+        let _ = writeln!(
+            s,
+            "  delivered         {} of {}: lost {}, gaps {}, reordered {}, apps disconnected {}, glasses disconnected {}",
+            self.delivered,
+            self.expected,
+            self.lost,
+            self.gaps,
+            self.reordered,
+            self.app_disconnects.len(),
+            self.glasses_errors.len()
+        );
+        let _ = writeln!(
+            s,
+            "  delivered msgs/s  {:.0} (over the {:.2} s window)",
+            self.rate_of(self.delivered),
+            self.window_secs
+        );
+        let _ = writeln!(
+            s,
+            "  latency µs        p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (glasses → app, {} samples)",
+            q(0.5),
+            q(0.9),
+            q(0.99),
+            q(0.999),
+            self.latency.max,
+            self.latency.n
+        );
+        if let Some(d) = &self.displays {
+            let h = &d.latency;
+            let _ = writeln!(
+                s,
+                "  display µs        p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (app display_event → glasses, {} of {} sent)",
+                h.quantile(0.5),
+                h.quantile(0.9),
+                h.quantile(0.99),
+                h.quantile(0.999),
+                h.max,
+                h.n,
+                d.sent
+            );
+        }
+        let [start, peak, hwm, end] = self.rss;
+        let _ = writeln!(
+            s,
+            "  server RSS KiB    start {start}  peak {peak} (VmHWM {hwm})  end {end}"
+        );
+        for (who, cpu) in [
+            ("server CPU     ", self.server_cpu),
+            ("generator CPU  ", self.self_cpu),
+        ] {
+            let _ = writeln!(
+                s,
+                "  {who}   {cpu:.2} s = {:.1} % of one core; {:.3} µs per delivered message",
+                cpu / w * 100.0,
+                self.per_delivery_us(cpu)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "  machine           {} CPUs busy {:.1} % over the window; other processes {:.2} s = {:.1} % of one core{}",
+            self.cpus,
+            self.busy / w / self.cpus.max(1) as f64 * 100.0,
+            self.others,
+            self.others / w * 100.0,
+            if self.others / w > 0.1 {
+                " (not idle: numbers are disturbed)"
+            } else {
+                ""
+            }
+        );
+        if !self.counters.is_empty() {
+            let _ = writeln!(s, "  server counters   {}", self.counters.join("  "));
+        }
+        if self.ignored > 0 {
+            let _ = writeln!(
+                s,
+                "  ignored           {} session_requests for sessions of an earlier run",
+                self.ignored
+            );
+        }
+        if self.empty_webhooks > 0 {
+            let _ = writeln!(
+                s,
+                "  webhooks          {} connections closed by the server before sending a request",
+                self.empty_webhooks
+            );
+        }
+        if self.other > 0 {
+            let _ = writeln!(
+                s,
+                "  other messages    {} text messages to apps without a seq: {}",
+                self.other,
+                self.other_types.join(", ")
+            );
+        }
+        for (label, list) in [
+            ("app disconnected", &self.app_disconnects),
+            ("glasses ended   ", &self.glasses_errors),
+            ("error           ", &self.errors),
+        ] {
+            for line in list {
+                let _ = writeln!(s, "  {label}  {line}");
+            }
+        }
+        s
+    }
+
+    /// The `--json` report.
+    pub fn json(&self) -> Value {
+        let q = |x: f64| self.latency.quantile(x);
+        let w = self.window_secs.max(1e-9);
+        let display = self.displays.as_ref().map(|d| {
+            let h = &d.latency;
+            json!({
+                "sent": d.sent, "received": h.n,
+                "p50": h.quantile(0.5), "p90": h.quantile(0.9), "p99": h.quantile(0.99),
+                "p999": h.quantile(0.999), "max": h.max,
+            })
+        });
+        json!({
+            "sessions": self.sessions,
+            "apps": self.apps,
+            "mode": if self.rate.is_some() { "paced" } else { "flat" },
+            "ratePerGlasses": self.rate,
+            "batch": self.batch,
+            "window": self.window,
+            "audioChunkBytes": self.audio,
+            "glassesTransport": self.unix.as_ref().map_or("tcp".to_string(), |p| format!("unix:{p}")),
+            "seconds": self.drive_secs,
+            "windowSeconds": self.window_secs,
+            "setupSeconds": self.setup_secs,
+            "sent": self.sent,
+            "expected": self.expected,
+            "delivered": self.delivered,
+            "lost": self.lost,
+            "gaps": self.gaps,
+            "reordered": self.reordered,
+            "appsDisconnected": self.app_disconnects.len(),
+            "appDisconnects": self.app_disconnects,
+            "glassesDisconnected": self.glasses_errors.len(),
+            "glassesErrors": self.glasses_errors,
+            "errors": self.errors,
+            "clean": self.clean(),
+            "deliveredPerSecond": self.rate_of(self.delivered),
+            "latencyUs": {
+                "p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "p999": q(0.999),
+                "max": self.latency.max, "samples": self.latency.n,
+            },
+            "displayLatencyUs": display,
+            "serverRssKiB": {
+                "start": self.rss[0], "peak": self.rss[1], "hwm": self.rss[2], "end": self.rss[3],
+            },
+            "serverCpuSeconds": self.server_cpu,
+            "serverCpuUsPerDelivered": self.per_delivery_us(self.server_cpu),
+            "generatorCpuSeconds": self.self_cpu,
+            "generatorCpuUsPerDelivered": self.per_delivery_us(self.self_cpu),
+            "serverCounters": self.counters,
+            "emptyWebhookConnections": self.empty_webhooks,
+            "serverExited": !self.server_alive,
+            "machine": {
+                "cpus": self.cpus,
+                "busyPercent": self.busy / w / self.cpus.max(1) as f64 * 100.0,
+                "otherProcessesCpuSeconds": self.others,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Report {
+        let mut latency = Histogram::default();
+        for v in 1..=1000 {
+            latency.record(v);
+        }
+        Report {
+            sessions: 2,
+            apps: 3,
+            batch: 256,
+            window: 4096,
+            drive_secs: 2.0,
+            window_secs: 2.5,
+            sent: 1000,
+            expected: 3000,
+            delivered: 2990,
+            lost: 10,
+            latency,
+            rss: [100, 300, 310, 200],
+            server_pid: 42,
+            server_alive: true,
+            server_cpu: 0.5,
+            self_cpu: 0.25,
+            busy: 1.0,
+            cpus: 2,
+            app_disconnects: vec!["com.a of u: closed".into()],
+            ..Report::default()
+        }
+    }
+
+    #[test]
+    fn json_carries_the_counts_rates_and_quantiles() {
+        let j = sample().json();
+        assert_eq!(j["delivered"], 2990);
+        assert_eq!(j["lost"], 10);
+        assert_eq!(j["clean"], false);
+        assert_eq!(j["mode"], "flat");
+        assert_eq!(j["deliveredPerSecond"], 2990.0 / 2.5);
+        assert_eq!(j["latencyUs"]["p50"], 500);
+        assert_eq!(j["latencyUs"]["p99"], 990);
+        assert_eq!(j["latencyUs"]["max"], 1000);
+        assert_eq!(j["serverRssKiB"]["peak"], 300);
+        let per = j["serverCpuUsPerDelivered"].as_f64().unwrap();
+        assert!((per - 0.5e6 / 2990.0).abs() < 1e-9, "{per}");
+        assert_eq!(j["appsDisconnected"], 1);
+        // The JSON round-trips through text.
+        let back: Value = serde_json::from_str(&j.to_string()).unwrap();
+        assert_eq!(back, j);
+    }
+
+    #[test]
+    fn text_and_clean_agree_with_the_fields() {
+        let r = sample();
+        let t = r.text();
+        assert!(
+            t.contains("delivered         2990 of 3000: lost 10,"),
+            "{t}"
+        );
+        assert!(
+            t.contains("p50 500  p90 900  p99 990  p99.9 999  max 1000"),
+            "{t}"
+        );
+        assert!(t.contains("app disconnected  com.a of u: closed"), "{t}");
+        assert!(t.contains("167.224 µs per delivered message"), "{t}");
+        assert!(!r.clean());
+        let ok = Report {
+            lost: 0,
+            app_disconnects: Vec::new(),
+            ..sample()
+        };
+        assert!(ok.clean());
+        assert_eq!(ok.json()["clean"], true);
+        let paced = Report {
+            rate: Some(100.0),
+            ..sample()
+        };
+        assert!(paced.text().contains("paced at 100 msgs/s per glasses"));
+        let audio = Report {
+            audio: Some(3200),
+            ..sample()
+        };
+        assert!(audio
+            .text()
+            .contains("in flight per glasses, audio chunks of 3200 bytes"));
+        assert_eq!(audio.json()["audioChunkBytes"], 3200);
+        assert!(paced.json()["audioChunkBytes"].is_null());
+        assert_eq!(paced.json()["glassesTransport"], "tcp");
+        let unix = Report {
+            unix: Some("/run/e.sock".into()),
+            ..sample()
+        };
+        assert!(unix.text().contains(", glasses over unix:/run/e.sock,"));
+        assert_eq!(unix.json()["glassesTransport"], "unix:/run/e.sock");
+        assert_eq!(paced.json()["mode"], "paced");
+        assert!(paced.json()["displayLatencyUs"].is_null());
+        let mut latency = Histogram::default();
+        latency.record(70);
+        latency.record(90);
+        let shown = Report {
+            displays: Some(Displays { sent: 3, latency }),
+            ..sample()
+        };
+        assert!(shown.text().contains("p50 70  p90 90"), "{}", shown.text());
+        assert!(shown.text().contains("2 of 3 sent"), "{}", shown.text());
+        let j = shown.json();
+        assert_eq!(j["displayLatencyUs"]["received"], 2);
+        assert_eq!(j["displayLatencyUs"]["sent"], 3);
+        assert_eq!(j["displayLatencyUs"]["max"], 90);
+    }
+}
