@@ -65,3 +65,86 @@ fn random_scenarios_keep_every_invariant() {
     );
     assert!(failed.is_empty(), "failing seeds: {failed:?}");
 }
+
+// ---- regressions: each bug the suite found, as a plain scenario ---------------------------
+
+mod regress {
+    use augmentos_edge::auth::jwt;
+    use augmentos_edge::net::Peer;
+    use augmentos_edge::sim::scenario::{hub_config, server_config, PACKAGES, SECRET, USERS};
+    use augmentos_edge::sim::World;
+    use serde_json::json;
+    use std::time::Duration;
+
+    pub const CAPTIONS: usize = 0;
+
+    pub fn world() -> World {
+        World::with_hub(server_config(), hub_config())
+    }
+
+    /// Glasses of user 0, connected and initialised.
+    pub fn glasses(w: &mut World) -> usize {
+        let g = w.connect();
+        let bearer = format!(
+            "Authorization: Bearer {}",
+            jwt::glasses_token(USERS[0], SECRET)
+        );
+        assert_eq!(w.upgrade_with(g, "/glasses-ws", &[&bearer]).0, 101);
+        w.send_text(g, r#"{"type":"connection_init"}"#);
+        assert_eq!(w.json_messages(g)[0]["type"], "connection_ack");
+        g
+    }
+
+    /// Start `app` in user 0's session from the glasses; it connects and is acked.
+    pub fn app(w: &mut World, g: usize, app: usize) -> usize {
+        w.send_text(
+            g,
+            &json!({"type": "start_app", "packageName": PACKAGES[app]}).to_string(),
+        );
+        let c = w.connect_from(Peer::Ip(([10, 0, 0, 9], 4000).into()));
+        assert_eq!(w.upgrade(c, "/app-ws"), 101);
+        w.send_text(
+            c,
+            &json!({"type": "tpa_connection_init", "packageName": PACKAGES[app],
+                "sessionId": format!("{}-{}", USERS[0], PACKAGES[app]),
+                "apiKey": format!("{}-key", PACKAGES[app])})
+            .to_string(),
+        );
+        assert_eq!(w.json_messages(c)[0]["type"], "tpa_connection_ack");
+        for i in w.open_outbound() {
+            w.respond_http(i, 200);
+        }
+        c
+    }
+
+    /// An app that half-closes its connection while not reading what is queued for it was
+    /// kept "active" forever: the finished connection had no deadline, so the hub was never
+    /// told, never reconnected or restarted it, and everything routed to it was lost.
+    #[test]
+    fn a_half_closed_app_that_never_reads_is_dropped_at_the_close_deadline() {
+        let mut w = world();
+        let g = glasses(&mut w);
+        let a = app(&mut w, g, CAPTIONS);
+        w.send_text(
+            a,
+            r#"{"type":"subscription_update","subscriptions":["button_press"]}"#,
+        );
+        w.set_reading(a, false);
+        w.send_text(g, r#"{"type":"button_press","buttonId":"select"}"#);
+        w.client_eof(a);
+        w.advance(Duration::from_millis(1999));
+        assert_eq!(
+            w.server.hub.app_state(USERS[0], PACKAGES[CAPTIONS]),
+            Some("active")
+        );
+        w.advance(Duration::from_millis(1));
+        assert!(
+            w.clients[a].closed,
+            "the connection outlived its close deadline"
+        );
+        assert_eq!(
+            w.server.hub.app_state(USERS[0], PACKAGES[CAPTIONS]),
+            Some("reconnecting")
+        );
+    }
+}

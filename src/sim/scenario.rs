@@ -194,14 +194,10 @@ struct Actor {
     asked: BTreeSet<String>,
     /// Glasses: the main view as last shown (package, text, when, duration, forced).
     main: Option<Shown>,
-    /// Glasses: the last app display on the main view that was not forced, and when.
-    last_app_main: Option<Instant>,
     /// Glasses: request ids they were sent and have not answered.
     to_answer: Vec<String>,
     /// The server sent its close frame: the connection is on its way out.
     closing: bool,
-    /// Glasses: every app display text shown on the main view.
-    seen: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -222,10 +218,8 @@ impl Actor {
             owed: Vec::new(),
             asked: BTreeSet::new(),
             main: None,
-            last_app_main: None,
             to_answer: Vec::new(),
             closing: false,
-            seen: BTreeSet::new(),
         }
     }
 }
@@ -255,6 +249,10 @@ pub struct Scenario {
     /// Per user: after a restart, the apps the next glasses must get back.
     restored: [Option<BTreeSet<String>>; 2],
     fault_seed: u64,
+    /// Per user: every app display text the glasses were shown on the main view, and when the
+    /// last new one that was not forced came (the throttle's measure).
+    seen: [BTreeSet<String>; 2],
+    last_app_main: [Option<Instant>; 2],
     pub tally: Tally,
     /// The last operations, for a failure's report.
     pub log: Vec<String>,
@@ -353,13 +351,15 @@ impl Scenario {
             replied: BTreeSet::new(),
             restored: [None, None],
             fault_seed,
+            seen: Default::default(),
+            last_app_main: [None; 2],
             tally: Tally::default(),
             log: Vec::new(),
         }
     }
 
     fn note(&mut self, s: String) {
-        if self.log.len() >= 40 {
+        if self.log.len() >= 120 {
             self.log.remove(0);
         }
         let t = self.w.now.as_micros() / 1000;
@@ -407,7 +407,7 @@ impl Scenario {
     fn op(&mut self, ch: &mut impl Choices) {
         let u = ch.pick(2);
         let app = ch.pick(3);
-        match ch.pick(24) {
+        match ch.pick(25) {
             0..=1 => self.glasses_connect(u),
             2 => self.glasses_drop(u, ch.pick(2) == 0),
             3 => self.glasses_reinit(u),
@@ -418,17 +418,17 @@ impl Scenario {
             11 => self.app_reconnect(u, app, ch.pick(4) != 0),
             12 => self.subscribe(u, app, ch.pick(64)),
             13 => self.glasses_event(u, ch.pick(5)),
-            14..=15 => self.publish(u, ch.pick(3) != 0),
-            16 => self.display(u, app, ch.pick(16)),
-            17 => self.device_request(u, app),
-            18 => self.device_reply(u, ch.pick(4)),
-            19 => self.write_state(u, app, ch.pick(4)),
-            20..=21 => {
+            14..=16 => self.publish(u, ch.pick(3) != 0),
+            17 => self.display(u, app, ch.pick(16)),
+            18 => self.device_request(u, app),
+            19 => self.device_reply(u, ch.pick(4)),
+            20 => self.write_state(u, app, ch.pick(4)),
+            21..=22 => {
                 let ms = WAITS_MS[ch.pick(WAITS_MS.len())];
                 self.note(format!("wait {ms} ms"));
                 self.w.advance(Duration::from_millis(ms));
             }
-            22 => self.fault(ch),
+            23 => self.fault(ch),
             _ => {
                 if ch.pick(4) == 0 {
                     self.restart()
@@ -542,6 +542,9 @@ impl Scenario {
                 self.note(format!("webhook {i} for {u}/{app}: 200, app connects"));
                 self.w.respond_http(i, 200);
                 self.app_connect(u, app, true);
+                // As the SDK does right after the ack: its subscriptions, mostly transcripts.
+                let mask = ch.pick(64) | usize::from(ch.pick(4) != 0);
+                self.subscribe(u, app, mask);
             }
             4 => {
                 self.note(format!("webhook {i} for {u}/{app}: app connects, then 200"));
@@ -830,6 +833,7 @@ impl Scenario {
         self.w = w;
         self.peers.clear();
         self.applied = 0;
+        self.last_app_main = [None; 2];
         self.tally.restarts += 1;
         for (u, b) in before.into_iter().enumerate() {
             let now: BTreeSet<String> = self
@@ -1034,9 +1038,9 @@ impl Scenario {
                     let forced = self.forced_text(&text);
                     let now = self.w.now;
                     // A display shown before and now restored is not a new one.
-                    let again = !self.peers[c].seen.insert(text.clone());
+                    let again = !self.seen[u].insert(text.clone());
                     if !forced && !again {
-                        if let Some(last) = self.peers[c].last_app_main {
+                        if let Some(last) = self.last_app_main[u] {
                             if now.saturating_since(last) < THROTTLE {
                                 self.fail(format!(
                                     "glasses of {u}: app displays {:?} apart, throttle {THROTTLE:?}",
@@ -1044,7 +1048,7 @@ impl Scenario {
                                 ));
                             }
                         }
-                        self.peers[c].last_app_main = Some(now);
+                        self.last_app_main[u] = Some(now);
                     }
                     let _ = app;
                 }
