@@ -4,7 +4,7 @@
 //! product's invariants checked after every step (`augmentos_edge::sim::scenario`).
 //!
 //! `SIM_SCENARIOS=N` runs N scenarios (default 1500), `SIM_STEPS=N` makes each N operations
-//! long (default 120), `SIM_SEED=S` replays the one scenario of seed S (a failure prints it).
+//! long (default 120), `SIM_FIRST=S` starts at seed S (default 1), `SIM_SEED=S` replays the one scenario of seed S (a failure prints it).
 //! Odd seeds run with short reads and writes on every connection.
 
 use augmentos_edge::sim::scenario::{Scenario, Seeded};
@@ -35,7 +35,10 @@ fn random_scenarios_keep_every_invariant() {
     let steps = env("SIM_STEPS").unwrap_or(120) as usize;
     let seeds: Vec<u64> = match env("SIM_SEED") {
         Some(seed) => vec![seed],
-        None => (1..=env("SIM_SCENARIOS").unwrap_or(1500)).collect(),
+        None => {
+            let first = env("SIM_FIRST").unwrap_or(1);
+            (first..first + env("SIM_SCENARIOS").unwrap_or(1500)).collect()
+        }
     };
     let mut total = augmentos_edge::sim::scenario::Tally::default();
     let mut failed = Vec::new();

@@ -331,6 +331,15 @@ impl Stored {
     }
 }
 
+/// When the core sent message `m`, from its `timestamp` (the world's wall clock starts at
+/// midnight with the monotonic one at zero, and no scenario lasts a day).
+fn sent_at(m: &Value) -> Instant {
+    let t = m["timestamp"].as_str().unwrap_or("");
+    let num = |a: usize, b: usize| t.get(a..b).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+    let ms = num(11, 13) * 3_600_000 + num(14, 16) * 60_000 + num(17, 19) * 1000 + num(20, 23);
+    Instant::from_micros(ms * 1000)
+}
+
 /// Wait times the scenario lets pass: inside and across every deadline of the defaults.
 const WAITS_MS: [u64; 9] = [1, 50, 300, 1_000, 2_100, 5_000, 6_000, 11_000, 61_000];
 
@@ -1036,7 +1045,7 @@ impl Scenario {
                         self.fail(format!("glasses of {u} shown {text:?} as {package}'s"));
                     }
                     let forced = self.forced_text(&text);
-                    let now = self.w.now;
+                    let now = sent_at(m);
                     // A display shown before and now restored is not a new one.
                     let again = !self.seen[u].insert(text.clone());
                     if !forced && !again {
@@ -1055,7 +1064,7 @@ impl Scenario {
                 self.peers[c].main = Some(Shown {
                     package,
                     text,
-                    at: self.w.now,
+                    at: sent_at(m),
                     duration_ms: m["durationMs"].as_u64(),
                 });
             }
