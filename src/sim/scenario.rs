@@ -192,6 +192,8 @@ struct Actor {
     owed: Vec<u64>,
     /// Request ids this app asked on this connection.
     asked: BTreeSet<String>,
+    /// Glasses: when the last `connection_ack` was sent (what is on screen is sent again then).
+    acked_at: Option<Instant>,
     /// Glasses: the main view as last shown (package, text, when, duration, forced).
     main: Option<Shown>,
     /// Glasses: request ids they were sent and have not answered.
@@ -218,6 +220,7 @@ impl Actor {
             owed: Vec::new(),
             asked: BTreeSet::new(),
             main: None,
+            acked_at: None,
             to_answer: Vec::new(),
             closing: false,
         }
@@ -476,7 +479,7 @@ impl Scenario {
         if reset {
             self.w.reset(g);
         } else {
-            self.w.client_eof(g);
+            self.half_close(g);
         }
     }
 
@@ -611,7 +614,7 @@ impl Scenario {
         if reset {
             self.w.reset(c);
         } else {
-            self.w.client_eof(c);
+            self.half_close(c);
         }
     }
 
@@ -822,9 +825,16 @@ impl Scenario {
             }
             _ => {
                 self.note(format!("client {c} half-closes"));
-                self.w.client_eof(c);
+                self.half_close(c);
             }
         }
+    }
+
+    /// Client `c` closes its sending side: it sends nothing more, and what it is still sent
+    /// it may or may not read.
+    fn half_close(&mut self, c: usize) {
+        self.peers[c].closing = true;
+        self.w.client_eof(c);
     }
 
     /// The box restarts: a new core from what the store holds; every connection is gone.
@@ -1012,6 +1022,7 @@ impl Scenario {
         match m["type"].as_str().unwrap_or("") {
             "connection_ack" => {
                 self.peers[c].acked = true;
+                self.peers[c].acked_at = Some(sent_at(m));
                 if let Some(want) = self.restored[u].take() {
                     let mut have = BTreeSet::new();
                     for p in PACKAGES {
@@ -1048,7 +1059,8 @@ impl Scenario {
                     let now = sent_at(m);
                     // A display shown before and now restored is not a new one.
                     let again = !self.seen[u].insert(text.clone());
-                    if !forced && !again {
+                    let resent = self.peers[c].acked_at == Some(now);
+                    if !forced && !again && !resent {
                         if let Some(last) = self.last_app_main[u] {
                             if now.saturating_since(last) < THROTTLE {
                                 self.fail(format!(
