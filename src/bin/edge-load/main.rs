@@ -14,6 +14,7 @@
 //! delivered msgs/s, losses and order, latency, server RSS and server CPU per delivered message.
 
 mod route;
+mod soak;
 mod stats;
 mod wsc;
 
@@ -27,8 +28,10 @@ fn usage() -> ! {
         "usage:
   edge-load idle [--conns N] [--port P] [--url PATH] [--sessions] [--server CMD ARGS…]
       open N idle WebSocket connections and report the server's RSS per connection
+{}
 {}",
-        route::USAGE
+        route::USAGE,
+        soak::USAGE
     );
     std::process::exit(2)
 }
@@ -38,6 +41,7 @@ fn main() {
     match args.first().map(String::as_str) {
         Some("idle") => idle(&args[1..]),
         Some("route") => route::run(&args[1..]),
+        Some("soak") => soak::run(&args[1..]),
         _ => usage(),
     }
 }
