@@ -427,7 +427,11 @@ impl Scenario {
             6 => self.lifecycle(u, app.min(NOTES), false),
             7..=9 => self.webhook(ch),
             10 => self.app_drop(u, app, ch.pick(2) == 0),
-            11 => self.app_reconnect(u, app, ch.pick(4) != 0),
+            11 => match ch.pick(6) {
+                0 => self.app_intrude(u, app),
+                1 => self.rest_lifecycle(u, app.min(NOTES), ch.pick(2) == 0),
+                k => self.app_reconnect(u, app, k != 2),
+            },
             12 => self.subscribe(u, app, ch.pick(64)),
             13 => self.glasses_event(u, ch.pick(5)),
             14..=16 => self.publish(u, ch.pick(3) != 0),
@@ -622,6 +626,37 @@ impl Scenario {
     fn app_reconnect(&mut self, u: usize, app: usize, right_key: bool) {
         self.note(format!("app {u}/{app} reconnects (key ok: {right_key})"));
         self.app_connect(u, app, right_key);
+    }
+
+    /// An app with its own right key asks to join another user's session: it must not be
+    /// bound there (the checker would see an ack for the wrong session).
+    fn app_intrude(&mut self, u: usize, app: usize) {
+        self.note(format!(
+            "app {u}/{app} tries to join as {}",
+            PACKAGES[(app + 1) % 3]
+        ));
+        let c = self.w.connect_from(Peer::Ip(([10, 0, 0, 7], 40000).into()));
+        self.add(c, Role::App(u, app));
+        if self.w.upgrade(c, "/app-ws") != 101 {
+            self.fail("app upgrade refused".into());
+        }
+        let init = json!({"type": "tpa_connection_init", "packageName": PACKAGES[app],
+            "sessionId": format!("{}-{}", USERS[u], PACKAGES[(app + 1) % 3]), "apiKey": key(app)});
+        self.w.send_text(c, &init.to_string());
+    }
+
+    /// Start or stop through the REST endpoint, with the glasses' token.
+    fn rest_lifecycle(&mut self, u: usize, app: usize, start: bool) {
+        let verb = if start { "start" } else { "stop" };
+        self.note(format!("REST {verb} {} for {u}", PACKAGES[app]));
+        let c = self.w.connect();
+        self.add(c, Role::Http);
+        let req = format!(
+            "POST /apps/{}/{verb} HTTP/1.1\r\nHost: sim\r\nAuthorization: Bearer {}\r\nContent-Length: 0\r\n\r\n",
+            PACKAGES[app],
+            jwt::glasses_token(USERS[u], SECRET)
+        );
+        self.w.send_raw(c, req.as_bytes());
     }
 
     fn subscribe(&mut self, u: usize, app: usize, mask: usize) {
