@@ -407,10 +407,7 @@ impl World {
             }
             let mut any = false;
             let mut short = Vec::new();
-            loop {
-                let Some(id) = self.server.poll_dirty().or_else(|| short.pop()) else {
-                    break;
-                };
+            while let Some(id) = self.server.poll_dirty().or_else(|| short.pop()) {
                 any = true;
                 let client = self.clients.iter().find(|c| c.id == id);
                 if client.is_some_and(|c| c.closed) {

@@ -1127,7 +1127,7 @@ impl Scenario {
     }
 
     fn check_screens(&mut self) {
-        for u in 0..2 {
+        for (u, &user) in USERS.iter().enumerate() {
             let Some(g) = self.newest(Role::Glasses(u)) else {
                 continue;
             };
@@ -1137,13 +1137,13 @@ impl Scenario {
             }
             let hub = &self.w.server.hub;
             // Only the session's current glasses follow the screen.
-            if hub.app_state(USERS[u], PACKAGES[STT]).is_none() {
+            if hub.app_state(user, PACKAGES[STT]).is_none() {
                 continue;
             }
             let Some(shown) = p.main.clone() else {
                 continue;
             };
-            let screens = hub.screens(USERS[u], self.w.now);
+            let screens = hub.screens(user, self.w.now);
             let manager = screens.iter().find(|s| s.view == "main");
             let app_shown = PACKAGES.contains(&shown.package.as_str());
             if manager.is_none() && app_shown {
@@ -1161,7 +1161,7 @@ impl Scenario {
                 }
             }
             if let Some(app) = PACKAGES.iter().position(|p| *p == shown.package) {
-                let state = hub.app_state(USERS[u], PACKAGES[app]);
+                let state = hub.app_state(user, PACKAGES[app]);
                 if state != Some("active") {
                     self.fail(format!(
                         "glasses of {u} show {:?} of {} which is {state:?}",
@@ -1219,8 +1219,7 @@ impl Scenario {
             }
         }
         for _ in 0..8 {
-            while self.w.open_outbound().first().is_some() {
-                let i = self.w.open_outbound()[0];
+            while let Some(&i) = self.w.open_outbound().first() {
                 self.w.fail_http(i);
             }
             self.w.advance(Duration::from_secs(61));
