@@ -3,7 +3,7 @@
 //! transport faults, restarts from the store) through the deterministic world, with the
 //! product's invariants checked after every step (`augmentos_edge::sim::scenario`).
 //!
-//! `SIM_SCENARIOS=N` runs N scenarios (default 1500), `SIM_STEPS=N` makes each N operations
+//! `SIM_SCENARIOS=N` runs N scenarios (default 3000), `SIM_STEPS=N` makes each N operations
 //! long (default 120), `SIM_FIRST=S` starts at seed S (default 1), `SIM_SEED=S` replays the one scenario of seed S (a failure prints it).
 //! Odd seeds run with short reads and writes on every connection.
 
@@ -37,7 +37,7 @@ fn random_scenarios_keep_every_invariant() {
         Some(seed) => vec![seed],
         None => {
             let first = env("SIM_FIRST").unwrap_or(1);
-            (first..first + env("SIM_SCENARIOS").unwrap_or(1500)).collect()
+            (first..first + env("SIM_SCENARIOS").unwrap_or(3000)).collect()
         }
     };
     let mut total = augmentos_edge::sim::scenario::Tally::default();
