@@ -151,3 +151,23 @@ mod regress {
         );
     }
 }
+
+/// Every scenario-mode seed of the whole-core fuzz target (byte 0 with bit 7 set), replayed
+/// here too: the inputs the fuzzer found failing are kept there as seeds.
+#[test]
+fn fuzz_scenario_seeds_keep_every_invariant() {
+    use augmentos_edge::sim::scenario::run_bytes;
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/server_core");
+    let mut ran = 0;
+    for e in std::fs::read_dir(dir).expect("the fuzz corpus") {
+        let path = e.expect("an entry").path();
+        let data = std::fs::read(&path).expect("a seed");
+        if data.first().is_none_or(|b| b & 0x80 == 0) {
+            continue;
+        }
+        let result = catch_unwind(AssertUnwindSafe(|| run_bytes(&data, 400)));
+        assert!(result.is_ok(), "{} broke an invariant", path.display());
+        ran += 1;
+    }
+    assert!(ran >= 6, "only {ran} scenario seeds");
+}

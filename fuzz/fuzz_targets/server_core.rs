@@ -56,7 +56,7 @@ use augmentos_edge::hub::registry::AppSpec;
 use augmentos_edge::hub::HubConfig;
 use augmentos_edge::net::{ConnId, Peer, Phase, Target};
 use augmentos_edge::server::{Server, ServerConfig};
-use augmentos_edge::sim::scenario::{FromBytes, Scenario};
+use augmentos_edge::sim::scenario::run_bytes;
 use augmentos_edge::time::{Instant, Now, Wall};
 use augmentos_edge::ws::frame::{write_masked_frame, Opcode};
 use augmentos_edge::ws::{Limits, Message, Receiver, Role};
@@ -702,20 +702,9 @@ impl Harness {
     }
 }
 
-/// Scenario mode: the choices of one scenario, checked after every step.
-fn scenario(data: &[u8]) {
-    let faults = if data[0] & 0x40 != 0 {
-        u64::from(data[0]) << 32 | data.len() as u64
-    } else {
-        0
-    };
-    let mut s = Scenario::new(faults);
-    s.run(&mut FromBytes { data, pos: 1 }, 400);
-}
-
 fuzz_target!(|data: &[u8]| {
     if data.first().is_some_and(|b| b & 0x80 != 0) {
-        return scenario(data);
+        return run_bytes(data, 400);
     }
     let canned = canned();
     let mut input = Input { data, pos: 0 };

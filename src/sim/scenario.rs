@@ -70,6 +70,19 @@ impl Choices for Seeded {
     }
 }
 
+/// One scenario from fuzz bytes, as the whole-core fuzz target runs it in its scenario mode:
+/// byte 0 (bit 6: short reads and writes), then the choices; at most `steps` operations.
+pub fn run_bytes(data: &[u8], steps: usize) {
+    let Some(&first) = data.first() else { return };
+    let faults = if first & 0x40 != 0 {
+        u64::from(first) << 32 | data.len() as u64
+    } else {
+        0
+    };
+    let mut s = Scenario::new(faults);
+    s.run(&mut FromBytes { data, pos: 1 }, steps);
+}
+
 /// Choices read from bytes; past the end, zeros.
 pub struct FromBytes<'a> {
     pub data: &'a [u8],
