@@ -269,6 +269,8 @@ pub struct Scenario {
     /// last new one that was not forced came (the throttle's measure).
     seen: [BTreeSet<String>; 2],
     last_app_main: [Option<Instant>; 2],
+    /// Per user: the last app display the glasses were shown on the main view.
+    last_app_shown: [Option<Shown>; 2],
     pub tally: Tally,
     /// The last operations, for a failure's report.
     pub log: Vec<String>,
@@ -378,6 +380,7 @@ impl Scenario {
             fault_seed,
             seen: Default::default(),
             last_app_main: [None; 2],
+            last_app_shown: [None, None],
             tally: Tally::default(),
             log: Vec::new(),
         }
@@ -901,6 +904,7 @@ impl Scenario {
         self.peers.clear();
         self.applied = 0;
         self.last_app_main = [None; 2];
+        self.last_app_shown = [None, None];
         self.tally.restarts += 1;
         for (u, b) in before.into_iter().enumerate() {
             let now: BTreeSet<String> = self
@@ -1097,8 +1101,7 @@ impl Scenario {
             "display_event" if m["view"] == "main" => {
                 let package = m["packageName"].as_str().unwrap_or("").to_string();
                 let text = m["layout"]["text"].as_str().unwrap_or("").to_string();
-                let app = PACKAGES.iter().position(|p| *p == package);
-                if let Some(app) = app {
+                if PACKAGES.contains(&package.as_str()) {
                     let want = format!("u{u}|{package}|");
                     if !text.starts_with(&want) {
                         self.fail(format!("glasses of {u} shown {text:?} as {package}'s"));
@@ -1108,8 +1111,28 @@ impl Scenario {
                     // A display shown before and now restored is not a new one.
                     let again = !self.seen[u].insert(text.clone());
                     let resent = self.peers[c].acked_at == Some(now);
+                    // A restore (the display before it stopped, dropped or expired) is shown
+                    // at once by the rules; only a display that follows one still standing is
+                    // held to the throttle.
+                    let standing = self.last_app_shown[u].as_ref().is_some_and(|p| {
+                        let app = PACKAGES.iter().position(|x| *x == p.package);
+                        let alive = app.is_some_and(|a| {
+                            self.w.server.hub.app_state(USERS[u], PACKAGES[a]) == Some("active")
+                        });
+                        let unexpired = p
+                            .duration_ms
+                            .is_none_or(|d| d > 0 && now < p.at + Duration::from_millis(d));
+                        alive && unexpired
+                    });
+                    let this = Shown {
+                        package: package.clone(),
+                        text: text.clone(),
+                        at: now,
+                        duration_ms: m["durationMs"].as_u64(),
+                    };
+                    self.last_app_shown[u] = Some(this);
                     if !forced && !again && !resent {
-                        if let Some(last) = self.last_app_main[u] {
+                        if let Some(last) = self.last_app_main[u].filter(|_| standing) {
                             if now.saturating_since(last) < THROTTLE {
                                 self.fail(format!(
                                     "glasses of {u}: app displays {:?} apart, throttle {THROTTLE:?}",
@@ -1119,7 +1142,6 @@ impl Scenario {
                         }
                         self.last_app_main[u] = Some(now);
                     }
-                    let _ = app;
                 }
                 self.peers[c].main = Some(Shown {
                     package,
