@@ -686,8 +686,7 @@ impl DisplayManager {
             // The throttle interval of an app display sent before this boot still runs: this
             // one waits for its end like any other (the boot card stays until then).
             Some(d) if !d.force && !self.throttle_open(now) => {
-                self.pending.retain(|p| p.app() != d.app());
-                self.pending.push(d);
+                Self::replace(&mut self.pending, d);
             }
             Some(d) => self.show_main(now, d),
             None => self.show_next(now),
