@@ -452,7 +452,7 @@ impl Scenario {
             13 => self.glasses_event(u, ch.pick(5)),
             14..=16 => self.publish(u, ch.pick(3) != 0),
             17 => self.display(u, app, ch.pick(16)),
-            18 => self.device_request(u, app),
+            18 => self.device_request(u, app, ch.pick(3) == 0),
             19 => self.device_reply(u, ch.pick(4)),
             20 => self.write_state(u, app, ch.pick(4)),
             21..=22 => {
@@ -775,21 +775,25 @@ impl Scenario {
         self.w.send_text(c, &m.to_string());
     }
 
-    fn device_request(&mut self, u: usize, app: usize) {
+    /// An audio play request (replied by `requestId`), or a location poll (replied by
+    /// `correlationId` as a `location_update` to the poller alone).
+    fn device_request(&mut self, u: usize, app: usize, poll: bool) {
         let Some(c) = self.newest(Role::App(u, app)) else {
             return;
         };
         self.next_id += 1;
         let id = format!("r{}-u{u}-a{app}", self.next_id);
-        self.note(format!("app {c} ({u}/{app}) asks {id}"));
+        self.note(format!("app {c} ({u}/{app}) asks {id} (poll: {poll})"));
         self.peers[c].asked.insert(id.clone());
-        self.w.send_text(
-            c,
-            &json!({"type": "audio_play_request", "packageName": PACKAGES[app],
+        let m = if poll {
+            json!({"type": "location_poll_request", "packageName": PACKAGES[app],
+                "sessionId": session_id(u, app), "correlationId": id, "accuracy": "high"})
+        } else {
+            json!({"type": "audio_play_request", "packageName": PACKAGES[app],
                 "sessionId": session_id(u, app), "requestId": id,
                 "audioUrl": "http://media.sim/a.mp3", "volume": 1, "stopOtherAudio": false})
-            .to_string(),
-        );
+        };
+        self.w.send_text(c, &m.to_string());
     }
 
     fn device_reply(&mut self, u: usize, which: usize) {
@@ -802,10 +806,12 @@ impl Scenario {
         let i = which % self.peers[g].to_answer.len();
         let id = self.peers[g].to_answer.remove(i);
         self.note(format!("glasses {g} of {u} answer {id}"));
-        self.w.send_text(
-            g,
-            &json!({"type": "audio_play_response", "requestId": id, "success": true}).to_string(),
-        );
+        let reply = if id.starts_with('p') {
+            json!({"type": "location_update", "lat": u, "lng": 2.5, "correlationId": &id[1..]})
+        } else {
+            json!({"type": "audio_play_response", "requestId": id, "success": true})
+        };
+        self.w.send_text(g, &reply.to_string());
     }
 
     fn write_state(&mut self, u: usize, app: usize, which: usize) {
@@ -1013,7 +1019,21 @@ impl Scenario {
                 if m["sessionId"] != session_id(u, app).as_str() {
                     self.fail(format!("app {c} ({u}/{app}) got another session's {m}"));
                 }
-                let correlated = m["data"]["correlationId"].is_string();
+                let correlated = m["data"]["correlationId"].as_str();
+                if let Some(id) = correlated {
+                    // A poll's answer: to the app that polled, once.
+                    let asked = self.peers.iter().any(|p| p.asked.contains(id));
+                    if !id.ends_with(&format!("-u{u}-a{app}")) || !asked {
+                        self.fail(format!(
+                            "app {c} ({u}/{app}) got a poll answer it did not ask: {m}"
+                        ));
+                    }
+                    if !self.replied.insert(id.to_string()) {
+                        self.fail(format!("poll answer {id} delivered twice"));
+                    }
+                    self.tally.replies += 1;
+                }
+                let correlated = correlated.is_some();
                 if !self.peers[c].subscribed.contains(&stream) && !correlated {
                     self.fail(format!(
                         "app {c} ({u}/{app}) got unsubscribed {stream}: {m}"
@@ -1091,11 +1111,15 @@ impl Scenario {
                     }
                 }
             }
-            "audio_play_request" => {
-                let id = m["requestId"].as_str().unwrap_or("").to_string();
+            ty @ ("audio_play_request" | "request_single_location") => {
+                let poll = ty == "request_single_location";
+                let key = if poll { "correlationId" } else { "requestId" };
+                let id = m[key].as_str().unwrap_or("").to_string();
                 if !id.contains(&format!("-u{u}-")) {
                     self.fail(format!("glasses of {u} got another user's request {m}"));
                 }
+                // A poll's answer is marked to tell it from an audio reply.
+                let id = if poll { format!("p{id}") } else { id };
                 self.peers[c].to_answer.push(id);
             }
             "display_event" if m["view"] == "main" => {
