@@ -806,8 +806,8 @@ impl Scenario {
         let i = which % self.peers[g].to_answer.len();
         let id = self.peers[g].to_answer.remove(i);
         self.note(format!("glasses {g} of {u} answer {id}"));
-        let reply = if id.starts_with('p') {
-            json!({"type": "location_update", "lat": u, "lng": 2.5, "correlationId": &id[1..]})
+        let reply = if let Some(poll) = id.strip_prefix('p') {
+            json!({"type": "location_update", "lat": u, "lng": 2.5, "correlationId": poll})
         } else {
             json!({"type": "audio_play_response", "requestId": id, "success": true})
         };
