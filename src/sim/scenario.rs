@@ -3,7 +3,8 @@
 //! a seed) and the fuzz target (`fuzz/fuzz_targets/scenario.rs`, choices from the fuzz input).
 //!
 //! Owns a [`World`] with two users, two ordinary apps (`CAPTIONS` may hear the microphone,
-//! `NOTES` may not) and a publishing system app (`STT`, started with every session), plus the
+//! `NOTES` may not) and a publishing system app (`STT`, started with every session, which may
+//! also locate), plus the
 //! model of every peer: which client is whose glasses or app, what each app subscribed to and
 //! asked, which final transcripts each app must get, and a reference store fed the durable
 //! changes. Operations: glasses connect, drop, half-close, re-init; app start and stop; webhooks
@@ -151,7 +152,7 @@ pub fn apps() -> Vec<AppSpec> {
     vec![
         spec(CAPTIONS, &["MICROPHONE", "LOCATION"], false),
         spec(NOTES, &[], false),
-        spec(STT, &["MICROPHONE"], true),
+        spec(STT, &["MICROPHONE", "LOCATION"], true),
     ]
 }
 
@@ -452,7 +453,7 @@ impl Scenario {
             13 => self.glasses_event(u, ch.pick(5)),
             14..=16 => self.publish(u, ch.pick(3) != 0),
             17 => self.display(u, app, ch.pick(16)),
-            18 => self.device_request(u, app, ch.pick(3) == 0),
+            18 => self.device_request(u, app, ch.pick(2) == 0),
             19 => self.device_reply(u, ch.pick(4)),
             20 => self.write_state(u, app, ch.pick(4)),
             21..=22 => {
