@@ -7,6 +7,24 @@
 //! in partial writes, and calls on stale ids. Outbound connections (`poll_connect`) are opened
 //! by the modelled shell and then take part like any other connection.
 //!
+//! Two modes, by bit 7 of byte 0.
+//!
+//! Scenario mode (bit 7 set): the rest of the input is the choices of one
+//! `augmentos_edge::sim::scenario::Scenario` — every product operation (glasses connect, drop,
+//! half-close and re-init; app start and stop; webhooks answered, late, refused or failed; app
+//! init with the right or a wrong key; crashes and reconnects; subscriptions; transcripts from
+//! a publishing system app; display requests; device requests and replies; settings and
+//! storage writes; time passing; stalls, held-back sends, resets, half-closes; restart from the
+//! store), with bit 6 turning on short reads and writes. After every step the scenario checks
+//! the hub's structural audit (one glasses connection per session; every app of a session's
+//! active set has exactly one live connection or a pending deadline), output within its cap,
+//! streams only to subscribed and permitted apps of the same session, replies only to the app
+//! that asked, every final transcript to a healthy subscribed app exactly once and in order,
+//! the glasses' screen against the display manager and the display rules, the durable state
+//! against a reference store, and the running apps across a restart (see that module).
+//!
+//! Connection mode (bit 7 clear), below.
+//!
 //! Input layout: byte 0 picks the configuration (connection cap, output cap, read pause, and
 //! whether the shell honours `wants_read`); then each operation is an opcode byte followed by its
 //! arguments. Connections are named by index into the model's live list (mod its length).
@@ -22,6 +40,7 @@
 //! - a connection with pending output never `wants_close`; a stale id has no output, wants
 //!   close, is not read, and calls on it change nothing;
 //! - `poll_timeout` never returns a time at or before the last `handle_timeout` `now`;
+//! - the hub's structural audit holds (`Hub::audit`);
 //! - what an inbound client reads is well-formed: one HTTP response head with its body, or after
 //!   a `101` a frame stream a client-role `Receiver` accepts, with nothing after a close frame.
 //!
@@ -37,6 +56,7 @@ use augmentos_edge::hub::registry::AppSpec;
 use augmentos_edge::hub::HubConfig;
 use augmentos_edge::net::{ConnId, Peer, Phase, Target};
 use augmentos_edge::server::{Server, ServerConfig};
+use augmentos_edge::sim::scenario::run_bytes;
 use augmentos_edge::time::{Instant, Now, Wall};
 use augmentos_edge::ws::frame::{write_masked_frame, Opcode};
 use augmentos_edge::ws::{Limits, Message, Receiver, Role};
@@ -630,6 +650,10 @@ impl Harness {
         for id in self.stale.clone() {
             assert!(!self.server.wants_read(id));
         }
+        let net = &self.server.net;
+        if let Err(e) = self.server.hub.audit(|id| net.get(id).is_some()) {
+            panic!("hub audit: {e}");
+        }
         if let (Some(last), Some(t)) = (self.last_timeout, self.server.poll_timeout()) {
             assert!(
                 t > last,
@@ -689,6 +713,9 @@ impl Harness {
 }
 
 fuzz_target!(|data: &[u8]| {
+    if data.first().is_some_and(|b| b & 0x80 != 0) {
+        return run_bytes(data, 400);
+    }
     let canned = canned();
     let mut input = Input { data, pos: 0 };
     let mut h = Harness::new(input.byte());

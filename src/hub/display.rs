@@ -547,10 +547,7 @@ impl DisplayManager {
                 return true;
             }
         }
-        if !self.pending.is_empty()
-            && self.booting.is_empty()
-            && self.last_main.is_none_or(|t| t + self.t.throttle <= now)
-        {
+        if !self.pending.is_empty() && self.booting.is_empty() && self.throttle_open(now) {
             self.release_pending(now);
             return true;
         }
@@ -686,9 +683,19 @@ impl DisplayManager {
                 .cloned();
         }
         match chosen {
+            // The throttle interval of an app display sent before this boot still runs: this
+            // one waits for its end like any other (the boot card stays until then).
+            Some(d) if !d.force && !self.throttle_open(now) => {
+                Self::replace(&mut self.pending, d);
+            }
             Some(d) => self.show_main(now, d),
             None => self.show_next(now),
         }
+    }
+
+    /// No app display was sent on the main view within the last `throttle`.
+    fn throttle_open(&self, now: Instant) -> bool {
+        self.last_main.is_none_or(|t| t + self.t.throttle <= now)
     }
 
     /// Show the next eligible display on the main view, or a clear.
@@ -697,10 +704,12 @@ impl DisplayManager {
             return self.show_boot_card(now);
         }
         let min = self.t.min_lifetime;
+        // A throttled display waits for the end of its interval, even when the view frees up.
         if let Some(i) = self
             .pending
             .iter()
             .position(|d| d.app().is_some_and(|a| self.eligible(now, a)))
+            .filter(|_| self.throttle_open(now))
         {
             let d = self.pending.remove(i);
             return self.show_main(now, d);
@@ -965,6 +974,24 @@ mod tests {
         s.m.app_connected(s.now, 7);
         s.drain();
         assert_eq!(s.labels(), ["boot:Notes", "n2"]);
+    }
+
+    /// Found by the whole-core fuzz target: a boot that ended at once (the starting app
+    /// stopped) showed the display held during it right after another app display, inside the
+    /// throttle interval.
+    #[test]
+    fn a_display_held_for_a_boot_still_waits_for_the_throttle() {
+        let mut s = Sim::new();
+        s.show(FG, "a", None).unwrap();
+        s.m.app_starting(s.now, 7, "Notes", false);
+        s.drain();
+        assert_eq!(s.show(FG, "b", None), Ok(Accepted::HeldForBoot));
+        s.advance_to(10_010);
+        s.m.app_stopped(s.now, 7);
+        s.drain();
+        s.advance_to(11_000);
+        assert_eq!(s.labels(), ["a", "boot:Notes", "b"]);
+        assert_eq!(s.sent[2].0, 10_300, "b at the end of a's interval");
     }
 
     #[test]

@@ -24,6 +24,8 @@
 
 mod access;
 mod apps;
+#[cfg(any(test, feature = "sim"))]
+mod audit;
 pub mod dashboard;
 mod device;
 pub mod display;

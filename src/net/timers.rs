@@ -46,6 +46,12 @@ impl<K: Ord + Copy> TimerHeap<K> {
         }
     }
 
+    /// Whether `(at, key)` is in the heap (for audits).
+    #[cfg(any(test, feature = "sim"))]
+    pub fn contains(&self, at: Instant, key: K) -> bool {
+        self.heap.iter().any(|Reverse(e)| *e == (at, key))
+    }
+
     pub fn len(&self) -> usize {
         self.heap.len()
     }

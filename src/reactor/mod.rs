@@ -91,6 +91,9 @@ struct Entry {
     stream: Box<dyn Stream>,
     id: ConnId,
     interest: Interest,
+    /// A read stopped for backpressure before the socket said `WouldBlock`: bytes may be
+    /// waiting that no new (edge-triggered) readiness will announce.
+    read_paused: bool,
 }
 
 /// Stops a running reactor from another thread.
@@ -414,6 +417,7 @@ impl Reactor {
                 stream,
                 id,
                 interest: Interest::READABLE,
+                read_paused: false,
             });
             // The peer may have written before we registered; edge-triggered means read now.
             self.read(id, now);
@@ -461,6 +465,7 @@ impl Reactor {
             stream: Box::new(stream),
             id,
             interest,
+            read_paused: false,
         });
         // The request was queued before the socket existed: flush it this turn.
         self.writable.push(id);
@@ -476,7 +481,11 @@ impl Reactor {
     fn read(&mut self, id: ConnId, now: Now) {
         for _ in 0..READ_BUDGET {
             if !self.server.wants_read(id) {
-                return; // resumed by flush once output drains
+                // Resumed by flush once output drains.
+                if let Some(e) = self.entry(id) {
+                    e.read_paused = true;
+                }
+                return;
             }
             let Reactor {
                 streams,
@@ -576,8 +585,14 @@ impl Reactor {
             e.interest = want;
             // Reading was paused by backpressure: bytes may already be waiting (edge-triggered).
             if !had_read && want.is_readable() {
+                e.read_paused = false;
                 again.push(id);
             }
+        }
+        // Paused and drained within one turn, with no change of interest to re-arm the edge.
+        if e.read_paused && want.is_readable() {
+            e.read_paused = false;
+            again.push(id);
         }
     }
 

@@ -231,6 +231,12 @@ impl Server {
             self.net.complete_client(id, outcome);
         } else {
             self.net.finish(id);
+            // A peer that closed its side may never read what is left: it gets the close
+            // deadline to take it, then the connection is dropped (and the hub told).
+            if self.net.get(id).is_some_and(|c| c.pending() > 0) {
+                let at = now.mono + self.net.cfg.close_timeout;
+                self.net.set_deadline(id, Some(at));
+            }
         }
         self.after(now);
     }

@@ -3,7 +3,8 @@
 //! Owns the OS objects (sockets) and nothing else: no protocol, no buffering. A [`Listener`]
 //! is a `mio` source that yields [`Stream`]s; a stream is `Read + Write + mio::event::Source`.
 //! Shipped: TCP (IPv4/IPv6), TLS over TCP (rustls), Unix domain sockets, and an in-process transport whose
-//! connector hands out client ends inside the same process (for tests and embedding).
+//! connector hands out client ends inside the same process (for tests and embedding); and, for
+//! tests and soaks, a seeded fault injector around any of them ([`FaultyListener`]).
 //!
 //! Invariants: every listener and stream is non-blocking; `accept` returns `WouldBlock` when
 //! drained, as the reactor's drain-to-`WouldBlock` loop expects.
@@ -13,6 +14,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+mod faults;
+pub use faults::{FaultRates, FaultyListener, FaultyStream};
 mod inprocess;
 pub use inprocess::{InProcessConnector, InProcessListener};
 mod tls;

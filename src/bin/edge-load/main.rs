@@ -17,6 +17,7 @@ mod driver;
 mod peer;
 mod report;
 mod route;
+mod soak;
 mod stats;
 mod wsc;
 
@@ -30,8 +31,10 @@ fn usage() -> ! {
         "usage:
   edge-load idle [--conns N] [--port P] [--url PATH] [--sessions] [--server CMD ARGS…]
       open N idle WebSocket connections and report the server's RSS per connection
+{}
 {}",
-        route::USAGE
+        route::USAGE,
+        soak::USAGE
     );
     std::process::exit(2)
 }
@@ -41,6 +44,7 @@ fn main() {
     match args.first().map(String::as_str) {
         Some("idle") => idle(&args[1..]),
         Some("route") => route::run(&args[1..]),
+        Some("soak") => soak::run(&args[1..]),
         _ => usage(),
     }
 }

@@ -10,6 +10,15 @@
 //! closed (the client sees `closed == true`), and time moves the way the reactor wakes — from
 //! one deadline to the next, each fired at its own instant, never many at once at a later one.
 //! Clients keep every frame they receive, so a test that expects nothing can see anything.
+//!
+//! With [`World::faults`] set (seeded, see [`faults`]), the transport misbehaves the way real
+//! ones do: reads and writes move any number of bytes down to one, a client may hold what it
+//! sends (delayed delivery) or stop reading (a stall), and a connection may be reset or
+//! half-closed; [`scenario`] drives random sessions through such a world and checks the
+//! product's invariants after every step.
+
+pub mod faults;
+pub mod scenario;
 
 use crate::hub::HubConfig;
 use crate::net::{ConnId, Peer, Target};
@@ -41,6 +50,9 @@ pub struct SimClient {
     /// Bytes the client sent that the server has not read yet: the server reads a connection
     /// only while `wants_read` says so, as the reactor does (TCP holds the rest).
     pub unsent: Vec<u8>,
+    /// What the client sends is held back (delayed delivery) until released with
+    /// [`World::hold`].
+    pub held: bool,
     rx: Option<Receiver>,
     mask_seed: u32,
 }
@@ -148,6 +160,8 @@ pub struct World {
     pub outbound: Vec<Outbound>,
     /// Every durable change the core made, in order (what a writer would have been handed).
     pub persisted: Vec<crate::state::Persist>,
+    /// Short reads and writes, when set.
+    pub faults: Option<faults::Faults>,
 }
 
 /// 2025-01-01T00:00:00Z: the virtual wall clock starts at a plausible time.
@@ -176,6 +190,7 @@ impl World {
             clients: Vec::new(),
             outbound: Vec::new(),
             persisted: Vec::new(),
+            faults: None,
         }
     }
 
@@ -202,6 +217,7 @@ impl World {
             closed: false,
             reading: true,
             unsent: Vec::new(),
+            held: false,
             rx: None,
             mask_seed: 0x9E37_79B9 ^ id.index,
         });
@@ -258,14 +274,38 @@ impl World {
         const READ: usize = 64 * 1024;
         while !self.clients[c].unsent.is_empty() && !self.clients[c].closed {
             let id = self.clients[c].id;
-            if !self.server.wants_read(id) {
+            if self.clients[c].held || !self.server.wants_read(id) {
                 return;
             }
-            let n = self.clients[c].unsent.len().min(READ);
+            let mut n = self.clients[c].unsent.len().min(READ);
+            if let Some(f) = self.faults.as_mut() {
+                n = f.cut(n);
+            }
             let mut buf: Vec<u8> = self.clients[c].unsent.drain(..n).collect();
             let now = self.clock();
             self.server.handle_input(id, &mut buf, now);
         }
+    }
+
+    /// Client `c` holds back what it sends (`true`), or releases it all (`false`).
+    pub fn hold(&mut self, c: usize, held: bool) {
+        self.clients[c].held = held;
+        if !held {
+            self.pump(c);
+            self.step();
+        }
+    }
+
+    /// Client `c`'s transport is reset: the server sees the connection gone at once.
+    pub fn reset(&mut self, c: usize) {
+        if self.clients[c].closed {
+            return;
+        }
+        self.clients[c].closed = true;
+        self.clients[c].unsent.clear();
+        let now = self.clock();
+        self.server.handle_closed(self.clients[c].id, now);
+        self.step();
     }
 
     /// Client `c` stops (`false`) or resumes (`true`) reading what the server sends; resuming
@@ -366,18 +406,26 @@ impl World {
                 });
             }
             let mut any = false;
-            while let Some(id) = self.server.poll_dirty() {
+            let mut short = Vec::new();
+            while let Some(id) = self.server.poll_dirty().or_else(|| short.pop()) {
                 any = true;
-                let reads = self
-                    .clients
-                    .iter()
-                    .find(|c| c.id == id)
-                    .is_none_or(|c| c.reading);
-                let out = if reads {
+                let client = self.clients.iter().find(|c| c.id == id);
+                if client.is_some_and(|c| c.closed) {
+                    continue;
+                }
+                let reads = client.is_none_or(|c| c.reading);
+                let mut out = if reads {
                     self.server.output(id).to_vec()
                 } else {
                     Vec::new()
                 };
+                if let Some(f) = self.faults.as_mut() {
+                    let n = f.cut(out.len());
+                    if n < out.len() {
+                        out.truncate(n);
+                        short.push(id);
+                    }
+                }
                 self.server.consume_output(id, out.len());
                 let close = self.server.wants_close(id);
                 if let Some(client) = self.clients.iter_mut().find(|c| c.id == id) {
