@@ -83,6 +83,11 @@ impl Now {
     pub fn iso(&self) -> &str {
         std::str::from_utf8(&self.iso).unwrap_or("1970-01-01T00:00:00.000Z")
     }
+
+    /// [`Now::iso`] as bytes, without checking them again (the hot path writes it per event).
+    pub fn iso_bytes(&self) -> &[u8] {
+        &self.iso
+    }
 }
 
 impl std::fmt::Debug for Now {

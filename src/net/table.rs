@@ -466,16 +466,38 @@ fn give_back(pool: &mut Vec<Vec<u8>>, mut buf: Vec<u8>) {
 
 impl Outbox for Net {
     fn send_frame(&mut self, id: ConnId, opcode: Opcode, parts: &[&[u8]]) -> bool {
-        let Some(c) = self.get(id).filter(|c| c.is_websocket()) else {
+        // The relay's per-delivery step: one look-up of the connection for everything.
+        let Net {
+            conns,
+            pool,
+            dirty,
+            stats,
+            cfg,
+            ..
+        } = self;
+        let Some(c) = conns
+            .get_mut(id.index as usize)
+            .filter(|c| c.gen == id.gen && c.is_websocket())
+        else {
             return false;
         };
         if matches!(opcode, Opcode::Text | Opcode::Binary) {
-            self.stats.messages_out[c.kind()] += 1;
+            stats.messages_out[c.kind()] += 1;
         }
-        if let Some(out) = self.out(id) {
-            write_frame(out, opcode, parts);
+        if !c.dirty {
+            c.dirty = true;
+            dirty.push(id);
         }
-        self.check_cap(id);
+        if c.out.capacity() == 0 {
+            if let Some(b) = pool.pop() {
+                c.out = b;
+            }
+        }
+        write_frame(&mut c.out, opcode, parts);
+        // `check_cap` acts only past one of its two limits.
+        if c.pending() > cfg.max_output.min(cfg.read_pause) {
+            self.check_cap(id);
+        }
         true
     }
 

@@ -186,7 +186,8 @@ pub fn write_header(
     let b0 = (if fin { 0x80 } else { 0 }) | opcode as u8;
     let mbit = if mask.is_some() { 0x80 } else { 0 };
     if len < 126 {
-        out.extend_from_slice(&[b0, mbit | len as u8]);
+        out.push(b0);
+        out.push(mbit | len as u8);
     } else if len <= u16::MAX as usize {
         out.extend_from_slice(&[b0, mbit | 126]);
         out.extend_from_slice(&(len as u16).to_be_bytes());
@@ -205,7 +206,7 @@ pub fn write_frame(out: &mut Vec<u8>, opcode: Opcode, parts: &[&[u8]]) {
     let len = parts.iter().map(|p| p.len()).sum();
     out.reserve(len + 10);
     write_header(out, true, opcode, len, None);
-    for p in parts {
+    for p in parts.iter().filter(|p| !p.is_empty()) {
         out.extend_from_slice(p);
     }
 }
