@@ -197,11 +197,14 @@ impl Hub {
                 dropped += 1;
                 return;
             }
-            let [s0, s1, s2] = match stream {
-                Some(own) => [own, b"", b""],
-                None => base,
+            match stream {
+                Some(own) => net.send_frame(*conn, Opcode::Text, &[prefix, own, tail]),
+                None => net.send_frame(
+                    *conn,
+                    Opcode::Text,
+                    &[prefix, base[0], base[1], base[2], tail],
+                ),
             };
-            net.send_frame(*conn, Opcode::Text, &[prefix, s0, s1, s2, tail]);
         });
         if tail.capacity() > MAX_KEPT_TAIL {
             *tail = Vec::new();

@@ -176,6 +176,7 @@ pub fn parse_header(
 }
 
 /// Append a frame header to `out`. With a mask, the caller masks the payload it appends.
+#[inline]
 pub fn write_header(
     out: &mut Vec<u8>,
     fin: bool,
@@ -206,7 +207,7 @@ pub fn write_frame(out: &mut Vec<u8>, opcode: Opcode, parts: &[&[u8]]) {
     let len = parts.iter().map(|p| p.len()).sum();
     out.reserve(len + 10);
     write_header(out, true, opcode, len, None);
-    for p in parts.iter().filter(|p| !p.is_empty()) {
+    for p in parts {
         out.extend_from_slice(p);
     }
 }
