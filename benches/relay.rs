@@ -21,6 +21,10 @@
 //!   fresh `Vec` (`self.server.output(id).to_vec()`): one harness allocation per delivery. The
 //!   difference between the two is reported as the harness's share and is not the server's.
 //!
+//! Instruction counts (repeatable on a busy machine, unlike times): `RELAY_FIXED=EVENTS[,N]`
+//! relays a fixed number of events and exits, for
+//! `valgrind --tool=callgrind --collect-atstart=no --toggle-collect='*relay_fixed*'`.
+//!
 //! Before anything is measured, one event is relayed through each path and every app's inbox is
 //! decoded: each must hold exactly one `data_stream` of `head_position` carrying the event,
 //! the glasses nothing. During the allocation count the delivered bytes are tallied and checked
