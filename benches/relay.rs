@@ -21,6 +21,10 @@
 //!   fresh `Vec` (`self.server.output(id).to_vec()`): one harness allocation per delivery. The
 //!   difference between the two is reported as the harness's share and is not the server's.
 //!
+//! Instruction counts (repeatable on a busy machine, unlike times): `RELAY_FIXED=EVENTS[,N]`
+//! relays a fixed number of events and exits, for
+//! `valgrind --tool=callgrind --collect-atstart=no --toggle-collect='*relay_fixed*'`.
+//!
 //! Before anything is measured, one event is relayed through each path and every app's inbox is
 //! decoded: each must hold exactly one `data_stream` of `head_position` carrying the event,
 //! the glasses nothing. During the allocation count the delivered bytes are tallied and checked
@@ -345,7 +349,41 @@ fn print_allocations(n: usize) {
     );
 }
 
+/// A fixed amount of work for instruction counters (`RELAY_FIXED=EVENTS[,SUBSCRIBERS]`):
+/// relay EVENTS events to SUBSCRIBERS apps (default 4) through [`relay_fixed`] and exit, no
+/// criterion. Under `valgrind --tool=callgrind --toggle-collect='*relay_fixed*'` the count is
+/// the relay alone, the same on every run whatever else the machine is doing.
+fn fixed_work(spec: &str) {
+    let mut parts = spec.split(',');
+    let events: u64 = parts
+        .next()
+        .and_then(|e| e.parse().ok())
+        .expect("RELAY_FIXED=EVENTS[,N]");
+    let n: usize = parts
+        .next()
+        .map_or(4, |n| n.parse().expect("RELAY_FIXED=EVENTS[,N]"));
+    let mut r = setup(n);
+    let bytes = r.check(Path::Server);
+    let delivered = relay_fixed(&mut r, events);
+    assert_eq!(
+        delivered as u64,
+        bytes as u64 * events,
+        "not every event was delivered"
+    );
+    println!("relayed {events} events to {n} subscribers, {delivered} B out");
+}
+
+/// The measured work of [`fixed_work`]; kept out of line so a profiler can select it by name.
+#[inline(never)]
+fn relay_fixed(r: &mut Relay, events: u64) -> usize {
+    (0..events).map(|_| r.relay_once(Path::Server)).sum()
+}
+
 fn bench(c: &mut Criterion) {
+    if let Ok(spec) = std::env::var("RELAY_FIXED") {
+        fixed_work(&spec);
+        std::process::exit(0);
+    }
     for n in SUBSCRIBER_COUNTS {
         print_allocations(n);
     }

@@ -529,6 +529,8 @@ pub struct Hub {
     next_gen: u32,
     next_start: u32,
     pub counters: HubCounters,
+    /// Scratch for relaying: the tail all deliveries of one event share (see `deliver`).
+    delivery_tail: Vec<u8>,
 }
 
 impl Hub {
@@ -553,6 +555,7 @@ impl Hub {
             next_gen: 0,
             next_start: 0,
             counters: HubCounters::default(),
+            delivery_tail: Vec::new(),
         }
     }
 

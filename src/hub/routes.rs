@@ -158,6 +158,7 @@ impl Routes {
     }
 }
 
+#[inline]
 fn matches(event: Event<'_>, qualifier: &str) -> bool {
     match event {
         Event::Plain(_) => qualifier.is_empty(),

@@ -18,12 +18,16 @@
 use super::routes::{canonical, Event, Routes};
 use super::*;
 use crate::protocol::inbound::{self, Publish, PublishedMeta, TouchEvent};
-use crate::protocol::outbound::{data_stream_parts, MicUserSession, MicrophoneState};
+use crate::protocol::outbound::{
+    data_stream_parts, data_stream_tail, MicUserSession, MicrophoneState,
+};
 use std::borrow::Cow;
 use std::collections::VecDeque;
 
 /// Calendar events kept per session for replay.
 const CALENDAR_CACHE: usize = 32;
+/// The largest shared delivery tail kept between events; a larger one is freed after use.
+const MAX_KEPT_TAIL: usize = 16 * 1024;
 
 /// What the apps of a session subscribe to, and what is kept for replay. Allocated the first
 /// time a session has either, so an idle session pays one pointer for it.
@@ -118,10 +122,8 @@ impl Hub {
             "location_update" => Some("location_update"),
             _ => None,
         };
-        if let Some(s) = self.session(sk) {
-            let dropped = deliver(net, s, event, base, text.as_bytes(), lossy.is_some(), now);
-            self.count_drops(lossy, dropped);
-        }
+        let dropped = self.deliver(net, sk, event, base, text.as_bytes(), lossy.is_some(), now);
+        self.count_drops(lossy, dropped);
         if ty == "glasses_connection_state" && connected(text) {
             self.send_mic_state(net, sk, now);
         }
@@ -151,6 +153,63 @@ impl Hub {
         if let (Some(stream), 1..) = (stream, n) {
             *self.counters.dropped.entry(stream).or_default() += n;
         }
+    }
+
+    /// Write one event to every subscriber of it in session `sk`, each under its own
+    /// `streamType`; a `lossy` event skips subscribers that are backed up. Returns how many
+    /// were skipped. The tail every delivery shares (`data`, timestamp) is built once, in a
+    /// buffer kept between events (dropped when an event made it large).
+    #[allow(clippy::too_many_arguments)]
+    fn deliver(
+        &mut self,
+        net: &mut impl Outbox,
+        sk: SessKey,
+        event: Event<'_>,
+        base: [&[u8]; 3],
+        data: &[u8],
+        lossy: bool,
+        now: Now,
+    ) -> u64 {
+        let Hub {
+            sessions,
+            delivery_tail: tail,
+            ..
+        } = self;
+        let Some(s) = sessions.get(sk.slot).filter(|s| s.gen == sk.gen) else {
+            return 0;
+        };
+        let Some(streams) = s.streams.as_deref() else {
+            return 0;
+        };
+        data_stream_tail(tail, data, now.iso_bytes());
+        let mut dropped = 0;
+        streams.routes.each(event, |app, stream| {
+            let Some(AppRun {
+                state: AppState::Active,
+                conn: Some(conn),
+                prefix,
+                ..
+            }) = s.apps.get(&app)
+            else {
+                return;
+            };
+            if lossy && net.backed_up(*conn) {
+                dropped += 1;
+                return;
+            }
+            match stream {
+                Some(own) => net.send_frame(*conn, Opcode::Text, &[prefix, own, tail]),
+                None => net.send_frame(
+                    *conn,
+                    Opcode::Text,
+                    &[prefix, base[0], base[1], base[2], tail],
+                ),
+            };
+        });
+        if tail.capacity() > MAX_KEPT_TAIL {
+            *tail = Vec::new();
+        }
+        dropped
     }
 
     /// Whether `id` feeds a session (its glasses, or an app that publishes into it) one of
@@ -249,10 +308,8 @@ impl Hub {
         } else {
             "translation"
         });
-        if let Some(s) = self.session(sk) {
-            let dropped = deliver(net, s, event, base, data.as_bytes(), lossy.is_some(), now);
-            self.count_drops(lossy, dropped);
-        }
+        let dropped = self.deliver(net, sk, event, base, data.as_bytes(), lossy.is_some(), now);
+        self.count_drops(lossy, dropped);
     }
 
     // ---- subscriptions -------------------------------------------------------------------
@@ -445,39 +502,6 @@ fn wants_lossless(subs: &[String]) -> bool {
             "audio_chunk" | "head_position" | "location_update" | "location_stream"
         )
     })
-}
-
-/// Write one event to every subscriber of it in `s`, each under its own `streamType`; a
-/// `lossy` event skips subscribers that are backed up. Returns how many were skipped.
-fn deliver(
-    net: &mut impl Outbox,
-    s: &Session,
-    event: Event<'_>,
-    base: [&[u8]; 3],
-    data: &[u8],
-    lossy: bool,
-    now: Now,
-) -> u64 {
-    let Some(streams) = s.streams.as_deref() else {
-        return 0;
-    };
-    let mut dropped = 0;
-    streams.routes.each(event, |app, stream| {
-        let (Some(conn), Some(run)) = (active_conn(s, app), s.apps.get(&app)) else {
-            return;
-        };
-        if lossy && net.backed_up(conn) {
-            dropped += 1;
-            return;
-        }
-        let stream = match stream {
-            Some(own) => [own, b"", b""],
-            None => base,
-        };
-        let parts = data_stream_parts(&run.prefix, stream, data, now.iso());
-        net.send_frame(conn, Opcode::Text, &parts);
-    });
-    dropped
 }
 
 /// One replayed event to one app, under the subscription string `sub`.

@@ -20,10 +20,11 @@ use slab::Slab;
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 
-/// Pool of emptied output buffers: at most this many, each at most `POOL_BUF_MAX` bytes (so
-/// at most 4 MiB kept). Under flat-out fan-out an app's output for one turn grows past 128 KiB;
-/// freeing such buffers gave their pages back to the kernel every turn, and faulting them in
-/// again cost about a third of the server's CPU per delivered message (see BENCHMARKS.md).
+/// Pool of emptied output buffers: at most this many, each at most `POOL_BUF_MAX` bytes (4 MiB
+/// in all). A subscriber fed flat out fills up to `read_pause` and a read's worth more per
+/// turn; handing its grown buffer to the next turn saves growing it again (a copy of every byte
+/// written, through `realloc`) and faulting fresh pages in: with 16 KiB buffers that was about a
+/// fifth of the relay's instructions and a third of its CPU time (see BENCHMARKS.md).
 const POOL_MAX: usize = 16;
 const POOL_BUF_MAX: usize = 256 * 1024;
 
@@ -469,16 +470,38 @@ fn give_back(pool: &mut Vec<Vec<u8>>, mut buf: Vec<u8>) {
 
 impl Outbox for Net {
     fn send_frame(&mut self, id: ConnId, opcode: Opcode, parts: &[&[u8]]) -> bool {
-        let Some(c) = self.get(id).filter(|c| c.is_websocket()) else {
+        // The relay's per-delivery step: one look-up of the connection for everything.
+        let Net {
+            conns,
+            pool,
+            dirty,
+            stats,
+            cfg,
+            ..
+        } = self;
+        let Some(c) = conns
+            .get_mut(id.index as usize)
+            .filter(|c| c.gen == id.gen && c.is_websocket())
+        else {
             return false;
         };
         if matches!(opcode, Opcode::Text | Opcode::Binary) {
-            self.stats.messages_out[c.kind()] += 1;
+            stats.messages_out[c.kind()] += 1;
         }
-        if let Some(out) = self.out(id) {
-            write_frame(out, opcode, parts);
+        if !c.dirty {
+            c.dirty = true;
+            dirty.push(id);
         }
-        self.check_cap(id);
+        if c.out.capacity() == 0 {
+            if let Some(b) = pool.pop() {
+                c.out = b;
+            }
+        }
+        write_frame(&mut c.out, opcode, parts);
+        // `check_cap` acts only past one of its two limits.
+        if c.pending() > cfg.max_output.min(cfg.read_pause) {
+            self.check_cap(id);
+        }
         true
     }
 
@@ -593,6 +616,21 @@ mod tests {
     use super::*;
     use crate::ws::frame::parse_header;
     use crate::ws::Role;
+
+    #[test]
+    fn the_buffer_pool_keeps_grown_buffers_within_its_bounds() {
+        let mut pool = Vec::new();
+        give_back(&mut pool, Vec::with_capacity(64 * 1024));
+        assert_eq!(pool.len(), 1, "a grown buffer is kept");
+        give_back(&mut pool, Vec::with_capacity(POOL_BUF_MAX + 1));
+        give_back(&mut pool, Vec::new());
+        assert_eq!(pool.len(), 1, "too large or empty buffers are freed");
+        for _ in 0..2 * POOL_MAX {
+            give_back(&mut pool, b"left over".to_vec());
+        }
+        assert_eq!(pool.len(), POOL_MAX);
+        assert!(pool.iter().all(Vec::is_empty));
+    }
 
     #[test]
     fn partial_writes_keep_the_rest_in_order_and_compact_lazily() {

@@ -35,6 +35,10 @@ struct Envelope<'a> {
 
 /// The `type` of a JSON object message, borrowed from `text` when it has no escapes.
 pub fn message_type(text: &str) -> Result<Cow<'_, str>, Malformed> {
+    // A plain message is read in one pass; serde_json reads (and refuses) the rest.
+    if let Some(ty) = super::scan::object_type(text) {
+        return Ok(Cow::Borrowed(ty));
+    }
     if !text.trim_start().starts_with('{') {
         return Err(Malformed::NotAnObject);
     }

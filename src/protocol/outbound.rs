@@ -399,9 +399,35 @@ pub fn data_stream_parts<'a>(
     ]
 }
 
+/// The end of a `data_stream` that is the same for every subscriber of one event: the original
+/// message as `data`, and the timestamp. Written once per event into `out` (emptied first), so
+/// each delivery is then `prefix`, stream type and this tail: the same bytes as
+/// [`data_stream_parts`] in three copies instead of nine.
+pub fn data_stream_tail(out: &mut Vec<u8>, data: &[u8], timestamp: &[u8]) {
+    out.clear();
+    for part in [b",\"data\":", data, b",\"timestamp\":\"", timestamp, b"\"}"] {
+        out.extend_from_slice(part);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn data_stream_tail_completes_the_same_message_as_the_parts() {
+        let prefix = data_stream_prefix("u-com.x");
+        let stream: [&[u8]; 3] = [b"\"", b"head_position", b"\""];
+        let data = br#"{"type":"head_position","position":"up"}"#;
+        let stamp = "2025-01-01T00:00:00.000Z";
+        let mut tail = b"left over".to_vec();
+        data_stream_tail(&mut tail, data, stamp.as_bytes());
+        let joined = [&prefix[..], &stream.concat(), &tail].concat();
+        assert_eq!(
+            joined,
+            data_stream_parts(&prefix, stream, data, stamp).concat()
+        );
+    }
 
     #[test]
     fn data_stream_is_valid_json_with_hostile_ids() {

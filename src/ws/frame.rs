@@ -176,6 +176,7 @@ pub fn parse_header(
 }
 
 /// Append a frame header to `out`. With a mask, the caller masks the payload it appends.
+#[inline]
 pub fn write_header(
     out: &mut Vec<u8>,
     fin: bool,
@@ -186,7 +187,8 @@ pub fn write_header(
     let b0 = (if fin { 0x80 } else { 0 }) | opcode as u8;
     let mbit = if mask.is_some() { 0x80 } else { 0 };
     if len < 126 {
-        out.extend_from_slice(&[b0, mbit | len as u8]);
+        out.push(b0);
+        out.push(mbit | len as u8);
     } else if len <= u16::MAX as usize {
         out.extend_from_slice(&[b0, mbit | 126]);
         out.extend_from_slice(&(len as u16).to_be_bytes());
