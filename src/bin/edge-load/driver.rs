@@ -379,6 +379,19 @@ fn pump(g: &mut Glasses, now: Instant, load: &Load, mut room: u64) {
                 }
             }
         }
+        // TLS: records still held in the connection go out before more is built.
+        match g.ws.sock.flush() {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                g.writable = false;
+                return;
+            }
+            Err(e) => {
+                *g.live.error.lock().unwrap() = Some(format!("write error: {e}"));
+                g.done = true;
+                return;
+            }
+        }
         g.live.sent.store(g.seq, Relaxed);
         if now >= load.deadline {
             g.done = true;

@@ -51,6 +51,8 @@ pub struct Report {
     pub audio: Option<usize>,
     /// The Unix socket the glasses connected over (TCP when `None`).
     pub unix: Option<String>,
+    /// Glasses and apps connected over TLS.
+    pub tls: bool,
 }
 
 impl Report {
@@ -93,6 +95,9 @@ impl Report {
         }
         if let Some(path) = &self.unix {
             let _ = write!(mode, ", glasses over unix:{path}");
+        }
+        if self.tls {
+            let _ = write!(mode, ", glasses and apps over TLS");
         }
         let mut s = String::new();
         let _ = writeln!(
@@ -247,7 +252,12 @@ impl Report {
             "batch": self.batch,
             "window": self.window,
             "audioChunkBytes": self.audio,
-            "glassesTransport": self.unix.as_ref().map_or("tcp".to_string(), |p| format!("unix:{p}")),
+            "glassesTransport": match (&self.unix, self.tls) {
+                (Some(p), _) => format!("unix:{p}"),
+                (None, true) => "tls".to_string(),
+                (None, false) => "tcp".to_string(),
+            },
+            "appsTransport": if self.tls { "tls" } else { "tcp" },
             "seconds": self.drive_secs,
             "windowSeconds": self.window_secs,
             "setupSeconds": self.setup_secs,

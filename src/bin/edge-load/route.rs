@@ -20,6 +20,8 @@ use crate::driver::{AppResult, AppSink, Displays, Driver, GlassesLive, Load};
 use crate::peer::{self, Proto};
 use crate::report::Report;
 use crate::stats::{self, Histogram};
+use crate::tls;
+use crate::tls::rustls::ClientConfig;
 use crate::wsc::{self, Ws};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
@@ -33,14 +35,15 @@ use std::time::{Duration, Instant};
 
 pub const USAGE: &str =
     "  edge-load route [--sessions N] [--apps M] [--seconds D] [--rate R] [--batch B] [--window W] [--display-rate D]
-                  [--audio BYTES] [--unix SOCKET]
+                  [--audio BYTES] [--unix SOCKET | --tls]
                   [--port P] [--webhook-port W] [--pin-server CPU] [--pin-load CPU] [--json FILE]
                   [--server-pid PID --config FILE] [--write-config FILE]
                   [--peer PORT | --raw PORT] (with --server-pid PID: a comparison peer)
       N glasses sessions, each with M apps subscribed to button_press, driven flat out (or at R
       messages/s per glasses) for D seconds; reports delivered msgs/s, losses, latency, server
       RSS and server CPU time per delivered message. --peer/--raw drive a peer of
-      benches/peers/ instead (apps connected directly, no webhooks)";
+      benches/peers/ instead (apps connected directly, no webhooks). --tls: glasses and apps over
+      TLS (a listener with a scratch self-signed certificate written with openssl)";
 
 struct Opts {
     sessions: usize,
@@ -53,6 +56,8 @@ struct Opts {
     audio: Option<usize>,
     /// The glasses connect over this Unix socket of the server (the apps over TCP).
     unix: Option<String>,
+    /// Glasses and apps connect over the server's TLS listener.
+    tls: bool,
     port: Option<u16>,
     webhook_port: Option<u16>,
     pin_server: Option<String>,
@@ -75,6 +80,7 @@ fn parse(args: &[String]) -> Opts {
         display_rate: None,
         audio: None,
         unix: None,
+        tls: false,
         port: None,
         webhook_port: None,
         pin_server: None,
@@ -87,6 +93,11 @@ fn parse(args: &[String]) -> Opts {
     };
     let mut i = 0;
     while i < args.len() {
+        if args[i] == "--tls" {
+            o.tls = true;
+            i += 1;
+            continue;
+        }
         let v = args.get(i + 1).cloned().unwrap_or_else(|| crate::usage());
         fn num<T: std::str::FromStr>(v: &str) -> T {
             v.parse().unwrap_or_else(|_| crate::usage())
@@ -116,7 +127,8 @@ fn parse(args: &[String]) -> Opts {
         }
         i += 2;
     }
-    if o.sessions == 0 || o.apps == 0 || o.rate.is_some_and(|r| r <= 0.0) {
+    let tls_clash = o.tls && (o.unix.is_some() || o.peer.is_some());
+    if o.sessions == 0 || o.apps == 0 || o.rate.is_some_and(|r| r <= 0.0) || tls_clash {
         crate::usage()
     }
     o
@@ -138,6 +150,8 @@ struct Target {
     webhook_port: u16,
     secret: String,
     packages: Vec<String>,
+    /// The TLS listener: its port and certificate (PEM).
+    tls: Option<(u16, PathBuf)>,
 }
 
 fn package(j: usize) -> String {
@@ -147,6 +161,11 @@ fn package(j: usize) -> String {
 /// Each app's API key, derived from the secret so a config written earlier still works.
 fn api_key(secret: &str, package: &str) -> String {
     augmentos_edge::auth::hash_api_key(&format!("{secret}/{package}"))
+}
+
+/// The key file that goes with a scratch certificate.
+fn key_path(cert: &std::path::Path) -> PathBuf {
+    cert.with_extension("key")
 }
 
 fn scratch_config(t: &Target, sessions: usize, unix: Option<&str>) -> String {
@@ -165,10 +184,18 @@ fn scratch_config(t: &Target, sessions: usize, unix: Option<&str>) -> String {
         .collect();
     let starts = sessions * t.packages.len();
     let cfg = json!({
-        "listen": std::iter::once(format!("127.0.0.1:{}", t.port))
-            .chain(unix.map(|p| format!("unix:{p}")))
+        "listen": std::iter::once(json!(format!("127.0.0.1:{}", t.port)))
+            .chain(unix.map(|p| json!(format!("unix:{p}"))))
+            .chain(t.tls.as_ref().map(|(port, cert)| json!({
+                "address": format!("127.0.0.1:{port}"),
+                "tls": {"certificate": cert, "key": key_path(cert)},
+            })))
             .collect::<Vec<_>>(),
-        "publicWsUrl": format!("ws://127.0.0.1:{}", t.port),
+        // The apps come back over TLS too when there is a TLS listener.
+        "publicWsUrl": match &t.tls {
+            Some((port, _)) => format!("wss://localhost:{port}"),
+            None => format!("ws://127.0.0.1:{}", t.port),
+        },
         "jwtSecret": t.secret,
         "limits": {
             "maxConnections": (starts + sessions + 64).max(1024),
@@ -204,9 +231,17 @@ fn read_config(path: &PathBuf, port: Option<u16>, apps: usize) -> Result<Target,
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let v: Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     let port_of = |s: &str| s.rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
+    let listen: Vec<&Value> = v["listen"]
+        .as_array()
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
     let port = port
-        .or_else(|| v["listen"][0].as_str().and_then(port_of))
+        .or_else(|| listen.iter().find_map(|l| l.as_str().and_then(port_of)))
         .ok_or("no TCP port: give --port")?;
+    let tls = listen.iter().find_map(|l| {
+        let port = l["address"].as_str().and_then(port_of)?;
+        Some((port, PathBuf::from(l["tls"]["certificate"].as_str()?)))
+    });
     let secret = v["jwtSecret"]
         .as_str()
         .ok_or("the config has no jwtSecret (write one with --write-config)")?
@@ -237,6 +272,7 @@ fn read_config(path: &PathBuf, port: Option<u16>, apps: usize) -> Result<Target,
         webhook_port: webhook_port.unwrap_or(0),
         secret,
         packages,
+        tls,
     })
 }
 
@@ -284,6 +320,8 @@ pub struct Shared {
     pub display: Mutex<Displays>,
     /// What the apps subscribe to: `button_press` (the probe and the events), `audio_chunk`.
     pub streams: Vec<&'static str>,
+    /// The TLS client configuration (`--tls`), trusting the run's certificate.
+    pub tls: Option<Arc<ClientConfig>>,
 }
 
 impl Shared {
@@ -401,16 +439,28 @@ fn connect_app(sh: &Shared, package: &str, v: &Value) -> Result<(Ws, usize), Str
     let url = v["mentraOSWebsocketUrl"]
         .as_str()
         .ok_or("no mentraOSWebsocketUrl")?;
-    let rest = url
-        .strip_prefix("ws://")
-        .ok_or_else(|| format!("mentraOSWebsocketUrl {url} is not ws://"))?;
+    let (rest, tls) = match (url.strip_prefix("ws://"), url.strip_prefix("wss://")) {
+        (Some(rest), _) => (rest, None),
+        (None, Some(rest)) => (
+            rest,
+            Some(
+                sh.tls
+                    .as_ref()
+                    .ok_or("a wss:// app URL, but not run with --tls")?,
+            ),
+        ),
+        _ => return Err(format!("mentraOSWebsocketUrl {url} is not ws:// or wss://")),
+    };
     let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
     let port = host
         .rsplit(':')
         .next()
         .and_then(|p| p.parse::<u16>().ok())
         .ok_or_else(|| format!("no port in {url}"))?;
-    let mut ws = Ws::connect(port, &format!("/{path}"), "", 64 << 10)?;
+    let mut ws = match tls {
+        Some(config) => Ws::connect_tls(port, &format!("/{path}"), "", 64 << 10, config)?,
+        None => Ws::connect(port, &format!("/{path}"), "", 64 << 10)?,
+    };
     let key = api_key(&sh.secret, package);
     peer::init_app(&mut ws, session_id, package, &key, &sh.streams)?;
     Ok((ws, session))
@@ -421,13 +471,22 @@ fn connect_app(sh: &Shared, package: &str, v: &Value) -> Result<(Ws, usize), Str
 /// The event sent before the numbered ones, until every app has received one.
 const PROBE: &[u8] = br#"{"type":"button_press","buttonId":"probe","pressType":"short"}"#;
 
-/// Glasses of `user`, over TCP to `port` or over the Unix socket `unix`.
-fn open_glasses(port: u16, unix: Option<&str>, user: &str, secret: &str) -> Result<Ws, String> {
+/// Glasses of `user`, over TCP to `port`, the Unix socket `unix`, or TLS (`tls`).
+fn open_glasses(
+    port: u16,
+    unix: Option<&str>,
+    tls: Option<(u16, &Arc<ClientConfig>)>,
+    user: &str,
+    secret: &str,
+) -> Result<Ws, String> {
     let token = augmentos_edge::auth::jwt::glasses_token(user, secret.as_bytes());
     let auth = format!("Authorization: Bearer {token}\r\n");
-    let mut ws = match unix {
-        Some(path) => Ws::connect_unix(path, "/glasses-ws", &auth, 64 << 10)?,
-        None => Ws::connect(port, "/glasses-ws", &auth, 64 << 10)?,
+    let mut ws = match (unix, tls) {
+        (Some(path), _) => Ws::connect_unix(path, "/glasses-ws", &auth, 64 << 10)?,
+        (None, Some((port, config))) => {
+            Ws::connect_tls(port, "/glasses-ws", &auth, 64 << 10, config)?
+        }
+        (None, None) => Ws::connect(port, "/glasses-ws", &auth, 64 << 10)?,
     };
     ws.send(wsc::TEXT, br#"{"type":"connection_init"}"#)
         .map_err(|e| e.to_string())?;
@@ -456,12 +515,17 @@ fn route(o: &Opts) -> Result<(), String> {
     }
     stats::now_us();
     if let Some(path) = &o.write_config {
+        let port = o.port.unwrap_or(18_110);
         let t = Target {
-            port: o.port.unwrap_or(18_110),
+            port,
             webhook_port: o.webhook_port.unwrap_or(18_111),
             secret: stats::random_hex(24),
             packages: (0..o.apps).map(package).collect(),
+            tls: o.tls.then(|| (port + 2, path.with_extension("crt"))),
         };
+        if let Some((_, cert)) = &t.tls {
+            tls::make_certificate(cert, &key_path(cert))?;
+        }
         std::fs::write(path, scratch_config(&t, o.sessions, o.unix.as_deref()))
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         println!(
@@ -481,6 +545,7 @@ fn route(o: &Opts) -> Result<(), String> {
                 webhook_port: 0,
                 secret: String::new(),
                 packages: (0..o.apps).map(package).collect(),
+                tls: None,
             };
             (t, None, pid, format!("{proto:?} peer on port {port}"), None)
         }
@@ -506,15 +571,26 @@ fn route(o: &Opts) -> Result<(), String> {
                 Some(p) => p,
                 None => free_port()?,
             };
+            let base = std::env::temp_dir().join(format!("edge-load-route-{}", std::process::id()));
+            let cfg = base.with_extension("json");
+            let log = base.with_extension("log");
+            let mut files = vec![cfg.clone(), log.clone()];
+            let tls = match o.tls {
+                true => {
+                    let cert = base.with_extension("crt");
+                    tls::make_certificate(&cert, &key_path(&cert))?;
+                    files.extend([key_path(&cert), cert.clone()]);
+                    Some((free_port()?, cert))
+                }
+                false => None,
+            };
             let t = Target {
                 port,
                 webhook_port,
                 secret: stats::random_hex(24),
                 packages: (0..o.apps).map(package).collect(),
+                tls,
             };
-            let base = std::env::temp_dir().join(format!("edge-load-route-{}", std::process::id()));
-            let cfg = base.with_extension("json");
-            let log = base.with_extension("log");
             std::fs::write(&cfg, scratch_config(&t, o.sessions, o.unix.as_deref()))
                 .map_err(|e| format!("cannot write {}: {e}", cfg.display()))?;
             let bin = std::env::current_exe()
@@ -540,7 +616,7 @@ fn route(o: &Opts) -> Result<(), String> {
                 Some(server),
                 pid,
                 format!("config {}, log {}", cfg.display(), log.display()),
-                Some([cfg, log]),
+                Some(files),
             )
         }
     };
@@ -560,6 +636,14 @@ fn route(o: &Opts) -> Result<(), String> {
         ),
     };
     crate::wait_for_port(target.port);
+    let tls_config = match (&target.tls, o.tls) {
+        (Some((port, cert)), true) => {
+            crate::wait_for_port(*port);
+            Some(tls::client_config(cert)?)
+        }
+        (None, true) => return Err("--tls: the config has no TLS listener".into()),
+        (_, false) => None,
+    };
 
     let sh = Arc::new(Shared {
         secret: target.secret.clone(),
@@ -582,6 +666,7 @@ fn route(o: &Opts) -> Result<(), String> {
             Some(_) => vec!["button_press", "audio_chunk"],
             None => vec!["button_press"],
         },
+        tls: tls_config.clone(),
     });
     let driver = Driver::start(sh.clone()).map_err(|e| format!("driver: {e}"))?;
     let _ = sh.apps.set(driver.app_sink());
@@ -597,7 +682,13 @@ fn route(o: &Opts) -> Result<(), String> {
     for user in &sh.users {
         glasses.push(match o.peer {
             Some((proto, port)) => peer::open_glasses(proto, port, user)?,
-            None => open_glasses(target.port, o.unix.as_deref(), user, &target.secret)?,
+            None => open_glasses(
+                target.port,
+                o.unix.as_deref(),
+                target.tls.as_ref().map(|t| t.0).zip(tls_config.as_ref()),
+                user,
+                &target.secret,
+            )?,
         });
     }
     match o.peer {
@@ -870,6 +961,7 @@ fn route(o: &Opts) -> Result<(), String> {
         errors: sh.errors.lock().unwrap().clone(),
         audio: o.audio,
         unix: o.unix.clone(),
+        tls: o.tls,
         displays: o
             .display_rate
             .map(|_| std::mem::take(&mut *sh.display.lock().unwrap())),
@@ -913,4 +1005,47 @@ fn server_counters(port: u16) -> Vec<String> {
             (v != 0.0 && name.contains("_total")).then(|| format!("{name}={v}"))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(tls: Option<(u16, PathBuf)>) -> Target {
+        Target {
+            port: 18_110,
+            webhook_port: 18_111,
+            secret: "s3cret".into(),
+            packages: vec![package(0), package(1)],
+            tls,
+        }
+    }
+
+    #[test]
+    fn a_tls_config_listens_on_tls_and_sends_the_apps_back_over_it() {
+        let cert = PathBuf::from("/tmp/run.crt");
+        let text = scratch_config(&target(Some((18_112, cert.clone()))), 2, None);
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["listen"][0], "127.0.0.1:18110");
+        assert_eq!(v["listen"][1]["address"], "127.0.0.1:18112");
+        assert_eq!(v["listen"][1]["tls"]["certificate"], "/tmp/run.crt");
+        assert_eq!(v["listen"][1]["tls"]["key"], "/tmp/run.key");
+        assert_eq!(v["publicWsUrl"], "wss://localhost:18112");
+        // Written, then read back by a later run against that server.
+        let path = std::env::temp_dir().join(format!("edge-load-cfg-{}.json", std::process::id()));
+        std::fs::write(&path, &text).unwrap();
+        let t = read_config(&path, None, 2);
+        let _ = std::fs::remove_file(&path);
+        let t = t.unwrap();
+        assert_eq!((t.port, t.webhook_port), (18_110, 18_111));
+        assert_eq!(t.tls, Some((18_112, cert)));
+    }
+
+    #[test]
+    fn a_plain_config_has_no_tls_listener() {
+        let text = scratch_config(&target(None), 2, None);
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["listen"].as_array().map(|l| l.len()), Some(1));
+        assert_eq!(v["publicWsUrl"], "ws://127.0.0.1:18110");
+    }
 }

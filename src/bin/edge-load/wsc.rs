@@ -17,10 +17,11 @@ pub const CLOSE: u8 = 0x8;
 pub const PING: u8 = 0x9;
 pub const PONG: u8 = 0xA;
 
-/// The transport under a connection: loopback TCP, or the server's Unix socket.
+/// The transport under a connection: loopback TCP, the server's Unix socket, or TLS over TCP.
 pub enum Sock {
     Tcp(TcpStream),
     Unix(UnixStream),
+    Tls(Box<crate::tls::TlsSock>),
 }
 
 impl Sock {
@@ -28,6 +29,7 @@ impl Sock {
         match self {
             Sock::Tcp(s) => s.set_nonblocking(on),
             Sock::Unix(s) => s.set_nonblocking(on),
+            Sock::Tls(s) => s.tcp.set_nonblocking(on),
         }
     }
 
@@ -35,6 +37,7 @@ impl Sock {
         match self {
             Sock::Tcp(s) => s.set_read_timeout(d),
             Sock::Unix(s) => s.set_read_timeout(d),
+            Sock::Tls(s) => s.tcp.set_read_timeout(d),
         }
     }
 
@@ -42,6 +45,7 @@ impl Sock {
         match self {
             Sock::Tcp(s) => s.set_write_timeout(d),
             Sock::Unix(s) => s.set_write_timeout(d),
+            Sock::Tls(s) => s.tcp.set_write_timeout(d),
         }
     }
 
@@ -49,6 +53,7 @@ impl Sock {
         match self {
             Sock::Tcp(s) => s.shutdown(how),
             Sock::Unix(s) => s.shutdown(how),
+            Sock::Tls(s) => s.tcp.shutdown(how),
         }
     }
 }
@@ -58,6 +63,7 @@ impl AsRawFd for Sock {
         match self {
             Sock::Tcp(s) => s.as_raw_fd(),
             Sock::Unix(s) => s.as_raw_fd(),
+            Sock::Tls(s) => s.tcp.as_raw_fd(),
         }
     }
 }
@@ -67,6 +73,7 @@ impl Read for Sock {
         match self {
             Sock::Tcp(s) => s.read(buf),
             Sock::Unix(s) => s.read(buf),
+            Sock::Tls(s) => s.read(buf),
         }
     }
 }
@@ -76,11 +83,16 @@ impl Write for Sock {
         match self {
             Sock::Tcp(s) => s.write(buf),
             Sock::Unix(s) => s.write(buf),
+            Sock::Tls(s) => s.write(buf),
         }
     }
 
+    /// TLS: push the records still held (`WouldBlock` while the socket is full).
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        match self {
+            Sock::Tls(s) => s.flush(),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -120,6 +132,23 @@ impl Ws {
         let sock =
             UnixStream::connect(socket).map_err(|e| format!("connect unix:{socket}: {e}"))?;
         Ws::upgrade(Sock::Unix(sock), "localhost", path, headers, buf_size)
+    }
+
+    /// The same over TLS to `127.0.0.1:port` (as `localhost`), handshake done before the upgrade.
+    pub fn connect_tls(
+        port: u16,
+        path: &str,
+        headers: &str,
+        buf_size: usize,
+        config: &std::sync::Arc<crate::tls::rustls::ClientConfig>,
+    ) -> Result<Ws, String> {
+        let sock = TcpStream::connect(("127.0.0.1", port))
+            .map_err(|e| format!("connect 127.0.0.1:{port}: {e}"))?;
+        sock.set_nodelay(true).ok();
+        sock.set_read_timeout(Some(Duration::from_secs(60))).ok();
+        let tls = crate::tls::TlsSock::connect(sock, config)?;
+        let host = format!("localhost:{port}");
+        Ws::upgrade(Sock::Tls(Box::new(tls)), &host, path, headers, buf_size)
     }
 
     fn upgrade(
