@@ -91,3 +91,29 @@ fn a_short_tls_run_drives_glasses_and_apps_over_tls() {
     assert_eq!(r["appsTransport"], "tls", "{r}");
     assert!(stdout.contains("glasses and apps over TLS"), "{stdout}");
 }
+
+#[test]
+fn a_short_transcripts_run_delivers_every_final_through_the_publishing_app() {
+    let args = ["--transcripts", "--sessions", "2", "--apps", "2"];
+    let (r, stdout) = route(
+        "transcripts",
+        &[&args[..], &["--seconds", "1", "--rate", "500"]].concat(),
+    );
+    // The finals are the numbered messages: all of them, in order, to both apps.
+    check_clean(&r, &stdout, 2);
+    let t = &r["transcripts"];
+    assert_eq!(t["finalsSent"], r["sent"], "{r}");
+    // Three interims before each final; some may be dropped for an app behind, none reordered.
+    let sent = t["interimsSent"].as_u64().expect("interimsSent");
+    assert_eq!(Some(sent), r["sent"].as_u64().map(|f| f * 3), "{r}");
+    assert_eq!(t["interimsExpected"].as_u64(), Some(sent * 2), "{r}");
+    let delivered = t["interimsDelivered"].as_u64().expect("interimsDelivered");
+    assert!(delivered > 0 && delivered <= sent * 2, "{r}");
+    assert_eq!(t["interimsReordered"], 0, "{r}");
+    assert_eq!(
+        t["interimLatencyUs"]["samples"].as_u64(),
+        Some(delivered),
+        "{r}"
+    );
+    assert!(stdout.contains("final transcripts"), "{stdout}");
+}

@@ -18,7 +18,7 @@
 
 use crate::driver::{AppResult, AppSink, Displays, Driver, GlassesLive, Load};
 use crate::peer::{self, Proto};
-use crate::report::Report;
+use crate::report::{Interims, Report};
 use crate::stats::{self, Histogram};
 use crate::tls;
 use crate::tls::rustls::ClientConfig;
@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 pub const USAGE: &str =
     "  edge-load route [--sessions N] [--apps M] [--seconds D] [--rate R] [--batch B] [--window W] [--display-rate D]
-                  [--audio BYTES] [--unix SOCKET | --tls]
+                  [--audio BYTES | --transcripts] [--unix SOCKET | --tls]
                   [--port P] [--webhook-port W] [--pin-server CPU] [--pin-load CPU] [--json FILE]
                   [--server-pid PID --config FILE] [--write-config FILE]
                   [--peer PORT | --raw PORT] (with --server-pid PID: a comparison peer)
@@ -43,7 +43,10 @@ pub const USAGE: &str =
       messages/s per glasses) for D seconds; reports delivered msgs/s, losses, latency, server
       RSS and server CPU time per delivered message. --peer/--raw drive a peer of
       benches/peers/ instead (apps connected directly, no webhooks). --tls: glasses and apps over
-      TLS (a listener with a scratch self-signed certificate written with openssl)";
+      TLS (a listener with a scratch self-signed certificate written with openssl).
+      --transcripts: a publishing system app per session sends transcription data (3 interims,
+      then a final: R is finals/s) to the M apps, subscribed to transcription:en-US; finals are
+      checked like events, interims the server dropped for a slow app are counted apart";
 
 struct Opts {
     sessions: usize,
@@ -58,6 +61,8 @@ struct Opts {
     unix: Option<String>,
     /// Glasses and apps connect over the server's TLS listener.
     tls: bool,
+    /// A publishing system app per session sends transcripts.
+    transcripts: bool,
     port: Option<u16>,
     webhook_port: Option<u16>,
     pin_server: Option<String>,
@@ -81,6 +86,7 @@ fn parse(args: &[String]) -> Opts {
         audio: None,
         unix: None,
         tls: false,
+        transcripts: false,
         port: None,
         webhook_port: None,
         pin_server: None,
@@ -93,8 +99,9 @@ fn parse(args: &[String]) -> Opts {
     };
     let mut i = 0;
     while i < args.len() {
-        if args[i] == "--tls" {
-            o.tls = true;
+        if matches!(args[i].as_str(), "--tls" | "--transcripts") {
+            o.tls |= args[i] == "--tls";
+            o.transcripts |= args[i] == "--transcripts";
             i += 1;
             continue;
         }
@@ -127,7 +134,8 @@ fn parse(args: &[String]) -> Opts {
         }
         i += 2;
     }
-    let tls_clash = o.tls && (o.unix.is_some() || o.peer.is_some());
+    let tls_clash = o.tls && (o.unix.is_some() || o.peer.is_some())
+        || o.transcripts && (o.audio.is_some() || o.peer.is_some());
     if o.sessions == 0 || o.apps == 0 || o.rate.is_some_and(|r| r <= 0.0) || tls_clash {
         crate::usage()
     }
@@ -152,7 +160,12 @@ struct Target {
     packages: Vec<String>,
     /// The TLS listener: its port and certificate (PEM).
     tls: Option<(u16, PathBuf)>,
+    /// The config lists the publishing system app [`PUBLISHER`].
+    publisher: bool,
 }
+
+/// The system app that publishes transcripts into every session (`--transcripts`).
+const PUBLISHER: &str = "com.edgeload.transcriber";
 
 fn package(j: usize) -> String {
     format!("com.edgeload.app{j}")
@@ -169,19 +182,24 @@ fn key_path(cert: &std::path::Path) -> PathBuf {
 }
 
 fn scratch_config(t: &Target, sessions: usize, unix: Option<&str>) -> String {
-    let apps: Vec<Value> = t
-        .packages
-        .iter()
-        .map(|p| {
-            json!({
-                "packageName": p,
-                "name": format!("edge-load {p}"),
-                "publicUrl": format!("http://127.0.0.1:{}/{p}", t.webhook_port),
-                "hashedApiKey": augmentos_edge::auth::hash_api_key(&api_key(&t.secret, p)),
-                "permissions": ["MICROPHONE"],
-            })
+    let app = |p: &str| {
+        json!({
+            "packageName": p,
+            "name": format!("edge-load {p}"),
+            "publicUrl": format!("http://127.0.0.1:{}/{p}", t.webhook_port),
+            "hashedApiKey": augmentos_edge::auth::hash_api_key(&api_key(&t.secret, p)),
+            "permissions": ["MICROPHONE"],
         })
-        .collect();
+    };
+    let mut apps: Vec<Value> = t.packages.iter().map(|p| app(p)).collect();
+    if t.publisher {
+        // Started by the server in every session; it connects back from loopback.
+        let mut p = app(PUBLISHER);
+        p["isSystemApp"] = json!(true);
+        p["publishes"] = json!(["transcription"]);
+        p["allowedAddresses"] = json!(["127.0.0.1"]);
+        apps.push(p);
+    }
     let starts = sessions * t.packages.len();
     let cfg = json!({
         "listen": std::iter::once(json!(format!("127.0.0.1:{}", t.port)))
@@ -273,6 +291,7 @@ fn read_config(path: &PathBuf, port: Option<u16>, apps: usize) -> Result<Target,
         secret,
         packages,
         tls,
+        publisher: listed.iter().any(|a| a["packageName"] == PUBLISHER),
     })
 }
 
@@ -322,6 +341,9 @@ pub struct Shared {
     pub streams: Vec<&'static str>,
     /// The TLS client configuration (`--tls`), trusting the run's certificate.
     pub tls: Option<Arc<ClientConfig>>,
+    /// Each session's publishing app, once connected (`--transcripts`).
+    pub publishers: Mutex<Vec<Option<Ws>>>,
+    pub publishers_ready: AtomicUsize,
 }
 
 impl Shared {
@@ -406,7 +428,19 @@ fn webhook(mut c: TcpStream, sh: Arc<Shared>) {
             r#"{"status":"error","message":"Failed to connect"}"#,
         );
     }
-    match connect_app(&sh, &package, &v) {
+    // The publisher subscribes to nothing: it only sends.
+    let streams = match package == PUBLISHER {
+        true => &[][..],
+        false => &sh.streams[..],
+    };
+    match connect_app(&sh, &package, &v, streams) {
+        Ok((ws, session)) if package == PUBLISHER => {
+            respond(&mut c, "200 OK", r#"{"status":"success"}"#);
+            if let Some(slot) = sh.publishers.lock().unwrap().get_mut(session) {
+                *slot = Some(ws);
+                sh.publishers_ready.fetch_add(1, Relaxed);
+            }
+        }
         Ok((ws, session)) => {
             // As the SDK: the webhook is answered only once the app is connected.
             respond(&mut c, "200 OK", r#"{"status":"success"}"#);
@@ -428,7 +462,12 @@ fn webhook(mut c: TcpStream, sh: Arc<Shared>) {
 }
 
 /// Connect, authenticate and subscribe one app for the session of a `session_request`.
-fn connect_app(sh: &Shared, package: &str, v: &Value) -> Result<(Ws, usize), String> {
+fn connect_app(
+    sh: &Shared,
+    package: &str,
+    v: &Value,
+    streams: &[&str],
+) -> Result<(Ws, usize), String> {
     let session_id = v["sessionId"].as_str().ok_or("no sessionId")?;
     let user = v["userId"].as_str().ok_or("no userId")?;
     let session = sh
@@ -462,7 +501,7 @@ fn connect_app(sh: &Shared, package: &str, v: &Value) -> Result<(Ws, usize), Str
         None => Ws::connect(port, &format!("/{path}"), "", 64 << 10)?,
     };
     let key = api_key(&sh.secret, package);
-    peer::init_app(&mut ws, session_id, package, &key, &sh.streams)?;
+    peer::init_app(&mut ws, session_id, package, &key, streams)?;
     Ok((ws, session))
 }
 
@@ -522,6 +561,7 @@ fn route(o: &Opts) -> Result<(), String> {
             secret: stats::random_hex(24),
             packages: (0..o.apps).map(package).collect(),
             tls: o.tls.then(|| (port + 2, path.with_extension("crt"))),
+            publisher: o.transcripts,
         };
         if let Some((_, cert)) = &t.tls {
             tls::make_certificate(cert, &key_path(cert))?;
@@ -546,6 +586,7 @@ fn route(o: &Opts) -> Result<(), String> {
                 secret: String::new(),
                 packages: (0..o.apps).map(package).collect(),
                 tls: None,
+                publisher: false,
             };
             (t, None, pid, format!("{proto:?} peer on port {port}"), None)
         }
@@ -590,6 +631,7 @@ fn route(o: &Opts) -> Result<(), String> {
                 secret: stats::random_hex(24),
                 packages: (0..o.apps).map(package).collect(),
                 tls,
+                publisher: o.transcripts,
             };
             std::fs::write(&cfg, scratch_config(&t, o.sessions, o.unix.as_deref()))
                 .map_err(|e| format!("cannot write {}: {e}", cfg.display()))?;
@@ -662,10 +704,13 @@ fn route(o: &Opts) -> Result<(), String> {
         results: Mutex::new(Vec::new()),
         apps: OnceLock::new(),
         display: Mutex::default(),
-        streams: match o.audio {
-            Some(_) => vec!["button_press", "audio_chunk"],
-            None => vec!["button_press"],
+        streams: match (o.audio, o.transcripts) {
+            (_, true) => vec!["button_press", "transcription:en-US"],
+            (Some(_), false) => vec!["button_press", "audio_chunk"],
+            (None, false) => vec!["button_press"],
         },
+        publishers: Mutex::new((0..o.sessions).map(|_| None).collect()),
+        publishers_ready: AtomicUsize::new(0),
         tls: tls_config.clone(),
     });
     let driver = Driver::start(sh.clone()).map_err(|e| format!("driver: {e}"))?;
@@ -738,14 +783,19 @@ fn route(o: &Opts) -> Result<(), String> {
     }
     let setup_limit = 30 + want as u64 / 200;
     let setup_deadline = Instant::now() + Duration::from_secs(setup_limit);
-    while sh.ready.load(Relaxed) < want {
+    if o.transcripts && !target.publisher {
+        return Err(format!("--transcripts: the config lists no {PUBLISHER} (write one with --write-config --transcripts)"));
+    }
+    let publishers = if o.transcripts { o.sessions } else { 0 };
+    while sh.ready.load(Relaxed) < want || sh.publishers_ready.load(Relaxed) < publishers {
         if let Some(e) = sh.errors.lock().unwrap().first() {
             return Err(format!("setup failed: {e}"));
         }
         if Instant::now() > setup_deadline {
             return Err(format!(
-                "setup failed: only {} of {want} apps connected within {setup_limit} s ({config_note})",
-                sh.ready.load(Relaxed)
+                "setup failed: only {} of {want} apps and {} of {publishers} publishers connected within {setup_limit} s ({config_note})",
+                sh.ready.load(Relaxed),
+                sh.publishers_ready.load(Relaxed)
             ));
         }
         thread::sleep(Duration::from_millis(10));
@@ -804,7 +854,15 @@ fn route(o: &Opts) -> Result<(), String> {
         }
     };
     driver.drive(
-        glasses.into_iter().zip(lives.iter().cloned()).collect(),
+        {
+            let publishers = std::mem::take(&mut *sh.publishers.lock().unwrap());
+            glasses
+                .into_iter()
+                .zip(publishers)
+                .zip(lives.iter().cloned())
+                .map(|((g, p), l)| (g, p, l))
+                .collect()
+        },
         Load {
             start,
             deadline,
@@ -813,6 +871,7 @@ fn route(o: &Opts) -> Result<(), String> {
             window: o.window,
             display_rate: o.display_rate,
             audio: o.audio,
+            transcripts: o.transcripts,
             goodbye,
         },
     );
@@ -889,6 +948,11 @@ fn route(o: &Opts) -> Result<(), String> {
     // Report.
     let results = std::mem::take(&mut *sh.results.lock().unwrap());
     let mut hist = Histogram::default();
+    let mut interims = o.transcripts.then(|| Interims {
+        sent: lives.iter().map(|l| l.interims.load(Relaxed)).sum(),
+        expected: lives.iter().map(|l| l.interims.load(Relaxed)).sum::<u64>() * o.apps as u64,
+        ..Interims::default()
+    });
     let (mut delivered, mut gaps, mut reordered, mut other, mut lost) = (0, 0, 0, 0, 0);
     let mut disconnects = Vec::new();
     let mut other_types: Vec<&str> = Vec::new();
@@ -899,6 +963,11 @@ fn route(o: &Opts) -> Result<(), String> {
             }
         }
         hist.merge(&r.hist);
+        if let Some(i) = &mut interims {
+            i.delivered += r.interims;
+            i.reordered += r.interim_seq.reordered;
+            i.latency.merge(&r.interim_hist);
+        }
         delivered += r.delivered;
         gaps += r.seq.gaps;
         reordered += r.seq.reordered;
@@ -962,6 +1031,7 @@ fn route(o: &Opts) -> Result<(), String> {
         audio: o.audio,
         unix: o.unix.clone(),
         tls: o.tls,
+        interims,
         displays: o
             .display_rate
             .map(|_| std::mem::take(&mut *sh.display.lock().unwrap())),
@@ -1018,6 +1088,7 @@ mod tests {
             secret: "s3cret".into(),
             packages: vec![package(0), package(1)],
             tls,
+            publisher: false,
         }
     }
 

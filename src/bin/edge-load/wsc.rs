@@ -392,6 +392,32 @@ pub fn push_button(out: &mut Vec<u8>, seq: u64, t: u64, mask: [u8; 4]) {
     push_masked(out, TEXT, &p[..n], mask);
 }
 
+/// Interim transcripts a publisher sends before each final one (as speech comes in: partial
+/// hypotheses, then the settled text).
+pub const INTERIMS_PER_FINAL: u64 = 3;
+
+/// Append the masked `data_stream` frames of transcript unit `unit` from a publishing app:
+/// [`INTERIMS_PER_FINAL`] interims numbered `"iseq"` (`unit * INTERIMS_PER_FINAL + k`), then the
+/// final numbered `"seq": unit`, each with the send time `"t"` (µs). Finals share the numbered
+/// events' accounting; interims have their own, since the server may drop them for an app
+/// that is behind.
+pub fn push_transcripts(out: &mut Vec<u8>, unit: u64, t: u64, mask: [u8; 4]) {
+    let mut p = [0u8; 256];
+    for k in 0..=INTERIMS_PER_FINAL {
+        let (fin, key, n) = match k == INTERIMS_PER_FINAL {
+            true => ("true", "seq", unit),
+            false => ("false", "iseq", unit * INTERIMS_PER_FINAL + k),
+        };
+        let mut c = io::Cursor::new(&mut p[..]);
+        let _ = write!(
+            c,
+            r#"{{"type":"data_stream","streamType":"transcription","data":{{"type":"transcription","text":"edge load","isFinal":{fin},"transcribeLanguage":"en-US","startTime":0,"endTime":0,"{key}":{n},"t":{t}}}}}"#
+        );
+        let len = c.position() as usize;
+        push_masked(out, TEXT, &p[..len], mask);
+    }
+}
+
 /// Append one masked binary frame of `size` bytes (at least 16) that stands for a chunk of
 /// audio: `seq` and the send time `t` (µs) little-endian in its first 16 bytes, then silence.
 pub fn push_audio(out: &mut Vec<u8>, seq: u64, t: u64, size: usize, mask: [u8; 4]) {
@@ -439,6 +465,30 @@ pub fn field(text: &[u8], key: &[u8], hint: &mut usize) -> Option<u64> {
 mod tests {
     use super::*;
 
+    /// The unmasked payloads of the client frames in `out`.
+    fn frames(mut out: &[u8]) -> Vec<Vec<u8>> {
+        let mut all = Vec::new();
+        while out.len() >= 2 {
+            let (len, at) = match out[1] & 0x7F {
+                126 => (u16::from_be_bytes([out[2], out[3]]) as usize, 4),
+                127 => (
+                    u64::from_be_bytes(out[2..10].try_into().unwrap()) as usize,
+                    10,
+                ),
+                n => (n as usize, 2),
+            };
+            let mask = &out[at..at + 4];
+            let p: Vec<u8> = out[at + 4..at + 4 + len]
+                .iter()
+                .enumerate()
+                .map(|(i, x)| x ^ mask[i & 3])
+                .collect();
+            all.push(p);
+            out = &out[at + 4 + len..];
+        }
+        all
+    }
+
     #[test]
     fn button_frames_are_masked_and_carry_their_fields() {
         let mut out = Vec::new();
@@ -458,6 +508,36 @@ mod tests {
         assert_eq!(field(&p, br#""seq":"#, &mut hint), Some(1234));
         assert_eq!(field(&p, br#""t":"#, &mut 0), Some(98765));
         assert_eq!(field(&p, br#""seq":"#, &mut hint), Some(1234));
+    }
+
+    #[test]
+    fn a_transcript_unit_is_numbered_interims_then_one_numbered_final() {
+        let mut out = Vec::new();
+        push_transcripts(&mut out, 7, 123_456, [0; 4]);
+        let texts: Vec<serde_json::Value> = frames(&out)
+            .iter()
+            .map(|p| serde_json::from_slice(p).unwrap())
+            .collect();
+        assert_eq!(texts.len() as u64, INTERIMS_PER_FINAL + 1);
+        for (k, v) in texts.iter().enumerate() {
+            assert_eq!(v["type"], "data_stream");
+            assert_eq!(v["streamType"], "transcription");
+            assert_eq!(v["data"]["t"], 123_456);
+            assert_eq!(v["data"]["transcribeLanguage"], "en-US");
+            let last = k as u64 == INTERIMS_PER_FINAL;
+            assert_eq!(v["data"]["isFinal"], last);
+            match last {
+                true => assert_eq!(v["data"]["seq"], 7),
+                false => assert_eq!(v["data"]["iseq"], 7 * INTERIMS_PER_FINAL + k as u64),
+            }
+        }
+        // The final's number is found where an app looks; an interim's is not taken for it.
+        let mut hint = 0;
+        let fin = serde_json::to_vec(&texts[3]["data"]).unwrap();
+        assert_eq!(field(&fin, br#""seq":"#, &mut hint), Some(7));
+        let interim = serde_json::to_vec(&texts[0]["data"]).unwrap();
+        assert_eq!(field(&interim, br#""seq":"#, &mut hint), None);
+        assert_eq!(field(&interim, br#""iseq":"#, &mut hint), Some(21));
     }
 
     #[test]
