@@ -685,13 +685,12 @@ fn app_frames(app: &mut App, now: u64, sh: &Shared) -> bool {
             }
             // What the teardown brings (app_stopped) is not news.
             None if sh.stop.load(Relaxed) => {}
-            None if wsc::find(text, br#""isFinal":false"#) => {
-                if let Some(n) = wsc::field(text, br#""iseq":"#, &mut app.hint_iseq) {
-                    r.interims += 1;
-                    r.interim_seq.see(n);
-                    if let Some(t) = wsc::field(text, br#""t":"#, &mut app.hint_t) {
-                        r.interim_hist.record(now.saturating_sub(t));
-                    }
+            // An interim transcript (numbered apart from the finals).
+            None if let Some(n) = wsc::field(text, br#""iseq":"#, &mut app.hint_iseq) => {
+                r.interims += 1;
+                r.interim_seq.see(n);
+                if let Some(t) = wsc::field(text, br#""t":"#, &mut app.hint_t) {
+                    r.interim_hist.record(now.saturating_sub(t));
                 }
             }
             None if wsc::find(text, br#""buttonId":"probe""#) => {
