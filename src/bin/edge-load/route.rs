@@ -12,6 +12,12 @@
 //! reader thread per app reads large chunks, finds `"seq":` and `"t":` by byte search, counts,
 //! checks that each app sees its session's sequence 0, 1, 2, … and records the latency.
 //!
+//! Variants: `--audio` (binary chunks instead of events), `--unix` (glasses over the Unix
+//! socket), `--tls` (glasses and apps over the TLS listener, see [`crate::tls`]), and
+//! `--transcripts`: the config adds a publishing system app the server starts in every session;
+//! its connection, not the glasses', is then the session's writer, sending interim and final
+//! `transcription` data that the apps receive as `transcription:en-US`.
+//!
 //! Measured window: from the first frame sent until every sent message was delivered to every
 //! app (or delivery stopped making progress). Server CPU is utime + stime from
 //! /proc/<pid>/stat over that window; it is divided by the deliveries.
@@ -200,7 +206,8 @@ fn scratch_config(t: &Target, sessions: usize, unix: Option<&str>) -> String {
         p["allowedAddresses"] = json!(["127.0.0.1"]);
         apps.push(p);
     }
-    let starts = sessions * t.packages.len();
+    // Every app start, the publishers' too, holds a webhook and then a connection.
+    let starts = sessions * (t.packages.len() + usize::from(t.publisher));
     let cfg = json!({
         "listen": std::iter::once(json!(format!("127.0.0.1:{}", t.port)))
             .chain(unix.map(|p| json!(format!("unix:{p}"))))
