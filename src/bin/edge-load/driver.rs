@@ -640,6 +640,18 @@ pub fn room(window: u64, apps: u64, sent: u64, delivered: u64) -> u64 {
     window.saturating_sub(in_flight)
 }
 
+/// Where an interim transcript carries its number.
+const ISEQ: &[u8] = br#""iseq":"#;
+
+/// Count and time interim transcript `n`.
+fn interim(r: &mut AppResult, n: u64, text: &[u8], now: u64, hint_t: &mut usize) {
+    r.interims += 1;
+    r.interim_seq.see(n);
+    if let Some(t) = wsc::field(text, br#""t":"#, hint_t) {
+        r.interim_hist.record(now.saturating_sub(t));
+    }
+}
+
 /// The complete frames in an app's buffer; false once it was closed.
 fn app_frames(app: &mut App, now: u64, sh: &Shared) -> bool {
     let r = &mut app.r;
@@ -675,6 +687,12 @@ fn app_frames(app: &mut App, now: u64, sh: &Shared) -> bool {
             }
             _ => continue,
         };
+        // An interim transcript where the last one had its number: no search for "seq".
+        if let Some(n) = wsc::field_at(text, ISEQ, app.hint_iseq) {
+            interim(r, n, text, now, &mut app.hint_t);
+            app.frag.clear();
+            continue;
+        }
         match wsc::field(text, br#""seq":"#, &mut app.hint_seq) {
             Some(seq) => {
                 r.delivered += 1;
@@ -686,12 +704,8 @@ fn app_frames(app: &mut App, now: u64, sh: &Shared) -> bool {
             // What the teardown brings (app_stopped) is not news.
             None if sh.stop.load(Relaxed) => {}
             // An interim transcript (numbered apart from the finals).
-            None if let Some(n) = wsc::field(text, br#""iseq":"#, &mut app.hint_iseq) => {
-                r.interims += 1;
-                r.interim_seq.see(n);
-                if let Some(t) = wsc::field(text, br#""t":"#, &mut app.hint_t) {
-                    r.interim_hist.record(now.saturating_sub(t));
-                }
+            None if let Some(n) = wsc::field(text, ISEQ, &mut app.hint_iseq) => {
+                interim(r, n, text, now, &mut app.hint_t);
             }
             None if wsc::find(text, br#""buttonId":"probe""#) => {
                 if !app.warm {

@@ -442,13 +442,19 @@ pub fn find(text: &[u8], needle: &[u8]) -> bool {
 /// The unsigned integer that follows `key` (e.g. `"seq":`) in `text`, searched from `hint`
 /// first (where it was in the last message), then from the start.
 pub fn field(text: &[u8], key: &[u8], hint: &mut usize) -> Option<u64> {
-    let at = if text.get(*hint..*hint + key.len()) == Some(key) {
-        *hint
-    } else {
-        let at = text.windows(key.len()).position(|w| w == key)?;
-        *hint = at;
-        at
-    };
+    if let Some(v) = field_at(text, key, *hint) {
+        return Some(v);
+    }
+    let at = text.windows(key.len()).position(|w| w == key)?;
+    *hint = at;
+    field_at(text, key, at)
+}
+
+/// The unsigned integer that follows `key` if `key` is at `at` in `text` (no search).
+pub fn field_at(text: &[u8], key: &[u8], at: usize) -> Option<u64> {
+    if text.get(at..at + key.len()) != Some(key) {
+        return None;
+    }
     let mut v: u64 = 0;
     let mut any = false;
     for &c in &text[at + key.len()..] {
