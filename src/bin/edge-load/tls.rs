@@ -209,3 +209,65 @@ impl Write for TlsSock {
         self.send()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::ServerConnection;
+
+    /// Run a handshake in memory between a client pinning `pinned` and a server serving `served`.
+    fn handshake(pinned: &Path, served: (&Path, &Path)) -> Result<(), String> {
+        let server_config = augmentos_edge_transports::server_config(served.0, served.1)?;
+        let mut server = ServerConnection::new(server_config).map_err(|e| e.to_string())?;
+        let name = ServerName::try_from("localhost").map_err(|e| e.to_string())?;
+        let mut client =
+            ClientConnection::new(client_config(pinned)?, name).map_err(|e| e.to_string())?;
+        for _ in 0..10 {
+            let mut wire = Vec::new();
+            while client.wants_write() {
+                client.write_tls(&mut wire).map_err(|e| e.to_string())?;
+            }
+            let mut r = &wire[..];
+            while !r.is_empty() {
+                server.read_tls(&mut r).map_err(|e| e.to_string())?;
+            }
+            server.process_new_packets().map_err(|e| e.to_string())?;
+            let mut wire = Vec::new();
+            while server.wants_write() {
+                server.write_tls(&mut wire).map_err(|e| e.to_string())?;
+            }
+            let mut r = &wire[..];
+            while !r.is_empty() {
+                client.read_tls(&mut r).map_err(|e| e.to_string())?;
+            }
+            client.process_new_packets().map_err(|e| e.to_string())?;
+            if !client.is_handshaking() && !server.is_handshaking() {
+                return Ok(());
+            }
+        }
+        Err("handshake did not finish".into())
+    }
+
+    #[test]
+    fn the_client_trusts_the_runs_certificate_and_no_other() {
+        if Command::new("openssl").arg("version").output().is_err() {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "no openssl under CI=true"
+            );
+            eprintln!("skipped: no openssl command");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("edge-load-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b) = (dir.join("a.crt"), dir.join("b.crt"));
+        make_certificate(&a, &dir.join("a.key")).unwrap();
+        make_certificate(&b, &dir.join("b.key")).unwrap();
+        let ours = handshake(&a, (&a, &dir.join("a.key")));
+        let theirs = handshake(&a, (&b, &dir.join("b.key")));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(ours, Ok(()));
+        let e = theirs.unwrap_err();
+        assert!(e.contains("not the scratch certificate of this run"), "{e}");
+    }
+}
