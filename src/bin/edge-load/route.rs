@@ -576,9 +576,11 @@ fn route(o: &Opts) -> Result<(), String> {
         std::fs::write(path, scratch_config(&t, o.sessions, o.unix.as_deref()))
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         println!(
-            "wrote {}; run: augmentos-edge serve --config {0}\nthen: edge-load route --server-pid PID --config {0} --apps {}",
+            "wrote {}; run: augmentos-edge serve --config {0}\nthen: edge-load route --server-pid PID --config {0} --apps {}{}{}",
             path.display(),
-            o.apps
+            o.apps,
+            if o.tls { " --tls" } else { "" },
+            if o.transcripts { " --transcripts" } else { "" },
         );
         return Ok(());
     }
