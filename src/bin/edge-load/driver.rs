@@ -703,9 +703,12 @@ fn app_frames(app: &mut App, now: u64, sh: &Shared) -> bool {
             }
             // What the teardown brings (app_stopped) is not news.
             None if sh.stop.load(Relaxed) => {}
-            // An interim transcript (numbered apart from the finals).
-            None if let Some(n) = wsc::field(text, ISEQ, &mut app.hint_iseq) => {
-                interim(r, n, text, now, &mut app.hint_t);
+            // An interim transcript (numbered apart from the finals), the first of this app or
+            // one whose number moved.
+            None if wsc::find(text, ISEQ) => {
+                if let Some(n) = wsc::field(text, ISEQ, &mut app.hint_iseq) {
+                    interim(r, n, text, now, &mut app.hint_t);
+                }
             }
             None if wsc::find(text, br#""buttonId":"probe""#) => {
                 if !app.warm {
