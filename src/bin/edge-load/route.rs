@@ -7,10 +7,10 @@
 //! `tpa_connection_init`, waits for `tpa_connection_ack`, subscribes to `button_press`, and only
 //! then answers the webhook 200.
 //!
-//! Load: one writer thread per glasses sends masked `button_press` frames carrying a sequence
-//! number and the send time (µs), many frames per `write`, flat out or paced (`--rate`). One
-//! reader thread per app reads large chunks, finds `"seq":` and `"t":` by byte search, counts,
-//! checks that each app sees its session's sequence 0, 1, 2, … and records the latency.
+//! Load: one mio loop ([`crate::driver`]) drives every connection. Each glasses sends masked
+//! `button_press` frames carrying a sequence number and the send time (µs), many frames per
+//! `write`, flat out or paced (`--rate`); each app is read in large chunks, `"seq":` and `"t":`
+//! found by byte search, counted, checked to be its session's sequence 0, 1, 2, … and timed.
 //!
 //! Variants: `--audio` (binary chunks instead of events), `--unix` (glasses over the Unix
 //! socket), `--tls` (glasses and apps over the TLS listener, see [`crate::tls`]), and
