@@ -1,19 +1,22 @@
-//! The load generator as a shipped tool: a two-second `edge-load route` run against the real
-//! server binary, checking that it sets up, drives, and writes a JSON report that says what
-//! happened. It asserts no speed (speed belongs to BENCHMARKS.md, not to tests).
+//! The load generator as a shipped tool: short `edge-load route` runs against the real server
+//! binary (plain TCP, TLS, transcripts through a publishing system app), checking that each
+//! sets up, drives, and writes a JSON report that says what happened. They assert no speed
+//! (speed belongs to BENCHMARKS.md, not to tests).
 
+use serde_json::Value;
 use std::process::Command;
 
-#[test]
-fn a_short_route_run_writes_a_json_report_with_nothing_lost() {
-    let json = std::env::temp_dir().join(format!("edge-load-smoke-{}.json", std::process::id()));
+/// Run `edge-load route ARGS --json FILE`; the report and the summary table.
+fn route(name: &str, args: &[&str]) -> (Value, String) {
+    let json = std::env::temp_dir().join(format!("edge-load-{name}-{}.json", std::process::id()));
     let out = Command::new(env!("CARGO_BIN_EXE_edge-load"))
-        .args(["route", "--sessions", "2", "--apps", "2", "--seconds", "2"])
-        .args(["--rate", "2000", "--json"])
+        .arg("route")
+        .args(args)
+        .arg("--json")
         .arg(&json)
         .output()
         .expect("run edge-load");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
@@ -21,26 +24,96 @@ fn a_short_route_run_writes_a_json_report_with_nothing_lost() {
     );
     let text = std::fs::read_to_string(&json).expect("the --json report");
     let _ = std::fs::remove_file(&json);
-    let r: serde_json::Value = serde_json::from_str(&text).expect("the report is JSON");
+    (
+        serde_json::from_str(&text).expect("the report is JSON"),
+        stdout,
+    )
+}
+
+/// Every message sent reached each of `apps` apps, in order, timed, and the table says so.
+fn check_clean(r: &Value, stdout: &str, apps: u64) {
     let delivered = r["delivered"].as_u64().expect("delivered");
-    assert!(delivered > 0, "{text}");
-    assert_eq!(r["lost"], 0, "{text}");
-    assert_eq!(r["gaps"], 0, "{text}");
-    assert_eq!(r["reordered"], 0, "{text}");
-    assert_eq!(r["clean"], true, "{text}");
-    // Every delivery was timed, and 2 apps got each of the messages sent.
-    assert_eq!(
-        r["latencyUs"]["samples"].as_u64(),
-        Some(delivered),
-        "{text}"
-    );
-    assert_eq!(r["sent"].as_u64().map(|s| s * 2), Some(delivered), "{text}");
-    assert!(r["serverCpuSeconds"].as_f64().is_some(), "{text}");
-    // The summary table says the same.
+    assert!(delivered > 0, "{r}");
+    assert_eq!(r["lost"], 0, "{r}");
+    assert_eq!(r["gaps"], 0, "{r}");
+    assert_eq!(r["reordered"], 0, "{r}");
+    assert_eq!(r["clean"], true, "{r}");
+    assert_eq!(r["latencyUs"]["samples"].as_u64(), Some(delivered), "{r}");
+    assert_eq!(r["sent"].as_u64().map(|s| s * apps), Some(delivered), "{r}");
+    assert!(r["serverCpuSeconds"].as_f64().is_some(), "{r}");
     assert!(
         stdout.contains(&format!(
             "delivered         {delivered} of {delivered}: lost 0"
         )),
         "{stdout}"
     );
+}
+
+#[test]
+fn a_short_route_run_writes_a_json_report_with_nothing_lost() {
+    let args = [
+        "--sessions",
+        "2",
+        "--apps",
+        "2",
+        "--seconds",
+        "2",
+        "--rate",
+        "2000",
+    ];
+    let (r, stdout) = route("tcp", &args);
+    check_clean(&r, &stdout, 2);
+    assert_eq!(r["glassesTransport"], "tcp", "{r}");
+}
+
+/// `--tls` writes its scratch certificate with the openssl command.
+fn have_openssl() -> bool {
+    let ok = Command::new("openssl").arg("version").output().is_ok();
+    if !ok {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "openssl is missing under CI=true"
+        );
+        eprintln!("skipped: no openssl command (edge-load --tls writes its certificate with it)");
+    }
+    ok
+}
+
+#[test]
+fn a_short_tls_run_drives_glasses_and_apps_over_tls() {
+    if !have_openssl() {
+        return;
+    }
+    let args = ["--tls", "--sessions", "2", "--apps", "2", "--seconds", "1"];
+    let (r, stdout) = route("tls", &[&args[..], &["--rate", "2000"]].concat());
+    check_clean(&r, &stdout, 2);
+    assert_eq!(r["glassesTransport"], "tls", "{r}");
+    assert_eq!(r["appsTransport"], "tls", "{r}");
+    assert!(stdout.contains("glasses and apps over TLS"), "{stdout}");
+}
+
+#[test]
+fn a_short_transcripts_run_delivers_every_final_through_the_publishing_app() {
+    let args = ["--transcripts", "--sessions", "2", "--apps", "2"];
+    let (r, stdout) = route(
+        "transcripts",
+        &[&args[..], &["--seconds", "1", "--rate", "500"]].concat(),
+    );
+    // The finals are the numbered messages: all of them, in order, to both apps.
+    check_clean(&r, &stdout, 2);
+    let t = &r["transcripts"];
+    assert_eq!(t["finalsSent"], r["sent"], "{r}");
+    // Three interims before each final; some may be dropped for an app behind, none reordered.
+    let sent = t["interimsSent"].as_u64().expect("interimsSent");
+    assert_eq!(Some(sent), r["sent"].as_u64().map(|f| f * 3), "{r}");
+    assert_eq!(t["interimsExpected"].as_u64(), Some(sent * 2), "{r}");
+    let delivered = t["interimsDelivered"].as_u64().expect("interimsDelivered");
+    assert!(delivered > 0 && delivered <= sent * 2, "{r}");
+    assert_eq!(t["interimsReordered"], 0, "{r}");
+    assert_eq!(
+        t["interimLatencyUs"]["samples"].as_u64(),
+        Some(delivered),
+        "{r}"
+    );
+    assert!(stdout.contains("final transcripts"), "{stdout}");
 }

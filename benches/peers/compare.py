@@ -108,7 +108,7 @@ class Runner:
     def __init__(self, pin):
         self.pin = pin  # (server cpu, generator cpu) or None
 
-    def route(self, name, sessions, apps, seconds, rate=None, display_rate=None):
+    def route(self, name, sessions, apps, seconds, rate=None, display_rate=None, extra=()):
         """One edge-load route run; its JSON report, or {"error": …}."""
         fd, out = tempfile.mkstemp(suffix=".json", prefix="edge-compare-")
         os.close(fd)
@@ -116,6 +116,7 @@ class Runner:
         window = max(64, 16384 // sessions)
         args = [EDGE_LOAD, "route", "--sessions", str(sessions), "--apps", str(apps),
                 "--seconds", str(seconds), "--window", str(window), "--json", out]
+        args += list(extra)
         if rate:
             args += ["--rate", f"{rate:.3f}"]
         if display_rate and name != "raw":
@@ -135,7 +136,7 @@ class Runner:
                 proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 wait_port(port, proc)
                 args += [SERVERS[name][1], str(port), "--server-pid", str(proc.pid)]
-            what = f"{SERVERS[name][0]}: {sessions} sessions × {apps} apps, " + (
+            what = f"{SERVERS[name][0]}{''.join(' ' + x for x in extra)}: {sessions} sessions × {apps} apps, " + (
                 f"{rate * sessions * apps:.0f} deliveries/s offered" if rate else "flat out")
             log(f"--- {what}")
             r = run_group(args, seconds + 180)
@@ -330,6 +331,13 @@ def main():
     for apps in (1, 4, 16):
         fanout[apps] = {n: run.route(n, 4, apps, secs) for n in servers}
 
+    # Ours only: the same fan-out over TLS, and transcripts through a publishing system app
+    # (the peers implement neither).
+    ours = {}
+    if "edge" in servers:
+        ours = {"tls": run.route("edge", 4, 4, secs, extra=("--tls",)),
+                "transcripts": run.route("edge", 4, 4, secs, extra=("--transcripts",))}
+
     session_counts = [1, 100, 1000] if a.quick else [1, 100, 1000, 10000]
     sess_apps = 2
     notes = []
@@ -392,6 +400,31 @@ def main():
     out.append("## Fan-out (4 sessions, flat out)\n")
     for apps, res in fanout.items():
         out.append(table(f"### {apps} app{'s' if apps > 1 else ''} per session", res, order))
+    if ours:
+        out.append("## Ours only: TLS and transcripts (4 sessions × 4 apps, flat out)\n")
+        out.append("The peers have neither a TLS listener nor publishing apps. TLS: glasses and "
+                   "apps over rustls (TLS 1.3, the `ring` provider) to the server's TLS listener. "
+                   "Transcripts: a publishing system app per session sends 3 interims then a "
+                   "final `transcription` to the 4 apps; the row counts finals (all must arrive), "
+                   "the line below it every transcript delivered and the interims the server "
+                   "dropped for apps that were behind (allowed).\n")
+        out.append(HEAD.replace("| server |", "| mode |", 1))
+        modes = [("TCP (button_press)", fanout[4].get("edge")), ("TLS (button_press)", ours["tls"]),
+                 ("transcripts, finals", ours["transcripts"])]
+        for label, r in modes:
+            if r is not None:
+                line = row("edge", r, None)
+                out.append(line.replace(f"| {SERVERS['edge'][0]} |", f"| {label} |", 1))
+        t = ours["transcripts"].get("transcripts")
+        if t:
+            out.append("")
+            out.append(f"Transcripts, all: {fmt_rate(t['transcriptsDeliveredPerSecond'])} delivered/s, "
+                       f"server CPU {t['serverCpuUsPerDeliveredTranscript']:.3f} µs per delivered "
+                       f"transcript; interims {t['interimsDelivered']} of {t['interimsExpected']} "
+                       f"delivered ({t['interimsDropped']} dropped for apps behind), "
+                       f"{t['interimsReordered']} reordered; interim p50 / p99 "
+                       f"{t['interimLatencyUs']['p50']} / {t['interimLatencyUs']['p99']} µs.")
+        out.append("")
     out.append(f"## Session count ({sess_apps} apps per session, flat out)\n")
     for count, res in sessions.items():
         out.append(table(f"### {count} session{'s' if count > 1 else ''} "

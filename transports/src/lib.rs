@@ -19,6 +19,8 @@ pub use faults::{FaultRates, FaultyListener, FaultyStream};
 mod inprocess;
 pub use inprocess::{InProcessConnector, InProcessListener};
 mod tls;
+/// The TLS library the listeners use, for clients of them (the load generator) to match.
+pub use rustls;
 pub use tls::{server_config, TlsCerts, TlsListener, TlsStream};
 
 /// Where a stream came from, as the transport knows it (the shell maps it to the core's own

@@ -32,6 +32,12 @@ pub struct AppResult {
     pub other: u64,
     pub other_types: Vec<String>,
     pub hist: Histogram,
+    /// Interim transcripts received (`--transcripts`): their order, and their latency apart
+    /// from the finals' (`hist`). Numbers skipped are interims the server dropped for an app
+    /// that was behind, which it may.
+    pub interims: u64,
+    pub interim_seq: Sequence,
+    pub interim_hist: Histogram,
     /// Why it ended before the run did.
     pub disconnected: Option<String>,
 }
@@ -46,7 +52,10 @@ pub struct Displays {
 /// One glasses connection as the main thread sees it.
 #[derive(Default)]
 pub struct GlassesLive {
+    /// Numbered messages sent (with a publisher: final transcripts).
     pub sent: AtomicU64,
+    /// Interim transcripts sent by the session's publisher.
+    pub interims: AtomicU64,
     pub error: Mutex<Option<String>>,
 }
 
@@ -64,13 +73,16 @@ pub struct Load {
     pub display_rate: Option<f64>,
     /// Send binary audio chunks of this many bytes instead of `button_press` events.
     pub audio: Option<usize>,
+    /// Each session's publishing system app sends transcripts (interims, then a final)
+    /// instead of the glasses sending events.
+    pub transcripts: bool,
     /// Written to each glasses when the run stops; `None`: shut the socket down.
     pub goodbye: Option<Vec<u8>>,
 }
 
 enum Cmd {
     App(Ws, usize, String),
-    Drive(Vec<(Ws, Arc<GlassesLive>)>, Box<Load>),
+    Drive(Vec<Writers>, Box<Load>),
 }
 
 /// The handle the setup and the main thread hold.
@@ -85,6 +97,11 @@ pub struct Driver {
 const WAKER: Token = Token(usize::MAX);
 /// Tokens at and above this are glasses; below are apps.
 const GLASSES: usize = 1 << 40;
+/// Tokens at and above this are the sessions' publishing apps.
+const PUBLISHERS: usize = 1 << 41;
+
+/// One session's writers: its glasses and, with `--transcripts`, its publishing app.
+pub type Writers = (Ws, Option<Ws>, Arc<GlassesLive>);
 
 impl Driver {
     pub fn start(sh: Arc<Shared>) -> io::Result<Driver> {
@@ -113,7 +130,7 @@ impl Driver {
     }
 
     /// Start the load on these glasses.
-    pub fn drive(&self, glasses: Vec<(Ws, Arc<GlassesLive>)>, load: Load) {
+    pub fn drive(&self, glasses: Vec<Writers>, load: Load) {
         let _ = self.tx.send(Cmd::Drive(glasses, Box::new(load)));
         let _ = self.waker.wake();
     }
@@ -146,6 +163,7 @@ struct App {
     displays_sent: u64,
     r: AppResult,
     hint_seq: usize,
+    hint_iseq: usize,
     hint_t: usize,
     frag: Vec<u8>,
     warm: bool,
@@ -154,6 +172,8 @@ struct App {
 
 struct Glasses {
     ws: Ws,
+    /// The session's publishing app: the writer instead of the glasses when present.
+    publisher: Option<Ws>,
     display: Histogram,
     hint_display: usize,
     live: Arc<GlassesLive>,
@@ -238,6 +258,15 @@ impl Loop {
             for ev in events.iter() {
                 match ev.token() {
                     WAKER => {}
+                    Token(t) if t >= PUBLISHERS => {
+                        let g = &mut self.glasses[t - PUBLISHERS];
+                        if ev.is_writable() {
+                            g.writable = true;
+                        }
+                        if ev.is_readable() || ev.is_read_closed() {
+                            publisher_read(g, &self.sh);
+                        }
+                    }
                     Token(t) if t >= GLASSES => {
                         let g = &mut self.glasses[t - GLASSES];
                         if ev.is_writable() {
@@ -280,6 +309,9 @@ impl Loop {
         }
         let goodbye = self.load.as_ref().map(|l| l.goodbye.clone());
         for g in &mut self.glasses {
+            if let Some(p) = &g.publisher {
+                let _ = p.sock.shutdown(std::net::Shutdown::Both);
+            }
             let _ = g.ws.sock.set_nonblocking(false);
             let _ = g.ws.sock.set_write_timeout(Some(Duration::from_secs(2)));
             match &goodbye {
@@ -323,9 +355,13 @@ impl Loop {
                         other: 0,
                         other_types: Vec::new(),
                         hist: Histogram::default(),
+                        interims: 0,
+                        interim_seq: Sequence::default(),
+                        interim_hist: Histogram::default(),
                         disconnected: None,
                     },
                     hint_seq: 0,
+                    hint_iseq: 0,
                     hint_t: 0,
                     frag: Vec::new(),
                     warm: false,
@@ -336,11 +372,19 @@ impl Loop {
                 self.apps.push(app);
             }
             Cmd::Drive(glasses, load) => {
-                for (ws, live) in glasses {
+                for (ws, publisher, live) in glasses {
                     let token = Token(GLASSES + self.glasses.len());
-                    self.register(&ws, token, Interest::READABLE | Interest::WRITABLE);
+                    let both = Interest::READABLE | Interest::WRITABLE;
+                    match &publisher {
+                        Some(p) => {
+                            self.register(&ws, token, Interest::READABLE);
+                            self.register(p, Token(PUBLISHERS + self.glasses.len()), both);
+                        }
+                        None => self.register(&ws, token, both),
+                    }
                     self.glasses.push(Glasses {
                         ws,
+                        publisher,
                         display: Histogram::default(),
                         hint_display: 0,
                         live,
@@ -364,8 +408,12 @@ impl Loop {
 /// at most `room` new messages.
 fn pump(g: &mut Glasses, now: Instant, load: &Load, mut room: u64) {
     for _ in 0..8 {
+        let sock = match &mut g.publisher {
+            Some(p) => &mut p.sock,
+            None => &mut g.ws.sock,
+        };
         while g.at < g.out.len() {
-            match g.ws.sock.write(&g.out[g.at..]) {
+            match sock.write(&g.out[g.at..]) {
                 Ok(n) => g.at += n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     g.writable = false;
@@ -379,7 +427,24 @@ fn pump(g: &mut Glasses, now: Instant, load: &Load, mut room: u64) {
                 }
             }
         }
+        // TLS: records still held in the connection go out before more is built.
+        match sock.flush() {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                g.writable = false;
+                return;
+            }
+            Err(e) => {
+                *g.live.error.lock().unwrap() = Some(format!("write error: {e}"));
+                g.done = true;
+                return;
+            }
+        }
         g.live.sent.store(g.seq, Relaxed);
+        if load.transcripts {
+            let interims = g.seq * wsc::INTERIMS_PER_FINAL;
+            g.live.interims.store(interims, Relaxed);
+        }
         if now >= load.deadline {
             g.done = true;
             return;
@@ -399,17 +464,61 @@ fn pump(g: &mut Glasses, now: Instant, load: &Load, mut room: u64) {
         g.out.clear();
         g.at = 0;
         if let Some(p) = g.pong.take() {
-            wsc::push_masked(&mut g.out, wsc::PONG, &p, stats::mask_key());
+            match g.publisher {
+                // The glasses are not the writer: answer on their own socket.
+                Some(_) => {
+                    let _ = g.ws.send(wsc::PONG, &p);
+                }
+                None => wsc::push_masked(&mut g.out, wsc::PONG, &p, stats::mask_key()),
+            }
         }
         let mask = stats::mask_key();
         let t = stats::now_us();
         for k in 0..n {
-            match load.audio {
-                Some(size) => wsc::push_audio(&mut g.out, g.seq + k, t, size, mask),
-                None => wsc::push_button(&mut g.out, g.seq + k, t, mask),
+            match (load.audio, load.transcripts) {
+                (_, true) => wsc::push_transcripts(&mut g.out, g.seq + k, t, mask),
+                (Some(size), false) => wsc::push_audio(&mut g.out, g.seq + k, t, size, mask),
+                (None, false) => wsc::push_button(&mut g.out, g.seq + k, t, mask),
             }
         }
         g.seq += n;
+    }
+}
+
+/// Drain what the server sends a session's publishing app (it subscribes to nothing).
+fn publisher_read(g: &mut Glasses, sh: &Shared) {
+    let Some(p) = g.publisher.as_mut() else {
+        return;
+    };
+    let mut why = None;
+    loop {
+        match p.fill() {
+            Ok(0) => why = Some("publisher closed without a close frame".to_string()),
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => why = Some(format!("publisher read error: {e}")),
+        }
+        while let Some(f) = p.next_frame() {
+            match f.opcode {
+                wsc::PING => {
+                    let ping = p.payload(f.payload).to_vec();
+                    let _ = p.send(wsc::PONG, &ping);
+                }
+                wsc::CLOSE => {
+                    let close = wsc::describe_close(p.payload(f.payload));
+                    why = Some(format!("publisher closed by the server: {close}"));
+                }
+                _ => {}
+            }
+        }
+        if why.is_some() {
+            break;
+        }
+    }
+    if let Some(why) = why.filter(|_| !sh.stop.load(Relaxed)) {
+        *g.live.error.lock().unwrap() = Some(why);
+        g.done = true;
     }
 }
 
@@ -531,6 +640,18 @@ pub fn room(window: u64, apps: u64, sent: u64, delivered: u64) -> u64 {
     window.saturating_sub(in_flight)
 }
 
+/// Where an interim transcript carries its number.
+const ISEQ: &[u8] = br#""iseq":"#;
+
+/// Count and time interim transcript `n`.
+fn interim(r: &mut AppResult, n: u64, text: &[u8], now: u64, hint_t: &mut usize) {
+    r.interims += 1;
+    r.interim_seq.see(n);
+    if let Some(t) = wsc::field(text, br#""t":"#, hint_t) {
+        r.interim_hist.record(now.saturating_sub(t));
+    }
+}
+
 /// The complete frames in an app's buffer; false once it was closed.
 fn app_frames(app: &mut App, now: u64, sh: &Shared) -> bool {
     let r = &mut app.r;
@@ -566,6 +687,12 @@ fn app_frames(app: &mut App, now: u64, sh: &Shared) -> bool {
             }
             _ => continue,
         };
+        // An interim transcript where the last one had its number: no search for "seq".
+        if let Some(n) = wsc::field_at(text, ISEQ, app.hint_iseq) {
+            interim(r, n, text, now, &mut app.hint_t);
+            app.frag.clear();
+            continue;
+        }
         match wsc::field(text, br#""seq":"#, &mut app.hint_seq) {
             Some(seq) => {
                 r.delivered += 1;
@@ -576,6 +703,13 @@ fn app_frames(app: &mut App, now: u64, sh: &Shared) -> bool {
             }
             // What the teardown brings (app_stopped) is not news.
             None if sh.stop.load(Relaxed) => {}
+            // An interim transcript (numbered apart from the finals), the first of this app or
+            // one whose number moved.
+            None if wsc::find(text, ISEQ) => {
+                if let Some(n) = wsc::field(text, ISEQ, &mut app.hint_iseq) {
+                    interim(r, n, text, now, &mut app.hint_t);
+                }
+            }
             None if wsc::find(text, br#""buttonId":"probe""#) => {
                 if !app.warm {
                     app.warm = true;

@@ -19,6 +19,7 @@ mod report;
 mod route;
 mod soak;
 mod stats;
+mod tls;
 mod wsc;
 
 use std::io::{Read, Write};

@@ -7,6 +7,27 @@ use crate::stats::Histogram;
 use serde_json::{json, Value};
 use std::fmt::Write;
 
+/// The interim transcripts of a `--transcripts` run. The server may drop interims for an app
+/// that is behind (a later one supersedes them), so they are counted apart from the finals,
+/// which are the run's numbered messages and must all arrive in order.
+#[derive(Default)]
+pub struct Interims {
+    pub sent: u64,
+    /// Sent × apps.
+    pub expected: u64,
+    pub delivered: u64,
+    /// Received after a later one (never allowed, unlike a drop).
+    pub reordered: u64,
+    pub latency: Histogram,
+}
+
+impl Interims {
+    /// Interims the server dropped for apps that were behind (allowed).
+    pub fn dropped(&self) -> u64 {
+        self.expected.saturating_sub(self.delivered)
+    }
+}
+
 #[derive(Default)]
 pub struct Report {
     pub sessions: usize,
@@ -51,6 +72,11 @@ pub struct Report {
     pub audio: Option<usize>,
     /// The Unix socket the glasses connected over (TCP when `None`).
     pub unix: Option<String>,
+    /// Glasses and apps connected over TLS.
+    pub tls: bool,
+    /// With `--transcripts`: the numbered messages are final transcripts from a publishing
+    /// system app; these are its interims.
+    pub interims: Option<Interims>,
 }
 
 impl Report {
@@ -63,6 +89,7 @@ impl Report {
             && self.glasses_errors.is_empty()
             && self.server_alive
             && self.errors.is_empty()
+            && self.interims.as_ref().is_none_or(|i| i.reordered == 0)
     }
 
     fn per_delivery_us(&self, cpu: f64) -> f64 {
@@ -71,6 +98,11 @@ impl Report {
         } else {
             0.0
         }
+    }
+
+    /// Server CPU per transcript delivered, final or interim.
+    fn per_transcript_us(&self, i: &Interims) -> f64 {
+        self.server_cpu * 1e6 / (self.delivered + i.delivered).max(1) as f64
     }
 
     fn rate_of(&self, n: u64) -> f64 {
@@ -94,6 +126,16 @@ impl Report {
         if let Some(path) = &self.unix {
             let _ = write!(mode, ", glasses over unix:{path}");
         }
+        if self.tls {
+            let _ = write!(mode, ", glasses and apps over TLS");
+        }
+        if self.interims.is_some() {
+            let _ = write!(
+                mode,
+                ", transcripts from a publishing system app ({} interims per final)",
+                crate::wsc::INTERIMS_PER_FINAL
+            );
+        }
         let mut s = String::new();
         let _ = writeln!(
             s,
@@ -116,8 +158,12 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "  sent              {} glasses messages ({:.0}/s)",
+            "  sent              {} {} ({:.0}/s)",
             self.sent,
+            match self.interims {
+                Some(_) => "final transcripts",
+                None => "glasses messages",
+            },
             self.sent as f64 / self.drive_secs.max(1e-9)
         );
         let _ = writeln!(
@@ -131,6 +177,23 @@ impl Report {
             self.app_disconnects.len(),
             self.glasses_errors.len()
         );
+        if let Some(i) = &self.interims {
+            let h = &i.latency;
+            let _ = writeln!(
+                s,
+                "  interims          {} sent, {} of {} delivered ({} dropped for apps behind: allowed), reordered {}; latency µs p50 {}  p99 {}  max {}\n  all transcripts   {:.0} delivered/s; server CPU {:.3} µs per delivered transcript",
+                i.sent,
+                i.delivered,
+                i.expected,
+                i.dropped(),
+                i.reordered,
+                h.quantile(0.5),
+                h.quantile(0.99),
+                h.max,
+                self.rate_of(self.delivered + i.delivered),
+                self.per_transcript_us(i)
+            );
+        }
         let _ = writeln!(
             s,
             "  delivered msgs/s  {:.0} (over the {:.2} s window)",
@@ -239,6 +302,23 @@ impl Report {
                 "p999": h.quantile(0.999), "max": h.max,
             })
         });
+        let transcripts = self.interims.as_ref().map(|i| {
+            let h = &i.latency;
+            json!({
+                "finalsSent": self.sent,
+                "interimsSent": i.sent,
+                "interimsExpected": i.expected,
+                "interimsDelivered": i.delivered,
+                "interimsDropped": i.dropped(),
+                "interimsReordered": i.reordered,
+                "transcriptsDeliveredPerSecond": self.rate_of(self.delivered + i.delivered),
+                "serverCpuUsPerDeliveredTranscript": self.per_transcript_us(i),
+                "interimLatencyUs": {
+                    "p50": h.quantile(0.5), "p90": h.quantile(0.9), "p99": h.quantile(0.99),
+                    "p999": h.quantile(0.999), "max": h.max, "samples": h.n,
+                },
+            })
+        });
         json!({
             "sessions": self.sessions,
             "apps": self.apps,
@@ -247,7 +327,12 @@ impl Report {
             "batch": self.batch,
             "window": self.window,
             "audioChunkBytes": self.audio,
-            "glassesTransport": self.unix.as_ref().map_or("tcp".to_string(), |p| format!("unix:{p}")),
+            "glassesTransport": match (&self.unix, self.tls) {
+                (Some(p), _) => format!("unix:{p}"),
+                (None, true) => "tls".to_string(),
+                (None, false) => "tcp".to_string(),
+            },
+            "appsTransport": if self.tls { "tls" } else { "tcp" },
             "seconds": self.drive_secs,
             "windowSeconds": self.window_secs,
             "setupSeconds": self.setup_secs,
@@ -269,6 +354,7 @@ impl Report {
                 "max": self.latency.max, "samples": self.latency.n,
             },
             "displayLatencyUs": display,
+            "transcripts": transcripts,
             "serverRssKiB": {
                 "start": self.rss[0], "peak": self.rss[1], "hwm": self.rss[2], "end": self.rss[3],
             },
@@ -339,6 +425,45 @@ mod tests {
         // The JSON round-trips through text.
         let back: Value = serde_json::from_str(&j.to_string()).unwrap();
         assert_eq!(back, j);
+    }
+
+    #[test]
+    fn dropped_interims_are_counted_apart_and_only_reordering_makes_a_run_unclean() {
+        let with = |reordered| Report {
+            interims: Some(Interims {
+                sent: 3000,
+                expected: 9000,
+                delivered: 8000,
+                reordered,
+                latency: Histogram::default(),
+            }),
+            lost: 0,
+            app_disconnects: Vec::new(),
+            ..sample()
+        };
+        let r = with(0);
+        assert!(r.clean());
+        let t = r.text();
+        assert!(
+            t.contains("sent              1000 final transcripts"),
+            "{t}"
+        );
+        assert!(
+            t.contains("3000 sent, 8000 of 9000 delivered (1000 dropped for apps behind: allowed), reordered 0"),
+            "{t}"
+        );
+        let j = r.json();
+        assert_eq!(j["lost"], 0);
+        assert_eq!(j["transcripts"]["interimsDropped"], 1000);
+        assert_eq!(j["transcripts"]["finalsSent"], 1000);
+        // (2990 finals + 8000 interims) delivered over 2.5 s, 0.5 s of server CPU.
+        assert_eq!(j["transcripts"]["transcriptsDeliveredPerSecond"], 4396.0);
+        let per = j["transcripts"]["serverCpuUsPerDeliveredTranscript"]
+            .as_f64()
+            .unwrap();
+        assert!((per - 0.5e6 / 10_990.0).abs() < 1e-9, "{per}");
+        assert!(!with(1).clean());
+        assert_eq!(sample().json()["transcripts"], Value::Null);
     }
 
     #[test]

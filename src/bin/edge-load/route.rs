@@ -7,10 +7,16 @@
 //! `tpa_connection_init`, waits for `tpa_connection_ack`, subscribes to `button_press`, and only
 //! then answers the webhook 200.
 //!
-//! Load: one writer thread per glasses sends masked `button_press` frames carrying a sequence
-//! number and the send time (µs), many frames per `write`, flat out or paced (`--rate`). One
-//! reader thread per app reads large chunks, finds `"seq":` and `"t":` by byte search, counts,
-//! checks that each app sees its session's sequence 0, 1, 2, … and records the latency.
+//! Load: one mio loop ([`crate::driver`]) drives every connection. Each glasses sends masked
+//! `button_press` frames carrying a sequence number and the send time (µs), many frames per
+//! `write`, flat out or paced (`--rate`); each app is read in large chunks, `"seq":` and `"t":`
+//! found by byte search, counted, checked to be its session's sequence 0, 1, 2, … and timed.
+//!
+//! Variants: `--audio` (binary chunks instead of events), `--unix` (glasses over the Unix
+//! socket), `--tls` (glasses and apps over the TLS listener, see [`crate::tls`]), and
+//! `--transcripts`: the config adds a publishing system app the server starts in every session;
+//! its connection, not the glasses', is then the session's writer, sending interim and final
+//! `transcription` data that the apps receive as `transcription:en-US`.
 //!
 //! Measured window: from the first frame sent until every sent message was delivered to every
 //! app (or delivery stopped making progress). Server CPU is utime + stime from
@@ -18,8 +24,10 @@
 
 use crate::driver::{AppResult, AppSink, Displays, Driver, GlassesLive, Load};
 use crate::peer::{self, Proto};
-use crate::report::Report;
+use crate::report::{Interims, Report};
 use crate::stats::{self, Histogram};
+use crate::tls;
+use crate::tls::rustls::ClientConfig;
 use crate::wsc::{self, Ws};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
@@ -33,14 +41,18 @@ use std::time::{Duration, Instant};
 
 pub const USAGE: &str =
     "  edge-load route [--sessions N] [--apps M] [--seconds D] [--rate R] [--batch B] [--window W] [--display-rate D]
-                  [--audio BYTES] [--unix SOCKET]
+                  [--audio BYTES | --transcripts] [--unix SOCKET | --tls]
                   [--port P] [--webhook-port W] [--pin-server CPU] [--pin-load CPU] [--json FILE]
                   [--server-pid PID --config FILE] [--write-config FILE]
                   [--peer PORT | --raw PORT] (with --server-pid PID: a comparison peer)
       N glasses sessions, each with M apps subscribed to button_press, driven flat out (or at R
       messages/s per glasses) for D seconds; reports delivered msgs/s, losses, latency, server
       RSS and server CPU time per delivered message. --peer/--raw drive a peer of
-      benches/peers/ instead (apps connected directly, no webhooks)";
+      benches/peers/ instead (apps connected directly, no webhooks). --tls: glasses and apps over
+      TLS (a listener with a scratch self-signed certificate written with openssl).
+      --transcripts: a publishing system app per session sends transcription data (3 interims,
+      then a final: R is finals/s) to the M apps, subscribed to transcription:en-US; finals are
+      checked like events, interims the server dropped for a slow app are counted apart";
 
 struct Opts {
     sessions: usize,
@@ -53,6 +65,10 @@ struct Opts {
     audio: Option<usize>,
     /// The glasses connect over this Unix socket of the server (the apps over TCP).
     unix: Option<String>,
+    /// Glasses and apps connect over the server's TLS listener.
+    tls: bool,
+    /// A publishing system app per session sends transcripts.
+    transcripts: bool,
     port: Option<u16>,
     webhook_port: Option<u16>,
     pin_server: Option<String>,
@@ -75,6 +91,8 @@ fn parse(args: &[String]) -> Opts {
         display_rate: None,
         audio: None,
         unix: None,
+        tls: false,
+        transcripts: false,
         port: None,
         webhook_port: None,
         pin_server: None,
@@ -87,6 +105,12 @@ fn parse(args: &[String]) -> Opts {
     };
     let mut i = 0;
     while i < args.len() {
+        if matches!(args[i].as_str(), "--tls" | "--transcripts") {
+            o.tls |= args[i] == "--tls";
+            o.transcripts |= args[i] == "--transcripts";
+            i += 1;
+            continue;
+        }
         let v = args.get(i + 1).cloned().unwrap_or_else(|| crate::usage());
         fn num<T: std::str::FromStr>(v: &str) -> T {
             v.parse().unwrap_or_else(|_| crate::usage())
@@ -116,7 +140,9 @@ fn parse(args: &[String]) -> Opts {
         }
         i += 2;
     }
-    if o.sessions == 0 || o.apps == 0 || o.rate.is_some_and(|r| r <= 0.0) {
+    let tls_clash = o.tls && (o.unix.is_some() || o.peer.is_some())
+        || o.transcripts && (o.audio.is_some() || o.peer.is_some());
+    if o.sessions == 0 || o.apps == 0 || o.rate.is_some_and(|r| r <= 0.0) || tls_clash {
         crate::usage()
     }
     o
@@ -138,7 +164,14 @@ struct Target {
     webhook_port: u16,
     secret: String,
     packages: Vec<String>,
+    /// The TLS listener: its port and certificate (PEM).
+    tls: Option<(u16, PathBuf)>,
+    /// The config lists the publishing system app [`PUBLISHER`].
+    publisher: bool,
 }
+
+/// The system app that publishes transcripts into every session (`--transcripts`).
+const PUBLISHER: &str = "com.edgeload.transcriber";
 
 fn package(j: usize) -> String {
     format!("com.edgeload.app{j}")
@@ -149,26 +182,45 @@ fn api_key(secret: &str, package: &str) -> String {
     augmentos_edge::auth::hash_api_key(&format!("{secret}/{package}"))
 }
 
+/// The key file that goes with a scratch certificate.
+fn key_path(cert: &std::path::Path) -> PathBuf {
+    cert.with_extension("key")
+}
+
 fn scratch_config(t: &Target, sessions: usize, unix: Option<&str>) -> String {
-    let apps: Vec<Value> = t
-        .packages
-        .iter()
-        .map(|p| {
-            json!({
-                "packageName": p,
-                "name": format!("edge-load {p}"),
-                "publicUrl": format!("http://127.0.0.1:{}/{p}", t.webhook_port),
-                "hashedApiKey": augmentos_edge::auth::hash_api_key(&api_key(&t.secret, p)),
-                "permissions": ["MICROPHONE"],
-            })
+    let app = |p: &str| {
+        json!({
+            "packageName": p,
+            "name": format!("edge-load {p}"),
+            "publicUrl": format!("http://127.0.0.1:{}/{p}", t.webhook_port),
+            "hashedApiKey": augmentos_edge::auth::hash_api_key(&api_key(&t.secret, p)),
+            "permissions": ["MICROPHONE"],
         })
-        .collect();
-    let starts = sessions * t.packages.len();
+    };
+    let mut apps: Vec<Value> = t.packages.iter().map(|p| app(p)).collect();
+    if t.publisher {
+        // Started by the server in every session; it connects back from loopback.
+        let mut p = app(PUBLISHER);
+        p["isSystemApp"] = json!(true);
+        p["publishes"] = json!(["transcription"]);
+        p["allowedAddresses"] = json!(["127.0.0.1"]);
+        apps.push(p);
+    }
+    // Every app start, the publishers' too, holds a webhook and then a connection.
+    let starts = sessions * (t.packages.len() + usize::from(t.publisher));
     let cfg = json!({
-        "listen": std::iter::once(format!("127.0.0.1:{}", t.port))
-            .chain(unix.map(|p| format!("unix:{p}")))
+        "listen": std::iter::once(json!(format!("127.0.0.1:{}", t.port)))
+            .chain(unix.map(|p| json!(format!("unix:{p}"))))
+            .chain(t.tls.as_ref().map(|(port, cert)| json!({
+                "address": format!("127.0.0.1:{port}"),
+                "tls": {"certificate": cert, "key": key_path(cert)},
+            })))
             .collect::<Vec<_>>(),
-        "publicWsUrl": format!("ws://127.0.0.1:{}", t.port),
+        // The apps come back over TLS too when there is a TLS listener.
+        "publicWsUrl": match &t.tls {
+            Some((port, _)) => format!("wss://localhost:{port}"),
+            None => format!("ws://127.0.0.1:{}", t.port),
+        },
         "jwtSecret": t.secret,
         "limits": {
             "maxConnections": (starts + sessions + 64).max(1024),
@@ -204,9 +256,17 @@ fn read_config(path: &PathBuf, port: Option<u16>, apps: usize) -> Result<Target,
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let v: Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     let port_of = |s: &str| s.rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
+    let listen: Vec<&Value> = v["listen"]
+        .as_array()
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
     let port = port
-        .or_else(|| v["listen"][0].as_str().and_then(port_of))
+        .or_else(|| listen.iter().find_map(|l| l.as_str().and_then(port_of)))
         .ok_or("no TCP port: give --port")?;
+    let tls = listen.iter().find_map(|l| {
+        let port = l["address"].as_str().and_then(port_of)?;
+        Some((port, PathBuf::from(l["tls"]["certificate"].as_str()?)))
+    });
     let secret = v["jwtSecret"]
         .as_str()
         .ok_or("the config has no jwtSecret (write one with --write-config)")?
@@ -237,6 +297,8 @@ fn read_config(path: &PathBuf, port: Option<u16>, apps: usize) -> Result<Target,
         webhook_port: webhook_port.unwrap_or(0),
         secret,
         packages,
+        tls,
+        publisher: listed.iter().any(|a| a["packageName"] == PUBLISHER),
     })
 }
 
@@ -284,6 +346,11 @@ pub struct Shared {
     pub display: Mutex<Displays>,
     /// What the apps subscribe to: `button_press` (the probe and the events), `audio_chunk`.
     pub streams: Vec<&'static str>,
+    /// The TLS client configuration (`--tls`), trusting the run's certificate.
+    pub tls: Option<Arc<ClientConfig>>,
+    /// Each session's publishing app, once connected (`--transcripts`).
+    pub publishers: Mutex<Vec<Option<Ws>>>,
+    pub publishers_ready: AtomicUsize,
 }
 
 impl Shared {
@@ -368,7 +435,19 @@ fn webhook(mut c: TcpStream, sh: Arc<Shared>) {
             r#"{"status":"error","message":"Failed to connect"}"#,
         );
     }
-    match connect_app(&sh, &package, &v) {
+    // The publisher subscribes to nothing: it only sends.
+    let streams = match package == PUBLISHER {
+        true => &[][..],
+        false => &sh.streams[..],
+    };
+    match connect_app(&sh, &package, &v, streams) {
+        Ok((ws, session)) if package == PUBLISHER => {
+            respond(&mut c, "200 OK", r#"{"status":"success"}"#);
+            if let Some(slot) = sh.publishers.lock().unwrap().get_mut(session) {
+                *slot = Some(ws);
+                sh.publishers_ready.fetch_add(1, Relaxed);
+            }
+        }
         Ok((ws, session)) => {
             // As the SDK: the webhook is answered only once the app is connected.
             respond(&mut c, "200 OK", r#"{"status":"success"}"#);
@@ -390,7 +469,12 @@ fn webhook(mut c: TcpStream, sh: Arc<Shared>) {
 }
 
 /// Connect, authenticate and subscribe one app for the session of a `session_request`.
-fn connect_app(sh: &Shared, package: &str, v: &Value) -> Result<(Ws, usize), String> {
+fn connect_app(
+    sh: &Shared,
+    package: &str,
+    v: &Value,
+    streams: &[&str],
+) -> Result<(Ws, usize), String> {
     let session_id = v["sessionId"].as_str().ok_or("no sessionId")?;
     let user = v["userId"].as_str().ok_or("no userId")?;
     let session = sh
@@ -401,18 +485,30 @@ fn connect_app(sh: &Shared, package: &str, v: &Value) -> Result<(Ws, usize), Str
     let url = v["mentraOSWebsocketUrl"]
         .as_str()
         .ok_or("no mentraOSWebsocketUrl")?;
-    let rest = url
-        .strip_prefix("ws://")
-        .ok_or_else(|| format!("mentraOSWebsocketUrl {url} is not ws://"))?;
+    let (rest, tls) = match (url.strip_prefix("ws://"), url.strip_prefix("wss://")) {
+        (Some(rest), _) => (rest, None),
+        (None, Some(rest)) => (
+            rest,
+            Some(
+                sh.tls
+                    .as_ref()
+                    .ok_or("a wss:// app URL, but not run with --tls")?,
+            ),
+        ),
+        _ => return Err(format!("mentraOSWebsocketUrl {url} is not ws:// or wss://")),
+    };
     let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
     let port = host
         .rsplit(':')
         .next()
         .and_then(|p| p.parse::<u16>().ok())
         .ok_or_else(|| format!("no port in {url}"))?;
-    let mut ws = Ws::connect(port, &format!("/{path}"), "", 64 << 10)?;
+    let mut ws = match tls {
+        Some(config) => Ws::connect_tls(port, &format!("/{path}"), "", 64 << 10, config)?,
+        None => Ws::connect(port, &format!("/{path}"), "", 64 << 10)?,
+    };
     let key = api_key(&sh.secret, package);
-    peer::init_app(&mut ws, session_id, package, &key, &sh.streams)?;
+    peer::init_app(&mut ws, session_id, package, &key, streams)?;
     Ok((ws, session))
 }
 
@@ -421,13 +517,22 @@ fn connect_app(sh: &Shared, package: &str, v: &Value) -> Result<(Ws, usize), Str
 /// The event sent before the numbered ones, until every app has received one.
 const PROBE: &[u8] = br#"{"type":"button_press","buttonId":"probe","pressType":"short"}"#;
 
-/// Glasses of `user`, over TCP to `port` or over the Unix socket `unix`.
-fn open_glasses(port: u16, unix: Option<&str>, user: &str, secret: &str) -> Result<Ws, String> {
+/// Glasses of `user`, over TCP to `port`, the Unix socket `unix`, or TLS (`tls`).
+fn open_glasses(
+    port: u16,
+    unix: Option<&str>,
+    tls: Option<(u16, &Arc<ClientConfig>)>,
+    user: &str,
+    secret: &str,
+) -> Result<Ws, String> {
     let token = augmentos_edge::auth::jwt::glasses_token(user, secret.as_bytes());
     let auth = format!("Authorization: Bearer {token}\r\n");
-    let mut ws = match unix {
-        Some(path) => Ws::connect_unix(path, "/glasses-ws", &auth, 64 << 10)?,
-        None => Ws::connect(port, "/glasses-ws", &auth, 64 << 10)?,
+    let mut ws = match (unix, tls) {
+        (Some(path), _) => Ws::connect_unix(path, "/glasses-ws", &auth, 64 << 10)?,
+        (None, Some((port, config))) => {
+            Ws::connect_tls(port, "/glasses-ws", &auth, 64 << 10, config)?
+        }
+        (None, None) => Ws::connect(port, "/glasses-ws", &auth, 64 << 10)?,
     };
     ws.send(wsc::TEXT, br#"{"type":"connection_init"}"#)
         .map_err(|e| e.to_string())?;
@@ -456,18 +561,26 @@ fn route(o: &Opts) -> Result<(), String> {
     }
     stats::now_us();
     if let Some(path) = &o.write_config {
+        let port = o.port.unwrap_or(18_110);
         let t = Target {
-            port: o.port.unwrap_or(18_110),
+            port,
             webhook_port: o.webhook_port.unwrap_or(18_111),
             secret: stats::random_hex(24),
             packages: (0..o.apps).map(package).collect(),
+            tls: o.tls.then(|| (port + 2, path.with_extension("crt"))),
+            publisher: o.transcripts,
         };
+        if let Some((_, cert)) = &t.tls {
+            tls::make_certificate(cert, &key_path(cert))?;
+        }
         std::fs::write(path, scratch_config(&t, o.sessions, o.unix.as_deref()))
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         println!(
-            "wrote {}; run: augmentos-edge serve --config {0}\nthen: edge-load route --server-pid PID --config {0} --apps {}",
+            "wrote {}; run: augmentos-edge serve --config {0}\nthen: edge-load route --server-pid PID --config {0} --apps {}{}{}",
             path.display(),
-            o.apps
+            o.apps,
+            if o.tls { " --tls" } else { "" },
+            if o.transcripts { " --transcripts" } else { "" },
         );
         return Ok(());
     }
@@ -481,6 +594,8 @@ fn route(o: &Opts) -> Result<(), String> {
                 webhook_port: 0,
                 secret: String::new(),
                 packages: (0..o.apps).map(package).collect(),
+                tls: None,
+                publisher: false,
             };
             (t, None, pid, format!("{proto:?} peer on port {port}"), None)
         }
@@ -506,15 +621,27 @@ fn route(o: &Opts) -> Result<(), String> {
                 Some(p) => p,
                 None => free_port()?,
             };
+            let base = std::env::temp_dir().join(format!("edge-load-route-{}", std::process::id()));
+            let cfg = base.with_extension("json");
+            let log = base.with_extension("log");
+            let mut files = vec![cfg.clone(), log.clone()];
+            let tls = match o.tls {
+                true => {
+                    let cert = base.with_extension("crt");
+                    tls::make_certificate(&cert, &key_path(&cert))?;
+                    files.extend([key_path(&cert), cert.clone()]);
+                    Some((free_port()?, cert))
+                }
+                false => None,
+            };
             let t = Target {
                 port,
                 webhook_port,
                 secret: stats::random_hex(24),
                 packages: (0..o.apps).map(package).collect(),
+                tls,
+                publisher: o.transcripts,
             };
-            let base = std::env::temp_dir().join(format!("edge-load-route-{}", std::process::id()));
-            let cfg = base.with_extension("json");
-            let log = base.with_extension("log");
             std::fs::write(&cfg, scratch_config(&t, o.sessions, o.unix.as_deref()))
                 .map_err(|e| format!("cannot write {}: {e}", cfg.display()))?;
             let bin = std::env::current_exe()
@@ -540,7 +667,7 @@ fn route(o: &Opts) -> Result<(), String> {
                 Some(server),
                 pid,
                 format!("config {}, log {}", cfg.display(), log.display()),
-                Some([cfg, log]),
+                Some(files),
             )
         }
     };
@@ -560,6 +687,14 @@ fn route(o: &Opts) -> Result<(), String> {
         ),
     };
     crate::wait_for_port(target.port);
+    let tls_config = match (&target.tls, o.tls) {
+        (Some((port, cert)), true) => {
+            crate::wait_for_port(*port);
+            Some(tls::client_config(cert)?)
+        }
+        (None, true) => return Err("--tls: the config has no TLS listener".into()),
+        (_, false) => None,
+    };
 
     let sh = Arc::new(Shared {
         secret: target.secret.clone(),
@@ -578,10 +713,14 @@ fn route(o: &Opts) -> Result<(), String> {
         results: Mutex::new(Vec::new()),
         apps: OnceLock::new(),
         display: Mutex::default(),
-        streams: match o.audio {
-            Some(_) => vec!["button_press", "audio_chunk"],
-            None => vec!["button_press"],
+        streams: match (o.audio, o.transcripts) {
+            (_, true) => vec!["button_press", "transcription:en-US"],
+            (Some(_), false) => vec!["button_press", "audio_chunk"],
+            (None, false) => vec!["button_press"],
         },
+        publishers: Mutex::new((0..o.sessions).map(|_| None).collect()),
+        publishers_ready: AtomicUsize::new(0),
+        tls: tls_config.clone(),
     });
     let driver = Driver::start(sh.clone()).map_err(|e| format!("driver: {e}"))?;
     let _ = sh.apps.set(driver.app_sink());
@@ -597,7 +736,13 @@ fn route(o: &Opts) -> Result<(), String> {
     for user in &sh.users {
         glasses.push(match o.peer {
             Some((proto, port)) => peer::open_glasses(proto, port, user)?,
-            None => open_glasses(target.port, o.unix.as_deref(), user, &target.secret)?,
+            None => open_glasses(
+                target.port,
+                o.unix.as_deref(),
+                target.tls.as_ref().map(|t| t.0).zip(tls_config.as_ref()),
+                user,
+                &target.secret,
+            )?,
         });
     }
     match o.peer {
@@ -647,14 +792,19 @@ fn route(o: &Opts) -> Result<(), String> {
     }
     let setup_limit = 30 + want as u64 / 200;
     let setup_deadline = Instant::now() + Duration::from_secs(setup_limit);
-    while sh.ready.load(Relaxed) < want {
+    if o.transcripts && !target.publisher {
+        return Err(format!("--transcripts: the config lists no {PUBLISHER} (write one with --write-config --transcripts)"));
+    }
+    let publishers = if o.transcripts { o.sessions } else { 0 };
+    while sh.ready.load(Relaxed) < want || sh.publishers_ready.load(Relaxed) < publishers {
         if let Some(e) = sh.errors.lock().unwrap().first() {
             return Err(format!("setup failed: {e}"));
         }
         if Instant::now() > setup_deadline {
             return Err(format!(
-                "setup failed: only {} of {want} apps connected within {setup_limit} s ({config_note})",
-                sh.ready.load(Relaxed)
+                "setup failed: only {} of {want} apps and {} of {publishers} publishers connected within {setup_limit} s ({config_note})",
+                sh.ready.load(Relaxed),
+                sh.publishers_ready.load(Relaxed)
             ));
         }
         thread::sleep(Duration::from_millis(10));
@@ -713,7 +863,15 @@ fn route(o: &Opts) -> Result<(), String> {
         }
     };
     driver.drive(
-        glasses.into_iter().zip(lives.iter().cloned()).collect(),
+        {
+            let publishers = std::mem::take(&mut *sh.publishers.lock().unwrap());
+            glasses
+                .into_iter()
+                .zip(publishers)
+                .zip(lives.iter().cloned())
+                .map(|((g, p), l)| (g, p, l))
+                .collect()
+        },
         Load {
             start,
             deadline,
@@ -722,6 +880,7 @@ fn route(o: &Opts) -> Result<(), String> {
             window: o.window,
             display_rate: o.display_rate,
             audio: o.audio,
+            transcripts: o.transcripts,
             goodbye,
         },
     );
@@ -798,6 +957,11 @@ fn route(o: &Opts) -> Result<(), String> {
     // Report.
     let results = std::mem::take(&mut *sh.results.lock().unwrap());
     let mut hist = Histogram::default();
+    let mut interims = o.transcripts.then(|| Interims {
+        sent: lives.iter().map(|l| l.interims.load(Relaxed)).sum(),
+        expected: lives.iter().map(|l| l.interims.load(Relaxed)).sum::<u64>() * o.apps as u64,
+        ..Interims::default()
+    });
     let (mut delivered, mut gaps, mut reordered, mut other, mut lost) = (0, 0, 0, 0, 0);
     let mut disconnects = Vec::new();
     let mut other_types: Vec<&str> = Vec::new();
@@ -808,6 +972,11 @@ fn route(o: &Opts) -> Result<(), String> {
             }
         }
         hist.merge(&r.hist);
+        if let Some(i) = &mut interims {
+            i.delivered += r.interims;
+            i.reordered += r.interim_seq.reordered;
+            i.latency.merge(&r.interim_hist);
+        }
         delivered += r.delivered;
         gaps += r.seq.gaps;
         reordered += r.seq.reordered;
@@ -870,6 +1039,8 @@ fn route(o: &Opts) -> Result<(), String> {
         errors: sh.errors.lock().unwrap().clone(),
         audio: o.audio,
         unix: o.unix.clone(),
+        tls: o.tls,
+        interims,
         displays: o
             .display_rate
             .map(|_| std::mem::take(&mut *sh.display.lock().unwrap())),
@@ -913,4 +1084,48 @@ fn server_counters(port: u16) -> Vec<String> {
             (v != 0.0 && name.contains("_total")).then(|| format!("{name}={v}"))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(tls: Option<(u16, PathBuf)>) -> Target {
+        Target {
+            port: 18_110,
+            webhook_port: 18_111,
+            secret: "s3cret".into(),
+            packages: vec![package(0), package(1)],
+            tls,
+            publisher: false,
+        }
+    }
+
+    #[test]
+    fn a_tls_config_listens_on_tls_and_sends_the_apps_back_over_it() {
+        let cert = PathBuf::from("/tmp/run.crt");
+        let text = scratch_config(&target(Some((18_112, cert.clone()))), 2, None);
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["listen"][0], "127.0.0.1:18110");
+        assert_eq!(v["listen"][1]["address"], "127.0.0.1:18112");
+        assert_eq!(v["listen"][1]["tls"]["certificate"], "/tmp/run.crt");
+        assert_eq!(v["listen"][1]["tls"]["key"], "/tmp/run.key");
+        assert_eq!(v["publicWsUrl"], "wss://localhost:18112");
+        // Written, then read back by a later run against that server.
+        let path = std::env::temp_dir().join(format!("edge-load-cfg-{}.json", std::process::id()));
+        std::fs::write(&path, &text).unwrap();
+        let t = read_config(&path, None, 2);
+        let _ = std::fs::remove_file(&path);
+        let t = t.unwrap();
+        assert_eq!((t.port, t.webhook_port), (18_110, 18_111));
+        assert_eq!(t.tls, Some((18_112, cert)));
+    }
+
+    #[test]
+    fn a_plain_config_has_no_tls_listener() {
+        let text = scratch_config(&target(None), 2, None);
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["listen"].as_array().map(|l| l.len()), Some(1));
+        assert_eq!(v["publicWsUrl"], "ws://127.0.0.1:18110");
+    }
 }

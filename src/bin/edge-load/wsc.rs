@@ -17,10 +17,11 @@ pub const CLOSE: u8 = 0x8;
 pub const PING: u8 = 0x9;
 pub const PONG: u8 = 0xA;
 
-/// The transport under a connection: loopback TCP, or the server's Unix socket.
+/// The transport under a connection: loopback TCP, the server's Unix socket, or TLS over TCP.
 pub enum Sock {
     Tcp(TcpStream),
     Unix(UnixStream),
+    Tls(Box<crate::tls::TlsSock>),
 }
 
 impl Sock {
@@ -28,6 +29,7 @@ impl Sock {
         match self {
             Sock::Tcp(s) => s.set_nonblocking(on),
             Sock::Unix(s) => s.set_nonblocking(on),
+            Sock::Tls(s) => s.tcp.set_nonblocking(on),
         }
     }
 
@@ -35,6 +37,7 @@ impl Sock {
         match self {
             Sock::Tcp(s) => s.set_read_timeout(d),
             Sock::Unix(s) => s.set_read_timeout(d),
+            Sock::Tls(s) => s.tcp.set_read_timeout(d),
         }
     }
 
@@ -42,6 +45,7 @@ impl Sock {
         match self {
             Sock::Tcp(s) => s.set_write_timeout(d),
             Sock::Unix(s) => s.set_write_timeout(d),
+            Sock::Tls(s) => s.tcp.set_write_timeout(d),
         }
     }
 
@@ -49,6 +53,7 @@ impl Sock {
         match self {
             Sock::Tcp(s) => s.shutdown(how),
             Sock::Unix(s) => s.shutdown(how),
+            Sock::Tls(s) => s.tcp.shutdown(how),
         }
     }
 }
@@ -58,6 +63,7 @@ impl AsRawFd for Sock {
         match self {
             Sock::Tcp(s) => s.as_raw_fd(),
             Sock::Unix(s) => s.as_raw_fd(),
+            Sock::Tls(s) => s.tcp.as_raw_fd(),
         }
     }
 }
@@ -67,6 +73,7 @@ impl Read for Sock {
         match self {
             Sock::Tcp(s) => s.read(buf),
             Sock::Unix(s) => s.read(buf),
+            Sock::Tls(s) => s.read(buf),
         }
     }
 }
@@ -76,11 +83,16 @@ impl Write for Sock {
         match self {
             Sock::Tcp(s) => s.write(buf),
             Sock::Unix(s) => s.write(buf),
+            Sock::Tls(s) => s.write(buf),
         }
     }
 
+    /// TLS: push the records still held (`WouldBlock` while the socket is full).
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        match self {
+            Sock::Tls(s) => s.flush(),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -120,6 +132,23 @@ impl Ws {
         let sock =
             UnixStream::connect(socket).map_err(|e| format!("connect unix:{socket}: {e}"))?;
         Ws::upgrade(Sock::Unix(sock), "localhost", path, headers, buf_size)
+    }
+
+    /// The same over TLS to `127.0.0.1:port` (as `localhost`), handshake done before the upgrade.
+    pub fn connect_tls(
+        port: u16,
+        path: &str,
+        headers: &str,
+        buf_size: usize,
+        config: &std::sync::Arc<crate::tls::rustls::ClientConfig>,
+    ) -> Result<Ws, String> {
+        let sock = TcpStream::connect(("127.0.0.1", port))
+            .map_err(|e| format!("connect 127.0.0.1:{port}: {e}"))?;
+        sock.set_nodelay(true).ok();
+        sock.set_read_timeout(Some(Duration::from_secs(60))).ok();
+        let tls = crate::tls::TlsSock::connect(sock, config)?;
+        let host = format!("localhost:{port}");
+        Ws::upgrade(Sock::Tls(Box::new(tls)), &host, path, headers, buf_size)
     }
 
     fn upgrade(
@@ -363,6 +392,32 @@ pub fn push_button(out: &mut Vec<u8>, seq: u64, t: u64, mask: [u8; 4]) {
     push_masked(out, TEXT, &p[..n], mask);
 }
 
+/// Interim transcripts a publisher sends before each final one (as speech comes in: partial
+/// hypotheses, then the settled text).
+pub const INTERIMS_PER_FINAL: u64 = 3;
+
+/// Append the masked `data_stream` frames of transcript unit `unit` from a publishing app:
+/// [`INTERIMS_PER_FINAL`] interims numbered `"iseq"` (`unit * INTERIMS_PER_FINAL + k`), then the
+/// final numbered `"seq": unit`, each with the send time `"t"` (µs). Finals share the numbered
+/// events' accounting; interims have their own, since the server may drop them for an app
+/// that is behind.
+pub fn push_transcripts(out: &mut Vec<u8>, unit: u64, t: u64, mask: [u8; 4]) {
+    let mut p = [0u8; 256];
+    for k in 0..=INTERIMS_PER_FINAL {
+        let (fin, key, n) = match k == INTERIMS_PER_FINAL {
+            true => ("true", "seq", unit),
+            false => ("false", "iseq", unit * INTERIMS_PER_FINAL + k),
+        };
+        let mut c = io::Cursor::new(&mut p[..]);
+        let _ = write!(
+            c,
+            r#"{{"type":"data_stream","streamType":"transcription","data":{{"type":"transcription","text":"edge load","isFinal":{fin},"transcribeLanguage":"en-US","startTime":0,"endTime":0,"{key}":{n},"t":{t}}}}}"#
+        );
+        let len = c.position() as usize;
+        push_masked(out, TEXT, &p[..len], mask);
+    }
+}
+
 /// Append one masked binary frame of `size` bytes (at least 16) that stands for a chunk of
 /// audio: `seq` and the send time `t` (µs) little-endian in its first 16 bytes, then silence.
 pub fn push_audio(out: &mut Vec<u8>, seq: u64, t: u64, size: usize, mask: [u8; 4]) {
@@ -387,13 +442,19 @@ pub fn find(text: &[u8], needle: &[u8]) -> bool {
 /// The unsigned integer that follows `key` (e.g. `"seq":`) in `text`, searched from `hint`
 /// first (where it was in the last message), then from the start.
 pub fn field(text: &[u8], key: &[u8], hint: &mut usize) -> Option<u64> {
-    let at = if text.get(*hint..*hint + key.len()) == Some(key) {
-        *hint
-    } else {
-        let at = text.windows(key.len()).position(|w| w == key)?;
-        *hint = at;
-        at
-    };
+    if let Some(v) = field_at(text, key, *hint) {
+        return Some(v);
+    }
+    let at = text.windows(key.len()).position(|w| w == key)?;
+    *hint = at;
+    field_at(text, key, at)
+}
+
+/// The unsigned integer that follows `key` if `key` is at `at` in `text` (no search).
+pub fn field_at(text: &[u8], key: &[u8], at: usize) -> Option<u64> {
+    if text.get(at..at + key.len()) != Some(key) {
+        return None;
+    }
     let mut v: u64 = 0;
     let mut any = false;
     for &c in &text[at + key.len()..] {
@@ -409,6 +470,30 @@ pub fn field(text: &[u8], key: &[u8], hint: &mut usize) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The unmasked payloads of the client frames in `out`.
+    fn frames(mut out: &[u8]) -> Vec<Vec<u8>> {
+        let mut all = Vec::new();
+        while out.len() >= 2 {
+            let (len, at) = match out[1] & 0x7F {
+                126 => (u16::from_be_bytes([out[2], out[3]]) as usize, 4),
+                127 => (
+                    u64::from_be_bytes(out[2..10].try_into().unwrap()) as usize,
+                    10,
+                ),
+                n => (n as usize, 2),
+            };
+            let mask = &out[at..at + 4];
+            let p: Vec<u8> = out[at + 4..at + 4 + len]
+                .iter()
+                .enumerate()
+                .map(|(i, x)| x ^ mask[i & 3])
+                .collect();
+            all.push(p);
+            out = &out[at + 4 + len..];
+        }
+        all
+    }
 
     #[test]
     fn button_frames_are_masked_and_carry_their_fields() {
@@ -429,6 +514,36 @@ mod tests {
         assert_eq!(field(&p, br#""seq":"#, &mut hint), Some(1234));
         assert_eq!(field(&p, br#""t":"#, &mut 0), Some(98765));
         assert_eq!(field(&p, br#""seq":"#, &mut hint), Some(1234));
+    }
+
+    #[test]
+    fn a_transcript_unit_is_numbered_interims_then_one_numbered_final() {
+        let mut out = Vec::new();
+        push_transcripts(&mut out, 7, 123_456, [0; 4]);
+        let texts: Vec<serde_json::Value> = frames(&out)
+            .iter()
+            .map(|p| serde_json::from_slice(p).unwrap())
+            .collect();
+        assert_eq!(texts.len() as u64, INTERIMS_PER_FINAL + 1);
+        for (k, v) in texts.iter().enumerate() {
+            assert_eq!(v["type"], "data_stream");
+            assert_eq!(v["streamType"], "transcription");
+            assert_eq!(v["data"]["t"], 123_456);
+            assert_eq!(v["data"]["transcribeLanguage"], "en-US");
+            let last = k as u64 == INTERIMS_PER_FINAL;
+            assert_eq!(v["data"]["isFinal"], last);
+            match last {
+                true => assert_eq!(v["data"]["seq"], 7),
+                false => assert_eq!(v["data"]["iseq"], 7 * INTERIMS_PER_FINAL + k as u64),
+            }
+        }
+        // The final's number is found where an app looks; an interim's is not taken for it.
+        let mut hint = 0;
+        let fin = serde_json::to_vec(&texts[3]["data"]).unwrap();
+        assert_eq!(field(&fin, br#""seq":"#, &mut hint), Some(7));
+        let interim = serde_json::to_vec(&texts[0]["data"]).unwrap();
+        assert_eq!(field(&interim, br#""seq":"#, &mut hint), None);
+        assert_eq!(field(&interim, br#""iseq":"#, &mut hint), Some(21));
     }
 
     #[test]
