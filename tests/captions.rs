@@ -29,6 +29,8 @@
 
 #[path = "support/captions.rs"]
 mod captions;
+#[path = "support/ports.rs"]
+mod ports;
 
 use captions::*;
 use serde_json::{json, Value};

@@ -9,6 +9,8 @@
 
 #[path = "support/captions.rs"]
 mod captions;
+#[path = "support/ports.rs"]
+mod ports;
 
 use captions::*;
 use std::fs;

@@ -79,6 +79,10 @@ use tungstenite::client::IntoClientRequest;
 use tungstenite::http::HeaderValue;
 use tungstenite::{Message, WebSocket};
 
+#[path = "support/ports.rs"]
+mod ports;
+use ports::free_port;
+
 const PACKAGE: &str = "com.example.interop";
 const USER: &str = "alice@example.com";
 const API_KEY: &str = "interop-test-key-0123456789";
@@ -1747,11 +1751,6 @@ fn pcm_frame(len: usize, seed: u16) -> Vec<u8> {
             sample.to_le_bytes()
         })
         .collect()
-}
-
-fn free_port() -> TestResult<u16> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind 127.0.0.1:0: {e}"))?;
-    l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
 }
 
 fn truncate(s: &str, max: usize) -> String {

@@ -12,6 +12,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::{Message, WebSocket};
 
+#[path = "support/ports.rs"]
+mod ports;
+
 const SECRET: &str = "signals-test-secret-0123456789";
 /// Far above the stop bound under test (close deadline 1 s + margin), so a slow machine does
 /// not fail the test, while a server that never exits still does.
@@ -24,10 +27,7 @@ struct Edge {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    ports::free_port().expect("a free port")
 }
 
 fn app(package: &str) -> String {

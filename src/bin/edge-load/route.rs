@@ -302,11 +302,22 @@ fn read_config(path: &PathBuf, port: Option<u16>, apps: usize) -> Result<Target,
     })
 }
 
+/// A loopback port that was free a moment ago and that this run has not handed out before (the
+/// kernel can give a just-released port out again at once).
 fn free_port() -> Result<u16, String> {
-    TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("no free loopback port: {e}"))
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..64 {
+        let port = TcpListener::bind(("127.0.0.1", 0))
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .map_err(|e| format!("no free loopback port: {e}"))?;
+        if !given.contains(&port) {
+            given.push(port);
+            return Ok(port);
+        }
+    }
+    Err("no fresh loopback port after 64 tries".into())
 }
 
 /// `taskset` a process (all its threads) onto `cpu`.
