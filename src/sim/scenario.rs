@@ -461,7 +461,19 @@ impl Scenario {
             12 => self.subscribe(u, app, ch.pick(64)),
             13 => self.glasses_event(u, ch.pick(5)),
             14..=16 => self.publish(u, ch.pick(3) != 0),
-            17 => self.display(u, app, ch.pick(16)),
+            17 => {
+                // A burst, so that throttle, lock and priority meet: apps display in turn,
+                // sometimes a little apart.
+                self.display(u, app, ch.pick(16));
+                for _ in 0..ch.pick(4) {
+                    if ch.pick(2) == 0 {
+                        let ms = [40, 150, 400][ch.pick(3)];
+                        self.note(format!("wait {ms} ms"));
+                        self.w.advance(Duration::from_millis(ms));
+                    }
+                    self.display(u, ch.pick(3), ch.pick(16));
+                }
+            }
             18 => self.device_request(u, app, ch.pick(2) == 0),
             19 => self.device_reply(u, ch.pick(4)),
             20 => self.write_state(u, app, ch.pick(4)),
