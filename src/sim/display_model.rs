@@ -456,3 +456,85 @@ impl Model {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Instant {
+        Instant::from_micros(n * 1000)
+    }
+
+    fn req(app: AppId, text: &str, duration_ms: Option<u64>) -> Input {
+        Input::Request {
+            app,
+            text: text.into(),
+            duration_ms,
+            force: false,
+        }
+    }
+
+    fn app(app: AppId, text: &str) -> Expected {
+        Expected::App {
+            app,
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn boot_then_the_foreground_apps_held_display() {
+        let mut m = Model::default();
+        m.feed(ms(0), Input::Starting(1));
+        m.feed(ms(10), req(1, "a", None));
+        m.feed(ms(200), Input::Connected(1));
+        assert_eq!(m.expected(ms(1499)), Expected::Boot);
+        assert_eq!(m.expected(ms(1500)), app(1, "a"));
+        // No duration: still shown, but restorable only for the minimum lifetime.
+        assert_eq!(m.expected(ms(9000)), app(1, "a"));
+    }
+
+    #[test]
+    fn a_background_lock_holder_keeps_the_view_then_gives_it_back() {
+        let mut m = Model::default();
+        m.feed(ms(0), Input::Starting(1));
+        m.feed(ms(0), Input::Connected(1));
+        m.feed(ms(2000), req(1, "fg", Some(20_000)));
+        m.feed(ms(2500), req(2, "bg", None));
+        assert_eq!(m.expected(ms(2500)), app(2, "bg"));
+        // The foreground app is refused while the holder shows; its display is kept.
+        m.feed(ms(2900), req(1, "fg2", Some(20_000)));
+        m.feed(ms(3000), req(3, "other", None));
+        assert_eq!(m.expected(ms(3000)), app(2, "bg"));
+        // The lock lapses 2 s after the holder's last display: the foreground's comes back.
+        assert_eq!(m.expected(ms(4499)), app(2, "bg"));
+        assert_eq!(m.expected(ms(4500)), app(1, "fg2"));
+    }
+
+    #[test]
+    fn throttle_coalesces_latest_wins_and_expiry_restores_or_clears() {
+        let mut m = Model::default();
+        m.feed(ms(0), Input::Starting(1));
+        m.feed(ms(0), Input::Connected(1));
+        m.feed(ms(2000), req(1, "a", Some(5000)));
+        m.feed(ms(2100), req(1, "b", Some(500)));
+        m.feed(ms(2200), req(1, "c", Some(500)));
+        assert_eq!(m.expected(ms(2299)), app(1, "a"));
+        assert_eq!(m.expected(ms(2300)), app(1, "c"));
+        // "c" expires at 2800; nothing else is eligible: a clear.
+        assert_eq!(m.expected(ms(2800)), Expected::Clear);
+        m.feed(ms(3000), Input::Gone(1));
+        assert_eq!(m.expected(ms(3000)), Expected::Clear);
+    }
+
+    #[test]
+    fn a_stopped_app_gives_way_to_the_previous_one() {
+        let mut m = Model::default();
+        m.feed(ms(0), Input::Starting(1));
+        m.feed(ms(0), Input::Connected(1));
+        m.feed(ms(2000), req(1, "fg", Some(20_000)));
+        m.feed(ms(2500), req(2, "bg", Some(20_000)));
+        assert_eq!(m.expected(ms(2500)), app(2, "bg"));
+        m.feed(ms(3000), Input::Gone(2));
+        assert_eq!(m.expected(ms(3000)), app(1, "fg"));
+    }
+}
