@@ -24,10 +24,12 @@
 //! - a reply reaches only the app that asked, at most once;
 //! - every final transcript published while an app was connected, subscribed and reading
 //!   reaches it exactly once, in order;
-//! - the glasses' screen agrees with the display manager, and with the display rules as a small
-//!   reference: an app's display is on screen only while that app is connected, never past its
-//!   `durationMs`, only ever the display that app asked for, and app displays on the main view
-//!   (unless forced) are at least the throttle apart;
+//! - the glasses' screen agrees with the display manager, and the main view shows exactly what
+//!   the reference model of the display rules ([`super::display_model`], fed the inputs the
+//!   manager is fed) says: boot card, clear, or which app display (priority, lock, throttle,
+//!   latest-wins, expiry, restore); besides, an app's display is on screen only while that app
+//!   is connected, never past its `durationMs`, and app displays on the main view (unless
+//!   forced) are at least the throttle apart;
 //! - the durable state equals the reference store; after a restart from the store it is
 //!   unchanged, and glasses that come back get exactly the apps that were running.
 
