@@ -50,6 +50,7 @@ fn random_scenarios_keep_every_invariant() {
                 total.restarts += t.restarts;
                 total.displays += t.displays;
                 total.replies += t.replies;
+                total.screens_modelled += t.screens_modelled;
             }
             Err(msg) => {
                 eprintln!("scenario seed {seed} failed (replay: SIM_SEED={seed}):\n{msg}");
@@ -58,13 +59,14 @@ fn random_scenarios_keep_every_invariant() {
         }
     }
     eprintln!(
-        "simulation: {} scenarios, {} steps, {} finals checked, {} restarts, {} displays, {} replies",
+        "simulation: {} scenarios, {} steps, {} finals checked, {} restarts, {} displays, {} replies, {} screens checked against the display rules",
         seeds.len(),
         total.steps,
         total.finals_checked,
         total.restarts,
         total.displays,
-        total.replies
+        total.replies,
+        total.screens_modelled
     );
     assert!(failed.is_empty(), "failing seeds: {failed:?}");
 }

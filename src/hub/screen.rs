@@ -43,6 +43,9 @@ pub(super) struct Screen {
     pub dashboard: Dashboard,
     /// The deadline last pushed to the hub's timer heap for this session.
     armed: Option<Instant>,
+    /// Every main-view input fed to the manager, for the simulation's reference model.
+    #[cfg(any(test, feature = "sim"))]
+    pub trace: Vec<(Instant, crate::sim::display_model::Input)>,
 }
 
 /// A session's screens, made the first time something is shown or changed: an idle session
@@ -91,6 +94,8 @@ impl Screen {
             display: DisplayManager::new(t.clone()),
             dashboard: Dashboard::default(),
             armed: None,
+            #[cfg(any(test, feature = "sim"))]
+            trace: Vec::new(),
         }
     }
 
@@ -160,6 +165,21 @@ impl Hub {
             .collect()
     }
 
+    /// The main-view inputs fed to `user`'s display manager since the last call (`None`: no
+    /// session), for the simulation's reference model.
+    #[cfg(any(test, feature = "sim"))]
+    pub fn take_display_trace(
+        &mut self,
+        user: &str,
+    ) -> Option<Vec<(Instant, crate::sim::display_model::Input)>> {
+        let sk = *self.by_user.get(user)?;
+        let s = self.session_mut(sk)?;
+        if !s.screen.is_made() {
+            return Some(Vec::new());
+        }
+        Some(std::mem::take(&mut s.screen.trace))
+    }
+
     fn owner_package(&self, owner: Owner) -> &str {
         match owner {
             Owner::App(a) => &self.cfg.apps[a].package_name,
@@ -227,6 +247,12 @@ impl Hub {
         let Some(s) = self.session_mut(sk) else {
             return;
         };
+        #[cfg(any(test, feature = "sim"))]
+        if view == View::Main {
+            s.screen
+                .trace
+                .push((now.mono, crate::sim::display_model::Input::request(&d, app)));
+        }
         match s.screen.display.request(now.mono, d) {
             Ok(Accepted::Shown | Accepted::Coalesced | Accepted::HeldForBoot) => {}
             Err(r) => {
@@ -445,6 +471,10 @@ impl Hub {
         }
         let name = spec.name.clone();
         if let Some(s) = self.session_mut(sk) {
+            #[cfg(any(test, feature = "sim"))]
+            s.screen
+                .trace
+                .push((now.mono, crate::sim::display_model::Input::Starting(app)));
             s.screen.display.app_starting(now.mono, app, &name, true);
         }
         self.screen_flush(net, sk, now);
@@ -458,6 +488,10 @@ impl Hub {
         now: Now,
     ) {
         if let Some(s) = self.session_mut(sk) {
+            #[cfg(any(test, feature = "sim"))]
+            s.screen
+                .trace
+                .push((now.mono, crate::sim::display_model::Input::Connected(app)));
             s.screen.display.app_connected(now.mono, app);
         }
         self.screen_flush(net, sk, now);
@@ -476,6 +510,10 @@ impl Hub {
         };
         let dash_was_its =
             s.screen.display.screen(View::Dashboard).map(|i| i.owner) == Some(Owner::App(app));
+        #[cfg(any(test, feature = "sim"))]
+        s.screen
+            .trace
+            .push((now.mono, crate::sim::display_model::Input::Gone(app)));
         s.screen.display.app_stopped(now.mono, app);
         let had_content = s.screen.dashboard.remove_app(app);
         if had_content || dash_was_its {

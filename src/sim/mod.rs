@@ -17,6 +17,7 @@
 //! half-closed; [`scenario`] drives random sessions through such a world and checks the
 //! product's invariants after every step.
 
+pub mod display_model;
 pub mod faults;
 pub mod scenario;
 

@@ -24,13 +24,16 @@
 //! - a reply reaches only the app that asked, at most once;
 //! - every final transcript published while an app was connected, subscribed and reading
 //!   reaches it exactly once, in order;
-//! - the glasses' screen agrees with the display manager, and with the display rules as a small
-//!   reference: an app's display is on screen only while that app is connected, never past its
-//!   `durationMs`, only ever the display that app asked for, and app displays on the main view
-//!   (unless forced) are at least the throttle apart;
+//! - the glasses' screen agrees with the display manager, and the main view shows exactly what
+//!   the reference model of the display rules ([`super::display_model`], fed the inputs the
+//!   manager is fed) says: boot card, clear, or which app display (priority, lock, throttle,
+//!   latest-wins, expiry, restore); besides, an app's display is on screen only while that app
+//!   is connected, never past its `durationMs`, and app displays on the main view (unless
+//!   forced) are at least the throttle apart;
 //! - the durable state equals the reference store; after a restart from the store it is
 //!   unchanged, and glasses that come back get exactly the apps that were running.
 
+use super::display_model::{Expected, Model};
 use super::faults::Faults;
 use super::World;
 use crate::auth::{self, jwt};
@@ -113,6 +116,9 @@ pub const CAPTIONS: usize = 0;
 pub const NOTES: usize = 1;
 pub const STT: usize = 2;
 pub const PACKAGES: [&str; 3] = ["com.sim.captions", "com.sim.notes", "system.sim.stt"];
+/// The package of the box's own displays (boot card, clear).
+const SYSTEM: &str = "system.augmentos.dashboard";
+
 /// The main-view throttle of the display rules (the default).
 const THROTTLE: Duration = Duration::from_millis(300);
 
@@ -249,6 +255,8 @@ pub struct Tally {
     pub restarts: u64,
     pub displays: u64,
     pub replies: u64,
+    /// Checks of the glasses' main view against the reference model of the display rules.
+    pub screens_modelled: u64,
 }
 
 pub struct Scenario {
@@ -272,6 +280,8 @@ pub struct Scenario {
     last_app_main: [Option<Instant>; 2],
     /// Per user: the last app display the glasses were shown on the main view.
     last_app_shown: [Option<Shown>; 2],
+    /// Per user: the reference model of the display rules, fed what the manager is fed.
+    models: [Model; 2],
     pub tally: Tally,
     /// The last operations, for a failure's report.
     pub log: Vec<String>,
@@ -382,6 +392,7 @@ impl Scenario {
             seen: Default::default(),
             last_app_main: [None; 2],
             last_app_shown: [None, None],
+            models: Default::default(),
             tally: Tally::default(),
             log: Vec::new(),
         }
@@ -452,7 +463,19 @@ impl Scenario {
             12 => self.subscribe(u, app, ch.pick(64)),
             13 => self.glasses_event(u, ch.pick(5)),
             14..=16 => self.publish(u, ch.pick(3) != 0),
-            17 => self.display(u, app, ch.pick(16)),
+            17 => {
+                // A burst, so that throttle, lock and priority meet: apps display in turn,
+                // sometimes a little apart.
+                self.display(u, app, ch.pick(16));
+                for _ in 0..ch.pick(4) {
+                    if ch.pick(2) == 0 {
+                        let ms = [40, 150, 400][ch.pick(3)];
+                        self.note(format!("wait {ms} ms"));
+                        self.w.advance(Duration::from_millis(ms));
+                    }
+                    self.display(u, ch.pick(3), ch.pick(16));
+                }
+            }
             18 => self.device_request(u, app, ch.pick(2) == 0),
             19 => self.device_reply(u, ch.pick(4)),
             20 => self.write_state(u, app, ch.pick(4)),
@@ -912,6 +935,7 @@ impl Scenario {
         self.applied = 0;
         self.last_app_main = [None; 2];
         self.last_app_shown = [None, None];
+        self.models = Default::default();
         self.tally.restarts += 1;
         for (u, b) in before.into_iter().enumerate() {
             let now: BTreeSet<String> = self
@@ -1188,6 +1212,16 @@ impl Scenario {
 
     fn check_screens(&mut self) {
         for (u, &user) in USERS.iter().enumerate() {
+            match self.w.server.hub.take_display_trace(user) {
+                None => self.models[u] = Model::default(),
+                Some(trace) => {
+                    for (at, input) in trace {
+                        self.models[u].feed(at, input);
+                    }
+                }
+            }
+        }
+        for (u, &user) in USERS.iter().enumerate() {
             let Some(g) = self.newest(Role::Glasses(u)) else {
                 continue;
             };
@@ -1203,6 +1237,25 @@ impl Scenario {
             let Some(shown) = p.main.clone() else {
                 continue;
             };
+            let want = self.models[u].expected(self.w.now);
+            let agrees = match &want {
+                Expected::Nothing => true,
+                Expected::Boot => shown.package == SYSTEM && !shown.text.is_empty(),
+                Expected::Clear => shown.package == SYSTEM && shown.text.is_empty(),
+                Expected::App { app, text } => {
+                    shown.package == PACKAGES[*app] && shown.text == *text
+                }
+            };
+            if want != Expected::Nothing {
+                self.tally.screens_modelled += 1;
+            }
+            if !agrees {
+                self.fail(format!(
+                    "glasses of {u} show {}'s {:?}, the display rules say {want:?}",
+                    shown.package, shown.text
+                ));
+            }
+            let hub = &self.w.server.hub;
             let screens = hub.screens(user, self.w.now);
             let manager = screens.iter().find(|s| s.view == "main");
             let app_shown = PACKAGES.contains(&shown.package.as_str());
