@@ -1039,6 +1039,25 @@ mod tests {
         assert_eq!(s.labels(), ["bg", "fg"]);
     }
 
+    /// When the view is given back (here by a boot that ended at once) while a background app
+    /// holds the lock, the holder's display comes back, not the foreground app's, though both
+    /// are still valid. The random scenarios never reached this order; a swap of it went unseen.
+    #[test]
+    fn a_view_given_back_goes_to_the_lock_holder_before_the_foreground_app() {
+        let mut s = Sim::new();
+        s.show(FG, "fg", Some(60_000)).unwrap();
+        s.advance_to(10_400);
+        assert_eq!(s.show(BG, "bg", Some(60_000)), Ok(Accepted::Shown));
+        assert_eq!(s.m.lock_holder(), Some(BG));
+        s.advance_to(10_500);
+        s.m.app_starting(s.now, 7, "Sys", false);
+        s.drain();
+        s.advance_to(10_600);
+        s.m.app_stopped(s.now, 7);
+        s.drain();
+        assert_eq!(s.labels(), ["fg", "bg", "boot:Sys", "bg"]);
+    }
+
     #[test]
     fn background_lock_expires_after_its_lifetime() {
         let mut s = Sim::new();
