@@ -31,6 +31,8 @@
 mod captions;
 #[path = "support/ports.rs"]
 mod ports;
+#[path = "support/tools.rs"]
+mod tools;
 
 use captions::*;
 use serde_json::{json, Value};

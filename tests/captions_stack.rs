@@ -11,6 +11,8 @@
 mod captions;
 #[path = "support/ports.rs"]
 mod ports;
+#[path = "support/tools.rs"]
+mod tools;
 
 use captions::*;
 use std::fs;

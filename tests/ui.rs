@@ -42,6 +42,10 @@ use std::sync::mpsc::{self, Sender};
 use std::thread;
 use std::time::{Duration, Instant};
 
+#[path = "support/tools.rs"]
+mod tools;
+use tools::{npm_ci, runs, skip};
+
 const PACKAGE: &str = "com.example.venue";
 const APP_NAME: &str = "Venue Guide";
 const APP_KEY: &str = "venue-guide-key";
@@ -72,40 +76,16 @@ fn tools() -> Option<(PathBuf, PathBuf)> {
         missing.push("chromium (apt-get install chromium)".into());
     }
     if !missing.is_empty() {
-        let msg = format!("UI browser test skipped: missing {}", missing.join(", "));
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{msg}; failing because CI=true");
-        }
-        eprintln!("{msg}");
+        skip(&format!(
+            "UI browser test skipped: missing {}",
+            missing.join(", ")
+        ));
         return None;
     }
-    let dir = root.join("tests/ui");
-    if !dir
-        .join("node_modules/playwright-core/package.json")
-        .exists()
-    {
-        eprintln!("installing tests/ui/node_modules with `npm ci` (first run only)");
-        let out = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(&dir)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run npm ci");
-        assert!(
-            out.status.success(),
-            "`npm ci` in tests/ui failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    if let Err(e) = npm_ci(&root.join("tests/ui"), "playwright-core/package.json") {
+        panic!("{e}");
     }
     Some((root, chromium?))
-}
-
-fn runs(cmd: &mut Command) -> bool {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 /// A child process killed when dropped.

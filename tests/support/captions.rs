@@ -22,6 +22,7 @@
 #![allow(dead_code)]
 
 pub use crate::ports::free_port;
+use crate::tools::{npm_ci, runs, skip};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -80,39 +81,19 @@ pub fn prerequisites() -> Option<PathBuf> {
         );
     }
     if !missing.is_empty() {
-        let msg = format!("live captions test skipped: missing {}", missing.join(", "));
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{msg}; failing because CI=true");
-        }
-        eprintln!("{msg}");
+        skip(&format!(
+            "live captions test skipped: missing {}",
+            missing.join(", ")
+        ));
         return None;
     }
-    let app_dir = root.join("examples/live-captions");
-    if !app_dir
-        .join("node_modules/@mentra/sdk/package.json")
-        .exists()
-    {
-        let out = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(&app_dir)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run npm ci");
-        assert!(
-            out.status.success(),
-            "`npm ci` in examples/live-captions failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    if let Err(e) = npm_ci(
+        &root.join("examples/live-captions"),
+        "@mentra/sdk/package.json",
+    ) {
+        panic!("{e}");
     }
     Some(root)
-}
-
-pub fn runs(cmd: &mut Command) -> bool {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 /// How to run the stack.
