@@ -84,7 +84,9 @@ fn start_of(w: &World, i: usize) -> Option<String> {
 }
 
 fn session_requests(w: &World) -> Vec<String> {
-    (0..w.outbound.len()).filter_map(|i| start_of(w, i)).collect()
+    (0..w.outbound.len())
+        .filter_map(|i| start_of(w, i))
+        .collect()
 }
 
 fn in_flight(w: &World) -> usize {
@@ -175,9 +177,16 @@ fn a_rush_of_starts_waits_its_turn_in_order_and_every_app_becomes_active() {
     assert_eq!(active, N, "every start waited its turn");
     assert!(peak <= 16, "in flight to one app server: {peak}");
     assert_eq!(peak, 16);
-    assert_eq!(session_requests(&w), users, "sent in the order the starts arrived");
+    assert_eq!(
+        session_requests(&w),
+        users,
+        "sent in the order the starts arrived"
+    );
     assert!(w.now.saturating_since(t0) > Duration::from_secs(6));
-    assert!(oldest >= Duration::from_secs(5), "the queue's age was seen: {oldest:?}");
+    assert!(
+        oldest >= Duration::from_secs(5),
+        "the queue's age was seen: {oldest:?}"
+    );
     assert_eq!(queue(&w), (0, 0, Duration::ZERO));
     for &g in &gs {
         assert_eq!(app_stopped_error(&w.json_messages(g)), None);
@@ -298,7 +307,10 @@ fn past_the_total_bound_a_start_is_refused_with_its_code_and_counted() {
         w.server.hub.counters.refusals.get("WEBHOOK_QUEUE_FULL"),
         Some(&1)
     );
-    assert!(metrics_line(&w, r#"refusals_total{code="WEBHOOK_QUEUE_FULL"} 1"#));
+    assert!(metrics_line(
+        &w,
+        r#"refusals_total{code="WEBHOOK_QUEUE_FULL"} 1"#
+    ));
     assert_eq!(queue(&w).1, 2);
     // The others are unaffected: each is sent in turn and becomes active.
     for u in &users[..3] {

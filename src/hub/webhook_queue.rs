@@ -191,8 +191,14 @@ mod tests {
                 .unwrap();
         }
         q.push(&b, waiting(9, t0), 4).unwrap();
-        assert!(!q.can_send(&b, 1), "one waits at b: a new one waits behind it");
-        assert!(q.push(&b, waiting(10, t0), 4).is_err(), "the bound is total");
+        assert!(
+            !q.can_send(&b, 1),
+            "one waits at b: a new one waits behind it"
+        );
+        assert!(
+            q.push(&b, waiting(10, t0), 4).is_err(),
+            "the bound is total"
+        );
         let load = q.load(&a, t0 + Duration::from_secs(5));
         assert_eq!((load.in_flight, load.waiting), (1, 3));
         assert_eq!(load.oldest, Duration::from_secs(5));

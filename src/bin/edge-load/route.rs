@@ -631,8 +631,11 @@ fn route(o: &Opts) -> Result<(), String> {
         if let Some((_, cert)) = &t.tls {
             tls::make_certificate(cert, &key_path(cert))?;
         }
-        std::fs::write(path, scratch_config(&t, o.sessions, o.unix.as_deref(), o.rush))
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        std::fs::write(
+            path,
+            scratch_config(&t, o.sessions, o.unix.as_deref(), o.rush),
+        )
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         println!(
             "wrote {}; run: augmentos-edge serve --config {0}\nthen: edge-load route --server-pid PID --config {0} --apps {}{}{}",
             path.display(),
@@ -700,8 +703,11 @@ fn route(o: &Opts) -> Result<(), String> {
                 tls,
                 publisher: o.transcripts,
             };
-            std::fs::write(&cfg, scratch_config(&t, o.sessions, o.unix.as_deref(), o.rush))
-                .map_err(|e| format!("cannot write {}: {e}", cfg.display()))?;
+            std::fs::write(
+                &cfg,
+                scratch_config(&t, o.sessions, o.unix.as_deref(), o.rush),
+            )
+            .map_err(|e| format!("cannot write {}: {e}", cfg.display()))?;
             let bin = std::env::current_exe()
                 .map_err(|e| e.to_string())?
                 .with_file_name("augmentos-edge");
