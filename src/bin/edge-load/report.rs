@@ -63,6 +63,8 @@ pub struct Report {
     pub counters: Vec<String>,
     pub ignored: usize,
     pub empty_webhooks: usize,
+    /// The same, accepted after this run stopped the server it started.
+    pub empty_after_stop: usize,
     pub other: u64,
     pub other_types: Vec<String>,
     pub errors: Vec<String>,
@@ -270,6 +272,13 @@ impl Report {
                 self.empty_webhooks
             );
         }
+        if self.empty_after_stop > 0 {
+            let _ = writeln!(
+                s,
+                "  webhooks          {} connections the server had opened, not yet written, when this run stopped it",
+                self.empty_after_stop
+            );
+        }
         if self.other > 0 {
             let _ = writeln!(
                 s,
@@ -364,6 +373,7 @@ impl Report {
             "generatorCpuUsPerDelivered": self.per_delivery_us(self.self_cpu),
             "serverCounters": self.counters,
             "emptyWebhookConnections": self.empty_webhooks,
+            "emptyWebhookConnectionsAfterStop": self.empty_after_stop,
             "serverExited": !self.server_alive,
             "machine": {
                 "cpus": self.cpus,

@@ -367,8 +367,12 @@ pub struct Shared {
     pub disconnected: AtomicUsize,
     /// `session_request`s for users of another run, refused.
     pub ignored: AtomicUsize,
-    /// Webhook connections closed before a request was sent.
+    /// Webhook connections closed before a request was sent, while the server ran and after
+    /// this run stopped it (connections it had opened but not yet written to when killed).
     pub empty_webhooks: AtomicUsize,
+    pub empty_after_stop: AtomicUsize,
+    /// Set just before the server this run started is killed.
+    pub server_stopped: AtomicBool,
     /// Webhook connections open at the app server now, and the most at once.
     pub webhooks_open: AtomicUsize,
     pub webhooks_peak: AtomicUsize,
@@ -467,7 +471,10 @@ fn webhook(mut c: TcpStream, sh: &Shared) {
         Ok(r) => r,
         // Closed before a byte was sent: counted, not an error (the server gave up on it).
         Err(e) if e.is_empty() => {
-            sh.empty_webhooks.fetch_add(1, Relaxed);
+            match sh.server_stopped.load(Relaxed) {
+                true => sh.empty_after_stop.fetch_add(1, Relaxed),
+                false => sh.empty_webhooks.fetch_add(1, Relaxed),
+            };
             return;
         }
         Err(e) => return sh.error(e),
@@ -773,6 +780,8 @@ fn route(o: &Opts) -> Result<(), String> {
         disconnected: AtomicUsize::new(0),
         ignored: AtomicUsize::new(0),
         empty_webhooks: AtomicUsize::new(0),
+        empty_after_stop: AtomicUsize::new(0),
+        server_stopped: AtomicBool::new(false),
         webhooks_open: AtomicUsize::new(0),
         webhooks_peak: AtomicUsize::new(0),
         errors: Mutex::new(Vec::new()),
@@ -1033,7 +1042,19 @@ fn route(o: &Opts) -> Result<(), String> {
     // Stop: the driver publishes its results and the glasses say goodbye.
     sh.stop.store(true, Relaxed);
     driver.join();
+    if server.is_some() {
+        // The goodbye's stop_app made the server send a stop_request per app: let them be
+        // answered before killing it, or the connections it opened and had not yet written
+        // to are cut (the listener then sees them closed before a request).
+        let settle = Instant::now() + Duration::from_secs(10);
+        while webhooks_pending(target.port) > 0.0 && Instant::now() < settle {
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+    sh.server_stopped.store(true, Relaxed);
     drop(server);
+    // What the listener still had to accept arrives within moments.
+    thread::sleep(Duration::from_millis(300));
 
     // Report.
     let results = std::mem::take(&mut *sh.results.lock().unwrap());
@@ -1115,6 +1136,7 @@ fn route(o: &Opts) -> Result<(), String> {
         counters,
         ignored: sh.ignored.load(Relaxed),
         empty_webhooks: sh.empty_webhooks.load(Relaxed),
+        empty_after_stop: sh.empty_after_stop.load(Relaxed),
         other,
         other_types: other_types.iter().map(|t| t.to_string()).collect(),
         errors: sh.errors.lock().unwrap().clone(),
@@ -1179,6 +1201,19 @@ fn start_summary(port: u16) -> String {
             + get(r#"augmentos_edge_webhooks_total{outcome="http_error"}"#),
         get(r#"augmentos_edge_refusals_total{code="WEBHOOK_QUEUE_FULL"}"#),
     )
+}
+
+/// Webhooks the server has in flight or waiting, all app servers together (0 for a server
+/// without these gauges).
+fn webhooks_pending(port: u16) -> f64 {
+    server_metrics(port)
+        .lines()
+        .filter(|l| {
+            l.starts_with("augmentos_edge_webhooks_in_flight{")
+                || l.starts_with("augmentos_edge_webhook_queue_length{")
+        })
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
 }
 
 /// The server's non-zero counters from `/metrics` (not the per-connection rows).
