@@ -271,8 +271,7 @@ impl Hub {
             return false;
         };
         run.waiting = false;
-        let target = &self.cfg.apps[app].webhook_target;
-        self.hooks.cancel_start(target, sk, app).is_some()
+        self.hooks.cancel_start(sk, app).is_some()
     }
 
     /// Every app server's webhooks in flight and waiting (with the oldest one's wait), one

@@ -102,17 +102,20 @@ impl WebhookQueue {
         w
     }
 
-    /// Take the start of (`sess`, `app`) out of `target`'s FIFO (it was cancelled); returns it.
-    pub fn cancel_start(&mut self, target: &Target, sess: SessKey, app: usize) -> Option<Waiting> {
-        let s = self.servers.get_mut(target)?;
-        let at = s.fifo.iter().position(|w| {
-            w.sess == sess && w.app == app && matches!(w.kind, WebhookKind::Start { .. })
+    /// Take the start of (`sess`, `app`) out of the FIFO it waits in (it was cancelled);
+    /// returns it. Every server is looked at: a reload may have moved the app since.
+    pub fn cancel_start(&mut self, sess: SessKey, app: usize) -> Option<Waiting> {
+        let (target, at) = self.servers.iter().find_map(|(t, s)| {
+            let at = s.fifo.iter().position(|w| {
+                w.sess == sess && w.app == app && matches!(w.kind, WebhookKind::Start { .. })
+            })?;
+            Some((t.clone(), at))
         })?;
-        let w = s.fifo.remove(at);
+        let w = self.servers.get_mut(&target)?.fifo.remove(at);
         if w.is_some() {
             self.waiting -= 1;
         }
-        self.forget_if_idle(target);
+        self.forget_if_idle(&target);
         w
     }
 
@@ -207,8 +210,8 @@ mod tests {
         q.finished(&a);
         assert_eq!(q.next(&a, 1).map(|w| w.sess), Some(sk(0)));
         q.sent(&a);
-        assert_eq!(q.cancel_start(&a, sk(1), 0).map(|w| w.sess), Some(sk(1)));
-        assert!(q.cancel_start(&a, sk(1), 0).is_none(), "taken out once");
+        assert_eq!(q.cancel_start(sk(1), 0).map(|w| w.sess), Some(sk(1)));
+        assert!(q.cancel_start(sk(1), 0).is_none(), "taken out once");
         q.finished(&a);
         assert_eq!(q.next(&a, 1).map(|w| w.sess), Some(sk(2)));
         assert_eq!(q.waiting(), 1);

@@ -24,7 +24,7 @@
 
 use crate::driver::{AppResult, AppSink, Displays, Driver, GlassesLive, Load};
 use crate::peer::{self, Proto};
-use crate::report::{Interims, Report};
+use crate::report::{Interims, Report, Rush};
 use crate::stats::{self, Histogram};
 use crate::tls;
 use crate::tls::rustls::ClientConfig;
@@ -890,13 +890,16 @@ fn route(o: &Opts) -> Result<(), String> {
         }
         thread::sleep(Duration::from_millis(10));
     }
-    if o.rush && o.peer.is_none() {
+    let rush = (o.rush && o.peer.is_none()).then(|| Rush {
+        last_active_secs: starts_at.elapsed().as_secs_f64(),
+        webhooks_peak: sh.webhooks_peak.load(Relaxed),
+        server: start_summary(target.port),
+    });
+    if let Some(r) = &rush {
         eprintln!(
             "rush: {want} app starts sent at once; the last app active {:.2} s after the first start; \
              webhooks in flight at the app server at most {} at once; server: {}",
-            starts_at.elapsed().as_secs_f64(),
-            sh.webhooks_peak.load(Relaxed),
-            start_summary(target.port),
+            r.last_active_secs, r.webhooks_peak, r.server,
         );
     }
     // Probe until every app got an event, so no subscription is still on its way when the
@@ -1137,6 +1140,7 @@ fn route(o: &Opts) -> Result<(), String> {
         ignored: sh.ignored.load(Relaxed),
         empty_webhooks: sh.empty_webhooks.load(Relaxed),
         empty_after_stop: sh.empty_after_stop.load(Relaxed),
+        rush,
         other,
         other_types: other_types.iter().map(|t| t.to_string()).collect(),
         errors: sh.errors.lock().unwrap().clone(),
@@ -1282,12 +1286,13 @@ mod tests {
         assert_eq!(rush["limits"]["maxWebhooksPerServer"], Value::Null);
         assert_eq!(rush["timings"]["appConnectTimeoutMs"], Value::Null);
         assert_eq!(rush["timings"]["webhookTimeoutMs"], Value::Null);
-        assert!(augmentos_edge::config::Config::from_json(&scratch_config(
-            &target(None),
-            5000,
-            None,
-            true
-        ))
-        .is_ok());
+        // The box takes it as it is (a secret of the length a run makes).
+        let t = Target {
+            secret: stats::random_hex(24),
+            ..target(None)
+        };
+        let checked =
+            augmentos_edge::config::Config::from_json(&scratch_config(&t, 5000, None, true));
+        assert!(checked.is_ok(), "{:?}", checked.err());
     }
 }
