@@ -1121,6 +1121,35 @@ mod tests {
     }
 
     #[test]
+    fn webhook_queue_keys_reach_their_fields_and_are_checked() {
+        let c = Config::from_json(
+            r#"{"limits": {"maxQueuedWebhooks": 7}, "timings": {"webhookQueueTimeoutMs": 1234}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.hub.max_queued_webhooks, 7);
+        assert_eq!(
+            c.hub.timings.webhook_queue_timeout,
+            Duration::from_millis(1234)
+        );
+        let d = Config::embedded();
+        assert_eq!(d.hub.max_queued_webhooks, 10_000);
+        assert_eq!(d.hub.timings.webhook_queue_timeout, Duration::from_secs(60));
+        for (bad, key) in [
+            (
+                r#"{"limits": {"maxQueuedWebhooks": 0}}"#,
+                "limits.maxQueuedWebhooks",
+            ),
+            (
+                r#"{"timings": {"webhookQueueTimeoutMs": 5}}"#,
+                "timings.webhookQueueTimeoutMs",
+            ),
+        ] {
+            let err = Config::from_json(bad).unwrap_err();
+            assert!(err.contains(key), "{err}");
+        }
+    }
+
+    #[test]
     fn the_ui_is_off_unless_enabled_and_needs_a_token_with_a_real_secret() {
         let c = Config::embedded();
         assert_eq!(c.server.operator_token.as_deref(), Some(DEV_OPERATOR_TOKEN));
