@@ -1,7 +1,11 @@
 //! Core layer (sans-IO), part of the hub: the app lifecycle. Start (webhook, connect deadline,
 //! webhook retry), unexpected drops (reconnect grace, restart with doubling backoff, bounded),
-//! and stops on purpose. Invariant: each start has its own id, so a late answer to an earlier
-//! start never counts against a newer one; apps stopped on purpose are never restarted.
+//! and stops on purpose; and the sending of webhooks: one at a time per (session, app), at most
+//! `max_webhooks_per_server` in flight to one app server, the rest waiting their turn in that
+//! server's FIFO ([`webhook_queue`]). Invariants: each start has its own id, so a late answer
+//! to an earlier start never counts against a newer one; apps stopped on purpose are never
+//! restarted; a start waiting in a FIFO is there only while its app is loading for that very
+//! start (`AppRun::waiting`), and its connect deadline runs from its send.
 
 use super::*;
 

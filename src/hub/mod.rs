@@ -19,7 +19,8 @@
 //! - every timer is re-checked against the state when it fires (spurious fires are no-ops).
 //!
 //! The rules live in submodules by concern: `access` (upgrades and REST), `glasses`, `apps`,
-//! `lifecycle` (start, restart, stop) and `view` (what the glasses are shown); this file holds
+//! `lifecycle` (start, restart, stop, and sending webhooks), `webhook_queue` (webhooks in
+//! flight and waiting per app server) and `view` (what the glasses are shown); this file holds
 //! the state, the timers and the dispatch of connection events.
 
 mod access;
