@@ -229,6 +229,7 @@ pub fn effective(c: &Config) -> Value {
             "maxConnections": s.max_connections,
             "maxOutbound": s.max_outbound,
             "maxWebhooksPerServer": c.hub.max_webhooks_per_server,
+            "maxQueuedWebhooks": c.hub.max_queued_webhooks,
             "lifecycleBurst": c.hub.lifecycle_burst,
         },
         "timings": {
@@ -245,6 +246,7 @@ pub fn effective(c: &Config) -> Value {
             "webhookTimeoutMs": ms(t.webhook_timeout),
             "webhookAttempts": t.webhook_attempts,
             "webhookBackoffMs": ms(t.webhook_backoff),
+            "webhookQueueTimeoutMs": ms(t.webhook_queue_timeout),
             "restartAttempts": t.restart_attempts,
             "restartBackoffMs": ms(t.restart_backoff),
             "micDebounceMs": ms(t.mic_debounce),

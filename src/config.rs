@@ -208,6 +208,8 @@ struct RawLimits {
     /// Outbound requests (webhooks) in flight, in total and to one app server.
     max_outbound: Option<Ranged<1, 65_536>>,
     max_webhooks_per_server: Option<Ranged<1, 65_536>>,
+    /// Webhooks waiting for a slot at their app server, all servers together.
+    max_queued_webhooks: Option<Ranged<1, 1_000_000>>,
     /// App start/stop requests per session: a burst, then one per `lifecycleRefillMs`.
     lifecycle_burst: Option<Ranged<1, 10_000>>,
     /// A `display_event` layout larger than this is refused (`LAYOUT_TOO_LARGE`).
@@ -228,6 +230,8 @@ struct RawTimings {
     webhook_timeout_ms: Option<Ranged<100, 600_000>>,
     webhook_attempts: Option<Ranged<1, 10>>,
     webhook_backoff_ms: Option<Ranged<0, 600_000>>,
+    /// How long a start may wait for a webhook slot at its app server.
+    webhook_queue_timeout_ms: Option<Ranged<100, 3_600_000>>,
     restart_attempts: Option<Ranged<0, 100>>,
     restart_backoff_ms: Option<Ranged<0, 600_000>>,
     glasses_init_timeout_ms: Option<Ranged<100, 600_000>>,
@@ -359,6 +363,7 @@ impl RawConfig {
             set(&mut hub.max_apps_per_session, l.max_apps_per_session);
             set(&mut server.max_outbound, l.max_outbound);
             set(&mut hub.max_webhooks_per_server, l.max_webhooks_per_server);
+            set(&mut hub.max_queued_webhooks, l.max_queued_webhooks);
             set(&mut hub.lifecycle_burst, l.lifecycle_burst);
             set(&mut hub.max_layout_bytes, l.max_layout_bytes);
             set(&mut hub.max_pending_requests, l.max_pending_requests);
@@ -379,6 +384,7 @@ impl RawConfig {
             set(&mut h.webhook_timeout, t.webhook_timeout_ms);
             set(&mut h.webhook_attempts, t.webhook_attempts);
             set(&mut h.webhook_backoff, t.webhook_backoff_ms);
+            set(&mut h.webhook_queue_timeout, t.webhook_queue_timeout_ms);
             set(&mut h.restart_attempts, t.restart_attempts);
             set(&mut h.restart_backoff, t.restart_backoff_ms);
             set(&mut h.glasses_init_timeout, t.glasses_init_timeout_ms);
@@ -1112,6 +1118,35 @@ mod tests {
         );
         let err = Config::from_json(r#"{"limits": {"maxPendingRequests": 0}}"#).unwrap_err();
         assert!(err.contains("limits.maxPendingRequests"), "{err}");
+    }
+
+    #[test]
+    fn webhook_queue_keys_reach_their_fields_and_are_checked() {
+        let c = Config::from_json(
+            r#"{"limits": {"maxQueuedWebhooks": 7}, "timings": {"webhookQueueTimeoutMs": 1234}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.hub.max_queued_webhooks, 7);
+        assert_eq!(
+            c.hub.timings.webhook_queue_timeout,
+            Duration::from_millis(1234)
+        );
+        let d = Config::embedded();
+        assert_eq!(d.hub.max_queued_webhooks, 10_000);
+        assert_eq!(d.hub.timings.webhook_queue_timeout, Duration::from_secs(60));
+        for (bad, key) in [
+            (
+                r#"{"limits": {"maxQueuedWebhooks": 0}}"#,
+                "limits.maxQueuedWebhooks",
+            ),
+            (
+                r#"{"timings": {"webhookQueueTimeoutMs": 5}}"#,
+                "timings.webhookQueueTimeoutMs",
+            ),
+        ] {
+            let err = Config::from_json(bad).unwrap_err();
+            assert!(err.contains(key), "{err}");
+        }
     }
 
     #[test]

@@ -66,6 +66,36 @@ fn a_short_route_run_writes_a_json_report_with_nothing_lost() {
     assert_eq!(r["glassesTransport"], "tcp", "{r}");
 }
 
+#[test]
+fn a_rush_of_starts_against_the_default_webhook_cap_sets_every_app_up() {
+    // 40 starts at once; the box keeps at most 16 webhooks in flight to the app server.
+    let args = [
+        "--rush",
+        "--sessions",
+        "40",
+        "--apps",
+        "1",
+        "--seconds",
+        "1",
+        "--rate",
+        "100",
+    ];
+    let (r, stdout) = route("rush", &args);
+    check_clean(&r, &stdout, 1);
+    let rush = &r["rush"];
+    assert!(rush["lastActiveSeconds"].as_f64().is_some(), "{r}");
+    let peak = rush["webhooksInFlightPeak"].as_u64().expect("the peak");
+    assert!((1..=16).contains(&peak), "{r}");
+    let server = rush["server"].as_str().expect("the server's account");
+    assert!(server.contains("0 failed;"), "{server}");
+    assert!(
+        stdout.contains("  rush              40 starts at once"),
+        "{stdout}"
+    );
+    assert_eq!(r["emptyWebhookConnections"], 0, "{r}");
+    assert_eq!(r["emptyWebhookConnectionsAfterStop"], 0, "{r}");
+}
+
 /// `--tls` writes its scratch certificate with the openssl command.
 fn have_openssl() -> bool {
     let ok = Command::new("openssl").arg("version").output().is_ok();

@@ -119,6 +119,8 @@ impl Hub {
         let Some(user) = self.session(sk).map(|s| s.user.clone()) else {
             return;
         };
+        // Connected before its start webhook left the queue: that webhook is moot.
+        self.cancel_waiting_start(sk, app);
         let prefix =
             messages::data_stream_prefix(&format!("{user}-{}", self.cfg.apps[app].package_name));
         let Some(run) = self.run_mut(sk, app) else {

@@ -1,7 +1,11 @@
 //! Core layer (sans-IO), part of the hub: the app lifecycle. Start (webhook, connect deadline,
 //! webhook retry), unexpected drops (reconnect grace, restart with doubling backoff, bounded),
-//! and stops on purpose. Invariant: each start has its own id, so a late answer to an earlier
-//! start never counts against a newer one; apps stopped on purpose are never restarted.
+//! and stops on purpose; and the sending of webhooks: one at a time per (session, app), at most
+//! `max_webhooks_per_server` in flight to one app server, the rest waiting their turn in that
+//! server's FIFO ([`webhook_queue`]). Invariants: each start has its own id, so a late answer
+//! to an earlier start never counts against a newer one; apps stopped on purpose are never
+//! restarted; a start waiting in a FIFO is there only while its app is loading for that very
+//! start (`AppRun::waiting`), and its connect deadline runs from its send.
 
 use super::*;
 
@@ -46,6 +50,7 @@ impl Hub {
             active_since: None,
             error: None,
             prefix: Box::default(),
+            waiting: false,
         });
         match run.state {
             AppState::Loading { .. } | AppState::Active | AppState::Reconnecting { .. } => {
@@ -67,8 +72,9 @@ impl Hub {
         run.attempt = 1;
         self.next_start = start;
         self.arm(until, TimerKey::App(sk, app));
-        self.send_session_request(net, sk, app, 1, now);
+        // The boot screen first: a start refused at once (queue full) then takes it down.
         self.screen_app_starting(net, sk, app, now);
+        self.send_session_request(net, sk, app, 1, now);
         true
     }
 
@@ -108,8 +114,8 @@ impl Hub {
     /// the same (session, app) — a stop, or the start attempt still loading — a later one waits
     /// for it, replacing any that already waits: the app server hears them in order, and a
     /// burst of start/stop toggles reaches it as its latest wish only. At most
-    /// `max_webhooks_per_server` are in flight to one app server; one that cannot be sent
-    /// counts as a failed attempt.
+    /// `max_webhooks_per_server` are in flight to one app server; the others wait their turn
+    /// in that server's FIFO (see [`Hub::send_webhook`]).
     pub(super) fn post_webhook<T: serde::Serialize>(
         &mut self,
         net: &mut impl Outbox,
@@ -137,46 +143,153 @@ impl Hub {
             }
             return;
         }
-        self.send_webhook(net, sk, app, kind, &request, now);
+        self.send_webhook(net, sk, app, kind, request, now);
     }
 
+    /// Send it now if its app server has a free slot and no one waits before it; otherwise
+    /// queue it at the back of that server's FIFO. A waiting start keeps the app loading (its
+    /// boot screen shows) for at most `webhook_queue_timeout`; its connect deadline starts
+    /// when it is sent. Past `max_queued_webhooks` waiting in all, it is refused
+    /// (`WEBHOOK_QUEUE_FULL`, counted): a start fails with that code, a stop is dropped.
     fn send_webhook(
         &mut self,
         net: &mut impl Outbox,
         sk: SessKey,
         app: usize,
         kind: WebhookKind,
+        request: Vec<u8>,
+        now: Now,
+    ) {
+        let target = self.cfg.apps[app].webhook_target.clone();
+        if self
+            .hooks
+            .can_send(&target, self.cfg.max_webhooks_per_server)
+        {
+            return self.open_webhook(net, target, sk, app, kind, &request, now);
+        }
+        let waiting = webhook_queue::Waiting {
+            sess: sk,
+            app,
+            kind,
+            request,
+            since: now.mono,
+        };
+        if self
+            .hooks
+            .push(&target, waiting, self.cfg.max_queued_webhooks)
+            .is_err()
+        {
+            self.refused("WEBHOOK_QUEUE_FULL");
+            log::warn!(
+                "event=webhook_refused code=WEBHOOK_QUEUE_FULL package={:?} waiting={}",
+                self.cfg.apps[app].package_name,
+                self.hooks.waiting()
+            );
+            if self.webhook_wanted(sk, app, kind) && matches!(kind, WebhookKind::Start { .. }) {
+                self.start_failed(net, sk, app, "WEBHOOK_QUEUE_FULL", now);
+            }
+            return;
+        }
+        self.counters.webhooks_queued += 1;
+        if matches!(kind, WebhookKind::Start { .. }) && self.webhook_wanted(sk, app, kind) {
+            if let Some(run) = self.run_mut(sk, app) {
+                run.waiting = true;
+            }
+            self.set_loading_until(sk, app, now.mono + self.cfg.timings.webhook_queue_timeout);
+        }
+    }
+
+    /// A loading app (not between webhook attempts) now waits until `until`.
+    fn set_loading_until(&mut self, sk: SessKey, app: usize, until: Instant) {
+        if let Some(run) = self.run_mut(sk, app) {
+            if let AppState::Loading { retry_at: None, .. } = run.state {
+                run.state = AppState::Loading {
+                    until,
+                    retry_at: None,
+                };
+                self.arm(until, TimerKey::App(sk, app));
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn open_webhook(
+        &mut self,
+        net: &mut impl Outbox,
+        target: Target,
+        sk: SessKey,
+        app: usize,
+        kind: WebhookKind,
         request: &[u8],
         now: Now,
     ) {
-        let target = &self.cfg.apps[app].webhook_target;
-        let in_flight = self.per_server.get(target).copied().unwrap_or(0);
+        let deadline = now.mono + self.cfg.timings.webhook_timeout;
+        let conn = net.open_client(target.clone(), request, deadline);
         let w = Webhook {
             sess: sk,
             app,
             kind,
             sent: now.mono,
+            target,
         };
-        if in_flight >= self.cfg.max_webhooks_per_server {
-            log::warn!(
-                "event=webhook_not_sent package={:?} in_flight={in_flight}",
-                self.cfg.apps[app].package_name
-            );
-            self.webhook_outcome("not_sent");
-            return self.webhook_failed(net, w, now);
-        }
-        let deadline = now.mono + self.cfg.timings.webhook_timeout;
-        match net.open_client(target.clone(), request, deadline) {
+        match conn {
             Some(conn) => {
                 self.counters.webhooks_sent += 1;
-                *self.per_server.entry(target.clone()).or_default() += 1;
+                self.hooks.sent(&w.target);
                 self.webhooks.insert(conn, w);
             }
             None => {
+                log::warn!(
+                    "event=webhook_not_sent package={:?} reason=outbound_full",
+                    self.cfg.apps[app].package_name
+                );
                 self.webhook_outcome("not_sent");
                 self.webhook_failed(net, w, now)
             }
         }
+    }
+
+    /// Hand `target`'s free slots to the webhooks waiting longest for them. A start sent from
+    /// the queue gets its full connect time from now.
+    fn pump_webhooks(&mut self, net: &mut impl Outbox, target: &Target, now: Now) {
+        let cap = self.cfg.max_webhooks_per_server;
+        while let Some(w) = self.hooks.next(target, cap) {
+            if !self.webhook_wanted(w.sess, w.app, w.kind) {
+                continue;
+            }
+            if let WebhookKind::Start { .. } = w.kind {
+                if let Some(run) = self.run_mut(w.sess, w.app) {
+                    run.waiting = false;
+                }
+                let until = now.mono + self.cfg.timings.app_connect_timeout;
+                self.set_loading_until(w.sess, w.app, until);
+            }
+            self.open_webhook(net, target.clone(), w.sess, w.app, w.kind, &w.request, now);
+        }
+    }
+
+    /// The start of (`sk`, `app`) will not be sent after all (the app stopped, failed, or
+    /// connected by itself): it leaves its server's FIFO. True if it was waiting there.
+    pub(super) fn cancel_waiting_start(&mut self, sk: SessKey, app: usize) -> bool {
+        let Some(run) = self.run_mut(sk, app).filter(|r| r.waiting) else {
+            return false;
+        };
+        run.waiting = false;
+        self.hooks.cancel_start(sk, app).is_some()
+    }
+
+    /// Every app server's webhooks in flight and waiting (with the oldest one's wait), one
+    /// entry per distinct server of the registered apps, for `/metrics` and the operator page.
+    pub fn webhook_servers(&self, now: Now) -> Vec<ServerLoad> {
+        let mut seen: Vec<&Target> = Vec::new();
+        for a in &self.cfg.apps {
+            if !a.package_name.is_empty() && !seen.contains(&&a.webhook_target) {
+                seen.push(&a.webhook_target);
+            }
+        }
+        seen.into_iter()
+            .map(|t| self.hooks.load(t, now.mono))
+            .collect()
     }
 
     pub fn on_http_done(
@@ -189,13 +302,8 @@ impl Hub {
         let Some(w) = self.webhooks.remove(&id) else {
             return;
         };
-        let target = &self.cfg.apps[w.app].webhook_target;
-        if let Some(n) = self.per_server.get_mut(target) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_server.remove(target);
-            }
-        }
+        self.hooks.finished(&w.target);
+        let target = w.target.clone();
         let (sk, app) = (w.sess, w.app);
         let took = now.mono.saturating_since(w.sent).as_micros();
         let took = u64::try_from(took).unwrap_or(u64::MAX);
@@ -215,20 +323,15 @@ impl Hub {
             );
             self.webhook_failed(net, w, now);
         }
+        // The slot goes to the server's longest waiting first; the same app's next webhook
+        // then takes its turn like any other.
+        self.pump_webhooks(net, &target, now);
         if let Some(q) = self.queued.remove(&(sk, app)) {
             if self.webhook_wanted(sk, app, q.kind) {
                 // A start that waited gets its full connect time from now.
                 let until = now.mono + self.cfg.timings.app_connect_timeout;
-                if let Some(run) = self.run_mut(sk, app) {
-                    if let AppState::Loading { retry_at: None, .. } = run.state {
-                        run.state = AppState::Loading {
-                            until,
-                            retry_at: None,
-                        };
-                        self.arm(until, TimerKey::App(sk, app));
-                    }
-                }
-                self.send_webhook(net, sk, app, q.kind, &q.request, now);
+                self.set_loading_until(sk, app, until);
+                self.send_webhook(net, sk, app, q.kind, q.request, now);
             }
         }
     }
@@ -335,6 +438,7 @@ impl Hub {
         let Some(run) = self.run_mut(sk, app) else {
             return;
         };
+        let waiting = run.waiting;
         match run.state {
             AppState::Loading {
                 retry_at: Some(at), ..
@@ -353,7 +457,16 @@ impl Hub {
                 until,
                 retry_at: None,
             } if until <= now.mono => {
-                self.start_failed(net, sk, app, "APP_CONNECT_TIMEOUT", now);
+                if waiting {
+                    log::warn!(
+                        "event=webhook_queue_timeout package={:?}",
+                        self.cfg.apps[app].package_name
+                    );
+                    self.webhook_outcome("queue_timeout");
+                    self.start_failed(net, sk, app, "WEBHOOK_QUEUE_TIMEOUT", now);
+                } else {
+                    self.start_failed(net, sk, app, "APP_CONNECT_TIMEOUT", now);
+                }
             }
             AppState::Reconnecting { until } if until <= now.mono => {
                 self.schedule_restart(net, sk, app, "APP_DISCONNECTED", now);
@@ -382,6 +495,7 @@ impl Hub {
         error: &'static str,
         now: Now,
     ) {
+        self.cancel_waiting_start(sk, app);
         let restarting = self.run_mut(sk, app).is_some_and(|r| r.restarts > 0);
         if restarting {
             return self.schedule_restart(net, sk, app, error, now);
@@ -421,6 +535,7 @@ impl Hub {
         error: &'static str,
         now: Now,
     ) {
+        self.cancel_waiting_start(sk, app);
         let Some(run) = self.run_mut(sk, app) else {
             return;
         };
@@ -459,12 +574,16 @@ impl Hub {
         close_reason: &str,
         now: Now,
     ) {
+        // A start still waiting for its app server leaves the queue; the server never heard of
+        // it, so it hears no stop either.
+        let unsent = self.cancel_waiting_start(sk, app);
         let Some(s) = self.session_mut(sk) else {
             return;
         };
         let Some(run) = s.apps.remove(&app) else {
             return;
         };
+        let unsent = unsent && run.attempt == 1 && run.restarts == 0;
         let user = s.user.clone();
         if let Some(conn) = run.conn {
             self.links.remove(&conn);
@@ -478,7 +597,7 @@ impl Hub {
             net.send_json(conn, &msg);
             net.close_websocket(conn, 1000, close_reason, now.mono);
         }
-        if run.state.is_live() {
+        if run.state.is_live() && !unsent {
             let session_id = format!("{user}-{}", self.cfg.apps[app].package_name);
             let body = messages::stop_request(&session_id, &user, reason, now.iso());
             self.post_webhook(net, sk, app, WebhookKind::Stop, &body, now);

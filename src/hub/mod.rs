@@ -19,7 +19,8 @@
 //! - every timer is re-checked against the state when it fires (spurious fires are no-ops).
 //!
 //! The rules live in submodules by concern: `access` (upgrades and REST), `glasses`, `apps`,
-//! `lifecycle` (start, restart, stop) and `view` (what the glasses are shown); this file holds
+//! `lifecycle` (start, restart, stop, and sending webhooks), `webhook_queue` (webhooks in
+//! flight and waiting per app server) and `view` (what the glasses are shown); this file holds
 //! the state, the timers and the dispatch of connection events.
 
 mod access;
@@ -41,6 +42,8 @@ mod routes;
 mod screen;
 mod streams;
 mod view;
+mod webhook_queue;
+pub use webhook_queue::ServerLoad;
 
 pub use rest::percent_decode;
 pub use screen::ScreenView;
@@ -71,6 +74,9 @@ pub struct Timings {
     pub webhook_timeout: Duration,
     pub webhook_attempts: u32,
     pub webhook_backoff: Duration,
+    /// How long a start may wait for a free webhook slot at its app server before it fails
+    /// `WEBHOOK_QUEUE_TIMEOUT` (the connect deadline counts from the send, not from here).
+    pub webhook_queue_timeout: Duration,
     /// Restarts through the webhook after unexpected drops, and the first backoff (doubling).
     pub restart_attempts: u32,
     pub restart_backoff: Duration,
@@ -97,6 +103,7 @@ impl Default for Timings {
             webhook_timeout: Duration::from_secs(10),
             webhook_attempts: 2,
             webhook_backoff: Duration::from_secs(1),
+            webhook_queue_timeout: Duration::from_secs(60),
             restart_attempts: 3,
             restart_backoff: Duration::from_secs(1),
             restart_reset_after: Duration::from_secs(60),
@@ -120,6 +127,9 @@ pub struct HubConfig {
     pub timings: Timings,
     /// Webhooks in flight to one app server (host and port) at once.
     pub max_webhooks_per_server: usize,
+    /// Webhooks waiting for a slot, all app servers together; one more is refused
+    /// (`WEBHOOK_QUEUE_FULL`).
+    pub max_queued_webhooks: usize,
     /// App start/stop requests per session: a burst of this many, then one per
     /// `lifecycle_refill`.
     pub lifecycle_burst: u32,
@@ -144,6 +154,7 @@ impl Default for HubConfig {
             apps: Vec::new(),
             timings: Timings::default(),
             max_webhooks_per_server: 16,
+            max_queued_webhooks: 10_000,
             lifecycle_burst: 10,
             lifecycle_refill: Duration::from_secs(1),
             max_layout_bytes: 32 * 1024,
@@ -275,6 +286,8 @@ struct AppRun {
     error: Option<&'static str>,
     /// The `data_stream` prefix for this app in this session, built once when it binds.
     prefix: Box<[u8]>,
+    /// Its start webhook waits in its app server's FIFO (so cancelling looks there only then).
+    waiting: bool,
 }
 
 #[derive(Debug)]
@@ -387,6 +400,8 @@ struct Webhook {
     kind: WebhookKind,
     /// When it was handed to the connection table (for the latency histogram).
     sent: Instant,
+    /// The app server it went to (its slot is given back there, whatever a reload changes).
+    target: Target,
 }
 
 /// A webhook waiting for the one in flight for the same (session, app) to finish; a newer one
@@ -488,12 +503,15 @@ pub struct HubCounters {
     pub sessions_ended: u64,
     /// Webhooks replaced by a newer one for the same app before they were sent.
     pub webhooks_coalesced: u64,
+    /// Webhooks that waited for a free slot at their app server.
+    pub webhooks_queued: u64,
     /// Lossy messages not delivered to a backed-up subscriber, by stream.
     pub dropped: BTreeMap<&'static str, u64>,
     /// Times a feeder (glasses, publisher) was not read because a subscriber was backed up.
     pub feeder_pauses: u64,
     /// Webhooks by outcome: `ok` (2xx), `http_error` (another status), `failed` (no usable
-    /// response: refused, reset, timed out), `not_sent` (too many in flight).
+    /// response: refused, reset, timed out), `not_sent` (no outbound connection free),
+    /// `queue_timeout` (a start that waited for its app server past `webhook_queue_timeout`).
     pub webhook_outcomes: BTreeMap<&'static str, u64>,
     /// How long sent webhooks took until their outcome ([`crate::histogram::WEBHOOK_US`]).
     pub webhook_latency: crate::histogram::Histogram,
@@ -518,8 +536,8 @@ pub struct Hub {
     links: IdMap<Link>,
     webhooks: IdMap<Webhook>,
     queued: HashMap<(SessKey, usize), Queued>,
-    /// Webhooks in flight per app server.
-    per_server: HashMap<Target, usize>,
+    /// Webhooks in flight and waiting, per app server.
+    hooks: webhook_queue::WebhookQueue,
     timers: TimerHeap<TimerKey>,
     /// What survives a restart, in memory; changes leave through `poll_persist`.
     durable: Durable,
@@ -547,7 +565,7 @@ impl Hub {
             links: IdMap::default(),
             webhooks: IdMap::default(),
             queued: HashMap::new(),
-            per_server: HashMap::new(),
+            hooks: webhook_queue::WebhookQueue::default(),
             timers: TimerHeap::default(),
             durable: Durable::from_snapshot(state),
             next_registration: 0,

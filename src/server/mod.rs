@@ -463,7 +463,7 @@ impl Server {
         .map(|(r, v)| (vec![("reason", r)], n(v)))
         .collect();
         let mut outcomes: Vec<(metrics::Labels<'_>, f64)> =
-            ["ok", "http_error", "failed", "not_sent"]
+            ["ok", "http_error", "failed", "not_sent", "queue_timeout"]
                 .into_iter()
                 .map(|o| {
                     let v = hc.webhook_outcomes.get(o).copied().unwrap_or(0);
@@ -471,6 +471,17 @@ impl Server {
                 })
                 .collect();
         outcomes.push((vec![("outcome", "coalesced")], n(hc.webhooks_coalesced)));
+        // Per app server (bounded by the config's apps): in flight, waiting, oldest wait.
+        let servers = self.hub.webhook_servers(now);
+        let per_server = |f: &dyn Fn(&crate::hub::ServerLoad) -> f64| {
+            servers
+                .iter()
+                .map(|l| (vec![("server", l.server.as_str())], f(l)))
+                .collect::<Vec<_>>()
+        };
+        let in_flight = per_server(&|l| l.in_flight as f64);
+        let queue_len = per_server(&|l| l.waiting as f64);
+        let queue_age = per_server(&|l| l.oldest.as_secs_f64());
         let apps = self
             .hub
             .app_state_counts()
@@ -595,6 +606,30 @@ impl Server {
                 "counter",
                 "Webhook requests by outcome.",
                 outcomes,
+            ),
+            Family::labelled(
+                "webhooks_in_flight",
+                "gauge",
+                "Webhooks in flight, by app server (host:port).",
+                in_flight,
+            ),
+            Family::labelled(
+                "webhook_queue_length",
+                "gauge",
+                "Webhooks waiting for a slot at their app server (maxWebhooksPerServer), by app server.",
+                queue_len,
+            ),
+            Family::labelled(
+                "webhook_queue_age_seconds",
+                "gauge",
+                "How long the oldest webhook waiting for its app server has waited, by app server.",
+                queue_age,
+            ),
+            Family::one(
+                "webhooks_queued_total",
+                "counter",
+                "Webhooks that waited for a slot at their app server.",
+                n(hc.webhooks_queued),
             ),
             Family::one(
                 "outbound_refused_total",

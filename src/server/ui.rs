@@ -279,6 +279,12 @@ impl Server {
                 .map(|(at, code, n)| json!({"at": at, "code": code, "count": n}))
                 .collect::<Vec<_>>(),
             "apps": self.hub.operator_apps(),
+            "webhookServers": self.hub.webhook_servers(now).into_iter()
+                .map(|l| json!({
+                    "server": l.server, "inFlight": l.in_flight, "waiting": l.waiting,
+                    "oldestWaitMs": l.oldest.as_millis() as u64,
+                }))
+                .collect::<Vec<_>>(),
             "counters": {
                 "connections": by_kind(&conns),
                 "messagesIn": by_kind(&st.messages_in),
@@ -290,6 +296,7 @@ impl Server {
                     "meanMs": (count > 0).then(|| lat.sum_seconds() * 1000.0 / count as f64),
                     "p90AtMostMs": p90.flatten(),
                     "failed": hc.webhooks_failed,
+                    "queued": hc.webhooks_queued,
                 },
                 "displays": {
                     "sent": display.sent, "coalesced": display.coalesced,

@@ -28,6 +28,14 @@ impl Interims {
     }
 }
 
+/// A `--rush` setup: when the last app was active, the most webhooks the app server saw at
+/// once, and the server's own account of the starts.
+pub struct Rush {
+    pub last_active_secs: f64,
+    pub webhooks_peak: usize,
+    pub server: String,
+}
+
 #[derive(Default)]
 pub struct Report {
     pub sessions: usize,
@@ -63,11 +71,15 @@ pub struct Report {
     pub counters: Vec<String>,
     pub ignored: usize,
     pub empty_webhooks: usize,
+    /// The same, accepted after this run stopped the server it started.
+    pub empty_after_stop: usize,
     pub other: u64,
     pub other_types: Vec<String>,
     pub errors: Vec<String>,
     /// With `--display-rate`: app `display_event` → glasses.
     pub displays: Option<Displays>,
+    /// `--rush`: every start sent at once.
+    pub rush: Option<Rush>,
     /// Binary audio chunks of this many bytes instead of `button_press` events.
     pub audio: Option<usize>,
     /// The Unix socket the glasses connected over (TCP when `None`).
@@ -253,6 +265,16 @@ impl Report {
                 ""
             }
         );
+        if let Some(r) = &self.rush {
+            let _ = writeln!(
+                s,
+                "  rush              {} starts at once: last app active {:.2} s after the first start; at most {} webhooks in flight at the app server; server: {}",
+                self.sessions * self.apps,
+                r.last_active_secs,
+                r.webhooks_peak,
+                r.server
+            );
+        }
         if !self.counters.is_empty() {
             let _ = writeln!(s, "  server counters   {}", self.counters.join("  "));
         }
@@ -268,6 +290,13 @@ impl Report {
                 s,
                 "  webhooks          {} connections closed by the server before sending a request",
                 self.empty_webhooks
+            );
+        }
+        if self.empty_after_stop > 0 {
+            let _ = writeln!(
+                s,
+                "  webhooks          {} connections the server had opened, not yet written, when this run stopped it",
+                self.empty_after_stop
             );
         }
         if self.other > 0 {
@@ -319,7 +348,7 @@ impl Report {
                 },
             })
         });
-        json!({
+        let mut v = json!({
             "sessions": self.sessions,
             "apps": self.apps,
             "mode": if self.rate.is_some() { "paced" } else { "flat" },
@@ -364,13 +393,20 @@ impl Report {
             "generatorCpuUsPerDelivered": self.per_delivery_us(self.self_cpu),
             "serverCounters": self.counters,
             "emptyWebhookConnections": self.empty_webhooks,
+            "emptyWebhookConnectionsAfterStop": self.empty_after_stop,
             "serverExited": !self.server_alive,
             "machine": {
                 "cpus": self.cpus,
                 "busyPercent": self.busy / w / self.cpus.max(1) as f64 * 100.0,
                 "otherProcessesCpuSeconds": self.others,
             },
-        })
+        });
+        v["rush"] = json!(self.rush.as_ref().map(|r| json!({
+            "lastActiveSeconds": r.last_active_secs,
+            "webhooksInFlightPeak": r.webhooks_peak,
+            "server": r.server,
+        })));
+        v
     }
 }
 

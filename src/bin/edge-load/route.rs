@@ -24,7 +24,7 @@
 
 use crate::driver::{AppResult, AppSink, Displays, Driver, GlassesLive, Load};
 use crate::peer::{self, Proto};
-use crate::report::{Interims, Report};
+use crate::report::{Interims, Report, Rush};
 use crate::stats::{self, Histogram};
 use crate::tls;
 use crate::tls::rustls::ClientConfig;
@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 
 pub const USAGE: &str =
     "  edge-load route [--sessions N] [--apps M] [--seconds D] [--rate R] [--batch B] [--window W] [--display-rate D]
-                  [--audio BYTES | --transcripts] [--unix SOCKET | --tls]
+                  [--audio BYTES | --transcripts] [--unix SOCKET | --tls] [--rush]
                   [--port P] [--webhook-port W] [--pin-server CPU] [--pin-load CPU] [--json FILE]
                   [--server-pid PID --config FILE] [--write-config FILE]
                   [--peer PORT | --raw PORT] (with --server-pid PID: a comparison peer)
@@ -52,7 +52,11 @@ pub const USAGE: &str =
       TLS (a listener with a scratch self-signed certificate written with openssl).
       --transcripts: a publishing system app per session sends transcription data (3 interims,
       then a final: R is finals/s) to the M apps, subscribed to transcription:en-US; finals are
-      checked like events, interims the server dropped for a slow app are counted apart";
+      checked like events, interims the server dropped for a slow app are counted apart.
+      --rush: curtain-up. Every session starts its apps at once (no pacing), and the scratch
+      config keeps maxWebhooksPerServer and the app connect and webhook timeouts at their
+      defaults; reports the time from the first start until the last app is active, the apps
+      that failed, and the most webhooks the app server saw in flight at once";
 
 struct Opts {
     sessions: usize,
@@ -69,6 +73,8 @@ struct Opts {
     tls: bool,
     /// A publishing system app per session sends transcripts.
     transcripts: bool,
+    /// All starts at once, the box's webhook cap and lifecycle timings at their defaults.
+    rush: bool,
     port: Option<u16>,
     webhook_port: Option<u16>,
     pin_server: Option<String>,
@@ -93,6 +99,7 @@ fn parse(args: &[String]) -> Opts {
         unix: None,
         tls: false,
         transcripts: false,
+        rush: false,
         port: None,
         webhook_port: None,
         pin_server: None,
@@ -105,9 +112,10 @@ fn parse(args: &[String]) -> Opts {
     };
     let mut i = 0;
     while i < args.len() {
-        if matches!(args[i].as_str(), "--tls" | "--transcripts") {
+        if matches!(args[i].as_str(), "--tls" | "--transcripts" | "--rush") {
             o.tls |= args[i] == "--tls";
             o.transcripts |= args[i] == "--transcripts";
+            o.rush |= args[i] == "--rush";
             i += 1;
             continue;
         }
@@ -187,7 +195,9 @@ fn key_path(cert: &std::path::Path) -> PathBuf {
     cert.with_extension("key")
 }
 
-fn scratch_config(t: &Target, sessions: usize, unix: Option<&str>) -> String {
+/// `rush`: the box's webhook cap and lifecycle timings stay at their defaults (a venue's box),
+/// rather than raised for a generator that sets thousands of sessions up.
+fn scratch_config(t: &Target, sessions: usize, unix: Option<&str>, rush: bool) -> String {
     let app = |p: &str| {
         json!({
             "packageName": p,
@@ -208,7 +218,7 @@ fn scratch_config(t: &Target, sessions: usize, unix: Option<&str>) -> String {
     }
     // Every app start, the publishers' too, holds a webhook and then a connection.
     let starts = sessions * (t.packages.len() + usize::from(t.publisher));
-    let cfg = json!({
+    let mut cfg = json!({
         "listen": std::iter::once(json!(format!("127.0.0.1:{}", t.port)))
             .chain(unix.map(|p| json!(format!("unix:{p}"))))
             .chain(t.tls.as_ref().map(|(port, cert)| json!({
@@ -247,6 +257,15 @@ fn scratch_config(t: &Target, sessions: usize, unix: Option<&str>) -> String {
         },
         "apps": apps,
     });
+    if rush {
+        cfg["limits"]
+            .as_object_mut()
+            .map(|l| l.remove("maxWebhooksPerServer"));
+        if let Some(t) = cfg["timings"].as_object_mut() {
+            t.remove("appConnectTimeoutMs");
+            t.remove("webhookTimeoutMs");
+        }
+    }
     serde_json::to_string_pretty(&cfg).unwrap_or_default()
 }
 
@@ -348,8 +367,15 @@ pub struct Shared {
     pub disconnected: AtomicUsize,
     /// `session_request`s for users of another run, refused.
     pub ignored: AtomicUsize,
-    /// Webhook connections closed before a request was sent.
+    /// Webhook connections closed before a request was sent, while the server ran and after
+    /// this run stopped it (connections it had opened but not yet written to when killed).
     pub empty_webhooks: AtomicUsize,
+    pub empty_after_stop: AtomicUsize,
+    /// Set just before the server this run started is killed.
+    pub server_stopped: AtomicBool,
+    /// Webhook connections open at the app server now, and the most at once.
+    pub webhooks_open: AtomicUsize,
+    pub webhooks_peak: AtomicUsize,
     pub errors: Mutex<Vec<String>>,
     pub results: Mutex<Vec<AppResult>>,
     /// Where connected apps go to be read (set before any app connects).
@@ -375,7 +401,11 @@ impl Shared {
 fn webhook_listener(l: TcpListener, sh: Arc<Shared>) {
     for c in l.incoming().flatten() {
         let sh = sh.clone();
-        thread::spawn(move || webhook(c, sh));
+        // Open from its accept until just before its answer is written: within the span the
+        // box counts it in flight (from before its connect until it has read the answer).
+        let open = sh.webhooks_open.fetch_add(1, Relaxed) + 1;
+        sh.webhooks_peak.fetch_max(open, Relaxed);
+        thread::spawn(move || webhook(c, &sh));
     }
 }
 
@@ -406,7 +436,25 @@ fn read_request(c: &mut TcpStream) -> Result<(String, Vec<u8>), String> {
     }
 }
 
-fn respond(c: &mut TcpStream, status: &str, body: &str) {
+/// A webhook connection counted open at the app server until it is answered (or dropped).
+struct Open<'a>(&'a AtomicUsize, bool);
+
+impl Open<'_> {
+    fn close(&mut self) {
+        if !std::mem::replace(&mut self.1, true) {
+            self.0.fetch_sub(1, Relaxed);
+        }
+    }
+}
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn respond(c: &mut TcpStream, open: &mut Open<'_>, status: &str, body: &str) {
+    open.close();
     let _ = c.write_all(
         format!(
             "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -416,20 +464,24 @@ fn respond(c: &mut TcpStream, status: &str, body: &str) {
     );
 }
 
-fn webhook(mut c: TcpStream, sh: Arc<Shared>) {
+fn webhook(mut c: TcpStream, sh: &Shared) {
+    let open = &mut Open(&sh.webhooks_open, false);
     c.set_read_timeout(Some(Duration::from_secs(10))).ok();
     let (path, body) = match read_request(&mut c) {
         Ok(r) => r,
         // Closed before a byte was sent: counted, not an error (the server gave up on it).
         Err(e) if e.is_empty() => {
-            sh.empty_webhooks.fetch_add(1, Relaxed);
+            match sh.server_stopped.load(Relaxed) {
+                true => sh.empty_after_stop.fetch_add(1, Relaxed),
+                false => sh.empty_webhooks.fetch_add(1, Relaxed),
+            };
             return;
         }
         Err(e) => return sh.error(e),
     };
     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     if v["type"] != "session_request" {
-        return respond(&mut c, "200 OK", r#"{"status":"success"}"#);
+        return respond(&mut c, open, "200 OK", r#"{"status":"success"}"#);
     }
     let package = path
         .trim_start_matches('/')
@@ -442,6 +494,7 @@ fn webhook(mut c: TcpStream, sh: Arc<Shared>) {
         sh.ignored.fetch_add(1, Relaxed);
         return respond(
             &mut c,
+            open,
             "500 Internal Server Error",
             r#"{"status":"error","message":"Failed to connect"}"#,
         );
@@ -451,9 +504,9 @@ fn webhook(mut c: TcpStream, sh: Arc<Shared>) {
         true => &[][..],
         false => &sh.streams[..],
     };
-    match connect_app(&sh, &package, &v, streams) {
+    match connect_app(sh, &package, &v, streams) {
         Ok((ws, session)) if package == PUBLISHER => {
-            respond(&mut c, "200 OK", r#"{"status":"success"}"#);
+            respond(&mut c, open, "200 OK", r#"{"status":"success"}"#);
             if let Some(slot) = sh.publishers.lock().unwrap().get_mut(session) {
                 *slot = Some(ws);
                 sh.publishers_ready.fetch_add(1, Relaxed);
@@ -461,7 +514,7 @@ fn webhook(mut c: TcpStream, sh: Arc<Shared>) {
         }
         Ok((ws, session)) => {
             // As the SDK: the webhook is answered only once the app is connected.
-            respond(&mut c, "200 OK", r#"{"status":"success"}"#);
+            respond(&mut c, open, "200 OK", r#"{"status":"success"}"#);
             drop(c);
             sh.ready.fetch_add(1, Relaxed);
             if let Some(apps) = sh.apps.get() {
@@ -471,6 +524,7 @@ fn webhook(mut c: TcpStream, sh: Arc<Shared>) {
         Err(e) => {
             respond(
                 &mut c,
+                open,
                 "500 Internal Server Error",
                 r#"{"status":"error","message":"Failed to connect"}"#,
             );
@@ -584,8 +638,11 @@ fn route(o: &Opts) -> Result<(), String> {
         if let Some((_, cert)) = &t.tls {
             tls::make_certificate(cert, &key_path(cert))?;
         }
-        std::fs::write(path, scratch_config(&t, o.sessions, o.unix.as_deref()))
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        std::fs::write(
+            path,
+            scratch_config(&t, o.sessions, o.unix.as_deref(), o.rush),
+        )
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         println!(
             "wrote {}; run: augmentos-edge serve --config {0}\nthen: edge-load route --server-pid PID --config {0} --apps {}{}{}",
             path.display(),
@@ -653,8 +710,11 @@ fn route(o: &Opts) -> Result<(), String> {
                 tls,
                 publisher: o.transcripts,
             };
-            std::fs::write(&cfg, scratch_config(&t, o.sessions, o.unix.as_deref()))
-                .map_err(|e| format!("cannot write {}: {e}", cfg.display()))?;
+            std::fs::write(
+                &cfg,
+                scratch_config(&t, o.sessions, o.unix.as_deref(), o.rush),
+            )
+            .map_err(|e| format!("cannot write {}: {e}", cfg.display()))?;
             let bin = std::env::current_exe()
                 .map_err(|e| e.to_string())?
                 .with_file_name("augmentos-edge");
@@ -720,6 +780,10 @@ fn route(o: &Opts) -> Result<(), String> {
         disconnected: AtomicUsize::new(0),
         ignored: AtomicUsize::new(0),
         empty_webhooks: AtomicUsize::new(0),
+        empty_after_stop: AtomicUsize::new(0),
+        server_stopped: AtomicBool::new(false),
+        webhooks_open: AtomicUsize::new(0),
+        webhooks_peak: AtomicUsize::new(0),
         errors: Mutex::new(Vec::new()),
         results: Mutex::new(Vec::new()),
         apps: OnceLock::new(),
@@ -743,6 +807,7 @@ fn route(o: &Opts) -> Result<(), String> {
     let want = o.sessions * o.apps;
     // Setup: glasses, then every app of every session.
     let setup_start = Instant::now();
+    let mut starts_at = setup_start;
     let mut glasses = Vec::with_capacity(o.sessions);
     for user in &sh.users {
         glasses.push(match o.peer {
@@ -783,15 +848,19 @@ fn route(o: &Opts) -> Result<(), String> {
             }
         }
         // The server: start the apps, at most a few hundred waiting at once (each waiting
-        // start holds a webhook connection, a descriptor on both sides).
+        // start holds a webhook connection, a descriptor on both sides), or all at once
+        // (--rush: the box queues them per app server).
         None => {
             let setup_deadline = Instant::now() + Duration::from_secs(30 + want as u64 / 200);
             for (n, g) in glasses.iter_mut().enumerate() {
-                while n * o.apps > sh.ready.load(Relaxed) + 256 {
+                while !o.rush && n * o.apps > sh.ready.load(Relaxed) + 256 {
                     if Instant::now() > setup_deadline || !sh.errors.lock().unwrap().is_empty() {
                         break;
                     }
                     thread::sleep(Duration::from_millis(1));
+                }
+                if n == 0 {
+                    starts_at = Instant::now();
                 }
                 for p in &target.packages {
                     let msg = json!({"type": "start_app", "packageName": p}).to_string();
@@ -813,12 +882,25 @@ fn route(o: &Opts) -> Result<(), String> {
         }
         if Instant::now() > setup_deadline {
             return Err(format!(
-                "setup failed: only {} of {want} apps and {} of {publishers} publishers connected within {setup_limit} s ({config_note})",
+                "setup failed: only {} of {want} apps and {} of {publishers} publishers connected within {setup_limit} s; server: {} ({config_note})",
                 sh.ready.load(Relaxed),
-                sh.publishers_ready.load(Relaxed)
+                sh.publishers_ready.load(Relaxed),
+                start_summary(target.port),
             ));
         }
         thread::sleep(Duration::from_millis(10));
+    }
+    let rush = (o.rush && o.peer.is_none()).then(|| Rush {
+        last_active_secs: starts_at.elapsed().as_secs_f64(),
+        webhooks_peak: sh.webhooks_peak.load(Relaxed),
+        server: start_summary(target.port),
+    });
+    if let Some(r) = &rush {
+        eprintln!(
+            "rush: {want} app starts sent at once; the last app active {:.2} s after the first start; \
+             webhooks in flight at the app server at most {} at once; server: {}",
+            r.last_active_secs, r.webhooks_peak, r.server,
+        );
     }
     // Probe until every app got an event, so no subscription is still on its way when the
     // numbered messages start.
@@ -963,7 +1045,19 @@ fn route(o: &Opts) -> Result<(), String> {
     // Stop: the driver publishes its results and the glasses say goodbye.
     sh.stop.store(true, Relaxed);
     driver.join();
+    if server.is_some() {
+        // The goodbye's stop_app made the server send a stop_request per app: let them be
+        // answered before killing it, or the connections it opened and had not yet written
+        // to are cut (the listener then sees them closed before a request).
+        let settle = Instant::now() + Duration::from_secs(10);
+        while webhooks_pending(target.port) > 0.0 && Instant::now() < settle {
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+    sh.server_stopped.store(true, Relaxed);
     drop(server);
+    // What the listener still had to accept arrives within moments.
+    thread::sleep(Duration::from_millis(300));
 
     // Report.
     let results = std::mem::take(&mut *sh.results.lock().unwrap());
@@ -1045,6 +1139,8 @@ fn route(o: &Opts) -> Result<(), String> {
         counters,
         ignored: sh.ignored.load(Relaxed),
         empty_webhooks: sh.empty_webhooks.load(Relaxed),
+        empty_after_stop: sh.empty_after_stop.load(Relaxed),
+        rush,
         other,
         other_types: other_types.iter().map(|t| t.to_string()).collect(),
         errors: sh.errors.lock().unwrap().clone(),
@@ -1074,20 +1170,60 @@ fn route(o: &Opts) -> Result<(), String> {
     Ok(())
 }
 
-/// The server's non-zero counters from `/metrics` (not the per-connection rows).
-fn server_counters(port: u16) -> Vec<String> {
+/// The server's `/metrics` text (empty if it cannot be read).
+fn server_metrics(port: u16) -> String {
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return Vec::new();
+        return String::new();
     };
     s.set_read_timeout(Some(Duration::from_secs(2))).ok();
     let req =
         format!("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
     if s.write_all(req.as_bytes()).is_err() {
-        return Vec::new();
+        return String::new();
     }
     let mut text = String::new();
     let _ = s.read_to_string(&mut text);
-    text.lines()
+    text
+}
+
+/// What the server says of the app starts: apps active and failed, webhooks that waited for
+/// their app server, failed webhook attempts, starts refused for a full queue.
+fn start_summary(port: u16) -> String {
+    let text = server_metrics(port);
+    let get = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    format!(
+        "{} apps active, {} failed; {} webhooks queued, {} failed, {} refused WEBHOOK_QUEUE_FULL",
+        get(r#"augmentos_edge_apps{state="active"}"#),
+        get(r#"augmentos_edge_apps{state="failed"}"#),
+        get("augmentos_edge_webhooks_queued_total"),
+        get(r#"augmentos_edge_webhooks_total{outcome="not_sent"}"#)
+            + get(r#"augmentos_edge_webhooks_total{outcome="failed"}"#)
+            + get(r#"augmentos_edge_webhooks_total{outcome="http_error"}"#),
+        get(r#"augmentos_edge_refusals_total{code="WEBHOOK_QUEUE_FULL"}"#),
+    )
+}
+
+/// Webhooks the server has in flight or waiting, all app servers together (0 for a server
+/// without these gauges).
+fn webhooks_pending(port: u16) -> f64 {
+    server_metrics(port)
+        .lines()
+        .filter(|l| {
+            l.starts_with("augmentos_edge_webhooks_in_flight{")
+                || l.starts_with("augmentos_edge_webhook_queue_length{")
+        })
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// The server's non-zero counters from `/metrics` (not the per-connection rows).
+fn server_counters(port: u16) -> Vec<String> {
+    server_metrics(port)
+        .lines()
         .filter(|l| !l.starts_with('#') && !l.contains("user=") && !l.contains("package="))
         .filter_map(|l| {
             let (name, v) = l.rsplit_once(' ')?;
@@ -1115,7 +1251,7 @@ mod tests {
     #[test]
     fn a_tls_config_listens_on_tls_and_sends_the_apps_back_over_it() {
         let cert = PathBuf::from("/tmp/run.crt");
-        let text = scratch_config(&target(Some((18_112, cert.clone()))), 2, None);
+        let text = scratch_config(&target(Some((18_112, cert.clone()))), 2, None, false);
         let v: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["listen"][0], "127.0.0.1:18110");
         assert_eq!(v["listen"][1]["address"], "127.0.0.1:18112");
@@ -1134,9 +1270,29 @@ mod tests {
 
     #[test]
     fn a_plain_config_has_no_tls_listener() {
-        let text = scratch_config(&target(None), 2, None);
+        let text = scratch_config(&target(None), 2, None, false);
         let v: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["listen"].as_array().map(|l| l.len()), Some(1));
         assert_eq!(v["publicWsUrl"], "ws://127.0.0.1:18110");
+    }
+
+    #[test]
+    fn a_rush_config_keeps_the_webhook_cap_and_lifecycle_timings_at_their_defaults() {
+        let plain: Value =
+            serde_json::from_str(&scratch_config(&target(None), 5000, None, false)).unwrap();
+        assert_eq!(plain["limits"]["maxWebhooksPerServer"], 10_016);
+        let rush: Value =
+            serde_json::from_str(&scratch_config(&target(None), 5000, None, true)).unwrap();
+        assert_eq!(rush["limits"]["maxWebhooksPerServer"], Value::Null);
+        assert_eq!(rush["timings"]["appConnectTimeoutMs"], Value::Null);
+        assert_eq!(rush["timings"]["webhookTimeoutMs"], Value::Null);
+        // The box takes it as it is (a secret of the length a run makes).
+        let t = Target {
+            secret: stats::random_hex(24),
+            ..target(None)
+        };
+        let checked =
+            augmentos_edge::config::Config::from_json(&scratch_config(&t, 5000, None, true));
+        assert!(checked.is_ok(), "{:?}", checked.err());
     }
 }

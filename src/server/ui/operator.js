@@ -86,6 +86,13 @@
       ? "mean of " + c.webhooks.count + (c.webhooks.p90AtMostMs ? " · p90 ≤ " + fmtMs(c.webhooks.p90AtMostMs) : "") +
         (c.webhooks.failed ? " · " + c.webhooks.failed + " failed" : "")
       : "no webhooks yet";
+    // Starts waiting for a slot at their app server (maxWebhooksPerServer in flight).
+    const queues = (st.webhookServers || []).filter((q) => q.waiting > 0);
+    if (queues.length) {
+      const waiting = queues.reduce((n, q) => n + q.waiting, 0);
+      const oldest = Math.max(...queues.map((q) => q.oldestWaitMs));
+      $("t-webhook-more").textContent += " · " + waiting + " waiting (oldest " + fmtMs(oldest) + ")";
+    }
     if (last) {
       const dt = Math.max(0.001, (at - last.at) / 1000);
       const rate = (a, b) => Math.max(0, Math.round((sum(a) - sum(b)) / dt));
