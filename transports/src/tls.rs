@@ -826,3 +826,276 @@ impl Stream for TlsStream {
 }
 
 delegate_source!(TlsStream, tcp);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::pki_types::ServerName;
+    use std::net::TcpStream as StdTcp;
+
+    /// A server configuration (ours, from PEM files) and a client that trusts its certificate,
+    /// offering `suite` only when given.
+    fn configs(
+        suite: Option<SupportedCipherSuite>,
+    ) -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("certificate");
+        let dir = std::env::temp_dir().join(format!(
+            "edge-tls-unit-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("c.pem"), cert.pem()).expect("write");
+        std::fs::write(dir.join("k.pem"), key.serialize_pem()).expect("write");
+        let server = server_config(&dir.join("c.pem"), &dir.join("k.pem")).expect("config");
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.der().clone()).expect("root");
+        let mut provider = rustls::crypto::ring::default_provider();
+        if let Some(s) = suite {
+            provider.cipher_suites = vec![s];
+        }
+        let versions: &[&rustls::SupportedProtocolVersion] = match suite {
+            Some(SupportedCipherSuite::Tls12(_)) => &[&rustls::version::TLS12],
+            _ => &[&rustls::version::TLS13],
+        };
+        let mut client = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(versions)
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        client.alpn_protocols = vec![ALPN.to_vec()];
+        (server, Arc::new(client))
+    }
+
+    /// A rustls client over a non-blocking socket, and our stream at the other end; both are
+    /// stepped by hand from this one thread.
+    struct Pair {
+        client: rustls::ClientConnection,
+        sock: StdTcp,
+        server: TlsStream,
+        /// Plaintext the server read.
+        at_server: Vec<u8>,
+        /// Plaintext the client read.
+        at_client: Vec<u8>,
+    }
+
+    impl Pair {
+        fn new(suite: Option<SupportedCipherSuite>) -> Pair {
+            let (server_config, client_config) = configs(suite);
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let sock = StdTcp::connect(listener.local_addr().expect("addr")).expect("connect");
+            sock.set_nonblocking(true).expect("non-blocking");
+            let (accepted, _) = listener.accept().expect("accept");
+            accepted.set_nonblocking(true).expect("non-blocking");
+            let tcp = mio::net::TcpStream::from_std(accepted);
+            let name = ServerName::try_from("localhost").expect("name");
+            let mut pair = Pair {
+                client: rustls::ClientConnection::new(client_config, name).expect("client"),
+                sock,
+                server: TlsStream::new(tcp, server_config).expect("server"),
+                at_server: Vec::new(),
+                at_client: Vec::new(),
+            };
+            pair.until("the handshake", |p| {
+                !p.client.is_handshaking() && matches!(p.server.phase, Phase::Traffic(_))
+            });
+            pair
+        }
+
+        /// One step: the client sends what it has and reads what came; the server reads until
+        /// the socket would block.
+        fn step(&mut self) {
+            while self.client.wants_write() {
+                match self.client.write_tls(&mut self.sock) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("client write: {e}"),
+                }
+            }
+            loop {
+                match self.client.read_tls(&mut self.sock) {
+                    Ok(0) => break,
+                    Ok(_) => {
+                        self.client.process_new_packets().expect("client records");
+                        let mut r = self.client.reader();
+                        let _ = r.read_to_end(&mut self.at_client);
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("client read: {e}"),
+                }
+            }
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match self.server.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => self.at_server.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("server read: {e}"),
+                }
+            }
+            self.server.flush().expect("server flush");
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+
+        fn until(&mut self, what: &str, mut done: impl FnMut(&mut Pair) -> bool) {
+            for _ in 0..20_000 {
+                if done(self) {
+                    return;
+                }
+                self.step();
+            }
+            panic!("{what} did not happen");
+        }
+
+        /// The server writes all of `data` as the socket takes it, the client reading it.
+        fn server_sends(&mut self, data: &[u8]) {
+            let (mut at, want) = (0, self.at_client.len() + data.len());
+            self.until("the server's data arriving", |p| {
+                while at < data.len() {
+                    match p.server.write(&data[at..]) {
+                        Ok(n) => at += n,
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(e) => panic!("server write: {e}"),
+                    }
+                }
+                p.at_client.len() >= want
+            });
+        }
+
+        /// The client writes all of `data`, the server reading it.
+        fn client_sends(&mut self, data: &[u8]) {
+            let (mut at, want) = (0, self.at_server.len() + data.len());
+            self.until("the client's data arriving", |p| {
+                // rustls takes what its buffer limit allows; the rest on later steps.
+                at += p.client.writer().write(&data[at..]).expect("client write");
+                p.at_server.len() >= want
+            });
+        }
+    }
+
+    fn pattern(n: usize, salt: usize) -> Vec<u8> {
+        (0..n).map(|i| (i * 31 + i / 977 + salt) as u8).collect()
+    }
+
+    #[test]
+    fn an_idle_connection_holds_no_buffers_and_no_expanded_keys() {
+        let mut p = Pair::new(None);
+        p.client_sends(b"GET / HTTP/1.1\r\n\r\n");
+        p.server_sends(b"HTTP/1.1 101 Switching Protocols\r\n\r\n");
+        p.step();
+        assert_eq!(p.at_server, b"GET / HTTP/1.1\r\n\r\n");
+        assert_eq!(p.at_client, b"HTTP/1.1 101 Switching Protocols\r\n\r\n");
+        assert!(!p.server.wants_write());
+        assert_eq!(p.server.held_bytes(), 0, "an idle connection holds buffers");
+    }
+
+    #[test]
+    fn data_larger_than_any_buffer_crosses_both_ways_with_a_slow_reader() {
+        let mut p = Pair::new(None);
+        let up = pattern(300 * 1024 + 17, 1);
+        p.client_sends(&up);
+        assert!(p.at_server == up, "the server read other bytes than were sent");
+        assert_eq!(p.server.held_bytes(), 0);
+        // The client does not read for a while: the server's writes stop at WouldBlock with
+        // records kept, and go on once it reads again.
+        let down = pattern(24 * 1024 * 1024 + 5, 2);
+        let mut at = 0;
+        while at < down.len() {
+            match p.server.write(&down[at..]) {
+                Ok(n) => at += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) => panic!("server write: {e}"),
+            }
+        }
+        assert!(at < down.len(), "the socket took 24 MiB without a reader");
+        assert!(p.server.wants_write(), "records the socket did not take are kept");
+        p.until("the rest arriving", |p| {
+            while at < down.len() {
+                match p.server.write(&down[at..]) {
+                    Ok(n) => at += n,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("server write: {e}"),
+                }
+            }
+            p.at_client.len() >= down.len()
+        });
+        assert!(p.at_client == down, "the client read other bytes than were sent");
+        p.step();
+        assert_eq!(p.server.held_bytes(), 0, "buffers kept after the burst");
+    }
+
+    #[test]
+    fn key_updates_asked_by_the_client_are_answered_and_data_flows_on() {
+        let mut p = Pair::new(None);
+        for round in 0..3 {
+            // rustls asks for the peer's update too: our answer changes our key.
+            p.client.refresh_traffic_keys().expect("key update");
+            let up = pattern(40_000, round);
+            p.client_sends(&up);
+            let down = pattern(50_000, round + 10);
+            p.server_sends(&down);
+            assert!(p.at_client.ends_with(&down), "round {round}: wrong bytes after the update");
+        }
+        let Phase::Traffic(t) = &p.server.phase else {
+            panic!("not in traffic");
+        };
+        // Each update restarts the sequence numbers: few records since the last one.
+        assert!(t.rx.seq < 10 && t.tx.seq < 10, "keys were not updated");
+        assert_eq!(p.server.held_bytes(), 0);
+    }
+
+    #[test]
+    fn every_suite_of_tls_1_2_and_1_3_carries_data_both_ways() {
+        for suite in rustls::crypto::ring::default_provider().cipher_suites {
+            if format!("{:?}", suite.suite()).contains("_RSA_") {
+                continue; // the test certificate is ECDSA
+            }
+            let mut p = Pair::new(Some(suite));
+            p.client_sends(&pattern(20_000, 3));
+            p.server_sends(&pattern(20_000, 4));
+            assert_eq!(p.client.negotiated_cipher_suite(), Some(suite));
+            assert!(p.at_client == pattern(20_000, 4), "{suite:?}");
+            assert!(p.at_server == pattern(20_000, 3), "{suite:?}");
+            assert_eq!(p.server.held_bytes(), 0, "{suite:?}");
+        }
+    }
+
+    #[test]
+    fn a_tampered_record_fails_the_connection_and_close_notify_ends_it() {
+        let mut p = Pair::new(None);
+        p.client_sends(b"before");
+        p.client.send_close_notify();
+        p.until("EOF at the server", |p| {
+            let mut b = [0u8; MAX_RECORD];
+            matches!(p.server.read(&mut b), Ok(0))
+        });
+        let mut q = Pair::new(None);
+        q.client.writer().write_all(b"x").expect("write");
+        let mut wire = Vec::new();
+        while q.client.wants_write() {
+            q.client.write_tls(&mut wire).expect("records");
+        }
+        let last = wire.len() - 1;
+        wire[last] ^= 1;
+        q.sock.write_all(&wire).expect("send");
+        let mut b = [0u8; MAX_RECORD];
+        for _ in 0..2000 {
+            match q.server.read(&mut b) {
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(1))
+                }
+                Err(e) => {
+                    assert_eq!(e.kind(), ErrorKind::InvalidData, "{e}");
+                    return;
+                }
+                Ok(n) => panic!("a tampered record was read as {n} bytes"),
+            }
+        }
+        panic!("the tampered record was never refused");
+    }
+}
