@@ -369,7 +369,8 @@ fn a_large_message_after_idling_reaches_a_slow_reader_whole() {
 
     let big: Vec<u8> = (0..SIZE).map(|i| (i * 7 + i / 251) as u8).collect();
     let ws = &mut idle[2];
-    ws.send(Message::binary(big.clone())).expect("send the large message");
+    ws.send(Message::binary(big.clone()))
+        .expect("send the large message");
     // A slow reader: small reads, with pauses, so the server's output backs up behind a
     // socket that will not take it.
     std::thread::sleep(Duration::from_millis(300));
@@ -394,7 +395,10 @@ fn a_large_message_after_idling_reaches_a_slow_reader_whole() {
         u64::from_be_bytes(wire[2..10].try_into().expect("8 bytes")),
         SIZE as u64
     );
-    assert!(wire[header..] == big[..], "the echo differs from what was sent");
+    assert!(
+        wire[header..] == big[..],
+        "the echo differs from what was sent"
+    );
     for (i, ws) in idle.iter_mut().enumerate() {
         echo_round(ws, &format!("after {i}"));
     }

@@ -47,9 +47,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
 use rustls::unbuffered::{ConnectionState, EncodeError};
-use rustls::{
-    ConnectionTrafficSecrets, ContentType, ProtocolVersion, SupportedCipherSuite,
-};
+use rustls::{ConnectionTrafficSecrets, ContentType, ProtocolVersion, SupportedCipherSuite};
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -125,8 +123,19 @@ pub fn server_config(certificate: &Path, key: &Path) -> Result<Arc<rustls::Serve
     }
     let key_der =
         PrivateKeyDer::from_pem_file(key).map_err(|e| format!("key {}: {e}", key.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let mut provider = rustls::crypto::ring::default_provider();
+    // AES-128-GCM last: its keys are the ones an idle connection cannot keep as bytes
+    // ([`TlsStream`]); with `ignore_client_order` below, clients get another suite they offer.
+    provider.cipher_suites.sort_by_key(|s| {
+        use rustls::CipherSuite as C;
+        matches!(
+            s.suite(),
+            C::TLS13_AES_128_GCM_SHA256
+                | C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+                | C::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+        )
+    });
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(provider))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| format!("TLS versions: {e}"))?
         .with_no_client_auth()
@@ -141,7 +150,7 @@ pub fn server_config(certificate: &Path, key: &Path) -> Result<Arc<rustls::Serve
     config.alpn_protocols = vec![ALPN.to_vec()];
     // After the handshake the stream protects records itself (see the module comment).
     config.enable_secret_extraction = true;
-    // Suites whose keys an idle connection can keep as bytes first (AES-128-GCM last).
+    // Our order of suites, not the client's (see above).
     config.ignore_client_order = true;
     Ok(Arc::new(config))
 }
@@ -437,13 +446,19 @@ impl Traffic {
         let seq = self.rx.seq;
         let opener = self.rx.live(self.suite).map_err(invalid)?;
         let plain = opener
-            .decrypt(InboundOpaqueMessage::new(typ, version, &mut record[5..]), seq)
+            .decrypt(
+                InboundOpaqueMessage::new(typ, version, &mut record[5..]),
+                seq,
+            )
             .map_err(invalid)?;
         self.rx.seq += 1;
         if plain.payload.len() > MAX_FRAGMENT {
             return Err(invalid("record too large"));
         }
-        let start = plain.payload.as_ptr() as usize - base;
+        // Decrypted in place: the plaintext lies inside the record.
+        let start = (plain.payload.as_ptr() as usize)
+            .checked_sub(base)
+            .ok_or_else(|| invalid("plaintext outside its record"))?;
         Ok((plain.typ, start..start + plain.payload.len()))
     }
 }
@@ -785,7 +800,9 @@ fn encode(
         }
     }
     out.truncate(start);
-    Err(rustls::Error::General("handshake record not encoded".into()))
+    Err(rustls::Error::General(
+        "handshake record not encoded".into(),
+    ))
 }
 
 impl Read for TlsStream {
@@ -999,7 +1016,10 @@ mod tests {
         let mut p = Pair::new(None);
         let up = pattern(300 * 1024 + 17, 1);
         p.client_sends(&up);
-        assert!(p.at_server == up, "the server read other bytes than were sent");
+        assert!(
+            p.at_server == up,
+            "the server read other bytes than were sent"
+        );
         assert_eq!(p.server.held_bytes(), 0);
         // The client does not read for a while: the server's writes stop at WouldBlock with
         // records kept, and go on once it reads again.
@@ -1013,7 +1033,10 @@ mod tests {
             }
         }
         assert!(at < down.len(), "the socket took 24 MiB without a reader");
-        assert!(p.server.wants_write(), "records the socket did not take are kept");
+        assert!(
+            p.server.wants_write(),
+            "records the socket did not take are kept"
+        );
         p.until("the rest arriving", |p| {
             while at < down.len() {
                 match p.server.write(&down[at..]) {
@@ -1024,7 +1047,10 @@ mod tests {
             }
             p.at_client.len() >= down.len()
         });
-        assert!(p.at_client == down, "the client read other bytes than were sent");
+        assert!(
+            p.at_client == down,
+            "the client read other bytes than were sent"
+        );
         p.step();
         assert_eq!(p.server.held_bytes(), 0, "buffers kept after the burst");
     }
@@ -1039,7 +1065,10 @@ mod tests {
             p.client_sends(&up);
             let down = pattern(50_000, round + 10);
             p.server_sends(&down);
-            assert!(p.at_client.ends_with(&down), "round {round}: wrong bytes after the update");
+            assert!(
+                p.at_client.ends_with(&down),
+                "round {round}: wrong bytes after the update"
+            );
         }
         let Phase::Traffic(t) = &p.server.phase else {
             panic!("not in traffic");

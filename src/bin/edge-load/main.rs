@@ -131,7 +131,10 @@ struct IdleRun<'a> {
     sessions: bool,
     server_cmd: &'a [String],
     /// Connect over TLS, trusting this configuration's certificate (the scratch one).
-    tls: Option<(&'a std::path::Path, std::sync::Arc<tls::rustls::ClientConfig>)>,
+    tls: Option<(
+        &'a std::path::Path,
+        std::sync::Arc<tls::rustls::ClientConfig>,
+    )>,
 }
 
 fn idle(args: &[String]) {
