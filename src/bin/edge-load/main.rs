@@ -210,10 +210,10 @@ fn idle_run(run: &IdleRun) {
         server_cmd,
         ..
     } = *run;
+    let cfg = std::env::temp_dir().join(format!("edge-load-{}.json", std::process::id()));
     let child = if server_cmd.is_empty() {
         let exe = std::env::current_exe().expect("own path");
         let bin = exe.with_file_name("augmentos-edge");
-        let cfg = std::env::temp_dir().join(format!("edge-load-{}.json", std::process::id()));
         let max = conns + 100;
         let listen = match &run.tls {
             Some((cert, _)) => format!(
@@ -230,15 +230,12 @@ fn idle_run(run: &IdleRun) {
             ),
         )
         .expect("write scratch config");
-        let child = Command::new(bin)
+        Command::new(bin)
             .args(["serve", "--config"])
             .arg(&cfg)
             .stderr(Stdio::null())
             .spawn()
-            .expect("start augmentos-edge (build it first: cargo build --release)");
-        wait_for_port(port);
-        let _ = std::fs::remove_file(&cfg);
-        child
+            .expect("start augmentos-edge (build it first: cargo build --release)")
     } else {
         Command::new(&server_cmd[0])
             .args(&server_cmd[1..])
@@ -250,6 +247,7 @@ fn idle_run(run: &IdleRun) {
     let server = Server(child);
     let pid = server.0.id();
     wait_for_port(port);
+    let _ = std::fs::remove_file(&cfg);
     std::thread::sleep(Duration::from_millis(300));
     let base = rss_kib(pid);
     let request = |n: usize| {
