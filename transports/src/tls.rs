@@ -1127,4 +1127,94 @@ mod tests {
         }
         panic!("the tampered record was never refused");
     }
+
+    /// Read at the server until it fails, ends, or `want` bytes came: Err(kind) or the bytes.
+    fn server_outcome(p: &mut Pair, want: usize, case: usize) -> Result<Vec<u8>, ErrorKind> {
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        for _ in 0..2000 {
+            match p.server.read(&mut buf) {
+                Ok(0) => return Ok(got),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    if got.len() >= want {
+                        return Ok(got);
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                Err(e) => return Err(e.kind()),
+            }
+        }
+        panic!("case {case}: the server neither read, failed nor ended");
+    }
+
+    #[test]
+    fn garbage_after_the_handshake_fails_the_connection_and_never_panics() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let suites = [
+            None,
+            rustls::crypto::ring::default_provider()
+                .cipher_suites
+                .into_iter()
+                .find(|s| matches!(s, SupportedCipherSuite::Tls12(_))),
+        ];
+        for case in 0..48 {
+            let mut p = Pair::new(suites[case % 2]);
+            // A real record of 600 bytes of plaintext, to damage.
+            let sent = pattern(600, case);
+            p.client.writer().write_all(&sent).expect("write");
+            let mut record = Vec::new();
+            while p.client.wants_write() {
+                p.client.write_tls(&mut record).expect("records");
+            }
+            let r = next() as usize;
+            let wire: Vec<u8> = match case % 6 {
+                // Random bytes.
+                0 => (0..1 + r % 3000).map(|_| next() as u8).collect(),
+                // A plausible header with any length, then random bytes.
+                1 => {
+                    let mut w = vec![23, 3, 3, (r >> 8) as u8, r as u8];
+                    w.extend((0..r % 20_000).map(|_| next() as u8));
+                    w
+                }
+                // The real record with one bit flipped anywhere.
+                2 | 3 => {
+                    let at = r % record.len();
+                    record[at] ^= 1 << (next() % 8);
+                    record
+                }
+                // Plaintext alert and change_cipher_spec records.
+                4 => vec![21, 3, 3, 0, 2, 2, 40, 20, 3, 3, 0, 1, 1],
+                // The real record cut short, then the socket ends.
+                _ => {
+                    record.truncate(r % record.len());
+                    record
+                }
+            };
+            p.sock.write_all(&wire).expect("send");
+            // Bytes that may be the start of a record the server must wait for: then the end.
+            let ends = matches!(case % 6, 0 | 1 | 5);
+            if ends {
+                p.sock
+                    .shutdown(std::net::Shutdown::Write)
+                    .expect("shutdown");
+            }
+            match server_outcome(&mut p, sent.len(), case) {
+                Err(kind) => assert_eq!(kind, ErrorKind::InvalidData, "case {case}"),
+                // Only what was sent may come out: a flipped bit the record layer ignores (the
+                // TLS 1.3 legacy version field), or nothing before the end of the stream.
+                Ok(got) => assert!(
+                    got == sent || (got.is_empty() && ends),
+                    "case {case}: read {} bytes that were not sent",
+                    got.len()
+                ),
+            }
+        }
+    }
 }
