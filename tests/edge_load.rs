@@ -1,6 +1,7 @@
 //! The load generator as a shipped tool: short `edge-load route` runs against the real server
 //! binary (plain TCP, TLS, transcripts through a publishing system app), checking that each
-//! sets up, drives, and writes a JSON report that says what happened. They assert no speed
+//! sets up, drives, and writes a JSON report that says what happened; and `edge-load idle
+//! --tls`, which reports TLS beside plain TCP. They assert no speed
 //! (speed belongs to BENCHMARKS.md, not to tests).
 
 use serde_json::Value;
@@ -107,6 +108,39 @@ fn have_openssl() -> bool {
         eprintln!("skipped: no openssl command (edge-load --tls writes its certificate with it)");
     }
     ok
+}
+
+#[test]
+fn idle_over_tls_reports_tls_beside_plain_tcp() {
+    if !have_openssl() {
+        return;
+    }
+    let port = 20_000 + (std::process::id() % 20_000) as u16;
+    let out = Command::new(env!("CARGO_BIN_EXE_edge-load"))
+        .args([
+            "idle",
+            "--conns",
+            "40",
+            "--tls",
+            "--port",
+            &port.to_string(),
+        ])
+        .output()
+        .expect("run edge-load");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(lines[0].starts_with("idle connections: 40 in"), "{stdout}");
+    assert!(
+        lines[1].starts_with("idle connections over TLS: 40 in"),
+        "{stdout}"
+    );
+    assert!(lines.iter().all(|l| l.ends_with("bytes each")), "{stdout}");
 }
 
 #[test]

@@ -94,16 +94,22 @@ struct TlsServer {
 
 impl TlsServer {
     fn start(pki: &Pki, handshake_timeout: Duration) -> TlsServer {
+        TlsServer::start_with(
+            pki,
+            ServerConfig {
+                echo: true,
+                handshake_timeout,
+                close_timeout: Duration::from_millis(300),
+                ..Default::default()
+            },
+        )
+    }
+
+    fn start_with(pki: &Pki, cfg: ServerConfig) -> TlsServer {
         let certs = TlsCerts::load(&pki.chain, &pki.key).expect("load the certificates");
         let listener = TlsListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)), certs.clone())
             .expect("bind TLS");
         let addr = listener.local_addr().expect("local address");
-        let cfg = ServerConfig {
-            echo: true,
-            handshake_timeout,
-            close_timeout: Duration::from_millis(300),
-            ..Default::default()
-        };
         let hub = HubConfig {
             jwt_secret: SECRET.to_vec(),
             public_ws_url: format!("wss://localhost:{}", addr.port()),
@@ -333,6 +339,69 @@ fn garbage_and_stalled_handshakes_are_refused_while_a_session_keeps_working() {
     echo_round(&mut session, "after");
     let mut fresh = wss(server.addr, default_client(&pki), "/echo");
     echo_round(&mut fresh, "a new session too");
+}
+
+#[test]
+fn a_large_message_after_idling_reaches_a_slow_reader_whole() {
+    // Idle connections hold no buffers: what arrives later is read, decrypted, encrypted and
+    // queued through buffers made for it. A message larger than any of them (the read buffer,
+    // one record, one write's plaintext) must still arrive whole, in order, at a reader that
+    // takes it slowly, with the others idle around it.
+    const SIZE: usize = 700 * 1024;
+    let pki = Pki::new("large");
+    let mut cfg = ServerConfig {
+        echo: true,
+        close_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    cfg.ws = augmentos_edge::ws::Limits {
+        max_frame: 1024 * 1024,
+        max_message: 1024 * 1024,
+    };
+    let server = TlsServer::start_with(&pki, cfg);
+    let mut idle: Vec<_> = (0..4)
+        .map(|_| wss(server.addr, default_client(&pki), "/echo"))
+        .collect();
+    for (i, ws) in idle.iter_mut().enumerate() {
+        echo_round(ws, &format!("warm {i}"));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+
+    let big: Vec<u8> = (0..SIZE).map(|i| (i * 7 + i / 251) as u8).collect();
+    let ws = &mut idle[2];
+    ws.send(Message::binary(big.clone()))
+        .expect("send the large message");
+    // A slow reader: small reads, with pauses, so the server's output backs up behind a
+    // socket that will not take it.
+    std::thread::sleep(Duration::from_millis(300));
+    let tls = ws.get_mut();
+    let mut wire = Vec::new();
+    let mut buf = [0u8; 1500];
+    let header = 10; // FIN|binary, 127, 8-byte length (server frames are not masked)
+    for reads in 0.. {
+        if wire.len() >= header + SIZE {
+            break;
+        }
+        let n = tls.read(&mut buf).expect("read the echo");
+        assert!(n > 0, "the server closed after {} bytes", wire.len());
+        wire.extend_from_slice(&buf[..n]);
+        if reads % 4 == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    assert_eq!(wire.len(), header + SIZE, "nothing more than the echo");
+    assert_eq!(&wire[..2], &[0x82, 127]);
+    assert_eq!(
+        u64::from_be_bytes(wire[2..10].try_into().expect("8 bytes")),
+        SIZE as u64
+    );
+    assert!(
+        wire[header..] == big[..],
+        "the echo differs from what was sent"
+    );
+    for (i, ws) in idle.iter_mut().enumerate() {
+        echo_round(ws, &format!("after {i}"));
+    }
 }
 
 /// Read until the server closes (EOF or reset); a read timeout fails the test.

@@ -8,7 +8,8 @@
 //! `--sessions` each connection is a pair of glasses of its own user that sends
 //! `connection_init` and waits for its `connection_ack`, so each holds a session. `--server`
 //! runs any other server instead (a peer for comparison), which must serve a WebSocket at
-//! `--url`.
+//! `--url`. `--tls` then does the same again over TLS, on a fresh server whose only listener is
+//! TLS with a scratch certificate ([`tls`]), and reports both figures, one line each.
 //!
 //! `edge-load route …`: glasses → apps routing under load against the real server ([`route`]):
 //! delivered msgs/s, losses and order, latency, server RSS and server CPU per delivered message.
@@ -30,8 +31,9 @@ use std::time::{Duration, Instant};
 fn usage() -> ! {
     eprintln!(
         "usage:
-  edge-load idle [--conns N] [--port P] [--url PATH] [--sessions] [--server CMD ARGS…]
+  edge-load idle [--conns N] [--port P] [--url PATH] [--sessions] [--tls | --server CMD ARGS…]
       open N idle WebSocket connections and report the server's RSS per connection
+      (--tls: then the same over TLS, on a fresh server with a scratch certificate)
 {}
 {}",
         route::USAGE,
@@ -78,7 +80,7 @@ fn wait_for_port(port: u16) {
 const SECRET: &str = "edge-load-scratch-secret";
 
 /// Read until `needle` has been seen (or the read times out).
-fn read_until(s: &mut TcpStream, needle: &[u8]) -> bool {
+fn read_until(s: &mut impl Read, needle: &[u8]) -> bool {
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     while !got.windows(needle.len()).any(|w| w == needle) {
@@ -90,19 +92,68 @@ fn read_until(s: &mut TcpStream, needle: &[u8]) -> bool {
     true
 }
 
+/// One idle client connection: plain TCP or TLS over it.
+enum Conn {
+    Tcp(TcpStream),
+    Tls(Box<tls::TlsSock>),
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Tcp(s) => s.read(buf),
+            Conn::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Tcp(s) => s.write(buf),
+            Conn::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Conn::Tcp(s) => s.flush(),
+            Conn::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// What one `idle` run opens.
+struct IdleRun<'a> {
+    conns: usize,
+    port: u16,
+    path: &'a str,
+    sessions: bool,
+    server_cmd: &'a [String],
+    /// Connect over TLS, trusting this configuration's certificate (the scratch one).
+    tls: Option<(
+        &'a std::path::Path,
+        std::sync::Arc<tls::rustls::ClientConfig>,
+    )>,
+}
+
 fn idle(args: &[String]) {
     let mut conns = 10_000usize;
     let mut port = 18_102u16;
     let mut path = "/echo".to_string();
     let mut server_cmd: Vec<String> = Vec::new();
     let mut sessions = false;
+    let mut with_tls = false;
     let mut i = 0;
     while i < args.len() {
         let val = || args.get(i + 1).cloned().unwrap_or_else(|| usage());
         match args[i].as_str() {
-            "--sessions" => {
-                sessions = true;
-                path = "/glasses-ws".into();
+            "--sessions" | "--tls" => {
+                sessions |= args[i] == "--sessions";
+                with_tls |= args[i] == "--tls";
+                if sessions {
+                    path = "/glasses-ws".into();
+                }
                 i += 1;
                 continue;
             }
@@ -117,15 +168,65 @@ fn idle(args: &[String]) {
         }
         i += 2;
     }
+    if with_tls && !server_cmd.is_empty() {
+        eprintln!("edge-load idle: --tls measures our own server only (no --server)");
+        std::process::exit(2);
+    }
+    let run = IdleRun {
+        conns,
+        port,
+        path: &path,
+        sessions,
+        server_cmd: &server_cmd,
+        tls: None,
+    };
+    idle_run(&run);
+    if !with_tls {
+        return;
+    }
+    // The same again over TLS, on a fresh server: beside the plain figure, so the difference
+    // is what TLS costs per connection.
+    let cert = std::env::temp_dir().join(format!("edge-load-{}.crt", std::process::id()));
+    let key = cert.with_extension("key");
+    let config = tls::make_certificate(&cert, &key).and_then(|()| tls::client_config(&cert));
+    let config = config.unwrap_or_else(|e| {
+        eprintln!("edge-load idle: {e}");
+        std::process::exit(1)
+    });
+    idle_run(&IdleRun {
+        tls: Some((&cert, config)),
+        ..run
+    });
+    let _ = std::fs::remove_file(&cert);
+    let _ = std::fs::remove_file(&key);
+}
+
+fn idle_run(run: &IdleRun) {
+    let IdleRun {
+        conns,
+        port,
+        path,
+        sessions,
+        server_cmd,
+        ..
+    } = *run;
+    let cfg = std::env::temp_dir().join(format!("edge-load-{}.json", std::process::id()));
     let child = if server_cmd.is_empty() {
         let exe = std::env::current_exe().expect("own path");
         let bin = exe.with_file_name("augmentos-edge");
-        let cfg = std::env::temp_dir().join(format!("edge-load-{}.json", std::process::id()));
         let max = conns + 100;
+        let listen = match &run.tls {
+            Some((cert, _)) => format!(
+                r#"{{"address":"127.0.0.1:{port}","tls":{{"certificate":{:?},"key":{:?}}}}}"#,
+                cert.display().to_string(),
+                cert.with_extension("key").display().to_string()
+            ),
+            None => format!(r#""127.0.0.1:{port}""#),
+        };
         std::fs::write(
             &cfg,
             format!(
-                r#"{{"listen":["127.0.0.1:{port}"],"echoRoute":true,"jwtSecret":"{SECRET}","limits":{{"maxConnections":{max},"maxConnectionsPerAddress":{max},"maxSessions":{max}}},"timings":{{"pingIntervalMs":0}}}}"#
+                r#"{{"listen":[{listen}],"echoRoute":true,"jwtSecret":"{SECRET}","limits":{{"maxConnections":{max},"maxConnectionsPerAddress":{max},"maxSessions":{max}}},"timings":{{"pingIntervalMs":0}}}}"#
             ),
         )
         .expect("write scratch config");
@@ -146,6 +247,7 @@ fn idle(args: &[String]) {
     let server = Server(child);
     let pid = server.0.id();
     wait_for_port(port);
+    let _ = std::fs::remove_file(&cfg);
     std::thread::sleep(Duration::from_millis(300));
     let base = rss_kib(pid);
     let request = |n: usize| {
@@ -166,14 +268,24 @@ fn idle(args: &[String]) {
     let started = Instant::now();
     let mut buf = [0u8; 512];
     for n in 0..conns {
-        let mut s = match TcpStream::connect(("127.0.0.1", port)) {
+        let tcp = match TcpStream::connect(("127.0.0.1", port)) {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("\nedge-load: connect #{n} failed: {e}");
                 break;
             }
         };
-        s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).ok();
+        let mut s = match &run.tls {
+            None => Conn::Tcp(tcp),
+            Some((_, config)) => match tls::TlsSock::connect(tcp, config) {
+                Ok(t) => Conn::Tls(Box::new(t)),
+                Err(e) => {
+                    eprintln!("\nedge-load: TLS #{n} failed: {e}");
+                    break;
+                }
+            },
+        };
         if s.write_all(request(n).as_bytes()).is_err() {
             eprintln!("\nedge-load: write #{n} failed");
             break;
@@ -223,12 +335,13 @@ fn idle(args: &[String]) {
     let loaded = rss_kib(pid);
     let n = open.len().max(1) as f64;
     println!(
-        "idle {}: {} in {:.1} s; server base RSS {} KiB; with them {} KiB; {:.0} bytes each",
+        "idle {}{}: {} in {:.1} s; server base RSS {} KiB; with them {} KiB; {:.0} bytes each",
         if sessions {
             "glasses sessions"
         } else {
             "connections"
         },
+        if run.tls.is_some() { " over TLS" } else { "" },
         open.len(),
         started.elapsed().as_secs_f64(),
         base,
