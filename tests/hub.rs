@@ -767,6 +767,58 @@ fn a_newer_connection_replaces_the_old_and_the_old_close_is_harmless() {
     assert!(w.json_messages(a).is_empty());
 }
 
+/// The `microphone_state_change`s among `msgs`, as their `isMicrophoneEnabled`.
+fn mic_changes(msgs: &[Value]) -> Vec<bool> {
+    of_type(msgs, "microphone_state_change")
+        .iter()
+        .map(|m| m["isMicrophoneEnabled"].as_bool().unwrap())
+        .collect()
+}
+
+#[test]
+fn a_replacing_connection_inherits_the_subscriptions_until_it_sends_its_own() {
+    let mut w = world();
+    let g = session(&mut w, ALICE);
+    let a = start_active(&mut w, g, ALICE, CAPTIONS);
+    subscribe(&mut w, a, CAPTIONS, json!(["button_press", "audio_chunk"]));
+    assert_eq!(mic_changes(&w.json_messages(g)), [true]);
+    w.advance(secs(2)); // past the microphone's debounce: a change would be sent at once
+                        // The same app connects again while its old connection is still up (a half-open socket
+                        // the SDK gave up on).
+    let b = join(
+        &mut w,
+        Peer::InProcess,
+        "/app-ws",
+        CAPTIONS,
+        CAPTIONS_KEY,
+        &sid(ALICE, CAPTIONS),
+    );
+    assert_eq!(w.json_messages(b)[0]["type"], "tpa_connection_ack");
+    // Until it says otherwise it gets what the old one subscribed to, and the microphone the
+    // app needed stays on: no gap in the captions, no off-and-on at the glasses.
+    assert_eq!(
+        w.server.hub.subscriptions(ALICE, CAPTIONS),
+        ["button_press", "audio_chunk"]
+    );
+    assert_routed(&mut w, g, b, ALICE, CAPTIONS);
+    w.send_frame(g, true, Opcode::Binary, &[7; 64]);
+    assert_eq!(w.clients[b].messages(), [Received::Binary(vec![7; 64])]);
+    assert!(mic_changes(&w.json_messages(g)).is_empty());
+    // Its own list (SDK 2.1.29 sends it right after the ack) replaces the inherited one.
+    subscribe(&mut w, b, CAPTIONS, json!(["button_press"]));
+    assert_eq!(
+        w.server.hub.subscriptions(ALICE, CAPTIONS),
+        ["button_press"]
+    );
+    assert_eq!(mic_changes(&w.json_messages(g)), [false]);
+    w.send_frame(g, true, Opcode::Binary, &[8; 64]);
+    assert!(w.clients[b].messages().is_empty());
+    subscribe(&mut w, b, CAPTIONS, json!([]));
+    button_press(&mut w, g);
+    assert!(data_streams(&mut w, b).is_empty());
+    assert!(data_streams(&mut w, a).is_empty());
+}
+
 // ---- 9. stop -----------------------------------------------------------------------------
 
 #[test]
