@@ -9,7 +9,8 @@
 //!
 //! Invariants: nothing here knows sessions or apps, reads a clock, or names the shell; client
 //! connections and outbound requests are counted apart, so outbound requests never count
-//! against (or crowd out) client connections.
+//! against (or crowd out) client connections; connections held past a client cap (to answer
+//! `/health` or `/metrics` only) are counted apart too, against neither cap.
 
 pub mod cidr;
 pub mod conn;

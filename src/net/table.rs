@@ -486,7 +486,7 @@ fn is_current(conns: &Slab<Conn>, at: Instant, (id, kind): (ConnId, Timer)) -> b
 
 /// The address a per-address limit counts `peer` under: its IP (an IPv4-mapped IPv6 address
 /// as the IPv4 address it is); none for Unix and in-process peers.
-pub fn address_of(peer: &Peer) -> Option<IpAddr> {
+fn address_of(peer: &Peer) -> Option<IpAddr> {
     match peer {
         Peer::Ip(a) => Some(match a.ip() {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
