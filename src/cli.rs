@@ -227,6 +227,8 @@ pub fn effective(c: &Config) -> Value {
             "maxOutputBytes": s.max_output,
             "highWaterBytes": s.read_pause,
             "maxConnections": s.max_connections,
+            "maxConnectionsPerAddress": s.max_per_address,
+            "perAddressExempt": s.per_address_exempt.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
             "maxOutbound": s.max_outbound,
             "maxWebhooksPerServer": c.hub.max_webhooks_per_server,
             "maxQueuedWebhooks": c.hub.max_queued_webhooks,

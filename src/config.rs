@@ -202,6 +202,8 @@ struct RawLimits {
     max_connections: Option<Ranged<1, { crate::net::MAX_INDEX as u64 - 1 }>>,
     /// Client connections from one IP address (Unix and in-process ones are exempt).
     max_connections_per_address: Option<Ranged<1, { crate::net::MAX_INDEX as u64 - 1 }>>,
+    /// Addresses or networks (CIDR) not held to `maxConnectionsPerAddress`: a venue's NAT.
+    per_address_exempt: Option<Vec<Network>>,
     /// User sessions held at once, and apps running in one session.
     max_sessions: Option<Ranged<1, 1_000_000>>,
     max_apps_per_session: Option<Ranged<1, 1_000>>,
@@ -359,6 +361,9 @@ impl RawConfig {
             set(&mut server.read_pause, l.high_water_bytes);
             set(&mut server.max_connections, l.max_connections);
             set(&mut server.max_per_address, l.max_connections_per_address);
+            if let Some(nets) = l.per_address_exempt {
+                server.per_address_exempt = nets.into_iter().map(|Network(n)| n).collect();
+            }
             set(&mut hub.max_sessions, l.max_sessions);
             set(&mut hub.max_apps_per_session, l.max_apps_per_session);
             set(&mut server.max_outbound, l.max_outbound);
@@ -611,6 +616,18 @@ checked_string! {
         Ok(a)
     } else {
         Err(format!("'{a}' is not an IP address, 'unix' or 'in-process'"))
+    }
+}
+
+/// An IP address or network in CIDR notation (`10.8.0.0/16`, `fd00::/8`, `192.168.50.1`).
+#[derive(Deserialize)]
+#[serde(try_from = "String")]
+struct Network(crate::net::Cidr);
+
+impl TryFrom<String> for Network {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse().map(Network)
     }
 }
 
@@ -952,6 +969,41 @@ mod tests {
         ] {
             let err = error(&json);
             assert!(err.contains(want), "{json}: {err}");
+        }
+    }
+
+    #[test]
+    fn per_address_exempt_networks_are_parsed_and_bad_ones_refused_by_key() {
+        let c = Config::from_json(
+            r#"{"limits": {"perAddressExempt": ["192.168.50.1", "10.8.0.0/16", "fd00::/8"]}}"#,
+        )
+        .unwrap();
+        let nets: Vec<String> = c
+            .server
+            .per_address_exempt
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(nets, ["192.168.50.1/32", "10.8.0.0/16", "fd00::/8"]);
+        assert!(Config::embedded().server.per_address_exempt.is_empty());
+        for (bad, want) in [
+            (
+                r#"["10.8.0.0/33"]"#,
+                "limits.perAddressExempt[0]: '10.8.0.0/33'",
+            ),
+            (
+                r#"["10.0.0.1", "nat.example"]"#,
+                "limits.perAddressExempt[1]: 'nat.example'",
+            ),
+            (
+                r#"["fd00::/129"]"#,
+                "limits.perAddressExempt[0]: 'fd00::/129'",
+            ),
+            (r#""10.0.0.0/8""#, "limits.perAddressExempt: "),
+            (r#"[8]"#, "limits.perAddressExempt[0]: "),
+        ] {
+            let err = error(&format!(r#"{{"limits": {{"perAddressExempt": {bad}}}}}"#));
+            assert!(err.starts_with(want), "{bad}: {err}");
         }
     }
 

@@ -357,6 +357,34 @@ fn duration_expiry_falls_back_to_the_next_eligible_display_then_a_clear() {
     assert!(displays(&mut w, g).is_empty());
 }
 
+/// `durationMs: 0` is the cloud's: no expiry (shown until something replaces it) and never
+/// restored (PROTOCOL §16.6, `hasRemainingDuration` is false for it); not "show for 0 ms".
+#[test]
+fn a_display_with_duration_zero_stays_until_replaced_and_is_never_restored() {
+    let mut w = world();
+    let (g, stt) = session(&mut w);
+    let cap = start_active(&mut w, g, CAPTIONS);
+    text_wall(&mut w, cap, CAPTIONS, "zero", Some(0));
+    let ds = displays(&mut w, g);
+    assert_eq!(main_labels(&ds), ["zero"]);
+    assert_eq!(ds[0]["durationMs"], 0, "forwarded as given");
+    // Deadline by deadline, as the reactor wakes, for ten minutes: it stays on screen.
+    let until = w.now + Duration::from_secs(600);
+    while w.server.poll_timeout().is_some_and(|at| at <= until) {
+        assert!(w.jump_to_next_deadline());
+        assert!(displays(&mut w, g).is_empty(), "at {:?}", w.now);
+    }
+    w.advance(until.saturating_since(w.now));
+    assert!(displays(&mut w, g).is_empty());
+    // Displaced for a second by a background app, it is not shown again: a clear.
+    text_wall(&mut w, stt, STT, "notice", Some(1_000));
+    assert_eq!(main_labels(&displays(&mut w, g)), ["notice"]);
+    let shown = w.now;
+    assert!(w.jump_to_next_deadline());
+    assert_eq!(w.now, shown + ms(1_000));
+    assert_eq!(main_labels(&displays(&mut w, g)), ["clear"]);
+}
+
 #[test]
 fn app_stop_restores_the_previous_display_at_once() {
     let mut w = world();

@@ -767,6 +767,58 @@ fn a_newer_connection_replaces_the_old_and_the_old_close_is_harmless() {
     assert!(w.json_messages(a).is_empty());
 }
 
+/// The `microphone_state_change`s among `msgs`, as their `isMicrophoneEnabled`.
+fn mic_changes(msgs: &[Value]) -> Vec<bool> {
+    of_type(msgs, "microphone_state_change")
+        .iter()
+        .map(|m| m["isMicrophoneEnabled"].as_bool().unwrap())
+        .collect()
+}
+
+#[test]
+fn a_replacing_connection_inherits_the_subscriptions_until_it_sends_its_own() {
+    let mut w = world();
+    let g = session(&mut w, ALICE);
+    let a = start_active(&mut w, g, ALICE, CAPTIONS);
+    subscribe(&mut w, a, CAPTIONS, json!(["button_press", "audio_chunk"]));
+    assert_eq!(mic_changes(&w.json_messages(g)), [true]);
+    w.advance(secs(2)); // past the microphone's debounce: a change would be sent at once
+                        // The same app connects again while its old connection is still up (a half-open socket
+                        // the SDK gave up on).
+    let b = join(
+        &mut w,
+        Peer::InProcess,
+        "/app-ws",
+        CAPTIONS,
+        CAPTIONS_KEY,
+        &sid(ALICE, CAPTIONS),
+    );
+    assert_eq!(w.json_messages(b)[0]["type"], "tpa_connection_ack");
+    // Until it says otherwise it gets what the old one subscribed to, and the microphone the
+    // app needed stays on: no gap in the captions, no off-and-on at the glasses.
+    assert_eq!(
+        w.server.hub.subscriptions(ALICE, CAPTIONS),
+        ["button_press", "audio_chunk"]
+    );
+    assert_routed(&mut w, g, b, ALICE, CAPTIONS);
+    w.send_frame(g, true, Opcode::Binary, &[7; 64]);
+    assert_eq!(w.clients[b].messages(), [Received::Binary(vec![7; 64])]);
+    assert!(mic_changes(&w.json_messages(g)).is_empty());
+    // Its own list (SDK 2.1.29 sends it right after the ack) replaces the inherited one.
+    subscribe(&mut w, b, CAPTIONS, json!(["button_press"]));
+    assert_eq!(
+        w.server.hub.subscriptions(ALICE, CAPTIONS),
+        ["button_press"]
+    );
+    assert_eq!(mic_changes(&w.json_messages(g)), [false]);
+    w.send_frame(g, true, Opcode::Binary, &[8; 64]);
+    assert!(w.clients[b].messages().is_empty());
+    subscribe(&mut w, b, CAPTIONS, json!([]));
+    button_press(&mut w, g);
+    assert!(data_streams(&mut w, b).is_empty());
+    assert!(data_streams(&mut w, a).is_empty());
+}
+
 // ---- 9. stop -----------------------------------------------------------------------------
 
 #[test]
@@ -1472,10 +1524,20 @@ fn world_pinging(max_connections: usize) -> World {
     )
 }
 
-fn health(w: &mut World) -> u16 {
+fn get(w: &mut World, path: &str) -> u16 {
     let c = w.connect();
-    w.send_raw(c, b"GET /health HTTP/1.1\r\n\r\n");
+    w.send_raw(c, format!("GET {path} HTTP/1.1\r\n\r\n").as_bytes());
     w.clients[c].take_http_response().map_or(0, |(s, _)| s)
+}
+
+/// Whether a new client connection is admitted (past the cap it is answered 503; only
+/// `/health` and `/metrics` are answered there).
+fn slot_free(w: &mut World) -> bool {
+    match get(w, "/nowhere") {
+        404 => true,
+        503 => false,
+        other => panic!("GET /nowhere answered {other}"),
+    }
 }
 
 #[test]
@@ -1488,8 +1550,9 @@ fn app_sockets_that_never_initialise_are_closed_at_their_deadline_though_they_an
             c
         })
         .collect();
-    // Every client slot is held: even /health is refused.
-    assert_eq!(health(&mut w), 503);
+    // Every client slot is held (only /health and /metrics are still answered).
+    assert!(!slot_free(&mut w));
+    assert_eq!(get(&mut w, "/health"), 200);
     // They answer every ping, as client libraries do, for the whole init deadline (5 s).
     for _ in 0..4 {
         w.advance(secs(1));
@@ -1509,7 +1572,7 @@ fn app_sockets_that_never_initialise_are_closed_at_their_deadline_though_they_an
     // They get the close deadline to answer our close frame, then the slots are free.
     w.advance(secs(2));
     assert!(idle.iter().all(|&c| w.clients[c].closed));
-    assert_eq!(health(&mut w), 200);
+    assert!(slot_free(&mut w));
     assert_eq!(w.server.hub.counters.refusals.get("INIT_TIMEOUT"), Some(&3));
 }
 
@@ -1577,7 +1640,7 @@ fn start_stop_toggling_is_rate_limited_coalesced_and_never_crowds_out_clients() 
     assert_eq!(sent, 2);
     assert_eq!(w.server.hub.counters.webhooks_coalesced, 7);
     // Client connections are untouched by the outbound ones.
-    assert_eq!(health(&mut w), 200);
+    assert!(slot_free(&mut w));
     assert_eq!(w.server.net.inbound_count(), 2);
     // A second later the session may ask again, once.
     w.advance(secs(1));
@@ -1596,7 +1659,7 @@ fn webhooks_are_capped_per_app_server_and_in_total_apart_from_client_connections
     let mut w = World::with_hub(
         ServerConfig {
             ping_interval: None,
-            // Three glasses and one /health caller fill the client slots exactly.
+            // Three glasses and one more caller fill the client slots exactly.
             max_connections: 4,
             max_outbound: 3,
             ..ServerConfig::default()
@@ -1628,7 +1691,7 @@ fn webhooks_are_capped_per_app_server_and_in_total_apart_from_client_connections
     }
     assert_eq!(w.server.net.outbound_count(), 3);
     // Client connections still fit, however many webhooks wait.
-    assert_eq!(health(&mut w), 200);
+    assert!(slot_free(&mut w));
     assert!(w.server.stats().outbound_refused >= 2);
     // The refused attempts are retried after the backoff, within the caps.
     let sent = w.outbound.len();

@@ -1,5 +1,6 @@
 //! The box's limits: connections in total and per source address (HTTP 503 with a JSON body
-//! before any upgrade), sessions in total and apps per session (structured refusals), and a
+//! before any upgrade; networks exempt from the per-address cap; `/health` and `/metrics`
+//! answered past both caps through a small reserve with a deadline), sessions in total and apps per session (structured refusals), and a
 //! flood of half-open handshakes (slowloris) shed while an established session keeps working.
 //!
 //! The connection limits and the flood run over real sockets (the whole server on a reactor
@@ -12,7 +13,7 @@ mod support;
 use augmentos_edge::auth::{self, jwt};
 use augmentos_edge::hub::registry::AppSpec;
 use augmentos_edge::hub::HubConfig;
-use augmentos_edge::net::Target;
+use augmentos_edge::net::{Peer, Target};
 use augmentos_edge::server::ServerConfig;
 use augmentos_edge::sim::World;
 use serde_json::{json, Value};
@@ -194,6 +195,175 @@ fn an_app_past_the_per_session_limit_is_refused_from_the_glasses_and_over_rest()
     );
 }
 
+// ---- connection limits past their caps (deterministic world) -------------------------------
+
+fn caps_world(max_connections: usize, max_per_address: usize, exempt: &[&str]) -> World {
+    World::new(ServerConfig {
+        echo: true,
+        max_connections,
+        max_per_address,
+        per_address_exempt: exempt.iter().map(|n| n.parse().unwrap()).collect(),
+        ping_interval: None,
+        ..ServerConfig::default()
+    })
+}
+
+fn from(w: &mut World, ip: &str) -> usize {
+    let addr: SocketAddr = (ip.parse::<std::net::IpAddr>().unwrap(), 40_000).into();
+    w.connect_from(Peer::Ip(addr))
+}
+
+/// Client `c` sends `GET path` and gets the whole answer: its status and body.
+fn get(w: &mut World, c: usize, path: &str) -> (u16, String) {
+    w.send_raw(
+        c,
+        format!("GET {path} HTTP/1.1\r\nHost: box\r\n\r\n").as_bytes(),
+    );
+    let r = w.clients[c].take_http_response().expect("an answer");
+    assert!(
+        w.clients[c].closed,
+        "the connection is closed after its answer"
+    );
+    r
+}
+
+fn refused(w: &mut World, c: usize, code: &str) {
+    let (status, body) = w.clients[c].take_http_response().expect("an answer");
+    assert_json_error(status, &serde_json::from_str(&body).unwrap(), 503, code);
+    assert!(w.clients[c].closed);
+}
+
+#[test]
+fn a_nat_gateway_listed_as_exempt_is_not_held_to_the_per_address_cap() {
+    // A venue's guest Wi-Fi, NATed: every visitor arrives from 10.8.0.1.
+    let mut w = caps_world(100, 2, &["10.8.0.0/16", "fd00::/8"]);
+    for ip in ["10.8.0.1", "::ffff:10.8.0.1", "fd00::7"] {
+        for _ in 0..5 {
+            let c = from(&mut w, ip);
+            assert_eq!(w.upgrade(c, "/echo"), 101, "{ip}");
+        }
+    }
+    // Any other address is still held to it.
+    for _ in 0..2 {
+        let c = from(&mut w, "192.0.2.7");
+        assert_eq!(w.upgrade(c, "/echo"), 101);
+    }
+    let c = from(&mut w, "192.0.2.7");
+    w.send_raw(c, support::upgrade_request().as_bytes());
+    refused(&mut w, c, "TOO_MANY_FROM_ADDRESS");
+    assert_eq!(w.server.stats().refused_per_address, 1);
+    // The exempt ones still count towards the total.
+    let mut w = caps_world(3, 2, &["10.8.0.0/16"]);
+    for _ in 0..3 {
+        let c = from(&mut w, "10.8.0.1");
+        assert_eq!(w.upgrade(c, "/echo"), 101);
+    }
+    let c = from(&mut w, "10.8.0.1");
+    w.send_raw(c, support::upgrade_request().as_bytes());
+    refused(&mut w, c, "AT_CAPACITY");
+}
+
+#[test]
+fn health_and_metrics_are_answered_past_both_caps_and_nothing_else_is() {
+    let mut w = caps_world(3, 2, &[]);
+    for _ in 0..2 {
+        let c = from(&mut w, "192.0.2.7");
+        assert_eq!(w.upgrade(c, "/echo"), 101);
+    }
+    // The address is full: its health check and its scrape are answered...
+    let c = from(&mut w, "192.0.2.7");
+    let (status, body) = get(&mut w, c, "/health");
+    assert_eq!(status, 200, "{body}");
+    let c = from(&mut w, "192.0.2.7");
+    let (status, text) = get(&mut w, c, "/metrics");
+    assert_eq!(status, 200);
+    assert!(text.contains("augmentos_edge_connections{"), "{text}");
+    // ... anything else is refused with the cap's code, as before.
+    for path in ["/echo", "/apps/x/start", "/nowhere"] {
+        let c = from(&mut w, "192.0.2.7");
+        let (status, body) = get(&mut w, c, path);
+        assert_json_error(
+            status,
+            &serde_json::from_str(&body).unwrap(),
+            503,
+            "TOO_MANY_FROM_ADDRESS",
+        );
+    }
+    // Full in total: the box's own check from loopback says so.
+    let c = from(&mut w, "198.51.100.1");
+    assert_eq!(w.upgrade(c, "/echo"), 101);
+    let c = from(&mut w, "127.0.0.1");
+    let (status, body) = get(&mut w, c, "/health");
+    assert_eq!(status, 200, "{body}");
+    let health: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["ready"], false, "{health}");
+    assert_eq!(
+        health["components"]["connections"]["state"], "full",
+        "{health}"
+    );
+    assert_eq!(health["components"]["connections"]["count"], 3, "{health}");
+    assert_eq!(
+        health["components"]["connections"]["overCap"], 1,
+        "{health}"
+    );
+    let c = from(&mut w, "127.0.0.1");
+    let (status, body) = get(&mut w, c, "/metrics");
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("augmentos_edge_refusals_total{code=\"TOO_MANY_FROM_ADDRESS\"} 3"),
+        "{body}"
+    );
+    let c = from(&mut w, "127.0.0.1");
+    let (status, body) = get(&mut w, c, "/glasses-ws");
+    assert_json_error(
+        status,
+        &serde_json::from_str(&body).unwrap(),
+        503,
+        "AT_CAPACITY",
+    );
+    assert_eq!(w.server.stats().refused_at_capacity, 1);
+    // The three WebSockets were never disturbed.
+    assert_eq!(w.server.websocket_count(), 3);
+}
+
+#[test]
+fn the_over_cap_reserve_is_small_and_has_a_deadline() {
+    use augmentos_edge::server::{OVER_CAP_DEADLINE, OVER_CAP_RESERVE};
+    let mut w = caps_world(1, 1024, &[]);
+    let held = from(&mut w, "192.0.2.7");
+    assert_eq!(w.upgrade(held, "/echo"), 101);
+    // Connections past the cap that send nothing wait in the reserve, unanswered...
+    let start = w.now;
+    let waiting: Vec<usize> = (0..OVER_CAP_RESERVE)
+        .map(|i| from(&mut w, &format!("198.51.100.{i}")))
+        .collect();
+    for &c in &waiting {
+        assert!(w.clients[c].take_http_response().is_none());
+        assert!(!w.clients[c].closed);
+    }
+    // ... of which there are never more than the reserve: the next is refused at once.
+    for _ in 0..3 {
+        let c = from(&mut w, "127.0.0.1");
+        refused(&mut w, c, "AT_CAPACITY");
+    }
+    assert_eq!(w.server.connection_count(), 1 + OVER_CAP_RESERVE);
+    // The next deadline is the reserve's: each waiting one is refused then.
+    assert!(w.jump_to_next_deadline());
+    assert_eq!(w.now, start + OVER_CAP_DEADLINE);
+    for &c in &waiting {
+        refused(&mut w, c, "AT_CAPACITY");
+    }
+    assert_eq!(w.server.connection_count(), 1);
+    assert_eq!(
+        w.server.stats().refused_at_capacity,
+        3 + OVER_CAP_RESERVE as u64
+    );
+    // The reserve is free again: the operator's check gets through.
+    let c = from(&mut w, "127.0.0.1");
+    assert_eq!(get(&mut w, c, "/health").0, 200);
+    assert!(w.server.poll_timeout().is_none(), "nothing is left waiting");
+}
+
 // ---- connection limits (real sockets) -----------------------------------------------------
 
 /// Read the one HTTP response a server sends before it closes.
@@ -230,6 +400,12 @@ fn over_the_per_address_limit_a_connection_is_answered_503_json_and_unix_is_exem
     let _ = third.write_all(support::upgrade_request().as_bytes());
     let (status, body) = response_of(&mut third);
     assert_json_error(status, &body, 503, "TOO_MANY_FROM_ADDRESS");
+    // The box's own health check from the full address is answered all the same.
+    let r = http_exchange(
+        server.connect(Transport::Tcp),
+        b"GET /health HTTP/1.1\r\n\r\n",
+    );
+    assert_eq!(r.status, 200, "{:?}", r.json());
     // Unix-socket and in-process callers are not counted by address.
     for t in [Transport::Unix, Transport::InProcess] {
         let r = http_exchange(server.connect(t), b"GET /health HTTP/1.1\r\n\r\n");

@@ -1,7 +1,8 @@
 //! Signals, against the real binary: SIGTERM and SIGINT stop it in order (listeners closed,
-//! every WebSocket closed with 1001 "going away", exit 0 within the close deadline even when a
-//! client never answers), and SIGHUP reloads the app registry from the edited config file while
-//! a glasses session stays up.
+//! every WebSocket, glasses and app, closed with 1001 "going away", exit 0 within the close
+//! deadline even when a client never answers), and SIGHUP reloads the app registry from the
+//! edited config file while a glasses session stays up (a changed app key refuses the old key
+//! to new connections and keeps the live ones).
 
 use augmentos_edge::auth::{self, jwt};
 use std::io::{Read, Write};
@@ -31,15 +32,24 @@ fn free_port() -> u16 {
 }
 
 fn app(package: &str) -> String {
+    app_at(package, 9, "key")
+}
+
+/// An app whose webhooks go to `webhook_port`, with the key `key`.
+fn app_at(package: &str, webhook_port: u16, key: &str) -> String {
     format!(
-        r#"{{"packageName": "{package}", "name": "{package}", "publicUrl": "http://127.0.0.1:9",
-            "hashedApiKey": "{}"}}"#,
-        auth::hash_api_key("key")
+        r#"{{"packageName": "{package}", "name": "{package}",
+            "publicUrl": "http://127.0.0.1:{webhook_port}", "hashedApiKey": "{}"}}"#,
+        auth::hash_api_key(key)
     )
 }
 
 fn config(port: u16, apps: &[&str]) -> String {
     let apps: Vec<String> = apps.iter().map(|p| app(p)).collect();
+    config_of(port, &apps)
+}
+
+fn config_of(port: u16, apps: &[String]) -> String {
     format!(
         r#"{{"listen": ["127.0.0.1:{port}"], "jwtSecret": "{SECRET}",
             "timings": {{"closeTimeoutMs": 1000, "webhookTimeoutMs": 500, "webhookAttempts": 1}},
@@ -50,6 +60,11 @@ fn config(port: u16, apps: &[&str]) -> String {
 
 impl Edge {
     fn start(name: &str, apps: &[&str]) -> Edge {
+        Edge::start_with(name, |port| config(port, apps))
+    }
+
+    /// Start with the config `config(port)` for the port it listens on.
+    fn start_with(name: &str, config: impl FnOnce(u16) -> String) -> Edge {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
@@ -59,7 +74,7 @@ impl Edge {
         ));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let port = free_port();
-        std::fs::write(dir.join("edge.json"), config(port, apps)).expect("config");
+        std::fs::write(dir.join("edge.json"), config(port)).expect("config");
         let child = Command::new(env!("CARGO_BIN_EXE_augmentos-edge"))
             .args(["serve", "--config"])
             .arg(dir.join("edge.json"))
@@ -118,6 +133,26 @@ impl Edge {
             .expect("init");
         wait_for(&mut ws, |v| v["type"] == "connection_ack");
         ws
+    }
+
+    /// An app WebSocket for `package` in `user`'s session, with `key`: after its
+    /// `tpa_connection_init`, the first message it got (the ack or the refusal).
+    fn app(
+        &self,
+        user: &str,
+        package: &str,
+        key: &str,
+    ) -> (WebSocket<TcpStream>, serde_json::Value) {
+        let tcp = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        tcp.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let url = format!("ws://127.0.0.1:{}/app-ws", self.port);
+        let (mut ws, _) = tungstenite::client(url, tcp).expect("app upgrade");
+        let init = serde_json::json!({"type": "tpa_connection_init", "packageName": package,
+            "sessionId": format!("{user}-{package}"), "apiKey": key});
+        ws.send(Message::text(init.to_string())).expect("init");
+        let first = wait_for(&mut ws, |_| true);
+        (ws, first)
     }
 
     /// `POST /apps/{package}/{action}` for `user`: the status and the JSON body.
@@ -279,5 +314,150 @@ fn sighup_reloads_the_app_registry_while_the_session_stays_up() {
     }
     edge.signal("TERM");
     assert_eq!(close_of(&mut glasses).0, CloseCode::Away);
+    assert_eq!(edge.wait_exit().and_then(|s| s.code()), Some(0));
+}
+
+/// An app server that answers every webhook 200 (the app connects on its own); it lives as
+/// long as the test process.
+fn webhook_server() -> u16 {
+    let l = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind webhooks");
+    let port = l.local_addr().expect("address").port();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let complete = loop {
+                match s.read(&mut chunk) {
+                    Ok(0) | Err(_) => break false,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+                let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                    continue;
+                };
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let len = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                if buf.len() >= end + 4 + len {
+                    break true;
+                }
+            };
+            if complete {
+                let _ = s.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+                );
+            }
+        }
+    });
+    port
+}
+
+/// A started app of `user`, connected with `key` and acknowledged.
+fn started_app(edge: &Edge, user: &str, package: &str, key: &str) -> WebSocket<TcpStream> {
+    let (status, body) = edge.rest(user, package, "start");
+    assert_eq!(status, 200, "{body}");
+    let (ws, ack) = edge.app(user, package, key);
+    assert_eq!(ack["type"], "tpa_connection_ack", "{ack}");
+    ws
+}
+
+/// The socket answers a ping: it is open and read.
+fn answers_ping(ws: &mut WebSocket<TcpStream>, what: &str) {
+    ws.send(Message::Ping(b"still here".to_vec().into()))
+        .expect("ping");
+    loop {
+        match ws.read().expect("read") {
+            Message::Pong(p) if &p[..] == b"still here" => return,
+            Message::Close(c) => panic!("{what} was closed: {c:?}"),
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn sigterm_closes_an_apps_websocket_with_1001_too() {
+    let hooks = webhook_server();
+    let mut edge = Edge::start_with("term-app", |port| {
+        config_of(port, &[app_at("com.term", hooks, "key")])
+    });
+    let user = "tia@example.com";
+    let mut glasses = edge.glasses(user);
+    let mut app = started_app(&edge, user, "com.term", "key");
+    edge.signal("TERM");
+    for (ws, what) in [(&mut app, "app"), (&mut glasses, "glasses")] {
+        let (code, reason) = close_of(ws);
+        assert_eq!(code, CloseCode::Away, "{what}");
+        assert_eq!(reason, "going away", "{what}");
+    }
+    let status = edge.wait_exit().expect("exited after SIGTERM");
+    assert_eq!(status.code(), Some(0), "{status:?}");
+}
+
+#[test]
+fn sighup_with_a_changed_app_key_refuses_the_old_key_to_new_connections_and_keeps_live_ones() {
+    let hooks = webhook_server();
+    let mut edge = Edge::start_with("hup-key", |port| {
+        config_of(port, &[app_at("com.keyed", hooks, "old-key")])
+    });
+    let user = "kim@example.com";
+    let mut glasses = edge.glasses(user);
+    let mut live = started_app(&edge, user, "com.keyed", "old-key");
+
+    std::fs::write(
+        edge.dir.join("edge.json"),
+        config_of(edge.port, &[app_at("com.keyed", hooks, "new-key")]),
+    )
+    .expect("edit the config");
+    edge.signal("HUP");
+    // The reload is seen by a connection for a session that does not exist: the key is
+    // checked first, so the old key is told SESSION_NOT_FOUND before the reload and
+    // INVALID_API_KEY after it (and the live connection is not replaced meanwhile).
+    let until = Instant::now() + EXIT_WITHIN;
+    loop {
+        let (_, first) = edge.app("nobody@example.com", "com.keyed", "old-key");
+        if first["code"] == "INVALID_API_KEY" {
+            break;
+        }
+        assert_eq!(first["code"], "SESSION_NOT_FOUND", "{first}");
+        assert!(Instant::now() < until, "the reload never took effect");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // A new connection with the old key is refused with its code, then closed 1008.
+    let (mut refused, first) = edge.app(user, "com.keyed", "old-key");
+    assert_eq!(first["type"], "tpa_connection_error", "{first}");
+    assert_eq!(first["code"], "INVALID_API_KEY", "{first}");
+    assert_eq!(close_of(&mut refused).0, CloseCode::Policy);
+    // The live connection, authenticated with the old key, is kept: still open, and still the
+    // app's bound connection (the glasses were told nothing stopped).
+    answers_ping(&mut live, "the live app connection");
+    answers_ping(&mut glasses, "the glasses");
+    // The new key is taken, by a connection that replaces the live one as usual.
+    let (mut new, first) = edge.app(user, "com.keyed", "new-key");
+    assert_eq!(first["type"], "tpa_connection_ack", "{first}");
+    let (code, reason) = close_of(&mut live);
+    assert_eq!(code, CloseCode::Policy);
+    assert!(reason.contains("Replaced"), "{reason}");
+    edge.signal("TERM");
+    assert_eq!(close_of(&mut new).0, CloseCode::Away);
+    let stopped = |v: &serde_json::Value| v["type"] == "app_stopped";
+    loop {
+        match glasses.read() {
+            Ok(Message::Text(t)) => {
+                let v: serde_json::Value = serde_json::from_str(t.as_str()).expect("JSON");
+                assert!(!stopped(&v), "the glasses were told the app stopped: {v}");
+            }
+            Ok(Message::Close(f)) => {
+                assert_eq!(f.map(|f| f.code), Some(CloseCode::Away));
+                break;
+            }
+            Ok(_) => {}
+            Err(e) => panic!("no close frame: {e}"),
+        }
+    }
     assert_eq!(edge.wait_exit().and_then(|s| s.code()), Some(0));
 }

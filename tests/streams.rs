@@ -676,3 +676,57 @@ fn a_transcriber_listening_to_audio_turns_the_microphone_on_only_while_captions_
     subscribe(&mut w, a, json!([]));
     assert_eq!(mic(&w.json_messages(g)), vec![(false, json!([]))]);
 }
+
+/// The audio frames client `c` received (anything else it got is dropped).
+fn audio(w: &mut World, c: usize) -> Vec<Vec<u8>> {
+    w.clients[c]
+        .messages()
+        .into_iter()
+        .filter_map(|m| match m {
+            augmentos_edge::sim::Received::Binary(b) => Some(b),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn no_audio_reaches_a_transcriber_once_nobody_wants_its_transcripts() {
+    let mut w = world();
+    let g = glasses(&mut w, USER);
+    let stt = app(&mut w, g, USER, STT, json!(["audio_chunk"]));
+    let captions = app(&mut w, g, USER, A, json!(["transcription:en-US"]));
+    // A recorder keeps the microphone on throughout: audio keeps coming from the glasses.
+    let recorder = app(&mut w, g, USER, B, json!(["audio_chunk"]));
+    let chunk = |i: u8| vec![i; 320];
+    w.send_frame(g, true, Opcode::Binary, &chunk(1));
+    assert_eq!(
+        audio(&mut w, stt),
+        [chunk(1)],
+        "captions wanted: transcribe"
+    );
+    assert_eq!(audio(&mut w, recorder), [chunk(1)]);
+    // The captions app stops: the transcriber would listen for nobody.
+    w.send_text(
+        g,
+        &json!({"type": "stop_app", "packageName": A}).to_string(),
+    );
+    assert_eq!(w.server.hub.app_state(USER, A), None);
+    w.json_messages(captions);
+    w.send_frame(g, true, Opcode::Binary, &chunk(2));
+    assert_eq!(
+        audio(&mut w, stt),
+        Vec::<Vec<u8>>::new(),
+        "audio for nobody"
+    );
+    assert_eq!(audio(&mut w, recorder), [chunk(2)]);
+    // Captions wanted again (another app): the transcriber hears the audio again.
+    let c = app(&mut w, g, USER, C, json!(["transcription:en-US"]));
+    w.send_frame(g, true, Opcode::Binary, &chunk(3));
+    assert_eq!(audio(&mut w, stt), [chunk(3)]);
+    // An unsubscription is the same as a stop; and with nobody else listening, audio the
+    // glasses still send (the microphone's off is debounced) reaches nobody at all.
+    subscribe(&mut w, c, json!([]));
+    w.client_eof(recorder);
+    w.send_frame(g, true, Opcode::Binary, &chunk(4));
+    assert_eq!(audio(&mut w, stt), Vec::<Vec<u8>>::new());
+}

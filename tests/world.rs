@@ -358,9 +358,19 @@ fn over_capacity_is_answered_503() {
         ..ServerConfig::default()
     });
     let _a = w.connect();
+    // Past the cap, a request is answered 503 at once (only /health and /metrics are served)...
     let b = w.connect();
+    w.send_raw(b, b"GET /echo HTTP/1.1\r\n\r\n");
     assert_eq!(w.clients[b].take_http_response().map(|r| r.0), Some(503));
     assert!(w.clients[b].closed);
+    // ... and a connection that sends nothing is answered 503 at the reserve's deadline.
+    let c = w.connect();
+    assert_eq!(w.clients[c].take_http_response(), None);
+    let start = w.now;
+    assert!(w.jump_to_next_deadline());
+    assert_eq!(w.now, start + augmentos_edge::server::OVER_CAP_DEADLINE);
+    assert_eq!(w.clients[c].take_http_response().map(|r| r.0), Some(503));
+    assert!(w.clients[c].closed);
 }
 
 #[test]

@@ -355,6 +355,7 @@ impl Harness {
             max_outbound: [1, 4][(selector >> 5 & 1) as usize],
             stall_timeout: Duration::from_secs(2),
             max_per_address: 1024,
+            per_address_exempt: Vec::new(),
             ping_interval: Some(Duration::from_secs(15)),
             idle_timeout: Duration::from_secs(45),
             operator_token: Some("fuzz-operator-token".into()),

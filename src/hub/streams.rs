@@ -130,7 +130,7 @@ impl Hub {
     }
 
     /// Audio from the glasses: the same bytes, in a binary frame, to every app subscribed to
-    /// `audio_chunk` (or everything).
+    /// `audio_chunk` (or everything) that [hears audio](Hub::hears_audio) now.
     pub(super) fn relay_audio(&mut self, net: &mut impl Outbox, sk: SessKey, data: &[u8]) {
         let Some(s) = self.session(sk) else { return };
         let Some(streams) = s.streams.as_deref() else {
@@ -138,6 +138,9 @@ impl Hub {
         };
         let mut dropped = 0;
         streams.routes.each(Event::Plain("audio_chunk"), |app, _| {
+            if !self.hears_audio(app, &streams.routes) {
+                return;
+            }
             if let Some(conn) = active_conn(s, app) {
                 if net.backed_up(conn) {
                     dropped += 1;
@@ -370,9 +373,17 @@ impl Hub {
 
     // ---- the microphone ------------------------------------------------------------------
 
-    /// What the session's apps need the microphone for. A publisher (an on-box transcriber)
-    /// subscribes to audio all the time, but its audio counts only while somebody wants what
-    /// it publishes: the microphone is on for transcripts only while an app wants transcripts.
+    /// Whether `app`'s audio subscription counts now. A publisher (an on-box transcriber)
+    /// subscribes to audio all the time, but its subscription counts only while some app wants
+    /// what it publishes: no audio is routed to it, and the microphone is not on for it, while
+    /// nobody wants transcripts. Any other app's counts always.
+    fn hears_audio(&self, app: usize, routes: &Routes) -> bool {
+        let publishes = &self.cfg.apps[app].publishes;
+        publishes.is_empty() || publishes.iter().any(|p| routes.wants(p))
+    }
+
+    /// What the session's apps need the microphone for: audio for the apps that
+    /// [hear it](Hub::hears_audio), transcripts for the apps that want them.
     fn mic_need(&self, sk: SessKey) -> MicNeed {
         let Some(s) = self.session(sk) else {
             return MicNeed::default();
@@ -387,8 +398,7 @@ impl Hub {
                 .subs
                 .iter()
                 .any(|x| matches!(x.as_str(), "audio_chunk" | "all" | "*"));
-            let publishes = &self.cfg.apps[app].publishes;
-            listens && (publishes.is_empty() || publishes.iter().any(|p| wanted(p)))
+            listens && self.hears_audio(app, routes)
         });
         MicNeed { pcm, transcription }
     }

@@ -118,6 +118,34 @@ pub struct Conn {
     pub stall_mark: u32,
     /// The WebSocket route it was upgraded to (kept through its close, for `/metrics`).
     pub endpoint: Option<Endpoint>,
+    /// Accepted past a client cap, into the small reserve that reads one request only to
+    /// answer `/health` or `/metrics` (anything else is refused with the cap's code).
+    pub over_cap: Option<OverCap>,
+}
+
+/// Which client cap a connection arrived past.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverCap {
+    /// `max_connections` client connections were held.
+    Total,
+    /// `max_per_address` connections were held from its IP address.
+    Address,
+}
+
+impl OverCap {
+    pub fn code(self) -> &'static str {
+        match self {
+            OverCap::Total => "AT_CAPACITY",
+            OverCap::Address => "TOO_MANY_FROM_ADDRESS",
+        }
+    }
+
+    pub fn message(self) -> &'static str {
+        match self {
+            OverCap::Total => "server at connection capacity",
+            OverCap::Address => "too many connections from this address",
+        }
+    }
 }
 
 impl Conn {
@@ -140,6 +168,7 @@ impl Conn {
             stall_at: None,
             stall_mark: 0,
             endpoint: None,
+            over_cap: None,
         }
     }
 

@@ -9,13 +9,16 @@
 //!
 //! Invariants: nothing here knows sessions or apps, reads a clock, or names the shell; client
 //! connections and outbound requests are counted apart, so outbound requests never count
-//! against (or crowd out) client connections.
+//! against (or crowd out) client connections; connections held past a client cap (to answer
+//! `/health` or `/metrics` only) are counted apart too, against neither cap.
 
+pub mod cidr;
 pub mod conn;
 pub mod table;
 pub mod timers;
 
-pub use conn::{Conn, ConnId, Endpoint, Peer, Phase, KINDS, MAX_INDEX, TRANSPORTS};
+pub use cidr::Cidr;
+pub use conn::{Conn, ConnId, Endpoint, OverCap, Peer, Phase, KINDS, MAX_INDEX, TRANSPORTS};
 pub use table::{HttpOutcome, Net, Target, Timer};
 
 use crate::http::RequestLimits;
@@ -47,6 +50,9 @@ pub struct ServerConfig {
     /// Client connections held at once from one IP address (Unix-socket and in-process
     /// connections are exempt).
     pub max_per_address: usize,
+    /// Addresses and networks not held to `max_per_address`: a venue's NAT gateway, from whose
+    /// one address every guest arrives. They still count towards `max_connections`.
+    pub per_address_exempt: Vec<Cidr>,
     /// Outbound requests (webhooks) in flight at once, counted apart from client connections.
     pub max_outbound: usize,
     /// Ping open WebSockets this often (none: never).
@@ -70,6 +76,7 @@ impl Default for ServerConfig {
             stall_timeout: Duration::from_secs(2),
             max_connections: 20_000,
             max_per_address: 1_024,
+            per_address_exempt: Vec::new(),
             max_outbound: 256,
             ping_interval: Some(Duration::from_secs(15)),
             idle_timeout: Duration::from_secs(45),

@@ -10,7 +10,7 @@
 //! dropped, never grown); a closed or reused slot never receives bytes meant for its previous
 //! occupant (generation check on every access); idle connections hold no buffer capacity.
 
-use super::conn::{Conn, ConnId, Peer, Phase, MAX_INDEX};
+use super::conn::{Conn, ConnId, OverCap, Peer, Phase, MAX_INDEX};
 use super::timers::TimerHeap;
 use super::{Outbox, ServerConfig, Stats};
 use crate::http::write_json_error;
@@ -57,8 +57,11 @@ pub struct Net {
     stopped_reading: Vec<ConnId>,
     /// Outbound requests held (their connections count here, not against `max_connections`).
     outbound: usize,
-    /// Client connections held per IP address (only addresses with at least one).
+    /// Client connections held per IP address (only addresses with at least one); connections
+    /// held over a cap are not counted here.
     per_address: HashMap<IpAddr, u32>,
+    /// Client connections held over a cap (`Conn::over_cap`), counted apart from the others.
+    over_cap: usize,
     /// The `now` of the input being handled (set by the server at each `handle_*`), for
     /// deadlines armed by writes.
     pub now: Instant,
@@ -79,6 +82,7 @@ impl Net {
             stopped_reading: Vec::new(),
             outbound: 0,
             per_address: HashMap::new(),
+            over_cap: 0,
             now: Instant::ZERO,
             stats: Stats::default(),
         }
@@ -97,6 +101,42 @@ impl Net {
         self.conns.len() - self.outbound
     }
 
+    /// Client connections admitted: those held over a cap aside.
+    pub fn admitted_count(&self) -> usize {
+        self.inbound_count() - self.over_cap
+    }
+
+    /// Client connections held over a cap, waiting for their one request.
+    pub fn over_cap_count(&self) -> usize {
+        self.over_cap
+    }
+
+    /// Hold `id`, accepted past a cap, apart: it no longer counts towards its address or the
+    /// admitted connections, only towards the reserve of over-cap connections.
+    pub fn hold_over_cap(&mut self, id: ConnId, why: OverCap) {
+        let Some(c) = self
+            .get_mut(id)
+            .filter(|c| c.over_cap.is_none() && !c.outbound)
+        else {
+            return;
+        };
+        c.over_cap = Some(why);
+        let peer = c.peer.clone();
+        self.over_cap += 1;
+        self.uncount_address(&peer);
+    }
+
+    fn uncount_address(&mut self, peer: &Peer) {
+        if let Some(a) = address_of(peer) {
+            if let Some(n) = self.per_address.get_mut(&a) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_address.remove(&a);
+                }
+            }
+        }
+    }
+
     /// Outbound requests held.
     pub fn outbound_count(&self) -> usize {
         self.outbound
@@ -108,6 +148,11 @@ impl Net {
         address_of(peer).map_or(0, |a| {
             self.per_address.get(&a).copied().unwrap_or(0) as usize
         })
+    }
+
+    /// Whether `peer`'s address is in a network exempt from `max_per_address`.
+    pub fn exempt_from_address_cap(&self, peer: &Peer) -> bool {
+        address_of(peer).is_some_and(|a| self.cfg.per_address_exempt.iter().any(|n| n.contains(a)))
     }
 
     /// Distinct IP addresses with client connections.
@@ -170,13 +215,10 @@ impl Net {
         self.get(id)?;
         let mut c = self.conns.remove(id.index as usize);
         self.outbound -= usize::from(c.outbound);
-        if let Some(a) = address_of(&c.peer).filter(|_| !c.outbound) {
-            if let Some(n) = self.per_address.get_mut(&a) {
-                *n -= 1;
-                if *n == 0 {
-                    self.per_address.remove(&a);
-                }
-            }
+        if c.over_cap.is_some() {
+            self.over_cap -= 1;
+        } else if !c.outbound {
+            self.uncount_address(&c.peer);
         }
         give_back(&mut self.pool, std::mem::take(&mut c.out));
         if let Phase::Client = c.phase {

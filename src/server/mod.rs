@@ -28,13 +28,22 @@ use crate::histogram::{self, Histogram};
 use crate::http::client::{ResponseError, ResponseParser};
 use crate::http::{parse_request, Request};
 use crate::hub::{Hub, HubConfig};
-use crate::net::{Conn, ConnId, Endpoint, HttpOutcome, Net, Outbox, Peer, Phase, Target, Timer};
+use crate::net::{
+    Conn, ConnId, Endpoint, HttpOutcome, Net, Outbox, OverCap, Peer, Phase, Target, Timer,
+};
 pub use crate::net::{ServerConfig, Stats};
 use crate::state::{Persist, Snapshot, StoreStatus};
 use crate::time::{Instant, Now};
 use crate::ws::frame::{parse_header, write_frame, Opcode};
 use crate::ws::handshake::{validate_upgrade, write_accept};
 use crate::ws::{Message, Receiver, Role};
+use std::time::Duration;
+
+/// Connections accepted past a client cap and held to read their one request (so `/health`
+/// and `/metrics` are answered even when the box is full): at most this many at once.
+pub const OVER_CAP_RESERVE: usize = 8;
+/// How long such a connection may take to send its request (at most the handshake deadline).
+pub const OVER_CAP_DEADLINE: Duration = Duration::from_secs(2);
 
 /// The read side of one connection.
 struct Proto {
@@ -134,37 +143,58 @@ impl Server {
     // ---- inputs --------------------------------------------------------------------------
 
     /// A transport accepted a connection. `None` only when no slot can be encoded (the shell
-    /// drops the stream); over `max_connections` client connections, or over
-    /// `max_per_address` from its IP address, it is answered 503 with a JSON body
-    /// (`AT_CAPACITY`, `TOO_MANY_FROM_ADDRESS`) before anything is read from it.
+    /// drops the stream). Over `max_connections` admitted client connections, or over
+    /// `max_per_address` from its IP address (unless the address is exempt), it is held in the
+    /// reserve of [`OVER_CAP_RESERVE`] connections for at most [`OVER_CAP_DEADLINE`]: its one
+    /// request is read, `GET /health` and `GET /metrics` are answered (they are how the operator
+    /// sees the box is full), anything else, or nothing by the deadline, gets HTTP 503 with a
+    /// JSON body (`AT_CAPACITY`, `TOO_MANY_FROM_ADDRESS`). With the reserve full it gets that
+    /// 503 at once, before anything is read. The reserve is no way around the caps: it never
+    /// holds more than a few connections, briefly, and never upgrades one.
     pub fn handle_accept(&mut self, peer: Peer, now: Now) -> Option<ConnId> {
         self.net.now = now.mono;
         let id = self.net.insert(peer, Phase::Http)?;
         self.net.stats.accepted += 1;
-        let from_address = self
-            .net
-            .get(id)
-            .map_or(0, |c| self.net.address_count(&c.peer));
-        if self.net.inbound_count() > self.net.cfg.max_connections {
-            self.net.stats.refused_at_capacity += 1;
-            log::debug!("event=connection_refused connection={id} code=AT_CAPACITY");
-            self.net
-                .respond_error(id, 503, "AT_CAPACITY", "server at connection capacity", &[]);
-        } else if from_address > self.net.cfg.max_per_address {
-            self.net.stats.refused_per_address += 1;
-            log::debug!("event=connection_refused connection={id} code=TOO_MANY_FROM_ADDRESS");
-            self.net.respond_error(
-                id,
-                503,
-                "TOO_MANY_FROM_ADDRESS",
-                "too many connections from this address",
-                &[],
-            );
+        let over = if self.net.admitted_count() > self.net.cfg.max_connections {
+            Some(OverCap::Total)
         } else {
-            let at = now.mono + self.net.cfg.handshake_timeout;
-            self.net.set_deadline(id, Some(at));
+            self.net
+                .get(id)
+                .filter(|c| self.net.address_count(&c.peer) > self.net.cfg.max_per_address)
+                .filter(|c| !self.net.exempt_from_address_cap(&c.peer))
+                .map(|_| OverCap::Address)
+        };
+        let mut deadline = self.net.cfg.handshake_timeout;
+        match over {
+            None => {}
+            Some(why) if self.net.over_cap_count() < OVER_CAP_RESERVE => {
+                self.net.hold_over_cap(id, why);
+                deadline = deadline.min(OVER_CAP_DEADLINE);
+            }
+            Some(why) => {
+                self.refuse_over_cap(id, why);
+                return Some(id);
+            }
         }
+        self.net.set_deadline(id, Some(now.mono + deadline));
         Some(id)
+    }
+
+    /// Answer a connection accepted past a cap: HTTP 503 with the cap's code.
+    fn refuse_over_cap(&mut self, id: ConnId, why: OverCap) {
+        match why {
+            OverCap::Total => self.net.stats.refused_at_capacity += 1,
+            OverCap::Address => self.net.stats.refused_per_address += 1,
+        }
+        log::debug!(
+            "event=connection_refused connection={id} code={}",
+            why.code()
+        );
+        if let Some(p) = proto_entry(&mut self.proto, id) {
+            p.pending = Vec::new();
+        }
+        self.net
+            .respond_error(id, 503, why.code(), why.message(), &[]);
     }
 
     /// Bytes arrived on `id`. `data` may be modified (unmasked in place).
@@ -265,6 +295,12 @@ impl Server {
                 continue;
             };
             match c.phase {
+                // Past a cap and no request by the reserve's deadline: the cap's refusal.
+                Phase::Http if c.over_cap.is_some() => {
+                    if let Some(why) = c.over_cap {
+                        self.refuse_over_cap(id, why);
+                    }
+                }
                 Phase::Http => {
                     if let Some(p) = proto_entry(&mut self.proto, id) {
                         p.pending = Vec::new();
@@ -704,7 +740,9 @@ impl Server {
         } else {
             "ok"
         };
-        let (conns, max_conns) = (self.net.inbound_count(), self.net.cfg.max_connections);
+        // Admitted connections: those held past a cap to read one request (this check, when
+        // the box is full) are not among them.
+        let (conns, max_conns) = (self.net.admitted_count(), self.net.cfg.max_connections);
         let conns_state = if conns >= max_conns { "full" } else { "ok" };
         let ready =
             matches!(listeners, "ok" | "unknown") && sessions_state == "ok" && conns_state == "ok";
@@ -722,7 +760,8 @@ impl Server {
                 "listeners": {"state": listeners, "open": self.listeners},
                 "store": {"state": store, "kind": self.store.kind},
                 "sessions": {"state": sessions_state, "count": sessions, "limit": max_sessions},
-                "connections": {"state": conns_state, "count": conns, "limit": max_conns},
+                "connections": {"state": conns_state, "count": conns, "limit": max_conns,
+                    "overCap": self.net.over_cap_count()},
             },
             "connections": {
                 "total": conns,
@@ -873,6 +912,15 @@ impl Server {
     }
 
     fn route(&mut self, id: ConnId, req: &Request<'_>, now: Now) {
+        if let Some(why) = self.net.get(id).and_then(|c| c.over_cap) {
+            let health = matches!(
+                (req.method, req.path),
+                ("GET" | "HEAD", "/health" | "/metrics")
+            );
+            if !health {
+                return self.refuse_over_cap(id, why);
+            }
+        }
         let endpoint = match req.path {
             "/echo" if self.net.cfg.echo => Some(Endpoint::Echo),
             "/glasses-ws" => Some(Endpoint::Glasses),

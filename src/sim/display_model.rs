@@ -527,6 +527,19 @@ mod tests {
     }
 
     #[test]
+    fn duration_zero_stays_until_replaced_and_is_never_restored() {
+        let mut m = Model::default();
+        m.feed(ms(0), Input::Starting(1));
+        m.feed(ms(0), Input::Connected(1));
+        m.feed(ms(2000), req(1, "zero", Some(0)));
+        assert_eq!(m.expected(ms(2000)), app(1, "zero"));
+        assert_eq!(m.expected(ms(600_000)), app(1, "zero"));
+        m.feed(ms(600_000), req(2, "bg", Some(1000)));
+        assert_eq!(m.expected(ms(600_999)), app(2, "bg"));
+        assert_eq!(m.expected(ms(601_000)), Expected::Clear);
+    }
+
+    #[test]
     fn a_stopped_app_gives_way_to_the_previous_one() {
         let mut m = Model::default();
         m.feed(ms(0), Input::Starting(1));
