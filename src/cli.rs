@@ -226,6 +226,7 @@ pub fn effective(c: &Config) -> Value {
             "maxBodyBytes": s.http.max_body,
             "maxOutputBytes": s.max_output,
             "highWaterBytes": s.read_pause,
+            "maxTotalOutputBytes": s.max_total_output,
             "maxConnections": s.max_connections,
             "maxOutbound": s.max_outbound,
             "maxWebhooksPerServer": c.hub.max_webhooks_per_server,
