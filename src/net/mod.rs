@@ -74,7 +74,7 @@ impl Default for ServerConfig {
             http: RequestLimits::default(),
             max_output: 1024 * 1024,
             read_pause: 64 * 1024,
-            max_total_output: 32 * 1024 * 1024,
+            max_total_output: 16 * 1024 * 1024,
             stall_timeout: Duration::from_secs(2),
             max_connections: 20_000,
             max_per_address: 1_024,
