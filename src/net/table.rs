@@ -11,8 +11,9 @@
 //! dropped, never grown); the running total is the sum of every connection's `counted`, which
 //! is its pending output as of the last append or write (every `send_*`, `check_cap` and
 //! `consume_output` brings it in line, and `poll_dirty` catches what was written through
-//! [`Net::out`]), so it costs one add and one subtract per append or write; a closed or reused slot never receives bytes meant for its previous
-//! occupant (generation check on every access); idle connections hold no buffer capacity.
+//! [`Net::out`]), so it costs one add and one subtract per append or write; a closed or reused
+//! slot never receives bytes meant for its previous occupant (generation check on every
+//! access); idle connections hold no buffer capacity.
 
 use super::conn::{Conn, ConnId, Peer, Phase, MAX_INDEX};
 use super::pool::Pool;
