@@ -9,9 +9,10 @@
 //!
 //! Invariants: output per connection never exceeds `max_output` (past it the connection is
 //! dropped, never grown); the running total is the sum of every connection's `counted`, which
-//! is its pending output as of the last append or write (every `send_*`, `check_cap` and
-//! `consume_output` brings it in line, and `poll_dirty` catches what was written through
-//! [`Net::out`]), so it costs one add and one subtract per append or write; a closed or reused
+//! is its pending output as of the last append or write (every `send_*`, `check_cap`,
+//! `consume_output`, `finish`, `close_websocket` brings it in line: whoever writes through
+//! [`Net::out`] ends with one of them, checked in debug builds when the output is handed to the
+//! shell), so it costs one add and one subtract per append or write; a closed or reused
 //! slot never receives bytes meant for its previous occupant (generation check on every
 //! access); idle connections hold no buffer capacity.
 
@@ -268,17 +269,13 @@ impl Net {
     /// The next connection with news for the shell. An outbound request whose socket the shell
     /// has not opened yet is not news: it is marked again when `poll_connect` hands it out.
     pub fn poll_dirty(&mut self) -> Option<ConnId> {
-        let limit = self.cfg.max_total_output;
         while let Some(id) = self.dirty.pop() {
-            let Net {
-                conns,
-                budget,
-                stats,
-                ..
-            } = self;
-            if let Some(c) = conns.get_mut(id.index as usize).filter(|c| c.gen == id.gen) {
-                // What was written through `out` is counted here at the latest.
-                account(budget, stats, limit, c);
+            if let Some(c) = self.get_mut(id) {
+                debug_assert_eq!(
+                    c.counted as usize,
+                    c.pending().min(u32::MAX as usize),
+                    "output of {id} written but not counted"
+                );
                 c.dirty = false;
                 if !c.awaiting_connect {
                     return Some(id);
@@ -410,6 +407,8 @@ impl Net {
             finish(c);
             self.stopped_reading.push(id);
         }
+        // What was written through `out` last (a response, a close frame) is counted.
+        self.recount(id);
         self.mark_dirty(id);
     }
 
@@ -654,6 +653,7 @@ impl Outbox for Net {
         if let Some(c) = self.get_mut(id) {
             c.phase = Phase::Closing { failed: false };
         }
+        self.recount(id);
         let at = now + self.cfg.close_timeout;
         self.set_deadline(id, Some(at));
     }
@@ -698,6 +698,7 @@ impl Outbox for Net {
         if let Some(out) = self.out(id) {
             out.extend_from_slice(request);
         }
+        self.recount(id);
         self.set_deadline(id, Some(deadline));
         self.connects.push_back((id, target));
         Some(id)
