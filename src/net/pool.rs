@@ -48,6 +48,9 @@ impl Pool {
 
     /// Free every buffer not taken for `POOL_IDLE` at `now`.
     pub fn trim(&mut self, now: Instant) {
+        if self.deadline().is_none_or(|at| at > now) {
+            return;
+        }
         let stale = self
             .bufs
             .iter()

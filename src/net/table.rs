@@ -288,6 +288,25 @@ impl Net {
     /// After output was queued: count it, enforce the cap, and start watching a WebSocket
     /// that just backed up for write progress.
     pub fn check_cap(&mut self, id: ConnId) {
+        let Net {
+            conns,
+            budget,
+            stats,
+            cfg,
+            ..
+        } = self;
+        let Some(c) = conns.get_mut(id.index as usize).filter(|c| c.gen == id.gen) else {
+            return;
+        };
+        account(budget, stats, cfg.max_total_output, c);
+        // `enforce_cap` acts only past one of its two limits, or over the budget.
+        if c.pending() > cfg.max_output.min(cfg.read_pause) || budget.over {
+            self.enforce_cap(id);
+        }
+    }
+
+    /// The rest of `check_cap`, for output already counted.
+    fn enforce_cap(&mut self, id: ConnId) {
         let (max, high, limit) = (
             self.cfg.max_output,
             self.cfg.read_pause,
@@ -303,7 +322,6 @@ impl Net {
         let Some(c) = conns.get_mut(id.index as usize).filter(|c| c.gen == id.gen) else {
             return;
         };
-        account(budget, stats, limit, c);
         if c.pending() > max {
             c.out = Vec::new();
             c.out_head = 0;
@@ -626,9 +644,9 @@ impl Outbox for Net {
         }
         write_frame(&mut c.out, opcode, parts);
         account(budget, stats, cfg.max_total_output, c);
-        // `check_cap` acts only past one of its two limits, or over the budget.
+        // `enforce_cap` acts only past one of its two limits, or over the budget.
         if c.pending() > cfg.max_output.min(cfg.read_pause) || budget.over {
-            self.check_cap(id);
+            self.enforce_cap(id);
         }
         true
     }
