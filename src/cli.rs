@@ -226,6 +226,7 @@ pub fn effective(c: &Config) -> Value {
             "maxBodyBytes": s.http.max_body,
             "maxOutputBytes": s.max_output,
             "highWaterBytes": s.read_pause,
+            "maxTotalOutputBytes": s.max_total_output,
             "maxConnections": s.max_connections,
             "maxConnectionsPerAddress": s.max_per_address,
             "perAddressExempt": s.per_address_exempt.iter().map(|n| n.to_string()).collect::<Vec<_>>(),

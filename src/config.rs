@@ -199,6 +199,8 @@ struct RawLimits {
     max_output_bytes: Option<Ranged<{ 16 << 10 }, { 256 << 20 }>>,
     /// Output past which a connection is backed up (its feeders pause; lossy streams drop).
     high_water_bytes: Option<Ranged<{ 4 << 10 }, { 64 << 20 }>>,
+    /// Output waiting in all connections together past which feeders pause (memory in total).
+    max_total_output_bytes: Option<Ranged<{ 1 << 20 }, { 1 << 40 }>>,
     max_connections: Option<Ranged<1, { crate::net::MAX_INDEX as u64 - 1 }>>,
     /// Client connections from one IP address (Unix and in-process ones are exempt).
     max_connections_per_address: Option<Ranged<1, { crate::net::MAX_INDEX as u64 - 1 }>>,
@@ -359,6 +361,7 @@ impl RawConfig {
             set(&mut server.http.max_body, l.max_body_bytes);
             set(&mut server.max_output, l.max_output_bytes);
             set(&mut server.read_pause, l.high_water_bytes);
+            set(&mut server.max_total_output, l.max_total_output_bytes);
             set(&mut server.max_connections, l.max_connections);
             set(&mut server.max_per_address, l.max_connections_per_address);
             if let Some(nets) = l.per_address_exempt {
@@ -1091,6 +1094,21 @@ mod tests {
             Timings::default().restart_reset_after
         );
         assert_eq!(s.read_pause, ServerConfig::default().read_pause);
+    }
+
+    #[test]
+    fn the_total_output_budget_is_a_limit_with_a_floor() {
+        let c = Config::from_json(r#"{"limits": {"maxTotalOutputBytes": 8388608}}"#).unwrap();
+        assert_eq!(c.server.max_total_output, 8 << 20);
+        let c = Config::from_json("{}").unwrap();
+        assert_eq!(
+            c.server.max_total_output,
+            ServerConfig::default().max_total_output
+        );
+        let e = Config::from_json(r#"{"limits": {"maxTotalOutputBytes": 4096}}"#)
+            .err()
+            .unwrap();
+        assert!(e.contains("limits.maxTotalOutputBytes"), "{e}");
     }
 
     #[test]

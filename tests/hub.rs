@@ -1718,6 +1718,9 @@ fn deadlines_that_no_longer_apply_never_wake_the_loop() {
     // The boot screen's minimum time is the one deadline left; then none.
     assert_eq!(w.server.poll_timeout(), Some(w.now + ms(1500)));
     w.advance(ms(1500));
+    // Then only the output-buffer pool's, handing back what the setup left in it.
+    assert_eq!(w.server.poll_timeout(), w.server.net.pool_deadline());
+    w.advance(augmentos_edge::net::pool::POOL_IDLE);
     assert_eq!(w.server.poll_timeout(), None);
     // A dropped app arms its reconnect grace; its return makes that deadline moot too.
     w.client_eof(app);
@@ -1731,5 +1734,5 @@ fn deadlines_that_no_longer_apply_never_wake_the_loop() {
         &sid(ALICE, CAPTIONS),
     );
     assert_eq!(w.json_messages(back)[0]["type"], "tpa_connection_ack");
-    assert_eq!(w.server.poll_timeout(), None);
+    assert_eq!(w.server.poll_timeout(), w.server.net.pool_deadline());
 }

@@ -361,6 +361,9 @@ fn the_over_cap_reserve_is_small_and_has_a_deadline() {
     // The reserve is free again: the operator's check gets through.
     let c = from(&mut w, "127.0.0.1");
     assert_eq!(get(&mut w, c, "/health").0, 200);
+    // Nothing is left waiting but the output-buffer pool's hand-back of the answers' buffers.
+    assert_eq!(w.server.poll_timeout(), w.server.net.pool_deadline());
+    w.advance(augmentos_edge::net::pool::POOL_IDLE);
     assert!(w.server.poll_timeout().is_none(), "nothing is left waiting");
 }
 

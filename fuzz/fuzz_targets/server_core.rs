@@ -25,9 +25,10 @@
 //!
 //! Connection mode (bit 7 clear), below.
 //!
-//! Input layout: byte 0 picks the configuration (connection cap, output cap, read pause, and
-//! whether the shell honours `wants_read`); then each operation is an opcode byte followed by its
-//! arguments. Connections are named by index into the model's live list (mod its length).
+//! Input layout: byte 0 picks the configuration (connection cap, output cap, read pause, total
+//! output budget, and whether the shell honours `wants_read`); then each operation is an opcode
+//! byte followed by its arguments. Connections are named by index into the model's live list
+//! (mod its length).
 //!
 //! Invariants checked after every operation:
 //! - no panic; `connection_count` equals the model's live connections, `websocket_count` is
@@ -351,6 +352,8 @@ impl Harness {
             },
             max_output,
             read_pause: [max_output / 4, max_output][(selector >> 4 & 1) as usize],
+            // A total budget a few connections reach together, or one never reached.
+            max_total_output: [2 * max_output, 1 << 24][(selector >> 6 & 1) as usize],
             max_connections: [2, 4, 8, 64][(selector & 3) as usize],
             max_outbound: [1, 4][(selector >> 5 & 1) as usize],
             stall_timeout: Duration::from_secs(2),

@@ -215,18 +215,31 @@ impl Hub {
         dropped
     }
 
-    /// Whether `id` feeds a session (its glasses, or an app that publishes into it) one of
-    /// whose subscribers is backed up and wants something that may not be dropped.
-    pub fn feeder_blocked(&self, net: &impl Outbox, id: ConnId) -> bool {
-        let sk = match self.links.get(&id) {
+    /// The session `id` feeds, if it is a feeder: its glasses, or an app that publishes into
+    /// it (what one read of it can fan out to many subscribers).
+    fn fed_session(&self, id: ConnId) -> Option<SessKey> {
+        match self.links.get(&id) {
             Some(Link::Glasses {
                 session: Some(sk), ..
-            }) => *sk,
+            }) => Some(*sk),
             Some(Link::App {
                 bound: Some((sk, app)),
                 ..
-            }) if !self.cfg.apps[*app].publishes.is_empty() => *sk,
-            _ => return false,
+            }) if !self.cfg.apps[*app].publishes.is_empty() => Some(*sk),
+            _ => None,
+        }
+    }
+
+    /// Whether `id` is a feeder (see [`Hub::fed_session`]).
+    pub fn is_feeder(&self, id: ConnId) -> bool {
+        self.fed_session(id).is_some()
+    }
+
+    /// Whether `id` feeds a session (its glasses, or an app that publishes into it) one of
+    /// whose subscribers is backed up and wants something that may not be dropped.
+    pub fn feeder_blocked(&self, net: &impl Outbox, id: ConnId) -> bool {
+        let Some(sk) = self.fed_session(id) else {
+            return false;
         };
         let Some(s) = self.session(sk) else {
             return false;

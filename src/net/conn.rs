@@ -95,6 +95,9 @@ pub struct Conn {
     /// once it is at least half the buffer, so a partial write costs no copy of the rest).
     pub out: Vec<u8>,
     pub out_head: usize,
+    /// `pending()` as last added to the table's running total of output (see
+    /// [`super::Net::total_output`]); brought in line wherever output is queued or written.
+    pub counted: u32,
     /// The unwritten output may begin inside a frame (part of a frame was written and the
     /// buffer has not run dry since): it can then only be written on, never cut.
     pub mid_frame: bool,
@@ -156,6 +159,7 @@ impl Conn {
             phase,
             out: Vec::new(),
             out_head: 0,
+            counted: 0,
             mid_frame: false,
             deadline: None,
             dirty: false,

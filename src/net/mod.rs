@@ -2,10 +2,11 @@
 //! act through.
 //!
 //! Owns every connection's identity, output buffer, write-side phase and deadline
-//! ([`table::Net`]), the one timer heap of the connection layer ([`timers`]), and the
-//! [`Outbox`] trait: what the application core may do to connections (send a frame, send a
-//! JSON message, close, answer HTTP, open an outbound request, ask a connection's peer). The
-//! table implements it; the hub is generic over it and never sees the table.
+//! ([`table::Net`]), the pool of emptied output buffers ([`pool`]), the one timer heap of the
+//! connection layer ([`timers`]), and the [`Outbox`] trait: what the application core may do
+//! to connections (send a frame, send a JSON message, close, answer HTTP, open an outbound
+//! request, ask a connection's peer). The table implements it; the hub is generic over it and
+//! never sees the table.
 //!
 //! Invariants: nothing here knows sessions or apps, reads a clock, or names the shell; client
 //! connections and outbound requests are counted apart, so outbound requests never count
@@ -14,6 +15,7 @@
 
 pub mod cidr;
 pub mod conn;
+pub mod pool;
 pub mod table;
 pub mod timers;
 
@@ -43,6 +45,12 @@ pub struct ServerConfig {
     /// water mark); a connection this far behind is "backed up": lossy streams to it are dropped
     /// and the connections feeding it are paused until it is back under half of it.
     pub read_pause: usize,
+    /// Output waiting in all connections together past which every connection with output
+    /// waiting counts as backed up: feeders are paused until the total is back under half of
+    /// it, lossy streams to connections with output waiting are dropped, and those that write
+    /// nothing for `stall_timeout` are closed. Bounds memory in total, as `read_pause` and
+    /// `max_output` bound it per connection.
+    pub max_total_output: usize,
     /// A backed-up WebSocket that writes nothing for this long is closed (1008) as stalled.
     pub stall_timeout: Duration,
     /// Client connections (glasses, apps, REST callers) held at once.
@@ -73,6 +81,7 @@ impl Default for ServerConfig {
             http: RequestLimits::default(),
             max_output: 1024 * 1024,
             read_pause: 64 * 1024,
+            max_total_output: 16 * 1024 * 1024,
             stall_timeout: Duration::from_secs(2),
             max_connections: 20_000,
             max_per_address: 1_024,
@@ -101,6 +110,10 @@ pub struct Stats {
     pub outbound_refused: u64,
     /// Backed-up WebSockets closed for making no write progress.
     pub stall_closes: u64,
+    /// Times the output of all connections together passed `max_total_output`.
+    pub budget_exceeded: u64,
+    /// Feeders not read because the total output was over `max_total_output`.
+    pub budget_pauses: u64,
     /// WebSocket messages (data frames queued or complete messages read) and bytes (read, or
     /// written by the shell) per connection kind ([`KINDS`]).
     pub messages_in: [u64; 5],
@@ -147,6 +160,7 @@ pub trait Outbox {
 
     fn peer(&self, id: ConnId) -> Option<&Peer>;
 
-    /// Whether `id` is backed up: more output waiting than its high water mark.
+    /// Whether `id` is backed up: more output waiting than its high water mark, or any output
+    /// waiting while the total is over its budget.
     fn backed_up(&self, id: ConnId) -> bool;
 }

@@ -1,16 +1,23 @@
 //! Core layer (sans-IO, bottom): the connection table.
 //!
 //! Owns every connection's state (a `slab` of [`Conn`] indexed by generation-checked
-//! [`ConnId`]s), their deadlines, the pool of output buffers, the list of connections with news
+//! [`ConnId`]s), their deadlines, the pool of output buffers ([`Pool`]), the running total of
+//! output waiting in all connections and its budget, the list of connections with news
 //! for the shell, outbound HTTP client connections waiting for a socket, and finished outbound
 //! requests waiting for the hub. It writes bytes into connections and knows nothing of
 //! sessions or apps: the hub drives it through `send_*`, `close_websocket`, `open_client`.
 //!
 //! Invariants: output per connection never exceeds `max_output` (past it the connection is
-//! dropped, never grown); a closed or reused slot never receives bytes meant for its previous
-//! occupant (generation check on every access); idle connections hold no buffer capacity.
+//! dropped, never grown); the running total is the sum of every connection's `counted`, which
+//! is its pending output as of the last append or write (every `send_*`, `check_cap`,
+//! `consume_output`, `finish`, `close_websocket` brings it in line: whoever writes through
+//! [`Net::out`] ends with one of them, checked in debug builds when the output is handed to the
+//! shell), so it costs one add and one subtract per append or write; a closed or reused
+//! slot never receives bytes meant for its previous occupant (generation check on every
+//! access); idle connections hold no buffer capacity.
 
 use super::conn::{Conn, ConnId, OverCap, Peer, Phase, MAX_INDEX};
+use super::pool::Pool;
 use super::timers::TimerHeap;
 use super::{Outbox, ServerConfig, Stats};
 use crate::http::write_json_error;
@@ -19,14 +26,6 @@ use crate::ws::frame::{write_close, write_frame, Opcode};
 use slab::Slab;
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
-
-/// Pool of emptied output buffers: at most this many, each at most `POOL_BUF_MAX` bytes (4 MiB
-/// in all). A subscriber fed flat out fills up to `read_pause` and a read's worth more per
-/// turn; handing its grown buffer to the next turn saves growing it again (a copy of every byte
-/// written, through `realloc`) and faulting fresh pages in: with 16 KiB buffers that was about a
-/// fifth of the relay's instructions and a third of its CPU time (see BENCHMARKS.md).
-const POOL_MAX: usize = 16;
-const POOL_BUF_MAX: usize = 256 * 1024;
 
 /// Where an outbound HTTP request goes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -50,7 +49,8 @@ pub struct Net {
     next_gen: u32,
     timers: TimerHeap<(ConnId, Timer)>,
     dirty: Vec<ConnId>,
-    pool: Vec<Vec<u8>>,
+    pool: Pool,
+    budget: Budget,
     connects: VecDeque<(ConnId, Target)>,
     done: Vec<(ConnId, HttpOutcome)>,
     /// Connections that stopped reading since the last `poll_stopped_reading`.
@@ -76,7 +76,8 @@ impl Net {
             next_gen: 0,
             timers: TimerHeap::default(),
             dirty: Vec::new(),
-            pool: Vec::new(),
+            pool: Pool::default(),
+            budget: Budget::default(),
             connects: VecDeque::new(),
             done: Vec::new(),
             stopped_reading: Vec::new(),
@@ -165,6 +166,21 @@ impl Net {
         self.conns.iter().map(|(_, c)| c)
     }
 
+    /// Bytes of output waiting in all connections together (as of the last append or write).
+    pub fn total_output(&self) -> usize {
+        self.budget.total
+    }
+
+    /// Whether the total output passed `max_total_output` and is not yet back under half of it.
+    pub fn over_budget(&self) -> bool {
+        self.budget.over
+    }
+
+    /// Buffers kept in the pool, and their capacity in bytes.
+    pub fn pooled(&self) -> (usize, usize) {
+        self.pool.held()
+    }
+
     pub fn websocket_count(&self) -> usize {
         self.conns.iter().filter(|(_, c)| c.is_websocket()).count()
     }
@@ -220,7 +236,8 @@ impl Net {
         } else if !c.outbound {
             self.uncount_address(&c.peer);
         }
-        give_back(&mut self.pool, std::mem::take(&mut c.out));
+        self.budget.total -= c.counted as usize;
+        self.pool.give_back(std::mem::take(&mut c.out), self.now);
         if let Phase::Client = c.phase {
             self.done.push((
                 id,
@@ -238,7 +255,7 @@ impl Net {
             .get_mut(id.index as usize)
             .filter(|c| c.gen == id.gen)?;
         if c.out.capacity() == 0 {
-            if let Some(b) = pool.pop() {
+            if let Some(b) = pool.take() {
                 c.out = b;
             }
         }
@@ -250,24 +267,34 @@ impl Net {
     }
 
     pub fn consume_output(&mut self, id: ConnId, n: usize) {
-        let Net { conns, pool, .. } = self;
+        let Net {
+            conns,
+            pool,
+            budget,
+            stats,
+            cfg,
+            now,
+            ..
+        } = self;
         let Some(c) = conns.get_mut(id.index as usize).filter(|c| c.gen == id.gen) else {
             return;
         };
         let n = n.min(c.pending());
         c.consumed = c.consumed.wrapping_add(n as u32);
-        self.stats.bytes_out[c.kind()] += n as u64;
+        stats.bytes_out[c.kind()] += n as u64;
         c.out_head += n;
         c.mid_frame = n > 0 || c.mid_frame;
         if c.out_head == c.out.len() {
             c.out_head = 0;
             c.mid_frame = false;
-            give_back(pool, std::mem::take(&mut c.out));
+            pool.give_back(std::mem::take(&mut c.out), *now);
         } else if c.out_head >= c.out.len() / 2 {
             c.out.drain(..c.out_head);
             c.out_head = 0;
         }
-        if c.pending() <= self.cfg.read_pause / 2 {
+        account(budget, stats, cfg.max_total_output, c);
+        // Over the budget, any output left waiting is watched for progress.
+        if c.pending() == 0 || c.pending() <= cfg.read_pause / 2 && !budget.over {
             c.stall_at = None;
         }
     }
@@ -286,6 +313,11 @@ impl Net {
     pub fn poll_dirty(&mut self) -> Option<ConnId> {
         while let Some(id) = self.dirty.pop() {
             if let Some(c) = self.get_mut(id) {
+                debug_assert_eq!(
+                    c.counted as usize,
+                    c.pending().min(u32::MAX as usize),
+                    "output of {id} written but not counted"
+                );
                 c.dirty = false;
                 if !c.awaiting_connect {
                     return Some(id);
@@ -295,34 +327,101 @@ impl Net {
         None
     }
 
-    /// After output was queued: enforce the cap, and start watching a WebSocket that just
-    /// backed up for write progress.
+    /// After output was queued: count it, enforce the cap, and start watching a WebSocket
+    /// that just backed up for write progress.
     pub fn check_cap(&mut self, id: ConnId) {
-        let (max, high) = (self.cfg.max_output, self.cfg.read_pause);
+        let Net {
+            conns,
+            budget,
+            stats,
+            cfg,
+            ..
+        } = self;
+        let Some(c) = conns.get_mut(id.index as usize).filter(|c| c.gen == id.gen) else {
+            return;
+        };
+        account(budget, stats, cfg.max_total_output, c);
+        // `enforce_cap` acts only past one of its two limits, or over the budget.
+        if c.pending() > cfg.max_output.min(cfg.read_pause) || budget.over {
+            self.enforce_cap(id);
+        }
+    }
+
+    /// The rest of `check_cap`, for output already counted.
+    fn enforce_cap(&mut self, id: ConnId) {
+        let (max, high, limit) = (
+            self.cfg.max_output,
+            self.cfg.read_pause,
+            self.cfg.max_total_output,
+        );
         let at = self.now + self.cfg.stall_timeout;
-        let Some(c) = self.get_mut(id) else { return };
+        let Net {
+            conns,
+            budget,
+            stats,
+            ..
+        } = self;
+        let Some(c) = conns.get_mut(id.index as usize).filter(|c| c.gen == id.gen) else {
+            return;
+        };
         if c.pending() > max {
             c.out = Vec::new();
             c.out_head = 0;
             c.mid_frame = false;
+            account(budget, stats, limit, c);
             finish(c);
             self.stats.overflow_drops += 1;
             self.stopped_reading.push(id);
             self.mark_dirty(id);
-        } else if c.pending() > high && c.stall_at.is_none() && c.is_websocket() {
+        } else if congested(c, high, budget.over) && c.stall_at.is_none() && c.is_websocket() {
             c.stall_at = Some(at);
             c.stall_mark = c.consumed;
             self.timers.push(at, (id, Timer::Stall));
         }
     }
 
+    /// The total just went over its budget: every WebSocket with output waiting is now backed
+    /// up, so each is watched for write progress (a stalled one is closed at its stall
+    /// deadline, whatever its own backlog).
+    pub fn watch_over_budget(&mut self) {
+        if !std::mem::take(&mut self.budget.entered) || !self.budget.over {
+            return;
+        }
+        let at = self.now + self.cfg.stall_timeout;
+        for (index, c) in self.conns.iter_mut() {
+            if c.pending() > 0 && c.stall_at.is_none() && c.is_websocket() {
+                c.stall_at = Some(at);
+                c.stall_mark = c.consumed;
+                let id = ConnId {
+                    index: index as u32,
+                    gen: c.gen,
+                };
+                self.timers.push(at, (id, Timer::Stall));
+            }
+        }
+    }
+
+    /// Bring the running total in line with `id`'s output.
+    fn recount(&mut self, id: ConnId) {
+        let limit = self.cfg.max_total_output;
+        let Net {
+            conns,
+            budget,
+            stats,
+            ..
+        } = self;
+        if let Some(c) = conns.get_mut(id.index as usize).filter(|c| c.gen == id.gen) {
+            account(budget, stats, limit, c);
+        }
+    }
+
     /// A backed-up connection's stall deadline passed: close it if it wrote nothing since the
     /// deadline was armed, else watch it for another stall interval.
     pub fn check_stall(&mut self, id: ConnId, now: Instant) {
-        let high = self.cfg.read_pause;
+        let (high, over) = (self.cfg.read_pause, self.budget.over);
         let at = now + self.cfg.stall_timeout;
         let Some(c) = self.get_mut(id) else { return };
-        if c.pending() <= high || !c.is_websocket() {
+        if !congested(c, high, over) || !c.is_websocket() {
             return;
         }
         if c.consumed != c.stall_mark {
@@ -345,6 +444,7 @@ impl Net {
             c.out_head = 0;
         }
         self.close_websocket(id, 1008, "stalled: no write progress", now);
+        self.recount(id);
         if let Some(c) = self.get_mut(id) {
             c.phase = Phase::Closing { failed: true };
             self.stopped_reading.push(id);
@@ -367,6 +467,8 @@ impl Net {
             finish(c);
             self.stopped_reading.push(id);
         }
+        // What was written through `out` last (a response, a close frame) is counted.
+        self.recount(id);
         self.mark_dirty(id);
     }
 
@@ -379,6 +481,7 @@ impl Net {
             finish(c);
             self.stopped_reading.push(id);
         }
+        self.recount(id);
         self.mark_dirty(id);
     }
 
@@ -431,7 +534,21 @@ impl Net {
 
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         let conns = &self.conns;
-        self.timers.peek(|at, key| is_current(conns, at, key))
+        let next = self.timers.peek(|at, key| is_current(conns, at, key));
+        match (next, self.pool.deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// When the pool next hands back buffers nobody took (one of the deadlines above).
+    pub fn pool_deadline(&self) -> Option<Instant> {
+        self.pool.deadline()
+    }
+
+    /// Free the pooled buffers nobody took for a while (at the pool's deadline).
+    pub fn trim_pool(&mut self, now: Instant) {
+        self.pool.trim(now);
     }
 
     /// The next connection whose deadline of kind `Timer` passed at `now` (that deadline is
@@ -503,11 +620,38 @@ pub fn finish(c: &mut Conn) {
     c.deadline = None;
 }
 
-fn give_back(pool: &mut Vec<Vec<u8>>, mut buf: Vec<u8>) {
-    if buf.capacity() > 0 && buf.capacity() <= POOL_BUF_MAX && pool.len() < POOL_MAX {
-        buf.clear();
-        pool.push(buf);
+/// The running total of output waiting in all connections, and its budget's state.
+#[derive(Default)]
+struct Budget {
+    total: usize,
+    /// Over `max_total_output`, until back under half of it.
+    over: bool,
+    /// It just went over: connections with output waiting are to be watched for stalls.
+    entered: bool,
+}
+
+/// Bring `budget` in line with `c`'s pending output (one add, one subtract) and update its
+/// state: over past `limit`, back under at half of it.
+#[inline]
+fn account(budget: &mut Budget, stats: &mut Stats, limit: usize, c: &mut Conn) {
+    let pending = c.pending().min(u32::MAX as usize);
+    budget.total = budget.total - c.counted as usize + pending;
+    c.counted = pending as u32;
+    if budget.total > limit {
+        if !budget.over {
+            budget.over = true;
+            budget.entered = true;
+            stats.budget_exceeded += 1;
+        }
+    } else if budget.over && budget.total <= limit / 2 {
+        budget.over = false;
     }
+}
+
+/// Whether `c` is backed up: past its own high water mark, or holding any output while the
+/// total is over its budget.
+fn congested(c: &Conn, high: usize, over: bool) -> bool {
+    c.pending() > high || over && c.pending() > 0
 }
 
 impl Outbox for Net {
@@ -516,6 +660,7 @@ impl Outbox for Net {
         let Net {
             conns,
             pool,
+            budget,
             dirty,
             stats,
             cfg,
@@ -535,14 +680,15 @@ impl Outbox for Net {
             dirty.push(id);
         }
         if c.out.capacity() == 0 {
-            if let Some(b) = pool.pop() {
+            if let Some(b) = pool.take() {
                 c.out = b;
             }
         }
         write_frame(&mut c.out, opcode, parts);
-        // `check_cap` acts only past one of its two limits.
-        if c.pending() > cfg.max_output.min(cfg.read_pause) {
-            self.check_cap(id);
+        account(budget, stats, cfg.max_total_output, c);
+        // `enforce_cap` acts only past one of its two limits, or over the budget.
+        if c.pending() > cfg.max_output.min(cfg.read_pause) || budget.over {
+            self.enforce_cap(id);
         }
         true
     }
@@ -567,6 +713,7 @@ impl Outbox for Net {
         if let Some(c) = self.get_mut(id) {
             c.phase = Phase::Closing { failed: false };
         }
+        self.recount(id);
         let at = now + self.cfg.close_timeout;
         self.set_deadline(id, Some(at));
     }
@@ -611,6 +758,7 @@ impl Outbox for Net {
         if let Some(out) = self.out(id) {
             out.extend_from_slice(request);
         }
+        self.recount(id);
         self.set_deadline(id, Some(deadline));
         self.connects.push_back((id, target));
         Some(id)
@@ -622,7 +770,7 @@ impl Outbox for Net {
 
     fn backed_up(&self, id: ConnId) -> bool {
         self.get(id)
-            .is_some_and(|c| c.pending() > self.cfg.read_pause)
+            .is_some_and(|c| congested(c, self.cfg.read_pause, self.budget.over))
     }
 }
 
@@ -658,21 +806,6 @@ mod tests {
     use super::*;
     use crate::ws::frame::parse_header;
     use crate::ws::Role;
-
-    #[test]
-    fn the_buffer_pool_keeps_grown_buffers_within_its_bounds() {
-        let mut pool = Vec::new();
-        give_back(&mut pool, Vec::with_capacity(64 * 1024));
-        assert_eq!(pool.len(), 1, "a grown buffer is kept");
-        give_back(&mut pool, Vec::with_capacity(POOL_BUF_MAX + 1));
-        give_back(&mut pool, Vec::new());
-        assert_eq!(pool.len(), 1, "too large or empty buffers are freed");
-        for _ in 0..2 * POOL_MAX {
-            give_back(&mut pool, b"left over".to_vec());
-        }
-        assert_eq!(pool.len(), POOL_MAX);
-        assert!(pool.iter().all(Vec::is_empty));
-    }
 
     #[test]
     fn partial_writes_keep_the_rest_in_order_and_compact_lazily() {

@@ -286,6 +286,7 @@ impl Server {
     /// Fire every deadline at or before `now`.
     pub fn handle_timeout(&mut self, now: Now) {
         self.net.now = now.mono;
+        self.net.trim_pool(now.mono);
         while let Some((id, timer)) = self.net.pop_expired(now.mono) {
             if timer == Timer::Stall {
                 self.net.check_stall(id, now.mono);
@@ -372,21 +373,32 @@ impl Server {
     }
 
     pub fn consume_output(&mut self, id: ConnId, n: usize) {
+        let was_over = self.net.over_budget();
         self.net.consume_output(id, n);
-        if !self.paused.is_empty() && !self.net.backed_up(id) {
+        let under_again = was_over && !self.net.over_budget();
+        if !self.paused.is_empty() && (under_again || !self.net.backed_up(id)) {
             self.resume_feeders();
         }
     }
 
     /// Whether the shell should read from `id` now. Not while its own output is backed up, nor
     /// while it feeds a session one of whose subscribers is (the subscriber catches up first:
-    /// TCP pushes back to the sender). A connection refused for the second reason is handed
-    /// back by [`Server::poll_resumed`] once it may be read again.
+    /// TCP pushes back to the sender), nor, if it is a feeder, while the output of all
+    /// connections together is over its budget (`max_total_output`). A connection refused for
+    /// the second or third reason is handed back by [`Server::poll_resumed`] once it may be read
+    /// again.
     pub fn wants_read(&mut self, id: ConnId) -> bool {
         let own = self.net.get(id).is_some_and(|c| {
             !matches!(c.phase, Phase::Done) && c.pending() < self.net.cfg.read_pause
         });
         if !own {
+            return false;
+        }
+        if self.net.over_budget() && self.hub.is_feeder(id) {
+            if !self.paused.contains(&id) {
+                self.paused.push(id);
+                self.net.stats.budget_pauses += 1;
+            }
             return false;
         }
         if self.hub.feeder_blocked(&self.net, id) {
@@ -406,6 +418,10 @@ impl Server {
     }
 
     fn resume_feeders(&mut self) {
+        if self.net.over_budget() {
+            // Every paused connection is a feeder: none may be read yet.
+            return;
+        }
         let Server {
             paused,
             resumed,
@@ -441,11 +457,9 @@ impl Server {
         let n = |v: u64| v as f64;
         // Connections by kind and transport, output waiting, and the longest silence per kind.
         let mut conns = [[0u64; 3]; 5];
-        let mut out_bytes = 0u64;
         let mut idle_max = [0f64; 5];
         for c in self.net.iter() {
             conns[c.kind()][c.transport()] += 1;
-            out_bytes += c.pending() as u64;
             if c.is_websocket() {
                 let idle = now.mono.saturating_since(c.last_rx).as_secs_f64();
                 idle_max[c.kind()] = idle_max[c.kind()].max(idle);
@@ -629,13 +643,34 @@ impl Server {
                 "read_pauses_total",
                 "counter",
                 "Feeders (glasses, publishers) not read for a while, by reason.",
-                vec![(vec![("reason", "subscriber_backlog")], n(hc.feeder_pauses))],
+                vec![
+                    (vec![("reason", "subscriber_backlog")], n(hc.feeder_pauses)),
+                    (vec![("reason", "total_output_budget")], n(st.budget_pauses)),
+                ],
             ),
             Family::one(
                 "output_buffer_bytes",
                 "gauge",
                 "Bytes waiting in connections' output buffers.",
-                n(out_bytes),
+                n(self.net.total_output() as u64),
+            ),
+            Family::one(
+                "output_budget_bytes",
+                "gauge",
+                "The budget of output waiting in all connections together (maxTotalOutputBytes).",
+                n(self.net.cfg.max_total_output as u64),
+            ),
+            Family::one(
+                "output_budget_exceeded_total",
+                "counter",
+                "Times the output waiting in all connections together passed its budget.",
+                n(st.budget_exceeded),
+            ),
+            Family::one(
+                "output_buffer_pool_bytes",
+                "gauge",
+                "Capacity of emptied output buffers kept for reuse.",
+                n(self.net.pooled().1 as u64),
             ),
             Family::labelled(
                 "webhooks_total",
@@ -826,6 +861,7 @@ impl Server {
             self.hub.on_http_done(&mut self.net, id, outcome, now);
         }
         self.note_refusals(now);
+        self.net.watch_over_budget();
         if !self.paused.is_empty() {
             self.resume_feeders();
         }

@@ -15,7 +15,9 @@
 //! restart from the store.
 //!
 //! Invariants checked after every step ([`Scenario::check`]):
-//! - no panic; every connection's output within its cap; the hub's structural audit
+//! - no panic; every connection's output within its cap, and the running total of output
+//!   (what the total budget is checked against) equal to what the connections hold; the hub's
+//!   structural audit
 //!   ([`crate::hub::Hub::audit`]: one glasses connection per session, every app of a session's
 //!   active set with exactly one live connection or a pending deadline);
 //! - an app receives only streams it subscribed to on that connection and is permitted, and
@@ -975,6 +977,14 @@ impl Scenario {
         };
         if let Err(e) = audit {
             self.fail(format!("hub audit: {e}"));
+        }
+        let net = &self.w.server.net;
+        let waiting: usize = net.iter().map(|c| c.pending()).sum();
+        if net.total_output() != waiting {
+            self.fail(format!(
+                "the running total of output says {} bytes, the connections hold {waiting}",
+                net.total_output()
+            ));
         }
         let cap = server_config().max_output + 2 * 65536 + 64;
         for c in &self.w.clients {

@@ -127,6 +127,10 @@ impl Report {
         let w = self.window_secs.max(1e-9);
         let mut mode = match self.rate {
             Some(r) => format!("paced at {r} msgs/s per glasses"),
+            None if self.window == 0 => format!(
+                "flat out, {} frames per write, no window (unlimited in flight)",
+                self.batch
+            ),
             None => format!(
                 "flat out, {} frames per write, at most {} in flight per glasses",
                 self.batch, self.window
