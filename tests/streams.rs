@@ -410,6 +410,124 @@ fn publishing_without_the_right_is_refused_and_the_app_stays() {
     );
 }
 
+/// `inner` nested in `levels` objects (`{"a":…}`), as text.
+fn nest(levels: usize, inner: &str) -> String {
+    format!("{}{inner}{}", r#"{"a":"#.repeat(levels), "}".repeat(levels))
+}
+
+/// Messages of type `ty` serde_json will not read into a tree: 10 000 nested objects, 128
+/// levels in all (the first refused), unpaired surrogate escapes.
+fn unreadable(ty: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for v in [
+        nest(10_000, "1"),
+        nest(127, "1"),
+        r#""\ud800""#.to_string(),
+        r#"{"text":"a\udc00"}"#.to_string(),
+        r#"["\ud800\u0041"]"#.to_string(),
+    ] {
+        out.push(format!(r#"{{"type":"{ty}","x":{v}}}"#));
+    }
+    out
+}
+
+/// The one reply `c` got, a refusal of kind `error` with `code`.
+fn refused(w: &mut World, c: usize, error: &str, code: &str, what: &str) {
+    let msgs = w.json_messages(c);
+    assert_eq!(msgs.len(), 1, "{what}: {msgs:?}");
+    assert_eq!(msgs[0]["type"], error, "{what}: {msgs:?}");
+    assert_eq!(msgs[0]["code"], code, "{what}: {msgs:?}");
+    assert!(!w.clients[c].closed, "{what}");
+}
+
+#[test]
+fn a_glasses_event_serde_json_would_not_read_is_refused_and_never_relayed() {
+    let mut w = world();
+    let g = glasses(&mut w, USER);
+    let a = app(&mut w, g, USER, A, json!(["button_press"]));
+    for bad in unreadable("button_press") {
+        let what = &bad[..bad.len().min(60)];
+        assert!(
+            bad.len() < 64 * 1024,
+            "{what}: within the message size limit"
+        );
+        w.send_text(g, &bad);
+        refused(&mut w, g, "connection_error", "MALFORMED_MESSAGE", what);
+        assert!(w.json_messages(a).is_empty(), "{what}");
+    }
+    // The same event within the limits is relayed: 126 levels (the app's own envelope makes
+    // them 127 as delivered, which serde_json reads).
+    let ok = format!(
+        r#"{{"type":"button_press","x":{}}}"#,
+        nest(125, r#""\ud83d\ude00""#)
+    );
+    w.send_text(g, &ok);
+    let got = streams(&mut w, a);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].1, serde_json::from_str::<Value>(&ok).unwrap());
+    assert!(w.json_messages(g).is_empty());
+}
+
+#[test]
+fn published_data_serde_json_would_not_read_is_refused_and_never_relayed() {
+    let mut w = world();
+    let g = glasses(&mut w, USER);
+    let stt = app(&mut w, g, USER, STT, json!(["audio_chunk"]));
+    let a = app(&mut w, g, USER, A, json!(["transcription:en-US"]));
+    let head = r#"{"type":"transcription","transcribeLanguage":"en-US","isFinal":true"#;
+    for v in [
+        nest(10_000, "1"),
+        nest(126, "1"),
+        r#""\ud800""#.to_string(),
+        r#"["\udc00\ud800"]"#.to_string(),
+    ] {
+        let bad = format!(r#"{{"type":"data_stream","data":{head},"text":{v}}}}}"#);
+        let what = &bad[..bad.len().min(120)];
+        w.send_text(stt, &bad);
+        refused(
+            &mut w,
+            stt,
+            "tpa_connection_error",
+            "MALFORMED_MESSAGE",
+            what,
+        );
+        assert!(w.json_messages(a).is_empty(), "{what}");
+    }
+    let ok = format!(r#"{{"type":"data_stream","data":{head},"text":"\ud83d\ude00"}}}}"#);
+    w.send_text(stt, &ok);
+    let got = streams(&mut w, a);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].1["text"], "\u{1f600}");
+    assert!(w.json_messages(stt).is_empty());
+}
+
+#[test]
+fn an_app_message_serde_json_would_not_read_is_refused_and_never_reaches_the_glasses() {
+    let mut w = world();
+    let g = glasses(&mut w, USER);
+    let a = app(&mut w, g, USER, A, json!([]));
+    w.advance(Duration::from_millis(1500)); // the boot screen holds displays until then
+    w.json_messages(g);
+    let display = |layout: &str| {
+        format!(
+            r#"{{"type":"display_event","packageName":"{A}","view":"main","layout":{{"layoutType":"text_wall","text":"hi","x":{layout}}}}}"#
+        )
+    };
+    for v in [nest(10_000, "1"), nest(126, "1"), r#""\ud800""#.to_string()] {
+        let bad = display(&v);
+        let what = &bad[..bad.len().min(120)];
+        w.send_text(a, &bad);
+        refused(&mut w, a, "tpa_connection_error", "MALFORMED_MESSAGE", what);
+        assert!(w.json_messages(g).is_empty(), "{what}");
+    }
+    w.send_text(a, &display("1"));
+    let shown = w.json_messages(g);
+    assert!(
+        shown.iter().any(|m| m["type"] == "display_event"),
+        "{shown:?}"
+    );
+}
+
 fn mic(msgs: &[Value]) -> Vec<(bool, Value)> {
     of_type(msgs, "microphone_state_change")
         .iter()

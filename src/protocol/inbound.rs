@@ -1,20 +1,31 @@
 //! Protocol layer: the messages glasses and apps send, decoded by borrowing.
 //!
 //! Decoding is two-step, as the hot path needs: [`message_type`] reads only the `type` of a
-//! message (fields it does not name are skipped without allocating), so a relayed event costs
+//! message (fields it does not name are checked without allocating), so a relayed event costs
 //! no allocation; the few control messages are then decoded into their typed structs. An
 //! internally tagged serde enum would buffer every field of every message first, which is why
-//! the envelope is a struct of its own. Invariant: a message is an object with a string `type`,
-//! or it is refused as malformed.
+//! the envelope is a struct of its own.
+//!
+//! Invariants: a message is an object with a string `type`, or it is refused as malformed.
+//! [`message_type`] accepts only what serde_json reads into a tree (`serde_json::Value`):
+//! nesting within its limit (127 levels), surrogate escapes paired, numbers finite — though it
+//! builds no tree. Skipping a field the serde way (`IgnoredAny`, `RawValue`) checks none of
+//! these, so every message goes through [`message_type`] before anything of it is decoded,
+//! and a field kept raw and passed on (a relayed event, a published `data`, a `layout`) is
+//! JSON any serde_json peer reads.
 
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
+use std::fmt;
 
 /// Why a message could not be read at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Malformed {
     NotAnObject,
+    /// It starts as an object but is not JSON that serde_json reads into a tree.
+    Invalid,
     NoType,
 }
 
@@ -22,15 +33,13 @@ impl Malformed {
     pub fn message(self) -> &'static str {
         match self {
             Malformed::NotAnObject => "expected a JSON object",
+            Malformed::Invalid => {
+                "not valid JSON (a syntax error, nesting deeper than 127 levels, an unpaired \
+                 surrogate escape or a number out of range)"
+            }
             Malformed::NoType => "message has no string 'type'",
         }
     }
-}
-
-#[derive(Deserialize)]
-struct Envelope<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Cow<'a, str>,
 }
 
 /// The `type` of a JSON object message, borrowed from `text` when it has no escapes.
@@ -45,7 +54,124 @@ pub fn message_type(text: &str) -> Result<Cow<'_, str>, Malformed> {
     match serde_json::from_str::<Envelope<'_>>(text) {
         Ok(e) => Ok(e.kind),
         Err(e) if e.is_data() => Err(Malformed::NoType),
-        Err(_) => Err(Malformed::NotAnObject),
+        Err(_) => Err(Malformed::Invalid),
+    }
+}
+
+/// A message's `type`, every other field read as [`Checked`] (a derived struct would skip them
+/// unchecked). A repeated `type` is refused, as a derived struct refuses it.
+struct Envelope<'a> {
+    kind: Cow<'a, str>,
+}
+
+impl<'de> Deserialize<'de> for Envelope<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> Visitor<'de> for Fields {
+            type Value = Envelope<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a message")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Envelope<'de>, A::Error> {
+                let mut kind = None;
+                while let Some(IsType(is_type)) = map.next_key()? {
+                    if !is_type {
+                        map.next_value::<Checked>()?;
+                    } else if kind.is_some() {
+                        return Err(de::Error::duplicate_field("type"));
+                    } else {
+                        kind = Some(map.next_value::<TypeName<'de>>()?.0);
+                    }
+                }
+                let kind = kind.ok_or_else(|| de::Error::missing_field("type"))?;
+                Ok(Envelope { kind })
+            }
+        }
+        d.deserialize_map(Fields)
+    }
+}
+
+/// A key of the message, and whether it is `type` (once unescaped).
+struct IsType(bool);
+
+impl<'de> Deserialize<'de> for IsType {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Key;
+        impl Visitor<'_> for Key {
+            type Value = IsType;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_str<E>(self, key: &str) -> Result<IsType, E> {
+                Ok(IsType(key == "type"))
+            }
+        }
+        d.deserialize_str(Key)
+    }
+}
+
+/// The `type` value: a string, borrowed when it has no escapes.
+struct TypeName<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for TypeName<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Name;
+        impl<'de> Visitor<'de> for Name {
+            type Value = TypeName<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<TypeName<'de>, E> {
+                Ok(TypeName(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<TypeName<'de>, E> {
+                Ok(TypeName(Cow::Owned(s.to_owned())))
+            }
+        }
+        d.deserialize_str(Name)
+    }
+}
+
+/// Any JSON value, read as serde_json reads one into a tree (within its nesting limit, strings
+/// unescaped and checked, numbers parsed) and forgotten at once: no tree, no allocation.
+struct Checked;
+
+impl<'de> Deserialize<'de> for Checked {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(Checked)
+    }
+}
+
+impl<'de> Visitor<'de> for Checked {
+    type Value = Checked;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        while map.next_entry::<Checked, Checked>()?.is_some() {}
+        Ok(Checked)
     }
 }
 
@@ -218,10 +344,98 @@ mod tests {
     fn malformed_messages_are_told_apart() {
         assert_eq!(message_type("nope"), Err(Malformed::NotAnObject));
         assert_eq!(message_type("[\"type\"]"), Err(Malformed::NotAnObject));
-        assert_eq!(message_type("{\"type\":"), Err(Malformed::NotAnObject));
+        assert_eq!(message_type("{\"type\":"), Err(Malformed::Invalid));
         assert_eq!(message_type("{\"type\":5}"), Err(Malformed::NoType));
         assert_eq!(message_type("{\"kind\":\"x\"}"), Err(Malformed::NoType));
         assert_eq!(message_type("{}"), Err(Malformed::NoType));
+    }
+
+    /// `{"type":..., "x": <depth containers>}`: the message itself is one more level.
+    fn nested(ty: &str, depth: usize) -> String {
+        let open = r#"{"a":"#.repeat(depth);
+        format!(r#"{{"type":"{ty}","x":{open}1{}}}"#, "}".repeat(depth))
+    }
+
+    #[test]
+    fn nesting_is_limited_where_serde_json_limits_a_tree() {
+        // serde_json reads 127 levels into a tree and refuses the 128th.
+        for (levels, ok) in [(127, true), (128, false), (10_000, false)] {
+            for ty in ["button_press", r#"button\u005fpress"#] {
+                let text = nested(ty, levels - 1);
+                let tree = serde_json::from_str::<serde_json::Value>(&text);
+                assert_eq!(tree.is_ok(), ok, "{levels}");
+                let want = if ok {
+                    Ok("button_press")
+                } else {
+                    Err(&Malformed::Invalid)
+                };
+                assert_eq!(message_type(&text).as_deref(), want, "{levels} {ty}");
+            }
+        }
+        let arrays = format!(
+            r#"{{"type":"t","x":{}{}}}"#,
+            "[".repeat(127),
+            "]".repeat(127)
+        );
+        assert_eq!(message_type(&arrays), Err(Malformed::Invalid));
+        let arrays = format!(
+            r#"{{"type":"t","x":{}{}}}"#,
+            "[".repeat(126),
+            "]".repeat(126)
+        );
+        assert_eq!(message_type(&arrays).as_deref(), Ok("t"));
+    }
+
+    #[test]
+    fn unpaired_surrogate_escapes_are_refused_anywhere() {
+        for s in [
+            r#"\ud800"#,
+            r#"\udfff"#,
+            r#"\ud800\u0041"#,
+            r#"\ud800\ud800"#,
+            r#"\udc00\ud800"#,
+            r#"\ud800 "#,
+        ] {
+            for text in [
+                format!(r#"{{"type":"button_press","s":"{s}"}}"#),
+                format!(r#"{{"type":"button_press","{s}":1}}"#),
+                format!(r#"{{"type":"button_\u0070ress","s":["{s}"]}}"#),
+                format!(r#"{{"type":"x{s}"}}"#),
+            ] {
+                assert_eq!(message_type(&text), Err(Malformed::Invalid), "{text}");
+            }
+        }
+        let pair = r#"{"type":"button_press","s":"\ud83d\ude00","\uD800\uDC00":1}"#;
+        assert_eq!(message_type(pair).as_deref(), Ok("button_press"));
+        let pair = r#"{"type":"\ud83d\ude00","s":"x"}"#;
+        assert_eq!(message_type(pair).as_deref(), Ok("\u{1f600}"));
+    }
+
+    #[test]
+    fn numbers_out_of_range_are_refused() {
+        for n in ["1e309", "-1e400", "1e99999999999"] {
+            let text = format!(r#"{{"type":"t","n":{n}}}"#);
+            assert_eq!(message_type(&text), Err(Malformed::Invalid), "{text}");
+        }
+        let text = r#"{"type":"t","n":1e300,"m":1e-400}"#;
+        assert_eq!(message_type(text).as_deref(), Ok("t"));
+    }
+
+    /// A field kept raw checks neither nesting nor surrogates: that is why every message goes
+    /// through `message_type` first (were serde_json to check them, this would fail and the
+    /// note in the module comment could go).
+    #[test]
+    fn raw_fields_are_not_checked_by_serde_json() {
+        let deep = format!(
+            r#"{{"type":"data_stream","data":{}{}}}"#,
+            "[".repeat(10_000),
+            "]".repeat(10_000)
+        );
+        assert!(decode::<Publish<'_>>(&deep).is_some());
+        assert_eq!(message_type(&deep), Err(Malformed::Invalid));
+        let lone = r#"{"type":"data_stream","data":{"type":"transcription","text":"\ud800"}}"#;
+        assert!(decode::<Publish<'_>>(lone).is_some());
+        assert_eq!(message_type(lone), Err(Malformed::Invalid));
     }
 
     #[test]

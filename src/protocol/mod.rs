@@ -1,6 +1,7 @@
 //! Protocol layer (sans-IO): every wire type of the product — what glasses and apps send
-//! ([`inbound`], borrowed from the input buffer), what the box sends them and their app
-//! servers ([`outbound`], serialised straight into output buffers).
+//! ([`inbound`], borrowed from the input buffer; [`scan`], the one-pass read of a plain
+//! message's `type` in front of it), what the box sends them and their app servers
+//! ([`outbound`], serialised straight into output buffers).
 //!
 //! Invariants: decoding an inbound message never copies a string that has no escapes in it;
 //! relayed message bodies are never decoded, only their `type`; every outbound message is a
@@ -10,4 +11,4 @@
 pub mod inbound;
 pub mod outbound;
 pub mod requests;
-mod scan;
+pub mod scan;

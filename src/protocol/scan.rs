@@ -3,18 +3,26 @@
 //! allocation and no serde machinery (on the relay's hot path this pass is most of the cost of
 //! reading an event).
 //!
-//! It accepts a strict subset of what serde_json accepts: anything unusual — an escape in a
-//! top-level key or in the `type` value, a control character or a malformed escape in a string,
-//! nesting deeper than [`MAX_DEPTH`], a repeated or missing `type`, a number out of the plain
-//! grammar, any syntax error — makes it answer `None`, and the caller asks serde_json, whose
-//! answer stays the reference for every refusal and every odd case.
+//! It accepts a strict subset of what serde_json accepts when it reads a message into a tree
+//! (`serde_json::Value`): anything unusual — an escape in a top-level key or in the `type`
+//! value, a control character, a malformed escape or an unpaired surrogate escape in a string,
+//! nesting deeper than [`MAX_DEPTH`], a number that might be out of `f64`'s range, a repeated
+//! or missing `type`, any syntax error — makes it answer `None`, and the caller asks
+//! serde_json, whose answer stays the reference for every refusal and every odd case.
 //!
-//! Invariant: when [`object_type`] answers `Some(t)`, serde_json reads the same text as an
-//! object whose `type` is the string `t`, borrowed (checked side by side in the tests, over
-//! every single-byte edit of sample messages).
+//! Invariant: when [`object_type`] answers `Some(t)`, serde_json reads the same text into a
+//! `Value` (within its nesting limit of 128, surrogates paired, numbers finite) and reads it
+//! as an object whose `type` is the string `t`, borrowed (checked side by side in the tests,
+//! over every single-byte edit of sample messages, and by the `scanner` fuzz target).
 
-/// Nesting (objects and arrays, the message itself included) past which serde_json decides.
+/// Nesting (objects and arrays, the message itself included) past which serde_json decides
+/// (its own limit is 127 levels; deeper is refused).
 const MAX_DEPTH: usize = 32;
+
+/// A number whose integer digits plus its (positive) exponent stay within this is below
+/// 10^300, so surely finite as an `f64`; a larger one is left to serde_json, which refuses a
+/// number that overflows.
+const MAX_MAGNITUDE: usize = 300;
 
 /// The top-level `type` of `text` if it is a plain JSON object this scanner fully accepts.
 pub fn object_type(text: &str) -> Option<&str> {
@@ -128,8 +136,9 @@ impl Cursor<'_> {
         Some(rest[at])
     }
 
-    /// Any string whose escapes are well formed (`\uXXXX` needs four hex digits; which code
-    /// point they name is not checked, as serde_json does not when it skips a value).
+    /// Any string whose escapes are well formed as serde_json reads a string into a tree:
+    /// `\uXXXX` needs four hex digits, and a surrogate must be a high one (D800-DBFF)
+    /// directly followed by an escaped low one (DC00-DFFF).
     fn string(&mut self) -> Option<()> {
         self.eat(b'"')?;
         loop {
@@ -137,11 +146,14 @@ impl Cursor<'_> {
                 b'"' => return Some(()),
                 b'\\' => match self.bump()? {
                     b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {}
-                    b'u' => {
-                        for _ in 0..4 {
-                            self.bump().filter(u8::is_ascii_hexdigit)?;
+                    b'u' => match self.hex4()? {
+                        0xD800..=0xDBFF => {
+                            self.literal(b"\\u")?;
+                            self.hex4().filter(|low| (0xDC00..=0xDFFF).contains(low))?;
                         }
-                    }
+                        0xDC00..=0xDFFF => return None,
+                        _ => {}
+                    },
                     _ => return None,
                 },
                 _ => return None,
@@ -149,37 +161,60 @@ impl Cursor<'_> {
         }
     }
 
-    fn digits(&mut self) -> Option<()> {
+    /// Four hex digits, as a code unit.
+    fn hex4(&mut self) -> Option<u16> {
+        let mut unit = 0;
+        for _ in 0..4 {
+            let digit = char::from(self.bump()?).to_digit(16)?;
+            unit = unit << 4 | digit as u16;
+        }
+        Some(unit)
+    }
+
+    /// One or more digits; how many.
+    fn digits(&mut self) -> Option<usize> {
+        let start = self.i;
         self.bump().filter(u8::is_ascii_digit)?;
         while self.peek().is_some_and(|d| d.is_ascii_digit()) {
             self.i += 1;
         }
-        Some(())
+        Some(self.i - start)
     }
 
     /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?` (a digit after a leading `0` is left
-    /// for the caller, which expects `,`, `}` or `]` there and refuses it).
+    /// for the caller, which expects `,`, `}` or `]` there and refuses it), no larger than
+    /// [`MAX_MAGNITUDE`] allows.
     fn number(&mut self) -> Option<()> {
         if self.peek() == Some(b'-') {
             self.i += 1;
         }
-        if self.peek() == Some(b'0') {
+        let whole = if self.peek() == Some(b'0') {
             self.i += 1;
+            1
         } else {
-            self.digits()?;
-        }
+            self.digits()?
+        };
         if self.peek() == Some(b'.') {
             self.i += 1;
             self.digits()?;
         }
+        let mut magnitude = whole;
         if let Some(b'e' | b'E') = self.peek() {
             self.i += 1;
-            if let Some(b'+' | b'-') = self.peek() {
+            let sign = self.peek();
+            if let Some(b'+' | b'-') = sign {
                 self.i += 1;
             }
+            let start = self.i;
             self.digits()?;
+            if sign != Some(b'-') {
+                // Saturating: only "past the bound" matters.
+                magnitude += self.b[start..self.i].iter().fold(0, |n: usize, d| {
+                    (n * 10 + usize::from(d - b'0')).min(MAX_MAGNITUDE + 1)
+                });
+            }
         }
-        Some(())
+        (magnitude <= MAX_MAGNITUDE).then_some(())
     }
 
     fn literal(&mut self, word: &[u8]) -> Option<()> {
@@ -253,11 +288,12 @@ mod tests {
         kind: Cow<'a, str>,
     }
 
-    /// The reference: serde_json reads `text` as an object with a borrowed string `type`.
+    /// The reference: serde_json reads `text` into a tree, as an object, and reads it as a
+    /// message with a borrowed string `type`.
     fn reference(text: &str) -> Option<&str> {
-        if !text.trim_start().starts_with('{') {
-            return None;
-        }
+        serde_json::from_str::<serde_json::Value>(text)
+            .ok()?
+            .as_object()?;
         match serde_json::from_str::<Envelope<'_>>(text).ok()?.kind {
             Cow::Borrowed(t) => Some(t),
             Cow::Owned(_) => None,
@@ -270,6 +306,7 @@ mod tests {
         r#"{"x":{},"y":[],"type":"location_update","lat":-0.25,"lng":1E9,"n":0}"#,
         "{\"type\" : \"touch_event\" ,\r\n\t\"gesture_name\":\"forward_swipe\"}",
         r#"{"type":"glasses_battery_update","level":100,"charging":false,"note":"é ✓"}"#,
+        r#"{"type":"x","s":"\ud83d\ude00 \uD800\uDFFF \u20ac","n":1.5e298,"m":-9e-999,"k":1E+299}"#,
     ];
 
     #[test]
@@ -326,11 +363,64 @@ mod tests {
         assert_eq!(reference(&deep), Some("x"));
     }
 
+    /// serde_json refuses these when it reads them into a tree (though not when it skips them):
+    /// the scanner must never answer for them.
+    #[test]
+    fn unpaired_surrogates_and_numbers_out_of_range_are_left_to_serde() {
+        for s in [
+            r#"\ud800"#,
+            r#"\uDBFF"#,
+            r#"\udc00"#,
+            r#"\uDFFF"#,
+            r#"\udc00\ud800"#,
+            r#"\ud800\u0041"#,
+            r#"\ud800\ud800"#,
+            r#"\ud800\ud800\udc00"#,
+            r#"\ud800x"#,
+            r#"\ud800\n"#,
+            r#"\ud800\"#,
+            r#"\ud800\u"#,
+            r#"\ud800\udc0"#,
+        ] {
+            for text in [
+                format!(r#"{{"type":"button_press","s":"{s}"}}"#),
+                format!(r#"{{"type":"button_press","a":[{{"{s}":1}}]}}"#),
+            ] {
+                assert_eq!(object_type(&text), None, "{text}");
+                assert_eq!(reference(&text), None, "{text}");
+            }
+        }
+        for n in [
+            "1e309",
+            "1e400",
+            "-1E+309",
+            "2e308",
+            "1e99999999999",
+            "1".repeat(310).as_str(),
+        ] {
+            let text = format!(r#"{{"type":"x","n":{n}}}"#);
+            assert_eq!(object_type(&text), None, "{text}");
+            assert_eq!(reference(&text), None, "{text}");
+        }
+        // Near the bound the scanner may leave a finite number to serde_json; far from it, not.
+        for n in [
+            "1e300",
+            "9".repeat(300).as_str(),
+            "0.5e299",
+            "1e-99999999999",
+            "0e400",
+        ] {
+            let text = format!(r#"{{"type":"x","n":{n}}}"#);
+            assert_eq!(reference(&text), Some("x"), "{text}");
+        }
+        assert_eq!(object_type(r#"{"type":"x","n":1e299}"#), Some("x"));
+    }
+
     /// Every single-byte edit (replace, insert, delete) of every sample, with bytes that matter
     /// to JSON: where the scanner answers, serde_json gives the same answer.
     #[test]
     fn never_answers_differently_from_serde() {
-        let alphabet = b"{}[]\":,\\ \t0123456789-+.eEtrufalsn\x01x/";
+        let alphabet = b"{}[]\":,\\ \t0123456789-+.eEtrufalsnu\x01x/dDcCbB";
         let mut answered = 0;
         let mut check = |bytes: &[u8]| {
             if let Ok(text) = std::str::from_utf8(bytes) {
