@@ -159,21 +159,21 @@ pub fn run(args: &[String]) {
 // ---- the scratch config ---------------------------------------------------------------------
 
 /// The box under test: where it listens, how its tokens are signed, its apps.
-struct Target {
-    port: u16,
-    webhook_port: u16,
-    secret: String,
-    packages: Vec<String>,
+pub struct Target {
+    pub port: u16,
+    pub webhook_port: u16,
+    pub secret: String,
+    pub packages: Vec<String>,
     /// The TLS listener: its port and certificate (PEM).
-    tls: Option<(u16, PathBuf)>,
+    pub tls: Option<(u16, PathBuf)>,
     /// The config lists the publishing system app [`PUBLISHER`].
-    publisher: bool,
+    pub publisher: bool,
 }
 
 /// The system app that publishes transcripts into every session (`--transcripts`).
 const PUBLISHER: &str = "com.edgeload.transcriber";
 
-fn package(j: usize) -> String {
+pub fn package(j: usize) -> String {
     format!("com.edgeload.app{j}")
 }
 
@@ -187,7 +187,7 @@ fn key_path(cert: &std::path::Path) -> PathBuf {
     cert.with_extension("key")
 }
 
-fn scratch_config(t: &Target, sessions: usize, unix: Option<&str>) -> String {
+pub fn scratch_config(t: &Target, sessions: usize, unix: Option<&str>) -> String {
     let app = |p: &str| {
         json!({
             "packageName": p,
@@ -304,7 +304,7 @@ fn read_config(path: &PathBuf, port: Option<u16>, apps: usize) -> Result<Target,
 
 /// A loopback port that was free a moment ago and that this run has not handed out before (the
 /// kernel can give a just-released port out again at once).
-fn free_port() -> Result<u16, String> {
+pub fn free_port() -> Result<u16, String> {
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
     for _ in 0..64 {
@@ -372,7 +372,7 @@ impl Shared {
 
 // ---- the webhook listener and the apps -----------------------------------------------------
 
-fn webhook_listener(l: TcpListener, sh: Arc<Shared>) {
+pub fn webhook_listener(l: TcpListener, sh: Arc<Shared>) {
     for c in l.incoming().flatten() {
         let sh = sh.clone();
         thread::spawn(move || webhook(c, sh));
@@ -526,10 +526,10 @@ fn connect_app(
 // ---- the glasses ---------------------------------------------------------------------------
 
 /// The event sent before the numbered ones, until every app has received one.
-const PROBE: &[u8] = br#"{"type":"button_press","buttonId":"probe","pressType":"short"}"#;
+pub const PROBE: &[u8] = br#"{"type":"button_press","buttonId":"probe","pressType":"short"}"#;
 
 /// Glasses of `user`, over TCP to `port`, the Unix socket `unix`, or TLS (`tls`).
-fn open_glasses(
+pub fn open_glasses(
     port: u16,
     unix: Option<&str>,
     tls: Option<(u16, &Arc<ClientConfig>)>,
@@ -1075,7 +1075,7 @@ fn route(o: &Opts) -> Result<(), String> {
 }
 
 /// The server's non-zero counters from `/metrics` (not the per-connection rows).
-fn server_counters(port: u16) -> Vec<String> {
+pub fn server_counters(port: u16) -> Vec<String> {
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
         return Vec::new();
     };
