@@ -166,14 +166,20 @@ impl Display {
         }
     }
 
-    fn clear() -> Display {
-        Display {
-            owner: Owner::System,
-            view: View::Main,
-            layout: Layout::Clear,
-            duration_ms: Some(0),
-            force: true,
-        }
+    /// The clear of the main view: one, shared by every session.
+    fn clear() -> Arc<Display> {
+        static CLEAR: std::sync::OnceLock<Arc<Display>> = std::sync::OnceLock::new();
+        CLEAR
+            .get_or_init(|| {
+                Arc::new(Display {
+                    owner: Owner::System,
+                    view: View::Main,
+                    layout: Layout::Clear,
+                    duration_ms: Some(0),
+                    force: true,
+                })
+            })
+            .clone()
     }
 }
 
@@ -302,43 +308,113 @@ impl Lock {
 /// The display manager of one session. See the module documentation for its rules.
 #[derive(Debug)]
 pub struct DisplayManager {
-    t: DisplayTimings,
+    /// Shared by the sessions of a hub.
+    t: Arc<DisplayTimings>,
     foreground: Option<AppId>,
-    booting: Vec<Boot>,
-    /// Held during boot: one per app, oldest first.
-    held: Vec<Arc<Display>>,
     /// On screen, per view.
     screen: [Option<Kept>; 3],
     /// When an app display was last sent on the main view (the throttle interval's start).
     last_main: Option<Instant>,
+    lock: Option<Lock>,
+    /// The lists, allocated only while one of them holds something (see [`Lists`]).
+    l: LazyLists,
+    pub stats: DisplayStats,
+}
+
+/// The manager's lists. Most sessions have them all empty most of the time (an app that
+/// started and shows nothing), so they live in one box made on the first write and dropped
+/// by [`DisplayManager::release_spare`] once all are empty again.
+#[derive(Debug, Default)]
+struct Lists {
+    booting: Vec<Boot>,
+    /// Held during boot: one per app, oldest first.
+    held: Vec<Arc<Display>>,
     /// Coalesced in the main-view throttle: one per app, oldest first.
     pending: Vec<Arc<Display>>,
     /// Each app's latest main display, restorable while valid.
     latest: Vec<(AppId, Kept)>,
-    lock: Option<Lock>,
     /// Per app: when its last dashboard-view display was sent.
     side_last: Vec<(AppId, Instant)>,
     /// Coalesced dashboard-view displays: one per app.
     side_pending: Vec<Arc<Display>>,
     out: VecDeque<Arc<Display>>,
-    pub stats: DisplayStats,
+}
+
+impl Lists {
+    const EMPTY: Lists = Lists {
+        booting: Vec::new(),
+        held: Vec::new(),
+        pending: Vec::new(),
+        latest: Vec::new(),
+        side_last: Vec::new(),
+        side_pending: Vec::new(),
+        out: VecDeque::new(),
+    };
+
+    fn is_empty(&self) -> bool {
+        self.booting.is_empty()
+            && self.held.is_empty()
+            && self.pending.is_empty()
+            && self.latest.is_empty()
+            && self.side_last.is_empty()
+            && self.side_pending.is_empty()
+            && self.out.is_empty()
+    }
+
+    fn shrink_to_fit(&mut self) {
+        self.booting.shrink_to_fit();
+        self.held.shrink_to_fit();
+        self.pending.shrink_to_fit();
+        self.latest.shrink_to_fit();
+        self.side_last.shrink_to_fit();
+        self.side_pending.shrink_to_fit();
+        self.out.shrink_to_fit();
+    }
+
+    /// Room held beyond what the lists hold, in entries.
+    fn spare(&self) -> usize {
+        (self.booting.capacity() - self.booting.len())
+            + (self.held.capacity() - self.held.len())
+            + (self.pending.capacity() - self.pending.len())
+            + (self.latest.capacity() - self.latest.len())
+            + (self.side_last.capacity() - self.side_last.len())
+            + (self.side_pending.capacity() - self.side_pending.len())
+            + (self.out.capacity() - self.out.len())
+    }
+}
+
+/// [`Lists`], made on the first write; read while unmade, they are empty.
+#[derive(Debug, Default)]
+struct LazyLists(Option<Box<Lists>>);
+
+impl std::ops::Deref for LazyLists {
+    type Target = Lists;
+    fn deref(&self) -> &Lists {
+        static EMPTY: Lists = Lists::EMPTY;
+        self.0.as_deref().unwrap_or(&EMPTY)
+    }
+}
+
+impl std::ops::DerefMut for LazyLists {
+    fn deref_mut(&mut self) -> &mut Lists {
+        self.0.get_or_insert_with(Box::default)
+    }
 }
 
 impl DisplayManager {
     pub fn new(t: DisplayTimings) -> DisplayManager {
+        DisplayManager::shared(Arc::new(t))
+    }
+
+    /// A manager on timings shared with others.
+    pub fn shared(t: Arc<DisplayTimings>) -> DisplayManager {
         DisplayManager {
             t,
             foreground: None,
-            booting: Vec::new(),
-            held: Vec::new(),
             screen: [None, None, None],
             last_main: None,
-            pending: Vec::new(),
-            latest: Vec::new(),
             lock: None,
-            side_last: Vec::new(),
-            side_pending: Vec::new(),
-            out: VecDeque::new(),
+            l: LazyLists::default(),
             stats: DisplayStats::default(),
         }
     }
@@ -369,14 +445,35 @@ impl DisplayManager {
     }
 
     pub fn is_booting(&self) -> bool {
-        !self.booting.is_empty()
+        !self.l.booting.is_empty()
     }
 
     // ---- outputs -------------------------------------------------------------------------
 
     /// The next display to send to the glasses.
     pub fn poll_display(&mut self) -> Option<Arc<Display>> {
-        self.out.pop_front()
+        self.l.0.as_mut()?.out.pop_front()
+    }
+
+    /// Give back the room the lists grew to beyond what they hold, and the lists themselves
+    /// when all are empty (call when nothing is due, e.g. after a boot: an app that shows
+    /// nothing then costs its session no list at all).
+    pub fn release_spare(&mut self) {
+        match self.l.0.as_mut() {
+            Some(l) if l.is_empty() => self.l.0 = None,
+            Some(l) => l.shrink_to_fit(),
+            None => {}
+        }
+    }
+
+    /// Bytes held by the lists beyond the entries in them: the box of empty lists, and their
+    /// spare capacity (in entries).
+    pub fn spare(&self) -> usize {
+        match &self.l.0 {
+            Some(l) if l.is_empty() => std::mem::size_of::<Lists>(),
+            Some(l) => l.spare(),
+            None => 0,
+        }
     }
 
     /// The next instant `handle_timeout` has work to do.
@@ -386,7 +483,7 @@ impl DisplayManager {
         if let Some(l) = self.lock {
             at(l.deadline(self.t.lock_inactive));
         }
-        for b in self.booting.iter().filter(|b| b.connected) {
+        for b in self.l.booting.iter().filter(|b| b.connected) {
             at(b.until);
         }
         if let Some(e) = self.screen[View::Main.index()]
@@ -395,12 +492,12 @@ impl DisplayManager {
         {
             at(e);
         }
-        if !self.pending.is_empty() && self.booting.is_empty() {
+        if !self.l.pending.is_empty() && self.l.booting.is_empty() {
             at(self
                 .last_main
                 .map_or(Instant::ZERO, |t| t + self.t.throttle));
         }
-        for d in &self.side_pending {
+        for d in &self.l.side_pending {
             if let Some(a) = d.app() {
                 at(self
                     .side_last_of(a)
@@ -431,23 +528,23 @@ impl DisplayManager {
         if foreground {
             self.foreground = Some(app);
         }
-        self.booting.retain(|b| b.app != app);
-        self.booting.push(Boot {
+        self.l.booting.retain(|b| b.app != app);
+        self.l.booting.push(Boot {
             app,
             name: name.into(),
             until: now + self.t.boot,
             connected: false,
         });
         // Throttled displays now wait for the boot instead.
-        for d in std::mem::take(&mut self.pending) {
-            Self::replace(&mut self.held, d);
+        for d in std::mem::take(&mut self.l.pending) {
+            Self::replace(&mut self.l.held, d);
         }
         self.show_boot_card(now);
     }
 
     /// `app` connected: its boot ends once `boot` has passed since it started.
     pub fn app_connected(&mut self, now: Instant, app: AppId) {
-        if let Some(b) = self.booting.iter_mut().find(|b| b.app == app) {
+        if let Some(b) = self.l.booting.iter_mut().find(|b| b.app == app) {
             b.connected = true;
         }
         self.handle_timeout(now);
@@ -456,14 +553,14 @@ impl DisplayManager {
     /// `app` stopped, dropped or failed to start: its displays go; what it showed is replaced
     /// at once by the next eligible display or a clear.
     pub fn app_stopped(&mut self, now: Instant, app: AppId) {
-        let was_booting = self.booting.len();
-        self.booting.retain(|b| b.app != app);
-        let boot_changed = self.booting.len() != was_booting;
-        self.held.retain(|d| d.app() != Some(app));
-        self.pending.retain(|d| d.app() != Some(app));
-        self.side_pending.retain(|d| d.app() != Some(app));
-        self.side_last.retain(|(a, _)| *a != app);
-        self.latest.retain(|(a, _)| *a != app);
+        let was_booting = self.l.booting.len();
+        self.l.booting.retain(|b| b.app != app);
+        let boot_changed = self.l.booting.len() != was_booting;
+        self.l.held.retain(|d| d.app() != Some(app));
+        self.l.pending.retain(|d| d.app() != Some(app));
+        self.l.side_pending.retain(|d| d.app() != Some(app));
+        self.l.side_last.retain(|(a, _)| *a != app);
+        self.l.latest.retain(|(a, _)| *a != app);
         if self.lock.is_some_and(|l| l.app == app) {
             self.lock = None;
         }
@@ -471,7 +568,7 @@ impl DisplayManager {
             self.foreground = None;
         }
         let showing = self.showing(View::Main) == Some(app);
-        if boot_changed && !self.booting.is_empty() {
+        if boot_changed && !self.l.booting.is_empty() {
             self.show_boot_card(now);
         } else if boot_changed {
             self.finish_boot(now);
@@ -502,7 +599,7 @@ impl DisplayManager {
         let inactive = self.t.lock_inactive;
         if let Some(l) = self.lock.filter(|l| !l.valid(now, inactive)) {
             self.lock = None;
-            if self.booting.is_empty() && self.showing(View::Main) == Some(l.app) {
+            if self.l.booting.is_empty() && self.showing(View::Main) == Some(l.app) {
                 // The view goes back to the foreground app if it has something to show; the
                 // holder's display stays only while it is itself still valid.
                 let min = self.t.min_lifetime;
@@ -522,10 +619,10 @@ impl DisplayManager {
             }
             return true;
         }
-        let before = self.booting.len();
-        self.booting.retain(|b| !(b.connected && b.until <= now));
-        if self.booting.len() != before {
-            if self.booting.is_empty() {
+        let before = self.l.booting.len();
+        self.l.booting.retain(|b| !(b.connected && b.until <= now));
+        if self.l.booting.len() != before {
+            if self.l.booting.is_empty() {
                 self.finish_boot(now);
             } else {
                 self.show_boot_card(now);
@@ -539,24 +636,24 @@ impl DisplayManager {
                 let app = k.disp.app();
                 // Expired: no longer restorable.
                 if let Some(a) = app {
-                    self.latest.retain(|(x, _)| *x != a);
+                    self.l.latest.retain(|(x, _)| *x != a);
                 }
-                if self.booting.is_empty() {
+                if self.l.booting.is_empty() {
                     self.show_next(now);
                 }
                 return true;
             }
         }
-        if !self.pending.is_empty() && self.booting.is_empty() && self.throttle_open(now) {
+        if !self.l.pending.is_empty() && self.l.booting.is_empty() && self.throttle_open(now) {
             self.release_pending(now);
             return true;
         }
-        if let Some(i) = self.side_pending.iter().position(|d| {
+        if let Some(i) = self.l.side_pending.iter().position(|d| {
             d.app()
                 .and_then(|a| self.side_last_of(a))
                 .is_none_or(|t| t + self.t.throttle <= now)
         }) {
-            let d = self.side_pending.remove(i);
+            let d = self.l.side_pending.remove(i);
             self.show_side(now, d);
             return true;
         }
@@ -568,8 +665,8 @@ impl DisplayManager {
             self.show_main(now, d);
             return Ok(Accepted::Shown);
         };
-        if !self.booting.is_empty() {
-            Self::replace(&mut self.held, d);
+        if !self.l.booting.is_empty() {
+            Self::replace(&mut self.l.held, d);
             return Ok(Accepted::HeldForBoot);
         }
         self.step_lock(now);
@@ -580,7 +677,7 @@ impl DisplayManager {
         })?;
         self.keep(app, Kept::new(d.clone(), now));
         if !d.force && self.last_main.is_some_and(|t| now < t + self.t.throttle) {
-            if Self::replace(&mut self.pending, d) {
+            if Self::replace(&mut self.l.pending, d) {
                 self.stats.coalesced += 1;
             }
             return Ok(Accepted::Coalesced);
@@ -649,10 +746,10 @@ impl DisplayManager {
             .lock
             .filter(|l| l.valid(now, self.t.lock_inactive))
             .map(|l| l.app);
-        let i = pick(holder, &self.pending)
-            .or_else(|| pick(self.foreground, &self.pending))
+        let i = pick(holder, &self.l.pending)
+            .or_else(|| pick(self.foreground, &self.l.pending))
             .unwrap_or(0);
-        let d = self.pending.remove(i);
+        let d = self.l.pending.remove(i);
         match d.app() {
             Some(a) if !self.eligible(now, a) => {
                 // It lost the view while it waited (another app's lock): kept, not shown.
@@ -663,7 +760,7 @@ impl DisplayManager {
     }
 
     fn finish_boot(&mut self, now: Instant) {
-        let held = std::mem::take(&mut self.held);
+        let held = std::mem::take(&mut self.l.held);
         // Every held display becomes its app's latest; the foreground app's is shown, else
         // the newest from an app that may take the view, else whatever is next.
         let mut chosen: Option<Arc<Display>> = None;
@@ -686,7 +783,7 @@ impl DisplayManager {
             // The throttle interval of an app display sent before this boot still runs: this
             // one waits for its end like any other (the boot card stays until then).
             Some(d) if !d.force && !self.throttle_open(now) => {
-                Self::replace(&mut self.pending, d);
+                Self::replace(&mut self.l.pending, d);
             }
             Some(d) => self.show_main(now, d),
             None => self.show_next(now),
@@ -700,18 +797,19 @@ impl DisplayManager {
 
     /// Show the next eligible display on the main view, or a clear.
     fn show_next(&mut self, now: Instant) {
-        if !self.booting.is_empty() {
+        if !self.l.booting.is_empty() {
             return self.show_boot_card(now);
         }
         let min = self.t.min_lifetime;
         // A throttled display waits for the end of its interval, even when the view frees up.
         if let Some(i) = self
+            .l
             .pending
             .iter()
             .position(|d| d.app().is_some_and(|a| self.eligible(now, a)))
             .filter(|_| self.throttle_open(now))
         {
-            let d = self.pending.remove(i);
+            let d = self.l.pending.remove(i);
             return self.show_main(now, d);
         }
         let holder = self
@@ -727,12 +825,12 @@ impl DisplayManager {
             .as_ref()
             .is_some_and(|k| matches!(k.disp.layout, Layout::Clear));
         if !already_clear {
-            self.show_main(now, Arc::new(Display::clear()));
+            self.show_main(now, Display::clear());
         }
     }
 
     fn show_boot_card(&mut self, now: Instant) {
-        let names: Vec<&str> = self.booting.iter().map(|b| &*b.name).collect();
+        let names: Vec<&str> = self.l.booting.iter().map(|b| &*b.name).collect();
         let d = Display {
             owner: Owner::System,
             view: View::Main,
@@ -757,11 +855,11 @@ impl DisplayManager {
         if let Some(a) = k.disp.app() {
             self.last_main = Some(now);
             // Anything older from the same app would be stale after this.
-            self.pending.retain(|p| p.app() != Some(a));
+            self.l.pending.retain(|p| p.app() != Some(a));
             self.keep(a, k.clone());
         }
         self.stats.sent += 1;
-        self.out.push_back(k.disp.clone());
+        self.l.out.push_back(k.disp.clone());
         self.screen[View::Main.index()] = Some(k);
     }
 
@@ -774,7 +872,7 @@ impl DisplayManager {
             .side_last_of(app)
             .is_some_and(|t| now < t + self.t.throttle);
         if recent && !d.force {
-            if Self::replace(&mut self.side_pending, d) {
+            if Self::replace(&mut self.l.side_pending, d) {
                 self.stats.coalesced += 1;
             }
             return Accepted::Coalesced;
@@ -785,13 +883,14 @@ impl DisplayManager {
 
     fn show_side(&mut self, now: Instant, d: Arc<Display>) {
         if let Some(a) = d.app() {
-            self.side_last.retain(|(x, _)| *x != a);
-            self.side_last.push((a, now));
-            self.side_pending
+            self.l.side_last.retain(|(x, _)| *x != a);
+            self.l.side_last.push((a, now));
+            self.l
+                .side_pending
                 .retain(|p| !(p.app() == Some(a) && p.view == d.view));
         }
         self.stats.sent += 1;
-        self.out.push_back(d.clone());
+        self.l.out.push_back(d.clone());
         let view = d.view;
         self.screen[view.index()] = Some(Kept::new(d, now));
     }
@@ -803,18 +902,23 @@ impl DisplayManager {
     }
 
     fn latest_of(&self, app: AppId) -> Option<&Kept> {
-        self.latest.iter().find(|(a, _)| *a == app).map(|(_, k)| k)
+        self.l
+            .latest
+            .iter()
+            .find(|(a, _)| *a == app)
+            .map(|(_, k)| k)
     }
 
     fn keep(&mut self, app: AppId, k: Kept) {
-        match self.latest.iter_mut().find(|(a, _)| *a == app) {
+        match self.l.latest.iter_mut().find(|(a, _)| *a == app) {
             Some(slot) => slot.1 = k,
-            None => self.latest.push((app, k)),
+            None => self.l.latest.push((app, k)),
         }
     }
 
     fn side_last_of(&self, app: AppId) -> Option<Instant> {
-        self.side_last
+        self.l
+            .side_last
             .iter()
             .find(|(a, _)| *a == app)
             .map(|(_, t)| *t)

@@ -199,12 +199,12 @@ impl Hub {
                     glasses: Some(id),
                     started: now.wall,
                     grace_until: None,
-                    apps: BTreeMap::new(),
+                    apps: Default::default(),
                     settings: self.device_settings(user),
                     lifecycle: RateLimit::full(self.cfg.lifecycle_burst, now.mono),
                     streams: None,
                     mic: Default::default(),
-                    screen: screen::LazyScreen::new(&self.cfg.timings.display),
+                    screen: screen::LazyScreen::new(&self.display_timings),
                     requests: Default::default(),
                 });
                 let sk = SessKey { slot, gen };

@@ -36,17 +36,20 @@ impl Hub {
             );
             return false;
         }
-        let run = s.apps.entry(app).or_insert(AppRun {
-            state: AppState::Failed,
-            conn: None,
-            subs: Vec::new(),
-            start,
-            attempt: 0,
-            restarts: 0,
-            active_since: None,
-            error: None,
-            prefix: Box::default(),
-        });
+        let run = s.apps.get_or_insert(
+            app,
+            AppRun {
+                state: AppState::Failed,
+                conn: None,
+                subs: Vec::new(),
+                start,
+                attempt: 0,
+                restarts: 0,
+                active_since: None,
+                error: None,
+                prefix: Box::default(),
+            },
+        );
         match run.state {
             AppState::Loading { .. } | AppState::Active | AppState::Reconnecting { .. } => {
                 return true

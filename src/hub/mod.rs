@@ -40,6 +40,7 @@ mod rest;
 mod routes;
 mod screen;
 mod streams;
+mod vecmap;
 mod view;
 
 pub use rest::percent_decode;
@@ -284,7 +285,7 @@ struct Session {
     glasses: Option<ConnId>,
     started: Wall,
     grace_until: Option<Instant>,
-    apps: BTreeMap<usize, AppRun>,
+    apps: vecmap::VecMap<AppRun>,
     /// The user's glasses settings; `None` until changed from the defaults (they cost nothing
     /// per idle session that way).
     settings: Option<Box<Value>>,
@@ -531,6 +532,8 @@ pub struct Hub {
     pub counters: HubCounters,
     /// Scratch for relaying: the tail all deliveries of one event share (see `deliver`).
     delivery_tail: Vec<u8>,
+    /// `cfg.timings.display`, shared by every session's display manager.
+    display_timings: std::sync::Arc<display::DisplayTimings>,
 }
 
 impl Hub {
@@ -541,6 +544,7 @@ impl Hub {
     /// A hub starting from the durable state a store loaded.
     pub fn with_state(cfg: HubConfig, state: Snapshot) -> Hub {
         Hub {
+            display_timings: std::sync::Arc::new(cfg.timings.display.clone()),
             cfg,
             sessions: Slab::new(),
             by_user: HashMap::new(),

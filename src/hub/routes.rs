@@ -111,7 +111,26 @@ impl Routes {
                 }
             }
         }
+        // Kept for the session's life: no room for subscriptions that are not there.
+        r.by_stream.shrink_to_fit();
+        for (_, routes) in &mut r.by_stream {
+            routes.shrink_to_fit();
+        }
+        r.wildcard.shrink_to_fit();
         r
+    }
+
+    /// Room held beyond what the index uses (entries of spare capacity, all lists together).
+    #[cfg(test)]
+    pub fn spare(&self) -> usize {
+        let spare = |cap: usize, len: usize| cap - len;
+        spare(self.by_stream.capacity(), self.by_stream.len())
+            + spare(self.wildcard.capacity(), self.wildcard.len())
+            + self
+                .by_stream
+                .iter()
+                .map(|(_, r)| spare(r.capacity(), r.len()))
+                .sum::<usize>()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -186,6 +205,17 @@ mod tests {
         });
         out.sort();
         out
+    }
+
+    #[test]
+    fn an_index_holds_no_room_beyond_its_subscriptions() {
+        let subs: Vec<(usize, Vec<String>)> = vec![
+            (0, vec!["button_press".into()]),
+            (1, vec!["button_press".into(), "all".into()]),
+            (2, vec!["transcription:en-US".into()]),
+        ];
+        let r = Routes::build(subs.iter().map(|(a, s)| (*a, &s[..])));
+        assert_eq!(r.spare(), 0);
     }
 
     #[test]

@@ -15,7 +15,7 @@
 pub mod sqlite;
 pub mod writer;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 /// A TPA server's registration (PROTOCOL §14).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,11 +103,36 @@ impl StoreStatus {
 
 type AppKey = (String, String);
 
+/// Add `item` to the sorted `set`; false if it was there.
+fn set_insert(set: &mut Box<[Box<str>]>, item: &str) -> bool {
+    let Err(at) = set.binary_search_by(|p| (**p).cmp(item)) else {
+        return false;
+    };
+    let mut v = std::mem::take(set).into_vec();
+    v.reserve_exact(1);
+    v.insert(at, item.into());
+    *set = v.into_boxed_slice();
+    true
+}
+
+/// Remove `item` from the sorted `set`; false if it was not there.
+fn set_remove(set: &mut Box<[Box<str>]>, item: &str) -> bool {
+    let Ok(at) = set.binary_search_by(|p| (**p).cmp(item)) else {
+        return false;
+    };
+    let mut v = std::mem::take(set).into_vec();
+    v.remove(at);
+    *set = v.into_boxed_slice();
+    true
+}
+
 /// The durable state as the core holds it: in memory, with the changes not yet handed to the
 /// writer queued in order.
 #[derive(Debug, Default)]
 pub struct Durable {
-    running: HashMap<String, BTreeSet<String>>,
+    /// Each user's running packages, sorted: boxed slices of exact size, since every session
+    /// with an app has an entry (a `BTreeSet` cost a B-tree leaf of eleven slots per user).
+    running: HashMap<Box<str>, Box<[Box<str>]>>,
     settings: HashMap<AppKey, BTreeMap<String, String>>,
     storage: HashMap<AppKey, BTreeMap<String, String>>,
     registrations: BTreeMap<String, Registration>,
@@ -118,7 +143,8 @@ impl Durable {
     pub fn from_snapshot(s: Snapshot) -> Durable {
         let mut d = Durable::default();
         for (user, package) in s.running {
-            d.running.entry(user).or_default().insert(package);
+            let set = d.running.entry(user.into()).or_default();
+            set_insert(set, &package);
         }
         for (user, package, key, value) in s.settings {
             d.settings
@@ -149,22 +175,20 @@ impl Durable {
     pub fn running(&self, user: &str) -> Vec<String> {
         self.running
             .get(user)
-            .map(|s| s.iter().cloned().collect())
+            .map(|s| s.iter().map(|p| p.to_string()).collect())
             .unwrap_or_default()
     }
 
     pub fn set_running(&mut self, user: &str, package: &str, running: bool) {
         let changed = if running {
-            self.running
-                .entry(user.to_string())
-                .or_default()
-                .insert(package.to_string())
+            let set = self.running.entry(user.into()).or_default();
+            set_insert(set, package)
         } else {
             let removed = self
                 .running
                 .get_mut(user)
-                .is_some_and(|s| s.remove(package));
-            if self.running.get(user).is_some_and(BTreeSet::is_empty) {
+                .is_some_and(|s| set_remove(s, package));
+            if self.running.get(user).is_some_and(|s| s.is_empty()) {
                 self.running.remove(user);
             }
             removed
