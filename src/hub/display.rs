@@ -311,11 +311,10 @@ pub struct DisplayManager {
     /// Shared by the sessions of a hub.
     t: Arc<DisplayTimings>,
     foreground: Option<AppId>,
-    /// On screen, per view.
-    screen: [Option<Kept>; 3],
+    /// On the main view (the other views' are in the lists).
+    main: Option<Kept>,
     /// When an app display was last sent on the main view (the throttle interval's start).
     last_main: Option<Instant>,
-    lock: Option<Lock>,
     /// The lists, allocated only while one of them holds something (see [`Lists`]).
     l: LazyLists,
     pub stats: DisplayStats,
@@ -326,6 +325,10 @@ pub struct DisplayManager {
 /// by [`DisplayManager::release_spare`] once all are empty again.
 #[derive(Debug, Default)]
 struct Lists {
+    /// On the dashboard and always-on views.
+    side: [Option<Kept>; 2],
+    /// The background app holding the main view.
+    lock: Option<Lock>,
     booting: Vec<Boot>,
     /// Held during boot: one per app, oldest first.
     held: Vec<Arc<Display>>,
@@ -342,6 +345,8 @@ struct Lists {
 
 impl Lists {
     const EMPTY: Lists = Lists {
+        side: [None, None],
+        lock: None,
         booting: Vec::new(),
         held: Vec::new(),
         pending: Vec::new(),
@@ -352,7 +357,9 @@ impl Lists {
     };
 
     fn is_empty(&self) -> bool {
-        self.booting.is_empty()
+        self.side.iter().all(Option::is_none)
+            && self.lock.is_none()
+            && self.booting.is_empty()
             && self.held.is_empty()
             && self.pending.is_empty()
             && self.latest.is_empty()
@@ -411,9 +418,8 @@ impl DisplayManager {
         DisplayManager {
             t,
             foreground: None,
-            screen: [None, None, None],
+            main: None,
             last_main: None,
-            lock: None,
             l: LazyLists::default(),
             stats: DisplayStats::default(),
         }
@@ -423,7 +429,7 @@ impl DisplayManager {
 
     /// What `view` shows now.
     pub fn screen(&self, view: View) -> Option<ScreenInfo> {
-        self.screen[view.index()].as_ref().map(|k| ScreenInfo {
+        self.kept(view).map(|k| ScreenInfo {
             owner: k.disp.owner,
             layout_type: k.disp.layout.kind(),
             since: k.since,
@@ -432,7 +438,7 @@ impl DisplayManager {
 
     /// The display on `view` now (to send again to glasses that reconnect).
     pub fn current(&self, view: View) -> Option<&Arc<Display>> {
-        self.screen[view.index()].as_ref().map(|k| &k.disp)
+        self.kept(view).map(|k| &k.disp)
     }
 
     pub fn foreground(&self) -> Option<AppId> {
@@ -441,7 +447,7 @@ impl DisplayManager {
 
     /// The app holding the main-view lock (valid or not yet released).
     pub fn lock_holder(&self) -> Option<AppId> {
-        self.lock.map(|l| l.app)
+        self.l.lock.map(|l| l.app)
     }
 
     pub fn is_booting(&self) -> bool {
@@ -480,16 +486,13 @@ impl DisplayManager {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut next: Option<Instant> = None;
         let mut at = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
-        if let Some(l) = self.lock {
+        if let Some(l) = self.l.lock {
             at(l.deadline(self.t.lock_inactive));
         }
         for b in self.l.booting.iter().filter(|b| b.connected) {
             at(b.until);
         }
-        if let Some(e) = self.screen[View::Main.index()]
-            .as_ref()
-            .and_then(|k| k.expires)
-        {
+        if let Some(e) = self.main.as_ref().and_then(|k| k.expires) {
             at(e);
         }
         if !self.l.pending.is_empty() && self.l.booting.is_empty() {
@@ -561,8 +564,8 @@ impl DisplayManager {
         self.l.side_pending.retain(|d| d.app() != Some(app));
         self.l.side_last.retain(|(a, _)| *a != app);
         self.l.latest.retain(|(a, _)| *a != app);
-        if self.lock.is_some_and(|l| l.app == app) {
-            self.lock = None;
+        if self.l.lock.is_some_and(|l| l.app == app) {
+            self.l.lock = None;
         }
         if self.foreground == Some(app) {
             self.foreground = None;
@@ -577,7 +580,7 @@ impl DisplayManager {
         }
         for view in [View::Dashboard, View::AlwaysOn] {
             if self.showing(view) == Some(app) {
-                self.screen[view.index()] = None;
+                *self.kept_mut(view) = None;
             }
         }
     }
@@ -597,8 +600,8 @@ impl DisplayManager {
     /// One due deadline handled; false when nothing was due.
     fn step(&mut self, now: Instant) -> bool {
         let inactive = self.t.lock_inactive;
-        if let Some(l) = self.lock.filter(|l| !l.valid(now, inactive)) {
-            self.lock = None;
+        if let Some(l) = self.l.lock.filter(|l| !l.valid(now, inactive)) {
+            self.l.lock = None;
             if self.l.booting.is_empty() && self.showing(View::Main) == Some(l.app) {
                 // The view goes back to the foreground app if it has something to show; the
                 // holder's display stays only while it is itself still valid.
@@ -608,9 +611,7 @@ impl DisplayManager {
                     .and_then(|f| self.latest_of(f))
                     .filter(|k| k.valid(now, min))
                     .cloned();
-                let holder_valid = self.screen[View::Main.index()]
-                    .as_ref()
-                    .is_some_and(|k| k.valid(now, min));
+                let holder_valid = self.main.as_ref().is_some_and(|k| k.valid(now, min));
                 match fg {
                     Some(k) => self.show_kept(now, k),
                     None if !holder_valid => self.show_next(now),
@@ -629,7 +630,7 @@ impl DisplayManager {
             }
             return true;
         }
-        if let Some(k) = self.screen[View::Main.index()].as_mut() {
+        if let Some(k) = self.main.as_mut() {
             if k.expires.is_some_and(|e| e <= now) {
                 k.expires = None;
                 self.stats.expired += 1;
@@ -690,23 +691,24 @@ impl DisplayManager {
     /// to).
     fn step_lock(&mut self, now: Instant) {
         if self
+            .l
             .lock
             .is_some_and(|l| !l.valid(now, self.t.lock_inactive))
         {
-            self.lock = None;
+            self.l.lock = None;
         }
     }
 
     /// May `app` take the main view now? Grants or refreshes a background app's lock.
     fn admit(&mut self, now: Instant, app: AppId) -> Result<(), Refusal> {
-        let lock = self.lock;
+        let lock = self.l.lock;
         if self.foreground == Some(app) {
             if let Some(l) = lock {
                 if self.showing(View::Main) == Some(l.app) {
                     return Err(Refusal::ForegroundLocked { holder: l.app });
                 }
                 // The holder no longer shows: the foreground app takes the view back.
-                self.lock = None;
+                self.l.lock = None;
             }
             return Ok(());
         }
@@ -714,11 +716,11 @@ impl DisplayManager {
             Some(l) if l.app != app => Err(Refusal::LockedByOther { holder: l.app }),
             Some(mut l) => {
                 l.last_active = now;
-                self.lock = Some(l);
+                self.l.lock = Some(l);
                 Ok(())
             }
             None => {
-                self.lock = Some(Lock {
+                self.l.lock = Some(Lock {
                     app,
                     until: now + self.t.lock,
                     last_active: now,
@@ -730,7 +732,7 @@ impl DisplayManager {
 
     /// Whether `app` may show on the main view now without being granted anything new.
     fn eligible(&self, now: Instant, app: AppId) -> bool {
-        let lock = self.lock.filter(|l| l.valid(now, self.t.lock_inactive));
+        let lock = self.l.lock.filter(|l| l.valid(now, self.t.lock_inactive));
         match lock {
             Some(l) => l.app == app || self.foreground == Some(app),
             None => true,
@@ -743,6 +745,7 @@ impl DisplayManager {
             who.and_then(|w| p.iter().position(|d| d.app() == Some(w)))
         };
         let holder = self
+            .l
             .lock
             .filter(|l| l.valid(now, self.t.lock_inactive))
             .map(|l| l.app);
@@ -813,6 +816,7 @@ impl DisplayManager {
             return self.show_main(now, d);
         }
         let holder = self
+            .l
             .lock
             .filter(|l| l.valid(now, self.t.lock_inactive))
             .map(|l| l.app);
@@ -821,7 +825,8 @@ impl DisplayManager {
                 return self.show_kept(now, k);
             }
         }
-        let already_clear = self.screen[View::Main.index()]
+        let already_clear = self
+            .main
             .as_ref()
             .is_some_and(|k| matches!(k.disp.layout, Layout::Clear));
         if !already_clear {
@@ -860,7 +865,7 @@ impl DisplayManager {
         }
         self.stats.sent += 1;
         self.l.out.push_back(k.disp.clone());
-        self.screen[View::Main.index()] = Some(k);
+        self.main = Some(k);
     }
 
     fn request_side(&mut self, now: Instant, d: Arc<Display>) -> Accepted {
@@ -892,13 +897,26 @@ impl DisplayManager {
         self.stats.sent += 1;
         self.l.out.push_back(d.clone());
         let view = d.view;
-        self.screen[view.index()] = Some(Kept::new(d, now));
+        *self.kept_mut(view) = Some(Kept::new(d, now));
+    }
+
+    /// What `view` shows.
+    fn kept(&self, view: View) -> Option<&Kept> {
+        match view {
+            View::Main => self.main.as_ref(),
+            v => self.l.side[v.index() - 1].as_ref(),
+        }
+    }
+
+    fn kept_mut(&mut self, view: View) -> &mut Option<Kept> {
+        match view {
+            View::Main => &mut self.main,
+            v => &mut self.l.side[v.index() - 1],
+        }
     }
 
     fn showing(&self, view: View) -> Option<AppId> {
-        self.screen[view.index()]
-            .as_ref()
-            .and_then(|k| k.disp.app())
+        self.kept(view).and_then(|k| k.disp.app())
     }
 
     fn latest_of(&self, app: AppId) -> Option<&Kept> {

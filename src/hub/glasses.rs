@@ -48,12 +48,22 @@ impl Hub {
                 return self.glasses_error(net, id, "MALFORMED_MESSAGE", e.message(), false, now)
             }
         };
-        let Some(Link::Glasses { user, session, .. }) = self.links.get(&id) else {
+        let Some(Link::Glasses {
+            user,
+            bearer,
+            session,
+            ..
+        }) = self.links.get(&id)
+        else {
             return;
         };
         let session = *session;
         if ty == "connection_init" {
-            let token_user = user.clone();
+            let token_user = match (user, session) {
+                (Some(u), _) => Some(u.clone()),
+                (None, Some(sk)) if *bearer => self.session(sk).map(|s| s.user.to_string()),
+                _ => None,
+            };
             return self.glasses_init(net, id, token_user, session, text, now);
         }
         let Some(sk) = session else {
@@ -152,7 +162,7 @@ impl Hub {
             }
         };
         if let Some(sk) = bound {
-            if self.session(sk).is_some_and(|s| s.user != user) {
+            if self.session(sk).is_some_and(|s| *s.user != *user) {
                 return self.glasses_error(
                     net,
                     id,
@@ -193,9 +203,10 @@ impl Hub {
             None => {
                 self.next_gen = self.next_gen.wrapping_add(1);
                 let gen = self.next_gen;
+                let shared: std::sync::Arc<str> = user.into();
                 let slot = self.sessions.insert(Session {
                     gen,
-                    user: user.to_string(),
+                    user: shared.clone(),
                     glasses: Some(id),
                     started: now.wall,
                     grace_until: None,
@@ -208,12 +219,13 @@ impl Hub {
                     requests: Default::default(),
                 });
                 let sk = SessKey { slot, gen };
-                self.by_user.insert(user.to_string(), sk);
+                self.by_user.insert(shared, sk);
                 log::info!("event=session_created session={user:?} connection={id}");
                 sk
             }
         };
         if let Some(Link::Glasses {
+            user,
             session,
             init_deadline,
             ..
@@ -221,6 +233,8 @@ impl Hub {
         {
             *session = Some(sk);
             *init_deadline = None;
+            // The session has the user now: no second copy per connection.
+            *user = None;
         }
         self.send_session(net, id, sk, "connection_ack", now);
         self.screen_resend(net, sk, now);

@@ -365,7 +365,7 @@ impl Hub {
                 self.counters.app_restarts += 1;
                 log::info!(
                     "event=app_restarting session={:?} package={:?}",
-                    self.session(sk).map_or("", |s| s.user.as_str()),
+                    self.session(sk).map_or("", |s| &*s.user),
                     self.cfg.apps[app].package_name
                 );
                 self.start_app(net, sk, app, now, true);
@@ -432,7 +432,7 @@ impl Hub {
         run.subs.clear();
         log::warn!(
             "event=app_failed session={:?} package={:?} code={error}",
-            self.session(sk).map_or("", |s| s.user.as_str()),
+            self.session(sk).map_or("", |s| &*s.user),
             self.cfg.apps[app].package_name
         );
         self.subs_changed(net, sk, None, now);
@@ -530,7 +530,7 @@ impl Hub {
         self.arm(until, TimerKey::App(sk, app));
         log::info!(
             "event=app_dropped session={:?} package={:?} connection={id}",
-            self.session(sk).map_or("", |s| s.user.as_str()),
+            self.session(sk).map_or("", |s| &*s.user),
             self.cfg.apps[app].package_name
         );
         self.subs_changed(net, sk, None, now);

@@ -26,6 +26,7 @@ mod access;
 mod apps;
 #[cfg(any(test, feature = "sim"))]
 mod audit;
+mod connmap;
 pub mod dashboard;
 mod device;
 pub mod display;
@@ -197,7 +198,10 @@ enum TimerKey {
 #[derive(Debug)]
 enum Link {
     Glasses {
+        /// The user its bearer token named, until it is bound: the session holds it then.
         user: Option<String>,
+        /// It came with a bearer token (a later `connection_init` needs none).
+        bearer: bool,
         session: Option<SessKey>,
         init_deadline: Option<Instant>,
     },
@@ -281,7 +285,7 @@ struct AppRun {
 #[derive(Debug)]
 struct Session {
     gen: u32,
-    user: String,
+    user: std::sync::Arc<str>,
     glasses: Option<ConnId>,
     started: Wall,
     grace_until: Option<Instant>,
@@ -515,8 +519,9 @@ impl HubCounters {
 pub struct Hub {
     cfg: HubConfig,
     sessions: Slab<Session>,
-    by_user: HashMap<String, SessKey>,
-    links: IdMap<Link>,
+    /// Keyed by the session's own user string (shared, not a copy).
+    by_user: HashMap<std::sync::Arc<str>, SessKey>,
+    links: connmap::ConnMap<Link>,
     webhooks: IdMap<Webhook>,
     queued: HashMap<(SessKey, usize), Queued>,
     /// Webhooks in flight per app server.
@@ -548,7 +553,7 @@ impl Hub {
             cfg,
             sessions: Slab::new(),
             by_user: HashMap::new(),
-            links: IdMap::default(),
+            links: Default::default(),
             webhooks: IdMap::default(),
             queued: HashMap::new(),
             per_server: HashMap::new(),
@@ -693,6 +698,7 @@ impl Hub {
                 self.links.insert(
                     id,
                     Link::Glasses {
+                        bearer: user.is_some(),
                         user,
                         session: None,
                         init_deadline: Some(at),
@@ -813,7 +819,7 @@ type IdMap<V> = HashMap<ConnId, V, std::hash::BuildHasherDefault<IdHasher>>;
 /// Whether a heap entry still matches the slot it was armed for.
 fn is_current(
     sessions: &Slab<Session>,
-    links: &IdMap<Link>,
+    links: &connmap::ConnMap<Link>,
     sweep_at: Option<Instant>,
     at: Instant,
     key: TimerKey,
