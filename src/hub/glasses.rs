@@ -218,7 +218,10 @@ impl Hub {
                     screen: screen::LazyScreen::new(&self.display_timings),
                     requests: Default::default(),
                 });
-                let sk = SessKey { slot, gen };
+                let sk = SessKey {
+                    slot: slot as u32,
+                    gen,
+                };
                 self.by_user.insert(shared, sk);
                 log::info!("event=session_created session={user:?} connection={id}");
                 sk
@@ -299,7 +302,7 @@ impl Hub {
         }
         if self.session(sk).is_some() {
             self.retire_display_stats(sk);
-            let s = self.sessions.remove(sk.slot);
+            let s = self.sessions.remove(sk.slot as usize);
             self.by_user.remove(&s.user);
             self.counters.sessions_ended += 1;
             log::info!(

@@ -173,7 +173,8 @@ pub struct Refusal {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SessKey {
-    slot: usize,
+    /// The slab slot (sessions are capped far below `u32::MAX` by `max_sessions`).
+    slot: u32,
     gen: u32,
 }
 
@@ -627,11 +628,15 @@ impl Hub {
     }
 
     fn session(&self, sk: SessKey) -> Option<&Session> {
-        self.sessions.get(sk.slot).filter(|s| s.gen == sk.gen)
+        self.sessions
+            .get(sk.slot as usize)
+            .filter(|s| s.gen == sk.gen)
     }
 
     fn session_mut(&mut self, sk: SessKey) -> Option<&mut Session> {
-        self.sessions.get_mut(sk.slot).filter(|s| s.gen == sk.gen)
+        self.sessions
+            .get_mut(sk.slot as usize)
+            .filter(|s| s.gen == sk.gen)
     }
 
     fn run_mut(&mut self, sk: SessKey, app: usize) -> Option<&mut AppRun> {
@@ -824,7 +829,7 @@ fn is_current(
     at: Instant,
     key: TimerKey,
 ) -> bool {
-    let session = |sk: SessKey| sessions.get(sk.slot).filter(|s| s.gen == sk.gen);
+    let session = |sk: SessKey| sessions.get(sk.slot as usize).filter(|s| s.gen == sk.gen);
     match key {
         TimerKey::Session(sk) => session(sk).is_some_and(|s| s.grace_until == Some(at)),
         TimerKey::App(sk, app) => session(sk)

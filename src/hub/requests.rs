@@ -428,7 +428,10 @@ impl Hub {
         let want = inbound::decode::<RtmpStreamStop<'_>>(text).and_then(|r| r.stream_id);
         let wait = self.cfg.timings.requests.stream;
         let Hub { sessions, cfg, .. } = self;
-        let Some(s) = sessions.get_mut(sk.slot).filter(|s| s.gen == sk.gen) else {
+        let Some(s) = sessions
+            .get_mut(sk.slot as usize)
+            .filter(|s| s.gen == sk.gen)
+        else {
             return;
         };
         let at = s.requests.pending.iter().position(|p| {
@@ -738,7 +741,10 @@ impl Hub {
         now: Now,
     ) {
         let Hub { sessions, cfg, .. } = self;
-        let Some(s) = sessions.get_mut(sk.slot).filter(|s| s.gen == sk.gen) else {
+        let Some(s) = sessions
+            .get_mut(sk.slot as usize)
+            .filter(|s| s.gen == sk.gen)
+        else {
             return;
         };
         if !s.requests.pending.iter().any(|p| p.app == app) {

@@ -14,6 +14,8 @@
 //! if the app subscribed under two matching strings), and a wildcard (`all`, `*`) subscriber
 //! gets it once more only if no specific subscription of that app matched.
 
+use std::borrow::Cow;
+
 /// One subscription of one app.
 #[derive(Debug)]
 pub struct Route {
@@ -28,7 +30,8 @@ pub struct Route {
 /// The subscription index of one session.
 #[derive(Debug, Default)]
 pub struct Routes {
-    by_stream: Vec<(Box<str>, Vec<Route>)>,
+    /// Stream names are the registry's (no allocation) unless it does not know one.
+    by_stream: Vec<(Cow<'static, str>, Vec<Route>)>,
     /// Apps subscribed to `all` or `*`.
     wildcard: Vec<usize>,
 }
@@ -98,7 +101,11 @@ impl Routes {
                         let at = match r.by_stream.iter().position(|(s, _)| &**s == stream) {
                             Some(at) => at,
                             None => {
-                                r.by_stream.push((stream.into(), Vec::new()));
+                                let name = match super::registry::stream_name(stream) {
+                                    Some(known) => Cow::Borrowed(known),
+                                    None => Cow::Owned(stream.to_string()),
+                                };
+                                r.by_stream.push((name, Vec::new()));
                                 r.by_stream.len() - 1
                             }
                         };

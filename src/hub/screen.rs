@@ -571,7 +571,10 @@ impl Hub {
     /// Send everything the manager has for the glasses, and keep the timer slot current.
     pub(super) fn screen_flush(&mut self, net: &mut impl Outbox, sk: SessKey, now: Now) {
         let Hub { sessions, cfg, .. } = self;
-        let Some(s) = sessions.get_mut(sk.slot).filter(|s| s.gen == sk.gen) else {
+        let Some(s) = sessions
+            .get_mut(sk.slot as usize)
+            .filter(|s| s.gen == sk.gen)
+        else {
             return;
         };
         if !s.screen.is_made() {
