@@ -153,6 +153,26 @@ fn a_second_glasses_connection_takes_the_session_over() {
 }
 
 #[test]
+fn a_bearer_connection_initialised_again_is_acknowledged_again_without_a_token() {
+    // Once bound, the connection keeps no copy of its token's user (the session has it): a
+    // second `connection_init` still needs no token and lands in the same session.
+    let mut w = world();
+    let token = jwt::glasses_token("gail@example.com", SECRET);
+    let c = w.connect();
+    let auth = format!("Authorization: Bearer {token}");
+    assert_eq!(w.upgrade_with(c, "/glasses-ws", &[&auth]).0, 101);
+    for _ in 0..2 {
+        w.send_text(c, r#"{"type":"connection_init"}"#);
+        let msgs = w.json_messages(c);
+        let acks = of_type(&msgs, "connection_ack");
+        assert_eq!(acks.len(), 1, "{msgs:?}");
+        assert_eq!(acks[0]["sessionId"], "gail@example.com");
+    }
+    assert!(!w.clients[c].closed);
+    assert_eq!(w.server.hub.session_count(), 1);
+}
+
+#[test]
 fn metrics_show_sessions_refusals_and_round_trips() {
     let mut w = world();
     let token = jwt::glasses_token("fay@example.com", SECRET);

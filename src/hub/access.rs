@@ -222,6 +222,6 @@ impl Hub {
             return;
         };
         let pkg = &self.cfg.apps[app].package_name;
-        self.durable.set_running(&user, pkg, running);
+        self.durable.set_running(user, pkg, running);
     }
 }

@@ -253,6 +253,8 @@ impl Hub {
             };
             net.send_json(id, &msg);
         }
+        // Kept while the app runs: no room for subscriptions it did not make.
+        subs.shrink_to_fit();
         let before = match self.run_mut(sk, app) {
             Some(run) => std::mem::replace(&mut run.subs, subs),
             None => return,

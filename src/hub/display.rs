@@ -166,14 +166,20 @@ impl Display {
         }
     }
 
-    fn clear() -> Display {
-        Display {
-            owner: Owner::System,
-            view: View::Main,
-            layout: Layout::Clear,
-            duration_ms: Some(0),
-            force: true,
-        }
+    /// The clear of the main view: one, shared by every session.
+    fn clear() -> Arc<Display> {
+        static CLEAR: std::sync::OnceLock<Arc<Display>> = std::sync::OnceLock::new();
+        CLEAR
+            .get_or_init(|| {
+                Arc::new(Display {
+                    owner: Owner::System,
+                    view: View::Main,
+                    layout: Layout::Clear,
+                    duration_ms: Some(0),
+                    force: true,
+                })
+            })
+            .clone()
     }
 }
 
@@ -302,43 +308,119 @@ impl Lock {
 /// The display manager of one session. See the module documentation for its rules.
 #[derive(Debug)]
 pub struct DisplayManager {
-    t: DisplayTimings,
+    /// Shared by the sessions of a hub.
+    t: Arc<DisplayTimings>,
     foreground: Option<AppId>,
+    /// On the main view (the other views' are in the lists).
+    main: Option<Kept>,
+    /// When an app display was last sent on the main view (the throttle interval's start).
+    last_main: Option<Instant>,
+    /// The lists, allocated only while one of them holds something (see [`Lists`]).
+    l: LazyLists,
+    pub stats: DisplayStats,
+}
+
+/// The manager's lists. Most sessions have them all empty most of the time (an app that
+/// started and shows nothing), so they live in one box made on the first write and dropped
+/// by [`DisplayManager::release_spare`] once all are empty again.
+#[derive(Debug, Default)]
+struct Lists {
+    /// On the dashboard and always-on views.
+    side: [Option<Kept>; 2],
+    /// The background app holding the main view.
+    lock: Option<Lock>,
     booting: Vec<Boot>,
     /// Held during boot: one per app, oldest first.
     held: Vec<Arc<Display>>,
-    /// On screen, per view.
-    screen: [Option<Kept>; 3],
-    /// When an app display was last sent on the main view (the throttle interval's start).
-    last_main: Option<Instant>,
     /// Coalesced in the main-view throttle: one per app, oldest first.
     pending: Vec<Arc<Display>>,
     /// Each app's latest main display, restorable while valid.
     latest: Vec<(AppId, Kept)>,
-    lock: Option<Lock>,
     /// Per app: when its last dashboard-view display was sent.
     side_last: Vec<(AppId, Instant)>,
     /// Coalesced dashboard-view displays: one per app.
     side_pending: Vec<Arc<Display>>,
     out: VecDeque<Arc<Display>>,
-    pub stats: DisplayStats,
+}
+
+impl Lists {
+    const EMPTY: Lists = Lists {
+        side: [None, None],
+        lock: None,
+        booting: Vec::new(),
+        held: Vec::new(),
+        pending: Vec::new(),
+        latest: Vec::new(),
+        side_last: Vec::new(),
+        side_pending: Vec::new(),
+        out: VecDeque::new(),
+    };
+
+    fn is_empty(&self) -> bool {
+        self.side.iter().all(Option::is_none)
+            && self.lock.is_none()
+            && self.booting.is_empty()
+            && self.held.is_empty()
+            && self.pending.is_empty()
+            && self.latest.is_empty()
+            && self.side_last.is_empty()
+            && self.side_pending.is_empty()
+            && self.out.is_empty()
+    }
+
+    fn shrink_to_fit(&mut self) {
+        self.booting.shrink_to_fit();
+        self.held.shrink_to_fit();
+        self.pending.shrink_to_fit();
+        self.latest.shrink_to_fit();
+        self.side_last.shrink_to_fit();
+        self.side_pending.shrink_to_fit();
+        self.out.shrink_to_fit();
+    }
+
+    /// Room held beyond what the lists hold, in entries.
+    fn spare(&self) -> usize {
+        (self.booting.capacity() - self.booting.len())
+            + (self.held.capacity() - self.held.len())
+            + (self.pending.capacity() - self.pending.len())
+            + (self.latest.capacity() - self.latest.len())
+            + (self.side_last.capacity() - self.side_last.len())
+            + (self.side_pending.capacity() - self.side_pending.len())
+            + (self.out.capacity() - self.out.len())
+    }
+}
+
+/// [`Lists`], made on the first write; read while unmade, they are empty.
+#[derive(Debug, Default)]
+struct LazyLists(Option<Box<Lists>>);
+
+impl std::ops::Deref for LazyLists {
+    type Target = Lists;
+    fn deref(&self) -> &Lists {
+        static EMPTY: Lists = Lists::EMPTY;
+        self.0.as_deref().unwrap_or(&EMPTY)
+    }
+}
+
+impl std::ops::DerefMut for LazyLists {
+    fn deref_mut(&mut self) -> &mut Lists {
+        self.0.get_or_insert_with(Box::default)
+    }
 }
 
 impl DisplayManager {
     pub fn new(t: DisplayTimings) -> DisplayManager {
+        DisplayManager::shared(Arc::new(t))
+    }
+
+    /// A manager on timings shared with others.
+    pub fn shared(t: Arc<DisplayTimings>) -> DisplayManager {
         DisplayManager {
             t,
             foreground: None,
-            booting: Vec::new(),
-            held: Vec::new(),
-            screen: [None, None, None],
+            main: None,
             last_main: None,
-            pending: Vec::new(),
-            latest: Vec::new(),
-            lock: None,
-            side_last: Vec::new(),
-            side_pending: Vec::new(),
-            out: VecDeque::new(),
+            l: LazyLists::default(),
             stats: DisplayStats::default(),
         }
     }
@@ -347,7 +429,7 @@ impl DisplayManager {
 
     /// What `view` shows now.
     pub fn screen(&self, view: View) -> Option<ScreenInfo> {
-        self.screen[view.index()].as_ref().map(|k| ScreenInfo {
+        self.kept(view).map(|k| ScreenInfo {
             owner: k.disp.owner,
             layout_type: k.disp.layout.kind(),
             since: k.since,
@@ -356,7 +438,7 @@ impl DisplayManager {
 
     /// The display on `view` now (to send again to glasses that reconnect).
     pub fn current(&self, view: View) -> Option<&Arc<Display>> {
-        self.screen[view.index()].as_ref().map(|k| &k.disp)
+        self.kept(view).map(|k| &k.disp)
     }
 
     pub fn foreground(&self) -> Option<AppId> {
@@ -365,42 +447,60 @@ impl DisplayManager {
 
     /// The app holding the main-view lock (valid or not yet released).
     pub fn lock_holder(&self) -> Option<AppId> {
-        self.lock.map(|l| l.app)
+        self.l.lock.map(|l| l.app)
     }
 
     pub fn is_booting(&self) -> bool {
-        !self.booting.is_empty()
+        !self.l.booting.is_empty()
     }
 
     // ---- outputs -------------------------------------------------------------------------
 
     /// The next display to send to the glasses.
     pub fn poll_display(&mut self) -> Option<Arc<Display>> {
-        self.out.pop_front()
+        self.l.0.as_mut()?.out.pop_front()
+    }
+
+    /// Give back the room the lists grew to beyond what they hold, and the lists themselves
+    /// when all are empty (call when nothing is due, e.g. after a boot: an app that shows
+    /// nothing then costs its session no list at all).
+    pub fn release_spare(&mut self) {
+        match self.l.0.as_mut() {
+            Some(l) if l.is_empty() => self.l.0 = None,
+            Some(l) => l.shrink_to_fit(),
+            None => {}
+        }
+    }
+
+    /// Bytes held by the lists beyond the entries in them: the box of empty lists, and their
+    /// spare capacity (in entries).
+    pub fn spare(&self) -> usize {
+        match &self.l.0 {
+            Some(l) if l.is_empty() => std::mem::size_of::<Lists>(),
+            Some(l) => l.spare(),
+            None => 0,
+        }
     }
 
     /// The next instant `handle_timeout` has work to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut next: Option<Instant> = None;
         let mut at = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
-        if let Some(l) = self.lock {
+        if let Some(l) = self.l.lock {
             at(l.deadline(self.t.lock_inactive));
         }
-        for b in self.booting.iter().filter(|b| b.connected) {
+        for b in self.l.booting.iter().filter(|b| b.connected) {
             at(b.until);
         }
-        if let Some(e) = self.screen[View::Main.index()]
-            .as_ref()
-            .and_then(|k| k.expires)
-        {
+        if let Some(e) = self.main.as_ref().and_then(|k| k.expires) {
             at(e);
         }
-        if !self.pending.is_empty() && self.booting.is_empty() {
+        if !self.l.pending.is_empty() && self.l.booting.is_empty() {
             at(self
                 .last_main
                 .map_or(Instant::ZERO, |t| t + self.t.throttle));
         }
-        for d in &self.side_pending {
+        for d in &self.l.side_pending {
             if let Some(a) = d.app() {
                 at(self
                     .side_last_of(a)
@@ -431,23 +531,23 @@ impl DisplayManager {
         if foreground {
             self.foreground = Some(app);
         }
-        self.booting.retain(|b| b.app != app);
-        self.booting.push(Boot {
+        self.l.booting.retain(|b| b.app != app);
+        self.l.booting.push(Boot {
             app,
             name: name.into(),
             until: now + self.t.boot,
             connected: false,
         });
         // Throttled displays now wait for the boot instead.
-        for d in std::mem::take(&mut self.pending) {
-            Self::replace(&mut self.held, d);
+        for d in std::mem::take(&mut self.l.pending) {
+            Self::replace(&mut self.l.held, d);
         }
         self.show_boot_card(now);
     }
 
     /// `app` connected: its boot ends once `boot` has passed since it started.
     pub fn app_connected(&mut self, now: Instant, app: AppId) {
-        if let Some(b) = self.booting.iter_mut().find(|b| b.app == app) {
+        if let Some(b) = self.l.booting.iter_mut().find(|b| b.app == app) {
             b.connected = true;
         }
         self.handle_timeout(now);
@@ -456,22 +556,22 @@ impl DisplayManager {
     /// `app` stopped, dropped or failed to start: its displays go; what it showed is replaced
     /// at once by the next eligible display or a clear.
     pub fn app_stopped(&mut self, now: Instant, app: AppId) {
-        let was_booting = self.booting.len();
-        self.booting.retain(|b| b.app != app);
-        let boot_changed = self.booting.len() != was_booting;
-        self.held.retain(|d| d.app() != Some(app));
-        self.pending.retain(|d| d.app() != Some(app));
-        self.side_pending.retain(|d| d.app() != Some(app));
-        self.side_last.retain(|(a, _)| *a != app);
-        self.latest.retain(|(a, _)| *a != app);
-        if self.lock.is_some_and(|l| l.app == app) {
-            self.lock = None;
+        let was_booting = self.l.booting.len();
+        self.l.booting.retain(|b| b.app != app);
+        let boot_changed = self.l.booting.len() != was_booting;
+        self.l.held.retain(|d| d.app() != Some(app));
+        self.l.pending.retain(|d| d.app() != Some(app));
+        self.l.side_pending.retain(|d| d.app() != Some(app));
+        self.l.side_last.retain(|(a, _)| *a != app);
+        self.l.latest.retain(|(a, _)| *a != app);
+        if self.l.lock.is_some_and(|l| l.app == app) {
+            self.l.lock = None;
         }
         if self.foreground == Some(app) {
             self.foreground = None;
         }
         let showing = self.showing(View::Main) == Some(app);
-        if boot_changed && !self.booting.is_empty() {
+        if boot_changed && !self.l.booting.is_empty() {
             self.show_boot_card(now);
         } else if boot_changed {
             self.finish_boot(now);
@@ -480,7 +580,7 @@ impl DisplayManager {
         }
         for view in [View::Dashboard, View::AlwaysOn] {
             if self.showing(view) == Some(app) {
-                self.screen[view.index()] = None;
+                *self.kept_mut(view) = None;
             }
         }
     }
@@ -500,9 +600,9 @@ impl DisplayManager {
     /// One due deadline handled; false when nothing was due.
     fn step(&mut self, now: Instant) -> bool {
         let inactive = self.t.lock_inactive;
-        if let Some(l) = self.lock.filter(|l| !l.valid(now, inactive)) {
-            self.lock = None;
-            if self.booting.is_empty() && self.showing(View::Main) == Some(l.app) {
+        if let Some(l) = self.l.lock.filter(|l| !l.valid(now, inactive)) {
+            self.l.lock = None;
+            if self.l.booting.is_empty() && self.showing(View::Main) == Some(l.app) {
                 // The view goes back to the foreground app if it has something to show; the
                 // holder's display stays only while it is itself still valid.
                 let min = self.t.min_lifetime;
@@ -511,9 +611,7 @@ impl DisplayManager {
                     .and_then(|f| self.latest_of(f))
                     .filter(|k| k.valid(now, min))
                     .cloned();
-                let holder_valid = self.screen[View::Main.index()]
-                    .as_ref()
-                    .is_some_and(|k| k.valid(now, min));
+                let holder_valid = self.main.as_ref().is_some_and(|k| k.valid(now, min));
                 match fg {
                     Some(k) => self.show_kept(now, k),
                     None if !holder_valid => self.show_next(now),
@@ -522,41 +620,41 @@ impl DisplayManager {
             }
             return true;
         }
-        let before = self.booting.len();
-        self.booting.retain(|b| !(b.connected && b.until <= now));
-        if self.booting.len() != before {
-            if self.booting.is_empty() {
+        let before = self.l.booting.len();
+        self.l.booting.retain(|b| !(b.connected && b.until <= now));
+        if self.l.booting.len() != before {
+            if self.l.booting.is_empty() {
                 self.finish_boot(now);
             } else {
                 self.show_boot_card(now);
             }
             return true;
         }
-        if let Some(k) = self.screen[View::Main.index()].as_mut() {
+        if let Some(k) = self.main.as_mut() {
             if k.expires.is_some_and(|e| e <= now) {
                 k.expires = None;
                 self.stats.expired += 1;
                 let app = k.disp.app();
                 // Expired: no longer restorable.
                 if let Some(a) = app {
-                    self.latest.retain(|(x, _)| *x != a);
+                    self.l.latest.retain(|(x, _)| *x != a);
                 }
-                if self.booting.is_empty() {
+                if self.l.booting.is_empty() {
                     self.show_next(now);
                 }
                 return true;
             }
         }
-        if !self.pending.is_empty() && self.booting.is_empty() && self.throttle_open(now) {
+        if !self.l.pending.is_empty() && self.l.booting.is_empty() && self.throttle_open(now) {
             self.release_pending(now);
             return true;
         }
-        if let Some(i) = self.side_pending.iter().position(|d| {
+        if let Some(i) = self.l.side_pending.iter().position(|d| {
             d.app()
                 .and_then(|a| self.side_last_of(a))
                 .is_none_or(|t| t + self.t.throttle <= now)
         }) {
-            let d = self.side_pending.remove(i);
+            let d = self.l.side_pending.remove(i);
             self.show_side(now, d);
             return true;
         }
@@ -568,8 +666,8 @@ impl DisplayManager {
             self.show_main(now, d);
             return Ok(Accepted::Shown);
         };
-        if !self.booting.is_empty() {
-            Self::replace(&mut self.held, d);
+        if !self.l.booting.is_empty() {
+            Self::replace(&mut self.l.held, d);
             return Ok(Accepted::HeldForBoot);
         }
         self.step_lock(now);
@@ -580,7 +678,7 @@ impl DisplayManager {
         })?;
         self.keep(app, Kept::new(d.clone(), now));
         if !d.force && self.last_main.is_some_and(|t| now < t + self.t.throttle) {
-            if Self::replace(&mut self.pending, d) {
+            if Self::replace(&mut self.l.pending, d) {
                 self.stats.coalesced += 1;
             }
             return Ok(Accepted::Coalesced);
@@ -593,23 +691,24 @@ impl DisplayManager {
     /// to).
     fn step_lock(&mut self, now: Instant) {
         if self
+            .l
             .lock
             .is_some_and(|l| !l.valid(now, self.t.lock_inactive))
         {
-            self.lock = None;
+            self.l.lock = None;
         }
     }
 
     /// May `app` take the main view now? Grants or refreshes a background app's lock.
     fn admit(&mut self, now: Instant, app: AppId) -> Result<(), Refusal> {
-        let lock = self.lock;
+        let lock = self.l.lock;
         if self.foreground == Some(app) {
             if let Some(l) = lock {
                 if self.showing(View::Main) == Some(l.app) {
                     return Err(Refusal::ForegroundLocked { holder: l.app });
                 }
                 // The holder no longer shows: the foreground app takes the view back.
-                self.lock = None;
+                self.l.lock = None;
             }
             return Ok(());
         }
@@ -617,11 +716,11 @@ impl DisplayManager {
             Some(l) if l.app != app => Err(Refusal::LockedByOther { holder: l.app }),
             Some(mut l) => {
                 l.last_active = now;
-                self.lock = Some(l);
+                self.l.lock = Some(l);
                 Ok(())
             }
             None => {
-                self.lock = Some(Lock {
+                self.l.lock = Some(Lock {
                     app,
                     until: now + self.t.lock,
                     last_active: now,
@@ -633,7 +732,7 @@ impl DisplayManager {
 
     /// Whether `app` may show on the main view now without being granted anything new.
     fn eligible(&self, now: Instant, app: AppId) -> bool {
-        let lock = self.lock.filter(|l| l.valid(now, self.t.lock_inactive));
+        let lock = self.l.lock.filter(|l| l.valid(now, self.t.lock_inactive));
         match lock {
             Some(l) => l.app == app || self.foreground == Some(app),
             None => true,
@@ -646,13 +745,14 @@ impl DisplayManager {
             who.and_then(|w| p.iter().position(|d| d.app() == Some(w)))
         };
         let holder = self
+            .l
             .lock
             .filter(|l| l.valid(now, self.t.lock_inactive))
             .map(|l| l.app);
-        let i = pick(holder, &self.pending)
-            .or_else(|| pick(self.foreground, &self.pending))
+        let i = pick(holder, &self.l.pending)
+            .or_else(|| pick(self.foreground, &self.l.pending))
             .unwrap_or(0);
-        let d = self.pending.remove(i);
+        let d = self.l.pending.remove(i);
         match d.app() {
             Some(a) if !self.eligible(now, a) => {
                 // It lost the view while it waited (another app's lock): kept, not shown.
@@ -663,7 +763,7 @@ impl DisplayManager {
     }
 
     fn finish_boot(&mut self, now: Instant) {
-        let held = std::mem::take(&mut self.held);
+        let held = std::mem::take(&mut self.l.held);
         // Every held display becomes its app's latest; the foreground app's is shown, else
         // the newest from an app that may take the view, else whatever is next.
         let mut chosen: Option<Arc<Display>> = None;
@@ -686,7 +786,7 @@ impl DisplayManager {
             // The throttle interval of an app display sent before this boot still runs: this
             // one waits for its end like any other (the boot card stays until then).
             Some(d) if !d.force && !self.throttle_open(now) => {
-                Self::replace(&mut self.pending, d);
+                Self::replace(&mut self.l.pending, d);
             }
             Some(d) => self.show_main(now, d),
             None => self.show_next(now),
@@ -700,21 +800,23 @@ impl DisplayManager {
 
     /// Show the next eligible display on the main view, or a clear.
     fn show_next(&mut self, now: Instant) {
-        if !self.booting.is_empty() {
+        if !self.l.booting.is_empty() {
             return self.show_boot_card(now);
         }
         let min = self.t.min_lifetime;
         // A throttled display waits for the end of its interval, even when the view frees up.
         if let Some(i) = self
+            .l
             .pending
             .iter()
             .position(|d| d.app().is_some_and(|a| self.eligible(now, a)))
             .filter(|_| self.throttle_open(now))
         {
-            let d = self.pending.remove(i);
+            let d = self.l.pending.remove(i);
             return self.show_main(now, d);
         }
         let holder = self
+            .l
             .lock
             .filter(|l| l.valid(now, self.t.lock_inactive))
             .map(|l| l.app);
@@ -723,16 +825,17 @@ impl DisplayManager {
                 return self.show_kept(now, k);
             }
         }
-        let already_clear = self.screen[View::Main.index()]
+        let already_clear = self
+            .main
             .as_ref()
             .is_some_and(|k| matches!(k.disp.layout, Layout::Clear));
         if !already_clear {
-            self.show_main(now, Arc::new(Display::clear()));
+            self.show_main(now, Display::clear());
         }
     }
 
     fn show_boot_card(&mut self, now: Instant) {
-        let names: Vec<&str> = self.booting.iter().map(|b| &*b.name).collect();
+        let names: Vec<&str> = self.l.booting.iter().map(|b| &*b.name).collect();
         let d = Display {
             owner: Owner::System,
             view: View::Main,
@@ -757,12 +860,12 @@ impl DisplayManager {
         if let Some(a) = k.disp.app() {
             self.last_main = Some(now);
             // Anything older from the same app would be stale after this.
-            self.pending.retain(|p| p.app() != Some(a));
+            self.l.pending.retain(|p| p.app() != Some(a));
             self.keep(a, k.clone());
         }
         self.stats.sent += 1;
-        self.out.push_back(k.disp.clone());
-        self.screen[View::Main.index()] = Some(k);
+        self.l.out.push_back(k.disp.clone());
+        self.main = Some(k);
     }
 
     fn request_side(&mut self, now: Instant, d: Arc<Display>) -> Accepted {
@@ -774,7 +877,7 @@ impl DisplayManager {
             .side_last_of(app)
             .is_some_and(|t| now < t + self.t.throttle);
         if recent && !d.force {
-            if Self::replace(&mut self.side_pending, d) {
+            if Self::replace(&mut self.l.side_pending, d) {
                 self.stats.coalesced += 1;
             }
             return Accepted::Coalesced;
@@ -785,36 +888,55 @@ impl DisplayManager {
 
     fn show_side(&mut self, now: Instant, d: Arc<Display>) {
         if let Some(a) = d.app() {
-            self.side_last.retain(|(x, _)| *x != a);
-            self.side_last.push((a, now));
-            self.side_pending
+            self.l.side_last.retain(|(x, _)| *x != a);
+            self.l.side_last.push((a, now));
+            self.l
+                .side_pending
                 .retain(|p| !(p.app() == Some(a) && p.view == d.view));
         }
         self.stats.sent += 1;
-        self.out.push_back(d.clone());
+        self.l.out.push_back(d.clone());
         let view = d.view;
-        self.screen[view.index()] = Some(Kept::new(d, now));
+        *self.kept_mut(view) = Some(Kept::new(d, now));
+    }
+
+    /// What `view` shows.
+    fn kept(&self, view: View) -> Option<&Kept> {
+        match view {
+            View::Main => self.main.as_ref(),
+            v => self.l.side[v.index() - 1].as_ref(),
+        }
+    }
+
+    fn kept_mut(&mut self, view: View) -> &mut Option<Kept> {
+        match view {
+            View::Main => &mut self.main,
+            v => &mut self.l.side[v.index() - 1],
+        }
     }
 
     fn showing(&self, view: View) -> Option<AppId> {
-        self.screen[view.index()]
-            .as_ref()
-            .and_then(|k| k.disp.app())
+        self.kept(view).and_then(|k| k.disp.app())
     }
 
     fn latest_of(&self, app: AppId) -> Option<&Kept> {
-        self.latest.iter().find(|(a, _)| *a == app).map(|(_, k)| k)
+        self.l
+            .latest
+            .iter()
+            .find(|(a, _)| *a == app)
+            .map(|(_, k)| k)
     }
 
     fn keep(&mut self, app: AppId, k: Kept) {
-        match self.latest.iter_mut().find(|(a, _)| *a == app) {
+        match self.l.latest.iter_mut().find(|(a, _)| *a == app) {
             Some(slot) => slot.1 = k,
-            None => self.latest.push((app, k)),
+            None => self.l.latest.push((app, k)),
         }
     }
 
     fn side_last_of(&self, app: AppId) -> Option<Instant> {
-        self.side_last
+        self.l
+            .side_last
             .iter()
             .find(|(a, _)| *a == app)
             .map(|(_, t)| *t)

@@ -48,12 +48,22 @@ impl Hub {
                 return self.glasses_error(net, id, "MALFORMED_MESSAGE", e.message(), false, now)
             }
         };
-        let Some(Link::Glasses { user, session, .. }) = self.links.get(&id) else {
+        let Some(Link::Glasses {
+            user,
+            bearer,
+            session,
+            ..
+        }) = self.links.get(&id)
+        else {
             return;
         };
         let session = *session;
         if ty == "connection_init" {
-            let token_user = user.clone();
+            let token_user = match (user, session) {
+                (Some(u), _) => Some(u.clone()),
+                (None, Some(sk)) if *bearer => self.session(sk).map(|s| s.user.to_string()),
+                _ => None,
+            };
             return self.glasses_init(net, id, token_user, session, text, now);
         }
         let Some(sk) = session else {
@@ -152,7 +162,7 @@ impl Hub {
             }
         };
         if let Some(sk) = bound {
-            if self.session(sk).is_some_and(|s| s.user != user) {
+            if self.session(sk).is_some_and(|s| *s.user != *user) {
                 return self.glasses_error(
                     net,
                     id,
@@ -193,27 +203,32 @@ impl Hub {
             None => {
                 self.next_gen = self.next_gen.wrapping_add(1);
                 let gen = self.next_gen;
+                let shared: std::sync::Arc<str> = user.into();
                 let slot = self.sessions.insert(Session {
                     gen,
-                    user: user.to_string(),
+                    user: shared.clone(),
                     glasses: Some(id),
                     started: now.wall,
                     grace_until: None,
-                    apps: BTreeMap::new(),
+                    apps: Default::default(),
                     settings: self.device_settings(user),
                     lifecycle: RateLimit::full(self.cfg.lifecycle_burst, now.mono),
                     streams: None,
                     mic: Default::default(),
-                    screen: screen::LazyScreen::new(&self.cfg.timings.display),
+                    screen: screen::LazyScreen::new(&self.display_timings),
                     requests: Default::default(),
                 });
-                let sk = SessKey { slot, gen };
-                self.by_user.insert(user.to_string(), sk);
+                let sk = SessKey {
+                    slot: slot as u32,
+                    gen,
+                };
+                self.by_user.insert(shared, sk);
                 log::info!("event=session_created session={user:?} connection={id}");
                 sk
             }
         };
         if let Some(Link::Glasses {
+            user,
             session,
             init_deadline,
             ..
@@ -221,6 +236,8 @@ impl Hub {
         {
             *session = Some(sk);
             *init_deadline = None;
+            // The session has the user now: no second copy per connection.
+            *user = None;
         }
         self.send_session(net, id, sk, "connection_ack", now);
         self.screen_resend(net, sk, now);
@@ -285,7 +302,7 @@ impl Hub {
         }
         if self.session(sk).is_some() {
             self.retire_display_stats(sk);
-            let s = self.sessions.remove(sk.slot);
+            let s = self.sessions.remove(sk.slot as usize);
             self.by_user.remove(&s.user);
             self.counters.sessions_ended += 1;
             log::info!(

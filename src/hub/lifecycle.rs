@@ -40,18 +40,21 @@ impl Hub {
             );
             return false;
         }
-        let run = s.apps.entry(app).or_insert(AppRun {
-            state: AppState::Failed,
-            conn: None,
-            subs: Vec::new(),
-            start,
-            attempt: 0,
-            restarts: 0,
-            active_since: None,
-            error: None,
-            prefix: Box::default(),
-            waiting: false,
-        });
+        let run = s.apps.get_or_insert(
+            app,
+            AppRun {
+                state: AppState::Failed,
+                conn: None,
+                subs: Vec::new(),
+                start,
+                attempt: 0,
+                restarts: 0,
+                active_since: None,
+                error: None,
+                prefix: Box::default(),
+                waiting: false,
+            },
+        );
         match run.state {
             AppState::Loading { .. } | AppState::Active | AppState::Reconnecting { .. } => {
                 return true
@@ -475,7 +478,7 @@ impl Hub {
                 self.counters.app_restarts += 1;
                 log::info!(
                     "event=app_restarting session={:?} package={:?}",
-                    self.session(sk).map_or("", |s| s.user.as_str()),
+                    self.session(sk).map_or("", |s| &*s.user),
                     self.cfg.apps[app].package_name
                 );
                 self.start_app(net, sk, app, now, true);
@@ -544,7 +547,7 @@ impl Hub {
         run.subs.clear();
         log::warn!(
             "event=app_failed session={:?} package={:?} code={error}",
-            self.session(sk).map_or("", |s| s.user.as_str()),
+            self.session(sk).map_or("", |s| &*s.user),
             self.cfg.apps[app].package_name
         );
         self.subs_changed(net, sk, None, now);
@@ -646,7 +649,7 @@ impl Hub {
         self.arm(until, TimerKey::App(sk, app));
         log::info!(
             "event=app_dropped session={:?} package={:?} connection={id}",
-            self.session(sk).map_or("", |s| s.user.as_str()),
+            self.session(sk).map_or("", |s| &*s.user),
             self.cfg.apps[app].package_name
         );
         self.subs_changed(net, sk, None, now);

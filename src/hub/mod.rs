@@ -27,6 +27,7 @@ mod access;
 mod apps;
 #[cfg(any(test, feature = "sim"))]
 mod audit;
+mod connmap;
 pub mod dashboard;
 mod device;
 pub mod display;
@@ -41,6 +42,7 @@ mod rest;
 mod routes;
 mod screen;
 mod streams;
+mod vecmap;
 mod view;
 mod webhook_queue;
 pub use webhook_queue::ServerLoad;
@@ -182,7 +184,8 @@ pub struct Refusal {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SessKey {
-    slot: usize,
+    /// The slab slot (sessions are capped far below `u32::MAX` by `max_sessions`).
+    slot: u32,
     gen: u32,
 }
 
@@ -207,7 +210,10 @@ enum TimerKey {
 #[derive(Debug)]
 enum Link {
     Glasses {
+        /// The user its bearer token named, until it is bound: the session holds it then.
         user: Option<String>,
+        /// It came with a bearer token (a later `connection_init` needs none).
+        bearer: bool,
         session: Option<SessKey>,
         init_deadline: Option<Instant>,
     },
@@ -293,11 +299,11 @@ struct AppRun {
 #[derive(Debug)]
 struct Session {
     gen: u32,
-    user: String,
+    user: std::sync::Arc<str>,
     glasses: Option<ConnId>,
     started: Wall,
     grace_until: Option<Instant>,
-    apps: BTreeMap<usize, AppRun>,
+    apps: vecmap::VecMap<AppRun>,
     /// The user's glasses settings; `None` until changed from the defaults (they cost nothing
     /// per idle session that way).
     settings: Option<Box<Value>>,
@@ -532,8 +538,9 @@ impl HubCounters {
 pub struct Hub {
     cfg: HubConfig,
     sessions: Slab<Session>,
-    by_user: HashMap<String, SessKey>,
-    links: IdMap<Link>,
+    /// Keyed by the session's own user string (shared, not a copy).
+    by_user: HashMap<std::sync::Arc<str>, SessKey>,
+    links: connmap::ConnMap<Link>,
     webhooks: IdMap<Webhook>,
     queued: HashMap<(SessKey, usize), Queued>,
     /// Webhooks in flight and waiting, per app server.
@@ -549,6 +556,8 @@ pub struct Hub {
     pub counters: HubCounters,
     /// Scratch for relaying: the tail all deliveries of one event share (see `deliver`).
     delivery_tail: Vec<u8>,
+    /// `cfg.timings.display`, shared by every session's display manager.
+    display_timings: std::sync::Arc<display::DisplayTimings>,
 }
 
 impl Hub {
@@ -559,10 +568,11 @@ impl Hub {
     /// A hub starting from the durable state a store loaded.
     pub fn with_state(cfg: HubConfig, state: Snapshot) -> Hub {
         Hub {
+            display_timings: std::sync::Arc::new(cfg.timings.display.clone()),
             cfg,
             sessions: Slab::new(),
             by_user: HashMap::new(),
-            links: IdMap::default(),
+            links: Default::default(),
             webhooks: IdMap::default(),
             queued: HashMap::new(),
             hooks: webhook_queue::WebhookQueue::default(),
@@ -636,11 +646,15 @@ impl Hub {
     }
 
     fn session(&self, sk: SessKey) -> Option<&Session> {
-        self.sessions.get(sk.slot).filter(|s| s.gen == sk.gen)
+        self.sessions
+            .get(sk.slot as usize)
+            .filter(|s| s.gen == sk.gen)
     }
 
     fn session_mut(&mut self, sk: SessKey) -> Option<&mut Session> {
-        self.sessions.get_mut(sk.slot).filter(|s| s.gen == sk.gen)
+        self.sessions
+            .get_mut(sk.slot as usize)
+            .filter(|s| s.gen == sk.gen)
     }
 
     fn run_mut(&mut self, sk: SessKey, app: usize) -> Option<&mut AppRun> {
@@ -707,6 +721,7 @@ impl Hub {
                 self.links.insert(
                     id,
                     Link::Glasses {
+                        bearer: user.is_some(),
                         user,
                         session: None,
                         init_deadline: Some(at),
@@ -827,12 +842,12 @@ type IdMap<V> = HashMap<ConnId, V, std::hash::BuildHasherDefault<IdHasher>>;
 /// Whether a heap entry still matches the slot it was armed for.
 fn is_current(
     sessions: &Slab<Session>,
-    links: &IdMap<Link>,
+    links: &connmap::ConnMap<Link>,
     sweep_at: Option<Instant>,
     at: Instant,
     key: TimerKey,
 ) -> bool {
-    let session = |sk: SessKey| sessions.get(sk.slot).filter(|s| s.gen == sk.gen);
+    let session = |sk: SessKey| sessions.get(sk.slot as usize).filter(|s| s.gen == sk.gen);
     match key {
         TimerKey::Session(sk) => session(sk).is_some_and(|s| s.grace_until == Some(at)),
         TimerKey::App(sk, app) => session(sk)

@@ -33,7 +33,7 @@ impl Hub {
                     .grace_until
                     .map(|g| g.saturating_since(now.mono).as_millis() as u64);
                 json!({
-                    "userId": s.user,
+                    "userId": &*s.user,
                     "glasses": if s.glasses.is_some() { "connected" } else { "grace" },
                     "since": crate::time::iso8601(s.started),
                     "graceLeftMs": grace_ms,

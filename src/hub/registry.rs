@@ -155,6 +155,12 @@ fn is_lang(code: &str) -> bool {
 }
 
 /// Check a subscription string (SDK 2.1.29 grammar) against the app's permissions.
+/// The registry's own copy of a stream name (so an index of subscriptions needs none of its
+/// own); `None` for a name it does not know.
+pub fn stream_name(name: &str) -> Option<&'static str> {
+    PLAIN_STREAMS.iter().find(|s| **s == name).copied()
+}
+
 pub fn check_subscription(app: &AppSpec, sub: &str) -> SubCheck {
     let base = sub.split('?').next().unwrap_or(sub);
     let known = match base.split_once(':') {

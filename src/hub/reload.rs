@@ -49,7 +49,10 @@ impl Hub {
                 .sessions
                 .iter()
                 .filter(|(_, s)| s.apps.contains_key(&app))
-                .map(|(slot, s)| super::SessKey { slot, gen: s.gen })
+                .map(|(slot, s)| super::SessKey {
+                    slot: slot as u32,
+                    gen: s.gen,
+                })
                 .collect();
             for sk in running {
                 self.stop_app(

@@ -81,16 +81,39 @@ struct Pending {
     flag: bool,
 }
 
-/// One session's pending requests; empty (no allocation) while there are none.
+/// One session's pending requests: the list and its armed deadline are made by the first
+/// request and dropped once none is pending (most sessions never make one).
 #[derive(Debug, Default)]
 pub(super) struct Requests {
+    next_stream: u32,
+    active: Option<Box<Active>>,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Active {
     pending: Vec<Pending>,
     /// The deadline last pushed to the hub's timer heap for this session.
     armed: Option<Instant>,
-    next_stream: u32,
 }
 
-impl Requests {
+impl std::ops::Deref for Requests {
+    type Target = Active;
+    fn deref(&self) -> &Active {
+        static NONE: Active = Active {
+            pending: Vec::new(),
+            armed: None,
+        };
+        self.active.as_deref().unwrap_or(&NONE)
+    }
+}
+
+impl std::ops::DerefMut for Requests {
+    fn deref_mut(&mut self) -> &mut Active {
+        self.active.get_or_insert_with(Box::default)
+    }
+}
+
+impl Active {
     /// The authoritative deadline of the session's `TimerKey::Requests` slot.
     pub fn deadline(&self) -> Option<Instant> {
         self.pending.iter().filter_map(|p| p.deadline).min()
@@ -405,7 +428,10 @@ impl Hub {
         let want = inbound::decode::<RtmpStreamStop<'_>>(text).and_then(|r| r.stream_id);
         let wait = self.cfg.timings.requests.stream;
         let Hub { sessions, cfg, .. } = self;
-        let Some(s) = sessions.get_mut(sk.slot).filter(|s| s.gen == sk.gen) else {
+        let Some(s) = sessions
+            .get_mut(sk.slot as usize)
+            .filter(|s| s.gen == sk.gen)
+        else {
             return;
         };
         let at = s.requests.pending.iter().position(|p| {
@@ -695,7 +721,11 @@ impl Hub {
         };
         let deadline = s.requests.deadline();
         let moved = deadline != s.requests.armed;
-        s.requests.armed = deadline;
+        if deadline.is_none() && s.requests.pending.is_empty() {
+            s.requests.active = None;
+        } else {
+            s.requests.armed = deadline;
+        }
         if let Some(at) = deadline.filter(|_| moved) {
             self.arm(at, TimerKey::Requests(sk));
         }
@@ -711,7 +741,10 @@ impl Hub {
         now: Now,
     ) {
         let Hub { sessions, cfg, .. } = self;
-        let Some(s) = sessions.get_mut(sk.slot).filter(|s| s.gen == sk.gen) else {
+        let Some(s) = sessions
+            .get_mut(sk.slot as usize)
+            .filter(|s| s.gen == sk.gen)
+        else {
             return;
         };
         if !s.requests.pending.iter().any(|p| p.app == app) {

@@ -326,7 +326,7 @@ impl Hub {
         // The app's open session hears it at once.
         let conn = self
             .by_user
-            .get(&user)
+            .get(user.as_str())
             .and_then(|sk| self.session(*sk))
             .and_then(|s| s.apps.get(&app))
             .and_then(|r| r.conn);
@@ -509,7 +509,7 @@ impl Hub {
             .sessions
             .iter()
             .filter(|(_, s)| s.apps.get(&app).is_some_and(|run| run.state.is_live()))
-            .map(|(_, s)| s.user.clone())
+            .map(|(_, s)| s.user.to_string())
             .collect();
         for user in users {
             let session_id = format!("{user}-{}", r.package);

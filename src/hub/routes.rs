@@ -14,6 +14,8 @@
 //! if the app subscribed under two matching strings), and a wildcard (`all`, `*`) subscriber
 //! gets it once more only if no specific subscription of that app matched.
 
+use std::borrow::Cow;
+
 /// One subscription of one app.
 #[derive(Debug)]
 pub struct Route {
@@ -28,7 +30,8 @@ pub struct Route {
 /// The subscription index of one session.
 #[derive(Debug, Default)]
 pub struct Routes {
-    by_stream: Vec<(Box<str>, Vec<Route>)>,
+    /// Stream names are the registry's (no allocation) unless it does not know one.
+    by_stream: Vec<(Cow<'static, str>, Vec<Route>)>,
     /// Apps subscribed to `all` or `*`.
     wildcard: Vec<usize>,
 }
@@ -98,7 +101,11 @@ impl Routes {
                         let at = match r.by_stream.iter().position(|(s, _)| &**s == stream) {
                             Some(at) => at,
                             None => {
-                                r.by_stream.push((stream.into(), Vec::new()));
+                                let name = match super::registry::stream_name(stream) {
+                                    Some(known) => Cow::Borrowed(known),
+                                    None => Cow::Owned(stream.to_string()),
+                                };
+                                r.by_stream.push((name, Vec::new()));
                                 r.by_stream.len() - 1
                             }
                         };
@@ -111,7 +118,26 @@ impl Routes {
                 }
             }
         }
+        // Kept for the session's life: no room for subscriptions that are not there.
+        r.by_stream.shrink_to_fit();
+        for (_, routes) in &mut r.by_stream {
+            routes.shrink_to_fit();
+        }
+        r.wildcard.shrink_to_fit();
         r
+    }
+
+    /// Room held beyond what the index uses (entries of spare capacity, all lists together).
+    #[cfg(test)]
+    pub fn spare(&self) -> usize {
+        let spare = |cap: usize, len: usize| cap - len;
+        spare(self.by_stream.capacity(), self.by_stream.len())
+            + spare(self.wildcard.capacity(), self.wildcard.len())
+            + self
+                .by_stream
+                .iter()
+                .map(|(_, r)| spare(r.capacity(), r.len()))
+                .sum::<usize>()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -186,6 +212,17 @@ mod tests {
         });
         out.sort();
         out
+    }
+
+    #[test]
+    fn an_index_holds_no_room_beyond_its_subscriptions() {
+        let subs: Vec<(usize, Vec<String>)> = vec![
+            (0, vec!["button_press".into()]),
+            (1, vec!["button_press".into(), "all".into()]),
+            (2, vec!["transcription:en-US".into()]),
+        ];
+        let r = Routes::build(subs.iter().map(|(a, s)| (*a, &s[..])));
+        assert_eq!(r.spare(), 0);
     }
 
     #[test]

@@ -25,6 +25,7 @@ use crate::protocol::inbound::{
 };
 use crate::protocol::outbound::{DashboardAlwaysOn, DashboardMode, DisplayEvent, LayoutOut};
 use serde_json::value::RawValue;
+use std::sync::Arc;
 
 /// The package the box's own displays carry (boot card, clear, composed dashboard), as the
 /// cloud's dashboard app does.
@@ -40,7 +41,9 @@ const BOOT_TITLE: [&str; 2] = [
 #[derive(Debug)]
 pub(super) struct Screen {
     pub display: DisplayManager,
-    pub dashboard: Dashboard,
+    /// Made when something changes it (most sessions never do): read through
+    /// [`Screen::dashboard`], written through [`Screen::dashboard_mut`].
+    dashboard: Option<Box<Dashboard>>,
     /// The deadline last pushed to the hub's timer heap for this session.
     armed: Option<Instant>,
     /// Every main-view input fed to the manager, for the simulation's reference model.
@@ -53,12 +56,13 @@ pub(super) struct Screen {
 /// one reads an empty screen.
 #[derive(Debug)]
 pub(super) struct LazyScreen {
-    timings: DisplayTimings,
+    /// The hub's timings, shared by every session (not a copy each).
+    timings: Arc<DisplayTimings>,
     inner: Option<Box<Screen>>,
 }
 
 impl LazyScreen {
-    pub fn new(t: &DisplayTimings) -> LazyScreen {
+    pub fn new(t: &Arc<DisplayTimings>) -> LazyScreen {
         LazyScreen {
             timings: t.clone(),
             inner: None,
@@ -76,7 +80,7 @@ impl std::ops::Deref for LazyScreen {
         static EMPTY: std::sync::OnceLock<Screen> = std::sync::OnceLock::new();
         match &self.inner {
             Some(s) => s,
-            None => EMPTY.get_or_init(|| Screen::new(&DisplayTimings::default())),
+            None => EMPTY.get_or_init(|| Screen::new(&Arc::default())),
         }
     }
 }
@@ -89,14 +93,26 @@ impl std::ops::DerefMut for LazyScreen {
 }
 
 impl Screen {
-    pub fn new(t: &DisplayTimings) -> Screen {
+    pub fn new(t: &Arc<DisplayTimings>) -> Screen {
         Screen {
-            display: DisplayManager::new(t.clone()),
-            dashboard: Dashboard::default(),
+            display: DisplayManager::shared(t.clone()),
+            dashboard: None,
             armed: None,
             #[cfg(any(test, feature = "sim"))]
             trace: Vec::new(),
         }
+    }
+
+    pub fn dashboard(&self) -> &Dashboard {
+        static DEFAULT: std::sync::OnceLock<Dashboard> = std::sync::OnceLock::new();
+        match &self.dashboard {
+            Some(d) => d,
+            None => DEFAULT.get_or_init(Dashboard::default),
+        }
+    }
+
+    pub fn dashboard_mut(&mut self) -> &mut Dashboard {
+        self.dashboard.get_or_insert_with(Box::default)
     }
 
     /// The authoritative deadline of the session's `TimerKey::Display` slot.
@@ -311,7 +327,7 @@ impl Hub {
         let Some(s) = self.session_mut(sk) else {
             return;
         };
-        let dash = &mut s.screen.dashboard;
+        let dash = s.screen.dashboard_mut();
         let (mut recompose, mut mode_changed, mut always_on_changed) = (false, false, false);
         match ty {
             "dashboard_content_update" => {
@@ -364,7 +380,7 @@ impl Hub {
             || recompose
                 && self
                     .session(sk)
-                    .is_some_and(|s| s.screen.dashboard.always_on())
+                    .is_some_and(|s| s.screen.dashboard().always_on())
         {
             self.always_on_show(sk, now);
         }
@@ -382,8 +398,8 @@ impl Hub {
         let Some(s) = self.session_mut(sk) else {
             return;
         };
-        let layout = s.screen.dashboard.compose();
-        let kind = match s.screen.dashboard.mode() {
+        let layout = s.screen.dashboard().compose();
+        let kind = match s.screen.dashboard().mode() {
             Mode::Main => "double_text_wall",
             Mode::Expanded => "text_wall",
         };
@@ -394,15 +410,15 @@ impl Hub {
         let Some(s) = self.session_mut(sk) else {
             return;
         };
-        let layout = s.screen.dashboard.compose_always_on();
-        let dur = (!s.screen.dashboard.always_on()).then_some(0);
+        let layout = s.screen.dashboard().compose_always_on();
+        let dur = (!s.screen.dashboard().always_on()).then_some(0);
         system_display(s, View::AlwaysOn, layout, "dashboard_card", dur, now.mono);
     }
 
     /// Tell every connected app of the session (and the glasses) the new mode or always-on flag.
     fn dashboard_broadcast(&mut self, net: &mut impl Outbox, sk: SessKey, mode: bool, now: Now) {
         let Some(s) = self.session(sk) else { return };
-        let dash = &s.screen.dashboard;
+        let dash = s.screen.dashboard();
         for (&app, run) in &s.apps {
             let (AppState::Active, Some(conn)) = (run.state, run.conn) else {
                 continue;
@@ -515,12 +531,16 @@ impl Hub {
             .trace
             .push((now.mono, crate::sim::display_model::Input::Gone(app)));
         s.screen.display.app_stopped(now.mono, app);
-        let had_content = s.screen.dashboard.remove_app(app);
+        let had_content = s
+            .screen
+            .dashboard
+            .as_mut()
+            .is_some_and(|d| d.remove_app(app));
         if had_content || dash_was_its {
             self.dashboard_show(sk, now);
             if self
                 .session(sk)
-                .is_some_and(|s| s.screen.dashboard.always_on())
+                .is_some_and(|s| s.screen.dashboard().always_on())
             {
                 self.always_on_show(sk, now);
             }
@@ -551,7 +571,10 @@ impl Hub {
     /// Send everything the manager has for the glasses, and keep the timer slot current.
     pub(super) fn screen_flush(&mut self, net: &mut impl Outbox, sk: SessKey, now: Now) {
         let Hub { sessions, cfg, .. } = self;
-        let Some(s) = sessions.get_mut(sk.slot).filter(|s| s.gen == sk.gen) else {
+        let Some(s) = sessions
+            .get_mut(sk.slot as usize)
+            .filter(|s| s.gen == sk.gen)
+        else {
             return;
         };
         if !s.screen.is_made() {
@@ -564,6 +587,10 @@ impl Hub {
             }
         }
         let deadline = s.screen.deadline();
+        if deadline.is_none() {
+            // At rest: what a burst (boot cards, throttled displays) grew goes back.
+            s.screen.display.release_spare();
+        }
         let moved = deadline != s.screen.armed;
         s.screen.armed = deadline;
         if let Some(at) = deadline.filter(|_| moved) {

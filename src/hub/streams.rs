@@ -34,6 +34,13 @@ const MAX_KEPT_TAIL: usize = 16 * 1024;
 #[derive(Debug, Default)]
 pub(super) struct Streams {
     pub(super) routes: Routes,
+    /// Made by the first location or calendar event (most sessions see neither).
+    cached: Option<Box<Cached>>,
+}
+
+/// What is kept for replay to a new subscriber.
+#[derive(Debug, Default)]
+struct Cached {
     last_location: Option<Box<str>>,
     calendar: VecDeque<Box<str>>,
 }
@@ -67,6 +74,12 @@ impl Mic {
     }
 }
 
+impl Streams {
+    fn cached_mut(&mut self) -> &mut Cached {
+        self.cached.get_or_insert_with(Box::default)
+    }
+}
+
 impl Hub {
     // ---- glasses events and audio ---------------------------------------------------------
 
@@ -87,10 +100,10 @@ impl Hub {
         };
         match ty {
             "location_update" => {
-                s.streams_mut().last_location = Some(text.into());
+                s.streams_mut().cached_mut().last_location = Some(text.into());
             }
             "calendar_event" => {
-                let cal = &mut s.streams_mut().calendar;
+                let cal = &mut s.streams_mut().cached_mut().calendar;
                 if cal.len() == CALENDAR_CACHE {
                     cal.pop_front();
                 }
@@ -178,7 +191,7 @@ impl Hub {
             delivery_tail: tail,
             ..
         } = self;
-        let Some(s) = sessions.get(sk.slot).filter(|s| s.gen == sk.gen) else {
+        let Some(s) = sessions.get(sk.slot as usize).filter(|s| s.gen == sk.gen) else {
             return 0;
         };
         let Some(streams) = s.streams.as_deref() else {
@@ -371,14 +384,17 @@ impl Hub {
                 names.contains(&base) && !before.contains(x)
             })
         };
+        let Some(cached) = streams.cached.as_deref() else {
+            return;
+        };
         if let (Some(sub), Some(loc)) = (
             newly(&["location_update", "location_stream"]),
-            &streams.last_location,
+            &cached.last_location,
         ) {
             send_one(net, conn, &run.prefix, sub, loc, now);
         }
         if let Some(sub) = newly(&["calendar_event"]) {
-            for ev in &streams.calendar {
+            for ev in &cached.calendar {
                 send_one(net, conn, &run.prefix, sub, ev, now);
             }
         }

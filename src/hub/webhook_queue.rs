@@ -163,16 +163,16 @@ mod tests {
         }
     }
 
-    fn sk(slot: usize) -> SessKey {
+    fn sk(slot: u32) -> SessKey {
         SessKey { slot, gen: 0 }
     }
 
-    fn waiting(slot: usize, since: Instant) -> Waiting {
+    fn waiting(slot: u32, since: Instant) -> Waiting {
         Waiting {
             sess: sk(slot),
             app: 0,
             kind: WebhookKind::Start {
-                start: slot as u32,
+                start: slot,
                 attempt: 1,
             },
             request: Vec::new(),

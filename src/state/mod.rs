@@ -15,7 +15,8 @@
 pub mod sqlite;
 pub mod writer;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 /// A TPA server's registration (PROTOCOL §14).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,11 +104,40 @@ impl StoreStatus {
 
 type AppKey = (String, String);
 
+/// Add `item` to the sorted `set`; false if it was there.
+fn set_insert(set: &mut Box<[Arc<str>]>, item: Arc<str>) -> bool {
+    let Err(at) = set.binary_search(&item) else {
+        return false;
+    };
+    let mut v = std::mem::take(set).into_vec();
+    v.reserve_exact(1);
+    v.insert(at, item);
+    *set = v.into_boxed_slice();
+    true
+}
+
+/// Remove `item` from the sorted `set`; false if it was not there.
+fn set_remove(set: &mut Box<[Arc<str>]>, item: &str) -> bool {
+    let Ok(at) = set.binary_search_by(|p| (**p).cmp(item)) else {
+        return false;
+    };
+    let mut v = std::mem::take(set).into_vec();
+    v.remove(at);
+    *set = v.into_boxed_slice();
+    true
+}
+
 /// The durable state as the core holds it: in memory, with the changes not yet handed to the
 /// writer queued in order.
 #[derive(Debug, Default)]
 pub struct Durable {
-    running: HashMap<String, BTreeSet<String>>,
+    /// Each user's running packages, sorted: boxed slices of exact size, since every session
+    /// with an app has an entry (a `BTreeSet` cost a B-tree leaf of eleven slots per user).
+    /// The user is the caller's own string when it hands a shared one (the hub's session's),
+    /// and the packages are [`Durable::packages`]' names, so an entry allocates only its slice.
+    running: HashMap<Arc<str>, Box<[Arc<str>]>>,
+    /// Every package name a running entry has named, once.
+    packages: Vec<Arc<str>>,
     settings: HashMap<AppKey, BTreeMap<String, String>>,
     storage: HashMap<AppKey, BTreeMap<String, String>>,
     registrations: BTreeMap<String, Registration>,
@@ -118,8 +148,9 @@ impl Durable {
     pub fn from_snapshot(s: Snapshot) -> Durable {
         let mut d = Durable::default();
         for (user, package) in s.running {
-            d.running.entry(user).or_default().insert(package);
+            d.set_running(user, &package, true);
         }
+        d.pending.clear();
         for (user, package, key, value) in s.settings {
             d.settings
                 .entry((user, package))
@@ -149,32 +180,60 @@ impl Durable {
     pub fn running(&self, user: &str) -> Vec<String> {
         self.running
             .get(user)
-            .map(|s| s.iter().cloned().collect())
+            .map(|s| s.iter().map(|p| p.to_string()).collect())
             .unwrap_or_default()
     }
 
-    pub fn set_running(&mut self, user: &str, package: &str, running: bool) {
+    /// Record that `user` runs `package` or not. `user` may be a shared string (`Arc<str>`),
+    /// which a new entry then keeps instead of a copy.
+    pub fn set_running(
+        &mut self,
+        user: impl AsRef<str> + Into<Arc<str>>,
+        package: &str,
+        running: bool,
+    ) {
+        let name = user.as_ref().to_string();
         let changed = if running {
-            self.running
-                .entry(user.to_string())
-                .or_default()
-                .insert(package.to_string())
+            let pkg = self.package(package);
+            match self.running.get_mut(name.as_str()) {
+                Some(set) => set_insert(set, pkg),
+                None => {
+                    self.running.insert(user.into(), Box::new([pkg]));
+                    true
+                }
+            }
         } else {
             let removed = self
                 .running
-                .get_mut(user)
-                .is_some_and(|s| s.remove(package));
-            if self.running.get(user).is_some_and(BTreeSet::is_empty) {
-                self.running.remove(user);
+                .get_mut(name.as_str())
+                .is_some_and(|s| set_remove(s, package));
+            if self
+                .running
+                .get(name.as_str())
+                .is_some_and(|s| s.is_empty())
+            {
+                self.running.remove(name.as_str());
             }
             removed
         };
         if changed {
             self.pending.push(Persist::Running {
-                user: user.to_string(),
+                user: name,
                 package: package.to_string(),
                 running,
             });
+        }
+    }
+
+    /// The shared name of `package`.
+    fn package(&mut self, package: &str) -> Arc<str> {
+        match self.packages.iter().find(|p| ***p == *package) {
+            Some(p) => p.clone(),
+            None => {
+                let p: Arc<str> = package.into();
+                self.packages.push(p.clone());
+                p
+            }
         }
     }
 

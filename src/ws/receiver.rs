@@ -100,7 +100,8 @@ struct Fragmented {
 pub struct Receiver {
     role: Role,
     limits: Limits,
-    frag: Option<Fragmented>,
+    /// Boxed: every connection has a receiver, few ever send a fragmented message.
+    frag: Option<Box<Fragmented>>,
     /// The fragment buffer was handed out by the last call; free it on the next.
     frag_delivered: bool,
     done: bool,
@@ -211,7 +212,7 @@ impl Receiver {
                     valid_upto: 0,
                 };
                 check_partial_utf8(&mut f)?;
-                self.frag = Some(f);
+                self.frag = Some(Box::new(f));
                 Found::Nothing
             }
             Opcode::Continuation => {

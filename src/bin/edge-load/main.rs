@@ -6,7 +6,9 @@
 //! RSS from /proc, opens N WebSocket connections that complete the handshake and then stay idle,
 //! reads the RSS again and reports the base RSS and the RSS per idle connection. With
 //! `--sessions` each connection is a pair of glasses of its own user that sends
-//! `connection_init` and waits for its `connection_ack`, so each holds a session. `--server`
+//! `connection_init` and waits for its `connection_ack`, so each holds a session; with
+//! `--apps M` too, each session starts M apps through their webhook, which connect and
+//! subscribe, and the RSS is read again after `--settle S` seconds idle ([`idle`]). `--server`
 //! runs any other server instead (a peer for comparison), which must serve a WebSocket at
 //! `--url`. `--tls` then does the same again over TLS, on a fresh server whose only listener is
 //! TLS with a scratch certificate ([`tls`]), and reports both figures, one line each.
@@ -15,6 +17,7 @@
 //! delivered msgs/s, losses and order, latency, server RSS and server CPU per delivered message.
 
 mod driver;
+mod idle;
 mod peer;
 mod report;
 mod route;
@@ -31,9 +34,12 @@ use std::time::{Duration, Instant};
 fn usage() -> ! {
     eprintln!(
         "usage:
-  edge-load idle [--conns N] [--port P] [--url PATH] [--sessions] [--tls | --server CMD ARGS…]
+  edge-load idle [--conns N] [--port P] [--url PATH] [--sessions [--apps M] [--settle S]]
+                 [--tls | --server CMD ARGS…]
       open N idle WebSocket connections and report the server's RSS per connection
-      (--tls: then the same over TLS, on a fresh server with a scratch certificate)
+      (--tls: then the same over TLS, on a fresh server with a scratch certificate); with
+      --apps, N glasses sessions each start M apps through the webhook (connected, subscribed),
+      then stay idle S seconds (default 5): RSS after setup and after the settle, per session
 {}
 {}",
         route::USAGE,
@@ -144,6 +150,9 @@ fn idle(args: &[String]) {
     let mut server_cmd: Vec<String> = Vec::new();
     let mut sessions = false;
     let mut with_tls = false;
+    let mut apps = 0usize;
+    let mut settle = 5u64;
+    let mut port_given = false;
     let mut i = 0;
     while i < args.len() {
         let val = || args.get(i + 1).cloned().unwrap_or_else(|| usage());
@@ -158,7 +167,12 @@ fn idle(args: &[String]) {
                 continue;
             }
             "--conns" => conns = val().parse().unwrap_or_else(|_| usage()),
-            "--port" => port = val().parse().unwrap_or_else(|_| usage()),
+            "--apps" => apps = val().parse().unwrap_or_else(|_| usage()),
+            "--settle" => settle = val().parse().unwrap_or_else(|_| usage()),
+            "--port" => {
+                port = val().parse().unwrap_or_else(|_| usage());
+                port_given = true;
+            }
             "--url" => path = val(),
             "--server" => {
                 server_cmd = args[i + 1..].to_vec();
@@ -167,6 +181,18 @@ fn idle(args: &[String]) {
             _ => usage(),
         }
         i += 2;
+    }
+    if apps > 0 {
+        if !sessions || !server_cmd.is_empty() || with_tls || conns == 0 {
+            usage()
+        }
+        return idle::run(&idle::Opts {
+            sessions: conns,
+            apps,
+            // Else a free one: other runs may share the machine.
+            port: port_given.then_some(port),
+            settle: Duration::from_secs(settle),
+        });
     }
     if with_tls && !server_cmd.is_empty() {
         eprintln!("edge-load idle: --tls measures our own server only (no --server)");

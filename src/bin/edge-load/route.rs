@@ -167,21 +167,21 @@ pub fn run(args: &[String]) {
 // ---- the scratch config ---------------------------------------------------------------------
 
 /// The box under test: where it listens, how its tokens are signed, its apps.
-struct Target {
-    port: u16,
-    webhook_port: u16,
-    secret: String,
-    packages: Vec<String>,
+pub struct Target {
+    pub port: u16,
+    pub webhook_port: u16,
+    pub secret: String,
+    pub packages: Vec<String>,
     /// The TLS listener: its port and certificate (PEM).
-    tls: Option<(u16, PathBuf)>,
+    pub tls: Option<(u16, PathBuf)>,
     /// The config lists the publishing system app [`PUBLISHER`].
-    publisher: bool,
+    pub publisher: bool,
 }
 
 /// The system app that publishes transcripts into every session (`--transcripts`).
 const PUBLISHER: &str = "com.edgeload.transcriber";
 
-fn package(j: usize) -> String {
+pub fn package(j: usize) -> String {
     format!("com.edgeload.app{j}")
 }
 
@@ -197,7 +197,7 @@ fn key_path(cert: &std::path::Path) -> PathBuf {
 
 /// `rush`: the box's webhook cap and lifecycle timings stay at their defaults (a venue's box),
 /// rather than raised for a generator that sets thousands of sessions up.
-fn scratch_config(t: &Target, sessions: usize, unix: Option<&str>, rush: bool) -> String {
+pub fn scratch_config(t: &Target, sessions: usize, unix: Option<&str>, rush: bool) -> String {
     let app = |p: &str| {
         json!({
             "packageName": p,
@@ -323,7 +323,7 @@ fn read_config(path: &PathBuf, port: Option<u16>, apps: usize) -> Result<Target,
 
 /// A loopback port that was free a moment ago and that this run has not handed out before (the
 /// kernel can give a just-released port out again at once).
-fn free_port() -> Result<u16, String> {
+pub fn free_port() -> Result<u16, String> {
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
     for _ in 0..64 {
@@ -398,7 +398,7 @@ impl Shared {
 
 // ---- the webhook listener and the apps -----------------------------------------------------
 
-fn webhook_listener(l: TcpListener, sh: Arc<Shared>) {
+pub fn webhook_listener(l: TcpListener, sh: Arc<Shared>) {
     for c in l.incoming().flatten() {
         let sh = sh.clone();
         // Open from its accept until just before its answer is written: within the span the
@@ -580,10 +580,10 @@ fn connect_app(
 // ---- the glasses ---------------------------------------------------------------------------
 
 /// The event sent before the numbered ones, until every app has received one.
-const PROBE: &[u8] = br#"{"type":"button_press","buttonId":"probe","pressType":"short"}"#;
+pub const PROBE: &[u8] = br#"{"type":"button_press","buttonId":"probe","pressType":"short"}"#;
 
 /// Glasses of `user`, over TCP to `port`, the Unix socket `unix`, or TLS (`tls`).
-fn open_glasses(
+pub fn open_glasses(
     port: u16,
     unix: Option<&str>,
     tls: Option<(u16, &Arc<ClientConfig>)>,
