@@ -18,7 +18,7 @@ use augmentos_edge::server::ServerConfig;
 use augmentos_edge::sim::World;
 use serde_json::{json, Value};
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 use support::{http_exchange, read_until_closed, Sock, TestServer, Transport};
 use tungstenite::client::IntoClientRequest;
@@ -445,45 +445,6 @@ fn over_the_per_address_limit_a_connection_is_answered_503_json_and_unix_is_exem
 
 // ---- the flood ----------------------------------------------------------------------------
 
-/// An app server that answers every webhook 200 (the SDK answers after its WebSocket is up;
-/// for this test the order does not matter, the start stays valid until it connects).
-fn webhook_server() -> u16 {
-    let l = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind webhooks");
-    let port = l.local_addr().expect("address").port();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            s.set_read_timeout(Some(Duration::from_secs(5))).ok();
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            let complete = loop {
-                match s.read(&mut chunk) {
-                    Ok(0) | Err(_) => break false,
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                }
-                let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                    continue;
-                };
-                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                let len = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse::<usize>().ok())
-                    .unwrap_or(0);
-                if buf.len() >= end + 4 + len {
-                    break true;
-                }
-            };
-            if complete {
-                let _ = s.write_all(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
-                );
-            }
-        }
-    });
-    port
-}
-
 fn ws_client(server: &TestServer, path: &str, auth: Option<&str>) -> WebSocket<Sock> {
     let mut req = format!("ws://localhost{path}")
         .into_client_request()
@@ -542,7 +503,7 @@ fn two_thousand_half_open_handshakes_are_shed_while_a_session_keeps_exchanging()
     const HALF_OPEN: usize = 2_000;
     const PER_ADDRESS: usize = 500;
     let user = "flood@example.com";
-    let port = webhook_server();
+    let port = support::webhooks::webhook_server();
     let server = TestServer::start_with(
         ServerConfig {
             handshake_timeout: Duration::from_secs(2),
@@ -678,7 +639,7 @@ fn scrape(server: &TestServer) -> Option<Value> {
 fn metrics_parse_as_prometheus_text_and_counters_move_with_traffic() {
     use support::prom::value;
     let user = "metrics@example.com";
-    let port = webhook_server();
+    let port = support::webhooks::webhook_server();
     let server = TestServer::start_with(
         ServerConfig {
             echo: true,

@@ -15,6 +15,9 @@ use tungstenite::{Message, WebSocket};
 
 #[path = "support/ports.rs"]
 mod ports;
+#[path = "support/webhooks.rs"]
+mod webhooks;
+use webhooks::webhook_server;
 
 const SECRET: &str = "signals-test-secret-0123456789";
 /// Far above the stop bound under test (close deadline 1 s + margin), so a slow machine does
@@ -315,45 +318,6 @@ fn sighup_reloads_the_app_registry_while_the_session_stays_up() {
     edge.signal("TERM");
     assert_eq!(close_of(&mut glasses).0, CloseCode::Away);
     assert_eq!(edge.wait_exit().and_then(|s| s.code()), Some(0));
-}
-
-/// An app server that answers every webhook 200 (the app connects on its own); it lives as
-/// long as the test process.
-fn webhook_server() -> u16 {
-    let l = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind webhooks");
-    let port = l.local_addr().expect("address").port();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            s.set_read_timeout(Some(Duration::from_secs(5))).ok();
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            let complete = loop {
-                match s.read(&mut chunk) {
-                    Ok(0) | Err(_) => break false,
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                }
-                let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                    continue;
-                };
-                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                let len = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse::<usize>().ok())
-                    .unwrap_or(0);
-                if buf.len() >= end + 4 + len {
-                    break true;
-                }
-            };
-            if complete {
-                let _ = s.write_all(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
-                );
-            }
-        }
-    });
-    port
 }
 
 /// A started app of `user`, connected with `key` and acknowledged.

@@ -35,6 +35,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tungstenite::WebSocket;
 
 pub mod prom;
+pub mod webhooks;
 
 /// How long a client waits for any single read before the test fails. Generous on purpose: the
 /// server answers in microseconds, but a noisy 2-core machine can stall a thread for a while.

@@ -20,8 +20,8 @@ use serde_json::json;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -81,31 +81,15 @@ fn idle_apps(o: &Opts) -> Result<(), String> {
     let rss = |what: &str| stats::status_kib(&pid, what);
     let base_rss = rss("VmRSS");
 
-    let sh = Arc::new(Shared {
-        secret: t.secret.clone(),
-        users: (0..o.sessions)
-            .map(|i| format!("idle{i}.{}@edgeload.test", std::process::id()))
-            .collect(),
-        stop: AtomicBool::new(false),
-        delivered: AtomicU64::new(0),
-        ready: AtomicUsize::new(0),
-        warm: AtomicUsize::new(0),
-        disconnected: AtomicUsize::new(0),
-        ignored: AtomicUsize::new(0),
-        empty_webhooks: AtomicUsize::new(0),
-        empty_after_stop: AtomicUsize::new(0),
-        server_stopped: AtomicBool::new(false),
-        webhooks_open: AtomicUsize::new(0),
-        webhooks_peak: AtomicUsize::new(0),
-        errors: Mutex::new(Vec::new()),
-        results: Mutex::new(Vec::new()),
-        apps: OnceLock::new(),
-        display: Mutex::default(),
-        streams: vec!["button_press"],
-        publishers: Mutex::new(Vec::new()),
-        publishers_ready: AtomicUsize::new(0),
-        tls: None,
-    });
+    let users = (0..o.sessions)
+        .map(|i| format!("idle{i}.{}@edgeload.test", std::process::id()))
+        .collect();
+    let sh = Arc::new(Shared::new(
+        t.secret.clone(),
+        users,
+        vec!["button_press"],
+        None,
+    ));
     let driver = Driver::start(sh.clone()).map_err(|e| format!("driver: {e}"))?;
     let _ = sh.apps.set(driver.app_sink());
     {

@@ -391,6 +391,40 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// A run's shared state before anything happened: its secret, the users of its glasses,
+    /// what its apps subscribe to and, for `--tls`, the client configuration.
+    pub fn new(
+        secret: String,
+        users: Vec<String>,
+        streams: Vec<&'static str>,
+        tls: Option<Arc<ClientConfig>>,
+    ) -> Shared {
+        let sessions = users.len();
+        Shared {
+            secret,
+            users,
+            stop: AtomicBool::new(false),
+            delivered: AtomicU64::new(0),
+            ready: AtomicUsize::new(0),
+            warm: AtomicUsize::new(0),
+            disconnected: AtomicUsize::new(0),
+            ignored: AtomicUsize::new(0),
+            empty_webhooks: AtomicUsize::new(0),
+            empty_after_stop: AtomicUsize::new(0),
+            server_stopped: AtomicBool::new(false),
+            webhooks_open: AtomicUsize::new(0),
+            webhooks_peak: AtomicUsize::new(0),
+            errors: Mutex::new(Vec::new()),
+            results: Mutex::new(Vec::new()),
+            apps: OnceLock::new(),
+            display: Mutex::default(),
+            streams,
+            publishers: Mutex::new((0..sessions).map(|_| None).collect()),
+            publishers_ready: AtomicUsize::new(0),
+            tls,
+        }
+    }
+
     pub fn error(&self, e: String) {
         self.errors.lock().unwrap().push(e);
     }
@@ -767,36 +801,21 @@ fn route(o: &Opts) -> Result<(), String> {
         (_, false) => None,
     };
 
-    let sh = Arc::new(Shared {
-        secret: target.secret.clone(),
-        // Users of this run only, so a run never joins the sessions of an earlier one.
-        users: (0..o.sessions)
-            .map(|i| format!("load{i}.{}@edgeload.test", std::process::id()))
-            .collect(),
-        stop: AtomicBool::new(false),
-        delivered: AtomicU64::new(0),
-        ready: AtomicUsize::new(0),
-        warm: AtomicUsize::new(0),
-        disconnected: AtomicUsize::new(0),
-        ignored: AtomicUsize::new(0),
-        empty_webhooks: AtomicUsize::new(0),
-        empty_after_stop: AtomicUsize::new(0),
-        server_stopped: AtomicBool::new(false),
-        webhooks_open: AtomicUsize::new(0),
-        webhooks_peak: AtomicUsize::new(0),
-        errors: Mutex::new(Vec::new()),
-        results: Mutex::new(Vec::new()),
-        apps: OnceLock::new(),
-        display: Mutex::default(),
-        streams: match (o.audio, o.transcripts) {
-            (_, true) => vec!["button_press", "transcription:en-US"],
-            (Some(_), false) => vec!["button_press", "audio_chunk"],
-            (None, false) => vec!["button_press"],
-        },
-        publishers: Mutex::new((0..o.sessions).map(|_| None).collect()),
-        publishers_ready: AtomicUsize::new(0),
-        tls: tls_config.clone(),
-    });
+    // Users of this run only, so a run never joins the sessions of an earlier one.
+    let users = (0..o.sessions)
+        .map(|i| format!("load{i}.{}@edgeload.test", std::process::id()))
+        .collect();
+    let streams = match (o.audio, o.transcripts) {
+        (_, true) => vec!["button_press", "transcription:en-US"],
+        (Some(_), false) => vec!["button_press", "audio_chunk"],
+        (None, false) => vec!["button_press"],
+    };
+    let sh = Arc::new(Shared::new(
+        target.secret.clone(),
+        users,
+        streams,
+        tls_config.clone(),
+    ));
     let driver = Driver::start(sh.clone()).map_err(|e| format!("driver: {e}"))?;
     let _ = sh.apps.set(driver.app_sink());
     if let Some(listener) = listener {
