@@ -106,12 +106,9 @@ fn blank(src: &str) -> String {
                     .map_or(b.len(), |p| i + 4 + p);
                 wipe(&mut out, i, end);
                 i = end;
-            } else if let Some(len) = std::str::from_utf8(&rest[1..rest.len().min(6)])
-                .ok()
-                .or_else(|| std::str::from_utf8(&rest[1..rest.len().min(5)]).ok())
-                .or_else(|| std::str::from_utf8(&rest[1..rest.len().min(4)]).ok())
-                .or_else(|| std::str::from_utf8(&rest[1..rest.len().min(3)]).ok())
-                .and_then(|s| s.chars().next())
+            } else if let Some(len) = src[i + 1..]
+                .chars()
+                .next()
                 .map(char::len_utf8)
                 .filter(|&l| rest.get(1 + l) == Some(&b'\''))
             {
@@ -383,7 +380,7 @@ use super::{display::Layout, auth};
 /* crate::reactor /* nested */ crate::reactor */
 const S: &str = "crate::server::Server";
 const R: &str = r#"crate::server"#;
-const C: char = '"'; fn f<'a>(x: &'a str) -> u8 { b'\'' }
+const C: char = '"'; const E: char = 'é'; fn f<'a>(x: &'a str) -> u8 { b'\'' }
 #[cfg(feature = "sim")]
 type T = crate::sim::World;
 mod inner { use super::super::super::state::Store; }
