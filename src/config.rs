@@ -20,22 +20,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// One place to listen: a string (`"IP:port"`, `"unix:/path"`), or an object for TLS,
-/// `{"address": "0.0.0.0:8443", "tls": {"certificate": "chain.pem", "key": "key.pem"}}`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ListenSpec {
-    Tcp(SocketAddr),
-    Unix(PathBuf),
-    Tls(TlsListen),
-}
-
-/// A TCP address served over TLS, with the PEM files of its certificate chain and key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsListen {
-    pub address: SocketAddr,
-    pub certificate: PathBuf,
-    pub key: PathBuf,
-}
+/// Where to listen is the shell's (`reactor`) type; the config reads it from JSON here.
+pub use crate::reactor::{ListenSpec, TlsListen};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, expecting = "an object")]
@@ -82,28 +68,6 @@ impl<'de> Deserialize<'de> for ListenSpec {
     }
 }
 
-impl ListenSpec {
-    /// `"127.0.0.1:8002"`, `"[::1]:8002"`, `"unix:/run/edge.sock"` or an absolute path.
-    pub fn parse(s: &str) -> Result<ListenSpec, String> {
-        if let Some(p) = s.strip_prefix("unix:") {
-            return Ok(ListenSpec::Unix(PathBuf::from(p)));
-        }
-        if s.starts_with('/') {
-            return Ok(ListenSpec::Unix(PathBuf::from(s)));
-        }
-        s.parse::<SocketAddr>()
-            .map(ListenSpec::Tcp)
-            .map_err(|_| format!("'{s}' is neither an IP:port address nor a unix: path"))
-    }
-}
-
-impl TryFrom<String> for ListenSpec {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        ListenSpec::parse(&s)
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: Vec<ListenSpec>,
@@ -117,12 +81,8 @@ pub struct Config {
     pub dev_operator_token: bool,
 }
 
-/// The glasses-token secret used when none is configured. It is public: say so aloud.
-pub const DEV_SECRET: &str = "augmentos-edge-development-secret";
-
-/// The operator token of the `/ui/` pages when none is configured (allowed only with the
-/// development secret). It is public: say so aloud.
-pub const DEV_OPERATOR_TOKEN: &str = "augmentos-edge-development-operator";
+/// The public development secrets the config falls back to (they live with the auth code).
+pub use crate::auth::{DEV_OPERATOR_TOKEN, DEV_SECRET};
 
 /// The configuration used when no file is given: loopback only, no apps, the `/ui/` pages on.
 pub const EMBEDDED_DEFAULT: &str = r#"{

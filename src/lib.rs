@@ -1,17 +1,27 @@
 //! augmentos-edge: an edge WebSocket hub for AugmentOS smart glasses and their apps.
 //!
-//! Layers, bottom up, each importing only those below it:
-//! - [`time`], [`histogram`], [`ws`], [`http`], [`auth`]: values and sans-IO codecs;
+//! Layers, bottom up, each importing only those below it (never one beside it): the order is
+//! checked, as data, by `tests/layering.rs`, counting `cfg(test)` and `cfg(feature = "sim")`
+//! code (only the unit tests' `mod tests` blocks may reach anywhere):
+//! - [`time`] (with [`time::TimerHeap`], the deadline heap of the layers above), [`histogram`],
+//!   [`logger`]: values;
+//! - [`http`], [`auth`] (with the public development secrets): sans-IO codecs and checks;
+//! - [`ws`]: the WebSocket codec (the upgrade is checked on an `http` request);
 //! - [`net`]: the connection table (ids, peers, output buffers, deadlines) and the
 //!   [`net::Outbox`] trait the layers above act through;
 //! - [`protocol`]: the wire types of glasses, apps and webhooks;
 //! - [`state`]: durable state as values (what the core keeps and the changes it emits), and,
 //!   shell-side, the SQLite store and its writer thread;
-//! - [`hub`]: sessions, apps, routing — generic over an `Outbox`, never naming the table;
+//! - [`hub`]: sessions, apps, routing — generic over an `Outbox`, never naming the table; in
+//!   test and `sim` builds it records each session's display inputs as its own values, for
+//!   whatever checks them (it never names `sim`);
 //! - [`server`]: the composition of table and hub (bytes and time in, bytes and deadlines out);
-//! - [`reactor`]: the thin mio shell over pluggable transports, the only reader of clocks;
-//! - [`config`]: the config file (the command line is the binary's, `src/cli.rs`);
-//! - [`sim`] (feature `sim`, and in unit tests): a deterministic world with virtual clocks.
+//! - [`reactor`]: the thin mio shell over pluggable transports, the only reader of clocks; it
+//!   owns where to listen ([`reactor::ListenSpec`]);
+//! - [`config`]: the config file, parsed into the layers' own config types (the command line
+//!   is the binary's, `src/cli.rs`);
+//! - [`sim`] (feature `sim`, and in unit tests): a deterministic world with virtual clocks, and
+//!   the display rules' reference model fed from the hub's display trace; nothing imports it.
 
 pub mod auth;
 pub mod config;

@@ -69,6 +69,12 @@ fn random_scenarios_keep_every_invariant() {
         total.screens_modelled
     );
     assert!(failed.is_empty(), "failing seeds: {failed:?}");
+    // The display model only checks what it is fed: a trace that never reaches it would let
+    // every screen pass unchecked.
+    assert!(
+        seeds.len() < 100 || total.screens_modelled > 0,
+        "no screen was checked against the display rules: the hub's display trace is not reaching the model"
+    );
 }
 
 // ---- regressions: each bug the suite found, as a plain scenario ---------------------------

@@ -8,12 +8,22 @@
 //! `ConstantTimeEq` (see [`constant_time_eq`]), which looks at every byte without an early exit;
 //! a stored API key hash is lowercase hex SHA-256 (the cloud's `hashedApiKey`), anything else
 //! never matches; no input can make this module panic.
+//!
+//! Also holds the public development secrets ([`DEV_SECRET`], [`DEV_OPERATOR_TOKEN`]): the
+//! config falls back to them, the `/ui/` pages check for them, the binary warns about them.
 
 pub mod jwt;
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+
+/// The glasses-token secret used when none is configured. It is public: say so aloud.
+pub const DEV_SECRET: &str = "augmentos-edge-development-secret";
+
+/// The operator token of the `/ui/` pages when none is configured (allowed only with the
+/// development secret). It is public: say so aloud.
+pub const DEV_OPERATOR_TOKEN: &str = "augmentos-edge-development-operator";
 
 /// base64url without padding (RFC 4648 §5), as JWTs use it (RFC 7515 §2).
 ///

@@ -48,15 +48,16 @@ mod webhook_queue;
 pub use webhook_queue::ServerLoad;
 
 pub use rest::percent_decode;
+#[cfg(any(test, feature = "sim"))]
+pub use screen::DisplayInput;
 pub use screen::ScreenView;
 
 use crate::auth;
 use crate::http::Request;
-use crate::net::timers::TimerHeap;
 use crate::net::{ConnId, Endpoint, HttpOutcome, Outbox, Peer, Target};
 use crate::protocol::outbound as messages;
 use crate::state::{Durable, Persist, Snapshot};
-use crate::time::{Instant, Now, Wall};
+use crate::time::{Instant, Now, TimerHeap, Wall};
 use crate::ws::frame::Opcode;
 use registry::{check_subscription, AppSpec, SubCheck};
 use serde_json::{json, Value};

@@ -5,7 +5,9 @@
 //! messages are checked (layout type, size, who may change the dashboard) and fed to the
 //! manager; lifecycle events (start, connected, failed, stopped, dropped) feed it too; what it
 //! polls is sent to the glasses as `display_event`; its deadline is the session's one
-//! `TimerKey::Display` slot.
+//! `TimerKey::Display` slot. In test and `sim` builds each screen also keeps a trace of the
+//! main-view inputs as hub-owned [`DisplayInput`] values, for an observer to take
+//! ([`Hub::take_display_trace`]); the hub never names who reads them.
 //!
 //! Invariants: every input to the manager is followed by [`Hub::screen_flush`], which sends
 //! all it polled and re-arms the slot if the deadline moved, so no output waits and no
@@ -46,9 +48,26 @@ pub(super) struct Screen {
     dashboard: Option<Box<Dashboard>>,
     /// The deadline last pushed to the hub's timer heap for this session.
     armed: Option<Instant>,
-    /// Every main-view input fed to the manager, for the simulation's reference model.
+    /// Every main-view input fed to the manager, for an observer that checks the rules
+    /// (the simulation's reference model takes them with [`Hub::take_display_trace`]).
     #[cfg(any(test, feature = "sim"))]
-    pub trace: Vec<(Instant, crate::sim::display_model::Input)>,
+    pub trace: Vec<(Instant, DisplayInput)>,
+}
+
+/// One main-view input fed to a session's display manager, as recorded in its trace (test
+/// and `sim` builds only). The hub names no observer: whoever checks the display rules takes
+/// these values and reads them its own way.
+#[cfg(any(test, feature = "sim"))]
+#[derive(Debug, Clone)]
+pub enum DisplayInput {
+    /// A user app starts (or restarts).
+    Starting(usize),
+    /// An app connected.
+    Connected(usize),
+    /// An app stopped, dropped or failed.
+    Gone(usize),
+    /// A main-view display request from app `app`, as the manager was given it.
+    Request { app: usize, display: Display },
 }
 
 /// A session's screens, made the first time something is shown or changed: an idle session
@@ -184,10 +203,7 @@ impl Hub {
     /// The main-view inputs fed to `user`'s display manager since the last call (`None`: no
     /// session), for the simulation's reference model.
     #[cfg(any(test, feature = "sim"))]
-    pub fn take_display_trace(
-        &mut self,
-        user: &str,
-    ) -> Option<Vec<(Instant, crate::sim::display_model::Input)>> {
+    pub fn take_display_trace(&mut self, user: &str) -> Option<Vec<(Instant, DisplayInput)>> {
         let sk = *self.by_user.get(user)?;
         let s = self.session_mut(sk)?;
         if !s.screen.is_made() {
@@ -265,9 +281,13 @@ impl Hub {
         };
         #[cfg(any(test, feature = "sim"))]
         if view == View::Main {
-            s.screen
-                .trace
-                .push((now.mono, crate::sim::display_model::Input::request(&d, app)));
+            s.screen.trace.push((
+                now.mono,
+                DisplayInput::Request {
+                    app,
+                    display: d.clone(),
+                },
+            ));
         }
         match s.screen.display.request(now.mono, d) {
             Ok(Accepted::Shown | Accepted::Coalesced | Accepted::HeldForBoot) => {}
@@ -488,9 +508,7 @@ impl Hub {
         let name = spec.name.clone();
         if let Some(s) = self.session_mut(sk) {
             #[cfg(any(test, feature = "sim"))]
-            s.screen
-                .trace
-                .push((now.mono, crate::sim::display_model::Input::Starting(app)));
+            s.screen.trace.push((now.mono, DisplayInput::Starting(app)));
             s.screen.display.app_starting(now.mono, app, &name, true);
         }
         self.screen_flush(net, sk, now);
@@ -507,7 +525,7 @@ impl Hub {
             #[cfg(any(test, feature = "sim"))]
             s.screen
                 .trace
-                .push((now.mono, crate::sim::display_model::Input::Connected(app)));
+                .push((now.mono, DisplayInput::Connected(app)));
             s.screen.display.app_connected(now.mono, app);
         }
         self.screen_flush(net, sk, now);
@@ -527,9 +545,7 @@ impl Hub {
         let dash_was_its =
             s.screen.display.screen(View::Dashboard).map(|i| i.owner) == Some(Owner::App(app));
         #[cfg(any(test, feature = "sim"))]
-        s.screen
-            .trace
-            .push((now.mono, crate::sim::display_model::Input::Gone(app)));
+        s.screen.trace.push((now.mono, DisplayInput::Gone(app)));
         s.screen.display.app_stopped(now.mono, app);
         let had_content = s
             .screen

@@ -2,11 +2,11 @@
 //! act through.
 //!
 //! Owns every connection's identity, output buffer, write-side phase and deadline
-//! ([`table::Net`]), the pool of emptied output buffers ([`pool`]), the one timer heap of the
-//! connection layer ([`timers`]), and the [`Outbox`] trait: what the application core may do
-//! to connections (send a frame, send a JSON message, close, answer HTTP, open an outbound
-//! request, ask a connection's peer). The table implements it; the hub is generic over it and
-//! never sees the table.
+//! ([`table::Net`]), the pool of emptied output buffers ([`pool`]), the connection layer's
+//! deadlines (kept in a [`crate::time::TimerHeap`]), and the [`Outbox`] trait: what the
+//! application core may do to connections (send a frame, send a JSON message, close, answer
+//! HTTP, open an outbound request, ask a connection's peer). The table implements it; the hub
+//! is generic over it and never sees the table.
 //!
 //! Invariants: nothing here knows sessions or apps, reads a clock, or names the shell; client
 //! connections and outbound requests are counted apart, so outbound requests never count
@@ -17,7 +17,6 @@ pub mod cidr;
 pub mod conn;
 pub mod pool;
 pub mod table;
-pub mod timers;
 
 pub use cidr::Cidr;
 pub use conn::{Conn, ConnId, Endpoint, OverCap, Peer, Phase, KINDS, MAX_INDEX, TRANSPORTS};

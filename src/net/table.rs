@@ -18,10 +18,10 @@
 
 use super::conn::{Conn, ConnId, OverCap, Peer, Phase, MAX_INDEX};
 use super::pool::Pool;
-use super::timers::TimerHeap;
 use super::{Outbox, ServerConfig, Stats};
 use crate::http::write_json_error;
 use crate::time::Instant;
+use crate::time::TimerHeap;
 use crate::ws::frame::{write_close, write_frame, Opcode};
 use slab::Slab;
 use std::collections::{HashMap, VecDeque};

@@ -2,8 +2,10 @@
 //! sans-IO [`Server`] core, converts the OS clock into core [`Instant`]s, and sleeps until the
 //! core's next deadline. No protocol decision is made here.
 //!
-//! Owns the `mio::Poll`, the listeners, the streams (a table indexed like the core's slab, each
-//! entry remembering the [`ConnId`] it serves), one shared 64 KiB read buffer, and a `Waker`.
+//! Owns where to listen ([`ListenSpec`], which the config reads) and the opening of listeners
+//! ([`bind`]), the `mio::Poll`, the listeners, the streams (a table indexed like the core's
+//! slab, each entry remembering the [`ConnId`] it serves), one shared 64 KiB read buffer, and a
+//! `Waker`.
 //!
 //! mio discipline (STYLE.md §7): reads and writes drain to `WouldBlock` (reads also stop at the
 //! core's backpressure or after a per-turn budget, and resume next turn); `Interrupted` is
@@ -22,6 +24,7 @@ use augmentos_edge_transports::{Listener, Remote, Stream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -607,8 +610,47 @@ impl Reactor {
     }
 }
 
+/// One place to listen: a string (`"IP:port"`, `"unix:/path"`), or an object for TLS,
+/// `{"address": "0.0.0.0:8443", "tls": {"certificate": "chain.pem", "key": "key.pem"}}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenSpec {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+    Tls(TlsListen),
+}
+
+/// A TCP address served over TLS, with the PEM files of its certificate chain and key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsListen {
+    pub address: SocketAddr,
+    pub certificate: PathBuf,
+    pub key: PathBuf,
+}
+
+impl ListenSpec {
+    /// `"127.0.0.1:8002"`, `"[::1]:8002"`, `"unix:/run/edge.sock"` or an absolute path.
+    pub fn parse(s: &str) -> Result<ListenSpec, String> {
+        if let Some(p) = s.strip_prefix("unix:") {
+            return Ok(ListenSpec::Unix(PathBuf::from(p)));
+        }
+        if s.starts_with('/') {
+            return Ok(ListenSpec::Unix(PathBuf::from(s)));
+        }
+        s.parse::<SocketAddr>()
+            .map(ListenSpec::Tcp)
+            .map_err(|_| format!("'{s}' is neither an IP:port address nor a unix: path"))
+    }
+}
+
+impl TryFrom<String> for ListenSpec {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        ListenSpec::parse(&s)
+    }
+}
+
 /// Open every configured listener; errors name the address.
-pub fn bind_all(specs: &[crate::config::ListenSpec]) -> Result<Vec<Box<dyn Listener>>, String> {
+pub fn bind_all(specs: &[ListenSpec]) -> Result<Vec<Box<dyn Listener>>, String> {
     bind(specs).map(|b| b.listeners)
 }
 
@@ -619,8 +661,7 @@ pub struct Bound {
 }
 
 /// Open every configured listener, reading TLS certificates; errors name the address or file.
-pub fn bind(specs: &[crate::config::ListenSpec]) -> Result<Bound, String> {
-    use crate::config::ListenSpec;
+pub fn bind(specs: &[ListenSpec]) -> Result<Bound, String> {
     use augmentos_edge_transports::{TcpListener, TlsCerts, TlsListener, UnixListener};
     let mut certs = Vec::new();
     let listeners = specs

@@ -16,7 +16,7 @@
 //! turn while the pages are served, nothing otherwise.
 
 use super::Server;
-use crate::config::DEV_SECRET;
+use crate::auth::DEV_SECRET;
 use crate::histogram;
 use crate::http::Request;
 use crate::hub::percent_decode;

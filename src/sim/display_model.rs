@@ -5,8 +5,10 @@
 //! Owns, per session, a plain record of the rules' state: the foreground app, the apps booting,
 //! each app's latest display, the displays held for the boot or waiting for the throttle, the
 //! lock, and what the main view shows. It is fed the very inputs the hub feeds the manager
-//! (`Screen::trace`: request, app starting / connected / gone, each with its instant) and moves
-//! time itself, deadline by deadline; [`Model::expected`] is then what the glasses must show.
+//! (the hub records them as [`DisplayInput`]s in each session's display trace — request, app
+//! starting / connected / gone, each with its instant — and this model reads them as its own
+//! [`Input`]s: the hub names no observer) and moves time itself, deadline by deadline;
+//! [`Model::expected`] is then what the glasses must show.
 //! It shares no code with the manager: every rule is written here again, naively, from the
 //! text (lists searched linearly, one rule per branch).
 //!
@@ -14,6 +16,7 @@
 //! (as the hub's timer fires before the next input); at most one entry per app in each list.
 
 use crate::hub::display::{Display, Layout, Owner};
+use crate::hub::DisplayInput;
 use crate::time::Instant;
 use std::time::Duration;
 
@@ -41,6 +44,18 @@ pub enum Input {
         duration_ms: Option<u64>,
         force: bool,
     },
+}
+
+impl From<DisplayInput> for Input {
+    /// The model's reading of one input the hub recorded in a session's display trace.
+    fn from(i: DisplayInput) -> Input {
+        match i {
+            DisplayInput::Starting(app) => Input::Starting(app),
+            DisplayInput::Connected(app) => Input::Connected(app),
+            DisplayInput::Gone(app) => Input::Gone(app),
+            DisplayInput::Request { app, display } => Input::request(&display, app),
+        }
+    }
 }
 
 impl Input {

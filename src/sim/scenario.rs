@@ -1226,7 +1226,7 @@ impl Scenario {
                 None => self.models[u] = Model::default(),
                 Some(trace) => {
                     for (at, input) in trace {
-                        self.models[u].feed(at, input);
+                        self.models[u].feed(at, input.into());
                     }
                 }
             }

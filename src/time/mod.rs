@@ -7,6 +7,12 @@
 //! Invariants: an `Instant` is microseconds since an origin the caller picked, only differences
 //! between instants of one origin mean anything; a `Wall` is microseconds since the Unix epoch;
 //! a `Now`'s ISO-8601 text is formatted once, when the `Now` is made.
+//!
+//! [`timers`] holds the min-heap of deadlines the layers above keep their timers in.
+
+pub mod timers;
+
+pub use timers::TimerHeap;
 
 use std::time::Duration;
 

@@ -1,4 +1,5 @@
-//! Core layer: the one timer structure of the core.
+//! Core layer, beside the time values: the one timer structure of the core (the connection
+//! table's deadlines in `net` and the hub's in `hub` each keep one).
 //!
 //! Owns a min-heap of `(deadline, key)` entries. Entries are never removed in place: the owner
 //! keeps the authoritative deadline for each key and a fired entry is checked against it, so a
@@ -8,7 +9,7 @@
 //! fewer than a quarter of it is used, half is given back, so a burst (thousands of sessions
 //! set up at once, each arming deadlines) leaves no room behind when its deadlines are gone.
 
-use crate::time::Instant;
+use super::Instant;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
