@@ -22,8 +22,9 @@
 //! records the socket has not taken.
 //!
 //! After the handshake the stream is its own record layer: application data both ways, the
-//! peer's close_notify (EOF), user_canceled (ignored), TLS 1.3 KeyUpdate (answered when asked,
-//! and sent by us before a key reaches its confidentiality limit). Anything else — another
+//! peer's close_notify (EOF), user_canceled (ignored), TLS 1.3 KeyUpdate (when asked, ours goes
+//! before our next application data, one for any number of requests; and before a key reaches
+//! its confidentiality limit). Anything else — another
 //! alert, a handshake message split over records, renegotiation, an oversized record, a record
 //! that fails to decrypt — fails the connection.
 //!
@@ -62,8 +63,6 @@ const MAX_FRAGMENT: usize = 16 * 1024;
 const MAX_RECORD: usize = 5 + MAX_FRAGMENT + 2048;
 /// Handshake bytes held while the handshake needs more (rustls takes messages up to 64 KiB).
 const MAX_HANDSHAKE_BUFFER: usize = 0xffff + 4 * MAX_RECORD;
-/// Records kept for a peer that sends but does not read (KeyUpdate answers) before it is cut off.
-const MAX_PENDING: usize = 2 * SEND_LIMIT + MAX_RECORD;
 
 /// The ALPN protocol offered to clients.
 const ALPN: &[u8] = b"http/1.1";
@@ -223,6 +222,10 @@ struct Traffic {
     schedule: Option<KernelConnection<ServerConnectionData>>,
     tx: Direction<dyn MessageEncrypter>,
     rx: Direction<dyn MessageDecrypter>,
+    /// The peer asked for a key update: ours is sent before our next application data, once
+    /// for any number of requests (RFC 8446 4.6.3; rustls and BoringSSL refuse more than 32
+    /// KeyUpdates between application data records).
+    update_owed: bool,
 }
 
 /// One direction's key: its bytes and its record sequence number, and rustls' record protection
@@ -359,6 +362,7 @@ impl Traffic {
             schedule: tls13.then_some(kernel),
             tx: Direction::new(suite, secrets.tx)?,
             rx: Direction::new(suite, secrets.rx)?,
+            update_owed: false,
         })
     }
 
@@ -377,7 +381,7 @@ impl Traffic {
         out: &mut Vec<u8>,
     ) -> Result<(), rustls::Error> {
         for chunk in plain.chunks(MAX_FRAGMENT) {
-            if self.tx.seq.saturating_add(2) >= self.confidentiality_limit() {
+            if self.update_owed || self.tx.seq.saturating_add(2) >= self.confidentiality_limit() {
                 self.update_tx(out)?;
             }
             self.seal_one(typ, chunk, out)?;
@@ -415,12 +419,13 @@ impl Traffic {
         let next = schedule.update_tx_secret()?;
         self.seal_one(ContentType::Handshake, &KEY_UPDATE, out)?;
         self.tx = Direction::new(self.suite, next)?;
+        self.update_owed = false;
         Ok(())
     }
 
     /// A handshake record after the handshake: a TLS 1.3 KeyUpdate, alone in its record (a
     /// new key starts with the next record); anything else fails the connection.
-    fn handshake_message(&mut self, msg: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+    fn handshake_message(&mut self, msg: &[u8]) -> io::Result<()> {
         let (request, Some(schedule)) = (msg, &mut self.schedule) else {
             return Err(invalid("handshake message after a TLS 1.2 handshake"));
         };
@@ -430,9 +435,7 @@ impl Traffic {
         };
         let next = schedule.update_rx_secret().map_err(invalid)?;
         self.rx = Direction::new(self.suite, next).map_err(invalid)?;
-        if request {
-            self.update_tx(out).map_err(invalid)?;
-        }
+        self.update_owed |= request;
         Ok(())
     }
 
@@ -477,7 +480,10 @@ fn whole_record(bytes: &[u8]) -> io::Result<Option<usize>> {
 }
 
 impl TlsStream {
-    pub(crate) fn new(
+    /// A server connection over an accepted socket (public for the fuzz target, which drives
+    /// it over an in-memory socket; [`TlsListener`] makes them).
+    #[doc(hidden)]
+    pub fn new(
         tcp: mio::net::TcpStream,
         config: Arc<rustls::ServerConfig>,
     ) -> io::Result<TlsStream> {
@@ -673,12 +679,7 @@ impl TlsStream {
                         [_, 90] => {} // user_canceled: close_notify follows
                         _ => return Err(invalid("TLS alert from the peer")),
                     },
-                    ContentType::Handshake => {
-                        t.handshake_message(&buf[plain], &mut self.outgoing)?;
-                        if self.outgoing.len() - self.sent > MAX_PENDING {
-                            return Err(invalid("the peer does not read"));
-                        }
-                    }
+                    ContentType::Handshake => t.handshake_message(&buf[plain])?,
                     _ => return Err(invalid("unexpected record after the handshake")),
                 }
             }
@@ -701,7 +702,7 @@ impl TlsStream {
         if start < have {
             self.incoming = buf[start..have].to_vec();
         }
-        // KeyUpdate answers leave at once.
+        // The handshake's last records (and data written during it) leave at once.
         self.send()?;
         stop
     }
@@ -1077,6 +1078,27 @@ mod tests {
         // Each update restarts the sequence numbers: few records since the last one.
         assert!(t.rx.seq < 10 && t.tx.seq < 10, "keys were not updated");
         assert_eq!(p.server.held_bytes(), 0);
+    }
+
+    #[test]
+    fn many_key_update_requests_while_silent_get_one_answer() {
+        // rustls, like BoringSSL, refuses more than 32 KeyUpdates between application data
+        // records: answering each request at once broke the connection (found by fuzzing).
+        let mut p = Pair::new(None);
+        for _ in 0..40 {
+            p.client.refresh_traffic_keys().expect("key update");
+        }
+        p.client_sends(b"after the updates");
+        p.server_sends(b"the answer");
+        assert_eq!(p.at_server, b"after the updates");
+        assert_eq!(p.at_client, b"the answer");
+        let Phase::Traffic(t) = &p.server.phase else {
+            panic!("not in traffic");
+        };
+        assert!(
+            t.tx.seq < 3,
+            "one update before the answer, not one per request"
+        );
     }
 
     #[test]
