@@ -5,6 +5,10 @@
 //! change what an operator's scraper reads. Regenerate them only for an intended change:
 //! `EXPOSITION_BLESS=1 cargo test --test exposition`.
 
+/// The reference Prometheus parser (shared with the real-socket tests).
+#[path = "support/prom.rs"]
+mod prom;
+
 use augmentos_edge::auth::{self, jwt};
 use augmentos_edge::hub::registry::AppSpec;
 use augmentos_edge::hub::{HubConfig, Timings};
@@ -138,6 +142,20 @@ fn metrics_exposition_is_unchanged() {
     let mut w = busy_world();
     let body = http_get(&mut w, "/metrics");
     check("exposition.prom", &body);
+    // The golden text is valid exposition text, and shows the world it was taken from.
+    if let Some(samples) = prom::parse(&body) {
+        let queue_full = [("code", "WEBHOOK_QUEUE_FULL")];
+        assert_eq!(
+            prom::value(&samples, "augmentos_edge_refusals_total", &queue_full),
+            1.0
+        );
+        assert_eq!(prom::value(&samples, "augmentos_edge_sessions", &[]), 4.0);
+        let server = [("server", "apps.example:3001")];
+        assert_eq!(
+            prom::value(&samples, "augmentos_edge_webhook_queue_length", &server),
+            1.0
+        );
+    }
 }
 
 #[test]
@@ -145,4 +163,9 @@ fn health_document_is_unchanged() {
     let mut w = busy_world();
     let body = http_get(&mut w, "/health");
     check("health.json", &body);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (v["sessions"].as_u64(), v["ready"].as_bool()),
+        (Some(4), Some(true))
+    );
 }
