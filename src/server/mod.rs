@@ -4,7 +4,8 @@
 //! Owns the read side of every connection ([`Proto`]: the HTTP head search, the WebSocket
 //! receiver, unread partial input), routes HTTP requests (health, metrics, REST, the `/ui/`
 //! pages in `ui.rs`, upgrades),
-//! parses WebSocket frames in place and hands their messages to the hub, runs the heartbeat,
+//! gathers the read-only views the `/metrics` and `/health` renderers take (`metrics.rs`,
+//! `health.rs`), parses WebSocket frames in place and hands their messages to the hub, runs the heartbeat,
 //! and reports finished outbound requests to the hub. It never touches a socket or a clock: the
 //! shell calls `handle_*` with bytes and the turn's [`Now`], then drains the `poll_*` methods
 //! (the quinn-proto pattern).
@@ -20,6 +21,7 @@
 //! [`Outbox`] while a message borrowed from this connection's receiver is alive, which works
 //! because read side and write side live in different tables.
 
+pub mod health;
 mod lifecycle;
 pub mod metrics;
 mod ui;
@@ -448,298 +450,17 @@ impl Server {
     }
 
     /// The Prometheus text exposition of the server's counters, gauges and histograms at
-    /// `now`. Aggregates only: no series per connection, session or user.
+    /// `now` (rendered by [`metrics::exposition`]).
     pub fn metrics(&self, now: Now) -> String {
-        use crate::net::{KINDS, TRANSPORTS};
-        use metrics::Family;
-        let st = &self.net.stats;
-        let hc = &self.hub.counters;
-        let n = |v: u64| v as f64;
-        // Connections by kind and transport, output waiting, and the longest silence per kind.
-        let mut conns = [[0u64; 3]; 5];
-        let mut idle_max = [0f64; 5];
-        for c in self.net.iter() {
-            conns[c.kind()][c.transport()] += 1;
-            if c.is_websocket() {
-                let idle = now.mono.saturating_since(c.last_rx).as_secs_f64();
-                idle_max[c.kind()] = idle_max[c.kind()].max(idle);
-            }
-        }
-        let mut by_conn = Vec::new();
-        for (k, row) in conns.iter().enumerate() {
-            for (t, v) in row.iter().enumerate() {
-                if *v > 0 || k < 3 && t == 0 {
-                    by_conn.push((
-                        vec![("kind", KINDS[k]), ("transport", TRANSPORTS[t])],
-                        n(*v),
-                    ));
-                }
-            }
-        }
-        let traffic = |a: &[u64; 5], b: &[u64; 5]| {
-            let mut rows = Vec::new();
-            for (dir, vals) in [("in", a), ("out", b)] {
-                for (k, v) in vals.iter().enumerate() {
-                    rows.push((vec![("direction", dir), ("kind", KINDS[k])], n(*v)));
-                }
-            }
-            rows
-        };
-        let messages = traffic(&st.messages_in, &st.messages_out);
-        let bytes = traffic(&st.bytes_in, &st.bytes_out);
-        let refusals = self
-            .refusal_counts()
-            .into_iter()
-            .map(|(code, v)| (vec![("code", code)], n(v)))
-            .collect();
-        let dropped = hc
-            .dropped
-            .iter()
-            .map(|(stream, v)| {
-                (
-                    vec![("stream", *stream), ("reason", "subscriber_backlog")],
-                    n(*v),
-                )
-            })
-            .collect();
-        let closed = [
-            ("protocol_error", st.protocol_errors),
-            ("handshake_timeout", st.handshake_timeouts),
-            ("output_overflow", st.overflow_drops),
-            ("stalled", st.stall_closes),
-            ("idle", st.idle_closes),
-        ]
-        .into_iter()
-        .map(|(r, v)| (vec![("reason", r)], n(v)))
-        .collect();
-        let mut outcomes: Vec<(metrics::Labels<'_>, f64)> =
-            ["ok", "http_error", "failed", "not_sent", "queue_timeout"]
-                .into_iter()
-                .map(|o| {
-                    let v = hc.webhook_outcomes.get(o).copied().unwrap_or(0);
-                    (vec![("outcome", o)], n(v))
-                })
-                .collect();
-        outcomes.push((vec![("outcome", "coalesced")], n(hc.webhooks_coalesced)));
-        // Per app server (bounded by the config's apps): in flight, waiting, oldest wait.
-        let servers = self.hub.webhook_servers(now);
-        let per_server = |f: &dyn Fn(&crate::hub::ServerLoad) -> f64| {
-            servers
-                .iter()
-                .map(|l| (vec![("server", l.server.as_str())], f(l)))
-                .collect::<Vec<_>>()
-        };
-        let in_flight = per_server(&|l| l.in_flight as f64);
-        let queue_len = per_server(&|l| l.waiting as f64);
-        let queue_age = per_server(&|l| l.oldest.as_secs_f64());
-        let apps = self
-            .hub
-            .app_state_counts()
-            .into_iter()
-            .map(|(state, v)| (vec![("state", state)], n(v)))
-            .collect();
-        let d = self.hub.display_stats();
-        let display = [
-            ("sent", d.sent),
-            ("coalesced", d.coalesced),
-            ("refused", d.refused),
-            ("expired", d.expired),
-        ]
-        .into_iter()
-        .map(|(o, v)| (vec![("outcome", o)], n(v)))
-        .collect();
-        let idle = idle_max
-            .iter()
-            .enumerate()
-            .filter(|(k, _)| *k != 2 && *k != 4)
-            .map(|(k, v)| (vec![("kind", KINDS[k])], *v))
-            .collect();
-        let families = [
-            Family::one(
-                "uptime_seconds",
-                "gauge",
-                "Seconds since the server started.",
-                now.mono.saturating_since(self.started).as_secs_f64(),
-            ),
-            Family::labelled(
-                "connections",
-                "gauge",
-                "Open connections by kind (glasses, app, http, echo, webhook) and transport.",
-                by_conn,
-            ),
-            Family::one(
-                "connection_addresses",
-                "gauge",
-                "Distinct IP addresses with open client connections.",
-                n(self.net.address_total() as u64),
-            ),
-            Family::one(
-                "connections_accepted_total",
-                "counter",
-                "Client connections accepted (refused ones included).",
-                n(st.accepted),
-            ),
-            Family::one(
-                "websocket_upgrades_total",
-                "counter",
-                "WebSocket upgrades completed.",
-                n(st.upgrades),
-            ),
-            Family::labelled(
-                "connections_closed_total",
-                "counter",
-                "Connections closed by the server, by reason.",
-                closed,
-            ),
-            Family::labelled(
-                "refusals_total",
-                "counter",
-                "Refused connections, requests and messages, by code.",
-                refusals,
-            ),
-            Family::one(
-                "sessions",
-                "gauge",
-                "User sessions held (glasses connected or in their grace period).",
-                n(self.hub.session_count() as u64),
-            ),
-            Family::one(
-                "sessions_ended_total",
-                "counter",
-                "Sessions ended after the grace period.",
-                n(hc.sessions_ended),
-            ),
-            Family::labelled(
-                "apps",
-                "gauge",
-                "Apps in sessions by lifecycle state.",
-                apps,
-            ),
-            Family::one(
-                "app_restarts_total",
-                "counter",
-                "Apps restarted through their webhook after a drop.",
-                n(hc.app_restarts),
-            ),
-            Family::labelled(
-                "messages_total",
-                "counter",
-                "WebSocket data messages by direction and connection kind.",
-                messages,
-            ),
-            Family::labelled(
-                "bytes_total",
-                "counter",
-                "Bytes read from and written to sockets by direction and connection kind.",
-                bytes,
-            ),
-            Family::labelled(
-                "dropped_messages_total",
-                "counter",
-                "Lossy messages not delivered to a backed-up subscriber, by stream and reason.",
-                dropped,
-            ),
-            Family::labelled(
-                "read_pauses_total",
-                "counter",
-                "Feeders (glasses, publishers) not read for a while, by reason.",
-                vec![
-                    (vec![("reason", "subscriber_backlog")], n(hc.feeder_pauses)),
-                    (vec![("reason", "total_output_budget")], n(st.budget_pauses)),
-                ],
-            ),
-            Family::one(
-                "output_buffer_bytes",
-                "gauge",
-                "Bytes waiting in connections' output buffers.",
-                n(self.net.total_output() as u64),
-            ),
-            Family::one(
-                "output_budget_bytes",
-                "gauge",
-                "The budget of output waiting in all connections together (maxTotalOutputBytes).",
-                n(self.net.cfg.max_total_output as u64),
-            ),
-            Family::one(
-                "output_budget_exceeded_total",
-                "counter",
-                "Times the output waiting in all connections together passed its budget.",
-                n(st.budget_exceeded),
-            ),
-            Family::one(
-                "output_buffer_pool_bytes",
-                "gauge",
-                "Capacity of emptied output buffers kept for reuse.",
-                n(self.net.pooled().1 as u64),
-            ),
-            Family::labelled(
-                "webhooks_total",
-                "counter",
-                "Webhook requests by outcome.",
-                outcomes,
-            ),
-            Family::labelled(
-                "webhooks_in_flight",
-                "gauge",
-                "Webhooks in flight, by app server (host:port).",
-                in_flight,
-            ),
-            Family::labelled(
-                "webhook_queue_length",
-                "gauge",
-                "Webhooks waiting for a slot at their app server (maxWebhooksPerServer), by app server.",
-                queue_len,
-            ),
-            Family::labelled(
-                "webhook_queue_age_seconds",
-                "gauge",
-                "How long the oldest webhook waiting for its app server has waited, by app server.",
-                queue_age,
-            ),
-            Family::one(
-                "webhooks_queued_total",
-                "counter",
-                "Webhooks that waited for a slot at their app server.",
-                n(hc.webhooks_queued),
-            ),
-            Family::one(
-                "outbound_refused_total",
-                "counter",
-                "Outbound requests not opened: too many in flight.",
-                n(st.outbound_refused),
-            ),
-            Family::histogram(
-                "webhook_duration_seconds",
-                "Time from sending a webhook to its response (or failure).",
-                &hc.webhook_latency,
-                histogram::WEBHOOK_US,
-            ),
-            Family::labelled(
-                "display_events_total",
-                "counter",
-                "Display requests by outcome (sent to the glasses, coalesced, refused, expired).",
-                display,
-            ),
-            Family::histogram(
-                "heartbeat_rtt_seconds",
-                "Round trip of heartbeat pings to WebSockets.",
-                &st.rtt,
-                histogram::RTT_US,
-            ),
-            Family::labelled(
-                "websocket_idle_max_seconds",
-                "gauge",
-                "The longest time since bytes last arrived on an open WebSocket, by kind.",
-                idle,
-            ),
-            Family::histogram(
-                "event_loop_turn_seconds",
-                "Time the event loop spent on one turn (reading, processing, flushing).",
-                &self.turns,
-                histogram::TURN_US,
-            ),
-        ];
-        metrics::render(&families)
+        metrics::exposition(&metrics::View {
+            now,
+            started: self.started,
+            net: &self.net,
+            hub: &self.hub,
+            turns: &self.turns,
+            refusals: self.refusal_counts(),
+            servers: self.hub.webhook_servers(now),
+        })
     }
 
     /// Refusals by code, the hub's and the connection layer's, sorted by code.
@@ -753,66 +474,16 @@ impl Server {
         refusals
     }
 
-    /// The `/health` document: per component (listeners, store, sessions, connections) a
-    /// `state`, and `ready`: whether the box takes new connections and sessions now (listeners
-    /// open, not stopping, below its connection and session limits). A failing store leaves
-    /// it ready (sessions run; what they change is not remembered) and makes it `degraded`.
+    /// The `/health` document at `now` (rendered by [`health::document`]).
     pub fn health(&self, now: Now) -> serde_json::Value {
-        let listeners = match (self.stopping, self.listeners) {
-            (true, _) => "stopped",
-            (false, Some(0)) => "none",
-            (false, Some(_)) => "ok",
-            (false, None) => "unknown",
-        };
-        let store = if self.store.error.is_some() {
-            "failing"
-        } else {
-            "ok"
-        };
-        let (sessions, max_sessions) = (self.hub.session_count(), self.hub.config().max_sessions);
-        let sessions_state = if sessions >= max_sessions {
-            "full"
-        } else {
-            "ok"
-        };
-        // Admitted connections: those held past a cap to read one request (this check, when
-        // the box is full) are not among them.
-        let (conns, max_conns) = (self.net.admitted_count(), self.net.cfg.max_connections);
-        let conns_state = if conns >= max_conns { "full" } else { "ok" };
-        let ready =
-            matches!(listeners, "ok" | "unknown") && sessions_state == "ok" && conns_state == "ok";
-        let status = match (self.stopping, ready && store == "ok") {
-            (true, _) => "stopping",
-            (false, true) => "ok",
-            (false, false) => "degraded",
-        };
-        serde_json::json!({
-            "status": status,
-            "ready": ready,
-            "version": env!("CARGO_PKG_VERSION"),
-            "uptimeSeconds": now.mono.saturating_since(self.started).as_secs(),
-            "components": {
-                "listeners": {"state": listeners, "open": self.listeners},
-                "store": {"state": store, "kind": self.store.kind},
-                "sessions": {"state": sessions_state, "count": sessions, "limit": max_sessions},
-                "connections": {"state": conns_state, "count": conns, "limit": max_conns,
-                    "overCap": self.net.over_cap_count()},
-            },
-            "connections": {
-                "total": conns,
-                "websocket": self.net.websocket_count(),
-                "outbound": self.net.outbound_count(),
-            },
-            "sessions": sessions,
-            "store": {
-                "kind": self.store.kind,
-                "path": self.store.path,
-                "state": store,
-                "error": self.store.error,
-                "recovered": self.store.recovered,
-                "batchesWritten": self.store.batches,
-                "changesWritten": self.store.changes,
-            },
+        health::document(&health::View {
+            now,
+            started: self.started,
+            listeners: self.listeners,
+            stopping: self.stopping,
+            store: &self.store,
+            net: &self.net,
+            hub: &self.hub,
         })
     }
 
