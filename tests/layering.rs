@@ -4,6 +4,8 @@
 //! `cfg(test)` and `cfg(feature = "sim")` counts as much as the rest; only the inline
 //! `mod tests { … }` blocks (unit tests, free to reach anywhere) and comments and string
 //! literals are left out. `main.rs` and `cli.rs` are the binary's and may use everything.
+//! The load generator's modules (`src/bin/edge-load/`) are held to their own order,
+//! [`EDGE_LOAD`], the same way.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -401,4 +403,49 @@ use crate::logger;
         .map(|(m, _)| m)
         .collect();
     assert_eq!(from_root, ["display", "auth"]);
+}
+
+/// The load generator's modules (`src/bin/edge-load/`), bottom up, in the order its
+/// `main.rs` states; the same rule as [`LAYERS`]: a module imports only modules below it.
+const EDGE_LOAD: &[&[&str]] = &[
+    &["stats", "tls"],
+    &["wsc"],
+    &["peer", "driver", "soak"],
+    &["report"],
+    &["route"],
+    &["idle"],
+];
+
+#[test]
+fn the_load_generators_modules_import_only_those_below_them() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/bin/edge-load");
+    let level = |m: &str| EDGE_LOAD.iter().position(|l| l.contains(&m));
+    let mut wrong = Vec::new();
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let f = e.unwrap().path();
+        let name = f.file_stem().unwrap().to_string_lossy().into_owned();
+        if name == "main" {
+            continue;
+        }
+        let Some(lf) = level(&name) else {
+            wrong.push(format!(
+                "module `{name}` has no place in EDGE_LOAD (tests/layering.rs)"
+            ));
+            continue;
+        };
+        let text = std::fs::read_to_string(&f).unwrap();
+        // Names that are no module (`crate::Server`, `crate::wait_for_port`) are main.rs's.
+        for (m, line) in imports(&text, &[&name]) {
+            if level(&m).is_some_and(|lt| lt >= lf) {
+                wrong.push(format!(
+                    "src/bin/edge-load/{name}.rs:{line}: `{name}` imports `{m}`, which is not below it"
+                ));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "upward imports in the load generator:\n{}",
+        wrong.join("\n")
+    );
 }

@@ -8,17 +8,21 @@
 //! per `write`, flat out or paced; apps read in large chunks, find `"seq":` and `"t":` by byte
 //! search, check order per app and record the latency. Invariants: a glasses' `sent` counts only
 //! messages fully handed to the kernel; results are published once, when `stop` is seen.
+//!
+//! Also owns [`Shared`], the run's state that the main thread, the webhook listener, the app
+//! connectors and this loop all hold, so the modules above (`report`, `route`, `idle`) import
+//! it from here and nothing here imports them.
 
-use crate::route::Shared;
 use crate::stats::{self, Histogram, Sequence};
+use crate::tls::rustls::ClientConfig;
 use crate::wsc::{self, Ws};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use serde_json::Value;
 use std::io::{self, ErrorKind, Write};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -78,6 +82,83 @@ pub struct Load {
     pub transcripts: bool,
     /// Written to each glasses when the run stops; `None`: shut the socket down.
     pub goodbye: Option<Vec<u8>>,
+}
+
+/// The run's state shared by the main thread, the webhook listener, the app connectors and
+/// the driver.
+pub struct Shared {
+    pub secret: String,
+    pub users: Vec<String>,
+    /// Readers stop at the next read timeout.
+    pub stop: AtomicBool,
+    pub delivered: AtomicU64,
+    pub ready: AtomicUsize,
+    /// Apps that received a probe event (setup is complete for them).
+    pub warm: AtomicUsize,
+    pub disconnected: AtomicUsize,
+    /// `session_request`s for users of another run, refused.
+    pub ignored: AtomicUsize,
+    /// Webhook connections closed before a request was sent, while the server ran and after
+    /// this run stopped it (connections it had opened but not yet written to when killed).
+    pub empty_webhooks: AtomicUsize,
+    pub empty_after_stop: AtomicUsize,
+    /// Set just before the server this run started is killed.
+    pub server_stopped: AtomicBool,
+    /// Webhook connections open at the app server now, and the most at once.
+    pub webhooks_open: AtomicUsize,
+    pub webhooks_peak: AtomicUsize,
+    pub errors: Mutex<Vec<String>>,
+    pub results: Mutex<Vec<AppResult>>,
+    /// Where connected apps go to be read (set before any app connects).
+    pub apps: OnceLock<AppSink>,
+    pub display: Mutex<Displays>,
+    /// What the apps subscribe to: `button_press` (the probe and the events), `audio_chunk`.
+    pub streams: Vec<&'static str>,
+    /// The TLS client configuration (`--tls`), trusting the run's certificate.
+    pub tls: Option<Arc<ClientConfig>>,
+    /// Each session's publishing app, once connected (`--transcripts`).
+    pub publishers: Mutex<Vec<Option<Ws>>>,
+    pub publishers_ready: AtomicUsize,
+}
+
+impl Shared {
+    /// A run's shared state before anything happened: its secret, the users of its glasses,
+    /// what its apps subscribe to and, for `--tls`, the client configuration.
+    pub fn new(
+        secret: String,
+        users: Vec<String>,
+        streams: Vec<&'static str>,
+        tls: Option<Arc<ClientConfig>>,
+    ) -> Shared {
+        let sessions = users.len();
+        Shared {
+            secret,
+            users,
+            stop: AtomicBool::new(false),
+            delivered: AtomicU64::new(0),
+            ready: AtomicUsize::new(0),
+            warm: AtomicUsize::new(0),
+            disconnected: AtomicUsize::new(0),
+            ignored: AtomicUsize::new(0),
+            empty_webhooks: AtomicUsize::new(0),
+            empty_after_stop: AtomicUsize::new(0),
+            server_stopped: AtomicBool::new(false),
+            webhooks_open: AtomicUsize::new(0),
+            webhooks_peak: AtomicUsize::new(0),
+            errors: Mutex::new(Vec::new()),
+            results: Mutex::new(Vec::new()),
+            apps: OnceLock::new(),
+            display: Mutex::default(),
+            streams,
+            publishers: Mutex::new((0..sessions).map(|_| None).collect()),
+            publishers_ready: AtomicUsize::new(0),
+            tls,
+        }
+    }
+
+    pub fn error(&self, e: String) {
+        self.errors.lock().unwrap().push(e);
+    }
 }
 
 enum Cmd {

@@ -12,8 +12,8 @@
 //! settle; each is reported per session and per connection (glasses and apps). Nothing is
 //! asserted: it reports.
 
-use crate::driver::Driver;
-use crate::route::{self, Shared, Target};
+use crate::driver::{Driver, Shared};
+use crate::route::{self, Target};
 use crate::stats;
 use crate::wsc;
 use serde_json::json;

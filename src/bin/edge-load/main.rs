@@ -15,6 +15,11 @@
 //!
 //! `edge-load route …`: glasses → apps routing under load against the real server ([`route`]):
 //! delivered msgs/s, losses and order, latency, server RSS and server CPU per delivered message.
+//!
+//! Modules, each importing only those before it (no circle): [`stats`] and [`tls`] (leaves),
+//! [`wsc`] (the client codec), [`peer`], [`driver`] (the mio loop and the run's [`driver::Shared`]
+//! state), [`report`] (words a run's results), [`route`] (the run, phase by phase: box, setup,
+//! drive, account, report), [`idle`]; [`soak`] stands apart on [`stats`].
 
 mod driver;
 mod idle;

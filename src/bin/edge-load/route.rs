@@ -21,8 +21,12 @@
 //! Measured window: from the first frame sent until every sent message was delivered to every
 //! app (or delivery stopped making progress). Server CPU is utime + stime from
 //! /proc/<pid>/stat over that window; it is divided by the deliveries.
+//!
+//! The run goes in phases, one function each: `start_box` (find or start the server),
+//! `setup`, `drive` (load, drain, stop), `account` (results into a [`Report`]) and `publish`;
+//! what one phase hands the next travels in `Subject`, `Setup` and `Drove`.
 
-use crate::driver::{AppResult, AppSink, Displays, Driver, GlassesLive, Load};
+use crate::driver::{Driver, GlassesLive, Load, Shared};
 use crate::peer::{self, Proto};
 use crate::report::{Interims, Report, Rush};
 use crate::stats::{self, Histogram};
@@ -34,8 +38,8 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -353,83 +357,6 @@ fn pin(what: &str, pid: u32, cpu: &str) {
     }
 }
 
-// ---- shared state -------------------------------------------------------------------------
-
-pub struct Shared {
-    pub secret: String,
-    pub users: Vec<String>,
-    /// Readers stop at the next read timeout.
-    pub stop: AtomicBool,
-    pub delivered: AtomicU64,
-    pub ready: AtomicUsize,
-    /// Apps that received a probe event (setup is complete for them).
-    pub warm: AtomicUsize,
-    pub disconnected: AtomicUsize,
-    /// `session_request`s for users of another run, refused.
-    pub ignored: AtomicUsize,
-    /// Webhook connections closed before a request was sent, while the server ran and after
-    /// this run stopped it (connections it had opened but not yet written to when killed).
-    pub empty_webhooks: AtomicUsize,
-    pub empty_after_stop: AtomicUsize,
-    /// Set just before the server this run started is killed.
-    pub server_stopped: AtomicBool,
-    /// Webhook connections open at the app server now, and the most at once.
-    pub webhooks_open: AtomicUsize,
-    pub webhooks_peak: AtomicUsize,
-    pub errors: Mutex<Vec<String>>,
-    pub results: Mutex<Vec<AppResult>>,
-    /// Where connected apps go to be read (set before any app connects).
-    pub apps: OnceLock<AppSink>,
-    pub display: Mutex<Displays>,
-    /// What the apps subscribe to: `button_press` (the probe and the events), `audio_chunk`.
-    pub streams: Vec<&'static str>,
-    /// The TLS client configuration (`--tls`), trusting the run's certificate.
-    pub tls: Option<Arc<ClientConfig>>,
-    /// Each session's publishing app, once connected (`--transcripts`).
-    pub publishers: Mutex<Vec<Option<Ws>>>,
-    pub publishers_ready: AtomicUsize,
-}
-
-impl Shared {
-    /// A run's shared state before anything happened: its secret, the users of its glasses,
-    /// what its apps subscribe to and, for `--tls`, the client configuration.
-    pub fn new(
-        secret: String,
-        users: Vec<String>,
-        streams: Vec<&'static str>,
-        tls: Option<Arc<ClientConfig>>,
-    ) -> Shared {
-        let sessions = users.len();
-        Shared {
-            secret,
-            users,
-            stop: AtomicBool::new(false),
-            delivered: AtomicU64::new(0),
-            ready: AtomicUsize::new(0),
-            warm: AtomicUsize::new(0),
-            disconnected: AtomicUsize::new(0),
-            ignored: AtomicUsize::new(0),
-            empty_webhooks: AtomicUsize::new(0),
-            empty_after_stop: AtomicUsize::new(0),
-            server_stopped: AtomicBool::new(false),
-            webhooks_open: AtomicUsize::new(0),
-            webhooks_peak: AtomicUsize::new(0),
-            errors: Mutex::new(Vec::new()),
-            results: Mutex::new(Vec::new()),
-            apps: OnceLock::new(),
-            display: Mutex::default(),
-            streams,
-            publishers: Mutex::new((0..sessions).map(|_| None).collect()),
-            publishers_ready: AtomicUsize::new(0),
-            tls,
-        }
-    }
-
-    pub fn error(&self, e: String) {
-        self.errors.lock().unwrap().push(e);
-    }
-}
-
 // ---- the webhook listener and the apps -----------------------------------------------------
 
 pub fn webhook_listener(l: TcpListener, sh: Arc<Shared>) {
@@ -653,6 +580,60 @@ struct Sample {
     delivered: u64,
 }
 
+impl Sample {
+    /// Now: the machine's and both processes' CPU ticks, and the deliveries so far.
+    fn take(pid_s: &str, sh: &Shared) -> Sample {
+        Sample {
+            at: Instant::now(),
+            busy_ticks: stats::machine_busy_ticks(),
+            server_ticks: stats::cpu_ticks(pid_s).unwrap_or(0),
+            self_ticks: stats::cpu_ticks("self").unwrap_or(0),
+            delivered: sh.delivered.load(Relaxed),
+        }
+    }
+}
+
+/// The box under load, found or started: what [`route`]'s phases hand on about it.
+struct Subject {
+    target: Target,
+    /// The server this run started (killed when dropped), `None` for one already running.
+    server: Option<crate::Server>,
+    pid: u32,
+    pid_s: String,
+    /// Where its config and log are, for the report.
+    config_note: String,
+    /// The scratch files of a server this run started, removed after a clean run.
+    scratch: Option<Vec<PathBuf>>,
+}
+
+/// What the setup leaves for the load and the accounting (with the [`Driver`] and the
+/// glasses, which the load takes): every connection made, every app subscribed.
+struct Setup {
+    sh: Arc<Shared>,
+    /// Apps in all: sessions × apps.
+    want: usize,
+    setup_secs: f64,
+    rush: Option<Rush>,
+}
+
+/// What the load and the drain measured, for the accounting.
+struct Drove {
+    lives: Vec<Arc<GlassesLive>>,
+    /// Clock ticks per second.
+    tck: f64,
+    first: Sample,
+    end: Sample,
+    sent_total: u64,
+    expected: u64,
+    drive_secs: f64,
+    /// Server RSS (KiB) at the start, at most while sampled, its high-water mark, at the end.
+    rss: [u64; 4],
+    server_alive: bool,
+    counters: Vec<String>,
+}
+
+/// One `edge-load route` run, phase by phase: the box, the setup, the load, the accounting,
+/// the report.
 fn route(o: &Opts) -> Result<(), String> {
     if let Some(cpu) = &o.pin_load {
         // Before any thread starts: they all inherit it.
@@ -660,35 +641,48 @@ fn route(o: &Opts) -> Result<(), String> {
     }
     stats::now_us();
     if let Some(path) = &o.write_config {
-        let port = o.port.unwrap_or(18_110);
-        let t = Target {
-            port,
-            webhook_port: o.webhook_port.unwrap_or(18_111),
-            secret: stats::random_hex(24),
-            packages: (0..o.apps).map(package).collect(),
-            tls: o.tls.then(|| (port + 2, path.with_extension("crt"))),
-            publisher: o.transcripts,
-        };
-        if let Some((_, cert)) = &t.tls {
-            tls::make_certificate(cert, &key_path(cert))?;
-        }
-        std::fs::write(
-            path,
-            scratch_config(&t, o.sessions, o.unix.as_deref(), o.rush),
-        )
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        println!(
-            "wrote {}; run: augmentos-edge serve --config {0}\nthen: edge-load route --server-pid PID --config {0} --apps {}{}{}",
-            path.display(),
-            o.apps,
-            if o.tls { " --tls" } else { "" },
-            if o.transcripts { " --transcripts" } else { "" },
-        );
-        return Ok(());
+        return write_config(o, path);
     }
+    let mut subject = start_box(o)?;
+    let (ready, driver, glasses) = setup(o, &subject)?;
+    let drove = drive(o, &mut subject, &ready, driver, glasses);
+    let report = account(o, &subject, ready, drove);
+    publish(o, subject, report)
+}
 
-    // The box: one we start on a scratch config, or one already running.
-    let (target, server, pid, mut config_note, scratch) = match (o.peer, o.server_pid) {
+/// `--write-config`: write a config for a server started by hand, say how to run it.
+fn write_config(o: &Opts, path: &PathBuf) -> Result<(), String> {
+    let port = o.port.unwrap_or(18_110);
+    let t = Target {
+        port,
+        webhook_port: o.webhook_port.unwrap_or(18_111),
+        secret: stats::random_hex(24),
+        packages: (0..o.apps).map(package).collect(),
+        tls: o.tls.then(|| (port + 2, path.with_extension("crt"))),
+        publisher: o.transcripts,
+    };
+    if let Some((_, cert)) = &t.tls {
+        tls::make_certificate(cert, &key_path(cert))?;
+    }
+    std::fs::write(
+        path,
+        scratch_config(&t, o.sessions, o.unix.as_deref(), o.rush),
+    )
+    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    println!(
+        "wrote {}; run: augmentos-edge serve --config {0}\nthen: edge-load route --server-pid PID --config {0} --apps {}{}{}",
+        path.display(),
+        o.apps,
+        if o.tls { " --tls" } else { "" },
+        if o.transcripts { " --transcripts" } else { "" },
+    );
+    Ok(())
+}
+
+/// The box: one we start on a scratch config, or one already running (a peer, or a server
+/// on a config written by `--write-config`); pinned if asked.
+fn start_box(o: &Opts) -> Result<Subject, String> {
+    let (target, server, pid, config_note, scratch) = match (o.peer, o.server_pid) {
         (Some((proto, port)), pid) => {
             let pid = pid.ok_or("--peer/--raw need --server-pid PID: the peer's process")?;
             let t = Target {
@@ -783,6 +777,20 @@ fn route(o: &Opts) -> Result<(), String> {
     if let Some(cpu) = &o.pin_server {
         pin("the server", pid, cpu);
     }
+    Ok(Subject {
+        target,
+        server,
+        pid,
+        pid_s,
+        config_note,
+        scratch,
+    })
+}
+
+/// Setup: the webhook listener and the driver, then the glasses, then every app of every
+/// session, until each is subscribed and has received a probe event.
+fn setup(o: &Opts, b: &Subject) -> Result<(Setup, Driver, Vec<Ws>), String> {
+    let target = &b.target;
     let listener = match o.peer {
         Some(_) => None,
         None => Some(
@@ -826,7 +834,6 @@ fn route(o: &Opts) -> Result<(), String> {
     let want = o.sessions * o.apps;
     // Setup: glasses, then every app of every session.
     let setup_start = Instant::now();
-    let mut starts_at = setup_start;
     let mut glasses = Vec::with_capacity(o.sessions);
     for user in &sh.users {
         glasses.push(match o.peer {
@@ -840,6 +847,51 @@ fn route(o: &Opts) -> Result<(), String> {
             )?,
         });
     }
+    let starts_at = start_apps(o, target, &sh, &mut glasses)?.unwrap_or(setup_start);
+    let rush = wait_ready(o, b, &sh, want, starts_at)?;
+    // Probe until every app got an event, so no subscription is still on its way when the
+    // numbered messages start.
+    let warm_limit = 10 + want as u64 / 500;
+    let warm_deadline = Instant::now() + Duration::from_secs(warm_limit);
+    while sh.warm.load(Relaxed) < want {
+        if Instant::now() > warm_deadline {
+            return Err(format!(
+                "setup failed: only {} of {want} subscribed apps received a probe event within {warm_limit} s",
+                sh.warm.load(Relaxed)
+            ));
+        }
+        for g in &mut glasses {
+            g.send(wsc::TEXT, PROBE)
+                .map_err(|e| format!("probe: {e}"))?;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    thread::sleep(Duration::from_millis(50));
+    let setup_secs = setup_start.elapsed().as_secs_f64();
+    eprintln!(
+        "setup: {} glasses sessions × {} apps connected and subscribed in {:.2} s",
+        o.sessions, o.apps, setup_secs
+    );
+    let ready = Setup {
+        sh,
+        want,
+        setup_secs,
+        rush,
+    };
+    Ok((ready, driver, glasses))
+}
+
+/// Start every app of every session: a peer's apps the load generator connects itself, a
+/// few at a time; the server's with `start_app`. Returns when the first `start_app` was sent
+/// (`None` for a peer).
+fn start_apps(
+    o: &Opts,
+    target: &Target,
+    sh: &Arc<Shared>,
+    glasses: &mut [Ws],
+) -> Result<Option<Instant>, String> {
+    let want = o.sessions * o.apps;
+    let mut starts_at = None;
     match o.peer {
         // A peer: the load generator connects the apps itself, a few at a time.
         Some((proto, port)) => {
@@ -879,7 +931,7 @@ fn route(o: &Opts) -> Result<(), String> {
                     thread::sleep(Duration::from_millis(1));
                 }
                 if n == 0 {
-                    starts_at = Instant::now();
+                    starts_at = Some(Instant::now());
                 }
                 for p in &target.packages {
                     let msg = json!({"type": "start_app", "packageName": p}).to_string();
@@ -889,6 +941,19 @@ fn route(o: &Opts) -> Result<(), String> {
             }
         }
     }
+    Ok(starts_at)
+}
+
+/// Wait until every app (and, with `--transcripts`, every publisher) is connected; with
+/// `--rush`, say how long the starts took and how many webhooks were in flight at once.
+fn wait_ready(
+    o: &Opts,
+    b: &Subject,
+    sh: &Shared,
+    want: usize,
+    starts_at: Instant,
+) -> Result<Option<Rush>, String> {
+    let target = &b.target;
     let setup_limit = 30 + want as u64 / 200;
     let setup_deadline = Instant::now() + Duration::from_secs(setup_limit);
     if o.transcripts && !target.publisher {
@@ -901,10 +966,11 @@ fn route(o: &Opts) -> Result<(), String> {
         }
         if Instant::now() > setup_deadline {
             return Err(format!(
-                "setup failed: only {} of {want} apps and {} of {publishers} publishers connected within {setup_limit} s; server: {} ({config_note})",
+                "setup failed: only {} of {want} apps and {} of {publishers} publishers connected within {setup_limit} s; server: {} ({})",
                 sh.ready.load(Relaxed),
                 sh.publishers_ready.load(Relaxed),
                 start_summary(target.port),
+                b.config_note,
             ));
         }
         thread::sleep(Duration::from_millis(10));
@@ -921,43 +987,54 @@ fn route(o: &Opts) -> Result<(), String> {
             r.last_active_secs, r.webhooks_peak, r.server,
         );
     }
-    // Probe until every app got an event, so no subscription is still on its way when the
-    // numbered messages start.
-    let warm_limit = 10 + want as u64 / 500;
-    let warm_deadline = Instant::now() + Duration::from_secs(warm_limit);
-    while sh.warm.load(Relaxed) < want {
-        if Instant::now() > warm_deadline {
-            return Err(format!(
-                "setup failed: only {} of {want} subscribed apps received a probe event within {warm_limit} s",
-                sh.warm.load(Relaxed)
-            ));
-        }
-        for g in &mut glasses {
-            g.send(wsc::TEXT, PROBE)
-                .map_err(|e| format!("probe: {e}"))?;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    thread::sleep(Duration::from_millis(50));
-    let setup_secs = setup_start.elapsed().as_secs_f64();
-    eprintln!(
-        "setup: {} glasses sessions × {} apps connected and subscribed in {:.2} s",
-        o.sessions, o.apps, setup_secs
-    );
+    Ok(rush)
+}
 
-    // Drive.
+/// The numbers printed once a second while the load runs and drains.
+struct Progress<'a> {
+    pid_s: &'a str,
+    start: Instant,
+    tck: f64,
+    last: Sample,
+    rss_peak: u64,
+}
+
+impl Progress<'_> {
+    /// Print the last second's line: delivery rate, server CPU and RSS, counts so far.
+    fn tick(&mut self, sh: &Shared, lives: &[Arc<GlassesLive>]) {
+        let s = Sample::take(self.pid_s, sh);
+        let last = self.last;
+        let dt = (s.at - last.at).as_secs_f64().max(1e-9);
+        let rss = stats::status_kib(self.pid_s, "VmRSS");
+        self.rss_peak = self.rss_peak.max(rss);
+        eprintln!(
+            "[{:6.1} s] delivered {:>10.0}/s  server CPU {:5.1} %  server RSS {:>7} KiB  sent {:>10}  delivered {:>11}  apps disconnected {}",
+            (s.at - self.start).as_secs_f64(),
+            s.delivered.saturating_sub(last.delivered) as f64 / dt,
+            s.server_ticks.saturating_sub(last.server_ticks) as f64 / self.tck / dt * 100.0,
+            rss,
+            sent(lives),
+            s.delivered,
+            sh.disconnected.load(Relaxed),
+        );
+        self.last = s;
+    }
+}
+
+/// Numbered messages sent by all glasses (or publishers) so far.
+fn sent(lives: &[Arc<GlassesLive>]) -> u64 {
+    lives.iter().map(|l| l.sent.load(Relaxed)).sum::<u64>()
+}
+
+/// Drive: hand the glasses to the driver for `--seconds`, then drain until everything sent
+/// was delivered (or delivery stalls for 3 s), sampling the server; then stop the run.
+fn drive(o: &Opts, b: &mut Subject, ready: &Setup, driver: Driver, glasses: Vec<Ws>) -> Drove {
+    let (sh, want, target) = (&ready.sh, ready.want, &b.target);
+    let pid_s = b.pid_s.as_str();
     let tck = stats::clock_ticks() as f64;
-    let rss_start = stats::status_kib(&pid_s, "VmRSS");
-    let mut rss_peak = rss_start;
+    let rss_start = stats::status_kib(pid_s, "VmRSS");
     let lives: Vec<Arc<GlassesLive>> = (0..o.sessions).map(|_| Arc::default()).collect();
-    let sample = |sh: &Shared| Sample {
-        at: Instant::now(),
-        busy_ticks: stats::machine_busy_ticks(),
-        server_ticks: stats::cpu_ticks(&pid_s).unwrap_or(0),
-        self_ticks: stats::cpu_ticks("self").unwrap_or(0),
-        delivered: sh.delivered.load(Relaxed),
-    };
-    let first = sample(&sh);
+    let first = Sample::take(pid_s, sh);
     let start = first.at;
     let deadline = start + Duration::from_secs_f64(o.seconds);
     // What each glasses sends when the run stops: stop its apps, close (raw: a TCP shutdown).
@@ -996,24 +1073,12 @@ fn route(o: &Opts) -> Result<(), String> {
             goodbye,
         },
     );
-    let sent = |lives: &[Arc<GlassesLive>]| lives.iter().map(|l| l.sent.load(Relaxed)).sum::<u64>();
-    let mut last = first;
-    let progress = |last: &mut Sample, rss_peak: &mut u64| {
-        let s = sample(&sh);
-        let dt = (s.at - last.at).as_secs_f64().max(1e-9);
-        let rss = stats::status_kib(&pid_s, "VmRSS");
-        *rss_peak = (*rss_peak).max(rss);
-        eprintln!(
-            "[{:6.1} s] delivered {:>10.0}/s  server CPU {:5.1} %  server RSS {:>7} KiB  sent {:>10}  delivered {:>11}  apps disconnected {}",
-            (s.at - start).as_secs_f64(),
-            s.delivered.saturating_sub(last.delivered) as f64 / dt,
-            s.server_ticks.saturating_sub(last.server_ticks) as f64 / tck / dt * 100.0,
-            rss,
-            sent(&lives),
-            s.delivered,
-            sh.disconnected.load(Relaxed),
-        );
-        *last = s;
+    let mut progress = Progress {
+        pid_s,
+        start,
+        tck,
+        last: first,
+        rss_peak: rss_start,
     };
     let mut k = 1;
     while !driver.writers_done.load(Relaxed) {
@@ -1025,7 +1090,7 @@ fn route(o: &Opts) -> Result<(), String> {
                 continue;
             }
         }
-        progress(&mut last, &mut rss_peak);
+        progress.tick(sh, &lives);
         k += 1;
     }
     let sent_total = sent(&lives);
@@ -1046,39 +1111,65 @@ fn route(o: &Opts) -> Result<(), String> {
             break;
         }
         if Instant::now() >= start + Duration::from_secs(k) {
-            progress(&mut last, &mut rss_peak);
+            progress.tick(sh, &lives);
             k += 1;
         }
         thread::sleep(Duration::from_millis(1));
     }
-    let end = sample(&sh);
-    let server_alive = stats::alive(&pid_s);
-    let rss_end = stats::status_kib(&pid_s, "VmRSS");
-    rss_peak = rss_peak.max(rss_end);
-    let hwm = stats::status_kib(&pid_s, "VmHWM");
+    let end = Sample::take(pid_s, sh);
+    let server_alive = stats::alive(pid_s);
+    let rss_end = stats::status_kib(pid_s, "VmRSS");
+    let rss_peak = progress.rss_peak.max(rss_end);
+    let hwm = stats::status_kib(pid_s, "VmHWM");
     let counters = match o.peer {
         Some(_) => Vec::new(),
         None => server_counters(target.port),
     };
+    stop(b, sh, driver);
+    Drove {
+        lives,
+        tck,
+        first,
+        end,
+        sent_total,
+        expected,
+        drive_secs,
+        rss: [rss_start, rss_peak, hwm, rss_end],
+        server_alive,
+        counters,
+    }
+}
 
-    // Stop: the driver publishes its results and the glasses say goodbye.
+/// Stop: the driver publishes its results and the glasses say goodbye; the server this run
+/// started is killed once its webhooks are answered.
+fn stop(b: &mut Subject, sh: &Shared, driver: Driver) {
     sh.stop.store(true, Relaxed);
     driver.join();
-    if server.is_some() {
+    if b.server.is_some() {
         // The goodbye's stop_app made the server send a stop_request per app: let them be
         // answered before killing it, or the connections it opened and had not yet written
         // to are cut (the listener then sees them closed before a request).
         let settle = Instant::now() + Duration::from_secs(10);
-        while webhooks_pending(target.port) > 0.0 && Instant::now() < settle {
+        while webhooks_pending(b.target.port) > 0.0 && Instant::now() < settle {
             thread::sleep(Duration::from_millis(20));
         }
     }
     sh.server_stopped.store(true, Relaxed);
-    drop(server);
+    drop(b.server.take());
     // What the listener still had to accept arrives within moments.
     thread::sleep(Duration::from_millis(300));
+}
 
-    // Report.
+/// Account: merge the apps' results into the run's [`Report`] (losses, order, latency, the
+/// server's CPU and RSS over the measured window).
+fn account(o: &Opts, b: &Subject, ready: Setup, d: Drove) -> Report {
+    let Setup {
+        sh,
+        want,
+        setup_secs,
+        rush,
+    } = ready;
+    let lives = &d.lives;
     let results = std::mem::take(&mut *sh.results.lock().unwrap());
     let mut hist = Histogram::default();
     let mut interims = o.transcripts.then(|| Interims {
@@ -1107,12 +1198,12 @@ fn route(o: &Opts) -> Result<(), String> {
         other += r.other;
         let expect = lives[r.session].sent.load(Relaxed);
         lost += expect.saturating_sub(r.delivered);
-        if let Some(d) = &r.disconnected {
-            disconnects.push(format!("{} of {}: {d}", r.package, sh.users[r.session]));
+        if let Some(e) = &r.disconnected {
+            disconnects.push(format!("{} of {}: {e}", r.package, sh.users[r.session]));
         }
     }
     // Apps whose reader never reported lost all of it.
-    lost += (want.saturating_sub(results.len()) as u64) * (sent_total / o.sessions.max(1) as u64);
+    lost += (want.saturating_sub(results.len()) as u64) * (d.sent_total / o.sessions.max(1) as u64);
     let glasses_errors: Vec<String> = lives
         .iter()
         .enumerate()
@@ -1124,21 +1215,22 @@ fn route(o: &Opts) -> Result<(), String> {
                 .map(|e| format!("{}: {e}", sh.users[i]))
         })
         .collect();
-    let window = (end.at - start).as_secs_f64();
+    let (first, end, tck) = (&d.first, &d.end, d.tck);
+    let window = (end.at - first.at).as_secs_f64();
     let server_cpu = end.server_ticks.saturating_sub(first.server_ticks) as f64 / tck;
     let self_cpu = end.self_ticks.saturating_sub(first.self_ticks) as f64 / tck;
     let busy = end.busy_ticks.saturating_sub(first.busy_ticks) as f64 / tck;
-    let mut report = Report {
+    let report = Report {
         sessions: o.sessions,
         apps: o.apps,
         rate: o.rate,
         batch: o.batch,
         window: o.window,
-        drive_secs,
+        drive_secs: d.drive_secs,
         window_secs: window,
         setup_secs,
-        sent: sent_total,
-        expected,
+        sent: d.sent_total,
+        expected: d.expected,
         delivered,
         lost,
         gaps,
@@ -1146,16 +1238,16 @@ fn route(o: &Opts) -> Result<(), String> {
         app_disconnects: disconnects,
         glasses_errors,
         latency: hist,
-        rss: [rss_start, rss_peak, hwm, rss_end],
-        server_pid: pid,
+        rss: d.rss,
+        server_pid: b.pid,
         server_note: String::new(),
-        server_alive,
+        server_alive: d.server_alive,
         server_cpu,
         self_cpu,
         busy,
         others: (busy - server_cpu - self_cpu).max(0.0),
         cpus: stats::machine_cpus(),
-        counters,
+        counters: d.counters,
         ignored: sh.ignored.load(Relaxed),
         empty_webhooks: sh.empty_webhooks.load(Relaxed),
         empty_after_stop: sh.empty_after_stop.load(Relaxed),
@@ -1171,7 +1263,13 @@ fn route(o: &Opts) -> Result<(), String> {
             .display_rate
             .map(|_| std::mem::take(&mut *sh.display.lock().unwrap())),
     };
-    if let (true, Some(files)) = (report.clean(), &scratch) {
+    report
+}
+
+/// Report: print the summary (and write `--json`); a clean run's scratch files are removed.
+fn publish(o: &Opts, b: Subject, mut report: Report) -> Result<(), String> {
+    let mut config_note = b.config_note;
+    if let (true, Some(files)) = (report.clean(), &b.scratch) {
         for f in files {
             let _ = std::fs::remove_file(f);
         }
