@@ -342,21 +342,37 @@ fn the_over_cap_reserve_is_small_and_has_a_deadline() {
         assert!(!w.clients[c].closed);
     }
     // ... of which there are never more than the reserve: the next is refused at once.
-    for _ in 0..3 {
-        let c = from(&mut w, "127.0.0.1");
+    for i in 0..3 {
+        let c = from(&mut w, &format!("203.0.113.{i}"));
         refused(&mut w, c, "AT_CAPACITY");
     }
     assert_eq!(w.server.connection_count(), 1 + OVER_CAP_RESERVE);
+    // The box's own peers have a reserve of their own: the network's silent connections cannot
+    // keep the operator's check (loopback, the Unix socket) out; it is bounded the same way.
+    let local: Vec<usize> = (0..OVER_CAP_RESERVE)
+        .map(|_| from(&mut w, "127.0.0.1"))
+        .collect();
+    let over = from(&mut w, "127.0.0.1");
+    refused(&mut w, over, "AT_CAPACITY");
+    let unix = w.connect_from(Peer::Unix);
+    refused(&mut w, unix, "AT_CAPACITY");
+    assert_eq!(get(&mut w, local[0], "/health").0, 200);
+    let unix = w.connect_from(Peer::Unix);
+    assert_eq!(get(&mut w, unix, "/metrics").0, 200);
+    for &c in &local[1..] {
+        assert!(w.clients[c].take_http_response().is_none());
+    }
+    assert_eq!(w.server.connection_count(), 2 * OVER_CAP_RESERVE);
     // The next deadline is the reserve's: each waiting one is refused then.
     assert!(w.jump_to_next_deadline());
     assert_eq!(w.now, start + OVER_CAP_DEADLINE);
-    for &c in &waiting {
+    for &c in waiting.iter().chain(&local[1..]) {
         refused(&mut w, c, "AT_CAPACITY");
     }
     assert_eq!(w.server.connection_count(), 1);
     assert_eq!(
         w.server.stats().refused_at_capacity,
-        3 + OVER_CAP_RESERVE as u64
+        3 + 2 + OVER_CAP_RESERVE as u64 + (OVER_CAP_RESERVE - 1) as u64
     );
     // The reserve is free again: the operator's check gets through.
     let c = from(&mut w, "127.0.0.1");

@@ -20,7 +20,7 @@ pub mod table;
 
 pub use cidr::Cidr;
 pub use conn::{Conn, ConnId, Endpoint, OverCap, Peer, Phase, KINDS, MAX_INDEX, TRANSPORTS};
-pub use table::{HttpOutcome, Net, Target, Timer};
+pub use table::{is_local, HttpOutcome, Net, Target, Timer};
 
 use crate::http::RequestLimits;
 use crate::time::Instant;

@@ -60,8 +60,10 @@ pub struct Net {
     /// Client connections held per IP address (only addresses with at least one); connections
     /// held over a cap are not counted here.
     per_address: HashMap<IpAddr, u32>,
-    /// Client connections held over a cap (`Conn::over_cap`), counted apart from the others.
+    /// Client connections held over a cap (`Conn::over_cap`), counted apart from the others;
+    /// of them, those from the box itself (loopback, the Unix socket, in-process).
     over_cap: usize,
+    over_cap_local: usize,
     /// The `now` of the input being handled (set by the server at each `handle_*`), for
     /// deadlines armed by writes.
     pub now: Instant,
@@ -84,6 +86,7 @@ impl Net {
             outbound: 0,
             per_address: HashMap::new(),
             over_cap: 0,
+            over_cap_local: 0,
             now: Instant::ZERO,
             stats: Stats::default(),
         }
@@ -112,6 +115,16 @@ impl Net {
         self.over_cap
     }
 
+    /// Of [`Net::over_cap_count`], those held for `local` peers (see [`is_local`]) or for the
+    /// others: each side has a reserve of its own.
+    pub fn over_cap_count_of(&self, local: bool) -> usize {
+        if local {
+            self.over_cap_local
+        } else {
+            self.over_cap - self.over_cap_local
+        }
+    }
+
     /// Hold `id`, accepted past a cap, apart: it no longer counts towards its address or the
     /// admitted connections, only towards the reserve of over-cap connections.
     pub fn hold_over_cap(&mut self, id: ConnId, why: OverCap) {
@@ -124,6 +137,7 @@ impl Net {
         c.over_cap = Some(why);
         let peer = c.peer.clone();
         self.over_cap += 1;
+        self.over_cap_local += usize::from(is_local(&peer));
         self.uncount_address(&peer);
     }
 
@@ -233,6 +247,7 @@ impl Net {
         self.outbound -= usize::from(c.outbound);
         if c.over_cap.is_some() {
             self.over_cap -= 1;
+            self.over_cap_local -= usize::from(is_local(&c.peer));
         } else if !c.outbound {
             self.uncount_address(&c.peer);
         }
@@ -603,6 +618,12 @@ fn is_current(conns: &Slab<Conn>, at: Instant, (id, kind): (ConnId, Timer)) -> b
 
 /// The address a per-address limit counts `peer` under: its IP (an IPv4-mapped IPv6 address
 /// as the IPv4 address it is); none for Unix and in-process peers.
+/// A peer on the box itself: a loopback address, the Unix socket or the in-process transport
+/// (the operator's own health checks come from there).
+pub fn is_local(peer: &Peer) -> bool {
+    address_of(peer).is_none_or(|a| a.is_loopback())
+}
+
 fn address_of(peer: &Peer) -> Option<IpAddr> {
     match peer {
         Peer::Ip(a) => Some(match a.ip() {

@@ -31,7 +31,7 @@ use crate::http::client::{ResponseError, ResponseParser};
 use crate::http::{parse_request, Request};
 use crate::hub::{Hub, HubConfig};
 use crate::net::{
-    Conn, ConnId, Endpoint, HttpOutcome, Net, Outbox, OverCap, Peer, Phase, Target, Timer,
+    is_local, Conn, ConnId, Endpoint, HttpOutcome, Net, Outbox, OverCap, Peer, Phase, Target, Timer,
 };
 pub use crate::net::{ServerConfig, Stats};
 use crate::state::{Persist, Snapshot, StoreStatus};
@@ -147,7 +147,8 @@ impl Server {
     /// A transport accepted a connection. `None` only when no slot can be encoded (the shell
     /// drops the stream). Over `max_connections` admitted client connections, or over
     /// `max_per_address` from its IP address (unless the address is exempt), it is held in the
-    /// reserve of [`OVER_CAP_RESERVE`] connections for at most [`OVER_CAP_DEADLINE`]: its one
+    /// reserve of [`OVER_CAP_RESERVE`] connections (one reserve for the box's own peers, one for
+    /// the network's) for at most [`OVER_CAP_DEADLINE`]: its one
     /// request is read, `GET /health` and `GET /metrics` are answered (they are how the operator
     /// sees the box is full), anything else, or nothing by the deadline, gets HTTP 503 with a
     /// JSON body (`AT_CAPACITY`, `TOO_MANY_FROM_ADDRESS`). With the reserve full it gets that
@@ -169,7 +170,7 @@ impl Server {
         let mut deadline = self.net.cfg.handshake_timeout;
         match over {
             None => {}
-            Some(why) if self.net.over_cap_count() < OVER_CAP_RESERVE => {
+            Some(why) if self.reserve_has_room(id) => {
                 self.net.hold_over_cap(id, why);
                 deadline = deadline.min(OVER_CAP_DEADLINE);
             }
@@ -180,6 +181,14 @@ impl Server {
         }
         self.net.set_deadline(id, Some(now.mono + deadline));
         Some(id)
+    }
+
+    /// Whether the over-cap reserve of `id`'s side has room: the box's own peers (loopback, the
+    /// Unix socket) and everyone else each have [`OVER_CAP_RESERVE`] places, so silent
+    /// connections from the network cannot keep the operator's own checks out.
+    fn reserve_has_room(&self, id: ConnId) -> bool {
+        let local = self.net.get(id).is_some_and(|c| is_local(&c.peer));
+        self.net.over_cap_count_of(local) < OVER_CAP_RESERVE
     }
 
     /// Answer a connection accepted past a cap: HTTP 503 with the cap's code.
