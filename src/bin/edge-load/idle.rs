@@ -19,7 +19,6 @@ use crate::wsc;
 use serde_json::json;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::thread;
@@ -56,23 +55,7 @@ fn idle_apps(o: &Opts) -> Result<(), String> {
     let (cfg, log) = (base.with_extension("json"), base.with_extension("log"));
     std::fs::write(&cfg, route::scratch_config(&t, o.sessions, None, false))
         .map_err(|e| format!("cannot write {}: {e}", cfg.display()))?;
-    let bin = std::env::current_exe()
-        .map_err(|e| e.to_string())?
-        .with_file_name("augmentos-edge");
-    let logf = std::fs::File::create(&log).map_err(|e| e.to_string())?;
-    let child = Command::new(&bin)
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(logf)
-        .spawn()
-        .map_err(|e| {
-            format!(
-                "cannot start {} (cargo build --release --bins): {e}",
-                bin.display()
-            )
-        })?;
-    let server = crate::Server(child);
+    let server = crate::start_box(&cfg, &log)?;
     let pid = server.0.id().to_string();
     let listener = TcpListener::bind(("127.0.0.1", t.webhook_port))
         .map_err(|e| format!("webhook listener on 127.0.0.1:{}: {e}", t.webhook_port))?;

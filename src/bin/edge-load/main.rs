@@ -76,6 +76,27 @@ impl Drop for Server {
     }
 }
 
+/// Start the box (the `augmentos-edge` beside this binary) on `cfg`, its log to `log`.
+fn start_box(cfg: &std::path::Path, log: &std::path::Path) -> Result<Server, String> {
+    let bin = std::env::current_exe()
+        .map_err(|e| e.to_string())?
+        .with_file_name("augmentos-edge");
+    let logf = std::fs::File::create(log).map_err(|e| e.to_string())?;
+    let child = Command::new(&bin)
+        .args(["serve", "--config"])
+        .arg(cfg)
+        .stdout(Stdio::null())
+        .stderr(logf)
+        .spawn()
+        .map_err(|e| {
+            format!(
+                "cannot start {} (build it: cargo build --release --bins): {e}",
+                bin.display()
+            )
+        })?;
+    Ok(Server(child))
+}
+
 fn wait_for_port(port: u16) {
     let start = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {

@@ -743,23 +743,7 @@ fn start_box(o: &Opts) -> Result<Subject, String> {
                 scratch_config(&t, o.sessions, o.unix.as_deref(), o.rush),
             )
             .map_err(|e| format!("cannot write {}: {e}", cfg.display()))?;
-            let bin = std::env::current_exe()
-                .map_err(|e| e.to_string())?
-                .with_file_name("augmentos-edge");
-            let logf = std::fs::File::create(&log).map_err(|e| e.to_string())?;
-            let child = Command::new(&bin)
-                .args(["serve", "--config"])
-                .arg(&cfg)
-                .stdout(Stdio::null())
-                .stderr(logf)
-                .spawn()
-                .map_err(|e| {
-                    format!(
-                        "cannot start {} (build it: cargo build --release --bins): {e}",
-                        bin.display()
-                    )
-                })?;
-            let server = crate::Server(child);
+            let server = crate::start_box(&cfg, &log)?;
             let pid = server.0.id();
             (
                 t,
