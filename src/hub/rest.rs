@@ -1,7 +1,9 @@
 //! Core layer (sans-IO), part of the hub: the REST calls apps and their servers make against
 //! the box, answered from durable state — SDK simple storage (PROTOCOL §1.4), app settings (the
 //! SDK's `/appsettings/user/{pkg}`, and a settings change by the user), and TPA server
-//! registration and recovery (PROTOCOL §14).
+//! registration and recovery (PROTOCOL §14). The server's route table decodes the paths and
+//! reads the headers: each call here takes a typed request ([`StorageRequest`],
+//! [`SettingsRequest`], [`TpaServerAction`] and its body), never the HTTP request itself.
 //!
 //! Who may do what:
 //! - simple storage: the app itself, `Authorization: Bearer <packageName>:<apiKey>` (the key is
@@ -14,7 +16,7 @@
 //!
 //! Invariants: every refusal is an HTTP status with a JSON body carrying a `code`; a value or
 //! scope over its size limit is refused with 413 and changes nothing; every change goes through
-//! [`Durable`], so it is written by the store.
+//! [`Durable`](crate::state::Durable), so it is written by the store.
 
 use super::{messages, registry, Hub, TimerKey};
 use crate::auth;
