@@ -4,7 +4,7 @@
 //! [`route`] is a pure function from (method, path) and the config's switches to a typed
 //! [`Route`]: which handler, with its path parameters decoded (package, user, key), or the
 //! refusal the method and path alone decide (404 `NOT_FOUND`, 405 `METHOD_NOT_ALLOWED` with
-//! `Allow`, 400 `BAD_PATH` for a malformed escape). [`Server::serve`] then reads the headers a
+//! `Allow`, 400 `BAD_PATH` for a malformed escape). `Server::serve` then reads the headers a
 //! handler needs (the bearer token, `X-Session-Id`) and calls it with plain values: the hub's
 //! REST calls, the `/ui/` pages (`ui.rs`), `/health`, `/metrics`, the WebSocket upgrades.
 //!
