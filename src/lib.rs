@@ -5,7 +5,8 @@
 //! code (only the unit tests' `mod tests` blocks may reach anywhere):
 //! - [`time`] (with [`time::TimerHeap`], the deadline heap of the layers above), [`histogram`],
 //!   [`logger`]: values;
-//! - [`http`], [`auth`] (with the public development secrets): sans-IO codecs and checks;
+//! - [`http`] (with `http::path`: percent-decoding, bearer tokens, `405` answers), [`auth`]
+//!   (with the public development secrets): sans-IO codecs and checks;
 //! - [`ws`]: the WebSocket codec (the upgrade is checked on an `http` request);
 //! - [`net`]: the connection table (ids, peers, output buffers, deadlines) and the
 //!   [`net::Outbox`] trait the layers above act through;
@@ -15,7 +16,8 @@
 //! - [`hub`]: sessions, apps, routing — generic over an `Outbox`, never naming the table; in
 //!   test and `sim` builds it records each session's display inputs as its own values, for
 //!   whatever checks them (it never names `sim`);
-//! - [`server`]: the composition of table and hub (bytes and time in, bytes and deadlines out);
+//! - [`server`]: the composition of table and hub (bytes and time in, bytes and deadlines out),
+//!   with the one HTTP route table (`server::router`: every method and path to a typed route);
 //! - [`reactor`]: the thin mio shell over pluggable transports, the only reader of clocks; it
 //!   owns where to listen ([`reactor::ListenSpec`]);
 //! - [`config`]: the config file, parsed into the layers' own config types (the command line

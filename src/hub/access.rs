@@ -1,9 +1,15 @@
 //! Core layer (sans-IO), part of the hub: who may connect or call. Decides WebSocket upgrades
-//! from their headers (glasses bearer tokens; app tokens with `X-Session-Id`) and serves the
-//! REST start/stop endpoints. Invariant: nothing is upgraded or changed before the caller is
+//! from the headers the server hands over (the `Authorization` value: glasses bearer tokens,
+//! app tokens with `X-Session-Id`) and serves the REST start/stop calls (the router has
+//! decoded their path). Invariant: nothing is upgraded or changed before the caller is
 //! authenticated; every refusal is an HTTP status with a JSON body carrying a `code`.
 
-use super::*;
+use super::{messages, Hub, JoinError, LifecycleError, PreAuth, Refusal, SessKey};
+use crate::auth;
+use crate::http::bearer;
+use crate::net::{ConnId, Endpoint, Outbox, Peer};
+use crate::time::Now;
+use serde_json::json;
 
 /// The message of a `TOO_MANY_SESSIONS` refusal.
 pub(super) const SESSIONS_FULL: &str = "the box holds as many sessions as it may; try again later";
@@ -11,21 +17,19 @@ pub(super) const SESSIONS_FULL: &str = "the box holds as many sessions as it may
 impl Hub {
     // ---- upgrades and REST ---------------------------------------------------------------
 
-    /// Decide an upgrade from its headers, before any socket is opened.
+    /// Decide an upgrade from its headers, before any socket is opened: `authorization` is
+    /// the `Authorization` value (a bare token is taken as well as `Bearer <token>`),
+    /// `session_id` the `X-Session-Id` value.
     pub fn authorize_upgrade(
         &mut self,
         endpoint: Endpoint,
-        req: &Request<'_>,
+        authorization: Option<&str>,
+        session_id: Option<&str>,
         peer: &Peer,
         now: Now,
     ) -> Result<PreAuth, Refusal> {
         let ts = now.iso();
-        let bearer = req.header_str("authorization").map(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-                .unwrap_or(v)
-                .trim()
-        });
+        let bearer = authorization.map(|v| bearer(v).unwrap_or(v.trim()));
         match endpoint {
             Endpoint::Echo => Ok(PreAuth::None),
             Endpoint::Glasses => match bearer {
@@ -56,7 +60,7 @@ impl Hub {
                 let Some(token) = bearer else {
                     return Ok(PreAuth::App { bound: None });
                 };
-                let result = self.header_join(token, req.header_str("x-session-id"), peer, now);
+                let result = self.header_join(token, session_id, peer, now);
                 match result {
                     Ok(bound) => Ok(PreAuth::App { bound: Some(bound) }),
                     Err(e) => {
@@ -116,19 +120,16 @@ impl Hub {
         Ok((sk, app))
     }
 
-    /// The user of the request's glasses bearer token; refused (401 with the token's error
-    /// code, counted) and `None` when it has none or a bad one.
+    /// The user of the request's glasses bearer token (`Authorization: Bearer`'s token);
+    /// refused (401 with the token's error code, counted) and `None` when it has none or a
+    /// bad one.
     pub(super) fn glasses_bearer(
         &mut self,
         net: &mut impl Outbox,
         id: ConnId,
-        req: &Request<'_>,
+        token: Option<&str>,
         now: Now,
     ) -> Option<String> {
-        let token = req.header_str("authorization").and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        });
         let Some(token) = token else {
             self.refused("MISSING_TOKEN");
             net.respond_error(
@@ -140,7 +141,7 @@ impl Hub {
             );
             return None;
         };
-        match auth::jwt::glasses_user(token.trim(), &self.cfg.jwt_secret, now.wall.unix_secs()) {
+        match auth::jwt::glasses_user(token, &self.cfg.jwt_secret, now.wall.unix_secs()) {
             Ok(u) => Some(u),
             Err(e) => {
                 self.refused(e.code());
@@ -150,28 +151,20 @@ impl Hub {
         }
     }
 
-    /// `POST /apps/{packageName}/start|stop` with the glasses bearer token.
-    pub fn on_rest(&mut self, net: &mut impl Outbox, id: ConnId, req: &Request<'_>, now: Now) {
-        let rest = req.path.strip_prefix("/apps/").unwrap_or("");
-        let (package, action) = match rest.rsplit_once('/') {
-            Some((p, a @ ("start" | "stop"))) if !p.is_empty() => (p, a),
-            _ => {
-                return net.respond_error(
-                    id,
-                    404,
-                    "NOT_FOUND",
-                    "use /apps/{packageName}/start or /stop",
-                    &[],
-                )
-            }
-        };
-        if req.method != "POST" {
-            return net.respond_error(id, 405, "METHOD_NOT_ALLOWED", "use POST", &["Allow: POST"]);
-        }
-        let Some(user) = self.glasses_bearer(net, id, req, now) else {
+    /// `POST /apps/{packageName}/start|stop` with the glasses bearer token (`bearer`).
+    pub fn on_rest(
+        &mut self,
+        net: &mut impl Outbox,
+        id: ConnId,
+        package: &str,
+        start: bool,
+        bearer: Option<&str>,
+        now: Now,
+    ) {
+        let Some(user) = self.glasses_bearer(net, id, bearer, now) else {
             return;
         };
-        self.start_or_stop(net, id, &user, package, action == "start", now);
+        self.start_or_stop(net, id, &user, package, start, now);
     }
 
     /// Start or stop `package` in `user`'s session for a REST caller (the user's glasses

@@ -47,13 +47,12 @@ mod view;
 mod webhook_queue;
 pub use webhook_queue::ServerLoad;
 
-pub use rest::percent_decode;
+pub use rest::{SettingsRequest, StorageMethod, StorageRequest, TpaServerAction};
 #[cfg(any(test, feature = "sim"))]
 pub use screen::DisplayInput;
 pub use screen::ScreenView;
 
 use crate::auth;
-use crate::http::Request;
 use crate::net::{ConnId, Endpoint, HttpOutcome, Outbox, Peer, Target};
 use crate::protocol::outbound as messages;
 use crate::state::{Durable, Persist, Snapshot};

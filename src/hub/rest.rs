@@ -1,7 +1,9 @@
 //! Core layer (sans-IO), part of the hub: the REST calls apps and their servers make against
 //! the box, answered from durable state — SDK simple storage (PROTOCOL §1.4), app settings (the
 //! SDK's `/appsettings/user/{pkg}`, and a settings change by the user), and TPA server
-//! registration and recovery (PROTOCOL §14).
+//! registration and recovery (PROTOCOL §14). The server's route table decodes the paths and
+//! reads the headers: each call here takes a typed request ([`StorageRequest`],
+//! [`SettingsRequest`], [`TpaServerAction`] and its body), never the HTTP request itself.
 //!
 //! Who may do what:
 //! - simple storage: the app itself, `Authorization: Bearer <packageName>:<apiKey>` (the key is
@@ -14,11 +16,18 @@
 //!
 //! Invariants: every refusal is an HTTP status with a JSON body carrying a `code`; a value or
 //! scope over its size limit is refused with 413 and changes nothing; every change goes through
-//! [`Durable`], so it is written by the store.
+//! [`Durable`](crate::state::Durable), so it is written by the store.
 
-use super::*;
+use super::{messages, registry, Hub, TimerKey};
+use crate::auth;
+use crate::http::MethodNotAllowed;
+use crate::net::{ConnId, Outbox};
 use crate::state::Registration;
+use crate::time::Now;
 use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// The SDK's own limit on one value, and the box's on one (user, app) scope.
 pub const MAX_STORAGE_VALUE: usize = 100_000;
@@ -29,29 +38,49 @@ pub const REGISTRATION_TTL: Duration = Duration::from_secs(30 * 60);
 /// How often expired registrations are looked for.
 pub const REGISTRATION_SWEEP: Duration = Duration::from_secs(15 * 60);
 
-/// Decode `%XX` escapes in a path segment; `None` if one is malformed or not UTF-8.
-pub fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
+/// What simple storage is asked to do (with or without a key in the path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageMethod {
+    Get,
+    Put,
+    Delete,
 }
 
-fn bearer<'a>(req: &Request<'a>) -> Option<&'a str> {
-    let v = req.header_str("authorization")?;
-    v.strip_prefix("Bearer ")
-        .or_else(|| v.strip_prefix("bearer "))
-        .map(str::trim)
+/// `GET/PUT/DELETE /api/sdk/simple-storage/{userId}[/{key}]`, as the router decoded it.
+#[derive(Debug, Clone, Copy)]
+pub struct StorageRequest<'a> {
+    pub user: &'a str,
+    /// `None`: the whole scope.
+    pub key: Option<&'a str>,
+    /// Any other method is refused, after the caller's key was checked.
+    pub method: Result<StorageMethod, MethodNotAllowed>,
+    /// The token of `Authorization: Bearer`, `<packageName>:<apiKey>`.
+    pub bearer: Option<&'a str>,
+    pub body: &'a [u8],
+}
+
+/// `GET /appsettings/user/{pkg}` or `PUT /api/settings/{pkg}`, as the router decoded it.
+#[derive(Debug, Clone, Copy)]
+pub struct SettingsRequest<'a> {
+    /// The package, decoded (empty when it was malformed: no app has that name).
+    pub package: &'a str,
+    /// A wrong method is refused once the package is known.
+    pub method: Result<(), MethodNotAllowed>,
+    pub bearer: Option<&'a str>,
+    pub body: &'a [u8],
+}
+
+/// `POST /api/tpa-server/{register,heartbeat,restart}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TpaServerAction {
+    Register,
+    Heartbeat,
+    Restart,
+}
+
+/// Answer `id` with a 405 naming the allowed methods.
+pub(super) fn refuse_method(net: &mut impl Outbox, id: ConnId, m: MethodNotAllowed) {
+    net.respond_error(id, 405, MethodNotAllowed::CODE, m.message, &[m.allow]);
 }
 
 #[derive(Deserialize)]
@@ -75,8 +104,8 @@ struct ById {
 
 impl Hub {
     /// An app authenticated by `Bearer <packageName>:<apiKey>`: its index.
-    fn app_by_key(&self, req: &Request<'_>) -> Option<usize> {
-        let (package, key) = bearer(req)?.split_once(':')?;
+    fn app_by_key(&self, bearer: Option<&str>) -> Option<usize> {
+        let (package, key) = bearer?.split_once(':')?;
         let app = self.app_index(package)?;
         auth::verify_api_key(key, &self.cfg.apps[app].hashed_api_key).then_some(app)
     }
@@ -84,26 +113,9 @@ impl Hub {
     // ---- simple storage ------------------------------------------------------------------
 
     /// `GET/PUT/DELETE /api/sdk/simple-storage/{userId}[/{key}]`.
-    pub fn on_storage(&mut self, net: &mut impl Outbox, id: ConnId, req: &Request<'_>) {
-        let rest = req
-            .path
-            .strip_prefix("/api/sdk/simple-storage/")
-            .unwrap_or("");
-        let (user, key) = match rest.split_once('/') {
-            Some((u, k)) => (percent_decode(u), Some(percent_decode(k))),
-            None => (percent_decode(rest), None),
-        };
-        let (Some(user), key) = (user.filter(|u| !u.is_empty()), key) else {
-            return net.respond_error(id, 400, "BAD_PATH", "malformed user id or key", &[]);
-        };
-        let key = match key {
-            None => None,
-            Some(Some(k)) if !k.is_empty() => Some(k),
-            Some(_) => {
-                return net.respond_error(id, 400, "BAD_PATH", "malformed or empty key", &[])
-            }
-        };
-        let Some(app) = self.app_by_key(req) else {
+    pub fn on_storage(&mut self, net: &mut impl Outbox, id: ConnId, req: StorageRequest<'_>) {
+        let StorageRequest { user, key, .. } = req;
+        let Some(app) = self.app_by_key(req.bearer) else {
             self.refused("INVALID_API_KEY");
             return net.respond_error(
                 id,
@@ -114,26 +126,30 @@ impl Hub {
             );
         };
         let package = self.cfg.apps[app].package_name.clone();
-        let current = self.durable.storage(&user, &package);
+        let method = match req.method {
+            Ok(m) => m,
+            Err(m) => return refuse_method(net, id, m),
+        };
+        let current = self.durable.storage(user, &package);
         let data = |m: Option<&BTreeMap<String, String>>| -> serde_json::Map<String, Value> {
             m.into_iter()
                 .flatten()
                 .map(|(k, v)| (k.clone(), serde_json::from_str(v).unwrap_or(Value::Null)))
                 .collect()
         };
-        match (req.method, key) {
-            ("GET", None) => {
+        match (method, key) {
+            (StorageMethod::Get, None) => {
                 let body = json!({ "success": true, "data": data(current) });
                 net.respond_json(id, 200, &body, &[]);
             }
-            ("GET", Some(k)) => match current.and_then(|m| m.get(&k)) {
+            (StorageMethod::Get, Some(k)) => match current.and_then(|m| m.get(k)) {
                 Some(v) => {
                     let v: Value = serde_json::from_str(v).unwrap_or(Value::Null);
                     net.respond_json(id, 200, &json!({ "success": true, "data": { k: v } }), &[]);
                 }
                 None => net.respond_error(id, 404, "KEY_NOT_FOUND", "no such key", &[]),
             },
-            ("PUT", None) => {
+            (StorageMethod::Put, None) => {
                 let Ok(put) = serde_json::from_slice::<PutStorage>(req.body) else {
                     return net.respond_error(
                         id,
@@ -173,32 +189,28 @@ impl Hub {
                     );
                 }
                 for (k, text) in encoded {
-                    self.durable.set_storage(&user, &package, &k, Some(text));
+                    self.durable.set_storage(user, &package, &k, Some(text));
                 }
                 net.respond_json(id, 200, &json!({ "success": true }), &[]);
             }
-            ("DELETE", Some(k)) => {
-                self.durable.set_storage(&user, &package, &k, None);
+            (StorageMethod::Delete, Some(k)) => {
+                self.durable.set_storage(user, &package, k, None);
                 net.respond_json(id, 200, &json!({ "success": true }), &[]);
             }
-            ("DELETE", None) => {
+            (StorageMethod::Delete, None) => {
                 let keys: Vec<String> = current
                     .into_iter()
                     .flatten()
                     .map(|(k, _)| k.clone())
                     .collect();
                 for k in keys {
-                    self.durable.set_storage(&user, &package, &k, None);
+                    self.durable.set_storage(user, &package, &k, None);
                 }
                 net.respond_json(id, 200, &json!({ "success": true }), &[]);
             }
-            _ => net.respond_error(
-                id,
-                405,
-                "METHOD_NOT_ALLOWED",
-                "use GET, PUT or DELETE",
-                &["Allow: GET, PUT, DELETE"],
-            ),
+            (StorageMethod::Put, Some(_)) => {
+                refuse_method(net, id, MethodNotAllowed::GET_PUT_DELETE)
+            }
         }
     }
 
@@ -229,23 +241,23 @@ impl Hub {
     }
 
     /// `GET /appsettings/user/{pkg}` and `/tpasettings/user/{pkg}`.
-    pub fn on_settings_read(&mut self, net: &mut impl Outbox, id: ConnId, req: &Request<'_>) {
-        let package = req
-            .path
-            .rsplit('/')
-            .next()
-            .and_then(percent_decode)
-            .unwrap_or_default();
-        let Some(app) = self.app_or_404(net, id, &package) else {
+    pub fn on_settings_read(
+        &mut self,
+        net: &mut impl Outbox,
+        id: ConnId,
+        req: SettingsRequest<'_>,
+    ) {
+        let package = req.package;
+        let Some(app) = self.app_or_404(net, id, package) else {
             return;
         };
-        if req.method != "GET" {
-            return net.respond_error(id, 405, "METHOD_NOT_ALLOWED", "use GET", &["Allow: GET"]);
+        if let Err(m) = req.method {
+            return refuse_method(net, id, m);
         }
         // The SDK sends its session id, `<userId>-<pkg>`; a plain user id is accepted too.
-        let who = bearer(req).unwrap_or("");
+        let who = req.bearer.unwrap_or("");
         let user = who
-            .strip_suffix(package.as_str())
+            .strip_suffix(package)
             .and_then(|u| u.strip_suffix('-'))
             .unwrap_or(who);
         let running = self
@@ -275,21 +287,17 @@ impl Hub {
         &mut self,
         net: &mut impl Outbox,
         id: ConnId,
-        req: &Request<'_>,
+        req: SettingsRequest<'_>,
         now: Now,
     ) {
-        let package = req
-            .path
-            .strip_prefix("/api/settings/")
-            .and_then(percent_decode)
-            .unwrap_or_default();
-        let Some(app) = self.app_or_404(net, id, &package) else {
+        let package = req.package;
+        let Some(app) = self.app_or_404(net, id, package) else {
             return;
         };
-        if req.method != "PUT" {
-            return net.respond_error(id, 405, "METHOD_NOT_ALLOWED", "use PUT", &["Allow: PUT"]);
+        if let Err(m) = req.method {
+            return refuse_method(net, id, m);
         }
-        let Some(user) = self.glasses_bearer(net, id, req, now) else {
+        let Some(user) = self.glasses_bearer(net, id, req.bearer, now) else {
             return;
         };
         #[derive(Deserialize)]
@@ -320,7 +328,7 @@ impl Hub {
         }
         for (k, v) in &change.settings {
             self.durable
-                .set_setting(&user, &package, k, Some(v.to_string()));
+                .set_setting(&user, package, k, Some(v.to_string()));
         }
         let settings = self.settings_for(&user, app);
         // The app's open session hears it at once.
@@ -370,31 +378,19 @@ impl Hub {
 
     // ---- TPA server registration -----------------------------------------------------------
 
-    /// `POST /api/tpa-server/{register,heartbeat,restart}`.
+    /// `POST /api/tpa-server/{register,heartbeat,restart}` with its JSON `body`.
     pub fn on_tpa_server(
         &mut self,
         net: &mut impl Outbox,
         id: ConnId,
-        req: &Request<'_>,
+        action: TpaServerAction,
+        body: &[u8],
         now: Now,
     ) {
-        let action = req.path.strip_prefix("/api/tpa-server/").unwrap_or("");
-        if !matches!(action, "register" | "heartbeat" | "restart") {
-            return net.respond_error(
-                id,
-                404,
-                "NOT_FOUND",
-                "use /api/tpa-server/register, /heartbeat or /restart",
-                &[],
-            );
+        if action == TpaServerAction::Register {
+            return self.register(net, id, body, now);
         }
-        if req.method != "POST" {
-            return net.respond_error(id, 405, "METHOD_NOT_ALLOWED", "use POST", &["Allow: POST"]);
-        }
-        if action == "register" {
-            return self.register(net, id, req, now);
-        }
-        let body = match serde_json::from_slice::<ById>(req.body) {
+        let body = match serde_json::from_slice::<ById>(body) {
             Ok(b) => b,
             Err(e) => {
                 let msg = format!("registrationId: {e}");
@@ -412,7 +408,7 @@ impl Hub {
         };
         r.last_seen = now.wall.as_micros();
         self.durable.put_registration(r.clone());
-        if action == "heartbeat" {
+        if action == TpaServerAction::Heartbeat {
             return net.respond_json(id, 200, &json!({ "success": true }), &[]);
         }
         let recovered = self.recover(net, &r, now);
@@ -424,8 +420,8 @@ impl Hub {
         );
     }
 
-    fn register(&mut self, net: &mut impl Outbox, id: ConnId, req: &Request<'_>, now: Now) {
-        let body = match serde_json::from_slice::<Register>(req.body) {
+    fn register(&mut self, net: &mut impl Outbox, id: ConnId, body: &[u8], now: Now) {
+        let body = match serde_json::from_slice::<Register>(body) {
             Ok(b) => b,
             Err(e) => {
                 let msg = format!("expected packageName, apiKey and webhookUrl: {e}");
@@ -553,22 +549,5 @@ impl Hub {
         if self.durable.registrations().next().is_some() {
             self.arm_registration_sweep(now);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::percent_decode;
-
-    #[test]
-    fn percent_decoding() {
-        assert_eq!(
-            percent_decode("alice%40example.com").as_deref(),
-            Some("alice@example.com")
-        );
-        assert_eq!(percent_decode("a%2Fb").as_deref(), Some("a/b"));
-        assert_eq!(percent_decode("%zz"), None);
-        assert_eq!(percent_decode("%4"), None);
-        assert_eq!(percent_decode("%ff"), None);
     }
 }

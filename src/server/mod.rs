@@ -2,8 +2,8 @@
 //! connection table ([`Net`]) and the application core ([`Hub`]).
 //!
 //! Owns the read side of every connection ([`Proto`]: the HTTP head search, the WebSocket
-//! receiver, unread partial input), routes HTTP requests (health, metrics, REST, the `/ui/`
-//! pages in `ui.rs`, upgrades),
+//! receiver, unread partial input), answers HTTP requests through the one route table of
+//! `router.rs` (health, metrics, the hub's REST calls, the `/ui/` pages in `ui.rs`, upgrades),
 //! gathers the read-only views the `/metrics` and `/health` renderers take (`metrics.rs`,
 //! `health.rs`), parses WebSocket frames in place and hands their messages to the hub, runs the heartbeat,
 //! and reports finished outbound requests to the hub. It never touches a socket or a clock: the
@@ -24,6 +24,7 @@
 pub mod health;
 mod lifecycle;
 pub mod metrics;
+pub mod router;
 mod ui;
 
 use crate::histogram::{self, Histogram};
@@ -621,77 +622,9 @@ impl Server {
             }
             Ok(Some(req)) => {
                 let used = req.len;
-                self.route(id, &req, now);
+                self.serve(id, &req, now);
                 used
             }
-        }
-    }
-
-    fn route(&mut self, id: ConnId, req: &Request<'_>, now: Now) {
-        if let Some(why) = self.net.get(id).and_then(|c| c.over_cap) {
-            let health = matches!(
-                (req.method, req.path),
-                ("GET" | "HEAD", "/health" | "/metrics")
-            );
-            if !health {
-                return self.refuse_over_cap(id, why);
-            }
-        }
-        let endpoint = match req.path {
-            "/echo" if self.net.cfg.echo => Some(Endpoint::Echo),
-            "/glasses-ws" => Some(Endpoint::Glasses),
-            "/app-ws" | "/tpa-ws" => Some(Endpoint::App),
-            _ => None,
-        };
-        if let Some(endpoint) = endpoint {
-            return self.upgrade(id, endpoint, req, now);
-        }
-        match (req.method, req.path) {
-            ("GET" | "HEAD", "/health") => {
-                let body = self.health(now);
-                self.net.respond_json(id, 200, &body, &[]);
-            }
-            ("GET" | "HEAD", "/metrics") => {
-                let text = self.metrics(now);
-                if let Some(out) = self.net.out(id) {
-                    crate::http::write_response(
-                        out,
-                        200,
-                        "text/plain; version=0.0.4",
-                        &[],
-                        text.as_bytes(),
-                    );
-                }
-                self.net.finish(id);
-            }
-            (_, "/health" | "/metrics") => {
-                self.net
-                    .respond_error(id, 405, "METHOD_NOT_ALLOWED", "use GET", &["Allow: GET"])
-            }
-            (_, path) if self.ui_enabled() && (path == "/ui" || path.starts_with("/ui/")) => {
-                self.route_ui(id, req, now)
-            }
-            (_, path) if path.starts_with("/apps/") => {
-                self.hub.on_rest(&mut self.net, id, req, now)
-            }
-            (_, path) if path.starts_with("/api/sdk/simple-storage/") => {
-                self.hub.on_storage(&mut self.net, id, req)
-            }
-            (_, path)
-                if path.starts_with("/appsettings/user/")
-                    || path.starts_with("/tpasettings/user/") =>
-            {
-                self.hub.on_settings_read(&mut self.net, id, req)
-            }
-            (_, path) if path.starts_with("/api/settings/") => {
-                self.hub.on_settings_write(&mut self.net, id, req, now)
-            }
-            (_, path) if path.starts_with("/api/tpa-server/") => {
-                self.hub.on_tpa_server(&mut self.net, id, req, now)
-            }
-            _ => self
-                .net
-                .respond_error(id, 404, "NOT_FOUND", "no such endpoint", &[]),
         }
     }
 
@@ -709,7 +642,12 @@ impl Server {
             }
         };
         let peer = self.net.peer(id).cloned().unwrap_or(Peer::InProcess);
-        let pre = match self.hub.authorize_upgrade(endpoint, req, &peer, now) {
+        let authorization = req.header_str("authorization");
+        let session_id = req.header_str("x-session-id");
+        let pre = match self
+            .hub
+            .authorize_upgrade(endpoint, authorization, session_id, &peer, now)
+        {
             Ok(pre) => pre,
             Err(refusal) => {
                 return self

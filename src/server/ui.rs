@@ -1,7 +1,7 @@
 //! Core layer (sans-IO, top), part of the server composition: the `/ui/` pages — an operator
 //! page and a glasses emulator — and the small JSON API behind them.
 //!
-//! Owns the routes under `/ui/`: the static files (HTML, CSS and plain JavaScript compiled into
+//! Serves the routes under `/ui/` that the route table (`router.rs`) gives it: the static files (HTML, CSS and plain JavaScript compiled into
 //! the binary, nothing fetched from elsewhere), the operator feed `GET /ui/api/state` (sessions,
 //! their apps and screens, counters, the last refusals: rendered from the core's state on each
 //! call, the page polls it), the operator actions `POST /ui/api/sessions/{user}/apps/{pkg}/start|stop` (the
@@ -15,11 +15,10 @@
 //! a clock or a file; the recent-refusals list is bounded ([`RECENT`]) and costs one sum per
 //! turn while the pages are served, nothing otherwise.
 
+use super::router::{Operator, Page};
 use super::Server;
 use crate::auth::DEV_SECRET;
 use crate::histogram;
-use crate::http::Request;
-use crate::hub::percent_decode;
 use crate::net::{ConnId, Outbox, KINDS};
 use crate::time::Now;
 use serde_json::{json, Value};
@@ -30,17 +29,19 @@ const JS: &str = "text/javascript; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
 const SVG: &str = "image/svg+xml";
 
-/// The embedded files: path under `/ui/`, content type, content.
-const FILES: &[(&str, &str, &str)] = &[
-    ("", HTML, include_str!("ui/index.html")),
-    ("operator", HTML, include_str!("ui/operator.html")),
-    ("glasses", HTML, include_str!("ui/glasses.html")),
-    ("ui.css", CSS, include_str!("ui/ui.css")),
-    ("render.js", JS, include_str!("ui/render.js")),
-    ("operator.js", JS, include_str!("ui/operator.js")),
-    ("glasses.js", JS, include_str!("ui/glasses.js")),
-    ("favicon.svg", SVG, include_str!("ui/favicon.svg")),
-];
+/// An embedded file: its content type and content.
+fn file(page: Page) -> (&'static str, &'static str) {
+    match page {
+        Page::Index => (HTML, include_str!("ui/index.html")),
+        Page::Operator => (HTML, include_str!("ui/operator.html")),
+        Page::Glasses => (HTML, include_str!("ui/glasses.html")),
+        Page::Css => (CSS, include_str!("ui/ui.css")),
+        Page::Render => (JS, include_str!("ui/render.js")),
+        Page::OperatorScript => (JS, include_str!("ui/operator.js")),
+        Page::GlassesScript => (JS, include_str!("ui/glasses.js")),
+        Page::Favicon => (SVG, include_str!("ui/favicon.svg")),
+    }
+}
 
 /// Headers of every page and script: nothing from another origin, no framing, no sniffing.
 const PAGE_HEADERS: &[&str] = &[
@@ -71,32 +72,19 @@ impl Server {
         self.net.cfg.operator_token.is_some()
     }
 
-    /// A request under `/ui` (only called when the pages are served).
-    pub(super) fn route_ui(&mut self, id: ConnId, req: &Request<'_>, now: Now) {
-        let path = req.path.strip_prefix("/ui").unwrap_or("");
-        let path = path.strip_prefix('/').unwrap_or(path);
-        if let Some(api) = path.strip_prefix("api/") {
-            return self.ui_api(id, req, api, now);
-        }
-        if path == "dev/token" {
-            return self.dev_token(id, req);
-        }
-        if path == "config.json" {
-            let body = json!({ "devUsers": self.dev_secret() });
-            return self.net.respond_json(id, 200, &body, NO_STORE);
-        }
-        let Some((_, content_type, body)) = FILES.iter().find(|(p, _, _)| *p == path) else {
-            return self
-                .net
-                .respond_error(id, 404, "NOT_FOUND", "no such page", &[]);
-        };
-        if !matches!(req.method, "GET" | "HEAD") {
-            return self.wrong_method(id, "GET");
-        }
+    /// `GET /ui/{file}`: one of the embedded files.
+    pub(super) fn ui_page(&mut self, id: ConnId, page: Page) {
+        let (content_type, body) = file(page);
         if let Some(out) = self.net.out(id) {
             crate::http::write_response(out, 200, content_type, PAGE_HEADERS, body.as_bytes());
         }
         self.net.finish(id);
+    }
+
+    /// `/ui/config.json`: whether the pages may offer development users.
+    pub(super) fn ui_config(&mut self, id: ConnId) {
+        let body = json!({ "devUsers": self.dev_secret() });
+        self.net.respond_json(id, 200, &body, NO_STORE);
     }
 
     /// Note the refusals counted since the last call, with `now`'s wall time (only while the
@@ -129,28 +117,16 @@ impl Server {
         r.seen = total;
     }
 
-    /// A 405 naming the one method `allowed`.
-    fn wrong_method(&mut self, id: ConnId, allowed: &str) {
-        let allow = format!("Allow: {allowed}");
-        let message = format!("use {allowed}");
-        self.net
-            .respond_error(id, 405, "METHOD_NOT_ALLOWED", &message, &[&allow]);
-    }
-
     /// Tokens are signed with the public development secret.
     fn dev_secret(&self) -> bool {
         self.hub.config().jwt_secret == DEV_SECRET.as_bytes()
     }
 
-    /// Whether the request carries the operator token.
-    fn is_operator(&self, req: &Request<'_>) -> bool {
+    /// Whether `given` (the request's bearer token) is the operator token.
+    fn is_operator(&self, given: Option<&str>) -> bool {
         let Some(expected) = &self.net.cfg.operator_token else {
             return false;
         };
-        let given = req.header_str("authorization").and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        });
         let Some(given) = given else {
             return false;
         };
@@ -158,8 +134,10 @@ impl Server {
         crate::auth::constant_time_eq(&digest(given), &digest(expected))
     }
 
-    fn ui_api(&mut self, id: ConnId, req: &Request<'_>, api: &str, now: Now) {
-        if !self.is_operator(req) {
+    /// A call under `/ui/api/` with the request's bearer `token`: the operator token first,
+    /// then the call.
+    pub(super) fn ui_api(&mut self, id: ConnId, call: Operator, token: Option<&str>, now: Now) {
+        if !self.is_operator(token) {
             self.hub.counters.refused("INVALID_OPERATOR_TOKEN");
             return self.net.respond_error(
                 id,
@@ -169,45 +147,28 @@ impl Server {
                 &["WWW-Authenticate: Bearer"],
             );
         }
-        if api == "state" {
-            if !matches!(req.method, "GET" | "HEAD") {
-                return self.wrong_method(id, "GET");
+        match call {
+            Operator::State => {
+                let body = self.ui_state(now);
+                self.net.respond_json(id, 200, &body, NO_STORE);
             }
-            let body = self.ui_state(now);
-            return self.net.respond_json(id, 200, &body, NO_STORE);
+            Operator::Action {
+                user,
+                package,
+                start,
+            } => {
+                let action = if start { "start" } else { "stop" };
+                log::info!("event=operator_{action} session={user:?} package={package}");
+                self.hub
+                    .start_or_stop(&mut self.net, id, &user, &package, start, now);
+            }
+            Operator::Refuse(refusal) => refusal.respond(&mut self.net, id),
         }
-        // sessions/{user}/apps/{package}/{start|stop}
-        let action = api
-            .strip_prefix("sessions/")
-            .and_then(|r| r.rsplit_once('/'))
-            .and_then(|(r, action)| {
-                let (user, package) = r.split_once("/apps/")?;
-                Some((percent_decode(user)?, percent_decode(package)?, action))
-            })
-            .filter(|(u, p, a)| !u.is_empty() && !p.is_empty() && matches!(*a, "start" | "stop"));
-        let Some((user, package, action)) = action else {
-            return self.net.respond_error(
-                id,
-                404,
-                "NOT_FOUND",
-                "use GET /ui/api/state or POST /ui/api/sessions/{userId}/apps/{packageName}/start|stop",
-                &[],
-            );
-        };
-        if req.method != "POST" {
-            return self.wrong_method(id, "POST");
-        }
-        log::info!("event=operator_{action} session={user:?} package={package}");
-        self.hub
-            .start_or_stop(&mut self.net, id, &user, &package, action == "start", now);
     }
 
     /// `POST /ui/dev/token` `{"userId": …}`: a glasses token for that user, only while the
     /// public development secret signs tokens (anyone can make one then anyway).
-    fn dev_token(&mut self, id: ConnId, req: &Request<'_>) {
-        if req.method != "POST" {
-            return self.wrong_method(id, "POST");
-        }
+    pub(super) fn dev_token(&mut self, id: ConnId, body: &[u8]) {
         if !self.dev_secret() {
             self.hub.counters.refused("DEV_USERS_DISABLED");
             return self.net.respond_error(
@@ -218,7 +179,7 @@ impl Server {
                 &[],
             );
         }
-        let user = serde_json::from_slice::<Value>(req.body)
+        let user = serde_json::from_slice::<Value>(body)
             .ok()
             .and_then(|v| v["userId"].as_str().map(str::trim).map(str::to_string))
             .filter(|u| !u.is_empty() && u.len() <= 256 && !u.chars().any(char::is_control));
