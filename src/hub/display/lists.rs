@@ -3,7 +3,7 @@
 //! write and dropped again when all are empty.
 //!
 //! Owns [`Lists`] (the side views, the lock, the boot, the throttled displays, each app's
-//! latest display, the dashboard-view throttle, the output queue) and [`LazyLists`], the box
+//! latest display, the output queue) and [`LazyLists`], the box
 //! around them. It holds data and reports its memory; every rule about what goes in the lists
 //! is the manager's ([`super::manager`]).
 //!
@@ -15,17 +15,17 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::boot::Booting;
+use super::side::SideViews;
 use super::timing::{Kept, Lock};
 use super::types::{AppId, Display};
-use crate::time::Instant;
 
 /// The manager's lists. Most sessions have them all empty most of the time (an app that
 /// started and shows nothing), so they live in one box made on the first write and dropped
 /// by [`LazyLists::release_spare`] once all are empty again.
 #[derive(Debug, Default)]
 pub(super) struct Lists {
-    /// On the dashboard and always-on views.
-    pub(super) side: [Option<Kept>; 2],
+    /// The dashboard and always-on views.
+    pub(super) side: SideViews,
     /// The background app holding the main view.
     pub(super) lock: Option<Lock>,
     /// The apps booting and the displays held for them.
@@ -34,34 +34,26 @@ pub(super) struct Lists {
     pub(super) pending: Vec<Arc<Display>>,
     /// Each app's latest main display, restorable while valid.
     pub(super) latest: Vec<(AppId, Kept)>,
-    /// Per app: when its last dashboard-view display was sent.
-    pub(super) side_last: Vec<(AppId, Instant)>,
-    /// Coalesced dashboard-view displays: one per app.
-    pub(super) side_pending: Vec<Arc<Display>>,
     /// Displays to send, oldest first.
     pub(super) out: VecDeque<Arc<Display>>,
 }
 
 impl Lists {
     const EMPTY: Lists = Lists {
-        side: [None, None],
+        side: SideViews::EMPTY,
         lock: None,
         booting: Booting::EMPTY,
         pending: Vec::new(),
         latest: Vec::new(),
-        side_last: Vec::new(),
-        side_pending: Vec::new(),
         out: VecDeque::new(),
     };
 
     pub(super) fn is_empty(&self) -> bool {
-        self.side.iter().all(Option::is_none)
+        self.side.is_unused()
             && self.lock.is_none()
             && self.booting.is_unused()
             && self.pending.is_empty()
             && self.latest.is_empty()
-            && self.side_last.is_empty()
-            && self.side_pending.is_empty()
             && self.out.is_empty()
     }
 
@@ -69,8 +61,7 @@ impl Lists {
         self.booting.shrink_to_fit();
         self.pending.shrink_to_fit();
         self.latest.shrink_to_fit();
-        self.side_last.shrink_to_fit();
-        self.side_pending.shrink_to_fit();
+        self.side.shrink_to_fit();
         self.out.shrink_to_fit();
     }
 
@@ -79,8 +70,7 @@ impl Lists {
         self.booting.spare()
             + (self.pending.capacity() - self.pending.len())
             + (self.latest.capacity() - self.latest.len())
-            + (self.side_last.capacity() - self.side_last.len())
-            + (self.side_pending.capacity() - self.side_pending.len())
+            + self.side.spare()
             + (self.out.capacity() - self.out.len())
     }
 }

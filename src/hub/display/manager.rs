@@ -1,5 +1,5 @@
-//! Core layer (sans-IO), owned by the hub, one per session: the display manager — what the
-//! glasses show on each view, and when.
+//! Core layer (sans-IO), part of the display manager ([`super`]): [`DisplayManager`] itself —
+//! what the glasses show on each view, and when, and every rule that decides it.
 //!
 //! Pure state machine in the quinn style: inputs are `request` (a display from an app or from
 //! the box), `app_starting` / `app_connected` / `app_stopped` (the lifecycle), and
@@ -8,12 +8,12 @@
 //! takes the monotonic `now`; nothing here reads a clock, sends, or knows a connection. The hub
 //! feeds it, sends what it polls, and arms its one timer slot with `poll_timeout`.
 //!
-//! What it owns: per view the display on screen (`main`, `dashboard`, `always_on`), the
-//! foreground app, the main-view throttle and the displays coalesced in it, each app's latest
-//! main display (restorable), the background lock, and counters — and every decision about
-//! them. Its parts hold data and answer questions, never decide: the boot
-//! ([`super::boot::Booting`]), the clock rules ([`super::timing`]), the lazily made lists
-//! ([`super::lists`]).
+//! What it owns: the display on the main view, the foreground app, the main-view throttle and
+//! the displays coalesced in it, each app's latest main display (restorable), the background
+//! lock, the output queue and the counters — and every decision about the main view. Its parts
+//! hold data and answer questions: the boot ([`super::boot::Booting`]), the side views
+//! ([`super::side::SideViews`], which keep their own per-app throttle), the clock rules
+//! ([`super::timing`]), the lazily made lists ([`super::lists`]); it wires them and counts.
 //!
 //! Rules (PROTOCOL §15 and §16.6, with the defaults of [`DisplayTimings`]):
 //! - throttle: at most one app display on the main view per `throttle`; requests inside the
@@ -37,8 +37,7 @@
 //! - restore: an app that stops or drops loses its displays; if one was on screen the next
 //!   eligible display or a clear is shown at once;
 //! - the dashboard and always-on views are apart from the main view: never throttled by it,
-//!   never booted or locked. The box's own (composed) dashboard is sent at once; an app's direct
-//!   dashboard-view display is throttled per app, so one app flooding cannot crowd out another.
+//!   never booted or locked (their own rules are in [`super::side`]).
 //!
 //! Invariants: `poll_timeout` is a pure function of the state and every deadline it returns is
 //! handled by `handle_timeout` at that instant (after which it moves on: no livelock);
@@ -47,6 +46,7 @@
 use std::sync::Arc;
 
 use super::lists::LazyLists;
+use super::side::SideTake;
 use super::timing::{DisplayTimings, Kept, Lock};
 use super::types::{
     replace, Accepted, AppId, Display, DisplayStats, Layout, Refusal, ScreenInfo, View,
@@ -152,12 +152,8 @@ impl DisplayManager {
                 .last_main
                 .map_or(Instant::ZERO, |t| t + self.t.throttle));
         }
-        for d in &self.l.side_pending {
-            if let Some(a) = d.app() {
-                at(self
-                    .side_last_of(a)
-                    .map_or(Instant::ZERO, |t| t + self.t.throttle));
-            }
+        for t in self.l.side.deadlines(self.t.throttle) {
+            at(t);
         }
         next
     }
@@ -202,8 +198,7 @@ impl DisplayManager {
     pub fn app_stopped(&mut self, now: Instant, app: AppId) {
         let boot_changed = self.l.booting.stop(app);
         self.l.pending.retain(|d| d.app() != Some(app));
-        self.l.side_pending.retain(|d| d.app() != Some(app));
-        self.l.side_last.retain(|(a, _)| *a != app);
+        self.l.side.stop(app);
         self.l.latest.retain(|(a, _)| *a != app);
         if self.l.lock.is_some_and(|l| l.app == app) {
             self.l.lock = None;
@@ -218,11 +213,6 @@ impl DisplayManager {
             self.finish_boot(now);
         } else if showing {
             self.show_next(now);
-        }
-        for view in [View::Dashboard, View::AlwaysOn] {
-            if self.showing(view) == Some(app) {
-                *self.kept_mut(view) = None;
-            }
         }
     }
 
@@ -288,12 +278,7 @@ impl DisplayManager {
             self.release_pending(now);
             return true;
         }
-        if let Some(i) = self.l.side_pending.iter().position(|d| {
-            d.app()
-                .and_then(|a| self.side_last_of(a))
-                .is_none_or(|t| t + self.t.throttle <= now)
-        }) {
-            let d = self.l.side_pending.remove(i);
+        if let Some(d) = self.l.side.pop_due(now, self.t.throttle) {
             self.show_side(now, d);
             return true;
         }
@@ -498,49 +483,31 @@ impl DisplayManager {
     }
 
     fn request_side(&mut self, now: Instant, d: Arc<Display>) -> Accepted {
-        let Some(app) = d.app() else {
-            self.show_side(now, d);
-            return Accepted::Shown;
-        };
-        let recent = self
-            .side_last_of(app)
-            .is_some_and(|t| now < t + self.t.throttle);
-        if recent && !d.force {
-            if replace(&mut self.l.side_pending, d) {
-                self.stats.coalesced += 1;
+        match self.l.side.request(now, d, self.t.throttle) {
+            SideTake::Now(d) => {
+                self.show_side(now, d);
+                Accepted::Shown
             }
-            return Accepted::Coalesced;
+            SideTake::Coalesced { replaced } => {
+                if replaced {
+                    self.stats.coalesced += 1;
+                }
+                Accepted::Coalesced
+            }
         }
-        self.show_side(now, d);
-        Accepted::Shown
     }
 
     fn show_side(&mut self, now: Instant, d: Arc<Display>) {
-        if let Some(a) = d.app() {
-            self.l.side_last.retain(|(x, _)| *x != a);
-            self.l.side_last.push((a, now));
-            self.l
-                .side_pending
-                .retain(|p| !(p.app() == Some(a) && p.view == d.view));
-        }
         self.stats.sent += 1;
         self.l.out.push_back(d.clone());
-        let view = d.view;
-        *self.kept_mut(view) = Some(Kept::new(d, now));
+        self.l.side.show(now, d);
     }
 
     /// What `view` shows.
     fn kept(&self, view: View) -> Option<&Kept> {
         match view {
             View::Main => self.main.as_ref(),
-            v => self.l.side[v.index() - 1].as_ref(),
-        }
-    }
-
-    fn kept_mut(&mut self, view: View) -> &mut Option<Kept> {
-        match view {
-            View::Main => &mut self.main,
-            v => &mut self.l.side[v.index() - 1],
+            v => self.l.side.kept(v),
         }
     }
 
@@ -561,14 +528,6 @@ impl DisplayManager {
             Some(slot) => slot.1 = k,
             None => self.l.latest.push((app, k)),
         }
-    }
-
-    fn side_last_of(&self, app: AppId) -> Option<Instant> {
-        self.l
-            .side_last
-            .iter()
-            .find(|(a, _)| *a == app)
-            .map(|(_, t)| *t)
     }
 }
 

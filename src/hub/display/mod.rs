@@ -11,9 +11,10 @@
 //! - [`timing`]: the clock rules — the timings, when a display stops being worth showing, when
 //!   a lock ends;
 //! - [`boot`]: the apps starting, the displays held for them, the boot card;
+//! - [`side`]: the dashboard and always-on views and their per-app throttle;
 //! - [`lists`]: the box of lists a session's state lives in while it has any, and its memory;
 //! - [`manager`]: the manager itself and every rule of PROTOCOL §15 and §16.6 (throttle, boot,
-//!   priority and lock, expiry, restore, side views).
+//!   priority and lock, expiry, restore).
 //!
 //! Invariants: the parts only hold data and answer questions; the manager alone decides what
 //! shows, so every rule is read in one file.
@@ -21,6 +22,7 @@
 mod boot;
 mod lists;
 mod manager;
+mod side;
 mod timing;
 mod types;
 
