@@ -1,5 +1,5 @@
 //! Core layer (sans-IO), part of the display manager ([`super`]): the boot — the apps starting,
-//! the displays held for them, and the "Starting <names>" card.
+//! the displays held for them, and the `"Starting <names>"` card.
 //!
 //! Owns [`Booting`]: the apps between `app_starting` and the end of their boot (connected and
 //! at least `boot` after the start), oldest first, and the app displays held meanwhile. It

@@ -21,7 +21,7 @@
 //!   queued behind it; `forceDisplay` bypasses it. Displays of the box (boot card, clear) are not
 //!   throttled and do not start an interval;
 //! - boot: while apps start (from `app_starting` until `app_connected`, and at least `boot`) the
-//!   main view shows "Starting <names>"; app displays meanwhile are held latest-wins per app;
+//!   main view shows `"Starting <names>"`; app displays meanwhile are held latest-wins per app;
 //!   when the last app finished booting the foreground app's held display is shown, else the
 //!   newest held one, else the previous display if still valid, else a clear. A failed or
 //!   stopped app leaves the boot at once;

@@ -7,17 +7,17 @@
 //! sends, or knows a connection; nothing here names another part of the hub.
 //!
 //! The files, by what they own:
-//! - [`types`]: the vocabulary — views, owners, layouts, displays, answers, counters;
-//! - [`timing`]: the clock rules — the timings, when a display stops being worth showing, when
+//! - `types.rs`: the vocabulary — views, owners, layouts, displays, answers, counters;
+//! - `timing.rs`: the clock rules — the timings, when a display stops being worth showing, when
 //!   a lock ends;
-//! - [`boot`]: the apps starting, the displays held for them, the boot card;
-//! - [`side`]: the dashboard and always-on views and their per-app throttle;
-//! - [`lists`]: the box of lists a session's state lives in while it has any, and its memory;
-//! - [`manager`]: the manager itself and every rule of PROTOCOL §15 and §16.6 (throttle, boot,
+//! - `boot.rs`: the apps starting, the displays held for them, the boot card;
+//! - `side.rs`: the dashboard and always-on views and their per-app throttle;
+//! - `lists.rs`: the box of lists a session's state lives in while it has any, and its memory;
+//! - `manager.rs`: the manager itself and every rule of PROTOCOL §15 and §16.6 (throttle, boot,
 //!   priority and lock, expiry, restore).
 //!
 //! Invariants: the parts only hold data and answer questions; the manager alone decides what
-//! shows, so every rule is read in one file.
+//! the main view shows, and the side views' own throttle is read in `side.rs`.
 
 mod boot;
 mod lists;

@@ -73,7 +73,7 @@ pub enum Layout {
         json: Box<RawValue>,
         kind: &'static str,
     },
-    /// The boot card: "Starting <names>".
+    /// The boot card: `"Starting <names>"`.
     Boot { names: String, several: bool },
     /// An empty main view.
     Clear,
