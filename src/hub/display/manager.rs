@@ -1,5 +1,5 @@
-//! Core layer (sans-IO), owned by the hub, one per session: the display manager — what the
-//! glasses show on each view, and when.
+//! Core layer (sans-IO), part of the display manager ([`super`]): [`DisplayManager`] itself —
+//! what the glasses show on each view, and when, and every rule that decides it.
 //!
 //! Pure state machine in the quinn style: inputs are `request` (a display from an app or from
 //! the box), `app_starting` / `app_connected` / `app_stopped` (the lifecycle), and
@@ -8,9 +8,12 @@
 //! takes the monotonic `now`; nothing here reads a clock, sends, or knows a connection. The hub
 //! feeds it, sends what it polls, and arms its one timer slot with `poll_timeout`.
 //!
-//! What it owns: per view the display on screen (`main`, `dashboard`, `always_on`), the apps
-//! booting and the displays held for them, the main-view throttle and the displays coalesced
-//! in it, each app's latest main display (restorable), the background lock, and counters.
+//! What it owns: the display on the main view, the foreground app, the main-view throttle and
+//! the displays coalesced in it, each app's latest main display (restorable), the background
+//! lock, the output queue and the counters — and every decision about the main view. Its parts
+//! hold data and answer questions: the boot ([`super::boot::Booting`]), the side views
+//! ([`super::side::SideViews`], which keep their own per-app throttle), the clock rules
+//! ([`super::timing`]), the lazily made lists ([`super::lists`]); it wires them and counts.
 //!
 //! Rules (PROTOCOL §15 and §16.6, with the defaults of [`DisplayTimings`]):
 //! - throttle: at most one app display on the main view per `throttle`; requests inside the
@@ -18,7 +21,7 @@
 //!   queued behind it; `forceDisplay` bypasses it. Displays of the box (boot card, clear) are not
 //!   throttled and do not start an interval;
 //! - boot: while apps start (from `app_starting` until `app_connected`, and at least `boot`) the
-//!   main view shows "Starting <names>"; app displays meanwhile are held latest-wins per app;
+//!   main view shows `"Starting <names>"`; app displays meanwhile are held latest-wins per app;
 //!   when the last app finished booting the foreground app's held display is shown, else the
 //!   newest held one, else the previous display if still valid, else a clear. A failed or
 //!   stopped app leaves the boot at once;
@@ -34,276 +37,21 @@
 //! - restore: an app that stops or drops loses its displays; if one was on screen the next
 //!   eligible display or a clear is shown at once;
 //! - the dashboard and always-on views are apart from the main view: never throttled by it,
-//!   never booted or locked. The box's own (composed) dashboard is sent at once; an app's direct
-//!   dashboard-view display is throttled per app, so one app flooding cannot crowd out another.
+//!   never booted or locked (their own rules are in [`super::side`]).
 //!
 //! Invariants: `poll_timeout` is a pure function of the state and every deadline it returns is
 //! handled by `handle_timeout` at that instant (after which it moves on: no livelock);
 //! `handle_timeout` is idempotent; at most one held, one throttled and one kept display per app.
 
-use serde_json::value::RawValue;
-use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
 
+use super::lists::LazyLists;
+use super::side::SideTake;
+use super::timing::{DisplayTimings, Kept, Lock};
+use super::types::{
+    replace, Accepted, AppId, Display, DisplayStats, Layout, Refusal, ScreenInfo, View,
+};
 use crate::time::Instant;
-
-/// An app, as the hub numbers it (its index in the registry).
-pub type AppId = usize;
-
-/// The layout types of PROTOCOL §7.
-pub const LAYOUT_TYPES: &[&str] = &[
-    "text_wall",
-    "double_text_wall",
-    "dashboard_card",
-    "reference_card",
-    "bitmap_view",
-    "bitmap_animation",
-    "clear_view",
-];
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum View {
-    Main,
-    Dashboard,
-    AlwaysOn,
-}
-
-impl View {
-    pub const ALL: [View; 3] = [View::Main, View::Dashboard, View::AlwaysOn];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            View::Main => "main",
-            View::Dashboard => "dashboard",
-            View::AlwaysOn => "always_on",
-        }
-    }
-
-    /// The view an app names; anything unknown is `main`, as the SDK coerces it.
-    pub fn parse(s: &str) -> View {
-        match s {
-            "dashboard" => View::Dashboard,
-            "always_on" => View::AlwaysOn,
-            _ => View::Main,
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-
-/// The timings of the display rules (PROTOCOL §15).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DisplayTimings {
-    pub throttle: Duration,
-    pub boot: Duration,
-    pub lock: Duration,
-    pub lock_inactive: Duration,
-    pub min_lifetime: Duration,
-}
-
-impl Default for DisplayTimings {
-    fn default() -> Self {
-        DisplayTimings {
-            throttle: Duration::from_millis(300),
-            boot: Duration::from_millis(1500),
-            lock: Duration::from_secs(10),
-            lock_inactive: Duration::from_secs(2),
-            min_lifetime: Duration::from_secs(1),
-        }
-    }
-}
-
-/// Who a display is from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Owner {
-    App(AppId),
-    /// The box itself: boot cards, clears, the composed dashboard.
-    System,
-}
-
-/// What a display shows.
-#[derive(Debug, Clone)]
-pub enum Layout {
-    /// A layout object as JSON (an app's, passed through as it came, or the composed
-    /// dashboard), with its `layoutType`.
-    Raw {
-        json: Box<RawValue>,
-        kind: &'static str,
-    },
-    /// The boot card: "Starting <names>".
-    Boot { names: String, several: bool },
-    /// An empty main view.
-    Clear,
-}
-
-impl Layout {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Layout::Raw { kind, .. } => kind,
-            Layout::Boot { .. } => "reference_card",
-            Layout::Clear => "text_wall",
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct Display {
-    pub owner: Owner,
-    pub view: View,
-    pub layout: Layout,
-    pub duration_ms: Option<u64>,
-    pub force: bool,
-}
-
-impl Display {
-    fn app(&self) -> Option<AppId> {
-        match self.owner {
-            Owner::App(a) => Some(a),
-            Owner::System => None,
-        }
-    }
-
-    /// The clear of the main view: one, shared by every session.
-    fn clear() -> Arc<Display> {
-        static CLEAR: std::sync::OnceLock<Arc<Display>> = std::sync::OnceLock::new();
-        CLEAR
-            .get_or_init(|| {
-                Arc::new(Display {
-                    owner: Owner::System,
-                    view: View::Main,
-                    layout: Layout::Clear,
-                    duration_ms: Some(0),
-                    force: true,
-                })
-            })
-            .clone()
-    }
-}
-
-/// How an accepted request was taken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Accepted {
-    /// Sent now.
-    Shown,
-    /// Inside the throttle interval: sent when it ends unless a newer one from the same app
-    /// replaces it.
-    Coalesced,
-    /// Held while apps boot; shown when the boot ends if it is still the app's newest.
-    HeldForBoot,
-}
-
-/// Why a request may not show.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// Another background app holds the main-view lock.
-    LockedByOther { holder: AppId },
-    /// The foreground app's display while a background app shows under its lock; the display
-    /// is kept and comes back when the lock ends, if still valid.
-    ForegroundLocked { holder: AppId },
-}
-
-impl Refusal {
-    pub fn reason(self) -> &'static str {
-        match self {
-            Refusal::LockedByOther { .. } => "MAIN_VIEW_LOCKED",
-            Refusal::ForegroundLocked { .. } => "BACKGROUND_LOCK_ACTIVE",
-        }
-    }
-
-    pub fn message(self) -> &'static str {
-        match self {
-            Refusal::LockedByOther { .. } => {
-                "another background app holds the main view; try again when its lock ends"
-            }
-            Refusal::ForegroundLocked { .. } => {
-                "a background app holds the main view for now; this display is kept and shown when its lock ends, if still valid"
-            }
-        }
-    }
-
-    pub fn holder(self) -> AppId {
-        match self {
-            Refusal::LockedByOther { holder } | Refusal::ForegroundLocked { holder } => holder,
-        }
-    }
-}
-
-/// What one view shows, for operator views.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ScreenInfo {
-    pub owner: Owner,
-    pub layout_type: &'static str,
-    pub since: Instant,
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct DisplayStats {
-    /// Displays handed out to be sent.
-    pub sent: u64,
-    /// Requests replaced by a newer one from the same app before they were sent.
-    pub coalesced: u64,
-    pub refused: u64,
-    pub expired: u64,
-}
-
-/// A display and when it was shown (or accepted, if never shown).
-#[derive(Debug, Clone)]
-struct Kept {
-    disp: Arc<Display>,
-    since: Instant,
-    expires: Option<Instant>,
-}
-
-impl Kept {
-    fn new(disp: Arc<Display>, now: Instant) -> Kept {
-        let expires = match disp.duration_ms {
-            Some(d) if d > 0 => Some(now + Duration::from_millis(d)),
-            _ => None,
-        };
-        Kept {
-            disp,
-            since: now,
-            expires,
-        }
-    }
-
-    /// Still worth showing again (PROTOCOL §16.6 `hasRemainingDuration`).
-    fn valid(&self, now: Instant, min_lifetime: Duration) -> bool {
-        match (self.disp.duration_ms, self.expires) {
-            (_, Some(at)) => now < at,
-            (Some(0), None) => false,
-            _ => now < self.since + min_lifetime,
-        }
-    }
-}
-
-#[derive(Debug)]
-struct Boot {
-    app: AppId,
-    name: Box<str>,
-    until: Instant,
-    connected: bool,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Lock {
-    app: AppId,
-    until: Instant,
-    last_active: Instant,
-}
-
-impl Lock {
-    fn valid(&self, now: Instant, inactive: Duration) -> bool {
-        now < self.until && now < self.last_active + inactive
-    }
-
-    fn deadline(&self, inactive: Duration) -> Instant {
-        self.until.min(self.last_active + inactive)
-    }
-}
 
 /// The display manager of one session. See the module documentation for its rules.
 #[derive(Debug)]
@@ -315,97 +63,9 @@ pub struct DisplayManager {
     main: Option<Kept>,
     /// When an app display was last sent on the main view (the throttle interval's start).
     last_main: Option<Instant>,
-    /// The lists, allocated only while one of them holds something (see [`Lists`]).
+    /// The lists, allocated only while one of them holds something (see [`super::lists::Lists`]).
     l: LazyLists,
     pub stats: DisplayStats,
-}
-
-/// The manager's lists. Most sessions have them all empty most of the time (an app that
-/// started and shows nothing), so they live in one box made on the first write and dropped
-/// by [`DisplayManager::release_spare`] once all are empty again.
-#[derive(Debug, Default)]
-struct Lists {
-    /// On the dashboard and always-on views.
-    side: [Option<Kept>; 2],
-    /// The background app holding the main view.
-    lock: Option<Lock>,
-    booting: Vec<Boot>,
-    /// Held during boot: one per app, oldest first.
-    held: Vec<Arc<Display>>,
-    /// Coalesced in the main-view throttle: one per app, oldest first.
-    pending: Vec<Arc<Display>>,
-    /// Each app's latest main display, restorable while valid.
-    latest: Vec<(AppId, Kept)>,
-    /// Per app: when its last dashboard-view display was sent.
-    side_last: Vec<(AppId, Instant)>,
-    /// Coalesced dashboard-view displays: one per app.
-    side_pending: Vec<Arc<Display>>,
-    out: VecDeque<Arc<Display>>,
-}
-
-impl Lists {
-    const EMPTY: Lists = Lists {
-        side: [None, None],
-        lock: None,
-        booting: Vec::new(),
-        held: Vec::new(),
-        pending: Vec::new(),
-        latest: Vec::new(),
-        side_last: Vec::new(),
-        side_pending: Vec::new(),
-        out: VecDeque::new(),
-    };
-
-    fn is_empty(&self) -> bool {
-        self.side.iter().all(Option::is_none)
-            && self.lock.is_none()
-            && self.booting.is_empty()
-            && self.held.is_empty()
-            && self.pending.is_empty()
-            && self.latest.is_empty()
-            && self.side_last.is_empty()
-            && self.side_pending.is_empty()
-            && self.out.is_empty()
-    }
-
-    fn shrink_to_fit(&mut self) {
-        self.booting.shrink_to_fit();
-        self.held.shrink_to_fit();
-        self.pending.shrink_to_fit();
-        self.latest.shrink_to_fit();
-        self.side_last.shrink_to_fit();
-        self.side_pending.shrink_to_fit();
-        self.out.shrink_to_fit();
-    }
-
-    /// Room held beyond what the lists hold, in entries.
-    fn spare(&self) -> usize {
-        (self.booting.capacity() - self.booting.len())
-            + (self.held.capacity() - self.held.len())
-            + (self.pending.capacity() - self.pending.len())
-            + (self.latest.capacity() - self.latest.len())
-            + (self.side_last.capacity() - self.side_last.len())
-            + (self.side_pending.capacity() - self.side_pending.len())
-            + (self.out.capacity() - self.out.len())
-    }
-}
-
-/// [`Lists`], made on the first write; read while unmade, they are empty.
-#[derive(Debug, Default)]
-struct LazyLists(Option<Box<Lists>>);
-
-impl std::ops::Deref for LazyLists {
-    type Target = Lists;
-    fn deref(&self) -> &Lists {
-        static EMPTY: Lists = Lists::EMPTY;
-        self.0.as_deref().unwrap_or(&EMPTY)
-    }
-}
-
-impl std::ops::DerefMut for LazyLists {
-    fn deref_mut(&mut self) -> &mut Lists {
-        self.0.get_or_insert_with(Box::default)
-    }
 }
 
 impl DisplayManager {
@@ -458,28 +118,20 @@ impl DisplayManager {
 
     /// The next display to send to the glasses.
     pub fn poll_display(&mut self) -> Option<Arc<Display>> {
-        self.l.0.as_mut()?.out.pop_front()
+        self.l.pop_out()
     }
 
     /// Give back the room the lists grew to beyond what they hold, and the lists themselves
     /// when all are empty (call when nothing is due, e.g. after a boot: an app that shows
     /// nothing then costs its session no list at all).
     pub fn release_spare(&mut self) {
-        match self.l.0.as_mut() {
-            Some(l) if l.is_empty() => self.l.0 = None,
-            Some(l) => l.shrink_to_fit(),
-            None => {}
-        }
+        self.l.release_spare();
     }
 
     /// Bytes held by the lists beyond the entries in them: the box of empty lists, and their
     /// spare capacity (in entries).
     pub fn spare(&self) -> usize {
-        match &self.l.0 {
-            Some(l) if l.is_empty() => std::mem::size_of::<Lists>(),
-            Some(l) => l.spare(),
-            None => 0,
-        }
+        self.l.spare()
     }
 
     /// The next instant `handle_timeout` has work to do.
@@ -489,8 +141,8 @@ impl DisplayManager {
         if let Some(l) = self.l.lock {
             at(l.deadline(self.t.lock_inactive));
         }
-        for b in self.l.booting.iter().filter(|b| b.connected) {
-            at(b.until);
+        for until in self.l.booting.deadlines() {
+            at(until);
         }
         if let Some(e) = self.main.as_ref().and_then(|k| k.expires) {
             at(e);
@@ -500,12 +152,8 @@ impl DisplayManager {
                 .last_main
                 .map_or(Instant::ZERO, |t| t + self.t.throttle));
         }
-        for d in &self.l.side_pending {
-            if let Some(a) = d.app() {
-                at(self
-                    .side_last_of(a)
-                    .map_or(Instant::ZERO, |t| t + self.t.throttle));
-            }
+        for t in self.l.side.deadlines(self.t.throttle) {
+            at(t);
         }
         next
     }
@@ -531,38 +179,26 @@ impl DisplayManager {
         if foreground {
             self.foreground = Some(app);
         }
-        self.l.booting.retain(|b| b.app != app);
-        self.l.booting.push(Boot {
-            app,
-            name: name.into(),
-            until: now + self.t.boot,
-            connected: false,
-        });
+        self.l.booting.start(app, name, now + self.t.boot);
         // Throttled displays now wait for the boot instead.
         for d in std::mem::take(&mut self.l.pending) {
-            Self::replace(&mut self.l.held, d);
+            self.l.booting.hold(d);
         }
         self.show_boot_card(now);
     }
 
     /// `app` connected: its boot ends once `boot` has passed since it started.
     pub fn app_connected(&mut self, now: Instant, app: AppId) {
-        if let Some(b) = self.l.booting.iter_mut().find(|b| b.app == app) {
-            b.connected = true;
-        }
+        self.l.booting.connected(app);
         self.handle_timeout(now);
     }
 
     /// `app` stopped, dropped or failed to start: its displays go; what it showed is replaced
     /// at once by the next eligible display or a clear.
     pub fn app_stopped(&mut self, now: Instant, app: AppId) {
-        let was_booting = self.l.booting.len();
-        self.l.booting.retain(|b| b.app != app);
-        let boot_changed = self.l.booting.len() != was_booting;
-        self.l.held.retain(|d| d.app() != Some(app));
+        let boot_changed = self.l.booting.stop(app);
         self.l.pending.retain(|d| d.app() != Some(app));
-        self.l.side_pending.retain(|d| d.app() != Some(app));
-        self.l.side_last.retain(|(a, _)| *a != app);
+        self.l.side.stop(app);
         self.l.latest.retain(|(a, _)| *a != app);
         if self.l.lock.is_some_and(|l| l.app == app) {
             self.l.lock = None;
@@ -577,11 +213,6 @@ impl DisplayManager {
             self.finish_boot(now);
         } else if showing {
             self.show_next(now);
-        }
-        for view in [View::Dashboard, View::AlwaysOn] {
-            if self.showing(view) == Some(app) {
-                *self.kept_mut(view) = None;
-            }
         }
     }
 
@@ -620,9 +251,7 @@ impl DisplayManager {
             }
             return true;
         }
-        let before = self.l.booting.len();
-        self.l.booting.retain(|b| !(b.connected && b.until <= now));
-        if self.l.booting.len() != before {
+        if self.l.booting.retire(now) {
             if self.l.booting.is_empty() {
                 self.finish_boot(now);
             } else {
@@ -649,12 +278,7 @@ impl DisplayManager {
             self.release_pending(now);
             return true;
         }
-        if let Some(i) = self.l.side_pending.iter().position(|d| {
-            d.app()
-                .and_then(|a| self.side_last_of(a))
-                .is_none_or(|t| t + self.t.throttle <= now)
-        }) {
-            let d = self.l.side_pending.remove(i);
+        if let Some(d) = self.l.side.pop_due(now, self.t.throttle) {
             self.show_side(now, d);
             return true;
         }
@@ -667,7 +291,7 @@ impl DisplayManager {
             return Ok(Accepted::Shown);
         };
         if !self.l.booting.is_empty() {
-            Self::replace(&mut self.l.held, d);
+            self.l.booting.hold(d);
             return Ok(Accepted::HeldForBoot);
         }
         self.step_lock(now);
@@ -678,7 +302,7 @@ impl DisplayManager {
         })?;
         self.keep(app, Kept::new(d.clone(), now));
         if !d.force && self.last_main.is_some_and(|t| now < t + self.t.throttle) {
-            if Self::replace(&mut self.l.pending, d) {
+            if replace(&mut self.l.pending, d) {
                 self.stats.coalesced += 1;
             }
             return Ok(Accepted::Coalesced);
@@ -763,7 +387,7 @@ impl DisplayManager {
     }
 
     fn finish_boot(&mut self, now: Instant) {
-        let held = std::mem::take(&mut self.l.held);
+        let held = self.l.booting.take_held();
         // Every held display becomes its app's latest; the foreground app's is shown, else
         // the newest from an app that may take the view, else whatever is next.
         let mut chosen: Option<Arc<Display>> = None;
@@ -786,7 +410,7 @@ impl DisplayManager {
             // The throttle interval of an app display sent before this boot still runs: this
             // one waits for its end like any other (the boot card stays until then).
             Some(d) if !d.force && !self.throttle_open(now) => {
-                Self::replace(&mut self.l.pending, d);
+                replace(&mut self.l.pending, d);
             }
             Some(d) => self.show_main(now, d),
             None => self.show_next(now),
@@ -835,17 +459,7 @@ impl DisplayManager {
     }
 
     fn show_boot_card(&mut self, now: Instant) {
-        let names: Vec<&str> = self.l.booting.iter().map(|b| &*b.name).collect();
-        let d = Display {
-            owner: Owner::System,
-            view: View::Main,
-            layout: Layout::Boot {
-                names: names.join(", "),
-                several: names.len() > 1,
-            },
-            duration_ms: None,
-            force: true,
-        };
+        let d = self.l.booting.card();
         self.show_main(now, Arc::new(d));
     }
 
@@ -869,49 +483,31 @@ impl DisplayManager {
     }
 
     fn request_side(&mut self, now: Instant, d: Arc<Display>) -> Accepted {
-        let Some(app) = d.app() else {
-            self.show_side(now, d);
-            return Accepted::Shown;
-        };
-        let recent = self
-            .side_last_of(app)
-            .is_some_and(|t| now < t + self.t.throttle);
-        if recent && !d.force {
-            if Self::replace(&mut self.l.side_pending, d) {
-                self.stats.coalesced += 1;
+        match self.l.side.request(now, d, self.t.throttle) {
+            SideTake::Now(d) => {
+                self.show_side(now, d);
+                Accepted::Shown
             }
-            return Accepted::Coalesced;
+            SideTake::Coalesced { replaced } => {
+                if replaced {
+                    self.stats.coalesced += 1;
+                }
+                Accepted::Coalesced
+            }
         }
-        self.show_side(now, d);
-        Accepted::Shown
     }
 
     fn show_side(&mut self, now: Instant, d: Arc<Display>) {
-        if let Some(a) = d.app() {
-            self.l.side_last.retain(|(x, _)| *x != a);
-            self.l.side_last.push((a, now));
-            self.l
-                .side_pending
-                .retain(|p| !(p.app() == Some(a) && p.view == d.view));
-        }
         self.stats.sent += 1;
         self.l.out.push_back(d.clone());
-        let view = d.view;
-        *self.kept_mut(view) = Some(Kept::new(d, now));
+        self.l.side.show(now, d);
     }
 
     /// What `view` shows.
     fn kept(&self, view: View) -> Option<&Kept> {
         match view {
             View::Main => self.main.as_ref(),
-            v => self.l.side[v.index() - 1].as_ref(),
-        }
-    }
-
-    fn kept_mut(&mut self, view: View) -> &mut Option<Kept> {
-        match view {
-            View::Main => &mut self.main,
-            v => &mut self.l.side[v.index() - 1],
+            v => self.l.side.kept(v),
         }
     }
 
@@ -933,28 +529,15 @@ impl DisplayManager {
             None => self.l.latest.push((app, k)),
         }
     }
-
-    fn side_last_of(&self, app: AppId) -> Option<Instant> {
-        self.l
-            .side_last
-            .iter()
-            .find(|(a, _)| *a == app)
-            .map(|(_, t)| *t)
-    }
-
-    /// Put `d` in `list` as its app's only entry, at the end; true if it replaced one.
-    fn replace(list: &mut Vec<Arc<Display>>, d: Arc<Display>) -> bool {
-        let before = list.len();
-        list.retain(|x| !(x.owner == d.owner && x.view == d.view));
-        let replaced = list.len() != before;
-        list.push(d);
-        replaced
-    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::DisplayManager;
+    use crate::hub::display::timing::DisplayTimings;
+    use crate::hub::display::types::{Accepted, AppId, Display, Layout, Owner, Refusal, View};
+    use crate::time::Instant;
+    use serde_json::value::RawValue;
 
     const FG: AppId = 1;
     const BG: AppId = 2;
