@@ -1,17 +1,21 @@
 //! Core layer (sans-IO), part of the hub: the app side. `tpa_connection_init` (key, address,
 //! session and started checks), structured refusals, binding and replacing connections,
 //! subscriptions with permission checks, and display requests passed to the glasses.
+//!
+//! Every app text message is decoded once, into an [`AppMsg`], and dispatched by the one
+//! `match` in [`Hub::app_message`]; a bound app's handlers start from an [`AppCtx`].
+//!
 //! Invariant: an app message acts only through the (session, app) its connection is bound to.
 
 use super::registry::{check_subscription, SubCheck};
 use super::{AppState, Hub, JoinError, Link, SessKey};
 use crate::auth;
 use crate::net::{ConnId, Outbox, Peer};
+use crate::protocol::inbound::{self, SubscriptionUpdate, TpaConnectionInit};
+use crate::protocol::message::AppMsg;
 use crate::protocol::outbound as messages;
 use crate::time::Now;
 use serde_json::json;
-use crate::protocol::inbound::{self, SubscriptionUpdate, TpaConnectionInit};
-use crate::protocol::message::AppMsg;
 
 /// What every handler of a bound app's message starts from: the connection it came on, the
 /// (session, app) that connection is bound to, and the turn's time.

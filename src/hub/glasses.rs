@@ -2,6 +2,9 @@
 //! (create or resume), app start/stop requests, settings, the relay of glasses events to
 //! subscribed apps, the init deadline and the end of a session after its grace period.
 //!
+//! Every glasses text message is decoded once, into a [`GlassesMsg`], and dispatched by the
+//! one `match` in [`Hub::glasses_message`]; no handler after it reads the `type` as text.
+//!
 //! Invariants: a glasses connection acts on a session only after `connection_init` bound it,
 //! and belongs to that one session for its whole life: a later `connection_init` for another
 //! user is refused (`ALREADY_INITIALIZED`) and the connection closed, which starts the first
@@ -10,12 +13,12 @@
 use super::{access, screen, Hub, JoinError, Link, RateLimit, SessKey, Session};
 use crate::auth;
 use crate::net::{ConnId, Outbox};
-use crate::protocol::outbound as messages;
-use crate::time::Now;
 use crate::protocol::inbound::{self, AppLifecycle, ConnectionInit};
 use crate::protocol::message::GlassesMsg;
+use crate::protocol::outbound as messages;
 use crate::protocol::outbound::SettingsUpdate;
 use crate::protocol::requests::RequestKind;
+use crate::time::Now;
 
 impl Hub {
     // ---- glasses -------------------------------------------------------------------------
@@ -65,7 +68,7 @@ impl Hub {
             return;
         };
         let session = *session;
-        if msg == GlassesMsg::ConnectionInit {
+        if matches!(msg, GlassesMsg::ConnectionInit) {
             let token_user = match (user, session) {
                 (Some(u), _) => Some(u.clone()),
                 (None, Some(sk)) if *bearer => self.session(sk).map(|s| s.user.to_string()),

@@ -25,12 +25,8 @@
 use super::apps::AppCtx;
 use super::{Hub, SessKey, TimerKey};
 use crate::net::{Outbox, Target};
-use crate::protocol::outbound as messages;
-use crate::time::{Instant, Now};
-use crate::ws::frame::Opcode;
-use serde_json::json;
-use std::time::Duration;
 use crate::protocol::inbound;
+use crate::protocol::outbound as messages;
 use crate::protocol::outbound::data_stream_parts;
 use crate::protocol::requests::RequestKind as Kind;
 use crate::protocol::requests::{
@@ -38,6 +34,10 @@ use crate::protocol::requests::{
     LedToGlasses, LocationPoll, PhotoRequest, PhotoToGlasses, ReplyIds, RtmpStreamRequest,
     RtmpStreamStop, SingleLocation, StartRtmp, StopRtmp, StreamStatusOut,
 };
+use crate::time::{Instant, Now};
+use crate::ws::frame::Opcode;
+use serde_json::json;
+use std::time::Duration;
 
 /// How long the box waits for each kind of reply before answering the app itself. Each is
 /// shorter than the SDK's own timeout (PROTOCOL §10, §15), so the app hears the box's reason

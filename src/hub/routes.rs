@@ -19,9 +19,9 @@
 //! if the app subscribed under two matching strings), and a wildcard (`all`, `*`) subscriber
 //! gets it once more only if no specific subscription of that app matched.
 
-use crate::protocol::message::Stream;
 #[cfg(doc)]
 use crate::protocol::message::GlassesMsg;
+use crate::protocol::message::Stream;
 
 /// One subscription of one app.
 #[derive(Debug)]
@@ -214,6 +214,21 @@ mod tests {
         });
         out.sort();
         out
+    }
+
+    #[test]
+    fn an_event_no_subscription_names_reaches_wildcards_only() {
+        let subs: Vec<(usize, Vec<String>)> = vec![
+            (0, vec!["augmentos:brightness".into()]),
+            (1, vec!["*".into()]),
+        ];
+        let r = Routes::build(subs.iter().map(|(a, s)| (*a, &s[..])));
+        assert_eq!(deliveries(&r, Event::Other), vec![(1, "*?".into())]);
+        let alone = Routes::build(subs[..1].iter().map(|(a, s)| (*a, &s[..])));
+        assert!(
+            alone.is_empty(),
+            "augmentos:<key> is answered by the settings, not routed"
+        );
     }
 
     #[test]

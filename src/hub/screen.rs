@@ -15,24 +15,24 @@
 //! `tpa_connection_error` (`DISPLAY_REFUSED`, `LAYOUT_TOO_LARGE`, `INVALID_LAYOUT`) and
 //! counted in `counters.refusals`, never dropped silently.
 
+use super::apps::AppCtx;
 use super::dashboard::{Dashboard, Mode, SECTIONS};
 use super::display::{
     Accepted, Display, DisplayManager, DisplayStats, DisplayTimings, Layout, Owner, View,
     LAYOUT_TYPES,
 };
-use super::apps::AppCtx;
 use super::{registry, AppState, Hub, SessKey, Session, TimerKey};
 use crate::net::{ConnId, Outbox};
-use crate::protocol::outbound as messages;
-use crate::time::{Instant, Now};
-use serde_json::{json, Value};
-use crate::protocol::message::DashboardMsg;
 use crate::protocol::inbound::{
     self, DashboardAlwaysOnChange, DashboardContentUpdate, DashboardModeChange,
     DashboardSystemUpdate, DisplayRequest,
 };
+use crate::protocol::message::DashboardMsg;
+use crate::protocol::outbound as messages;
 use crate::protocol::outbound::{DashboardAlwaysOn, DashboardMode, DisplayEvent, LayoutOut};
+use crate::time::{Instant, Now};
 use serde_json::value::RawValue;
+use serde_json::{json, Value};
 use std::sync::Arc;
 
 /// The package the box's own displays carry (boot card, clear, composed dashboard), as the

@@ -19,13 +19,13 @@ use super::apps::AppCtx;
 use super::routes::{Event, Routes};
 use super::{AppRun, AppState, Hub, Link, SessKey, Session, TimerKey};
 use crate::net::{ConnId, Outbox};
-use crate::time::{Instant, Now};
-use crate::ws::frame::Opcode;
 use crate::protocol::inbound::{self, Publish, PublishedMeta, TouchEvent};
 use crate::protocol::message::{EventType, RawEvent, Stream};
 use crate::protocol::outbound::{
     data_stream_parts, data_stream_tail, MicUserSession, MicrophoneState,
 };
+use crate::time::{Instant, Now};
+use crate::ws::frame::Opcode;
 use std::borrow::Cow;
 use std::collections::VecDeque;
 
@@ -90,7 +90,13 @@ impl Hub {
 
     /// A glasses event for the session's subscribers, as it was decoded: its stream picks the
     /// routes, its text is what they receive.
-    pub(super) fn relay(&mut self, net: &mut impl Outbox, sk: SessKey, ev: &RawEvent<'_>, now: Now) {
+    pub(super) fn relay(
+        &mut self,
+        net: &mut impl Outbox,
+        sk: SessKey,
+        ev: &RawEvent<'_>,
+        now: Now,
+    ) {
         let RawEvent { ty, text } = ev;
         let stream = ev.stream();
         let Some(s) = self.session_mut(sk) else {
@@ -150,18 +156,20 @@ impl Hub {
             return;
         };
         let mut dropped = 0;
-        streams.routes.each(Event::Plain(Stream::AudioChunk), |app, _| {
-            if !self.hears_audio(app, &streams.routes) {
-                return;
-            }
-            if let Some(conn) = active_conn(s, app) {
-                if net.backed_up(conn) {
-                    dropped += 1;
-                } else {
-                    net.send_frame(conn, Opcode::Binary, &[data]);
+        streams
+            .routes
+            .each(Event::Plain(Stream::AudioChunk), |app, _| {
+                if !self.hears_audio(app, &streams.routes) {
+                    return;
                 }
-            }
-        });
+                if let Some(conn) = active_conn(s, app) {
+                    if net.backed_up(conn) {
+                        dropped += 1;
+                    } else {
+                        net.send_frame(conn, Opcode::Binary, &[data]);
+                    }
+                }
+            });
         self.count_drops(Some("audio_chunk"), dropped);
     }
 

@@ -400,7 +400,10 @@ mod tests {
         let Ok(GlassesMsg::Event(e)) = GlassesMsg::decode(text) else {
             panic!("not an event");
         };
-        assert!(matches!(e.ty, EventType::Other(Cow::Borrowed("vendor_thing"))));
+        assert!(matches!(
+            e.ty,
+            EventType::Other(Cow::Borrowed("vendor_thing"))
+        ));
         assert!(std::ptr::eq(e.text, text), "the original text, not a copy");
         assert_eq!(e.stream(), None);
         // Escaped: unescaped once, owned; a known name written with escapes is still known.
@@ -408,8 +411,7 @@ mod tests {
             panic!("not an event");
         };
         assert_eq!(e.ty, EventType::Other(Cow::Owned("a\"b".into())));
-        let Ok(GlassesMsg::Event(e)) = GlassesMsg::decode(r#"{"type":"button\u005fpress"}"#)
-        else {
+        let Ok(GlassesMsg::Event(e)) = GlassesMsg::decode(r#"{"type":"button\u005fpress"}"#) else {
             panic!("not an event");
         };
         assert_eq!(e.stream(), Some(Stream::ButtonPress));
