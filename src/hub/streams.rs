@@ -297,7 +297,8 @@ impl Hub {
             );
         };
         let stream = match &*meta.kind {
-            "transcription" | "translation" => meta.kind.clone(),
+            "transcription" => Stream::Transcription,
+            "translation" => Stream::Translation,
             _ => {
                 return self.app_error(
                     net,
@@ -308,7 +309,11 @@ impl Hub {
                 )
             }
         };
-        if !self.cfg.apps[app].publishes.iter().any(|p| *p == stream) {
+        if !self.cfg.apps[app]
+            .publishes
+            .iter()
+            .any(|p| p == stream.name())
+        {
             return self.app_error(
                 net,
                 id,
@@ -318,7 +323,7 @@ impl Hub {
             );
         }
         let language = meta.transcribe_language.as_deref().unwrap_or("en-US");
-        let event = if stream == "transcription" {
+        let event = if stream == Stream::Transcription {
             Event::Transcription { language }
         } else {
             let Some(to) = meta.translate_language.as_deref() else {
@@ -332,12 +337,8 @@ impl Hub {
             };
             Event::Translation { from: language, to }
         };
-        let base: [&[u8]; 3] = [b"\"", stream.as_bytes(), b"\""];
-        let lossy = (meta.is_final == Some(false)).then_some(if stream == "transcription" {
-            "transcription"
-        } else {
-            "translation"
-        });
+        let base: [&[u8]; 3] = [b"\"", stream.name().as_bytes(), b"\""];
+        let lossy = (meta.is_final == Some(false)).then_some(stream.name());
         let dropped = self.deliver(net, sk, event, base, data.as_bytes(), lossy.is_some(), now);
         self.count_drops(lossy, dropped);
     }
