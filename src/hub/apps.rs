@@ -1,10 +1,31 @@
 //! Core layer (sans-IO), part of the hub: the app side. `tpa_connection_init` (key, address,
 //! session and started checks), structured refusals, binding and replacing connections,
 //! subscriptions with permission checks, and display requests passed to the glasses.
+//!
+//! Every app text message is decoded once, into an [`AppMsg`], and dispatched by the one
+//! `match` in [`Hub::app_message`]; a bound app's handlers start from an [`AppCtx`].
+//!
 //! Invariant: an app message acts only through the (session, app) its connection is bound to.
 
-use super::*;
+use super::registry::{check_subscription, SubCheck};
+use super::{AppState, Hub, JoinError, Link, SessKey};
+use crate::auth;
+use crate::net::{ConnId, Outbox, Peer};
 use crate::protocol::inbound::{self, SubscriptionUpdate, TpaConnectionInit};
+use crate::protocol::message::AppMsg;
+use crate::protocol::outbound as messages;
+use crate::time::Now;
+use serde_json::json;
+
+/// What every handler of a bound app's message starts from: the connection it came on, the
+/// (session, app) that connection is bound to, and the turn's time.
+#[derive(Clone, Copy)]
+pub(super) struct AppCtx {
+    pub id: ConnId,
+    pub sk: SessKey,
+    pub app: usize,
+    pub now: Now,
+}
 
 impl Hub {
     // ---- apps ----------------------------------------------------------------------------
@@ -26,6 +47,8 @@ impl Hub {
         }
     }
 
+    /// Every text message of an app connection: decoded once, dispatched by its kind. Until
+    /// the connection is bound, only `tpa_connection_init` is taken.
     pub(super) fn app_message(
         &mut self,
         net: &mut impl Outbox,
@@ -34,16 +57,22 @@ impl Hub {
         text: &str,
         now: Now,
     ) {
-        let ty = match inbound::message_type(text) {
-            Ok(ty) => ty,
+        let msg = match AppMsg::decode(text) {
+            Ok(msg) => msg,
             Err(_) if bound.is_none() => {
                 return self.refuse_app(net, id, JoinError::Malformed, now)
             }
             Err(e) => return self.app_error(net, id, "MALFORMED_MESSAGE", e.message(), now),
         };
-        match (&*ty, bound) {
-            ("tpa_connection_init", None) => self.app_init(net, id, text, now),
-            ("tpa_connection_init", Some((sk, app))) => {
+        let Some((sk, app)) = bound else {
+            return match msg {
+                AppMsg::TpaConnectionInit => self.app_init(net, id, text, now),
+                _ => self.refuse_app(net, id, JoinError::NotInitialized, now),
+            };
+        };
+        let cx = AppCtx { id, sk, app, now };
+        match msg {
+            AppMsg::TpaConnectionInit => {
                 // Same app again: acknowledge again. Another app on this socket: refused.
                 let pkg = inbound::decode::<TpaConnectionInit<'_>>(text).map(|m| m.package_name);
                 if pkg.as_deref() == Some(self.cfg.apps[app].package_name.as_str()) {
@@ -52,23 +81,14 @@ impl Hub {
                     self.refuse_app(net, id, JoinError::AlreadyInitialized, now);
                 }
             }
-            (_, None) => self.refuse_app(net, id, JoinError::NotInitialized, now),
-            ("subscription_update", Some((sk, app))) => {
-                self.subscription_update(net, id, sk, app, text, now)
-            }
-            ("data_stream", Some((sk, app))) => self.publish(net, id, sk, app, text, now),
-            ("display_event", Some((sk, app))) => self.app_display(net, id, sk, app, text, now),
-            (
-                "dashboard_content_update"
-                | "dashboard_mode_change"
-                | "dashboard_system_update"
-                | "dashboard_always_on_change",
-                Some((sk, app)),
-            ) => self.app_dashboard(net, id, (sk, app), &ty, text, now),
-            (t, Some(bound)) if requests::is_request(t) => {
-                self.app_request(net, id, bound, t, text, now)
-            }
-            _ => log::debug!("ignored app message of type {ty:?}"),
+            AppMsg::SubscriptionUpdate => self.subscription_update(net, cx, text),
+            AppMsg::DataStream => self.publish(net, cx, text),
+            AppMsg::DisplayEvent => self.app_display(net, cx, text),
+            AppMsg::Dashboard(d) => self.app_dashboard(net, cx, d, text),
+            AppMsg::Request(kind) => self.app_request(net, cx, kind, text),
+            AppMsg::AudioStop => self.audio_stop(net, cx, text),
+            AppMsg::StreamStop => self.stream_stop(net, cx, text),
+            AppMsg::Other(ty) => log::debug!("ignored app message of type {ty:?}"),
         }
     }
 
@@ -186,15 +206,8 @@ impl Hub {
 
     /// Replace the app's subscriptions with the valid, permitted entries; report the rest
     /// (unknown entries as `tpa_connection_error`, forbidden ones as `permission_error`).
-    pub(super) fn subscription_update(
-        &mut self,
-        net: &mut impl Outbox,
-        id: ConnId,
-        sk: SessKey,
-        app: usize,
-        text: &str,
-        now: Now,
-    ) {
+    pub(super) fn subscription_update(&mut self, net: &mut impl Outbox, cx: AppCtx, text: &str) {
+        let AppCtx { id, sk, app, now } = cx;
         let Some(SubscriptionUpdate {
             subscriptions: list,
         }) = inbound::decode(text)

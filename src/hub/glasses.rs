@@ -2,15 +2,23 @@
 //! (create or resume), app start/stop requests, settings, the relay of glasses events to
 //! subscribed apps, the init deadline and the end of a session after its grace period.
 //!
+//! Every glasses text message is decoded once, into a [`GlassesMsg`], and dispatched by the
+//! one `match` in [`Hub::glasses_message`]; no handler after it reads the `type` as text.
+//!
 //! Invariants: a glasses connection acts on a session only after `connection_init` bound it,
 //! and belongs to that one session for its whole life: a later `connection_init` for another
 //! user is refused (`ALREADY_INITIALIZED`) and the connection closed, which starts the first
 //! session's grace period like any other close.
 
-use super::*;
+use super::{access, screen, Hub, JoinError, Link, RateLimit, SessKey, Session};
+use crate::auth;
+use crate::net::{ConnId, Outbox};
 use crate::protocol::inbound::{self, AppLifecycle, ConnectionInit};
+use crate::protocol::message::GlassesMsg;
+use crate::protocol::outbound as messages;
 use crate::protocol::outbound::SettingsUpdate;
-use std::borrow::Cow;
+use crate::protocol::requests::RequestKind;
+use crate::time::Now;
 
 impl Hub {
     // ---- glasses -------------------------------------------------------------------------
@@ -35,6 +43,8 @@ impl Hub {
         }
     }
 
+    /// Every text message of a glasses connection: decoded once, dispatched by its kind.
+    /// Until `connection_init` bound the connection to a session, only that is taken.
     pub(super) fn glasses_message(
         &mut self,
         net: &mut impl Outbox,
@@ -42,8 +52,8 @@ impl Hub {
         text: &str,
         now: Now,
     ) {
-        let ty = match inbound::message_type(text) {
-            Ok(ty) => ty,
+        let msg = match GlassesMsg::decode(text) {
+            Ok(msg) => msg,
             Err(e) => {
                 return self.glasses_error(net, id, "MALFORMED_MESSAGE", e.message(), false, now)
             }
@@ -58,7 +68,7 @@ impl Hub {
             return;
         };
         let session = *session;
-        if ty == "connection_init" {
+        if matches!(msg, GlassesMsg::ConnectionInit) {
             let token_user = match (user, session) {
                 (Some(u), _) => Some(u.clone()),
                 (None, Some(sk)) if *bearer => self.session(sk).map(|s| s.user.to_string()),
@@ -76,34 +86,11 @@ impl Hub {
                 now,
             );
         };
-        match &*ty {
-            "start_app" | "stop_app" => {
-                let Some(msg) = inbound::decode::<AppLifecycle<'_>>(text) else {
-                    return self.glasses_error(
-                        net,
-                        id,
-                        "MALFORMED_MESSAGE",
-                        "packageName missing",
-                        false,
-                        now,
-                    );
-                };
-                let Some(app) = self.app_index(&msg.package_name) else {
-                    return self.glasses_error(
-                        net,
-                        id,
-                        "PACKAGE_NOT_FOUND",
-                        "no app with this packageName is registered",
-                        false,
-                        now,
-                    );
-                };
-                let start = ty == "start_app";
-                if let Err(e) = self.lifecycle_request(net, sk, app, start, now) {
-                    self.glasses_error(net, id, e.code(), e.message(), false, now);
-                }
-            }
-            "request_settings" | "settings_update_request" => {
+        match msg {
+            GlassesMsg::ConnectionInit => {}
+            GlassesMsg::StartApp => self.glasses_lifecycle(net, id, sk, true, text, now),
+            GlassesMsg::StopApp => self.glasses_lifecycle(net, id, sk, false, text, now),
+            GlassesMsg::RequestSettings => {
                 let Some(s) = self.session(sk) else { return };
                 let settings = s.settings();
                 net.send_json(
@@ -118,16 +105,54 @@ impl Hub {
                     },
                 );
             }
-            _ => {
-                if self.glasses_reply(net, sk, &ty, text, now) {
-                    return;
-                }
-                if ty == "core_status_update" {
-                    self.core_status(net, sk, text, now);
-                }
-                let plain = matches!(ty, Cow::Borrowed(_));
-                self.relay(net, sk, &ty, plain, text, now)
+            GlassesMsg::Reply(kind) => {
+                self.glasses_reply(net, sk, kind, text, now);
             }
+            GlassesMsg::Location(ev) => {
+                if !self.glasses_reply(net, sk, RequestKind::Location, text, now) {
+                    self.relay(net, sk, &ev, now);
+                }
+            }
+            GlassesMsg::CoreStatus(ev) => {
+                self.core_status(net, sk, text, now);
+                self.relay(net, sk, &ev, now);
+            }
+            GlassesMsg::Event(ev) => self.relay(net, sk, &ev, now),
+        }
+    }
+
+    /// `start_app` (`start`) or `stop_app` from the glasses.
+    fn glasses_lifecycle(
+        &mut self,
+        net: &mut impl Outbox,
+        id: ConnId,
+        sk: SessKey,
+        start: bool,
+        text: &str,
+        now: Now,
+    ) {
+        let Some(msg) = inbound::decode::<AppLifecycle<'_>>(text) else {
+            return self.glasses_error(
+                net,
+                id,
+                "MALFORMED_MESSAGE",
+                "packageName missing",
+                false,
+                now,
+            );
+        };
+        let Some(app) = self.app_index(&msg.package_name) else {
+            return self.glasses_error(
+                net,
+                id,
+                "PACKAGE_NOT_FOUND",
+                "no app with this packageName is registered",
+                false,
+                now,
+            );
+        };
+        if let Err(e) = self.lifecycle_request(net, sk, app, start, now) {
+            self.glasses_error(net, id, e.code(), e.message(), false, now);
         }
     }
 

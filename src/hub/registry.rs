@@ -155,12 +155,6 @@ fn is_lang(code: &str) -> bool {
 }
 
 /// Check a subscription string (SDK 2.1.29 grammar) against the app's permissions.
-/// The registry's own copy of a stream name (so an index of subscriptions needs none of its
-/// own); `None` for a name it does not know.
-pub fn stream_name(name: &str) -> Option<&'static str> {
-    PLAIN_STREAMS.iter().find(|s| **s == name).copied()
-}
-
 pub fn check_subscription(app: &AppSpec, sub: &str) -> SubCheck {
     let base = sub.split('?').next().unwrap_or(sub);
     let known = match base.split_once(':') {
@@ -266,6 +260,22 @@ mod tests {
             check_subscription(&app(&["NOTIFICATIONS"]), "phone_notification"),
             SubCheck::Ok
         );
+    }
+
+    /// Every plain stream a subscription may name is a stream glasses events are decoded as
+    /// (the subscription index keeps only those), and the other way round.
+    #[test]
+    fn plain_streams_are_the_decoded_streams() {
+        use crate::protocol::message::Stream;
+        for name in PLAIN_STREAMS {
+            assert!(
+                matches!(*name, "all" | "*") || Stream::from_name(name).is_some(),
+                "{name}"
+            );
+        }
+        for s in Stream::ALL {
+            assert!(PLAIN_STREAMS.contains(&s.name()), "{}", s.name());
+        }
     }
 
     #[test]

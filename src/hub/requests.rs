@@ -22,13 +22,22 @@
 //! re-armed by [`Hub::requests_flush`] after every change; a stopped app's requests are gone
 //! with it (its stream is stopped on the glasses).
 
-use super::*;
+use super::apps::AppCtx;
+use super::{Hub, SessKey, TimerKey};
+use crate::net::{Outbox, Target};
+use crate::protocol::inbound;
+use crate::protocol::outbound as messages;
 use crate::protocol::outbound::data_stream_parts;
+use crate::protocol::requests::RequestKind as Kind;
 use crate::protocol::requests::{
     self as wire, AudioPlayFailed, AudioPlayRequest, AudioStopRequest, AudioToGlasses, LedControl,
     LedToGlasses, LocationPoll, PhotoRequest, PhotoToGlasses, ReplyIds, RtmpStreamRequest,
     RtmpStreamStop, SingleLocation, StartRtmp, StopRtmp, StreamStatusOut,
 };
+use crate::time::{Instant, Now};
+use crate::ws::frame::Opcode;
+use serde_json::json;
+use std::time::Duration;
 
 /// How long the box waits for each kind of reply before answering the app itself. Each is
 /// shorter than the SDK's own timeout (PROTOCOL §10, §15), so the app hears the box's reason
@@ -57,15 +66,6 @@ impl Default for RequestTimings {
             stream: Duration::from_secs(15),
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Kind {
-    Photo,
-    Audio,
-    Led,
-    Location,
-    Stream,
 }
 
 #[derive(Debug)]
@@ -198,40 +198,22 @@ impl Req<'_> {
     }
 }
 
-/// The app types this module takes.
-pub(super) fn is_request(ty: &str) -> bool {
-    matches!(
-        ty,
-        "photo_request"
-            | "audio_play_request"
-            | "audio_stop_request"
-            | "rgb_led_control"
-            | "location_poll_request"
-            | "rtmp_stream_request"
-            | "rtmp_stream_stop"
-    )
-}
-
 impl Hub {
-    /// An app's request to the glasses (`ty` is one [`is_request`] takes).
+    /// An app's request to the glasses, of the kind its type named.
     pub(super) fn app_request(
         &mut self,
         net: &mut impl Outbox,
-        id: ConnId,
-        (sk, app): (SessKey, usize),
-        ty: &str,
+        cx: AppCtx,
+        kind: Kind,
         text: &str,
-        now: Now,
     ) {
-        let req = match ty {
-            "photo_request" => inbound::decode(text).map(Req::Photo),
-            "audio_play_request" => inbound::decode(text).map(Req::Audio),
-            "rgb_led_control" => inbound::decode(text).map(Req::Led),
-            "location_poll_request" => inbound::decode(text).map(Req::Location),
-            "rtmp_stream_request" => inbound::decode(text).map(Req::Stream),
-            "audio_stop_request" => return self.audio_stop(net, id, sk, app, text, now),
-            "rtmp_stream_stop" => return self.stream_stop(net, id, sk, app, text, now),
-            _ => return,
+        let AppCtx { id, sk, app, now } = cx;
+        let req = match kind {
+            Kind::Photo => inbound::decode(text).map(Req::Photo),
+            Kind::Audio => inbound::decode(text).map(Req::Audio),
+            Kind::Led => inbound::decode(text).map(Req::Led),
+            Kind::Location => inbound::decode(text).map(Req::Location),
+            Kind::Stream => inbound::decode(text).map(Req::Stream),
         };
         let Some(req) = req.filter(|r| r.kind() == Kind::Stream || !r.id().is_empty()) else {
             return self.app_error(
@@ -384,15 +366,8 @@ impl Hub {
     }
 
     /// `audio_stop_request`: passed on (nothing waits for a reply).
-    fn audio_stop(
-        &mut self,
-        net: &mut impl Outbox,
-        id: ConnId,
-        sk: SessKey,
-        app: usize,
-        text: &str,
-        now: Now,
-    ) {
+    pub(super) fn audio_stop(&mut self, net: &mut impl Outbox, cx: AppCtx, text: &str) {
+        let AppCtx { id, sk, app, now } = cx;
         let track_id = inbound::decode::<AudioStopRequest<'_>>(text).and_then(|r| r.track_id);
         match self.session(sk).and_then(|s| s.glasses) {
             Some(g) => {
@@ -416,15 +391,8 @@ impl Hub {
     /// `rtmp_stream_stop`: the app's stream (by `streamId`, or its only one) is stopped on the
     /// glasses; the app hears `stopped` from them, or from the box when there are no glasses
     /// or they do not confirm in time.
-    fn stream_stop(
-        &mut self,
-        net: &mut impl Outbox,
-        _id: ConnId,
-        sk: SessKey,
-        app: usize,
-        text: &str,
-        now: Now,
-    ) {
+    pub(super) fn stream_stop(&mut self, net: &mut impl Outbox, cx: AppCtx, text: &str) {
+        let AppCtx { sk, app, now, .. } = cx;
         let want = inbound::decode::<RtmpStreamStop<'_>>(text).and_then(|r| r.stream_id);
         let wait = self.cfg.timings.requests.stream;
         let Hub { sessions, cfg, .. } = self;
@@ -466,25 +434,17 @@ impl Hub {
         self.requests_flush(sk);
     }
 
-    /// A glasses message that is a reply to a request: routed to the app that asked, or
-    /// dropped. False when `ty` is no reply (a `location_update` without `correlationId` is an
-    /// ordinary location, for the subscribers).
+    /// A glasses message that is a reply to a request of `kind`: routed to the app that asked,
+    /// or dropped. False when it is no reply after all (a `location_update` without
+    /// `correlationId` is an ordinary location, for the subscribers).
     pub(super) fn glasses_reply(
         &mut self,
         net: &mut impl Outbox,
         sk: SessKey,
-        ty: &str,
+        kind: Kind,
         text: &str,
         now: Now,
     ) -> bool {
-        let kind = match ty {
-            "photo_response" => Kind::Photo,
-            "audio_play_response" => Kind::Audio,
-            "rgb_led_control_response" => Kind::Led,
-            "location_update" => Kind::Location,
-            "rtmp_stream_status" => Kind::Stream,
-            _ => return false,
-        };
         let reply = inbound::decode::<ReplyIds<'_>>(text).unwrap_or_default();
         let rid = match kind {
             Kind::Location => match reply.correlation_id.as_deref() {
@@ -505,7 +465,7 @@ impl Hub {
         };
         let Some(at) = at else {
             self.refused("UNMATCHED_REPLY");
-            log::debug!("a {ty} matching no pending request was dropped");
+            log::debug!("a {kind:?} reply matching no pending request was dropped");
             return true;
         };
         let p = &mut s.requests.pending[at];
@@ -780,5 +740,3 @@ impl Hub {
             .map_or(0, |s| s.requests.pending.len())
     }
 }
-
-use crate::protocol::inbound;

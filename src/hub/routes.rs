@@ -7,6 +7,11 @@
 //! …) and a qualifier (the language, language pair or gesture; empty for plain streams), so an
 //! event is matched by one hash lookup and a short scan, without allocating.
 //!
+//! Streams are [`Stream`] values, as the glasses message was decoded into ([`GlassesMsg`]): an
+//! event's stream is found by comparing those values, never its type as text. A subscription
+//! to a stream no glasses event is decoded as (`augmentos:<key>`, which the device settings
+//! answer, not the relay) has no route: no event could match it.
+//!
 //! Invariants: the index is rebuilt from the apps' subscription lists whenever one changes
 //! (rare), never patched; streams are kept in a short list searched linearly (a session
 //! subscribes to a handful, and comparing a few short strings beats hashing one); an event
@@ -14,7 +19,9 @@
 //! if the app subscribed under two matching strings), and a wildcard (`all`, `*`) subscriber
 //! gets it once more only if no specific subscription of that app matched.
 
-use std::borrow::Cow;
+#[cfg(doc)]
+use crate::protocol::message::GlassesMsg;
+use crate::protocol::message::Stream;
 
 /// One subscription of one app.
 #[derive(Debug)]
@@ -30,8 +37,7 @@ pub struct Route {
 /// The subscription index of one session.
 #[derive(Debug, Default)]
 pub struct Routes {
-    /// Stream names are the registry's (no allocation) unless it does not know one.
-    by_stream: Vec<(Cow<'static, str>, Vec<Route>)>,
+    by_stream: Vec<(Stream, Vec<Route>)>,
     /// Apps subscribed to `all` or `*`.
     wildcard: Vec<usize>,
 }
@@ -39,8 +45,10 @@ pub struct Routes {
 /// What an event is, for matching: its stream and qualifier.
 #[derive(Debug, Clone, Copy)]
 pub enum Event<'a> {
-    /// A glasses event of this (canonical) type; `touch_event` carries its gesture.
-    Plain(&'a str),
+    /// A glasses event of this stream (`touch_event` carries its gesture instead).
+    Plain(Stream),
+    /// A glasses event of a type no subscription names: for wildcard subscribers only.
+    Other,
     Touch {
         gesture: &'a str,
     },
@@ -54,22 +62,15 @@ pub enum Event<'a> {
 }
 
 impl Event<'_> {
-    /// The base stream, which wildcard subscribers receive it under.
-    pub fn base(&self) -> &str {
+    /// The base stream, whose routes it is matched against.
+    pub fn base(&self) -> Option<Stream> {
         match self {
-            Event::Plain(t) => t,
-            Event::Touch { .. } => "touch_event",
-            Event::Transcription { .. } => "transcription",
-            Event::Translation { .. } => "translation",
+            Event::Plain(s) => Some(*s),
+            Event::Other => None,
+            Event::Touch { .. } => Some(Stream::TouchEvent),
+            Event::Transcription { .. } => Some(Stream::Transcription),
+            Event::Translation { .. } => Some(Stream::Translation),
         }
-    }
-}
-
-/// The stream a glasses message type is delivered as (one stream under two names).
-pub fn canonical(ty: &str) -> &str {
-    match ty {
-        "notification_dismissed" => "phone_notification_dismissed",
-        t => t,
     }
 }
 
@@ -96,16 +97,15 @@ impl Routes {
                             r.wildcard.push(app);
                         }
                     }
-                    Some((stream, qualifier)) => {
+                    Some((name, qualifier)) => {
+                        let Some(stream) = Stream::from_name(name) else {
+                            continue;
+                        };
                         let stream_json = serde_json::to_vec(sub).unwrap_or_default();
-                        let at = match r.by_stream.iter().position(|(s, _)| &**s == stream) {
+                        let at = match r.by_stream.iter().position(|(s, _)| *s == stream) {
                             Some(at) => at,
                             None => {
-                                let name = match super::registry::stream_name(stream) {
-                                    Some(known) => Cow::Borrowed(known),
-                                    None => Cow::Owned(stream.to_string()),
-                                };
-                                r.by_stream.push((name, Vec::new()));
+                                r.by_stream.push((stream, Vec::new()));
                                 r.by_stream.len() - 1
                             }
                         };
@@ -144,16 +144,18 @@ impl Routes {
         self.by_stream.is_empty() && self.wildcard.is_empty()
     }
 
-    fn routes_of(&self, stream: &str) -> Option<&[Route]> {
+    fn routes_of(&self, stream: Option<Stream>) -> Option<&[Route]> {
+        let stream = stream?;
         self.by_stream
             .iter()
-            .find(|(s, _)| &**s == stream)
+            .find(|(s, _)| *s == stream)
             .map(|(_, r)| &r[..])
     }
 
-    /// Whether any app subscribed to `stream` (any qualifier), wildcards aside.
+    /// Whether any app subscribed to the stream named `stream` (any qualifier), wildcards
+    /// aside.
     pub fn wants(&self, stream: &str) -> bool {
-        self.routes_of(stream).is_some()
+        self.routes_of(Stream::from_name(stream)).is_some()
     }
 
     /// Every (route) matching `event`, then every wildcard app that no route of its own
@@ -187,7 +189,7 @@ impl Routes {
 #[inline]
 fn matches(event: Event<'_>, qualifier: &str) -> bool {
     match event {
-        Event::Plain(_) => qualifier.is_empty(),
+        Event::Plain(_) | Event::Other => qualifier.is_empty(),
         Event::Touch { gesture } => qualifier.is_empty() || qualifier == gesture,
         Event::Transcription { language } => qualifier == language,
         Event::Translation { from, to } => match qualifier.split_once("-to-") {
@@ -205,13 +207,28 @@ mod tests {
         let mut out = Vec::new();
         r.each(e, |app, s| {
             let s = s.map_or_else(
-                || format!("*{}", e.base()),
+                || format!("*{}", e.base().map_or("?", Stream::name)),
                 |s| serde_json::from_slice::<String>(s).unwrap(),
             );
             out.push((app, s));
         });
         out.sort();
         out
+    }
+
+    #[test]
+    fn an_event_no_subscription_names_reaches_wildcards_only() {
+        let subs: Vec<(usize, Vec<String>)> = vec![
+            (0, vec!["augmentos:brightness".into()]),
+            (1, vec!["*".into()]),
+        ];
+        let r = Routes::build(subs.iter().map(|(a, s)| (*a, &s[..])));
+        assert_eq!(deliveries(&r, Event::Other), vec![(1, "*?".into())]);
+        let alone = Routes::build(subs[..1].iter().map(|(a, s)| (*a, &s[..])));
+        assert!(
+            alone.is_empty(),
+            "augmentos:<key> is answered by the settings, not routed"
+        );
     }
 
     #[test]
@@ -298,14 +315,14 @@ mod tests {
             ]
         );
         assert_eq!(
-            deliveries(&r, Event::Plain("location_update")),
+            deliveries(&r, Event::Plain(Stream::LocationUpdate)),
             vec![
                 (1, "*location_update".into()),
                 (3, "location_stream".into())
             ]
         );
         assert_eq!(
-            deliveries(&r, Event::Plain(canonical("phone_notification_dismissed"))),
+            deliveries(&r, Event::Plain(Stream::PhoneNotificationDismissed)),
             vec![
                 (1, "*phone_notification_dismissed".into()),
                 (4, "notification_dismissed".into())

@@ -15,18 +15,24 @@
 //! `tpa_connection_error` (`DISPLAY_REFUSED`, `LAYOUT_TOO_LARGE`, `INVALID_LAYOUT`) and
 //! counted in `counters.refusals`, never dropped silently.
 
+use super::apps::AppCtx;
 use super::dashboard::{Dashboard, Mode, SECTIONS};
 use super::display::{
     Accepted, Display, DisplayManager, DisplayStats, DisplayTimings, Layout, Owner, View,
     LAYOUT_TYPES,
 };
-use super::*;
+use super::{registry, AppState, Hub, SessKey, Session, TimerKey};
+use crate::net::{ConnId, Outbox};
 use crate::protocol::inbound::{
     self, DashboardAlwaysOnChange, DashboardContentUpdate, DashboardModeChange,
     DashboardSystemUpdate, DisplayRequest,
 };
+use crate::protocol::message::DashboardMsg;
+use crate::protocol::outbound as messages;
 use crate::protocol::outbound::{DashboardAlwaysOn, DashboardMode, DisplayEvent, LayoutOut};
+use crate::time::{Instant, Now};
 use serde_json::value::RawValue;
+use serde_json::{json, Value};
 use std::sync::Arc;
 
 /// The package the box's own displays carry (boot card, clear, composed dashboard), as the
@@ -220,15 +226,8 @@ impl Hub {
     }
 
     /// An app's `display_event`: checked, then handed to the session's display manager.
-    pub(super) fn app_display(
-        &mut self,
-        net: &mut impl Outbox,
-        id: ConnId,
-        sk: SessKey,
-        app: usize,
-        text: &str,
-        now: Now,
-    ) {
+    pub(super) fn app_display(&mut self, net: &mut impl Outbox, cx: AppCtx, text: &str) {
+        let AppCtx { id, sk, app, now } = cx;
         let Some(req) = inbound::decode::<DisplayRequest<'_>>(text) else {
             return self.display_refused(
                 net,
@@ -324,20 +323,19 @@ impl Hub {
     pub(super) fn app_dashboard(
         &mut self,
         net: &mut impl Outbox,
-        id: ConnId,
-        (sk, app): (SessKey, usize),
-        ty: &str,
+        cx: AppCtx,
+        msg: DashboardMsg,
         text: &str,
-        now: Now,
     ) {
+        let AppCtx { id, sk, app, now } = cx;
         let system = self.cfg.apps[app].is_system_app;
-        if ty != "dashboard_content_update" && !system {
+        if msg != DashboardMsg::ContentUpdate && !system {
             return self.display_refused(
                 net,
                 id,
                 "DASHBOARD_REFUSED",
                 "only system apps may change the dashboard's mode or system sections",
-                json!({ "type": ty }),
+                json!({ "type": msg.name() }),
                 now,
             );
         }
@@ -349,8 +347,8 @@ impl Hub {
         };
         let dash = s.screen.dashboard_mut();
         let (mut recompose, mut mode_changed, mut always_on_changed) = (false, false, false);
-        match ty {
-            "dashboard_content_update" => {
+        match msg {
+            DashboardMsg::ContentUpdate => {
                 let Some(m) = inbound::decode::<DashboardContentUpdate<'_>>(text) else {
                     return malformed(self, net);
                 };
@@ -361,7 +359,7 @@ impl Hub {
                 dash.content_update(app, &m.content, &modes);
                 recompose = true;
             }
-            "dashboard_mode_change" => {
+            DashboardMsg::ModeChange => {
                 let Some(mode) = inbound::decode::<DashboardModeChange<'_>>(text)
                     .and_then(|m| Mode::parse(&m.mode))
                 else {
@@ -370,7 +368,7 @@ impl Hub {
                 mode_changed = dash.set_mode(mode);
                 recompose = mode_changed;
             }
-            "dashboard_system_update" => {
+            DashboardMsg::SystemUpdate => {
                 let Some(m) = inbound::decode::<DashboardSystemUpdate<'_>>(text) else {
                     return malformed(self, net);
                 };
@@ -386,7 +384,7 @@ impl Hub {
                 }
                 recompose = true;
             }
-            _ => {
+            DashboardMsg::AlwaysOnChange => {
                 let Some(m) = inbound::decode::<DashboardAlwaysOnChange>(text) else {
                     return malformed(self, net);
                 };

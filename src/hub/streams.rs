@@ -15,12 +15,17 @@
 //! the debounce has run out (the first change is sent at once, later ones at most once per
 //! debounce interval); the caches are bounded.
 
-use super::routes::{canonical, Event, Routes};
-use super::*;
+use super::apps::AppCtx;
+use super::routes::{Event, Routes};
+use super::{AppRun, AppState, Hub, Link, SessKey, Session, TimerKey};
+use crate::net::{ConnId, Outbox};
 use crate::protocol::inbound::{self, Publish, PublishedMeta, TouchEvent};
+use crate::protocol::message::{EventType, RawEvent, Stream};
 use crate::protocol::outbound::{
     data_stream_parts, data_stream_tail, MicUserSession, MicrophoneState,
 };
+use crate::time::{Instant, Now};
+use crate::ws::frame::Opcode;
 use std::borrow::Cow;
 use std::collections::VecDeque;
 
@@ -83,61 +88,62 @@ impl Streams {
 impl Hub {
     // ---- glasses events and audio ---------------------------------------------------------
 
-    /// A glasses event of type `ty` (`plain`: read without unescaping) for the session's
-    /// subscribers.
+    /// A glasses event for the session's subscribers, as it was decoded: its stream picks the
+    /// routes, its text is what they receive.
     pub(super) fn relay(
         &mut self,
         net: &mut impl Outbox,
         sk: SessKey,
-        ty: &str,
-        plain: bool,
-        text: &str,
+        ev: &RawEvent<'_>,
         now: Now,
     ) {
-        let ty = canonical(ty);
+        let RawEvent { ty, text } = ev;
+        let stream = ev.stream();
         let Some(s) = self.session_mut(sk) else {
             return;
         };
-        match ty {
-            "location_update" => {
-                s.streams_mut().cached_mut().last_location = Some(text.into());
+        match stream {
+            Some(Stream::LocationUpdate) => {
+                s.streams_mut().cached_mut().last_location = Some((*text).into());
             }
-            "calendar_event" => {
+            Some(Stream::CalendarEvent) => {
                 let cal = &mut s.streams_mut().cached_mut().calendar;
                 if cal.len() == CALENDAR_CACHE {
                     cal.pop_front();
                 }
-                cal.push_back(text.into());
+                cal.push_back((*text).into());
             }
             _ => {}
         }
         let touch;
-        let event = if ty == "touch_event" {
-            touch = inbound::decode::<TouchEvent<'_>>(text);
-            match &touch {
-                Some(t) => Event::Touch {
-                    gesture: &t.gesture_name,
-                },
-                None => Event::Touch { gesture: "" },
+        let event = match stream {
+            Some(Stream::TouchEvent) => {
+                touch = inbound::decode::<TouchEvent<'_>>(text);
+                Event::Touch {
+                    gesture: touch.as_ref().map_or("", |t| &t.gesture_name),
+                }
             }
-        } else {
-            Event::Plain(ty)
+            Some(stream) => Event::Plain(stream),
+            None => Event::Other,
         };
+        // The `streamType` of wildcard subscribers: the stream's name, or the type as it came
+        // (quoted as is when it has no escapes).
         let escaped;
-        let base: [&[u8]; 3] = if plain {
-            [b"\"", ty.as_bytes(), b"\""]
-        } else {
-            escaped = serde_json::to_string(ty).unwrap_or_default();
-            [escaped.as_bytes(), b"", b""]
+        let base: [&[u8]; 3] = match ty {
+            EventType::Stream(s) => [b"\"", s.name().as_bytes(), b"\""],
+            EventType::Other(Cow::Borrowed(t)) => [b"\"", t.as_bytes(), b"\""],
+            EventType::Other(Cow::Owned(t)) => {
+                escaped = serde_json::to_string(t).unwrap_or_default();
+                [escaped.as_bytes(), b"", b""]
+            }
         };
-        let lossy = match ty {
-            "head_position" => Some("head_position"),
-            "location_update" => Some("location_update"),
+        let lossy = match stream {
+            Some(s @ (Stream::HeadPosition | Stream::LocationUpdate)) => Some(s.name()),
             _ => None,
         };
         let dropped = self.deliver(net, sk, event, base, text.as_bytes(), lossy.is_some(), now);
         self.count_drops(lossy, dropped);
-        if ty == "glasses_connection_state" && connected(text) {
+        if stream == Some(Stream::GlassesConnectionState) && connected(text) {
             self.send_mic_state(net, sk, now);
         }
     }
@@ -150,18 +156,20 @@ impl Hub {
             return;
         };
         let mut dropped = 0;
-        streams.routes.each(Event::Plain("audio_chunk"), |app, _| {
-            if !self.hears_audio(app, &streams.routes) {
-                return;
-            }
-            if let Some(conn) = active_conn(s, app) {
-                if net.backed_up(conn) {
-                    dropped += 1;
-                } else {
-                    net.send_frame(conn, Opcode::Binary, &[data]);
+        streams
+            .routes
+            .each(Event::Plain(Stream::AudioChunk), |app, _| {
+                if !self.hears_audio(app, &streams.routes) {
+                    return;
                 }
-            }
-        });
+                if let Some(conn) = active_conn(s, app) {
+                    if net.backed_up(conn) {
+                        dropped += 1;
+                    } else {
+                        net.send_frame(conn, Opcode::Binary, &[data]);
+                    }
+                }
+            });
         self.count_drops(Some("audio_chunk"), dropped);
     }
 
@@ -267,15 +275,8 @@ impl Hub {
 
     /// A `data_stream` from an app: a transcript or translation to route into its session, if
     /// the app may publish that stream.
-    pub(super) fn publish(
-        &mut self,
-        net: &mut impl Outbox,
-        id: ConnId,
-        sk: SessKey,
-        app: usize,
-        text: &str,
-        now: Now,
-    ) {
+    pub(super) fn publish(&mut self, net: &mut impl Outbox, cx: AppCtx, text: &str) {
+        let AppCtx { id, sk, app, now } = cx;
         let Some(msg) = inbound::decode::<Publish<'_>>(text) else {
             return self.app_error(
                 net,
@@ -296,7 +297,8 @@ impl Hub {
             );
         };
         let stream = match &*meta.kind {
-            "transcription" | "translation" => meta.kind.clone(),
+            "transcription" => Stream::Transcription,
+            "translation" => Stream::Translation,
             _ => {
                 return self.app_error(
                     net,
@@ -307,7 +309,11 @@ impl Hub {
                 )
             }
         };
-        if !self.cfg.apps[app].publishes.iter().any(|p| *p == stream) {
+        if !self.cfg.apps[app]
+            .publishes
+            .iter()
+            .any(|p| p == stream.name())
+        {
             return self.app_error(
                 net,
                 id,
@@ -317,7 +323,7 @@ impl Hub {
             );
         }
         let language = meta.transcribe_language.as_deref().unwrap_or("en-US");
-        let event = if stream == "transcription" {
+        let event = if stream == Stream::Transcription {
             Event::Transcription { language }
         } else {
             let Some(to) = meta.translate_language.as_deref() else {
@@ -331,12 +337,8 @@ impl Hub {
             };
             Event::Translation { from: language, to }
         };
-        let base: [&[u8]; 3] = [b"\"", stream.as_bytes(), b"\""];
-        let lossy = (meta.is_final == Some(false)).then_some(if stream == "transcription" {
-            "transcription"
-        } else {
-            "translation"
-        });
+        let base: [&[u8]; 3] = [b"\"", stream.name().as_bytes(), b"\""];
+        let lossy = (meta.is_final == Some(false)).then_some(stream.name());
         let dropped = self.deliver(net, sk, event, base, data.as_bytes(), lossy.is_some(), now);
         self.count_drops(lossy, dropped);
     }

@@ -1,6 +1,7 @@
 //! Protocol layer (sans-IO): every wire type of the product — what glasses and apps send
 //! ([`inbound`], borrowed from the input buffer; [`scan`], the one-pass read of a plain
-//! message's `type` in front of it), what the box sends them and their app servers
+//! message's `type` in front of it; [`message`], each message as a typed value by one decode
+//! of that `type`), what the box sends them and their app servers
 //! ([`outbound`], serialised straight into output buffers).
 //!
 //! Invariants: decoding an inbound message never copies a string that has no escapes in it;
@@ -9,6 +10,7 @@
 //! whose per-app prefix is built once here and spliced around the original bytes).
 
 pub mod inbound;
+pub mod message;
 pub mod outbound;
 pub mod requests;
 pub mod scan;

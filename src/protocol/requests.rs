@@ -12,6 +12,17 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 
+/// The kinds of app request that wait for a reply from the glasses: what an app's request
+/// type and the glasses' reply type both name (see [`super::message`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    Photo,
+    Audio,
+    Led,
+    Location,
+    Stream,
+}
+
 // ---- app → box -----------------------------------------------------------------------------
 
 /// Apps: `photo_request` (SDK `CameraModule.requestPhoto`).
