@@ -52,8 +52,7 @@ pub use rest::{SettingsRequest, StorageMethod, StorageRequest, TpaServerAction};
 pub use screen::DisplayInput;
 pub use screen::ScreenView;
 
-use crate::auth;
-use crate::net::{ConnId, Endpoint, HttpOutcome, Outbox, Peer, Target};
+use crate::net::{ConnId, Endpoint, HttpOutcome, Outbox, Target};
 use crate::protocol::outbound as messages;
 use crate::state::{Durable, Persist, Snapshot};
 use crate::time::{Instant, Now, TimerHeap, Wall};
