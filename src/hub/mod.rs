@@ -28,9 +28,11 @@ mod apps;
 #[cfg(any(test, feature = "sim"))]
 mod audit;
 mod connmap;
+mod counters;
 pub mod dashboard;
 mod device;
 pub mod display;
+mod errors;
 mod glasses;
 mod lifecycle;
 mod operator;
@@ -46,6 +48,9 @@ mod vecmap;
 mod view;
 mod webhook_queue;
 pub use webhook_queue::ServerLoad;
+
+pub use counters::HubCounters;
+pub use errors::{JoinError, LifecycleError};
 
 pub use rest::percent_decode;
 #[cfg(any(test, feature = "sim"))]
@@ -357,34 +362,6 @@ impl RateLimit {
     }
 }
 
-/// Why an app start/stop request was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LifecycleError {
-    RateLimited,
-    /// The session runs `max_apps_per_session` apps already.
-    TooManyApps,
-}
-
-impl LifecycleError {
-    pub fn code(self) -> &'static str {
-        match self {
-            LifecycleError::RateLimited => "RATE_LIMITED",
-            LifecycleError::TooManyApps => "TOO_MANY_APPS",
-        }
-    }
-
-    pub fn message(self) -> &'static str {
-        match self {
-            LifecycleError::RateLimited => {
-                "too many app start/stop requests for this session; try again in a second"
-            }
-            LifecycleError::TooManyApps => {
-                "this session runs as many apps as it may; stop one first"
-            }
-        }
-    }
-}
-
 impl Session {
     fn settings(&self) -> Value {
         self.settings
@@ -417,123 +394,6 @@ struct Webhook {
 struct Queued {
     kind: WebhookKind,
     request: Vec<u8>,
-}
-
-/// Why an app may not join a session; each is a distinct `code`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JoinError {
-    Malformed,
-    NotInitialized,
-    PackageNotFound,
-    InvalidApiKey,
-    InvalidAppToken,
-    MissingHeaders,
-    SessionNotFound,
-    AppNotStarted,
-    AddressNotAllowed,
-    AlreadyInitialized,
-    InitTimeout,
-}
-
-impl JoinError {
-    pub fn code(self) -> &'static str {
-        match self {
-            JoinError::Malformed => "MALFORMED_MESSAGE",
-            JoinError::NotInitialized => "NOT_INITIALIZED",
-            JoinError::PackageNotFound => "PACKAGE_NOT_FOUND",
-            JoinError::InvalidApiKey => "INVALID_API_KEY",
-            JoinError::InvalidAppToken => "INVALID_APP_TOKEN",
-            JoinError::MissingHeaders => "MISSING_HEADERS",
-            JoinError::SessionNotFound => "SESSION_NOT_FOUND",
-            JoinError::AppNotStarted => "APP_NOT_STARTED",
-            JoinError::AddressNotAllowed => "ADDRESS_NOT_ALLOWED",
-            JoinError::AlreadyInitialized => "ALREADY_INITIALIZED",
-            JoinError::InitTimeout => "INIT_TIMEOUT",
-        }
-    }
-
-    pub fn message(self) -> &'static str {
-        match self {
-            JoinError::Malformed => "expected a JSON object with packageName, sessionId and apiKey",
-            JoinError::NotInitialized => "send tpa_connection_init first",
-            JoinError::PackageNotFound => "no app with this packageName is registered",
-            JoinError::InvalidApiKey => "the API key does not match this app",
-            JoinError::InvalidAppToken => "the app token is invalid or was issued for another key",
-            JoinError::MissingHeaders => {
-                "header auth needs Authorization: Bearer <app token> and X-Session-Id"
-            }
-            JoinError::SessionNotFound => {
-                "no such session; sessionId must be <userId>-<packageName>"
-            }
-            JoinError::AppNotStarted => "this app was not started for this session",
-            JoinError::AddressNotAllowed => "this system app may not connect from this address",
-            JoinError::AlreadyInitialized => {
-                "this connection is already initialised for another app"
-            }
-            JoinError::InitTimeout => "no tpa_connection_init in time",
-        }
-    }
-
-    /// The HTTP status when refused at the upgrade.
-    pub fn status(self) -> u16 {
-        match self {
-            JoinError::InvalidApiKey | JoinError::InvalidAppToken | JoinError::MissingHeaders => {
-                401
-            }
-            JoinError::AppNotStarted | JoinError::AddressNotAllowed => 403,
-            JoinError::PackageNotFound | JoinError::SessionNotFound => 404,
-            _ => 400,
-        }
-    }
-
-    /// A short close reason.
-    pub fn reason(self) -> &'static str {
-        match self {
-            JoinError::InvalidApiKey | JoinError::InvalidAppToken => "Invalid API key",
-            JoinError::SessionNotFound => "No active session",
-            JoinError::AppNotStarted => "App not started for this session",
-            JoinError::PackageNotFound => "Unknown package",
-            JoinError::AddressNotAllowed => "Address not allowed",
-            _ => "Refused",
-        }
-    }
-}
-
-/// Counters the hub keeps for `/metrics`.
-#[derive(Debug, Default, Clone)]
-pub struct HubCounters {
-    /// Refusals by code (app and glasses).
-    pub refusals: BTreeMap<&'static str, u64>,
-    pub webhooks_sent: u64,
-    pub webhooks_failed: u64,
-    pub app_restarts: u64,
-    pub sessions_ended: u64,
-    /// Webhooks replaced by a newer one for the same app before they were sent.
-    pub webhooks_coalesced: u64,
-    /// Webhooks that waited for a free slot at their app server.
-    pub webhooks_queued: u64,
-    /// Lossy messages not delivered to a backed-up subscriber, by stream.
-    pub dropped: BTreeMap<&'static str, u64>,
-    /// Times a feeder (glasses, publisher) was not read because a subscriber was backed up.
-    pub feeder_pauses: u64,
-    /// Webhooks by outcome: `ok` (2xx), `http_error` (another status), `failed` (no usable
-    /// response: refused, reset, timed out), `not_sent` (no outbound connection free),
-    /// `queue_timeout` (a start that waited for its app server past `webhook_queue_timeout`).
-    pub webhook_outcomes: BTreeMap<&'static str, u64>,
-    /// How long sent webhooks took until their outcome ([`crate::histogram::WEBHOOK_US`]).
-    pub webhook_latency: crate::histogram::Histogram,
-    /// Display counters of sessions that ended (live ones are in their display managers).
-    pub display_retired: display::DisplayStats,
-    /// The sum of `refusals` (a cheap test for "something was refused").
-    pub refusals_total: u64,
-}
-
-impl HubCounters {
-    /// Count a refusal by its code.
-    pub fn refused(&mut self, code: &'static str) {
-        *self.refusals.entry(code).or_default() += 1;
-        self.refusals_total += 1;
-    }
 }
 
 pub struct Hub {
