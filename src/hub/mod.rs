@@ -43,14 +43,21 @@ pub mod registry;
 mod rest;
 mod routes;
 mod screen;
+mod sessions;
 mod streams;
+mod timers;
 mod vecmap;
 mod view;
 mod webhook_queue;
+mod webhooks;
 pub use webhook_queue::ServerLoad;
 
 pub use counters::HubCounters;
 pub use errors::{JoinError, LifecycleError};
+pub use sessions::SessKey;
+use sessions::{AppRun, AppState, RateLimit, Session, Sessions};
+use timers::{is_current, TimerKey};
+use webhooks::Webhooks;
 
 pub use rest::percent_decode;
 #[cfg(any(test, feature = "sim"))]
@@ -59,15 +66,14 @@ pub use screen::ScreenView;
 
 use crate::auth;
 use crate::http::Request;
-use crate::net::{ConnId, Endpoint, HttpOutcome, Outbox, Peer, Target};
+use crate::net::{ConnId, Endpoint, Outbox, Peer, Target};
 use crate::protocol::outbound as messages;
 use crate::state::{Durable, Persist, Snapshot};
-use crate::time::{Instant, Now, TimerHeap, Wall};
+use crate::time::{Instant, Now, TimerHeap};
 use crate::ws::frame::Opcode;
 use registry::{check_subscription, AppSpec, SubCheck};
 use serde_json::{json, Value};
-use slab::Slab;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Timings of the app lifecycle (defaults from PROTOCOL §15).
@@ -188,30 +194,6 @@ pub struct Refusal {
     pub body: Value,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct SessKey {
-    /// The slab slot (sessions are capped far below `u32::MAX` by `max_sessions`).
-    slot: u32,
-    gen: u32,
-}
-
-/// What a hub deadline is for. Each key has one authoritative slot in the state (a session's
-/// `grace_until`, an app run's [`AppRun::deadline`], a link's `init_deadline`); a heap entry
-/// that no longer matches its slot is stale and is dropped without waking anyone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum TimerKey {
-    Session(SessKey),
-    App(SessKey, usize),
-    Conn(ConnId),
-    Mic(SessKey),
-    /// The sweep of expired TPA server registrations.
-    Sweep,
-    /// The session's display manager ([`screen::Screen::deadline`]).
-    Display(SessKey),
-    /// The session's earliest pending app request ([`requests::Requests::deadline`]).
-    Requests(SessKey),
-}
-
 /// The hub's view of a connection.
 #[derive(Debug)]
 enum Link {
@@ -237,183 +219,17 @@ impl Link {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum AppState {
-    /// Webhook sent; waiting for the app's connection. `retry_at`: next webhook attempt.
-    Loading {
-        until: Instant,
-        retry_at: Option<Instant>,
-    },
-    Active,
-    /// Dropped unexpectedly; waiting for the app's own reconnect.
-    Reconnecting {
-        until: Instant,
-    },
-    /// Waiting to restart it through the webhook.
-    RestartWait {
-        at: Instant,
-    },
-    /// Start or restart gave up; `AppRun::error` says why.
-    Failed,
-}
-
-impl AppState {
-    fn name(self) -> &'static str {
-        match self {
-            AppState::Loading { .. } => "loading",
-            AppState::Active => "active",
-            AppState::Reconnecting { .. } => "reconnecting",
-            AppState::RestartWait { .. } => "restarting",
-            AppState::Failed => "failed",
-        }
-    }
-
-    /// Started and not given up on.
-    fn is_live(self) -> bool {
-        !matches!(self, AppState::Failed)
-    }
-
-    /// The one deadline this state waits for.
-    fn deadline(self) -> Option<Instant> {
-        match self {
-            AppState::Loading { until, retry_at } => Some(retry_at.unwrap_or(until)),
-            AppState::Reconnecting { until } => Some(until),
-            AppState::RestartWait { at } => Some(at),
-            AppState::Active | AppState::Failed => None,
-        }
-    }
-}
-
-#[derive(Debug)]
-struct AppRun {
-    state: AppState,
-    conn: Option<ConnId>,
-    subs: Vec<String>,
-    /// Which start this is (unique in the hub), so a late webhook outcome from an earlier start
-    /// is never taken for the current one's.
-    start: u32,
-    attempt: u32,
-    restarts: u32,
-    active_since: Option<Instant>,
-    error: Option<&'static str>,
-    /// The `data_stream` prefix for this app in this session, built once when it binds.
-    prefix: Box<[u8]>,
-    /// Its start webhook waits in its app server's FIFO (so cancelling looks there only then).
-    waiting: bool,
-}
-
-#[derive(Debug)]
-struct Session {
-    gen: u32,
-    user: std::sync::Arc<str>,
-    glasses: Option<ConnId>,
-    started: Wall,
-    grace_until: Option<Instant>,
-    apps: vecmap::VecMap<AppRun>,
-    /// The user's glasses settings; `None` until changed from the defaults (they cost nothing
-    /// per idle session that way).
-    settings: Option<Box<Value>>,
-    /// App start/stop requests allowed from now on.
-    lifecycle: RateLimit,
-    /// Subscriptions and replay caches; `None` until the session has either.
-    streams: Option<Box<streams::Streams>>,
-    mic: streams::Mic,
-    /// What the glasses show: the display manager and the dashboard.
-    screen: screen::LazyScreen,
-    /// App requests waiting for the glasses' reply.
-    requests: requests::Requests,
-}
-
-/// A token bucket: `tokens` requests may be made now, one more each `refill`, at most `burst`.
-#[derive(Debug, Clone, Copy)]
-struct RateLimit {
-    tokens: u32,
-    last: Instant,
-}
-
-impl RateLimit {
-    fn full(burst: u32, now: Instant) -> RateLimit {
-        RateLimit {
-            tokens: burst,
-            last: now,
-        }
-    }
-
-    /// Take one token if there is one.
-    fn take(&mut self, burst: u32, refill: Duration, now: Instant) -> bool {
-        let per = refill.as_micros().max(1);
-        let earned = now.saturating_since(self.last).as_micros() / per;
-        if earned > 0 {
-            let earned = earned.min(u128::from(burst)) as u32;
-            self.tokens = burst.min(self.tokens + earned);
-            self.last = if self.tokens == burst {
-                now
-            } else {
-                self.last + refill * earned
-            };
-        }
-        match self.tokens.checked_sub(1) {
-            Some(t) => {
-                self.tokens = t;
-                true
-            }
-            None => false,
-        }
-    }
-}
-
-impl Session {
-    fn settings(&self) -> Value {
-        self.settings
-            .as_deref()
-            .cloned()
-            .unwrap_or_else(messages::default_settings)
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-enum WebhookKind {
-    Start { start: u32, attempt: u32 },
-    Stop,
-}
-
-#[derive(Debug)]
-struct Webhook {
-    sess: SessKey,
-    app: usize,
-    kind: WebhookKind,
-    /// When it was handed to the connection table (for the latency histogram).
-    sent: Instant,
-    /// The app server it went to (its slot is given back there, whatever a reload changes).
-    target: Target,
-}
-
-/// A webhook waiting for the one in flight for the same (session, app) to finish; a newer one
-/// replaces it (start/stop toggles coalesce, the app server hears only the latest).
-#[derive(Debug)]
-struct Queued {
-    kind: WebhookKind,
-    request: Vec<u8>,
-}
-
 pub struct Hub {
     cfg: HubConfig,
-    sessions: Slab<Session>,
-    /// Keyed by the session's own user string (shared, not a copy).
-    by_user: HashMap<std::sync::Arc<str>, SessKey>,
+    sessions: Sessions,
     links: connmap::ConnMap<Link>,
-    webhooks: IdMap<Webhook>,
-    queued: HashMap<(SessKey, usize), Queued>,
-    /// Webhooks in flight and waiting, per app server.
-    hooks: webhook_queue::WebhookQueue,
+    webhooks: Webhooks,
     timers: TimerHeap<TimerKey>,
     /// What survives a restart, in memory; changes leave through `poll_persist`.
     durable: Durable,
     next_registration: u32,
     /// When expired registrations are next looked for (the slot of `TimerKey::Sweep`).
     sweep_at: Option<Instant>,
-    next_gen: u32,
-    next_start: u32,
     pub counters: HubCounters,
     /// Scratch for relaying: the tail all deliveries of one event share (see `deliver`).
     delivery_tail: Vec<u8>,
@@ -431,18 +247,13 @@ impl Hub {
         Hub {
             display_timings: std::sync::Arc::new(cfg.timings.display.clone()),
             cfg,
-            sessions: Slab::new(),
-            by_user: HashMap::new(),
+            sessions: Sessions::default(),
             links: Default::default(),
-            webhooks: IdMap::default(),
-            queued: HashMap::new(),
-            hooks: webhook_queue::WebhookQueue::default(),
+            webhooks: Webhooks::default(),
             timers: TimerHeap::default(),
             durable: Durable::from_snapshot(state),
             next_registration: 0,
             sweep_at: None,
-            next_gen: 0,
-            next_start: 0,
             counters: HubCounters::default(),
             delivery_tail: Vec::new(),
         }
@@ -468,7 +279,7 @@ impl Hub {
 
     /// The app state name of `package` in `user`'s session ("loading", "active", ...).
     pub fn app_state(&self, user: &str, package: &str) -> Option<&'static str> {
-        let s = self.session(*self.by_user.get(user)?)?;
+        let s = self.session(self.sessions.by_user(user)?)?;
         let idx = self.app_index(package)?;
         s.apps.get(&idx).map(|r| r.state.name())
     }
@@ -476,9 +287,9 @@ impl Hub {
     /// The subscriptions of `package` in `user`'s session.
     pub fn subscriptions(&self, user: &str, package: &str) -> Vec<String> {
         let idx = self.app_index(package);
-        self.by_user
-            .get(user)
-            .and_then(|sk| self.session(*sk))
+        self.sessions
+            .by_user(user)
+            .and_then(|sk| self.session(sk))
             .and_then(|s| s.apps.get(&idx?))
             .map(|r| r.subs.clone())
             .unwrap_or_default()
@@ -507,19 +318,15 @@ impl Hub {
     }
 
     fn session(&self, sk: SessKey) -> Option<&Session> {
-        self.sessions
-            .get(sk.slot as usize)
-            .filter(|s| s.gen == sk.gen)
+        self.sessions.get(sk)
     }
 
     fn session_mut(&mut self, sk: SessKey) -> Option<&mut Session> {
-        self.sessions
-            .get_mut(sk.slot as usize)
-            .filter(|s| s.gen == sk.gen)
+        self.sessions.get_mut(sk)
     }
 
     fn run_mut(&mut self, sk: SessKey, app: usize) -> Option<&mut AppRun> {
-        self.session_mut(sk)?.apps.get_mut(&app)
+        self.sessions.run_mut(sk, app)
     }
 
     fn refused(&mut self, code: &'static str) {
@@ -669,57 +476,5 @@ impl Hub {
             }
             None => {}
         }
-    }
-}
-
-/// Hashes the connection ids the hub keys its maps by. They are ours (slab index and
-/// generation), not a peer's, so SipHash's flooding resistance buys nothing; a multiply per word
-/// spreads them well enough and costs a fraction (these maps are read once per message).
-#[derive(Default, Clone, Copy)]
-struct IdHasher(u64);
-
-impl std::hash::Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
-        }
-    }
-
-    fn write_u32(&mut self, n: u32) {
-        self.write_u64(u64::from(n));
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
-
-type IdMap<V> = HashMap<ConnId, V, std::hash::BuildHasherDefault<IdHasher>>;
-
-/// Whether a heap entry still matches the slot it was armed for.
-fn is_current(
-    sessions: &Slab<Session>,
-    links: &connmap::ConnMap<Link>,
-    sweep_at: Option<Instant>,
-    at: Instant,
-    key: TimerKey,
-) -> bool {
-    let session = |sk: SessKey| sessions.get(sk.slot as usize).filter(|s| s.gen == sk.gen);
-    match key {
-        TimerKey::Session(sk) => session(sk).is_some_and(|s| s.grace_until == Some(at)),
-        TimerKey::App(sk, app) => session(sk)
-            .and_then(|s| s.apps.get(&app))
-            .is_some_and(|r| r.state.deadline() == Some(at)),
-        TimerKey::Conn(id) => links
-            .get(&id)
-            .is_some_and(|l| l.init_deadline() == Some(at)),
-        TimerKey::Mic(sk) => session(sk).is_some_and(|s| s.mic.pending_until == Some(at)),
-        TimerKey::Sweep => sweep_at == Some(at),
-        TimerKey::Display(sk) => session(sk).is_some_and(|s| s.screen.deadline() == Some(at)),
-        TimerKey::Requests(sk) => session(sk).is_some_and(|s| s.requests.deadline() == Some(at)),
     }
 }
