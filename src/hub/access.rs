@@ -105,7 +105,10 @@ impl Hub {
             .and_then(|u| u.strip_suffix('-'))
             .filter(|u| !u.is_empty())
             .ok_or(JoinError::SessionNotFound)?;
-        let sk = self.sessions.by_user(user).ok_or(JoinError::SessionNotFound)?;
+        let sk = self
+            .sessions
+            .by_user(user)
+            .ok_or(JoinError::SessionNotFound)?;
         let started = self
             .session(sk)
             .and_then(|s| s.apps.get(&app))

@@ -11,7 +11,10 @@
 //! - every bound app link is its run's connection, and every linked connection is alive in the
 //!   connection table (`is_live`).
 
-use super::{AppState, Hub, Link, TimerKey};
+use super::links::Link;
+use super::sessions::AppState;
+use super::timers::TimerKey;
+use super::Hub;
 use crate::net::ConnId;
 
 impl Hub {

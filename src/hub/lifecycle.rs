@@ -1,11 +1,14 @@
-//! Core layer (sans-IO), part of the hub: the app lifecycle. Start (webhook, connect deadline,
-//! webhook retry), unexpected drops (reconnect grace, restart with doubling backoff, bounded),
-//! and stops on purpose; and the sending of webhooks: one at a time per (session, app), at most
-//! `max_webhooks_per_server` in flight to one app server, the rest waiting their turn in that
-//! server's FIFO ([`webhook_queue`]). Invariants: each start has its own id, so a late answer
-//! to an earlier start never counts against a newer one; apps stopped on purpose are never
-//! restarted; a start waiting in a FIFO is there only while its app is loading for that very
-//! start (`AppRun::waiting`), and its connect deadline runs from its send.
+//! Core layer (sans-IO), part of the hub: the rules of the app lifecycle, over the state of
+//! the session table (`AppRun`s in [`super::sessions`]) and the webhooks
+//! ([`super::webhooks`]). Start (webhook, connect deadline, webhook retry), unexpected drops
+//! (reconnect grace, restart with doubling backoff, bounded), and stops on purpose; and the
+//! sending of webhooks: one at a time per (session, app), at most `max_webhooks_per_server` in
+//! flight to one app server, the rest waiting their turn in that server's FIFO.
+//!
+//! Invariants: each start has its own id, so a late answer to an earlier start never counts
+//! against a newer one; apps stopped on purpose are never restarted; a start waiting in a FIFO
+//! is there only while its app is loading for that very start (`AppRun::waiting`), and its
+//! connect deadline runs from its send.
 
 use super::errors::LifecycleError;
 use super::sessions::{AppRun, AppState, SessKey};
@@ -370,10 +373,10 @@ impl Hub {
         match kind {
             WebhookKind::Stop => true,
             WebhookKind::Start { start, attempt } => self.sessions.run(sk, app).is_some_and(|r| {
-                    matches!(r.state, AppState::Loading { .. })
-                        && r.start == start
-                        && r.attempt == attempt
-                }),
+                matches!(r.state, AppState::Loading { .. })
+                    && r.start == start
+                    && r.attempt == attempt
+            }),
         }
     }
 

@@ -1,11 +1,11 @@
 //! Core layer (sans-IO): the application core — sessions, app authentication and the app
 //! lifecycle, subscriptions, and the first, simple routing of events and displays.
 //!
-//! Owns the sessions (one per user, in a slab with generations), the hub's view of every
-//! glasses and app connection ([`Link`]), the in-flight webhooks, and the hub's timers. It
-//! reacts to inputs from the server core (`on_open`, `on_text`, `on_binary`, `on_closed`,
+//! It reacts to inputs from the server core (`on_open`, `on_text`, `on_binary`, `on_closed`,
 //! `on_rest`, `on_http_done`, `handle_timeout`) and acts only through the connection table it
-//! is handed ([`Net`]): frames out, closes, HTTP responses, outbound webhook requests.
+//! is handed (an [`Outbox`]): frames out, closes, HTTP responses, outbound webhook requests.
+//! [`Hub`] composes the parts below and is the one place that wires one part's output to
+//! another's input; this file holds it, its timer heap and the dispatch of connection events.
 //!
 //! Invariants:
 //! - an app connection is bound to at most one (session, app), and only after its key (and,
@@ -18,15 +18,29 @@
 //!   `sessionId` inside them;
 //! - every timer is re-checked against the state when it fires (spurious fires are no-ops).
 //!
-//! The rules live in submodules by concern: `access` (upgrades and REST), `glasses`, `apps`,
-//! `lifecycle` (start, restart, stop, and sending webhooks), `webhook_queue` (webhooks in
-//! flight and waiting per app server) and `view` (what the glasses are shown); this file holds
-//! the state, the timers and the dispatch of connection events.
+//! Module map — who owns what:
+//! - state, each part a struct with its own methods and tests:
+//!   `sessions` (the session table: `Sessions` — slab, generations, index by user — and each
+//!   session's app runs and their lifecycle states), `links` (the hub's view of each
+//!   connection, kept in a `connmap`), `webhooks` (`Webhooks`: in flight, the one waiting
+//!   per app, start ids; per-server FIFOs in `webhook_queue`), `timers` (what each deadline
+//!   is for, and whether a fired one is still current), `display` and `dashboard` (one per
+//!   session, behind `screen`), `requests` (app requests pending on the glasses), `routes`
+//!   (a session's subscription index), `registry` (the apps this box may start);
+//! - values: `config` ([`HubConfig`], [`Timings`]), `errors` ([`JoinError`],
+//!   [`LifecycleError`]), `counters` ([`HubCounters`]), `vecmap`, `connmap`;
+//! - rules, as `impl Hub` by concern: `access` (upgrades and REST start/stop), `glasses`,
+//!   `apps`, `lifecycle` (start, restart, stop, sending webhooks), `streams` (relay,
+//!   publishing, microphone), `screen`, `requests`, `rest` (storage, settings, TPA server
+//!   registration), `device` (device settings), `view` (what the glasses are told of the
+//!   session), `operator` (the operator's view), `reload` (shutdown and app reload), `audit`
+//!   (tests and `sim`: the structural invariants).
 
 mod access;
 mod apps;
 #[cfg(any(test, feature = "sim"))]
 mod audit;
+mod config;
 mod connmap;
 mod counters;
 pub mod dashboard;
@@ -35,6 +49,7 @@ pub mod display;
 mod errors;
 mod glasses;
 mod lifecycle;
+mod links;
 mod operator;
 mod reload;
 pub mod requests;
@@ -52,8 +67,10 @@ mod webhook_queue;
 mod webhooks;
 pub use webhook_queue::ServerLoad;
 
+pub use config::{HubConfig, Timings};
 pub use counters::HubCounters;
 pub use errors::{JoinError, LifecycleError};
+use links::Link;
 pub use sessions::SessKey;
 use sessions::{AppRun, AppState, RateLimit, Session, Sessions};
 use timers::{is_current, TimerKey};
@@ -71,113 +88,10 @@ use crate::protocol::outbound as messages;
 use crate::state::{Durable, Persist, Snapshot};
 use crate::time::{Instant, Now, TimerHeap};
 use crate::ws::frame::Opcode;
-use registry::{check_subscription, AppSpec, SubCheck};
+use registry::{check_subscription, SubCheck};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::Duration;
-
-/// Timings of the app lifecycle (defaults from PROTOCOL §15).
-#[derive(Debug, Clone)]
-pub struct Timings {
-    /// Glasses gone: how long the session and its apps live on.
-    pub grace_period: Duration,
-    /// From a `session_request` until the app must have connected and initialised.
-    pub app_connect_timeout: Duration,
-    /// An app dropped unexpectedly: how long it may take to reconnect by itself.
-    pub app_reconnect_grace: Duration,
-    pub webhook_timeout: Duration,
-    pub webhook_attempts: u32,
-    pub webhook_backoff: Duration,
-    /// How long a start may wait for a free webhook slot at its app server before it fails
-    /// `WEBHOOK_QUEUE_TIMEOUT` (the connect deadline counts from the send, not from here).
-    pub webhook_queue_timeout: Duration,
-    /// Restarts through the webhook after unexpected drops, and the first backoff (doubling).
-    pub restart_attempts: u32,
-    pub restart_backoff: Duration,
-    /// An app that stayed up this long has its restart count reset.
-    pub restart_reset_after: Duration,
-    /// A glasses connection must send `connection_init` within this.
-    pub glasses_init_timeout: Duration,
-    /// An app connection must send `tpa_connection_init` within this.
-    pub app_init_timeout: Duration,
-    /// After a `microphone_state_change`, further changes wait this long (PROTOCOL §15).
-    pub mic_debounce: Duration,
-    /// The display manager's throttle, boot, lock and lifetime (PROTOCOL §15).
-    pub display: display::DisplayTimings,
-    /// How long app requests wait for the glasses' reply.
-    pub requests: requests::RequestTimings,
-}
-
-impl Default for Timings {
-    fn default() -> Self {
-        Timings {
-            grace_period: Duration::from_secs(60),
-            app_connect_timeout: Duration::from_secs(5),
-            app_reconnect_grace: Duration::from_secs(5),
-            webhook_timeout: Duration::from_secs(10),
-            webhook_attempts: 2,
-            webhook_backoff: Duration::from_secs(1),
-            webhook_queue_timeout: Duration::from_secs(60),
-            restart_attempts: 3,
-            restart_backoff: Duration::from_secs(1),
-            restart_reset_after: Duration::from_secs(60),
-            glasses_init_timeout: Duration::from_secs(10),
-            app_init_timeout: Duration::from_secs(5),
-            mic_debounce: Duration::from_secs(1),
-            display: display::DisplayTimings::default(),
-            requests: requests::RequestTimings::default(),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct HubConfig {
-    /// Base WebSocket URL handed to apps (`/app-ws` is appended).
-    pub public_ws_url: String,
-    /// Base WebSocket URL handed to system apps.
-    pub internal_ws_url: String,
-    pub jwt_secret: Vec<u8>,
-    pub apps: Vec<AppSpec>,
-    pub timings: Timings,
-    /// Webhooks in flight to one app server (host and port) at once.
-    pub max_webhooks_per_server: usize,
-    /// Webhooks waiting for a slot, all app servers together; one more is refused
-    /// (`WEBHOOK_QUEUE_FULL`).
-    pub max_queued_webhooks: usize,
-    /// App start/stop requests per session: a burst of this many, then one per
-    /// `lifecycle_refill`.
-    pub lifecycle_burst: u32,
-    pub lifecycle_refill: Duration,
-    /// A `display_event` layout larger than this (JSON bytes) is refused (`LAYOUT_TOO_LARGE`).
-    pub max_layout_bytes: usize,
-    /// App requests to the glasses (photos, audio, LED, location, streams) pending per session.
-    pub max_pending_requests: usize,
-    /// Sessions held at once; a new user past it is refused (`TOO_MANY_SESSIONS`).
-    pub max_sessions: usize,
-    /// Apps started (and not given up on) in one session; one more is refused
-    /// (`TOO_MANY_APPS`).
-    pub max_apps_per_session: usize,
-}
-
-impl Default for HubConfig {
-    fn default() -> Self {
-        HubConfig {
-            public_ws_url: "ws://127.0.0.1:8002".into(),
-            internal_ws_url: "ws://127.0.0.1:8002".into(),
-            jwt_secret: Vec::new(),
-            apps: Vec::new(),
-            timings: Timings::default(),
-            max_webhooks_per_server: 16,
-            max_queued_webhooks: 10_000,
-            lifecycle_burst: 10,
-            lifecycle_refill: Duration::from_secs(1),
-            max_layout_bytes: 32 * 1024,
-            max_pending_requests: 16,
-            max_sessions: 10_000,
-            max_apps_per_session: 32,
-        }
-    }
-}
 
 /// What the upgrade request already proved, carried into `on_open`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,31 +106,6 @@ pub enum PreAuth {
 pub struct Refusal {
     pub status: u16,
     pub body: Value,
-}
-
-/// The hub's view of a connection.
-#[derive(Debug)]
-enum Link {
-    Glasses {
-        /// The user its bearer token named, until it is bound: the session holds it then.
-        user: Option<String>,
-        /// It came with a bearer token (a later `connection_init` needs none).
-        bearer: bool,
-        session: Option<SessKey>,
-        init_deadline: Option<Instant>,
-    },
-    App {
-        bound: Option<(SessKey, usize)>,
-        init_deadline: Option<Instant>,
-    },
-}
-
-impl Link {
-    fn init_deadline(&self) -> Option<Instant> {
-        match self {
-            Link::Glasses { init_deadline, .. } | Link::App { init_deadline, .. } => *init_deadline,
-        }
-    }
 }
 
 pub struct Hub {

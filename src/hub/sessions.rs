@@ -373,14 +373,21 @@ mod tests {
             prefix: Box::default(),
             waiting: false,
         };
-        t.get_mut(a).map(|s| s.apps.get_or_insert(3, run));
+        if let Some(s) = t.get_mut(a) {
+            s.apps.get_or_insert(3, run);
+        }
         assert_eq!(t.run(a, 3).map(|r| r.start), Some(1));
         assert!(t.run(a, 2).is_none());
-        t.run_mut(a, 3).map(|r| r.restarts = 2);
+        if let Some(r) = t.run_mut(a, 3) {
+            r.restarts = 2;
+        }
         assert_eq!(t.run(a, 3).map(|r| r.restarts), Some(2));
         t.remove(a);
         let b = t.insert(session("a"));
-        assert!(t.run(b, 3).is_none(), "a new session of the same user starts empty");
+        assert!(
+            t.run(b, 3).is_none(),
+            "a new session of the same user starts empty"
+        );
         assert!(t.run_mut(a, 3).is_none());
     }
 

@@ -7,8 +7,8 @@
 //! entry stale — it is dropped when it comes up, never dispatched (spurious fires are no-ops).
 
 use super::connmap::ConnMap;
+use super::links::Link;
 use super::sessions::{SessKey, Sessions};
-use super::Link;
 use crate::net::ConnId;
 use crate::time::Instant;
 
@@ -25,7 +25,7 @@ pub(super) enum TimerKey {
     Sweep,
     /// The session's display manager ([`super::screen::Screen::deadline`]).
     Display(SessKey),
-    /// The session's earliest pending app request ([`super::requests::Requests::deadline`]).
+    /// The session's earliest pending app request (`Requests::deadline`).
     Requests(SessKey),
 }
 
@@ -52,4 +52,3 @@ pub(super) fn is_current(
         TimerKey::Requests(sk) => session(sk).is_some_and(|s| s.requests.deadline() == Some(at)),
     }
 }
-

@@ -65,11 +65,7 @@ impl Webhooks {
     }
 
     /// The kinds of the webhooks in flight for (`sk`, `app`).
-    pub fn in_flight_for(
-        &self,
-        sk: SessKey,
-        app: usize,
-    ) -> impl Iterator<Item = WebhookKind> + '_ {
+    pub fn in_flight_for(&self, sk: SessKey, app: usize) -> impl Iterator<Item = WebhookKind> + '_ {
         self.in_flight
             .values()
             .filter(move |w| w.sess == sk && w.app == app)
