@@ -59,12 +59,14 @@ pub(super) struct Webhooks {
 
 impl Webhooks {
     /// The id of a new start (unique in the hub).
+    #[inline]
     pub fn new_start(&mut self) -> u32 {
         self.next_start = self.next_start.wrapping_add(1);
         self.next_start
     }
 
     /// The kinds of the webhooks in flight for (`sk`, `app`).
+    #[inline]
     pub fn in_flight_for(&self, sk: SessKey, app: usize) -> impl Iterator<Item = WebhookKind> + '_ {
         self.in_flight
             .values()
@@ -74,52 +76,62 @@ impl Webhooks {
 
     /// Keep `q` to send after the one in flight for (`sk`, `app`); true if it replaced one
     /// that waited already (coalesced).
+    #[inline]
     pub fn wait_behind(&mut self, sk: SessKey, app: usize, q: Queued) -> bool {
         self.queued.insert((sk, app), q).is_some()
     }
 
     /// The webhook that waited behind the one in flight for (`sk`, `app`).
+    #[inline]
     pub fn take_behind(&mut self, sk: SessKey, app: usize) -> Option<Queued> {
         self.queued.remove(&(sk, app))
     }
 
     /// A new webhook to `target` may be sent now: a slot is free and none waits before it.
+    #[inline]
     pub fn can_send(&self, target: &Target, cap: usize) -> bool {
         self.servers.can_send(target, cap)
     }
 
     /// Queue `w` at the back of `target`'s FIFO; given back when `bound` wait already.
+    #[inline]
     pub fn push(&mut self, target: &Target, w: Waiting, bound: usize) -> Result<(), Waiting> {
         self.servers.push(target, w, bound)
     }
 
     /// The head of `target`'s FIFO, if a slot is free for it.
+    #[inline]
     pub fn next(&mut self, target: &Target, cap: usize) -> Option<Waiting> {
         self.servers.next(target, cap)
     }
 
     /// Take the start of (`sk`, `app`) out of the FIFO it waits in.
+    #[inline]
     pub fn cancel_start(&mut self, sk: SessKey, app: usize) -> Option<Waiting> {
         self.servers.cancel_start(sk, app)
     }
 
     /// Webhooks waiting in the FIFOs, all servers together.
+    #[inline]
     pub fn waiting(&self) -> usize {
         self.servers.waiting()
     }
 
     /// The load of `target` at `now`.
+    #[inline]
     pub fn load(&self, target: &Target, now: Instant) -> ServerLoad {
         self.servers.load(target, now)
     }
 
     /// `w` went out on the outbound connection `conn`: it holds a slot at its server.
+    #[inline]
     pub fn sent(&mut self, conn: ConnId, w: Webhook) {
         self.servers.sent(&w.target);
         self.in_flight.insert(conn, w);
     }
 
     /// The webhook on `conn` has its outcome: its slot is free again; it, if `conn` carried one.
+    #[inline]
     pub fn finished(&mut self, conn: ConnId) -> Option<Webhook> {
         let w = self.in_flight.remove(&conn)?;
         self.servers.finished(&w.target);
