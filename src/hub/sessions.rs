@@ -359,13 +359,11 @@ mod tests {
 
     #[test]
     fn a_run_is_found_through_its_live_session_only() {
-        let mut t = Sessions::default();
-        let a = t.insert(session("a"));
-        let run = AppRun {
+        let run = |start| AppRun {
             state: AppState::Active,
             conn: None,
             subs: Vec::new(),
-            start: 1,
+            start,
             attempt: 1,
             restarts: 0,
             active_since: None,
@@ -373,8 +371,10 @@ mod tests {
             prefix: Box::default(),
             waiting: false,
         };
+        let mut t = Sessions::default();
+        let a = t.insert(session("a"));
         if let Some(s) = t.get_mut(a) {
-            s.apps.get_or_insert(3, run);
+            s.apps.get_or_insert(3, run(1));
         }
         assert_eq!(t.run(a, 3).map(|r| r.start), Some(1));
         assert!(t.run(a, 2).is_none());
@@ -388,19 +388,29 @@ mod tests {
             t.run(b, 3).is_none(),
             "a new session of the same user starts empty"
         );
+        if let Some(s) = t.get_mut(b) {
+            s.apps.get_or_insert(3, run(2));
+        }
+        assert!(
+            t.run(a, 3).is_none(),
+            "the old key reaches no run of the new one"
+        );
         assert!(t.run_mut(a, 3).is_none());
+        assert_eq!(t.run(b, 3).map(|r| r.start), Some(2));
     }
 
     #[test]
     fn the_rate_limit_refills_one_per_interval_up_to_the_burst() {
         let t0 = Instant::from_micros(0);
         let s = Duration::from_secs(1);
-        let mut r = RateLimit::full(2, t0);
-        assert!(r.take(2, s, t0) && r.take(2, s, t0));
-        assert!(!r.take(2, s, t0), "the burst is spent");
-        assert!(r.take(2, s, t0 + s), "one more after an interval");
-        assert!(!r.take(2, s, t0 + s));
-        assert!(r.take(2, s, t0 + s * 10) && r.take(2, s, t0 + s * 10));
-        assert!(!r.take(2, s, t0 + s * 10), "never more than the burst");
+        let mut r = RateLimit::full(3, t0);
+        assert!((0..3).all(|_| r.take(3, s, t0)));
+        assert!(!r.take(3, s, t0), "the burst is spent");
+        assert!(r.take(3, s, t0 + s), "one more after an interval");
+        assert!(!r.take(3, s, t0 + s));
+        assert!(r.take(3, s, t0 + s * 3), "two earned, one taken");
+        let later = t0 + s * 30;
+        assert!((0..3).all(|_| r.take(3, s, later)));
+        assert!(!r.take(3, s, later), "never more than the burst");
     }
 }
