@@ -147,6 +147,17 @@ impl Session {
         }
     }
 
+    /// A session of `user` made at time zero, for unit tests of the hub's parts.
+    #[cfg(test)]
+    pub(super) fn for_test(user: &str) -> Session {
+        let timings = Arc::new(super::display::DisplayTimings::default());
+        let zero = Instant::from_micros(0);
+        let glasses = ConnId { index: 0, gen: 0 };
+        let limit = RateLimit::full(1, zero);
+        let wall = Wall::from_micros(0);
+        Session::new(user, glasses, wall, None, limit, LazyScreen::new(&timings))
+    }
+
     /// The user's glasses settings (the defaults until one was changed).
     pub(super) fn settings(&self) -> Value {
         self.settings
@@ -312,15 +323,9 @@ impl<'a> IntoIterator for &'a Sessions {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hub::display::DisplayTimings;
 
     fn session(user: &str) -> Session {
-        let t = Arc::new(DisplayTimings::default());
-        let now = Instant::from_micros(0);
-        let glasses = ConnId { index: 0, gen: 0 };
-        let limit = RateLimit::full(1, now);
-        let wall = Wall::from_micros(0);
-        Session::new(user, glasses, wall, None, limit, LazyScreen::new(&t))
+        Session::for_test(user)
     }
 
     #[test]

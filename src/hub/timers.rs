@@ -52,3 +52,80 @@ pub(super) fn is_current(
         TimerKey::Requests(sk) => session(sk).is_some_and(|s| s.requests.deadline() == Some(at)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::sessions::Session;
+    use std::time::Duration;
+
+    #[test]
+    fn an_entry_is_current_only_while_its_slot_holds_its_time() {
+        let t0 = Instant::from_micros(0);
+        let (at, later) = (t0 + Duration::from_secs(1), t0 + Duration::from_secs(2));
+        let mut sessions = Sessions::default();
+        let mut links = ConnMap::default();
+        let sk = sessions.insert(Session::for_test("a"));
+        let id = ConnId { index: 3, gen: 1 };
+        assert!(!is_current(
+            &sessions,
+            &links,
+            None,
+            at,
+            TimerKey::Session(sk)
+        ));
+        if let Some(s) = sessions.get_mut(sk) {
+            s.grace_until = Some(at);
+        }
+        assert!(is_current(
+            &sessions,
+            &links,
+            None,
+            at,
+            TimerKey::Session(sk)
+        ));
+        assert!(
+            !is_current(&sessions, &links, None, later, TimerKey::Session(sk)),
+            "armed for another time"
+        );
+        sessions.remove(sk);
+        let mut next = Session::for_test("b");
+        next.grace_until = Some(at);
+        let reused = sessions.insert(next);
+        assert_eq!(reused.slot, sk.slot);
+        assert!(
+            !is_current(&sessions, &links, None, at, TimerKey::Session(sk)),
+            "the slot's new session is not the one it was armed for"
+        );
+        assert!(is_current(
+            &sessions,
+            &links,
+            None,
+            at,
+            TimerKey::Session(reused)
+        ));
+        let link = Link::App {
+            bound: None,
+            init_deadline: Some(at),
+        };
+        links.insert(id, link);
+        assert!(is_current(&sessions, &links, None, at, TimerKey::Conn(id)));
+        let other = ConnId { index: 3, gen: 2 };
+        assert!(!is_current(
+            &sessions,
+            &links,
+            None,
+            at,
+            TimerKey::Conn(other)
+        ));
+        assert!(is_current(&sessions, &links, Some(at), at, TimerKey::Sweep));
+        assert!(!is_current(
+            &sessions,
+            &links,
+            Some(later),
+            at,
+            TimerKey::Sweep
+        ));
+        assert!(!is_current(&sessions, &links, None, at, TimerKey::Sweep));
+    }
+}
