@@ -16,6 +16,14 @@
 //! - [`hub`]: sessions, apps, routing — generic over an `Outbox`, never naming the table; in
 //!   test and `sim` builds it records each session's display inputs as its own values, for
 //!   whatever checks them (it never names `sim`);
+//!   its state in parts that own it, composed by `Hub` (`hub/mod.rs`, which wires them): the
+//!   session table (`hub/sessions.rs`), each connection's link (`hub/links.rs`), the webhooks
+//!   (`hub/webhooks.rs`, per-server FIFOs in `hub/webhook_queue.rs`), what the timers are for
+//!   (`hub/timers.rs`), the display rules (`hub/display/`), pending app requests
+//!   (`hub/requests.rs`), subscriptions (`hub/routes.rs`), the app registry
+//!   (`hub/registry.rs`); the rules by concern beside them (the app lifecycle in
+//!   `hub/lifecycle.rs`); its config, errors and counters are values (`hub/config.rs`,
+//!   `hub/errors.rs`, `hub/counters.rs`);
 //! - [`server`]: the composition of table and hub (bytes and time in, bytes and deadlines out),
 //!   with the one HTTP route table (`server::router`: every method and path to a typed route);
 //! - [`reactor`]: the thin mio shell over pluggable transports, the only reader of clocks; it

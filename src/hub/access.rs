@@ -109,7 +109,10 @@ impl Hub {
             .and_then(|u| u.strip_suffix('-'))
             .filter(|u| !u.is_empty())
             .ok_or(JoinError::SessionNotFound)?;
-        let sk = *self.by_user.get(user).ok_or(JoinError::SessionNotFound)?;
+        let sk = self
+            .sessions
+            .by_user(user)
+            .ok_or(JoinError::SessionNotFound)?;
         let started = self
             .session(sk)
             .and_then(|s| s.apps.get(&app))
@@ -181,7 +184,7 @@ impl Hub {
         let Some(app) = self.app_or_404(net, id, package) else {
             return;
         };
-        let Some(&sk) = self.by_user.get(user) else {
+        let Some(sk) = self.sessions.by_user(user) else {
             return net.respond_error(
                 id,
                 404,
@@ -207,7 +210,7 @@ impl Hub {
 
     /// A new session for `user` would be one more than `max_sessions` (resuming one never is).
     pub(super) fn session_refused(&self, user: &str) -> bool {
-        !self.by_user.contains_key(user) && self.sessions.len() >= self.cfg.max_sessions
+        self.sessions.by_user(user).is_none() && self.sessions.len() >= self.cfg.max_sessions
     }
 
     pub(super) fn running_changed(&mut self, sk: SessKey, app: usize, running: bool) {

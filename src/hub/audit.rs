@@ -11,27 +11,19 @@
 //! - every bound app link is its run's connection, and every linked connection is alive in the
 //!   connection table (`is_live`).
 
-use super::{AppState, Hub, Link, TimerKey};
+use super::links::Link;
+use super::sessions::AppState;
+use super::timers::TimerKey;
+use super::Hub;
 use crate::net::ConnId;
 
 impl Hub {
     /// The first broken structural invariant, if any; `is_live` says whether a connection is
     /// still open in the table.
     pub fn audit(&self, is_live: impl Fn(ConnId) -> bool) -> Result<(), String> {
-        if self.by_user.len() != self.sessions.len() {
-            return Err(format!(
-                "{} sessions but {} users indexed",
-                self.sessions.len(),
-                self.by_user.len()
-            ));
-        }
-        for (user, sk) in &self.by_user {
-            let s = self
-                .session(*sk)
-                .ok_or_else(|| format!("{user}: indexed session is gone"))?;
-            if &s.user != user {
-                return Err(format!("{user}: indexed session belongs to {}", s.user));
-            }
+        self.sessions.audit()?;
+        for (sk, s) in &self.sessions {
+            let (user, sk) = (&s.user, &sk);
             let glasses_links: Vec<ConnId> = self
                 .links
                 .iter()

@@ -6,7 +6,12 @@
 //! Invariant: only fields present with the right type change a setting; a report that changes
 //! nothing sends nothing.
 
-use super::*;
+use super::sessions::SessKey;
+use super::Hub;
+use crate::net::Outbox;
+use crate::protocol::outbound as messages;
+use crate::time::Now;
+use serde_json::{json, Value};
 
 /// Durable device settings are stored under this package name.
 pub(super) const DEVICE: &str = "";

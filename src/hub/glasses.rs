@@ -208,8 +208,8 @@ impl Hub {
         user: &str,
         now: Now,
     ) {
-        let sk = match self.by_user.get(user) {
-            Some(&sk) => {
+        let sk = match self.sessions.by_user(user) {
+            Some(sk) => {
                 let old = self.session_mut(sk).and_then(|s| {
                     s.grace_until = None;
                     s.glasses.replace(id)
@@ -226,28 +226,14 @@ impl Hub {
                 return self.glasses_error(net, id, "TOO_MANY_SESSIONS", full, true, now);
             }
             None => {
-                self.next_gen = self.next_gen.wrapping_add(1);
-                let gen = self.next_gen;
-                let shared: std::sync::Arc<str> = user.into();
-                let slot = self.sessions.insert(Session {
-                    gen,
-                    user: shared.clone(),
-                    glasses: Some(id),
-                    started: now.wall,
-                    grace_until: None,
-                    apps: Default::default(),
-                    settings: self.device_settings(user),
-                    lifecycle: RateLimit::full(self.cfg.lifecycle_burst, now.mono),
-                    streams: None,
-                    mic: Default::default(),
-                    screen: screen::LazyScreen::new(&self.display_timings),
-                    requests: Default::default(),
-                });
-                let sk = SessKey {
-                    slot: slot as u32,
-                    gen,
-                };
-                self.by_user.insert(shared, sk);
+                let sk = self.sessions.insert(Session::new(
+                    user,
+                    id,
+                    now.wall,
+                    self.device_settings(user),
+                    RateLimit::full(self.cfg.lifecycle_burst, now.mono),
+                    screen::LazyScreen::new(&self.display_timings),
+                ));
                 log::info!("event=session_created session={user:?} connection={id}");
                 sk
             }
@@ -327,8 +313,9 @@ impl Hub {
         }
         if self.session(sk).is_some() {
             self.retire_display_stats(sk);
-            let s = self.sessions.remove(sk.slot as usize);
-            self.by_user.remove(&s.user);
+            let Some(s) = self.sessions.remove(sk) else {
+                return;
+            };
             self.counters.sessions_ended += 1;
             log::info!(
                 "event=session_ended session={:?} reason=grace_period",

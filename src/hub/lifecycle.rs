@@ -1,13 +1,24 @@
-//! Core layer (sans-IO), part of the hub: the app lifecycle. Start (webhook, connect deadline,
-//! webhook retry), unexpected drops (reconnect grace, restart with doubling backoff, bounded),
-//! and stops on purpose; and the sending of webhooks: one at a time per (session, app), at most
-//! `max_webhooks_per_server` in flight to one app server, the rest waiting their turn in that
-//! server's FIFO ([`webhook_queue`]). Invariants: each start has its own id, so a late answer
-//! to an earlier start never counts against a newer one; apps stopped on purpose are never
-//! restarted; a start waiting in a FIFO is there only while its app is loading for that very
-//! start (`AppRun::waiting`), and its connect deadline runs from its send.
+//! Core layer (sans-IO), part of the hub: the rules of the app lifecycle, over the state of
+//! the session table (`AppRun`s in [`super::sessions`]) and the webhooks
+//! ([`super::webhooks`]). Start (webhook, connect deadline, webhook retry), unexpected drops
+//! (reconnect grace, restart with doubling backoff, bounded), and stops on purpose; and the
+//! sending of webhooks: one at a time per (session, app), at most `max_webhooks_per_server` in
+//! flight to one app server, the rest waiting their turn in that server's FIFO.
+//!
+//! Invariants: each start has its own id, so a late answer to an earlier start never counts
+//! against a newer one; apps stopped on purpose are never restarted; a start waiting in a FIFO
+//! is there only while its app is loading for that very start (`AppRun::waiting`), and its
+//! connect deadline runs from its send.
 
-use super::*;
+use super::errors::LifecycleError;
+use super::sessions::{AppRun, AppState, SessKey};
+use super::timers::TimerKey;
+use super::webhook_queue::{ServerLoad, Waiting};
+use super::webhooks::{Queued, Webhook, WebhookKind};
+use super::Hub;
+use crate::net::{ConnId, HttpOutcome, Outbox, Target};
+use crate::protocol::outbound as messages;
+use crate::time::{Instant, Now};
 
 impl Hub {
     // ---- app lifecycle -------------------------------------------------------------------
@@ -24,9 +35,8 @@ impl Hub {
         restart: bool,
     ) -> bool {
         let until = now.mono + self.cfg.timings.app_connect_timeout;
-        let start = self.next_start.wrapping_add(1);
         let max_apps = self.cfg.max_apps_per_session;
-        let Some(s) = self.session_mut(sk) else {
+        let Some(s) = self.sessions.get_mut(sk) else {
             return false;
         };
         let live = |r: &AppRun| r.state.is_live();
@@ -46,7 +56,7 @@ impl Hub {
                 state: AppState::Failed,
                 conn: None,
                 subs: Vec::new(),
-                start,
+                start: 0,
                 attempt: 0,
                 restarts: 0,
                 active_since: None,
@@ -71,9 +81,8 @@ impl Hub {
             retry_at: None,
         };
         run.error = None;
-        run.start = start;
+        run.start = self.webhooks.new_start();
         run.attempt = 1;
-        self.next_start = start;
         self.arm(until, TimerKey::App(sk, app));
         // The boot screen first: a start refused at once (queue full) then takes it down.
         self.screen_app_starting(net, sk, app, now);
@@ -134,14 +143,10 @@ impl Hub {
             messages::http_post(host, *port, &format!("{}/webhook", spec.webhook_path), body);
         let busy = self
             .webhooks
-            .values()
-            .any(|w| w.sess == sk && w.app == app && self.webhook_wanted(sk, app, w.kind));
+            .in_flight_for(sk, app)
+            .any(|kind| self.webhook_wanted(sk, app, kind));
         if busy {
-            if self
-                .queued
-                .insert((sk, app), Queued { kind, request })
-                .is_some()
-            {
+            if self.webhooks.wait_behind(sk, app, Queued { kind, request }) {
                 self.counters.webhooks_coalesced += 1;
             }
             return;
@@ -165,12 +170,12 @@ impl Hub {
     ) {
         let target = self.cfg.apps[app].webhook_target.clone();
         if self
-            .hooks
+            .webhooks
             .can_send(&target, self.cfg.max_webhooks_per_server)
         {
             return self.open_webhook(net, target, sk, app, kind, &request, now);
         }
-        let waiting = webhook_queue::Waiting {
+        let waiting = Waiting {
             sess: sk,
             app,
             kind,
@@ -178,7 +183,7 @@ impl Hub {
             since: now.mono,
         };
         if self
-            .hooks
+            .webhooks
             .push(&target, waiting, self.cfg.max_queued_webhooks)
             .is_err()
         {
@@ -186,7 +191,7 @@ impl Hub {
             log::warn!(
                 "event=webhook_refused code=WEBHOOK_QUEUE_FULL package={:?} waiting={}",
                 self.cfg.apps[app].package_name,
-                self.hooks.waiting()
+                self.webhooks.waiting()
             );
             if self.webhook_wanted(sk, app, kind) && matches!(kind, WebhookKind::Start { .. }) {
                 self.start_failed(net, sk, app, "WEBHOOK_QUEUE_FULL", now);
@@ -238,8 +243,7 @@ impl Hub {
         match conn {
             Some(conn) => {
                 self.counters.webhooks_sent += 1;
-                self.hooks.sent(&w.target);
-                self.webhooks.insert(conn, w);
+                self.webhooks.sent(conn, w);
             }
             None => {
                 log::warn!(
@@ -256,7 +260,7 @@ impl Hub {
     /// the queue gets its full connect time from now.
     fn pump_webhooks(&mut self, net: &mut impl Outbox, target: &Target, now: Now) {
         let cap = self.cfg.max_webhooks_per_server;
-        while let Some(w) = self.hooks.next(target, cap) {
+        while let Some(w) = self.webhooks.next(target, cap) {
             if !self.webhook_wanted(w.sess, w.app, w.kind) {
                 continue;
             }
@@ -278,7 +282,7 @@ impl Hub {
             return false;
         };
         run.waiting = false;
-        self.hooks.cancel_start(sk, app).is_some()
+        self.webhooks.cancel_start(sk, app).is_some()
     }
 
     /// Every app server's webhooks in flight and waiting (with the oldest one's wait), one
@@ -291,7 +295,7 @@ impl Hub {
             }
         }
         seen.into_iter()
-            .map(|t| self.hooks.load(t, now.mono))
+            .map(|t| self.webhooks.load(t, now.mono))
             .collect()
     }
 
@@ -302,10 +306,9 @@ impl Hub {
         outcome: HttpOutcome,
         now: Now,
     ) {
-        let Some(w) = self.webhooks.remove(&id) else {
+        let Some(w) = self.webhooks.finished(id) else {
             return;
         };
-        self.hooks.finished(&w.target);
         let target = w.target.clone();
         let (sk, app) = (w.sess, w.app);
         let took = now.mono.saturating_since(w.sent).as_micros();
@@ -329,7 +332,7 @@ impl Hub {
         // The slot goes to the server's longest waiting first; the same app's next webhook
         // then takes its turn like any other.
         self.pump_webhooks(net, &target, now);
-        if let Some(q) = self.queued.remove(&(sk, app)) {
+        if let Some(q) = self.webhooks.take_behind(sk, app) {
             if self.webhook_wanted(sk, app, q.kind) {
                 // A start that waited gets its full connect time from now.
                 let until = now.mono + self.cfg.timings.app_connect_timeout;
@@ -369,14 +372,11 @@ impl Hub {
     fn webhook_wanted(&self, sk: SessKey, app: usize, kind: WebhookKind) -> bool {
         match kind {
             WebhookKind::Stop => true,
-            WebhookKind::Start { start, attempt } => self
-                .session(sk)
-                .and_then(|s| s.apps.get(&app))
-                .is_some_and(|r| {
-                    matches!(r.state, AppState::Loading { .. })
-                        && r.start == start
-                        && r.attempt == attempt
-                }),
+            WebhookKind::Start { start, attempt } => self.sessions.run(sk, app).is_some_and(|r| {
+                matches!(r.state, AppState::Loading { .. })
+                    && r.start == start
+                    && r.attempt == attempt
+            }),
         }
     }
 

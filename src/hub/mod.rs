@@ -1,11 +1,11 @@
 //! Core layer (sans-IO): the application core — sessions, app authentication and the app
 //! lifecycle, subscriptions, and the first, simple routing of events and displays.
 //!
-//! Owns the sessions (one per user, in a slab with generations), the hub's view of every
-//! glasses and app connection ([`Link`]), the in-flight webhooks, and the hub's timers. It
-//! reacts to inputs from the server core (`on_open`, `on_text`, `on_binary`, `on_closed`,
+//! It reacts to inputs from the server core (`on_open`, `on_text`, `on_binary`, `on_closed`,
 //! `on_rest`, `on_http_done`, `handle_timeout`) and acts only through the connection table it
-//! is handed ([`Net`]): frames out, closes, HTTP responses, outbound webhook requests.
+//! is handed (an [`Outbox`]): frames out, closes, HTTP responses, outbound webhook requests.
+//! [`Hub`] composes the parts below and is the one place that wires one part's output to
+//! another's input; this file holds it, its timer heap and the dispatch of connection events.
 //!
 //! Invariants:
 //! - an app connection is bound to at most one (session, app), and only after its key (and,
@@ -18,21 +18,38 @@
 //!   `sessionId` inside them;
 //! - every timer is re-checked against the state when it fires (spurious fires are no-ops).
 //!
-//! The rules live in submodules by concern: `access` (upgrades and REST), `glasses`, `apps`,
-//! `lifecycle` (start, restart, stop, and sending webhooks), `webhook_queue` (webhooks in
-//! flight and waiting per app server) and `view` (what the glasses are shown); this file holds
-//! the state, the timers and the dispatch of connection events.
+//! Module map — who owns what:
+//! - state, each part a struct with its own methods and tests:
+//!   `sessions` (the session table: `Sessions` — slab, generations, index by user — and each
+//!   session's app runs and their lifecycle states), `links` (the hub's view of each
+//!   connection, kept in a `connmap`), `webhooks` (`Webhooks`: in flight, the one waiting
+//!   per app, start ids; per-server FIFOs in `webhook_queue`), `timers` (what each deadline
+//!   is for, and whether a fired one is still current), `display` and `dashboard` (one per
+//!   session, behind `screen`), `requests` (app requests pending on the glasses), `routes`
+//!   (a session's subscription index), `registry` (the apps this box may start);
+//! - values: `config` ([`HubConfig`], [`Timings`]), `errors` ([`JoinError`],
+//!   [`LifecycleError`]), `counters` ([`HubCounters`]), `vecmap`, `connmap`;
+//! - rules, as `impl Hub` by concern: `access` (upgrades and REST start/stop), `glasses`,
+//!   `apps`, `lifecycle` (start, restart, stop, sending webhooks), `streams` (relay,
+//!   publishing, microphone), `screen`, `requests`, `rest` (storage, settings, TPA server
+//!   registration), `device` (device settings), `view` (what the glasses are told of the
+//!   session), `operator` (the operator's view), `reload` (shutdown and app reload), `audit`
+//!   (tests and `sim`: the structural invariants).
 
 mod access;
 mod apps;
 #[cfg(any(test, feature = "sim"))]
 mod audit;
+mod config;
 mod connmap;
+mod counters;
 pub mod dashboard;
 mod device;
 pub mod display;
+mod errors;
 mod glasses;
 mod lifecycle;
+mod links;
 mod operator;
 mod reload;
 pub mod requests;
@@ -41,129 +58,34 @@ pub mod registry;
 mod rest;
 mod routes;
 mod screen;
+mod sessions;
 mod streams;
+mod timers;
 mod vecmap;
 mod view;
 mod webhook_queue;
+mod webhooks;
 pub use webhook_queue::ServerLoad;
+
+pub use config::{HubConfig, Timings};
+pub use counters::HubCounters;
+pub use errors::{JoinError, LifecycleError};
+use links::Link;
+pub use sessions::SessKey;
+use sessions::{AppRun, AppState, RateLimit, Session, Sessions};
+use timers::{is_current, TimerKey};
+use webhooks::Webhooks;
 
 pub use rest::{SettingsRequest, StorageMethod, StorageRequest, TpaServerAction};
 #[cfg(any(test, feature = "sim"))]
 pub use screen::DisplayInput;
 pub use screen::ScreenView;
 
-use crate::net::{ConnId, Endpoint, HttpOutcome, Outbox, Target};
+use crate::net::{ConnId, Endpoint, Outbox};
 use crate::protocol::outbound as messages;
 use crate::state::{Durable, Persist, Snapshot};
-use crate::time::{Instant, Now, TimerHeap, Wall};
-use registry::AppSpec;
-use serde_json::{json, Value};
-use slab::Slab;
-use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
-
-/// Timings of the app lifecycle (defaults from PROTOCOL §15).
-#[derive(Debug, Clone)]
-pub struct Timings {
-    /// Glasses gone: how long the session and its apps live on.
-    pub grace_period: Duration,
-    /// From a `session_request` until the app must have connected and initialised.
-    pub app_connect_timeout: Duration,
-    /// An app dropped unexpectedly: how long it may take to reconnect by itself.
-    pub app_reconnect_grace: Duration,
-    pub webhook_timeout: Duration,
-    pub webhook_attempts: u32,
-    pub webhook_backoff: Duration,
-    /// How long a start may wait for a free webhook slot at its app server before it fails
-    /// `WEBHOOK_QUEUE_TIMEOUT` (the connect deadline counts from the send, not from here).
-    pub webhook_queue_timeout: Duration,
-    /// Restarts through the webhook after unexpected drops, and the first backoff (doubling).
-    pub restart_attempts: u32,
-    pub restart_backoff: Duration,
-    /// An app that stayed up this long has its restart count reset.
-    pub restart_reset_after: Duration,
-    /// A glasses connection must send `connection_init` within this.
-    pub glasses_init_timeout: Duration,
-    /// An app connection must send `tpa_connection_init` within this.
-    pub app_init_timeout: Duration,
-    /// After a `microphone_state_change`, further changes wait this long (PROTOCOL §15).
-    pub mic_debounce: Duration,
-    /// The display manager's throttle, boot, lock and lifetime (PROTOCOL §15).
-    pub display: display::DisplayTimings,
-    /// How long app requests wait for the glasses' reply.
-    pub requests: requests::RequestTimings,
-}
-
-impl Default for Timings {
-    fn default() -> Self {
-        Timings {
-            grace_period: Duration::from_secs(60),
-            app_connect_timeout: Duration::from_secs(5),
-            app_reconnect_grace: Duration::from_secs(5),
-            webhook_timeout: Duration::from_secs(10),
-            webhook_attempts: 2,
-            webhook_backoff: Duration::from_secs(1),
-            webhook_queue_timeout: Duration::from_secs(60),
-            restart_attempts: 3,
-            restart_backoff: Duration::from_secs(1),
-            restart_reset_after: Duration::from_secs(60),
-            glasses_init_timeout: Duration::from_secs(10),
-            app_init_timeout: Duration::from_secs(5),
-            mic_debounce: Duration::from_secs(1),
-            display: display::DisplayTimings::default(),
-            requests: requests::RequestTimings::default(),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct HubConfig {
-    /// Base WebSocket URL handed to apps (`/app-ws` is appended).
-    pub public_ws_url: String,
-    /// Base WebSocket URL handed to system apps.
-    pub internal_ws_url: String,
-    pub jwt_secret: Vec<u8>,
-    pub apps: Vec<AppSpec>,
-    pub timings: Timings,
-    /// Webhooks in flight to one app server (host and port) at once.
-    pub max_webhooks_per_server: usize,
-    /// Webhooks waiting for a slot, all app servers together; one more is refused
-    /// (`WEBHOOK_QUEUE_FULL`).
-    pub max_queued_webhooks: usize,
-    /// App start/stop requests per session: a burst of this many, then one per
-    /// `lifecycle_refill`.
-    pub lifecycle_burst: u32,
-    pub lifecycle_refill: Duration,
-    /// A `display_event` layout larger than this (JSON bytes) is refused (`LAYOUT_TOO_LARGE`).
-    pub max_layout_bytes: usize,
-    /// App requests to the glasses (photos, audio, LED, location, streams) pending per session.
-    pub max_pending_requests: usize,
-    /// Sessions held at once; a new user past it is refused (`TOO_MANY_SESSIONS`).
-    pub max_sessions: usize,
-    /// Apps started (and not given up on) in one session; one more is refused
-    /// (`TOO_MANY_APPS`).
-    pub max_apps_per_session: usize,
-}
-
-impl Default for HubConfig {
-    fn default() -> Self {
-        HubConfig {
-            public_ws_url: "ws://127.0.0.1:8002".into(),
-            internal_ws_url: "ws://127.0.0.1:8002".into(),
-            jwt_secret: Vec::new(),
-            apps: Vec::new(),
-            timings: Timings::default(),
-            max_webhooks_per_server: 16,
-            max_queued_webhooks: 10_000,
-            lifecycle_burst: 10,
-            lifecycle_refill: Duration::from_secs(1),
-            max_layout_bytes: 32 * 1024,
-            max_pending_requests: 16,
-            max_sessions: 10_000,
-            max_apps_per_session: 32,
-        }
-    }
-}
+use crate::time::{Instant, Now, TimerHeap};
+use serde_json::Value;
 
 /// What the upgrade request already proved, carried into `on_open`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,377 +102,17 @@ pub struct Refusal {
     pub body: Value,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct SessKey {
-    /// The slab slot (sessions are capped far below `u32::MAX` by `max_sessions`).
-    slot: u32,
-    gen: u32,
-}
-
-/// What a hub deadline is for. Each key has one authoritative slot in the state (a session's
-/// `grace_until`, an app run's [`AppRun::deadline`], a link's `init_deadline`); a heap entry
-/// that no longer matches its slot is stale and is dropped without waking anyone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum TimerKey {
-    Session(SessKey),
-    App(SessKey, usize),
-    Conn(ConnId),
-    Mic(SessKey),
-    /// The sweep of expired TPA server registrations.
-    Sweep,
-    /// The session's display manager ([`screen::Screen::deadline`]).
-    Display(SessKey),
-    /// The session's earliest pending app request ([`requests::Requests::deadline`]).
-    Requests(SessKey),
-}
-
-/// The hub's view of a connection.
-#[derive(Debug)]
-enum Link {
-    Glasses {
-        /// The user its bearer token named, until it is bound: the session holds it then.
-        user: Option<String>,
-        /// It came with a bearer token (a later `connection_init` needs none).
-        bearer: bool,
-        session: Option<SessKey>,
-        init_deadline: Option<Instant>,
-    },
-    App {
-        bound: Option<(SessKey, usize)>,
-        init_deadline: Option<Instant>,
-    },
-}
-
-impl Link {
-    fn init_deadline(&self) -> Option<Instant> {
-        match self {
-            Link::Glasses { init_deadline, .. } | Link::App { init_deadline, .. } => *init_deadline,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum AppState {
-    /// Webhook sent; waiting for the app's connection. `retry_at`: next webhook attempt.
-    Loading {
-        until: Instant,
-        retry_at: Option<Instant>,
-    },
-    Active,
-    /// Dropped unexpectedly; waiting for the app's own reconnect.
-    Reconnecting {
-        until: Instant,
-    },
-    /// Waiting to restart it through the webhook.
-    RestartWait {
-        at: Instant,
-    },
-    /// Start or restart gave up; `AppRun::error` says why.
-    Failed,
-}
-
-impl AppState {
-    fn name(self) -> &'static str {
-        match self {
-            AppState::Loading { .. } => "loading",
-            AppState::Active => "active",
-            AppState::Reconnecting { .. } => "reconnecting",
-            AppState::RestartWait { .. } => "restarting",
-            AppState::Failed => "failed",
-        }
-    }
-
-    /// Started and not given up on.
-    fn is_live(self) -> bool {
-        !matches!(self, AppState::Failed)
-    }
-
-    /// The one deadline this state waits for.
-    fn deadline(self) -> Option<Instant> {
-        match self {
-            AppState::Loading { until, retry_at } => Some(retry_at.unwrap_or(until)),
-            AppState::Reconnecting { until } => Some(until),
-            AppState::RestartWait { at } => Some(at),
-            AppState::Active | AppState::Failed => None,
-        }
-    }
-}
-
-#[derive(Debug)]
-struct AppRun {
-    state: AppState,
-    conn: Option<ConnId>,
-    subs: Vec<String>,
-    /// Which start this is (unique in the hub), so a late webhook outcome from an earlier start
-    /// is never taken for the current one's.
-    start: u32,
-    attempt: u32,
-    restarts: u32,
-    active_since: Option<Instant>,
-    error: Option<&'static str>,
-    /// The `data_stream` prefix for this app in this session, built once when it binds.
-    prefix: Box<[u8]>,
-    /// Its start webhook waits in its app server's FIFO (so cancelling looks there only then).
-    waiting: bool,
-}
-
-#[derive(Debug)]
-struct Session {
-    gen: u32,
-    user: std::sync::Arc<str>,
-    glasses: Option<ConnId>,
-    started: Wall,
-    grace_until: Option<Instant>,
-    apps: vecmap::VecMap<AppRun>,
-    /// The user's glasses settings; `None` until changed from the defaults (they cost nothing
-    /// per idle session that way).
-    settings: Option<Box<Value>>,
-    /// App start/stop requests allowed from now on.
-    lifecycle: RateLimit,
-    /// Subscriptions and replay caches; `None` until the session has either.
-    streams: Option<Box<streams::Streams>>,
-    mic: streams::Mic,
-    /// What the glasses show: the display manager and the dashboard.
-    screen: screen::LazyScreen,
-    /// App requests waiting for the glasses' reply.
-    requests: requests::Requests,
-}
-
-/// A token bucket: `tokens` requests may be made now, one more each `refill`, at most `burst`.
-#[derive(Debug, Clone, Copy)]
-struct RateLimit {
-    tokens: u32,
-    last: Instant,
-}
-
-impl RateLimit {
-    fn full(burst: u32, now: Instant) -> RateLimit {
-        RateLimit {
-            tokens: burst,
-            last: now,
-        }
-    }
-
-    /// Take one token if there is one.
-    fn take(&mut self, burst: u32, refill: Duration, now: Instant) -> bool {
-        let per = refill.as_micros().max(1);
-        let earned = now.saturating_since(self.last).as_micros() / per;
-        if earned > 0 {
-            let earned = earned.min(u128::from(burst)) as u32;
-            self.tokens = burst.min(self.tokens + earned);
-            self.last = if self.tokens == burst {
-                now
-            } else {
-                self.last + refill * earned
-            };
-        }
-        match self.tokens.checked_sub(1) {
-            Some(t) => {
-                self.tokens = t;
-                true
-            }
-            None => false,
-        }
-    }
-}
-
-/// Why an app start/stop request was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LifecycleError {
-    RateLimited,
-    /// The session runs `max_apps_per_session` apps already.
-    TooManyApps,
-}
-
-impl LifecycleError {
-    pub fn code(self) -> &'static str {
-        match self {
-            LifecycleError::RateLimited => "RATE_LIMITED",
-            LifecycleError::TooManyApps => "TOO_MANY_APPS",
-        }
-    }
-
-    pub fn message(self) -> &'static str {
-        match self {
-            LifecycleError::RateLimited => {
-                "too many app start/stop requests for this session; try again in a second"
-            }
-            LifecycleError::TooManyApps => {
-                "this session runs as many apps as it may; stop one first"
-            }
-        }
-    }
-}
-
-impl Session {
-    fn settings(&self) -> Value {
-        self.settings
-            .as_deref()
-            .cloned()
-            .unwrap_or_else(messages::default_settings)
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-enum WebhookKind {
-    Start { start: u32, attempt: u32 },
-    Stop,
-}
-
-#[derive(Debug)]
-struct Webhook {
-    sess: SessKey,
-    app: usize,
-    kind: WebhookKind,
-    /// When it was handed to the connection table (for the latency histogram).
-    sent: Instant,
-    /// The app server it went to (its slot is given back there, whatever a reload changes).
-    target: Target,
-}
-
-/// A webhook waiting for the one in flight for the same (session, app) to finish; a newer one
-/// replaces it (start/stop toggles coalesce, the app server hears only the latest).
-#[derive(Debug)]
-struct Queued {
-    kind: WebhookKind,
-    request: Vec<u8>,
-}
-
-/// Why an app may not join a session; each is a distinct `code`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JoinError {
-    Malformed,
-    NotInitialized,
-    PackageNotFound,
-    InvalidApiKey,
-    InvalidAppToken,
-    MissingHeaders,
-    SessionNotFound,
-    AppNotStarted,
-    AddressNotAllowed,
-    AlreadyInitialized,
-    InitTimeout,
-}
-
-impl JoinError {
-    pub fn code(self) -> &'static str {
-        match self {
-            JoinError::Malformed => "MALFORMED_MESSAGE",
-            JoinError::NotInitialized => "NOT_INITIALIZED",
-            JoinError::PackageNotFound => "PACKAGE_NOT_FOUND",
-            JoinError::InvalidApiKey => "INVALID_API_KEY",
-            JoinError::InvalidAppToken => "INVALID_APP_TOKEN",
-            JoinError::MissingHeaders => "MISSING_HEADERS",
-            JoinError::SessionNotFound => "SESSION_NOT_FOUND",
-            JoinError::AppNotStarted => "APP_NOT_STARTED",
-            JoinError::AddressNotAllowed => "ADDRESS_NOT_ALLOWED",
-            JoinError::AlreadyInitialized => "ALREADY_INITIALIZED",
-            JoinError::InitTimeout => "INIT_TIMEOUT",
-        }
-    }
-
-    pub fn message(self) -> &'static str {
-        match self {
-            JoinError::Malformed => "expected a JSON object with packageName, sessionId and apiKey",
-            JoinError::NotInitialized => "send tpa_connection_init first",
-            JoinError::PackageNotFound => "no app with this packageName is registered",
-            JoinError::InvalidApiKey => "the API key does not match this app",
-            JoinError::InvalidAppToken => "the app token is invalid or was issued for another key",
-            JoinError::MissingHeaders => {
-                "header auth needs Authorization: Bearer <app token> and X-Session-Id"
-            }
-            JoinError::SessionNotFound => {
-                "no such session; sessionId must be <userId>-<packageName>"
-            }
-            JoinError::AppNotStarted => "this app was not started for this session",
-            JoinError::AddressNotAllowed => "this system app may not connect from this address",
-            JoinError::AlreadyInitialized => {
-                "this connection is already initialised for another app"
-            }
-            JoinError::InitTimeout => "no tpa_connection_init in time",
-        }
-    }
-
-    /// The HTTP status when refused at the upgrade.
-    pub fn status(self) -> u16 {
-        match self {
-            JoinError::InvalidApiKey | JoinError::InvalidAppToken | JoinError::MissingHeaders => {
-                401
-            }
-            JoinError::AppNotStarted | JoinError::AddressNotAllowed => 403,
-            JoinError::PackageNotFound | JoinError::SessionNotFound => 404,
-            _ => 400,
-        }
-    }
-
-    /// A short close reason.
-    pub fn reason(self) -> &'static str {
-        match self {
-            JoinError::InvalidApiKey | JoinError::InvalidAppToken => "Invalid API key",
-            JoinError::SessionNotFound => "No active session",
-            JoinError::AppNotStarted => "App not started for this session",
-            JoinError::PackageNotFound => "Unknown package",
-            JoinError::AddressNotAllowed => "Address not allowed",
-            _ => "Refused",
-        }
-    }
-}
-
-/// Counters the hub keeps for `/metrics`.
-#[derive(Debug, Default, Clone)]
-pub struct HubCounters {
-    /// Refusals by code (app and glasses).
-    pub refusals: BTreeMap<&'static str, u64>,
-    pub webhooks_sent: u64,
-    pub webhooks_failed: u64,
-    pub app_restarts: u64,
-    pub sessions_ended: u64,
-    /// Webhooks replaced by a newer one for the same app before they were sent.
-    pub webhooks_coalesced: u64,
-    /// Webhooks that waited for a free slot at their app server.
-    pub webhooks_queued: u64,
-    /// Lossy messages not delivered to a backed-up subscriber, by stream.
-    pub dropped: BTreeMap<&'static str, u64>,
-    /// Times a feeder (glasses, publisher) was not read because a subscriber was backed up.
-    pub feeder_pauses: u64,
-    /// Webhooks by outcome: `ok` (2xx), `http_error` (another status), `failed` (no usable
-    /// response: refused, reset, timed out), `not_sent` (no outbound connection free),
-    /// `queue_timeout` (a start that waited for its app server past `webhook_queue_timeout`).
-    pub webhook_outcomes: BTreeMap<&'static str, u64>,
-    /// How long sent webhooks took until their outcome ([`crate::histogram::WEBHOOK_US`]).
-    pub webhook_latency: crate::histogram::Histogram,
-    /// Display counters of sessions that ended (live ones are in their display managers).
-    pub display_retired: display::DisplayStats,
-    /// The sum of `refusals` (a cheap test for "something was refused").
-    pub refusals_total: u64,
-}
-
-impl HubCounters {
-    /// Count a refusal by its code.
-    pub fn refused(&mut self, code: &'static str) {
-        *self.refusals.entry(code).or_default() += 1;
-        self.refusals_total += 1;
-    }
-}
-
 pub struct Hub {
     cfg: HubConfig,
-    sessions: Slab<Session>,
-    /// Keyed by the session's own user string (shared, not a copy).
-    by_user: HashMap<std::sync::Arc<str>, SessKey>,
+    sessions: Sessions,
     links: connmap::ConnMap<Link>,
-    webhooks: IdMap<Webhook>,
-    queued: HashMap<(SessKey, usize), Queued>,
-    /// Webhooks in flight and waiting, per app server.
-    hooks: webhook_queue::WebhookQueue,
+    webhooks: Webhooks,
     timers: TimerHeap<TimerKey>,
     /// What survives a restart, in memory; changes leave through `poll_persist`.
     durable: Durable,
     next_registration: u32,
     /// When expired registrations are next looked for (the slot of `TimerKey::Sweep`).
     sweep_at: Option<Instant>,
-    next_gen: u32,
-    next_start: u32,
     pub counters: HubCounters,
     /// Scratch for relaying: the tail all deliveries of one event share (see `deliver`).
     delivery_tail: Vec<u8>,
@@ -568,18 +130,13 @@ impl Hub {
         Hub {
             display_timings: std::sync::Arc::new(cfg.timings.display.clone()),
             cfg,
-            sessions: Slab::new(),
-            by_user: HashMap::new(),
+            sessions: Sessions::default(),
             links: Default::default(),
-            webhooks: IdMap::default(),
-            queued: HashMap::new(),
-            hooks: webhook_queue::WebhookQueue::default(),
+            webhooks: Webhooks::default(),
             timers: TimerHeap::default(),
             durable: Durable::from_snapshot(state),
             next_registration: 0,
             sweep_at: None,
-            next_gen: 0,
-            next_start: 0,
             counters: HubCounters::default(),
             delivery_tail: Vec::new(),
         }
@@ -605,7 +162,7 @@ impl Hub {
 
     /// The app state name of `package` in `user`'s session ("loading", "active", ...).
     pub fn app_state(&self, user: &str, package: &str) -> Option<&'static str> {
-        let s = self.session(*self.by_user.get(user)?)?;
+        let s = self.session(self.sessions.by_user(user)?)?;
         let idx = self.app_index(package)?;
         s.apps.get(&idx).map(|r| r.state.name())
     }
@@ -613,9 +170,9 @@ impl Hub {
     /// The subscriptions of `package` in `user`'s session.
     pub fn subscriptions(&self, user: &str, package: &str) -> Vec<String> {
         let idx = self.app_index(package);
-        self.by_user
-            .get(user)
-            .and_then(|sk| self.session(*sk))
+        self.sessions
+            .by_user(user)
+            .and_then(|sk| self.session(sk))
             .and_then(|s| s.apps.get(&idx?))
             .map(|r| r.subs.clone())
             .unwrap_or_default()
@@ -644,19 +201,15 @@ impl Hub {
     }
 
     fn session(&self, sk: SessKey) -> Option<&Session> {
-        self.sessions
-            .get(sk.slot as usize)
-            .filter(|s| s.gen == sk.gen)
+        self.sessions.get(sk)
     }
 
     fn session_mut(&mut self, sk: SessKey) -> Option<&mut Session> {
-        self.sessions
-            .get_mut(sk.slot as usize)
-            .filter(|s| s.gen == sk.gen)
+        self.sessions.get_mut(sk)
     }
 
     fn run_mut(&mut self, sk: SessKey, app: usize) -> Option<&mut AppRun> {
-        self.session_mut(sk)?.apps.get_mut(&app)
+        self.sessions.run_mut(sk, app)
     }
 
     fn refused(&mut self, code: &'static str) {
@@ -806,57 +359,5 @@ impl Hub {
             }
             None => {}
         }
-    }
-}
-
-/// Hashes the connection ids the hub keys its maps by. They are ours (slab index and
-/// generation), not a peer's, so SipHash's flooding resistance buys nothing; a multiply per word
-/// spreads them well enough and costs a fraction (these maps are read once per message).
-#[derive(Default, Clone, Copy)]
-struct IdHasher(u64);
-
-impl std::hash::Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
-        }
-    }
-
-    fn write_u32(&mut self, n: u32) {
-        self.write_u64(u64::from(n));
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
-
-type IdMap<V> = HashMap<ConnId, V, std::hash::BuildHasherDefault<IdHasher>>;
-
-/// Whether a heap entry still matches the slot it was armed for.
-fn is_current(
-    sessions: &Slab<Session>,
-    links: &connmap::ConnMap<Link>,
-    sweep_at: Option<Instant>,
-    at: Instant,
-    key: TimerKey,
-) -> bool {
-    let session = |sk: SessKey| sessions.get(sk.slot as usize).filter(|s| s.gen == sk.gen);
-    match key {
-        TimerKey::Session(sk) => session(sk).is_some_and(|s| s.grace_until == Some(at)),
-        TimerKey::App(sk, app) => session(sk)
-            .and_then(|s| s.apps.get(&app))
-            .is_some_and(|r| r.state.deadline() == Some(at)),
-        TimerKey::Conn(id) => links
-            .get(&id)
-            .is_some_and(|l| l.init_deadline() == Some(at)),
-        TimerKey::Mic(sk) => session(sk).is_some_and(|s| s.mic.pending_until == Some(at)),
-        TimerKey::Sweep => sweep_at == Some(at),
-        TimerKey::Display(sk) => session(sk).is_some_and(|s| s.screen.deadline() == Some(at)),
-        TimerKey::Requests(sk) => session(sk).is_some_and(|s| s.requests.deadline() == Some(at)),
     }
 }

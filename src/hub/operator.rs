@@ -4,7 +4,10 @@
 //! each view of the glasses shows (the layout as it was sent). Read-only: a JSON value built
 //! from the state on each call, nothing kept; the `/ui/` feed serves it.
 
-use super::*;
+use super::sessions::Session;
+use super::Hub;
+use crate::time::Now;
+use serde_json::{json, Value};
 
 impl Hub {
     /// Every session, ordered by user id, for the operator page.

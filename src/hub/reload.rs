@@ -49,10 +49,7 @@ impl Hub {
                 .sessions
                 .iter()
                 .filter(|(_, s)| s.apps.contains_key(&app))
-                .map(|(slot, s)| super::SessKey {
-                    slot: slot as u32,
-                    gen: s.gen,
-                })
+                .map(|(sk, _)| sk)
                 .collect();
             for sk in running {
                 self.stop_app(

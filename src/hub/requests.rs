@@ -396,10 +396,7 @@ impl Hub {
         let want = inbound::decode::<RtmpStreamStop<'_>>(text).and_then(|r| r.stream_id);
         let wait = self.cfg.timings.requests.stream;
         let Hub { sessions, cfg, .. } = self;
-        let Some(s) = sessions
-            .get_mut(sk.slot as usize)
-            .filter(|s| s.gen == sk.gen)
-        else {
+        let Some(s) = sessions.get_mut(sk) else {
             return;
         };
         let at = s.requests.pending.iter().position(|p| {
@@ -701,10 +698,7 @@ impl Hub {
         now: Now,
     ) {
         let Hub { sessions, cfg, .. } = self;
-        let Some(s) = sessions
-            .get_mut(sk.slot as usize)
-            .filter(|s| s.gen == sk.gen)
-        else {
+        let Some(s) = sessions.get_mut(sk) else {
             return;
         };
         if !s.requests.pending.iter().any(|p| p.app == app) {
@@ -734,9 +728,9 @@ impl Hub {
 
     /// Requests pending in `user`'s session (for tests and reports).
     pub fn pending_requests(&self, user: &str) -> usize {
-        self.by_user
-            .get(user)
-            .and_then(|sk| self.session(*sk))
+        self.sessions
+            .by_user(user)
+            .and_then(|sk| self.session(sk))
             .map_or(0, |s| s.requests.pending.len())
     }
 }

@@ -261,9 +261,9 @@ impl Hub {
             .and_then(|u| u.strip_suffix('-'))
             .unwrap_or(who);
         let running = self
-            .by_user
-            .get(user)
-            .and_then(|sk| self.session(*sk))
+            .sessions
+            .by_user(user)
+            .and_then(|sk| self.session(sk))
             .and_then(|s| s.apps.get(&app))
             .is_some_and(|r| r.state.is_live());
         if !running {
@@ -333,9 +333,9 @@ impl Hub {
         let settings = self.settings_for(&user, app);
         // The app's open session hears it at once.
         let conn = self
-            .by_user
-            .get(user.as_str())
-            .and_then(|sk| self.session(*sk))
+            .sessions
+            .by_user(user.as_str())
+            .and_then(|sk| self.session(sk))
             .and_then(|s| s.apps.get(&app))
             .and_then(|r| r.conn);
         if let Some(conn) = conn {

@@ -187,7 +187,7 @@ impl Hub {
 
     /// What each view of `user`'s session shows now.
     pub fn screens(&self, user: &str, now: Instant) -> Vec<ScreenView> {
-        let Some(s) = self.by_user.get(user).and_then(|sk| self.session(*sk)) else {
+        let Some(s) = self.sessions.by_user(user).and_then(|sk| self.session(sk)) else {
             return Vec::new();
         };
         View::ALL
@@ -210,7 +210,7 @@ impl Hub {
     /// session), for the simulation's reference model.
     #[cfg(any(test, feature = "sim"))]
     pub fn take_display_trace(&mut self, user: &str) -> Option<Vec<(Instant, DisplayInput)>> {
-        let sk = *self.by_user.get(user)?;
+        let sk = self.sessions.by_user(user)?;
         let s = self.session_mut(sk)?;
         if !s.screen.is_made() {
             return Some(Vec::new());
@@ -585,10 +585,7 @@ impl Hub {
     /// Send everything the manager has for the glasses, and keep the timer slot current.
     pub(super) fn screen_flush(&mut self, net: &mut impl Outbox, sk: SessKey, now: Now) {
         let Hub { sessions, cfg, .. } = self;
-        let Some(s) = sessions
-            .get_mut(sk.slot as usize)
-            .filter(|s| s.gen == sk.gen)
-        else {
+        let Some(s) = sessions.get_mut(sk) else {
             return;
         };
         if !s.screen.is_made() {

@@ -199,7 +199,7 @@ impl Hub {
             delivery_tail: tail,
             ..
         } = self;
-        let Some(s) = sessions.get(sk.slot as usize).filter(|s| s.gen == sk.gen) else {
+        let Some(s) = sessions.get(sk) else {
             return 0;
         };
         let Some(streams) = s.streams.as_deref() else {

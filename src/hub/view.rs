@@ -1,8 +1,11 @@
 //! Core layer (sans-IO), part of the hub: what the glasses see of a session — the
 //! `userSession` object, per-app states, and `app_state_change` messages.
 
-use super::*;
+use super::sessions::{AppRun, AppState, SessKey, Session};
+use super::Hub;
+use crate::net::{ConnId, Outbox};
 use crate::protocol::outbound::{AppStateView, InstalledApp, SessionMessage, UserSession};
+use crate::time::Now;
 
 impl Hub {
     // ---- what the glasses see ------------------------------------------------------------

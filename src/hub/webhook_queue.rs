@@ -14,7 +14,8 @@
 //! - a server with nothing in flight and nothing waiting holds no entry (an emptied FIFO gives
 //!   its memory back).
 
-use super::{SessKey, WebhookKind};
+use super::sessions::SessKey;
+use super::webhooks::WebhookKind;
 use crate::net::Target;
 use crate::time::Instant;
 use std::collections::{HashMap, VecDeque};
