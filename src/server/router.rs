@@ -22,6 +22,7 @@
 //! | PUT         | `/api/settings/{pkg}`                           | [`Route::SettingsWrite`]   |
 //! | POST        | `/api/tpa-server/register\|heartbeat\|restart`  | [`Route::TpaServer`]       |
 //! | GET         | `/api/public/permissions/{pkg}`                 | [`Route::Permissions`]     |
+//! | GET         | `/api/tts?text=…&voice_id=…`                    | [`Route::Tts`] (`tts.rs`)  |
 //! | anything else |                                               | 404 `no such endpoint`     |
 //!
 //! ¹ `/echo` only when configured. ² Only when the pages are served (an operator token is
@@ -89,6 +90,8 @@ pub enum Route {
     /// `GET /api/public/permissions/{package}`: the app's permissions, public (no token), as
     /// the SDK reads them to warn about a missing one.
     Permissions(String),
+    /// `GET /api/tts`: speech for the SDK's `audio.speak` (the query is read by `tts.rs`).
+    Tts,
     /// Refused from the method and path alone.
     Refuse(Refusal),
 }
@@ -213,6 +216,13 @@ pub fn route(method: &str, path: &str, on: Switches) -> Route {
             } else {
                 Err(MethodNotAllowed::PUT)
             },
+        };
+    }
+    if path == "/api/tts" {
+        return if method == "GET" {
+            Route::Tts
+        } else {
+            wrong(MethodNotAllowed::GET)
         };
     }
     if let Some(rest) = path.strip_prefix("/api/public/permissions/") {
@@ -351,6 +361,11 @@ impl Server {
     /// values that handler reads. A connection held past a cap is answered only for
     /// `/health` and `/metrics`; anything else gets the cap's refusal.
     pub(super) fn serve(&mut self, id: ConnId, req: &Request<'_>, now: Now) {
+        // A request behind one still waiting for its speech is not answered (the connection
+        // closes after the speech).
+        if self.tts.is_waiting(id) {
+            return;
+        }
         let route = route(req.method, req.path, self.switches());
         if let Some(why) = self.net.get(id).and_then(|c| c.over_cap) {
             if !matches!(route, Route::Health | Route::Metrics) {
@@ -418,6 +433,7 @@ impl Server {
                     .on_tpa_server(&mut self.net, id, action, req.body, now)
             }
             Route::Permissions(package) => self.permissions(id, &package),
+            Route::Tts => self.tts.on_request(&mut self.net, id, req.query, now),
             Route::Refuse(refusal) => refusal.respond(&mut self.net, id),
         }
     }
@@ -812,6 +828,16 @@ mod tests {
                 "{path}"
             );
         }
+    }
+
+    #[test]
+    fn tts() {
+        assert_eq!(route("GET", "/api/tts", NONE), Route::Tts);
+        assert_eq!(
+            route("POST", "/api/tts", NONE),
+            wrong(MethodNotAllowed::GET)
+        );
+        assert_eq!(route("GET", "/api/tts/", NONE), not_found(NO_SUCH_ENDPOINT));
     }
 
     #[test]
