@@ -193,8 +193,8 @@ impl Tts {
     pub fn on_request(&mut self, net: &mut Net, id: ConnId, query: Option<&str>, now: Now) {
         self.counters.requests += 1;
         let (text, voice_id) = match parse_query(query.unwrap_or("")) {
-            Ok(q) => q,
-            Err(()) => {
+            Some(q) => q,
+            None => {
                 let msg = "malformed escape or invalid UTF-8 in the query";
                 return self.refuse(net, id, 400, "BAD_QUERY", msg);
             }
@@ -386,7 +386,8 @@ fn answer_wav(net: &mut Net, id: ConnId, wav: &[u8]) {
 
 /// `text` and `voice_id` from a query string (`application/x-www-form-urlencoded`, as the
 /// SDK's `URLSearchParams` writes it); other keys (`model_id`, `voice_settings`) are ignored.
-pub fn parse_query(query: &str) -> Result<(Option<String>, Option<String>), ()> {
+/// `None`: a malformed escape or invalid UTF-8 in one of the two.
+pub fn parse_query(query: &str) -> Option<(Option<String>, Option<String>)> {
     let (mut text, mut voice) = (None, None);
     for pair in query.split('&') {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -400,11 +401,11 @@ pub fn parse_query(query: &str) -> Result<(Option<String>, Option<String>), ()> 
             if i > 0 {
                 decoded.push(' ');
             }
-            decoded.push_str(&percent_decode(part).ok_or(())?);
+            decoded.push_str(&percent_decode(part)?);
         }
         *slot = Some(decoded);
     }
-    Ok((text, voice))
+    Some((text, voice))
 }
 
 /// The text with every control character (newlines included) made a space, trimmed.
@@ -516,7 +517,7 @@ mod tests {
             parse_query("text=Hello+there%2C%20friend%2B&voice_id=abc&model_id=x").unwrap();
         assert_eq!(t.as_deref(), Some("Hello there, friend+"));
         assert_eq!(v.as_deref(), Some("abc"));
-        assert_eq!(parse_query("voice_id=%zz"), Err(()));
+        assert_eq!(parse_query("voice_id=%zz"), None);
         assert_eq!(parse_query("").unwrap(), (None, None));
         assert_eq!(clean("\u{0}a\nb\u{7}\u{1b}[31m c\t "), "a b  [31m c");
     }
