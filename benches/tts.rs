@@ -24,7 +24,7 @@ use std::time::Duration;
 
 /// 100 characters.
 const TEXT: &str =
-    "The keynote starts at ten in the main hall. Lunch is served on the second floor at noon today.";
+    "The keynote starts at ten in the main hall. Lunch is served on the second floor at noon today. Enjoy";
 
 fn now() -> Now {
     Now::new(Instant::from_micros(1_000_000), Wall::from_micros(0))
