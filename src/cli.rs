@@ -211,6 +211,15 @@ pub fn effective(c: &Config) -> Value {
         "jwtSecret": secret,
         "stateDir": c.state_dir.as_ref().map(|d| d.display().to_string()),
         "echoRoute": s.echo,
+        "tts": {
+            "command": c.tts.command,
+            "maxChars": c.tts.max_chars,
+            "maxConcurrent": c.tts.max_concurrent,
+            "cacheBytes": c.tts.cache_bytes,
+            "timeoutMs": ms(c.tts.timeout),
+            "defaultVoice": c.tts.default_voice,
+            "voices": c.tts.voices.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<String, Value>>(),
+        },
         "ui": {
             "enabled": s.operator_token.is_some(),
             "operatorToken": match (&s.operator_token, c.dev_operator_token) {

@@ -12,6 +12,7 @@
 use crate::hub::registry::{parse_http_url, AppSpec};
 use crate::hub::HubConfig;
 use crate::net::{ServerConfig, Target};
+use crate::server::tts::{valid_voice, TtsConfig};
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
@@ -79,6 +80,8 @@ pub struct Config {
     pub dev_secret: bool,
     /// True when the `/ui/` pages are served with the public development operator token.
     pub dev_operator_token: bool,
+    /// Speech for `GET /api/tts` (the `tts` key).
+    pub tts: TtsConfig,
 }
 
 /// The public development secrets the config falls back to (they live with the auth code).
@@ -137,7 +140,22 @@ struct RawConfig {
     jwt_secret: Option<Secret>,
     state_dir: Option<NonEmpty>,
     ui: Option<RawUi>,
+    tts: Option<RawTts>,
     apps: Option<Vec<RawApp>>,
+}
+
+/// Speech for `GET /api/tts` (espeak-ng on the box).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "an object")]
+struct RawTts {
+    command: Option<NonEmpty>,
+    max_chars: Option<Ranged<1, 5_000>>,
+    max_concurrent: Option<Ranged<1, 64>>,
+    cache_bytes: Option<Ranged<0, { 1 << 30 }>>,
+    timeout_ms: Option<Ranged<100, 600_000>>,
+    default_voice: Option<Voice>,
+    /// `voice_id` (as the SDK sends it) → espeak-ng voice.
+    voices: Option<std::collections::BTreeMap<String, Voice>>,
 }
 
 /// The `/ui/` pages: off unless `enabled`; `operatorToken` guards their API (required unless
@@ -379,6 +397,23 @@ impl RawConfig {
             set(&mut r.stream, t.stream_request_timeout_ms);
         }
 
+        let mut tts = TtsConfig::default();
+        if let Some(t) = self.tts {
+            if let Some(NonEmpty(c)) = t.command {
+                tts.command = c;
+            }
+            set(&mut tts.max_chars, t.max_chars);
+            set(&mut tts.max_concurrent, t.max_concurrent);
+            set(&mut tts.cache_bytes, t.cache_bytes);
+            set(&mut tts.timeout, t.timeout_ms);
+            if let Some(Voice(v)) = t.default_voice {
+                tts.default_voice = v;
+            }
+            if let Some(voices) = t.voices {
+                tts.voices = voices.into_iter().map(|(id, Voice(v))| (id, v)).collect();
+            }
+        }
+
         for (i, app) in self.apps.unwrap_or_default().into_iter().enumerate() {
             let spec = app.into_spec();
             if !spec.publishes.is_empty() && !spec.is_system_app {
@@ -402,6 +437,7 @@ impl RawConfig {
             state_dir,
             dev_secret,
             dev_operator_token,
+            tts,
         })
     }
 }
@@ -565,6 +601,15 @@ checked_string! {
 }
 
 checked_string! {
+    /// An espeak-ng voice name (it is passed as an argument: never an option).
+    Voice(v) => if valid_voice(&v) {
+        Ok(v)
+    } else {
+        Err(format!("'{v}' is not an espeak-ng voice name (letters, digits, '-', '_', '+', '/'; starting with a letter or digit)"))
+    }
+}
+
+checked_string! {
     /// A stream an app may publish.
     Published(p) => if p == "transcription" || p == "translation" {
         Ok(p)
@@ -664,6 +709,50 @@ fn describe(e: serde_path_to_error::Error<serde_json::Error>) -> String {
 mod tests {
     use super::*;
     use crate::hub::Timings;
+
+    #[test]
+    fn tts_keys() {
+        let c = Config::from_json(
+            r#"{"tts": {"command": "/usr/bin/espeak-ng", "maxChars": 200, "maxConcurrent": 3,
+                "cacheBytes": 1000, "timeoutMs": 2000, "defaultVoice": "en-gb",
+                "voices": {"21m00Tcm4TlvDq8ikWAM": "en-us+f3"}}}"#,
+        )
+        .unwrap();
+        let t = &c.tts;
+        assert_eq!(
+            (t.command.as_str(), t.max_chars, t.max_concurrent),
+            ("/usr/bin/espeak-ng", 200, 3)
+        );
+        assert_eq!((t.cache_bytes, t.timeout), (1000, Duration::from_secs(2)));
+        assert_eq!(t.default_voice, "en-gb");
+        assert_eq!(
+            t.voices,
+            [("21m00Tcm4TlvDq8ikWAM".to_string(), "en-us+f3".to_string())]
+        );
+        assert_eq!(Config::embedded().tts, TtsConfig::default());
+        for (json, want) in [
+            (r#"{"tts": {"voice": "x"}}"#, "unknown key 'tts.voice'"),
+            (
+                r#"{"tts": {"maxChars": 0}}"#,
+                "tts.maxChars: expected an integer from 1",
+            ),
+            (
+                r#"{"tts": {"defaultVoice": "-w /etc/x"}}"#,
+                "tts.defaultVoice: '-w /etc/x' is not",
+            ),
+            (
+                r#"{"tts": {"voices": {"a": "en us"}}}"#,
+                "tts.voices.a: 'en us' is not",
+            ),
+            (
+                r#"{"tts": {"command": ""}}"#,
+                "tts.command: expected a non-empty string",
+            ),
+        ] {
+            let e = error(json);
+            assert!(e.starts_with(want), "{json}: {e}");
+        }
+    }
 
     #[test]
     fn embedded_default_is_loopback() {

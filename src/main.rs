@@ -113,7 +113,8 @@ fn serve(path: Option<&str>) -> Result<(), String> {
         state.snapshot,
         state.status.clone(),
         now,
-    );
+    )
+    .with_tts(config.tts.clone());
     let mut reactor = Reactor::new(server, clock, bound.listeners)
         .map_err(|e| format!("cannot start the event loop: {e}"))?;
     if let Some(store) = state.store {

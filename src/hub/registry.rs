@@ -59,6 +59,40 @@ impl AppSpec {
     }
 }
 
+/// The permission types the SDK checks (`GET /api/public/permissions/{pkg}`), with the
+/// description the box gives each.
+const PUBLIC_PERMISSIONS: &[(&str, &str)] = &[
+    (
+        "MICROPHONE",
+        "audio and transcripts from the glasses' microphone",
+    ),
+    ("LOCATION", "the wearer's location"),
+    (
+        "BACKGROUND_LOCATION",
+        "the wearer's location while the app is in the background",
+    ),
+    ("CALENDAR", "the phone's calendar events"),
+    (
+        "CAMERA",
+        "photos and video streams from the glasses' camera",
+    ),
+    ("NOTIFICATIONS", "the phone's notifications (legacy name)"),
+    ("READ_NOTIFICATIONS", "the phone's notifications"),
+    ("POST_NOTIFICATIONS", "notifications posted to the phone"),
+];
+
+impl AppSpec {
+    /// The app's permissions as the SDK reads them, each `(type, description)`: `ALL` stands for
+    /// every type and `NOTIFICATIONS` also for `READ_NOTIFICATIONS` (as [`Self::has_permission`]
+    /// reads them), so an SDK check and the box's own agree.
+    pub fn public_permissions(&self) -> impl Iterator<Item = (&'static str, &'static str)> + '_ {
+        PUBLIC_PERMISSIONS
+            .iter()
+            .copied()
+            .filter(|(p, _)| self.has_permission(p))
+    }
+}
+
 /// Parse `http://host[:port][/prefix]` into a webhook target and path prefix.
 pub fn parse_http_url(url: &str) -> Result<(Target, String), String> {
     if url.starts_with("https://") {
@@ -224,6 +258,20 @@ mod tests {
         assert!(parse_http_url("https://x").unwrap_err().contains("https"));
         assert!(parse_http_url("ftp://x").is_err());
         assert!(parse_http_url("http://x:notaport").is_err());
+    }
+
+    #[test]
+    fn public_permissions_expand_all_and_the_legacy_name() {
+        let types = |perms: &[&str]| -> Vec<&str> {
+            app(perms).public_permissions().map(|(t, _)| t).collect()
+        };
+        assert_eq!(types(&[]), Vec::<&str>::new());
+        assert_eq!(types(&["CAMERA", "MICROPHONE"]), ["MICROPHONE", "CAMERA"]);
+        assert_eq!(
+            types(&["NOTIFICATIONS"]),
+            ["NOTIFICATIONS", "READ_NOTIFICATIONS"]
+        );
+        assert_eq!(types(&["ALL"]).len(), PUBLIC_PERMISSIONS.len());
     }
 
     #[test]

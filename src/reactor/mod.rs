@@ -14,6 +14,7 @@
 //! flushed once per turn, after every ready socket was read, so many messages leave in one write.
 
 pub mod signals;
+pub mod tts;
 
 use crate::net::{ConnId, Peer, Target};
 use crate::server::Server;
@@ -129,6 +130,8 @@ pub struct Reactor {
     resolver: Option<Resolver>,
     /// The durable store's writer thread; without one, durable changes are dropped.
     writer: Option<Writer>,
+    /// The speech worker's threads, started at the first synthesis.
+    speech: Option<tts::Worker>,
     signals: Option<(signals::Signals, OnReload)>,
     /// Set by an orderly stop: listeners closed, WebSockets closing; exit when drained or then.
     stopping_until: Option<Instant>,
@@ -199,6 +202,7 @@ impl Reactor {
             writable: Vec::new(),
             resolver: None,
             writer: None,
+            speech: None,
             signals: None,
             stopping_until: None,
         })
@@ -322,6 +326,9 @@ impl Reactor {
             for (id, addr) in answers {
                 self.connect(id, addr, now);
             }
+            while let Some(done) = self.speech.as_ref().and_then(tts::Worker::poll_done) {
+                self.server.handle_tts_done(done, now);
+            }
             for ev in events.iter() {
                 let token = ev.token().0;
                 if ev.token() == SIGNALS {
@@ -345,6 +352,7 @@ impl Reactor {
                 }
             }
             self.server.handle_timeout(now);
+            self.speak(now);
             while let Some((id, target)) = self.server.poll_connect() {
                 self.open_outbound(id, target, now);
             }
@@ -370,6 +378,43 @@ impl Reactor {
                     log::info!("event=stopped");
                     return Ok(());
                 }
+            }
+        }
+    }
+
+    /// Hand the turn's speech jobs to the worker (started on first use with the core's
+    /// settings; if its threads cannot start, each job is reported as failed).
+    fn speak(&mut self, now: Now) {
+        while let Some(job) = self.server.poll_tts_job() {
+            if self.speech.is_none() {
+                let cfg = self.server.tts.config();
+                let waker = self.stop.waker.clone();
+                let notify = Arc::new(move || {
+                    let _ = waker.wake();
+                });
+                match tts::Worker::start(
+                    cfg.command.clone(),
+                    cfg.timeout,
+                    cfg.max_concurrent,
+                    notify,
+                ) {
+                    Ok(w) => self.speech = Some(w),
+                    Err(e) => {
+                        let failure = crate::server::tts::TtsFailure::Failed(format!(
+                            "cannot start the speech worker: {e}"
+                        ));
+                        let done = crate::server::tts::TtsDone {
+                            id: job.id,
+                            result: Err(failure),
+                            took: Duration::ZERO,
+                        };
+                        self.server.handle_tts_done(done, now);
+                        continue;
+                    }
+                }
+            }
+            if let Some(w) = &self.speech {
+                w.submit(job);
             }
         }
     }

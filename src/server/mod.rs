@@ -25,6 +25,7 @@ pub mod health;
 mod lifecycle;
 pub mod metrics;
 pub mod router;
+pub mod tts;
 mod ui;
 
 use crate::histogram::{self, Histogram};
@@ -84,6 +85,8 @@ pub struct Server {
     stopping: bool,
     /// The last refusals, for the `/ui/` feed.
     recent_refusals: ui::RecentRefusals,
+    /// Speech for `GET /api/tts` (syntheses run by the shell).
+    pub tts: tts::Tts,
 }
 
 impl Server {
@@ -111,6 +114,7 @@ impl Server {
             listeners: None,
             stopping: false,
             recent_refusals: ui::RecentRefusals::default(),
+            tts: tts::Tts::new(tts::TtsConfig::default()),
         }
     }
 
@@ -462,6 +466,7 @@ impl Server {
     /// The Prometheus text exposition of the server's counters, gauges and histograms at
     /// `now` (rendered by [`metrics::exposition`]).
     pub fn metrics(&self, now: Now) -> String {
+        let speech = metrics::render(&self.tts.families());
         metrics::exposition(&metrics::View {
             now,
             started: self.started,
@@ -470,7 +475,7 @@ impl Server {
             turns: &self.turns,
             refusals: self.refusal_counts(),
             servers: self.hub.webhook_servers(now),
-        })
+        }) + &speech
     }
 
     /// Refusals by code, the hub's and the connection layer's, sorted by code.

@@ -21,6 +21,8 @@
 //! | GET         | `/appsettings/user/{pkg}`, `/tpasettings/user/{pkg}` | [`Route::SettingsRead`] |
 //! | PUT         | `/api/settings/{pkg}`                           | [`Route::SettingsWrite`]   |
 //! | POST        | `/api/tpa-server/register\|heartbeat\|restart`  | [`Route::TpaServer`]       |
+//! | GET         | `/api/public/permissions/{pkg}`                 | [`Route::Permissions`]     |
+//! | GET         | `/api/tts?text=…&voice_id=…`                    | [`Route::Tts`] (`tts.rs`)  |
 //! | anything else |                                               | 404 `no such endpoint`     |
 //!
 //! ¹ `/echo` only when configured. ² Only when the pages are served (an operator token is
@@ -85,6 +87,11 @@ pub enum Route {
     },
     /// `POST /api/tpa-server/{action}`.
     TpaServer(TpaServerAction),
+    /// `GET /api/public/permissions/{package}`: the app's permissions, public (no token), as
+    /// the SDK reads them to warn about a missing one.
+    Permissions(String),
+    /// `GET /api/tts`: speech for the SDK's `audio.speak` (the query is read by `tts.rs`).
+    Tts,
     /// Refused from the method and path alone.
     Refuse(Refusal),
 }
@@ -160,6 +167,7 @@ const USE_APPS: &str = "use /apps/{packageName}/start or /stop";
 const USE_TPA_SERVER: &str = "use /api/tpa-server/register, /heartbeat or /restart";
 const BAD_USER_OR_KEY: &str = "malformed user id or key";
 const BAD_KEY: &str = "malformed or empty key";
+const BAD_PACKAGE: &str = "malformed or empty package name";
 
 fn is_get(method: &str) -> bool {
     matches!(method, "GET" | "HEAD")
@@ -209,6 +217,23 @@ pub fn route(method: &str, path: &str, on: Switches) -> Route {
                 Err(MethodNotAllowed::PUT)
             },
         };
+    }
+    if path == "/api/tts" {
+        return if method == "GET" {
+            Route::Tts
+        } else {
+            wrong(MethodNotAllowed::GET)
+        };
+    }
+    if let Some(rest) = path.strip_prefix("/api/public/permissions/") {
+        let Some(package) = percent_decode(rest).filter(|p| !p.is_empty() && !p.contains('/'))
+        else {
+            return Route::Refuse(Refusal::BadPath(BAD_PACKAGE));
+        };
+        if method != "GET" {
+            return wrong(MethodNotAllowed::GET);
+        }
+        return Route::Permissions(package);
     }
     if let Some(action) = path.strip_prefix("/api/tpa-server/") {
         let action = match action {
@@ -336,6 +361,11 @@ impl Server {
     /// values that handler reads. A connection held past a cap is answered only for
     /// `/health` and `/metrics`; anything else gets the cap's refusal.
     pub(super) fn serve(&mut self, id: ConnId, req: &Request<'_>, now: Now) {
+        // A request behind one still waiting for its speech is not answered (the connection
+        // closes after the speech).
+        if self.tts.is_waiting(id) {
+            return;
+        }
         let route = route(req.method, req.path, self.switches());
         if let Some(why) = self.net.get(id).and_then(|c| c.over_cap) {
             if !matches!(route, Route::Health | Route::Metrics) {
@@ -402,8 +432,37 @@ impl Server {
                 self.hub
                     .on_tpa_server(&mut self.net, id, action, req.body, now)
             }
+            Route::Permissions(package) => self.permissions(id, &package),
+            Route::Tts => self.tts.on_request(&mut self.net, id, req.query, now),
             Route::Refuse(refusal) => refusal.respond(&mut self.net, id),
         }
+    }
+
+    /// `GET /api/public/permissions/{package}`: `{packageName, permissions: [{type,
+    /// description}]}` from the config (SDK 2.1.29 reads each `type`); an unknown package is
+    /// 404 `PACKAGE_NOT_FOUND`.
+    fn permissions(&mut self, id: ConnId, package: &str) {
+        let Some(app) = self
+            .hub
+            .config()
+            .apps
+            .iter()
+            .find(|a| a.package_name == package)
+        else {
+            self.hub.counters.refused("PACKAGE_NOT_FOUND");
+            let message = "no app with this package name is registered on this box";
+            return self
+                .net
+                .respond_error(id, 404, "PACKAGE_NOT_FOUND", message, &[]);
+        };
+        let permissions: Vec<_> = app
+            .public_permissions()
+            .map(
+                |(kind, description)| serde_json::json!({"type": kind, "description": description}),
+            )
+            .collect();
+        let body = serde_json::json!({"packageName": package, "permissions": permissions});
+        self.net.respond_json(id, 200, &body, &[]);
     }
 }
 
@@ -769,6 +828,40 @@ mod tests {
                 "{path}"
             );
         }
+    }
+
+    #[test]
+    fn tts() {
+        assert_eq!(route("GET", "/api/tts", NONE), Route::Tts);
+        assert_eq!(
+            route("POST", "/api/tts", NONE),
+            wrong(MethodNotAllowed::GET)
+        );
+        assert_eq!(route("GET", "/api/tts/", NONE), not_found(NO_SUCH_ENDPOINT));
+    }
+
+    #[test]
+    fn public_permissions() {
+        let p = "/api/public/permissions/";
+        assert_eq!(
+            route("GET", &format!("{p}com.x%2Dy"), NONE),
+            Route::Permissions("com.x-y".into())
+        );
+        assert_eq!(
+            route("POST", &format!("{p}com.x"), NONE),
+            wrong(MethodNotAllowed::GET)
+        );
+        for bad in ["", "%zz", "a%2Fb", "a/b"] {
+            assert_eq!(
+                route("GET", &format!("{p}{bad}"), NONE),
+                bad_path(BAD_PACKAGE),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            route("GET", "/api/public/permissions", NONE),
+            not_found(NO_SUCH_ENDPOINT)
+        );
     }
 
     #[test]
