@@ -50,7 +50,9 @@
 //! `onSession` runs again, its session sees `fontSize` 32 and reads the note back (both written
 //! before the crash), and a button round trip works; the system app is started and connects
 //! again. Errors the old SDK session reports after the crash (its reconnection attempts) are
-//! expected; any other error fails the test.
+//! expected; any other error fails the test. After that the app says goodbye through the SDK
+//! (`session.disconnect({releaseOwnership: true, reason: "clean_shutdown"})`): the glasses see
+//! it stopped, and no restart webhook reaches it past the server's grace and backoff.
 //!
 //! Needs `node` and `npm` (Node 20). Without them the tests print a message and pass, except
 //! under `CI=true`, where they fail. `tests/sdk/node_modules` is installed with `npm ci` on
@@ -395,6 +397,11 @@ impl World {
         // 8. The server crashes and starts again on the same config (same stateDir).
         self.server_crash(&token, &session_id)
             .map_err(|e| format!("after the server crash: {e}"))?;
+
+        // 9. The app says goodbye through the SDK (`ownership_release`, then its close): a
+        //    stop, not a crash — the glasses see it stopped, and no restart webhook follows.
+        self.goodbye()
+            .map_err(|e| format!("ownership_release: {e}"))?;
         Ok(())
     }
 
@@ -789,6 +796,26 @@ impl World {
             .expect_none("a refusal", Duration::from_millis(200), |m| {
                 m["type"] == "tpa_connection_error"
             })?;
+        Ok(())
+    }
+
+    /// Step 9: the button "goodbye" makes the app call `session.disconnect({releaseOwnership:
+    /// true, reason: "clean_shutdown"})`. The glasses must be told the app stopped, and past
+    /// the server's reconnect grace and restart backoff (5 s + 1 s) no new `session_request`
+    /// may reach the app (it would log a "session").
+    fn goodbye(&mut self) -> TestResult {
+        self.button_round_trip("goodbye")?;
+        self.app().wait_event("released", STEP, |_| true)?;
+        self.glasses()
+            .wait_for("app_stopped for the app", STEP, |m| {
+                m["type"] == "app_stopped" && m["packageName"] == PACKAGE
+            })?;
+        if let Ok(again) = self
+            .app()
+            .wait_event("session", Duration::from_secs(9), |_| true)
+        {
+            return Err(format!("the app was restarted after its goodbye: {again}"));
+        }
         Ok(())
     }
 

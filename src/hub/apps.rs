@@ -88,6 +88,7 @@ impl Hub {
             AppMsg::Request(kind) => self.app_request(net, cx, kind, text),
             AppMsg::AudioStop => self.audio_stop(net, cx, text),
             AppMsg::StreamStop => self.stream_stop(net, cx, text),
+            AppMsg::OwnershipRelease => self.ownership_release(net, cx, text),
             AppMsg::Other(ty) => log::debug!("ignored app message of type {ty:?}"),
         }
     }
@@ -151,6 +152,7 @@ impl Hub {
         run.state = AppState::Active;
         run.active_since = Some(now.mono);
         run.error = None;
+        run.released = None;
         run.prefix = prefix;
         if let Some(old) = old.filter(|o| *o != id) {
             self.links.remove(&old);

@@ -32,7 +32,8 @@
 //! - rules, as `impl Hub` by concern: `access` (upgrades and REST start/stop), `glasses`,
 //!   `apps`, `lifecycle` (start, restart, stop, sending webhooks), `streams` (relay,
 //!   publishing, microphone), `screen`, `requests`, `rest` (storage, settings, TPA server
-//!   registration), `device` (device settings), `view` (what the glasses are told of the
+//!   registration), `release` (an app's goodbye: `ownership_release` and the close after
+//!   it), `device` (device settings), `view` (what the glasses are told of the
 //!   session), `operator` (the operator's view), `reload` (shutdown and app reload), `audit`
 //!   (tests and `sim`: the structural invariants).
 
@@ -55,6 +56,7 @@ mod reload;
 pub mod requests;
 pub use reload::Reloaded;
 pub mod registry;
+mod release;
 mod rest;
 mod routes;
 mod screen;

@@ -17,6 +17,7 @@ use super::screen::LazyScreen;
 use super::streams::{Mic, Streams};
 use super::vecmap::VecMap;
 use crate::net::ConnId;
+use crate::protocol::inbound::ReleaseReason;
 use crate::protocol::outbound as messages;
 use crate::time::{Instant, Wall};
 use serde_json::Value;
@@ -96,6 +97,10 @@ pub(super) struct AppRun {
     pub(super) prefix: Box<[u8]>,
     /// Its start webhook waits in its app server's FIFO (so cancelling looks there only then).
     pub(super) waiting: bool,
+    /// The app said goodbye on its current connection (`ownership_release`): that
+    /// connection's close is not a drop (see [`super::release`]). Cleared when a connection
+    /// binds and when the app starts again.
+    pub(super) released: Option<ReleaseReason>,
 }
 
 #[derive(Debug)]
@@ -375,6 +380,7 @@ mod tests {
             error: None,
             prefix: Box::default(),
             waiting: false,
+            released: None,
         };
         let mut t = Sessions::default();
         let a = t.insert(session("a"));

@@ -229,6 +229,47 @@ impl SubscriptionUpdate {
     }
 }
 
+/// Apps: `ownership_release` (SDK 2.1.29 `AppSession.releaseOwnership`, sent before the app
+/// closes its connection on purpose). Both fields are read by the handler, which refuses a
+/// reason it does not know and a package other than the connection's.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OwnershipRelease<'a> {
+    #[serde(borrow, default)]
+    pub package_name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub reason: Option<Cow<'a, str>>,
+}
+
+/// Why an app lets go of its session (`ownership_release.reason`, PROTOCOL §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReleaseReason {
+    /// The app's server got a second `session_request` for a session it holds: it reconnects
+    /// (to the URL of that request) right after closing this connection.
+    SwitchingClouds,
+    CleanShutdown,
+    UserLogout,
+}
+
+impl ReleaseReason {
+    pub fn parse(reason: &str) -> Option<ReleaseReason> {
+        match reason {
+            "switching_clouds" => Some(ReleaseReason::SwitchingClouds),
+            "clean_shutdown" => Some(ReleaseReason::CleanShutdown),
+            "user_logout" => Some(ReleaseReason::UserLogout),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ReleaseReason::SwitchingClouds => "switching_clouds",
+            ReleaseReason::CleanShutdown => "clean_shutdown",
+            ReleaseReason::UserLogout => "user_logout",
+        }
+    }
+}
+
 /// Glasses: `touch_event` (only the gesture is read, to route gesture subscriptions).
 #[derive(Deserialize)]
 pub struct TouchEvent<'a> {

@@ -281,6 +281,8 @@ pub enum AppMsg<'a> {
     AudioStop,
     /// `rtmp_stream_stop`.
     StreamStop,
+    /// `ownership_release`: the app's goodbye; the close that follows is not a drop.
+    OwnershipRelease,
     /// A type the box does not act on (ignored, as the cloud ignores it).
     Other(Cow<'a, str>),
 }
@@ -305,6 +307,7 @@ impl<'a> AppMsg<'a> {
             "rtmp_stream_request" => AppMsg::Request(RequestKind::Stream),
             "audio_stop_request" => AppMsg::AudioStop,
             "rtmp_stream_stop" => AppMsg::StreamStop,
+            "ownership_release" => AppMsg::OwnershipRelease,
             _ => AppMsg::Other(ty),
         })
     }
@@ -450,6 +453,7 @@ mod tests {
             ("rtmp_stream_request", AppMsg::Request(Stream)),
             ("audio_stop_request", AppMsg::AudioStop),
             ("rtmp_stream_stop", AppMsg::StreamStop),
+            ("ownership_release", AppMsg::OwnershipRelease),
             ("button_press", AppMsg::Other("button_press".into())),
         ] {
             let text = format!(r#"{{"type":"{ty}"}}"#);

@@ -22,7 +22,8 @@
 // this AppServer's `/settings`), and by the AppServer's `onSettingsUpdate` hook, which only that
 // POST reaches ("settings_post"). A press of a button "store:<text>" calls
 // `session.simpleStorage.set("note", "<text>")` ("stored"); the SDK writes it to the server
-// after its own debounce.
+// after its own debounce. A press of the button "goodbye" calls
+// `session.disconnect({ releaseOwnership: true, reason: "clean_shutdown" })` ("released").
 //
 // Stream handlers: at session start the app listens to button presses only. A press of the
 // button "streams" registers, once per session, the handlers of the SDK's stream API
@@ -238,6 +239,13 @@ class InteropApp extends AppServer {
         runRequests(session, sessionId);
       }
       session.layouts.showTextWall("pressed " + data?.buttonId);
+      // Button "goodbye": the SDK's own clean goodbye (`ownership_release`, then the close).
+      if (id === "goodbye") {
+        session.disconnect({ releaseOwnership: true, reason: "clean_shutdown" }).then(
+          () => emit("released", { sessionId }),
+          (err) => emit("error", { sessionId, generation, message: "disconnect: " + err }),
+        );
+      }
       if (data?.buttonId === "displays" && !displaysRun.has(sessionId)) {
         displaysRun.add(sessionId);
         showDisplays(session, sessionId).catch((err) =>

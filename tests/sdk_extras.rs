@@ -1,0 +1,284 @@
+//! Deterministic tests, through the in-memory world and its virtual clock, of the SDK 2.1.29
+//! features an app expects from its cloud beyond events and displays: an app's goodbye
+//! (`ownership_release`: the close after it is no crash, nothing is restarted), capabilities
+//! taken from the glasses' model, the location tier the session's apps want, and RTMP
+//! keep-alives. Each with its bad input: refused with a code, counted, nothing else disturbed.
+//!
+//! The fixture: `com.example.a` and `com.example.b` with every permission; one user.
+
+use augmentos_edge::auth::{self, jwt};
+use augmentos_edge::hub::registry::AppSpec;
+use augmentos_edge::hub::HubConfig;
+use augmentos_edge::net::Target;
+use augmentos_edge::server::ServerConfig;
+use augmentos_edge::sim::World;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const SECRET: &[u8] = b"sdk-extras-test-secret";
+const USER: &str = "ada@example.com";
+const A: &str = "com.example.a";
+const B: &str = "com.example.b";
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+fn key(package: &str) -> String {
+    format!("{package}-key")
+}
+
+fn spec(package: &str, port: u16) -> AppSpec {
+    AppSpec {
+        package_name: package.into(),
+        name: package.into(),
+        public_url: format!("http://apps.example:{port}/"),
+        webhook_target: Target {
+            host: "apps.example".into(),
+            port,
+        },
+        webhook_path: String::new(),
+        hashed_api_key: auth::hash_api_key(&key(package)),
+        is_system_app: false,
+        permissions: vec!["ALL".into()],
+        allowed_addresses: Vec::new(),
+        publishes: Vec::new(),
+        settings: Vec::new(),
+    }
+}
+
+fn world() -> World {
+    let hub = HubConfig {
+        jwt_secret: SECRET.to_vec(),
+        apps: vec![spec(A, 4001), spec(B, 4002)],
+        lifecycle_burst: 100,
+        ..HubConfig::default()
+    };
+    World::with_hub(
+        ServerConfig {
+            ping_interval: None,
+            idle_timeout: Duration::from_secs(3600),
+            ..ServerConfig::default()
+        },
+        hub,
+    )
+}
+
+fn glasses(w: &mut World) -> usize {
+    let g = w.connect();
+    let bearer = format!("Authorization: Bearer {}", jwt::glasses_token(USER, SECRET));
+    assert_eq!(w.upgrade_with(g, "/glasses-ws", &[&bearer]).0, 101);
+    w.send_text(g, r#"{"type":"connection_init"}"#);
+    let msgs = w.json_messages(g);
+    assert_eq!(msgs[0]["type"], "connection_ack", "{msgs:?}");
+    g
+}
+
+/// An app connection that sends `tpa_connection_init` for `package`; its first message.
+fn join(w: &mut World, package: &str) -> (usize, Value) {
+    let c = w.connect();
+    assert_eq!(w.upgrade(c, "/app-ws"), 101);
+    w.send_text(
+        c,
+        &json!({
+            "type": "tpa_connection_init",
+            "packageName": package,
+            "sessionId": format!("{USER}-{package}"),
+            "apiKey": key(package),
+        })
+        .to_string(),
+    );
+    let first = w.json_messages(c).into_iter().next().expect("an answer");
+    (c, first)
+}
+
+/// Start `package` from the glasses, connect it, answer its webhook; the app client with its
+/// inbox drained, and its ack.
+fn app(w: &mut World, g: usize, package: &str) -> (usize, Value) {
+    w.send_text(
+        g,
+        &json!({"type": "start_app", "packageName": package}).to_string(),
+    );
+    let (c, ack) = join(w, package);
+    assert_eq!(ack["type"], "tpa_connection_ack", "{package}: {ack}");
+    for i in w.open_outbound() {
+        w.respond_http(i, 200);
+    }
+    w.json_messages(g);
+    (c, ack)
+}
+
+fn subscribe(w: &mut World, c: usize, subs: Value) {
+    w.send_text(
+        c,
+        &json!({"type": "subscription_update", "subscriptions": subs}).to_string(),
+    );
+}
+
+/// Outbound webhooks of `kind` for `package` so far.
+fn webhooks(w: &World, kind: &str, package: &str) -> usize {
+    let session = format!("{USER}-{package}");
+    w.outbound
+        .iter()
+        .filter(|o| {
+            o.json()
+                .is_some_and(|v| v["type"] == kind && v["sessionId"] == session.as_str())
+        })
+        .count()
+}
+
+fn of_type(msgs: &[Value], ty: &str) -> Vec<Value> {
+    msgs.iter().filter(|m| m["type"] == ty).cloned().collect()
+}
+
+fn release(package: &str, reason: &str) -> String {
+    json!({"type": "ownership_release", "packageName": package,
+        "sessionId": format!("{USER}-{package}"), "reason": reason,
+        "timestamp": "2025-01-01T00:00:00.000Z"})
+    .to_string()
+}
+
+fn refusals(w: &World, code: &str) -> u64 {
+    w.server
+        .hub
+        .counters
+        .refusals
+        .get(code)
+        .copied()
+        .unwrap_or(0)
+}
+
+// ---- ownership_release ---------------------------------------------------------------------
+
+/// `clean_shutdown` and `user_logout`: the close after the goodbye stops the app — no restart
+/// and no stop webhook, gone from the durable running apps, the glasses told.
+#[test]
+fn a_goodbye_then_a_close_is_a_stop_not_a_crash() {
+    for reason in ["clean_shutdown", "user_logout"] {
+        let mut w = world();
+        let g = glasses(&mut w);
+        let (a, _) = app(&mut w, g, A);
+        let (b, _) = app(&mut w, g, B);
+        assert_eq!(w.server.hub.durable().running(USER).len(), 2);
+        w.send_text(a, &release(A, reason));
+        assert!(w.json_messages(a).is_empty(), "{reason}: accepted silently");
+        w.client_eof(a);
+        let seen = w.json_messages(g);
+        let stopped = of_type(&seen, "app_stopped");
+        assert!(
+            stopped.iter().any(|m| m["packageName"] == A),
+            "{reason}: {seen:?}"
+        );
+        let state = of_type(&seen, "app_state_change");
+        let active =
+            &state.last().expect("app_state_change")["userSession"]["activeAppPackageNames"];
+        assert_eq!(active, &json!([B]), "{reason}");
+        assert_eq!(w.server.hub.app_state(USER, A), None, "{reason}");
+        assert_eq!(w.server.hub.durable().running(USER), vec![B.to_string()]);
+        // Long past every grace and backoff: never restarted, never sent a stop.
+        w.advance(secs(120));
+        assert_eq!(webhooks(&w, "session_request", A), 1, "{reason}");
+        assert_eq!(webhooks(&w, "stop_request", A), 0, "{reason}");
+        assert_eq!(w.server.hub.counters.app_restarts, 0);
+        // The other app is untouched.
+        assert_eq!(w.server.hub.app_state(USER, B), Some("active"));
+        assert!(w
+            .json_messages(b)
+            .iter()
+            .all(|m| m["type"] != "app_stopped"));
+    }
+}
+
+/// `switching_clouds`: the SDK reconnects at once; the new connection takes the app's place
+/// without a webhook. If it never comes, the app leaves at the end of its grace, unrestarted.
+#[test]
+fn a_handover_keeps_the_place_for_the_new_connection_and_never_restarts() {
+    let mut w = world();
+    let g = glasses(&mut w);
+    let (a, _) = app(&mut w, g, A);
+    w.send_text(a, &release(A, "switching_clouds"));
+    w.client_eof(a);
+    assert_eq!(w.server.hub.app_state(USER, A), Some("reconnecting"));
+    let (again, ack) = join(&mut w, A);
+    assert_eq!(ack["type"], "tpa_connection_ack");
+    assert_eq!(w.server.hub.app_state(USER, A), Some("active"));
+    // The new connection did not say goodbye: its drop is a drop, restarted as ever.
+    w.client_eof(again);
+    w.advance(secs(7));
+    assert_eq!(
+        webhooks(&w, "session_request", A),
+        2,
+        "restarted after a drop"
+    );
+
+    let mut w = world();
+    let g = glasses(&mut w);
+    let (a, _) = app(&mut w, g, A);
+    w.send_text(a, &release(A, "switching_clouds"));
+    w.client_eof(a);
+    w.json_messages(g);
+    w.advance(secs(120));
+    assert_eq!(w.server.hub.app_state(USER, A), None);
+    assert_eq!(webhooks(&w, "session_request", A), 1);
+    assert_eq!(webhooks(&w, "stop_request", A), 0);
+    assert!(w.server.hub.durable().running(USER).is_empty());
+    let seen = w.json_messages(g);
+    assert!(of_type(&seen, "app_stopped")
+        .iter()
+        .any(|m| m["packageName"] == A));
+}
+
+/// An unknown reason, another package's name, a malformed goodbye: refused with its code,
+/// counted; the app stays as it was, and a close after it is still a drop (restarted).
+#[test]
+fn a_bad_goodbye_is_refused_counted_and_changes_nothing() {
+    let mut w = world();
+    let g = glasses(&mut w);
+    let (a, _) = app(&mut w, g, A);
+    let (b, _) = app(&mut w, g, B);
+    for (text, code) in [
+        (release(A, "tired"), "INVALID_RELEASE_REASON"),
+        (release(B, "clean_shutdown"), "RELEASE_PACKAGE_MISMATCH"),
+        (
+            json!({"type": "ownership_release", "reason": 7}).to_string(),
+            "MALFORMED_MESSAGE",
+        ),
+    ] {
+        let before = refusals(&w, code);
+        w.send_text(a, &text);
+        let got = w.json_messages(a);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0]["type"], "tpa_connection_error");
+        assert_eq!(got[0]["code"], code);
+        assert_eq!(refusals(&w, code), before + 1, "{code}");
+    }
+    // B was named, not touched.
+    assert_eq!(w.server.hub.app_state(USER, B), Some("active"));
+    w.client_eof(a);
+    assert_eq!(w.server.hub.app_state(USER, A), Some("reconnecting"));
+    w.advance(secs(7));
+    assert_eq!(
+        webhooks(&w, "session_request", A),
+        2,
+        "a drop is still a drop"
+    );
+    assert!(w.json_messages(b).is_empty());
+}
+
+/// A goodbye on a connection that was replaced since is not its successor's.
+#[test]
+fn a_goodbye_belongs_to_its_connection() {
+    let mut w = world();
+    let g = glasses(&mut w);
+    let (a, _) = app(&mut w, g, A);
+    w.send_text(a, &release(A, "clean_shutdown"));
+    let (again, ack) = join(&mut w, A);
+    assert_eq!(ack["type"], "tpa_connection_ack");
+    w.client_eof(again);
+    assert_eq!(
+        w.server.hub.app_state(USER, A),
+        Some("reconnecting"),
+        "the new connection's close is a drop"
+    );
+    assert_eq!(w.server.hub.durable().running(USER), vec![A.to_string()]);
+}
