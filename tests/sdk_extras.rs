@@ -282,3 +282,103 @@ fn a_goodbye_belongs_to_its_connection() {
     );
     assert_eq!(w.server.hub.durable().running(USER), vec![A.to_string()]);
 }
+
+// ---- capabilities ------------------------------------------------------------------------
+
+fn connection_state(model: &str, status: &str) -> String {
+    json!({"type": "glasses_connection_state", "modelName": model, "status": status,
+        "timestamp": "2025-01-01T00:00:00.000Z"})
+    .to_string()
+}
+
+/// The Android client's `core_status_update`, nested twice, naming the connected glasses.
+fn core_status(model: &str) -> String {
+    json!({"type": "core_status_update", "status": {"status": {"core_info": {},
+        "connected_glasses": {"model_name": model, "brightness": 50}}}})
+    .to_string()
+}
+
+fn capability_updates(w: &mut World, c: usize) -> Vec<Value> {
+    of_type(&w.json_messages(c), "capabilities_update")
+}
+
+/// The ack carries what the glasses' model can do; a change reaches every app of the session
+/// as `capabilities_update`, once; a report that changes nothing sends nothing.
+#[test]
+fn capabilities_follow_the_glasses_model() {
+    let mut w = world();
+    let g = glasses(&mut w);
+    let (a, ack) = app(&mut w, g, A);
+    let caps = &ack["capabilities"];
+    assert_eq!(caps["modelName"], "unknown", "no model named yet: {caps}");
+    assert_eq!(caps["hasCamera"], false);
+    assert_eq!(caps["hasDisplay"], true);
+
+    w.send_text(g, &connection_state("Mentra Live", "CONNECTED"));
+    let got = capability_updates(&mut w, a);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["modelName"], "Mentra Live");
+    assert_eq!(got[0]["capabilities"]["hasCamera"], true);
+    assert_eq!(got[0]["capabilities"]["hasSpeaker"], true);
+    assert_eq!(got[0]["capabilities"]["hasDisplay"], false);
+    // An app that joins now is acked with it.
+    let (b, ack) = app(&mut w, g, B);
+    assert_eq!(ack["capabilities"]["modelName"], "Mentra Live");
+    assert_eq!(ack["capabilities"]["camera"]["video"]["canStream"], true);
+    // The same model again (and the phone's status naming it): nothing.
+    w.send_text(g, &connection_state("Mentra Live", "CONNECTED"));
+    w.send_text(g, &core_status("mentra live"));
+    assert!(capability_updates(&mut w, a).is_empty());
+    // A disconnected state or an empty name changes nothing.
+    w.send_text(g, &connection_state("Even Realities G1", "DISCONNECTED"));
+    w.send_text(g, &connection_state(" ", "CONNECTED"));
+    w.send_text(g, &core_status(""));
+    assert!(capability_updates(&mut w, a).is_empty());
+    // Other glasses mid-session, named by the phone's status: both apps hear it.
+    w.send_text(g, &core_status("Even Realities G1"));
+    for c in [a, b] {
+        let got = capability_updates(&mut w, c);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0]["capabilities"]["hasCamera"], false);
+        assert_eq!(
+            got[0]["capabilities"]["display"]["resolution"]["height"],
+            200
+        );
+    }
+    assert_eq!(refusals(&w, "UNKNOWN_GLASSES_MODEL"), 0);
+}
+
+/// A model without a profile: what its glasses report of themselves, else the conservative
+/// profile under its name; counted once per change to it, and a bare repeat keeps the report.
+#[test]
+fn an_unknown_model_gets_what_it_reports_or_the_conservative_profile() {
+    let mut w = world();
+    let g = glasses(&mut w);
+    let (a, _) = app(&mut w, g, A);
+    w.send_text(g, &connection_state("Acme Specs", "CONNECTED"));
+    let got = capability_updates(&mut w, a);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["modelName"], "Acme Specs");
+    assert_eq!(got[0]["capabilities"]["hasCamera"], false);
+    assert_eq!(got[0]["capabilities"]["hasSpeaker"], false);
+    assert_eq!(refusals(&w, "UNKNOWN_GLASSES_MODEL"), 1);
+    w.send_text(g, &core_status("Acme Specs"));
+    assert!(capability_updates(&mut w, a).is_empty());
+    assert_eq!(refusals(&w, "UNKNOWN_GLASSES_MODEL"), 1);
+
+    let reported = json!({"type": "glasses_connection_state", "modelName": "Acme Pro",
+        "status": "CONNECTED", "capabilities": {"hasCamera": true, "camera": {"hasHDR": true},
+        "hasSpeaker": "maybe"}});
+    w.send_text(g, &reported.to_string());
+    let got = capability_updates(&mut w, a);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["capabilities"]["hasCamera"], true);
+    assert_eq!(got[0]["capabilities"]["camera"]["hasHDR"], true);
+    assert_eq!(got[0]["capabilities"]["hasSpeaker"], false);
+    // The phone's status naming it bare keeps what the glasses reported.
+    w.send_text(g, &core_status("Acme Pro"));
+    assert!(capability_updates(&mut w, a).is_empty());
+    assert_eq!(refusals(&w, "UNKNOWN_GLASSES_MODEL"), 2);
+    let (_, ack) = app(&mut w, g, B);
+    assert_eq!(ack["capabilities"]["hasCamera"], true);
+}

@@ -6,9 +6,12 @@
 //! `AppServer` subclass; it prints one JSON object per stdout line), and a publishing system app
 //! played by this file (a tiny HTTP endpoint answering its `session_request` webhook, and a
 //! tungstenite client that connects over the Unix socket, its only allowed address). The flow:
-//! glasses `connection_init` → `connection_ack`, and the server starts the system app (webhook
-//! → `tpa_connection_init` → ack); `start_app` → webhook → the SDK connects, `onSession` runs,
-//! glasses see the app active; a button press reaches the app and its `showTextWall` reaches the
+//! glasses `connection_init` → `connection_ack` (and `glasses_connection_state` naming Mentra
+//! Live), and the server starts the system app (webhook → `tpa_connection_init` → ack);
+//! `start_app` → webhook → the SDK connects, `onSession` runs, glasses see the app active;
+//! `session.capabilities` is Mentra Live's (camera, no display), and after the phone's
+//! `core_status_update` names an Even Realities G1, the SDK's `onCapabilitiesUpdate` fires and
+//! `session.capabilities` is the G1's; a button press reaches the app and its `showTextWall` reaches the
 //! glasses as a `display_event`; the SDK's `showTextWall`, `showReferenceCard`,
 //! `showDoubleTextWall` and `dashboard.content.writeToMain` reach the glasses as the expected
 //! `display_event`s, and a burst of 20 `showTextWall`s as at most 4, the newest last.
@@ -301,9 +304,12 @@ impl World {
     fn flow(&mut self) -> TestResult {
         let session_id = format!("{USER}-{PACKAGE}");
 
-        // 1. Glasses connect and initialise.
+        // 1. Glasses connect and initialise, and name their model.
         let token = self.server.token(USER)?;
         self.connect_glasses(&token, "glasses.log")?;
+        self.glasses()
+            .send(json!({"type": "glasses_connection_state",
+            "modelName": "Mentra Live", "status": "CONNECTED"}))?;
 
         // 1b. The session starts the system app: its webhook, then it connects over the Unix
         //     socket and is acknowledged.
@@ -322,6 +328,11 @@ impl World {
             .wait_for("app_state_change with the app active", STEP, |m| {
                 m["type"] == "app_state_change" && app_is_active(m)
             })?;
+
+        // 2b. `session.capabilities` is the glasses' model's; other glasses named mid-session
+        //     reach it through `capabilities_update`.
+        self.capabilities()
+            .map_err(|e| format!("capabilities: {e}"))?;
 
         // 3. Button press → app → showTextWall → display_event at the glasses.
         self.button_round_trip("main")?;
@@ -796,6 +807,35 @@ impl World {
             .expect_none("a refusal", Duration::from_millis(200), |m| {
                 m["type"] == "tpa_connection_error"
             })?;
+        Ok(())
+    }
+
+    /// Step 2b: the session's `session.capabilities` (from the ack) are Mentra Live's, named by
+    /// the glasses before the app started (a camera, no display); the phone's
+    /// `core_status_update` then names an Even Realities G1, and after the SDK's
+    /// `onCapabilitiesUpdate` fires, `session.capabilities` is the G1's (a display, no camera).
+    fn capabilities(&mut self) -> TestResult {
+        let ack = self
+            .app()
+            .wait_event("capabilities", STEP, |e| e["source"] == "ack")?;
+        if ack["modelName"] != "Mentra Live"
+            || ack["hasCamera"] != true
+            || ack["hasDisplay"] != false
+        {
+            return Err(format!("session.capabilities after the ack: {ack}"));
+        }
+        self.glasses()
+            .send(json!({"type": "core_status_update", "status": {"status": {
+            "core_info": {}, "connected_glasses": {"model_name": "Even Realities G1"}}}}))?;
+        let update = self
+            .app()
+            .wait_event("capabilities", STEP, |e| e["source"] == "update")?;
+        if update["modelName"] != "Even Realities G1"
+            || update["hasCamera"] != false
+            || update["hasDisplay"] != true
+        {
+            return Err(format!("session.capabilities after the update: {update}"));
+        }
         Ok(())
     }
 

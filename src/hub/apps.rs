@@ -195,12 +195,20 @@ impl Hub {
         let session_id = format!("{}-{}", s.user, self.cfg.apps[app].package_name);
         let settings = s.settings();
         let app_settings = self.settings_for(&s.user, app);
+        let conservative;
+        let capabilities = match &s.capabilities {
+            Some(c) => &**c,
+            None => {
+                conservative = crate::protocol::capabilities::conservative(None);
+                &conservative
+            }
+        };
         let ack = messages::TpaConnectionAck {
             kind: "tpa_connection_ack",
             session_id: &session_id,
             settings: &app_settings,
             mentraos_settings: &settings,
-            capabilities: messages::capabilities(),
+            capabilities,
             timestamp: now.iso(),
         };
         net.send_json(id, &ack);

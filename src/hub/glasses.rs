@@ -117,6 +117,10 @@ impl Hub {
                 self.core_status(net, sk, text, now);
                 self.relay(net, sk, &ev, now);
             }
+            GlassesMsg::ConnectionState(ev) => {
+                self.connection_state(net, sk, text, now);
+                self.relay(net, sk, &ev, now);
+            }
             GlassesMsg::Event(ev) => self.relay(net, sk, &ev, now),
         }
     }

@@ -32,7 +32,8 @@
 //! - rules, as `impl Hub` by concern: `access` (upgrades and REST start/stop), `glasses`,
 //!   `apps`, `lifecycle` (start, restart, stop, sending webhooks), `streams` (relay,
 //!   publishing, microphone), `screen`, `requests`, `rest` (storage, settings, TPA server
-//!   registration), `release` (an app's goodbye: `ownership_release` and the close after
+//!   registration), `capabilities` (what the glasses' model can do, told to the apps),
+//!   `release` (an app's goodbye: `ownership_release` and the close after
 //!   it), `device` (device settings), `view` (what the glasses are told of the
 //!   session), `operator` (the operator's view), `reload` (shutdown and app reload), `audit`
 //!   (tests and `sim`: the structural invariants).
@@ -41,6 +42,7 @@ mod access;
 mod apps;
 #[cfg(any(test, feature = "sim"))]
 mod audit;
+mod capabilities;
 mod config;
 mod connmap;
 mod counters;

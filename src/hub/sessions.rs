@@ -124,6 +124,9 @@ pub(super) struct Session {
     pub(super) screen: LazyScreen,
     /// App requests waiting for the glasses' reply.
     pub(super) requests: Requests,
+    /// What the glasses can do, from the model they reported (`None` until they named one:
+    /// the conservative profile then; see [`super::capabilities`]).
+    pub(super) capabilities: Option<Box<Value>>,
 }
 
 impl Session {
@@ -149,6 +152,7 @@ impl Session {
             mic: Mic::default(),
             screen,
             requests: Requests::default(),
+            capabilities: None,
         }
     }
 

@@ -229,6 +229,19 @@ impl SubscriptionUpdate {
     }
 }
 
+/// Glasses: `glasses_connection_state` (only what the capabilities need: the model, whether it
+/// is connected, and a `capabilities` object some glasses send for a model of their own).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionState<'a> {
+    #[serde(borrow, default)]
+    pub model_name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub status: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub capabilities: Option<serde_json::Value>,
+}
+
 /// Apps: `ownership_release` (SDK 2.1.29 `AppSession.releaseOwnership`, sent before the app
 /// closes its connection on purpose). Both fields are read by the handler, which refuses a
 /// reason it does not know and a package other than the connection's.

@@ -172,8 +172,11 @@ pub enum GlassesMsg<'a> {
     /// `location_update`: a reply to a `location_poll_request` when it carries a
     /// `correlationId`, an event for the subscribers otherwise.
     Location(RawEvent<'a>),
-    /// `core_status_update`: the device settings it reports are taken, then it is relayed.
+    /// `core_status_update`: the device settings and glasses model it reports are taken, then
+    /// it is relayed.
     CoreStatus(RawEvent<'a>),
+    /// `glasses_connection_state`: the model it names is taken, then it is relayed.
+    ConnectionState(RawEvent<'a>),
     /// Anything else: relayed to the subscribers.
     Event(RawEvent<'a>),
 }
@@ -195,7 +198,6 @@ impl<'a> GlassesMsg<'a> {
                 Stream::PhoneNotificationDismissed
             }
             "calendar_event" => Stream::CalendarEvent,
-            "glasses_connection_state" => Stream::GlassesConnectionState,
             "vps_coordinates" => Stream::VpsCoordinates,
             "transcription" => Stream::Transcription,
             "translation" => Stream::Translation,
@@ -210,6 +212,12 @@ impl<'a> GlassesMsg<'a> {
             "location_update" => {
                 return Ok(GlassesMsg::Location(RawEvent {
                     ty: EventType::Stream(Stream::LocationUpdate),
+                    text,
+                }))
+            }
+            "glasses_connection_state" => {
+                return Ok(GlassesMsg::ConnectionState(RawEvent {
+                    ty: EventType::Stream(Stream::GlassesConnectionState),
                     text,
                 }))
             }
@@ -324,9 +332,10 @@ mod tests {
 
     fn event(msg: &GlassesMsg<'static>) -> Option<RawEvent<'static>> {
         match msg {
-            GlassesMsg::Event(e) | GlassesMsg::Location(e) | GlassesMsg::CoreStatus(e) => {
-                Some(e.clone())
-            }
+            GlassesMsg::Event(e)
+            | GlassesMsg::Location(e)
+            | GlassesMsg::CoreStatus(e)
+            | GlassesMsg::ConnectionState(e) => Some(e.clone()),
             _ => None,
         }
     }

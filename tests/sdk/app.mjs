@@ -4,7 +4,8 @@
 // Config (env): PORT (webhook HTTP port), PACKAGE_NAME, API_KEY.
 //
 // Output contract: every line this program writes to stdout is exactly one JSON object with
-// an `event` field ("listening", "session", "connected", "subscribed", "button", "displays", "stop",
+// an `event` field ("listening", "session", "connected", "capabilities", "subscribed", "button",
+// "displays", "stop",
 // "error", "fatal", one per stream handler call: "transcription", "translation", "head",
 // "touch", "touch_any", "audio", "location", and the settings and storage events below).
 // Everything else -- the SDK's own pino logs and its stray console.log calls -- is sent to
@@ -193,6 +194,21 @@ class InteropApp extends AppServer {
       mentraosSettings: session.settings.mentraosSettings ?? null,
       capabilities: session.capabilities ?? null,
     });
+
+    // What the glasses can do: `session.capabilities` from the ack, and after each
+    // `capabilities_update` (`events.onCapabilitiesUpdate`), as the session then holds it.
+    const reportCapabilities = (source) => {
+      const caps = session.capabilities;
+      emit("capabilities", {
+        sessionId,
+        source,
+        modelName: caps?.modelName ?? null,
+        hasCamera: caps?.hasCamera ?? null,
+        hasDisplay: caps?.hasDisplay ?? null,
+      });
+    };
+    reportCapabilities("ack");
+    session.events.onCapabilitiesUpdate(() => reportCapabilities("update"));
 
     // A change of a setting, seen through each of the SDK's ways to hear of it.
     session.settings.onValueChange("fontSize", (newValue, oldValue) => {
