@@ -382,3 +382,88 @@ fn an_unknown_model_gets_what_it_reports_or_the_conservative_profile() {
     let (_, ack) = app(&mut w, g, B);
     assert_eq!(ack["capabilities"]["hasCamera"], true);
 }
+
+// ---- location tier -------------------------------------------------------------------------
+
+fn location(rate: &str) -> Value {
+    json!({"stream": "location_stream", "rate": rate})
+}
+
+/// The tiers the glasses were asked for since the last call.
+fn tiers(w: &mut World, g: usize) -> Vec<String> {
+    of_type(&w.json_messages(g), "set_location_tier")
+        .iter()
+        .map(|m| m["tier"].as_str().unwrap_or("?").to_string())
+        .collect()
+}
+
+/// The glasses are asked for the most demanding tier any app of the session wants, and for
+/// less when that app unsubscribes, stops or drops; for `reduced` when none wants location.
+#[test]
+fn the_glasses_get_the_highest_tier_the_apps_want() {
+    let mut w = world();
+    let g = glasses(&mut w);
+    let (a, _) = app(&mut w, g, A);
+    let (b, _) = app(&mut w, g, B);
+    subscribe(&mut w, a, json!(["button_press"]));
+    assert_eq!(
+        tiers(&mut w, g),
+        Vec::<String>::new(),
+        "no location wanted yet"
+    );
+    subscribe(&mut w, a, json!([location("high")]));
+    assert_eq!(tiers(&mut w, g), ["high"]);
+    // A subscription without a rate wants `standard`: less than `high`, nothing changes.
+    subscribe(&mut w, b, json!(["location_update"]));
+    assert_eq!(tiers(&mut w, g), Vec::<String>::new());
+    subscribe(&mut w, b, json!([location("realtime"), "button_press"]));
+    assert_eq!(tiers(&mut w, g), ["realtime"]);
+    // The app that wanted most stops: back to what the other wants.
+    w.send_text(
+        g,
+        &json!({"type": "stop_app", "packageName": B}).to_string(),
+    );
+    assert_eq!(tiers(&mut w, g), ["high"]);
+    // The glasses reconnect: told the current tier after the ack.
+    let g2 = w.connect();
+    let bearer = format!("Authorization: Bearer {}", jwt::glasses_token(USER, SECRET));
+    assert_eq!(w.upgrade_with(g2, "/glasses-ws", &[&bearer]).0, 101);
+    w.send_text(g2, r#"{"type":"connection_init"}"#);
+    let msgs = w.json_messages(g2);
+    assert_eq!(msgs[0]["type"], "connection_ack");
+    let told = of_type(&msgs, "set_location_tier");
+    assert_eq!(told.len(), 1, "{msgs:?}");
+    assert_eq!(told[0]["tier"], "high");
+    subscribe(&mut w, a, json!([location("tenMeters")]));
+    assert_eq!(tiers(&mut w, g2), ["tenMeters"]);
+    subscribe(&mut w, a, json!([]));
+    assert_eq!(tiers(&mut w, g2), ["reduced"]);
+    subscribe(&mut w, a, json!([]));
+    assert_eq!(tiers(&mut w, g2), Vec::<String>::new());
+    assert!(w.json_messages(a).is_empty(), "nothing refused");
+}
+
+/// An app that drops takes its wish with it; a bad rate is refused, counted and taken as
+/// `standard`, and the subscription stands.
+#[test]
+fn a_dropped_app_lowers_the_tier_and_a_bad_rate_is_standard() {
+    let mut w = world();
+    let g = glasses(&mut w);
+    let (a, _) = app(&mut w, g, A);
+    let (b, _) = app(&mut w, g, B);
+    subscribe(&mut w, a, json!([location("kilometer")]));
+    subscribe(&mut w, b, json!([location("realtime")]));
+    assert_eq!(tiers(&mut w, g), ["kilometer", "realtime"]);
+    w.client_eof(b);
+    assert_eq!(tiers(&mut w, g), ["kilometer"]);
+    subscribe(&mut w, a, json!([location("warp")]));
+    let got = w.json_messages(a);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["code"], "INVALID_LOCATION_RATE");
+    assert_eq!(refusals(&w, "INVALID_LOCATION_RATE"), 1);
+    assert_eq!(tiers(&mut w, g), ["standard"]);
+    assert_eq!(
+        w.server.hub.subscriptions(USER, A),
+        vec!["location_stream".to_string()]
+    );
+}

@@ -276,10 +276,14 @@ impl Hub {
             };
             net.send_json(id, &msg);
         }
+        let rate = self.location_rate(net, id, &list, now);
         // Kept while the app runs: no room for subscriptions it did not make.
         subs.shrink_to_fit();
         let before = match self.run_mut(sk, app) {
-            Some(run) => std::mem::replace(&mut run.subs, subs),
+            Some(run) => {
+                run.location_rate = rate;
+                std::mem::replace(&mut run.subs, subs)
+            }
             None => return,
         };
         self.subs_changed(net, sk, Some((app, &before)), now);

@@ -272,6 +272,7 @@ impl Hub {
         }
         self.send_app_state(net, sk, now);
         self.send_mic_state(net, sk, now);
+        self.send_location_tier(net, sk, now);
     }
 
     pub(super) fn init_tick(&mut self, net: &mut impl Outbox, id: ConnId, now: Now) {

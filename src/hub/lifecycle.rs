@@ -65,6 +65,7 @@ impl Hub {
                 prefix: Box::default(),
                 waiting: false,
                 released: None,
+                location_rate: None,
             },
         );
         match run.state {

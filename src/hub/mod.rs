@@ -33,6 +33,7 @@
 //!   `apps`, `lifecycle` (start, restart, stop, sending webhooks), `streams` (relay,
 //!   publishing, microphone), `screen`, `requests`, `rest` (storage, settings, TPA server
 //!   registration), `capabilities` (what the glasses' model can do, told to the apps),
+//!   `location` (the location tier the apps want, asked of the glasses),
 //!   `release` (an app's goodbye: `ownership_release` and the close after
 //!   it), `device` (device settings), `view` (what the glasses are told of the
 //!   session), `operator` (the operator's view), `reload` (shutdown and app reload), `audit`
@@ -53,6 +54,7 @@ mod errors;
 mod glasses;
 mod lifecycle;
 mod links;
+mod location;
 mod operator;
 mod reload;
 pub mod requests;

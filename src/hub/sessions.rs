@@ -17,7 +17,7 @@ use super::screen::LazyScreen;
 use super::streams::{Mic, Streams};
 use super::vecmap::VecMap;
 use crate::net::ConnId;
-use crate::protocol::inbound::ReleaseReason;
+use crate::protocol::inbound::{LocationTier, ReleaseReason};
 use crate::protocol::outbound as messages;
 use crate::time::{Instant, Wall};
 use serde_json::Value;
@@ -101,6 +101,8 @@ pub(super) struct AppRun {
     /// connection's close is not a drop (see [`super::release`]). Cleared when a connection
     /// binds and when the app starts again.
     pub(super) released: Option<ReleaseReason>,
+    /// The `rate` of its location subscription (`None`: none given; see [`super::location`]).
+    pub(super) location_rate: Option<LocationTier>,
 }
 
 #[derive(Debug)]
@@ -127,6 +129,8 @@ pub(super) struct Session {
     /// What the glasses can do, from the model they reported (`None` until they named one:
     /// the conservative profile then; see [`super::capabilities`]).
     pub(super) capabilities: Option<Box<Value>>,
+    /// The location tier last asked of the glasses (`None`: never asked).
+    pub(super) location_tier: Option<LocationTier>,
 }
 
 impl Session {
@@ -153,6 +157,7 @@ impl Session {
             screen,
             requests: Requests::default(),
             capabilities: None,
+            location_tier: None,
         }
     }
 
@@ -385,6 +390,7 @@ mod tests {
             prefix: Box::default(),
             waiting: false,
             released: None,
+            location_rate: None,
         };
         let mut t = Sessions::default();
         let a = t.insert(session("a"));

@@ -229,6 +229,52 @@ impl SubscriptionUpdate {
     }
 }
 
+/// How precise and frequent a location stream an app wants (the `rate` of a
+/// `{"stream": "location_stream", "rate": …}` subscription, PROTOCOL §8.2), and the tier the
+/// box asks the glasses for with `set_location_tier`. Ordered from the least to the most
+/// demanding; `standard` (the tier of a subscription without a rate) sits between
+/// `hundredMeters` and `tenMeters`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LocationTier {
+    Reduced,
+    ThreeKilometers,
+    Kilometer,
+    HundredMeters,
+    Standard,
+    TenMeters,
+    High,
+    Realtime,
+}
+
+impl LocationTier {
+    pub fn parse(rate: &str) -> Option<LocationTier> {
+        Some(match rate {
+            "reduced" => LocationTier::Reduced,
+            "threeKilometers" => LocationTier::ThreeKilometers,
+            "kilometer" => LocationTier::Kilometer,
+            "hundredMeters" => LocationTier::HundredMeters,
+            "standard" => LocationTier::Standard,
+            "tenMeters" => LocationTier::TenMeters,
+            "high" => LocationTier::High,
+            "realtime" => LocationTier::Realtime,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            LocationTier::Reduced => "reduced",
+            LocationTier::ThreeKilometers => "threeKilometers",
+            LocationTier::Kilometer => "kilometer",
+            LocationTier::HundredMeters => "hundredMeters",
+            LocationTier::Standard => "standard",
+            LocationTier::TenMeters => "tenMeters",
+            LocationTier::High => "high",
+            LocationTier::Realtime => "realtime",
+        }
+    }
+}
+
 /// Glasses: `glasses_connection_state` (only what the capabilities need: the model, whether it
 /// is connected, and a `capabilities` object some glasses send for a model of their own).
 #[derive(Deserialize)]

@@ -26,6 +26,15 @@ pub fn default_settings() -> Value {
     })
 }
 
+/// `set_location_tier` to the glasses: the tier the session's apps want at most.
+#[derive(Serialize, Debug)]
+pub struct SetLocationTier<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub tier: &'static str,
+    pub timestamp: &'a str,
+}
+
 /// `capabilities_update`: the session's glasses changed model (SDK 2.1.29 replaces
 /// `session.capabilities` and emits `capabilities_update`).
 #[derive(Serialize, Debug)]
