@@ -467,3 +467,158 @@ fn a_dropped_app_lowers_the_tier_and_a_bad_rate_is_standard() {
         vec!["location_stream".to_string()]
     );
 }
+
+// ---- RTMP keep-alive -------------------------------------------------------------------------
+
+fn rtmp_request() -> String {
+    json!({"type": "rtmp_stream_request", "packageName": A, "sessionId": "",
+        "rtmpUrl": "rtmp://media.example/live/k", "timestamp": "2025-01-01T00:00:00.000Z"})
+    .to_string()
+}
+
+/// An app streaming: the glasses got `start_rtmp_stream` and confirmed it `active`; the
+/// stream id, with every inbox drained.
+fn live_stream(w: &mut World, g: usize, a: usize) -> String {
+    w.send_text(a, &rtmp_request());
+    let start = of_type(&w.json_messages(g), "start_rtmp_stream");
+    let id = start[0]["streamId"]
+        .as_str()
+        .expect("a streamId")
+        .to_string();
+    w.send_text(
+        g,
+        &json!({"type": "rtmp_stream_status", "streamId": id, "status": "active"}).to_string(),
+    );
+    let got = w.json_messages(a);
+    assert_eq!(got[0]["status"], "active", "{got:?}");
+    id
+}
+
+fn ack(w: &mut World, g: usize, stream: &str, ack_id: &Value) {
+    w.send_text(
+        g,
+        &json!({"type": "keep_alive_ack", "streamId": stream, "ackId": ack_id}).to_string(),
+    );
+}
+
+/// Keep-alives go out every 15 s while the stream is live, each acked; three in a row without
+/// an ack and the stream is dead at that deadline, not before: the app is told `timeout`, the
+/// glasses to stop, and the camera is free again.
+#[test]
+fn a_live_stream_is_kept_alive_and_declared_dead_after_three_missed_acks() {
+    let mut w = world();
+    let g = glasses(&mut w);
+    let (a, _) = app(&mut w, g, A);
+    let stream = live_stream(&mut w, g, a);
+    let live_at = w.now;
+    let mut sent = Vec::new();
+    let mut dead_at = None;
+    let mut stops = Vec::new();
+    while w.now.saturating_since(live_at) < secs(300) && w.jump_to_next_deadline() {
+        let seen = w.json_messages(g);
+        stops.extend(of_type(&seen, "stop_rtmp_stream"));
+        for m in of_type(&seen, "keep_rtmp_stream_alive") {
+            assert_eq!(m["streamId"], stream.as_str());
+            let t = w.now.saturating_since(live_at).as_secs();
+            sent.push((t, m["ackId"].clone()));
+            // The glasses answer the first two only.
+            if sent.len() <= 2 {
+                ack(&mut w, g, &stream, &m["ackId"]);
+            }
+        }
+        let told = w.json_messages(a);
+        if !told.is_empty() {
+            assert_eq!(told.len(), 1, "{told:?}");
+            assert_eq!(told[0]["type"], "rtmp_stream_status");
+            assert_eq!(told[0]["status"], "timeout");
+            assert_eq!(told[0]["streamId"], stream.as_str());
+            assert!(told[0]["errorDetails"]
+                .as_str()
+                .unwrap()
+                .starts_with("KEEPALIVE_TIMEOUT"));
+            dead_at = Some(w.now.saturating_since(live_at).as_secs());
+            break;
+        }
+    }
+    let times: Vec<u64> = sent.iter().map(|(t, _)| *t).collect();
+    assert_eq!(times, [15, 30, 45, 60, 75], "keep-alives");
+    let ids: Vec<&Value> = sent.iter().map(|(_, id)| id).collect();
+    assert_eq!(
+        ids,
+        [
+            &json!("1"),
+            &json!("2"),
+            &json!("3"),
+            &json!("4"),
+            &json!("5")
+        ]
+    );
+    assert_eq!(
+        dead_at,
+        Some(90),
+        "three unanswered keep-alives: dead at the fourth"
+    );
+    assert_eq!(stops.len(), 1, "the glasses are told to stop it");
+    assert_eq!(stops[0]["streamId"], stream.as_str());
+    assert_eq!(refusals(&w, "KEEPALIVE_TIMEOUT"), 1);
+    assert_eq!(w.server.hub.pending_requests(USER), 0);
+    // Nothing more is sent for it, and the camera is free.
+    w.advance(secs(60));
+    assert!(of_type(&w.json_messages(g), "keep_rtmp_stream_alive").is_empty());
+    w.send_text(a, &rtmp_request());
+    assert!(w.json_messages(a).is_empty(), "not STREAM_BUSY");
+    assert_eq!(of_type(&w.json_messages(g), "start_rtmp_stream").len(), 1);
+}
+
+/// Acks for no live stream or with an id the box never sent are dropped and counted, a
+/// malformed one refused; none reaches a wildcard subscriber or keeps the stream alive. A
+/// stream the app stops is no longer kept alive.
+#[test]
+fn bad_keepalive_acks_are_counted_and_a_stopped_stream_is_not_kept_alive() {
+    let mut w = world();
+    let g = glasses(&mut w);
+    let (a, _) = app(&mut w, g, A);
+    let (b, _) = app(&mut w, g, B);
+    subscribe(&mut w, b, json!(["*"]));
+    w.json_messages(b);
+    ack(&mut w, g, "edge-1-1", &json!("1"));
+    assert_eq!(refusals(&w, "UNMATCHED_KEEPALIVE_ACK"), 1, "no live stream");
+    let stream = live_stream(&mut w, g, a);
+    w.advance(secs(15));
+    assert_eq!(
+        of_type(&w.json_messages(g), "keep_rtmp_stream_alive").len(),
+        1
+    );
+    for (sid, id) in [
+        ("another-stream", json!("1")),
+        (stream.as_str(), json!("2")),
+        (stream.as_str(), json!("one")),
+    ] {
+        ack(&mut w, g, sid, &id);
+    }
+    assert_eq!(refusals(&w, "UNMATCHED_KEEPALIVE_ACK"), 4);
+    ack(&mut w, g, &stream, &json!(1));
+    let got = w.json_messages(g);
+    assert_eq!(got[0]["type"], "connection_error", "{got:?}");
+    assert_eq!(got[0]["code"], "MALFORMED_MESSAGE");
+    let relayed: Vec<Value> = w.json_messages(b);
+    assert!(relayed.is_empty(), "acks are not events: {relayed:?}");
+    // None of those counted as an answer: the stream dies on time (15 + 3 × 15 s).
+    w.advance(secs(44));
+    assert!(w.json_messages(a).is_empty());
+    w.advance(secs(1));
+    assert_eq!(w.json_messages(a)[0]["status"], "timeout");
+
+    // A stream the app stops is not kept alive any more.
+    let stream = live_stream(&mut w, g, a);
+    w.send_text(
+        a,
+        &json!({"type": "rtmp_stream_stop", "streamId": stream}).to_string(),
+    );
+    w.advance(secs(120));
+    let sent = w.json_messages(g);
+    assert!(
+        of_type(&sent, "keep_rtmp_stream_alive").is_empty(),
+        "{sent:?}"
+    );
+}

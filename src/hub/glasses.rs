@@ -107,7 +107,11 @@ impl Hub {
             }
             GlassesMsg::Reply(kind) => {
                 self.glasses_reply(net, sk, kind, text, now);
+                if kind == RequestKind::Stream {
+                    self.keepalive_sync(sk, now);
+                }
             }
+            GlassesMsg::KeepAliveAck => self.keepalive_ack(net, id, sk, text, now),
             GlassesMsg::Location(ev) => {
                 if !self.glasses_reply(net, sk, RequestKind::Location, text, now) {
                     self.relay(net, sk, &ev, now);

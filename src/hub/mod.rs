@@ -33,7 +33,7 @@
 //!   `apps`, `lifecycle` (start, restart, stop, sending webhooks), `streams` (relay,
 //!   publishing, microphone), `screen`, `requests`, `rest` (storage, settings, TPA server
 //!   registration), `capabilities` (what the glasses' model can do, told to the apps),
-//!   `location` (the location tier the apps want, asked of the glasses),
+//!   `keepalive` (RTMP keep-alives of a live stream), `location` (the location tier the apps want, asked of the glasses),
 //!   `release` (an app's goodbye: `ownership_release` and the close after
 //!   it), `device` (device settings), `view` (what the glasses are told of the
 //!   session), `operator` (the operator's view), `reload` (shutdown and app reload), `audit`
@@ -52,6 +52,7 @@ mod device;
 pub mod display;
 mod errors;
 mod glasses;
+mod keepalive;
 mod lifecycle;
 mod links;
 mod location;
@@ -253,6 +254,7 @@ impl Hub {
                 TimerKey::Sweep => self.sweep_tick(now),
                 TimerKey::Display(sk) => self.screen_tick(net, sk, now),
                 TimerKey::Requests(sk) => self.requests_tick(net, sk, now),
+                TimerKey::KeepAlive(sk) => self.keepalive_tick(net, sk, now),
             }
         }
     }

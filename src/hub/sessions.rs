@@ -12,6 +12,7 @@
 //! - sessions are made and forgotten here only ([`Sessions::insert`], [`Sessions::remove`]);
 //!   what happens to their apps and connections around that is the hub's to wire.
 
+use super::keepalive::KeepAlive;
 use super::requests::Requests;
 use super::screen::LazyScreen;
 use super::streams::{Mic, Streams};
@@ -131,6 +132,8 @@ pub(super) struct Session {
     pub(super) capabilities: Option<Box<Value>>,
     /// The location tier last asked of the glasses (`None`: never asked).
     pub(super) location_tier: Option<LocationTier>,
+    /// Keep-alives of the session's live RTMP stream (see [`super::keepalive`]).
+    pub(super) keepalive: Option<Box<KeepAlive>>,
 }
 
 impl Session {
@@ -158,6 +161,7 @@ impl Session {
             requests: Requests::default(),
             capabilities: None,
             location_tier: None,
+            keepalive: None,
         }
     }
 

@@ -169,6 +169,8 @@ pub enum GlassesMsg<'a> {
     /// `rgb_led_control_response`, `rtmp_stream_status`): routed to the app that asked, never
     /// relayed.
     Reply(RequestKind),
+    /// `keep_alive_ack`: the glasses answer a keep-alive of a live RTMP stream.
+    KeepAliveAck,
     /// `location_update`: a reply to a `location_poll_request` when it carries a
     /// `correlationId`, an event for the subscribers otherwise.
     Location(RawEvent<'a>),
@@ -237,6 +239,7 @@ impl<'a> GlassesMsg<'a> {
             "audio_play_response" => return Ok(GlassesMsg::Reply(RequestKind::Audio)),
             "rgb_led_control_response" => return Ok(GlassesMsg::Reply(RequestKind::Led)),
             "rtmp_stream_status" => return Ok(GlassesMsg::Reply(RequestKind::Stream)),
+            "keep_alive_ack" => return Ok(GlassesMsg::KeepAliveAck),
             _ => {
                 return Ok(GlassesMsg::Event(RawEvent {
                     ty: EventType::Other(ty),
@@ -353,6 +356,7 @@ mod tests {
             ("audio_play_response", GlassesMsg::Reply(Audio)),
             ("rgb_led_control_response", GlassesMsg::Reply(Led)),
             ("rtmp_stream_status", GlassesMsg::Reply(Stream)),
+            ("keep_alive_ack", GlassesMsg::KeepAliveAck),
         ] {
             assert_eq!(glasses(ty), want, "{ty}");
         }
