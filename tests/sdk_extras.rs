@@ -333,7 +333,9 @@ fn capabilities_follow_the_glasses_model() {
     w.send_text(g, &connection_state("Even Realities G1", "DISCONNECTED"));
     w.send_text(g, &connection_state(" ", "CONNECTED"));
     w.send_text(g, &core_status(""));
+    w.send_text(g, &connection_state(&"G".repeat(101), "CONNECTED"));
     assert!(capability_updates(&mut w, a).is_empty());
+    assert_eq!(refusals(&w, "INVALID_GLASSES_MODEL"), 1);
     // Other glasses mid-session, named by the phone's status: both apps hear it.
     w.send_text(g, &core_status("Even Realities G1"));
     for c in [a, b] {

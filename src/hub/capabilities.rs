@@ -9,7 +9,9 @@
 //! nothing (phones repeat `core_status_update` often); an empty name, or a
 //! `glasses_connection_state` that is not connected, changes nothing; a model without a
 //! profile gets the `capabilities` object its glasses sent with it (kept when a later report
-//! names the same model bare), else the conservative profile, and is counted (`refusals{code="UNKNOWN_GLASSES_MODEL"}`) once per change to it.
+//! names the same model bare), else the conservative profile, and is counted
+//! (`refusals{code="UNKNOWN_GLASSES_MODEL"}`) once per change to it. A name over 100 bytes is
+//! refused (`INVALID_GLASSES_MODEL`) and changes nothing.
 
 use super::{Hub, SessKey};
 use crate::net::Outbox;
@@ -18,6 +20,10 @@ use crate::protocol::inbound::{self, ConnectionState};
 use crate::protocol::outbound::CapabilitiesUpdate;
 use crate::time::Now;
 use serde_json::Value;
+
+/// Longer model names are refused (counted as `INVALID_GLASSES_MODEL`): no glasses is called
+/// that, and the name is copied to every app of the session.
+const MAX_MODEL_NAME: usize = 100;
 
 impl Hub {
     /// `glasses_connection_state`: the model it names, while connected.
@@ -54,6 +60,10 @@ impl Hub {
     ) {
         let model = model.trim();
         if model.is_empty() {
+            return;
+        }
+        if model.len() > MAX_MODEL_NAME {
+            self.refused("INVALID_GLASSES_MODEL");
             return;
         }
         let (caps, known) = match (capabilities::known(model), reported) {

@@ -33,7 +33,8 @@
 //!   `apps`, `lifecycle` (start, restart, stop, sending webhooks), `streams` (relay,
 //!   publishing, microphone), `screen`, `requests`, `rest` (storage, settings, TPA server
 //!   registration), `capabilities` (what the glasses' model can do, told to the apps),
-//!   `keepalive` (RTMP keep-alives of a live stream), `location` (the location tier the apps want, asked of the glasses),
+//!   `keepalive` (RTMP keep-alives of a live stream), `location` (the location tier the
+//!   apps want, asked of the glasses),
 //!   `release` (an app's goodbye: `ownership_release` and the close after
 //!   it), `device` (device settings), `view` (what the glasses are told of the
 //!   session), `operator` (the operator's view), `reload` (shutdown and app reload), `audit`

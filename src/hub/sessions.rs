@@ -1,7 +1,8 @@
 //! Core layer (sans-IO), part of the hub: the session table. Owns every session (one per
 //! user: its glasses connection, grace deadline, app runs and their lifecycle states, settings,
-//! rate limit, streams, screen and pending requests), kept in a slab with generations, and
-//! the index by user.
+//! rate limit, streams, screen, pending requests, the glasses' capabilities, the location tier
+//! asked of them and the live stream's keep-alives), kept in a slab with generations, and the
+//! index by user.
 //!
 //! Invariants:
 //! - a [`SessKey`] finds its session only while that very session lives: a slot reused by a
