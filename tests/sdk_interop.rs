@@ -6,9 +6,12 @@
 //! `AppServer` subclass; it prints one JSON object per stdout line), and a publishing system app
 //! played by this file (a tiny HTTP endpoint answering its `session_request` webhook, and a
 //! tungstenite client that connects over the Unix socket, its only allowed address). The flow:
-//! glasses `connection_init` → `connection_ack`, and the server starts the system app (webhook
-//! → `tpa_connection_init` → ack); `start_app` → webhook → the SDK connects, `onSession` runs,
-//! glasses see the app active; a button press reaches the app and its `showTextWall` reaches the
+//! glasses `connection_init` → `connection_ack` (and `glasses_connection_state` naming Mentra
+//! Live), and the server starts the system app (webhook → `tpa_connection_init` → ack);
+//! `start_app` → webhook → the SDK connects, `onSession` runs, glasses see the app active;
+//! `session.capabilities` is Mentra Live's (camera, no display), and after the phone's
+//! `core_status_update` names an Even Realities G1, the SDK's `onCapabilitiesUpdate` fires and
+//! `session.capabilities` is the G1's; a button press reaches the app and its `showTextWall` reaches the
 //! glasses as a `display_event`; the SDK's `showTextWall`, `showReferenceCard`,
 //! `showDoubleTextWall` and `dashboard.content.writeToMain` reach the glasses as the expected
 //! `display_event`s, and a burst of 20 `showTextWall`s as at most 4, the newest last.
@@ -50,7 +53,9 @@
 //! `onSession` runs again, its session sees `fontSize` 32 and reads the note back (both written
 //! before the crash), and a button round trip works; the system app is started and connects
 //! again. Errors the old SDK session reports after the crash (its reconnection attempts) are
-//! expected; any other error fails the test.
+//! expected; any other error fails the test. After that the app says goodbye through the SDK
+//! (`session.disconnect({releaseOwnership: true, reason: "clean_shutdown"})`): the glasses see
+//! it stopped, and no restart webhook reaches it past the server's grace and backoff.
 //!
 //! Needs `node` and `npm` (Node 20). Without them the tests print a message and pass, except
 //! under `CI=true`, where they fail. `tests/sdk/node_modules` is installed with `npm ci` on
@@ -299,9 +304,12 @@ impl World {
     fn flow(&mut self) -> TestResult {
         let session_id = format!("{USER}-{PACKAGE}");
 
-        // 1. Glasses connect and initialise.
+        // 1. Glasses connect and initialise, and name their model.
         let token = self.server.token(USER)?;
         self.connect_glasses(&token, "glasses.log")?;
+        self.glasses()
+            .send(json!({"type": "glasses_connection_state",
+            "modelName": "Mentra Live", "status": "CONNECTED"}))?;
 
         // 1b. The session starts the system app: its webhook, then it connects over the Unix
         //     socket and is acknowledged.
@@ -320,6 +328,11 @@ impl World {
             .wait_for("app_state_change with the app active", STEP, |m| {
                 m["type"] == "app_state_change" && app_is_active(m)
             })?;
+
+        // 2b. `session.capabilities` is the glasses' model's; other glasses named mid-session
+        //     reach it through `capabilities_update`.
+        self.capabilities()
+            .map_err(|e| format!("capabilities: {e}"))?;
 
         // 3. Button press → app → showTextWall → display_event at the glasses.
         self.button_round_trip("main")?;
@@ -395,6 +408,11 @@ impl World {
         // 8. The server crashes and starts again on the same config (same stateDir).
         self.server_crash(&token, &session_id)
             .map_err(|e| format!("after the server crash: {e}"))?;
+
+        // 9. The app says goodbye through the SDK (`ownership_release`, then its close): a
+        //    stop, not a crash — the glasses see it stopped, and no restart webhook follows.
+        self.goodbye()
+            .map_err(|e| format!("ownership_release: {e}"))?;
         Ok(())
     }
 
@@ -790,6 +808,57 @@ impl World {
                 m["type"] == "tpa_connection_error"
             })?;
         Ok(())
+    }
+
+    /// Step 2b: the session's `session.capabilities` (from the ack) are Mentra Live's, named by
+    /// the glasses before the app started (a camera, no display); the phone's
+    /// `core_status_update` then names an Even Realities G1, and after the SDK's
+    /// `onCapabilitiesUpdate` fires, `session.capabilities` is the G1's (a display, no camera).
+    fn capabilities(&mut self) -> TestResult {
+        let ack = self
+            .app()
+            .wait_event("capabilities", STEP, |e| e["source"] == "ack")?;
+        if ack["modelName"] != "Mentra Live"
+            || ack["hasCamera"] != true
+            || ack["hasDisplay"] != false
+        {
+            return Err(format!("session.capabilities after the ack: {ack}"));
+        }
+        self.glasses()
+            .send(json!({"type": "core_status_update", "status": {"status": {
+            "core_info": {}, "connected_glasses": {"model_name": "Even Realities G1"}}}}))?;
+        let update = self
+            .app()
+            .wait_event("capabilities", STEP, |e| e["source"] == "update")?;
+        if update["modelName"] != "Even Realities G1"
+            || update["hasCamera"] != false
+            || update["hasDisplay"] != true
+        {
+            return Err(format!("session.capabilities after the update: {update}"));
+        }
+        Ok(())
+    }
+
+    /// Step 9: the button "goodbye" makes the app call `session.disconnect({releaseOwnership:
+    /// true, reason: "clean_shutdown"})`. The glasses must be told the app stopped, and past
+    /// the server's reconnect grace and restart backoff (5 s + 1 s) no new `session_request`
+    /// may reach the app (it would log a "session").
+    fn goodbye(&mut self) -> TestResult {
+        self.button_round_trip("goodbye")?;
+        self.app().wait_event("released", STEP, |_| true)?;
+        self.glasses()
+            .wait_for("app_stopped for the app", STEP, |m| {
+                m["type"] == "app_stopped" && m["packageName"] == PACKAGE
+            })?;
+        match self
+            .app()
+            .wait_event("session", Duration::from_secs(9), |_| true)
+        {
+            Ok(again) => Err(format!("the app was restarted after its goodbye: {again}")),
+            // The wait ran out: no session_request came.
+            Err(e) if e.contains("did not log a matching") => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Presses button `button_id` until the app reports it, then waits for the app's text wall

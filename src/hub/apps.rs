@@ -88,6 +88,7 @@ impl Hub {
             AppMsg::Request(kind) => self.app_request(net, cx, kind, text),
             AppMsg::AudioStop => self.audio_stop(net, cx, text),
             AppMsg::StreamStop => self.stream_stop(net, cx, text),
+            AppMsg::OwnershipRelease => self.ownership_release(net, cx, text),
             AppMsg::Other(ty) => log::debug!("ignored app message of type {ty:?}"),
         }
     }
@@ -151,6 +152,7 @@ impl Hub {
         run.state = AppState::Active;
         run.active_since = Some(now.mono);
         run.error = None;
+        run.released = None;
         run.prefix = prefix;
         if let Some(old) = old.filter(|o| *o != id) {
             self.links.remove(&old);
@@ -193,12 +195,20 @@ impl Hub {
         let session_id = format!("{}-{}", s.user, self.cfg.apps[app].package_name);
         let settings = s.settings();
         let app_settings = self.settings_for(&s.user, app);
+        let conservative;
+        let capabilities = match &s.capabilities {
+            Some(c) => &**c,
+            None => {
+                conservative = crate::protocol::capabilities::conservative(None);
+                &conservative
+            }
+        };
         let ack = messages::TpaConnectionAck {
             kind: "tpa_connection_ack",
             session_id: &session_id,
             settings: &app_settings,
             mentraos_settings: &settings,
-            capabilities: messages::capabilities(),
+            capabilities,
             timestamp: now.iso(),
         };
         net.send_json(id, &ack);
@@ -266,10 +276,14 @@ impl Hub {
             };
             net.send_json(id, &msg);
         }
+        let rate = self.location_rate(net, id, &list, now);
         // Kept while the app runs: no room for subscriptions it did not make.
         subs.shrink_to_fit();
         let before = match self.run_mut(sk, app) {
-            Some(run) => std::mem::replace(&mut run.subs, subs),
+            Some(run) => {
+                run.location_rate = rate;
+                std::mem::replace(&mut run.subs, subs)
+            }
             None => return,
         };
         self.subs_changed(net, sk, Some((app, &before)), now);

@@ -1,7 +1,8 @@
 //! Core layer (sans-IO), part of the hub: the user's device settings (`mentraosSettings`, the
 //! ten keys of PROTOCOL §4) — what `core_status_update` from the glasses says, kept durable per
 //! user, carried in every `tpa_connection_ack`, and pushed to apps subscribed to
-//! `augmentos:<key>`, `augmentos:*` or `augmentos:all` as `augmentos_settings_update`.
+//! `augmentos:<key>`, `augmentos:*` or `augmentos:all` as `augmentos_settings_update`. The
+//! glasses model it names goes to [`super::capabilities`].
 //!
 //! Invariant: only fields present with the right type change a setting; a report that changes
 //! nothing sends nothing.
@@ -65,6 +66,9 @@ impl Hub {
             Value::Object(_) => &v["status"]["status"],
             _ => &v["status"],
         };
+        if let Some(model) = status["connected_glasses"]["model_name"].as_str() {
+            self.glasses_model(net, sk, model, None, now);
+        }
         let Some(s) = self.session(sk) else { return };
         let mut settings = s.settings();
         let mut changed = Vec::new();

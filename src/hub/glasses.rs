@@ -107,7 +107,11 @@ impl Hub {
             }
             GlassesMsg::Reply(kind) => {
                 self.glasses_reply(net, sk, kind, text, now);
+                if kind == RequestKind::Stream {
+                    self.keepalive_sync(sk, now);
+                }
             }
+            GlassesMsg::KeepAliveAck => self.keepalive_ack(net, id, sk, text, now),
             GlassesMsg::Location(ev) => {
                 if !self.glasses_reply(net, sk, RequestKind::Location, text, now) {
                     self.relay(net, sk, &ev, now);
@@ -115,6 +119,10 @@ impl Hub {
             }
             GlassesMsg::CoreStatus(ev) => {
                 self.core_status(net, sk, text, now);
+                self.relay(net, sk, &ev, now);
+            }
+            GlassesMsg::ConnectionState(ev) => {
+                self.connection_state(net, sk, text, now);
                 self.relay(net, sk, &ev, now);
             }
             GlassesMsg::Event(ev) => self.relay(net, sk, &ev, now),
@@ -268,6 +276,7 @@ impl Hub {
         }
         self.send_app_state(net, sk, now);
         self.send_mic_state(net, sk, now);
+        self.send_location_tier(net, sk, now);
     }
 
     pub(super) fn init_tick(&mut self, net: &mut impl Outbox, id: ConnId, now: Now) {

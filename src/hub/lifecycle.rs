@@ -17,6 +17,7 @@ use super::webhook_queue::{ServerLoad, Waiting};
 use super::webhooks::{Queued, Webhook, WebhookKind};
 use super::Hub;
 use crate::net::{ConnId, HttpOutcome, Outbox, Target};
+use crate::protocol::inbound::ReleaseReason;
 use crate::protocol::outbound as messages;
 use crate::time::{Instant, Now};
 
@@ -63,6 +64,8 @@ impl Hub {
                 error: None,
                 prefix: Box::default(),
                 waiting: false,
+                released: None,
+                location_rate: None,
             },
         );
         match run.state {
@@ -81,6 +84,7 @@ impl Hub {
             retry_at: None,
         };
         run.error = None;
+        run.released = None;
         run.start = self.webhooks.new_start();
         run.attempt = 1;
         self.arm(until, TimerKey::App(sk, app));
@@ -472,7 +476,11 @@ impl Hub {
                 }
             }
             AppState::Reconnecting { until } if until <= now.mono => {
-                self.schedule_restart(net, sk, app, "APP_DISCONNECTED", now);
+                match run.released {
+                    // Handed over, and the new connection never came: gone, not crashed.
+                    Some(reason) => self.app_left(net, sk, app, reason, now),
+                    None => self.schedule_restart(net, sk, app, "APP_DISCONNECTED", now),
+                }
             }
             AppState::RestartWait { at } if at <= now.mono => {
                 self.counters.app_restarts += 1;
@@ -600,7 +608,8 @@ impl Hub {
             net.send_json(conn, &msg);
             net.close_websocket(conn, 1000, close_reason, now.mono);
         }
-        if run.state.is_live() && !unsent {
+        // An app that said goodbye (`ownership_release`) is not told what it told us.
+        if run.state.is_live() && !unsent && run.released.is_none() {
             let session_id = format!("{user}-{}", self.cfg.apps[app].package_name);
             let body = messages::stop_request(&session_id, &user, reason, now.iso());
             self.post_webhook(net, sk, app, WebhookKind::Stop, &body, now);
@@ -637,6 +646,10 @@ impl Hub {
             return; // a replaced connection: its successor is untouched
         }
         run.conn = None;
+        match run.released {
+            None | Some(ReleaseReason::SwitchingClouds) => {}
+            Some(reason) => return self.app_left(net, sk, app, reason, now),
+        }
         run.subs.clear();
         if run
             .active_since

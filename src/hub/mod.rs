@@ -32,7 +32,11 @@
 //! - rules, as `impl Hub` by concern: `access` (upgrades and REST start/stop), `glasses`,
 //!   `apps`, `lifecycle` (start, restart, stop, sending webhooks), `streams` (relay,
 //!   publishing, microphone), `screen`, `requests`, `rest` (storage, settings, TPA server
-//!   registration), `device` (device settings), `view` (what the glasses are told of the
+//!   registration), `capabilities` (what the glasses' model can do, told to the apps),
+//!   `keepalive` (RTMP keep-alives of a live stream), `location` (the location tier the
+//!   apps want, asked of the glasses),
+//!   `release` (an app's goodbye: `ownership_release` and the close after
+//!   it), `device` (device settings), `view` (what the glasses are told of the
 //!   session), `operator` (the operator's view), `reload` (shutdown and app reload), `audit`
 //!   (tests and `sim`: the structural invariants).
 
@@ -40,6 +44,7 @@ mod access;
 mod apps;
 #[cfg(any(test, feature = "sim"))]
 mod audit;
+mod capabilities;
 mod config;
 mod connmap;
 mod counters;
@@ -48,13 +53,16 @@ mod device;
 pub mod display;
 mod errors;
 mod glasses;
+mod keepalive;
 mod lifecycle;
 mod links;
+mod location;
 mod operator;
 mod reload;
 pub mod requests;
 pub use reload::Reloaded;
 pub mod registry;
+mod release;
 mod rest;
 mod routes;
 mod screen;
@@ -247,6 +255,7 @@ impl Hub {
                 TimerKey::Sweep => self.sweep_tick(now),
                 TimerKey::Display(sk) => self.screen_tick(net, sk, now),
                 TimerKey::Requests(sk) => self.requests_tick(net, sk, now),
+                TimerKey::KeepAlive(sk) => self.keepalive_tick(net, sk, now),
             }
         }
     }

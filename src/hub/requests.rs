@@ -119,6 +119,20 @@ impl Active {
         self.pending.iter().filter_map(|p| p.deadline).min()
     }
 
+    /// The session's running stream (its first status came, no stop asked): app and id.
+    pub(super) fn live_stream(&self) -> Option<(usize, &str)> {
+        self.pending
+            .iter()
+            .find(|p| p.kind == Kind::Stream && p.deadline.is_none() && !p.flag)
+            .map(|p| (p.app, &*p.id))
+    }
+
+    /// Forget the running stream `id` (declared dead); the app that ran it.
+    pub(super) fn end_stream(&mut self, id: &str) -> Option<usize> {
+        let at = self.find(Kind::Stream, id)?;
+        Some(self.pending.remove(at).app)
+    }
+
     fn find(&self, kind: Kind, id: &str) -> Option<usize> {
         self.pending
             .iter()
@@ -578,7 +592,7 @@ impl Hub {
         }
     }
 
-    fn send_stream_status(
+    pub(super) fn send_stream_status(
         &self,
         net: &mut impl Outbox,
         (sk, app): (SessKey, usize),

@@ -1,7 +1,8 @@
 //! Core layer (sans-IO), part of the hub: the session table. Owns every session (one per
 //! user: its glasses connection, grace deadline, app runs and their lifecycle states, settings,
-//! rate limit, streams, screen and pending requests), kept in a slab with generations, and
-//! the index by user.
+//! rate limit, streams, screen, pending requests, the glasses' capabilities, the location tier
+//! asked of them and the live stream's keep-alives), kept in a slab with generations, and the
+//! index by user.
 //!
 //! Invariants:
 //! - a [`SessKey`] finds its session only while that very session lives: a slot reused by a
@@ -12,11 +13,13 @@
 //! - sessions are made and forgotten here only ([`Sessions::insert`], [`Sessions::remove`]);
 //!   what happens to their apps and connections around that is the hub's to wire.
 
+use super::keepalive::KeepAlive;
 use super::requests::Requests;
 use super::screen::LazyScreen;
 use super::streams::{Mic, Streams};
 use super::vecmap::VecMap;
 use crate::net::ConnId;
+use crate::protocol::inbound::{LocationTier, ReleaseReason};
 use crate::protocol::outbound as messages;
 use crate::time::{Instant, Wall};
 use serde_json::Value;
@@ -96,6 +99,12 @@ pub(super) struct AppRun {
     pub(super) prefix: Box<[u8]>,
     /// Its start webhook waits in its app server's FIFO (so cancelling looks there only then).
     pub(super) waiting: bool,
+    /// The app said goodbye on its current connection (`ownership_release`): that
+    /// connection's close is not a drop (see [`super::release`]). Cleared when a connection
+    /// binds and when the app starts again.
+    pub(super) released: Option<ReleaseReason>,
+    /// The `rate` of its location subscription (`None`: none given; see [`super::location`]).
+    pub(super) location_rate: Option<LocationTier>,
 }
 
 #[derive(Debug)]
@@ -119,6 +128,13 @@ pub(super) struct Session {
     pub(super) screen: LazyScreen,
     /// App requests waiting for the glasses' reply.
     pub(super) requests: Requests,
+    /// What the glasses can do, from the model they reported (`None` until they named one:
+    /// the conservative profile then; see [`super::capabilities`]).
+    pub(super) capabilities: Option<Box<Value>>,
+    /// The location tier last asked of the glasses (`None`: never asked).
+    pub(super) location_tier: Option<LocationTier>,
+    /// Keep-alives of the session's live RTMP stream (see [`super::keepalive`]).
+    pub(super) keepalive: Option<Box<KeepAlive>>,
 }
 
 impl Session {
@@ -144,6 +160,9 @@ impl Session {
             mic: Mic::default(),
             screen,
             requests: Requests::default(),
+            capabilities: None,
+            location_tier: None,
+            keepalive: None,
         }
     }
 
@@ -375,6 +394,8 @@ mod tests {
             error: None,
             prefix: Box::default(),
             waiting: false,
+            released: None,
+            location_rate: None,
         };
         let mut t = Sessions::default();
         let a = t.insert(session("a"));

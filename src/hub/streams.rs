@@ -369,6 +369,7 @@ impl Hub {
             self.replay(net, sk, app, before, now);
         }
         self.mic_changed(net, sk, now);
+        self.location_tier_changed(net, sk, now);
     }
 
     /// Send a newly subscribed app the last location and the cached calendar events.

@@ -27,6 +27,8 @@ pub(super) enum TimerKey {
     Display(SessKey),
     /// The session's earliest pending app request (`Requests::deadline`).
     Requests(SessKey),
+    /// The next keep-alive of the session's live stream (`KeepAlive::next_at`).
+    KeepAlive(SessKey),
 }
 
 /// Whether a heap entry still matches the slot it was armed for.
@@ -50,6 +52,9 @@ pub(super) fn is_current(
         TimerKey::Sweep => sweep_at == Some(at),
         TimerKey::Display(sk) => session(sk).is_some_and(|s| s.screen.deadline() == Some(at)),
         TimerKey::Requests(sk) => session(sk).is_some_and(|s| s.requests.deadline() == Some(at)),
+        TimerKey::KeepAlive(sk) => {
+            session(sk).is_some_and(|s| s.keepalive.as_ref().map(|k| k.next_at) == Some(at))
+        }
     }
 }
 

@@ -229,6 +229,106 @@ impl SubscriptionUpdate {
     }
 }
 
+/// How precise and frequent a location stream an app wants (the `rate` of a
+/// `{"stream": "location_stream", "rate": …}` subscription, PROTOCOL §8.2), and the tier the
+/// box asks the glasses for with `set_location_tier`. Ordered from the least to the most
+/// demanding; `standard` (the tier of a subscription without a rate) sits between
+/// `hundredMeters` and `tenMeters`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LocationTier {
+    Reduced,
+    ThreeKilometers,
+    Kilometer,
+    HundredMeters,
+    Standard,
+    TenMeters,
+    High,
+    Realtime,
+}
+
+impl LocationTier {
+    pub fn parse(rate: &str) -> Option<LocationTier> {
+        Some(match rate {
+            "reduced" => LocationTier::Reduced,
+            "threeKilometers" => LocationTier::ThreeKilometers,
+            "kilometer" => LocationTier::Kilometer,
+            "hundredMeters" => LocationTier::HundredMeters,
+            "standard" => LocationTier::Standard,
+            "tenMeters" => LocationTier::TenMeters,
+            "high" => LocationTier::High,
+            "realtime" => LocationTier::Realtime,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            LocationTier::Reduced => "reduced",
+            LocationTier::ThreeKilometers => "threeKilometers",
+            LocationTier::Kilometer => "kilometer",
+            LocationTier::HundredMeters => "hundredMeters",
+            LocationTier::Standard => "standard",
+            LocationTier::TenMeters => "tenMeters",
+            LocationTier::High => "high",
+            LocationTier::Realtime => "realtime",
+        }
+    }
+}
+
+/// Glasses: `glasses_connection_state` (only what the capabilities need: the model, whether it
+/// is connected, and a `capabilities` object some glasses send for a model of their own).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionState<'a> {
+    #[serde(borrow, default)]
+    pub model_name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub status: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub capabilities: Option<serde_json::Value>,
+}
+
+/// Apps: `ownership_release` (SDK 2.1.29 `AppSession.releaseOwnership`, sent before the app
+/// closes its connection on purpose). Both fields are read by the handler, which refuses a
+/// reason it does not know and a package other than the connection's.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OwnershipRelease<'a> {
+    #[serde(borrow, default)]
+    pub package_name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub reason: Option<Cow<'a, str>>,
+}
+
+/// Why an app lets go of its session (`ownership_release.reason`, PROTOCOL §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReleaseReason {
+    /// The app's server got a second `session_request` for a session it holds: it reconnects
+    /// (to the URL of that request) right after closing this connection.
+    SwitchingClouds,
+    CleanShutdown,
+    UserLogout,
+}
+
+impl ReleaseReason {
+    pub fn parse(reason: &str) -> Option<ReleaseReason> {
+        match reason {
+            "switching_clouds" => Some(ReleaseReason::SwitchingClouds),
+            "clean_shutdown" => Some(ReleaseReason::CleanShutdown),
+            "user_logout" => Some(ReleaseReason::UserLogout),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ReleaseReason::SwitchingClouds => "switching_clouds",
+            ReleaseReason::CleanShutdown => "clean_shutdown",
+            ReleaseReason::UserLogout => "user_logout",
+        }
+    }
+}
+
 /// Glasses: `touch_event` (only the gesture is read, to route gesture subscriptions).
 #[derive(Deserialize)]
 pub struct TouchEvent<'a> {

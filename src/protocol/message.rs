@@ -169,11 +169,16 @@ pub enum GlassesMsg<'a> {
     /// `rgb_led_control_response`, `rtmp_stream_status`): routed to the app that asked, never
     /// relayed.
     Reply(RequestKind),
+    /// `keep_alive_ack`: the glasses answer a keep-alive of a live RTMP stream.
+    KeepAliveAck,
     /// `location_update`: a reply to a `location_poll_request` when it carries a
     /// `correlationId`, an event for the subscribers otherwise.
     Location(RawEvent<'a>),
-    /// `core_status_update`: the device settings it reports are taken, then it is relayed.
+    /// `core_status_update`: the device settings and glasses model it reports are taken, then
+    /// it is relayed.
     CoreStatus(RawEvent<'a>),
+    /// `glasses_connection_state`: the model it names is taken, then it is relayed.
+    ConnectionState(RawEvent<'a>),
     /// Anything else: relayed to the subscribers.
     Event(RawEvent<'a>),
 }
@@ -195,7 +200,6 @@ impl<'a> GlassesMsg<'a> {
                 Stream::PhoneNotificationDismissed
             }
             "calendar_event" => Stream::CalendarEvent,
-            "glasses_connection_state" => Stream::GlassesConnectionState,
             "vps_coordinates" => Stream::VpsCoordinates,
             "transcription" => Stream::Transcription,
             "translation" => Stream::Translation,
@@ -210,6 +214,12 @@ impl<'a> GlassesMsg<'a> {
             "location_update" => {
                 return Ok(GlassesMsg::Location(RawEvent {
                     ty: EventType::Stream(Stream::LocationUpdate),
+                    text,
+                }))
+            }
+            "glasses_connection_state" => {
+                return Ok(GlassesMsg::ConnectionState(RawEvent {
+                    ty: EventType::Stream(Stream::GlassesConnectionState),
                     text,
                 }))
             }
@@ -229,6 +239,7 @@ impl<'a> GlassesMsg<'a> {
             "audio_play_response" => return Ok(GlassesMsg::Reply(RequestKind::Audio)),
             "rgb_led_control_response" => return Ok(GlassesMsg::Reply(RequestKind::Led)),
             "rtmp_stream_status" => return Ok(GlassesMsg::Reply(RequestKind::Stream)),
+            "keep_alive_ack" => return Ok(GlassesMsg::KeepAliveAck),
             _ => {
                 return Ok(GlassesMsg::Event(RawEvent {
                     ty: EventType::Other(ty),
@@ -281,6 +292,8 @@ pub enum AppMsg<'a> {
     AudioStop,
     /// `rtmp_stream_stop`.
     StreamStop,
+    /// `ownership_release`: the app's goodbye; the close that follows is not a drop.
+    OwnershipRelease,
     /// A type the box does not act on (ignored, as the cloud ignores it).
     Other(Cow<'a, str>),
 }
@@ -305,6 +318,7 @@ impl<'a> AppMsg<'a> {
             "rtmp_stream_request" => AppMsg::Request(RequestKind::Stream),
             "audio_stop_request" => AppMsg::AudioStop,
             "rtmp_stream_stop" => AppMsg::StreamStop,
+            "ownership_release" => AppMsg::OwnershipRelease,
             _ => AppMsg::Other(ty),
         })
     }
@@ -321,9 +335,10 @@ mod tests {
 
     fn event(msg: &GlassesMsg<'static>) -> Option<RawEvent<'static>> {
         match msg {
-            GlassesMsg::Event(e) | GlassesMsg::Location(e) | GlassesMsg::CoreStatus(e) => {
-                Some(e.clone())
-            }
+            GlassesMsg::Event(e)
+            | GlassesMsg::Location(e)
+            | GlassesMsg::CoreStatus(e)
+            | GlassesMsg::ConnectionState(e) => Some(e.clone()),
             _ => None,
         }
     }
@@ -341,6 +356,7 @@ mod tests {
             ("audio_play_response", GlassesMsg::Reply(Audio)),
             ("rgb_led_control_response", GlassesMsg::Reply(Led)),
             ("rtmp_stream_status", GlassesMsg::Reply(Stream)),
+            ("keep_alive_ack", GlassesMsg::KeepAliveAck),
         ] {
             assert_eq!(glasses(ty), want, "{ty}");
         }
@@ -450,6 +466,7 @@ mod tests {
             ("rtmp_stream_request", AppMsg::Request(Stream)),
             ("audio_stop_request", AppMsg::AudioStop),
             ("rtmp_stream_stop", AppMsg::StreamStop),
+            ("ownership_release", AppMsg::OwnershipRelease),
             ("button_press", AppMsg::Other("button_press".into())),
         ] {
             let text = format!(r#"{{"type":"{ty}"}}"#);

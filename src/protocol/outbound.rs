@@ -1,6 +1,6 @@
 //! Protocol layer: the messages the box sends — to glasses, to apps, and to app servers
 //! (webhooks) — as typed values serialised straight into output buffers, plus the default
-//! settings and the box's capabilities (PROTOCOL.md §4, §6, §12).
+//! settings and the glasses' capabilities (PROTOCOL.md §4, §6, §12).
 //!
 //! Owns no state. Invariant: each message's `type` is fixed by its struct, so a message can
 //! never go out under the wrong name; field names are the SDK's (camelCase).
@@ -26,27 +26,25 @@ pub fn default_settings() -> Value {
     })
 }
 
-/// What this box can offer apps (reported in `tpa_connection_ack`).
-pub fn capabilities() -> Value {
-    json!({
-        "modelName": "augmentos-edge",
-        "hasCamera": false,
-        "hasDisplay": true,
-        "hasMicrophone": true,
-        "hasSpeaker": false,
-        "hasIMU": false,
-        "hasButton": true,
-        "hasLight": false,
-        "hasWifi": false,
-        "camera": null,
-        "display": null,
-        "microphone": null,
-        "speaker": null,
-        "imu": null,
-        "button": null,
-        "light": null,
-        "power": { "hasExternalBattery": false }
-    })
+/// `set_location_tier` to the glasses: the tier the session's apps want at most.
+#[derive(Serialize, Debug)]
+pub struct SetLocationTier<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub tier: &'static str,
+    pub timestamp: &'a str,
+}
+
+/// `capabilities_update`: the session's glasses changed model (SDK 2.1.29 replaces
+/// `session.capabilities` and emits `capabilities_update`).
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct CapabilitiesUpdate<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub capabilities: &'a Value,
+    pub model_name: &'a str,
+    pub timestamp: &'a str,
 }
 
 /// `tpa_connection_error` (also the JSON body of an app upgrade refused over HTTP).
@@ -209,7 +207,7 @@ pub struct TpaConnectionAck<'a> {
     /// The app's declared settings with the user's values (`value`) merged in.
     pub settings: &'a [Value],
     pub mentraos_settings: &'a Value,
-    pub capabilities: Value,
+    pub capabilities: &'a Value,
     pub timestamp: &'a str,
 }
 

@@ -302,6 +302,27 @@ pub struct AudioPlayFailed<'a> {
     pub timestamp: &'a str,
 }
 
+/// Glasses: `keep_rtmp_stream_alive` (2.1.29 `KeepRtmpStreamAlive`).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeepStreamAlive<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub stream_id: &'a str,
+    pub ack_id: &'a str,
+    pub timestamp: &'a str,
+}
+
+/// Glasses: `keep_alive_ack` (`streamId`, `ackId`).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeepAliveAck<'a> {
+    #[serde(borrow, default)]
+    pub stream_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub ack_id: Option<Cow<'a, str>>,
+}
+
 /// Apps: `rtmp_stream_status` with an ending status — the SDK's camera module stops counting
 /// the stream as running.
 #[derive(Serialize)]

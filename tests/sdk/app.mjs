@@ -4,7 +4,8 @@
 // Config (env): PORT (webhook HTTP port), PACKAGE_NAME, API_KEY.
 //
 // Output contract: every line this program writes to stdout is exactly one JSON object with
-// an `event` field ("listening", "session", "connected", "subscribed", "button", "displays", "stop",
+// an `event` field ("listening", "session", "connected", "capabilities", "subscribed", "button",
+// "displays", "stop",
 // "error", "fatal", one per stream handler call: "transcription", "translation", "head",
 // "touch", "touch_any", "audio", "location", and the settings and storage events below).
 // Everything else -- the SDK's own pino logs and its stray console.log calls -- is sent to
@@ -22,7 +23,8 @@
 // this AppServer's `/settings`), and by the AppServer's `onSettingsUpdate` hook, which only that
 // POST reaches ("settings_post"). A press of a button "store:<text>" calls
 // `session.simpleStorage.set("note", "<text>")` ("stored"); the SDK writes it to the server
-// after its own debounce.
+// after its own debounce. A press of the button "goodbye" calls
+// `session.disconnect({ releaseOwnership: true, reason: "clean_shutdown" })` ("released").
 //
 // Stream handlers: at session start the app listens to button presses only. A press of the
 // button "streams" registers, once per session, the handlers of the SDK's stream API
@@ -193,6 +195,21 @@ class InteropApp extends AppServer {
       capabilities: session.capabilities ?? null,
     });
 
+    // What the glasses can do: `session.capabilities` from the ack, and after each
+    // `capabilities_update` (`events.onCapabilitiesUpdate`), as the session then holds it.
+    const reportCapabilities = (source) => {
+      const caps = session.capabilities;
+      emit("capabilities", {
+        sessionId,
+        source,
+        modelName: caps?.modelName ?? null,
+        hasCamera: caps?.hasCamera ?? null,
+        hasDisplay: caps?.hasDisplay ?? null,
+      });
+    };
+    reportCapabilities("ack");
+    session.events.onCapabilitiesUpdate(() => reportCapabilities("update"));
+
     // A change of a setting, seen through each of the SDK's ways to hear of it.
     session.settings.onValueChange("fontSize", (newValue, oldValue) => {
       emit("setting_value", {
@@ -238,6 +255,13 @@ class InteropApp extends AppServer {
         runRequests(session, sessionId);
       }
       session.layouts.showTextWall("pressed " + data?.buttonId);
+      // Button "goodbye": the SDK's own clean goodbye (`ownership_release`, then the close).
+      if (id === "goodbye") {
+        session.disconnect({ releaseOwnership: true, reason: "clean_shutdown" }).then(
+          () => emit("released", { sessionId }),
+          (err) => emit("error", { sessionId, generation, message: "disconnect: " + err }),
+        );
+      }
       if (data?.buttonId === "displays" && !displaysRun.has(sessionId)) {
         displaysRun.add(sessionId);
         showDisplays(session, sessionId).catch((err) =>
