@@ -137,7 +137,18 @@ struct RawConfig {
     jwt_secret: Option<Secret>,
     state_dir: Option<NonEmpty>,
     ui: Option<RawUi>,
+    tokens: Option<RawTokens>,
     apps: Option<Vec<RawApp>>,
+}
+
+/// The glasses tokens the box issues and takes: their default lifetime, the clock leeway
+/// around `exp`/`nbf`, and whether a token without `exp` (older tooling) is taken.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "an object")]
+struct RawTokens {
+    lifetime_seconds: Option<Ranged<1, { crate::hub::devices::MAX_TOKEN_LIFETIME_SECS }>>,
+    leeway_seconds: Option<Ranged<0, 3_600>>,
+    accept_without_expiry: Option<bool>,
 }
 
 /// The `/ui/` pages: off unless `enabled`; `operatorToken` guards their API (required unless
@@ -314,6 +325,16 @@ impl RawConfig {
             });
         }
 
+        if let Some(t) = self.tokens {
+            if let Some(Ranged(secs)) = t.lifetime_seconds {
+                hub.token_lifetime = Duration::from_secs(secs);
+            }
+            set(&mut hub.tokens.leeway_secs, t.leeway_seconds.map(|Ranged(s)| s));
+            set(
+                &mut hub.tokens.accept_without_expiry,
+                t.accept_without_expiry,
+            );
+        }
         if let Some(l) = self.limits {
             set(&mut server.ws.max_frame, l.max_frame_bytes);
             set(&mut server.ws.max_message, l.max_message_bytes);
@@ -1211,5 +1232,29 @@ mod tests {
         );
         let err = error(r#"{"ui": {"enabled": true, "token": "0123456789abcdefX"}}"#);
         assert!(err.contains("ui.token"), "{err}");
+    }
+
+    #[test]
+    fn token_keys_reach_their_fields_and_are_checked() {
+        let c = Config::embedded();
+        assert_eq!(c.hub.token_lifetime, Duration::from_secs(86_400));
+        assert_eq!(c.hub.tokens, crate::auth::jwt::TokenPolicy::default());
+        let c = Config::from_json(
+            r#"{"tokens": {"lifetimeSeconds": 3600, "leewaySeconds": 5,
+                "acceptWithoutExpiry": false}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.hub.token_lifetime, Duration::from_secs(3600));
+        assert_eq!(c.hub.tokens.leeway_secs, 5);
+        assert!(!c.hub.tokens.accept_without_expiry);
+        for (json, key) in [
+            (r#"{"tokens": {"lifetimeSeconds": 0}}"#, "tokens.lifetimeSeconds"),
+            (r#"{"tokens": {"leewaySeconds": 3601}}"#, "tokens.leewaySeconds"),
+            (r#"{"tokens": {"acceptWithoutExpiry": 1}}"#, "tokens.acceptWithoutExpiry"),
+            (r#"{"tokens": {"lifetime": 1}}"#, "tokens"),
+        ] {
+            let err = error(json);
+            assert!(err.contains(key), "{json}: {err}");
+        }
     }
 }

@@ -35,8 +35,7 @@ impl Hub {
             Endpoint::Glasses => match bearer {
                 None => Ok(PreAuth::Glasses { user: None }),
                 Some(token) => {
-                    match auth::jwt::glasses_user(token, &self.cfg.jwt_secret, now.wall.unix_secs())
-                    {
+                    match self.check_glasses_token(token, now) {
                         Ok(user) if self.session_refused(&user) => {
                             let code = "TOO_MANY_SESSIONS";
                             self.refused(code);
@@ -144,7 +143,7 @@ impl Hub {
             );
             return None;
         };
-        match auth::jwt::glasses_user(token, &self.cfg.jwt_secret, now.wall.unix_secs()) {
+        match self.check_glasses_token(token, now) {
             Ok(u) => Some(u),
             Err(e) => {
                 self.refused(e.code());

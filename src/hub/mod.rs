@@ -32,7 +32,8 @@
 //! - rules, as `impl Hub` by concern: `access` (upgrades and REST start/stop), `glasses`,
 //!   `apps`, `lifecycle` (start, restart, stop, sending webhooks), `streams` (relay,
 //!   publishing, microphone), `screen`, `requests`, `rest` (storage, settings, TPA server
-//!   registration), `device` (device settings), `view` (what the glasses are told of the
+//!   registration), `device` (device settings), `devices` (glasses tokens: the check every
+//!   one goes through, provisioned devices and their revocation), `view` (what the glasses are told of the
 //!   session), `operator` (the operator's view), `reload` (shutdown and app reload), `audit`
 //!   (tests and `sim`: the structural invariants).
 
@@ -45,6 +46,7 @@ mod connmap;
 mod counters;
 pub mod dashboard;
 mod device;
+pub mod devices;
 pub mod display;
 mod errors;
 mod glasses;
@@ -69,6 +71,7 @@ pub use webhook_queue::ServerLoad;
 
 pub use config::{HubConfig, Timings};
 pub use counters::HubCounters;
+pub use devices::DeviceError;
 pub use errors::{JoinError, LifecycleError};
 use links::Link;
 pub use sessions::SessKey;
