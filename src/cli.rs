@@ -174,10 +174,7 @@ pub fn parse(args: Vec<std::ffi::OsString>) -> Result<Command, Usage> {
         "app-token" => Some("package"),
         _ => None,
     };
-    let takes_config = matches!(
-        command.as_str(),
-        "serve" | "token" | "app-token" | "device"
-    );
+    let takes_config = matches!(command.as_str(), "serve" | "token" | "app-token" | "device");
     let takes_expires = matches!(command.as_str(), "token" | "device");
     let positionals = match command.as_str() {
         "check-config" | "hash-key" | "help" => 1,
@@ -446,10 +443,25 @@ mod tests {
 
     #[test]
     fn durations() {
-        for (text, secs) in [("90", 90), ("90s", 90), ("30m", 1800), ("12h", 43_200), ("7d", 604_800)] {
+        for (text, secs) in [
+            ("90", 90),
+            ("90s", 90),
+            ("30m", 1800),
+            ("12h", 43_200),
+            ("7d", 604_800),
+        ] {
             assert_eq!(parse_duration(text), Ok(secs), "{text}");
         }
-        for bad in ["", "s", "0", "-1h", "1w", "1.5h", "h1", "99999999999999999999d"] {
+        for bad in [
+            "",
+            "s",
+            "0",
+            "-1h",
+            "1w",
+            "1.5h",
+            "h1",
+            "99999999999999999999d",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }
@@ -465,11 +477,20 @@ mod tests {
             (&["token", "--config", "c"][..], "token needs --user EMAIL"),
             (&["check-config", "--config", "c"][..], "--config"),
             (&["help", "frob"][..], "unknown command 'frob'"),
-            (&["token", "--user", "u", "--expires", "soon"][..], "not a duration"),
-            (&["token", "--user", "u", "--expires", "0s"][..], "not a duration"),
+            (
+                &["token", "--user", "u", "--expires", "soon"][..],
+                "not a duration",
+            ),
+            (
+                &["token", "--user", "u", "--expires", "0s"][..],
+                "not a duration",
+            ),
             (&["device"][..], "add NAME..., list or revoke NAME"),
             (&["device", "add"][..], "add NAME..., list or revoke NAME"),
-            (&["device", "revoke", "a", "b"][..], "add NAME..., list or revoke NAME"),
+            (
+                &["device", "revoke", "a", "b"][..],
+                "add NAME..., list or revoke NAME",
+            ),
             (&["device", "list", "--expires", "1d"][..], "list or revoke"),
             (&["hash-key", "k", "--expires", "1d"][..], "--expires"),
         ] {

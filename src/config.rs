@@ -329,7 +329,10 @@ impl RawConfig {
             if let Some(Ranged(secs)) = t.lifetime_seconds {
                 hub.token_lifetime = Duration::from_secs(secs);
             }
-            set(&mut hub.tokens.leeway_secs, t.leeway_seconds.map(|Ranged(s)| s));
+            set(
+                &mut hub.tokens.leeway_secs,
+                t.leeway_seconds.map(|Ranged(s)| s),
+            );
             set(
                 &mut hub.tokens.accept_without_expiry,
                 t.accept_without_expiry,
@@ -1248,9 +1251,18 @@ mod tests {
         assert_eq!(c.hub.tokens.leeway_secs, 5);
         assert!(!c.hub.tokens.accept_without_expiry);
         for (json, key) in [
-            (r#"{"tokens": {"lifetimeSeconds": 0}}"#, "tokens.lifetimeSeconds"),
-            (r#"{"tokens": {"leewaySeconds": 3601}}"#, "tokens.leewaySeconds"),
-            (r#"{"tokens": {"acceptWithoutExpiry": 1}}"#, "tokens.acceptWithoutExpiry"),
+            (
+                r#"{"tokens": {"lifetimeSeconds": 0}}"#,
+                "tokens.lifetimeSeconds",
+            ),
+            (
+                r#"{"tokens": {"leewaySeconds": 3601}}"#,
+                "tokens.leewaySeconds",
+            ),
+            (
+                r#"{"tokens": {"acceptWithoutExpiry": 1}}"#,
+                "tokens.acceptWithoutExpiry",
+            ),
             (r#"{"tokens": {"lifetime": 1}}"#, "tokens"),
         ] {
             let err = error(json);

@@ -131,7 +131,11 @@ impl Edge {
         let _ = s.read_to_end(&mut raw);
         let text = String::from_utf8_lossy(&raw).to_string();
         let (head, body) = text.split_once("\r\n\r\n").expect("a response");
-        let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status");
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("status");
         (status, body.to_string())
     }
 
@@ -165,7 +169,11 @@ impl Edge {
         }
         let text = String::from_utf8_lossy(&raw).to_string();
         let (head, body) = text.split_once("\r\n\r\n").expect("a response");
-        let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status");
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("status");
         (status, serde_json::from_str(body).unwrap_or(Value::Null))
     }
 
@@ -257,7 +265,11 @@ fn bad_tokens_are_refused_at_the_upgrade_each_with_its_code_and_counted() {
         base64::encode(claims.to_string().as_bytes())
     );
     let cases = [
-        ("forged", forge(hs256, &claims, b"not-the-box-secret"), "INVALID_SIGNATURE"),
+        (
+            "forged",
+            forge(hs256, &claims, b"not-the-box-secret"),
+            "INVALID_SIGNATURE",
+        ),
         (
             "expired",
             jwt::glasses_token_expiring("v@x", None, now - 7200, now - 3600, s),
@@ -266,7 +278,11 @@ fn bad_tokens_are_refused_at_the_upgrade_each_with_its_code_and_counted() {
         ("alg none", none, "UNSUPPORTED_ALGORITHM"),
         (
             "RS256 header, HMAC with the RSA public key",
-            forge(r#"{"alg":"RS256","typ":"JWT"}"#, &claims, RSA_PUBLIC_PEM.as_bytes()),
+            forge(
+                r#"{"alg":"RS256","typ":"JWT"}"#,
+                &claims,
+                RSA_PUBLIC_PEM.as_bytes(),
+            ),
             "UNSUPPORTED_ALGORITHM",
         ),
         (
@@ -356,7 +372,10 @@ fn a_revoked_device_is_cut_off_refused_again_and_stays_revoked_after_a_restart()
     assert_eq!(ack["sessionId"], "device:desk-1");
     let (code, list, err) = edge.cli(&["device", "list"]);
     assert_eq!(code, 0, "{err}");
-    let row = list.lines().find(|l| l.starts_with("desk-1\t")).expect("desk-1 listed");
+    let row = list
+        .lines()
+        .find(|l| l.starts_with("desk-1\t"))
+        .expect("desk-1 listed");
     let cols: Vec<&str> = row.split('\t').collect();
     assert_eq!(cols[1], "device:desk-1");
     assert_ne!(cols[4], "-", "last seen: {row}");
@@ -377,7 +396,10 @@ fn a_revoked_device_is_cut_off_refused_again_and_stays_revoked_after_a_restart()
     assert_eq!(told["code"], "DEVICE_REVOKED", "{told}");
     // A reconnect is refused, with the header or with coreToken; desk-2 is untouched.
     let (status, body) = edge.upgrade(&t1);
-    assert_eq!((status, body["code"].clone()), (401, json!("DEVICE_REVOKED")));
+    assert_eq!(
+        (status, body["code"].clone()),
+        (401, json!("DEVICE_REVOKED"))
+    );
     let (_ws1, err) = edge.glasses(&t1, false);
     assert_eq!(err["code"], "DEVICE_REVOKED", "{err}");
     let (_ws2, ack) = edge.glasses(&t2, true);
@@ -390,19 +412,31 @@ fn a_revoked_device_is_cut_off_refused_again_and_stays_revoked_after_a_restart()
     assert!(refusals(&edge.metrics(), "DEVICE_REVOKED") >= 3);
     drop((_ws1, _ws2));
     let log = edge.log();
-    assert!(log.contains("event=device_revoked"), "the log is read: {log}");
-    assert!(!log.contains(&t1) && !log.contains(&t2), "a token in the log");
+    assert!(
+        log.contains("event=device_revoked"),
+        "the log is read: {log}"
+    );
+    assert!(
+        !log.contains(&t1) && !log.contains(&t2),
+        "a token in the log"
+    );
     edge.stop();
 
     // After a restart: still revoked, desk-2 still provisioned.
     let edge = Edge::start(&dir, port);
     let (status, body) = edge.upgrade(&t1);
-    assert_eq!((status, body["code"].clone()), (401, json!("DEVICE_REVOKED")));
+    assert_eq!(
+        (status, body["code"].clone()),
+        (401, json!("DEVICE_REVOKED"))
+    );
     let (_ws, ack) = edge.glasses(&t2, true);
     assert_eq!(ack["type"], "connection_ack", "{ack}");
     let (code, list, _) = edge.cli(&["device", "list"]);
     assert_eq!(code, 0);
-    let row = list.lines().find(|l| l.starts_with("desk-1\t")).expect("desk-1 listed");
+    let row = list
+        .lines()
+        .find(|l| l.starts_with("desk-1\t"))
+        .expect("desk-1 listed");
     assert_ne!(row.split('\t').nth(5), Some("-"), "revoked: {row}");
     edge.stop();
     let _ = std::fs::remove_dir_all(&dir);
@@ -428,7 +462,10 @@ fn the_operator_device_api_checks_its_token_and_shows_tokens_only_on_request() {
         (r#"{"names": []}"#, "MALFORMED_BODY"),
         (r#"{"names": ["a b"]}"#, "INVALID_DEVICE_NAME"),
         (r#"{"names": ["a", "a"]}"#, "DEVICE_EXISTS"),
-        (r#"{"names": ["a"], "expiresSeconds": 0}"#, "INVALID_LIFETIME"),
+        (
+            r#"{"names": ["a"], "expiresSeconds": 0}"#,
+            "INVALID_LIFETIME",
+        ),
     ] {
         let (status, v) = edge.operator("POST", "/ui/api/devices", body);
         assert_eq!(v["code"], code, "{body}: {status} {v}");
@@ -436,7 +473,10 @@ fn the_operator_device_api_checks_its_token_and_shows_tokens_only_on_request() {
     }
     let (status, v) = edge.operator("POST", "/ui/api/devices", r#"{"names": ["lobby-7"]}"#);
     assert_eq!(status, 200, "{v}");
-    let token = v["devices"][0]["token"].as_str().expect("the new token").to_string();
+    let token = v["devices"][0]["token"]
+        .as_str()
+        .expect("the new token")
+        .to_string();
     // The default lifetime applies: a day.
     let exp = v["devices"][0]["expires"].as_u64().expect("expires");
     assert!((86_000..=86_500).contains(&(exp - unix_now())), "{v}");
@@ -452,9 +492,15 @@ fn the_operator_device_api_checks_its_token_and_shows_tokens_only_on_request() {
     let svg = shown["qrSvg"].as_str().expect("a QR code");
     assert!(svg.starts_with("<svg") && svg.contains("<path"), "{svg}");
     let (status, v) = edge.operator("GET", "/ui/api/devices/nope/token", "");
-    assert_eq!((status, v["code"].clone()), (404, json!("DEVICE_NOT_FOUND")));
+    assert_eq!(
+        (status, v["code"].clone()),
+        (404, json!("DEVICE_NOT_FOUND"))
+    );
     let (status, v) = edge.operator("POST", "/ui/api/devices/nope/revoke", "");
-    assert_eq!((status, v["code"].clone()), (404, json!("DEVICE_NOT_FOUND")));
+    assert_eq!(
+        (status, v["code"].clone()),
+        (404, json!("DEVICE_NOT_FOUND"))
+    );
     let (status, v) = edge.operator("POST", "/ui/api/devices/lobby-7/revoke", "");
     assert_eq!(status, 200, "{v}");
     assert!(v["device"]["revoked"].as_u64().is_some(), "{v}");

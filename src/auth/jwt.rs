@@ -688,13 +688,19 @@ mod tests {
         let err = verify_glasses(&token, SECRET, NOW + 130, p).unwrap_err();
         assert_eq!(err.code(), "TOKEN_EXPIRED");
         // No leeway: expired at exp.
-        let strict = TokenPolicy { leeway_secs: 0, ..p };
+        let strict = TokenPolicy {
+            leeway_secs: 0,
+            ..p
+        };
         assert_eq!(
             verify_glasses(&token, SECRET, NOW + 100, strict),
             Err(GlassesTokenError::Jwt(JwtError::Expired))
         );
         // nbf gets the same leeway the other way.
-        let early = sign(&json!({ "email": "d@x", "exp": NOW + 999, "nbf": NOW + 20 }), SECRET);
+        let early = sign(
+            &json!({ "email": "d@x", "exp": NOW + 999, "nbf": NOW + 20 }),
+            SECRET,
+        );
         assert!(verify_glasses(&early, SECRET, NOW, p).is_ok());
         assert_eq!(
             verify_glasses(&early, SECRET, NOW, strict),
@@ -707,7 +713,10 @@ mod tests {
         let legacy = glasses_token("old@x", SECRET);
         let lenient = TokenPolicy::default();
         assert!(lenient.accept_without_expiry);
-        assert_eq!(verify_glasses(&legacy, SECRET, NOW, lenient).unwrap().user, "old@x");
+        assert_eq!(
+            verify_glasses(&legacy, SECRET, NOW, lenient).unwrap().user,
+            "old@x"
+        );
         let strict = TokenPolicy {
             accept_without_expiry: false,
             ..lenient
@@ -717,7 +726,10 @@ mod tests {
         assert_eq!(err.code(), "TOKEN_WITHOUT_EXPIRY");
         // A jti that is not a non-empty string is malformed, not ignored.
         for jti in [json!(""), json!(7), json!(null)] {
-            let t = sign(&json!({ "email": "u@x", "exp": NOW + 9, "jti": jti }), SECRET);
+            let t = sign(
+                &json!({ "email": "u@x", "exp": NOW + 9, "jti": jti }),
+                SECRET,
+            );
             assert_eq!(
                 verify_glasses(&t, SECRET, NOW, lenient),
                 Err(GlassesTokenError::Jwt(JwtError::Malformed)),

@@ -59,9 +59,9 @@ impl DeviceError {
 
     pub fn message(&self) -> String {
         match self {
-            DeviceError::BadName(n) => format!(
-                "device name {n:?}: 1 to {MAX_DEVICE_NAME} characters of A-Z a-z 0-9 . _ -"
-            ),
+            DeviceError::BadName(n) => {
+                format!("device name {n:?}: 1 to {MAX_DEVICE_NAME} characters of A-Z a-z 0-9 . _ -")
+            }
             DeviceError::Exists(n) => {
                 format!("a device named {n:?} exists (names are never reused)")
             }
@@ -244,7 +244,14 @@ mod tests {
         for ok in ["desk-1", "A.b_c", &"x".repeat(MAX_DEVICE_NAME)] {
             assert!(valid_device_name(ok), "{ok}");
         }
-        for bad in ["", "a b", "a/b", "é", "a\n", &"x".repeat(MAX_DEVICE_NAME + 1)] {
+        for bad in [
+            "",
+            "a b",
+            "a/b",
+            "é",
+            "a\n",
+            &"x".repeat(MAX_DEVICE_NAME + 1),
+        ] {
             assert!(!valid_device_name(bad), "{bad:?}");
         }
     }

@@ -51,20 +51,18 @@ impl Server {
                 .respond_error(id, 400, "MALFORMED_BODY", &message, &[]);
         }
         match self.hub.add_devices(&names, expires, now) {
-            Ok(devices) => {
-                self.net
-                    .respond_json(id, 200, &json!({ "devices": devices }), NO_STORE)
-            }
+            Ok(devices) => self
+                .net
+                .respond_json(id, 200, &json!({ "devices": devices }), NO_STORE),
             Err(e) => self.refuse(id, e),
         }
     }
 
     pub(super) fn devices_revoke(&mut self, id: ConnId, name: &str, now: Now) {
         match self.hub.revoke_device(&mut self.net, name, now) {
-            Ok(device) => {
-                self.net
-                    .respond_json(id, 200, &json!({ "device": device }), NO_STORE)
-            }
+            Ok(device) => self
+                .net
+                .respond_json(id, 200, &json!({ "device": device }), NO_STORE),
             Err(e) => self.refuse(id, e),
         }
     }

@@ -67,6 +67,7 @@
   // ---- devices ----------------------------------------------------------------------------
 
   let polls = 0;
+  const armed = new Set(); // devices whose Revoke was clicked once (kept across redraws)
 
   function when(secs) {
     return secs ? new Date(secs * 1000).toISOString().slice(0, 19).replace("T", " ") : "–";
@@ -90,10 +91,10 @@
       show.onclick = () => showToken(d.name);
       td.append(show);
       if (!d.revoked) {
-        const revoke = el("button", "dev-revoke", "Revoke");
+        const revoke = el("button", "dev-revoke", armed.has(d.name) ? "Confirm revoke" : "Revoke");
         revoke.onclick = () => {
-          if (revoke.dataset.armed) return revokeDevice(d.name);
-          revoke.dataset.armed = "1";
+          if (armed.has(d.name)) { armed.delete(d.name); return revokeDevice(d.name); }
+          armed.add(d.name);
           revoke.textContent = "Confirm revoke";
         };
         td.append(revoke);
