@@ -342,6 +342,12 @@ pub fn effective(c: &Config) -> Value {
             "leewaySeconds": c.hub.tokens.leeway_secs,
             "acceptWithoutExpiry": c.hub.tokens.accept_without_expiry,
         },
+        "accountLogin": c.hub.account_login.as_ref().map(|a| json!({
+            "hs256Secret": "<masked>",
+            "issuer": a.issuer,
+            "audience": a.audience,
+            "userClaim": a.user_claim,
+        })),
         "apps": apps,
     })
 }

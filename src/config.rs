@@ -138,7 +138,19 @@ struct RawConfig {
     state_dir: Option<NonEmpty>,
     ui: Option<RawUi>,
     tokens: Option<RawTokens>,
+    account_login: Option<RawAccountLogin>,
     apps: Option<Vec<RawApp>>,
+}
+
+/// How the phone app's account login is verified for `POST /api/auth/exchange-token` (offline:
+/// the account service's HS256 secret); left out, the box takes no account logins.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "an object")]
+struct RawAccountLogin {
+    hs256_secret: Secret,
+    issuer: Option<NonEmpty>,
+    audience: Option<NonEmpty>,
+    user_claim: Option<NonEmpty>,
 }
 
 /// The glasses tokens the box issues and takes: their default lifetime, the clock leeway
@@ -338,6 +350,14 @@ impl RawConfig {
                 t.accept_without_expiry,
             );
         }
+        hub.account_login = self
+            .account_login
+            .map(|a| crate::hub::accounts::AccountLogin {
+                hs256_secret: a.hs256_secret.0.into_bytes(),
+                issuer: a.issuer.map(|NonEmpty(s)| s),
+                audience: a.audience.map(|NonEmpty(s)| s),
+                user_claim: a.user_claim.map_or_else(|| "email".into(), |NonEmpty(s)| s),
+            });
         if let Some(l) = self.limits {
             set(&mut server.ws.max_frame, l.max_frame_bytes);
             set(&mut server.ws.max_message, l.max_message_bytes);
@@ -1250,6 +1270,21 @@ mod tests {
         assert_eq!(c.hub.token_lifetime, Duration::from_secs(3600));
         assert_eq!(c.hub.tokens.leeway_secs, 5);
         assert!(!c.hub.tokens.accept_without_expiry);
+        assert_eq!(c.hub.account_login, None);
+        let c = Config::from_json(
+            r#"{"accountLogin": {"hs256Secret": "0123456789abcdef", "issuer": "i",
+                "audience": "a", "userClaim": "sub"}}"#,
+        )
+        .unwrap();
+        let a = c.hub.account_login.expect("accountLogin");
+        assert_eq!(a.hs256_secret, b"0123456789abcdef");
+        assert_eq!(
+            (a.issuer.as_deref(), a.audience.as_deref()),
+            (Some("i"), Some("a"))
+        );
+        assert_eq!(a.user_claim, "sub");
+        let c = Config::from_json(r#"{"accountLogin": {"hs256Secret": "0123456789abcdef"}}"#);
+        assert_eq!(c.unwrap().hub.account_login.unwrap().user_claim, "email");
         for (json, key) in [
             (
                 r#"{"tokens": {"lifetimeSeconds": 0}}"#,
@@ -1264,6 +1299,19 @@ mod tests {
                 "tokens.acceptWithoutExpiry",
             ),
             (r#"{"tokens": {"lifetime": 1}}"#, "tokens"),
+            (r#"{"accountLogin": {}}"#, "accountLogin"),
+            (
+                r#"{"accountLogin": {"hs256Secret": "short"}}"#,
+                "accountLogin.hs256Secret",
+            ),
+            (
+                r#"{"accountLogin": {"hs256Secret": "0123456789abcdef", "jwks": "x"}}"#,
+                "accountLogin",
+            ),
+            (
+                r#"{"accountLogin": {"hs256Secret": "0123456789abcdef", "issuer": ""}}"#,
+                "accountLogin.issuer",
+            ),
         ] {
             let err = error(json);
             assert!(err.contains(key), "{json}: {err}");

@@ -5,7 +5,8 @@
 //! call the running box): a revoke closes the connected pair with `DEVICE_REVOKED`, refuses a
 //! reconnect (header or `coreToken`) and survives a restart; the operator's device API checks
 //! its token and shows a token and its QR code only on request; no token reaches the log or
-//! `/metrics`.
+//! `/metrics`; `POST /api/auth/exchange-token`: 501 without `accountLogin`, and with it an
+//! account token exchanged for a core token that joins, bad ones refused each with its code.
 
 use augmentos_edge::auth::{base64, hmac_sha256, jwt};
 use serde_json::{json, Value};
@@ -52,13 +53,18 @@ fn unix_now() -> u64 {
 impl Edge {
     /// A box on a fresh port with its state in `dir` (kept across restarts).
     fn start(dir: &Path, port: u16) -> Edge {
+        Edge::start_with(dir, port, "")
+    }
+
+    /// [`Edge::start`] with `more` (`, "key": value…`) added to the config.
+    fn start_with(dir: &Path, port: u16, more: &str) -> Edge {
         std::fs::create_dir_all(dir).expect("temp dir");
         let config = format!(
             r#"{{"listen": ["127.0.0.1:{port}"], "jwtSecret": "{SECRET}",
                 "stateDir": "{}", "ui": {{"enabled": true, "operatorToken": "{OPERATOR}"}},
                 "tokens": {{"acceptWithoutExpiry": false, "leewaySeconds": 60}},
                 "limits": {{"maxRequestHeadBytes": 16384}},
-                "timings": {{"closeTimeoutMs": 500}}, "apps": []}}"#,
+                "timings": {{"closeTimeoutMs": 500}}, "apps": []{more}}}"#,
             dir.join("state").display()
         );
         std::fs::write(dir.join("edge.json"), config).expect("config");
@@ -506,6 +512,105 @@ fn the_operator_device_api_checks_its_token_and_shows_tokens_only_on_request() {
     assert!(v["device"]["revoked"].as_u64().is_some(), "{v}");
     assert!(!edge.metrics().contains(&token));
     assert!(!edge.log().contains(&token));
+    edge.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn account_logins_are_exchanged_only_when_configured_and_verified() {
+    let dir = temp_dir("accounts-off");
+    let edge = Edge::start(&dir, ports::free_port().expect("port"));
+    let body = json!({"supabaseToken": "x.y.z"}).to_string();
+    let (status, answer) = edge.http("POST", "/api/auth/exchange-token", "", &body);
+    assert_eq!(status, 501, "{answer}");
+    assert!(answer.contains("ACCOUNT_LOGIN_NOT_CONFIGURED"), "{answer}");
+    edge.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    const UPSTREAM: &str = "upstream-account-secret-0123456789";
+    let dir = temp_dir("accounts-on");
+    let edge = Edge::start_with(
+        &dir,
+        ports::free_port().expect("port"),
+        &format!(
+            r#", "accountLogin": {{"hs256Secret": "{UPSTREAM}", "issuer": "https://acct.example",
+                "audience": "authenticated"}}"#
+        ),
+    );
+    let now = unix_now();
+    let good = json!({"iss": "https://acct.example", "aud": "authenticated",
+                      "email": "visitor@example.com", "sub": "u-1", "exp": now + 600});
+    let with = |k: &str, v: Value| {
+        let mut c = good.clone();
+        c[k] = v;
+        jwt::sign(&c, UPSTREAM.as_bytes())
+    };
+    let exchange = |token: &str| {
+        let body = json!({"supabaseToken": token}).to_string();
+        let (status, answer) = edge.http("POST", "/api/auth/exchange-token", "", &body);
+        (
+            status,
+            serde_json::from_str::<Value>(&answer).unwrap_or(Value::Null),
+        )
+    };
+    let (status, v) = exchange(&jwt::sign(&good, UPSTREAM.as_bytes()));
+    assert_eq!(status, 200, "{v}");
+    let core = v["coreToken"].as_str().expect("a core token");
+    let claims = jwt::verify(core, SECRET.as_bytes(), now).expect("signed by the box");
+    assert!(
+        claims["exp"].as_u64().is_some_and(|e| e > now),
+        "{claims:?}"
+    );
+    let (_ws, ack) = edge.glasses(core, true);
+    assert_eq!(ack["type"], "connection_ack", "{ack}");
+    assert_eq!(ack["sessionId"], "visitor@example.com");
+
+    let header_none = format!(
+        "{}.{}.",
+        base64::encode(br#"{"alg":"none"}"#),
+        base64::encode(good.to_string().as_bytes())
+    );
+    for (what, token, code) in [
+        (
+            "forged",
+            jwt::sign(&good, b"not-the-upstream-secret"),
+            "INVALID_SIGNATURE",
+        ),
+        ("expired", with("exp", json!(now - 3600)), "TOKEN_EXPIRED"),
+        (
+            "wrong issuer",
+            with("iss", json!("https://evil.example")),
+            "WRONG_ISSUER",
+        ),
+        (
+            "wrong audience",
+            with("aud", json!("anon")),
+            "WRONG_AUDIENCE",
+        ),
+        ("alg none", header_none, "UNSUPPORTED_ALGORITHM"),
+        (
+            "RS256 header, HMAC with the RSA public key",
+            forge(r#"{"alg":"RS256"}"#, &good, RSA_PUBLIC_PEM.as_bytes()),
+            "UNSUPPORTED_ALGORITHM",
+        ),
+        (
+            "a device's user id",
+            with("email", json!("device:desk-1")),
+            "RESERVED_USER_ID",
+        ),
+        ("a box token", core.to_string(), "INVALID_SIGNATURE"),
+    ] {
+        let (status, v) = exchange(&token);
+        assert_eq!(
+            (status, v["code"].as_str()),
+            (401, Some(code)),
+            "{what}: {v}"
+        );
+    }
+    let (status, answer) = edge.http("POST", "/api/auth/exchange-token", "", "{}");
+    assert_eq!(status, 400, "{answer}");
+    assert!(refusals(&edge.metrics(), "WRONG_AUDIENCE") >= 1);
+    assert!(!edge.log().contains(core), "a core token in the log");
     edge.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }

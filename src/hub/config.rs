@@ -98,6 +98,8 @@ pub struct HubConfig {
     pub tokens: crate::auth::jwt::TokenPolicy,
     /// How long the tokens the box issues live unless told otherwise (`token`, devices).
     pub token_lifetime: Duration,
+    /// How upstream account logins are verified; `None`: the box takes none (501).
+    pub account_login: Option<super::accounts::AccountLogin>,
 }
 
 impl Default for HubConfig {
@@ -118,6 +120,7 @@ impl Default for HubConfig {
             max_apps_per_session: 32,
             tokens: crate::auth::jwt::TokenPolicy::default(),
             token_lifetime: Duration::from_secs(DEFAULT_TOKEN_LIFETIME_SECS),
+            account_login: None,
         }
     }
 }

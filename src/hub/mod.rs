@@ -29,7 +29,8 @@
 //!   (a session's subscription index), `registry` (the apps this box may start);
 //! - values: `config` ([`HubConfig`], [`Timings`]), `errors` ([`JoinError`],
 //!   [`LifecycleError`]), `counters` ([`HubCounters`]), `vecmap`, `connmap`;
-//! - rules, as `impl Hub` by concern: `access` (upgrades and REST start/stop), `glasses`,
+//! - rules, as `impl Hub` by concern: `access` (upgrades and REST start/stop), `accounts`
+//!   (an account service's login exchanged for a core token), `glasses`,
 //!   `apps`, `lifecycle` (start, restart, stop, sending webhooks), `streams` (relay,
 //!   publishing, microphone), `screen`, `requests`, `rest` (storage, settings, TPA server
 //!   registration), `device` (device settings), `devices` (glasses tokens: the check every
@@ -38,6 +39,7 @@
 //!   (tests and `sim`: the structural invariants).
 
 mod access;
+pub mod accounts;
 mod apps;
 #[cfg(any(test, feature = "sim"))]
 mod audit;

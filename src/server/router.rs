@@ -21,6 +21,7 @@
 //! | GET         | `/appsettings/user/{pkg}`, `/tpasettings/user/{pkg}` | [`Route::SettingsRead`] |
 //! | PUT         | `/api/settings/{pkg}`                           | [`Route::SettingsWrite`]   |
 //! | POST        | `/api/tpa-server/register\|heartbeat\|restart`  | [`Route::TpaServer`]       |
+//! | POST        | `/api/auth/exchange-token`                      | [`Route::ExchangeToken`]   |
 //! | anything else |                                               | 404 `no such endpoint`     |
 //!
 //! ¹ `/echo` only when configured. ² Only when the pages are served (an operator token is
@@ -85,6 +86,8 @@ pub enum Route {
     },
     /// `POST /api/tpa-server/{action}`.
     TpaServer(TpaServerAction),
+    /// `POST /api/auth/exchange-token`: an account login for a core token.
+    ExchangeToken,
     /// Refused from the method and path alone.
     Refuse(Refusal),
 }
@@ -220,6 +223,13 @@ pub fn route(method: &str, path: &str, on: Switches) -> Route {
             } else {
                 Err(MethodNotAllowed::PUT)
             },
+        };
+    }
+    if path == "/api/auth/exchange-token" {
+        return if method == "POST" {
+            Route::ExchangeToken
+        } else {
+            wrong(MethodNotAllowed::POST)
         };
     }
     if let Some(action) = path.strip_prefix("/api/tpa-server/") {
@@ -441,6 +451,7 @@ impl Server {
                 self.hub
                     .on_tpa_server(&mut self.net, id, action, req.body, now)
             }
+            Route::ExchangeToken => self.hub.on_exchange_token(&mut self.net, id, req.body, now),
             Route::Refuse(refusal) => refusal.respond(&mut self.net, id),
         }
     }
@@ -652,6 +663,22 @@ mod tests {
         assert_eq!(route("GET", "/ui/api", ALL), not_found(NO_SUCH_PAGE));
         assert_eq!(
             route("GET", "/ui/api/state", NONE),
+            not_found(NO_SUCH_ENDPOINT)
+        );
+    }
+
+    #[test]
+    fn exchange_token() {
+        assert_eq!(
+            route("POST", "/api/auth/exchange-token", NONE),
+            Route::ExchangeToken
+        );
+        assert_eq!(
+            route("GET", "/api/auth/exchange-token", NONE),
+            wrong(MethodNotAllowed::POST)
+        );
+        assert_eq!(
+            route("POST", "/api/auth/exchange-token/", NONE),
             not_found(NO_SUCH_ENDPOINT)
         );
     }
