@@ -7,6 +7,7 @@
 //! exits 2. Nothing here reads a file or runs anything.
 
 use augmentos_edge::config::{Config, ListenSpec};
+use augmentos_edge::hub::accounts::UpstreamKeys;
 use serde_json::{json, Value};
 
 pub const VERSION: &str = concat!("augmentos-edge ", env!("CARGO_PKG_VERSION"));
@@ -343,7 +344,16 @@ pub fn effective(c: &Config) -> Value {
             "acceptWithoutExpiry": c.hub.tokens.accept_without_expiry,
         },
         "accountLogin": c.hub.account_login.as_ref().map(|a| json!({
-            "hs256Secret": "<masked>",
+            "hs256Secret": match &a.keys {
+                UpstreamKeys::Hs256(_) => Some("<masked>"),
+                UpstreamKeys::Jwks { .. } => None,
+            },
+            "jwksFile": match &a.keys {
+                UpstreamKeys::Jwks { path, keys } => {
+                    Some(format!("{} ({} keys)", path.display(), keys.len()))
+                }
+                UpstreamKeys::Hs256(_) => None,
+            },
             "issuer": a.issuer,
             "audience": a.audience,
             "userClaim": a.user_claim,

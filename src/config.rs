@@ -147,7 +147,8 @@ struct RawConfig {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "an object")]
 struct RawAccountLogin {
-    hs256_secret: Secret,
+    hs256_secret: Option<Secret>,
+    jwks_file: Option<NonEmpty>,
     issuer: Option<NonEmpty>,
     audience: Option<NonEmpty>,
     user_claim: Option<NonEmpty>,
@@ -350,14 +351,25 @@ impl RawConfig {
                 t.accept_without_expiry,
             );
         }
-        hub.account_login = self
-            .account_login
-            .map(|a| crate::hub::accounts::AccountLogin {
-                hs256_secret: a.hs256_secret.0.into_bytes(),
+        if let Some(a) = self.account_login {
+            use crate::hub::accounts::{AccountLogin, UpstreamKeys};
+            let keys = match (a.hs256_secret, a.jwks_file) {
+                (Some(Secret(s)), None) => UpstreamKeys::Hs256(s.into_bytes()),
+                (None, Some(NonEmpty(path))) => UpstreamKeys::Jwks {
+                    path: path.into(),
+                    keys: Default::default(),
+                },
+                _ => {
+                    return Err("accountLogin: give exactly one of hs256Secret and jwksFile".into())
+                }
+            };
+            hub.account_login = Some(AccountLogin {
+                keys,
                 issuer: a.issuer.map(|NonEmpty(s)| s),
                 audience: a.audience.map(|NonEmpty(s)| s),
                 user_claim: a.user_claim.map_or_else(|| "email".into(), |NonEmpty(s)| s),
             });
+        }
         if let Some(l) = self.limits {
             set(&mut server.ws.max_frame, l.max_frame_bytes);
             set(&mut server.ws.max_message, l.max_message_bytes);
@@ -1277,7 +1289,10 @@ mod tests {
         )
         .unwrap();
         let a = c.hub.account_login.expect("accountLogin");
-        assert_eq!(a.hs256_secret, b"0123456789abcdef");
+        assert_eq!(
+            a.keys,
+            crate::hub::accounts::UpstreamKeys::Hs256(b"0123456789abcdef".to_vec())
+        );
         assert_eq!(
             (a.issuer.as_deref(), a.audience.as_deref()),
             (Some("i"), Some("a"))
@@ -1299,7 +1314,7 @@ mod tests {
                 "tokens.acceptWithoutExpiry",
             ),
             (r#"{"tokens": {"lifetime": 1}}"#, "tokens"),
-            (r#"{"accountLogin": {}}"#, "accountLogin"),
+            (r#"{"accountLogin": {}}"#, "accountLogin: give exactly one"),
             (
                 r#"{"accountLogin": {"hs256Secret": "short"}}"#,
                 "accountLogin.hs256Secret",
@@ -1307,6 +1322,14 @@ mod tests {
             (
                 r#"{"accountLogin": {"hs256Secret": "0123456789abcdef", "jwks": "x"}}"#,
                 "accountLogin",
+            ),
+            (
+                r#"{"accountLogin": {"hs256Secret": "0123456789abcdef", "jwksFile": "x"}}"#,
+                "accountLogin: give exactly one",
+            ),
+            (
+                r#"{"accountLogin": {"jwksFile": ""}}"#,
+                "accountLogin.jwksFile",
             ),
             (
                 r#"{"accountLogin": {"hs256Secret": "0123456789abcdef", "issuer": ""}}"#,

@@ -87,6 +87,15 @@ fn load(path: Option<&str>) -> Result<Config, String> {
             c.hub.jwt_secret = s.into_bytes();
         }
     }
+    if let Some(login) = &mut c.hub.account_login {
+        if let augmentos_edge::hub::accounts::UpstreamKeys::Jwks { path, keys } = &mut login.keys {
+            let text = std::fs::read_to_string(&*path).map_err(|e| {
+                format!("accountLogin.jwksFile: cannot read {}: {e}", path.display())
+            })?;
+            *keys = augmentos_edge::auth::jwks::Jwks::parse(&text)
+                .map_err(|e| format!("accountLogin.jwksFile {}: {e}", path.display()))?;
+        }
+    }
     if c.dev_operator_token && !c.dev_secret {
         // The public operator token comes only with the public secret.
         log::warn!("{SECRET_ENV} is set and ui.operatorToken is not: the /ui/ pages are off");

@@ -614,3 +614,144 @@ fn account_logins_are_exchanged_only_when_configured_and_verified() {
     edge.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A token signed with `sign` over its header and claims.
+fn signed(header: &Value, claims: &Value, sign: impl FnOnce(&[u8]) -> Vec<u8>) -> String {
+    let input = format!(
+        "{}.{}",
+        base64::encode(header.to_string().as_bytes()),
+        base64::encode(claims.to_string().as_bytes())
+    );
+    let sig = sign(input.as_bytes());
+    format!("{input}.{}", base64::encode(&sig))
+}
+
+#[test]
+fn account_logins_verified_against_a_jwks_file_refuse_algorithm_confusion() {
+    use ring::rand::SystemRandom;
+    use ring::signature::{self, EcdsaKeyPair, KeyPair, RsaKeyPair};
+    let rng = SystemRandom::new();
+    // A test-only RSA key (tests/fixtures/rsa-test-key.der, PKCS#1), and a P-256 key made now.
+    let rsa = RsaKeyPair::from_der(include_bytes!("fixtures/rsa-test-key.der")).expect("rsa");
+    let es = &signature::ECDSA_P256_SHA256_FIXED_SIGNING;
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(es, &rng).expect("p256");
+    let ec = EcdsaKeyPair::from_pkcs8(es, pkcs8.as_ref(), &rng).expect("p256");
+    let parts: signature::RsaPublicKeyComponents<Vec<u8>> = rsa.public().into();
+    let (n, e) = (parts.n, parts.e);
+    let point = ec.public_key().as_ref().to_vec();
+    let jwks = json!({"keys": [
+        {"kty": "RSA", "kid": "rsa-1", "alg": "RS256", "use": "sig",
+         "n": base64::encode(&n), "e": base64::encode(&e)},
+        {"kty": "EC", "crv": "P-256", "kid": "ec-1",
+         "x": base64::encode(&point[1..33]), "y": base64::encode(&point[33..65])},
+    ]});
+    let dir = temp_dir("jwks");
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("jwks.json"), jwks.to_string()).expect("jwks");
+    let edge = Edge::start_with(
+        &dir,
+        ports::free_port().expect("port"),
+        &format!(
+            r#", "accountLogin": {{"jwksFile": "{}", "issuer": "https://acct.example",
+                "audience": "authenticated", "userClaim": "sub"}}"#,
+            dir.join("jwks.json").display()
+        ),
+    );
+    let now = unix_now();
+    let claims = json!({"iss": "https://acct.example", "aud": "authenticated",
+                        "sub": "visitor-7", "exp": now + 600});
+    let rs256 = |header: &Value, claims: &Value| {
+        signed(header, claims, |input| {
+            let mut sig = vec![0; rsa.public().modulus_len()];
+            rsa.sign(&signature::RSA_PKCS1_SHA256, &rng, input, &mut sig)
+                .expect("sign");
+            sig
+        })
+    };
+    let es256 = |header: &Value, claims: &Value| {
+        signed(header, claims, |input| {
+            ec.sign(&rng, input).expect("sign").as_ref().to_vec()
+        })
+    };
+    let exchange = |token: &str| {
+        let body = json!({"supabaseToken": token}).to_string();
+        let (status, answer) = edge.http("POST", "/api/auth/exchange-token", "", &body);
+        (
+            status,
+            serde_json::from_str::<Value>(&answer).unwrap_or(Value::Null),
+        )
+    };
+    for token in [
+        rs256(&json!({"alg": "RS256", "kid": "rsa-1"}), &claims),
+        es256(&json!({"alg": "ES256", "kid": "ec-1"}), &claims),
+    ] {
+        let (status, v) = exchange(&token);
+        assert_eq!(status, 200, "{v}");
+        let core = v["coreToken"].as_str().expect("a core token");
+        let (_ws, ack) = edge.glasses(core, true);
+        assert_eq!(ack["sessionId"], "visitor-7", "{ack}");
+    }
+    // HS/RS confusion: HS256 signed with the RSA public key, as DER bits or as the JWK's n.
+    let mut wrong_iss = claims.clone();
+    wrong_iss["iss"] = json!("https://evil.example");
+    let mut expired = claims.clone();
+    expired["exp"] = json!(now - 3600);
+    for (what, token, code) in [
+        (
+            "HS256 with the RSA modulus as secret",
+            forge(r#"{"alg":"HS256","kid":"rsa-1"}"#, &claims, &n),
+            "UNSUPPORTED_ALGORITHM",
+        ),
+        (
+            "HS256 with the PEM as secret",
+            forge(r#"{"alg":"HS256"}"#, &claims, RSA_PUBLIC_PEM.as_bytes()),
+            "UNSUPPORTED_ALGORITHM",
+        ),
+        (
+            "no matching kid",
+            rs256(&json!({"alg": "RS256", "kid": "rsa-2"}), &claims),
+            "UNKNOWN_KEY_ID",
+        ),
+        (
+            "the EC key asked for RS256",
+            rs256(&json!({"alg": "RS256", "kid": "ec-1"}), &claims),
+            "UNKNOWN_KEY_ID",
+        ),
+        (
+            "signed by the EC key under the RSA kid",
+            es256(&json!({"alg": "ES256", "kid": "rsa-1"}), &claims),
+            "UNKNOWN_KEY_ID",
+        ),
+        (
+            "forged RS256",
+            {
+                let t = rs256(&json!({"alg": "RS256", "kid": "rsa-1"}), &claims);
+                let (head, _) = t.rsplit_once('.').expect("three parts");
+                format!("{head}.{}", base64::encode(&[7u8; 256]))
+            },
+            "INVALID_SIGNATURE",
+        ),
+        (
+            "wrong issuer",
+            es256(&json!({"alg": "ES256", "kid": "ec-1"}), &wrong_iss),
+            "WRONG_ISSUER",
+        ),
+        (
+            "expired",
+            rs256(&json!({"alg": "RS256", "kid": "rsa-1"}), &expired),
+            "TOKEN_EXPIRED",
+        ),
+    ] {
+        let (status, v) = exchange(&token);
+        assert_eq!(
+            (status, v["code"].as_str()),
+            (401, Some(code)),
+            "{what}: {v}"
+        );
+    }
+    let metrics = edge.metrics();
+    assert!(refusals(&metrics, "UNKNOWN_KEY_ID") >= 3, "counted");
+    assert!(refusals(&metrics, "UNSUPPORTED_ALGORITHM") >= 2, "counted");
+    edge.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}

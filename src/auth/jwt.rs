@@ -43,6 +43,8 @@ pub enum JwtError {
     NotYetValid,
     /// Longer than [`MAX_TOKEN_LEN`].
     TooLong,
+    /// Checked against a key set, and no key of it fits the header's `kid` and `alg`.
+    UnknownKey,
 }
 
 impl JwtError {
@@ -54,6 +56,7 @@ impl JwtError {
             JwtError::Expired => "TOKEN_EXPIRED",
             JwtError::NotYetValid => "TOKEN_NOT_YET_VALID",
             JwtError::TooLong => "TOKEN_TOO_LONG",
+            JwtError::UnknownKey => "UNKNOWN_KEY_ID",
         }
     }
 
@@ -65,6 +68,7 @@ impl JwtError {
             JwtError::Expired => "the token has expired",
             JwtError::NotYetValid => "the token is not valid yet",
             JwtError::TooLong => "the token exceeds 8 KiB",
+            JwtError::UnknownKey => "no configured key matches the token's kid and alg",
         }
     }
 }
@@ -103,6 +107,37 @@ pub fn verify_with_leeway(
     now_unix_secs: u64,
     leeway_secs: u64,
 ) -> Result<Map<String, Value>, JwtError> {
+    verify_signed_by(
+        token,
+        now_unix_secs,
+        leeway_secs,
+        |header, input, signature| {
+            // The header is read only to refuse it: nothing in it selects how the token is checked.
+            match header.get("alg") {
+                Some(Value::String(alg)) if alg == "HS256" => {}
+                _ => return Err(JwtError::UnsupportedAlgorithm),
+            }
+            if header.contains_key("crit") {
+                return Err(JwtError::Malformed);
+            }
+            if verify_hmac_sha256(secret, input, signature) {
+                Ok(())
+            } else {
+                Err(JwtError::BadSignature)
+            }
+        },
+    )
+}
+
+/// The compact-form checks every token goes through, with the signature checked by `check`
+/// (given the decoded header, the signing input and the decoded signature) *before* the claims
+/// are decoded; then `exp` and `nbf` with `leeway_secs`. The length cap comes first.
+pub fn verify_signed_by(
+    token: &str,
+    now_unix_secs: u64,
+    leeway_secs: u64,
+    check: impl FnOnce(&Map<String, Value>, &[u8], &[u8]) -> Result<(), JwtError>,
+) -> Result<Map<String, Value>, JwtError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(JwtError::TooLong);
     }
@@ -111,21 +146,9 @@ pub fn verify_with_leeway(
     if payload_b64.contains('.') {
         return Err(JwtError::Malformed);
     }
-
-    // The header is read only to refuse it: nothing in it selects how the token is checked.
     let header = decode_object(header_b64)?;
-    match header.get("alg") {
-        Some(Value::String(alg)) if alg == "HS256" => {}
-        _ => return Err(JwtError::UnsupportedAlgorithm),
-    }
-    if header.contains_key("crit") {
-        return Err(JwtError::Malformed);
-    }
-
     let signature = base64::decode(signature_b64.as_bytes()).map_err(|_| JwtError::Malformed)?;
-    if !verify_hmac_sha256(secret, signing_input.as_bytes(), &signature) {
-        return Err(JwtError::BadSignature);
-    }
+    check(&header, signing_input.as_bytes(), &signature)?;
 
     // Authenticated from here on.
     let claims = decode_object(payload_b64)?;

@@ -4,23 +4,37 @@
 //!
 //! Invariants: without `accountLogin` in the config the answer is 501
 //! `ACCOUNT_LOGIN_NOT_CONFIGURED` and nothing is verified; an upstream token is verified
-//! offline (HS256 with the configured secret, through `auth::jwt`: `alg` must be `HS256`, the
-//! signature is checked before any claim is read), must carry `exp` (with the configured
+//! offline, by exactly one of the configured secret (HS256 only, `auth::jwt`) or the configured
+//! key set (RS256/ES256 only, `auth::jwks`), so a public key is never an HMAC secret; the
+//! signature is checked before any claim is read; the token must carry `exp` (with the configured
 //! leeway), the configured `iss` and `aud` when given, and a non-empty string user claim that is
 //! not a device's (`device:` ids belong to provisioned devices); each refusal has its own code
 //! and is counted; the core token issued expires (`tokens.lifetimeSeconds`) and is never logged.
 
 use super::Hub;
+use crate::auth::jwks::Jwks;
 use crate::auth::jwt::{self, JwtError};
 use crate::net::{ConnId, Outbox};
 use crate::time::Now;
 use serde_json::{json, Map, Value};
 
+/// What upstream account tokens are signed with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamKeys {
+    /// The HS256 secret the account service signs with (Supabase's JWT secret).
+    Hs256(Vec<u8>),
+    /// Public keys (RS256, ES256) from a JWKS file: its path, and the keys the shell read from
+    /// it at start (empty until then).
+    Jwks {
+        path: std::path::PathBuf,
+        keys: Jwks,
+    },
+}
+
 /// How upstream account tokens are verified (`accountLogin` in the config).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountLogin {
-    /// The HS256 secret the account service signs with (Supabase's JWT secret).
-    pub hs256_secret: Vec<u8>,
+    pub keys: UpstreamKeys,
     /// `iss` must equal this, when given.
     pub issuer: Option<String>,
     /// `aud` (a string, or an array of them) must hold this, when given.
@@ -71,8 +85,11 @@ fn verify_login(
     now: u64,
     leeway: u64,
 ) -> Result<String, LoginError> {
-    let claims = jwt::verify_with_leeway(token, &login.hs256_secret, now, leeway)
-        .map_err(LoginError::Jwt)?;
+    let claims = match &login.keys {
+        UpstreamKeys::Hs256(secret) => jwt::verify_with_leeway(token, secret, now, leeway),
+        UpstreamKeys::Jwks { keys, .. } => keys.verify(token, now, leeway),
+    }
+    .map_err(LoginError::Jwt)?;
     if !claims.contains_key("exp") {
         return Err(LoginError::NoExpiry);
     }
@@ -162,7 +179,7 @@ mod tests {
 
     fn login() -> AccountLogin {
         AccountLogin {
-            hs256_secret: b"upstream-secret-0123456789".to_vec(),
+            keys: UpstreamKeys::Hs256(b"upstream-secret-0123456789".to_vec()),
             issuer: Some("https://accounts.example/auth/v1".into()),
             audience: Some("authenticated".into()),
             user_claim: "email".into(),
