@@ -183,6 +183,18 @@ impl Edge {
         (status, serde_json::from_str(body).unwrap_or(Value::Null))
     }
 
+    /// Glasses upgraded with `token` as the bearer, that have not sent `connection_init` yet.
+    fn upgraded(&self, token: &str) -> WebSocket<TcpStream> {
+        let mut req = format!("ws://127.0.0.1:{}/glasses-ws", self.port)
+            .into_client_request()
+            .expect("request");
+        let value = format!("Bearer {token}").parse().expect("header value");
+        req.headers_mut().insert("Authorization", value);
+        let stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        stream.set_read_timeout(Some(WITHIN)).expect("timeout");
+        tungstenite::client(req, stream).expect("upgrade").0
+    }
+
     /// Glasses connected with `token` (as the bearer, or in `connection_init` without one),
     /// after their first answer: the socket and that answer.
     fn glasses(&self, token: &str, bearer: bool) -> (WebSocket<TcpStream>, Value) {
@@ -388,6 +400,9 @@ fn a_revoked_device_is_cut_off_refused_again_and_stays_revoked_after_a_restart()
     assert_eq!(cols[5], "-", "not revoked yet: {row}");
     assert!(!list.contains(&t1), "list shows no token");
 
+    // A reconnect racing the revoke: upgraded with the token, connection_init not sent yet.
+    let mut racing = edge.upgraded(&t1);
+
     // Revoke: the connected pair is told why and closed.
     let (code, out, err) = edge.cli(&["device", "revoke", "desk-1"]);
     assert_eq!(code, 0, "{err}");
@@ -400,6 +415,22 @@ fn a_revoked_device_is_cut_off_refused_again_and_stays_revoked_after_a_restart()
     }
     let told = told.expect("a connection_error before the close");
     assert_eq!(told["code"], "DEVICE_REVOKED", "{told}");
+    // The racing connection is closed too; its connection_init, if it got through, is no use.
+    let _ = racing.send(Message::text(
+        json!({"type": "connection_init"}).to_string(),
+    ));
+    let mut racing_saw = Vec::new();
+    while let Some(m) = next_json(&mut racing) {
+        racing_saw.push(m);
+    }
+    assert!(
+        racing_saw.iter().all(|m| m["type"] != "connection_ack"),
+        "{racing_saw:?}"
+    );
+    assert!(
+        racing_saw.iter().any(|m| m["code"] == "DEVICE_REVOKED"),
+        "{racing_saw:?}"
+    );
     // A reconnect is refused, with the header or with coreToken; desk-2 is untouched.
     let (status, body) = edge.upgrade(&t1);
     assert_eq!(

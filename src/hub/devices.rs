@@ -115,15 +115,19 @@ impl Hub {
                 }
                 self.durable.device_seen(jti, unix);
             }
-            None => {
-                // A token made by hand for a device's user id is no way around its revocation.
-                let dev = self.durable.device_by_user(&claims.user);
-                if dev.is_some_and(|d| d.revoked.is_some()) {
-                    return Err(GlassesTokenError::Revoked);
-                }
-            }
+            // A token made by hand for a device's user id is no way around its revocation.
+            None if self.user_revoked(&claims.user) => return Err(GlassesTokenError::Revoked),
+            None => {}
         }
         Ok(claims.user)
+    }
+
+    /// Whether `user` is a revoked device's user id (checked again at `connection_init` for a
+    /// connection whose upgrade was authorised before a revoke).
+    pub(super) fn user_revoked(&self, user: &str) -> bool {
+        self.durable
+            .device_by_user(user)
+            .is_some_and(|d| d.revoked.is_some())
     }
 
     /// Add a device per name, each with a token living `lifetime` (the configured default

@@ -166,6 +166,10 @@ impl Hub {
         now: Now,
     ) {
         let user = match token_user {
+            Some(u) if self.user_revoked(&u) => {
+                let e = crate::auth::jwt::GlassesTokenError::Revoked;
+                return self.glasses_error(net, id, e.code(), e.message(), true, now);
+            }
             Some(u) => u,
             None => {
                 let token = inbound::decode::<ConnectionInit<'_>>(text).and_then(|m| m.core_token);
