@@ -7,6 +7,7 @@
 //! exits 2. Nothing here reads a file or runs anything.
 
 use augmentos_edge::config::{Config, ListenSpec};
+use augmentos_edge::hub::accounts::UpstreamKeys;
 use serde_json::{json, Value};
 
 pub const VERSION: &str = concat!("augmentos-edge ", env!("CARGO_PKG_VERSION"));
@@ -15,7 +16,11 @@ pub const USAGE: &str = "usage:
   augmentos-edge serve [--config FILE]                 run the server (embedded loopback default without --config)
   augmentos-edge check-config FILE                     check a config file and print the effective config, secrets masked
   augmentos-edge hash-key KEY                          print the stored form (hashedApiKey) of an app API key
-  augmentos-edge token --user EMAIL [--config FILE]    print a glasses token for that user
+  augmentos-edge token --user EMAIL [--expires DURATION] [--config FILE]
+                                                       print a glasses token for that user
+  augmentos-edge device add NAME... [--expires DURATION] [--config FILE]
+  augmentos-edge device list [--config FILE]
+  augmentos-edge device revoke NAME [--config FILE]    venue-owned glasses: tokens, audit, revocation
   augmentos-edge app-token --package NAME [--config FILE]
                                                        print an app token (one secret instead of package + key)
   augmentos-edge help [COMMAND]                        this text, or a command's
@@ -47,9 +52,23 @@ files are read too. Exits 0 when the config is valid, 2 with a message naming th
 Print the stored form of an app API key, for the app's hashedApiKey in the config."
         }
         "token" => {
-            "usage: augmentos-edge token --user EMAIL [--config FILE]
+            "usage: augmentos-edge token --user EMAIL [--expires DURATION] [--config FILE]
 
-Print a glasses token for EMAIL, signed with the config's jwtSecret."
+Print a glasses token for EMAIL, signed with the config's jwtSecret. It expires after DURATION
+(90s, 30m, 12h, 7d; plain seconds too), by default after the config's tokens.lifetimeSeconds."
+        }
+        "device" => {
+            "usage: augmentos-edge device add NAME... [--expires DURATION] [--config FILE]
+       augmentos-edge device list [--config FILE]
+       augmentos-edge device revoke NAME [--config FILE]
+
+Venue-owned glasses, on the RUNNING box: these commands call its operator API
+(/ui/api/devices, with ui.operatorToken from FILE) over its first Unix or plain TCP listener,
+so a revoke takes effect at once (the pair is disconnected) and is durable (stateDir).
+add: one device and token per NAME (A-Z a-z 0-9 . _ -, never reused), expiring after DURATION
+(90s, 30m, 12h, 7d) or the config's tokens.lifetimeSeconds; prints NAME, user id, expiry, token.
+list: name, user id, created, expires, last seen, revoked (no tokens).
+revoke: the device's tokens are refused from now on, and its connected glasses closed."
         }
         "app-token" => {
             "usage: augmentos-edge app-token --package NAME [--config FILE]
@@ -76,6 +95,12 @@ pub enum Command {
     Token {
         user: String,
         config: Option<String>,
+        /// Seconds; `None`: the config's default lifetime.
+        expires: Option<u64>,
+    },
+    Device {
+        action: DeviceAction,
+        config: Option<String>,
     },
     AppToken {
         package: String,
@@ -83,6 +108,40 @@ pub enum Command {
     },
     /// Print this text and exit 0.
     Print(String),
+}
+
+/// What `device` is asked to do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DeviceAction {
+    Add {
+        names: Vec<String>,
+        expires: Option<u64>,
+    },
+    List,
+    Revoke {
+        name: String,
+    },
+}
+
+/// A duration as an operator types it: `90s`, `30m`, `12h`, `7d`, or plain seconds.
+pub fn parse_duration(text: &str) -> Result<u64, String> {
+    let (digits, unit) = match text.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&text[..i], c),
+        _ => (text, 's'),
+    };
+    let scale = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => 0,
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .filter(|n| scale > 0 && *n > 0)
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| format!("'{text}' is not a duration (like 90s, 30m, 12h, 7d)"))
 }
 
 /// A usage error: what was wrong, and the usage to show with it.
@@ -109,15 +168,18 @@ pub fn parse(args: Vec<std::ffi::OsString>) -> Result<Command, Usage> {
     };
     let mut config = None;
     let mut named = None; // --user or --package
+    let mut expires = None;
     let mut positional: Vec<String> = Vec::new();
     let name_flag = match command.as_str() {
         "token" => Some("user"),
         "app-token" => Some("package"),
         _ => None,
     };
-    let takes_config = matches!(command.as_str(), "serve" | "token" | "app-token");
+    let takes_config = matches!(command.as_str(), "serve" | "token" | "app-token" | "device");
+    let takes_expires = matches!(command.as_str(), "token" | "device");
     let positionals = match command.as_str() {
         "check-config" | "hash-key" | "help" => 1,
+        "device" => usize::MAX,
         _ => 0,
     };
     loop {
@@ -128,6 +190,11 @@ pub fn parse(args: Vec<std::ffi::OsString>) -> Result<Command, Usage> {
             Long("config") if takes_config => {
                 let v = p.value().map_err(|e| fail(e.to_string(), usage))?;
                 config = Some(v.string().map_err(|e| fail(e.to_string(), usage))?);
+            }
+            Long("expires") if takes_expires => {
+                let v = p.value().map_err(|e| fail(e.to_string(), usage))?;
+                let v = v.string().map_err(|e| fail(e.to_string(), usage))?;
+                expires = Some(parse_duration(&v).map_err(|e| fail(e, usage))?);
             }
             Long(f) if Some(f) == name_flag => {
                 let v = p.value().map_err(|e| fail(e.to_string(), usage))?;
@@ -151,7 +218,23 @@ pub fn parse(args: Vec<std::ffi::OsString>) -> Result<Command, Usage> {
         "token" => Command::Token {
             user: named.ok_or_else(|| needs("--user EMAIL"))?,
             config,
+            expires,
         },
+        "device" => {
+            let mut args = positional.into_iter();
+            let action = match (args.next().as_deref(), args.len()) {
+                (Some("add"), n) if n > 0 => DeviceAction::Add {
+                    names: args.collect(),
+                    expires,
+                },
+                (Some("list"), 0) if expires.is_none() => DeviceAction::List,
+                (Some("revoke"), 1) if expires.is_none() => DeviceAction::Revoke {
+                    name: args.next().unwrap_or_default(),
+                },
+                _ => return Err(needs("add NAME..., list or revoke NAME")),
+            };
+            Command::Device { action, config }
+        }
         "app-token" => Command::AppToken {
             package: named.ok_or_else(|| needs("--package NAME"))?,
             config,
@@ -264,6 +347,26 @@ pub fn effective(c: &Config) -> Value {
             "micDebounceMs": ms(t.mic_debounce),
             "lifecycleRefillMs": ms(c.hub.lifecycle_refill),
         },
+        "tokens": {
+            "lifetimeSeconds": c.hub.token_lifetime.as_secs(),
+            "leewaySeconds": c.hub.tokens.leeway_secs,
+            "acceptWithoutExpiry": c.hub.tokens.accept_without_expiry,
+        },
+        "accountLogin": c.hub.account_login.as_ref().map(|a| json!({
+            "hs256Secret": match &a.keys {
+                UpstreamKeys::Hs256(_) => Some("<masked>"),
+                UpstreamKeys::Jwks { .. } => None,
+            },
+            "jwksFile": match &a.keys {
+                UpstreamKeys::Jwks { path, keys } => {
+                    Some(format!("{} ({} keys)", path.display(), keys.len()))
+                }
+                UpstreamKeys::Hs256(_) => None,
+            },
+            "issuer": a.issuer,
+            "audience": a.audience,
+            "userClaim": a.user_claim,
+        })),
         "apps": apps,
     })
 }
@@ -289,7 +392,40 @@ mod tests {
             p(&["token", "--config", "c", "--user", "u@x"]).unwrap(),
             Command::Token {
                 user: "u@x".into(),
+                config: Some("c".into()),
+                expires: None,
+            }
+        );
+        assert_eq!(
+            p(&["token", "--user", "u@x", "--expires", "12h"]).unwrap(),
+            Command::Token {
+                user: "u@x".into(),
+                config: None,
+                expires: Some(12 * 3600),
+            }
+        );
+        assert_eq!(
+            p(&["device", "add", "a", "b", "--expires=7d", "--config", "c"]).unwrap(),
+            Command::Device {
+                action: DeviceAction::Add {
+                    names: vec!["a".into(), "b".into()],
+                    expires: Some(7 * 86_400)
+                },
                 config: Some("c".into())
+            }
+        );
+        assert_eq!(
+            p(&["device", "list"]).unwrap(),
+            Command::Device {
+                action: DeviceAction::List,
+                config: None
+            }
+        );
+        assert_eq!(
+            p(&["device", "revoke", "a"]).unwrap(),
+            Command::Device {
+                action: DeviceAction::Revoke { name: "a".into() },
+                config: None
             }
         );
         assert_eq!(
@@ -314,6 +450,7 @@ mod tests {
             "hash-key",
             "token",
             "app-token",
+            "device",
             "help",
         ] {
             let Ok(Command::Print(text)) = p(&[cmd, "--help"]) else {
@@ -330,6 +467,31 @@ mod tests {
     }
 
     #[test]
+    fn durations() {
+        for (text, secs) in [
+            ("90", 90),
+            ("90s", 90),
+            ("30m", 1800),
+            ("12h", 43_200),
+            ("7d", 604_800),
+        ] {
+            assert_eq!(parse_duration(text), Ok(secs), "{text}");
+        }
+        for bad in [
+            "",
+            "s",
+            "0",
+            "-1h",
+            "1w",
+            "1.5h",
+            "h1",
+            "99999999999999999999d",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn usage_errors() {
         for (args, want) in [
             (&["frob"][..], "unknown command 'frob'"),
@@ -340,6 +502,22 @@ mod tests {
             (&["token", "--config", "c"][..], "token needs --user EMAIL"),
             (&["check-config", "--config", "c"][..], "--config"),
             (&["help", "frob"][..], "unknown command 'frob'"),
+            (
+                &["token", "--user", "u", "--expires", "soon"][..],
+                "not a duration",
+            ),
+            (
+                &["token", "--user", "u", "--expires", "0s"][..],
+                "not a duration",
+            ),
+            (&["device"][..], "add NAME..., list or revoke NAME"),
+            (&["device", "add"][..], "add NAME..., list or revoke NAME"),
+            (
+                &["device", "revoke", "a", "b"][..],
+                "add NAME..., list or revoke NAME",
+            ),
+            (&["device", "list", "--expires", "1d"][..], "list or revoke"),
+            (&["hash-key", "k", "--expires", "1d"][..], "--expires"),
         ] {
             let err = p(args).expect_err("a usage error");
             assert!(err.message.contains(want), "{args:?}: {}", err.message);

@@ -141,7 +141,31 @@ struct RawConfig {
     state_dir: Option<NonEmpty>,
     ui: Option<RawUi>,
     tts: Option<RawTts>,
+    tokens: Option<RawTokens>,
+    account_login: Option<RawAccountLogin>,
     apps: Option<Vec<RawApp>>,
+}
+
+/// How the phone app's account login is verified for `POST /api/auth/exchange-token` (offline:
+/// the account service's HS256 secret); left out, the box takes no account logins.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "an object")]
+struct RawAccountLogin {
+    hs256_secret: Option<Secret>,
+    jwks_file: Option<NonEmpty>,
+    issuer: Option<NonEmpty>,
+    audience: Option<NonEmpty>,
+    user_claim: Option<NonEmpty>,
+}
+
+/// The glasses tokens the box issues and takes: their default lifetime, the clock leeway
+/// around `exp`/`nbf`, and whether a token without `exp` (older tooling) is taken.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "an object")]
+struct RawTokens {
+    lifetime_seconds: Option<Ranged<1, { crate::hub::devices::MAX_TOKEN_LIFETIME_SECS }>>,
+    leeway_seconds: Option<Ranged<0, 3_600>>,
+    accept_without_expiry: Option<bool>,
 }
 
 /// Speech for `GET /api/tts` (espeak-ng on the box).
@@ -332,6 +356,38 @@ impl RawConfig {
             });
         }
 
+        if let Some(t) = self.tokens {
+            if let Some(Ranged(secs)) = t.lifetime_seconds {
+                hub.token_lifetime = Duration::from_secs(secs);
+            }
+            set(
+                &mut hub.tokens.leeway_secs,
+                t.leeway_seconds.map(|Ranged(s)| s),
+            );
+            set(
+                &mut hub.tokens.accept_without_expiry,
+                t.accept_without_expiry,
+            );
+        }
+        if let Some(a) = self.account_login {
+            use crate::hub::accounts::{AccountLogin, UpstreamKeys};
+            let keys = match (a.hs256_secret, a.jwks_file) {
+                (Some(Secret(s)), None) => UpstreamKeys::Hs256(s.into_bytes()),
+                (None, Some(NonEmpty(path))) => UpstreamKeys::Jwks {
+                    path: path.into(),
+                    keys: Default::default(),
+                },
+                _ => {
+                    return Err("accountLogin: give exactly one of hs256Secret and jwksFile".into())
+                }
+            };
+            hub.account_login = Some(AccountLogin {
+                keys,
+                issuer: a.issuer.map(|NonEmpty(s)| s),
+                audience: a.audience.map(|NonEmpty(s)| s),
+                user_claim: a.user_claim.map_or_else(|| "email".into(), |NonEmpty(s)| s),
+            });
+        }
         if let Some(l) = self.limits {
             set(&mut server.ws.max_frame, l.max_frame_bytes);
             set(&mut server.ws.max_message, l.max_message_bytes);
@@ -1300,5 +1356,77 @@ mod tests {
         );
         let err = error(r#"{"ui": {"enabled": true, "token": "0123456789abcdefX"}}"#);
         assert!(err.contains("ui.token"), "{err}");
+    }
+
+    #[test]
+    fn token_keys_reach_their_fields_and_are_checked() {
+        let c = Config::embedded();
+        assert_eq!(c.hub.token_lifetime, Duration::from_secs(86_400));
+        assert_eq!(c.hub.tokens, crate::auth::jwt::TokenPolicy::default());
+        let c = Config::from_json(
+            r#"{"tokens": {"lifetimeSeconds": 3600, "leewaySeconds": 5,
+                "acceptWithoutExpiry": false}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.hub.token_lifetime, Duration::from_secs(3600));
+        assert_eq!(c.hub.tokens.leeway_secs, 5);
+        assert!(!c.hub.tokens.accept_without_expiry);
+        assert_eq!(c.hub.account_login, None);
+        let c = Config::from_json(
+            r#"{"accountLogin": {"hs256Secret": "0123456789abcdef", "issuer": "i",
+                "audience": "a", "userClaim": "sub"}}"#,
+        )
+        .unwrap();
+        let a = c.hub.account_login.expect("accountLogin");
+        assert_eq!(
+            a.keys,
+            crate::hub::accounts::UpstreamKeys::Hs256(b"0123456789abcdef".to_vec())
+        );
+        assert_eq!(
+            (a.issuer.as_deref(), a.audience.as_deref()),
+            (Some("i"), Some("a"))
+        );
+        assert_eq!(a.user_claim, "sub");
+        let c = Config::from_json(r#"{"accountLogin": {"hs256Secret": "0123456789abcdef"}}"#);
+        assert_eq!(c.unwrap().hub.account_login.unwrap().user_claim, "email");
+        for (json, key) in [
+            (
+                r#"{"tokens": {"lifetimeSeconds": 0}}"#,
+                "tokens.lifetimeSeconds",
+            ),
+            (
+                r#"{"tokens": {"leewaySeconds": 3601}}"#,
+                "tokens.leewaySeconds",
+            ),
+            (
+                r#"{"tokens": {"acceptWithoutExpiry": 1}}"#,
+                "tokens.acceptWithoutExpiry",
+            ),
+            (r#"{"tokens": {"lifetime": 1}}"#, "tokens"),
+            (r#"{"accountLogin": {}}"#, "accountLogin: give exactly one"),
+            (
+                r#"{"accountLogin": {"hs256Secret": "short"}}"#,
+                "accountLogin.hs256Secret",
+            ),
+            (
+                r#"{"accountLogin": {"hs256Secret": "0123456789abcdef", "jwks": "x"}}"#,
+                "accountLogin",
+            ),
+            (
+                r#"{"accountLogin": {"hs256Secret": "0123456789abcdef", "jwksFile": "x"}}"#,
+                "accountLogin: give exactly one",
+            ),
+            (
+                r#"{"accountLogin": {"jwksFile": ""}}"#,
+                "accountLogin.jwksFile",
+            ),
+            (
+                r#"{"accountLogin": {"hs256Secret": "0123456789abcdef", "issuer": ""}}"#,
+                "accountLogin.issuer",
+            ),
+        ] {
+            let err = error(json);
+            assert!(err.contains(key), "{json}: {err}");
+        }
     }
 }

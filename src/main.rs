@@ -10,6 +10,7 @@ use augmentos_edge::state::sqlite::open_configured;
 use std::process::ExitCode;
 
 mod cli;
+mod device_cli;
 
 fn main() -> ExitCode {
     augmentos_edge::logger::init();
@@ -31,7 +32,14 @@ fn main() -> ExitCode {
             println!("{}", auth::hash_api_key(&key));
             Ok(())
         }
-        cli::Command::Token { user, config } => token(&user, config.as_deref()),
+        cli::Command::Token {
+            user,
+            config,
+            expires,
+        } => token(&user, config.as_deref(), expires),
+        cli::Command::Device { action, config } => {
+            load(config.as_deref()).and_then(|c| device_cli::run(action, &c))
+        }
         cli::Command::AppToken { package, config } => app_token(&package, config.as_deref()),
     };
     match result {
@@ -77,6 +85,15 @@ fn load(path: Option<&str>) -> Result<Config, String> {
         if !s.is_empty() {
             c.dev_secret = s == DEV_SECRET;
             c.hub.jwt_secret = s.into_bytes();
+        }
+    }
+    if let Some(login) = &mut c.hub.account_login {
+        if let augmentos_edge::hub::accounts::UpstreamKeys::Jwks { path, keys } = &mut login.keys {
+            let text = std::fs::read_to_string(&*path).map_err(|e| {
+                format!("accountLogin.jwksFile: cannot read {}: {e}", path.display())
+            })?;
+            *keys = augmentos_edge::auth::jwks::Jwks::parse(&text)
+                .map_err(|e| format!("accountLogin.jwksFile {}: {e}", path.display()))?;
         }
     }
     if c.dev_operator_token && !c.dev_secret {
@@ -174,9 +191,21 @@ fn reload(
     }
 }
 
-fn token(user: &str, config: Option<&str>) -> Result<(), String> {
+/// A glasses token for `user`, issued now, expiring after `expires` seconds (the config's
+/// `tokens.lifetimeSeconds` without it).
+fn token(user: &str, config: Option<&str>, expires: Option<u64>) -> Result<(), String> {
     let config = load(config)?;
-    println!("{}", auth::jwt::glasses_token(user, &config.hub.jwt_secret));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| "the clock is before 1970")?
+        .as_secs();
+    let life = expires.unwrap_or(config.hub.token_lifetime.as_secs());
+    let exp = now.saturating_add(life);
+    let secret = &config.hub.jwt_secret;
+    println!(
+        "{}",
+        auth::jwt::glasses_token_expiring(user, None, now, exp, secret)
+    );
     Ok(())
 }
 

@@ -186,3 +186,59 @@ fn the_public_operator_token_goes_with_the_public_secret() {
     assert_eq!(v["ui"]["enabled"], false);
     assert_eq!(v["ui"]["operatorToken"], serde_json::Value::Null);
 }
+
+#[test]
+fn tokens_expire_after_the_configured_lifetime_or_expires() {
+    let cfg = config_file(
+        "expiring",
+        &format!(r#"{{"jwtSecret": "{SECRET}", "tokens": {{"lifetimeSeconds": 3600}}}}"#),
+    );
+    let cfg = cfg.to_str().expect("utf-8 path");
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs()
+    };
+    for (extra, life) in [(&[][..], 3600), (&["--expires", "90s"][..], 90)] {
+        let mut args = vec!["token", "--user", "ivy@example.com", "--config", cfg];
+        args.extend_from_slice(extra);
+        let (code, token, err) = edge(&args);
+        assert_eq!(code, 0, "{err}");
+        let claims = jwt::verify(&token, SECRET.as_bytes(), now()).expect("valid");
+        let exp = claims["exp"].as_u64().expect("exp");
+        let iat = claims["iat"].as_u64().expect("iat");
+        assert_eq!(exp - iat, life, "{extra:?}");
+        assert!(iat.abs_diff(now()) < 60);
+    }
+    let _ = std::fs::remove_dir_all(std::path::Path::new(cfg).parent().expect("dir"));
+}
+
+#[test]
+fn device_commands_say_why_they_cannot_reach_the_box() {
+    let cfg = config_file("devices-off", &format!(r#"{{"jwtSecret": "{SECRET}"}}"#));
+    let path = cfg.to_str().expect("utf-8 path");
+    let (code, _, err) = edge(&["device", "list", "--config", path]);
+    assert_eq!(code, 2);
+    assert!(err.contains("ui.enabled"), "{err}");
+    // The pages on, but no box running on the config's listener.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"{{"jwtSecret": "{SECRET}", "listen": ["127.0.0.1:{port}"],
+                "ui": {{"enabled": true, "operatorToken": "operator-token-0123456789"}}}}"#
+        ),
+    )
+    .expect("write");
+    let (code, _, err) = edge(&["device", "revoke", "desk-1", "--config", path]);
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot reach the running box"), "{err}");
+    let (code, _, err) = edge(&["device", "revoke", "a/b", "--config", path]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no device can be named"), "{err}");
+    let _ = std::fs::remove_dir_all(cfg.parent().expect("dir"));
+}

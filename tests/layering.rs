@@ -3,7 +3,7 @@
 //! point down the order in [`LAYERS`]. Read from the source text, so code behind
 //! `cfg(test)` and `cfg(feature = "sim")` counts as much as the rest; only the inline
 //! `mod tests { … }` blocks (unit tests, free to reach anywhere) and comments and string
-//! literals are left out. `main.rs` and `cli.rs` are the binary's and may use everything.
+//! literals are left out. `main.rs`, `cli.rs` and `device_cli.rs` are the binary's and may use everything.
 //! The load generator's modules (`src/bin/edge-load/`) are held to their own order,
 //! [`EDGE_LOAD`], the same way.
 
@@ -28,7 +28,7 @@ const LAYERS: &[&[&str]] = &[
 ];
 
 /// Files of `src/` that are the binary's, not the library's.
-const BINARY: &[&str] = &["main.rs", "cli.rs", "lib.rs"];
+const BINARY: &[&str] = &["main.rs", "cli.rs", "device_cli.rs", "lib.rs"];
 
 fn level(module: &str) -> Option<usize> {
     LAYERS.iter().position(|l| l.contains(&module))

@@ -22,7 +22,10 @@
 //! connected and microphone on, the app `active`, the reference card on its main view and the
 //! dashboard line; stops the app from there and sees the emulator say so and its microphone go
 //! off; starts it again from the emulator with Chromium's fake microphone as the source and
-//! waits until the app has heard some of it. Screenshots go to `target/ui-screens/`.
+//! waits until the app has heard some of it. Then the devices view: adds a device on the
+//! operator page, shows its token and QR code (drawn, and only on request), signs the emulator
+//! in with that token, revokes the device from the page and sees the emulator cut off with
+//! `DEVICE_REVOKED`. Screenshots go to `target/ui-screens/`.
 //!
 //! This file then checks what the app saw: the short press, the operator's stop, and the audio
 //! frames (exactly ten of 3200 bytes from the file; at least five of 3200 from the microphone).

@@ -9,7 +9,9 @@
 //! nothing in it selects how the token is checked; the signature is verified in constant time
 //! (`hmac`'s `verify_slice`) *before* the claims are decoded, so nothing from an
 //! unauthenticated payload is ever trusted; the claims are a JSON object; `exp` (if present)
-//! must be a number greater than now, `nbf` (if present) a number not greater than now. No
+//! must be a number greater than now, `nbf` (if present) a number not greater than now (each
+//! with the caller's leeway, [`verify_with_leeway`]). Glasses tokens the box issues carry `exp`
+//! (and a device's a `jti`); whether one without `exp` is taken is the [`TokenPolicy`]'s. No
 //! input can make it panic.
 
 use serde_json::{json, Map, Value};
@@ -41,6 +43,8 @@ pub enum JwtError {
     NotYetValid,
     /// Longer than [`MAX_TOKEN_LEN`].
     TooLong,
+    /// Checked against a key set, and no key of it fits the header's `kid` and `alg`.
+    UnknownKey,
 }
 
 impl JwtError {
@@ -52,6 +56,7 @@ impl JwtError {
             JwtError::Expired => "TOKEN_EXPIRED",
             JwtError::NotYetValid => "TOKEN_NOT_YET_VALID",
             JwtError::TooLong => "TOKEN_TOO_LONG",
+            JwtError::UnknownKey => "UNKNOWN_KEY_ID",
         }
     }
 
@@ -63,6 +68,7 @@ impl JwtError {
             JwtError::Expired => "the token has expired",
             JwtError::NotYetValid => "the token is not valid yet",
             JwtError::TooLong => "the token exceeds 8 KiB",
+            JwtError::UnknownKey => "no configured key matches the token's kid and alg",
         }
     }
 }
@@ -90,6 +96,48 @@ pub fn verify(
     secret: &[u8],
     now_unix_secs: u64,
 ) -> Result<Map<String, Value>, JwtError> {
+    verify_with_leeway(token, secret, now_unix_secs, 0)
+}
+
+/// [`verify`], allowing `leeway_secs` of clock difference: a token is still taken until
+/// `exp + leeway`, and from `nbf - leeway`.
+pub fn verify_with_leeway(
+    token: &str,
+    secret: &[u8],
+    now_unix_secs: u64,
+    leeway_secs: u64,
+) -> Result<Map<String, Value>, JwtError> {
+    verify_signed_by(
+        token,
+        now_unix_secs,
+        leeway_secs,
+        |header, input, signature| {
+            // The header is read only to refuse it: nothing in it selects how the token is checked.
+            match header.get("alg") {
+                Some(Value::String(alg)) if alg == "HS256" => {}
+                _ => return Err(JwtError::UnsupportedAlgorithm),
+            }
+            if header.contains_key("crit") {
+                return Err(JwtError::Malformed);
+            }
+            if verify_hmac_sha256(secret, input, signature) {
+                Ok(())
+            } else {
+                Err(JwtError::BadSignature)
+            }
+        },
+    )
+}
+
+/// The compact-form checks every token goes through, with the signature checked by `check`
+/// (given the decoded header, the signing input and the decoded signature) *before* the claims
+/// are decoded; then `exp` and `nbf` with `leeway_secs`. The length cap comes first.
+pub fn verify_signed_by(
+    token: &str,
+    now_unix_secs: u64,
+    leeway_secs: u64,
+    check: impl FnOnce(&Map<String, Value>, &[u8], &[u8]) -> Result<(), JwtError>,
+) -> Result<Map<String, Value>, JwtError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(JwtError::TooLong);
     }
@@ -98,31 +146,21 @@ pub fn verify(
     if payload_b64.contains('.') {
         return Err(JwtError::Malformed);
     }
-
-    // The header is read only to refuse it: nothing in it selects how the token is checked.
     let header = decode_object(header_b64)?;
-    match header.get("alg") {
-        Some(Value::String(alg)) if alg == "HS256" => {}
-        _ => return Err(JwtError::UnsupportedAlgorithm),
-    }
-    if header.contains_key("crit") {
-        return Err(JwtError::Malformed);
-    }
-
     let signature = base64::decode(signature_b64.as_bytes()).map_err(|_| JwtError::Malformed)?;
-    if !verify_hmac_sha256(secret, signing_input.as_bytes(), &signature) {
-        return Err(JwtError::BadSignature);
-    }
+    check(&header, signing_input.as_bytes(), &signature)?;
 
     // Authenticated from here on.
     let claims = decode_object(payload_b64)?;
     if let Some(exp) = claims.get("exp") {
-        if time_claim(exp, now_unix_secs)? != std::cmp::Ordering::Greater {
+        let now = now_unix_secs.saturating_sub(leeway_secs);
+        if time_claim(exp, now)? != std::cmp::Ordering::Greater {
             return Err(JwtError::Expired);
         }
     }
     if let Some(nbf) = claims.get("nbf") {
-        if time_claim(nbf, now_unix_secs)? == std::cmp::Ordering::Greater {
+        let now = now_unix_secs.saturating_add(leeway_secs);
+        if time_claim(nbf, now)? == std::cmp::Ordering::Greater {
             return Err(JwtError::NotYetValid);
         }
     }
@@ -161,6 +199,13 @@ pub enum GlassesTokenError {
     Jwt(JwtError),
     /// The token is valid but has no non-empty string `email` claim (the user id).
     MissingEmail,
+    /// The token has no `exp` and the policy takes only tokens that expire.
+    NoExpiry,
+    /// The token names a device (`jti`) that was revoked.
+    Revoked,
+    /// The token names a device (`jti`) this box does not know (its store was lost, or the
+    /// token was made for another box with the same secret).
+    UnknownDevice,
 }
 
 impl From<JwtError> for GlassesTokenError {
@@ -174,6 +219,9 @@ impl GlassesTokenError {
         match self {
             GlassesTokenError::Jwt(e) => e.code(),
             GlassesTokenError::MissingEmail => "MISSING_EMAIL",
+            GlassesTokenError::NoExpiry => "TOKEN_WITHOUT_EXPIRY",
+            GlassesTokenError::Revoked => "DEVICE_REVOKED",
+            GlassesTokenError::UnknownDevice => "UNKNOWN_DEVICE",
         }
     }
 
@@ -181,8 +229,41 @@ impl GlassesTokenError {
         match self {
             GlassesTokenError::Jwt(e) => e.message(),
             GlassesTokenError::MissingEmail => "User ID is required",
+            GlassesTokenError::NoExpiry => {
+                "the token has no expiry (exp) and this box takes only tokens that expire"
+            }
+            GlassesTokenError::Revoked => "this device was revoked by the venue",
+            GlassesTokenError::UnknownDevice => "the token names a device this box does not know",
         }
     }
+}
+
+/// How glasses core tokens are checked beyond their signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenPolicy {
+    /// Clock difference allowed around `exp` and `nbf`.
+    pub leeway_secs: u64,
+    /// Whether a token without `exp` (older tooling, the cloud's own) is taken.
+    pub accept_without_expiry: bool,
+}
+
+impl Default for TokenPolicy {
+    /// A minute of leeway; tokens without `exp` taken (compatibility: see the README).
+    fn default() -> Self {
+        TokenPolicy {
+            leeway_secs: 60,
+            accept_without_expiry: true,
+        }
+    }
+}
+
+/// What a verified glasses core token says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GlassesClaims {
+    /// The user id (the `email` claim).
+    pub user: String,
+    /// The device id of a provisioned device's token.
+    pub jti: Option<String>,
 }
 
 /// A core token for the glasses user `email`: claims `{"sub": email, "email": email}`, no `exp`
@@ -191,17 +272,58 @@ pub fn glasses_token(email: &str, secret: &[u8]) -> String {
     sign(&json!({ "sub": email, "email": email }), secret)
 }
 
-/// Verify a glasses core token and return its user id (the `email` claim).
+/// A core token for `email` issued at `iat` that expires at `exp` (Unix seconds), naming the
+/// device `jti` if given. The same inputs give the same token, so a device's token can be
+/// shown again from what the store keeps without keeping the token.
+pub fn glasses_token_expiring(
+    email: &str,
+    jti: Option<&str>,
+    iat: u64,
+    exp: u64,
+    secret: &[u8],
+) -> String {
+    let mut claims = json!({ "sub": email, "email": email, "iat": iat, "exp": exp });
+    if let Some(jti) = jti {
+        claims["jti"] = json!(jti);
+    }
+    sign(&claims, secret)
+}
+
+/// Verify a glasses core token under `policy` and return what it says. Revocation is the
+/// caller's (it holds the devices); a `jti` that is not a non-empty string is malformed.
+pub fn verify_glasses(
+    token: &str,
+    secret: &[u8],
+    now_unix_secs: u64,
+    policy: TokenPolicy,
+) -> Result<GlassesClaims, GlassesTokenError> {
+    let mut claims = verify_with_leeway(token, secret, now_unix_secs, policy.leeway_secs)?;
+    if !policy.accept_without_expiry && !claims.contains_key("exp") {
+        return Err(GlassesTokenError::NoExpiry);
+    }
+    let jti = match claims.remove("jti") {
+        None => None,
+        Some(Value::String(j)) if !j.is_empty() => Some(j),
+        Some(_) => return Err(GlassesTokenError::Jwt(JwtError::Malformed)),
+    };
+    match claims.remove("email") {
+        Some(Value::String(user)) if !user.is_empty() => Ok(GlassesClaims { user, jti }),
+        _ => Err(GlassesTokenError::MissingEmail),
+    }
+}
+
+/// Verify a glasses core token (no leeway, tokens without `exp` taken) and return its user id
+/// (the `email` claim).
 pub fn glasses_user(
     token: &str,
     secret: &[u8],
     now_unix_secs: u64,
 ) -> Result<String, GlassesTokenError> {
-    let mut claims = verify(token, secret, now_unix_secs)?;
-    match claims.remove("email") {
-        Some(Value::String(email)) if !email.is_empty() => Ok(email),
-        _ => Err(GlassesTokenError::MissingEmail),
-    }
+    let policy = TokenPolicy {
+        leeway_secs: 0,
+        accept_without_expiry: true,
+    };
+    verify_glasses(token, secret, now_unix_secs, policy).map(|c| c.user)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -569,6 +691,81 @@ mod tests {
         let err = glasses_user(&token, SECRET, NOW).unwrap_err();
         assert_eq!(err, GlassesTokenError::Jwt(JwtError::Expired));
         assert_eq!(err.code(), "TOKEN_EXPIRED");
+    }
+
+    #[test]
+    fn expiring_glasses_tokens_carry_exp_and_jti_and_honour_the_leeway() {
+        let p = TokenPolicy {
+            leeway_secs: 30,
+            accept_without_expiry: false,
+        };
+        let token = glasses_token_expiring("d@x", Some("dev-1"), NOW - 10, NOW + 100, SECRET);
+        let claims = verify(&token, SECRET, NOW).unwrap();
+        assert_eq!(claims.get("exp"), Some(&json!(NOW + 100)));
+        assert_eq!(claims.get("iat"), Some(&json!(NOW - 10)));
+        let got = verify_glasses(&token, SECRET, NOW, p).unwrap();
+        assert_eq!(got.user, "d@x");
+        assert_eq!(got.jti.as_deref(), Some("dev-1"));
+        // Within the leeway after exp: still taken; past it: expired.
+        assert!(verify_glasses(&token, SECRET, NOW + 129, p).is_ok());
+        let err = verify_glasses(&token, SECRET, NOW + 130, p).unwrap_err();
+        assert_eq!(err.code(), "TOKEN_EXPIRED");
+        // No leeway: expired at exp.
+        let strict = TokenPolicy {
+            leeway_secs: 0,
+            ..p
+        };
+        assert_eq!(
+            verify_glasses(&token, SECRET, NOW + 100, strict),
+            Err(GlassesTokenError::Jwt(JwtError::Expired))
+        );
+        // nbf gets the same leeway the other way.
+        let early = sign(
+            &json!({ "email": "d@x", "exp": NOW + 999, "nbf": NOW + 20 }),
+            SECRET,
+        );
+        assert!(verify_glasses(&early, SECRET, NOW, p).is_ok());
+        assert_eq!(
+            verify_glasses(&early, SECRET, NOW, strict),
+            Err(GlassesTokenError::Jwt(JwtError::NotYetValid))
+        );
+    }
+
+    #[test]
+    fn tokens_without_exp_only_when_the_policy_says_so() {
+        let legacy = glasses_token("old@x", SECRET);
+        let lenient = TokenPolicy::default();
+        assert!(lenient.accept_without_expiry);
+        assert_eq!(
+            verify_glasses(&legacy, SECRET, NOW, lenient).unwrap().user,
+            "old@x"
+        );
+        let strict = TokenPolicy {
+            accept_without_expiry: false,
+            ..lenient
+        };
+        let err = verify_glasses(&legacy, SECRET, NOW, strict).unwrap_err();
+        assert_eq!(err, GlassesTokenError::NoExpiry);
+        assert_eq!(err.code(), "TOKEN_WITHOUT_EXPIRY");
+        // A jti that is not a non-empty string is malformed, not ignored.
+        for jti in [json!(""), json!(7), json!(null)] {
+            let t = sign(
+                &json!({ "email": "u@x", "exp": NOW + 9, "jti": jti }),
+                SECRET,
+            );
+            assert_eq!(
+                verify_glasses(&t, SECRET, NOW, lenient),
+                Err(GlassesTokenError::Jwt(JwtError::Malformed)),
+                "{jti}"
+            );
+        }
+        for (e, code) in [
+            (GlassesTokenError::Revoked, "DEVICE_REVOKED"),
+            (GlassesTokenError::UnknownDevice, "UNKNOWN_DEVICE"),
+        ] {
+            assert_eq!(e.code(), code);
+            assert!(!e.message().is_empty());
+        }
     }
 
     #[test]

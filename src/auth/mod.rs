@@ -12,6 +12,7 @@
 //! Also holds the public development secrets ([`DEV_SECRET`], [`DEV_OPERATOR_TOKEN`]): the
 //! config falls back to them, the `/ui/` pages check for them, the binary warns about them.
 
+pub mod jwks;
 pub mod jwt;
 
 use hmac::{Hmac, Mac};

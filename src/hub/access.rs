@@ -34,27 +34,24 @@ impl Hub {
             Endpoint::Echo => Ok(PreAuth::None),
             Endpoint::Glasses => match bearer {
                 None => Ok(PreAuth::Glasses { user: None }),
-                Some(token) => {
-                    match auth::jwt::glasses_user(token, &self.cfg.jwt_secret, now.wall.unix_secs())
-                    {
-                        Ok(user) if self.session_refused(&user) => {
-                            let code = "TOO_MANY_SESSIONS";
-                            self.refused(code);
-                            Err(Refusal {
-                                status: 503,
-                                body: json!(messages::connection_error(code, SESSIONS_FULL, ts)),
-                            })
-                        }
-                        Ok(user) => Ok(PreAuth::Glasses { user: Some(user) }),
-                        Err(e) => {
-                            self.refused(e.code());
-                            Err(Refusal {
-                                status: 401,
-                                body: json!(messages::connection_error(e.code(), e.message(), ts)),
-                            })
-                        }
+                Some(token) => match self.check_glasses_token(token, now) {
+                    Ok(user) if self.session_refused(&user) => {
+                        let code = "TOO_MANY_SESSIONS";
+                        self.refused(code);
+                        Err(Refusal {
+                            status: 503,
+                            body: json!(messages::connection_error(code, SESSIONS_FULL, ts)),
+                        })
                     }
-                }
+                    Ok(user) => Ok(PreAuth::Glasses { user: Some(user) }),
+                    Err(e) => {
+                        self.refused(e.code());
+                        Err(Refusal {
+                            status: 401,
+                            body: json!(messages::connection_error(e.code(), e.message(), ts)),
+                        })
+                    }
+                },
             },
             Endpoint::App => {
                 let Some(token) = bearer else {
@@ -144,7 +141,7 @@ impl Hub {
             );
             return None;
         };
-        match auth::jwt::glasses_user(token, &self.cfg.jwt_secret, now.wall.unix_secs()) {
+        match self.check_glasses_token(token, now) {
             Ok(u) => Some(u),
             Err(e) => {
                 self.refused(e.code());

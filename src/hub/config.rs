@@ -10,6 +10,9 @@ use super::registry::AppSpec;
 use super::requests::RequestTimings;
 use std::time::Duration;
 
+/// How long the box's own glasses tokens live by default: a day, a venue's day of lending.
+pub const DEFAULT_TOKEN_LIFETIME_SECS: u64 = 24 * 3600;
+
 /// Timings of the app lifecycle (defaults from PROTOCOL §15).
 #[derive(Debug, Clone)]
 pub struct Timings {
@@ -91,6 +94,12 @@ pub struct HubConfig {
     /// Apps started (and not given up on) in one session; one more is refused
     /// (`TOO_MANY_APPS`).
     pub max_apps_per_session: usize,
+    /// How glasses tokens are checked beyond their signature (leeway, tokens without `exp`).
+    pub tokens: crate::auth::jwt::TokenPolicy,
+    /// How long the tokens the box issues live unless told otherwise (`token`, devices).
+    pub token_lifetime: Duration,
+    /// How upstream account logins are verified; `None`: the box takes none (501).
+    pub account_login: Option<super::accounts::AccountLogin>,
 }
 
 impl Default for HubConfig {
@@ -109,6 +118,9 @@ impl Default for HubConfig {
             max_pending_requests: 16,
             max_sessions: 10_000,
             max_apps_per_session: 32,
+            tokens: crate::auth::jwt::TokenPolicy::default(),
+            token_lifetime: Duration::from_secs(DEFAULT_TOKEN_LIFETIME_SECS),
+            account_login: None,
         }
     }
 }

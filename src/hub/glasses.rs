@@ -11,7 +11,6 @@
 //! session's grace period like any other close.
 
 use super::{access, screen, Hub, JoinError, Link, RateLimit, SessKey, Session};
-use crate::auth;
 use crate::net::{ConnId, Outbox};
 use crate::protocol::inbound::{self, AppLifecycle, ConnectionInit};
 use crate::protocol::message::GlassesMsg;
@@ -175,6 +174,10 @@ impl Hub {
         now: Now,
     ) {
         let user = match token_user {
+            Some(u) if self.user_revoked(&u) => {
+                let e = crate::auth::jwt::GlassesTokenError::Revoked;
+                return self.glasses_error(net, id, e.code(), e.message(), true, now);
+            }
             Some(u) => u,
             None => {
                 let token = inbound::decode::<ConnectionInit<'_>>(text).and_then(|m| m.core_token);
@@ -188,7 +191,7 @@ impl Hub {
                         now,
                     );
                 };
-                match auth::jwt::glasses_user(&t, &self.cfg.jwt_secret, now.wall.unix_secs()) {
+                match self.check_glasses_token(&t, now) {
                     Ok(u) => u,
                     Err(e) => return self.glasses_error(net, id, e.code(), e.message(), true, now),
                 }

@@ -29,18 +29,21 @@
 //!   (a session's subscription index), `registry` (the apps this box may start);
 //! - values: `config` ([`HubConfig`], [`Timings`]), `errors` ([`JoinError`],
 //!   [`LifecycleError`]), `counters` ([`HubCounters`]), `vecmap`, `connmap`;
-//! - rules, as `impl Hub` by concern: `access` (upgrades and REST start/stop), `glasses`,
+//! - rules, as `impl Hub` by concern: `access` (upgrades and REST start/stop), `accounts`
+//!   (an account service's login exchanged for a core token), `glasses`,
 //!   `apps`, `lifecycle` (start, restart, stop, sending webhooks), `streams` (relay,
 //!   publishing, microphone), `screen`, `requests`, `rest` (storage, settings, TPA server
 //!   registration), `capabilities` (what the glasses' model can do, told to the apps),
 //!   `keepalive` (RTMP keep-alives of a live stream), `location` (the location tier the
-//!   apps want, asked of the glasses),
-//!   `release` (an app's goodbye: `ownership_release` and the close after
-//!   it), `device` (device settings), `view` (what the glasses are told of the
+//!   apps want, asked of the glasses), `release` (an app's goodbye: `ownership_release` and
+//!   the close after it), `device` (device settings), `devices` (glasses tokens: the check
+//!   every one goes through, provisioned devices and their revocation), `view` (what the
+//!   glasses are told of the
 //!   session), `operator` (the operator's view), `reload` (shutdown and app reload), `audit`
 //!   (tests and `sim`: the structural invariants).
 
 mod access;
+pub mod accounts;
 mod apps;
 #[cfg(any(test, feature = "sim"))]
 mod audit;
@@ -50,6 +53,7 @@ mod connmap;
 mod counters;
 pub mod dashboard;
 mod device;
+pub mod devices;
 pub mod display;
 mod errors;
 mod glasses;
@@ -77,6 +81,7 @@ pub use webhook_queue::ServerLoad;
 
 pub use config::{HubConfig, Timings};
 pub use counters::HubCounters;
+pub use devices::DeviceError;
 pub use errors::{JoinError, LifecycleError};
 use links::Link;
 pub use sessions::SessKey;

@@ -21,6 +21,7 @@
 //! [`Outbox`] while a message borrowed from this connection's receiver is alive, which works
 //! because read side and write side live in different tables.
 
+mod devices;
 pub mod health;
 mod lifecycle;
 pub mod metrics;

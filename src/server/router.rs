@@ -15,7 +15,7 @@
 //! | GET, HEAD²  | `/ui`, `/ui/`, `/ui/{file}`                     | [`Route::Page`]            |
 //! | any²        | `/ui/config.json`                               | [`Route::UiConfig`]        |
 //! | POST²       | `/ui/dev/token`                                 | [`Route::DevToken`]        |
-//! | any²        | `/ui/api/…` (state, sessions/{user}/apps/{pkg}/start\|stop) | [`Route::Operator`] |
+//! | any²        | `/ui/api/…` (state, sessions/{user}/apps/{pkg}/start\|stop, devices, devices/{name}/revoke\|token) | [`Route::Operator`] |
 //! | POST        | `/apps/{pkg}/start\|stop`                       | [`Route::AppAction`]       |
 //! | GET, PUT, DELETE | `/api/sdk/simple-storage/{user}[/{key}]`   | [`Route::Storage`]         |
 //! | GET         | `/appsettings/user/{pkg}`, `/tpasettings/user/{pkg}` | [`Route::SettingsRead`] |
@@ -23,6 +23,7 @@
 //! | POST        | `/api/tpa-server/register\|heartbeat\|restart`  | [`Route::TpaServer`]       |
 //! | GET         | `/api/public/permissions/{pkg}`                 | [`Route::Permissions`]     |
 //! | GET         | `/api/tts?text=…&voice_id=…`                    | [`Route::Tts`] (`tts.rs`)  |
+//! | POST        | `/api/auth/exchange-token`                      | [`Route::ExchangeToken`]   |
 //! | anything else |                                               | 404 `no such endpoint`     |
 //!
 //! ¹ `/echo` only when configured. ² Only when the pages are served (an operator token is
@@ -92,6 +93,8 @@ pub enum Route {
     Permissions(String),
     /// `GET /api/tts`: speech for the SDK's `audio.speak` (the query is read by `tts.rs`).
     Tts,
+    /// `POST /api/auth/exchange-token`: an account login for a core token.
+    ExchangeToken,
     /// Refused from the method and path alone.
     Refuse(Refusal),
 }
@@ -107,6 +110,14 @@ pub enum Operator {
         package: String,
         start: bool,
     },
+    /// `GET /ui/api/devices`: the provisioned devices.
+    Devices,
+    /// `POST /ui/api/devices` `{"names": [...], "expiresSeconds": n}`.
+    AddDevices,
+    /// `POST /ui/api/devices/{name}/revoke`.
+    RevokeDevice(String),
+    /// `GET /ui/api/devices/{name}/token`: the token and its QR code, on explicit request.
+    DeviceToken(String),
     Refuse(Refusal),
 }
 
@@ -162,7 +173,11 @@ const PAGES: &[(&str, Page)] = &[
 const NO_SUCH_ENDPOINT: &str = "no such endpoint";
 const NO_SUCH_PAGE: &str = "no such page";
 const USE_OPERATOR_API: &str =
-    "use GET /ui/api/state or POST /ui/api/sessions/{userId}/apps/{packageName}/start|stop";
+    "use GET /ui/api/state, POST /ui/api/sessions/{userId}/apps/{packageName}/start|stop, GET|POST /ui/api/devices, POST /ui/api/devices/{name}/revoke or GET /ui/api/devices/{name}/token";
+const GET_POST: MethodNotAllowed = MethodNotAllowed {
+    message: "use GET or POST",
+    allow: "Allow: GET, POST",
+};
 const USE_APPS: &str = "use /apps/{packageName}/start or /stop";
 const USE_TPA_SERVER: &str = "use /api/tpa-server/register, /heartbeat or /restart";
 const BAD_USER_OR_KEY: &str = "malformed user id or key";
@@ -234,6 +249,13 @@ pub fn route(method: &str, path: &str, on: Switches) -> Route {
             return wrong(MethodNotAllowed::GET);
         }
         return Route::Permissions(package);
+    }
+    if path == "/api/auth/exchange-token" {
+        return if method == "POST" {
+            Route::ExchangeToken
+        } else {
+            wrong(MethodNotAllowed::POST)
+        };
     }
     if let Some(action) = path.strip_prefix("/api/tpa-server/") {
         let action = match action {
@@ -326,6 +348,9 @@ fn operator(method: &str, api: &str) -> Operator {
             Operator::Refuse(Refusal::WrongMethod(MethodNotAllowed::GET))
         };
     }
+    if let Some(devices) = api.strip_prefix("devices") {
+        return device_call(method, devices);
+    }
     // sessions/{user}/apps/{package}/{start|stop}
     let action = api
         .strip_prefix("sessions/")
@@ -345,6 +370,30 @@ fn operator(method: &str, api: &str) -> Operator {
         user,
         package,
         start: action == "start",
+    }
+}
+
+/// `/ui/api/devices…`; `rest` is what follows `devices`.
+fn device_call(method: &str, rest: &str) -> Operator {
+    let wrong = |m| Operator::Refuse(Refusal::WrongMethod(m));
+    if rest.is_empty() {
+        return match method {
+            "GET" | "HEAD" => Operator::Devices,
+            "POST" => Operator::AddDevices,
+            _ => wrong(GET_POST),
+        };
+    }
+    let call = rest
+        .strip_prefix('/')
+        .and_then(|r| r.rsplit_once('/'))
+        .and_then(|(name, what)| Some((percent_decode(name)?, what)))
+        .filter(|(name, _)| !name.is_empty());
+    match call {
+        Some((name, "revoke")) if method == "POST" => Operator::RevokeDevice(name),
+        Some((_, "revoke")) => wrong(MethodNotAllowed::POST),
+        Some((name, "token")) if is_get(method) => Operator::DeviceToken(name),
+        Some((_, "token")) => wrong(MethodNotAllowed::GET),
+        _ => Operator::Refuse(Refusal::NotFound(USE_OPERATOR_API)),
     }
 }
 
@@ -395,7 +444,7 @@ impl Server {
             Route::Page(page) => self.ui_page(id, page),
             Route::UiConfig => self.ui_config(id),
             Route::DevToken => self.dev_token(id, req.body),
-            Route::Operator(call) => self.ui_api(id, call, token, now),
+            Route::Operator(call) => self.ui_api(id, call, token, req.body, now),
             Route::AppAction { package, start } => {
                 self.hub
                     .on_rest(&mut self.net, id, &package, start, token, now)
@@ -434,6 +483,7 @@ impl Server {
             }
             Route::Permissions(package) => self.permissions(id, &package),
             Route::Tts => self.tts.on_request(&mut self.net, id, req.query, now),
+            Route::ExchangeToken => self.hub.on_exchange_token(&mut self.net, id, req.body, now),
             Route::Refuse(refusal) => refusal.respond(&mut self.net, id),
         }
     }
@@ -636,10 +686,58 @@ mod tests {
         ] {
             assert_eq!(op("POST", path), unknown, "{path}");
         }
+        // Devices.
+        assert_eq!(op("GET", "/ui/api/devices"), Operator::Devices);
+        assert_eq!(op("POST", "/ui/api/devices"), Operator::AddDevices);
+        assert_eq!(
+            op("DELETE", "/ui/api/devices"),
+            Operator::Refuse(Refusal::WrongMethod(GET_POST))
+        );
+        assert_eq!(
+            op("POST", "/ui/api/devices/desk-1/revoke"),
+            Operator::RevokeDevice("desk-1".into())
+        );
+        assert_eq!(
+            op("GET", "/ui/api/devices/desk%2D1/token"),
+            Operator::DeviceToken("desk-1".into())
+        );
+        assert_eq!(
+            op("GET", "/ui/api/devices/desk-1/revoke"),
+            Operator::Refuse(Refusal::WrongMethod(MethodNotAllowed::POST))
+        );
+        assert_eq!(
+            op("POST", "/ui/api/devices/desk-1/token"),
+            Operator::Refuse(Refusal::WrongMethod(MethodNotAllowed::GET))
+        );
+        for path in [
+            "/ui/api/devicesx",
+            "/ui/api/devices/",
+            "/ui/api/devices//revoke",
+            "/ui/api/devices/a/forget",
+            "/ui/api/devices/%zz/revoke",
+        ] {
+            assert_eq!(op("POST", path), unknown, "{path}");
+        }
         // Unknown calls too are the operator's (the token is checked first).
         assert_eq!(route("GET", "/ui/api", ALL), not_found(NO_SUCH_PAGE));
         assert_eq!(
             route("GET", "/ui/api/state", NONE),
+            not_found(NO_SUCH_ENDPOINT)
+        );
+    }
+
+    #[test]
+    fn exchange_token() {
+        assert_eq!(
+            route("POST", "/api/auth/exchange-token", NONE),
+            Route::ExchangeToken
+        );
+        assert_eq!(
+            route("GET", "/api/auth/exchange-token", NONE),
+            wrong(MethodNotAllowed::POST)
+        );
+        assert_eq!(
+            route("POST", "/api/auth/exchange-token/", NONE),
             not_found(NO_SUCH_ENDPOINT)
         );
     }

@@ -5,7 +5,7 @@
 //! the binary, nothing fetched from elsewhere), the operator feed `GET /ui/api/state` (sessions,
 //! their apps and screens, counters, the last refusals: rendered from the core's state on each
 //! call, the page polls it), the operator actions `POST /ui/api/sessions/{user}/apps/{pkg}/start|stop` (the
-//! hub's REST start/stop), and the development-user shortcut `POST /ui/dev/token` (a glasses
+//! hub's REST start/stop), the devices calls (`devices.rs`), and the development-user shortcut `POST /ui/dev/token` (a glasses
 //! token for a typed user id, only while the public development secret signs tokens).
 //!
 //! Invariants: served only when the config gives an operator token; every `/ui/api/` call is
@@ -136,7 +136,14 @@ impl Server {
 
     /// A call under `/ui/api/` with the request's bearer `token`: the operator token first,
     /// then the call.
-    pub(super) fn ui_api(&mut self, id: ConnId, call: Operator, token: Option<&str>, now: Now) {
+    pub(super) fn ui_api(
+        &mut self,
+        id: ConnId,
+        call: Operator,
+        token: Option<&str>,
+        body: &[u8],
+        now: Now,
+    ) {
         if !self.is_operator(token) {
             self.hub.counters.refused("INVALID_OPERATOR_TOKEN");
             return self.net.respond_error(
@@ -162,6 +169,10 @@ impl Server {
                 self.hub
                     .start_or_stop(&mut self.net, id, &user, &package, start, now);
             }
+            Operator::Devices => self.devices_list(id),
+            Operator::AddDevices => self.devices_add(id, body, now),
+            Operator::RevokeDevice(name) => self.devices_revoke(id, &name, now),
+            Operator::DeviceToken(name) => self.devices_token(id, &name),
             Operator::Refuse(refusal) => refusal.respond(&mut self.net, id),
         }
     }

@@ -335,7 +335,7 @@ impl Stored {
                     None => map.remove(&k),
                 };
             }
-            Persist::Registration(_) | Persist::RegistrationGone(_) => {}
+            Persist::Registration(_) | Persist::RegistrationGone(_) | Persist::Device(_) => {}
         }
     }
 
@@ -350,6 +350,7 @@ impl Stored {
             settings: flat(&self.settings),
             storage: flat(&self.storage),
             registrations: Vec::new(),
+            devices: Vec::new(),
         }
     }
 

@@ -1,7 +1,8 @@
 //! Core layer (values) and its one shell-side room: durable state.
 //!
 //! What the box remembers across restarts: each user's running apps, app settings values per
-//! (user, app), SDK simple-storage per (user, app), and TPA server registrations. The core keeps
+//! (user, app), SDK simple-storage per (user, app), TPA server registrations, and the venue's
+//! provisioned glasses ([`Device`]: their token's claims, never the token, and revocations). The core keeps
 //! all of it in memory ([`Durable`], loaded once at start from a [`Snapshot`]) and never touches
 //! a disk: every change is queued as a [`Persist`] event that the caller polls, quinn-style,
 //! and hands to the writer thread ([`writer`]), which applies them in order, batched in
@@ -29,6 +30,23 @@ pub struct Registration {
     pub last_seen: u64,
 }
 
+/// A provisioned pair of glasses: what its token says (the token itself is not kept; the same
+/// claims sign to the same token), when it was last seen, and whether it was revoked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    /// The operator's name for it (unique).
+    pub name: String,
+    /// The user id its token carries.
+    pub user: String,
+    /// The token's `jti` (unique).
+    pub jti: String,
+    /// Unix seconds: issued (`iat`), expires (`exp`), last connected, revoked.
+    pub created: u64,
+    pub expires: u64,
+    pub last_seen: Option<u64>,
+    pub revoked: Option<u64>,
+}
+
 /// Everything the store holds, as loaded at start.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Snapshot {
@@ -39,6 +57,7 @@ pub struct Snapshot {
     /// (user, package, key, value as JSON text)
     pub storage: Vec<(String, String, String, String)>,
     pub registrations: Vec<Registration>,
+    pub devices: Vec<Device>,
 }
 
 /// One change to durable state. `None` values delete.
@@ -63,6 +82,8 @@ pub enum Persist {
     },
     Registration(Registration),
     RegistrationGone(String),
+    /// A device added or changed (seen, revoked): the whole row.
+    Device(Device),
 }
 
 /// Where durable state is kept. Owned by the writer thread; nothing else calls it.
@@ -141,6 +162,8 @@ pub struct Durable {
     settings: HashMap<AppKey, BTreeMap<String, String>>,
     storage: HashMap<AppKey, BTreeMap<String, String>>,
     registrations: BTreeMap<String, Registration>,
+    /// Provisioned devices by name.
+    devices: BTreeMap<String, Device>,
     pending: Vec<Persist>,
 }
 
@@ -165,6 +188,9 @@ impl Durable {
         }
         for r in s.registrations {
             d.registrations.insert(r.id.clone(), r);
+        }
+        for dev in s.devices {
+            d.devices.insert(dev.name.clone(), dev);
         }
         d
     }
@@ -318,6 +344,57 @@ impl Durable {
             self.pending.push(Persist::RegistrationGone(id.to_string()));
         }
     }
+
+    // ---- provisioned devices ---------------------------------------------------------------
+
+    /// Every device, by name.
+    pub fn devices(&self) -> impl Iterator<Item = &Device> {
+        self.devices.values()
+    }
+
+    pub fn device(&self, name: &str) -> Option<&Device> {
+        self.devices.get(name)
+    }
+
+    /// The device whose token carries `jti` (a scan: devices are few, and looked up once per
+    /// connect).
+    pub fn device_by_jti(&self, jti: &str) -> Option<&Device> {
+        self.devices.values().find(|d| d.jti == jti)
+    }
+
+    /// The device whose token carries the user id `user`.
+    pub fn device_by_user(&self, user: &str) -> Option<&Device> {
+        self.devices.values().find(|d| d.user == user)
+    }
+
+    /// Add or replace a device (the caller checked that the name is new).
+    pub fn put_device(&mut self, dev: Device) {
+        self.devices.insert(dev.name.clone(), dev.clone());
+        self.pending.push(Persist::Device(dev));
+    }
+
+    /// Revoke `name` at `now` (Unix seconds); the device as it now is, `None` if unknown. A
+    /// second revoke keeps the first time and writes nothing.
+    pub fn revoke_device(&mut self, name: &str, now: u64) -> Option<&Device> {
+        let dev = self.devices.get_mut(name)?;
+        if dev.revoked.is_none() {
+            dev.revoked = Some(now);
+            self.pending.push(Persist::Device(dev.clone()));
+        }
+        Some(dev)
+    }
+
+    /// Note that the device `jti` connected at `now`; written at most once a minute per device.
+    pub fn device_seen(&mut self, jti: &str, now: u64) {
+        let Some(dev) = self.devices.values_mut().find(|d| d.jti == jti) else {
+            return;
+        };
+        if dev.last_seen.is_some_and(|t| now < t.saturating_add(60)) {
+            return;
+        }
+        dev.last_seen = Some(now);
+        self.pending.push(Persist::Device(dev.clone()));
+    }
 }
 
 #[cfg(test)]
@@ -348,5 +425,46 @@ mod tests {
             .collect();
         assert_eq!(kinds, vec!["a:true", "b:true", "a:false", "storage:k"]);
         assert!(d.take_pending().is_empty());
+    }
+
+    #[test]
+    fn devices_are_kept_revoked_once_and_seen_at_most_once_a_minute() {
+        let mut d = Durable::default();
+        d.put_device(Device {
+            name: "desk-1".into(),
+            user: "device:desk-1".into(),
+            jti: "j1".into(),
+            created: 100,
+            expires: 1000,
+            last_seen: None,
+            revoked: None,
+        });
+        d.device_seen("j1", 200);
+        d.device_seen("j1", 259);
+        d.device_seen("nope", 259);
+        assert_eq!(d.device("desk-1").unwrap().last_seen, Some(200));
+        d.device_seen("j1", 260);
+        assert_eq!(d.revoke_device("desk-1", 300).unwrap().revoked, Some(300));
+        assert_eq!(d.revoke_device("desk-1", 400).unwrap().revoked, Some(300));
+        assert!(d.revoke_device("nope", 400).is_none());
+        assert_eq!(d.device_by_jti("j1").unwrap().name, "desk-1");
+        assert_eq!(d.device_by_user("device:desk-1").unwrap().jti, "j1");
+        let writes: Vec<(Option<u64>, Option<u64>)> = d
+            .take_pending()
+            .iter()
+            .map(|p| match p {
+                Persist::Device(dev) => (dev.last_seen, dev.revoked),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            writes,
+            vec![
+                (None, None),
+                (Some(200), None),
+                (Some(260), None),
+                (Some(260), Some(300))
+            ]
+        );
     }
 }

@@ -9,7 +9,7 @@
 //! that fails its integrity check or cannot be read, is moved aside (never deleted) and a fresh
 //! one started, and the move is reported; every batch is one transaction.
 
-use super::{Persist, Registration, Snapshot, Store};
+use super::{Device, Persist, Registration, Snapshot, Store};
 use rusqlite::{params, Connection};
 use std::path::{Path, PathBuf};
 
@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 pub const FILE: &str = "augmentos-edge.sqlite3";
 
 /// The schema this binary writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Each step takes the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -48,6 +48,16 @@ const MIGRATIONS: &[&str] = &[
         webhook_url TEXT NOT NULL,
         registered_at INTEGER NOT NULL,
         last_seen INTEGER NOT NULL
+    );",
+    // 2 → 3: provisioned devices (their token's claims, not the token) and revocations.
+    "CREATE TABLE devices (
+        name TEXT PRIMARY KEY NOT NULL,
+        user TEXT NOT NULL,
+        jti TEXT NOT NULL UNIQUE,
+        created INTEGER NOT NULL,
+        expires INTEGER NOT NULL,
+        last_seen INTEGER,
+        revoked INTEGER
     );",
 ];
 
@@ -206,6 +216,20 @@ impl SqliteStore {
             Persist::RegistrationGone(id) => {
                 tx.execute("DELETE FROM registrations WHERE id = ?1", params![id])
             }
+            Persist::Device(d) => tx.execute(
+                "INSERT OR REPLACE INTO devices
+                 (name, user, jti, created, expires, last_seen, revoked)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    d.name,
+                    d.user,
+                    d.jti,
+                    d.created as i64,
+                    d.expires as i64,
+                    d.last_seen.map(|t| t as i64),
+                    d.revoked.map(|t| t as i64)
+                ],
+            ),
         }
         .map(|_| ())
     }
@@ -255,6 +279,29 @@ impl Store for SqliteStore {
                     webhook_url: r.get(2)?,
                     registered_at: r.get::<_, i64>(3)?.max(0) as u64,
                     last_seen: r.get::<_, i64>(4)?.max(0) as u64,
+                })
+            })
+            .map_err(e)?
+            .collect::<Result<_, _>>()
+            .map_err(e)?;
+        let mut q = self
+            .conn
+            .prepare(
+                "SELECT name, user, jti, created, expires, last_seen, revoked FROM devices
+                 ORDER BY name",
+            )
+            .map_err(e)?;
+        let secs = |t: i64| t.max(0) as u64;
+        s.devices = q
+            .query_map([], |r| {
+                Ok(Device {
+                    name: r.get(0)?,
+                    user: r.get(1)?,
+                    jti: r.get(2)?,
+                    created: secs(r.get(3)?),
+                    expires: secs(r.get(4)?),
+                    last_seen: r.get::<_, Option<i64>>(5)?.map(secs),
+                    revoked: r.get::<_, Option<i64>>(6)?.map(secs),
                 })
             })
             .map_err(e)?

@@ -197,6 +197,36 @@ try {
   }
   if (await glasses.locator("#mic-error").textContent()) throw new Error(await glasses.locator("#mic-error").textContent());
 
+  say("operator page: add a device; its token and QR code only on request");
+  await op.locator("#dev-names").fill("emu-desk");
+  await op.locator("#dev-add").click();
+  const drow = op.locator('#devices tr[data-device="emu-desk"]');
+  await drow.waitFor({ timeout: WAIT });
+  if ((await op.locator("#dev-token").textContent()).trim()) throw new Error("a token shown before it was asked for");
+  await drow.locator("button.dev-show").click();
+  await op.locator("#dev-shown:not(.hidden)").waitFor({ timeout: WAIT });
+  const devToken = (await op.locator("#dev-token").textContent()).trim();
+  if (devToken.split(".").length !== 3) throw new Error(`not a token: ${devToken}`);
+  const qr = op.locator("#dev-qr");
+  if (!(await qr.getAttribute("src") || "").startsWith("data:image/svg+xml,")) throw new Error("no QR code");
+  const qrWidth = await qr.evaluate(async (img) => { await img.decode(); return img.naturalWidth; });
+  if (!(qrWidth > 0)) throw new Error("the QR code is not drawn");
+  await op.screenshot({ path: path.join(SHOTS, "operator-devices.png"), fullPage: true });
+
+  say("emulator: sign in with the device's token");
+  await glasses.locator("#disconnect").click();
+  await glasses.locator("#token").fill(devToken);
+  await glasses.locator("#token-go").click();
+  await glasses.locator("#status", { hasText: /^connected$/ }).waitFor({ timeout: WAIT });
+  if ((await glasses.locator("#who").textContent()) !== "device:emu-desk") throw new Error("not signed in as the device");
+
+  say("operator page: revoke the device; the emulator is cut off");
+  await drow.locator("button.dev-revoke").click();
+  await drow.locator("button.dev-revoke", { hasText: "Confirm revoke" }).click();
+  await glasses.locator("#status", { hasText: "refused: DEVICE_REVOKED" }).waitFor({ timeout: WAIT });
+  await drow.locator("button.dev-revoke").waitFor({ state: "detached", timeout: WAIT });
+  if (await op.locator("#dev-shown:not(.hidden)").count()) throw new Error("the revoked token stays shown");
+
   if (problems.length) throw new Error(problems.join("\n"));
   say("done");
 } catch (e) {

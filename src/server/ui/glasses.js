@@ -140,8 +140,9 @@
         takeSession(m.userSession);
         break;
       case "connection_error":
-        // Before the ack it refuses the token; after it, one request (the socket stays open).
-        if (!acked) {
+        // Before the ack it refuses the token; after it, one request (the socket stays open),
+        // except a revocation, which ends this token's use for good.
+        if (!acked || m.code === "DEVICE_REVOKED") {
           refused = m.code || m.message || "connection_error";
           setStatus("refused: " + refused, "failed");
         }

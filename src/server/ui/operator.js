@@ -1,6 +1,7 @@
 // The operator page: polls /ui/api/state once a second with the operator token and shows every
 // session (glasses, apps, what the glasses show), the counters (rates from two polls) and the
-// refusals (totals, and the recent ones the box noted); starts and stops apps for a user.
+// refusals (totals, and the recent ones the box noted); starts and stops apps for a user; adds,
+// lists and revokes provisioned devices (a device's token and its QR code only on request).
 "use strict";
 
 (function () {
@@ -33,16 +34,21 @@
     if (!timer) timer = setInterval(poll, 1000);
   }
 
-  async function api(path, method) {
-    const r = await fetch(path, { method: method || "GET", headers: { Authorization: "Bearer " + token } });
-    let body = null;
-    try { body = await r.json(); } catch (_) { /* not JSON */ }
+  async function api(path, method, body) {
+    const init = { method: method || "GET", headers: { Authorization: "Bearer " + token } };
+    if (body !== undefined) {
+      init.body = JSON.stringify(body);
+      init.headers["Content-Type"] = "application/json";
+    }
+    const r = await fetch(path, init);
+    let answer = null;
+    try { answer = await r.json(); } catch (_) { /* not JSON */ }
     if (r.status === 401) {
       sessionStorage.removeItem(KEY);
-      showLogin((body && body.code) ? "Refused: " + body.code : "Refused");
+      showLogin((answer && answer.code) ? "Refused: " + answer.code : "Refused");
       throw new Error("unauthorised");
     }
-    return { status: r.status, body };
+    return { status: r.status, body: answer };
   }
 
   async function poll() {
@@ -55,6 +61,106 @@
     }
     $("feed-error").textContent = "";
     draw(res.body, performance.now());
+    if (polls++ % 5 === 0) devices();
+  }
+
+  // ---- devices ----------------------------------------------------------------------------
+
+  let polls = 0;
+  const armed = new Set(); // devices whose Revoke was clicked once (kept across redraws)
+
+  function when(secs) {
+    return secs ? new Date(secs * 1000).toISOString().slice(0, 19).replace("T", " ") : "–";
+  }
+
+  async function devices() {
+    let res;
+    try { res = await api("/ui/api/devices"); } catch (_) { return; }
+    if (res.status !== 200 || !res.body) return;
+    const tbody = $("devices").tBodies[0];
+    tbody.replaceChildren();
+    for (const d of res.body.devices) {
+      const tr = el("tr");
+      tr.dataset.device = d.name;
+      if (d.revoked) tr.className = "muted";
+      for (const v of [d.name, d.userId, when(d.created), when(d.expires), when(d.lastSeen), when(d.revoked)]) {
+        tr.append(el("td", "", v));
+      }
+      const td = el("td");
+      const show = el("button", "dev-show", "Show token");
+      show.onclick = () => showToken(d.name);
+      td.append(show);
+      if (!d.revoked) {
+        const revoke = el("button", "dev-revoke", armed.has(d.name) ? "Confirm revoke" : "Revoke");
+        revoke.onclick = () => {
+          if (armed.has(d.name)) { armed.delete(d.name); return revokeDevice(d.name); }
+          armed.add(d.name);
+          revoke.textContent = "Confirm revoke";
+        };
+        td.append(revoke);
+      }
+      tr.append(td);
+      tbody.append(tr);
+    }
+  }
+
+  function note(ok, text) {
+    $("dev-note").className = ok ? "small muted" : "small error";
+    $("dev-note").textContent = text;
+  }
+
+  async function addDevices() {
+    const names = $("dev-names").value.split(/[\s,]+/).filter(Boolean);
+    if (!names.length) return note(false, "type one or more device names");
+    const body = { names };
+    const hours = $("dev-hours").value.trim();
+    if (hours) {
+      const h = Number(hours);
+      if (!(h > 0)) return note(false, "hours: a positive number");
+      body.expiresSeconds = Math.round(h * 3600);
+    }
+    try {
+      const r = await api("/ui/api/devices", "POST", body);
+      if (r.status === 200) {
+        $("dev-names").value = "";
+        note(true, "added " + r.body.devices.map((d) => d.name).join(", "));
+      } else {
+        note(false, r.body ? r.body.code + " — " + r.body.message : "HTTP " + r.status);
+      }
+    } catch (_) { /* shown by api() */ }
+    devices();
+  }
+
+  async function revokeDevice(name) {
+    try {
+      const r = await api("/ui/api/devices/" + encodeURIComponent(name) + "/revoke", "POST");
+      note(r.status === 200, r.status === 200 ? "revoked " + name
+        : (r.body ? r.body.code + " — " + r.body.message : "HTTP " + r.status));
+    } catch (_) { /* shown by api() */ }
+    if ($("dev-shown-name").textContent === name) hideToken();
+    devices();
+  }
+
+  async function showToken(name) {
+    let r;
+    try { r = await api("/ui/api/devices/" + encodeURIComponent(name) + "/token"); } catch (_) { return; }
+    if (r.status !== 200) return note(false, r.body ? r.body.code : "HTTP " + r.status);
+    $("dev-shown-name").textContent = name;
+    $("dev-token").textContent = r.body.token;
+    if (r.body.qrSvg) {
+      $("dev-qr").src = "data:image/svg+xml," + encodeURIComponent(r.body.qrSvg);
+      $("dev-qr").classList.remove("hidden");
+    } else {
+      $("dev-qr").classList.add("hidden");
+    }
+    $("dev-shown").classList.remove("hidden");
+  }
+
+  function hideToken() {
+    $("dev-shown").classList.add("hidden");
+    $("dev-token").textContent = "";
+    $("dev-shown-name").textContent = "";
+    $("dev-qr").removeAttribute("src");
   }
 
   function sum(o) {
@@ -274,9 +380,12 @@
       start();
     };
     $("op-token").onkeydown = (e) => { if (e.key === "Enter") $("op-go").click(); };
+    $("dev-add").onclick = addDevices;
+    $("dev-hide").onclick = hideToken;
     $("op-out").onclick = () => {
       sessionStorage.removeItem(KEY);
       token = "";
+      hideToken();
       showLogin("");
     };
     if (token) start(); else showLogin("");
