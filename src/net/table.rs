@@ -180,6 +180,14 @@ impl Net {
         self.conns.iter().map(|(_, c)| c)
     }
 
+    /// The id of every connection.
+    pub fn ids(&self) -> impl Iterator<Item = ConnId> + '_ {
+        self.conns.iter().map(|(index, c)| ConnId {
+            index: index as u32,
+            gen: c.gen,
+        })
+    }
+
     /// Bytes of output waiting in all connections together (as of the last append or write).
     pub fn total_output(&self) -> usize {
         self.budget.total

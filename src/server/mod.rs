@@ -1,8 +1,8 @@
 //! Core layer (sans-IO, top): the server composition — the only module that names both the
 //! connection table ([`Net`]) and the application core ([`Hub`]).
 //!
-//! Owns the read side of every connection ([`Proto`]: the HTTP head search, the WebSocket
-//! receiver, unread partial input), routes HTTP requests (health, metrics, REST, the `/ui/`
+//! Runs the read side of every connection (kept in its slot of the connection table: the HTTP
+//! head search, the WebSocket receiver, unread partial input), routes HTTP requests (health, metrics, REST, the `/ui/`
 //! pages in `ui.rs`, upgrades),
 //! gathers the read-only views the `/metrics` and `/health` renderers take (`metrics.rs`,
 //! `health.rs`), parses WebSocket frames in place and hands their messages to the hub, runs the heartbeat,
@@ -19,7 +19,7 @@
 //! output by `max_output`); nothing reachable from peer bytes panics; a connection whose output
 //! is above `read_pause` is not read (backpressure); the hub is handed the table as an
 //! [`Outbox`] while a message borrowed from this connection's receiver is alive, which works
-//! because read side and write side live in different tables.
+//! because the receiver is held out of its slot while its message is handled.
 
 pub mod health;
 mod lifecycle;
@@ -31,7 +31,8 @@ use crate::http::client::{ResponseError, ResponseParser};
 use crate::http::{parse_request, Request};
 use crate::hub::{Hub, HubConfig};
 use crate::net::{
-    is_local, Conn, ConnId, Endpoint, HttpOutcome, Net, Outbox, OverCap, Peer, Phase, Target, Timer,
+    is_local, Conn, ConnId, Endpoint, HttpOutcome, Net, Outbox, OverCap, Peer, Phase, Read, Target,
+    Timer,
 };
 pub use crate::net::{ServerConfig, Stats};
 use crate::state::{Persist, Snapshot, StoreStatus};
@@ -47,30 +48,11 @@ pub const OVER_CAP_RESERVE: usize = 8;
 /// How long such a connection may take to send its request (at most the handshake deadline).
 pub const OVER_CAP_DEADLINE: Duration = Duration::from_secs(2);
 
-/// The read side of one connection.
-struct Proto {
-    gen: u32,
-    read: Read,
-    /// Bytes that do not yet make a complete frame, request or response.
-    pending: Vec<u8>,
-}
-
-/// What the bytes of a connection are parsed as.
-enum Read {
-    /// An inbound HTTP request; `scanned` is how far the head search got.
-    Http { scanned: usize },
-    /// An upgraded WebSocket.
-    Ws(Receiver),
-    /// The response to an outbound request of ours (boxed: few connections are outbound).
-    Client(Box<ResponseParser>),
-}
-
 pub struct Server {
     pub net: Net,
     pub hub: Hub,
     /// How the durable store is doing, as the shell last reported it.
     store: StoreStatus,
-    proto: Vec<Option<Proto>>,
     started: Instant,
     /// Feeders not read because a subscriber of theirs is backed up, and those free again.
     paused: Vec<ConnId>,
@@ -102,7 +84,6 @@ impl Server {
             net: Net::new(cfg),
             hub: Hub::with_state(hub, state),
             store,
-            proto: Vec::new(),
             started: now.mono,
             paused: Vec::new(),
             resumed: Vec::new(),
@@ -135,11 +116,9 @@ impl Server {
 
     /// Unread input held for `id`: its length and capacity (for invariant checks).
     pub fn pending_input(&self, id: ConnId) -> (usize, usize) {
-        self.proto
-            .get(id.index as usize)
-            .and_then(Option::as_ref)
-            .filter(|p| p.gen == id.gen)
-            .map_or((0, 0), |p| (p.pending.len(), p.pending.capacity()))
+        self.net
+            .get(id)
+            .map_or((0, 0), |c| (c.input.len(), c.input.capacity()))
     }
 
     // ---- inputs --------------------------------------------------------------------------
@@ -201,8 +180,8 @@ impl Server {
             "event=connection_refused connection={id} code={}",
             why.code()
         );
-        if let Some(p) = proto_entry(&mut self.proto, id) {
-            p.pending = Vec::new();
+        if let Some(c) = self.net.get_mut(id) {
+            c.input = Vec::new();
         }
         self.net
             .respond_error(id, 503, why.code(), why.message(), &[]);
@@ -216,17 +195,12 @@ impl Server {
         };
         c.last_rx = now.mono;
         let kind = c.kind();
+        let pending = (!c.input.is_empty()).then(|| std::mem::take(&mut c.input));
         self.net.stats.bytes_in[kind] += data.len() as u64;
-        let gen = id.gen;
-        let pending = match proto_entry(&mut self.proto, id) {
-            Some(p) if !p.pending.is_empty() => Some(std::mem::take(&mut p.pending)),
-            Some(_) => None,
-            None => return,
-        };
         match pending {
             None => {
                 let used = self.process(id, data, now);
-                self.keep_rest(id, gen, &data[used.min(data.len())..]);
+                self.keep_rest(id, &data[used.min(data.len())..]);
             }
             Some(mut buf) => {
                 buf.extend_from_slice(data);
@@ -234,8 +208,8 @@ impl Server {
                 buf.drain(..used.min(buf.len()));
                 // An emptied buffer is dropped: an idle connection holds no capacity.
                 if !buf.is_empty() && self.keeps_input(id) {
-                    if let Some(p) = proto_entry(&mut self.proto, id) {
-                        p.pending = buf;
+                    if let Some(c) = self.net.get_mut(id) {
+                        c.input = buf;
                     }
                 }
             }
@@ -254,21 +228,14 @@ impl Server {
     /// The peer closed its sending side.
     pub fn handle_eof(&mut self, id: ConnId, now: Now) {
         self.net.now = now.mono;
-        let Some(c) = self.net.get(id) else {
+        let Some(c) = self.net.get_mut(id) else {
             return;
         };
         if let Phase::Client = c.phase {
             // A response delimited by the end of the stream ends here.
-            let outcome = match proto_entry(&mut self.proto, id) {
-                Some(p) => {
-                    let pending = std::mem::take(&mut p.pending);
-                    match response_parser(p) {
-                        Some(parser) => outcome(parser.finish_at_eof(&pending).map(|r| r.status)),
-                        None => HttpOutcome::Failed("connection closed before a response"),
-                    }
-                }
-                None => HttpOutcome::Failed("connection closed before a response"),
-            };
+            let pending = std::mem::take(&mut c.input);
+            let parser = response_parser(&mut c.read);
+            let outcome = outcome(parser.finish_at_eof(&pending).map(|r| r.status));
             self.net.complete_client(id, outcome);
         } else {
             self.net.finish(id);
@@ -286,9 +253,6 @@ impl Server {
     pub fn handle_closed(&mut self, id: ConnId, now: Now) {
         self.net.now = now.mono;
         if self.net.remove(id).is_some() {
-            if let Some(slot) = self.proto.get_mut(id.index as usize) {
-                *slot = None;
-            }
             self.hub.on_closed(&mut self.net, id, now);
         }
         self.after(now);
@@ -314,8 +278,8 @@ impl Server {
                     }
                 }
                 Phase::Http => {
-                    if let Some(p) = proto_entry(&mut self.proto, id) {
-                        p.pending = Vec::new();
+                    if let Some(c) = self.net.get_mut(id) {
+                        c.input = Vec::new();
                     }
                     self.net.stats.handshake_timeouts += 1;
                     self.net.respond_error(
@@ -505,12 +469,12 @@ impl Server {
             .is_some_and(|c| !matches!(c.phase, Phase::Done | Phase::Closing { failed: true }))
     }
 
-    fn keep_rest(&mut self, id: ConnId, gen: u32, rest: &[u8]) {
+    fn keep_rest(&mut self, id: ConnId, rest: &[u8]) {
         if rest.is_empty() || !self.keeps_input(id) {
             return;
         }
-        if let Some(p) = proto_entry(&mut self.proto, id).filter(|p| p.gen == gen) {
-            p.pending.extend_from_slice(rest);
+        if let Some(c) = self.net.get_mut(id) {
+            c.input.extend_from_slice(rest);
         }
     }
 
@@ -546,13 +510,8 @@ impl Server {
             self.resume_feeders();
         }
         while let Some(id) = self.net.poll_stopped_reading() {
-            if let Some(p) = self
-                .proto
-                .get_mut(id.index as usize)
-                .and_then(Option::as_mut)
-                .filter(|p| p.gen == id.gen)
-            {
-                p.pending = Vec::new();
+            if let Some(c) = self.net.get_mut(id) {
+                c.input = Vec::new();
             }
         }
     }
@@ -583,13 +542,10 @@ impl Server {
     }
 
     fn process_client(&mut self, id: ConnId, buf: &[u8]) -> usize {
-        let Some(p) = proto_entry(&mut self.proto, id) else {
+        let Some(c) = self.net.get_mut(id) else {
             return buf.len();
         };
-        let Some(parser) = response_parser(p) else {
-            return buf.len();
-        };
-        match parser.feed(buf) {
+        match response_parser(&mut c.read).feed(buf) {
             Ok(None) => 0,
             Ok(Some(r)) => {
                 self.net.complete_client(id, HttpOutcome::Status(r.status));
@@ -605,10 +561,10 @@ impl Server {
 
     fn process_http(&mut self, id: ConnId, buf: &[u8], now: Now) -> usize {
         let limits = self.net.cfg.http;
-        let Some(Proto {
+        let Some(Conn {
             read: Read::Http { scanned },
             ..
-        }) = proto_entry(&mut self.proto, id)
+        }) = self.net.get_mut(id)
         else {
             return buf.len();
         };
@@ -721,10 +677,8 @@ impl Server {
             write_accept(out, key);
         }
         let limits = self.net.cfg.ws;
-        if let Some(p) = proto_entry(&mut self.proto, id) {
-            p.read = Read::Ws(Receiver::new(Role::Server, limits));
-        }
         if let Some(c) = self.net.get_mut(id) {
+            c.read = Read::Ws(Receiver::new(Role::Server, limits));
             c.phase = Phase::Ws(endpoint);
             c.endpoint = Some(endpoint);
         }
@@ -735,91 +689,98 @@ impl Server {
     }
 
     fn process_ws(&mut self, id: ConnId, endpoint: Endpoint, buf: &mut [u8], now: Now) -> usize {
-        let Server {
-            net, hub, proto, ..
-        } = self;
-        let Some(Proto {
-            read: Read::Ws(rx), ..
-        }) = proto_entry(proto, id)
-        else {
+        let Server { net, hub, .. } = self;
+        // The receiver is held out of its slot while its message is handled (the message may
+        // borrow it), so the hub can write to any connection, this one included, meanwhile.
+        let Some(c) = net.get_mut(id) else {
             return buf.len();
         };
-        let step = match rx.next(buf) {
-            Err(e) => {
-                net.fail_websocket(id, e.close_code(), e.reason(), now.mono);
-                return buf.len();
-            }
-            Ok(step) => step,
+        let kind = c.kind();
+        let mut read = std::mem::take(&mut c.read);
+        let Read::Ws(rx) = &mut read else {
+            c.read = read;
+            return buf.len();
         };
-        let used = step.consumed;
-        if let (Some(Message::Text(_) | Message::Binary(_)), Some(c)) = (&step.message, net.get(id))
-        {
-            let kind = c.kind();
-            net.stats.messages_in[kind] += 1;
-        }
-        match step.message {
-            None => {}
-            Some(Message::Ping(p)) => {
-                net.send_frame(id, Opcode::Pong, &[p]);
-            }
-            Some(Message::Pong(_)) => net.record_pong(id, now.mono),
-            Some(Message::Close(code)) => {
-                if let Some(out) = net.out(id) {
-                    match code {
-                        Some((code, _)) => crate::ws::frame::write_close(out, code, ""),
-                        None => write_frame(out, Opcode::Close, &[]),
-                    }
-                }
-                net.finish(id);
-                return buf.len();
-            }
-            Some(Message::Text(t)) => match endpoint {
-                Endpoint::Echo => {
-                    net.send_frame(id, Opcode::Text, &[t.as_bytes()]);
-                }
-                _ => hub.on_text(net, id, t, now),
-            },
-            Some(Message::Binary(b)) => match endpoint {
-                Endpoint::Echo => {
-                    net.send_frame(id, Opcode::Binary, &[b]);
-                }
-                _ => hub.on_binary(net, id, b, now),
-            },
-        }
+        let used = ws_message(net, hub, rx, id, endpoint, kind, buf, now);
         // The hub may have closed this connection: the rest of the input is not for us.
-        if net.get(id).is_some_and(Conn::is_websocket) {
-            used
-        } else {
-            buf.len()
+        match net.get_mut(id) {
+            Some(c) => {
+                c.read = read;
+                if c.is_websocket() {
+                    used
+                } else {
+                    buf.len()
+                }
+            }
+            None => buf.len(),
         }
     }
 }
 
-/// The read side of `id`, made fresh the first time a connection (or a reused slot) is seen.
-fn proto_entry(proto: &mut Vec<Option<Proto>>, id: ConnId) -> Option<&mut Proto> {
-    let idx = id.index as usize;
-    if proto.len() <= idx {
-        proto.resize_with(idx + 1, || None);
+/// Parse at most one message of WebSocket `id` from `buf` with its receiver `rx` and act on it:
+/// control frames here, data to the hub (or echoed back). Returns the bytes used up.
+#[allow(clippy::too_many_arguments)]
+fn ws_message(
+    net: &mut Net,
+    hub: &mut Hub,
+    rx: &mut Receiver,
+    id: ConnId,
+    endpoint: Endpoint,
+    kind: usize,
+    buf: &mut [u8],
+    now: Now,
+) -> usize {
+    let step = match rx.next(buf) {
+        Err(e) => {
+            net.fail_websocket(id, e.close_code(), e.reason(), now.mono);
+            return buf.len();
+        }
+        Ok(step) => step,
+    };
+    let used = step.consumed;
+    if let Some(Message::Text(_) | Message::Binary(_)) = &step.message {
+        net.stats.messages_in[kind] += 1;
     }
-    let slot = proto.get_mut(idx)?;
-    if slot.as_ref().is_none_or(|p| p.gen != id.gen) {
-        *slot = Some(Proto {
-            gen: id.gen,
-            read: Read::Http { scanned: 0 },
-            pending: Vec::new(),
-        });
+    match step.message {
+        None => {}
+        Some(Message::Ping(p)) => {
+            net.send_frame(id, Opcode::Pong, &[p]);
+        }
+        Some(Message::Pong(_)) => net.record_pong(id, now.mono),
+        Some(Message::Close(code)) => {
+            if let Some(out) = net.out(id) {
+                match code {
+                    Some((code, _)) => crate::ws::frame::write_close(out, code, ""),
+                    None => write_frame(out, Opcode::Close, &[]),
+                }
+            }
+            net.finish(id);
+            return buf.len();
+        }
+        Some(Message::Text(t)) => match endpoint {
+            Endpoint::Echo => {
+                net.send_frame(id, Opcode::Text, &[t.as_bytes()]);
+            }
+            _ => hub.on_text(net, id, t, now),
+        },
+        Some(Message::Binary(b)) => match endpoint {
+            Endpoint::Echo => {
+                net.send_frame(id, Opcode::Binary, &[b]);
+            }
+            _ => hub.on_binary(net, id, b, now),
+        },
     }
-    slot.as_mut()
+    used
 }
 
-/// The response parser of an outbound connection (its read side starts as one on first use).
-fn response_parser(p: &mut Proto) -> Option<&mut ResponseParser> {
-    if !matches!(p.read, Read::Client(_)) {
-        p.read = Read::Client(Box::default());
+/// The response parser of an outbound connection (its read side becomes one on first use).
+fn response_parser(read: &mut Read) -> &mut ResponseParser {
+    if !matches!(read, Read::Client(_)) {
+        *read = Read::Client(Box::default());
     }
-    match &mut p.read {
-        Read::Client(parser) => Some(parser),
-        _ => None,
+    match read {
+        Read::Client(parser) => parser,
+        _ => unreachable!("made a response parser just above"),
     }
 }
 
