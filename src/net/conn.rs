@@ -146,6 +146,9 @@ pub struct Conn {
     pub stall_mark: u32,
     /// The WebSocket route it was upgraded to (kept through its close, for `/metrics`).
     pub endpoint: Option<Endpoint>,
+    /// When it may be read: the reasons it is held and its place on the lists of
+    /// [`super::flow`] (bits defined there).
+    pub flow: u8,
     /// Accepted past a client cap, into the small reserve that reads one request only to
     /// answer `/health` or `/metrics` (anything else is refused with the cap's code).
     pub over_cap: Option<OverCap>,
@@ -199,6 +202,7 @@ impl Conn {
             stall_at: None,
             stall_mark: 0,
             endpoint: None,
+            flow: 0,
             over_cap: None,
         }
     }

@@ -15,6 +15,7 @@
 
 pub mod cidr;
 pub mod conn;
+pub mod flow;
 pub mod pool;
 pub mod table;
 

@@ -17,6 +17,7 @@
 //! access); idle connections hold no buffer capacity.
 
 use super::conn::{Conn, ConnId, OverCap, Peer, Phase, MAX_INDEX};
+use super::flow::{self, Flow};
 use super::pool::Pool;
 use super::{Outbox, ServerConfig, Stats};
 use crate::http::write_json_error;
@@ -45,7 +46,7 @@ pub enum HttpOutcome {
 
 pub struct Net {
     pub cfg: ServerConfig,
-    conns: Slab<Conn>,
+    pub(super) conns: Slab<Conn>,
     next_gen: u32,
     timers: TimerHeap<(ConnId, Timer)>,
     dirty: Vec<ConnId>,
@@ -53,8 +54,8 @@ pub struct Net {
     budget: Budget,
     connects: VecDeque<(ConnId, Target)>,
     done: Vec<(ConnId, HttpOutcome)>,
-    /// Connections that stopped reading since the last `poll_stopped_reading`.
-    stopped_reading: Vec<ConnId>,
+    /// When each connection may be read, and who must hear of changes ([`flow`]).
+    pub(super) flow: Flow,
     /// Outbound requests held (their connections count here, not against `max_connections`).
     outbound: usize,
     /// Client connections held per IP address (only addresses with at least one); connections
@@ -82,7 +83,7 @@ impl Net {
             budget: Budget::default(),
             connects: VecDeque::new(),
             done: Vec::new(),
-            stopped_reading: Vec::new(),
+            flow: Flow::default(),
             outbound: 0,
             per_address: HashMap::new(),
             over_cap: 0,
@@ -252,6 +253,7 @@ impl Net {
     pub fn remove(&mut self, id: ConnId) -> Option<Conn> {
         self.get(id)?;
         let mut c = self.conns.remove(id.index as usize);
+        self.flow.forget(&c);
         self.outbound -= usize::from(c.outbound);
         if c.over_cap.is_some() {
             self.over_cap -= 1;
@@ -297,6 +299,7 @@ impl Net {
             stats,
             cfg,
             now,
+            flow,
             ..
         } = self;
         let Some(c) = conns.get_mut(id.index as usize).filter(|c| c.gen == id.gen) else {
@@ -315,7 +318,7 @@ impl Net {
             c.out.drain(..c.out_head);
             c.out_head = 0;
         }
-        account(budget, stats, cfg.max_total_output, c);
+        account(budget, stats, cfg, c, flow, id);
         // Over the budget, any output left waiting is watched for progress.
         if c.pending() == 0 || c.pending() <= cfg.read_pause / 2 && !budget.over {
             c.stall_at = None;
@@ -358,12 +361,13 @@ impl Net {
             budget,
             stats,
             cfg,
+            flow,
             ..
         } = self;
         let Some(c) = conns.get_mut(id.index as usize).filter(|c| c.gen == id.gen) else {
             return;
         };
-        account(budget, stats, cfg.max_total_output, c);
+        account(budget, stats, cfg, c, flow, id);
         // `enforce_cap` acts only past one of its two limits, or over the budget.
         if c.pending() > cfg.max_output.min(cfg.read_pause) || budget.over {
             self.enforce_cap(id);
@@ -372,16 +376,14 @@ impl Net {
 
     /// The rest of `check_cap`, for output already counted.
     fn enforce_cap(&mut self, id: ConnId) {
-        let (max, high, limit) = (
-            self.cfg.max_output,
-            self.cfg.read_pause,
-            self.cfg.max_total_output,
-        );
+        let (max, high) = (self.cfg.max_output, self.cfg.read_pause);
         let at = self.now + self.cfg.stall_timeout;
         let Net {
             conns,
             budget,
             stats,
+            cfg,
+            flow,
             ..
         } = self;
         let Some(c) = conns.get_mut(id.index as usize).filter(|c| c.gen == id.gen) else {
@@ -391,10 +393,11 @@ impl Net {
             c.out = Vec::new();
             c.out_head = 0;
             c.mid_frame = false;
-            account(budget, stats, limit, c);
+            account(budget, stats, cfg, c, flow, id);
+            let before = c.flow;
             finish(c);
+            flow.note(id, c, before);
             self.stats.overflow_drops += 1;
-            self.stopped_reading.push(id);
             self.mark_dirty(id);
         } else if congested(c, high, budget.over) && c.stall_at.is_none() && c.is_websocket() {
             c.stall_at = Some(at);
@@ -405,10 +408,11 @@ impl Net {
 
     /// The total just went over its budget: every WebSocket with output waiting is now backed
     /// up, so each is watched for write progress (a stalled one is closed at its stall
-    /// deadline, whatever its own backlog).
-    pub fn watch_over_budget(&mut self) {
+    /// deadline, whatever its own backlog). True when it did (the core then holds the
+    /// feeders).
+    pub fn watch_over_budget(&mut self) -> bool {
         if !std::mem::take(&mut self.budget.entered) || !self.budget.over {
-            return;
+            return false;
         }
         let at = self.now + self.cfg.stall_timeout;
         for (index, c) in self.conns.iter_mut() {
@@ -422,19 +426,41 @@ impl Net {
                 self.timers.push(at, (id, Timer::Stall));
             }
         }
+        true
     }
 
     /// Bring the running total in line with `id`'s output.
     fn recount(&mut self, id: ConnId) {
-        let limit = self.cfg.max_total_output;
         let Net {
             conns,
             budget,
             stats,
+            cfg,
+            flow,
             ..
         } = self;
         if let Some(c) = conns.get_mut(id.index as usize).filter(|c| c.gen == id.gen) {
-            account(budget, stats, limit, c);
+            account(budget, stats, cfg, c, flow, id);
+        }
+    }
+
+    /// Nothing more will be read from `id`: close once its output is flushed.
+    fn finish_conn(&mut self, id: ConnId) -> bool {
+        let Net { conns, flow, .. } = self;
+        let Some(c) = conns.get_mut(id.index as usize).filter(|c| c.gen == id.gen) else {
+            return false;
+        };
+        let before = c.flow;
+        finish(c);
+        flow.note(id, c, before);
+        true
+    }
+
+    /// A failed WebSocket: nothing more is parsed, its unread input is dropped.
+    fn fail_reading(&mut self, id: ConnId) {
+        if let Some(c) = self.get_mut(id) {
+            c.phase = Phase::Closing { failed: true };
+            c.input = Vec::new();
         }
     }
 
@@ -468,28 +494,19 @@ impl Net {
         }
         self.close_websocket(id, 1008, "stalled: no write progress", now);
         self.recount(id);
-        if let Some(c) = self.get_mut(id) {
-            c.phase = Phase::Closing { failed: true };
-            self.stopped_reading.push(id);
-        }
+        self.fail_reading(id);
     }
 
     /// Fail a WebSocket: close frame out, nothing more read but the peer's close.
     pub fn fail_websocket(&mut self, id: ConnId, code: u16, reason: &str, now: Instant) {
         self.stats.protocol_errors += 1;
         self.close_websocket(id, code, reason, now);
-        if let Some(c) = self.get_mut(id) {
-            c.phase = Phase::Closing { failed: true };
-            self.stopped_reading.push(id);
-        }
+        self.fail_reading(id);
     }
 
     /// Finish a connection: close once the queued output is written.
     pub fn finish(&mut self, id: ConnId) {
-        if let Some(c) = self.get_mut(id) {
-            finish(c);
-            self.stopped_reading.push(id);
-        }
+        self.finish_conn(id);
         // What was written through `out` last (a response, a close frame) is counted.
         self.recount(id);
         self.mark_dirty(id);
@@ -501,9 +518,8 @@ impl Net {
             c.out.clear();
             c.out_head = 0;
             c.mid_frame = false;
-            finish(c);
-            self.stopped_reading.push(id);
         }
+        self.finish_conn(id);
         self.recount(id);
         self.mark_dirty(id);
     }
@@ -521,12 +537,6 @@ impl Net {
         None
     }
 
-    /// A connection that will read nothing more (finished, aborted, failed, or dropped for
-    /// not reading), so its owner can drop its unread input.
-    pub fn poll_stopped_reading(&mut self) -> Option<ConnId> {
-        self.stopped_reading.pop()
-    }
-
     /// A finished outbound request, for the hub.
     pub fn poll_done(&mut self) -> Option<(ConnId, HttpOutcome)> {
         self.done.pop()
@@ -536,8 +546,7 @@ impl Net {
     pub fn complete_client(&mut self, id: ConnId, outcome: HttpOutcome) {
         let Some(c) = self.get_mut(id) else { return };
         if matches!(c.phase, Phase::Client) {
-            finish(c);
-            self.stopped_reading.push(id);
+            self.finish_conn(id);
             self.done.push((id, outcome));
             self.mark_dirty(id);
         }
@@ -642,11 +651,13 @@ fn address_of(peer: &Peer) -> Option<IpAddr> {
     }
 }
 
-/// Nothing more will be read; close once the output is flushed.
-pub fn finish(c: &mut Conn) {
+/// Nothing more will be read (its unread input is dropped); close once the output is flushed.
+fn finish(c: &mut Conn) {
     c.phase = Phase::Done;
     c.close_after_flush = true;
     c.deadline = None;
+    c.flow |= flow::DONE;
+    c.input = Vec::new();
 }
 
 /// The running total of output waiting in all connections, and its budget's state.
@@ -660,12 +671,26 @@ struct Budget {
 }
 
 /// Bring `budget` in line with `c`'s pending output (one add, one subtract) and update its
-/// state: over past `limit`, back under at half of it.
+/// state: over past `max_total_output`, back under at half of it; record a change of `c`'s
+/// output level against `read_pause` ([`flow::level`]).
 #[inline]
-fn account(budget: &mut Budget, stats: &mut Stats, limit: usize, c: &mut Conn) {
+fn account(
+    budget: &mut Budget,
+    stats: &mut Stats,
+    cfg: &ServerConfig,
+    c: &mut Conn,
+    flow: &mut Flow,
+    id: ConnId,
+) {
+    let limit = cfg.max_total_output;
     let pending = c.pending().min(u32::MAX as usize);
     budget.total = budget.total - c.counted as usize + pending;
     c.counted = pending as u32;
+    let level = flow::level(c, pending, cfg.read_pause);
+    if level != c.flow {
+        let before = std::mem::replace(&mut c.flow, level);
+        flow.note(id, c, before);
+    }
     if budget.total > limit {
         if !budget.over {
             budget.over = true;
@@ -693,6 +718,7 @@ impl Outbox for Net {
             dirty,
             stats,
             cfg,
+            flow,
             ..
         } = self;
         let Some(c) = conns
@@ -714,7 +740,7 @@ impl Outbox for Net {
             }
         }
         write_frame(&mut c.out, opcode, parts);
-        account(budget, stats, cfg.max_total_output, c);
+        account(budget, stats, cfg, c, flow, id);
         // `enforce_cap` acts only past one of its two limits, or over the budget.
         if c.pending() > cfg.max_output.min(cfg.read_pause) || budget.over {
             self.enforce_cap(id);

@@ -29,7 +29,7 @@ impl Server {
             }
             self.net.mark_dirty(id);
         }
-        self.after(now);
+        self.after(now, None);
     }
 
     /// No client connection is left (outbound requests are not waited for).
@@ -41,7 +41,7 @@ impl Server {
     pub fn handle_reload(&mut self, apps: Vec<AppSpec>, now: Now) -> Reloaded {
         self.net.now = now.mono;
         let done = self.hub.reload_apps(&mut self.net, apps, now);
-        self.after(now);
+        self.after(now, None);
         done
     }
 }

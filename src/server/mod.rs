@@ -31,8 +31,8 @@ use crate::http::client::{ResponseError, ResponseParser};
 use crate::http::{parse_request, Request};
 use crate::hub::{Hub, HubConfig};
 use crate::net::{
-    is_local, Conn, ConnId, Endpoint, HttpOutcome, Net, Outbox, OverCap, Peer, Phase, Read, Target,
-    Timer,
+    flow, is_local, Conn, ConnId, Endpoint, HttpOutcome, Net, Outbox, OverCap, Peer, Phase, Read,
+    Target, Timer,
 };
 pub use crate::net::{ServerConfig, Stats};
 use crate::state::{Persist, Snapshot, StoreStatus};
@@ -54,9 +54,6 @@ pub struct Server {
     /// How the durable store is doing, as the shell last reported it.
     store: StoreStatus,
     started: Instant,
-    /// Feeders not read because a subscriber of theirs is backed up, and those free again.
-    paused: Vec<ConnId>,
-    resumed: Vec<ConnId>,
     /// Event-loop turn durations, as the shell measured them ([`histogram::TURN_US`]).
     turns: Histogram,
     /// Listeners open, as the shell last reported them (`None`: no shell reported any).
@@ -85,8 +82,6 @@ impl Server {
             hub: Hub::with_state(hub, state),
             store,
             started: now.mono,
-            paused: Vec::new(),
-            resumed: Vec::new(),
             turns: Histogram::default(),
             listeners: None,
             stopping: false,
@@ -222,7 +217,7 @@ impl Server {
         {
             self.net.mark_dirty(id);
         }
-        self.after(now);
+        self.after(now, Some(id));
     }
 
     /// The peer closed its sending side.
@@ -246,7 +241,7 @@ impl Server {
                 self.net.set_deadline(id, Some(at));
             }
         }
-        self.after(now);
+        self.after(now, None);
     }
 
     /// The transport for `id` is gone (closed by us or failed); forget the connection.
@@ -255,7 +250,7 @@ impl Server {
         if self.net.remove(id).is_some() {
             self.hub.on_closed(&mut self.net, id, now);
         }
-        self.after(now);
+        self.after(now, None);
     }
 
     /// Fire every deadline at or before `now`.
@@ -298,7 +293,7 @@ impl Server {
             }
         }
         self.hub.handle_timeout(&mut self.net, now);
-        self.after(now);
+        self.after(now, None);
     }
 
     /// The shell's measure of one event-loop turn (from the poll's return until every ready
@@ -348,72 +343,66 @@ impl Server {
     }
 
     pub fn consume_output(&mut self, id: ConnId, n: usize) {
-        let was_over = self.net.over_budget();
         self.net.consume_output(id, n);
-        let under_again = was_over && !self.net.over_budget();
-        if !self.paused.is_empty() && (under_again || !self.net.backed_up(id)) {
-            self.resume_feeders();
-        }
+        self.settle_flow(false, None);
     }
 
-    /// Whether the shell should read from `id` now. Not while its own output is backed up, nor
-    /// while it feeds a session one of whose subscribers is (the subscriber catches up first:
-    /// TCP pushes back to the sender), nor, if it is a feeder, while the output of all
-    /// connections together is over its budget (`max_total_output`). A connection refused for
-    /// the second or third reason is handed back by [`Server::poll_resumed`] once it may be read
-    /// again.
-    pub fn wants_read(&mut self, id: ConnId) -> bool {
-        let own = self.net.get(id).is_some_and(|c| {
-            !matches!(c.phase, Phase::Done) && c.pending() < self.net.cfg.read_pause
-        });
-        if !own {
-            return false;
-        }
-        if self.net.over_budget() && self.hub.is_feeder(id) {
-            if !self.paused.contains(&id) {
-                self.paused.push(id);
-                self.net.stats.budget_pauses += 1;
-            }
-            return false;
-        }
-        if self.hub.feeder_blocked(&self.net, id) {
-            if !self.paused.contains(&id) {
-                self.paused.push(id);
-                self.hub.counters.feeder_pauses += 1;
-            }
-            return false;
-        }
-        true
+    /// Whether the shell may read `id` now: a look at its slot (not while its own output is
+    /// backed up or it is done, nor while it is held as a feeder). The shell learns of every
+    /// change from [`Server::poll_reading`] and need not ask.
+    pub fn wants_read(&self, id: ConnId) -> bool {
+        self.net.may_read(id)
     }
 
-    /// A connection paused by [`Server::wants_read`] that may be read again: the shell reads it
-    /// (the bytes waiting in its socket raise no new readiness event).
-    pub fn poll_resumed(&mut self) -> Option<ConnId> {
-        self.resumed.pop()
+    /// A connection whose readability changed: `false`, stop reading it (its own output is
+    /// backed up, it is done, or it feeds a session one of whose subscribers is backed up, or
+    /// the output of all connections together is over its budget: the subscriber catches up
+    /// first, TCP pushes back to the sender); `true`, read it again (bytes may be waiting in its
+    /// socket that raise no new readiness event).
+    pub fn poll_reading(&mut self) -> Option<(ConnId, bool)> {
+        self.net.poll_reading()
     }
 
-    fn resume_feeders(&mut self) {
-        if self.net.over_budget() {
-            // Every paused connection is a feeder: none may be read yet.
-            return;
+    /// Turn the table's news into feeder holds (pushed backpressure). A connection that became
+    /// backed up holds the feeders of the session it subscribes to with something that may not
+    /// be dropped; the total going over its budget (`entered`) holds every feeder; `touched`
+    /// (whose input was just handled, so may have become a feeder or changed what it
+    /// subscribes to) is looked at while anything is backed up or over the budget; held
+    /// feeders no longer blocked are released. Costs nothing while nothing is backed up.
+    fn settle_flow(&mut self, entered: bool, touched: Option<ConnId>) {
+        let Server { net, hub, .. } = self;
+        let over = net.over_budget();
+        let why = if over { flow::BUDGET } else { flow::FEEDER };
+        let mut held = 0;
+        if entered && over {
+            hub.each_feeder(|f| held += u64::from(net.hold_feeder(f, flow::BUDGET)));
         }
-        let Server {
-            paused,
-            resumed,
-            hub,
-            net,
-            ..
-        } = self;
-        paused.retain(|&id| {
-            if net.get(id).is_none() {
-                return false;
+        while let Some((id, backed)) = net.poll_congestion() {
+            if backed {
+                hub.feeders_held_by(id, |f| held += u64::from(net.hold_feeder(f, why)));
             }
-            if hub.feeder_blocked(net, id) {
-                return true;
+        }
+        if let Some(t) = touched.filter(|_| over || net.any_backed_up()) {
+            if over {
+                if hub.is_feeder(t) {
+                    held += u64::from(net.hold_feeder(t, why));
+                }
+            } else {
+                if net.backed_up(t) {
+                    hub.feeders_held_by(t, |f| held += u64::from(net.hold_feeder(f, why)));
+                }
+                if hub.feeder_blocked(net, t) {
+                    held += u64::from(net.hold_feeder(t, why));
+                }
             }
-            resumed.push(id);
-            false
-        });
+        }
+        match over {
+            true => net.stats.budget_pauses += held,
+            false => hub.counters.feeder_pauses += held,
+        }
+        if !over && net.feeders_held() {
+            net.release_feeders(|net, f| hub.feeder_blocked(net, f));
+        }
     }
 
     pub fn wants_close(&self, id: ConnId) -> bool {
@@ -498,22 +487,15 @@ impl Server {
         self.net.set_deadline(id, Some(now.mono + interval));
     }
 
-    /// Hand finished outbound requests to the hub; drop the unread input of connections that
-    /// stopped reading, whoever stopped them.
-    fn after(&mut self, now: Now) {
+    /// Hand finished outbound requests to the hub; turn backpressure news into feeder holds
+    /// ([`Server::settle_flow`]; `touched`: the connection whose input was handled).
+    fn after(&mut self, now: Now, touched: Option<ConnId>) {
         while let Some((id, outcome)) = self.net.poll_done() {
             self.hub.on_http_done(&mut self.net, id, outcome, now);
         }
         self.note_refusals(now);
-        self.net.watch_over_budget();
-        if !self.paused.is_empty() {
-            self.resume_feeders();
-        }
-        while let Some(id) = self.net.poll_stopped_reading() {
-            if let Some(c) = self.net.get_mut(id) {
-                c.input = Vec::new();
-            }
-        }
+        let entered = self.net.watch_over_budget();
+        self.settle_flow(entered, touched);
     }
 
     /// Run the connection's protocol over `buf`; returns the bytes used up.
@@ -527,7 +509,13 @@ impl Server {
             let used = match c.phase {
                 Phase::Http => self.process_http(id, &buf[at..], now),
                 Phase::Ws(endpoint) => self.process_ws(id, endpoint, &mut buf[at..], now),
-                Phase::Closing { failed } => skim_for_close(c, failed, &buf[at..], max_frame),
+                Phase::Closing { failed } => {
+                    let (used, close) = skim_for_close(failed, &buf[at..], max_frame);
+                    if close {
+                        self.net.finish(id);
+                    }
+                    used
+                }
                 Phase::Client => self.process_client(id, &buf[at..]),
                 Phase::Done => buf.len() - at,
             };
@@ -792,21 +780,16 @@ fn outcome(r: Result<u16, ResponseError>) -> HttpOutcome {
 }
 
 /// In `Closing`, look through complete frames for the peer's close; anything else is dropped.
-/// After a failure nothing is parsed at all.
-fn skim_for_close(c: &mut Conn, failed: bool, buf: &[u8], max_frame: usize) -> usize {
+/// After a failure nothing is parsed at all. Returns the bytes used up and whether the
+/// connection is done (the peer's close came, or bytes that are no frame).
+fn skim_for_close(failed: bool, buf: &[u8], max_frame: usize) -> (usize, bool) {
     if failed {
-        return buf.len();
+        return (buf.len(), false);
     }
     match parse_header(buf, Role::Server, max_frame) {
-        Ok(Some(h)) if h.opcode == Opcode::Close && buf.len() >= h.frame_len() => {
-            crate::net::table::finish(c);
-            buf.len()
-        }
-        Ok(Some(h)) if buf.len() >= h.frame_len() => h.frame_len(),
-        Ok(_) => 0,
-        Err(_) => {
-            crate::net::table::finish(c);
-            buf.len()
-        }
+        Ok(Some(h)) if h.opcode == Opcode::Close && buf.len() >= h.frame_len() => (buf.len(), true),
+        Ok(Some(h)) if buf.len() >= h.frame_len() => (h.frame_len(), false),
+        Ok(_) => (0, false),
+        Err(_) => (buf.len(), true),
     }
 }
