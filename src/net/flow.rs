@@ -129,6 +129,11 @@ impl Net {
         self.get(id).is_some_and(|c| c.flow & HOLD == 0)
     }
 
+    /// Whether a connection backed up or drained since [`Net::poll_congestion`] last said.
+    pub fn congestion_news(&self) -> bool {
+        !self.flow.congestion.is_empty()
+    }
+
     /// Whether any connection is backed up.
     pub fn any_backed_up(&self) -> bool {
         self.flow.backed > 0

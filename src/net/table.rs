@@ -1,10 +1,11 @@
 //! Core layer (sans-IO, bottom): the connection table.
 //!
 //! Owns every connection's state (a `slab` of [`Conn`] indexed by generation-checked
-//! [`ConnId`]s), their deadlines, the pool of output buffers ([`Pool`]), the running total of
-//! output waiting in all connections and its budget, the list of connections with news
-//! for the shell, outbound HTTP client connections waiting for a socket, and finished outbound
-//! requests waiting for the hub. It writes bytes into connections and knows nothing of
+//! [`ConnId`]s: write side and read side in one slot), their deadlines, the pool of output
+//! buffers ([`Pool`]), the running total of output waiting in all connections and its budget,
+//! the list of connections with news for the shell, the backpressure lists of [`super::flow`]
+//! (kept up to date wherever output is counted), outbound HTTP client connections waiting for a
+//! socket, and finished outbound requests waiting for the hub. It writes bytes into connections and knows nothing of
 //! sessions or apps: the hub drives it through `send_*`, `close_websocket`, `open_client`.
 //!
 //! Invariants: output per connection never exceeds `max_output` (past it the connection is
@@ -14,7 +15,8 @@
 //! [`Net::out`] ends with one of them, checked in debug builds when the output is handed to the
 //! shell), so it costs one add and one subtract per append or write; a closed or reused
 //! slot never receives bytes meant for its previous occupant (generation check on every
-//! access); idle connections hold no buffer capacity.
+//! access); idle connections hold no buffer capacity; a finished connection's unread input is
+//! dropped as it finishes.
 
 use super::conn::{Conn, ConnId, OverCap, Peer, Phase, MAX_INDEX};
 use super::flow::{self, Flow};

@@ -42,6 +42,7 @@ impl Server {
         self.net.now = now.mono;
         let done = self.hub.reload_apps(&mut self.net, apps, now);
         self.after(now, None);
+        self.settle_flow(false, None, true);
         done
     }
 }

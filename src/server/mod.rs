@@ -2,8 +2,9 @@
 //! connection table ([`Net`]) and the application core ([`Hub`]).
 //!
 //! Runs the read side of every connection (kept in its slot of the connection table: the HTTP
-//! head search, the WebSocket receiver, unread partial input), routes HTTP requests (health, metrics, REST, the `/ui/`
-//! pages in `ui.rs`, upgrades),
+//! head search, the WebSocket receiver, unread partial input), turns the table's backpressure
+//! news into feeder holds (`settle_flow`), routes HTTP requests (health, metrics, REST, the
+//! `/ui/` pages in `ui.rs`, upgrades),
 //! gathers the read-only views the `/metrics` and `/health` renderers take (`metrics.rs`,
 //! `health.rs`), parses WebSocket frames in place and hands their messages to the hub, runs the heartbeat,
 //! and reports finished outbound requests to the hub. It never touches a socket or a clock: the
@@ -13,7 +14,9 @@
 //! Call order for one event-loop turn: `handle_accept` / `handle_input` / `handle_eof` for each
 //! ready socket, `handle_timeout(now)`, then `poll_connect` until `None` (open those sockets),
 //! `poll_dirty` until `None` (write `output`, report it with `consume_output`, close where
-//! `wants_close`), `handle_closed` when a transport is gone; sleep until `poll_timeout`.
+//! `wants_close`), `poll_reading` until `None` (stop or resume reading those connections; the
+//! shell never asks per read), `handle_closed` when a transport is gone; sleep until
+//! `poll_timeout`.
 //!
 //! Invariants: memory per connection is bounded (input by one frame or request plus one read,
 //! output by `max_output`); nothing reachable from peer bytes panics; a connection whose output
@@ -343,8 +346,13 @@ impl Server {
     }
 
     pub fn consume_output(&mut self, id: ConnId, n: usize) {
+        let was_over = self.net.over_budget();
         self.net.consume_output(id, n);
-        self.settle_flow(false, None);
+        // Written down below its high-water mark, or the total back under its budget: held
+        // feeders may be free.
+        if was_over && !self.net.over_budget() || self.net.congestion_news() {
+            self.settle_flow(false, None, false);
+        }
     }
 
     /// Whether the shell may read `id` now: a look at its slot (not while its own output is
@@ -367,9 +375,10 @@ impl Server {
     /// backed up holds the feeders of the session it subscribes to with something that may not
     /// be dropped; the total going over its budget (`entered`) holds every feeder; `touched`
     /// (whose input was just handled, so may have become a feeder or changed what it
-    /// subscribes to) is looked at while anything is backed up or over the budget; held
-    /// feeders no longer blocked are released. Costs nothing while nothing is backed up.
-    fn settle_flow(&mut self, entered: bool, touched: Option<ConnId>) {
+    /// subscribes to) is looked at while anything is backed up or over the budget, and after a
+    /// `reload` of the app registry every feeder is; held feeders no longer blocked are
+    /// released. Costs nothing while nothing is backed up.
+    fn settle_flow(&mut self, entered: bool, touched: Option<ConnId>, reload: bool) {
         let Server { net, hub, .. } = self;
         let over = net.over_budget();
         let why = if over { flow::BUDGET } else { flow::FEEDER };
@@ -395,6 +404,14 @@ impl Server {
                     held += u64::from(net.hold_feeder(t, why));
                 }
             }
+        }
+        if reload && (over || net.any_backed_up()) {
+            // The registry changed who publishes: any feeder may be new.
+            hub.each_feeder(|f| {
+                if over || hub.feeder_blocked(net, f) {
+                    held += u64::from(net.hold_feeder(f, why));
+                }
+            });
         }
         match over {
             true => net.stats.budget_pauses += held,
@@ -495,7 +512,7 @@ impl Server {
         }
         self.note_refusals(now);
         let entered = self.net.watch_over_budget();
-        self.settle_flow(entered, touched);
+        self.settle_flow(entered, touched, false);
     }
 
     /// Run the connection's protocol over `buf`; returns the bytes used up.
