@@ -52,8 +52,10 @@ pub struct Flow {
 
 impl Flow {
     /// Record what changed in `c`'s flow bits (`before` is what they were): a change of "held"
-    /// for the shell, a change of "backed up" for the core.
-    #[inline]
+    /// for the shell, a change of "backed up" for the core. Out of line: the output paths only
+    /// call it when a bit changed, which is rare.
+    #[cold]
+    #[inline(never)]
     pub fn note(&mut self, id: ConnId, c: &mut Conn, before: u8) {
         let changed = before ^ c.flow;
         if changed & BACKED != 0 {
@@ -84,16 +86,11 @@ impl Flow {
 
 /// `c`'s flow bits with its own output level brought in line: `OWN` at `high` bytes or more,
 /// `BACKED` past it.
-#[inline]
+#[inline(always)]
 pub fn level(c: &Conn, pending: usize, high: usize) -> u8 {
-    let mut f = c.flow & !(OWN | BACKED);
-    if pending >= high {
-        f |= OWN;
-        if pending > high {
-            f |= BACKED;
-        }
-    }
-    f
+    let own = u8::from(pending >= high) * OWN;
+    let backed = u8::from(pending > high) * BACKED;
+    (c.flow & !(OWN | BACKED)) | own | backed
 }
 
 impl Net {
@@ -132,6 +129,16 @@ impl Net {
     /// Whether a connection backed up or drained since [`Net::poll_congestion`] last said.
     pub fn congestion_news(&self) -> bool {
         !self.flow.congestion.is_empty()
+    }
+
+    /// Nothing to settle: no connection backed up, none held as a feeder, no news, the total
+    /// under its budget (checked on every input, so it must cost next to nothing).
+    #[inline]
+    pub fn flow_quiet(&self) -> bool {
+        self.flow.backed == 0
+            && self.flow.held.is_empty()
+            && self.flow.congestion.is_empty()
+            && !self.over_budget()
     }
 
     /// Whether any connection is backed up.

@@ -320,7 +320,10 @@ impl Net {
             c.out.drain(..c.out_head);
             c.out_head = 0;
         }
-        account(budget, stats, cfg, c, flow, id);
+        account(budget, stats, cfg.max_total_output, c);
+        if c.flow & (flow::OWN | flow::BACKED) != 0 {
+            relevel(c, flow, id, cfg.read_pause);
+        }
         // Over the budget, any output left waiting is watched for progress.
         if c.pending() == 0 || c.pending() <= cfg.read_pause / 2 && !budget.over {
             c.stall_at = None;
@@ -363,15 +366,14 @@ impl Net {
             budget,
             stats,
             cfg,
-            flow,
             ..
         } = self;
         let Some(c) = conns.get_mut(id.index as usize).filter(|c| c.gen == id.gen) else {
             return;
         };
-        account(budget, stats, cfg, c, flow, id);
-        // `enforce_cap` acts only past one of its two limits, or over the budget.
-        if c.pending() > cfg.max_output.min(cfg.read_pause) || budget.over {
+        account(budget, stats, cfg.max_total_output, c);
+        // `enforce_cap` acts only at or past one of its two limits, or over the budget.
+        if c.pending() >= cfg.max_output.min(cfg.read_pause) || budget.over {
             self.enforce_cap(id);
         }
     }
@@ -391,11 +393,13 @@ impl Net {
         let Some(c) = conns.get_mut(id.index as usize).filter(|c| c.gen == id.gen) else {
             return;
         };
+        relevel(c, flow, id, high);
         if c.pending() > max {
             c.out = Vec::new();
             c.out_head = 0;
             c.mid_frame = false;
-            account(budget, stats, cfg, c, flow, id);
+            account(budget, stats, cfg.max_total_output, c);
+            relevel(c, flow, id, high);
             let before = c.flow;
             finish(c);
             flow.note(id, c, before);
@@ -412,7 +416,12 @@ impl Net {
     /// up, so each is watched for write progress (a stalled one is closed at its stall
     /// deadline, whatever its own backlog). True when it did (the core then holds the
     /// feeders).
+    #[inline]
     pub fn watch_over_budget(&mut self) -> bool {
+        self.budget.entered && self.watch_stalls_over_budget()
+    }
+
+    fn watch_stalls_over_budget(&mut self) -> bool {
         if !std::mem::take(&mut self.budget.entered) || !self.budget.over {
             return false;
         }
@@ -442,7 +451,8 @@ impl Net {
             ..
         } = self;
         if let Some(c) = conns.get_mut(id.index as usize).filter(|c| c.gen == id.gen) {
-            account(budget, stats, cfg, c, flow, id);
+            account(budget, stats, cfg.max_total_output, c);
+            relevel(c, flow, id, cfg.read_pause);
         }
     }
 
@@ -672,27 +682,27 @@ struct Budget {
     entered: bool,
 }
 
-/// Bring `budget` in line with `c`'s pending output (one add, one subtract) and update its
-/// state: over past `max_total_output`, back under at half of it; record a change of `c`'s
-/// output level against `read_pause` ([`flow::level`]).
-#[inline]
-fn account(
-    budget: &mut Budget,
-    stats: &mut Stats,
-    cfg: &ServerConfig,
-    c: &mut Conn,
-    flow: &mut Flow,
-    id: ConnId,
-) {
-    let limit = cfg.max_total_output;
-    let pending = c.pending().min(u32::MAX as usize);
-    budget.total = budget.total - c.counted as usize + pending;
-    c.counted = pending as u32;
-    let level = flow::level(c, pending, cfg.read_pause);
+/// Bring `c`'s flow bits in line with its output level against `high` ([`flow::level`]); a
+/// change is rare and noted out of line. Output that grew is levelled where it reaches the
+/// mark (`enforce_cap`), output that shrank where a bit was set (`consume_output`), and any
+/// other change of output in `recount`. Out of line: none of these is the relay's usual path.
+#[cold]
+#[inline(never)]
+fn relevel(c: &mut Conn, flow: &mut Flow, id: ConnId, high: usize) {
+    let level = flow::level(c, c.pending(), high);
     if level != c.flow {
         let before = std::mem::replace(&mut c.flow, level);
         flow.note(id, c, before);
     }
+}
+
+/// Bring `budget` in line with `c`'s pending output (one add, one subtract) and update its
+/// state: over past `limit`, back under at half of it.
+#[inline]
+fn account(budget: &mut Budget, stats: &mut Stats, limit: usize, c: &mut Conn) {
+    let pending = c.pending().min(u32::MAX as usize);
+    budget.total = budget.total - c.counted as usize + pending;
+    c.counted = pending as u32;
     if budget.total > limit {
         if !budget.over {
             budget.over = true;
@@ -720,7 +730,6 @@ impl Outbox for Net {
             dirty,
             stats,
             cfg,
-            flow,
             ..
         } = self;
         let Some(c) = conns
@@ -742,9 +751,9 @@ impl Outbox for Net {
             }
         }
         write_frame(&mut c.out, opcode, parts);
-        account(budget, stats, cfg, c, flow, id);
-        // `enforce_cap` acts only past one of its two limits, or over the budget.
-        if c.pending() > cfg.max_output.min(cfg.read_pause) || budget.over {
+        account(budget, stats, cfg.max_total_output, c);
+        // `enforce_cap` acts only at or past one of its two limits, or over the budget.
+        if c.pending() >= cfg.max_output.min(cfg.read_pause) || budget.over {
             self.enforce_cap(id);
         }
         true

@@ -512,7 +512,9 @@ impl Server {
         }
         self.note_refusals(now);
         let entered = self.net.watch_over_budget();
-        self.settle_flow(entered, touched, false);
+        if entered || !self.net.flow_quiet() {
+            self.settle_flow(entered, touched, false);
+        }
     }
 
     /// Run the connection's protocol over `buf`; returns the bytes used up.
