@@ -393,7 +393,11 @@ impl Net {
         let Some(c) = conns.get_mut(id.index as usize).filter(|c| c.gen == id.gen) else {
             return;
         };
-        relevel(c, flow, id, high);
+        // Past the mark with both bits set already (a backed-up subscriber's usual state),
+        // nothing changes.
+        if c.pending() <= high || c.flow & (flow::OWN | flow::BACKED) != flow::OWN | flow::BACKED {
+            relevel(c, flow, id, high);
+        }
         if c.pending() > max {
             c.out = Vec::new();
             c.out_head = 0;
@@ -685,7 +689,8 @@ struct Budget {
 /// Bring `c`'s flow bits in line with its output level against `high` ([`flow::level`]); a
 /// change is rare and noted out of line. Output that grew is levelled where it reaches the
 /// mark (`enforce_cap`), output that shrank where a bit was set (`consume_output`), and any
-/// other change of output in `recount`. Out of line: none of these is the relay's usual path.
+/// other change of output in `recount`. Out of line: callers on the relay's path call it only
+/// when a bit may change.
 #[cold]
 #[inline(never)]
 fn relevel(c: &mut Conn, flow: &mut Flow, id: ConnId, high: usize) {
