@@ -8,8 +8,9 @@
 //! - [`http`] (with `http::path`: percent-decoding, bearer tokens, `405` answers), [`auth`]
 //!   (with the public development secrets): sans-IO codecs and checks;
 //! - [`ws`]: the WebSocket codec (the upgrade is checked on an `http` request);
-//! - [`net`]: the connection table (ids, peers, output buffers, deadlines) and the
-//!   [`net::Outbox`] trait the layers above act through;
+//! - [`net`]: the connection table, one slot per connection (ids, peers, output buffers,
+//!   deadlines, read-side state, when it may be read: [`net::flow`]) and the [`net::Outbox`]
+//!   trait the layers above act through;
 //! - [`protocol`]: the wire types of glasses, apps and webhooks;
 //! - [`state`]: durable state as values (what the core keeps and the changes it emits), and,
 //!   shell-side, the SQLite store and its writer thread;

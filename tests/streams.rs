@@ -710,6 +710,39 @@ fn a_stalled_app_holds_its_session_back_until_the_stall_timeout_and_a_fast_one_l
 }
 
 #[test]
+fn a_subscriber_backed_up_by_one_feeder_holds_every_feeder_of_its_session_until_it_drains() {
+    let mut w = flow_world();
+    let g = glasses(&mut w, USER);
+    let stt = app(&mut w, g, USER, STT, json!([]));
+    let slow = app(&mut w, g, USER, B, json!(["transcription:en-US"]));
+    w.set_reading(slow, false);
+    let (g_id, stt_id, slow_id) = (w.clients[g].id, w.clients[stt].id, w.clients[slow].id);
+    let high = w.server.config().read_pause;
+    // Only the publisher sends: finals, until the subscriber is past its high-water mark.
+    let mut i = 0;
+    while w.server.output(slow_id).len() <= high {
+        let data = transcript(&format!("t{i}"), "en-US", true);
+        w.send_text(
+            stt,
+            &json!({"type": "data_stream", "data": data}).to_string(),
+        );
+        i += 1;
+        assert!(i < 1_000, "the subscriber never backed up");
+    }
+    // The glasses sent nothing, yet they feed the same session: held with the publisher.
+    assert!(!w.server.wants_read(stt_id), "the publisher was not held");
+    assert!(
+        !w.server.wants_read(g_id),
+        "the silent glasses were not held"
+    );
+    assert_eq!(w.server.hub.counters.feeder_pauses, 2);
+    // Drained: both are free again, and said so once each.
+    w.set_reading(slow, true);
+    assert!(w.server.wants_read(stt_id) && w.server.wants_read(g_id));
+    assert!(w.server.wants_read(slow_id));
+}
+
+#[test]
 fn lossy_streams_to_a_backed_up_app_are_dropped_without_pausing_anyone() {
     let mut w = flow_world();
     let g = glasses(&mut w, USER);

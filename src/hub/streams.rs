@@ -271,6 +271,46 @@ impl Hub {
         })
     }
 
+    /// Every feeder (see [`Hub::fed_session`]), for holding them all while the output of all
+    /// connections together is over its budget.
+    pub fn each_feeder(&self, mut f: impl FnMut(ConnId)) {
+        for (&id, _) in self.links.iter() {
+            if self.is_feeder(id) {
+                f(id);
+            }
+        }
+    }
+
+    /// The feeders backed-up `id` holds back (the other side of [`Hub::feeder_blocked`]): if it
+    /// is the connection of an app subscribed to something that may not be dropped, every
+    /// feeder of that app's session but itself.
+    pub fn feeders_held_by(&self, id: ConnId, mut f: impl FnMut(ConnId)) {
+        let Some(Link::App {
+            bound: Some((sk, app)),
+            ..
+        }) = self.links.get(&id)
+        else {
+            return;
+        };
+        let Some(s) = self.session(*sk) else { return };
+        if !s
+            .apps
+            .get(app)
+            .is_some_and(|run| run.conn == Some(id) && wants_lossless(&run.subs))
+        {
+            return;
+        }
+        let conns = s
+            .glasses
+            .into_iter()
+            .chain(s.apps.values().filter_map(|r| r.conn));
+        for c in conns {
+            if c != id && self.fed_session(c) == Some(*sk) {
+                f(c);
+            }
+        }
+    }
+
     // ---- publishing ----------------------------------------------------------------------
 
     /// A `data_stream` from an app: a transcript or translation to route into its session, if

@@ -1,13 +1,18 @@
 //! Core layer (bottom): one connection's identity and output side, as the connection table
 //! holds it.
 //!
-//! Owns the connection's id, peer, write-side phase, pending output and heartbeat bookkeeping.
-//! The read side (HTTP head search, WebSocket receiver, unread partial input) belongs to the
-//! server composition, so the hub can write to any connection while a message borrowed from a
-//! receiver is being handled. Invariants: `out` is bounded by the output cap and has no capacity
+//! Owns the connection's id, peer, write-side phase, pending output and heartbeat bookkeeping,
+//! and its read side as state ([`Read`]: the HTTP head search, the WebSocket receiver, the
+//! response parser of an outbound request; `input`: unread partial input), so one look-up and
+//! one generation check find everything a connection is. The server runs the read side; while
+//! the hub handles a message borrowed from a receiver, the server holds that receiver out of
+//! the slot, so the hub can write to any connection meanwhile. Invariants: `out` is bounded by
+//! the output cap, `input` by one frame or request plus one read, and neither has capacity
 //! while the connection is idle, so an idle connection costs only this struct.
 
+use crate::http::ResponseParser;
 use crate::time::Instant;
+use crate::ws::Receiver;
 use std::net::SocketAddr;
 
 /// A connection's identity: its slab index and a generation, so a reused slot is never
@@ -87,10 +92,30 @@ pub enum Phase {
     Client,
 }
 
+/// What the bytes of a connection are parsed as.
+pub enum Read {
+    /// An inbound HTTP request; `scanned` is how far the head search got.
+    Http { scanned: usize },
+    /// An upgraded WebSocket.
+    Ws(Receiver),
+    /// The response to an outbound request of ours (boxed: few connections are outbound).
+    Client(Box<ResponseParser>),
+}
+
+impl Default for Read {
+    fn default() -> Self {
+        Read::Http { scanned: 0 }
+    }
+}
+
 pub struct Conn {
     pub gen: u32,
     pub peer: Peer,
     pub phase: Phase,
+    /// The read side's parser state.
+    pub read: Read,
+    /// Bytes that do not yet make a complete frame, request or response.
+    pub input: Vec<u8>,
     /// Output: `out[out_head..]` is still to be written (the written front is dropped lazily,
     /// once it is at least half the buffer, so a partial write costs no copy of the rest).
     pub out: Vec<u8>,
@@ -121,6 +146,9 @@ pub struct Conn {
     pub stall_mark: u32,
     /// The WebSocket route it was upgraded to (kept through its close, for `/metrics`).
     pub endpoint: Option<Endpoint>,
+    /// When it may be read: the reasons it is held and its place on the lists of
+    /// [`super::flow`] (bits defined there).
+    pub flow: u8,
     /// Accepted past a client cap, into the small reserve that reads one request only to
     /// answer `/health` or `/metrics` (anything else is refused with the cap's code).
     pub over_cap: Option<OverCap>,
@@ -157,6 +185,8 @@ impl Conn {
             gen,
             peer,
             phase,
+            read: Read::default(),
+            input: Vec::new(),
             out: Vec::new(),
             out_head: 0,
             counted: 0,
@@ -172,6 +202,7 @@ impl Conn {
             stall_at: None,
             stall_mark: 0,
             endpoint: None,
+            flow: 0,
             over_cap: None,
         }
     }

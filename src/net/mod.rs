@@ -1,8 +1,8 @@
 //! Core layer (sans-IO, bottom): the connection table and the narrow interface the layers above
 //! act through.
 //!
-//! Owns every connection's identity, output buffer, write-side phase and deadline
-//! ([`table::Net`]), the pool of emptied output buffers ([`pool`]), the connection layer's
+//! Owns every connection's identity, output buffer, write-side phase, deadline and read-side
+//! state ([`table::Net`], one slot per connection), the pool of emptied output buffers ([`pool`]), the connection layer's
 //! deadlines (kept in a [`crate::time::TimerHeap`]), and the [`Outbox`] trait: what the
 //! application core may do to connections (send a frame, send a JSON message, close, answer
 //! HTTP, open an outbound request, ask a connection's peer). The table implements it; the hub
@@ -15,11 +15,12 @@
 
 pub mod cidr;
 pub mod conn;
+pub mod flow;
 pub mod pool;
 pub mod table;
 
 pub use cidr::Cidr;
-pub use conn::{Conn, ConnId, Endpoint, OverCap, Peer, Phase, KINDS, MAX_INDEX, TRANSPORTS};
+pub use conn::{Conn, ConnId, Endpoint, OverCap, Peer, Phase, Read, KINDS, MAX_INDEX, TRANSPORTS};
 pub use table::{is_local, HttpOutcome, Net, Target, Timer};
 
 use crate::http::RequestLimits;

@@ -1,10 +1,11 @@
 //! Core layer (sans-IO, bottom): the connection table.
 //!
 //! Owns every connection's state (a `slab` of [`Conn`] indexed by generation-checked
-//! [`ConnId`]s), their deadlines, the pool of output buffers ([`Pool`]), the running total of
-//! output waiting in all connections and its budget, the list of connections with news
-//! for the shell, outbound HTTP client connections waiting for a socket, and finished outbound
-//! requests waiting for the hub. It writes bytes into connections and knows nothing of
+//! [`ConnId`]s: write side and read side in one slot), their deadlines, the pool of output
+//! buffers ([`Pool`]), the running total of output waiting in all connections and its budget,
+//! the list of connections with news for the shell, the backpressure lists of [`super::flow`]
+//! (kept up to date wherever output is counted), outbound HTTP client connections waiting for a
+//! socket, and finished outbound requests waiting for the hub. It writes bytes into connections and knows nothing of
 //! sessions or apps: the hub drives it through `send_*`, `close_websocket`, `open_client`.
 //!
 //! Invariants: output per connection never exceeds `max_output` (past it the connection is
@@ -14,9 +15,11 @@
 //! [`Net::out`] ends with one of them, checked in debug builds when the output is handed to the
 //! shell), so it costs one add and one subtract per append or write; a closed or reused
 //! slot never receives bytes meant for its previous occupant (generation check on every
-//! access); idle connections hold no buffer capacity.
+//! access); idle connections hold no buffer capacity; a finished connection's unread input is
+//! dropped as it finishes.
 
 use super::conn::{Conn, ConnId, OverCap, Peer, Phase, MAX_INDEX};
+use super::flow::{self, Flow};
 use super::pool::Pool;
 use super::{Outbox, ServerConfig, Stats};
 use crate::http::write_json_error;
@@ -45,7 +48,7 @@ pub enum HttpOutcome {
 
 pub struct Net {
     pub cfg: ServerConfig,
-    conns: Slab<Conn>,
+    pub(super) conns: Slab<Conn>,
     next_gen: u32,
     timers: TimerHeap<(ConnId, Timer)>,
     dirty: Vec<ConnId>,
@@ -53,8 +56,8 @@ pub struct Net {
     budget: Budget,
     connects: VecDeque<(ConnId, Target)>,
     done: Vec<(ConnId, HttpOutcome)>,
-    /// Connections that stopped reading since the last `poll_stopped_reading`.
-    stopped_reading: Vec<ConnId>,
+    /// When each connection may be read, and who must hear of changes ([`flow`]).
+    pub(super) flow: Flow,
     /// Outbound requests held (their connections count here, not against `max_connections`).
     outbound: usize,
     /// Client connections held per IP address (only addresses with at least one); connections
@@ -82,7 +85,7 @@ impl Net {
             budget: Budget::default(),
             connects: VecDeque::new(),
             done: Vec::new(),
-            stopped_reading: Vec::new(),
+            flow: Flow::default(),
             outbound: 0,
             per_address: HashMap::new(),
             over_cap: 0,
@@ -180,6 +183,14 @@ impl Net {
         self.conns.iter().map(|(_, c)| c)
     }
 
+    /// The id of every connection.
+    pub fn ids(&self) -> impl Iterator<Item = ConnId> + '_ {
+        self.conns.iter().map(|(index, c)| ConnId {
+            index: index as u32,
+            gen: c.gen,
+        })
+    }
+
     /// Bytes of output waiting in all connections together (as of the last append or write).
     pub fn total_output(&self) -> usize {
         self.budget.total
@@ -244,6 +255,7 @@ impl Net {
     pub fn remove(&mut self, id: ConnId) -> Option<Conn> {
         self.get(id)?;
         let mut c = self.conns.remove(id.index as usize);
+        self.flow.forget(&c);
         self.outbound -= usize::from(c.outbound);
         if c.over_cap.is_some() {
             self.over_cap -= 1;
@@ -289,6 +301,7 @@ impl Net {
             stats,
             cfg,
             now,
+            flow,
             ..
         } = self;
         let Some(c) = conns.get_mut(id.index as usize).filter(|c| c.gen == id.gen) else {
@@ -308,6 +321,9 @@ impl Net {
             c.out_head = 0;
         }
         account(budget, stats, cfg.max_total_output, c);
+        if c.flow & (flow::OWN | flow::BACKED) != 0 {
+            relevel(c, flow, id, cfg.read_pause);
+        }
         // Over the budget, any output left waiting is watched for progress.
         if c.pending() == 0 || c.pending() <= cfg.read_pause / 2 && !budget.over {
             c.stall_at = None;
@@ -356,37 +372,42 @@ impl Net {
             return;
         };
         account(budget, stats, cfg.max_total_output, c);
-        // `enforce_cap` acts only past one of its two limits, or over the budget.
-        if c.pending() > cfg.max_output.min(cfg.read_pause) || budget.over {
+        // `enforce_cap` acts only at or past one of its two limits, or over the budget.
+        if c.pending() >= cfg.max_output.min(cfg.read_pause) || budget.over {
             self.enforce_cap(id);
         }
     }
 
     /// The rest of `check_cap`, for output already counted.
     fn enforce_cap(&mut self, id: ConnId) {
-        let (max, high, limit) = (
-            self.cfg.max_output,
-            self.cfg.read_pause,
-            self.cfg.max_total_output,
-        );
+        let (max, high) = (self.cfg.max_output, self.cfg.read_pause);
         let at = self.now + self.cfg.stall_timeout;
         let Net {
             conns,
             budget,
             stats,
+            cfg,
+            flow,
             ..
         } = self;
         let Some(c) = conns.get_mut(id.index as usize).filter(|c| c.gen == id.gen) else {
             return;
         };
+        // Past the mark with both bits set already (a backed-up subscriber's usual state),
+        // nothing changes.
+        if c.pending() <= high || c.flow & (flow::OWN | flow::BACKED) != flow::OWN | flow::BACKED {
+            relevel(c, flow, id, high);
+        }
         if c.pending() > max {
             c.out = Vec::new();
             c.out_head = 0;
             c.mid_frame = false;
-            account(budget, stats, limit, c);
+            account(budget, stats, cfg.max_total_output, c);
+            relevel(c, flow, id, high);
+            let before = c.flow;
             finish(c);
+            flow.note(id, c, before);
             self.stats.overflow_drops += 1;
-            self.stopped_reading.push(id);
             self.mark_dirty(id);
         } else if congested(c, high, budget.over) && c.stall_at.is_none() && c.is_websocket() {
             c.stall_at = Some(at);
@@ -397,10 +418,16 @@ impl Net {
 
     /// The total just went over its budget: every WebSocket with output waiting is now backed
     /// up, so each is watched for write progress (a stalled one is closed at its stall
-    /// deadline, whatever its own backlog).
-    pub fn watch_over_budget(&mut self) {
+    /// deadline, whatever its own backlog). True when it did (the core then holds the
+    /// feeders).
+    #[inline]
+    pub fn watch_over_budget(&mut self) -> bool {
+        self.budget.entered && self.watch_stalls_over_budget()
+    }
+
+    fn watch_stalls_over_budget(&mut self) -> bool {
         if !std::mem::take(&mut self.budget.entered) || !self.budget.over {
-            return;
+            return false;
         }
         let at = self.now + self.cfg.stall_timeout;
         for (index, c) in self.conns.iter_mut() {
@@ -414,19 +441,42 @@ impl Net {
                 self.timers.push(at, (id, Timer::Stall));
             }
         }
+        true
     }
 
     /// Bring the running total in line with `id`'s output.
     fn recount(&mut self, id: ConnId) {
-        let limit = self.cfg.max_total_output;
         let Net {
             conns,
             budget,
             stats,
+            cfg,
+            flow,
             ..
         } = self;
         if let Some(c) = conns.get_mut(id.index as usize).filter(|c| c.gen == id.gen) {
-            account(budget, stats, limit, c);
+            account(budget, stats, cfg.max_total_output, c);
+            relevel(c, flow, id, cfg.read_pause);
+        }
+    }
+
+    /// Nothing more will be read from `id`: close once its output is flushed.
+    fn finish_conn(&mut self, id: ConnId) -> bool {
+        let Net { conns, flow, .. } = self;
+        let Some(c) = conns.get_mut(id.index as usize).filter(|c| c.gen == id.gen) else {
+            return false;
+        };
+        let before = c.flow;
+        finish(c);
+        flow.note(id, c, before);
+        true
+    }
+
+    /// A failed WebSocket: nothing more is parsed, its unread input is dropped.
+    fn fail_reading(&mut self, id: ConnId) {
+        if let Some(c) = self.get_mut(id) {
+            c.phase = Phase::Closing { failed: true };
+            c.input = Vec::new();
         }
     }
 
@@ -460,28 +510,19 @@ impl Net {
         }
         self.close_websocket(id, 1008, "stalled: no write progress", now);
         self.recount(id);
-        if let Some(c) = self.get_mut(id) {
-            c.phase = Phase::Closing { failed: true };
-            self.stopped_reading.push(id);
-        }
+        self.fail_reading(id);
     }
 
     /// Fail a WebSocket: close frame out, nothing more read but the peer's close.
     pub fn fail_websocket(&mut self, id: ConnId, code: u16, reason: &str, now: Instant) {
         self.stats.protocol_errors += 1;
         self.close_websocket(id, code, reason, now);
-        if let Some(c) = self.get_mut(id) {
-            c.phase = Phase::Closing { failed: true };
-            self.stopped_reading.push(id);
-        }
+        self.fail_reading(id);
     }
 
     /// Finish a connection: close once the queued output is written.
     pub fn finish(&mut self, id: ConnId) {
-        if let Some(c) = self.get_mut(id) {
-            finish(c);
-            self.stopped_reading.push(id);
-        }
+        self.finish_conn(id);
         // What was written through `out` last (a response, a close frame) is counted.
         self.recount(id);
         self.mark_dirty(id);
@@ -493,9 +534,8 @@ impl Net {
             c.out.clear();
             c.out_head = 0;
             c.mid_frame = false;
-            finish(c);
-            self.stopped_reading.push(id);
         }
+        self.finish_conn(id);
         self.recount(id);
         self.mark_dirty(id);
     }
@@ -513,12 +553,6 @@ impl Net {
         None
     }
 
-    /// A connection that will read nothing more (finished, aborted, failed, or dropped for
-    /// not reading), so its owner can drop its unread input.
-    pub fn poll_stopped_reading(&mut self) -> Option<ConnId> {
-        self.stopped_reading.pop()
-    }
-
     /// A finished outbound request, for the hub.
     pub fn poll_done(&mut self) -> Option<(ConnId, HttpOutcome)> {
         self.done.pop()
@@ -528,8 +562,7 @@ impl Net {
     pub fn complete_client(&mut self, id: ConnId, outcome: HttpOutcome) {
         let Some(c) = self.get_mut(id) else { return };
         if matches!(c.phase, Phase::Client) {
-            finish(c);
-            self.stopped_reading.push(id);
+            self.finish_conn(id);
             self.done.push((id, outcome));
             self.mark_dirty(id);
         }
@@ -634,11 +667,13 @@ fn address_of(peer: &Peer) -> Option<IpAddr> {
     }
 }
 
-/// Nothing more will be read; close once the output is flushed.
-pub fn finish(c: &mut Conn) {
+/// Nothing more will be read (its unread input is dropped); close once the output is flushed.
+fn finish(c: &mut Conn) {
     c.phase = Phase::Done;
     c.close_after_flush = true;
     c.deadline = None;
+    c.flow |= flow::DONE;
+    c.input = Vec::new();
 }
 
 /// The running total of output waiting in all connections, and its budget's state.
@@ -649,6 +684,21 @@ struct Budget {
     over: bool,
     /// It just went over: connections with output waiting are to be watched for stalls.
     entered: bool,
+}
+
+/// Bring `c`'s flow bits in line with its output level against `high` ([`flow::level`]); a
+/// change is rare and noted out of line. Output that grew is levelled where it reaches the
+/// mark (`enforce_cap`), output that shrank where a bit was set (`consume_output`), and any
+/// other change of output in `recount`. Out of line: callers on the relay's path call it only
+/// when a bit may change.
+#[cold]
+#[inline(never)]
+fn relevel(c: &mut Conn, flow: &mut Flow, id: ConnId, high: usize) {
+    let level = flow::level(c, c.pending(), high);
+    if level != c.flow {
+        let before = std::mem::replace(&mut c.flow, level);
+        flow.note(id, c, before);
+    }
 }
 
 /// Bring `budget` in line with `c`'s pending output (one add, one subtract) and update its
@@ -707,8 +757,8 @@ impl Outbox for Net {
         }
         write_frame(&mut c.out, opcode, parts);
         account(budget, stats, cfg.max_total_output, c);
-        // `enforce_cap` acts only past one of its two limits, or over the budget.
-        if c.pending() > cfg.max_output.min(cfg.read_pause) || budget.over {
+        // `enforce_cap` acts only at or past one of its two limits, or over the budget.
+        if c.pending() >= cfg.max_output.min(cfg.read_pause) || budget.over {
             self.enforce_cap(id);
         }
         true

@@ -7,8 +7,9 @@
 //! slab, each entry remembering the [`ConnId`] it serves), one shared 64 KiB read buffer, and a
 //! `Waker`.
 //!
-//! mio discipline (STYLE.md §7): reads and writes drain to `WouldBlock` (reads also stop at the
-//! core's backpressure or after a per-turn budget, and resume next turn); `Interrupted` is
+//! mio discipline (STYLE.md §7): reads and writes drain to `WouldBlock` (reads also stop while
+//! the core holds the connection, as its `poll_reading` list says, or after a per-turn budget,
+//! and resume next turn); `Interrupted` is
 //! retried; `Ok(0)` is the peer's EOF; tokens carry the connection's generation so a stale
 //! event for a reused slot is ignored; WRITABLE interest only while output is pending; output is
 //! flushed once per turn, after every ready socket was read, so many messages leave in one write.
@@ -98,6 +99,8 @@ struct Entry {
     /// A read stopped for backpressure before the socket said `WouldBlock`: bytes may be
     /// waiting that no new (edge-triggered) readiness will announce.
     read_paused: bool,
+    /// The core holds it: not read until `poll_reading` says it may be again.
+    held: bool,
 }
 
 /// Stops a running reactor from another thread.
@@ -362,9 +365,7 @@ impl Reactor {
             for id in std::mem::take(&mut self.writable) {
                 self.flush(id);
             }
-            while let Some(id) = self.server.poll_resumed() {
-                self.again.push(id);
-            }
+            self.take_reading();
             self.persist();
             let took = self.clock.mono().saturating_since(now.mono);
             self.server.handle_turn_time(took);
@@ -466,6 +467,7 @@ impl Reactor {
                 id,
                 interest: Interest::READABLE,
                 read_paused: false,
+                held: !self.server.wants_read(id),
             });
             // The peer may have written before we registered; edge-triggered means read now.
             self.read(id, now);
@@ -514,6 +516,7 @@ impl Reactor {
             id,
             interest,
             read_paused: false,
+            held: !self.server.wants_read(id),
         });
         // The request was queued before the socket existed: flush it this turn.
         self.writable.push(id);
@@ -526,15 +529,27 @@ impl Reactor {
             .filter(|e| e.id == id)
     }
 
+    /// The core's changes of which connections may be read: a connection it holds is not
+    /// read; one it frees whose read was cut short is read again next turn.
+    fn take_reading(&mut self) {
+        while let Some((id, may_read)) = self.server.poll_reading() {
+            let Reactor { streams, again, .. } = self;
+            let Some(e) = streams.get_mut(id.index as usize).and_then(Option::as_mut) else {
+                continue;
+            };
+            if e.id == id {
+                e.held = !may_read;
+                if may_read && e.read_paused {
+                    e.read_paused = false;
+                    again.push(id);
+                }
+            }
+        }
+    }
+
     fn read(&mut self, id: ConnId, now: Now) {
         for _ in 0..READ_BUDGET {
-            if !self.server.wants_read(id) {
-                // Resumed by flush once output drains.
-                if let Some(e) = self.entry(id) {
-                    e.read_paused = true;
-                }
-                return;
-            }
+            self.take_reading();
             let Reactor {
                 streams,
                 scratch,
@@ -545,6 +560,11 @@ impl Reactor {
                 return;
             };
             if e.id != id {
+                return;
+            }
+            if e.held {
+                // Read again once the core frees it (`take_reading`).
+                e.read_paused = true;
                 return;
             }
             match e.stream.read(scratch) {
@@ -593,6 +613,7 @@ impl Reactor {
                 Err(_) => return self.close(id),
             }
         }
+        self.take_reading();
         // Bytes the transport holds (TLS records) follow the core's output out.
         let held = match self
             .entry(id)
@@ -605,7 +626,7 @@ impl Reactor {
         if self.server.wants_close(id) && !held {
             return self.close(id);
         }
-        let wants_read = self.server.wants_read(id);
+        let wants_read = self.entry(id).is_some_and(|e| !e.held);
         let pending = !self.server.output(id).is_empty() || held;
         let want = match (wants_read, pending) {
             (true, true) => Interest::READABLE | Interest::WRITABLE,
@@ -638,7 +659,7 @@ impl Reactor {
             }
         }
         // Paused and drained within one turn, with no change of interest to re-arm the edge.
-        if e.read_paused && want.is_readable() {
+        if e.read_paused && !e.held && want.is_readable() {
             e.read_paused = false;
             again.push(id);
         }

@@ -20,17 +20,7 @@ impl Server {
         self.stopping = true;
         self.listeners = Some(0);
         self.hub.shutdown(&mut self.net, now);
-        let ids: Vec<ConnId> = self
-            .proto
-            .iter()
-            .enumerate()
-            .filter_map(|(i, p)| {
-                p.as_ref().map(|p| ConnId {
-                    index: i as u32,
-                    gen: p.gen,
-                })
-            })
-            .collect();
+        let ids: Vec<ConnId> = self.net.ids().collect();
         for id in ids {
             match self.net.get(id).map(|c| &c.phase) {
                 Some(Phase::Ws(_)) => self.net.close_websocket(id, 1001, "going away", now.mono),
@@ -39,7 +29,7 @@ impl Server {
             }
             self.net.mark_dirty(id);
         }
-        self.after(now);
+        self.after(now, None);
     }
 
     /// No client connection is left (outbound requests are not waited for).
@@ -51,7 +41,31 @@ impl Server {
     pub fn handle_reload(&mut self, apps: Vec<AppSpec>, now: Now) -> Reloaded {
         self.net.now = now.mono;
         let done = self.hub.reload_apps(&mut self.net, apps, now);
-        self.after(now);
+        self.after(now, None);
+        self.settle_flow(false, None, true);
         done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::HubConfig;
+    use crate::net::Peer;
+    use crate::server::ServerConfig;
+    use crate::time::{Instant, Wall};
+
+    #[test]
+    fn a_stop_finishes_a_connection_that_never_sent_a_byte() {
+        let now = Now::new(Instant::ZERO, Wall::from_micros(0));
+        let mut s = Server::new(ServerConfig::default(), HubConfig::default(), now);
+        let silent = s.handle_accept(Peer::InProcess, now).unwrap();
+        let mut req = b"GET /health HTTP/1.1\r\nHost: x\r\n".to_vec();
+        let started = s.handle_accept(Peer::InProcess, now).unwrap();
+        s.handle_input(started, &mut req, now);
+        s.handle_shutdown(now);
+        // Both are closed at once, not held until their handshake deadline.
+        assert!(s.wants_close(silent));
+        assert!(s.wants_close(started));
     }
 }

@@ -1,8 +1,9 @@
 //! Core layer (sans-IO, top): the server composition — the only module that names both the
 //! connection table ([`Net`]) and the application core ([`Hub`]).
 //!
-//! Owns the read side of every connection ([`Proto`]: the HTTP head search, the WebSocket
-//! receiver, unread partial input), answers HTTP requests through the one route table of
+//! Runs the read side of every connection (kept in its slot of the connection table: the HTTP
+//! head search, the WebSocket receiver, unread partial input), turns the table's backpressure
+//! news into feeder holds (`settle_flow`), answers HTTP requests through the one route table of
 //! `router.rs` (health, metrics, the hub's REST calls, the `/ui/` pages in `ui.rs`, upgrades),
 //! gathers the read-only views the `/metrics` and `/health` renderers take (`metrics.rs`,
 //! `health.rs`), parses WebSocket frames in place and hands their messages to the hub, runs the heartbeat,
@@ -13,13 +14,15 @@
 //! Call order for one event-loop turn: `handle_accept` / `handle_input` / `handle_eof` for each
 //! ready socket, `handle_timeout(now)`, then `poll_connect` until `None` (open those sockets),
 //! `poll_dirty` until `None` (write `output`, report it with `consume_output`, close where
-//! `wants_close`), `handle_closed` when a transport is gone; sleep until `poll_timeout`.
+//! `wants_close`), `poll_reading` until `None` (stop or resume reading those connections; the
+//! shell never asks per read), `handle_closed` when a transport is gone; sleep until
+//! `poll_timeout`.
 //!
 //! Invariants: memory per connection is bounded (input by one frame or request plus one read,
 //! output by `max_output`); nothing reachable from peer bytes panics; a connection whose output
 //! is above `read_pause` is not read (backpressure); the hub is handed the table as an
 //! [`Outbox`] while a message borrowed from this connection's receiver is alive, which works
-//! because read side and write side live in different tables.
+//! because the receiver is held out of its slot while its message is handled.
 
 mod devices;
 pub mod health;
@@ -34,7 +37,8 @@ use crate::http::client::{ResponseError, ResponseParser};
 use crate::http::{parse_request, Request};
 use crate::hub::{Hub, HubConfig};
 use crate::net::{
-    is_local, Conn, ConnId, Endpoint, HttpOutcome, Net, Outbox, OverCap, Peer, Phase, Target, Timer,
+    flow, is_local, Conn, ConnId, Endpoint, HttpOutcome, Net, Outbox, OverCap, Peer, Phase, Read,
+    Target, Timer,
 };
 pub use crate::net::{ServerConfig, Stats};
 use crate::state::{Persist, Snapshot, StoreStatus};
@@ -50,34 +54,12 @@ pub const OVER_CAP_RESERVE: usize = 8;
 /// How long such a connection may take to send its request (at most the handshake deadline).
 pub const OVER_CAP_DEADLINE: Duration = Duration::from_secs(2);
 
-/// The read side of one connection.
-struct Proto {
-    gen: u32,
-    read: Read,
-    /// Bytes that do not yet make a complete frame, request or response.
-    pending: Vec<u8>,
-}
-
-/// What the bytes of a connection are parsed as.
-enum Read {
-    /// An inbound HTTP request; `scanned` is how far the head search got.
-    Http { scanned: usize },
-    /// An upgraded WebSocket.
-    Ws(Receiver),
-    /// The response to an outbound request of ours (boxed: few connections are outbound).
-    Client(Box<ResponseParser>),
-}
-
 pub struct Server {
     pub net: Net,
     pub hub: Hub,
     /// How the durable store is doing, as the shell last reported it.
     store: StoreStatus,
-    proto: Vec<Option<Proto>>,
     started: Instant,
-    /// Feeders not read because a subscriber of theirs is backed up, and those free again.
-    paused: Vec<ConnId>,
-    resumed: Vec<ConnId>,
     /// Event-loop turn durations, as the shell measured them ([`histogram::TURN_US`]).
     turns: Histogram,
     /// Listeners open, as the shell last reported them (`None`: no shell reported any).
@@ -107,10 +89,7 @@ impl Server {
             net: Net::new(cfg),
             hub: Hub::with_state(hub, state),
             store,
-            proto: Vec::new(),
             started: now.mono,
-            paused: Vec::new(),
-            resumed: Vec::new(),
             turns: Histogram::default(),
             listeners: None,
             stopping: false,
@@ -141,11 +120,9 @@ impl Server {
 
     /// Unread input held for `id`: its length and capacity (for invariant checks).
     pub fn pending_input(&self, id: ConnId) -> (usize, usize) {
-        self.proto
-            .get(id.index as usize)
-            .and_then(Option::as_ref)
-            .filter(|p| p.gen == id.gen)
-            .map_or((0, 0), |p| (p.pending.len(), p.pending.capacity()))
+        self.net
+            .get(id)
+            .map_or((0, 0), |c| (c.input.len(), c.input.capacity()))
     }
 
     // ---- inputs --------------------------------------------------------------------------
@@ -207,8 +184,8 @@ impl Server {
             "event=connection_refused connection={id} code={}",
             why.code()
         );
-        if let Some(p) = proto_entry(&mut self.proto, id) {
-            p.pending = Vec::new();
+        if let Some(c) = self.net.get_mut(id) {
+            c.input = Vec::new();
         }
         self.net
             .respond_error(id, 503, why.code(), why.message(), &[]);
@@ -222,17 +199,12 @@ impl Server {
         };
         c.last_rx = now.mono;
         let kind = c.kind();
+        let pending = (!c.input.is_empty()).then(|| std::mem::take(&mut c.input));
         self.net.stats.bytes_in[kind] += data.len() as u64;
-        let gen = id.gen;
-        let pending = match proto_entry(&mut self.proto, id) {
-            Some(p) if !p.pending.is_empty() => Some(std::mem::take(&mut p.pending)),
-            Some(_) => None,
-            None => return,
-        };
         match pending {
             None => {
                 let used = self.process(id, data, now);
-                self.keep_rest(id, gen, &data[used.min(data.len())..]);
+                self.keep_rest(id, &data[used.min(data.len())..]);
             }
             Some(mut buf) => {
                 buf.extend_from_slice(data);
@@ -240,8 +212,8 @@ impl Server {
                 buf.drain(..used.min(buf.len()));
                 // An emptied buffer is dropped: an idle connection holds no capacity.
                 if !buf.is_empty() && self.keeps_input(id) {
-                    if let Some(p) = proto_entry(&mut self.proto, id) {
-                        p.pending = buf;
+                    if let Some(c) = self.net.get_mut(id) {
+                        c.input = buf;
                     }
                 }
             }
@@ -254,27 +226,20 @@ impl Server {
         {
             self.net.mark_dirty(id);
         }
-        self.after(now);
+        self.after(now, Some(id));
     }
 
     /// The peer closed its sending side.
     pub fn handle_eof(&mut self, id: ConnId, now: Now) {
         self.net.now = now.mono;
-        let Some(c) = self.net.get(id) else {
+        let Some(c) = self.net.get_mut(id) else {
             return;
         };
         if let Phase::Client = c.phase {
             // A response delimited by the end of the stream ends here.
-            let outcome = match proto_entry(&mut self.proto, id) {
-                Some(p) => {
-                    let pending = std::mem::take(&mut p.pending);
-                    match response_parser(p) {
-                        Some(parser) => outcome(parser.finish_at_eof(&pending).map(|r| r.status)),
-                        None => HttpOutcome::Failed("connection closed before a response"),
-                    }
-                }
-                None => HttpOutcome::Failed("connection closed before a response"),
-            };
+            let pending = std::mem::take(&mut c.input);
+            let parser = response_parser(&mut c.read);
+            let outcome = outcome(parser.finish_at_eof(&pending).map(|r| r.status));
             self.net.complete_client(id, outcome);
         } else {
             self.net.finish(id);
@@ -285,19 +250,16 @@ impl Server {
                 self.net.set_deadline(id, Some(at));
             }
         }
-        self.after(now);
+        self.after(now, None);
     }
 
     /// The transport for `id` is gone (closed by us or failed); forget the connection.
     pub fn handle_closed(&mut self, id: ConnId, now: Now) {
         self.net.now = now.mono;
         if self.net.remove(id).is_some() {
-            if let Some(slot) = self.proto.get_mut(id.index as usize) {
-                *slot = None;
-            }
             self.hub.on_closed(&mut self.net, id, now);
         }
-        self.after(now);
+        self.after(now, None);
     }
 
     /// Fire every deadline at or before `now`.
@@ -320,8 +282,8 @@ impl Server {
                     }
                 }
                 Phase::Http => {
-                    if let Some(p) = proto_entry(&mut self.proto, id) {
-                        p.pending = Vec::new();
+                    if let Some(c) = self.net.get_mut(id) {
+                        c.input = Vec::new();
                     }
                     self.net.stats.handshake_timeouts += 1;
                     self.net.respond_error(
@@ -340,7 +302,7 @@ impl Server {
             }
         }
         self.hub.handle_timeout(&mut self.net, now);
-        self.after(now);
+        self.after(now, None);
     }
 
     /// The shell's measure of one event-loop turn (from the poll's return until every ready
@@ -392,70 +354,78 @@ impl Server {
     pub fn consume_output(&mut self, id: ConnId, n: usize) {
         let was_over = self.net.over_budget();
         self.net.consume_output(id, n);
-        let under_again = was_over && !self.net.over_budget();
-        if !self.paused.is_empty() && (under_again || !self.net.backed_up(id)) {
-            self.resume_feeders();
+        // Written down below its high-water mark, or the total back under its budget: held
+        // feeders may be free.
+        if was_over && !self.net.over_budget() || self.net.congestion_news() {
+            self.settle_flow(false, None, false);
         }
     }
 
-    /// Whether the shell should read from `id` now. Not while its own output is backed up, nor
-    /// while it feeds a session one of whose subscribers is (the subscriber catches up first:
-    /// TCP pushes back to the sender), nor, if it is a feeder, while the output of all
-    /// connections together is over its budget (`max_total_output`). A connection refused for
-    /// the second or third reason is handed back by [`Server::poll_resumed`] once it may be read
-    /// again.
-    pub fn wants_read(&mut self, id: ConnId) -> bool {
-        let own = self.net.get(id).is_some_and(|c| {
-            !matches!(c.phase, Phase::Done) && c.pending() < self.net.cfg.read_pause
-        });
-        if !own {
-            return false;
-        }
-        if self.net.over_budget() && self.hub.is_feeder(id) {
-            if !self.paused.contains(&id) {
-                self.paused.push(id);
-                self.net.stats.budget_pauses += 1;
-            }
-            return false;
-        }
-        if self.hub.feeder_blocked(&self.net, id) {
-            if !self.paused.contains(&id) {
-                self.paused.push(id);
-                self.hub.counters.feeder_pauses += 1;
-            }
-            return false;
-        }
-        true
+    /// Whether the shell may read `id` now: a look at its slot (not while its own output is
+    /// backed up or it is done, nor while it is held as a feeder). The shell learns of every
+    /// change from [`Server::poll_reading`] and need not ask.
+    pub fn wants_read(&self, id: ConnId) -> bool {
+        self.net.may_read(id)
     }
 
-    /// A connection paused by [`Server::wants_read`] that may be read again: the shell reads it
-    /// (the bytes waiting in its socket raise no new readiness event).
-    pub fn poll_resumed(&mut self) -> Option<ConnId> {
-        self.resumed.pop()
+    /// A connection whose readability changed: `false`, stop reading it (its own output is
+    /// backed up, it is done, or it feeds a session one of whose subscribers is backed up, or
+    /// the output of all connections together is over its budget: the subscriber catches up
+    /// first, TCP pushes back to the sender); `true`, read it again (bytes may be waiting in its
+    /// socket that raise no new readiness event).
+    pub fn poll_reading(&mut self) -> Option<(ConnId, bool)> {
+        self.net.poll_reading()
     }
 
-    fn resume_feeders(&mut self) {
-        if self.net.over_budget() {
-            // Every paused connection is a feeder: none may be read yet.
-            return;
+    /// Turn the table's news into feeder holds (pushed backpressure). A connection that became
+    /// backed up holds the feeders of the session it subscribes to with something that may not
+    /// be dropped; the total going over its budget (`entered`) holds every feeder; `touched`
+    /// (whose input was just handled, so may have become a feeder or changed what it
+    /// subscribes to) is looked at while anything is backed up or over the budget, and after a
+    /// `reload` of the app registry every feeder is; held feeders no longer blocked are
+    /// released. Costs nothing while nothing is backed up.
+    fn settle_flow(&mut self, entered: bool, touched: Option<ConnId>, reload: bool) {
+        let Server { net, hub, .. } = self;
+        let over = net.over_budget();
+        let why = if over { flow::BUDGET } else { flow::FEEDER };
+        let mut held = 0;
+        if entered && over {
+            hub.each_feeder(|f| held += u64::from(net.hold_feeder(f, flow::BUDGET)));
         }
-        let Server {
-            paused,
-            resumed,
-            hub,
-            net,
-            ..
-        } = self;
-        paused.retain(|&id| {
-            if net.get(id).is_none() {
-                return false;
+        while let Some((id, backed)) = net.poll_congestion() {
+            if backed {
+                hub.feeders_held_by(id, |f| held += u64::from(net.hold_feeder(f, why)));
             }
-            if hub.feeder_blocked(net, id) {
-                return true;
+        }
+        if let Some(t) = touched.filter(|_| over || net.any_backed_up()) {
+            if over {
+                if hub.is_feeder(t) {
+                    held += u64::from(net.hold_feeder(t, why));
+                }
+            } else {
+                if net.backed_up(t) {
+                    hub.feeders_held_by(t, |f| held += u64::from(net.hold_feeder(f, why)));
+                }
+                if hub.feeder_blocked(net, t) {
+                    held += u64::from(net.hold_feeder(t, why));
+                }
             }
-            resumed.push(id);
-            false
-        });
+        }
+        if reload && (over || net.any_backed_up()) {
+            // The registry changed who publishes: any feeder may be new.
+            hub.each_feeder(|f| {
+                if over || hub.feeder_blocked(net, f) {
+                    held += u64::from(net.hold_feeder(f, why));
+                }
+            });
+        }
+        match over {
+            true => net.stats.budget_pauses += held,
+            false => hub.counters.feeder_pauses += held,
+        }
+        if !over && net.feeders_held() {
+            net.release_feeders(|net, f| hub.feeder_blocked(net, f));
+        }
     }
 
     pub fn wants_close(&self, id: ConnId) -> bool {
@@ -512,12 +482,12 @@ impl Server {
             .is_some_and(|c| !matches!(c.phase, Phase::Done | Phase::Closing { failed: true }))
     }
 
-    fn keep_rest(&mut self, id: ConnId, gen: u32, rest: &[u8]) {
+    fn keep_rest(&mut self, id: ConnId, rest: &[u8]) {
         if rest.is_empty() || !self.keeps_input(id) {
             return;
         }
-        if let Some(p) = proto_entry(&mut self.proto, id).filter(|p| p.gen == gen) {
-            p.pending.extend_from_slice(rest);
+        if let Some(c) = self.net.get_mut(id) {
+            c.input.extend_from_slice(rest);
         }
     }
 
@@ -541,26 +511,16 @@ impl Server {
         self.net.set_deadline(id, Some(now.mono + interval));
     }
 
-    /// Hand finished outbound requests to the hub; drop the unread input of connections that
-    /// stopped reading, whoever stopped them.
-    fn after(&mut self, now: Now) {
+    /// Hand finished outbound requests to the hub; turn backpressure news into feeder holds
+    /// ([`Server::settle_flow`]; `touched`: the connection whose input was handled).
+    fn after(&mut self, now: Now, touched: Option<ConnId>) {
         while let Some((id, outcome)) = self.net.poll_done() {
             self.hub.on_http_done(&mut self.net, id, outcome, now);
         }
         self.note_refusals(now);
-        self.net.watch_over_budget();
-        if !self.paused.is_empty() {
-            self.resume_feeders();
-        }
-        while let Some(id) = self.net.poll_stopped_reading() {
-            if let Some(p) = self
-                .proto
-                .get_mut(id.index as usize)
-                .and_then(Option::as_mut)
-                .filter(|p| p.gen == id.gen)
-            {
-                p.pending = Vec::new();
-            }
+        let entered = self.net.watch_over_budget();
+        if entered || !self.net.flow_quiet() {
+            self.settle_flow(entered, touched, false);
         }
     }
 
@@ -575,7 +535,13 @@ impl Server {
             let used = match c.phase {
                 Phase::Http => self.process_http(id, &buf[at..], now),
                 Phase::Ws(endpoint) => self.process_ws(id, endpoint, &mut buf[at..], now),
-                Phase::Closing { failed } => skim_for_close(c, failed, &buf[at..], max_frame),
+                Phase::Closing { failed } => {
+                    let (used, close) = skim_for_close(failed, &buf[at..], max_frame);
+                    if close {
+                        self.net.finish(id);
+                    }
+                    used
+                }
                 Phase::Client => self.process_client(id, &buf[at..]),
                 Phase::Done => buf.len() - at,
             };
@@ -590,13 +556,10 @@ impl Server {
     }
 
     fn process_client(&mut self, id: ConnId, buf: &[u8]) -> usize {
-        let Some(p) = proto_entry(&mut self.proto, id) else {
+        let Some(c) = self.net.get_mut(id) else {
             return buf.len();
         };
-        let Some(parser) = response_parser(p) else {
-            return buf.len();
-        };
-        match parser.feed(buf) {
+        match response_parser(&mut c.read).feed(buf) {
             Ok(None) => 0,
             Ok(Some(r)) => {
                 self.net.complete_client(id, HttpOutcome::Status(r.status));
@@ -612,10 +575,10 @@ impl Server {
 
     fn process_http(&mut self, id: ConnId, buf: &[u8], now: Now) -> usize {
         let limits = self.net.cfg.http;
-        let Some(Proto {
+        let Some(Conn {
             read: Read::Http { scanned },
             ..
-        }) = proto_entry(&mut self.proto, id)
+        }) = self.net.get_mut(id)
         else {
             return buf.len();
         };
@@ -665,10 +628,8 @@ impl Server {
             write_accept(out, key);
         }
         let limits = self.net.cfg.ws;
-        if let Some(p) = proto_entry(&mut self.proto, id) {
-            p.read = Read::Ws(Receiver::new(Role::Server, limits));
-        }
         if let Some(c) = self.net.get_mut(id) {
+            c.read = Read::Ws(Receiver::new(Role::Server, limits));
             c.phase = Phase::Ws(endpoint);
             c.endpoint = Some(endpoint);
         }
@@ -679,91 +640,98 @@ impl Server {
     }
 
     fn process_ws(&mut self, id: ConnId, endpoint: Endpoint, buf: &mut [u8], now: Now) -> usize {
-        let Server {
-            net, hub, proto, ..
-        } = self;
-        let Some(Proto {
-            read: Read::Ws(rx), ..
-        }) = proto_entry(proto, id)
-        else {
+        let Server { net, hub, .. } = self;
+        // The receiver is held out of its slot while its message is handled (the message may
+        // borrow it), so the hub can write to any connection, this one included, meanwhile.
+        let Some(c) = net.get_mut(id) else {
             return buf.len();
         };
-        let step = match rx.next(buf) {
-            Err(e) => {
-                net.fail_websocket(id, e.close_code(), e.reason(), now.mono);
-                return buf.len();
-            }
-            Ok(step) => step,
+        let kind = c.kind();
+        let mut read = std::mem::take(&mut c.read);
+        let Read::Ws(rx) = &mut read else {
+            c.read = read;
+            return buf.len();
         };
-        let used = step.consumed;
-        if let (Some(Message::Text(_) | Message::Binary(_)), Some(c)) = (&step.message, net.get(id))
-        {
-            let kind = c.kind();
-            net.stats.messages_in[kind] += 1;
-        }
-        match step.message {
-            None => {}
-            Some(Message::Ping(p)) => {
-                net.send_frame(id, Opcode::Pong, &[p]);
-            }
-            Some(Message::Pong(_)) => net.record_pong(id, now.mono),
-            Some(Message::Close(code)) => {
-                if let Some(out) = net.out(id) {
-                    match code {
-                        Some((code, _)) => crate::ws::frame::write_close(out, code, ""),
-                        None => write_frame(out, Opcode::Close, &[]),
-                    }
-                }
-                net.finish(id);
-                return buf.len();
-            }
-            Some(Message::Text(t)) => match endpoint {
-                Endpoint::Echo => {
-                    net.send_frame(id, Opcode::Text, &[t.as_bytes()]);
-                }
-                _ => hub.on_text(net, id, t, now),
-            },
-            Some(Message::Binary(b)) => match endpoint {
-                Endpoint::Echo => {
-                    net.send_frame(id, Opcode::Binary, &[b]);
-                }
-                _ => hub.on_binary(net, id, b, now),
-            },
-        }
+        let used = ws_message(net, hub, rx, id, endpoint, kind, buf, now);
         // The hub may have closed this connection: the rest of the input is not for us.
-        if net.get(id).is_some_and(Conn::is_websocket) {
-            used
-        } else {
-            buf.len()
+        match net.get_mut(id) {
+            Some(c) => {
+                c.read = read;
+                if c.is_websocket() {
+                    used
+                } else {
+                    buf.len()
+                }
+            }
+            None => buf.len(),
         }
     }
 }
 
-/// The read side of `id`, made fresh the first time a connection (or a reused slot) is seen.
-fn proto_entry(proto: &mut Vec<Option<Proto>>, id: ConnId) -> Option<&mut Proto> {
-    let idx = id.index as usize;
-    if proto.len() <= idx {
-        proto.resize_with(idx + 1, || None);
+/// Parse at most one message of WebSocket `id` from `buf` with its receiver `rx` and act on it:
+/// control frames here, data to the hub (or echoed back). Returns the bytes used up.
+#[allow(clippy::too_many_arguments)]
+fn ws_message(
+    net: &mut Net,
+    hub: &mut Hub,
+    rx: &mut Receiver,
+    id: ConnId,
+    endpoint: Endpoint,
+    kind: usize,
+    buf: &mut [u8],
+    now: Now,
+) -> usize {
+    let step = match rx.next(buf) {
+        Err(e) => {
+            net.fail_websocket(id, e.close_code(), e.reason(), now.mono);
+            return buf.len();
+        }
+        Ok(step) => step,
+    };
+    let used = step.consumed;
+    if let Some(Message::Text(_) | Message::Binary(_)) = &step.message {
+        net.stats.messages_in[kind] += 1;
     }
-    let slot = proto.get_mut(idx)?;
-    if slot.as_ref().is_none_or(|p| p.gen != id.gen) {
-        *slot = Some(Proto {
-            gen: id.gen,
-            read: Read::Http { scanned: 0 },
-            pending: Vec::new(),
-        });
+    match step.message {
+        None => {}
+        Some(Message::Ping(p)) => {
+            net.send_frame(id, Opcode::Pong, &[p]);
+        }
+        Some(Message::Pong(_)) => net.record_pong(id, now.mono),
+        Some(Message::Close(code)) => {
+            if let Some(out) = net.out(id) {
+                match code {
+                    Some((code, _)) => crate::ws::frame::write_close(out, code, ""),
+                    None => write_frame(out, Opcode::Close, &[]),
+                }
+            }
+            net.finish(id);
+            return buf.len();
+        }
+        Some(Message::Text(t)) => match endpoint {
+            Endpoint::Echo => {
+                net.send_frame(id, Opcode::Text, &[t.as_bytes()]);
+            }
+            _ => hub.on_text(net, id, t, now),
+        },
+        Some(Message::Binary(b)) => match endpoint {
+            Endpoint::Echo => {
+                net.send_frame(id, Opcode::Binary, &[b]);
+            }
+            _ => hub.on_binary(net, id, b, now),
+        },
     }
-    slot.as_mut()
+    used
 }
 
-/// The response parser of an outbound connection (its read side starts as one on first use).
-fn response_parser(p: &mut Proto) -> Option<&mut ResponseParser> {
-    if !matches!(p.read, Read::Client(_)) {
-        p.read = Read::Client(Box::default());
+/// The response parser of an outbound connection (its read side becomes one on first use).
+fn response_parser(read: &mut Read) -> &mut ResponseParser {
+    if !matches!(read, Read::Client(_)) {
+        *read = Read::Client(Box::default());
     }
-    match &mut p.read {
-        Read::Client(parser) => Some(parser),
-        _ => None,
+    match read {
+        Read::Client(parser) => parser,
+        _ => unreachable!("made a response parser just above"),
     }
 }
 
@@ -775,21 +743,16 @@ fn outcome(r: Result<u16, ResponseError>) -> HttpOutcome {
 }
 
 /// In `Closing`, look through complete frames for the peer's close; anything else is dropped.
-/// After a failure nothing is parsed at all.
-fn skim_for_close(c: &mut Conn, failed: bool, buf: &[u8], max_frame: usize) -> usize {
+/// After a failure nothing is parsed at all. Returns the bytes used up and whether the
+/// connection is done (the peer's close came, or bytes that are no frame).
+fn skim_for_close(failed: bool, buf: &[u8], max_frame: usize) -> (usize, bool) {
     if failed {
-        return buf.len();
+        return (buf.len(), false);
     }
     match parse_header(buf, Role::Server, max_frame) {
-        Ok(Some(h)) if h.opcode == Opcode::Close && buf.len() >= h.frame_len() => {
-            crate::net::table::finish(c);
-            buf.len()
-        }
-        Ok(Some(h)) if buf.len() >= h.frame_len() => h.frame_len(),
-        Ok(_) => 0,
-        Err(_) => {
-            crate::net::table::finish(c);
-            buf.len()
-        }
+        Ok(Some(h)) if h.opcode == Opcode::Close && buf.len() >= h.frame_len() => (buf.len(), true),
+        Ok(Some(h)) if buf.len() >= h.frame_len() => (h.frame_len(), false),
+        Ok(_) => (0, false),
+        Err(_) => (buf.len(), true),
     }
 }

@@ -361,7 +361,7 @@ impl super::Server {
     pub fn handle_tts_done(&mut self, done: TtsDone, now: Now) {
         self.net.now = now.mono;
         self.tts.on_done(&mut self.net, done);
-        self.after(now);
+        self.after(now, None);
     }
 }
 

@@ -441,8 +441,8 @@ impl World {
                 }
             }
             self.persisted.extend(self.server.take_persist());
-            while let Some(id) = self.server.poll_resumed() {
-                if let Some(c) = self.clients.iter().position(|c| c.id == id) {
+            while let Some((id, may_read)) = self.server.poll_reading() {
+                if let Some(c) = self.clients.iter().position(|c| c.id == id && may_read) {
                     any = true;
                     self.pump(c);
                 }
