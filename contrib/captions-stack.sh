@@ -3,7 +3,9 @@
 # on loopback, the on-box transcriber (contrib/transcriber: Moonshine tiny-en by default,
 # PocketSphinx with --engine pocketsphinx) and the captions app
 # (examples/live-captions, the stock SDK), wired by a generated config. Prints a glasses token
-# and the command that speaks into the box and prints the captions. Ctrl-C stops everything.
+# and the command that speaks into the box and prints the captions, and turns on the /ui/ pages
+# with a fresh operator token: it prints the glasses emulator's and the operator page's URLs and
+# the token to paste. Ctrl-C stops everything.
 #
 #   contrib/captions-stack.sh                  # run until Ctrl-C
 #   contrib/captions-stack.sh --phrases FILE   # the event's vocabulary (phrases, one a line)
@@ -28,7 +30,7 @@ while [ $# -gt 0 ]; do
             case "$2" in moonshine|pocketsphinx) engine=$2 ;;
                 *) echo "--engine: moonshine or pocketsphinx, not $2" >&2; exit 2 ;; esac
             shift 2 ;;
-        -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -59,7 +61,7 @@ fi
 
 # Keys and the config.
 key() { python3 -c "import secrets; print(secrets.token_hex(16))"; }
-app_key=$(key) stt_key=$(key)
+app_key=$(key) stt_key=$(key) operator_token=$(key)
 sock="$dir/edge.sock"
 cat >"$dir/edge.json" <<JSON
 {
@@ -67,6 +69,7 @@ cat >"$dir/edge.json" <<JSON
   "publicWsUrl": "ws://127.0.0.1:$port",
   "internalWsUrl": "ws://127.0.0.1:$port",
   "jwtSecret": "$(key)",
+  "ui": {"enabled": true, "operatorToken": "$operator_token"},
   "apps": [
     {"packageName": "com.example.captions", "name": "Live Captions",
      "publicUrl": "http://127.0.0.1:$app_port", "hashedApiKey": "$("$bin" hash-key "$app_key")",
@@ -120,6 +123,11 @@ wait_for "$dir/captions.out" '"listening"' "${pids[-1]}"
 token=$("$bin" token --user you@example.com --config "$dir/edge.json")
 say "ready. Glasses connect to ws://127.0.0.1:$port/glasses-ws with this token:"
 echo "$token"
+say "in a browser: the glasses emulator (paste the glasses token above, start Live Captions, talk or play a WAV):"
+echo "http://127.0.0.1:$port/ui/glasses"
+say "the operator page (paste this operator token):"
+echo "http://127.0.0.1:$port/ui/operator"
+echo "$operator_token"
 say "to speak into it (any 16-bit WAV with --wav FILE instead of --say):"
 echo "python3 $root/contrib/captions-glasses.py --port $port --token $token --say \"Welcome to the conference\""
 
