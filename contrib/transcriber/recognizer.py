@@ -29,7 +29,7 @@ import threading
 from collections import Counter, namedtuple
 from pathlib import Path
 
-from pocketsphinx import Decoder, Endpointer, get_model_path
+from pocketsphinx import Decoder, Endpointer, Vad, get_model_path
 
 from audio import edit_distance
 
@@ -213,6 +213,9 @@ MOONSHINE_FILES = {
 }
 
 
+FORCE_UPDATE = 1  # MOONSHINE_FLAG_FORCE_UPDATE: transcribe the line in progress now
+
+
 class ModelError(Exception):
     """The recogniser's model cannot be used; the message names the file."""
 
@@ -245,7 +248,10 @@ def moonshine_model(model_dir=None):
                 raise ModelError(f"Moonshine model file damaged (not the tiny-en file of "
                                  f"moonshine-voice 0.1.0): {path}")
         try:
-            model = Transcriber(str(folder), ModelArch.TINY, update_interval=math.inf)
+            # The library re-transcribes a line only when asked to (MoonshineRecognizer decides
+            # when): never on a timer of its own.
+            model = Transcriber(str(folder), ModelArch.TINY, update_interval=math.inf,
+                                options={"transcription_interval": "1000000"})
         except MoonshineError as e:
             raise ModelError(f"Moonshine model in {folder} did not load: {e}") from e
         _models[model_dir] = model
@@ -344,18 +350,27 @@ def phrase_corrector(path):
 
 class MoonshineRecognizer:
     """Moonshine tiny-en on one stream of the process's shared model. Audio goes in 20 ms blocks
-    whatever the chunking; every `interim_ms` of audio the stream is asked for its lines: a line
-    in progress gives an interim (when its text changed), a line its voice detector completed
-    gives the final. Line times are the stream's, shifted to the audio clock."""
+    whatever the chunking. Each time the stream is asked for its lines it transcribes the line
+    in progress from its start, so it is asked only when it pays (a cheap WebRTC voice detector,
+    PocketSphinx's, watches the same audio): while someone speaks, at most every `interim_ms`
+    and less often as the line grows (every half its length: the work per line stays linear in
+    its length); once they pause, every 100 ms until Moonshine's own detector completes the
+    line, for a prompt final; in silence, once a second in case it hears speech the cheap one
+    missed. A line in progress gives an interim when its text changed (at most one per
+    `interim_ms`), a completed line the final. Line times are the stream's, shifted to the
+    audio clock."""
 
     BLOCK = 640  # 20 ms
     MAX_LINES = 64  # completed lines a stream keeps before it is replaced by a fresh one
+    PAUSE_MS = 240  # this much non-speech after speech: look for the final
+    FINAL_POLL_MS = 100
+    IDLE_POLL_MS = 1000
 
     def __init__(self, phrases=None, interim_ms=300, model_dir=None):
         self.model = moonshine_model(model_dir)
         self.correct = phrase_corrector(phrases) or (lambda text: text)
-        self.interim_bytes = max(1, interim_ms * SAMPLE_RATE * 2 // 1000 // self.BLOCK) \
-            * self.BLOCK
+        self.interim_ms = max(self.BLOCK // 32, interim_ms // (self.BLOCK // 32) * (self.BLOCK // 32))
+        self.vad = Vad(frame_length=self.BLOCK / (SAMPLE_RATE * 2))
         self.buf = bytearray()
         self.clock_bytes = 0  # all audio so far, fed or skipped: the audio clock
         self.stream = None
@@ -367,22 +382,45 @@ class MoonshineRecognizer:
         self.stream = self.model.create_stream(update_interval=math.inf)
         self.stream.start()
         self.origin_ms = self.clock_bytes * 1000 // (SAMPLE_RATE * 2)
-        self.since_update = 0
+        self.fed_ms = 0  # audio in this stream
+        self.asked_ms = 0  # when the stream was last asked for its lines
+        self.interim_at = -self.interim_ms  # when the last interim was given
+        self.speech_at = None  # start of the speech not yet closed by a final, by the cheap VAD
+        self.quiet_ms = 0  # non-speech since the last speech
         self.done = set()  # ids of the lines already given as finals
         self.shown = {}  # line id -> the interim text last given
+        self.open = False  # the stream showed a line in progress when last asked
 
     def feed(self, pcm):
         self.buf += pcm
         self.clock_bytes += len(pcm)
         out = []
         while len(self.buf) >= self.BLOCK:
-            self._add(self.buf[:self.BLOCK])
+            block = bytes(self.buf[:self.BLOCK])
             del self.buf[:self.BLOCK]
-            self.since_update += self.BLOCK
-            if self.since_update >= self.interim_bytes:
-                self.since_update = 0
-                out += self._results(self.stream.update_transcription(), end=False)
+            self._add(block)
+            self.fed_ms += self.BLOCK // 32
+            if self.vad.is_speech(block):
+                self.quiet_ms = 0
+                if self.speech_at is None:
+                    self.speech_at = self.asked_ms = self.fed_ms
+            else:
+                self.quiet_ms += self.BLOCK // 32
+            if self._time_to_ask():
+                self.asked_ms = self.fed_ms
+                out += self._results(self.stream.update_transcription(FORCE_UPDATE), end=False)
+                if not self.open and self.quiet_ms >= self.PAUSE_MS:
+                    self.speech_at = None  # nothing in progress: wait for speech again
         return out
+
+    def _time_to_ask(self):
+        since = self.fed_ms - self.asked_ms
+        if self.speech_at is None and not self.open:
+            return since >= self.IDLE_POLL_MS
+        if self.quiet_ms >= self.PAUSE_MS:
+            return since >= self.FINAL_POLL_MS
+        line_ms = self.fed_ms - (self.speech_at if self.speech_at is not None else self.asked_ms)
+        return since >= max(self.interim_ms, line_ms // 2)
 
     def _add(self, pcm):
         samples = array.array("h")
@@ -395,6 +433,7 @@ class MoonshineRecognizer:
     def _results(self, transcript, end):
         """Results of the stream's lines; with `end`, every line not yet final becomes final."""
         out, lines = [], transcript.lines if transcript else []
+        self.open = any(not line.is_complete for line in lines)
         for line in lines:
             if line.line_id in self.done:
                 continue
@@ -408,8 +447,10 @@ class MoonshineRecognizer:
                 # was recognised in the end, so that no stale interim stays on any display.
                 if text or shown:
                     out.append(Result(text, True, start, stop))
-            elif text and text != self.shown.get(line.line_id):
+            elif text and text != self.shown.get(line.line_id) \
+                    and self.fed_ms - self.interim_at >= self.interim_ms:
                 self.shown[line.line_id] = text
+                self.interim_at = self.fed_ms
                 out.append(Result(text, False, start, stop))
         if not end and len(self.done) >= self.MAX_LINES and all(l.is_complete for l in lines):
             # Bounded work per update in a long session: a fresh stream between lines.
@@ -419,8 +460,8 @@ class MoonshineRecognizer:
         return out
 
     def _end(self):
-        transcript = self.stream.stop()
-        return self._results(transcript, end=True)
+        self.stream.stop()  # its own update is not forced: ask again, forced
+        return self._results(self.stream.update_transcription(FORCE_UPDATE), end=True)
 
     def skip(self, nbytes):
         """Audio lost before recognition: end the line in progress, advance the clock."""
