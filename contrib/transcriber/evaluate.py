@@ -11,9 +11,11 @@ Offline (the default), each engine is fed the 16 kHz audio in 20 ms chunks with 
 silence around each recording, as fast as it goes. Measured: the word error rate (word edit
 distance of the normalised words over the words said), recall (words said that were heard),
 the real-time factor (CPU seconds per second of audio, one thread), and per recording the
-audio the recogniser needed after the end of speech before giving its final (`final_after_ms`:
-its voice detector's hangover and update cadence; compute time comes on top, live) and after
-the start of speech before its first interim (`interim_after_ms`).
+audio the recogniser needed after the end of speech (where the recording's loudness falls below
+a tenth of its peak) before giving its final (`final_after_ms`: the voice detector's hangover
+and the update cadence; compute time comes on top, live), after the end of the words the final
+says it covers (its `endTime`, `final_after_end_ms`), and after the start of speech before its
+first interim (`interim_after_ms`).
 
 `--box PORT --token T --app-log FILE` measures through the box instead: a glasses client
 streams the same audio in real time (20 ms frames) to a running box (`contrib/captions-stack.sh`
@@ -104,11 +106,12 @@ def assign(results, spans):
     return [k_of(r) for r in results]
 
 
-def measure(sentences, spans, results, at_ms):
+def measure(sentences, spans, results, at_ms, focus=()):
     """WER, recall and latencies of `results` (with `at_ms`: when each came, on the same
     millisecond scale as the spans)."""
     heard = ["" for _ in sentences]
     final_at = [None] * len(sentences)
+    after_end = []  # each final: from the end of the words it covers (its endTime) to it
     first_at = [None] * len(sentences)
     for r, k, at in zip(results, assign(results, spans), at_ms):
         if first_at[k] is None:
@@ -116,10 +119,17 @@ def measure(sentences, spans, results, at_ms):
         if r.is_final:
             heard[k] = (heard[k] + " " + r.text).strip()
             final_at[k] = at
+            if r.text:
+                after_end.append(int(at - r.end_ms))
     hit = errors = total = 0
+    focus_hit = focus_total = 0
     for said, got in zip(sentences, heard):
         h, e, n = audio.score(said, got)
         hit, errors, total = hit + h, errors + e, total + n
+        if focus:
+            f_said = " ".join(w for w in audio.words(said) if w in focus)
+            f_hit, _, f_n = audio.score(f_said, got)
+            focus_hit, focus_total = focus_hit + f_hit, focus_total + f_n
     final_ms = sorted(int(at - spans[k][1]) for k, at in enumerate(final_at) if at is not None)
     interim_ms = sorted(int(at - spans[k][0]) for k, at in enumerate(first_at) if at is not None)
     return {
@@ -128,10 +138,14 @@ def measure(sentences, spans, results, at_ms):
         "words": total,
         "final_after_ms": final_ms,
         "final_p50_ms": percentile(final_ms, 50),
+        "final_after_end_ms": sorted(after_end),
+        "final_after_end_p50_ms": percentile(after_end, 50),
         "interim_after_ms": interim_ms,
         "interim_p50_ms": percentile(interim_ms, 50),
         "missing_finals": sum(a is None for a in final_at),
         "heard": heard,
+        **({"focus_recall": round(focus_hit / max(focus_total, 1), 3),
+            "focus_words": focus_total} if focus else {}),
     }
 
 
@@ -142,7 +156,7 @@ def percentile(xs, p):
     return xs[min(len(xs) - 1, (len(xs) - 1) * p // 100 + ((len(xs) - 1) * p % 100 > 0))]
 
 
-def offline(engine, sentences, pcms, phrases=None):
+def offline(engine, sentences, pcms, phrases=None, focus=()):
     from recognizer import make_recognizer
 
     recogniser = make_recognizer(engine, phrases=phrases)
@@ -159,7 +173,7 @@ def offline(engine, sentences, pcms, phrases=None):
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     seconds = len(stream) / 32000
     out = {"engine": engine, "mode": "offline", "phrases": phrases}
-    out.update(measure(sentences, spans, results, at_ms))
+    out.update(measure(sentences, spans, results, at_ms, focus))
     out.update(rtf=round(cpu / seconds, 3), rtf_wall=round(wall / seconds, 3),
                audio_s=round(seconds, 1))
     return out
@@ -233,6 +247,8 @@ def main():
                    help="the engine(s) to measure (repeatable; default moonshine)")
     p.add_argument("--phrases", help="a phrase list, as for the transcriber")
     p.add_argument("--compare", action="store_true", help="also run without --phrases")
+    p.add_argument("--focus", help="also the recall of just these words (the venue's names, "
+                                   "places, jargon), space-separated")
     p.add_argument("--box", type=int, metavar="PORT", help="measure through a running box")
     p.add_argument("--token", help="with --box: a glasses token")
     p.add_argument("--app-log", help="with --box: the captions app's stdout (its events)")
@@ -256,7 +272,8 @@ def main():
     configs = [None, args.phrases] if args.compare and args.phrases else [args.phrases]
     for engine in args.engine or ["moonshine"]:
         for phrases in configs:
-            print(json.dumps(offline(engine, sentences, pcms, phrases)), flush=True)
+            focus = set(audio.words(args.focus or ""))
+            print(json.dumps(offline(engine, sentences, pcms, phrases, focus)), flush=True)
 
 
 if __name__ == "__main__":

@@ -129,7 +129,7 @@ class MoonshineLines(unittest.TestCase):
         self.assertFalse(r._time_to_ask())  # a short line: every 300 ms
         r.asked_ms = 3700
         self.assertTrue(r._time_to_ask())
-        r.quiet_ms, r.asked_ms = 240, 3920
+        r.quiet_ms, r.asked_ms = r.PAUSE_MS, 3920
         self.assertFalse(r._time_to_ask())  # a pause: every 100 ms, for the final
         r.asked_ms = 3900
         self.assertTrue(r._time_to_ask())
