@@ -165,7 +165,13 @@ fn offline_recall(root: &Path, dir: &Path) {
     }
     let out = Command::new("python3")
         .arg(root.join("contrib/transcriber/evaluate.py"))
-        .args(["--engine", "moonshine", "--engine", "pocketsphinx", "--compare"])
+        .args([
+            "--engine",
+            "moonshine",
+            "--engine",
+            "pocketsphinx",
+            "--compare",
+        ])
         .arg("--phrases")
         .arg(dir.join("phrases.txt"))
         .args(SENTENCES)

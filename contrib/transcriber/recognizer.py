@@ -364,7 +364,7 @@ class MoonshineRecognizer:
 
     BLOCK = 640  # 20 ms
     MAX_LINES = 64  # completed lines a stream keeps before it is replaced by a fresh one
-    PAUSE_MS = 160  # this much non-speech after speech: look for the final
+    PAUSE_MS = 240  # this much non-speech after speech: look for the final
     FINAL_POLL_MS = 100
     IDLE_POLL_MS = 1000
 
