@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # Runs the whole live-captioning stack on this machine, with no cloud: the box (augmentos-edge)
-# on loopback, the on-box transcriber (contrib/transcriber, PocketSphinx) and the captions app
+# on loopback, the on-box transcriber (contrib/transcriber: Moonshine tiny-en by default,
+# PocketSphinx with --engine pocketsphinx) and the captions app
 # (examples/live-captions, the stock SDK), wired by a generated config. Prints a glasses token
-# and the command that speaks into the box and prints the captions. Ctrl-C stops everything.
+# and the command that speaks into the box and prints the captions, and turns on the /ui/ pages
+# with a fresh operator token: it prints the glasses emulator's and the operator page's URLs and
+# the token to paste. Ctrl-C stops everything.
 #
 #   contrib/captions-stack.sh                  # run until Ctrl-C
 #   contrib/captions-stack.sh --phrases FILE   # the event's vocabulary (phrases, one a line)
+#   contrib/captions-stack.sh --engine pocketsphinx   # the recogniser (default moonshine)
 #   contrib/captions-stack.sh --demo "TEXT"    # also speak TEXT into it, print the captions, exit
 #
 # What it may install, saying so first: the transcriber's Python packages
-# (pip install -r contrib/transcriber/requirements.txt) if pocketsphinx is missing, and the
+# (pip install -r contrib/transcriber/requirements.txt) if one is missing, and the
 # captions app's node_modules (npm ci in examples/live-captions) if missing. It builds the box
 # with `cargo build --release` unless EDGE_BIN names a binary.
 # Env: PORT (the box, default 8002), APP_PORT (3000), STT_PORT (3100), EDGE_BIN,
@@ -17,12 +21,16 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-phrases="" demo=""
+phrases="" demo="" engine=moonshine
 while [ $# -gt 0 ]; do
     case "$1" in
         --phrases) phrases=$(realpath "$2"); shift 2 ;;
         --demo) demo="$2"; shift 2 ;;
-        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --engine)
+            case "$2" in moonshine|pocketsphinx) engine=$2 ;;
+                *) echo "--engine: moonshine or pocketsphinx, not $2" >&2; exit 2 ;; esac
+            shift 2 ;;
+        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -35,7 +43,7 @@ need() { command -v "$1" >/dev/null || { echo "missing: $1 ($2)" >&2; exit 1; };
 need python3 "Python 3.9 or later"
 need node "Node.js 20"
 need npm "Node.js 20"
-if ! python3 -c "import pocketsphinx" 2>/dev/null; then
+if ! python3 -c "import pocketsphinx, moonshine_voice" 2>/dev/null; then
     say "installing the transcriber's Python packages: pip install -r contrib/transcriber/requirements.txt"
     python3 -m pip install --quiet -r "$root/contrib/transcriber/requirements.txt"
 fi
@@ -53,7 +61,7 @@ fi
 
 # Keys and the config.
 key() { python3 -c "import secrets; print(secrets.token_hex(16))"; }
-app_key=$(key) stt_key=$(key)
+app_key=$(key) stt_key=$(key) operator_token=$(key)
 sock="$dir/edge.sock"
 cat >"$dir/edge.json" <<JSON
 {
@@ -61,6 +69,7 @@ cat >"$dir/edge.json" <<JSON
   "publicWsUrl": "ws://127.0.0.1:$port",
   "internalWsUrl": "ws://127.0.0.1:$port",
   "jwtSecret": "$(key)",
+  "ui": {"enabled": true, "operatorToken": "$operator_token"},
   "apps": [
     {"packageName": "com.example.captions", "name": "Live Captions",
      "publicUrl": "http://127.0.0.1:$app_port", "hashedApiKey": "$("$bin" hash-key "$app_key")",
@@ -97,8 +106,8 @@ say "starting the box on 127.0.0.1:$port (config and logs in $dir)"
 pids+=($!)
 wait_for "$dir/server.log" "listening on unix" "${pids[-1]}"
 
-say "starting the transcriber (webhook on 127.0.0.1:$stt_port)"
-stt_args=(--socket "$sock" --port "$stt_port")
+say "starting the transcriber ($engine; webhook on 127.0.0.1:$stt_port)"
+stt_args=(--socket "$sock" --port "$stt_port" --engine "$engine")
 if [ -n "$phrases" ]; then stt_args+=(--phrases "$phrases"); fi
 TRANSCRIBER_API_KEY=$stt_key python3 "$root/contrib/transcriber/transcriber.py" "${stt_args[@]}" \
     >"$dir/transcriber.out" 2>"$dir/transcriber.log" &
@@ -114,6 +123,11 @@ wait_for "$dir/captions.out" '"listening"' "${pids[-1]}"
 token=$("$bin" token --user you@example.com --config "$dir/edge.json")
 say "ready. Glasses connect to ws://127.0.0.1:$port/glasses-ws with this token:"
 echo "$token"
+say "in a browser: the glasses emulator (paste the glasses token above, start Live Captions, talk or play a WAV):"
+echo "http://127.0.0.1:$port/ui/glasses"
+say "the operator page (paste this operator token):"
+echo "http://127.0.0.1:$port/ui/operator"
+echo "$operator_token"
 say "to speak into it (any 16-bit WAV with --wav FILE instead of --say):"
 echo "python3 $root/contrib/captions-glasses.py --port $port --token $token --say \"Welcome to the conference\""
 

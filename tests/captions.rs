@@ -1,16 +1,18 @@
 //! Live captions with no cloud, end to end: speech in at the glasses, captions out on them.
 //!
 //! Each test runs the whole stack over real processes (`tests/support/captions.rs`): the
-//! `augmentos-edge` binary, the on-box transcriber (`contrib/transcriber`, PocketSphinx, given
-//! the event's vocabulary as a phrase list, as a venue would) and the live captions app
+//! `augmentos-edge` binary, the on-box transcriber (`contrib/transcriber`, its default engine,
+//! Moonshine tiny-en; given the event's vocabulary as a phrase list, as a venue would, except in
+//! the first test, which uses the general model alone) and the live captions app
 //! (`examples/live-captions`, the stock `@mentra/sdk@2.1.29`); a tungstenite glasses client
 //! streams `espeak-ng` speech and collects the `display_event`s.
 //!
 //! - `live_captions_from_spoken_audio`: three sentences in real time, 20 ms frames, after
-//!   `microphone_state_change` turned the microphone on. Asserts that no caption reached the
-//!   glasses before that, that every sentence got a final caption and a word recall of at
-//!   least `MIN_RECALL`; prints recall, WER and latencies (and, offline, the general model's
-//!   recall on the same sentences, which is not asserted). Then the glasses stop the app while
+//!   `microphone_state_change` turned the microphone on, recognised with no phrase list.
+//!   Asserts that no caption reached the glasses before that, that every sentence got a final
+//!   caption and a word recall of at least `MIN_RECALL`, which PocketSphinx's general model
+//!   (0.10 here) is far from; prints recall, WER and latencies (and, offline, both engines'
+//!   recall on the same sentences with and without the phrase list, not asserted). Then the glasses stop the app while
 //!   audio keeps coming: the microphone must be switched off and no caption may follow.
 //! - `bad_audio_then_captions`: silence in odd chunk sizes (no caption may come of it), loud
 //!   noise and clipped speech in bursts, then a clean sentence that must still be captioned.
@@ -22,7 +24,8 @@
 //!   1 s backlog cap: the transcriber drops audio, says so in its log and metrics, and its
 //!   backlog never passed the cap.
 //!
-//! Needs `python3` with `pocketsphinx` (`contrib/transcriber/requirements.txt`), `espeak-ng`,
+//! Needs `python3` with `moonshine_voice` and `pocketsphinx`
+//! (`contrib/transcriber/requirements.txt`), `espeak-ng`,
 //! `node` and `npm`; `examples/live-captions/node_modules` is installed with `npm ci` on first
 //! use. Without them the tests print a message and pass, except under `CI=true`, where they
 //! fail. `CAPTIONS_KEEP=1` keeps the temporary directories (config, logs, `speech.raw`).
@@ -46,13 +49,13 @@ const SENTENCES: [&str; 3] = [
     "What time is the meeting tomorrow",
     "The train to the city leaves at noon",
 ];
-/// With the phrase list ([`PHRASES`]) the recogniser reaches 0.90 word recall on these
-/// sentences (18 of 20 words, "the turn on the kitchen lights" / "… leaves at to"), the same in
-/// five runs in a row on the development box (2 cores, load average 8 to 10 from other builds)
-/// and offline with `contrib/transcriber/evaluate.py`. The bar leaves five words of margin for
-/// audio a badly overloaded machine makes the transcriber drop. (The general model reaches
-/// 0.10 on espeak-ng's voice; printed, not asserted.)
-const MIN_RECALL: f64 = 0.65;
+/// With no phrase list, Moonshine's general model reaches 0.95 word recall on these sentences
+/// (19 of 20 words: "… leaves at home" for "noon"), through the box on the development box
+/// (2 cores, load average 7 to 10 from other builds) and offline with
+/// `contrib/transcriber/evaluate.py`. PocketSphinx's general model reaches 0.10 on them (0.90
+/// only when the phrase list restricts it to the script). The bar leaves two words of margin
+/// for audio a badly overloaded machine makes the transcriber drop.
+const MIN_RECALL: f64 = 0.85;
 
 /// One stack at a time: each streams real-time audio and recognises it, and on a small
 /// machine several at once would measure each other.
@@ -81,7 +84,11 @@ fn captions_of(events: &[Value]) -> Vec<Value> {
 
 #[test]
 fn live_captions_from_spoken_audio() {
-    with_stack(Options::default(), |stack| {
+    let opts = Options {
+        phrases: None,
+        ..Options::default()
+    };
+    with_stack(opts, |stack| {
         let (pcm, spoken) = speech(&stack.dir.0, &SENTENCES)?;
         let mut glasses = stack.glasses()?;
         let mic_on = glasses
@@ -104,7 +111,7 @@ fn live_captions_from_spoken_audio() {
             ));
         }
         let sc = score(&captions, &spoken, &glasses.displays, t0);
-        eprintln!("live captions (phrase list): {}", sc.summary());
+        eprintln!("live captions (general model): {}", sc.summary());
         if let Some(k) = sc.finals.iter().position(|f| !f) {
             return Err(format!(
                 "no final caption for {:?}{}",
@@ -118,7 +125,7 @@ fn live_captions_from_spoken_audio() {
                 sc.report
             ));
         }
-        general_model_recall(&stack.root, &stack.dir.0);
+        offline_recall(&stack.root, &stack.dir.0);
 
         // The glasses stop the app; audio keeps coming; nothing may be captioned any more.
         glasses.send(json!({"type": "stop_app", "packageName": APP}))?;
@@ -150,11 +157,21 @@ fn live_captions_from_spoken_audio() {
     });
 }
 
-/// The general model's recall on the same sentences, offline (printed, not asserted).
-fn general_model_recall(root: &Path, dir: &Path) {
+/// Each engine's recall on the same sentences with and without the phrase list, offline
+/// (printed, not asserted).
+fn offline_recall(root: &Path, dir: &Path) {
+    if std::fs::write(dir.join("phrases.txt"), PHRASES).is_err() {
+        return;
+    }
     let out = Command::new("python3")
         .arg(root.join("contrib/transcriber/evaluate.py"))
-        .arg("--compare")
+        .args([
+            "--engine",
+            "moonshine",
+            "--engine",
+            "pocketsphinx",
+            "--compare",
+        ])
         .arg("--phrases")
         .arg(dir.join("phrases.txt"))
         .args(SENTENCES)

@@ -2,9 +2,12 @@
 //! run with `--demo`, it starts the box (this build's binary, through `EDGE_BIN`), the
 //! transcriber and the captions app from a generated config, speaks a sentence into the box
 //! through `contrib/captions-glasses.py`, prints the captions the glasses are shown and exits.
-//! Asserts that it exits 0 and that a caption carried words of the sentence.
+//! Run as a new user would, with no phrase list (the default engine, Moonshine, alone): asserts
+//! that it exits 0 and that a caption carried at least five of the sentence's six words
+//! (PocketSphinx's general model gets two or three of them from espeak-ng's voice).
 //!
-//! Same prerequisites as `tests/captions.rs` (python3 with pocketsphinx, espeak-ng, node, npm);
+//! Same prerequisites as `tests/captions.rs` (python3 with moonshine_voice and pocketsphinx,
+//! espeak-ng, node, npm);
 //! without them the test prints a message and passes, except under `CI=true`.
 
 #[path = "support/captions.rs"]
@@ -26,13 +29,9 @@ const SAID: &str = "What time is the meeting tomorrow";
 fn captions_stack_demo() {
     let Some(root) = prerequisites() else { return };
     let dir = TempDir::new().expect("temp dir");
-    let phrases = dir.0.join("phrases.txt");
-    fs::write(&phrases, PHRASES).expect("write phrases");
     let out = dir.0.join("stack.out");
     let mut child = Command::new("bash")
         .arg(root.join("contrib/captions-stack.sh"))
-        .arg("--phrases")
-        .arg(&phrases)
         .args(["--demo", SAID])
         .env("EDGE_BIN", env!("CARGO_BIN_EXE_augmentos-edge"))
         .env("PORT", free_port().unwrap().to_string())
@@ -70,18 +69,25 @@ fn captions_stack_demo() {
         "captions-stack.sh --demo failed ({status:?}):\n{text}{logs}"
     );
     let said = words(SAID);
-    let heard: Vec<&str> = text
+    // The caption that carries the most of the sentence's words.
+    let best = text
         .lines()
         .filter_map(|l| l.strip_prefix("caption: "))
-        .filter(|c| words(c).iter().any(|w| said.contains(w)))
-        .collect();
+        .map(|c| {
+            let got = words(&c.replace("\\n", " "));
+            (said.iter().filter(|w| got.contains(w)).count(), c)
+        })
+        .max_by_key(|(n, _)| *n);
+    let Some((hit, caption)) = best else {
+        panic!("no caption:\n{text}{logs}");
+    };
     assert!(
-        !heard.is_empty(),
-        "no caption with a word of {SAID:?}:\n{text}{logs}"
+        hit >= said.len() - 1,
+        "the best caption has {hit} of the {} words of {SAID:?}: {caption}\n{text}{logs}",
+        said.len()
     );
     eprintln!(
-        "captions-stack.sh --demo: {} caption(s) with words of the sentence, last {:?}",
-        heard.len(),
-        heard.last()
+        "captions-stack.sh --demo: {hit} of {} words in the best caption, {caption}",
+        said.len()
     );
 }

@@ -1,25 +1,27 @@
 //! The on-box transcriber's own unit tests (`contrib/transcriber/test_*.py`), run as part of the
 //! README's test command: the capped audio backlog, its metrics, the phrase list's language
-//! model, and the recogniser on silence, noise, clipped speech, odd chunk sizes, lost audio and
-//! the end of a stream.
+//! model and its corrections, a missing or damaged Moonshine model file, and each recogniser
+//! (Moonshine, PocketSphinx) on silence, noise, clipped speech, odd chunk sizes, lost audio
+//! and the end of a stream.
 //!
-//! Needs `python3` with `pocketsphinx` (`pip install -r contrib/transcriber/requirements.txt`);
-//! the speech cases also need `espeak-ng` (Python skips them without it). Without pocketsphinx
-//! the test prints a message and passes, except under `CI=true`, where it fails.
+//! Needs `python3` with `moonshine_voice` and `pocketsphinx`
+//! (`pip install -r contrib/transcriber/requirements.txt`); the speech cases also need
+//! `espeak-ng` (Python skips them without it). Without the Python packages the test prints a
+//! message and passes, except under `CI=true`, where it fails.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 
 #[test]
 fn transcriber_unit_tests() {
-    let has_pocketsphinx = Command::new("python3")
-        .args(["-c", "import pocketsphinx"])
+    let has_packages = Command::new("python3")
+        .args(["-c", "import pocketsphinx, moonshine_voice"])
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    if !has_pocketsphinx {
-        let msg = "transcriber unit tests skipped: missing python3 with pocketsphinx \
+    if !has_packages {
+        let msg = "transcriber unit tests skipped: missing python3 with pocketsphinx and moonshine_voice \
                    (pip install -r contrib/transcriber/requirements.txt)";
         assert!(
             std::env::var("CI").map_or(true, |v| v != "true"),

@@ -11,10 +11,11 @@
 //! hears on its dashboard line.
 //!
 //! The browser script opens the landing page; has a pasted non-token refused (and not
-//! retried); signs in on the emulator as a typed user; chooses a WAV file as the audio source;
-//! starts the app from `installedApps`; checks the page draws the text wall and the dashboard
-//! line, that the box turned the microphone on and the file reached the app (1 s at 48 kHz as
-//! 32000 bytes of 16 kHz PCM16); presses the button and checks the reference card; makes the
+//! retried); signs in on the emulator as a typed user; picks "a WAV file" as the audio source
+//! without choosing one; starts the app from `installedApps`; checks the page draws the text
+//! wall and the dashboard line, that the box turned the microphone on and the page asks for the
+//! file; chooses it then, with the microphone on, and checks that it reached the app (1 s at
+//! 48 kHz as 32000 bytes of 16 kHz PCM16); presses the button and checks the reference card; makes the
 //! app show each other layout of PROTOCOL §7 by touch gestures (double text wall, dashboard card,
 //! bitmap, bitmap animation, clear view) and checks each is drawn; gets 401
 //! `INVALID_OPERATOR_TOKEN` for a wrong or missing operator token (from the API, and in the

@@ -75,12 +75,18 @@ def silence(ms):
     return bytes(SAMPLE_RATE * 2 * ms // 1000)
 
 
+# Spoken forms of the abbreviations recognisers write (references spell them out).
+SPOKEN = {"mr": "mister", "mrs": "missus", "dr": "doctor", "st": "saint"}
+
+
 def words(text):
+    """The words of `text`, normalised for scoring: lower case, punctuation dropped, hyphenated
+    words split ("cold-hearted" is "cold hearted"), abbreviations spoken ("Mr." is "mister")."""
     out = []
-    for w in text.split():
+    for w in text.replace("-", " ").split():
         w = "".join(c for c in w if c.isalnum() or c == "'").strip("'").lower()
         if w:
-            out.append(w)
+            out.append(SPOKEN.get(w, w))
     return out
 
 

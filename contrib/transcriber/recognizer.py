@@ -5,19 +5,33 @@ Any engine fits behind the same interface: `feed(pcm) -> list of Result` (a Resu
 fed) and `skip(nbytes) -> list of Result` for audio that was dropped before it reached the
 recogniser (it ends any utterance in progress and advances the clock).
 
-This one is PocketSphinx 5 (default en-US model from its wheel), cut into utterances by its
-WebRTC-VAD-based `Endpointer`.
+Two engines fit behind it:
+
+- `MoonshineRecognizer` (the default): Moonshine tiny-en, the neural model that ships in the
+  `moonshine-voice==0.1.0` wheel, streamed through its own voice activity detection. The model
+  is loaded once per process and shared by every session's stream. A phrase list corrects a
+  recognised word to a venue word only when the two are close in spelling (`PhraseCorrector`).
+- `PocketSphinxRecognizer`: PocketSphinx 5 (default en-US model from its wheel), cut into
+  utterances by its WebRTC-VAD-based `Endpointer`; a phrase list or grammar restricts its
+  vocabulary. Smaller, less accurate; for grammar-constrained use and as a fallback.
 """
 
+import array
+import difflib
 import functools
+import hashlib
 import json
 import math
 import os
 import sys
 import tempfile
+import threading
 from collections import Counter, namedtuple
+from pathlib import Path
 
-from pocketsphinx import Decoder, Endpointer, get_model_path
+from pocketsphinx import Decoder, Endpointer, Vad, get_model_path
+
+from audio import edit_distance
 
 SAMPLE_RATE = 16000
 Result = namedtuple("Result", "text is_final start_ms end_ms")
@@ -183,3 +197,297 @@ class PocketSphinxRecognizer:
         if speech:
             self.decoder.process_raw(speech)
         return self._end(self._now_ms())
+
+
+# ----------------------------------------------------------------------------------------------
+# Moonshine
+# ----------------------------------------------------------------------------------------------
+
+# The tiny-en model as the moonshine-voice 0.1.0 wheel ships it, file by file (SHA-256): a file
+# that is missing or differs stops the transcriber at start, named, rather than failing later
+# or falling back silently to another engine.
+MOONSHINE_FILES = {
+    "encoder_model.ort": "94e90a4654fc45cdfedb77c4c08e1739f48862998e58fada384b25118134f221",
+    "decoder_model_merged.ort": "cf524c4862d36e9e5ab032eddc73637efd822d70e868ac575cf1a46e1e4708a0",
+    "tokenizer.bin": "6884b35fd6377d4c4d32336a0bc152f36b64d1e45b6503683cdc238250a8472d",
+}
+
+
+FORCE_UPDATE = 1  # MOONSHINE_FLAG_FORCE_UPDATE: transcribe the line in progress now
+
+
+class ModelError(Exception):
+    """The recogniser's model cannot be used; the message names the file."""
+
+
+_models, _models_lock = {}, threading.Lock()
+
+
+def moonshine_model(model_dir=None):
+    """The Moonshine tiny-en transcriber for `model_dir` (default: the wheel's own assets),
+    loaded once per process: every session's stream shares it. Never downloads anything."""
+    with _models_lock:
+        if model_dir in _models:
+            return _models[model_dir]
+        try:
+            from moonshine_voice import ModelArch, MoonshineError, get_model_path
+            from moonshine_voice.transcriber import Transcriber
+        except ImportError as e:
+            raise ModelError(f"moonshine-voice is not installed ({e}); "
+                             "pip install -r contrib/transcriber/requirements.txt") from e
+        folder = Path(model_dir) if model_dir else get_model_path("tiny-en")
+        for name, digest in MOONSHINE_FILES.items():
+            path = folder / name
+            if not path.is_file():
+                raise ModelError(f"Moonshine model file missing: {path}")
+            h = hashlib.sha256()
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+            if h.hexdigest() != digest:
+                raise ModelError(f"Moonshine model file damaged (not the tiny-en file of "
+                                 f"moonshine-voice 0.1.0): {path}")
+        try:
+            # The library re-transcribes a line only when asked to (MoonshineRecognizer decides
+            # when), never on a timer of its own. (A shorter voice-detector window,
+            # vad_window_duration=0.3, gives finals 80 ms sooner but starts lines 250 ms before
+            # the speech: the default's times are kept.)
+            model = Transcriber(str(folder), ModelArch.TINY, update_interval=math.inf,
+                                options={"transcription_interval": "1000000"})
+        except MoonshineError as e:
+            raise ModelError(f"Moonshine model in {folder} did not load: {e}") from e
+        _models[model_dir] = model
+        return model
+
+
+def _words_of(text):
+    return ["".join(c for c in w if c.isalnum() or c == "'").strip("'").lower()
+            for w in text.split()]
+
+
+@functools.lru_cache(maxsize=None)
+def english_words():
+    """The words of PocketSphinx's en-US pronouncing dictionary (about 130,000)."""
+    with open(os.path.join(get_model_path(), "en-us", "cmudict-en-us.dict"), encoding="utf-8") as f:
+        return frozenset(line.split(" ", 1)[0].split("(", 1)[0] for line in f)
+
+
+class PhraseCorrector:
+    """The venue's vocabulary for a model with no grammar: a recognised word that is not in the
+    phrase list but is spelled almost like a phrase-list word of four letters or more (or two
+    recognised words that together are) becomes that word, spelled as the list spells it. A
+    recognised word that is itself an English word needs a closer spelling (one letter off, in
+    a word of six letters or more); inflections (the list word plus or minus a short ending) are left alone, and
+    so is any word of under three letters: general speech keeps its own words."""
+
+    MIN_RATIO = 0.8  # difflib's similarity of the spellings, for a word not in the dictionary
+
+    def __init__(self, lines):
+        self.english = english_words()
+        self.known, self.spelling = set(), {}
+        for line in lines:
+            for raw, w in zip(line.split(), _words_of(line)):
+                if w:
+                    self.known.add(w)
+                    if len(w) >= 4:
+                        self.spelling.setdefault(w, raw.strip(".,;:!?\"()"))
+        self.targets = sorted(self.spelling)
+
+    def _match(self, w):
+        if len(w) < 3 or w in self.known:
+            return None
+        best, best_ratio = None, 0.0
+        for t in self.targets:
+            if abs(len(t) - len(w)) > max(2, len(t) // 3):
+                continue
+            ratio = difflib.SequenceMatcher(None, w, t).ratio()
+            if ratio > best_ratio:
+                best, best_ratio = t, ratio
+        if best is None or best_ratio < self.MIN_RATIO:
+            return None
+        if w in self.english and (len(best) < 6 or edit_distance(w, best) > 1):
+            return None
+        short, long_ = sorted((w, best), key=len)
+        if long_.startswith(short) and len(long_) - len(short) <= 3:
+            return None  # an inflection: "meetings" is not "meeting"
+        return best
+
+    def __call__(self, text):
+        tokens, norm = text.split(), _words_of(text)
+        out, i = [], 0
+        while i < len(tokens):
+            if i + 1 < len(tokens) and norm[i] and norm[i + 1]:
+                joined = norm[i] + norm[i + 1]
+                t = self._match(joined) if joined not in self.known else joined
+                if t and t in self.spelling and len(t) >= 6 \
+                        and norm[i] not in self.known and norm[i + 1] not in self.known:
+                    out.append(self._respell(tokens[i + 1], t))
+                    i += 2
+                    continue
+            t = self._match(norm[i])
+            out.append(self._respell(tokens[i], t) if t else tokens[i])
+            i += 1
+        return " ".join(out)
+
+    def _respell(self, token, target):
+        """`token` with its word replaced by the list's spelling, its punctuation kept."""
+        lead = len(token) - len(token.lstrip(".,;:!?\"'("))
+        trail = len(token) - len(token.rstrip(".,;:!?\"')"))
+        word = self.spelling[target]
+        if token[lead:lead + 1].isupper() and word[:1].islower():
+            word = word[:1].upper() + word[1:]
+        return token[:lead] + word + token[len(token) - trail:]
+
+
+@functools.lru_cache(maxsize=None)
+def phrase_corrector(path):
+    if path is None:
+        return None
+    if path.endswith((".gram", ".jsgf", ".lm", ".arpa", ".lm.bin")):
+        raise ModelError(f"{path}: Moonshine takes a phrase list (text, one phrase a line); "
+                         "grammars and language models need --engine pocketsphinx")
+    with open(path, encoding="utf-8") as f:
+        return PhraseCorrector([line for line in f if line.strip()])
+
+
+class MoonshineRecognizer:
+    """Moonshine tiny-en on one stream of the process's shared model. Audio goes in 20 ms blocks
+    whatever the chunking. Each time the stream is asked for its lines it transcribes the line
+    in progress from its start, so it is asked only when it pays (a cheap WebRTC voice detector,
+    PocketSphinx's, watches the same audio): while someone speaks, at most every `interim_ms`
+    and less often as the line grows (every half its length: the work per line stays linear in
+    its length); once they pause, every 100 ms until Moonshine's own detector completes the
+    line, for a prompt final; in silence, once a second in case it hears speech the cheap one
+    missed. A line in progress gives an interim when its text changed (at most one per
+    `interim_ms`), a completed line the final. Line times are the stream's, shifted to the
+    audio clock."""
+
+    BLOCK = 640  # 20 ms
+    MAX_LINES = 64  # completed lines a stream keeps before it is replaced by a fresh one
+    PAUSE_MS = 240  # this much non-speech after speech: look for the final
+    FINAL_POLL_MS = 100
+    IDLE_POLL_MS = 1000
+
+    def __init__(self, phrases=None, interim_ms=300, model_dir=None):
+        self.model = moonshine_model(model_dir)
+        self.correct = phrase_corrector(phrases) or (lambda text: text)
+        self.interim_ms = max(self.BLOCK // 32, interim_ms // (self.BLOCK // 32) * (self.BLOCK // 32))
+        self.vad = Vad(frame_length=self.BLOCK / (SAMPLE_RATE * 2))
+        self.buf = bytearray()
+        self.clock_bytes = 0  # all audio so far, fed or skipped: the audio clock
+        self.stream = None
+        self._new_stream()
+
+    def _new_stream(self):
+        if self.stream is not None:
+            self.stream.close()
+        self.stream = self.model.create_stream(update_interval=math.inf)
+        self.stream.start()
+        self.origin_ms = self.clock_bytes * 1000 // (SAMPLE_RATE * 2)
+        self.fed_ms = 0  # audio in this stream
+        self.asked_ms = 0  # when the stream was last asked for its lines
+        self.interim_at = -self.interim_ms  # when the last interim was given
+        self.speech_at = None  # start of the speech not yet closed by a final, by the cheap VAD
+        self.quiet_ms = 0  # non-speech since the last speech
+        self.done = set()  # ids of the lines already given as finals
+        self.shown = {}  # line id -> the interim text last given
+        self.open = False  # the stream showed a line in progress when last asked
+
+    def feed(self, pcm):
+        self.buf += pcm
+        self.clock_bytes += len(pcm)
+        out = []
+        while len(self.buf) >= self.BLOCK:
+            block = bytes(self.buf[:self.BLOCK])
+            del self.buf[:self.BLOCK]
+            self._add(block)
+            self.fed_ms += self.BLOCK // 32
+            if self.vad.is_speech(block):
+                self.quiet_ms = 0
+                if self.speech_at is None:
+                    self.speech_at = self.asked_ms = self.fed_ms
+            else:
+                self.quiet_ms += self.BLOCK // 32
+            if self._time_to_ask():
+                self.asked_ms = self.fed_ms
+                out += self._results(self.stream.update_transcription(FORCE_UPDATE), end=False)
+                if not self.open and self.quiet_ms >= self.PAUSE_MS:
+                    self.speech_at = None  # nothing in progress: wait for speech again
+        return out
+
+    def _time_to_ask(self):
+        since = self.fed_ms - self.asked_ms
+        if self.speech_at is None and not self.open:
+            return since >= self.IDLE_POLL_MS
+        if self.quiet_ms >= self.PAUSE_MS:
+            return since >= self.FINAL_POLL_MS
+        line_ms = self.fed_ms - (self.speech_at if self.speech_at is not None else self.asked_ms)
+        return since >= max(self.interim_ms, line_ms // 2)
+
+    def _add(self, pcm):
+        samples = array.array("h")
+        samples.frombytes(bytes(pcm[: len(pcm) // 2 * 2]))
+        if sys.byteorder == "big":
+            samples.byteswap()
+        if samples:
+            self.stream.add_audio([v / 32768.0 for v in samples], SAMPLE_RATE)
+
+    def _results(self, transcript, end):
+        """Results of the stream's lines; with `end`, every line not yet final becomes final."""
+        out, lines = [], transcript.lines if transcript else []
+        self.open = any(not line.is_complete for line in lines)
+        for line in lines:
+            if line.line_id in self.done:
+                continue
+            text = self.correct(line.text.strip())
+            start = self.origin_ms + int(round(line.start_time * 1000))
+            stop = start + int(round(line.duration * 1000))
+            if line.is_complete or end:
+                self.done.add(line.line_id)
+                shown = self.shown.pop(line.line_id, None)
+                # A line that showed interim text always ends with a final, empty if nothing
+                # was recognised in the end, so that no stale interim stays on any display.
+                if text or shown:
+                    out.append(Result(text, True, start, stop))
+            elif text and text != self.shown.get(line.line_id) \
+                    and self.fed_ms - self.interim_at >= self.interim_ms:
+                self.shown[line.line_id] = text
+                self.interim_at = self.fed_ms
+                out.append(Result(text, False, start, stop))
+        if not end and len(self.done) >= self.MAX_LINES and all(l.is_complete for l in lines):
+            # Bounded work per update in a long session: a fresh stream between lines.
+            self.clock_bytes -= len(self.buf)
+            self._new_stream()
+            self.clock_bytes += len(self.buf)
+        return out
+
+    def _end(self):
+        self.stream.stop()  # its own update is not forced: ask again, forced
+        return self._results(self.stream.update_transcription(FORCE_UPDATE), end=True)
+
+    def skip(self, nbytes):
+        """Audio lost before recognition: end the line in progress, advance the clock."""
+        out = self._end()
+        self.buf.clear()
+        self.clock_bytes += nbytes
+        self._new_stream()
+        return out
+
+    def flush(self):
+        """End of the stream: the line in progress, if any, as a final result."""
+        if self.buf:
+            self._add(self.buf)
+            self.buf.clear()
+        out = self._end()
+        self._new_stream()
+        return out
+
+
+ENGINES = {"moonshine": MoonshineRecognizer, "pocketsphinx": PocketSphinxRecognizer}
+
+
+def make_recognizer(engine, **kwargs):
+    """A recogniser of the named engine (`moonshine` or `pocketsphinx`)."""
+    if engine == "pocketsphinx":
+        kwargs.pop("model_dir", None)
+    return ENGINES[engine](**kwargs)

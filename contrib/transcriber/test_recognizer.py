@@ -1,24 +1,31 @@
 """Unit tests of the recogniser on bad and awkward input: silence, noise, clipping, odd chunk
-sizes, audio lost before recognition, the end of a stream. Uses PocketSphinx (its wheel's
-en-US model) and, for speech, `espeak-ng` (those tests are skipped without it).
+sizes, audio lost before recognition, the end of a stream, a missing or damaged model; each
+engine (Moonshine tiny-en from the moonshine-voice wheel, PocketSphinx's en-US model) the same
+way. Speech comes from `espeak-ng` (those tests are skipped without it).
 
     cd contrib/transcriber && python3 -m unittest -v
 """
 
 import array
+import os
 import random
 import shutil
+import subprocess
+import sys
 import tempfile
 import unittest
+from pathlib import Path
 
 import audio
-from recognizer import PocketSphinxRecognizer
+import recognizer
+from recognizer import (ModelError, MoonshineRecognizer, PhraseCorrector,
+                        PocketSphinxRecognizer, make_recognizer)
 
 SENTENCE = "What time is the meeting tomorrow"
 
 
-def run(pcm, chunk=640, phrases=None):
-    r = PocketSphinxRecognizer(phrases=phrases)
+def run(pcm, chunk=640, phrases=None, engine="pocketsphinx"):
+    r = make_recognizer(engine, phrases=phrases)
     out = []
     for i in range(0, len(pcm), chunk):
         out += r.feed(pcm[i:i + chunk])
@@ -36,17 +43,22 @@ def finals(results):
 
 
 class SilenceAndNoise(unittest.TestCase):
+    engine = "pocketsphinx"
+
+    def run_(self, pcm, **kw):
+        return run(pcm, engine=self.engine, **kw)
+
     def test_silence_gives_nothing(self):
-        self.assertEqual(run(audio.silence(3000)), [])
+        self.assertEqual(self.run_(audio.silence(3000)), [])
 
     def test_quiet_noise_gives_nothing(self):
-        self.assertEqual(run(noise(1500, 300)), [])
+        self.assertEqual(self.run_(noise(1500, 300)), [])
 
     def test_loud_and_clipping_noise_end_cleanly(self):
         # The voice detector may take loud noise for speech; whatever is heard, every utterance
         # that showed interim text is closed by a final, and the clock stays within the audio.
         for amplitude in (3000, 32767):
-            results = run(noise(1500, amplitude))
+            results = self.run_(noise(1500, amplitude))
             if any(not r.is_final for r in results):
                 self.assertTrue(results[-1].is_final, (amplitude, results))
             for r in results:
@@ -55,6 +67,12 @@ class SilenceAndNoise(unittest.TestCase):
                 self.assertLessEqual(r.end_ms, 1500 + 30)
 
 
+
+class MoonshineSilenceAndNoise(SilenceAndNoise):
+    engine = "moonshine"
+
+
+class PocketSphinxEnd(unittest.TestCase):
     def test_an_utterance_that_showed_interim_text_always_gets_a_final(self):
         # Loud noise can show a word as interim and then end as nothing: the final, empty,
         # still comes, so the interim does not stay on the display.
@@ -66,12 +84,81 @@ class SilenceAndNoise(unittest.TestCase):
         self.assertEqual(r._end(900), [])  # nothing shown, nothing to close
 
 
+class FakeLine:
+    def __init__(self, line_id, text, complete, start=0.5, duration=1.0):
+        self.line_id, self.text, self.is_complete = line_id, text, complete
+        self.start_time, self.duration = start, duration
+
+
+class FakeTranscript:
+    def __init__(self, *lines):
+        self.lines = list(lines)
+
+
+class MoonshineLines(unittest.TestCase):
+    """How the stream's lines become results (the engine's own lines, made up)."""
+
+    def test_interims_on_change_then_one_final_on_the_audio_clock(self):
+        r = MoonshineRecognizer()
+        r.origin_ms = 10_000  # the stream started 10 s into the session's audio
+        self.assertEqual(r._results(FakeTranscript(FakeLine(1, "Lunch is", False)), False),
+                         [("Lunch is", False, 10_500, 11_500)])
+        self.assertEqual(r._results(FakeTranscript(FakeLine(1, "Lunch is", False)), False), [])
+        done = FakeTranscript(FakeLine(1, "Lunch is served.", True, duration=2.0))
+        self.assertEqual(r._results(done, False), [("Lunch is served.", True, 10_500, 12_500)])
+        self.assertEqual(r._results(done, False), [])  # a final is given once
+
+    def test_a_line_that_showed_interim_text_always_gets_a_final(self):
+        r = MoonshineRecognizer()
+        r._results(FakeTranscript(FakeLine(7, "shut", False)), False)
+        self.assertEqual(r._results(FakeTranscript(FakeLine(7, "", True)), False),
+                         [("", True, 500, 1500)])
+        # Nothing shown, nothing to close.
+        self.assertEqual(r._results(FakeTranscript(FakeLine(8, "", True)), False), [])
+
+    def test_the_stream_is_asked_only_when_it_pays(self):
+        # Asking transcribes the line in progress from its start: during speech every half
+        # line (at least every interim_ms), after a pause every 100 ms, in silence once a second.
+        r = MoonshineRecognizer(interim_ms=300)
+        r.speech_at, r.quiet_ms, r.fed_ms = 0, 0, 4000
+        r.asked_ms = 2100
+        self.assertFalse(r._time_to_ask())  # a 4 s line: every 2 s
+        r.asked_ms = 2000
+        self.assertTrue(r._time_to_ask())
+        r.speech_at, r.asked_ms = 3500, 3750
+        self.assertFalse(r._time_to_ask())  # a short line: every 300 ms
+        r.asked_ms = 3700
+        self.assertTrue(r._time_to_ask())
+        r.quiet_ms, r.asked_ms = r.PAUSE_MS, 3920
+        self.assertFalse(r._time_to_ask())  # a pause: every 100 ms, for the final
+        r.asked_ms = 3900
+        self.assertTrue(r._time_to_ask())
+        r.speech_at, r.open, r.quiet_ms, r.asked_ms = None, False, 3000, 3020
+        self.assertFalse(r._time_to_ask())  # silence: once a second
+        r.asked_ms = 3000
+        self.assertTrue(r._time_to_ask())
+
+    def test_the_end_of_the_stream_makes_the_line_in_progress_final(self):
+        r = MoonshineRecognizer()
+        r._results(FakeTranscript(FakeLine(3, "The train", False)), False)
+        self.assertEqual(r._results(FakeTranscript(FakeLine(3, "The train to", False)), True),
+                         [("The train to", True, 500, 1500)])
+
+
 @unittest.skipUnless(shutil.which("espeak-ng"), "espeak-ng is not installed")
 class Speech(unittest.TestCase):
+    engine = "pocketsphinx"
+
     @classmethod
     def setUpClass(cls):
         cls.pcm = audio.silence(500) + audio.speak(SENTENCE) + audio.silence(1000)
-        cls.results = run(cls.pcm)  # in 20 ms chunks, like the glasses send
+        # The voice detector's first run in a process can place a line a frame differently:
+        # one run first, then the reference, in 20 ms chunks, like the glasses send.
+        run(cls.pcm, engine=cls.engine)
+        cls.results = run(cls.pcm, engine=cls.engine)
+
+    def recogniser(self):
+        return make_recognizer(self.engine)
 
     def test_speech_gives_interims_then_one_final_with_times(self):
         results = self.results
@@ -83,18 +170,27 @@ class Speech(unittest.TestCase):
         self.assertAlmostEqual(final.end_ms, 500 + speech_ms, delta=400)
 
     def test_chunk_size_does_not_change_the_result(self):
+        # Moonshine's voice detector keeps state across the process's streams: the same audio
+        # can start a line a frame or two differently after other audio. Runs of the same audio
+        # until two agree, then every chunking must give that.
+        ref = run(self.pcm, engine=self.engine)
+        for _ in range(5):
+            again = run(self.pcm, engine=self.engine)
+            if again == ref:
+                break
+            ref = again
         for chunk in (1, 333, 64001):  # odd sizes split samples; all must agree
-            self.assertEqual(run(self.pcm, chunk=chunk), self.results, chunk)
+            self.assertEqual(run(self.pcm, chunk=chunk, engine=self.engine), ref, chunk)
 
     def test_clipped_speech_is_survived(self):
         x = array.array("h")
         x.frombytes(self.pcm)
         clipped = audio.pcm_bytes(array.array("h", (max(-32768, min(32767, v * 16)) for v in x)))
-        for r in run(clipped):
+        for r in run(clipped, engine=self.engine):
             self.assertLessEqual(r.end_ms, len(clipped) * 1000 // (audio.SAMPLE_RATE * 2))
 
     def test_audio_lost_mid_utterance_ends_it_and_moves_the_clock(self):
-        r = PocketSphinxRecognizer()
+        r = self.recogniser()
         half = len(self.pcm) // 2 // 640 * 640
         out = []
         for i in range(0, half, 640):
@@ -109,6 +205,8 @@ class Speech(unittest.TestCase):
         # The second copy starts after the first half, the skipped second and its own 500 ms.
         self.assertAlmostEqual(first, half * 1000 // 32000 + 1000 + 500, delta=150)
 
+
+class PocketSphinxSpeech(Speech):
     def test_flush_with_nothing_buffered(self):
         # Whole frames only, ending while the voice detector still counts it as speech.
         r = PocketSphinxRecognizer()
@@ -128,6 +226,90 @@ class Speech(unittest.TestCase):
         hit_with = audio.score(SENTENCE, with_list)[0]
         hit_without = audio.score(SENTENCE, without)[0]
         self.assertGreater(hit_with, hit_without, (with_list, without))
+
+
+class MoonshineSpeech(Speech):
+    engine = "moonshine"
+
+    def test_the_general_model_gets_the_sentence_right(self):
+        # PocketSphinx's general model gets about a third of these words.
+        (final,) = finals(self.results)
+        self.assertEqual(audio.words(final.text), audio.words(SENTENCE), final)
+
+    def test_flush_ends_a_line_in_progress(self):
+        r = self.recogniser()
+        cut = len(self.pcm) * 2 // 3 // 640 * 640
+        out = r.feed(self.pcm[:cut])
+        self.assertFalse(finals(out))
+        (final,) = r.flush()
+        self.assertTrue(final.is_final and final.text, final)
+        self.assertLessEqual(final.end_ms, cut * 1000 // 32000 + 20)
+
+
+del Speech  # only its engine-specific subclasses run
+
+
+class PhraseList(unittest.TestCase):
+    LIST = ["Welcome to Mentra Live", "Doctor Okonkwo speaks in the Lindqvist hall",
+            "The keynote starts at ten"]
+
+    def test_a_near_miss_becomes_the_venue_word_spelled_as_listed(self):
+        c = PhraseCorrector(self.LIST)
+        self.assertEqual(c("Dr. Okonkwa speaks in the Lindquist hall."),
+                         "Dr. Okonkwo speaks in the Lindqvist hall.")
+        self.assertEqual(c("welcome to mentre live"), "welcome to Mentra live")
+        self.assertEqual(c("the Lind qvist hall"), "the Lindqvist hall")
+
+    def test_general_speech_keeps_its_words(self):
+        c = PhraseCorrector(self.LIST)
+        for text in ("The keynotes start at eleven.", "Speak to the doctor in the hall",
+                     "A mental note", "Mentor me", "It is ten to two"):
+            self.assertEqual(c(text), text)
+
+    def test_grammars_are_for_pocketsphinx(self):
+        with self.assertRaisesRegex(ModelError, "venue.gram.*--engine pocketsphinx"):
+            recognizer.phrase_corrector("/tmp/venue.gram")
+
+
+class Model(unittest.TestCase):
+    """A missing or damaged model file stops the recogniser, naming the file."""
+
+    def setUp(self):
+        from moonshine_voice import get_model_path
+
+        self.dir = tempfile.mkdtemp(prefix="moonshine-model-")
+        self.addCleanup(shutil.rmtree, self.dir)
+        for name in recognizer.MOONSHINE_FILES:
+            shutil.copy(get_model_path("tiny-en") / name, self.dir)
+
+    def test_the_packaged_model_loads_once_per_process(self):
+        self.assertIs(MoonshineRecognizer().model, MoonshineRecognizer().model)
+        self.assertIsNotNone(MoonshineRecognizer(model_dir=self.dir).model)
+
+    def test_a_missing_file_is_named(self):
+        os.remove(os.path.join(self.dir, "tokenizer.bin"))
+        with self.assertRaisesRegex(ModelError, "missing: .*/tokenizer.bin"):
+            MoonshineRecognizer(model_dir=self.dir)
+
+    def test_a_damaged_file_is_named(self):
+        path = os.path.join(self.dir, "encoder_model.ort")
+        with open(path, "r+b") as f:
+            f.truncate(os.path.getsize(path) // 2)
+        with self.assertRaisesRegex(ModelError, "damaged.*/encoder_model.ort"):
+            MoonshineRecognizer(model_dir=self.dir)
+
+    def test_the_transcriber_refuses_to_start(self):
+        path = os.path.join(self.dir, "decoder_model_merged.ort")
+        with open(path, "r+b") as f:
+            f.seek(1000)
+            f.write(b"\0" * 64)
+        out = subprocess.run(
+            [sys.executable, str(Path(__file__).with_name("transcriber.py")), "--socket",
+             "/nonexistent.sock", "--api-key", "k", "--port", "0", "--model-dir", self.dir],
+            capture_output=True, text=True, timeout=60)
+        self.assertEqual(out.returncode, 2, out)
+        self.assertIn("decoder_model_merged.ort", out.stderr)
+        self.assertNotIn("listening", out.stdout)
 
 
 if __name__ == "__main__":

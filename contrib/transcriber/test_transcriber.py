@@ -119,5 +119,30 @@ class BigramTest(unittest.TestCase):
             bigram_arpa(["", "   "])
 
 
+class EvaluateTest(unittest.TestCase):
+    def test_words_are_normalised_as_references_spell_them(self):
+        import audio
+
+        self.assertEqual(audio.words("Mr. Dashwood, cold-hearted; ill-disposed!"),
+                         ["mister", "dashwood", "cold", "hearted", "ill", "disposed"])
+
+    def test_results_are_scored_against_the_recording_they_overlap(self):
+        from collections import namedtuple
+
+        import evaluate
+
+        R = namedtuple("R", "text is_final start_ms end_ms")
+        spans = [(1000, 3000), (5000, 7000)]
+        results = [R("he was", False, 1000, 1500), R("he was not", True, 1000, 3100),
+                   R("a young", False, 5000, 5600), R("a young man", True, 5000, 7200)]
+        at = [1400, 3500, 5700, 7600]
+        m = evaluate.measure(["he was not", "an ill young man"], spans, results, at)
+        self.assertEqual((m["words"], m["recall"]), (7, round(5 / 7, 3)))
+        self.assertEqual(m["wer"], round(2 / 7, 3))  # "a" for "an", "ill" missing
+        self.assertEqual(m["final_after_ms"], [500, 600])
+        self.assertEqual(m["interim_after_ms"], [400, 700])
+        self.assertEqual(m["missing_finals"], 0)
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -4,8 +4,10 @@
 It answers the box's `session_request` webhook (POST /webhook), connects back to the box over
 its Unix socket, sends `tpa_connection_init`, subscribes to `audio_chunk` (raw 16 kHz 16-bit
 mono PCM in binary frames) and publishes interim and final `transcription` data
-(`{"type":"data_stream","data":<TranscriptionData>}`) recognised by PocketSphinx, locally, with
-no cloud. The box routes them to the apps subscribed to `transcription:en-US`.
+(`{"type":"data_stream","data":<TranscriptionData>}`) recognised locally, with no cloud, by
+Moonshine tiny-en (the default, `--engine moonshine`; its model ships in the moonshine-voice
+wheel and is loaded once for all sessions) or PocketSphinx (`--engine pocketsphinx`, for a
+grammar-constrained vocabulary). The box routes them to the apps subscribed to `transcription:en-US`.
 
 Configure it in the box's config as a system app allowed on the Unix socket only:
 
@@ -17,6 +19,9 @@ Configure it in the box's config as a system app allowed on the Unix socket only
 and run it as
 
     TRANSCRIBER_API_KEY=KEY python3 transcriber.py --socket /run/augmentos-edge.sock --port 3100
+
+A missing or damaged model file stops it at start (exit status 2, the file named on stderr);
+it never falls back to another engine by itself.
 
 If recognition is slower than real time, audio waiting for the recogniser is capped
 (`--max-backlog-ms`): the oldest is dropped and the drop is logged, so captions fall behind by
@@ -36,7 +41,7 @@ import time
 from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from recognizer import SAMPLE_RATE, PocketSphinxRecognizer
+from recognizer import ENGINES, SAMPLE_RATE, ModelError, make_recognizer
 from wsclient import WebSocket, WebSocketClosed
 
 
@@ -279,7 +284,7 @@ class Session:
             "endTime": r.end_ms,
             "utteranceId": f"{self.session_id}-{utterance}",
             "transcribeLanguage": self.args.language,
-            "provider": "pocketsphinx",
+            "provider": self.args.engine,
         }
         with self.metrics.lock:
             self.metrics.results["final" if r.is_final else "interim"] += 1
@@ -378,8 +383,14 @@ def main():
     p.add_argument("--api-key", default=os.environ.get("TRANSCRIBER_API_KEY"),
                    help="the app key (default: $TRANSCRIBER_API_KEY)")
     p.add_argument("--language", default="en-US")
-    p.add_argument("--phrases", help="restrict the vocabulary: a JSGF grammar (.gram/.jsgf) "
-                                     "or a text file of phrases, one a line")
+    p.add_argument("--engine", choices=sorted(ENGINES), default="moonshine",
+                   help="the recogniser (default moonshine)")
+    p.add_argument("--model-dir", help="moonshine: a folder holding the tiny-en model files "
+                                       "(default: the moonshine-voice wheel's own)")
+    p.add_argument("--phrases", help="the venue's vocabulary, a text file of phrases, one a "
+                                     "line (moonshine corrects near misses to its words; "
+                                     "pocketsphinx restricts itself to them), or for "
+                                     "pocketsphinx a JSGF grammar (.gram/.jsgf)")
     p.add_argument("--interim-ms", type=int, default=300,
                    help="at most one interim result per this much audio (default 300)")
     p.add_argument("--max-backlog-ms", type=int, default=2000,
@@ -390,8 +401,13 @@ def main():
     if not args.api_key:
         p.error("--api-key or TRANSCRIBER_API_KEY is required")
     # The first recogniser is loaded before serving, so the first session does not wait for it.
-    spares = Spares(lambda: PocketSphinxRecognizer(phrases=args.phrases,
-                                                   interim_ms=args.interim_ms))
+    try:
+        spares = Spares(lambda: make_recognizer(args.engine, phrases=args.phrases,
+                                                interim_ms=args.interim_ms,
+                                                model_dir=args.model_dir))
+    except (ModelError, OSError) as e:
+        log("model_error", engine=args.engine, reason=str(e))
+        p.exit(2, f"{p.prog}: cannot start: {e}\n")
     sessions, lock, metrics = {}, threading.Lock(), Metrics()
     handler = make_handler(args, sessions, lock, metrics, spares)
     server = ThreadingHTTPServer((args.host, args.port), handler)

@@ -10,7 +10,7 @@
 // Env: PORT, PACKAGE_NAME, API_KEY (required); LINES (default 4), WIDTH (default 30),
 // LANGUAGE (the transcripts' language, default en-US).
 // stdout carries one JSON object per line ("listening", "session", "caption" with the text
-// shown, "stop", "error"); the SDK's own logs go to stderr.
+// shown and the time the transcript came, "stop", "error"); the SDK's own logs go to stderr.
 // Unless CAPTIONS_ALLOW_NETWORK is set, the SDK's one outside request at start (a version
 // check) is pointed at a closed local port, so nothing leaves the box.
 
@@ -117,6 +117,7 @@ class LiveCaptions extends AppServer {
         utteranceId: data?.utteranceId ?? null,
         startTime: data?.startTime ?? null,
         endTime: data?.endTime ?? null,
+        at: Date.now(), // when the transcript came (wall clock, ms): for latency measurements
       });
     });
     session.events.onError((err) => emit("error", { sessionId, message: String(err?.message ?? err) }));

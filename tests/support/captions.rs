@@ -74,9 +74,10 @@ pub fn prerequisites() -> Option<PathBuf> {
             missing.push(tool.to_string());
         }
     }
-    if !runs(Command::new("python3").args(["-c", "import pocketsphinx"])) {
+    if !runs(Command::new("python3").args(["-c", "import pocketsphinx, moonshine_voice"])) {
         missing.push(
-            "python3 with pocketsphinx (pip install -r contrib/transcriber/requirements.txt)"
+            "python3 with pocketsphinx and moonshine_voice \
+             (pip install -r contrib/transcriber/requirements.txt)"
                 .into(),
         );
     }

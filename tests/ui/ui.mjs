@@ -89,8 +89,7 @@ try {
   const who = await glasses.locator("#who").textContent();
   if (who !== USER) throw new Error(`signed in as ${who}`);
 
-  say("emulator: choose a WAV file as the audio source");
-  await glasses.locator("#wav").setInputFiles(toneWav(path.join(PROFILE, "tone.wav")));
+  say("emulator: a WAV file as the audio source, not chosen yet");
   await glasses.locator("input[name=mic-src][value=wav]").check();
 
   say("emulator: start the app from installedApps");
@@ -106,9 +105,14 @@ try {
   await glasses.locator("#screen-dashboard", { hasText: DASHBOARD }).waitFor({ timeout: WAIT });
   await glasses.screenshot({ path: path.join(SHOTS, "glasses-text-wall.png"), fullPage: true });
 
-  say("emulator: the microphone is on and the WAV file reaches the app (1 s = 32000 bytes)");
+  say("emulator: the microphone is on, and asks for the file");
   await glasses.locator("#mic-state", { hasText: "on" }).waitFor({ timeout: WAIT });
+  await glasses.locator("#mic-error", { hasText: "choose a WAV file first" }).waitFor({ timeout: WAIT });
+
+  say("emulator: choosing the file while the microphone is on plays it to the app (1 s = 32000 bytes)");
+  await glasses.locator("#wav").setInputFiles(toneWav(path.join(PROFILE, "tone.wav")));
   await glasses.locator("#screen-dashboard", { hasText: "heard 32000 bytes" }).waitFor({ timeout: WAIT });
+  if (await glasses.locator("#mic-error").textContent()) throw new Error(`still: ${await glasses.locator("#mic-error").textContent()}`);
 
   say("emulator: a button press reaches the app, which answers with a reference card");
   await glasses.locator("button[data-button=short]").click();

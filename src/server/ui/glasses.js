@@ -235,6 +235,14 @@
       $("screen-main").classList.add("focus");
       $("screen-dashboard").classList.remove("focus");
     };
+    // Choosing a file makes it the source; while the box wants audio, a new choice of file or
+    // source takes over at once (the file plays from its start).
+    $("wav").onchange = () => {
+      if (!$("wav").files[0]) return;
+      document.querySelector("input[name=mic-src][value=wav]").checked = true;
+      sourceChanged();
+    };
+    for (const r of document.querySelectorAll("input[name=mic-src]")) r.onchange = sourceChanged;
   }
 
   // ---- audio -----------------------------------------------------------------------------
@@ -245,6 +253,12 @@
     $("mic-state").textContent = on ? "on: streaming 16 kHz PCM to the box" : "off";
     if (on && !audio && !starting) startAudio();
     if (!on && audio) { audio.stop(); audio = null; }
+  }
+
+  function sourceChanged() {
+    if (!micWanted || starting) return;
+    if (audio) { audio.stop(); audio = null; }
+    startAudio();
   }
 
   function floatsToPcm16(f) {

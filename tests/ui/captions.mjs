@@ -1,0 +1,104 @@
+// Browser half of tests/ui_captions.rs: a new user's walk of the live captions stack in the
+// system Chromium (headless, playwright-core). Opens the emulator URL the stack printed, pastes
+// the glasses token, picks a WAV file as the source, starts Live Captions, chooses the file of
+// real speech once the microphone is on, reads the captions on the emulated display, then opens
+// the operator page with the printed operator token and finds the session. Prints one line per
+// step and, last, `captions: <text>`; exits non-zero naming the failed step.
+import { chromium } from "playwright-core";
+import { mkdirSync, rmSync } from "node:fs";
+import path from "node:path";
+
+const env = (k) => {
+  const v = process.env[k];
+  if (!v) throw new Error(`${k} is not set`);
+  return v;
+};
+const EMULATOR = env("EMULATOR_URL");
+const OPERATOR = env("OPERATOR_URL");
+const GLASSES_TOKEN = env("GLASSES_TOKEN");
+const OPERATOR_TOKEN = env("OPERATOR_TOKEN");
+const USER = env("USER_ID");
+const WAV = env("WAV");
+const EXPECT = env("EXPECT"); // words the captions must show, space-separated
+const SHOTS = env("SHOTS");
+const PROFILE = env("PROFILE");
+const PKG = "com.example.captions";
+const WAIT = 20000;
+
+let step = "launch";
+const say = (s) => { step = s; console.log(`step: ${s}`); };
+
+rmSync(PROFILE, { recursive: true, force: true });
+mkdirSync(PROFILE, { recursive: true });
+mkdirSync(SHOTS, { recursive: true });
+const context = await chromium.launchPersistentContext(PROFILE, {
+  executablePath: env("CHROMIUM"),
+  headless: true,
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  viewport: { width: 1280, height: 900 },
+});
+const problems = [];
+const words = (t) => (t || "").toLowerCase().replace(/[^a-z0-9' ]+/g, " ").split(/\s+/).filter(Boolean);
+
+try {
+  const glasses = await context.newPage();
+  glasses.on("pageerror", (e) => problems.push(`glasses page error: ${e.message}`));
+
+  say("emulator: paste the glasses token the stack printed");
+  await glasses.goto(EMULATOR);
+  await glasses.locator("#token").fill(GLASSES_TOKEN);
+  await glasses.locator("#token-go").click();
+  await glasses.locator("#status", { hasText: /^connected$/ }).waitFor({ timeout: WAIT });
+
+  say("emulator: a WAV file as the source; start Live Captions");
+  await glasses.locator("input[name=mic-src][value=wav]").check();
+  const row = glasses.locator(`#apps tr[data-package="${PKG}"]`);
+  await row.locator("button[data-action=start]").click();
+  await row.locator(".state", { hasText: "active" }).waitFor({ timeout: WAIT });
+  await glasses.locator("#mic-state", { hasText: "on" }).waitFor({ timeout: WAIT });
+
+  say("emulator: choose the recording while the microphone is on; read the captions");
+  await glasses.locator("#wav").setInputFiles(WAV);
+  const want = words(EXPECT);
+  const main = glasses.locator("#screen-main");
+  const until = Date.now() + WAIT;
+  let shown = "";
+  for (;;) {
+    shown = (await main.textContent()) || "";
+    const got = words(shown);
+    if (want.every((w) => got.includes(w))) break;
+    if (Date.now() > until) throw new Error(`the display shows ${JSON.stringify(shown)}, not all of "${EXPECT}"`);
+    await glasses.waitForTimeout(100);
+  }
+  await glasses.screenshot({ path: path.join(SHOTS, "captions-glasses.png"), fullPage: true });
+
+  say("operator page: the operator token; the session with Live Captions active");
+  const op = await context.newPage();
+  op.on("pageerror", (e) => problems.push(`operator page error: ${e.message}`));
+  await op.goto(OPERATOR);
+  await op.locator("#op-token").fill(OPERATOR_TOKEN);
+  await op.locator("#op-go").click();
+  const card = op.locator(`.session[data-user="${USER}"]`);
+  await card.locator(".badge.connected").waitFor({ timeout: WAIT });
+  await card.locator(`tr[data-package="${PKG}"] .state`, { hasText: "active" }).waitFor({ timeout: WAIT });
+  await op.screenshot({ path: path.join(SHOTS, "captions-operator.png"), fullPage: true });
+
+  if (problems.length) throw new Error(problems.join("\n"));
+  say("done");
+  console.log(`captions: ${shown.replace(/\s+/g, " ").trim()}`);
+} catch (e) {
+  console.error(`FAILED at step "${step}": ${e.message}`);
+  for (const page of context.pages()) {
+    const dump = await page.evaluate(() => {
+      const t = (id) => (document.getElementById(id) || {}).textContent;
+      return { url: location.pathname, status: t("status"), mic: t("mic-state"), micError: t("mic-error"),
+        main: t("screen-main"), error: t("login-error") };
+    }).catch((err) => ({ error: String(err) }));
+    console.error(JSON.stringify(dump));
+  }
+  if (problems.length) console.error(problems.join("\n"));
+  await context.close();
+  process.exit(1);
+}
+await context.close();
