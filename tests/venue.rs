@@ -442,3 +442,37 @@ fn a_backed_up_app_never_holds_the_feed_and_everyone_else_loses_nothing() {
     assert_eq!(w.server.stats().stall_closes, 1);
     assert!(!w.clients[f].closed);
 }
+
+#[test]
+fn the_operator_feed_shows_each_venue_feed() {
+    let mut w = world();
+    let feeds = |w: &World| w.server.ui_state(w.clock())["feeds"].clone();
+    let before = feeds(&w);
+    assert_eq!(before[0]["name"], "main");
+    assert_eq!(before[0]["packageName"], FEED);
+    assert_eq!(before[0]["connected"], false);
+    assert_eq!(before[0]["followers"], 0);
+    let g = glasses(&mut w, USERS[0]);
+    let a = app(&mut w, g, USERS[0], A, json!(["transcription:de-DE"]));
+    let g2 = glasses(&mut w, USERS[1]);
+    let _b = app(&mut w, g2, USERS[1], A, json!(["button_press"]));
+    let f = feed(&mut w);
+    for i in 0..7 {
+        publish(&mut w, f, &transcript(&format!("Zeile {i}"), "de-DE", true));
+    }
+    publish(&mut w, f, &transcript("unfertig", "de-DE", false));
+    let st = feeds(&w);
+    assert_eq!(st[0]["connected"], true);
+    assert_eq!(st[0]["language"], "de-DE");
+    assert_eq!(
+        st[0]["lastLines"],
+        json!(["Zeile 2", "Zeile 3", "Zeile 4", "Zeile 5", "Zeile 6"])
+    );
+    assert_eq!(st[0]["followers"], 2);
+    assert_eq!(st[0]["published"], 8);
+    // One subscriber: seven finals and the interim reached it.
+    assert_eq!(st[0]["delivered"], 8);
+    assert_eq!(st[0]["dropped"], 0);
+    w.client_eof(f);
+    assert_eq!(feeds(&w)[0]["connected"], false);
+}

@@ -48,6 +48,8 @@ pub struct Feed {
     /// The last final line published: its stream (`transcription`/`translation`), source and
     /// target languages, and its `data` as it came.
     last_final: Option<LastLine>,
+    /// The texts of the last few final lines, newest last, for the operator.
+    recent: std::collections::VecDeque<Box<str>>,
     /// Messages published.
     pub published: u64,
     /// Deliveries made (one message to one app).
@@ -64,17 +66,43 @@ struct LastLine {
     data: Box<str>,
 }
 
+/// Final lines kept per feed for the operator page.
+const RECENT_LINES: usize = 5;
+/// Characters of a final line kept for the operator page.
+const RECENT_CHARS: usize = 200;
+
 impl Feed {
-    /// The text of the last final line, for the operator.
-    pub fn last_text(&self) -> Option<String> {
-        let l = self.last_final.as_ref()?;
-        let v: serde_json::Value = serde_json::from_str(&l.data).ok()?;
-        v["text"].as_str().map(str::to_owned)
+    /// The feed as the operator sees it.
+    fn operator(&self, package: &str, followers: usize) -> serde_json::Value {
+        serde_json::json!({
+            "name": self.name,
+            "packageName": package,
+            "connected": self.conn.is_some(),
+            "language": self.last_final.as_ref().map(|l| &*l.from),
+            "lastLines": self.recent,
+            "followers": followers,
+            "published": self.published,
+            "delivered": self.delivered,
+            "dropped": self.dropped,
+        })
     }
 
-    /// The language of the last final line.
-    pub fn language(&self) -> Option<&str> {
-        self.last_final.as_ref().map(|l| &*l.from)
+    /// Keep the text of a final line (`data` as published) for the operator.
+    fn note_line(&mut self, data: &str) {
+        #[derive(serde::Deserialize)]
+        struct Text<'a> {
+            #[serde(borrow)]
+            text: Option<std::borrow::Cow<'a, str>>,
+        }
+        let Some(text) = crate::protocol::inbound::decode::<Text<'_>>(data).and_then(|t| t.text)
+        else {
+            return;
+        };
+        if self.recent.len() == RECENT_LINES {
+            self.recent.pop_front();
+        }
+        self.recent
+            .push_back(text.chars().take(RECENT_CHARS).collect::<String>().into());
     }
 }
 
@@ -123,6 +151,21 @@ pub(super) fn is_venue_id(session_id: &str) -> bool {
 }
 
 impl Hub {
+    /// Every feed, for the operator page: connected or not, language, the last final lines,
+    /// how many sessions follow it, what it published, delivered and dropped.
+    pub fn operator_feeds(&self) -> serde_json::Value {
+        let sessions = self.sessions.len();
+        self.venue
+            .feeds
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let followers = if i == 0 { sessions } else { 0 };
+                f.operator(&self.cfg.apps[f.app].package_name, followers)
+            })
+            .collect()
+    }
+
     /// A `tpa_connection_init` naming a venue feed, key already checked: bind it as the feed's
     /// publisher (replacing any other), or refuse it.
     pub(super) fn venue_init(
@@ -245,6 +288,7 @@ impl Hub {
         let f = &mut self.venue.feeds[feed];
         f.published += 1;
         if p.is_final {
+            f.note_line(p.data);
             f.last_final = Some(LastLine {
                 translation: p.translation,
                 from: p.from.as_deref().unwrap_or("en-US").into(),
