@@ -190,6 +190,15 @@ fn one_feed_reaches_every_session_under_each_apps_own_subscription() {
         );
         subscribers.push((a, b));
     }
+    // The feed is never started per session: no session_request for it.
+    let webhooks: Vec<String> = w
+        .outbound
+        .iter()
+        .filter_map(|o| o.json())
+        .map(|v| v["sessionId"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(webhooks.iter().any(|p| p.ends_with(STT)), "{webhooks:?}");
+    assert!(!webhooks.iter().any(|p| p.ends_with(FEED)), "{webhooks:?}");
     let f = feed(&mut w);
     // A session that starts after the feed went live gets what follows.
     let g3 = glasses(&mut w, USERS[2]);

@@ -129,6 +129,11 @@ impl Venue {
         }
     }
 
+    /// Whether `app` publishes a venue feed (it is never started per session).
+    pub(super) fn is_feed_app(&self, app: usize) -> bool {
+        self.feeds.iter().any(|f| f.app == app)
+    }
+
     /// The feed `sessionId` names: `"venue"` the only feed, `"venue:<name>"` that one.
     /// `None` when the id is not a venue id at all; `Some(None)` when it is but names no feed.
     fn named(&self, session_id: &str) -> Option<Option<usize>> {
