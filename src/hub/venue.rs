@@ -214,8 +214,8 @@ impl Hub {
         }
     }
 
-    /// A text message from the publisher of `feed`: `data_stream` is published; anything else
-    /// a feed may not send is refused (`NOT_ALLOWED_FOR_VENUE_FEED`), the feed stays up.
+    /// A text message from the publisher of `feed`: `data_stream` is published, a repeated init
+    /// or a subscription list is ignored; anything else a feed may not send is refused (`NOT_ALLOWED_FOR_VENUE_FEED`), the feed stays up.
     pub(super) fn venue_message(
         &mut self,
         net: &mut impl Outbox,
@@ -226,7 +226,8 @@ impl Hub {
     ) {
         match AppMsg::decode(text) {
             Ok(AppMsg::DataStream) => self.venue_publish(net, id, feed, text, now),
-            Ok(AppMsg::TpaConnectionInit) => {}
+            // A feed subscribes to nothing; the SDK sends its (empty) list after every ack.
+            Ok(AppMsg::TpaConnectionInit | AppMsg::SubscriptionUpdate) => {}
             Ok(_) => self.app_error(
                 net,
                 id,
