@@ -238,15 +238,15 @@ pub fn scratch_config(t: &Target, sessions: usize, unix: Option<&str>, rush: boo
         p["isSystemApp"] = json!(true);
         p["publishes"] = json!(["transcription"]);
         p["allowedAddresses"] = json!(["127.0.0.1"]);
-        apps.push(p.clone());
-        // The venue feed (`--venue`): never started per session.
-        p["packageName"] = json!(VENUE);
-        p["hashedApiKey"] = json!(augmentos_edge::auth::hash_api_key(&api_key(
-            &t.secret, VENUE
-        )));
-        p["venueFeed"] = json!("main");
         apps.push(p);
     }
+    // The venue feed (`--venue`): never started per session, so listed always.
+    let mut v = app(VENUE);
+    v["isSystemApp"] = json!(true);
+    v["publishes"] = json!(["transcription"]);
+    v["allowedAddresses"] = json!(["127.0.0.1"]);
+    v["venueFeed"] = json!("main");
+    apps.push(v);
     // Every app start, the publishers' too, holds a webhook and then a connection.
     let starts = sessions * (t.packages.len() + usize::from(t.publisher));
     let mut cfg = json!({
@@ -686,7 +686,7 @@ fn write_config(o: &Opts, path: &PathBuf) -> Result<(), String> {
         secret: stats::random_hex(24),
         packages: (0..o.apps).map(package).collect(),
         tls: o.tls.then(|| (port + 2, path.with_extension("crt"))),
-        publisher: o.transcripts,
+        publisher: o.transcripts && !o.venue,
     };
     if let Some((_, cert)) = &t.tls {
         tls::make_certificate(cert, &key_path(cert))?;
@@ -763,7 +763,7 @@ fn start_box(o: &Opts) -> Result<Subject, String> {
                 secret: stats::random_hex(24),
                 packages: (0..o.apps).map(package).collect(),
                 tls,
-                publisher: o.transcripts,
+                publisher: o.transcripts && !o.venue,
             };
             std::fs::write(
                 &cfg,
@@ -973,7 +973,7 @@ fn wait_ready(
     let target = &b.target;
     let setup_limit = 30 + want as u64 / 200;
     let setup_deadline = Instant::now() + Duration::from_secs(setup_limit);
-    if o.transcripts && !target.publisher {
+    if o.transcripts && !o.venue && !target.publisher {
         return Err(format!("--transcripts: the config lists no {PUBLISHER} (write one with --write-config --transcripts)"));
     }
     let publishers = if o.transcripts && !o.venue {
