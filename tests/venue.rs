@@ -485,3 +485,51 @@ fn the_operator_feed_shows_each_venue_feed() {
     w.client_eof(f);
     assert_eq!(feeds(&w)[0]["connected"], false);
 }
+
+#[test]
+fn the_feed_is_held_only_while_the_total_output_is_over_its_budget() {
+    let budget = 64 * 1024;
+    let mut w = world_with(ServerConfig {
+        ping_interval: None,
+        max_total_output: budget,
+        ..ServerConfig::default()
+    });
+    let mut apps = Vec::new();
+    for user in USERS {
+        let g = glasses(&mut w, user);
+        apps.push(app(&mut w, g, user, A, json!(["transcription:en-US"])));
+    }
+    let f = feed(&mut w);
+    // Every app stops reading; the feed publishes finals until it is held.
+    for &a in &apps {
+        w.set_reading(a, false);
+    }
+    let mut i = 0;
+    while w.clients[f].unsent.is_empty() {
+        publish(
+            &mut w,
+            f,
+            &transcript(&format!("line {i} {}", "x".repeat(200)), "en-US", true),
+        );
+        i += 1;
+        assert!(i < 1_000, "the feed was never held");
+    }
+    assert!(w.server.stats().budget_pauses >= 1);
+    assert_eq!(w.server.hub.counters.feeder_pauses, 0);
+    // The apps read again: the feed is released and every final arrives, in order.
+    for &a in &apps {
+        w.set_reading(a, true);
+    }
+    w.advance(Duration::from_millis(10));
+    assert!(w.clients[f].unsent.is_empty(), "the feed was not released");
+    for &a in &apps {
+        let texts: Vec<String> = streams(&mut w, a)
+            .iter()
+            .map(|(_, d)| d["text"].as_str().unwrap().to_string())
+            .collect();
+        let want: Vec<String> = (0..i)
+            .map(|k| format!("line {k} {}", "x".repeat(200)))
+            .collect();
+        assert_eq!(texts, want);
+    }
+}

@@ -262,9 +262,12 @@ impl Hub {
         }
     }
 
-    /// Whether `id` is a feeder (see [`Hub::fed_session`]).
+    /// Whether `id` is a feeder (see [`Hub::fed_session`]), or a venue feed's publisher: that
+    /// one feeds every session, so no one backed-up subscriber holds it (it is never
+    /// [blocked](Hub::feeder_blocked)), but it is held with every other feeder while the output
+    /// of all connections together is over its budget.
     pub fn is_feeder(&self, id: ConnId) -> bool {
-        self.fed_session(id).is_some()
+        self.fed_session(id).is_some() || matches!(self.links.get(&id), Some(Link::Venue { .. }))
     }
 
     /// Whether `id` feeds a session (its glasses, or an app that publishes into it) one of

@@ -14,11 +14,13 @@
 //!   operator's own recogniser reconnecting, perhaps over a half-open connection the box has
 //!   not noticed yet); the first is closed with 1008 "Replaced by a newer connection" and the
 //!   replacement counted (`VENUE_FEED_REPLACED`);
-//! - a feed is never held: it is not a feeder ([`Hub::is_feeder`]), so one slow app cannot
-//!   pause the one recogniser of thousands of wearers. Interims to a backed-up app are
-//!   dropped (counted); finals are queued in its output, bounded by `max_output`, and an app
-//!   that stops draining is cut by the stall timeout (or at `max_output`) and goes through
-//!   the restart path like any other;
+//! - a feed is never held by one backed-up app ([`Hub::feeder_blocked`] is false for it), so
+//!   one slow app cannot pause the one recogniser of thousands of wearers. Interims to a
+//!   backed-up app are dropped (counted); finals are queued in its output, bounded by
+//!   `max_output`, and an app that stops draining is cut by the stall timeout (or at
+//!   `max_output`) and goes through the restart path like any other. Only while the output of
+//!   all connections together is over its budget is the feed held, with every other feeder
+//!   ([`Hub::is_feeder`]), so memory stays bounded in total;
 //! - while a live feed publishes `transcription`, no session that follows it needs the glasses'
 //!   microphone for transcripts; when the feed goes away the microphone need is recomputed for
 //!   every follower (on again if an app still wants transcripts, so a per-session transcriber
