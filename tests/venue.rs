@@ -462,7 +462,7 @@ fn the_operator_feed_shows_each_venue_feed() {
     assert_eq!(before[0]["connected"], false);
     assert_eq!(before[0]["followers"], 0);
     let g = glasses(&mut w, USERS[0]);
-    let a = app(&mut w, g, USERS[0], A, json!(["transcription:de-DE"]));
+    let _a = app(&mut w, g, USERS[0], A, json!(["transcription:de-DE"]));
     let g2 = glasses(&mut w, USERS[1]);
     let _b = app(&mut w, g2, USERS[1], A, json!(["button_press"]));
     let f = feed(&mut w);
