@@ -11,6 +11,10 @@
 #   contrib/captions-stack.sh --phrases FILE   # the event's vocabulary (phrases, one a line)
 #   contrib/captions-stack.sh --engine pocketsphinx   # the recogniser (default moonshine)
 #   contrib/captions-stack.sh --demo "TEXT"    # also speak TEXT into it, print the captions, exit
+#   contrib/captions-stack.sh --venue-audio FILE  # venue mode: FILE (a WAV of any rate, or - for
+#                                  # raw 16 kHz s16le mono PCM on stdin) is the room's feed, played
+#                                  # in real time; every wearer who starts the captions app reads
+#                                  # it, and no glasses' microphone is switched on
 #
 # What it may install, saying so first: the transcriber's Python packages
 # (pip install -r contrib/transcriber/requirements.txt) if one is missing, and the
@@ -21,16 +25,17 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-phrases="" demo="" engine=moonshine
+phrases="" demo="" engine=moonshine venue_audio=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --phrases) phrases=$(realpath "$2"); shift 2 ;;
+        --venue-audio) venue_audio=$([ "$2" = - ] && echo - || realpath "$2"); shift 2 ;;
         --demo) demo="$2"; shift 2 ;;
         --engine)
             case "$2" in moonshine|pocketsphinx) engine=$2 ;;
                 *) echo "--engine: moonshine or pocketsphinx, not $2" >&2; exit 2 ;; esac
             shift 2 ;;
-        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -77,11 +82,12 @@ cat >"$dir/edge.json" <<JSON
     {"packageName": "system.local.transcriber", "name": "On-box transcriber",
      "publicUrl": "http://127.0.0.1:$stt_port", "hashedApiKey": "$("$bin" hash-key "$stt_key")",
      "isSystemApp": true, "permissions": ["MICROPHONE"], "allowedAddresses": ["unix"],
-     "publishes": ["transcription"]}
+     "publishes": ["transcription"]$([ -n "$venue_audio" ] && echo ', "venueFeed": "main"')}
   ]
 }
 JSON
 
+exec 3<&0
 pids=()
 cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -109,8 +115,11 @@ wait_for "$dir/server.log" "listening on unix" "${pids[-1]}"
 say "starting the transcriber ($engine; webhook on 127.0.0.1:$stt_port)"
 stt_args=(--socket "$sock" --port "$stt_port" --engine "$engine")
 if [ -n "$phrases" ]; then stt_args+=(--phrases "$phrases"); fi
+# Venue mode: the transcriber is the room's feed, connected once; it reads FILE (or stdin).
+if [ -n "$venue_audio" ]; then stt_args+=(--venue-audio "$venue_audio"); fi
+# (stdin passed on explicitly: a background job would read /dev/null.)
 TRANSCRIBER_API_KEY=$stt_key python3 "$root/contrib/transcriber/transcriber.py" "${stt_args[@]}" \
-    >"$dir/transcriber.out" 2>"$dir/transcriber.log" &
+    <&3 >"$dir/transcriber.out" 2>"$dir/transcriber.log" &
 pids+=($!)
 wait_for "$dir/transcriber.out" '"listening"' "${pids[-1]}"
 
@@ -128,8 +137,13 @@ echo "http://127.0.0.1:$port/ui/glasses"
 say "the operator page (paste this operator token):"
 echo "http://127.0.0.1:$port/ui/operator"
 echo "$operator_token"
-say "to speak into it (any 16-bit WAV with --wav FILE instead of --say):"
-echo "python3 $root/contrib/captions-glasses.py --port $port --token $token --say \"Welcome to the conference\""
+if [ -n "$venue_audio" ]; then
+    say "venue mode: the room's feed is $venue_audio; glasses that connect and start the captions"
+    say "app (com.example.captions) read its captions; their microphones stay off."
+else
+    say "to speak into it (any 16-bit WAV with --wav FILE instead of --say):"
+    echo "python3 $root/contrib/captions-glasses.py --port $port --token $token --say \"Welcome to the conference\""
+fi
 
 if [ -n "$demo" ]; then
     python3 "$root/contrib/captions-glasses.py" --port "$port" --token "$token" --say "$demo"

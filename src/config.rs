@@ -278,6 +278,10 @@ struct RawApp {
     /// Streams a system app may publish into its sessions.
     #[serde(default)]
     publishes: Vec<Published>,
+    /// The venue feed this publishing system app is: it connects once, with `sessionId`
+    /// `"venue"` or `"venue:<feed>"`, and its transcripts reach every session.
+    #[serde(default)]
+    venue_feed: Option<FeedName>,
     /// The app's settings, as its `tpa_config.json` declares them.
     #[serde(default)]
     settings: Vec<SettingSpec>,
@@ -470,21 +474,7 @@ impl RawConfig {
             }
         }
 
-        for (i, app) in self.apps.unwrap_or_default().into_iter().enumerate() {
-            let spec = app.into_spec();
-            if !spec.publishes.is_empty() && !spec.is_system_app {
-                return Err(format!(
-                    "apps[{i}].publishes: only a system app (isSystemApp: true) may publish"
-                ));
-            }
-            if hub.apps.iter().any(|a| a.package_name == spec.package_name) {
-                return Err(format!(
-                    "apps[{i}].packageName: '{}' is listed twice",
-                    spec.package_name
-                ));
-            }
-            hub.apps.push(spec);
-        }
+        add_apps(&mut hub, self.apps.unwrap_or_default())?;
 
         Ok(Config {
             listen,
@@ -496,6 +486,37 @@ impl RawConfig {
             tts,
         })
     }
+}
+
+/// The app entries into the hub's registry (and its venue feeds), checked against each other.
+fn add_apps(hub: &mut HubConfig, apps: Vec<RawApp>) -> Result<(), String> {
+    for (i, mut app) in apps.into_iter().enumerate() {
+        if let Some(FeedName(feed)) = app.venue_feed.take() {
+            if app.publishes.is_empty() {
+                return Err(format!(
+                    "apps[{i}].venueFeed: a venue feed must publish (set 'publishes')"
+                ));
+            }
+            if hub.venue_feeds.iter().any(|(f, _)| *f == feed) {
+                return Err(format!("apps[{i}].venueFeed: '{feed}' is listed twice"));
+            }
+            hub.venue_feeds.push((feed, app.package_name.0.clone()));
+        }
+        let spec = app.into_spec();
+        if !spec.publishes.is_empty() && !spec.is_system_app {
+            return Err(format!(
+                "apps[{i}].publishes: only a system app (isSystemApp: true) may publish"
+            ));
+        }
+        if hub.apps.iter().any(|a| a.package_name == spec.package_name) {
+            return Err(format!(
+                "apps[{i}].packageName: '{}' is listed twice",
+                spec.package_name
+            ));
+        }
+        hub.apps.push(spec);
+    }
+    Ok(())
 }
 
 impl RawApp {
@@ -671,6 +692,16 @@ checked_string! {
         Ok(p)
     } else {
         Err(format!("'{p}' cannot be published (known: transcription, translation)"))
+    }
+}
+
+checked_string! {
+    /// A venue feed's name (`sessionId` `"venue:<name>"`).
+    FeedName(n) => if !n.is_empty() && n.len() <= 64
+        && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        Ok(n)
+    } else {
+        Err(format!("'{n}' is not a feed name (1-64 letters, digits, '-', '_')"))
     }
 }
 
@@ -863,6 +894,42 @@ mod tests {
         assert!(!c.dev_secret);
         assert!(Config::embedded().dev_secret);
         assert_eq!(Config::embedded().hub.jwt_secret, DEV_SECRET.as_bytes());
+    }
+
+    #[test]
+    fn venue_feeds() {
+        let feed = |pkg: &str, name: &str| {
+            format!(
+                r#"{{"packageName": "{pkg}", "name": "F", "publicUrl": "http://127.0.0.1:3100",
+                "hashedApiKey": "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8",
+                "isSystemApp": true, "allowedAddresses": ["unix"],
+                "publishes": ["transcription"], "venueFeed": "{name}"}}"#
+            )
+        };
+        let c = Config::from_json(&format!(
+            r#"{{"apps": [{APP}, {}, {}]}}"#,
+            feed("sys.a", "main"),
+            feed("sys.b", "hall-b")
+        ))
+        .unwrap();
+        assert_eq!(
+            c.hub.venue_feeds,
+            [
+                ("main".to_string(), "sys.a".to_string()),
+                ("hall-b".to_string(), "sys.b".to_string())
+            ]
+        );
+        assert!(Config::embedded().hub.venue_feeds.is_empty());
+        let twice = format!(
+            r#"{{"apps": [{}, {}]}}"#,
+            feed("sys.a", "main"),
+            feed("sys.b", "main")
+        );
+        assert_eq!(error(&twice), "apps[1].venueFeed: 'main' is listed twice");
+        assert!(error(&app_with(r#""venueFeed": "main""#))
+            .starts_with("apps[0].venueFeed: a venue feed must publish"));
+        assert!(error(&app_with(r#""venueFeed": "a b""#))
+            .starts_with("apps[0].venueFeed: 'a b' is not a feed name"));
     }
 
     #[test]

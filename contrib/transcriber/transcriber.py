@@ -395,6 +395,12 @@ def main():
                    help="at most one interim result per this much audio (default 300)")
     p.add_argument("--max-backlog-ms", type=int, default=2000,
                    help="audio waiting for the recogniser past this is dropped (default 2000)")
+    p.add_argument("--venue-audio", metavar="FILE",
+                   help="venue mode (see venue.py): recognise this WAV file (played in real "
+                        "time), or '-' for raw 16 kHz s16le mono PCM on stdin, and publish it "
+                        "once as the box's venue feed instead of per session")
+    p.add_argument("--venue-feed", metavar="NAME",
+                   help="the venue feed's name (sessionId venue:NAME; default: the only feed)")
     p.add_argument("--test-rtf", type=float, help=argparse.SUPPRESS)
     p.add_argument("--test-crash-after-ms", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -416,6 +422,10 @@ def main():
     emit("listening", port=server.server_address[1])
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    if args.venue_audio:
+        from venue import run_venue
+        return run_venue(args, metrics, spares,
+                         lambda sid: Session(args, sid, metrics, spares), WebSocketClosed, emit)
     try:
         thread.join()
     except KeyboardInterrupt:

@@ -122,6 +122,9 @@ impl Hub {
         if !key_ok {
             return self.refuse_app(net, id, JoinError::InvalidApiKey, now);
         }
+        if super::venue::is_venue_id(&init.session_id) {
+            return self.venue_init(net, id, app, &init.session_id, now);
+        }
         let peer = net.peer(id).cloned().unwrap_or(Peer::InProcess);
         match self.check_join(app, &init.session_id, &peer) {
             Ok((sk, app)) => self.bind_app(net, id, sk, app, now),

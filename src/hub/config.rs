@@ -100,6 +100,9 @@ pub struct HubConfig {
     pub token_lifetime: Duration,
     /// How upstream account logins are verified; `None`: the box takes none (501).
     pub account_login: Option<super::accounts::AccountLogin>,
+    /// Venue feeds: `(feed name, package name of the app that publishes it)`, in config order;
+    /// every session follows the first.
+    pub venue_feeds: Vec<(String, String)>,
 }
 
 impl Default for HubConfig {
@@ -121,6 +124,7 @@ impl Default for HubConfig {
             tokens: crate::auth::jwt::TokenPolicy::default(),
             token_lifetime: Duration::from_secs(DEFAULT_TOKEN_LIFETIME_SECS),
             account_login: None,
+            venue_feeds: Vec::new(),
         }
     }
 }

@@ -18,6 +18,8 @@ pub enum JoinError {
     AddressNotAllowed,
     AlreadyInitialized,
     InitTimeout,
+    /// `sessionId` names a venue feed this app does not publish.
+    NotVenueFeed,
 }
 
 impl JoinError {
@@ -34,6 +36,7 @@ impl JoinError {
             JoinError::AddressNotAllowed => "ADDRESS_NOT_ALLOWED",
             JoinError::AlreadyInitialized => "ALREADY_INITIALIZED",
             JoinError::InitTimeout => "INIT_TIMEOUT",
+            JoinError::NotVenueFeed => "NOT_VENUE_FEED",
         }
     }
 
@@ -56,6 +59,10 @@ impl JoinError {
                 "this connection is already initialised for another app"
             }
             JoinError::InitTimeout => "no tpa_connection_init in time",
+            JoinError::NotVenueFeed => {
+                "this app is not configured as this venue feed (venueFeed); sessionId 'venue' \
+                 names the venue's only feed, 'venue:<feed>' a named one"
+            }
         }
     }
 
@@ -65,7 +72,9 @@ impl JoinError {
             JoinError::InvalidApiKey | JoinError::InvalidAppToken | JoinError::MissingHeaders => {
                 401
             }
-            JoinError::AppNotStarted | JoinError::AddressNotAllowed => 403,
+            JoinError::AppNotStarted | JoinError::AddressNotAllowed | JoinError::NotVenueFeed => {
+                403
+            }
             JoinError::PackageNotFound | JoinError::SessionNotFound => 404,
             _ => 400,
         }
@@ -79,6 +88,7 @@ impl JoinError {
             JoinError::AppNotStarted => "App not started for this session",
             JoinError::PackageNotFound => "Unknown package",
             JoinError::AddressNotAllowed => "Address not allowed",
+            JoinError::NotVenueFeed => "Not a venue feed",
             _ => "Refused",
         }
     }

@@ -263,9 +263,10 @@ impl Hub {
         }
         self.send_session(net, id, sk, "connection_ack", now);
         self.screen_resend(net, sk, now);
-        // System apps and the user's running apps (those not already alive).
+        // System apps (but venue feeds, which connect once for every session) and the user's
+        // running apps (those not already alive).
         let mut wanted: Vec<usize> = (0..self.cfg.apps.len())
-            .filter(|&i| self.cfg.apps[i].is_system_app)
+            .filter(|&i| self.cfg.apps[i].is_system_app && !self.venue.is_feed_app(i))
             .collect();
         for pkg in self.durable.running(user) {
             if let Some(i) = self.app_index(&pkg) {

@@ -24,12 +24,15 @@ pub(super) enum Link {
         bound: Option<(SessKey, usize)>,
         init_deadline: Option<Instant>,
     },
+    /// The publisher of venue feed `feed` (bound: its key, address and feed were checked).
+    Venue { feed: usize },
 }
 
 impl Link {
     pub(super) fn init_deadline(&self) -> Option<Instant> {
         match self {
             Link::Glasses { init_deadline, .. } | Link::App { init_deadline, .. } => *init_deadline,
+            Link::Venue { .. } => None,
         }
     }
 }

@@ -26,7 +26,9 @@
 //!   per app, start ids; per-server FIFOs in `webhook_queue`), `timers` (what each deadline
 //!   is for, and whether a fired one is still current), `display` and `dashboard` (one per
 //!   session, behind `screen`), `requests` (app requests pending on the glasses), `routes`
-//!   (a session's subscription index), `registry` (the apps this box may start);
+//!   (a session's subscription index), `registry` (the apps this box may start), `venue`
+//!   (venue feeds: each feed's publisher, last final line and counters, and the rules of
+//!   fanning a feed out to every following session);
 //! - values: `config` ([`HubConfig`], [`Timings`]), `errors` ([`JoinError`],
 //!   [`LifecycleError`]), `counters` ([`HubCounters`]), `vecmap`, `connmap`;
 //! - rules, as `impl Hub` by concern: `access` (upgrades and REST start/stop), `accounts`
@@ -74,6 +76,7 @@ mod sessions;
 mod streams;
 mod timers;
 mod vecmap;
+pub mod venue;
 mod view;
 mod webhook_queue;
 mod webhooks;
@@ -131,6 +134,8 @@ pub struct Hub {
     delivery_tail: Vec<u8>,
     /// `cfg.timings.display`, shared by every session's display manager.
     display_timings: std::sync::Arc<display::DisplayTimings>,
+    /// The venue feeds and their publishers.
+    venue: venue::Venue,
 }
 
 impl Hub {
@@ -140,7 +145,12 @@ impl Hub {
 
     /// A hub starting from the durable state a store loaded.
     pub fn with_state(cfg: HubConfig, state: Snapshot) -> Hub {
+        let feeds = cfg.venue_feeds.iter().filter_map(|(feed, pkg)| {
+            let app = cfg.apps.iter().position(|a| a.package_name == *pkg)?;
+            Some((feed.clone(), app))
+        });
         Hub {
+            venue: venue::Venue::new(feeds),
             display_timings: std::sync::Arc::new(cfg.timings.display.clone()),
             cfg,
             sessions: Sessions::default(),
@@ -347,6 +357,7 @@ impl Hub {
                 bound: Some((sk, app)),
                 ..
             }) => self.app_dropped(net, id, sk, app, now),
+            Some(Link::Venue { feed }) => self.venue_closed(net, id, feed, now),
             _ => {}
         }
     }
@@ -370,6 +381,10 @@ impl Hub {
             Some(Link::App { bound, .. }) => {
                 let bound = *bound;
                 self.app_message(net, id, bound, text, now)
+            }
+            Some(Link::Venue { feed }) => {
+                let feed = *feed;
+                self.venue_message(net, id, feed, text, now)
             }
             None => {}
         }

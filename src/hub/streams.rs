@@ -34,6 +34,15 @@ const CALENDAR_CACHE: usize = 32;
 /// The largest shared delivery tail kept between events; a larger one is freed after use.
 const MAX_KEPT_TAIL: usize = 16 * 1024;
 
+/// A checked `data_stream` publication: what it is, its languages, its `data` as it came.
+pub(super) struct Published<'t> {
+    pub translation: bool,
+    pub from: Option<Cow<'t, str>>,
+    pub to: Option<Cow<'t, str>>,
+    pub data: &'t str,
+    pub is_final: bool,
+}
+
 /// What the apps of a session subscribe to, and what is kept for replay. Allocated the first
 /// time a session has either, so an idle session pays one pointer for it.
 #[derive(Debug, Default)]
@@ -141,7 +150,8 @@ impl Hub {
             Some(s @ (Stream::HeadPosition | Stream::LocationUpdate)) => Some(s.name()),
             _ => None,
         };
-        let dropped = self.deliver(net, sk, event, base, text.as_bytes(), lossy.is_some(), now);
+        let (_, dropped) =
+            self.deliver(net, sk, event, base, text.as_bytes(), lossy.is_some(), now);
         self.count_drops(lossy, dropped);
         if stream == Some(Stream::GlassesConnectionState) && connected(text) {
             self.send_mic_state(net, sk, now);
@@ -181,7 +191,7 @@ impl Hub {
 
     /// Write one event to every subscriber of it in session `sk`, each under its own
     /// `streamType`; a `lossy` event skips subscribers that are backed up. Returns how many
-    /// were skipped. The tail every delivery shares (`data`, timestamp) is built once, in a
+    /// it reached and how many were skipped. The tail every delivery shares (`data`, timestamp) is built once, in a
     /// buffer kept between events (dropped when an event made it large).
     #[allow(clippy::too_many_arguments)]
     fn deliver(
@@ -193,20 +203,20 @@ impl Hub {
         data: &[u8],
         lossy: bool,
         now: Now,
-    ) -> u64 {
+    ) -> (u64, u64) {
         let Hub {
             sessions,
             delivery_tail: tail,
             ..
         } = self;
         let Some(s) = sessions.get(sk) else {
-            return 0;
+            return (0, 0);
         };
         let Some(streams) = s.streams.as_deref() else {
-            return 0;
+            return (0, 0);
         };
         data_stream_tail(tail, data, now.iso_bytes());
-        let mut dropped = 0;
+        let (mut delivered, mut dropped) = (0, 0);
         streams.routes.each(event, |app, stream| {
             let Some(AppRun {
                 state: AppState::Active,
@@ -221,6 +231,7 @@ impl Hub {
                 dropped += 1;
                 return;
             }
+            delivered += 1;
             match stream {
                 Some(own) => net.send_frame(*conn, Opcode::Text, &[prefix, own, tail]),
                 None => net.send_frame(
@@ -233,7 +244,7 @@ impl Hub {
         if tail.capacity() > MAX_KEPT_TAIL {
             *tail = Vec::new();
         }
-        dropped
+        (delivered, dropped)
     }
 
     /// The session `id` feeds, if it is a feeder: its glasses, or an app that publishes into
@@ -251,9 +262,12 @@ impl Hub {
         }
     }
 
-    /// Whether `id` is a feeder (see [`Hub::fed_session`]).
+    /// Whether `id` is a feeder (see [`Hub::fed_session`]), or a venue feed's publisher: that
+    /// one feeds every session, so no one backed-up subscriber holds it (it is never
+    /// [blocked](Hub::feeder_blocked)), but it is held with every other feeder while the output
+    /// of all connections together is over its budget.
     pub fn is_feeder(&self, id: ConnId) -> bool {
-        self.fed_session(id).is_some()
+        self.fed_session(id).is_some() || matches!(self.links.get(&id), Some(Link::Venue { .. }))
     }
 
     /// Whether `id` feeds a session (its glasses, or an app that publishes into it) one of
@@ -317,70 +331,126 @@ impl Hub {
     /// the app may publish that stream.
     pub(super) fn publish(&mut self, net: &mut impl Outbox, cx: AppCtx, text: &str) {
         let AppCtx { id, sk, app, now } = cx;
+        if let Some(p) = self.checked_publish(net, id, app, text, now) {
+            self.deliver_published(net, sk, &p, now);
+        }
+    }
+
+    /// A published `data_stream` checked: the data's kind, the app's right to publish it, its
+    /// languages. `None` when refused (the app was told, with the error counted).
+    pub(super) fn checked_publish<'t>(
+        &mut self,
+        net: &mut impl Outbox,
+        id: ConnId,
+        app: usize,
+        text: &'t str,
+        now: Now,
+    ) -> Option<Published<'t>> {
         let Some(msg) = inbound::decode::<Publish<'_>>(text) else {
-            return self.app_error(
+            self.app_error(
                 net,
                 id,
                 "MALFORMED_MESSAGE",
                 "data_stream needs a 'data' object",
                 now,
             );
+            return None;
         };
         let data = msg.data.get();
         let Some(meta) = inbound::decode::<PublishedMeta<'_>>(data) else {
-            return self.app_error(
+            self.app_error(
                 net,
                 id,
                 "MALFORMED_MESSAGE",
                 "data needs a string 'type'",
                 now,
             );
+            return None;
         };
-        let stream = match &*meta.kind {
-            "transcription" => Stream::Transcription,
-            "translation" => Stream::Translation,
+        let translation = match &*meta.kind {
+            "transcription" => false,
+            "translation" => true,
             _ => {
-                return self.app_error(
+                self.app_error(
                     net,
                     id,
                     "PUBLISH_NOT_ALLOWED",
                     "only transcription and translation data may be published",
                     now,
-                )
+                );
+                return None;
             }
+        };
+        let stream = if translation {
+            Stream::Translation
+        } else {
+            Stream::Transcription
         };
         if !self.cfg.apps[app]
             .publishes
             .iter()
             .any(|p| p == stream.name())
         {
-            return self.app_error(
+            self.app_error(
                 net,
                 id,
                 "PUBLISH_NOT_ALLOWED",
                 "this app may not publish this stream (see the app's 'publishes' in the config)",
                 now,
             );
+            return None;
         }
-        let language = meta.transcribe_language.as_deref().unwrap_or("en-US");
-        let event = if stream == Stream::Transcription {
-            Event::Transcription { language }
+        if translation && meta.translate_language.is_none() {
+            self.app_error(
+                net,
+                id,
+                "MALFORMED_MESSAGE",
+                "translation data needs 'translateLanguage'",
+                now,
+            );
+            return None;
+        }
+        Some(Published {
+            translation,
+            from: meta.transcribe_language,
+            to: meta.translate_language,
+            data,
+            is_final: meta.is_final != Some(false),
+        })
+    }
+
+    /// A checked publication delivered to the subscribers of session `sk`. Returns how many
+    /// apps it reached and how many it skipped (interims to a backed-up app, counted).
+    pub(super) fn deliver_published(
+        &mut self,
+        net: &mut impl Outbox,
+        sk: SessKey,
+        p: &Published<'_>,
+        now: Now,
+    ) -> (u64, u64) {
+        let language = p.from.as_deref().unwrap_or("en-US");
+        let (event, stream) = if p.translation {
+            let to = p.to.as_deref().unwrap_or("");
+            (
+                Event::Translation { from: language, to },
+                Stream::Translation,
+            )
         } else {
-            let Some(to) = meta.translate_language.as_deref() else {
-                return self.app_error(
-                    net,
-                    id,
-                    "MALFORMED_MESSAGE",
-                    "translation data needs 'translateLanguage'",
-                    now,
-                );
-            };
-            Event::Translation { from: language, to }
+            (Event::Transcription { language }, Stream::Transcription)
         };
         let base: [&[u8]; 3] = [b"\"", stream.name().as_bytes(), b"\""];
-        let lossy = (meta.is_final == Some(false)).then_some(stream.name());
-        let dropped = self.deliver(net, sk, event, base, data.as_bytes(), lossy.is_some(), now);
+        let lossy = (!p.is_final).then_some(stream.name());
+        let (delivered, dropped) = self.deliver(
+            net,
+            sk,
+            event,
+            base,
+            p.data.as_bytes(),
+            lossy.is_some(),
+            now,
+        );
         self.count_drops(lossy, dropped);
+        (delivered, dropped)
     }
 
     // ---- subscriptions -------------------------------------------------------------------
@@ -407,6 +477,7 @@ impl Hub {
         }
         if let Some((app, before)) = replay_to {
             self.replay(net, sk, app, before, now);
+            self.venue_replay(net, sk, app, before, now);
         }
         self.mic_changed(net, sk, now);
         self.location_tier_changed(net, sk, now);
@@ -447,11 +518,14 @@ impl Hub {
 
     /// Whether `app`'s audio subscription counts now. A publisher (an on-box transcriber)
     /// subscribes to audio all the time, but its subscription counts only while some app wants
-    /// what it publishes: no audio is routed to it, and the microphone is not on for it, while
+    /// what it publishes and no live venue feed covers it: no audio is routed to it, and the microphone is not on for it, while
     /// nobody wants transcripts. Any other app's counts always.
     fn hears_audio(&self, app: usize, routes: &Routes) -> bool {
         let publishes = &self.cfg.apps[app].publishes;
-        publishes.is_empty() || publishes.iter().any(|p| routes.wants(p))
+        publishes.is_empty()
+            || publishes
+                .iter()
+                .any(|p| routes.wants(p) && !self.venue_covers(p))
     }
 
     /// What the session's apps need the microphone for: audio for the apps that
@@ -463,7 +537,8 @@ impl Hub {
         let Some(routes) = s.streams.as_deref().map(|st| &st.routes) else {
             return MicNeed::default();
         };
-        let wanted = |stream: &str| routes.wants(stream);
+        // A live venue feed the session follows covers what it publishes.
+        let wanted = |stream: &str| routes.wants(stream) && !self.venue_covers(stream);
         let transcription = wanted("transcription") || wanted("translation");
         let pcm = s.apps.iter().any(|(&app, run)| {
             let listens = run

@@ -251,6 +251,7 @@ impl Server {
                 .map(|(at, code, n)| json!({"at": at, "code": code, "count": n}))
                 .collect::<Vec<_>>(),
             "apps": self.hub.operator_apps(),
+            "feeds": self.hub.operator_feeds(),
             "webhookServers": self.hub.webhook_servers(now).into_iter()
                 .map(|l| json!({
                     "server": l.server, "inFlight": l.in_flight, "waiting": l.waiting,

@@ -105,6 +105,9 @@ pub struct Options {
     pub stt_args: Vec<String>,
     /// The config's `timings` (camelCase keys in milliseconds), or null.
     pub timings: Value,
+    /// The transcriber is the venue's feed (`venueFeed`): never started per session; run it in
+    /// venue mode with [`Stack::venue_transcriber`].
+    pub venue: bool,
 }
 
 impl Default for Options {
@@ -113,6 +116,7 @@ impl Default for Options {
             phrases: Some(PHRASES),
             stt_args: Vec::new(),
             timings: Value::Null,
+            venue: false,
         }
     }
 }
@@ -157,6 +161,9 @@ impl Stack {
         });
         if !opts.timings.is_null() {
             config["timings"] = opts.timings.clone();
+        }
+        if opts.venue {
+            config["apps"][1]["venueFeed"] = json!("main");
         }
         let config_path = dir.0.join("edge.json");
         fs::write(&config_path, config.to_string()).map_err(|e| e.to_string())?;
@@ -255,6 +262,30 @@ impl Stack {
             name,
         )?;
         stt.wait_event("listening", STEP)?;
+        self.stt = stt;
+        Ok(())
+    }
+
+    /// The transcriber in venue mode instead (replacing the one started with the stack): the
+    /// room's audio from the WAV file `wav`, played in real time, published once as the venue
+    /// feed. Waits until it is connected to the box.
+    pub fn venue_transcriber(&mut self, wav: &Path) -> R {
+        let extra = [
+            "--venue-audio".to_string(),
+            wav.to_string_lossy().into_owned(),
+            "--port".to_string(),
+            "0".to_string(),
+        ];
+        let mut stt = Self::transcriber(
+            &self.root,
+            &self.dir.0,
+            &self.sock,
+            self.stt_port,
+            &self.phrases,
+            &extra,
+            "venue-transcriber",
+        )?;
+        stt.wait_event("connected", STEP)?;
         self.stt = stt;
         Ok(())
     }

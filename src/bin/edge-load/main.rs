@@ -58,6 +58,11 @@ fn main() {
     match args.first().map(String::as_str) {
         Some("idle") => idle(&args[1..]),
         Some("route") => route::run(&args[1..]),
+        Some("venue") => {
+            let mut a = vec!["--venue".to_string()];
+            a.extend_from_slice(&args[1..]);
+            route::run(&a)
+        }
         Some("soak") => soak::run(&args[1..]),
         _ => usage(),
     }

@@ -16,7 +16,10 @@
 //! socket), `--tls` (glasses and apps over the TLS listener, see [`crate::tls`]), and
 //! `--transcripts`: the config adds a publishing system app the server starts in every session;
 //! its connection, not the glasses', is then the session's writer, sending interim and final
-//! `transcription` data that the apps receive as `transcription:en-US`.
+//! `transcription` data that the apps receive as `transcription:en-US`. `--venue` (also
+//! `edge-load venue`): one venue feed instead — the publisher connects once with
+//! `sessionId: "venue"` and its transcripts reach the apps of every session; every app must get
+//! every final the one publisher sent.
 //!
 //! Measured window: from the first frame sent until every sent message was delivered to every
 //! app (or delivery stopped making progress). Server CPU is utime + stime from
@@ -45,7 +48,7 @@ use std::time::{Duration, Instant};
 
 pub const USAGE: &str =
     "  edge-load route [--sessions N] [--apps M] [--seconds D] [--rate R] [--batch B] [--window W] [--display-rate D]
-                  [--audio BYTES | --transcripts] [--unix SOCKET | --tls] [--rush]
+                  [--audio BYTES | --transcripts | --venue] [--unix SOCKET | --tls] [--rush]
                   [--port P] [--webhook-port W] [--pin-server CPU] [--pin-load CPU] [--json FILE]
                   [--server-pid PID --config FILE] [--write-config FILE]
                   [--peer PORT | --raw PORT] (with --server-pid PID: a comparison peer)
@@ -57,6 +60,9 @@ pub const USAGE: &str =
       --transcripts: a publishing system app per session sends transcription data (3 interims,
       then a final: R is finals/s) to the M apps, subscribed to transcription:en-US; finals are
       checked like events, interims the server dropped for a slow app are counted apart.
+      --venue (or `edge-load venue …`): one venue feed publisher (sessionId \"venue\") sends
+      the transcripts (R finals/s, default 4, 3 interims before each) to the M apps of every
+      session; each app must get every final, in order; publish → app latency.
       --rush: curtain-up. Every session starts its apps at once (no pacing), and the scratch
       config keeps maxWebhooksPerServer and the app connect and webhook timeouts at their
       defaults; reports the time from the first start until the last app is active, the apps
@@ -77,6 +83,8 @@ struct Opts {
     tls: bool,
     /// A publishing system app per session sends transcripts.
     transcripts: bool,
+    /// One venue feed publisher sends transcripts to every session (implies `transcripts`).
+    venue: bool,
     /// All starts at once, the box's webhook cap and lifecycle timings at their defaults.
     rush: bool,
     port: Option<u16>,
@@ -103,6 +111,7 @@ fn parse(args: &[String]) -> Opts {
         unix: None,
         tls: false,
         transcripts: false,
+        venue: false,
         rush: false,
         port: None,
         webhook_port: None,
@@ -116,9 +125,13 @@ fn parse(args: &[String]) -> Opts {
     };
     let mut i = 0;
     while i < args.len() {
-        if matches!(args[i].as_str(), "--tls" | "--transcripts" | "--rush") {
+        if matches!(
+            args[i].as_str(),
+            "--tls" | "--transcripts" | "--rush" | "--venue"
+        ) {
             o.tls |= args[i] == "--tls";
-            o.transcripts |= args[i] == "--transcripts";
+            o.venue |= args[i] == "--venue";
+            o.transcripts |= args[i] == "--transcripts" || args[i] == "--venue";
             o.rush |= args[i] == "--rush";
             i += 1;
             continue;
@@ -157,6 +170,11 @@ fn parse(args: &[String]) -> Opts {
     if o.sessions == 0 || o.apps == 0 || o.rate.is_some_and(|r| r <= 0.0) || tls_clash {
         crate::usage()
     }
+    if o.venue {
+        // A speaking rate, and no window: the one publisher is never held back by the apps.
+        o.rate = o.rate.or(Some(4.0));
+        o.window = 0;
+    }
     o
 }
 
@@ -184,6 +202,8 @@ pub struct Target {
 
 /// The system app that publishes transcripts into every session (`--transcripts`).
 const PUBLISHER: &str = "com.edgeload.transcriber";
+/// The venue feed's publisher (`--venue`): connects once, for every session.
+const VENUE: &str = "com.edgeload.venue";
 
 pub fn package(j: usize) -> String {
     format!("com.edgeload.app{j}")
@@ -220,6 +240,13 @@ pub fn scratch_config(t: &Target, sessions: usize, unix: Option<&str>, rush: boo
         p["allowedAddresses"] = json!(["127.0.0.1"]);
         apps.push(p);
     }
+    // The venue feed (`--venue`): never started per session, so listed always.
+    let mut v = app(VENUE);
+    v["isSystemApp"] = json!(true);
+    v["publishes"] = json!(["transcription"]);
+    v["allowedAddresses"] = json!(["127.0.0.1"]);
+    v["venueFeed"] = json!("main");
+    apps.push(v);
     // Every app start, the publishers' too, holds a webhook and then a connection.
     let starts = sessions * (t.packages.len() + usize::from(t.publisher));
     let mut cfg = json!({
@@ -659,7 +686,7 @@ fn write_config(o: &Opts, path: &PathBuf) -> Result<(), String> {
         secret: stats::random_hex(24),
         packages: (0..o.apps).map(package).collect(),
         tls: o.tls.then(|| (port + 2, path.with_extension("crt"))),
-        publisher: o.transcripts,
+        publisher: o.transcripts && !o.venue,
     };
     if let Some((_, cert)) = &t.tls {
         tls::make_certificate(cert, &key_path(cert))?;
@@ -736,7 +763,7 @@ fn start_box(o: &Opts) -> Result<Subject, String> {
                 secret: stats::random_hex(24),
                 packages: (0..o.apps).map(package).collect(),
                 tls,
-                publisher: o.transcripts,
+                publisher: o.transcripts && !o.venue,
             };
             std::fs::write(
                 &cfg,
@@ -833,6 +860,12 @@ fn setup(o: &Opts, b: &Subject) -> Result<(Setup, Driver, Vec<Ws>), String> {
     }
     let starts_at = start_apps(o, target, &sh, &mut glasses)?.unwrap_or(setup_start);
     let rush = wait_ready(o, b, &sh, want, starts_at)?;
+    if o.venue {
+        let mut ws = Ws::connect(target.port, "/app-ws", "", 64 << 10)?;
+        peer::init_app(&mut ws, "venue", VENUE, &api_key(&sh.secret, VENUE), &[])
+            .map_err(|e| format!("venue publisher: {e}"))?;
+        sh.publishers.lock().unwrap()[0] = Some(ws);
+    }
     // Probe until every app got an event, so no subscription is still on its way when the
     // numbered messages start.
     let warm_limit = 10 + want as u64 / 500;
@@ -940,10 +973,14 @@ fn wait_ready(
     let target = &b.target;
     let setup_limit = 30 + want as u64 / 200;
     let setup_deadline = Instant::now() + Duration::from_secs(setup_limit);
-    if o.transcripts && !target.publisher {
+    if o.transcripts && !o.venue && !target.publisher {
         return Err(format!("--transcripts: the config lists no {PUBLISHER} (write one with --write-config --transcripts)"));
     }
-    let publishers = if o.transcripts { o.sessions } else { 0 };
+    let publishers = if o.transcripts && !o.venue {
+        o.sessions
+    } else {
+        0
+    };
     while sh.ready.load(Relaxed) < want || sh.publishers_ready.load(Relaxed) < publishers {
         if let Some(e) = sh.errors.lock().unwrap().first() {
             return Err(format!("setup failed: {e}"));
@@ -1035,16 +1072,21 @@ fn drive(o: &Opts, b: &mut Subject, ready: &Setup, driver: Driver, glasses: Vec<
             Some(out)
         }
     };
+    let publishers = std::mem::take(&mut *sh.publishers.lock().unwrap());
+    let mut writers: Vec<_> = glasses
+        .into_iter()
+        .zip(publishers)
+        .zip(lives.iter().cloned())
+        .map(|((g, p), l)| (g, p, l))
+        .collect();
+    // A venue feed: its one publisher writes; the other sessions' glasses only stay connected.
+    let _idle = if o.venue {
+        writers.split_off(1)
+    } else {
+        Vec::new()
+    };
     driver.drive(
-        {
-            let publishers = std::mem::take(&mut *sh.publishers.lock().unwrap());
-            glasses
-                .into_iter()
-                .zip(publishers)
-                .zip(lives.iter().cloned())
-                .map(|((g, p), l)| (g, p, l))
-                .collect()
-        },
+        writers,
         Load {
             start,
             deadline,
@@ -1078,7 +1120,7 @@ fn drive(o: &Opts, b: &mut Subject, ready: &Setup, driver: Driver, glasses: Vec<
         k += 1;
     }
     let sent_total = sent(&lives);
-    let expected = sent_total * o.apps as u64;
+    let expected = sent_total * want as u64 / if o.venue { 1 } else { o.sessions as u64 };
     let drive_secs = (Instant::now() - start).as_secs_f64();
 
     // Drain: until everything sent was delivered, or delivery stalls for 3 s.
@@ -1156,9 +1198,10 @@ fn account(o: &Opts, b: &Subject, ready: Setup, d: Drove) -> Report {
     let lives = &d.lives;
     let results = std::mem::take(&mut *sh.results.lock().unwrap());
     let mut hist = Histogram::default();
+    let fanout = if o.venue { want as u64 } else { o.apps as u64 };
     let mut interims = o.transcripts.then(|| Interims {
         sent: lives.iter().map(|l| l.interims.load(Relaxed)).sum(),
-        expected: lives.iter().map(|l| l.interims.load(Relaxed)).sum::<u64>() * o.apps as u64,
+        expected: lives.iter().map(|l| l.interims.load(Relaxed)).sum::<u64>() * fanout,
         ..Interims::default()
     });
     let (mut delivered, mut gaps, mut reordered, mut other, mut lost) = (0, 0, 0, 0, 0);
@@ -1180,14 +1223,20 @@ fn account(o: &Opts, b: &Subject, ready: Setup, d: Drove) -> Report {
         gaps += r.seq.gaps;
         reordered += r.seq.reordered;
         other += r.other;
-        let expect = lives[r.session].sent.load(Relaxed);
+        let expect = lives[if o.venue { 0 } else { r.session }]
+            .sent
+            .load(Relaxed);
         lost += expect.saturating_sub(r.delivered);
         if let Some(e) = &r.disconnected {
             disconnects.push(format!("{} of {}: {e}", r.package, sh.users[r.session]));
         }
     }
     // Apps whose reader never reported lost all of it.
-    lost += (want.saturating_sub(results.len()) as u64) * (d.sent_total / o.sessions.max(1) as u64);
+    let per_app = match o.venue {
+        true => d.sent_total,
+        false => d.sent_total / o.sessions.max(1) as u64,
+    };
+    lost += (want.saturating_sub(results.len()) as u64) * per_app;
     let glasses_errors: Vec<String> = lives
         .iter()
         .enumerate()

@@ -215,8 +215,34 @@
     }
     if (!recent.childNodes.length) recent.appendChild(el("div", "muted", "none"));
     drawRefusals(c.refusals || {});
+    drawFeeds(st.feeds || []);
     drawSessions(st.sessions, st.apps);
     last = { st, at };
+  }
+
+  // Venue feeds: one recogniser for the room, its state and its last final lines.
+  function drawFeeds(feeds) {
+    const tbody = $("feeds").tBodies[0];
+    tbody.textContent = "";
+    if (!feeds.length) {
+      const cell = tbody.insertRow().insertCell();
+      cell.colSpan = 9;
+      cell.textContent = "no venue feed configured (venueFeed in an app's config entry)";
+      return;
+    }
+    for (const f of feeds) {
+      const tr = tbody.insertRow();
+      tr.insertCell().textContent = f.name;
+      tr.insertCell().appendChild(el("code", "", f.packageName));
+      tr.insertCell().appendChild(el("span", f.connected ? "" : "error", f.connected ? "connected" : "not connected"));
+      tr.insertCell().textContent = f.language || "–";
+      tr.insertCell().textContent = f.followers;
+      tr.insertCell().textContent = f.published;
+      tr.insertCell().textContent = f.delivered;
+      tr.insertCell().textContent = f.dropped;
+      const lines = tr.insertCell();
+      for (const line of f.lastLines) lines.appendChild(el("div", "small", line));
+    }
   }
 
   function drawRefusals(r) {

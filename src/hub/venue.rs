@@ -1,0 +1,379 @@
+//! Core layer (sans-IO), part of the hub: venue feeds — one recogniser for the whole room. A
+//! publishing system app configured as a feed (`venueFeed` in its config entry) connects once,
+//! with `tpa_connection_init` `sessionId: "venue"` (the venue's only feed) or `"venue:<feed>"`,
+//! and its transcripts and translations reach the subscribers of every session that follows
+//! the feed, each under its own subscription string, as a per-session publisher's do.
+//!
+//! Owns [`Venue`]: the configured feeds, each feed's publisher connection, its last final line
+//! (replayed at once to a new subscriber) and its counters.
+//!
+//! Decisions:
+//! - every session follows the venue's first configured feed (the only one, in a one-room
+//!   venue);
+//! - a second publisher for a feed *replaces* the first (the key was checked, so it is the
+//!   operator's own recogniser reconnecting, perhaps over a half-open connection the box has
+//!   not noticed yet); the first is closed with 1008 "Replaced by a newer connection" and the
+//!   replacement counted (`VENUE_FEED_REPLACED`);
+//! - a feed is never held by one backed-up app ([`Hub::feeder_blocked`] is false for it), so
+//!   one slow app cannot pause the one recogniser of thousands of wearers. Interims to a
+//!   backed-up app are dropped (counted); finals are queued in its output, bounded by
+//!   `max_output`, and an app that stops draining is cut by the stall timeout (or at
+//!   `max_output`) and goes through the restart path like any other. Only while the output of
+//!   all connections together is over its budget is the feed held, with every other feeder
+//!   ([`Hub::is_feeder`]), so memory stays bounded in total;
+//! - while a live feed publishes `transcription`, no session that follows it needs the glasses'
+//!   microphone for transcripts; when the feed goes away the microphone need is recomputed for
+//!   every follower (on again if an app still wants transcripts, so a per-session transcriber
+//!   takes over where one is configured).
+//!
+//! Invariants: a feed has at most one publisher; a publisher's link is `Link::Venue` for its
+//! feed and nothing else; the kept last line is bounded (one message of at most the frame
+//! size).
+
+use super::routes::{Event, Routes};
+use super::{AppState, Hub, JoinError, Link, SessKey};
+use crate::net::{ConnId, Outbox, Peer};
+use crate::protocol::message::AppMsg;
+use crate::protocol::outbound::data_stream_parts;
+use crate::time::Now;
+use crate::ws::frame::Opcode;
+
+/// A configured feed and what it holds now.
+#[derive(Debug, Default)]
+pub struct Feed {
+    /// Its name (`"venue:<name>"`).
+    pub name: String,
+    /// The app that publishes it.
+    pub app: usize,
+    /// Its publisher's connection, while one is connected.
+    pub conn: Option<ConnId>,
+    /// The last final line published: its stream (`transcription`/`translation`), source and
+    /// target languages, and its `data` as it came.
+    last_final: Option<LastLine>,
+    /// The texts of the last few final lines, newest last, for the operator.
+    recent: std::collections::VecDeque<Box<str>>,
+    /// Messages published.
+    pub published: u64,
+    /// Deliveries made (one message to one app).
+    pub delivered: u64,
+    /// Interims not delivered to a backed-up app.
+    pub dropped: u64,
+}
+
+#[derive(Debug)]
+struct LastLine {
+    translation: bool,
+    from: Box<str>,
+    to: Box<str>,
+    data: Box<str>,
+}
+
+/// Final lines kept per feed for the operator page.
+const RECENT_LINES: usize = 5;
+/// Characters of a final line kept for the operator page.
+const RECENT_CHARS: usize = 200;
+
+impl Feed {
+    /// The feed as the operator sees it.
+    fn operator(&self, package: &str, followers: usize) -> serde_json::Value {
+        serde_json::json!({
+            "name": self.name,
+            "packageName": package,
+            "connected": self.conn.is_some(),
+            "language": self.last_final.as_ref().map(|l| &*l.from),
+            "lastLines": self.recent,
+            "followers": followers,
+            "published": self.published,
+            "delivered": self.delivered,
+            "dropped": self.dropped,
+        })
+    }
+
+    /// Keep the text of a final line (`data` as published) for the operator.
+    fn note_line(&mut self, data: &str) {
+        #[derive(serde::Deserialize)]
+        struct Text<'a> {
+            #[serde(borrow)]
+            text: Option<std::borrow::Cow<'a, str>>,
+        }
+        let Some(text) = crate::protocol::inbound::decode::<Text<'_>>(data).and_then(|t| t.text)
+        else {
+            return;
+        };
+        if self.recent.len() == RECENT_LINES {
+            self.recent.pop_front();
+        }
+        self.recent
+            .push_back(text.chars().take(RECENT_CHARS).collect::<String>().into());
+    }
+}
+
+/// The venue's feeds.
+#[derive(Debug, Default)]
+pub struct Venue {
+    pub feeds: Vec<Feed>,
+    /// Scratch for fanning out: the keys of the sessions, kept between publications.
+    scratch: Vec<SessKey>,
+}
+
+impl Venue {
+    /// The feeds of the config: `(feed name, app index)`.
+    pub(super) fn new(feeds: impl Iterator<Item = (String, usize)>) -> Venue {
+        Venue {
+            feeds: feeds
+                .map(|(name, app)| Feed {
+                    name,
+                    app,
+                    ..Feed::default()
+                })
+                .collect(),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Whether `app` publishes a venue feed (it is never started per session).
+    pub(super) fn is_feed_app(&self, app: usize) -> bool {
+        self.feeds.iter().any(|f| f.app == app)
+    }
+
+    /// The feed `sessionId` names: `"venue"` the only feed, `"venue:<name>"` that one.
+    /// `None` when the id is not a venue id at all; `Some(None)` when it is but names no feed.
+    fn named(&self, session_id: &str) -> Option<Option<usize>> {
+        if session_id == "venue" {
+            return Some((self.feeds.len() == 1).then_some(0));
+        }
+        let name = session_id.strip_prefix("venue:")?;
+        Some(self.feeds.iter().position(|f| f.name == name))
+    }
+
+    /// The feed the sessions follow: the first configured one.
+    fn followed(&self) -> Option<&Feed> {
+        self.feeds.first()
+    }
+}
+
+/// Whether a `tpa_connection_init`'s `sessionId` names a venue feed (rather than a session).
+pub(super) fn is_venue_id(session_id: &str) -> bool {
+    session_id == "venue" || session_id.starts_with("venue:")
+}
+
+impl Hub {
+    /// Every feed, for the operator page: connected or not, language, the last final lines,
+    /// how many sessions follow it, what it published, delivered and dropped.
+    pub fn operator_feeds(&self) -> serde_json::Value {
+        let sessions = self.sessions.len();
+        self.venue
+            .feeds
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let followers = if i == 0 { sessions } else { 0 };
+                f.operator(&self.cfg.apps[f.app].package_name, followers)
+            })
+            .collect()
+    }
+
+    /// A `tpa_connection_init` naming a venue feed, key already checked: bind it as the feed's
+    /// publisher (replacing any other), or refuse it.
+    pub(super) fn venue_init(
+        &mut self,
+        net: &mut impl Outbox,
+        id: ConnId,
+        app: usize,
+        session_id: &str,
+        now: Now,
+    ) {
+        let peer = net.peer(id).cloned().unwrap_or(Peer::InProcess);
+        if !self.cfg.apps[app].address_allowed(&peer) {
+            return self.refuse_app(net, id, JoinError::AddressNotAllowed, now);
+        }
+        let feed = match self.venue.named(session_id) {
+            Some(Some(f)) if self.venue.feeds[f].app == app => f,
+            _ => return self.refuse_app(net, id, JoinError::NotVenueFeed, now),
+        };
+        let old = self.venue.feeds[feed].conn.replace(id);
+        if let Some(old) = old.filter(|o| *o != id) {
+            self.links.remove(&old);
+            self.refused("VENUE_FEED_REPLACED");
+            net.close_websocket(old, 1008, "Replaced by a newer connection", now.mono);
+        }
+        self.links.insert(id, Link::Venue { feed });
+        log::info!(
+            "event=venue_feed_connected feed={:?} connection={id}",
+            self.venue.feeds[feed].name
+        );
+        let ack = crate::protocol::outbound::TpaConnectionAck {
+            kind: "tpa_connection_ack",
+            session_id,
+            settings: &self.settings_for("venue", app),
+            mentraos_settings: &serde_json::json!({}),
+            capabilities: &crate::protocol::capabilities::conservative(None),
+            timestamp: now.iso(),
+        };
+        net.send_json(id, &ack);
+        if old.is_none() {
+            self.venue_mic_changed(net, feed, now);
+        }
+    }
+
+    /// A text message from the publisher of `feed`: `data_stream` is published, a repeated init
+    /// or a subscription list is ignored; anything else a feed may not send is refused (`NOT_ALLOWED_FOR_VENUE_FEED`), the feed stays up.
+    pub(super) fn venue_message(
+        &mut self,
+        net: &mut impl Outbox,
+        id: ConnId,
+        feed: usize,
+        text: &str,
+        now: Now,
+    ) {
+        match AppMsg::decode(text) {
+            Ok(AppMsg::DataStream) => self.venue_publish(net, id, feed, text, now),
+            // A feed subscribes to nothing; the SDK sends its (empty) list after every ack.
+            Ok(AppMsg::TpaConnectionInit | AppMsg::SubscriptionUpdate) => {}
+            Ok(_) => self.app_error(
+                net,
+                id,
+                "NOT_ALLOWED_FOR_VENUE_FEED",
+                "a venue feed may only publish data_stream",
+                now,
+            ),
+            Err(e) => self.app_error(net, id, "MALFORMED_MESSAGE", e.message(), now),
+        }
+    }
+
+    /// The publisher of `feed` closed.
+    pub(super) fn venue_closed(
+        &mut self,
+        net: &mut impl Outbox,
+        id: ConnId,
+        feed: usize,
+        now: Now,
+    ) {
+        let Some(f) = self.venue.feeds.get_mut(feed) else {
+            return;
+        };
+        if f.conn != Some(id) {
+            return;
+        }
+        f.conn = None;
+        log::info!("event=venue_feed_lost feed={:?} connection={id}", f.name);
+        self.venue_mic_changed(net, feed, now);
+    }
+
+    /// Every session that follows `feed` brings its microphone in line (the feed came or went).
+    fn venue_mic_changed(&mut self, net: &mut impl Outbox, feed: usize, now: Now) {
+        if feed != 0 {
+            return;
+        }
+        let keys: Vec<SessKey> = self.sessions.iter().map(|(sk, _)| sk).collect();
+        for sk in keys {
+            self.mic_changed(net, sk, now);
+        }
+    }
+
+    /// Whether a live venue feed that the sessions follow publishes `stream`: then no session
+    /// needs its own recogniser (nor its microphone) for it.
+    pub(super) fn venue_covers(&self, stream: &str) -> bool {
+        self.venue.followed().is_some_and(|f| {
+            f.conn.is_some() && self.cfg.apps[f.app].publishes.iter().any(|p| p == stream)
+        })
+    }
+
+    /// A `data_stream` from the publisher of `feed`: checked as a per-session publisher's is,
+    /// then delivered in every session that follows the feed; a final is kept for latecomers.
+    pub(super) fn venue_publish(
+        &mut self,
+        net: &mut impl Outbox,
+        id: ConnId,
+        feed: usize,
+        text: &str,
+        now: Now,
+    ) {
+        let app = self.venue.feeds[feed].app;
+        let Some(p) = self.checked_publish(net, id, app, text, now) else {
+            return;
+        };
+        let f = &mut self.venue.feeds[feed];
+        f.published += 1;
+        if p.is_final {
+            f.note_line(p.data);
+            f.last_final = Some(LastLine {
+                translation: p.translation,
+                from: p.from.as_deref().unwrap_or("en-US").into(),
+                to: p.to.as_deref().unwrap_or("").into(),
+                data: p.data.into(),
+            });
+        }
+        if feed != 0 {
+            return;
+        }
+        let mut keys = std::mem::take(&mut self.venue.scratch);
+        keys.extend(self.sessions.iter().map(|(sk, _)| sk));
+        let (mut delivered, mut dropped) = (0, 0);
+        for &sk in &keys {
+            let (d, x) = self.deliver_published(net, sk, &p, now);
+            delivered += d;
+            dropped += x;
+        }
+        keys.clear();
+        self.venue.scratch = keys;
+        let f = &mut self.venue.feeds[feed];
+        f.delivered += delivered;
+        f.dropped += dropped;
+    }
+
+    /// Send `app` in `sk`, newly subscribed to some of `subs` (not in `before`), the followed
+    /// feed's last final line if it subscribed to it, under its own subscription string.
+    pub(super) fn venue_replay(
+        &self,
+        net: &mut impl Outbox,
+        sk: SessKey,
+        app: usize,
+        before: &[String],
+        now: Now,
+    ) {
+        let Some(line) = self.venue.followed().and_then(|f| f.last_final.as_ref()) else {
+            return;
+        };
+        let Some(s) = self.session(sk) else { return };
+        let Some(run) = s.apps.get(&app) else { return };
+        let (AppState::Active, Some(conn)) = (&run.state, run.conn) else {
+            return;
+        };
+        let new: Vec<String> = run
+            .subs
+            .iter()
+            .filter(|x| !before.contains(x))
+            .cloned()
+            .collect();
+        let routes = Routes::build(std::iter::once((app, &new[..])));
+        let event = if line.translation {
+            Event::Translation {
+                from: &line.from,
+                to: &line.to,
+            }
+        } else {
+            Event::Transcription {
+                language: &line.from,
+            }
+        };
+        let name: &[u8] = if line.translation {
+            b"translation"
+        } else {
+            b"transcription"
+        };
+        let mut sent = false;
+        routes.each(event, |_, own| {
+            if sent {
+                return;
+            }
+            sent = true;
+            let stream: [&[u8]; 3] = match own {
+                Some(own) => [own, b"", b""],
+                None => [b"\"", name, b"\""],
+            };
+            let parts = data_stream_parts(&run.prefix, stream, line.data.as_bytes(), now.iso());
+            net.send_frame(conn, Opcode::Text, &parts);
+        });
+    }
+}

@@ -1,0 +1,535 @@
+//! Deterministic tests of venue feeds through the in-memory world: one publisher, connected
+//! once with `sessionId: "venue"`, reaches the subscribers of every session under each app's
+//! own subscription string; a latecomer gets the last final line at once; bad publishers are
+//! refused with distinct codes and counted; a second publisher replaces the first; a slow app
+//! never holds the feed (interims dropped for it, finals queued, the app cut at the stall
+//! timeout) while everyone else loses nothing; and the glasses' microphone stays off while the
+//! feed covers a session's transcripts.
+
+use augmentos_edge::auth::{self, jwt};
+use augmentos_edge::hub::registry::AppSpec;
+use augmentos_edge::hub::HubConfig;
+use augmentos_edge::net::{Peer, Target};
+use augmentos_edge::server::ServerConfig;
+use augmentos_edge::sim::World;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const SECRET: &[u8] = b"venue-test-secret-0123";
+const USERS: [&str; 3] = ["ada@example.com", "bo@example.com", "cy@example.com"];
+
+const A: &str = "com.example.a";
+const B: &str = "com.example.b";
+/// The venue feed's publisher.
+const FEED: &str = "system.venue.stt";
+/// A per-session publisher (not a feed).
+const STT: &str = "system.local.stt";
+
+fn key(package: &str) -> String {
+    format!("{package}-key")
+}
+
+fn spec(package: &str, port: u16, system: bool, publishes: &[&str]) -> AppSpec {
+    AppSpec {
+        package_name: package.into(),
+        name: package.into(),
+        public_url: format!("http://apps.example:{port}"),
+        webhook_target: Target {
+            host: "apps.example".into(),
+            port,
+        },
+        webhook_path: String::new(),
+        hashed_api_key: auth::hash_api_key(&key(package)),
+        is_system_app: system,
+        permissions: vec!["ALL".into()],
+        allowed_addresses: if system {
+            vec!["in-process".into()]
+        } else {
+            Vec::new()
+        },
+        publishes: publishes.iter().map(|s| s.to_string()).collect(),
+        settings: Vec::new(),
+    }
+}
+
+fn world_with(server: ServerConfig) -> World {
+    World::with_hub(
+        server,
+        HubConfig {
+            jwt_secret: SECRET.to_vec(),
+            apps: vec![
+                spec(A, 4001, false, &[]),
+                spec(B, 4002, false, &[]),
+                spec(FEED, 4003, true, &["transcription", "translation"]),
+                spec(STT, 4004, true, &["transcription"]),
+            ],
+            lifecycle_burst: 100,
+            venue_feeds: vec![("main".into(), FEED.into())],
+            ..HubConfig::default()
+        },
+    )
+}
+
+fn world() -> World {
+    world_with(ServerConfig {
+        ping_interval: None,
+        ..ServerConfig::default()
+    })
+}
+
+fn glasses(w: &mut World, user: &str) -> usize {
+    let g = w.connect();
+    let bearer = format!("Authorization: Bearer {}", jwt::glasses_token(user, SECRET));
+    assert_eq!(w.upgrade_with(g, "/glasses-ws", &[&bearer]).0, 101);
+    w.send_text(g, r#"{"type":"connection_init"}"#);
+    let msgs = w.json_messages(g);
+    assert_eq!(msgs[0]["type"], "connection_ack", "{msgs:?}");
+    g
+}
+
+/// Start `package` from the glasses of `user`, connect it, subscribe it to `subs`.
+fn app(w: &mut World, g: usize, user: &str, package: &str, subs: Value) -> usize {
+    if package != STT {
+        w.send_text(
+            g,
+            &json!({"type": "start_app", "packageName": package}).to_string(),
+        );
+    }
+    let c = w.connect();
+    assert_eq!(w.upgrade(c, "/app-ws"), 101);
+    init(w, c, package, &format!("{user}-{package}"), &key(package));
+    let msgs = w.json_messages(c);
+    assert_eq!(msgs[0]["type"], "tpa_connection_ack", "{package}: {msgs:?}");
+    for i in w.open_outbound() {
+        w.respond_http(i, 200);
+    }
+    subscribe(w, c, subs);
+    w.json_messages(c);
+    c
+}
+
+fn init(w: &mut World, c: usize, package: &str, session_id: &str, api_key: &str) {
+    w.send_text(
+        c,
+        &json!({"type": "tpa_connection_init", "packageName": package,
+                "sessionId": session_id, "apiKey": api_key})
+        .to_string(),
+    );
+}
+
+fn subscribe(w: &mut World, c: usize, subs: Value) {
+    w.send_text(
+        c,
+        &json!({"type": "subscription_update", "subscriptions": subs}).to_string(),
+    );
+}
+
+/// The venue publisher, connected from `peer` as `sessionId` `id`; returns it and its replies.
+fn publisher(w: &mut World, peer: Peer, id: &str, package: &str, k: &str) -> (usize, Vec<Value>) {
+    let c = w.connect_from(peer);
+    assert_eq!(w.upgrade(c, "/app-ws"), 101);
+    init(w, c, package, id, k);
+    let msgs = w.json_messages(c);
+    (c, msgs)
+}
+
+fn feed(w: &mut World) -> usize {
+    let (c, msgs) = publisher(w, Peer::InProcess, "venue", FEED, &key(FEED));
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    assert_eq!(msgs[0]["type"], "tpa_connection_ack", "{msgs:?}");
+    assert_eq!(msgs[0]["sessionId"], "venue");
+    c
+}
+
+fn transcript(text: &str, lang: &str, is_final: bool) -> Value {
+    json!({"type": "transcription", "text": text, "isFinal": is_final, "startTime": 100,
+           "endTime": 900, "transcribeLanguage": lang})
+}
+
+fn publish(w: &mut World, c: usize, data: &Value) {
+    w.send_text(
+        c,
+        &json!({"type": "data_stream", "streamType": data["type"], "data": data}).to_string(),
+    );
+}
+
+/// The `(streamType, data)` of every `data_stream` client `c` received.
+fn streams(w: &mut World, c: usize) -> Vec<(String, Value)> {
+    w.json_messages(c)
+        .into_iter()
+        .filter(|m| m["type"] == "data_stream")
+        .map(|m| {
+            (
+                m["streamType"].as_str().unwrap().to_string(),
+                m["data"].clone(),
+            )
+        })
+        .collect()
+}
+
+fn mic(msgs: &[Value]) -> Vec<bool> {
+    msgs.iter()
+        .filter(|m| m["type"] == "microphone_state_change")
+        .map(|m| m["isMicrophoneEnabled"].as_bool().unwrap())
+        .collect()
+}
+
+#[test]
+fn one_feed_reaches_every_session_under_each_apps_own_subscription() {
+    let mut w = world();
+    let mut subscribers = Vec::new();
+    for user in &USERS[..2] {
+        let g = glasses(&mut w, user);
+        let a = app(&mut w, g, user, A, json!(["transcription:en-US"]));
+        let b = app(
+            &mut w,
+            g,
+            user,
+            B,
+            json!(["transcription:en-US?hints=fr", "translation:es-ES-to-en-US"]),
+        );
+        subscribers.push((a, b));
+    }
+    // The feed is never started per session: no session_request for it.
+    let webhooks: Vec<String> = w
+        .outbound
+        .iter()
+        .filter_map(|o| o.json())
+        .map(|v| v["sessionId"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(webhooks.iter().any(|p| p.ends_with(STT)), "{webhooks:?}");
+    assert!(!webhooks.iter().any(|p| p.ends_with(FEED)), "{webhooks:?}");
+    let f = feed(&mut w);
+    // A session that starts after the feed went live gets what follows.
+    let g3 = glasses(&mut w, USERS[2]);
+    let a3 = app(&mut w, g3, USERS[2], A, json!(["transcription:fr-FR"]));
+    let hello = transcript("hello", "en-US", true);
+    publish(&mut w, f, &hello);
+    let hola = json!({"type": "translation", "text": "hello", "originalText": "hola",
+                      "isFinal": true, "transcribeLanguage": "es-ES",
+                      "translateLanguage": "en-US"});
+    publish(&mut w, f, &hola);
+    let bonjour = transcript("bonjour", "fr-FR", true);
+    publish(&mut w, f, &bonjour);
+    for &(a, b) in &subscribers {
+        assert_eq!(
+            streams(&mut w, a),
+            vec![("transcription:en-US".to_string(), hello.clone())]
+        );
+        assert_eq!(
+            streams(&mut w, b),
+            vec![
+                ("transcription:en-US?hints=fr".to_string(), hello.clone()),
+                ("translation:es-ES-to-en-US".to_string(), hola.clone()),
+            ]
+        );
+    }
+    assert_eq!(
+        streams(&mut w, a3),
+        vec![("transcription:fr-FR".to_string(), bonjour)]
+    );
+    // The publisher hears nothing back.
+    assert!(w.json_messages(f).is_empty());
+}
+
+#[test]
+fn a_new_subscriber_gets_the_last_final_line_at_once() {
+    let mut w = world();
+    let f = feed(&mut w);
+    publish(&mut w, f, &transcript("first", "en-US", true));
+    let last = transcript("second line", "en-US", true);
+    publish(&mut w, f, &last);
+    publish(&mut w, f, &transcript("third, unfinish", "en-US", false));
+    let g = glasses(&mut w, USERS[0]);
+    // Subscribing is what shows it: once, under the app's own string.
+    let a = app(&mut w, g, USERS[0], A, json!([]));
+    subscribe(&mut w, a, json!(["transcription:en-US?hints=de"]));
+    assert_eq!(
+        streams(&mut w, a),
+        vec![("transcription:en-US?hints=de".to_string(), last.clone())]
+    );
+    // Not again for a subscription it already had; not for another language.
+    subscribe(
+        &mut w,
+        a,
+        json!(["transcription:en-US?hints=de", "button_press"]),
+    );
+    let b = app(&mut w, g, USERS[0], B, json!(["transcription:fr-FR"]));
+    assert!(streams(&mut w, a).is_empty());
+    assert!(streams(&mut w, b).is_empty());
+}
+
+#[test]
+fn bad_venue_publishers_are_refused_with_distinct_codes_and_counted() {
+    let mut w = world();
+    let g = glasses(&mut w, USERS[0]);
+    let a = app(&mut w, g, USERS[0], A, json!(["transcription:en-US"]));
+    let remote: std::net::SocketAddr = "10.1.2.3:5000".parse().unwrap();
+    let cases = [
+        (
+            Peer::InProcess,
+            "venue",
+            FEED,
+            "wrong-key",
+            "INVALID_API_KEY",
+        ),
+        (
+            Peer::Ip(remote),
+            "venue",
+            FEED,
+            &*key(FEED),
+            "ADDRESS_NOT_ALLOWED",
+        ),
+        // A per-session app, and a publisher that is not a feed.
+        (Peer::InProcess, "venue", A, &*key(A), "NOT_VENUE_FEED"),
+        (Peer::InProcess, "venue", STT, &*key(STT), "NOT_VENUE_FEED"),
+        // A feed the venue does not have.
+        (
+            Peer::InProcess,
+            "venue:hall-b",
+            FEED,
+            &*key(FEED),
+            "NOT_VENUE_FEED",
+        ),
+    ]
+    .map(|(p, id, pkg, k, code)| (p, id, pkg, k.to_string(), code));
+    for (peer, id, pkg, k, code) in cases {
+        let (c, msgs) = publisher(&mut w, peer, id, pkg, &k);
+        assert_eq!(msgs.len(), 2, "{pkg} {id}: {msgs:?}");
+        assert_eq!(msgs[0]["type"], "tpa_connection_error");
+        assert_eq!(msgs[0]["code"], code, "{pkg} {id}");
+        assert_eq!(msgs[1]["close"], 1008, "{pkg} {id}");
+        // Nothing it sends afterwards reaches anyone.
+        publish(&mut w, c, &transcript("forged", "en-US", true));
+    }
+    assert!(streams(&mut w, a).is_empty());
+    let refusals = &w.server.hub.counters.refusals;
+    assert_eq!(refusals.get("INVALID_API_KEY"), Some(&1));
+    assert_eq!(refusals.get("ADDRESS_NOT_ALLOWED"), Some(&1));
+    assert_eq!(refusals.get("NOT_VENUE_FEED"), Some(&3));
+    // The named form reaches the real feed.
+    let (f, msgs) = publisher(&mut w, Peer::InProcess, "venue:main", FEED, &key(FEED));
+    assert_eq!(msgs[0]["type"], "tpa_connection_ack", "{msgs:?}");
+    publish(&mut w, f, &transcript("real", "en-US", true));
+    assert_eq!(streams(&mut w, a).len(), 1);
+}
+
+#[test]
+fn malformed_transcripts_from_the_feed_are_refused_and_the_feed_stays_up() {
+    let mut w = world();
+    let g = glasses(&mut w, USERS[0]);
+    let a = app(&mut w, g, USERS[0], A, json!(["transcription:en-US"]));
+    let f = feed(&mut w);
+    for (bad, code) in [
+        (r#"{"type":"data_stream","data":3}"#, "MALFORMED_MESSAGE"),
+        (
+            r#"{"type":"data_stream","data":{"text":"x"}}"#,
+            "MALFORMED_MESSAGE",
+        ),
+        (
+            r#"{"type":"data_stream","data":{"type":"button_press"}}"#,
+            "PUBLISH_NOT_ALLOWED",
+        ),
+        (
+            r#"{"type":"data_stream","data":{"type":"translation","text":"x"}}"#,
+            "MALFORMED_MESSAGE",
+        ),
+        (
+            r#"{"type":"display_event","layout":{}}"#,
+            "NOT_ALLOWED_FOR_VENUE_FEED",
+        ),
+    ] {
+        w.send_text(f, bad);
+        let msgs = w.json_messages(f);
+        assert_eq!(msgs.len(), 1, "{bad}: {msgs:?}");
+        assert_eq!(msgs[0]["code"], code, "{bad}");
+        assert!(!w.clients[f].closed);
+    }
+    assert!(streams(&mut w, a).is_empty());
+    publish(&mut w, f, &transcript("still here", "en-US", true));
+    assert_eq!(streams(&mut w, a).len(), 1);
+}
+
+#[test]
+fn a_second_publisher_replaces_the_first() {
+    let mut w = world();
+    let g = glasses(&mut w, USERS[0]);
+    let a = app(&mut w, g, USERS[0], A, json!(["transcription:en-US"]));
+    w.advance(Duration::from_secs(2));
+    assert_eq!(mic(&w.json_messages(g)), vec![true]);
+    let first = feed(&mut w);
+    let second = feed(&mut w);
+    // The first is closed, 1008, and what it still sends reaches nobody.
+    let msgs = w.json_messages(first);
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    assert_eq!(msgs[0]["close"], 1008);
+    publish(&mut w, first, &transcript("stale", "en-US", true));
+    w.client_eof(first);
+    publish(&mut w, second, &transcript("fresh", "en-US", true));
+    let got = streams(&mut w, a);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].1["text"], "fresh");
+    assert_eq!(
+        w.server.hub.counters.refusals.get("VENUE_FEED_REPLACED"),
+        Some(&1)
+    );
+    // The late close of the first did not take the feed down: the microphone stays off.
+    w.advance(Duration::from_secs(2));
+    assert_eq!(mic(&w.json_messages(g)), vec![false]);
+}
+
+#[test]
+fn the_microphone_is_off_while_the_feed_covers_transcripts_and_on_again_when_it_goes() {
+    let mut w = world();
+    let g = glasses(&mut w, USERS[0]);
+    let _a = app(&mut w, g, USERS[0], A, json!(["transcription:en-US"]));
+    // A per-session transcriber listening to audio too.
+    let stt = app(&mut w, g, USERS[0], STT, json!(["audio_chunk"]));
+    w.advance(Duration::from_secs(2));
+    assert_eq!(mic(&w.json_messages(g)).last(), Some(&true));
+    let f = feed(&mut w);
+    assert_eq!(mic(&w.json_messages(g)), vec![false]);
+    // No audio reaches the per-session transcriber while the feed covers its transcripts.
+    w.send_frame(g, true, augmentos_edge::ws::Opcode::Binary, &[1, 2, 3, 4]);
+    assert!(w.clients[stt].messages().is_empty());
+    // A session that starts while the feed is live never turns it on.
+    let g2 = glasses(&mut w, USERS[1]);
+    let _a2 = app(&mut w, g2, USERS[1], A, json!(["transcription:en-US"]));
+    assert_eq!(mic(&w.json_messages(g2)), Vec::<bool>::new());
+    // The feed goes: the microphone comes back for the per-session recogniser.
+    w.advance(Duration::from_secs(2));
+    w.client_eof(f);
+    assert_eq!(mic(&w.json_messages(g)), vec![true]);
+    assert_eq!(mic(&w.json_messages(g2)), vec![true]);
+}
+
+#[test]
+fn a_backed_up_app_never_holds_the_feed_and_everyone_else_loses_nothing() {
+    let mut w = world_with(ServerConfig {
+        ping_interval: None,
+        read_pause: 8 * 1024,
+        max_output: 1024 * 1024,
+        stall_timeout: Duration::from_secs(2),
+        ..ServerConfig::default()
+    });
+    let g1 = glasses(&mut w, USERS[0]);
+    let fast = app(&mut w, g1, USERS[0], A, json!(["transcription:en-US"]));
+    let g2 = glasses(&mut w, USERS[1]);
+    let stalled = app(&mut w, g2, USERS[1], A, json!(["transcription:en-US"]));
+    w.set_reading(stalled, false);
+    let f = feed(&mut w);
+    for i in 0..400 {
+        publish(
+            &mut w,
+            f,
+            &transcript(&format!("interim {i}"), "en-US", false),
+        );
+        if i % 4 == 3 {
+            publish(&mut w, f, &transcript(&format!("final {i}"), "en-US", true));
+        }
+        // The publisher is never paused: everything it sent was read.
+        assert!(w.clients[f].unsent.is_empty(), "feed held at {i}");
+    }
+    let got = streams(&mut w, fast);
+    assert_eq!(got.len(), 500, "the fast app lost something");
+    let finals: Vec<_> = got
+        .iter()
+        .filter(|(_, d)| d["isFinal"] == true)
+        .map(|(_, d)| d["text"].as_str().unwrap().to_string())
+        .collect();
+    let want: Vec<String> = (0..100).map(|i| format!("final {}", i * 4 + 3)).collect();
+    assert_eq!(finals, want);
+    // The stalled app's interims were dropped, counted; it is cut at the stall timeout.
+    assert!(w
+        .server
+        .hub
+        .counters
+        .dropped
+        .get("transcription")
+        .is_some_and(|&n| n > 0));
+    w.advance(Duration::from_secs(3));
+    assert_eq!(w.server.stats().stall_closes, 1);
+    assert!(!w.clients[f].closed);
+}
+
+#[test]
+fn the_operator_feed_shows_each_venue_feed() {
+    let mut w = world();
+    let feeds = |w: &World| w.server.ui_state(w.clock())["feeds"].clone();
+    let before = feeds(&w);
+    assert_eq!(before[0]["name"], "main");
+    assert_eq!(before[0]["packageName"], FEED);
+    assert_eq!(before[0]["connected"], false);
+    assert_eq!(before[0]["followers"], 0);
+    let g = glasses(&mut w, USERS[0]);
+    let _a = app(&mut w, g, USERS[0], A, json!(["transcription:de-DE"]));
+    let g2 = glasses(&mut w, USERS[1]);
+    let _b = app(&mut w, g2, USERS[1], A, json!(["button_press"]));
+    let f = feed(&mut w);
+    for i in 0..7 {
+        publish(&mut w, f, &transcript(&format!("Zeile {i}"), "de-DE", true));
+    }
+    publish(&mut w, f, &transcript("unfertig", "de-DE", false));
+    let st = feeds(&w);
+    assert_eq!(st[0]["connected"], true);
+    assert_eq!(st[0]["language"], "de-DE");
+    assert_eq!(
+        st[0]["lastLines"],
+        json!(["Zeile 2", "Zeile 3", "Zeile 4", "Zeile 5", "Zeile 6"])
+    );
+    assert_eq!(st[0]["followers"], 2);
+    assert_eq!(st[0]["published"], 8);
+    // One subscriber: seven finals and the interim reached it.
+    assert_eq!(st[0]["delivered"], 8);
+    assert_eq!(st[0]["dropped"], 0);
+    w.client_eof(f);
+    assert_eq!(feeds(&w)[0]["connected"], false);
+}
+
+#[test]
+fn the_feed_is_held_only_while_the_total_output_is_over_its_budget() {
+    let budget = 64 * 1024;
+    let mut w = world_with(ServerConfig {
+        ping_interval: None,
+        max_total_output: budget,
+        ..ServerConfig::default()
+    });
+    let mut apps = Vec::new();
+    for user in USERS {
+        let g = glasses(&mut w, user);
+        apps.push(app(&mut w, g, user, A, json!(["transcription:en-US"])));
+    }
+    let f = feed(&mut w);
+    // Every app stops reading; the feed publishes finals until it is held.
+    for &a in &apps {
+        w.set_reading(a, false);
+    }
+    let mut i = 0;
+    while w.clients[f].unsent.is_empty() {
+        publish(
+            &mut w,
+            f,
+            &transcript(&format!("line {i} {}", "x".repeat(200)), "en-US", true),
+        );
+        i += 1;
+        assert!(i < 1_000, "the feed was never held");
+    }
+    assert!(w.server.stats().budget_pauses >= 1);
+    assert_eq!(w.server.hub.counters.feeder_pauses, 0);
+    // The apps read again: the feed is released and every final arrives, in order.
+    for &a in &apps {
+        w.set_reading(a, true);
+    }
+    w.advance(Duration::from_millis(10));
+    assert!(w.clients[f].unsent.is_empty(), "the feed was not released");
+    for &a in &apps {
+        let texts: Vec<String> = streams(&mut w, a)
+            .iter()
+            .map(|(_, d)| d["text"].as_str().unwrap().to_string())
+            .collect();
+        let want: Vec<String> = (0..i)
+            .map(|k| format!("line {k} {}", "x".repeat(200)))
+            .collect();
+        assert_eq!(texts, want);
+    }
+}
