@@ -281,6 +281,9 @@ struct RawApp {
     /// The app's settings, as its `tpa_config.json` declares them.
     #[serde(default)]
     settings: Vec<SettingSpec>,
+    /// For an `https://` `publicUrl`: a PEM file of the CAs its certificate is verified
+    /// against instead of the system's (a venue's private CA).
+    ca_file: Option<NonEmpty>,
 }
 
 /// One declared app setting: an object with a string `key`; `group` entries are headings.
@@ -471,7 +474,23 @@ impl RawConfig {
         }
 
         for (i, app) in self.apps.unwrap_or_default().into_iter().enumerate() {
-            let spec = app.into_spec();
+            let ca_file = app.ca_file.as_ref().map(|f| PathBuf::from(&f.0));
+            let mut spec = app.into_spec();
+            if let Some(tls) = &mut spec.webhook_target.tls {
+                // The trust is read now, so a missing or empty CA file stops the start (or the
+                // reload) here rather than failing every webhook later.
+                augmentos_edge_transports::client_config(ca_file.as_deref()).map_err(|e| {
+                    let key = if ca_file.is_some() {
+                        "caFile"
+                    } else {
+                        "publicUrl"
+                    };
+                    format!("apps[{i}].{key}: {e}")
+                })?;
+                tls.ca_file = ca_file;
+            } else if ca_file.is_some() {
+                return Err(format!("apps[{i}].caFile: only for an https:// publicUrl"));
+            }
             if !spec.publishes.is_empty() && !spec.is_system_app {
                 return Err(format!(
                     "apps[{i}].publishes: only a system app (isSystemApp: true) may publish"
@@ -894,8 +913,12 @@ mod tests {
     fn errors_name_the_key() {
         let owned: Vec<(String, &str)> = vec![
             (
-                app_with("\"publicUrl\": \"https://x\""),
-                "apps[0].publicUrl: https URLs are not supported",
+                app_with("\"publicUrl\": \"ftp://x\""),
+                "apps[0].publicUrl: 'ftp://x' must start with http:// or https://",
+            ),
+            (
+                app_with("\"caFile\": \"/etc/edge/ca.pem\""),
+                "apps[0].caFile: only for an https:// publicUrl",
             ),
             (
                 app_with("\"hashedApiKey\": \"abc\""),

@@ -142,7 +142,7 @@ impl Hub {
         now: Now,
     ) {
         let spec = &self.cfg.apps[app];
-        let Target { host, port } = &spec.webhook_target;
+        let Target { host, port, .. } = &spec.webhook_target;
         let request =
             messages::http_post(host, *port, &format!("{}/webhook", spec.webhook_path), body);
         let busy = self
@@ -325,7 +325,12 @@ impl Hub {
             HttpOutcome::Status(_) if ok => "ok",
             HttpOutcome::Status(_) => "http_error",
             HttpOutcome::Failed(_) => "failed",
+            HttpOutcome::Tls(_) => "tls",
         });
+        if let HttpOutcome::Tls(_) = outcome {
+            // On the operator page's refusals feed: the app server's certificate was refused.
+            self.counters.refused("WEBHOOK_TLS");
+        }
         if !ok {
             log::warn!(
                 "event=webhook_failed package={:?} outcome={outcome:?}",

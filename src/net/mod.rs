@@ -21,7 +21,7 @@ pub mod table;
 
 pub use cidr::Cidr;
 pub use conn::{Conn, ConnId, Endpoint, OverCap, Peer, Phase, Read, KINDS, MAX_INDEX, TRANSPORTS};
-pub use table::{is_local, HttpOutcome, Net, Target, Timer};
+pub use table::{is_local, HttpOutcome, Net, Target, Timer, Tls};
 
 use crate::http::RequestLimits;
 use crate::time::Instant;

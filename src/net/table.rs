@@ -35,6 +35,16 @@ use std::net::IpAddr;
 pub struct Target {
     pub host: String,
     pub port: u16,
+    /// Over TLS (`https://`), with `host` as the server name; `None`: plain TCP.
+    pub tls: Option<Tls>,
+}
+
+/// An outbound connection over TLS: what its server's certificate is verified against. The
+/// shell makes the TLS client from it; the core only says which trust a target needs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Tls {
+    /// A PEM file of the CAs to trust (a venue's private CA); `None`: the system's CAs.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// How an outbound HTTP request ended.
@@ -44,6 +54,9 @@ pub enum HttpOutcome {
     Status(u16),
     /// No usable response: refused, reset, timed out, or malformed.
     Failed(&'static str),
+    /// The TLS handshake failed (a certificate the trust does not accept, a server that does
+    /// not speak TLS): why, for the log, the metrics and the operator page.
+    Tls(&'static str),
 }
 
 pub struct Net {

@@ -399,14 +399,20 @@ fn traffic<'a>(v: &'a View<'_>) -> Vec<Family<'a>> {
 /// Webhooks: outcomes, load and queue per app server, outbound refusals, latency.
 fn webhooks<'a>(v: &'a View<'_>) -> Vec<Family<'a>> {
     let (st, hc) = (&v.net.stats, &v.hub.counters);
-    let mut outcomes: Vec<(Labels<'_>, f64)> =
-        ["ok", "http_error", "failed", "not_sent", "queue_timeout"]
-            .into_iter()
-            .map(|o| {
-                let c = hc.webhook_outcomes.get(o).copied().unwrap_or(0);
-                (vec![("outcome", o)], n(c))
-            })
-            .collect();
+    let mut outcomes: Vec<(Labels<'_>, f64)> = [
+        "ok",
+        "http_error",
+        "failed",
+        "tls",
+        "not_sent",
+        "queue_timeout",
+    ]
+    .into_iter()
+    .map(|o| {
+        let c = hc.webhook_outcomes.get(o).copied().unwrap_or(0);
+        (vec![("outcome", o)], n(c))
+    })
+    .collect();
     outcomes.push((vec![("outcome", "coalesced")], n(hc.webhooks_coalesced)));
     // Per app server (bounded by the config's apps): in flight, waiting, oldest wait.
     let per_server = |f: &dyn Fn(&ServerLoad) -> f64| {

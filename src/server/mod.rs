@@ -253,6 +253,14 @@ impl Server {
         self.after(now, None);
     }
 
+    /// The TLS handshake of the outbound request `id` failed, for `reason` (a certificate the
+    /// trust refused): that is its outcome. The shell then closes it as any other.
+    pub fn handle_tls_failure(&mut self, id: ConnId, reason: &'static str, now: Now) {
+        self.net.now = now.mono;
+        self.net.complete_client(id, HttpOutcome::Tls(reason));
+        self.after(now, None);
+    }
+
     /// The transport for `id` is gone (closed by us or failed); forget the connection.
     pub fn handle_closed(&mut self, id: ConnId, now: Now) {
         self.net.now = now.mono;
