@@ -143,6 +143,8 @@ struct RawConfig {
     tts: Option<RawTts>,
     tokens: Option<RawTokens>,
     account_login: Option<RawAccountLogin>,
+    /// Fetch each app's `tpa_config.json` for its settings (default true).
+    fetch_app_config: Option<bool>,
     apps: Option<Vec<RawApp>>,
 }
 
@@ -372,6 +374,7 @@ impl RawConfig {
                 t.accept_without_expiry,
             );
         }
+        hub.fetch_app_config = self.fetch_app_config.unwrap_or(true);
         if let Some(a) = self.account_login {
             use crate::hub::accounts::{AccountLogin, UpstreamKeys};
             let keys = match (a.hs256_secret, a.jwks_file) {

@@ -100,6 +100,9 @@ pub struct HubConfig {
     pub token_lifetime: Duration,
     /// How upstream account logins are verified; `None`: the box takes none (501).
     pub account_login: Option<super::accounts::AccountLogin>,
+    /// Fetch each (non-system) app's `tpa_config.json` at its first start and on a reload
+    /// ([`super::app_config`]); off by default here, on in the binary (`fetchAppConfig`).
+    pub fetch_app_config: bool,
 }
 
 impl Default for HubConfig {
@@ -111,6 +114,7 @@ impl Default for HubConfig {
             apps: Vec::new(),
             timings: Timings::default(),
             max_webhooks_per_server: 16,
+            fetch_app_config: false,
             max_queued_webhooks: 10_000,
             lifecycle_burst: 10,
             lifecycle_refill: Duration::from_secs(1),

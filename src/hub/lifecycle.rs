@@ -141,6 +141,9 @@ impl Hub {
         body: &T,
         now: Now,
     ) {
+        if let WebhookKind::Start { .. } = kind {
+            self.fetch_app_config(net, app, now);
+        }
         let spec = &self.cfg.apps[app];
         let Target { host, port, .. } = &spec.webhook_target;
         let request =
@@ -310,6 +313,9 @@ impl Hub {
         outcome: HttpOutcome,
         now: Now,
     ) {
+        if self.on_app_config_done(id, &outcome) {
+            return;
+        }
         let Some(w) = self.webhooks.finished(id) else {
             return;
         };
@@ -320,10 +326,10 @@ impl Hub {
         self.counters
             .webhook_latency
             .observe(crate::histogram::WEBHOOK_US, took);
-        let ok = matches!(outcome, HttpOutcome::Status(s) if (200..300).contains(&s));
+        let ok = matches!(outcome, HttpOutcome::Status(s) | HttpOutcome::Body { status: s, .. } if (200..300).contains(&s));
         self.webhook_outcome(match outcome {
-            HttpOutcome::Status(_) if ok => "ok",
-            HttpOutcome::Status(_) => "http_error",
+            HttpOutcome::Status(_) | HttpOutcome::Body { .. } if ok => "ok",
+            HttpOutcome::Status(_) | HttpOutcome::Body { .. } => "http_error",
             HttpOutcome::Failed(_) => "failed",
             HttpOutcome::Tls(_) => "tls",
         });

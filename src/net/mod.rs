@@ -158,6 +158,10 @@ pub trait Outbox {
     /// Open an outbound HTTP/1.1 request; `None` when too many are in flight.
     fn open_client(&mut self, target: Target, request: &[u8], deadline: Instant) -> Option<ConnId>;
 
+    /// Open an outbound request whose response body is wanted: its outcome is
+    /// [`HttpOutcome::Body`] (a body past the response parser's limit is `Failed`).
+    fn fetch(&mut self, target: Target, request: &[u8], deadline: Instant) -> Option<ConnId>;
+
     fn peer(&self, id: ConnId) -> Option<&Peer>;
 
     /// Whether `id` is backed up: more output waiting than its high water mark, or any output

@@ -421,7 +421,20 @@ fn webhooks<'a>(v: &'a View<'_>) -> Vec<Family<'a>> {
             .map(|l| (vec![("server", l.server.as_str())], f(l)))
             .collect::<Vec<_>>()
     };
+    let app_configs = crate::hub::app_config::OUTCOMES
+        .into_iter()
+        .map(|o| {
+            let c = hc.app_config_outcomes.get(o).copied().unwrap_or(0);
+            (vec![("outcome", o)], n(c))
+        })
+        .collect();
     vec![
+        Family::labelled(
+            "app_config_fetches_total",
+            "counter",
+            "Fetches of apps' tpa_config.json by outcome.",
+            app_configs,
+        ),
         Family::labelled(
             "webhooks_total",
             "counter",
