@@ -477,23 +477,7 @@ impl RawConfig {
         }
 
         for (i, app) in self.apps.unwrap_or_default().into_iter().enumerate() {
-            let ca_file = app.ca_file.as_ref().map(|f| PathBuf::from(&f.0));
-            let mut spec = app.into_spec();
-            if let Some(tls) = &mut spec.webhook_target.tls {
-                // The trust is read now, so a missing or empty CA file stops the start (or the
-                // reload) here rather than failing every webhook later.
-                augmentos_edge_transports::client_config(ca_file.as_deref()).map_err(|e| {
-                    let key = if ca_file.is_some() {
-                        "caFile"
-                    } else {
-                        "publicUrl"
-                    };
-                    format!("apps[{i}].{key}: {e}")
-                })?;
-                tls.ca_file = ca_file;
-            } else if ca_file.is_some() {
-                return Err(format!("apps[{i}].caFile: only for an https:// publicUrl"));
-            }
+            let spec = app.into_spec(i)?;
             if !spec.publishes.is_empty() && !spec.is_system_app {
                 return Err(format!(
                     "apps[{i}].publishes: only a system app (isSystemApp: true) may publish"
@@ -521,7 +505,28 @@ impl RawConfig {
 }
 
 impl RawApp {
-    fn into_spec(self) -> AppSpec {
+    /// The spec of `apps[i]`, with the trust of an `https://` target read now, so a missing or
+    /// empty CA file stops the start (or the reload) here rather than failing every webhook.
+    fn into_spec(self, i: usize) -> Result<AppSpec, String> {
+        let ca_file = self.ca_file.as_ref().map(|f| PathBuf::from(&f.0));
+        let mut spec = self.into_plain_spec();
+        if let Some(tls) = &mut spec.webhook_target.tls {
+            augmentos_edge_transports::client_config(ca_file.as_deref()).map_err(|e| {
+                let key = if ca_file.is_some() {
+                    "caFile"
+                } else {
+                    "publicUrl"
+                };
+                format!("apps[{i}].{key}: {e}")
+            })?;
+            tls.ca_file = ca_file;
+        } else if ca_file.is_some() {
+            return Err(format!("apps[{i}].caFile: only for an https:// publicUrl"));
+        }
+        Ok(spec)
+    }
+
+    fn into_plain_spec(self) -> AppSpec {
         AppSpec {
             package_name: self.package_name.0,
             name: self.name.0,
