@@ -6,7 +6,10 @@
 //! `publicUrl: https://127.0.0.1:<port>`:
 //! - `com.example.https` with `caFile` the test CA: the glasses start it, the box's webhook
 //!   goes over TLS (SNI and the certificate checked against 127.0.0.1), the SDK connects back
-//!   and gets its ack (its `onSession` runs), `webhooks_total{outcome="ok"}` counts it;
+//!   and gets its ack (its `onSession` runs), `webhooks_total{outcome="ok"}` counts it; the
+//!   app's own `tpa_config.json` is fetched over the same TLS client, and after a stop and a new
+//!   start the SDK's `session.settings` hold the file's `theme` beside the config's `fontSize`
+//!   (the config's default wins over the file's);
 //! - `com.example.wrongca` with `caFile` another CA: its start fails at the handshake, the SDK
 //!   never hears of it; the log names the package and the reason (`unknown issuer`),
 //!   `webhooks_total{outcome="tls"}` and `refusals_total{code="WEBHOOK_TLS"}` count it.
@@ -97,6 +100,7 @@ fn metric(text: &str, name: &str) -> f64 {
 fn app_entry(package: &str, app_port: u16, ca_file: &Path) -> Value {
     json!({
         "packageName": package, "name": package,
+        "settings": [{"key": "fontSize", "type": "slider", "label": "Size", "defaultValue": 24}],
         "publicUrl": format!("https://127.0.0.1:{app_port}"),
         "caFile": ca_file,
         "hashedApiKey": sha256_hex(APP_KEY),
@@ -204,6 +208,33 @@ fn over_https(root: &Path, dir: &Path) -> R {
             return Err("the https webhook is not counted ok".into());
         }
         thread::sleep(Duration::from_millis(50));
+    }
+
+    // Its tpa_config.json came over the same TLS client: stopped and started again, the SDK
+    // reads the file's setting beside the config's (which wins for fontSize).
+    let deadline = Instant::now() + STEP;
+    while metric(
+        &metrics(port)?,
+        r#"augmentos_edge_app_config_fetches_total{outcome="ok"}"#,
+    ) < 1.0
+    {
+        if Instant::now() > deadline {
+            return Err("tpa_config.json not fetched".into());
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    g.send(json!({"type": "stop_app", "packageName": GOOD}))?;
+    thread::sleep(Duration::from_millis(500));
+    g.send(json!({"type": "start_app", "packageName": GOOD}))?;
+    let session = app.wait_event("session", STEP)?;
+    let value = |key: &str| {
+        session["settings"]
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["key"] == key))
+            .map(|s| s["value"].clone())
+    };
+    if value("theme") != Some(json!("dark")) || value("fontSize") != Some(json!(24)) {
+        return Err(format!("the SDK's settings: {}", session["settings"]));
     }
 
     // Another CA: the handshake fails, with its reason in the log and the metrics.

@@ -4,8 +4,12 @@
 //
 // Env: PORT, PACKAGE_NAME, API_KEY; CERT and KEY (PEM files: the chain and its key).
 //
-// stdout: one JSON object per line ("listening", "session", "error"). The SDK's pino logs go
-// to stderr. Unless INTEROP_ALLOW_NETWORK is set, axios's proxy is a closed local port.
+// It also serves its `tpa_config.json` (a `theme` setting, and a `fontSize` the box's config
+// declares too): the box fetches it and merges it under its config's settings, which the SDK
+// reads from its ack (`session.settings.getAll()`, reported with each session).
+//
+// stdout: one JSON object per line ("listening", "session" with the settings, "error"). The
+// SDK's pino logs go to stderr. Unless INTEROP_ALLOW_NETWORK is set, axios's proxy is a closed local port.
 
 import { readFileSync, writeSync } from "node:fs";
 import https from "node:https";
@@ -41,11 +45,20 @@ if (!Number.isInteger(port) || port <= 0 || !packageName || !apiKey || !process.
 
 class HttpsApp extends AppServer {
   async onSession(session, sessionId, userId) {
-    emit("session", { sessionId, userId });
+    emit("session", { sessionId, userId, settings: session.settings.getAll() });
   }
 }
 
 const app = new HttpsApp({ packageName, apiKey, port, publicDir: false, healthCheck: true });
 process.on("unhandledRejection", (err) => emit("error", { message: "unhandled rejection: " + String(err?.stack ?? err) }));
+app.getExpressApp().get("/tpa_config.json", (_req, res) => {
+  res.json({
+    name: "https test app",
+    settings: [
+      { key: "theme", type: "select", label: "Theme", defaultValue: "dark", options: [{ label: "Dark", value: "dark" }] },
+      { key: "fontSize", type: "slider", label: "Size", defaultValue: 99 },
+    ],
+  });
+});
 const tls = { cert: readFileSync(process.env.CERT), key: readFileSync(process.env.KEY) };
 https.createServer(tls, app.getExpressApp()).listen(port, "127.0.0.1", () => emit("listening", { port }));
