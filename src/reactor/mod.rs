@@ -4,8 +4,10 @@
 //!
 //! Owns where to listen ([`ListenSpec`], which the config reads) and the opening of listeners
 //! ([`bind`]), the `mio::Poll`, the listeners, the streams (a table indexed like the core's
-//! slab, each entry remembering the [`ConnId`] it serves), one shared 64 KiB read buffer, and a
-//! `Waker`.
+//! slab, each entry remembering the [`ConnId`] it serves), one shared 64 KiB read buffer, a
+//! `Waker`, and the TLS client configurations of `https://` targets (by CA file): an outbound
+//! connection whose target the core marks TLS is wrapped in the transports' TLS client, and a
+//! handshake it refuses is handed to the core as that request's outcome, with its reason.
 //!
 //! mio discipline (STYLE.md §7): reads and writes drain to `WouldBlock` (reads also stop while
 //! the core holds the connection, as its `poll_reading` list says, or after a per-turn budget,
