@@ -188,3 +188,53 @@ pub fn failure_reason(err: &io::Error) -> Option<&'static str> {
         _ => "TLS: handshake failed",
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_named_and_other_errors_are_not_tls() {
+        let tls = |e: rustls::Error| failure_reason(&io::Error::new(ErrorKind::InvalidData, e));
+        assert_eq!(
+            tls(rustls::Error::InvalidCertificate(
+                CertificateError::UnknownIssuer
+            )),
+            Some("TLS: certificate signed by an unknown issuer")
+        );
+        assert_eq!(
+            tls(rustls::Error::InvalidCertificate(CertificateError::Expired)),
+            Some("TLS: certificate expired")
+        );
+        assert_eq!(
+            tls(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName
+            )),
+            Some("TLS: certificate not valid for the host name")
+        );
+        assert_eq!(
+            tls(rustls::Error::DecryptError),
+            Some("TLS: handshake failed")
+        );
+        assert_eq!(
+            failure_reason(&io::Error::from(ErrorKind::ConnectionReset)),
+            None
+        );
+    }
+
+    #[test]
+    fn a_ca_file_without_certificates_is_refused_naming_it() {
+        let dir = std::env::temp_dir().join(format!("tls-client-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "nothing here\n").unwrap();
+        let err = client_config(Some(&empty)).unwrap_err();
+        assert!(
+            err.contains("empty.pem") && err.contains("no usable CERTIFICATE"),
+            "{err}"
+        );
+        let err = client_config(Some(&dir.join("missing.pem"))).unwrap_err();
+        assert!(err.contains("missing.pem"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
