@@ -2,17 +2,18 @@
 //!
 //! `real_sdk_app_started_over_https`: a test CA and a leaf for 127.0.0.1 it signed are made
 //! here (rcgen); the app `tests/sdk/https.mjs` serves the SDK's express app with Node's own
-//! `https` server on that leaf. The `augmentos-edge` binary's config lists the app twice, both
-//! `publicUrl: https://127.0.0.1:<port>`:
-//! - `com.example.https` with `caFile` the test CA: the glasses start it, the box's webhook
+//! `https` server on that leaf. The `augmentos-edge` binary's config lists the app three times:
+//! - `com.example.https` at `https://127.0.0.1:<port>` with `caFile` the test CA: the glasses start it, the box's webhook
 //!   goes over TLS (SNI and the certificate checked against 127.0.0.1), the SDK connects back
 //!   and gets its ack (its `onSession` runs), `webhooks_total{outcome="ok"}` counts it; the
 //!   app's own `tpa_config.json` is fetched over the same TLS client, and after a stop and a new
 //!   start the SDK's `session.settings` hold the file's `theme` beside the config's `fontSize`
 //!   (the config's default wins over the file's);
-//! - `com.example.wrongca` with `caFile` another CA: its start fails at the handshake, the SDK
+//! - `com.example.wrongca` at the same URL with `caFile` another CA: its start fails at the handshake, the SDK
 //!   never hears of it; the log names the package and the reason (`unknown issuer`),
-//!   `webhooks_total{outcome="tls"}` and `refusals_total{code="WEBHOOK_TLS"}` count it.
+//!   `webhooks_total{outcome="tls"}` and `refusals_total{code="WEBHOOK_TLS"}` count it;
+//! - `com.example.wrongname` at `https://localhost:<port>` with the right CA: the certificate is
+//!   for 127.0.0.1 only, so the handshake fails as `not valid for the host name`.
 //!
 //! `https_config_errors` (no Node needed): a `caFile` that is missing, or holds no certificate,
 //! or given for an `http://` URL stops the binary at start with a message naming the key.
@@ -41,6 +42,7 @@ use tools::{npm_ci, runs, skip};
 
 const GOOD: &str = "com.example.https";
 const WRONG: &str = "com.example.wrongca";
+const WRONG_NAME: &str = "com.example.wrongname";
 const APP_KEY: &str = "https-test-key-0123456789";
 const USER: &str = "tls@example.com";
 const SECRET: &str = "test-secret-https-123";
@@ -57,13 +59,13 @@ fn ca(name: &str) -> (String, CertifiedIssuer<'static, KeyPair>) {
     (ca.pem(), ca)
 }
 
-/// Writes ca.pem, wrong-ca.pem, chain.pem (a leaf for 127.0.0.1 signed by ca.pem, then the
+/// Writes ca.pem, wrong-ca.pem, chain.pem (a leaf for 127.0.0.1 only signed by ca.pem, then the
 /// CA) and key.pem into `dir`.
 fn issue(dir: &Path) -> R {
     let (ca_pem, issuer) = ca("https test CA");
     let (wrong_pem, _) = ca("another CA");
     let leaf_key = KeyPair::generate().expect("leaf key");
-    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()])
         .expect("leaf params")
         .signed_by(&leaf_key, &issuer)
         .expect("leaf certificate");
@@ -98,10 +100,14 @@ fn metric(text: &str, name: &str) -> f64 {
 }
 
 fn app_entry(package: &str, app_port: u16, ca_file: &Path) -> Value {
+    app_at(package, &format!("https://127.0.0.1:{app_port}"), ca_file)
+}
+
+fn app_at(package: &str, url: &str, ca_file: &Path) -> Value {
     json!({
         "packageName": package, "name": package,
         "settings": [{"key": "fontSize", "type": "slider", "label": "Size", "defaultValue": 24}],
-        "publicUrl": format!("https://127.0.0.1:{app_port}"),
+        "publicUrl": url,
         "caFile": ca_file,
         "hashedApiKey": sha256_hex(APP_KEY),
     })
@@ -165,6 +171,8 @@ fn over_https(root: &Path, dir: &Path) -> R {
         "apps": [
             app_entry(GOOD, app_port, &dir.join("ca.pem")),
             app_entry(WRONG, app_port, &dir.join("wrong-ca.pem")),
+            // The right CA, but the certificate is for 127.0.0.1, not for this name.
+            app_at(WRONG_NAME, &format!("https://localhost:{app_port}"), &dir.join("ca.pem")),
         ],
     });
     let (server, config_path) = start_box(dir, &config, port)?;
@@ -263,6 +271,26 @@ fn over_https(root: &Path, dir: &Path) -> R {
         .find(|l| l.contains("event=webhook_failed") && l.contains(WRONG))
         .ok_or("no webhook_failed line for the app with the wrong CA")?;
     if !line.contains("unknown issuer") {
+        return Err(format!("the log gives no reason: {line}"));
+    }
+
+    // The name checked is the URL's host (sent as SNI): `localhost` is not in the certificate.
+    g.send(json!({"type": "start_app", "packageName": WRONG_NAME}))?;
+    let deadline = Instant::now() + STEP;
+    let line = loop {
+        let log = fs::read_to_string(dir.join("server.stderr")).unwrap_or_default();
+        if let Some(l) = log
+            .lines()
+            .find(|l| l.contains("event=webhook_failed") && l.contains(WRONG_NAME))
+        {
+            break l.to_string();
+        }
+        if Instant::now() > deadline {
+            return Err("no webhook_failed line for the app at the wrong name".into());
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    if !line.contains("not valid for the host name") {
         return Err(format!("the log gives no reason: {line}"));
     }
     // The SDK never heard of that start; the first app's session is still the only one.
