@@ -126,6 +126,7 @@ fn core() -> Core {
                 webhook_target: Target {
                     host: "apps.example".into(),
                     port: 4000,
+                    tls: None,
                 },
                 webhook_path: String::new(),
                 hashed_api_key: auth::hash_api_key(KEY),

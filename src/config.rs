@@ -143,6 +143,8 @@ struct RawConfig {
     tts: Option<RawTts>,
     tokens: Option<RawTokens>,
     account_login: Option<RawAccountLogin>,
+    /// Fetch each app's `tpa_config.json` for its settings (default true).
+    fetch_app_config: Option<bool>,
     apps: Option<Vec<RawApp>>,
 }
 
@@ -285,6 +287,9 @@ struct RawApp {
     /// The app's settings, as its `tpa_config.json` declares them.
     #[serde(default)]
     settings: Vec<SettingSpec>,
+    /// For an `https://` `publicUrl`: a PEM file of the CAs its certificate is verified
+    /// against instead of the system's (a venue's private CA).
+    ca_file: Option<NonEmpty>,
 }
 
 /// One declared app setting: an object with a string `key`; `group` entries are headings.
@@ -373,6 +378,7 @@ impl RawConfig {
                 t.accept_without_expiry,
             );
         }
+        hub.fetch_app_config = self.fetch_app_config.unwrap_or(true);
         if let Some(a) = self.account_login {
             use crate::hub::accounts::{AccountLogin, UpstreamKeys};
             let keys = match (a.hs256_secret, a.jwks_file) {
@@ -502,7 +508,7 @@ fn add_apps(hub: &mut HubConfig, apps: Vec<RawApp>) -> Result<(), String> {
             }
             hub.venue_feeds.push((feed, app.package_name.0.clone()));
         }
-        let spec = app.into_spec();
+        let spec = app.into_spec(i)?;
         if !spec.publishes.is_empty() && !spec.is_system_app {
             return Err(format!(
                 "apps[{i}].publishes: only a system app (isSystemApp: true) may publish"
@@ -520,7 +526,28 @@ fn add_apps(hub: &mut HubConfig, apps: Vec<RawApp>) -> Result<(), String> {
 }
 
 impl RawApp {
-    fn into_spec(self) -> AppSpec {
+    /// The spec of `apps[i]`, with the trust of an `https://` target read now, so a missing or
+    /// empty CA file stops the start (or the reload) here rather than failing every webhook.
+    fn into_spec(self, i: usize) -> Result<AppSpec, String> {
+        let ca_file = self.ca_file.as_ref().map(|f| PathBuf::from(&f.0));
+        let mut spec = self.into_plain_spec();
+        if let Some(tls) = &mut spec.webhook_target.tls {
+            augmentos_edge_transports::client_config(ca_file.as_deref()).map_err(|e| {
+                let key = if ca_file.is_some() {
+                    "caFile"
+                } else {
+                    "publicUrl"
+                };
+                format!("apps[{i}].{key}: {e}")
+            })?;
+            tls.ca_file = ca_file;
+        } else if ca_file.is_some() {
+            return Err(format!("apps[{i}].caFile: only for an https:// publicUrl"));
+        }
+        Ok(spec)
+    }
+
+    fn into_plain_spec(self) -> AppSpec {
         AppSpec {
             package_name: self.package_name.0,
             name: self.name.0,
@@ -961,8 +988,12 @@ mod tests {
     fn errors_name_the_key() {
         let owned: Vec<(String, &str)> = vec![
             (
-                app_with("\"publicUrl\": \"https://x\""),
-                "apps[0].publicUrl: https URLs are not supported",
+                app_with("\"publicUrl\": \"ftp://x\""),
+                "apps[0].publicUrl: 'ftp://x' must start with http:// or https://",
+            ),
+            (
+                app_with("\"caFile\": \"/etc/edge/ca.pem\""),
+                "apps[0].caFile: only for an https:// publicUrl",
             ),
             (
                 app_with("\"hashedApiKey\": \"abc\""),

@@ -36,6 +36,7 @@ fn spec(package: &str, name: &str, system: bool, port: u16) -> AppSpec {
         webhook_target: Target {
             host: "apps.example".into(),
             port,
+            tls: None,
         },
         webhook_path: String::new(),
         hashed_api_key: auth::hash_api_key(&format!("{package}-key")),

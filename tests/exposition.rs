@@ -30,6 +30,7 @@ fn world() -> World {
         webhook_target: Target {
             host: "apps.example".into(),
             port: 3001,
+            tls: None,
         },
         webhook_path: String::new(),
         hashed_api_key: auth::hash_api_key(KEY),

@@ -61,6 +61,7 @@ fn spec(
         webhook_target: Target {
             host: "apps.example".into(),
             port,
+            tls: None,
         },
         webhook_path: String::new(),
         hashed_api_key: auth::hash_api_key(key),

@@ -61,6 +61,7 @@ fn config() -> (ServerConfig, HubConfig) {
         webhook_target: Target {
             host: "apps.example".into(),
             port: 3001,
+            tls: None,
         },
         webhook_path: "/webhook".into(),
         hashed_api_key: auth::hash_api_key(KEY),

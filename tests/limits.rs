@@ -37,6 +37,7 @@ fn spec(package: &str, host: &str, port: u16) -> AppSpec {
         webhook_target: Target {
             host: host.into(),
             port,
+            tls: None,
         },
         webhook_path: String::new(),
         hashed_api_key: auth::hash_api_key(KEY),

@@ -21,6 +21,7 @@ fn app(package: &str, permissions: &[&str]) -> AppSpec {
         webhook_target: Target {
             host: "127.0.0.1".into(),
             port: 3001,
+            tls: None,
         },
         webhook_path: String::new(),
         hashed_api_key: auth::hash_api_key("key"),

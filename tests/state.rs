@@ -28,6 +28,7 @@ fn spec(package: &str, port: u16) -> AppSpec {
         webhook_target: Target {
             host: "apps.example".into(),
             port,
+            tls: None,
         },
         webhook_path: String::new(),
         hashed_api_key: auth::hash_api_key("k"),

@@ -38,6 +38,7 @@ fn spec(package: &str, port: u16, perms: &[&str], system: bool, publishes: &[&st
         webhook_target: Target {
             host: "apps.example".into(),
             port,
+            tls: None,
         },
         webhook_path: String::new(),
         hashed_api_key: auth::hash_api_key(&key(package)),

@@ -28,6 +28,7 @@ fn world_with(operator_token: Option<&str>, secret: &[u8]) -> World {
             webhook_target: Target {
                 host: "apps.example".into(),
                 port: 3001,
+                tls: None,
             },
             webhook_path: String::new(),
             hashed_api_key: auth::hash_api_key("captions-key"),

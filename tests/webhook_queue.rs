@@ -28,6 +28,7 @@ fn world(cap: usize, bound: usize, timings: Timings) -> World {
         webhook_target: Target {
             host: "apps.example".into(),
             port: PORT,
+            tls: None,
         },
         webhook_path: String::new(),
         hashed_api_key: auth::hash_api_key(KEY),

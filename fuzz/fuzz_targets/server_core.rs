@@ -372,6 +372,7 @@ impl Harness {
                 webhook_target: Target {
                     host: "127.0.0.1".into(),
                     port: 9,
+                    tls: None,
                 },
                 webhook_path: "/webhook".into(),
                 hashed_api_key: auth::hash_api_key(API_KEY),

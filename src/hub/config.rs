@@ -103,6 +103,9 @@ pub struct HubConfig {
     /// Venue feeds: `(feed name, package name of the app that publishes it)`, in config order;
     /// every session follows the first.
     pub venue_feeds: Vec<(String, String)>,
+    /// Fetch each (non-system) app's `tpa_config.json` at its first start and on a reload
+    /// ([`super::app_config`]); off by default here, on in the binary (`fetchAppConfig`).
+    pub fetch_app_config: bool,
 }
 
 impl Default for HubConfig {
@@ -114,6 +117,7 @@ impl Default for HubConfig {
             apps: Vec::new(),
             timings: Timings::default(),
             max_webhooks_per_server: 16,
+            fetch_app_config: false,
             max_queued_webhooks: 10_000,
             lifecycle_burst: 10,
             lifecycle_refill: Duration::from_secs(1),

@@ -30,6 +30,8 @@ pub struct HubCounters {
     /// response: refused, reset, timed out), `not_sent` (no outbound connection free),
     /// `queue_timeout` (a start that waited for its app server past `webhook_queue_timeout`).
     pub webhook_outcomes: BTreeMap<&'static str, u64>,
+    /// Fetches of apps' `tpa_config.json` by outcome ([`super::app_config::OUTCOMES`]).
+    pub app_config_outcomes: BTreeMap<&'static str, u64>,
     /// How long sent webhooks took until their outcome ([`crate::histogram::WEBHOOK_US`]).
     pub webhook_latency: crate::histogram::Histogram,
     /// Display counters of sessions that ended (live ones are in their display managers).

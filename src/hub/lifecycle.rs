@@ -141,8 +141,11 @@ impl Hub {
         body: &T,
         now: Now,
     ) {
+        if let WebhookKind::Start { .. } = kind {
+            self.fetch_app_config(net, app, now);
+        }
         let spec = &self.cfg.apps[app];
-        let Target { host, port } = &spec.webhook_target;
+        let Target { host, port, .. } = &spec.webhook_target;
         let request =
             messages::http_post(host, *port, &format!("{}/webhook", spec.webhook_path), body);
         let busy = self
@@ -310,6 +313,9 @@ impl Hub {
         outcome: HttpOutcome,
         now: Now,
     ) {
+        if self.on_app_config_done(id, &outcome) {
+            return;
+        }
         let Some(w) = self.webhooks.finished(id) else {
             return;
         };
@@ -320,12 +326,17 @@ impl Hub {
         self.counters
             .webhook_latency
             .observe(crate::histogram::WEBHOOK_US, took);
-        let ok = matches!(outcome, HttpOutcome::Status(s) if (200..300).contains(&s));
+        let ok = matches!(outcome, HttpOutcome::Status(s) | HttpOutcome::Body { status: s, .. } if (200..300).contains(&s));
         self.webhook_outcome(match outcome {
-            HttpOutcome::Status(_) if ok => "ok",
-            HttpOutcome::Status(_) => "http_error",
+            HttpOutcome::Status(_) | HttpOutcome::Body { .. } if ok => "ok",
+            HttpOutcome::Status(_) | HttpOutcome::Body { .. } => "http_error",
             HttpOutcome::Failed(_) => "failed",
+            HttpOutcome::Tls(_) => "tls",
         });
+        if let HttpOutcome::Tls(_) = outcome {
+            // On the operator page's refusals feed: the app server's certificate was refused.
+            self.counters.refused("WEBHOOK_TLS");
+        }
         if !ok {
             log::warn!(
                 "event=webhook_failed package={:?} outcome={outcome:?}",

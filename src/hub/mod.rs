@@ -46,6 +46,7 @@
 
 mod access;
 pub mod accounts;
+pub mod app_config;
 mod apps;
 #[cfg(any(test, feature = "sim"))]
 mod audit;
@@ -123,6 +124,8 @@ pub struct Hub {
     sessions: Sessions,
     links: connmap::ConnMap<Link>,
     webhooks: Webhooks,
+    /// The settings of the apps' own `tpa_config.json`.
+    app_configs: app_config::AppConfigs,
     timers: TimerHeap<TimerKey>,
     /// What survives a restart, in memory; changes leave through `poll_persist`.
     durable: Durable,
@@ -156,6 +159,7 @@ impl Hub {
             sessions: Sessions::default(),
             links: Default::default(),
             webhooks: Webhooks::default(),
+            app_configs: Default::default(),
             timers: TimerHeap::default(),
             durable: Durable::from_snapshot(state),
             next_registration: 0,

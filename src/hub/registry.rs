@@ -5,14 +5,14 @@
 //! permission it needs, and whether a peer address may speak for a system app. Invariant: a
 //! registry is immutable after load; packages are unique.
 
-use crate::net::{Peer, Target};
+use crate::net::{Peer, Target, Tls};
 use std::net::IpAddr;
 
 #[derive(Debug, Clone)]
 pub struct AppSpec {
     pub package_name: String,
     pub name: String,
-    /// The app server's base URL, as configured (`http://host:port[/prefix]`).
+    /// The app server's base URL, as configured (`http[s]://host:port[/prefix]`).
     pub public_url: String,
     pub webhook_target: Target,
     /// Path of the webhook: `<prefix>/webhook`.
@@ -93,14 +93,16 @@ impl AppSpec {
     }
 }
 
-/// Parse `http://host[:port][/prefix]` into a webhook target and path prefix.
+/// Parse `http[s]://host[:port][/prefix]` into a webhook target and path prefix. An `https`
+/// target trusts the system's CAs (the config may name a CA file instead).
 pub fn parse_http_url(url: &str) -> Result<(Target, String), String> {
-    if url.starts_with("https://") {
-        return Err("https URLs are not supported yet; use http:// on the venue network".into());
-    }
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("'{url}' must start with http://"))?;
+    let (rest, tls, default_port) = if let Some(rest) = url.strip_prefix("https://") {
+        (rest, Some(Tls { ca_file: None }), "443")
+    } else if let Some(rest) = url.strip_prefix("http://") {
+        (rest, None, "80")
+    } else {
+        return Err(format!("'{url}' must start with http:// or https://"));
+    };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
         None => (rest, ""),
@@ -109,19 +111,19 @@ pub fn parse_http_url(url: &str) -> Result<(Target, String), String> {
         let (h, after) = v6
             .split_once(']')
             .ok_or_else(|| format!("bad IPv6 host in '{url}'"))?;
-        let port = after.strip_prefix(':').unwrap_or("80");
+        let port = after.strip_prefix(':').unwrap_or(default_port);
         (h.to_string(), port)
     } else {
         match authority.rsplit_once(':') {
             Some((h, p)) => (h.to_string(), p),
-            None => (authority.to_string(), "80"),
+            None => (authority.to_string(), default_port),
         }
     };
     if host.is_empty() {
         return Err(format!("no host in '{url}'"));
     }
     let port: u16 = port.parse().map_err(|_| format!("bad port in '{url}'"))?;
-    Ok((Target { host, port }, path.to_string()))
+    Ok((Target { host, port, tls }, path.to_string()))
 }
 
 /// Outcome of checking one subscription entry.
@@ -235,6 +237,7 @@ mod tests {
             webhook_target: Target {
                 host: "127.0.0.1".into(),
                 port: 1,
+                tls: None,
             },
             webhook_path: "/webhook".into(),
             hashed_api_key: String::new(),
@@ -255,7 +258,13 @@ mod tests {
         );
         let (t, p) = parse_http_url("http://[::1]:80").unwrap();
         assert_eq!((t.host.as_str(), t.port, p.as_str()), ("::1", 80, ""));
-        assert!(parse_http_url("https://x").unwrap_err().contains("https"));
+        let (t, p) = parse_http_url("https://apps.example/base").unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.port, p.as_str()),
+            ("apps.example", 443, "/base")
+        );
+        assert_eq!(t.tls, Some(Tls { ca_file: None }));
+        assert_eq!(parse_http_url("http://x").unwrap().0.tls, None);
         assert!(parse_http_url("ftp://x").is_err());
         assert!(parse_http_url("http://x:notaport").is_err());
     }

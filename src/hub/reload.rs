@@ -81,6 +81,7 @@ impl Hub {
                         || old.allowed_addresses != spec.allowed_addresses
                         || old.publishes != spec.publishes
                         || old.name != spec.name
+                        || old.webhook_target != spec.webhook_target
                     {
                         done.changed.push(spec.package_name.clone());
                     }
@@ -92,6 +93,8 @@ impl Hub {
                 }
             }
         }
+        // The apps' own files are read again (a reload is how an operator says "look again").
+        self.refresh_app_configs(net, now);
         done
     }
 

@@ -632,7 +632,7 @@ impl Hub {
         now: Now,
     ) {
         let spec = &self.cfg.apps[app];
-        let Target { host, port } = &spec.webhook_target;
+        let Target { host, port, .. } = &spec.webhook_target;
         let body = wire::PhotoError {
             request_id,
             kind: "photo_error",

@@ -221,9 +221,7 @@ impl Hub {
         let values = self
             .durable
             .settings(user, &self.cfg.apps[app].package_name);
-        self.cfg.apps[app]
-            .settings
-            .iter()
+        self.declared_settings(app)
             .filter(|s| s["type"] != "group")
             .map(|s| {
                 let mut s = s.clone();

@@ -161,6 +161,7 @@ mod tests {
         Target {
             host: "apps.example".into(),
             port,
+            tls: None,
         }
     }
 

@@ -175,6 +175,7 @@ mod tests {
         Target {
             host: "apps.example".into(),
             port: 80,
+            tls: None,
         }
     }
 

@@ -21,7 +21,7 @@ pub mod table;
 
 pub use cidr::Cidr;
 pub use conn::{Conn, ConnId, Endpoint, OverCap, Peer, Phase, Read, KINDS, MAX_INDEX, TRANSPORTS};
-pub use table::{is_local, HttpOutcome, Net, Target, Timer};
+pub use table::{is_local, HttpOutcome, Net, Target, Timer, Tls};
 
 use crate::http::RequestLimits;
 use crate::time::Instant;
@@ -157,6 +157,10 @@ pub trait Outbox {
 
     /// Open an outbound HTTP/1.1 request; `None` when too many are in flight.
     fn open_client(&mut self, target: Target, request: &[u8], deadline: Instant) -> Option<ConnId>;
+
+    /// Open an outbound request whose response body is wanted: its outcome is
+    /// [`HttpOutcome::Body`] (a body past the response parser's limit is `Failed`).
+    fn fetch(&mut self, target: Target, request: &[u8], deadline: Instant) -> Option<ConnId>;
 
     fn peer(&self, id: ConnId) -> Option<&Peer>;
 

@@ -35,6 +35,16 @@ use std::net::IpAddr;
 pub struct Target {
     pub host: String,
     pub port: u16,
+    /// Over TLS (`https://`), with `host` as the server name; `None`: plain TCP.
+    pub tls: Option<Tls>,
+}
+
+/// An outbound connection over TLS: what its server's certificate is verified against. The
+/// shell makes the TLS client from it; the core only says which trust a target needs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Tls {
+    /// A PEM file of the CAs to trust (a venue's private CA); `None`: the system's CAs.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// How an outbound HTTP request ended.
@@ -42,8 +52,15 @@ pub struct Target {
 pub enum HttpOutcome {
     /// A complete response with this status.
     Status(u16),
+    /// A complete response with this status and body, for a request opened with
+    /// [`Outbox::fetch`] (the body is bounded by the response parser's `max_body`; past it the
+    /// outcome is `Failed`).
+    Body { status: u16, body: Vec<u8> },
     /// No usable response: refused, reset, timed out, or malformed.
     Failed(&'static str),
+    /// The TLS handshake failed (a certificate the trust does not accept, a server that does
+    /// not speak TLS): why, for the log, the metrics and the operator page.
+    Tls(&'static str),
 }
 
 pub struct Net {
@@ -56,6 +73,8 @@ pub struct Net {
     budget: Budget,
     connects: VecDeque<(ConnId, Target)>,
     done: Vec<(ConnId, HttpOutcome)>,
+    /// Outbound requests whose response body is wanted ([`Outbox::fetch`]; few at a time).
+    fetches: Vec<ConnId>,
     /// When each connection may be read, and who must hear of changes ([`flow`]).
     pub(super) flow: Flow,
     /// Outbound requests held (their connections count here, not against `max_connections`).
@@ -85,6 +104,7 @@ impl Net {
             budget: Budget::default(),
             connects: VecDeque::new(),
             done: Vec::new(),
+            fetches: Vec::new(),
             flow: Flow::default(),
             outbound: 0,
             per_address: HashMap::new(),
@@ -265,6 +285,7 @@ impl Net {
         }
         self.budget.total -= c.counted as usize;
         self.pool.give_back(std::mem::take(&mut c.out), self.now);
+        self.fetches.retain(|&f| f != id);
         if let Phase::Client = c.phase {
             self.done.push((
                 id,
@@ -558,10 +579,16 @@ impl Net {
         self.done.pop()
     }
 
+    /// Whether the outbound request `id` wants its response body ([`Outbox::fetch`]).
+    pub fn wants_body(&self, id: ConnId) -> bool {
+        self.fetches.contains(&id)
+    }
+
     /// Record the outcome of the client connection `id` and close it.
     pub fn complete_client(&mut self, id: ConnId, outcome: HttpOutcome) {
         let Some(c) = self.get_mut(id) else { return };
         if matches!(c.phase, Phase::Client) {
+            self.fetches.retain(|&f| f != id);
             self.finish_conn(id);
             self.done.push((id, outcome));
             self.mark_dirty(id);
@@ -832,6 +859,12 @@ impl Outbox for Net {
         self.recount(id);
         self.set_deadline(id, Some(deadline));
         self.connects.push_back((id, target));
+        Some(id)
+    }
+
+    fn fetch(&mut self, target: Target, request: &[u8], deadline: Instant) -> Option<ConnId> {
+        let id = self.open_client(target, request, deadline)?;
+        self.fetches.push(id);
         Some(id)
     }
 

@@ -363,6 +363,20 @@ pub fn http_post<T: Serialize + ?Sized>(host: &str, port: u16, path: &str, body:
     req
 }
 
+/// A `GET` of `path` on `host:port`, closed after the response.
+pub fn http_get(host: &str, port: u16, path: &str) -> Vec<u8> {
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: application/json\r\nUser-Agent: augmentos-edge/{}\r\nConnection: close\r\n\r\n",
+        env!("CARGO_PKG_VERSION")
+    )
+    .into_bytes()
+}
+
 /// The part of a `data_stream` message that is the same for every event one app receives in
 /// one session: `{"type":"data_stream","sessionId":"<user>-<package>","streamType":`. Built
 /// once when the app binds; each event then adds its stream type, the original message as

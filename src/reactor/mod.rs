@@ -4,8 +4,10 @@
 //!
 //! Owns where to listen ([`ListenSpec`], which the config reads) and the opening of listeners
 //! ([`bind`]), the `mio::Poll`, the listeners, the streams (a table indexed like the core's
-//! slab, each entry remembering the [`ConnId`] it serves), one shared 64 KiB read buffer, and a
-//! `Waker`.
+//! slab, each entry remembering the [`ConnId`] it serves), one shared 64 KiB read buffer, a
+//! `Waker`, and the TLS client configurations of `https://` targets (by CA file): an outbound
+//! connection whose target the core marks TLS is wrapped in the transports' TLS client, and a
+//! handshake it refuses is handed to the core as that request's outcome, with its reason.
 //!
 //! mio discipline (STYLE.md §7): reads and writes drain to `WouldBlock` (reads also stop while
 //! the core holds the connection, as its `poll_reading` list says, or after a per-turn budget,
@@ -17,13 +19,14 @@
 pub mod signals;
 pub mod tts;
 
-use crate::net::{ConnId, Peer, Target};
+use crate::net::{ConnId, Peer, Target, Tls};
 use crate::server::Server;
 use crate::state::writer::Writer;
 use crate::state::{Store, StoreStatus};
 use crate::time::{Instant, Now, Wall};
-use augmentos_edge_transports::{Listener, Remote, Stream};
+use augmentos_edge_transports::{Listener, Remote, Stream, TlsClientStream};
 use mio::{Events, Interest, Poll, Token, Waker};
+use std::collections::HashMap;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -131,6 +134,9 @@ pub struct Reactor {
     accept_again: Vec<usize>,
     writable: Vec<ConnId>,
     resolver: Option<Resolver>,
+    /// TLS client configurations for `https://` targets, by the CA file they trust (`None`:
+    /// the system's CAs); made at first use, dropped on SIGHUP so a changed file is read again.
+    tls_clients: HashMap<Option<PathBuf>, Arc<augmentos_edge_transports::rustls::ClientConfig>>,
     /// The durable store's writer thread; without one, durable changes are dropped.
     writer: Option<Writer>,
     /// The speech worker's threads, started at the first synthesis.
@@ -144,7 +150,7 @@ pub struct Reactor {
 /// blocks on DNS; answers come back through a channel and the `Waker`.
 struct Resolver {
     ask: mpsc::Sender<(ConnId, Target)>,
-    answers: mpsc::Receiver<(ConnId, Option<SocketAddr>)>,
+    answers: mpsc::Receiver<(ConnId, Target, Option<SocketAddr>)>,
 }
 
 impl Resolver {
@@ -166,7 +172,7 @@ impl Resolver {
                         .find(|a| a.is_ipv4())
                         .or(addrs.first())
                         .copied();
-                    if tell.send((id, addr)).is_err() {
+                    if tell.send((id, t, addr)).is_err() {
                         return;
                     }
                     let _ = waker.wake();
@@ -204,6 +210,7 @@ impl Reactor {
             accept_again: Vec::new(),
             writable: Vec::new(),
             resolver: None,
+            tls_clients: HashMap::new(),
             writer: None,
             speech: None,
             signals: None,
@@ -280,6 +287,7 @@ impl Reactor {
                 }
                 signals::Signal::Stop => self.begin_stop(now),
                 signals::Signal::Reload => {
+                    self.tls_clients.clear();
                     if let Some((_, on_reload)) = &mut self.signals {
                         on_reload(&mut self.server, now);
                     }
@@ -326,8 +334,8 @@ impl Reactor {
                 .as_ref()
                 .map(|r| r.answers.try_iter().collect())
                 .unwrap_or_default();
-            for (id, addr) in answers {
-                self.connect(id, addr, now);
+            for (id, target, addr) in answers {
+                self.connect(id, &target, addr, now);
             }
             while let Some(done) = self.speech.as_ref().and_then(tts::Worker::poll_done) {
                 self.server.handle_tts_done(done, now);
@@ -477,42 +485,57 @@ impl Reactor {
     /// Open the socket for an outbound request of the core (resolving the name off-loop).
     fn open_outbound(&mut self, id: ConnId, target: Target, now: Now) {
         if let Ok(ip) = target.host.parse::<IpAddr>() {
-            return self.connect(id, Some(SocketAddr::new(ip, target.port)), now);
+            return self.connect(id, &target, Some(SocketAddr::new(ip, target.port)), now);
         }
         if self.resolver.is_none() {
             match Resolver::start(self.stop.waker.clone()) {
                 Ok(r) => self.resolver = Some(r),
-                Err(_) => return self.connect(id, None, now),
+                Err(_) => return self.connect(id, &target, None, now),
             }
         }
         if let Some(r) = &self.resolver {
-            if r.ask.send((id, target)).is_err() {
-                self.connect(id, None, now);
+            if let Err(mpsc::SendError((_, target))) = r.ask.send((id, target)) {
+                self.connect(id, &target, None, now);
             }
         }
     }
 
-    fn connect(&mut self, id: ConnId, addr: Option<SocketAddr>, now: Now) {
-        let stream = addr.and_then(|a| mio::net::TcpStream::connect(a).ok());
-        let Some(mut stream) = stream else {
+    fn connect(&mut self, id: ConnId, target: &Target, addr: Option<SocketAddr>, now: Now) {
+        let tcp = addr.and_then(|a| mio::net::TcpStream::connect(a).ok());
+        let Some(tcp) = tcp else {
             return self.server.handle_closed(id, now);
+        };
+        let _ = tcp.set_nodelay(true);
+        let mut stream: Box<dyn Stream> = match &target.tls {
+            None => Box::new(tcp),
+            Some(tls) => match self.tls_client(tls, tcp, &target.host) {
+                Ok(s) => Box::new(s),
+                Err(e) => {
+                    log::warn!(
+                        "event=tls_client_unusable host={:?} error={e:?}",
+                        target.host
+                    );
+                    self.server
+                        .handle_tls_failure(id, "TLS: no usable CA certificates", now);
+                    return self.server.handle_closed(id, now);
+                }
+            },
         };
         let interest = Interest::READABLE | Interest::WRITABLE;
         if self
             .poll
             .registry()
-            .register(&mut stream, Token(id.to_token()), interest)
+            .register(&mut *stream, Token(id.to_token()), interest)
             .is_err()
         {
             return self.server.handle_closed(id, now);
         }
-        let _ = stream.set_nodelay(true);
         let idx = id.index as usize;
         if self.streams.len() <= idx {
             self.streams.resize_with(idx + 1, || None);
         }
         self.streams[idx] = Some(Entry {
-            stream: Box::new(stream),
+            stream,
             id,
             interest,
             read_paused: false,
@@ -520,6 +543,25 @@ impl Reactor {
         });
         // The request was queued before the socket existed: flush it this turn.
         self.writable.push(id);
+    }
+
+    /// A TLS client over `tcp` for `host`, trusting what `tls` names (its configuration made
+    /// once per CA file).
+    fn tls_client(
+        &mut self,
+        tls: &Tls,
+        tcp: mio::net::TcpStream,
+        host: &str,
+    ) -> Result<TlsClientStream, String> {
+        let config = match self.tls_clients.get(&tls.ca_file) {
+            Some(c) => c.clone(),
+            None => {
+                let c = augmentos_edge_transports::client_config(tls.ca_file.as_deref())?;
+                self.tls_clients.insert(tls.ca_file.clone(), c.clone());
+                c
+            }
+        };
+        TlsClientStream::new(tcp, config, host).map_err(|e| e.to_string())
     }
 
     fn entry(&mut self, id: ConnId) -> Option<&mut Entry> {
@@ -581,7 +623,11 @@ impl Reactor {
                     return;
                 }
                 Err(err) if err.kind() == ErrorKind::Interrupted => {}
-                Err(_) => {
+                Err(err) => {
+                    // A TLS client's handshake refused: the reason is the request's outcome.
+                    if let Some(why) = augmentos_edge_transports::failure_reason(&err) {
+                        server.handle_tls_failure(id, why, now);
+                    }
                     self.close(id);
                     return;
                 }

@@ -399,14 +399,20 @@ fn traffic<'a>(v: &'a View<'_>) -> Vec<Family<'a>> {
 /// Webhooks: outcomes, load and queue per app server, outbound refusals, latency.
 fn webhooks<'a>(v: &'a View<'_>) -> Vec<Family<'a>> {
     let (st, hc) = (&v.net.stats, &v.hub.counters);
-    let mut outcomes: Vec<(Labels<'_>, f64)> =
-        ["ok", "http_error", "failed", "not_sent", "queue_timeout"]
-            .into_iter()
-            .map(|o| {
-                let c = hc.webhook_outcomes.get(o).copied().unwrap_or(0);
-                (vec![("outcome", o)], n(c))
-            })
-            .collect();
+    let mut outcomes: Vec<(Labels<'_>, f64)> = [
+        "ok",
+        "http_error",
+        "failed",
+        "tls",
+        "not_sent",
+        "queue_timeout",
+    ]
+    .into_iter()
+    .map(|o| {
+        let c = hc.webhook_outcomes.get(o).copied().unwrap_or(0);
+        (vec![("outcome", o)], n(c))
+    })
+    .collect();
     outcomes.push((vec![("outcome", "coalesced")], n(hc.webhooks_coalesced)));
     // Per app server (bounded by the config's apps): in flight, waiting, oldest wait.
     let per_server = |f: &dyn Fn(&ServerLoad) -> f64| {
@@ -415,7 +421,20 @@ fn webhooks<'a>(v: &'a View<'_>) -> Vec<Family<'a>> {
             .map(|l| (vec![("server", l.server.as_str())], f(l)))
             .collect::<Vec<_>>()
     };
+    let app_configs = crate::hub::app_config::OUTCOMES
+        .into_iter()
+        .map(|o| {
+            let c = hc.app_config_outcomes.get(o).copied().unwrap_or(0);
+            (vec![("outcome", o)], n(c))
+        })
+        .collect();
     vec![
+        Family::labelled(
+            "app_config_fetches_total",
+            "counter",
+            "Fetches of apps' tpa_config.json by outcome.",
+            app_configs,
+        ),
         Family::labelled(
             "webhooks_total",
             "counter",

@@ -33,7 +33,7 @@ pub mod tts;
 mod ui;
 
 use crate::histogram::{self, Histogram};
-use crate::http::client::{ResponseError, ResponseParser};
+use crate::http::client::{Response, ResponseError, ResponseParser};
 use crate::http::{parse_request, Request};
 use crate::hub::{Hub, HubConfig};
 use crate::net::{
@@ -239,7 +239,8 @@ impl Server {
             // A response delimited by the end of the stream ends here.
             let pending = std::mem::take(&mut c.input);
             let parser = response_parser(&mut c.read);
-            let outcome = outcome(parser.finish_at_eof(&pending).map(|r| r.status));
+            let r = parser.finish_at_eof(&pending);
+            let outcome = outcome(r, &pending, self.net.wants_body(id));
             self.net.complete_client(id, outcome);
         } else {
             self.net.finish(id);
@@ -250,6 +251,14 @@ impl Server {
                 self.net.set_deadline(id, Some(at));
             }
         }
+        self.after(now, None);
+    }
+
+    /// The TLS handshake of the outbound request `id` failed, for `reason` (a certificate the
+    /// trust refused): that is its outcome. The shell then closes it as any other.
+    pub fn handle_tls_failure(&mut self, id: ConnId, reason: &'static str, now: Now) {
+        self.net.now = now.mono;
+        self.net.complete_client(id, HttpOutcome::Tls(reason));
         self.after(now, None);
     }
 
@@ -561,13 +570,10 @@ impl Server {
         };
         match response_parser(&mut c.read).feed(buf) {
             Ok(None) => 0,
-            Ok(Some(r)) => {
-                self.net.complete_client(id, HttpOutcome::Status(r.status));
-                buf.len()
-            }
-            Err(e) => {
-                self.net
-                    .complete_client(id, HttpOutcome::Failed(e.message()));
+            r => {
+                let r = r.and_then(|r| r.ok_or(ResponseError::AlreadyComplete));
+                let outcome = outcome(r, buf, self.net.wants_body(id));
+                self.net.complete_client(id, outcome);
                 buf.len()
             }
         }
@@ -735,9 +741,14 @@ fn response_parser(read: &mut Read) -> &mut ResponseParser {
     }
 }
 
-fn outcome(r: Result<u16, ResponseError>) -> HttpOutcome {
+/// The outcome of a response parsed from `buf`: with its body when `want_body`.
+fn outcome(r: Result<Response, ResponseError>, buf: &[u8], want_body: bool) -> HttpOutcome {
     match r {
-        Ok(status) => HttpOutcome::Status(status),
+        Ok(r) if want_body => HttpOutcome::Body {
+            status: r.status,
+            body: r.body(buf).to_vec(),
+        },
+        Ok(r) => HttpOutcome::Status(r.status),
         Err(e) => HttpOutcome::Failed(e.message()),
     }
 }

@@ -239,6 +239,14 @@ impl World {
         self.step();
     }
 
+    /// Answer outbound request `i` with these bytes (a whole response, or a part of one).
+    pub fn respond_http_bytes(&mut self, i: usize, bytes: &[u8]) {
+        let id = self.outbound[i].id;
+        let mut resp = bytes.to_vec();
+        self.server.handle_input(id, &mut resp, self.clock());
+        self.step();
+    }
+
     /// Outbound request `i` fails at the transport (refused or reset).
     pub fn fail_http(&mut self, i: usize) {
         let id = self.outbound[i].id;

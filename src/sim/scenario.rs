@@ -140,6 +140,7 @@ pub fn apps() -> Vec<AppSpec> {
         webhook_target: Target {
             host: "apps.sim".into(),
             port: 3000 + app as u16,
+            tls: None,
         },
         webhook_path: String::new(),
         hashed_api_key: auth::hash_api_key(&key(app)),

@@ -22,6 +22,8 @@ mod tls;
 /// The TLS library the listeners use, for clients of them (the load generator) to match.
 pub use rustls;
 pub use tls::{server_config, TlsCerts, TlsListener, TlsStream};
+mod tls_client;
+pub use tls_client::{client_config, failure_reason, system_bundle, TlsClientStream};
 
 /// Where a stream came from, as the transport knows it (the shell maps it to the core's own
 /// peer type; the core never names this crate).
