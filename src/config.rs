@@ -76,6 +76,8 @@ pub struct Config {
     pub hub: HubConfig,
     /// Where durable state is kept; `None`: in memory only (lost on restart).
     pub state_dir: Option<PathBuf>,
+    /// A shared PostgreSQL for durable state instead of `stateDir` (several processes or boxes).
+    pub postgres: Option<PostgresConfig>,
     /// True when the glasses-token secret is the public development one.
     pub dev_secret: bool,
     /// True when the `/ui/` pages are served with the public development operator token.
@@ -83,6 +85,17 @@ pub struct Config {
     /// Speech for `GET /api/tts` (the `tts` key).
     pub tts: TtsConfig,
 }
+
+/// The `postgres` key: the database every process of a venue shares, and how many rows'
+/// changes a process holds while it is unreachable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresConfig {
+    pub url: crate::state::postgres::PgUrl,
+    pub queue_limit: usize,
+}
+
+/// The default bound of changes held while the database is down (a few MB at most).
+pub const DEFAULT_QUEUE_LIMIT: usize = 100_000;
 
 /// The public development secrets the config falls back to (they live with the auth code).
 pub use crate::auth::{DEV_OPERATOR_TOKEN, DEV_SECRET};
@@ -139,11 +152,20 @@ struct RawConfig {
     internal_ws_url: Option<WsUrl>,
     jwt_secret: Option<Secret>,
     state_dir: Option<NonEmpty>,
+    postgres: Option<RawPostgres>,
     ui: Option<RawUi>,
     tts: Option<RawTts>,
     tokens: Option<RawTokens>,
     account_login: Option<RawAccountLogin>,
     apps: Option<Vec<RawApp>>,
+}
+
+/// A shared PostgreSQL (instead of `stateDir`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "an object")]
+struct RawPostgres {
+    url: NonEmpty,
+    queue_limit: Option<Ranged<0, 10_000_000>>,
 }
 
 /// How the phone app's account login is verified for `POST /api/auth/exchange-token` (offline:
@@ -336,6 +358,20 @@ impl RawConfig {
             }
         };
         let state_dir = self.state_dir.map(|NonEmpty(s)| PathBuf::from(s));
+        let postgres = match self.postgres {
+            None => None,
+            Some(_) if state_dir.is_some() => {
+                return Err(
+                    "postgres: stateDir and postgres are exclusive (durable state is kept in one place)"
+                        .into(),
+                )
+            }
+            Some(p) => Some(PostgresConfig {
+                url: crate::state::postgres::PgUrl::parse(&p.url.0)
+                    .map_err(|e| format!("postgres.url: {e}"))?,
+                queue_limit: p.queue_limit.map_or(DEFAULT_QUEUE_LIMIT, usize::from),
+            }),
+        };
         let mut dev_operator_token = false;
         if let Some(RawUi {
             enabled: Some(true),
@@ -491,6 +527,7 @@ impl RawConfig {
             server,
             hub,
             state_dir,
+            postgres,
             dev_secret,
             dev_operator_token,
             tts,

@@ -13,6 +13,7 @@
 //! store does can stall the event loop; no SQLite type crosses the [`Store`] interface, so
 //! another store (a shared PostgreSQL for a venue with several boxes) can replace it.
 
+pub mod postgres;
 pub mod sqlite;
 pub mod writer;
 
@@ -92,14 +93,19 @@ pub trait Store: Send {
     fn load(&mut self) -> Result<Snapshot, String>;
     /// Apply a batch of changes atomically, in order.
     fn apply(&mut self, batch: &[Persist]) -> Result<(), String>;
+    /// After a failed `apply`: the store was unreachable (a lost database connection), so the
+    /// same changes may be applied again later; false when the changes themselves failed.
+    fn retry_later(&self) -> bool {
+        false
+    }
 }
 
 /// How the store is doing, for `/health`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreStatus {
-    /// `"memory"` or `"sqlite"`.
+    /// `"memory"`, `"sqlite"` or `"postgres"`.
     pub kind: &'static str,
-    /// The database file, if any.
+    /// The database file, or the database's URL without its password, if any.
     pub path: Option<String>,
     /// The last write failed with this (cleared by the next success).
     pub error: Option<String>,
@@ -108,6 +114,10 @@ pub struct StoreStatus {
     /// Batches written, and changes in them.
     pub batches: u64,
     pub changes: u64,
+    /// Changes kept for the store while it is unreachable (written when it is back).
+    pub queued: usize,
+    /// Changes given up past the queue's bound, since start.
+    pub lost: u64,
 }
 
 impl StoreStatus {
@@ -119,6 +129,8 @@ impl StoreStatus {
             recovered: None,
             batches: 0,
             changes: 0,
+            queued: 0,
+            lost: 0,
         }
     }
 }
