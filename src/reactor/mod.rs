@@ -240,6 +240,9 @@ impl Reactor {
             if let Some(status) = w.poll_status() {
                 self.server.handle_store_status(status);
             }
+            if let Some(shared) = w.take_shared() {
+                self.server.handle_shared_state(shared);
+            }
         }
     }
 

@@ -8,13 +8,15 @@
 //! (up to [`MAX_PAUSE`]) until the store is back; past `queue_limit` rows the newest rows'
 //! changes are given up, counted in [`StoreStatus::lost`]. [`Writer::finish`] closes the queue
 //! and waits until every batch is written (or, with the store unreachable, tried once more):
-//! durable writes finish before the process exits.
+//! durable writes finish before the process exits. A store shared with other processes
+//! ([`Store::shared_refresh`]) is read back when the thread is idle at that interval, and the
+//! state handed to the loop ([`Writer::take_shared`]).
 
-use super::{Persist, Store, StoreStatus};
+use super::{Persist, Snapshot, Store, StoreStatus};
 use std::collections::HashMap;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The first pause before trying an unreachable store again, and the longest.
 pub const MIN_PAUSE: Duration = Duration::from_millis(250);
@@ -31,11 +33,31 @@ struct Report {
     lost: u64,
 }
 
+/// What the thread tells the loop: an attempt's report, or a shared store's state read back.
+enum Told {
+    Report(Report),
+    Shared(Box<Snapshot>),
+}
+
+impl Report {
+    /// A read of the store, nothing written.
+    fn read(result: Result<(), String>) -> Report {
+        Report {
+            written: 0,
+            result,
+            queued: 0,
+            lost: 0,
+        }
+    }
+}
+
 pub struct Writer {
     tx: Option<mpsc::Sender<Vec<Persist>>>,
-    results: mpsc::Receiver<Report>,
+    results: mpsc::Receiver<Told>,
     thread: Option<JoinHandle<()>>,
     status: StoreStatus,
+    /// The latest shared state read back, not taken yet.
+    shared: Option<Snapshot>,
 }
 
 /// The row a change writes: later changes of the same row replace earlier ones.
@@ -88,63 +110,93 @@ impl Writer {
             .spawn(move || {
                 let mut held: Vec<Persist> = Vec::new();
                 let mut pause = MIN_PAUSE;
+                let refresh = store.shared_refresh();
+                let mut next_refresh = refresh.map(|r| Instant::now() + r);
                 loop {
                     let mut closing = false;
-                    let first = if held.is_empty() {
-                        match rx.recv() {
+                    let wait = match (held.is_empty(), next_refresh) {
+                        (false, _) => Some(pause),
+                        (true, Some(at)) => Some(at.saturating_duration_since(Instant::now())),
+                        (true, None) => None,
+                    };
+                    let first = match wait {
+                        None => match rx.recv() {
                             Ok(b) => Some(b),
                             Err(_) => return,
-                        }
-                    } else {
-                        match rx.recv_timeout(pause) {
+                        },
+                        Some(wait) => match rx.recv_timeout(wait) {
                             Ok(b) => Some(b),
                             Err(mpsc::RecvTimeoutError::Timeout) => None,
                             Err(mpsc::RecvTimeoutError::Disconnected) => {
+                                if held.is_empty() {
+                                    return;
+                                }
                                 closing = true;
                                 None
                             }
-                        }
+                        },
                     };
                     let mut batch = std::mem::take(&mut held);
                     batch.extend(first.into_iter().flatten());
                     while let Ok(more) = rx.try_recv() {
                         batch.extend(more);
                     }
-                    let n = batch.len();
-                    let result = store.apply(&batch);
-                    let mut lost = 0;
-                    match &result {
-                        Ok(()) => pause = MIN_PAUSE,
-                        Err(e) if store.retry_later() && !closing => {
-                            held = coalesce(batch);
-                            if held.len() > queue_limit {
-                                lost = (held.len() - queue_limit) as u64;
-                                held.truncate(queue_limit);
+                    if !batch.is_empty() {
+                        let n = batch.len();
+                        let result = store.apply(&batch);
+                        let mut lost = 0;
+                        match &result {
+                            Ok(()) => pause = MIN_PAUSE,
+                            Err(e) if store.retry_later() && !closing => {
+                                held = coalesce(batch);
+                                if held.len() > queue_limit {
+                                    lost = (held.len() - queue_limit) as u64;
+                                    held.truncate(queue_limit);
+                                }
+                                if lost > 0 {
+                                    log::error!("durable state: the store is unreachable ({e}); {lost} change(s) past the queue's bound of {queue_limit} given up");
+                                } else if pause == MIN_PAUSE {
+                                    log::warn!("durable state: the store is unreachable ({e}); holding {} change(s)", held.len());
+                                }
+                                pause = (pause * 2).min(MAX_PAUSE);
                             }
-                            if lost > 0 {
-                                log::error!("durable state: the store is unreachable ({e}); {lost} change(s) past the queue's bound of {queue_limit} given up");
-                            } else if pause == MIN_PAUSE {
-                                log::warn!("durable state: the store is unreachable ({e}); holding {} change(s)", held.len());
+                            Err(e) => {
+                                if store.retry_later() {
+                                    lost = n as u64;
+                                }
+                                log::error!("durable state: a batch of {n} changes failed: {e}");
                             }
-                            pause = (pause * 2).min(MAX_PAUSE);
                         }
-                        Err(e) => {
-                            if store.retry_later() {
-                                lost = n as u64;
-                            }
-                            log::error!("durable state: a batch of {n} changes failed: {e}");
+                        let report = Report {
+                            written: if result.is_ok() { n } else { 0 },
+                            result,
+                            queued: held.len(),
+                            lost,
+                        };
+                        if tell.send(Told::Report(report)).is_err() {
+                            return;
                         }
+                        notify();
                     }
-                    let report = Report {
-                        written: if result.is_ok() { n } else { 0 },
-                        result,
-                        queued: held.len(),
-                        lost,
-                    };
-                    if tell.send(report).is_err() {
-                        return;
+                    let due = next_refresh.is_some_and(|at| Instant::now() >= at);
+                    if let (true, Some(r), true) = (due, refresh, held.is_empty()) {
+                        next_refresh = Some(Instant::now() + r);
+                        // Reading back also tells whether the store is there while nothing is
+                        // written.
+                        let told = match store.load() {
+                            Ok(snap) => vec![
+                                Told::Report(Report::read(Ok(()))),
+                                Told::Shared(Box::new(snap)),
+                            ],
+                            Err(e) => vec![Told::Report(Report::read(Err(e)))],
+                        };
+                        for t in told {
+                            if tell.send(t).is_err() {
+                                return;
+                            }
+                        }
+                        notify();
                     }
-                    notify();
                     if closing {
                         return;
                     }
@@ -155,6 +207,7 @@ impl Writer {
             results,
             thread: Some(thread),
             status,
+            shared: None,
         })
     }
 
@@ -171,9 +224,16 @@ impl Writer {
     /// Take in the results reported since the last call; the status if it changed.
     pub fn poll_status(&mut self) -> Option<StoreStatus> {
         let mut changed = false;
-        while let Ok(r) = self.results.try_recv() {
+        while let Ok(told) = self.results.try_recv() {
+            let r = match told {
+                Told::Report(r) => r,
+                Told::Shared(snap) => {
+                    self.shared = Some(*snap);
+                    continue;
+                }
+            };
             changed = true;
-            if r.result.is_ok() {
+            if r.result.is_ok() && r.written > 0 {
                 self.status.batches += 1;
                 self.status.changes += r.written as u64;
             }
@@ -182,6 +242,11 @@ impl Writer {
             self.status.lost += r.lost;
         }
         changed.then(|| self.status.clone())
+    }
+
+    /// The latest state a shared store read back (call after [`Writer::poll_status`]).
+    pub fn take_shared(&mut self) -> Option<Snapshot> {
+        self.shared.take()
     }
 
     pub fn status(&self) -> &StoreStatus {

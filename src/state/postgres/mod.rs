@@ -26,6 +26,10 @@ use wire::Backend;
 /// The schema this binary writes (the same steps as SQLite's, in PostgreSQL's words).
 pub const SCHEMA_VERSION: i64 = 3;
 
+/// How often the state other processes wrote is read back (a user failing over finds their
+/// apps at most this old).
+pub const SHARED_REFRESH: Duration = Duration::from_secs(1);
+
 /// Changes per pipelined transaction (their replies, ~30 bytes each, stay far below what the
 /// socket buffers hold while the client is still writing).
 const CHUNK: usize = 1000;
@@ -206,7 +210,7 @@ const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Conn {
     fn connect(url: &PgUrl) -> Result<Conn, PgError> {
-        let lost = |e: std::io::Error| PgError::Lost(format!("{url}: {e}"));
+        let lost = |e: std::io::Error| PgError::Lost(e.to_string());
         let addrs: Vec<_> = (url.host.as_str(), url.port)
             .to_socket_addrs()
             .map_err(lost)?
@@ -658,6 +662,10 @@ impl Store for PgStore {
 
     fn retry_later(&self) -> bool {
         self.lost
+    }
+
+    fn shared_refresh(&self) -> Option<Duration> {
+        Some(SHARED_REFRESH)
     }
 }
 
