@@ -153,6 +153,7 @@ impl Pg {
     }
 
     /// Stop (fast: connections are closed).
+    #[allow(dead_code)] // not every test that includes this file stops its server
     pub fn down(&self) {
         self.run(
             "pg_ctl",
