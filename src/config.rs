@@ -999,6 +999,26 @@ mod tests {
                 "jwtSecret: expected a string of at least 16",
             ),
             (
+                r#"{"postgres": {"url": "mysql://a@b/c"}}"#,
+                "postgres.url: expected postgres://",
+            ),
+            (
+                r#"{"postgres": {"url": "postgres://a@b/c", "pool": 2}}"#,
+                "unknown key 'postgres.pool'",
+            ),
+            (
+                r#"{"postgres": {"url": "postgres://a@b/c", "queueLimit": -1}}"#,
+                "postgres.queueLimit: expected an integer from 0",
+            ),
+            (
+                r#"{"postgres": {"queueLimit": 5}}"#,
+                "postgres: missing field `url`",
+            ),
+            (
+                r#"{"stateDir": "/x", "postgres": {"url": "postgres://a@b/c"}}"#,
+                "postgres: stateDir and postgres are exclusive",
+            ),
+            (
                 r#"{"stateDir": ""}"#,
                 "stateDir: expected a non-empty string",
             ),

@@ -144,6 +144,7 @@ fn edge(port: u16, pg_url: &str, app_port: u16, dir: &std::path::Path) -> Proc {
         .arg(&file)
         .env_remove("AUGMENTOS_AUTH_JWT_SECRET")
         .stdin(Stdio::null())
+        .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();

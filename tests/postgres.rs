@@ -369,3 +369,120 @@ fn started(w: &World) -> Vec<String> {
         })
         .collect()
 }
+
+// ---- the real binary ------------------------------------------------------------------------
+
+fn get_health(port: u16) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    serde_json::from_str(out.split("\r\n\r\n").nth(1).unwrap()).unwrap()
+}
+
+/// Glasses of `user` on the box at `port`: upgraded, acknowledged, `package` started.
+fn live_glasses(
+    port: u16,
+    user: &str,
+    package: &str,
+) -> tungstenite::WebSocket<std::net::TcpStream> {
+    use tungstenite::client::IntoClientRequest;
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = format!("ws://127.0.0.1:{port}/glasses-ws")
+        .into_client_request()
+        .unwrap();
+    let token = jwt::glasses_token(user, SECRET);
+    req.headers_mut()
+        .insert("Authorization", format!("Bearer {token}").parse().unwrap());
+    let (mut ws, _) = tungstenite::client(req, tcp).unwrap();
+    ws.send(tungstenite::Message::text(r#"{"type":"connection_init"}"#))
+        .unwrap();
+    loop {
+        if let tungstenite::Message::Text(t) = ws.read().unwrap() {
+            if t.contains("connection_ack") {
+                break;
+            }
+        }
+    }
+    let start = json!({"type": "start_app", "packageName": package});
+    ws.send(tungstenite::Message::text(start.to_string()))
+        .unwrap();
+    ws
+}
+
+#[test]
+fn the_box_serves_through_an_outage_says_degraded_and_writes_when_the_database_is_back() {
+    let pg = pg_or_skip!("box-outage");
+    let port = ports::free_port().unwrap();
+    let config = json!({
+        "listen": [format!("127.0.0.1:{port}")],
+        "jwtSecret": std::str::from_utf8(SECRET).unwrap(),
+        "postgres": {"url": pg.url(), "queueLimit": 1000},
+        "apps": [{"packageName": CAPTIONS, "name": "Captions", "publicUrl": "http://127.0.0.1:9",
+            "hashedApiKey": auth::hash_api_key("k")}],
+    });
+    let file = pg.dir.join("edge.json");
+    std::fs::write(&file, config.to_string()).unwrap();
+    /// Killed when dropped, also when the test fails.
+    struct Edge(std::process::Child);
+    impl Drop for Edge {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let child = Edge(
+        std::process::Command::new(env!("CARGO_BIN_EXE_augmentos-edge"))
+            .args(["serve", "--config"])
+            .arg(&file)
+            .env_remove("AUGMENTOS_AUTH_JWT_SECRET")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let wait = |what: &str, ok: &dyn Fn(&serde_json::Value) -> bool| {
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                let h = get_health(port);
+                if ok(&h) {
+                    return h;
+                }
+                assert!(Instant::now() < until, "{what}: {h}");
+            }
+            assert!(Instant::now() < until, "{what}: not listening");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let h = wait("up", &|h| h["ready"] == true);
+    assert_eq!(h["store"]["kind"], "postgres");
+    assert_eq!(h["status"], "ok");
+    let _before = live_glasses(port, "before@example.com", CAPTIONS);
+    wait("written", &|h| h["store"]["changesWritten"] == 1);
+    pg.down();
+    // Noticed without a write (the box reads the shared state back every second).
+    let h = wait("degraded", &|h| h["status"] == "degraded");
+    assert_eq!(h["ready"], true);
+    assert_eq!(h["store"]["state"], "failing");
+    // Still serving: a new session starts, its change is held.
+    let _during = live_glasses(port, "during@example.com", CAPTIONS);
+    wait("held", &|h| h["store"]["changesQueued"] == 1);
+    pg.up();
+    let h = wait("caught up", &|h| {
+        h["status"] == "ok" && h["store"]["changesQueued"] == 0 && h["store"]["changesWritten"] == 2
+    });
+    assert_eq!(h["store"]["changesLost"], 0);
+    drop(child);
+    let snap = PgStore::open(&url(&pg)).unwrap().load().unwrap();
+    assert_eq!(
+        snap.running,
+        vec![
+            ("before@example.com".to_string(), CAPTIONS.to_string()),
+            ("during@example.com".to_string(), CAPTIONS.to_string())
+        ]
+    );
+}
