@@ -168,6 +168,22 @@ struct RawPostgres {
     queue_limit: Option<Ranged<0, 10_000_000>>,
 }
 
+impl RawPostgres {
+    fn into_config(self, state_dir: bool) -> Result<PostgresConfig, String> {
+        if state_dir {
+            return Err(
+                "postgres: stateDir and postgres are exclusive (durable state is kept in one place)"
+                    .into(),
+            );
+        }
+        Ok(PostgresConfig {
+            url: crate::state::postgres::PgUrl::parse(&self.url.0)
+                .map_err(|e| format!("postgres.url: {e}"))?,
+            queue_limit: self.queue_limit.map_or(DEFAULT_QUEUE_LIMIT, usize::from),
+        })
+    }
+}
+
 /// How the phone app's account login is verified for `POST /api/auth/exchange-token` (offline:
 /// the account service's HS256 secret); left out, the box takes no account logins.
 #[derive(Deserialize)]
@@ -358,20 +374,10 @@ impl RawConfig {
             }
         };
         let state_dir = self.state_dir.map(|NonEmpty(s)| PathBuf::from(s));
-        let postgres = match self.postgres {
-            None => None,
-            Some(_) if state_dir.is_some() => {
-                return Err(
-                    "postgres: stateDir and postgres are exclusive (durable state is kept in one place)"
-                        .into(),
-                )
-            }
-            Some(p) => Some(PostgresConfig {
-                url: crate::state::postgres::PgUrl::parse(&p.url.0)
-                    .map_err(|e| format!("postgres.url: {e}"))?,
-                queue_limit: p.queue_limit.map_or(DEFAULT_QUEUE_LIMIT, usize::from),
-            }),
-        };
+        let postgres = self
+            .postgres
+            .map(|p| p.into_config(state_dir.is_some()))
+            .transpose()?;
         let mut dev_operator_token = false;
         if let Some(RawUi {
             enabled: Some(true),
