@@ -293,6 +293,7 @@ pub fn effective(c: &Config) -> Value {
         "internalWsUrl": c.hub.internal_ws_url,
         "jwtSecret": secret,
         "stateDir": c.state_dir.as_ref().map(|d| d.display().to_string()),
+        "postgres": c.postgres.as_ref().map(|p| json!({"url": p.url.to_string(), "queueLimit": p.queue_limit})),
         "echoRoute": s.echo,
         "tts": {
             "command": c.tts.command,

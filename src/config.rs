@@ -76,6 +76,8 @@ pub struct Config {
     pub hub: HubConfig,
     /// Where durable state is kept; `None`: in memory only (lost on restart).
     pub state_dir: Option<PathBuf>,
+    /// A shared PostgreSQL for durable state instead of `stateDir` (several processes or boxes).
+    pub postgres: Option<PostgresConfig>,
     /// True when the glasses-token secret is the public development one.
     pub dev_secret: bool,
     /// True when the `/ui/` pages are served with the public development operator token.
@@ -83,6 +85,17 @@ pub struct Config {
     /// Speech for `GET /api/tts` (the `tts` key).
     pub tts: TtsConfig,
 }
+
+/// The `postgres` key: the database every process of a venue shares, and how many rows'
+/// changes a process holds while it is unreachable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresConfig {
+    pub url: crate::state::postgres::PgUrl,
+    pub queue_limit: usize,
+}
+
+/// The default bound of changes held while the database is down (a few MB at most).
+pub const DEFAULT_QUEUE_LIMIT: usize = 100_000;
 
 /// The public development secrets the config falls back to (they live with the auth code).
 pub use crate::auth::{DEV_OPERATOR_TOKEN, DEV_SECRET};
@@ -139,6 +152,7 @@ struct RawConfig {
     internal_ws_url: Option<WsUrl>,
     jwt_secret: Option<Secret>,
     state_dir: Option<NonEmpty>,
+    postgres: Option<RawPostgres>,
     ui: Option<RawUi>,
     tts: Option<RawTts>,
     tokens: Option<RawTokens>,
@@ -146,6 +160,30 @@ struct RawConfig {
     /// Fetch each app's `tpa_config.json` for its settings (default true).
     fetch_app_config: Option<bool>,
     apps: Option<Vec<RawApp>>,
+}
+
+/// A shared PostgreSQL (instead of `stateDir`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "an object")]
+struct RawPostgres {
+    url: NonEmpty,
+    queue_limit: Option<Ranged<0, 10_000_000>>,
+}
+
+impl RawPostgres {
+    fn into_config(self, state_dir: bool) -> Result<PostgresConfig, String> {
+        if state_dir {
+            return Err(
+                "postgres: stateDir and postgres are exclusive (durable state is kept in one place)"
+                    .into(),
+            );
+        }
+        Ok(PostgresConfig {
+            url: crate::state::postgres::PgUrl::parse(&self.url.0)
+                .map_err(|e| format!("postgres.url: {e}"))?,
+            queue_limit: self.queue_limit.map_or(DEFAULT_QUEUE_LIMIT, usize::from),
+        })
+    }
 }
 
 /// How the phone app's account login is verified for `POST /api/auth/exchange-token` (offline:
@@ -345,6 +383,10 @@ impl RawConfig {
             }
         };
         let state_dir = self.state_dir.map(|NonEmpty(s)| PathBuf::from(s));
+        let postgres = self
+            .postgres
+            .map(|p| p.into_config(state_dir.is_some()))
+            .transpose()?;
         let mut dev_operator_token = false;
         if let Some(RawUi {
             enabled: Some(true),
@@ -487,6 +529,7 @@ impl RawConfig {
             server,
             hub,
             state_dir,
+            postgres,
             dev_secret,
             dev_operator_token,
             tts,
@@ -1058,6 +1101,26 @@ mod tests {
             (
                 r#"{"jwtSecret": "short"}"#,
                 "jwtSecret: expected a string of at least 16",
+            ),
+            (
+                r#"{"postgres": {"url": "mysql://a@b/c"}}"#,
+                "postgres.url: expected postgres://",
+            ),
+            (
+                r#"{"postgres": {"url": "postgres://a@b/c", "pool": 2}}"#,
+                "unknown key 'postgres.pool'",
+            ),
+            (
+                r#"{"postgres": {"url": "postgres://a@b/c", "queueLimit": -1}}"#,
+                "postgres.queueLimit: expected an integer from 0",
+            ),
+            (
+                r#"{"postgres": {"queueLimit": 5}}"#,
+                "postgres: missing field `url`",
+            ),
+            (
+                r#"{"stateDir": "/x", "postgres": {"url": "postgres://a@b/c"}}"#,
+                "postgres: stateDir and postgres are exclusive",
             ),
             (
                 r#"{"stateDir": ""}"#,

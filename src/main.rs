@@ -123,7 +123,10 @@ fn serve(path: Option<&str>) -> Result<(), String> {
     let bound = bind(&config.listen)?;
     let clock = Clock::default();
     let now = clock.now();
-    let state = open_configured(config.state_dir.as_deref(), now.wall.unix_secs());
+    let state = match &config.postgres {
+        Some(pg) => augmentos_edge::state::postgres::open_configured(&pg.url, pg.queue_limit),
+        None => open_configured(config.state_dir.as_deref(), now.wall.unix_secs()),
+    };
     let server = Server::with_state(
         config.server.clone(),
         config.hub.clone(),
@@ -136,7 +139,7 @@ fn serve(path: Option<&str>) -> Result<(), String> {
         .map_err(|e| format!("cannot start the event loop: {e}"))?;
     if let Some(store) = state.store {
         reactor = reactor
-            .with_store(store, state.status)
+            .with_store(store, state.status, state.queue_limit)
             .map_err(|e| format!("cannot start the state writer: {e}"))?;
     }
     let path = path.map(str::to_string);

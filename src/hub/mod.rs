@@ -178,6 +178,15 @@ impl Hub {
         self.durable.take_pending()
     }
 
+    /// What a shared store holds (other processes' writes): taken for every user with no
+    /// session here (see [`Durable::merge_shared`]), so a user who fails over to this process
+    /// gets the apps they ran on the other one started.
+    pub fn merge_shared(&mut self, snapshot: crate::state::Snapshot) {
+        let sessions = &self.sessions;
+        self.durable
+            .merge_shared(snapshot, |user| sessions.by_user(user).is_some());
+    }
+
     /// The durable state as the hub holds it (for tests and reports).
     pub fn durable(&self) -> &Durable {
         &self.durable

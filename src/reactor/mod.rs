@@ -220,12 +220,18 @@ impl Reactor {
 
     /// Write durable changes to `store` from a thread of its own, woken through the loop's
     /// `Waker` when a batch is written.
-    pub fn with_store(mut self, store: Box<dyn Store>, status: StoreStatus) -> io::Result<Self> {
+    /// While the store is unreachable, at most `queue_limit` rows' changes are held.
+    pub fn with_store(
+        mut self,
+        store: Box<dyn Store>,
+        status: StoreStatus,
+        queue_limit: usize,
+    ) -> io::Result<Self> {
         let waker = self.stop.waker.clone();
         let notify = Box::new(move || {
             let _ = waker.wake();
         });
-        self.writer = Some(Writer::start(store, status, notify)?);
+        self.writer = Some(Writer::start(store, status, queue_limit, notify)?);
         Ok(self)
     }
 
@@ -243,6 +249,9 @@ impl Reactor {
             w.submit(batch);
             if let Some(status) = w.poll_status() {
                 self.server.handle_store_status(status);
+            }
+            if let Some(shared) = w.take_shared() {
+                self.server.handle_shared_state(shared);
             }
         }
     }

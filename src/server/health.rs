@@ -84,6 +84,8 @@ pub fn document(v: &View<'_>) -> serde_json::Value {
             "recovered": v.store.recovered,
             "batchesWritten": v.store.batches,
             "changesWritten": v.store.changes,
+            "changesQueued": v.store.queued,
+            "changesLost": v.store.lost,
         },
     })
 }

@@ -347,6 +347,11 @@ impl Server {
         self.listeners = Some(open);
     }
 
+    /// What the shared store holds, read back by the shell (other processes' writes).
+    pub fn handle_shared_state(&mut self, snapshot: Snapshot) {
+        self.hub.merge_shared(snapshot);
+    }
+
     /// The shell's report of the store (after writes, or at start).
     pub fn handle_store_status(&mut self, status: StoreStatus) {
         self.store = status;

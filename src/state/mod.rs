@@ -13,6 +13,7 @@
 //! store does can stall the event loop; no SQLite type crosses the [`Store`] interface, so
 //! another store (a shared PostgreSQL for a venue with several boxes) can replace it.
 
+pub mod postgres;
 pub mod sqlite;
 pub mod writer;
 
@@ -92,14 +93,25 @@ pub trait Store: Send {
     fn load(&mut self) -> Result<Snapshot, String>;
     /// Apply a batch of changes atomically, in order.
     fn apply(&mut self, batch: &[Persist]) -> Result<(), String>;
+    /// A store shared with other processes: how often to read back what they wrote
+    /// ([`Store::load`], merged with [`Durable::merge_shared`]). `None`: this process is the
+    /// only writer.
+    fn shared_refresh(&self) -> Option<std::time::Duration> {
+        None
+    }
+    /// After a failed `apply`: the store was unreachable (a lost database connection), so the
+    /// same changes may be applied again later; false when the changes themselves failed.
+    fn retry_later(&self) -> bool {
+        false
+    }
 }
 
 /// How the store is doing, for `/health`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreStatus {
-    /// `"memory"` or `"sqlite"`.
+    /// `"memory"`, `"sqlite"` or `"postgres"`.
     pub kind: &'static str,
-    /// The database file, if any.
+    /// The database file, or the database's URL without its password, if any.
     pub path: Option<String>,
     /// The last write failed with this (cleared by the next success).
     pub error: Option<String>,
@@ -108,6 +120,10 @@ pub struct StoreStatus {
     /// Batches written, and changes in them.
     pub batches: u64,
     pub changes: u64,
+    /// Changes kept for the store while it is unreachable (written when it is back).
+    pub queued: usize,
+    /// Changes given up past the queue's bound, since start.
+    pub lost: u64,
 }
 
 impl StoreStatus {
@@ -119,6 +135,8 @@ impl StoreStatus {
             recovered: None,
             batches: 0,
             changes: 0,
+            queued: 0,
+            lost: 0,
         }
     }
 }
@@ -193,6 +211,53 @@ impl Durable {
             d.devices.insert(dev.name.clone(), dev);
         }
         d
+    }
+
+    /// Take in what a shared store holds (other processes' writes): each user for whom
+    /// `local(user)` is false gets the store's running apps, settings and storage; devices
+    /// the store knows are added, and a revocation or a later sighting there is taken. Queues
+    /// no change (this is the store's own state). A user served here keeps this process's
+    /// view: it is the truth for them, and the store catches up with it.
+    pub fn merge_shared(&mut self, s: Snapshot, local: impl Fn(&str) -> bool) {
+        self.running.retain(|user, _| local(user));
+        for (user, package) in s.running {
+            if !local(&user) {
+                let pkg = self.package(&package);
+                match self.running.get_mut(user.as_str()) {
+                    Some(set) => {
+                        set_insert(set, pkg);
+                    }
+                    None => {
+                        self.running.insert(user.into(), Box::new([pkg]));
+                    }
+                }
+            }
+        }
+        for (map, rows) in [
+            (&mut self.settings, s.settings),
+            (&mut self.storage, s.storage),
+        ] {
+            map.retain(|(user, _), _| local(user));
+            for (user, package, key, value) in rows {
+                if !local(&user) {
+                    map.entry((user, package)).or_default().insert(key, value);
+                }
+            }
+        }
+        for dev in s.devices {
+            match self.devices.get_mut(&dev.name) {
+                None => {
+                    self.devices.insert(dev.name.clone(), dev);
+                }
+                Some(mine) => {
+                    mine.revoked = match (mine.revoked, dev.revoked) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    mine.last_seen = mine.last_seen.max(dev.last_seen);
+                }
+            }
+        }
     }
 
     /// Every change queued since the last call, oldest first.
@@ -424,6 +489,45 @@ mod tests {
             })
             .collect();
         assert_eq!(kinds, vec!["a:true", "b:true", "a:false", "storage:k"]);
+        assert!(d.take_pending().is_empty());
+    }
+
+    #[test]
+    fn a_shared_snapshot_replaces_the_users_not_served_here_and_queues_nothing() {
+        let mut d = Durable::default();
+        d.set_running("here", "a", true);
+        d.set_running("gone", "a", true);
+        d.set_setting("gone", "a", "k", Some("1".into()));
+        d.put_device(Device {
+            name: "desk-1".into(),
+            user: "device:desk-1".into(),
+            jti: "j1".into(),
+            created: 1,
+            expires: 9,
+            last_seen: None,
+            revoked: None,
+        });
+        d.take_pending();
+        let mut shared = Snapshot {
+            running: vec![
+                ("here".into(), "z".into()),
+                ("other".into(), "b".into()),
+                ("other".into(), "a".into()),
+            ],
+            storage: vec![("other".into(), "b".into(), "k".into(), "\"v\"".into())],
+            ..Snapshot::default()
+        };
+        shared.devices.push(Device {
+            revoked: Some(5),
+            ..d.device("desk-1").unwrap().clone()
+        });
+        d.merge_shared(shared, |u| u == "here");
+        assert_eq!(d.running("here"), vec!["a".to_string()]);
+        assert_eq!(d.running("gone"), Vec::<String>::new());
+        assert_eq!(d.running("other"), vec!["a".to_string(), "b".to_string()]);
+        assert!(d.settings("gone", "a").is_none());
+        assert_eq!(d.storage("other", "b").unwrap()["k"], "\"v\"");
+        assert_eq!(d.device("desk-1").unwrap().revoked, Some(5));
         assert!(d.take_pending().is_empty());
     }
 

@@ -325,6 +325,8 @@ pub struct Loaded {
     pub snapshot: Snapshot,
     pub status: super::StoreStatus,
     pub store: Option<Box<dyn Store>>,
+    /// While the store is unreachable, at most this many rows' changes are held (0: none).
+    pub queue_limit: usize,
 }
 
 /// Open the store of `state_dir` (or none): never fails; whatever went wrong is in the status
@@ -339,6 +341,7 @@ pub fn open_configured(state_dir: Option<&Path>, now_unix: u64) -> Loaded {
             snapshot: Snapshot::default(),
             status,
             store: None,
+            queue_limit: 0,
         };
     };
     status.kind = "sqlite";
@@ -359,6 +362,7 @@ pub fn open_configured(state_dir: Option<&Path>, now_unix: u64) -> Loaded {
                 snapshot: o.snapshot,
                 status,
                 store: Some(Box::new(o.store)),
+                queue_limit: 0,
             }
         }
         Err(e) => {
@@ -369,6 +373,7 @@ pub fn open_configured(state_dir: Option<&Path>, now_unix: u64) -> Loaded {
                 snapshot: Snapshot::default(),
                 status,
                 store: None,
+                queue_limit: 0,
             }
         }
     }

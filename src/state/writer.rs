@@ -3,25 +3,104 @@
 //! The event loop hands it batches of [`Persist`] events ([`Writer::submit`]) and never waits
 //! for them; the thread applies everything that has queued up as one transaction, in order,
 //! and reports each result back, waking the loop through `notify` (the reactor's `Waker`).
-//! [`Writer::finish`] closes the queue and waits until every batch is written: durable writes
-//! finish before the process exits.
+//! When the store is unreachable ([`Store::retry_later`]: a shared database down), the
+//! changes are held, coalesced to the latest per row, and tried again with a growing pause
+//! (up to [`MAX_PAUSE`]) until the store is back; past `queue_limit` rows the newest rows'
+//! changes are given up, counted in [`StoreStatus::lost`]. [`Writer::finish`] closes the queue
+//! and waits until every batch is written (or, with the store unreachable, tried once more):
+//! durable writes finish before the process exits. A store shared with other processes
+//! ([`Store::shared_refresh`]) is read back when the thread is idle at that interval, and the
+//! state handed to the loop ([`Writer::take_shared`]).
 
-use super::{Persist, Store, StoreStatus};
+use super::{Persist, Snapshot, Store, StoreStatus};
+use std::collections::HashMap;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// The first pause before trying an unreachable store again, and the longest.
+pub const MIN_PAUSE: Duration = Duration::from_millis(250);
+pub const MAX_PAUSE: Duration = Duration::from_secs(4);
+
+/// What the thread reports after each attempt.
+struct Report {
+    /// Changes written (0 when the attempt failed).
+    written: usize,
+    result: Result<(), String>,
+    /// Changes held for a later attempt.
+    queued: usize,
+    /// Changes given up in this attempt.
+    lost: u64,
+}
+
+/// What the thread tells the loop: an attempt's report, or a shared store's state read back.
+enum Told {
+    Report(Report),
+    Shared(Box<Snapshot>),
+}
+
+impl Report {
+    /// A read of the store, nothing written.
+    fn read(result: Result<(), String>) -> Report {
+        Report {
+            written: 0,
+            result,
+            queued: 0,
+            lost: 0,
+        }
+    }
+}
 
 pub struct Writer {
     tx: Option<mpsc::Sender<Vec<Persist>>>,
-    results: mpsc::Receiver<(usize, Result<(), String>)>,
+    results: mpsc::Receiver<Told>,
     thread: Option<JoinHandle<()>>,
     status: StoreStatus,
+    /// The latest shared state read back, not taken yet.
+    shared: Option<Snapshot>,
+}
+
+/// The row a change writes: later changes of the same row replace earlier ones.
+fn row(p: &Persist) -> (u8, &str, &str, &str) {
+    match p {
+        Persist::Running { user, package, .. } => (0, user, package, ""),
+        Persist::Setting {
+            user, package, key, ..
+        } => (1, user, package, key),
+        Persist::Storage {
+            user, package, key, ..
+        } => (2, user, package, key),
+        Persist::Registration(r) => (3, &r.id, "", ""),
+        Persist::RegistrationGone(id) => (3, id, "", ""),
+        Persist::Device(d) => (4, &d.name, "", ""),
+    }
+}
+
+/// The latest change of each row, in the order the rows were first changed.
+fn coalesce(changes: Vec<Persist>) -> Vec<Persist> {
+    let mut at: HashMap<(u8, String, String, String), usize> = HashMap::new();
+    let mut out: Vec<Persist> = Vec::with_capacity(changes.len());
+    for p in changes {
+        let (t, a, b, c) = row(&p);
+        let k = (t, a.to_string(), b.to_string(), c.to_string());
+        match at.get(&k) {
+            Some(&i) => out[i] = p,
+            None => {
+                at.insert(k, out.len());
+                out.push(p);
+            }
+        }
+    }
+    out
 }
 
 impl Writer {
-    /// Start the thread; `notify` is called after each batch is written (or failed).
+    /// Start the thread; `notify` is called after each attempt (written, failed or held).
+    /// While the store is unreachable at most `queue_limit` rows' changes are held.
     pub fn start(
         mut store: Box<dyn Store>,
         status: StoreStatus,
+        queue_limit: usize,
         notify: Box<dyn Fn() + Send>,
     ) -> std::io::Result<Writer> {
         let (tx, rx) = mpsc::channel::<Vec<Persist>>();
@@ -29,21 +108,98 @@ impl Writer {
         let thread = std::thread::Builder::new()
             .name("state-writer".into())
             .spawn(move || {
-                while let Ok(mut batch) = rx.recv() {
+                let mut held: Vec<Persist> = Vec::new();
+                let mut pause = MIN_PAUSE;
+                let refresh = store.shared_refresh();
+                let mut next_refresh = refresh.map(|r| Instant::now() + r);
+                loop {
+                    let mut closing = false;
+                    let wait = match (held.is_empty(), next_refresh) {
+                        (false, _) => Some(pause),
+                        (true, Some(at)) => Some(at.saturating_duration_since(Instant::now())),
+                        (true, None) => None,
+                    };
+                    let first = match wait {
+                        None => match rx.recv() {
+                            Ok(b) => Some(b),
+                            Err(_) => return,
+                        },
+                        Some(wait) => match rx.recv_timeout(wait) {
+                            Ok(b) => Some(b),
+                            Err(mpsc::RecvTimeoutError::Timeout) => None,
+                            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                                if held.is_empty() {
+                                    return;
+                                }
+                                closing = true;
+                                None
+                            }
+                        },
+                    };
+                    let mut batch = std::mem::take(&mut held);
+                    batch.extend(first.into_iter().flatten());
                     while let Ok(more) = rx.try_recv() {
                         batch.extend(more);
                     }
-                    let r = store.apply(&batch);
-                    if let Err(e) = &r {
-                        log::error!(
-                            "durable state: a batch of {} changes failed: {e}",
-                            batch.len()
-                        );
+                    if !batch.is_empty() {
+                        let n = batch.len();
+                        let result = store.apply(&batch);
+                        let mut lost = 0;
+                        match &result {
+                            Ok(()) => pause = MIN_PAUSE,
+                            Err(e) if store.retry_later() && !closing => {
+                                held = coalesce(batch);
+                                if held.len() > queue_limit {
+                                    lost = (held.len() - queue_limit) as u64;
+                                    held.truncate(queue_limit);
+                                }
+                                if lost > 0 {
+                                    log::error!("durable state: the store is unreachable ({e}); {lost} change(s) past the queue's bound of {queue_limit} given up");
+                                } else if pause == MIN_PAUSE {
+                                    log::warn!("durable state: the store is unreachable ({e}); holding {} change(s)", held.len());
+                                }
+                                pause = (pause * 2).min(MAX_PAUSE);
+                            }
+                            Err(e) => {
+                                if store.retry_later() {
+                                    lost = n as u64;
+                                }
+                                log::error!("durable state: a batch of {n} changes failed: {e}");
+                            }
+                        }
+                        let report = Report {
+                            written: if result.is_ok() { n } else { 0 },
+                            result,
+                            queued: held.len(),
+                            lost,
+                        };
+                        if tell.send(Told::Report(report)).is_err() {
+                            return;
+                        }
+                        notify();
                     }
-                    if tell.send((batch.len(), r)).is_err() {
+                    let due = next_refresh.is_some_and(|at| Instant::now() >= at);
+                    if let (true, Some(r), true) = (due, refresh, held.is_empty()) {
+                        next_refresh = Some(Instant::now() + r);
+                        // Reading back also tells whether the store is there while nothing is
+                        // written.
+                        let told = match store.load() {
+                            Ok(snap) => vec![
+                                Told::Report(Report::read(Ok(()))),
+                                Told::Shared(Box::new(snap)),
+                            ],
+                            Err(e) => vec![Told::Report(Report::read(Err(e)))],
+                        };
+                        for t in told {
+                            if tell.send(t).is_err() {
+                                return;
+                            }
+                        }
+                        notify();
+                    }
+                    if closing {
                         return;
                     }
-                    notify();
                 }
             })?;
         Ok(Writer {
@@ -51,6 +207,7 @@ impl Writer {
             results,
             thread: Some(thread),
             status,
+            shared: None,
         })
     }
 
@@ -67,13 +224,29 @@ impl Writer {
     /// Take in the results reported since the last call; the status if it changed.
     pub fn poll_status(&mut self) -> Option<StoreStatus> {
         let mut changed = false;
-        while let Ok((n, r)) = self.results.try_recv() {
+        while let Ok(told) = self.results.try_recv() {
+            let r = match told {
+                Told::Report(r) => r,
+                Told::Shared(snap) => {
+                    self.shared = Some(*snap);
+                    continue;
+                }
+            };
             changed = true;
-            self.status.batches += 1;
-            self.status.changes += n as u64;
-            self.status.error = r.err();
+            if r.result.is_ok() && r.written > 0 {
+                self.status.batches += 1;
+                self.status.changes += r.written as u64;
+            }
+            self.status.error = r.result.err();
+            self.status.queued = r.queued;
+            self.status.lost += r.lost;
         }
         changed.then(|| self.status.clone())
+    }
+
+    /// The latest state a shared store read back (call after [`Writer::poll_status`]).
+    pub fn take_shared(&mut self) -> Option<Snapshot> {
+        self.shared.take()
     }
 
     pub fn status(&self) -> &StoreStatus {
@@ -93,5 +266,75 @@ impl Writer {
 impl Drop for Writer {
     fn drop(&mut self) {
         self.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// A store that is unreachable while `down` is set, and records what it wrote.
+    struct Flaky {
+        down: Arc<Mutex<bool>>,
+        wrote: Arc<Mutex<Vec<Persist>>>,
+    }
+
+    impl Store for Flaky {
+        fn load(&mut self) -> Result<super::super::Snapshot, String> {
+            Ok(Default::default())
+        }
+        fn apply(&mut self, batch: &[Persist]) -> Result<(), String> {
+            if *self.down.lock().unwrap() {
+                return Err("unreachable".into());
+            }
+            self.wrote.lock().unwrap().extend_from_slice(batch);
+            Ok(())
+        }
+        fn retry_later(&self) -> bool {
+            *self.down.lock().unwrap()
+        }
+    }
+
+    fn running(user: &str, running: bool) -> Persist {
+        Persist::Running {
+            user: user.into(),
+            package: "p".into(),
+            running,
+        }
+    }
+
+    #[test]
+    fn an_unreachable_store_holds_changes_to_a_bound_and_catches_up() {
+        let down = Arc::new(Mutex::new(true));
+        let wrote = Arc::new(Mutex::new(Vec::new()));
+        let store = Flaky {
+            down: down.clone(),
+            wrote: wrote.clone(),
+        };
+        let mut w =
+            Writer::start(Box::new(store), StoreStatus::memory(), 3, Box::new(|| {})).unwrap();
+        // a flips three times (one row), then b, c, d: four rows against a bound of three.
+        w.submit(vec![running("a", true), running("a", false)]);
+        w.submit(vec![running("b", true), running("a", true)]);
+        w.submit(vec![running("c", true), running("d", true)]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut st = w.status().clone();
+        while st.lost == 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            st = w.poll_status().unwrap_or(st);
+        }
+        assert!(st.error.is_some());
+        assert_eq!((st.queued, st.lost), (3, 1));
+        *down.lock().unwrap() = false;
+        while st.queued > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            st = w.poll_status().unwrap_or(st);
+        }
+        assert_eq!(st.error, None);
+        assert_eq!(
+            *wrote.lock().unwrap(),
+            vec![running("a", true), running("b", true), running("c", true)]
+        );
     }
 }
