@@ -28,7 +28,8 @@
 //!   session, behind `screen`), `requests` (app requests pending on the glasses), `routes`
 //!   (a session's subscription index), `registry` (the apps this box may start), `venue`
 //!   (venue feeds: each feed's publisher, last final line and counters, and the rules of
-//!   fanning a feed out to every following session);
+//!   fanning a feed out to every following session), `app_config` (each app's own
+//!   `tpa_config.json`: fetched, cached, merged under the config's settings);
 //! - values: `config` ([`HubConfig`], [`Timings`]), `errors` ([`JoinError`],
 //!   [`LifecycleError`]), `counters` ([`HubCounters`]), `vecmap`, `connmap`;
 //! - rules, as `impl Hub` by concern: `access` (upgrades and REST start/stop), `accounts`
@@ -40,9 +41,8 @@
 //!   apps want, asked of the glasses), `release` (an app's goodbye: `ownership_release` and
 //!   the close after it), `device` (device settings), `devices` (glasses tokens: the check
 //!   every one goes through, provisioned devices and their revocation), `view` (what the
-//!   glasses are told of the
-//!   session), `operator` (the operator's view), `reload` (shutdown and app reload), `audit`
-//!   (tests and `sim`: the structural invariants).
+//!   glasses are told of the session), `operator` (the operator's view), `reload` (shutdown
+//!   and app reload), `audit` (tests and `sim`: the structural invariants).
 
 mod access;
 pub mod accounts;
