@@ -87,6 +87,8 @@ class StageTest(unittest.TestCase):
                    interim_ms=60_000)
         for i in range(5):
             st.submit({"text": f"partial {i}", "isFinal": False})
+            # Unlimited, each would be published before the next comes.
+            wait_for(lambda: len(got) > i, within=0.3)
         for i in range(3):
             st.submit({"text": f"final {i}", "isFinal": True})
         self.assertTrue(wait_for(lambda: len([d for d in got if d["isFinal"]]) == 3))
@@ -94,6 +96,24 @@ class StageTest(unittest.TestCase):
         finals = [d["text"] for d in got if d["isFinal"]]
         self.assertEqual(finals, ["FINAL 0", "FINAL 1", "FINAL 2"])
         self.assertLessEqual(len([d for d in got if not d["isFinal"]]), 1)
+        st.close()
+
+    def test_a_stuck_engine_never_holds_up_the_caller(self):
+        release = threading.Event()
+
+        class Stuck(Fake):
+            def translate(self, text, src, tgt):
+                release.wait(10)
+                return text
+
+        got, _, publish = collect()
+        st = Stage(Router([Stuck()]), ["es-ES"], publish, lambda *a, **k: None)
+        for i in range(50):  # returns at once, the engine stuck on the first
+            st.submit({"text": f"final {i}", "isFinal": True})
+        self.assertEqual(got, [])
+        release.set()
+        self.assertTrue(wait_for(lambda: len(got) == 50))
+        self.assertEqual([d["text"] for d in got], [f"final {i}" for i in range(50)])
         st.close()
 
     def test_a_failing_engine_is_counted_and_publishes_nothing(self):
