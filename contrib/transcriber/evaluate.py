@@ -27,6 +27,14 @@ give the WER and the latency from the end of speech to the final at the app, wal
     python3 evaluate.py --compare --phrases venue.txt "Please turn on the lights" ...
     python3 evaluate.py --corpus samples/librivox --box 8002 --token T --app-log DIR/captions.out
 
+`--translation [TSV]` measures the translation engines (translate.py) instead: for each engine
+and each pair it covers among en→es and en→pt, the latency of each sentence of the parallel
+sample (default `samples/translation/parallel.tsv`, written for this project; after one
+warm-up sentence, one at a time, as the transcriber calls it) and chrF (sacrebleu) against the
+sample's references.
+
+    python3 evaluate.py --translation
+
 Prints one JSON object per configuration on stdout.
 """
 
@@ -238,6 +246,35 @@ def through_box(sentences, pcms, port, token, app_log, app="com.example.captions
     return out
 
 
+def translation_eval(tsv):
+    import sacrebleu
+    import translate
+
+    rows = [line.rstrip("\n").split("\t") for line in open(tsv, encoding="utf-8")
+            if line.strip() and not line.startswith("#")]
+    refs = {"es": [r[1] for r in rows], "pt": [r[2] for r in rows]}
+    tags = {"es": "es-ES", "pt": "pt-BR"}
+    out = []
+    for name, make in translate.ENGINES.items():
+        engine = make()
+        for tgt in ("es", "pt"):
+            if ("en", tgt) not in engine.pairs:
+                continue
+            engine.translate("Hello and welcome.", "en-US", tags[tgt])  # warm-up (load, start)
+            hyps, ms = [], []
+            for r in rows:
+                t = time.perf_counter()
+                hyps.append(engine.translate(translate.clean(r[0]), "en-US", tags[tgt]))
+                ms.append((time.perf_counter() - t) * 1000)
+            chrf = sacrebleu.corpus_chrf(hyps, [refs[tgt]]).score
+            out.append({"engine": name, "pair": f"en->{tgt}", "sentences": len(rows),
+                        "chrF": round(chrf, 1), "ms_p50": round(percentile(ms, 50), 2),
+                        "ms_p90": round(percentile(ms, 90), 2), "ms_max": round(max(ms), 2),
+                        "ms": [round(x, 2) for x in ms], "sample": hyps[:3]})
+        engine.close()
+    return out
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("sentences", nargs="*", help="what is said (espeak-ng speaks it)")
@@ -252,7 +289,15 @@ def main():
     p.add_argument("--box", type=int, metavar="PORT", help="measure through a running box")
     p.add_argument("--token", help="with --box: a glasses token")
     p.add_argument("--app-log", help="with --box: the captions app's stdout (its events)")
+    p.add_argument("--translation", nargs="?", metavar="TSV",
+                   const=os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                      "samples/translation/parallel.tsv"),
+                   help="measure the translation engines on a parallel sample (see above)")
     args = p.parse_args()
+    if args.translation:
+        for row in translation_eval(args.translation):
+            print(json.dumps(row, ensure_ascii=False), flush=True)
+        return
     if args.corpus:
         sentences, pcms = load_corpus(args.corpus)
     elif args.wav:

