@@ -3,8 +3,10 @@
 //! own subscription string; a latecomer gets the last final line at once; bad publishers are
 //! refused with distinct codes and counted; a second publisher replaces the first; a slow app
 //! never holds the feed (interims dropped for it, finals queued, the app cut at the stall
-//! timeout) while everyone else loses nothing; and the glasses' microphone stays off while the
-//! feed covers a session's transcripts.
+//! timeout) while everyone else loses nothing; the glasses' microphone stays off while the
+//! feed covers a session's transcripts; with two rooms each session follows the feed the
+//! operator chose for its user, and a switch takes effect at once; and glasses left without a
+//! source are shown "Captions feed offline" until the feed is back.
 
 use augmentos_edge::auth::{self, jwt};
 use augmentos_edge::hub::registry::AppSpec;
@@ -636,4 +638,46 @@ fn each_session_follows_the_feed_the_operator_chose_and_a_switch_takes_effect_at
     publish(&mut w, f1, &transcript("main two", "en-US", true));
     assert_eq!(texts(&streams(&mut w, a0)), vec!["main two"]);
     assert_eq!(texts(&streams(&mut w, a1)), vec!["main two"]);
+}
+
+/// The texts of the main-view `display_event`s in `msgs`.
+fn main_lines(msgs: &[Value]) -> Vec<String> {
+    msgs.iter()
+        .filter(|m| m["type"] == "display_event" && m["view"] == "main")
+        .map(|m| m["layout"]["text"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+#[test]
+fn glasses_left_without_captions_are_told_when_the_feed_goes_and_cleared_when_it_returns() {
+    let mut w = world();
+    // ada has only the captions app: when the feed goes she has no source.
+    let g0 = glasses(&mut w, USERS[0]);
+    let _a0 = app(&mut w, g0, USERS[0], A, json!(["transcription:en-US"]));
+    // bo also runs a per-session transcriber, which takes over.
+    let g1 = glasses(&mut w, USERS[1]);
+    let _a1 = app(&mut w, g1, USERS[1], A, json!(["transcription:en-US"]));
+    let _stt = app(&mut w, g1, USERS[1], STT, json!(["audio_chunk"]));
+    // cy wants no transcripts.
+    let g2 = glasses(&mut w, USERS[2]);
+    let _b2 = app(&mut w, g2, USERS[2], B, json!(["button_press"]));
+    let f = feed(&mut w);
+    publish(&mut w, f, &transcript("Good evening", "en-US", true));
+    w.advance(Duration::from_secs(5));
+    for g in [g0, g1, g2] {
+        w.json_messages(g);
+    }
+    w.client_eof(f);
+    assert_eq!(
+        main_lines(&w.json_messages(g0)),
+        vec!["Captions feed offline"]
+    );
+    assert_eq!(main_lines(&w.json_messages(g1)), Vec::<String>::new());
+    assert_eq!(main_lines(&w.json_messages(g2)), Vec::<String>::new());
+    // It stays up (no duration) until the feed is back, which clears it.
+    w.advance(Duration::from_secs(60));
+    assert_eq!(main_lines(&w.json_messages(g0)), Vec::<String>::new());
+    let _f = feed(&mut w);
+    assert_eq!(main_lines(&w.json_messages(g0)), vec![""]);
+    assert_eq!(main_lines(&w.json_messages(g1)), Vec::<String>::new());
 }

@@ -27,7 +27,11 @@
 //! - while a live feed publishes `transcription`, no session that follows it needs the glasses'
 //!   microphone for transcripts; when the feed goes away the microphone need is recomputed for
 //!   every follower (on again if an app still wants transcripts, so a per-session transcriber
-//!   takes over where one is configured).
+//!   takes over where one is configured). A follower left without any source (an app wants
+//!   what the feed published, no connected app of the session publishes it) is shown
+//!   [`FEED_OFFLINE`] on the main view as a display of the box, cleared when the feed comes
+//!   back (if still on screen): no message SDK 2.1.29 surfaces to an app says "no source", and
+//!   a deaf visitor must see that the captions stopped, not a frozen line.
 //!
 //! Invariants: a feed has at most one publisher; a publisher's link is `Link::Venue` for its
 //! feed and nothing else; the kept last line is bounded (one message of at most the frame
@@ -61,7 +65,12 @@ pub struct Feed {
     pub delivered: u64,
     /// Interims not delivered to a backed-up app.
     pub dropped: u64,
+    /// The sessions shown [`FEED_OFFLINE`] when the feed went, cleared when it comes back.
+    notified: Vec<SessKey>,
 }
+
+/// What the glasses of a session left without captions show when its feed goes.
+pub const FEED_OFFLINE: &str = "Captions feed offline";
 
 #[derive(Debug)]
 struct LastLine {
@@ -264,6 +273,7 @@ impl Hub {
         net.send_json(id, &ack);
         if old.is_none() {
             self.venue_mic_changed(net, feed, now);
+            self.venue_notice(net, feed, false, now);
         }
     }
 
@@ -309,6 +319,51 @@ impl Hub {
         f.conn = None;
         log::info!("event=venue_feed_lost feed={:?} connection={id}", f.name);
         self.venue_mic_changed(net, feed, now);
+        self.venue_notice(net, feed, true, now);
+    }
+
+    /// The feed went (`offline`): every follower left without captions (an app wants what the
+    /// feed publishes and no app of the session's own publishes it) is shown [`FEED_OFFLINE`]
+    /// on the main view, so a frozen line is not taken for silence. The feed came back: that
+    /// line is cleared for those that still follow it.
+    fn venue_notice(&mut self, net: &mut impl Outbox, feed: usize, offline: bool, now: Now) {
+        if offline {
+            let keys: Vec<SessKey> = self
+                .followers(feed)
+                .filter(|&sk| self.feed_uncovered(sk, feed))
+                .collect();
+            for &sk in &keys {
+                self.screen_system_line(net, sk, Some(FEED_OFFLINE), now);
+            }
+            self.venue.feeds[feed].notified = keys;
+            return;
+        }
+        for sk in std::mem::take(&mut self.venue.feeds[feed].notified) {
+            let follows = self
+                .session(sk)
+                .is_some_and(|s| self.venue.feed_of(&s.user) == feed);
+            if follows {
+                self.screen_system_line(net, sk, None, now);
+            }
+        }
+    }
+
+    /// Whether `sk` wants what `feed` publishes and has no connected app of its own publishing
+    /// it (a per-session transcriber that takes over).
+    fn feed_uncovered(&self, sk: SessKey, feed: usize) -> bool {
+        let Some(s) = self.session(sk) else {
+            return false;
+        };
+        let Some(routes) = s.streams.as_deref().map(|st| &st.routes) else {
+            return false;
+        };
+        let apps = &self.cfg.apps;
+        apps[self.venue.feeds[feed].app].publishes.iter().any(|p| {
+            routes.wants(p)
+                && !s.apps.iter().any(|(&a, run)| {
+                    matches!(run.state, AppState::Active) && apps[a].publishes.contains(p)
+                })
+        })
     }
 
     /// Every session that follows `feed` brings its microphone in line (the feed came or went).
