@@ -627,14 +627,30 @@ fn each_session_follows_the_feed_the_operator_chose_and_a_switch_takes_effect_at
     w.advance(Duration::from_secs(2));
     w.client_eof(f2);
     assert_eq!(mic(&w.json_messages(g0)), Vec::<bool>::new());
-    assert_eq!(mic(&w.json_messages(g1)), vec![true]);
+    let m1 = w.json_messages(g1);
+    assert_eq!(mic(&m1), vec![true]);
+    assert_eq!(main_lines(&m1), vec!["Captions feed offline"]);
     // The operator moves the second user to main: main's last line at once, microphone off,
     // and from now on main's finals.
     w.advance(Duration::from_secs(2));
     let (status, _) = follow(&mut w, "main", &user, OPERATOR);
     assert_eq!(status, 200);
     assert_eq!(texts(&streams(&mut w, a1)), vec!["main one"]);
-    assert_eq!(mic(&w.json_messages(g1)), vec![false]);
+    let m1 = w.json_messages(g1);
+    assert_eq!(mic(&m1), vec![false]);
+    // The live feed's follower is no longer told its feed is offline.
+    assert_eq!(main_lines(&m1), vec![""]);
+    // Back to the offline room: told again.
+    w.advance(Duration::from_secs(2));
+    assert_eq!(follow(&mut w, "track2", &user, OPERATOR).0, 200);
+    let m1 = w.json_messages(g1);
+    assert_eq!(mic(&m1), vec![true]);
+    assert_eq!(main_lines(&m1), vec!["Captions feed offline"]);
+    assert_eq!(texts(&streams(&mut w, a1)), vec!["track two"]);
+    w.advance(Duration::from_secs(2));
+    assert_eq!(follow(&mut w, "main", &user, OPERATOR).0, 200);
+    assert_eq!(texts(&streams(&mut w, a1)), vec!["main one"]);
+    assert_eq!(main_lines(&w.json_messages(g1)), vec![""]);
     publish(&mut w, f1, &transcript("main two", "en-US", true));
     assert_eq!(texts(&streams(&mut w, a0)), vec!["main two"]);
     assert_eq!(texts(&streams(&mut w, a1)), vec!["main two"]);

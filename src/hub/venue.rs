@@ -220,6 +220,7 @@ impl Hub {
         if let Some(sk) = self.sessions.by_user(user).filter(|_| from != to) {
             self.mic_changed(net, sk, now);
             self.venue_replay_all(net, sk, now);
+            self.venue_notice_moved(net, sk, from, to, now);
         }
         let body = serde_json::json!({"user": user, "feed": feed});
         net.respond_json(id, 200, &body, &[]);
@@ -345,6 +346,30 @@ impl Hub {
             if follows {
                 self.screen_system_line(net, sk, None, now);
             }
+        }
+    }
+
+    /// `sk` moved from feed `from` to `to`: the offline line goes with the old feed, and comes
+    /// with the new one if it is offline and the session has no other source.
+    fn venue_notice_moved(
+        &mut self,
+        net: &mut impl Outbox,
+        sk: SessKey,
+        from: usize,
+        to: usize,
+        now: Now,
+    ) {
+        let old = &mut self.venue.feeds[from].notified;
+        let had = old.contains(&sk);
+        old.retain(|&k| k != sk);
+        let show = self.venue.feeds[to].conn.is_none() && self.feed_uncovered(sk, to);
+        if show {
+            self.venue.feeds[to].notified.push(sk);
+        }
+        match (had, show) {
+            (_, true) => self.screen_system_line(net, sk, Some(FEED_OFFLINE), now),
+            (true, false) => self.screen_system_line(net, sk, None, now),
+            (false, false) => {}
         }
     }
 
