@@ -3,8 +3,10 @@
 //! own subscription string; a latecomer gets the last final line at once; bad publishers are
 //! refused with distinct codes and counted; a second publisher replaces the first; a slow app
 //! never holds the feed (interims dropped for it, finals queued, the app cut at the stall
-//! timeout) while everyone else loses nothing; and the glasses' microphone stays off while the
-//! feed covers a session's transcripts.
+//! timeout) while everyone else loses nothing; the glasses' microphone stays off while the
+//! feed covers a session's transcripts; with two rooms each session follows the feed the
+//! operator chose for its user, and a switch takes effect at once; and glasses left without a
+//! source are shown "Captions feed offline" until the feed is back.
 
 use augmentos_edge::auth::{self, jwt};
 use augmentos_edge::hub::registry::AppSpec;
@@ -533,4 +535,165 @@ fn the_feed_is_held_only_while_the_total_output_is_over_its_budget() {
             .collect();
         assert_eq!(texts, want);
     }
+}
+
+/// The second room's feed publisher.
+const FEED2: &str = "system.venue.track2";
+const OPERATOR: &str = "operator-token-0123456789";
+
+/// A venue with two rooms: feed `main` (published by FEED) and `track2` (by FEED2).
+fn two_feeds() -> World {
+    let mut apps = vec![
+        spec(A, 4001, false, &[]),
+        spec(B, 4002, false, &[]),
+        spec(FEED, 4003, true, &["transcription", "translation"]),
+        spec(STT, 4004, true, &["transcription"]),
+    ];
+    apps.push(spec(FEED2, 4005, true, &["transcription"]));
+    World::with_hub(
+        ServerConfig {
+            ping_interval: None,
+            operator_token: Some(OPERATOR.into()),
+            ..ServerConfig::default()
+        },
+        HubConfig {
+            jwt_secret: SECRET.to_vec(),
+            apps,
+            lifecycle_burst: 100,
+            venue_feeds: vec![
+                ("main".into(), FEED.into()),
+                ("track2".into(), FEED2.into()),
+            ],
+            ..HubConfig::default()
+        },
+    )
+}
+
+/// `POST /ui/api/feeds/{feed}/follow` with `body` and `token`: (status, JSON body).
+fn follow(w: &mut World, feed: &str, body: &str, token: &str) -> (u16, Value) {
+    let c = w.connect();
+    let req = format!(
+        "POST /ui/api/feeds/{feed}/follow HTTP/1.1\r\nHost: sim\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    w.send_raw(c, req.as_bytes());
+    let (status, body) = w.clients[c].take_http_response().expect("a response");
+    (status, serde_json::from_str(&body).expect("JSON"))
+}
+
+fn texts(got: &[(String, Value)]) -> Vec<&str> {
+    got.iter()
+        .map(|(_, d)| d["text"].as_str().unwrap())
+        .collect()
+}
+
+#[test]
+fn each_session_follows_the_feed_the_operator_chose_and_a_switch_takes_effect_at_once() {
+    let mut w = two_feeds();
+    let user = json!({"user": USERS[1]}).to_string();
+    // Bad calls: no token, an unknown feed, no user.
+    assert_eq!(follow(&mut w, "track2", &user, "wrong").0, 401);
+    let (status, v) = follow(&mut w, "nope", &user, OPERATOR);
+    assert_eq!((status, v["code"].as_str()), (404, Some("NO_SUCH_FEED")));
+    let (status, v) = follow(&mut w, "track2", "{}", OPERATOR);
+    assert_eq!((status, v["code"].as_str()), (400, Some("BAD_REQUEST")));
+    // The second user follows track2 (chosen before the session starts).
+    let (status, v) = follow(&mut w, "track2", &user, OPERATOR);
+    assert_eq!((status, &v["feed"]), (200, &json!("track2")), "{v}");
+
+    let g0 = glasses(&mut w, USERS[0]);
+    let a0 = app(&mut w, g0, USERS[0], A, json!(["transcription:en-US"]));
+    let g1 = glasses(&mut w, USERS[1]);
+    let a1 = app(&mut w, g1, USERS[1], A, json!(["transcription:en-US"]));
+    let (f1, _) = publisher(&mut w, Peer::InProcess, "venue:main", FEED, &key(FEED));
+    let (f2, msgs) = publisher(&mut w, Peer::InProcess, "venue:track2", FEED2, &key(FEED2));
+    assert_eq!(msgs[0]["type"], "tpa_connection_ack", "{msgs:?}");
+    publish(&mut w, f1, &transcript("main one", "en-US", true));
+    publish(&mut w, f2, &transcript("track one", "en-US", true));
+    publish(&mut w, f2, &transcript("track two", "en-US", true));
+    assert_eq!(texts(&streams(&mut w, a0)), vec!["main one"]);
+    assert_eq!(texts(&streams(&mut w, a1)), vec!["track one", "track two"]);
+    let feeds = w.server.ui_state(w.clock())["feeds"].clone();
+    assert_eq!(
+        (&feeds[0]["followers"], &feeds[1]["followers"]),
+        (&json!(1), &json!(1))
+    );
+    // Both feeds cover transcripts: both microphones off (once the debounce has passed).
+    w.advance(Duration::from_secs(2));
+    assert_eq!(mic(&w.json_messages(g0)).last(), Some(&false));
+    assert_eq!(mic(&w.json_messages(g1)).last(), Some(&false));
+
+    // The second room's feed goes: only its follower's microphone comes back on.
+    w.advance(Duration::from_secs(2));
+    w.client_eof(f2);
+    assert_eq!(mic(&w.json_messages(g0)), Vec::<bool>::new());
+    let m1 = w.json_messages(g1);
+    assert_eq!(mic(&m1), vec![true]);
+    assert_eq!(main_lines(&m1), vec!["Captions feed offline"]);
+    // The operator moves the second user to main: main's last line at once, microphone off,
+    // and from now on main's finals.
+    w.advance(Duration::from_secs(2));
+    let (status, _) = follow(&mut w, "main", &user, OPERATOR);
+    assert_eq!(status, 200);
+    assert_eq!(texts(&streams(&mut w, a1)), vec!["main one"]);
+    let m1 = w.json_messages(g1);
+    assert_eq!(mic(&m1), vec![false]);
+    // The live feed's follower is no longer told its feed is offline.
+    assert_eq!(main_lines(&m1), vec![""]);
+    // Back to the offline room: told again.
+    w.advance(Duration::from_secs(2));
+    assert_eq!(follow(&mut w, "track2", &user, OPERATOR).0, 200);
+    let m1 = w.json_messages(g1);
+    assert_eq!(mic(&m1), vec![true]);
+    assert_eq!(main_lines(&m1), vec!["Captions feed offline"]);
+    assert_eq!(texts(&streams(&mut w, a1)), vec!["track two"]);
+    w.advance(Duration::from_secs(2));
+    assert_eq!(follow(&mut w, "main", &user, OPERATOR).0, 200);
+    assert_eq!(texts(&streams(&mut w, a1)), vec!["main one"]);
+    assert_eq!(main_lines(&w.json_messages(g1)), vec![""]);
+    publish(&mut w, f1, &transcript("main two", "en-US", true));
+    assert_eq!(texts(&streams(&mut w, a0)), vec!["main two"]);
+    assert_eq!(texts(&streams(&mut w, a1)), vec!["main two"]);
+}
+
+/// The texts of the main-view `display_event`s in `msgs`.
+fn main_lines(msgs: &[Value]) -> Vec<String> {
+    msgs.iter()
+        .filter(|m| m["type"] == "display_event" && m["view"] == "main")
+        .map(|m| m["layout"]["text"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+#[test]
+fn glasses_left_without_captions_are_told_when_the_feed_goes_and_cleared_when_it_returns() {
+    let mut w = world();
+    // ada has only the captions app: when the feed goes she has no source.
+    let g0 = glasses(&mut w, USERS[0]);
+    let _a0 = app(&mut w, g0, USERS[0], A, json!(["transcription:en-US"]));
+    // bo also runs a per-session transcriber, which takes over.
+    let g1 = glasses(&mut w, USERS[1]);
+    let _a1 = app(&mut w, g1, USERS[1], A, json!(["transcription:en-US"]));
+    let _stt = app(&mut w, g1, USERS[1], STT, json!(["audio_chunk"]));
+    // cy wants no transcripts.
+    let g2 = glasses(&mut w, USERS[2]);
+    let _b2 = app(&mut w, g2, USERS[2], B, json!(["button_press"]));
+    let f = feed(&mut w);
+    publish(&mut w, f, &transcript("Good evening", "en-US", true));
+    w.advance(Duration::from_secs(5));
+    for g in [g0, g1, g2] {
+        w.json_messages(g);
+    }
+    w.client_eof(f);
+    assert_eq!(
+        main_lines(&w.json_messages(g0)),
+        vec!["Captions feed offline"]
+    );
+    assert_eq!(main_lines(&w.json_messages(g1)), Vec::<String>::new());
+    assert_eq!(main_lines(&w.json_messages(g2)), Vec::<String>::new());
+    // It stays up (no duration) until the feed is back, which clears it.
+    w.advance(Duration::from_secs(60));
+    assert_eq!(main_lines(&w.json_messages(g0)), Vec::<String>::new());
+    let _f = feed(&mut w);
+    assert_eq!(main_lines(&w.json_messages(g0)), vec![""]);
+    assert_eq!(main_lines(&w.json_messages(g1)), Vec::<String>::new());
 }

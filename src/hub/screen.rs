@@ -433,6 +433,28 @@ impl Hub {
         system_display(s, View::AlwaysOn, layout, "dashboard_card", dur, now.mono);
     }
 
+    /// A line of the box on the main view, shown at once; `None` clears the box's line if it
+    /// is still what the main view shows (an app's display since then stays).
+    pub(super) fn screen_system_line(
+        &mut self,
+        net: &mut impl Outbox,
+        sk: SessKey,
+        text: Option<&str>,
+        now: Now,
+    ) {
+        let Some(s) = self.session_mut(sk) else {
+            return;
+        };
+        let ours = s.screen.display.current(View::Main).map(|d| d.owner) == Some(Owner::System);
+        if text.is_none() && !ours {
+            return;
+        }
+        let layout = json!({"layoutType": "text_wall", "text": text.unwrap_or("")}).to_string();
+        let dur = text.is_none().then_some(0);
+        system_display(s, View::Main, layout, "text_wall", dur, now.mono);
+        self.screen_flush(net, sk, now);
+    }
+
     /// Tell every connected app of the session (and the glasses) the new mode or always-on flag.
     fn dashboard_broadcast(&mut self, net: &mut impl Outbox, sk: SessKey, mode: bool, now: Now) {
         let Some(s) = self.session(sk) else { return };

@@ -169,7 +169,7 @@ impl Hub {
         streams
             .routes
             .each(Event::Plain(Stream::AudioChunk), |app, _| {
-                if !self.hears_audio(app, &streams.routes) {
+                if !self.hears_audio(app, &streams.routes, &s.user) {
                     return;
                 }
                 if let Some(conn) = active_conn(s, app) {
@@ -520,12 +520,12 @@ impl Hub {
     /// subscribes to audio all the time, but its subscription counts only while some app wants
     /// what it publishes and no live venue feed covers it: no audio is routed to it, and the microphone is not on for it, while
     /// nobody wants transcripts. Any other app's counts always.
-    fn hears_audio(&self, app: usize, routes: &Routes) -> bool {
+    fn hears_audio(&self, app: usize, routes: &Routes, user: &str) -> bool {
         let publishes = &self.cfg.apps[app].publishes;
         publishes.is_empty()
             || publishes
                 .iter()
-                .any(|p| routes.wants(p) && !self.venue_covers(p))
+                .any(|p| routes.wants(p) && !self.venue_covers(user, p))
     }
 
     /// What the session's apps need the microphone for: audio for the apps that
@@ -538,14 +538,14 @@ impl Hub {
             return MicNeed::default();
         };
         // A live venue feed the session follows covers what it publishes.
-        let wanted = |stream: &str| routes.wants(stream) && !self.venue_covers(stream);
+        let wanted = |stream: &str| routes.wants(stream) && !self.venue_covers(&s.user, stream);
         let transcription = wanted("transcription") || wanted("translation");
         let pcm = s.apps.iter().any(|(&app, run)| {
             let listens = run
                 .subs
                 .iter()
                 .any(|x| matches!(x.as_str(), "audio_chunk" | "all" | "*"));
-            listens && self.hears_audio(app, routes)
+            listens && self.hears_audio(app, routes, &s.user)
         });
         MicNeed { pcm, transcription }
     }

@@ -8,8 +8,11 @@
 //! (replayed at once to a new subscriber) and its counters.
 //!
 //! Decisions:
-//! - every session follows the venue's first configured feed (the only one, in a one-room
-//!   venue);
+//! - a session follows the feed its user was given by the operator
+//!   (`POST /ui/api/feeds/{feed}/follow` `{"user": …}`), else the venue's first configured feed
+//!   (the only one, in a one-room venue). The choice is kept per user in memory, across the
+//!   user's reconnects, until the box restarts; a switch takes effect at once (the new feed's
+//!   finals, its last line sent to the session's subscribers, the microphone recomputed);
 //! - a second publisher for a feed *replaces* the first (the key was checked, so it is the
 //!   operator's own recogniser reconnecting, perhaps over a half-open connection the box has
 //!   not noticed yet); the first is closed with 1008 "Replaced by a newer connection" and the
@@ -24,7 +27,11 @@
 //! - while a live feed publishes `transcription`, no session that follows it needs the glasses'
 //!   microphone for transcripts; when the feed goes away the microphone need is recomputed for
 //!   every follower (on again if an app still wants transcripts, so a per-session transcriber
-//!   takes over where one is configured).
+//!   takes over where one is configured). A follower left without any source (an app wants
+//!   what the feed published, no connected app of the session publishes it) is shown
+//!   [`FEED_OFFLINE`] on the main view as a display of the box, cleared when the feed comes
+//!   back (if still on screen): no message SDK 2.1.29 surfaces to an app says "no source", and
+//!   a deaf visitor must see that the captions stopped, not a frozen line.
 //!
 //! Invariants: a feed has at most one publisher; a publisher's link is `Link::Venue` for its
 //! feed and nothing else; the kept last line is bounded (one message of at most the frame
@@ -58,7 +65,12 @@ pub struct Feed {
     pub delivered: u64,
     /// Interims not delivered to a backed-up app.
     pub dropped: u64,
+    /// The sessions shown [`FEED_OFFLINE`] when the feed went, cleared when it comes back.
+    notified: Vec<SessKey>,
 }
+
+/// What the glasses of a session left without captions show when its feed goes.
+pub const FEED_OFFLINE: &str = "Captions feed offline";
 
 #[derive(Debug)]
 struct LastLine {
@@ -114,6 +126,8 @@ pub struct Venue {
     pub feeds: Vec<Feed>,
     /// Scratch for fanning out: the keys of the sessions, kept between publications.
     scratch: Vec<SessKey>,
+    /// The users the operator pointed at a feed other than the first: user id → feed.
+    follows: std::collections::HashMap<Box<str>, usize>,
 }
 
 impl Venue {
@@ -128,6 +142,7 @@ impl Venue {
                 })
                 .collect(),
             scratch: Vec::new(),
+            follows: Default::default(),
         }
     }
 
@@ -146,9 +161,14 @@ impl Venue {
         Some(self.feeds.iter().position(|f| f.name == name))
     }
 
-    /// The feed the sessions follow: the first configured one.
-    fn followed(&self) -> Option<&Feed> {
-        self.feeds.first()
+    /// The feed `user`'s session follows: the one the operator chose, else the first.
+    fn feed_of(&self, user: &str) -> usize {
+        self.follows.get(user).copied().unwrap_or(0)
+    }
+
+    /// The feed `user`'s session follows, if the venue has any.
+    fn followed(&self, user: &str) -> Option<&Feed> {
+        self.feeds.get(self.feed_of(user))
     }
 }
 
@@ -161,16 +181,57 @@ impl Hub {
     /// Every feed, for the operator page: connected or not, language, the last final lines,
     /// how many sessions follow it, what it published, delivered and dropped.
     pub fn operator_feeds(&self) -> serde_json::Value {
-        let sessions = self.sessions.len();
+        let mut followers = vec![0; self.venue.feeds.len()];
+        for (_, s) in self.sessions.iter() {
+            if let Some(n) = followers.get_mut(self.venue.feed_of(&s.user)) {
+                *n += 1;
+            }
+        }
         self.venue
             .feeds
             .iter()
-            .enumerate()
-            .map(|(i, f)| {
-                let followers = if i == 0 { sessions } else { 0 };
-                f.operator(&self.cfg.apps[f.app].package_name, followers)
-            })
+            .zip(followers)
+            .map(|(f, n)| f.operator(&self.cfg.apps[f.app].package_name, n))
             .collect()
+    }
+
+    /// The operator points `user` at the feed named `feed` (`POST /ui/api/feeds/{feed}/follow`):
+    /// 200 with the choice, or 404 `NO_SUCH_FEED`. The user's session, if any, switches at
+    /// once: its microphone is recomputed and its subscribers get the new feed's last line.
+    pub fn venue_follow(
+        &mut self,
+        net: &mut impl Outbox,
+        id: ConnId,
+        user: &str,
+        feed: &str,
+        now: Now,
+    ) {
+        let Some(to) = self.venue.feeds.iter().position(|f| f.name == feed) else {
+            self.refused("NO_SUCH_FEED");
+            return net.respond_error(id, 404, "NO_SUCH_FEED", "no venue feed has this name", &[]);
+        };
+        let from = self.venue.feed_of(user);
+        if to == 0 {
+            self.venue.follows.remove(user);
+        } else {
+            self.venue.follows.insert(user.into(), to);
+        }
+        log::info!("event=venue_follow user={user:?} feed={feed:?}");
+        if let Some(sk) = self.sessions.by_user(user).filter(|_| from != to) {
+            self.mic_changed(net, sk, now);
+            self.venue_replay_all(net, sk, now);
+            self.venue_notice_moved(net, sk, from, to, now);
+        }
+        let body = serde_json::json!({"user": user, "feed": feed});
+        net.respond_json(id, 200, &body, &[]);
+    }
+
+    /// Send every active app in `sk` the followed feed's last final line, if it subscribes to it.
+    fn venue_replay_all(&self, net: &mut impl Outbox, sk: SessKey, now: Now) {
+        let Some(s) = self.session(sk) else { return };
+        for &app in s.apps.keys() {
+            self.venue_replay(net, sk, app, &[], now);
+        }
     }
 
     /// A `tpa_connection_init` naming a venue feed, key already checked: bind it as the feed's
@@ -213,6 +274,7 @@ impl Hub {
         net.send_json(id, &ack);
         if old.is_none() {
             self.venue_mic_changed(net, feed, now);
+            self.venue_notice(net, feed, false, now);
         }
     }
 
@@ -258,23 +320,98 @@ impl Hub {
         f.conn = None;
         log::info!("event=venue_feed_lost feed={:?} connection={id}", f.name);
         self.venue_mic_changed(net, feed, now);
+        self.venue_notice(net, feed, true, now);
+    }
+
+    /// The feed went (`offline`): every follower left without captions (an app wants what the
+    /// feed publishes and no app of the session's own publishes it) is shown [`FEED_OFFLINE`]
+    /// on the main view, so a frozen line is not taken for silence. The feed came back: that
+    /// line is cleared for those that still follow it.
+    fn venue_notice(&mut self, net: &mut impl Outbox, feed: usize, offline: bool, now: Now) {
+        if offline {
+            let keys: Vec<SessKey> = self
+                .followers(feed)
+                .filter(|&sk| self.feed_uncovered(sk, feed))
+                .collect();
+            for &sk in &keys {
+                self.screen_system_line(net, sk, Some(FEED_OFFLINE), now);
+            }
+            self.venue.feeds[feed].notified = keys;
+            return;
+        }
+        for sk in std::mem::take(&mut self.venue.feeds[feed].notified) {
+            let follows = self
+                .session(sk)
+                .is_some_and(|s| self.venue.feed_of(&s.user) == feed);
+            if follows {
+                self.screen_system_line(net, sk, None, now);
+            }
+        }
+    }
+
+    /// `sk` moved from feed `from` to `to`: the offline line goes with the old feed, and comes
+    /// with the new one if it is offline and the session has no other source.
+    fn venue_notice_moved(
+        &mut self,
+        net: &mut impl Outbox,
+        sk: SessKey,
+        from: usize,
+        to: usize,
+        now: Now,
+    ) {
+        let old = &mut self.venue.feeds[from].notified;
+        let had = old.contains(&sk);
+        old.retain(|&k| k != sk);
+        let show = self.venue.feeds[to].conn.is_none() && self.feed_uncovered(sk, to);
+        if show {
+            self.venue.feeds[to].notified.push(sk);
+        }
+        match (had, show) {
+            (_, true) => self.screen_system_line(net, sk, Some(FEED_OFFLINE), now),
+            (true, false) => self.screen_system_line(net, sk, None, now),
+            (false, false) => {}
+        }
+    }
+
+    /// Whether `sk` wants what `feed` publishes and has no connected app of its own publishing
+    /// it (a per-session transcriber that takes over).
+    fn feed_uncovered(&self, sk: SessKey, feed: usize) -> bool {
+        let Some(s) = self.session(sk) else {
+            return false;
+        };
+        let Some(routes) = s.streams.as_deref().map(|st| &st.routes) else {
+            return false;
+        };
+        let apps = &self.cfg.apps;
+        apps[self.venue.feeds[feed].app].publishes.iter().any(|p| {
+            routes.wants(p)
+                && !s.apps.iter().any(|(&a, run)| {
+                    matches!(run.state, AppState::Active) && apps[a].publishes.contains(p)
+                })
+        })
     }
 
     /// Every session that follows `feed` brings its microphone in line (the feed came or went).
     fn venue_mic_changed(&mut self, net: &mut impl Outbox, feed: usize, now: Now) {
-        if feed != 0 {
-            return;
-        }
-        let keys: Vec<SessKey> = self.sessions.iter().map(|(sk, _)| sk).collect();
+        let keys: Vec<SessKey> = self.followers(feed).collect();
         for sk in keys {
             self.mic_changed(net, sk, now);
         }
     }
 
-    /// Whether a live venue feed that the sessions follow publishes `stream`: then no session
-    /// needs its own recogniser (nor its microphone) for it.
-    pub(super) fn venue_covers(&self, stream: &str) -> bool {
-        self.venue.followed().is_some_and(|f| {
+    /// The sessions that follow `feed`.
+    fn followers(&self, feed: usize) -> impl Iterator<Item = SessKey> + '_ {
+        let venue = &self.venue;
+        self.sessions
+            .iter()
+            .filter(move |(_, s)| venue.feed_of(&s.user) == feed)
+            .map(|(sk, _)| sk)
+    }
+
+    /// Whether a live venue feed that `user`'s session follows publishes `stream`: then the
+    /// session needs no recogniser of its own (nor its microphone) for it.
+    pub(super) fn venue_covers(&self, user: &str, stream: &str) -> bool {
+        self.venue.followed(user).is_some_and(|f| {
             f.conn.is_some() && self.cfg.apps[f.app].publishes.iter().any(|p| p == stream)
         })
     }
@@ -304,11 +441,14 @@ impl Hub {
                 data: p.data.into(),
             });
         }
-        if feed != 0 {
-            return;
-        }
         let mut keys = std::mem::take(&mut self.venue.scratch);
-        keys.extend(self.sessions.iter().map(|(sk, _)| sk));
+        let venue = &self.venue;
+        keys.extend(
+            self.sessions
+                .iter()
+                .filter(|(_, s)| venue.feed_of(&s.user) == feed)
+                .map(|(sk, _)| sk),
+        );
         let (mut delivered, mut dropped) = (0, 0);
         for &sk in &keys {
             let (d, x) = self.deliver_published(net, sk, &p, now);
@@ -332,10 +472,14 @@ impl Hub {
         before: &[String],
         now: Now,
     ) {
-        let Some(line) = self.venue.followed().and_then(|f| f.last_final.as_ref()) else {
+        let Some(s) = self.session(sk) else { return };
+        let Some(line) = self
+            .venue
+            .followed(&s.user)
+            .and_then(|f| f.last_final.as_ref())
+        else {
             return;
         };
-        let Some(s) = self.session(sk) else { return };
         let Some(run) = s.apps.get(&app) else { return };
         let (AppState::Active, Some(conn)) = (&run.state, run.conn) else {
             return;

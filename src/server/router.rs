@@ -15,7 +15,7 @@
 //! | GET, HEAD²  | `/ui`, `/ui/`, `/ui/{file}`                     | [`Route::Page`]            |
 //! | any²        | `/ui/config.json`                               | [`Route::UiConfig`]        |
 //! | POST²       | `/ui/dev/token`                                 | [`Route::DevToken`]        |
-//! | any²        | `/ui/api/…` (state, sessions/{user}/apps/{pkg}/start\|stop, devices, devices/{name}/revoke\|token) | [`Route::Operator`] |
+//! | any²        | `/ui/api/…` (state, sessions/{user}/apps/{pkg}/start\|stop, devices, devices/{name}/revoke\|token, feeds/{feed}/follow) | [`Route::Operator`] |
 //! | POST        | `/apps/{pkg}/start\|stop`                       | [`Route::AppAction`]       |
 //! | GET, PUT, DELETE | `/api/sdk/simple-storage/{user}[/{key}]`   | [`Route::Storage`]         |
 //! | GET         | `/appsettings/user/{pkg}`, `/tpasettings/user/{pkg}` | [`Route::SettingsRead`] |
@@ -118,6 +118,8 @@ pub enum Operator {
     RevokeDevice(String),
     /// `GET /ui/api/devices/{name}/token`: the token and its QR code, on explicit request.
     DeviceToken(String),
+    /// `POST /ui/api/feeds/{feed}/follow` `{"user": …}`: that user's session follows the feed.
+    Follow(String),
     Refuse(Refusal),
 }
 
@@ -173,7 +175,7 @@ const PAGES: &[(&str, Page)] = &[
 const NO_SUCH_ENDPOINT: &str = "no such endpoint";
 const NO_SUCH_PAGE: &str = "no such page";
 const USE_OPERATOR_API: &str =
-    "use GET /ui/api/state, POST /ui/api/sessions/{userId}/apps/{packageName}/start|stop, GET|POST /ui/api/devices, POST /ui/api/devices/{name}/revoke or GET /ui/api/devices/{name}/token";
+    "use GET /ui/api/state, POST /ui/api/sessions/{userId}/apps/{packageName}/start|stop, GET|POST /ui/api/devices, POST /ui/api/devices/{name}/revoke, GET /ui/api/devices/{name}/token or POST /ui/api/feeds/{feed}/follow";
 const GET_POST: MethodNotAllowed = MethodNotAllowed {
     message: "use GET or POST",
     allow: "Allow: GET, POST",
@@ -350,6 +352,19 @@ fn operator(method: &str, api: &str) -> Operator {
     }
     if let Some(devices) = api.strip_prefix("devices") {
         return device_call(method, devices);
+    }
+    // feeds/{feed}/follow
+    let feed = api
+        .strip_prefix("feeds/")
+        .and_then(|r| r.strip_suffix("/follow"));
+    if let Some(feed) = feed {
+        return match percent_decode(feed).filter(|f| !f.is_empty() && !f.contains('/')) {
+            None => Operator::Refuse(Refusal::NotFound(USE_OPERATOR_API)),
+            Some(_) if method != "POST" => {
+                Operator::Refuse(Refusal::WrongMethod(MethodNotAllowed::POST))
+            }
+            Some(feed) => Operator::Follow(feed),
+        };
     }
     // sessions/{user}/apps/{package}/{start|stop}
     let action = api
@@ -693,6 +708,25 @@ mod tests {
             op("DELETE", "/ui/api/devices"),
             Operator::Refuse(Refusal::WrongMethod(GET_POST))
         );
+        assert_eq!(
+            op("POST", "/ui/api/feeds/track%202/follow"),
+            Operator::Follow("track 2".into())
+        );
+        assert_eq!(
+            op("GET", "/ui/api/feeds/main/follow"),
+            Operator::Refuse(Refusal::WrongMethod(MethodNotAllowed::POST))
+        );
+        for path in [
+            "/ui/api/feeds//follow",
+            "/ui/api/feeds/a/b/follow",
+            "/ui/api/feeds/main",
+        ] {
+            assert_eq!(
+                op("POST", path),
+                Operator::Refuse(Refusal::NotFound(USE_OPERATOR_API)),
+                "{path}"
+            );
+        }
         assert_eq!(
             op("POST", "/ui/api/devices/desk-1/revoke"),
             Operator::RevokeDevice("desk-1".into())

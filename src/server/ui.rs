@@ -173,6 +173,23 @@ impl Server {
             Operator::AddDevices => self.devices_add(id, body, now),
             Operator::RevokeDevice(name) => self.devices_revoke(id, &name, now),
             Operator::DeviceToken(name) => self.devices_token(id, &name),
+            Operator::Follow(feed) => {
+                let user = serde_json::from_slice::<Value>(body)
+                    .ok()
+                    .and_then(|v| v["user"].as_str().map(str::to_string))
+                    .filter(|u| !u.is_empty() && u.len() <= 256);
+                let Some(user) = user else {
+                    self.hub.counters.refused("BAD_REQUEST");
+                    return self.net.respond_error(
+                        id,
+                        400,
+                        "BAD_REQUEST",
+                        r#"the body must be {"user": "<user id>"}"#,
+                        &[],
+                    );
+                };
+                self.hub.venue_follow(&mut self.net, id, &user, &feed, now);
+            }
             Operator::Refuse(refusal) => refusal.respond(&mut self.net, id),
         }
     }
