@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tungstenite::Message;
@@ -168,11 +168,12 @@ fn health(port: u16) -> Option<Value> {
 }
 
 /// One user's glasses: connect through HAProxy, start the app once, and reconnect whenever
-/// the connection drops, until `stop`.
-fn glasses(user: String, front: u16, stop: Arc<AtomicBool>) {
+/// the connection drops or `again` changes, until `stop`.
+fn glasses(user: String, front: u16, stop: Arc<AtomicBool>, again: Arc<AtomicUsize>) {
     use tungstenite::client::IntoClientRequest;
     let mut first = true;
     while !stop.load(Ordering::Relaxed) {
+        let epoch = again.load(Ordering::Relaxed);
         let Ok(tcp) = TcpStream::connect(("127.0.0.1", front)) else {
             std::thread::sleep(Duration::from_millis(50));
             continue;
@@ -212,6 +213,9 @@ fn glasses(user: String, front: u16, stop: Arc<AtomicBool>) {
                 {
                     if stop.load(Ordering::Relaxed) {
                         return;
+                    }
+                    if again.load(Ordering::Relaxed) != epoch {
+                        break;
                     }
                 }
                 Err(_) => break,
@@ -293,12 +297,13 @@ fn failover(signal: &str) {
     std::thread::sleep(Duration::from_millis(1200)); // HAProxy's checks see them up
 
     let stop = Arc::new(AtomicBool::new(false));
+    let again = Arc::new(AtomicUsize::new(0));
     let names: Vec<String> = (0..users).map(|i| format!("user{i}@example.com")).collect();
     let threads: Vec<_> = names
         .iter()
         .map(|u| {
-            let (u, stop) = (u.clone(), stop.clone());
-            std::thread::spawn(move || glasses(u, front, stop))
+            let (u, stop, again) = (u.clone(), stop.clone(), again.clone());
+            std::thread::spawn(move || glasses(u, front, stop, again))
         })
         .collect();
     // Every user's app has its session; where each user is.
@@ -397,6 +402,41 @@ fn failover(signal: &str) {
     // Nothing lost in the store.
     let mut store = PgStore::open(&PgUrl::parse(&pg.url()).unwrap()).unwrap();
     assert_eq!(store.load().unwrap().running.len(), users);
+    if signal == "KILL" {
+        // The killed process comes back and every pair of glasses reconnects: the affected
+        // users land on it again (affinity) while the processes they moved to still hold
+        // their sessions in the grace period. Those give them up (the store's lease: the
+        // restarted process asked for them): each user is held once.
+        procs[victim] = Some(edge(ports[victim], &pg.url(), app_port, &dir));
+        let until = Instant::now() + Duration::from_secs(30);
+        while !health(ports[victim]).is_some_and(|h| h["ready"] == true) {
+            assert!(Instant::now() < until, "the restarted process is not ready");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(1200)); // HAProxy's checks see it up
+        let back = Instant::now();
+        again.fetch_add(1, Ordering::Relaxed);
+        let until = Instant::now() + Duration::from_secs(30);
+        let per = loop {
+            let per: Vec<usize> = ports
+                .iter()
+                .map(|&p| health(p).map_or(0, |h| h["sessions"].as_u64().unwrap_or(0) as usize))
+                .collect();
+            if per.iter().sum::<usize>() == users && per[victim] == affected.len() {
+                break per;
+            }
+            assert!(
+                Instant::now() < until,
+                "after the restart, sessions per process {per:?} for {users} users ({} back on the restarted one)",
+                affected.len()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        println!(
+            "after the restart and a reconnect of every pair of glasses: sessions per process {per:?}, each user held once {:?} after the reconnect",
+            back.elapsed()
+        );
+    }
     stop.store(true, Ordering::Relaxed);
     drop(procs);
     for t in threads {

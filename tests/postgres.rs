@@ -487,3 +487,279 @@ fn the_box_serves_through_an_outage_says_degraded_and_writes_when_the_database_i
         ]
     );
 }
+
+// ---- leases: no user on two processes at once -------------------------------------------------
+
+fn users(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+fn held(a: &augmentos_edge::state::LeaseAnswer) -> Vec<String> {
+    let mut v = a.held.clone();
+    v.sort();
+    v.dedup();
+    v
+}
+
+#[test]
+fn two_processes_claiming_one_user_one_keeps_it_the_other_is_told_and_a_dead_holder_frees_it() {
+    let pg = pg_or_skip!("lease");
+    let mut a = PgStore::open(&url(&pg)).unwrap();
+    let mut b = PgStore::open(&url(&pg)).unwrap();
+    assert_ne!(a.owner(), b.owner());
+    let none: Vec<String> = Vec::new();
+    // Both claim ada at once (from two threads): exactly one gets her.
+    let (ra, rb) = std::thread::scope(|s| {
+        let ta = s.spawn(|| a.lease(&users(&[USER, "x"]), &none, &none).unwrap());
+        let tb = s.spawn(|| b.lease(&users(&[USER, "y"]), &none, &none).unwrap());
+        (ta.join().unwrap(), tb.join().unwrap())
+    });
+    let a_has = held(&ra).contains(&USER.to_string());
+    let b_has = held(&rb).contains(&USER.to_string());
+    assert!(a_has != b_has, "exactly one holds ada: a {ra:?}, b {rb:?}");
+    let (mut holder, mut other, other_own) = if a_has { (a, b, "y") } else { (b, a, "x") };
+    // The other one's claim again: still refused, and marks ada wanted; the holder's renewal
+    // keeps her and says so.
+    let r = other
+        .lease(&users(&[USER]), &users(&[other_own]), &none)
+        .unwrap();
+    assert_eq!(held(&r), users(&[other_own]));
+    let r = holder.lease(&none, &users(&[USER]), &none).unwrap();
+    assert!(held(&r).contains(&USER.to_string()));
+    assert_eq!(r.wanted, users(&[USER]));
+    // The row says who: one owner.
+    let rows = holder
+        .query_text(&format!(
+            "SELECT owner FROM user_leases WHERE user_id = '{USER}'"
+        ))
+        .unwrap();
+    assert_eq!(rows, vec![vec![Some(holder.owner().to_string())]]);
+    // The holder dies (its connection closes, its lease has not expired): the claim succeeds
+    // at once.
+    let holder_owner = holder.owner().to_string();
+    drop(holder);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let got = loop {
+        let r = other.lease(&users(&[USER]), &none, &none).unwrap();
+        if held(&r).contains(&USER.to_string()) {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(got, "the dead holder's lease was not freed");
+    // A process that comes back (a new connection under the dead one's name is not possible:
+    // a restart is a new owner) cannot take her back while the survivor lives.
+    let mut back = PgStore::open(&url(&pg)).unwrap();
+    assert_ne!(back.owner(), holder_owner);
+    let r = back.lease(&users(&[USER]), &none, &none).unwrap();
+    assert!(held(&r).is_empty(), "{r:?}");
+    // The survivor lets her go: the claim succeeds.
+    other.lease(&none, &none, &users(&[USER])).unwrap();
+    let r = back.lease(&users(&[USER]), &none, &none).unwrap();
+    assert_eq!(held(&r), users(&[USER]));
+    // And the old holder's renewal now finds her gone.
+    let r = other.lease(&none, &users(&[USER]), &none).unwrap();
+    assert!(!held(&r).contains(&USER.to_string()), "{r:?}");
+}
+
+/// Lease news from a writer, waited for.
+fn lease_news(w: &mut Writer, what: &str) -> augmentos_edge::state::LeaseNews {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        w.poll_status();
+        if let Some(n) = w.take_lease_news() {
+            return n;
+        }
+        assert!(Instant::now() < deadline, "{what}: no lease news");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn the_writers_renew_their_leases_tell_the_holder_it_is_wanted_and_the_loser_that_it_lost() {
+    use augmentos_edge::state::Lease;
+    let pg = pg_or_skip!("lease-writers");
+    let start = |u: &PgUrl| {
+        let loaded = open_configured(u, 100);
+        Writer::start(
+            loaded.store.unwrap(),
+            loaded.status,
+            loaded.queue_limit,
+            Box::new(|| {}),
+        )
+        .unwrap()
+    };
+    let mut a = start(&url(&pg));
+    let mut b = start(&url(&pg));
+    let mut check = PgStore::open(&url(&pg)).unwrap();
+    let owner_of = |c: &mut PgStore| {
+        c.query_text(&format!(
+            "SELECT owner, expires > now() FROM user_leases WHERE user_id = '{USER}'"
+        ))
+        .unwrap()
+    };
+    a.lease(vec![Lease::Claim(USER.into())]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while owner_of(&mut check).is_empty() {
+        assert!(Instant::now() < deadline, "a's claim never written");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let a_owner = owner_of(&mut check)[0][0].clone();
+    // b claims her too: a is told she is wanted, b gets nothing yet.
+    b.lease(vec![Lease::Claim(USER.into())]);
+    let news = lease_news(&mut a, "a told of b's claim");
+    assert_eq!((news.lost, news.wanted), (vec![], users(&[USER])));
+    // Renewed past the lease's time to live: a still holds her, its row not expired.
+    std::thread::sleep(Duration::from_secs(
+        augmentos_edge::state::postgres::LEASE_TTL_SECS as u64 + 1,
+    ));
+    let row = owner_of(&mut check);
+    assert_eq!(row[0][0], a_owner);
+    assert_eq!(
+        row[0][1].as_deref(),
+        Some("t"),
+        "a's lease expired: {row:?}"
+    );
+    // b's claim runs out of patience: b is told it lost her.
+    let news = lease_news(&mut b, "b's claim given up");
+    assert_eq!(news.lost, users(&[USER]));
+    let row = owner_of(&mut check);
+    assert_eq!(row[0][0], a_owner);
+    // a lets her go (its session ended): b claims again and gets her.
+    a.lease(vec![Lease::Release(USER.into())]);
+    b.lease(vec![Lease::Claim(USER.into())]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while owner_of(&mut check).first().is_none_or(|r| r[0] == a_owner) {
+        assert!(Instant::now() < deadline, "b never got her");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(a);
+    drop(b);
+}
+
+/// A box on `pg`, killed when dropped; returns its port.
+struct Edge(std::process::Child, u16);
+impl Drop for Edge {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn edge(pg: &pg::Pg, name: &str) -> Edge {
+    let port = ports::free_port().unwrap();
+    let config = json!({
+        "listen": [format!("127.0.0.1:{port}")],
+        "jwtSecret": std::str::from_utf8(SECRET).unwrap(),
+        "postgres": {"url": pg.url(), "queueLimit": 1000},
+        "apps": [{"packageName": CAPTIONS, "name": "Captions", "publicUrl": "http://127.0.0.1:9",
+            "hashedApiKey": auth::hash_api_key("k")}],
+    });
+    let file = pg.dir.join(format!("edge-{name}.json"));
+    std::fs::write(&file, config.to_string()).unwrap();
+    let e = Edge(
+        std::process::Command::new(env!("CARGO_BIN_EXE_augmentos-edge"))
+            .args(["serve", "--config"])
+            .arg(&file)
+            .env_remove("AUGMENTOS_AUTH_JWT_SECRET")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+        port,
+    );
+    let until = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+        || get_health(port)["ready"] != true
+    {
+        assert!(Instant::now() < until, "box {name} not up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    e
+}
+
+fn lease_owner(pg: &pg::Pg, user: &str) -> Option<String> {
+    let rows = PgStore::open(&url(pg))
+        .unwrap()
+        .query_text(&format!(
+            "SELECT owner FROM user_leases WHERE user_id = '{user}'"
+        ))
+        .unwrap();
+    rows.first().and_then(|r| r[0].clone())
+}
+
+fn metric(port: u16, name: &str) -> Option<f64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.lines().find_map(|l| {
+        l.strip_prefix(&format!("augmentos_edge_{name} "))?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+#[test]
+fn the_real_boxes_fence_a_user_a_second_copy_ends_and_a_session_in_grace_is_given_up() {
+    let pg = pg_or_skip!("lease-boxes");
+    let a = edge(&pg, "a");
+    let b = edge(&pg, "b");
+    // Ada's glasses on A: A holds her.
+    let mut on_a = live_glasses(a.1, USER, CAPTIONS);
+    let until = Instant::now() + Duration::from_secs(10);
+    while lease_owner(&pg, USER).is_none() {
+        assert!(Instant::now() < until, "A never claimed ada");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let a_owner = lease_owner(&pg, USER).unwrap();
+    // A second pair of her glasses on B while A's are connected: B serves at once, its claim
+    // is refused, and once its patience is out B ends its copy (SESSION_ELSEWHERE, 1013).
+    let mut on_b = live_glasses(b.1, USER, CAPTIONS);
+    on_b.get_ref()
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut told = false;
+    let until = Instant::now() + Duration::from_secs(20);
+    let close = loop {
+        assert!(Instant::now() < until, "B's copy of ada was never ended");
+        match on_b.read() {
+            Ok(tungstenite::Message::Text(t)) if t.contains("SESSION_ELSEWHERE") => told = true,
+            Ok(tungstenite::Message::Close(c)) => break c,
+            Ok(_) => {}
+            Err(e) => panic!("B's glasses: {e}"),
+        }
+    };
+    assert!(told);
+    assert_eq!(close.map(|c| u16::from(c.code)), Some(1013));
+    assert_eq!(metric(b.1, "sessions"), Some(0.0));
+    assert_eq!(metric(b.1, "sessions_fenced_total"), Some(1.0));
+    // A kept her all along.
+    assert_eq!(lease_owner(&pg, USER), Some(a_owner.clone()));
+    assert_eq!(metric(a.1, "sessions"), Some(1.0));
+    // Her glasses leave A (A keeps the session in its grace period) and come to B: A gives
+    // her up at its next renewal, and B's claim takes her.
+    on_a.close(None).unwrap();
+    let _ = on_a.read();
+    let _on_b = live_glasses(b.1, USER, CAPTIONS);
+    let until = Instant::now() + Duration::from_secs(15);
+    while metric(a.1, "sessions") != Some(0.0)
+        || lease_owner(&pg, USER).is_none_or(|o| o == a_owner)
+    {
+        assert!(
+            Instant::now() < until,
+            "A still holds ada: sessions {:?}, owner {:?}",
+            metric(a.1, "sessions"),
+            lease_owner(&pg, USER)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(metric(a.1, "sessions_fenced_total"), Some(1.0));
+    assert_eq!(metric(b.1, "sessions"), Some(1.0));
+}

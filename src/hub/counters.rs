@@ -18,6 +18,8 @@ pub struct HubCounters {
     pub webhooks_failed: u64,
     pub app_restarts: u64,
     pub sessions_ended: u64,
+    /// Sessions ended here because another process holds the user (a lease lost or wanted).
+    pub sessions_fenced: u64,
     /// Webhooks replaced by a newer one for the same app before they were sent.
     pub webhooks_coalesced: u64,
     /// Webhooks that waited for a free slot at their app server.

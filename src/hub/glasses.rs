@@ -17,6 +17,7 @@ use crate::protocol::message::GlassesMsg;
 use crate::protocol::outbound as messages;
 use crate::protocol::outbound::SettingsUpdate;
 use crate::protocol::requests::RequestKind;
+use crate::state::LeaseNews;
 use crate::time::Now;
 
 impl Hub {
@@ -246,6 +247,8 @@ impl Hub {
                     screen::LazyScreen::new(&self.display_timings),
                 ));
                 log::info!("event=session_created session={user:?} connection={id}");
+                // Served at once; the store arbitrates meanwhile (`on_lease_news`).
+                self.durable.claim(user);
                 sk
             }
         };
@@ -330,10 +333,53 @@ impl Hub {
                 return;
             };
             self.counters.sessions_ended += 1;
+            self.durable.release(&s.user);
             log::info!(
                 "event=session_ended session={:?} reason=grace_period",
                 s.user
             );
+        }
+    }
+
+    /// What the shared store said of this process's leases (fencing). A user `lost` is held
+    /// by another process: this copy of the session ends — the glasses get a
+    /// `SESSION_ELSEWHERE` error and the close 1013 "try again later" (they reconnect through
+    /// the balancer, which sends them where the session lives), the apps are stopped as at the
+    /// end of a session, and the user's running apps stay recorded. A user `wanted` by another
+    /// process (the glasses connected there) is let go if its glasses are gone from here, so
+    /// the other process's claim gets it at its next round; with the glasses still connected
+    /// here, this process keeps it and the other one's claim runs out of patience.
+    pub fn on_lease_news(&mut self, net: &mut impl Outbox, news: LeaseNews, now: Now) {
+        for user in news.lost {
+            let Some(sk) = self.sessions.by_user(&user) else {
+                continue;
+            };
+            if let Some(g) = self.session(sk).and_then(|s| s.glasses) {
+                self.links.remove(&g);
+                self.refused("SESSION_ELSEWHERE");
+                net.send_json(
+                    g,
+                    &messages::connection_error(
+                        "SESSION_ELSEWHERE",
+                        "this user's session is held by another process; reconnect",
+                        now.iso(),
+                    ),
+                );
+                net.close_websocket(g, 1013, "session held by another process", now.mono);
+            }
+            self.counters.sessions_fenced += 1;
+            log::warn!("event=session_fenced session={user:?} reason=lease_lost");
+            self.end_session(net, sk, now);
+        }
+        for user in news.wanted {
+            let Some(sk) = self.sessions.by_user(&user) else {
+                continue;
+            };
+            if self.session(sk).is_some_and(|s| s.glasses.is_none()) {
+                self.counters.sessions_fenced += 1;
+                log::info!("event=session_fenced session={user:?} reason=wanted_elsewhere");
+                self.end_session(net, sk, now);
+            }
         }
     }
 }

@@ -178,6 +178,11 @@ impl Hub {
         self.durable.take_pending()
     }
 
+    /// Every lease claim and release since the last call, oldest first, for the writer.
+    pub fn take_leases(&mut self) -> Vec<crate::state::Lease> {
+        self.durable.take_leases()
+    }
+
     /// What a shared store holds (other processes' writes): taken for every user with no
     /// session here (see [`Durable::merge_shared`]), so a user who fails over to this process
     /// gets the apps they ran on the other one started.

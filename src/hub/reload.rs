@@ -28,6 +28,16 @@ pub struct Reloaded {
 impl Hub {
     /// Close every glasses and app connection with 1001 "going away".
     pub fn shutdown(&mut self, net: &mut impl Outbox, now: Now) {
+        // Let every user go at once: their glasses land on another process, whose claims
+        // must not wait for this one's leases to run out.
+        let users: Vec<String> = self
+            .sessions
+            .iter()
+            .map(|(_, s)| s.user.to_string())
+            .collect();
+        for u in users {
+            self.durable.release(&u);
+        }
         let mut ids: Vec<_> = self.links.drain().map(|(id, _)| id).collect();
         ids.sort();
         for id in ids {

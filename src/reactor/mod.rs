@@ -242,17 +242,32 @@ impl Reactor {
         }
     }
 
-    /// Hand the turn's durable changes to the writer, and its reports to the core.
-    fn persist(&mut self) {
-        let batch = self.server.take_persist();
-        if let Some(w) = &mut self.writer {
-            w.submit(batch);
-            if let Some(status) = w.poll_status() {
-                self.server.handle_store_status(status);
+    /// Hand the turn's durable changes and lease changes to the writer, and its reports to the
+    /// core (sessions ended by lease news are flushed in the same turn).
+    fn persist(&mut self, now: Now) {
+        let Some(w) = &mut self.writer else {
+            let _ = self.server.take_persist();
+            let _ = self.server.take_leases();
+            return;
+        };
+        let status = w.poll_status();
+        let shared = w.take_shared();
+        let news = w.take_lease_news();
+        if let Some(status) = status {
+            self.server.handle_store_status(status);
+        }
+        if let Some(shared) = shared {
+            self.server.handle_shared_state(shared);
+        }
+        if let Some(news) = news {
+            self.server.handle_lease_news(news, now);
+            while let Some(id) = self.server.poll_dirty() {
+                self.flush(id);
             }
-            if let Some(shared) = w.take_shared() {
-                self.server.handle_shared_state(shared);
-            }
+        }
+        if let Some(w) = &self.writer {
+            w.submit(self.server.take_persist());
+            w.lease(self.server.take_leases());
         }
     }
 
@@ -383,7 +398,7 @@ impl Reactor {
                 self.flush(id);
             }
             self.take_reading();
-            self.persist();
+            self.persist(now);
             let took = self.clock.mono().saturating_since(now.mono);
             self.server.handle_turn_time(took);
             if self.stop.stop.load(Ordering::SeqCst) {

@@ -304,6 +304,12 @@ fn sessions<'a>(v: &'a View<'_>) -> Vec<Family<'a>> {
             "Sessions ended after the grace period.",
             n(hc.sessions_ended),
         ),
+        Family::one(
+            "sessions_fenced_total",
+            "counter",
+            "Sessions ended because another process holds the user (shared store's lease).",
+            n(hc.sessions_fenced),
+        ),
         Family::labelled(
             "apps",
             "gauge",

@@ -347,6 +347,16 @@ impl Server {
         self.listeners = Some(open);
     }
 
+    /// Every lease claim and release since the last call: the shell hands them to the writer.
+    pub fn take_leases(&mut self) -> Vec<crate::state::Lease> {
+        self.hub.take_leases()
+    }
+
+    /// What the shared store said of this process's leases (see [`Hub::on_lease_news`]).
+    pub fn handle_lease_news(&mut self, news: crate::state::LeaseNews, now: Now) {
+        self.hub.on_lease_news(&mut self.net, news, now);
+    }
+
     /// What the shared store holds, read back by the shell (other processes' writes).
     pub fn handle_shared_state(&mut self, snapshot: Snapshot) {
         self.hub.merge_shared(snapshot);

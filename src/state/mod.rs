@@ -87,6 +87,37 @@ pub enum Persist {
     Device(Device),
 }
 
+/// A change to this process's leases in a shared store: fencing, so that no user is served by
+/// two processes at once. Queued by the core like [`Persist`] changes, answered by the writer
+/// thread as [`LeaseNews`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lease {
+    /// A session for the user started here: hold the user (granted if the lease is free,
+    /// expired, held by a process whose database connection is gone, or already ours).
+    Claim(String),
+    /// The session ended here: let the user go.
+    Release(String),
+}
+
+/// What a store answered to one lease round.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct LeaseAnswer {
+    /// Users whose lease is this process's after the round (claimed or renewed).
+    pub held: Vec<String>,
+    /// Of those, the users another process asked for since the last round.
+    pub wanted: Vec<String>,
+}
+
+/// What the writer thread tells the core about its leases.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct LeaseNews {
+    /// Users another process holds now (our claim was refused past its patience, or our lease
+    /// was taken): this process ends its copy of their session.
+    pub lost: Vec<String>,
+    /// Users held here that another process asked for (their glasses connected there).
+    pub wanted: Vec<String>,
+}
+
 /// Where durable state is kept. Owned by the writer thread; nothing else calls it.
 pub trait Store: Send {
     /// Everything stored, for the core to start from.
@@ -103,6 +134,21 @@ pub trait Store: Send {
     /// same changes may be applied again later; false when the changes themselves failed.
     fn retry_later(&self) -> bool {
         false
+    }
+    /// One lease round for this process: claim `claim`, renew every lease it holds, give up
+    /// `release`. Only called on a shared store ([`Store::shared_refresh`]); a store only
+    /// this process writes grants everything.
+    fn lease(
+        &mut self,
+        claim: &[String],
+        renew: &[String],
+        release: &[String],
+    ) -> Result<LeaseAnswer, String> {
+        let _ = release;
+        Ok(LeaseAnswer {
+            held: claim.iter().chain(renew).cloned().collect(),
+            wanted: Vec::new(),
+        })
     }
 }
 
@@ -183,6 +229,8 @@ pub struct Durable {
     /// Provisioned devices by name.
     devices: BTreeMap<String, Device>,
     pending: Vec<Persist>,
+    /// Lease changes not yet handed to the writer, in order.
+    leases: Vec<Lease>,
 }
 
 impl Durable {
@@ -263,6 +311,23 @@ impl Durable {
     /// Every change queued since the last call, oldest first.
     pub fn take_pending(&mut self) -> Vec<Persist> {
         std::mem::take(&mut self.pending)
+    }
+
+    // ---- leases ----------------------------------------------------------------------------
+
+    /// A session for `user` started here: ask the store to hold the user for this process.
+    pub fn claim(&mut self, user: &str) {
+        self.leases.push(Lease::Claim(user.to_string()));
+    }
+
+    /// The session of `user` ended here: let the user go.
+    pub fn release(&mut self, user: &str) {
+        self.leases.push(Lease::Release(user.to_string()));
+    }
+
+    /// Every lease change queued since the last call, oldest first.
+    pub fn take_leases(&mut self) -> Vec<Lease> {
+        std::mem::take(&mut self.leases)
     }
 
     // ---- running apps ----------------------------------------------------------------------

@@ -11,9 +11,16 @@
 //! durable writes finish before the process exits. A store shared with other processes
 //! ([`Store::shared_refresh`]) is read back when the thread is idle at that interval, and the
 //! state handed to the loop ([`Writer::take_shared`]).
+//!
+//! Leases (a shared store only): the loop queues [`Lease`] claims and releases
+//! ([`Writer::lease`]); the thread runs a lease round at once when a claim comes, and every
+//! [`LEASE_TICK`] renews every lease it holds. A claim refused [`LEASE_PATIENCE`] rounds in a
+//! row, or a lease found taken on renewal, is reported lost; a held user another process asked
+//! for is reported wanted ([`Writer::take_lease_news`]). While the store is unreachable no
+//! round decides anything: held stays held, pending stays pending.
 
-use super::{Persist, Snapshot, Store, StoreStatus};
-use std::collections::HashMap;
+use super::{Lease, LeaseNews, Persist, Snapshot, Store, StoreStatus};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -21,6 +28,103 @@ use std::time::{Duration, Instant};
 /// The first pause before trying an unreachable store again, and the longest.
 pub const MIN_PAUSE: Duration = Duration::from_millis(250);
 pub const MAX_PAUSE: Duration = Duration::from_secs(4);
+
+/// How often held leases are renewed (well inside their time to live in the store).
+pub const LEASE_TICK: Duration = Duration::from_secs(1);
+
+/// Refused rounds after which a claim is given up: with a round a [`LEASE_TICK`] apart, longer
+/// than a lease lives unrenewed (a holder that stopped renewing has expired by then).
+pub const LEASE_PATIENCE: u32 = 7;
+
+/// What the loop hands the thread.
+enum Msg {
+    Batch(Vec<Persist>),
+    Lease(Vec<Lease>),
+}
+
+/// The thread's view of this process's leases.
+#[derive(Default)]
+struct Leases {
+    held: BTreeSet<String>,
+    /// Claimed, not granted yet: refused rounds so far.
+    pending: HashMap<String, u32>,
+    release: Vec<String>,
+    /// A claim came since the last round.
+    asked: bool,
+}
+
+impl Leases {
+    fn take(&mut self, ops: Vec<Lease>) {
+        for op in ops {
+            match op {
+                Lease::Claim(u) => {
+                    self.release.retain(|r| *r != u);
+                    if !self.held.contains(&u) {
+                        self.pending.insert(u, 0);
+                        self.asked = true;
+                    }
+                }
+                Lease::Release(u) => {
+                    self.held.remove(&u);
+                    self.pending.remove(&u);
+                    self.release.push(u);
+                }
+            }
+        }
+    }
+
+    fn idle(&self) -> bool {
+        self.held.is_empty() && self.pending.is_empty() && self.release.is_empty()
+    }
+
+    /// One round against `store`: what to tell the loop (`None` when the store is away).
+    fn round(&mut self, store: &mut dyn Store) -> Option<LeaseNews> {
+        self.asked = false;
+        let mut claim: Vec<String> = self.pending.keys().cloned().collect();
+        claim.sort();
+        let renew: Vec<String> = self.held.iter().cloned().collect();
+        let answer = match store.lease(&claim, &renew, &self.release) {
+            Ok(a) => a,
+            Err(e) => {
+                log::warn!("leases: the store did not answer ({e}); leases kept as they were");
+                return None;
+            }
+        };
+        self.release.clear();
+        let now_held: BTreeSet<String> = answer.held.into_iter().collect();
+        let mut news = LeaseNews::default();
+        for u in &renew {
+            if !now_held.contains(u) {
+                self.held.remove(u);
+                news.lost.push(u.clone());
+            }
+        }
+        for u in claim {
+            if now_held.contains(&u) {
+                self.pending.remove(&u);
+                self.held.insert(u);
+            } else if let Some(n) = self.pending.get_mut(&u) {
+                *n += 1;
+                if *n >= LEASE_PATIENCE {
+                    self.pending.remove(&u);
+                    news.lost.push(u);
+                }
+            }
+        }
+        // Held in the store and not wanted here (a release that did not get through).
+        for u in now_held {
+            if !self.held.contains(&u) {
+                self.release.push(u);
+            }
+        }
+        news.wanted = answer
+            .wanted
+            .into_iter()
+            .filter(|u| self.held.contains(u))
+            .collect();
+        Some(news)
+    }
+}
 
 /// What the thread reports after each attempt.
 struct Report {
@@ -37,6 +141,7 @@ struct Report {
 enum Told {
     Report(Report),
     Shared(Box<Snapshot>),
+    Lease(LeaseNews),
 }
 
 impl Report {
@@ -52,12 +157,14 @@ impl Report {
 }
 
 pub struct Writer {
-    tx: Option<mpsc::Sender<Vec<Persist>>>,
+    tx: Option<mpsc::Sender<Msg>>,
     results: mpsc::Receiver<Told>,
     thread: Option<JoinHandle<()>>,
     status: StoreStatus,
     /// The latest shared state read back, not taken yet.
     shared: Option<Snapshot>,
+    /// Lease news not taken yet.
+    lease_news: LeaseNews,
 }
 
 /// The row a change writes: later changes of the same row replace earlier ones.
@@ -103,7 +210,7 @@ impl Writer {
         queue_limit: usize,
         notify: Box<dyn Fn() + Send>,
     ) -> std::io::Result<Writer> {
-        let (tx, rx) = mpsc::channel::<Vec<Persist>>();
+        let (tx, rx) = mpsc::channel::<Msg>();
         let (tell, results) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("state-writer".into())
@@ -112,9 +219,16 @@ impl Writer {
                 let mut pause = MIN_PAUSE;
                 let refresh = store.shared_refresh();
                 let mut next_refresh = refresh.map(|r| Instant::now() + r);
+                let mut leases = Leases::default();
+                let mut next_lease = Instant::now() + LEASE_TICK;
                 loop {
                     let mut closing = false;
-                    let wait = match (held.is_empty(), next_refresh) {
+                    let lease_at = (refresh.is_some() && !leases.idle()).then_some(next_lease);
+                    let tick = match (next_refresh, lease_at) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    let wait = match (held.is_empty(), tick) {
                         (false, _) => Some(pause),
                         (true, Some(at)) => Some(at.saturating_duration_since(Instant::now())),
                         (true, None) => None,
@@ -137,9 +251,12 @@ impl Writer {
                         },
                     };
                     let mut batch = std::mem::take(&mut held);
-                    batch.extend(first.into_iter().flatten());
-                    while let Ok(more) = rx.try_recv() {
-                        batch.extend(more);
+                    for msg in first.into_iter().chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+                        match msg {
+                            Msg::Batch(b) => batch.extend(b),
+                            Msg::Lease(ops) if refresh.is_some() => leases.take(ops),
+                            Msg::Lease(_) => {}
+                        }
                     }
                     if !batch.is_empty() {
                         let n = batch.len();
@@ -178,6 +295,18 @@ impl Writer {
                         }
                         notify();
                     }
+                    let lease_due = lease_at.is_some_and(|at| Instant::now() >= at);
+                    if !closing && (leases.asked || lease_due) {
+                        next_lease = Instant::now() + LEASE_TICK;
+                        if let Some(news) = leases.round(store.as_mut()) {
+                            if !news.lost.is_empty() || !news.wanted.is_empty() {
+                                if tell.send(Told::Lease(news)).is_err() {
+                                    return;
+                                }
+                                notify();
+                            }
+                        }
+                    }
                     let due = next_refresh.is_some_and(|at| Instant::now() >= at);
                     if let (true, Some(r), true) = (due, refresh, held.is_empty()) {
                         next_refresh = Some(Instant::now() + r);
@@ -208,6 +337,7 @@ impl Writer {
             thread: Some(thread),
             status,
             shared: None,
+            lease_news: LeaseNews::default(),
         })
     }
 
@@ -217,8 +347,24 @@ impl Writer {
             return;
         }
         if let Some(tx) = &self.tx {
-            let _ = tx.send(batch);
+            let _ = tx.send(Msg::Batch(batch));
         }
+    }
+
+    /// Queue lease claims and releases (ignored unless the store is shared).
+    pub fn lease(&self, ops: Vec<Lease>) {
+        if ops.is_empty() {
+            return;
+        }
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Msg::Lease(ops));
+        }
+    }
+
+    /// Lease news reported since the last call (call after [`Writer::poll_status`]).
+    pub fn take_lease_news(&mut self) -> Option<LeaseNews> {
+        let n = std::mem::take(&mut self.lease_news);
+        (!n.lost.is_empty() || !n.wanted.is_empty()).then_some(n)
     }
 
     /// Take in the results reported since the last call; the status if it changed.
@@ -229,6 +375,11 @@ impl Writer {
                 Told::Report(r) => r,
                 Told::Shared(snap) => {
                     self.shared = Some(*snap);
+                    continue;
+                }
+                Told::Lease(news) => {
+                    self.lease_news.lost.extend(news.lost);
+                    self.lease_news.wanted.extend(news.wanted);
                     continue;
                 }
             };

@@ -17,14 +17,19 @@
 pub mod scram;
 pub mod wire;
 
-use super::{Device, Persist, Registration, Snapshot, Store};
+use super::{Device, LeaseAnswer, Persist, Registration, Snapshot, Store};
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 use wire::Backend;
 
 /// The schema this binary writes (the same steps as SQLite's, in PostgreSQL's words).
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
+
+/// How long a lease lives in the store without a renewal (renewed every
+/// [`super::writer::LEASE_TICK`]); a lease whose holder's database connection is gone is free
+/// at once, whatever this says.
+pub const LEASE_TTL_SECS: u32 = 5;
 
 /// How often the state other processes wrote is read back (a user failing over finds their
 /// apps at most this old).
@@ -76,6 +81,16 @@ const MIGRATIONS: &[&str] = &[
         expires bigint NOT NULL,
         last_seen bigint,
         revoked bigint
+    );",
+    // 3 → 4: user leases (fencing): which process holds each user's session, through which
+    // database connection (`backend`, its pid), until when; and who else asked for it.
+    "CREATE TABLE user_leases (
+        user_id text PRIMARY KEY,
+        owner text NOT NULL,
+        backend integer NOT NULL,
+        expires timestamptz NOT NULL,
+        wanted_by text,
+        wanted_at timestamptz
     );",
 ];
 
@@ -415,6 +430,23 @@ pub struct PgStore {
     lost: bool,
     /// ... and the server refused the connection.
     refused: bool,
+    /// This process's name in `user_leases` (new at every start: a restarted process holds
+    /// nothing its previous life held).
+    owner: String,
+}
+
+/// A name no other process, and no earlier life of this one, has: the pid, the start time
+/// and random bytes.
+fn new_owner() -> String {
+    use ring::rand::SecureRandom;
+    let mut r = [0u8; 6];
+    let _ = ring::rand::SystemRandom::new().fill(&mut r);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let hex: String = r.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}-{t}-{hex}", std::process::id())
 }
 
 impl PgStore {
@@ -425,6 +457,7 @@ impl PgStore {
             conn: None,
             lost: false,
             refused: false,
+            owner: new_owner(),
         };
         s.conn().map_err(|e| e.to_string())?;
         Ok(s)
@@ -438,7 +471,13 @@ impl PgStore {
             conn: None,
             lost: true,
             refused: false,
+            owner: new_owner(),
         }
+    }
+
+    /// This process's name in the lease table.
+    pub fn owner(&self) -> &str {
+        &self.owner
     }
 
     /// The last failure was the server refusing the connection.
@@ -662,6 +701,81 @@ impl Store for PgStore {
 
     fn retry_later(&self) -> bool {
         self.lost
+    }
+
+    /// Two pipelined transactions: releases (only our own rows), the renewal of every row we
+    /// own (one statement, moving it to this connection), then each claim — taken if the row
+    /// is free, ours, expired, or its holder's connection is gone (`pg_stat_activity`); else
+    /// marked wanted by us, which the holder sees at its next renewal.
+    fn lease(
+        &mut self,
+        claim: &[String],
+        renew: &[String],
+        release: &[String],
+    ) -> Result<LeaseAnswer, String> {
+        let _ = renew;
+        let me = self.owner.clone();
+        let ttl = format!("interval '{LEASE_TTL_SECS} seconds'");
+        let mut out = Vec::new();
+        for u in release {
+            wire::execute(
+                &mut out,
+                "DELETE FROM user_leases WHERE user_id = $1 AND owner = $2",
+                &[Some(u), Some(&me)],
+            );
+        }
+        wire::execute(
+            &mut out,
+            &format!(
+                "UPDATE user_leases SET expires = now() + {ttl}, backend = pg_backend_pid()
+                 WHERE owner = $1
+                 RETURNING user_id,
+                   CASE WHEN wanted_at > now() - {ttl} THEN wanted_by END"
+            ),
+            &[Some(&me)],
+        );
+        // Our rows' locks go with this commit, before any claim waits on another's row (two
+        // processes claiming each other's users cannot deadlock); claims come sorted.
+        wire::sync(&mut out);
+        let mut rows = self.with(|c| c.round_trip(&out).map(|(rows, _)| rows))?;
+        let mut out = Vec::new();
+        for u in claim {
+            wire::execute(
+                &mut out,
+                &format!(
+                    "INSERT INTO user_leases AS l (user_id, owner, backend, expires)
+                     VALUES ($1, $2, pg_backend_pid(), now() + {ttl})
+                     ON CONFLICT (user_id) DO UPDATE SET owner = EXCLUDED.owner,
+                       backend = EXCLUDED.backend, expires = EXCLUDED.expires,
+                       wanted_by = NULL, wanted_at = NULL
+                     WHERE l.owner = EXCLUDED.owner OR l.expires < now()
+                       OR NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = l.backend)
+                     RETURNING user_id, NULL::text"
+                ),
+                &[Some(u), Some(&me)],
+            );
+            wire::execute(
+                &mut out,
+                "UPDATE user_leases SET wanted_by = $2, wanted_at = now()
+                 WHERE user_id = $1 AND owner <> $2",
+                &[Some(u), Some(&me)],
+            );
+        }
+        if !claim.is_empty() {
+            wire::sync(&mut out);
+            rows.extend(self.with(|c| c.round_trip(&out).map(|(rows, _)| rows))?);
+        }
+        let mut answer = LeaseAnswer::default();
+        for r in rows {
+            let Some(Some(user)) = r.first().cloned() else {
+                continue;
+            };
+            if r.get(1).cloned().flatten().is_some_and(|w| w != me) {
+                answer.wanted.push(user.clone());
+            }
+            answer.held.push(user);
+        }
+        Ok(answer)
     }
 
     fn shared_refresh(&self) -> Option<Duration> {
