@@ -763,3 +763,70 @@ fn the_real_boxes_fence_a_user_a_second_copy_ends_and_a_session_in_grace_is_give
     assert_eq!(metric(a.1, "sessions_fenced_total"), Some(1.0));
     assert_eq!(metric(b.1, "sessions"), Some(1.0));
 }
+
+fn post(port: u16, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    use std::io::{Read, Write};
+    let body = body.to_string();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out[9..12].parse().unwrap();
+    let json = serde_json::from_str(out.split("\r\n\r\n").nth(1).unwrap_or("")).unwrap_or_default();
+    (status, json)
+}
+
+#[test]
+fn a_tpa_server_registered_on_one_box_is_known_to_the_other_after_the_read_back() {
+    let pg = pg_or_skip!("registrations");
+    let a = edge(&pg, "a");
+    let b = edge(&pg, "b");
+    let (status, got) = post(
+        a.1,
+        "/api/tpa-server/register",
+        &json!({"packageName": CAPTIONS, "apiKey": "k", "webhookUrl": "http://127.0.0.1:9/hook"}),
+    );
+    assert_eq!(status, 201, "{got}");
+    let rid = got["registrationId"].as_str().unwrap().to_string();
+    // B hears of it within a read-back or two (a heartbeat there finds it).
+    let until = Instant::now() + Duration::from_secs(10);
+    let took = Instant::now();
+    loop {
+        let (status, got) = post(
+            b.1,
+            "/api/tpa-server/heartbeat",
+            &json!({"registrationId": rid}),
+        );
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 404, "{got}");
+        assert!(Instant::now() < until, "B never learned of {rid}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!(
+        "registration known to the other box after {:?}",
+        took.elapsed()
+    );
+    // A heartbeat on B is written, and A keeps knowing it.
+    let (status, _) = post(
+        a.1,
+        "/api/tpa-server/heartbeat",
+        &json!({"registrationId": rid}),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        post(
+            b.1,
+            "/api/tpa-server/heartbeat",
+            &json!({"registrationId": "nope"})
+        )
+        .0,
+        404
+    );
+}

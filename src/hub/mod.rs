@@ -186,10 +186,15 @@ impl Hub {
     /// What a shared store holds (other processes' writes): taken for every user with no
     /// session here (see [`Durable::merge_shared`]), so a user who fails over to this process
     /// gets the apps they ran on the other one started.
-    pub fn merge_shared(&mut self, snapshot: crate::state::Snapshot) {
+    /// TPA server registrations made on other processes are taken too, and expire here by
+    /// the same rule as local ones.
+    pub fn merge_shared(&mut self, snapshot: crate::state::Snapshot, now: Now) {
         let sessions = &self.sessions;
         self.durable
             .merge_shared(snapshot, |user| sessions.by_user(user).is_some());
+        if self.durable.registrations().next().is_some() {
+            self.arm_registration_sweep(now);
+        }
     }
 
     /// The durable state as the hub holds it (for tests and reports).

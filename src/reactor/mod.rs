@@ -257,7 +257,7 @@ impl Reactor {
             self.server.handle_store_status(status);
         }
         if let Some(shared) = shared {
-            self.server.handle_shared_state(shared);
+            self.server.handle_shared_state(shared, now);
         }
         if let Some(news) = news {
             self.server.handle_lease_news(news, now);

@@ -358,8 +358,8 @@ impl Server {
     }
 
     /// What the shared store holds, read back by the shell (other processes' writes).
-    pub fn handle_shared_state(&mut self, snapshot: Snapshot) {
-        self.hub.merge_shared(snapshot);
+    pub fn handle_shared_state(&mut self, snapshot: Snapshot, now: Now) {
+        self.hub.merge_shared(snapshot, now);
     }
 
     /// The shell's report of the store (after writes, or at start).

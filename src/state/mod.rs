@@ -262,7 +262,8 @@ impl Durable {
     }
 
     /// Take in what a shared store holds (other processes' writes): each user for whom
-    /// `local(user)` is false gets the store's running apps, settings and storage; devices
+    /// `local(user)` is false gets the store's running apps, settings and storage; TPA server
+    /// registrations are merged (the latest `last_seen` wins); devices
     /// the store knows are added, and a revocation or a later sighting there is taken. Queues
     /// no change (this is the store's own state). A user served here keeps this process's
     /// view: it is the truth for them, and the store catches up with it.
@@ -289,6 +290,25 @@ impl Durable {
             for (user, package, key, value) in rows {
                 if !local(&user) {
                     map.entry((user, package)).or_default().insert(key, value);
+                }
+            }
+        }
+        // TPA server registrations are everyone's: a registration made on another process is
+        // taken, the latest heartbeat wins, and one this process is deleting is not brought
+        // back. Each process drops expired ones itself, by the same rule (`last_seen`).
+        for r in s.registrations {
+            let deleting = self
+                .pending
+                .iter()
+                .any(|p| matches!(p, Persist::RegistrationGone(id) if *id == r.id));
+            if deleting {
+                continue;
+            }
+            match self.registrations.get_mut(&r.id) {
+                Some(mine) if mine.last_seen >= r.last_seen => {}
+                Some(mine) => *mine = r,
+                None => {
+                    self.registrations.insert(r.id.clone(), r);
                 }
             }
         }
@@ -594,6 +614,49 @@ mod tests {
         assert_eq!(d.storage("other", "b").unwrap()["k"], "\"v\"");
         assert_eq!(d.device("desk-1").unwrap().revoked, Some(5));
         assert!(d.take_pending().is_empty());
+    }
+
+    #[test]
+    fn registrations_from_other_processes_are_taken_the_latest_heartbeat_wins() {
+        let reg = |id: &str, last_seen: u64| Registration {
+            id: id.into(),
+            package: "p".into(),
+            webhook_url: "http://a/".into(),
+            registered_at: 1,
+            last_seen,
+        };
+        let mut d = Durable::default();
+        d.put_registration(reg("mine", 10));
+        d.put_registration(reg("stale-there", 50));
+        d.put_registration(reg("going", 5));
+        d.take_pending();
+        d.remove_registration("going");
+        let shared = Snapshot {
+            registrations: vec![
+                reg("mine", 5),
+                reg("stale-there", 60),
+                reg("theirs", 7),
+                reg("going", 5),
+            ],
+            ..Snapshot::default()
+        };
+        d.merge_shared(shared, |_| false);
+        let got: Vec<(String, u64)> = d
+            .registrations()
+            .map(|r| (r.id.clone(), r.last_seen))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("mine".into(), 10),
+                ("stale-there".into(), 60),
+                ("theirs".into(), 7)
+            ]
+        );
+        assert_eq!(
+            d.take_pending(),
+            vec![Persist::RegistrationGone("going".into())]
+        );
     }
 
     #[test]
