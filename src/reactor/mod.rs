@@ -403,12 +403,17 @@ impl Reactor {
             self.server.handle_turn_time(took);
             if self.stop.stop.load(Ordering::SeqCst) {
                 self.finish_writes();
+                if self.stopping_until.is_some() {
+                    let lost = self.server.finish_drain();
+                    log::warn!("event=stopped_now drain_finals_lost={lost}");
+                }
                 return Ok(());
             }
             if let Some(until) = self.stopping_until {
                 if self.server.drained() || self.clock.mono() >= until {
                     self.finish_writes();
-                    log::info!("event=stopped");
+                    let lost = self.server.finish_drain();
+                    log::info!("event=stopped drain_finals_lost={lost}");
                     return Ok(());
                 }
             }

@@ -19,6 +19,7 @@ impl Server {
         self.net.now = now.mono;
         self.stopping = true;
         self.listeners = Some(0);
+        self.watch_drain();
         self.hub.shutdown(&mut self.net, now);
         let ids: Vec<ConnId> = self.net.ids().collect();
         for id in ids {

@@ -168,6 +168,8 @@ pub struct View<'a> {
     pub refusals: Vec<(&'static str, u64)>,
     /// Webhook load per app server at `now`.
     pub servers: Vec<ServerLoad>,
+    /// Caption finals queued for apps at an orderly stop and not written ([`super::drain`]).
+    pub drain_finals_lost: u64,
 }
 
 /// Open connections by kind and transport, and the longest silence of a WebSocket per kind.
@@ -309,6 +311,12 @@ fn sessions<'a>(v: &'a View<'_>) -> Vec<Family<'a>> {
             "counter",
             "Sessions ended because another process holds the user (shared store's lease).",
             n(hc.sessions_fenced),
+        ),
+        Family::one(
+            "drain_finals_lost_total",
+            "counter",
+            "Caption finals queued for apps when an orderly stop began and not written before their connection or the process went.",
+            n(v.drain_finals_lost),
         ),
         Family::labelled(
             "apps",

@@ -25,6 +25,7 @@
 //! because the receiver is held out of its slot while its message is handled.
 
 mod devices;
+pub mod drain;
 pub mod health;
 mod lifecycle;
 pub mod metrics;
@@ -66,6 +67,8 @@ pub struct Server {
     listeners: Option<usize>,
     /// An orderly stop began.
     stopping: bool,
+    /// Caption finals queued for apps at the stop, and those lost ([`drain`]).
+    drain: drain::DrainWatch,
     /// The last refusals, for the `/ui/` feed.
     recent_refusals: ui::RecentRefusals,
     /// Speech for `GET /api/tts` (syntheses run by the shell).
@@ -93,6 +96,7 @@ impl Server {
             turns: Histogram::default(),
             listeners: None,
             stopping: false,
+            drain: drain::DrainWatch::default(),
             recent_refusals: ui::RecentRefusals::default(),
             tts: tts::Tts::new(tts::TtsConfig::default()),
         }
@@ -265,6 +269,9 @@ impl Server {
     /// The transport for `id` is gone (closed by us or failed); forget the connection.
     pub fn handle_closed(&mut self, id: ConnId, now: Now) {
         self.net.now = now.mono;
+        if let Some(c) = self.net.get(id) {
+            self.drain.gone(id, c.consumed);
+        }
         if self.net.remove(id).is_some() {
             self.hub.on_closed(&mut self.net, id, now);
         }
@@ -470,6 +477,7 @@ impl Server {
             turns: &self.turns,
             refusals: self.refusal_counts(),
             servers: self.hub.webhook_servers(now),
+            drain_finals_lost: self.drain.lost,
         }) + &speech
     }
 
