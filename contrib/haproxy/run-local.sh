@@ -10,6 +10,10 @@
 # distribution (installed with apt-get when missing and run as root). Ctrl-C stops everything
 # and removes the temporary directory. EDGE_BIN picks the binary (default: target/release,
 # built with cargo if not given).
+#
+# A venue feed goes to every process, not through HAProxy: give the transcriber each one,
+#   contrib/transcriber/transcriber.py … --venue-audio - --box 127.0.0.1:8101,127.0.0.1:8102
+# (each box with its own reconnect; one process down holds no other).
 set -euo pipefail
 n=${1:-2}
 [[ $n =~ ^[1-9]$ ]] || { echo "usage: $0 N   (1-9 processes)" >&2; exit 2; }

