@@ -185,7 +185,7 @@ fn an_older_schema_is_migrated_a_newer_one_left_alone_and_concurrent_starts_migr
     // Version 1, as the first release would have left it.
     let mut raw = PgStore::open(&u).unwrap();
     raw.query_text(
-        "DROP TABLE devices, registrations, simple_storage, app_settings, running_apps;
+        "DROP TABLE user_leases, devices, registrations, simple_storage, app_settings, running_apps;
          CREATE TABLE running_apps (user_id text NOT NULL, package text NOT NULL,
              PRIMARY KEY (user_id, package));
          INSERT INTO running_apps VALUES ('a', 'p1'), ('b', 'p2'), ('c', 'p3');

@@ -449,6 +449,8 @@ impl World {
                 }
             }
             self.persisted.extend(self.server.take_persist());
+            // No shared store here: lease claims have no one to answer them.
+            drop(self.server.take_leases());
             while let Some((id, may_read)) = self.server.poll_reading() {
                 if let Some(c) = self.clients.iter().position(|c| c.id == id && may_read) {
                     any = true;
