@@ -185,7 +185,7 @@ fn an_older_schema_is_migrated_a_newer_one_left_alone_and_concurrent_starts_migr
     // Version 1, as the first release would have left it.
     let mut raw = PgStore::open(&u).unwrap();
     raw.query_text(
-        "DROP TABLE user_leases, devices, registrations, simple_storage, app_settings, running_apps;
+        "DROP TABLE user_changes, user_leases, devices, registrations, simple_storage, app_settings, running_apps;
          CREATE TABLE running_apps (user_id text NOT NULL, package text NOT NULL,
              PRIMARY KEY (user_id, package));
          INSERT INTO running_apps VALUES ('a', 'p1'), ('b', 'p2'), ('c', 'p3');
@@ -828,5 +828,87 @@ fn a_tpa_server_registered_on_one_box_is_known_to_the_other_after_the_read_back(
         )
         .0,
         404
+    );
+}
+
+// ---- the read-back takes only what changed ------------------------------------------------
+
+#[test]
+fn the_read_back_takes_the_users_changed_since_the_last_one_stopped_apps_included() {
+    use augmentos_edge::state::Durable;
+    let pg = pg_or_skip!("changed");
+    let mut a = PgStore::open(&url(&pg)).unwrap();
+    let mut b = PgStore::open(&url(&pg)).unwrap();
+    let n = 10_000;
+    let mut batch = Vec::new();
+    for i in 0..n {
+        let user = format!("user{i}@example.com");
+        batch.push(running(&user));
+        batch.push(Persist::Setting {
+            user,
+            package: CAPTIONS.into(),
+            key: "lang".into(),
+            value: Some("\"en\"".into()),
+        });
+    }
+    a.apply(&batch).unwrap();
+    // The first read takes everything.
+    let t = Instant::now();
+    let first = b.load_changed(None).unwrap();
+    let full_read = t.elapsed();
+    assert_eq!(first.users, None);
+    assert_eq!(first.snapshot.running.len(), n);
+    let mut d = Durable::default();
+    let t = Instant::now();
+    d.merge_shared_users(first.snapshot.clone(), None, |_| false);
+    let full_merge = t.elapsed();
+    // Past the overlap, nothing changed: nothing taken.
+    std::thread::sleep(Duration::from_secs(
+        augmentos_edge::state::postgres::CHANGES_OVERLAP_SECS as u64 + 1,
+    ));
+    let quiet = b.load_changed(Some(&first.read_at)).unwrap();
+    let quiet = b.load_changed(Some(&quiet.read_at)).unwrap();
+    assert_eq!(quiet.users, Some(vec![]));
+    assert!(quiet.snapshot.running.is_empty());
+    // One user stops their app (no row left for them), another changes a setting.
+    a.apply(&[
+        Persist::Running {
+            user: "user1@example.com".into(),
+            package: CAPTIONS.into(),
+            running: false,
+        },
+        Persist::Setting {
+            user: "user2@example.com".into(),
+            package: CAPTIONS.into(),
+            key: "lang".into(),
+            value: Some("\"fr\"".into()),
+        },
+    ])
+    .unwrap();
+    let t = Instant::now();
+    let next = b.load_changed(Some(&quiet.read_at)).unwrap();
+    let small_read = t.elapsed();
+    let mut users = next.users.clone().unwrap();
+    users.sort();
+    assert_eq!(users, vec!["user1@example.com", "user2@example.com"]);
+    assert_eq!(
+        next.snapshot.running,
+        vec![("user2@example.com".to_string(), CAPTIONS.to_string())]
+    );
+    let t = Instant::now();
+    d.merge_shared_users(next.snapshot, next.users.as_deref(), |_| false);
+    let small_merge = t.elapsed();
+    assert_eq!(d.running("user1@example.com"), Vec::<String>::new());
+    assert_eq!(d.running("user3@example.com"), vec![CAPTIONS.to_string()]);
+    assert_eq!(
+        d.settings("user2@example.com", CAPTIONS).unwrap()["lang"],
+        "\"fr\""
+    );
+    assert_eq!(
+        d.settings("user3@example.com", CAPTIONS).unwrap()["lang"],
+        "\"en\""
+    );
+    println!(
+        "read-back of {n} users (1 app, 1 setting each): whole store {full_read:?} + merge {full_merge:?}; 2 users changed {small_read:?} + merge {small_merge:?}"
     );
 }

@@ -189,9 +189,19 @@ impl Hub {
     /// TPA server registrations made on other processes are taken too, and expire here by
     /// the same rule as local ones.
     pub fn merge_shared(&mut self, snapshot: crate::state::Snapshot, now: Now) {
+        self.merge_shared_users(snapshot, None, now)
+    }
+
+    /// [`Hub::merge_shared`] for the users in `users` only (`None`: every user).
+    pub fn merge_shared_users(
+        &mut self,
+        snapshot: crate::state::Snapshot,
+        users: Option<&[String]>,
+        now: Now,
+    ) {
         let sessions = &self.sessions;
         self.durable
-            .merge_shared(snapshot, |user| sessions.by_user(user).is_some());
+            .merge_shared_users(snapshot, users, |user| sessions.by_user(user).is_some());
         if self.durable.registrations().next().is_some() {
             self.arm_registration_sweep(now);
         }

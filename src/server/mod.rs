@@ -364,9 +364,11 @@ impl Server {
         self.hub.on_lease_news(&mut self.net, news, now);
     }
 
-    /// What the shared store holds, read back by the shell (other processes' writes).
-    pub fn handle_shared_state(&mut self, snapshot: Snapshot, now: Now) {
-        self.hub.merge_shared(snapshot, now);
+    /// What the shared store holds, read back by the shell (other processes' writes): all of
+    /// it, or what changed since the last read-back.
+    pub fn handle_shared_state(&mut self, changed: crate::state::Changed, now: Now) {
+        self.hub
+            .merge_shared_users(changed.snapshot, changed.users.as_deref(), now);
     }
 
     /// The shell's report of the store (after writes, or at start).

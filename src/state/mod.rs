@@ -87,6 +87,42 @@ pub enum Persist {
     Device(Device),
 }
 
+/// What a shared store's read-back found: everything (`users` `None`), or the rows of the
+/// users changed since the previous read (`users`) with the registrations and devices whole.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Changed {
+    pub snapshot: Snapshot,
+    pub users: Option<Vec<String>>,
+    /// The store's own time of this read, as it writes it: the next read's `since`.
+    pub read_at: String,
+}
+
+impl Changed {
+    /// This read followed by `newer` (the loop had not taken this one yet), as one.
+    pub fn then(mut self, newer: Changed) -> Changed {
+        let Some(users) = newer.users else {
+            return newer;
+        };
+        let set: std::collections::HashSet<&str> = users.iter().map(String::as_str).collect();
+        let s = &mut self.snapshot;
+        s.running.retain(|(u, _)| !set.contains(u.as_str()));
+        s.settings.retain(|(u, ..)| !set.contains(u.as_str()));
+        s.storage.retain(|(u, ..)| !set.contains(u.as_str()));
+        s.running.extend(newer.snapshot.running);
+        s.settings.extend(newer.snapshot.settings);
+        s.storage.extend(newer.snapshot.storage);
+        s.registrations = newer.snapshot.registrations;
+        s.devices = newer.snapshot.devices;
+        if let Some(mine) = &mut self.users {
+            mine.extend(users);
+            mine.sort();
+            mine.dedup();
+        }
+        self.read_at = newer.read_at;
+        self
+    }
+}
+
 /// A change to this process's leases in a shared store: fencing, so that no user is served by
 /// two processes at once. Queued by the core like [`Persist`] changes, answered by the writer
 /// thread as [`LeaseNews`].
@@ -129,6 +165,16 @@ pub trait Store: Send {
     /// only writer.
     fn shared_refresh(&self) -> Option<std::time::Duration> {
         None
+    }
+    /// A read-back of a shared store: what changed since the read at `since` (a
+    /// [`Changed::read_at`]), or everything when `since` is `None`. Default: everything.
+    fn load_changed(&mut self, since: Option<&str>) -> Result<Changed, String> {
+        let _ = since;
+        Ok(Changed {
+            snapshot: self.load()?,
+            users: None,
+            read_at: String::new(),
+        })
     }
     /// After a failed `apply`: the store was unreachable (a lost database connection), so the
     /// same changes may be applied again later; false when the changes themselves failed.
@@ -268,9 +314,27 @@ impl Durable {
     /// no change (this is the store's own state). A user served here keeps this process's
     /// view: it is the truth for them, and the store catches up with it.
     pub fn merge_shared(&mut self, s: Snapshot, local: impl Fn(&str) -> bool) {
-        self.running.retain(|user, _| local(user));
+        self.merge_shared_users(s, None, local)
+    }
+
+    /// [`Durable::merge_shared`] for the users in `users` only (`None`: every user): their
+    /// rows in `s` replace theirs here; registrations and devices as there.
+    pub fn merge_shared_users(
+        &mut self,
+        s: Snapshot,
+        users: Option<&[String]>,
+        local: impl Fn(&str) -> bool,
+    ) {
+        let changed: Option<std::collections::HashSet<&str>> =
+            users.map(|u| u.iter().map(String::as_str).collect());
+        let replaced =
+            |user: &str| !local(user) && changed.as_ref().is_none_or(|c| c.contains(user));
+        let keep = |user: &str| !replaced(user);
+        if changed.as_ref().is_none_or(|c| !c.is_empty()) {
+            self.running.retain(|user, _| keep(user));
+        }
         for (user, package) in s.running {
-            if !local(&user) {
+            if replaced(&user) {
                 let pkg = self.package(&package);
                 match self.running.get_mut(user.as_str()) {
                     Some(set) => {
@@ -286,9 +350,11 @@ impl Durable {
             (&mut self.settings, s.settings),
             (&mut self.storage, s.storage),
         ] {
-            map.retain(|(user, _), _| local(user));
+            if changed.as_ref().is_none_or(|c| !c.is_empty()) {
+                map.retain(|(user, _), _| keep(user));
+            }
             for (user, package, key, value) in rows {
-                if !local(&user) {
+                if replaced(&user) {
                     map.entry((user, package)).or_default().insert(key, value);
                 }
             }
@@ -614,6 +680,40 @@ mod tests {
         assert_eq!(d.storage("other", "b").unwrap()["k"], "\"v\"");
         assert_eq!(d.device("desk-1").unwrap().revoked, Some(5));
         assert!(d.take_pending().is_empty());
+    }
+
+    #[test]
+    fn read_backs_not_taken_yet_add_up_to_one() {
+        let rows = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(u, p)| (u.to_string(), p.to_string()))
+                .collect()
+        };
+        let read = |running: &[(&str, &str)], users: Option<&[&str]>, at: &str| Changed {
+            snapshot: Snapshot {
+                running: rows(running),
+                ..Snapshot::default()
+            },
+            users: users.map(|u| u.iter().map(|s| s.to_string()).collect()),
+            read_at: at.into(),
+        };
+        // A full read, then a partial one: full, with the changed user's rows replaced.
+        let full = read(&[("a", "p"), ("b", "p")], None, "1");
+        let got = full.then(read(&[("b", "q")], Some(&["b"]), "2"));
+        assert_eq!(got.users, None);
+        assert_eq!(got.snapshot.running, rows(&[("a", "p"), ("b", "q")]));
+        assert_eq!(got.read_at, "2");
+        // Two partial reads: both users' latest rows, a user gone in the newer one gone.
+        let one = read(&[("a", "p"), ("b", "p")], Some(&["a", "b"]), "1");
+        let got = one.then(read(&[], Some(&["a"]), "2"));
+        assert_eq!(got.users, Some(vec!["a".to_string(), "b".to_string()]));
+        assert_eq!(got.snapshot.running, rows(&[("b", "p")]));
+        // A full read after anything: the full one.
+        let got = read(&[("a", "p")], Some(&["a"]), "1").then(read(&[("c", "p")], None, "2"));
+        assert_eq!(
+            (got.users, got.snapshot.running),
+            (None, rows(&[("c", "p")]))
+        );
     }
 
     #[test]

@@ -9,8 +9,9 @@
 //! changes are given up, counted in [`StoreStatus::lost`]. [`Writer::finish`] closes the queue
 //! and waits until every batch is written (or, with the store unreachable, tried once more):
 //! durable writes finish before the process exits. A store shared with other processes
-//! ([`Store::shared_refresh`]) is read back when the thread is idle at that interval, and the
-//! state handed to the loop ([`Writer::take_shared`]).
+//! ([`Store::shared_refresh`]) is read back when the thread is idle at that interval — all of
+//! it the first time, then what changed since the previous read ([`Store::load_changed`]) —
+//! and the state handed to the loop ([`Writer::take_shared`]; reads not taken yet add up).
 //!
 //! Leases (a shared store only): the loop queues [`Lease`] claims and releases
 //! ([`Writer::lease`]); the thread runs a lease round at once when a claim comes, and every
@@ -19,7 +20,7 @@
 //! for is reported wanted ([`Writer::take_lease_news`]). While the store is unreachable no
 //! round decides anything: held stays held, pending stays pending.
 
-use super::{Lease, LeaseNews, Persist, Snapshot, Store, StoreStatus};
+use super::{Changed, Lease, LeaseNews, Persist, Store, StoreStatus};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -140,7 +141,7 @@ struct Report {
 /// What the thread tells the loop: an attempt's report, or a shared store's state read back.
 enum Told {
     Report(Report),
-    Shared(Box<Snapshot>),
+    Shared(Box<Changed>),
     Lease(LeaseNews),
 }
 
@@ -161,8 +162,8 @@ pub struct Writer {
     results: mpsc::Receiver<Told>,
     thread: Option<JoinHandle<()>>,
     status: StoreStatus,
-    /// The latest shared state read back, not taken yet.
-    shared: Option<Snapshot>,
+    /// The shared state read back, not taken yet.
+    shared: Option<Changed>,
     /// Lease news not taken yet.
     lease_news: LeaseNews,
 }
@@ -221,6 +222,8 @@ impl Writer {
                 let mut next_refresh = refresh.map(|r| Instant::now() + r);
                 let mut leases = Leases::default();
                 let mut next_lease = Instant::now() + LEASE_TICK;
+                // The store's time of the last read-back: the next takes what changed since.
+                let mut since: Option<String> = None;
                 loop {
                     let mut closing = false;
                     let lease_at = (refresh.is_some() && !leases.idle()).then_some(next_lease);
@@ -312,11 +315,14 @@ impl Writer {
                         next_refresh = Some(Instant::now() + r);
                         // Reading back also tells whether the store is there while nothing is
                         // written.
-                        let told = match store.load() {
-                            Ok(snap) => vec![
-                                Told::Report(Report::read(Ok(()))),
-                                Told::Shared(Box::new(snap)),
-                            ],
+                        let told = match store.load_changed(since.as_deref()) {
+                            Ok(changed) => {
+                                since = Some(changed.read_at.clone()).filter(|t| !t.is_empty());
+                                vec![
+                                    Told::Report(Report::read(Ok(()))),
+                                    Told::Shared(Box::new(changed)),
+                                ]
+                            }
                             Err(e) => vec![Told::Report(Report::read(Err(e)))],
                         };
                         for t in told {
@@ -373,8 +379,11 @@ impl Writer {
         while let Ok(told) = self.results.try_recv() {
             let r = match told {
                 Told::Report(r) => r,
-                Told::Shared(snap) => {
-                    self.shared = Some(*snap);
+                Told::Shared(changed) => {
+                    self.shared = Some(match self.shared.take() {
+                        Some(older) => older.then(*changed),
+                        None => *changed,
+                    });
                     continue;
                 }
                 Told::Lease(news) => {
@@ -396,7 +405,7 @@ impl Writer {
     }
 
     /// The latest state a shared store read back (call after [`Writer::poll_status`]).
-    pub fn take_shared(&mut self) -> Option<Snapshot> {
+    pub fn take_shared(&mut self) -> Option<Changed> {
         self.shared.take()
     }
 

@@ -17,14 +17,14 @@
 pub mod scram;
 pub mod wire;
 
-use super::{Device, LeaseAnswer, Persist, Registration, Snapshot, Store};
+use super::{Changed, Device, LeaseAnswer, Persist, Registration, Snapshot, Store};
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 use wire::Backend;
 
 /// The schema this binary writes (the same steps as SQLite's, in PostgreSQL's words).
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// How long a lease lives in the store without a renewal (renewed every
 /// [`super::writer::LEASE_TICK`]); a lease whose holder's database connection is gone is free
@@ -92,7 +92,17 @@ const MIGRATIONS: &[&str] = &[
         wanted_by text,
         wanted_at timestamptz
     );",
+    // 4 → 5: when each user's apps, settings or storage last changed (the read-back takes
+    // only the users changed since its last read).
+    "CREATE TABLE user_changes (
+        user_id text PRIMARY KEY,
+        changed_at timestamptz NOT NULL
+    );",
 ];
+
+/// A read-back takes the users changed since the previous read less this much: a transaction
+/// stamped before that read but committed after it is still seen (ours last milliseconds).
+pub const CHANGES_OVERLAP_SECS: u32 = 5;
 
 /// Where the database is: `postgres://user[:password]@host[:port]/database`.
 #[derive(Clone, PartialEq, Eq)]
@@ -640,49 +650,54 @@ fn num(row: &Row, i: usize) -> Result<u64, PgError> {
     secs(row, i)?.ok_or_else(|| PgError::Server(format!("column {i} is NULL")))
 }
 
+/// Everything stored, or (`users` false) only the registrations and devices.
+fn load_tables(c: &mut Conn, users: bool) -> Result<Snapshot, PgError> {
+    let mut s = Snapshot::default();
+    if users {
+        for r in c.simple("SELECT user_id, package FROM running_apps ORDER BY user_id, package")? {
+            s.running.push((text(&r, 0)?, text(&r, 1)?));
+        }
+        for (table, into) in [
+            ("app_settings", &mut s.settings),
+            ("simple_storage", &mut s.storage),
+        ] {
+            for r in c.simple(&format!(
+                "SELECT user_id, package, key, value FROM {table} ORDER BY user_id, package, key"
+            ))? {
+                into.push((text(&r, 0)?, text(&r, 1)?, text(&r, 2)?, text(&r, 3)?));
+            }
+        }
+    }
+    for r in c.simple(
+        "SELECT id, package, webhook_url, registered_at, last_seen FROM registrations ORDER BY id",
+    )? {
+        s.registrations.push(Registration {
+            id: text(&r, 0)?,
+            package: text(&r, 1)?,
+            webhook_url: text(&r, 2)?,
+            registered_at: num(&r, 3)?,
+            last_seen: num(&r, 4)?,
+        });
+    }
+    for r in c.simple(
+        "SELECT name, user_id, jti, created, expires, last_seen, revoked FROM devices ORDER BY name",
+    )? {
+        s.devices.push(Device {
+            name: text(&r, 0)?,
+            user: text(&r, 1)?,
+            jti: text(&r, 2)?,
+            created: num(&r, 3)?,
+            expires: num(&r, 4)?,
+            last_seen: secs(&r, 5)?,
+            revoked: secs(&r, 6)?,
+        });
+    }
+    Ok(s)
+}
+
 impl Store for PgStore {
     fn load(&mut self) -> Result<Snapshot, String> {
-        self.with(|c| {
-            let mut s = Snapshot::default();
-            for r in c.simple("SELECT user_id, package FROM running_apps ORDER BY user_id, package")? {
-                s.running.push((text(&r, 0)?, text(&r, 1)?));
-            }
-            for (table, into) in [
-                ("app_settings", &mut s.settings),
-                ("simple_storage", &mut s.storage),
-            ] {
-                for r in c.simple(&format!(
-                    "SELECT user_id, package, key, value FROM {table} ORDER BY user_id, package, key"
-                ))? {
-                    into.push((text(&r, 0)?, text(&r, 1)?, text(&r, 2)?, text(&r, 3)?));
-                }
-            }
-            for r in c.simple(
-                "SELECT id, package, webhook_url, registered_at, last_seen FROM registrations ORDER BY id",
-            )? {
-                s.registrations.push(Registration {
-                    id: text(&r, 0)?,
-                    package: text(&r, 1)?,
-                    webhook_url: text(&r, 2)?,
-                    registered_at: num(&r, 3)?,
-                    last_seen: num(&r, 4)?,
-                });
-            }
-            for r in c.simple(
-                "SELECT name, user_id, jti, created, expires, last_seen, revoked FROM devices ORDER BY name",
-            )? {
-                s.devices.push(Device {
-                    name: text(&r, 0)?,
-                    user: text(&r, 1)?,
-                    jti: text(&r, 2)?,
-                    created: num(&r, 3)?,
-                    expires: num(&r, 4)?,
-                    last_seen: secs(&r, 5)?,
-                    revoked: secs(&r, 6)?,
-                });
-            }
-            Ok(s)
-        })
+        self.with(|c| load_tables(c, true))
     }
 
     /// One transaction per [`CHUNK`] changes: every change stands alone (keyed, idempotent),
@@ -690,8 +705,25 @@ impl Store for PgStore {
     fn apply(&mut self, batch: &[Persist]) -> Result<(), String> {
         for chunk in batch.chunks(CHUNK) {
             let mut out = Vec::new();
+            let mut users: Vec<&str> = Vec::new();
             for p in chunk {
                 PgStore::encode(&mut out, p);
+                if let Persist::Running { user, .. }
+                | Persist::Setting { user, .. }
+                | Persist::Storage { user, .. } = p
+                {
+                    users.push(user);
+                }
+            }
+            users.sort_unstable();
+            users.dedup();
+            for u in users {
+                wire::execute(
+                    &mut out,
+                    "INSERT INTO user_changes (user_id, changed_at) VALUES ($1, now())
+                     ON CONFLICT (user_id) DO UPDATE SET changed_at = EXCLUDED.changed_at",
+                    &[Some(u)],
+                );
             }
             wire::sync(&mut out);
             self.with(|c| c.round_trip(&out).map(|_| ()))?;
@@ -701,6 +733,66 @@ impl Store for PgStore {
 
     fn retry_later(&self) -> bool {
         self.lost
+    }
+
+    /// The users changed since `since` (less [`CHANGES_OVERLAP_SECS`]) and their rows; the
+    /// registrations and devices whole (a venue has few).
+    fn load_changed(&mut self, since: Option<&str>) -> Result<Changed, String> {
+        let read_at = self
+            .with(|c| c.simple("SELECT now()::text"))?
+            .first()
+            .and_then(|r| r.first().cloned().flatten())
+            .ok_or_else(|| format!("{}: no time from the server", self.url))?;
+        let Some(since) = since else {
+            return Ok(Changed {
+                snapshot: self.load()?,
+                users: None,
+                read_at,
+            });
+        };
+        let changed = format!(
+            "SELECT user_id FROM user_changes WHERE changed_at > $1::timestamptz - interval '{CHANGES_OVERLAP_SECS} seconds'"
+        );
+        let mut out = Vec::new();
+        wire::execute(
+            &mut out,
+            &format!("SELECT 'u', user_id FROM ({changed}) c"),
+            &[Some(since)],
+        );
+        wire::execute(
+            &mut out,
+            &format!("SELECT 'r', user_id, package FROM running_apps WHERE user_id IN ({changed})"),
+            &[Some(since)],
+        );
+        for (tag, table) in [("s", "app_settings"), ("t", "simple_storage")] {
+            wire::execute(
+                &mut out,
+                &format!(
+                    "SELECT '{tag}', user_id, package, key, value FROM {table} WHERE user_id IN ({changed})"
+                ),
+                &[Some(since)],
+            );
+        }
+        wire::sync(&mut out);
+        let rows = self.with(|c| c.round_trip(&out).map(|(rows, _)| rows))?;
+        let mut snapshot = self.with(|c| load_tables(c, false))?;
+        let mut users = Vec::new();
+        let bad = |e: PgError| e.to_string();
+        for r in rows {
+            let f = |i| text(&r, i).map_err(bad);
+            match r.first().cloned().flatten().as_deref() {
+                Some("u") => users.push(f(1)?),
+                Some("r") => snapshot.running.push((f(1)?, f(2)?)),
+                Some("s") => snapshot.settings.push((f(1)?, f(2)?, f(3)?, f(4)?)),
+                Some("t") => snapshot.storage.push((f(1)?, f(2)?, f(3)?, f(4)?)),
+                other => return Err(format!("{}: an unexpected row {other:?}", self.url)),
+            }
+        }
+        Ok(Changed {
+            snapshot,
+            users: Some(users),
+            read_at,
+        })
     }
 
     /// Two pipelined transactions: releases (only our own rows), the renewal of every row we
