@@ -50,8 +50,10 @@ struct Leases {
     /// Claimed, not granted yet: refused rounds so far.
     pending: HashMap<String, u32>,
     release: Vec<String>,
-    /// A claim came since the last round.
+    /// A claim or a release came since the last round.
     asked: bool,
+    /// The last round failed (logged once until one succeeds).
+    failing: bool,
 }
 
 impl Leases {
@@ -69,6 +71,8 @@ impl Leases {
                     self.held.remove(&u);
                     self.pending.remove(&u);
                     self.release.push(u);
+                    // Let go at once: another process may be waiting for the user.
+                    self.asked = true;
                 }
             }
         }
@@ -87,10 +91,14 @@ impl Leases {
         let answer = match store.lease(&claim, &renew, &self.release) {
             Ok(a) => a,
             Err(e) => {
-                log::warn!("leases: the store did not answer ({e}); leases kept as they were");
+                if !self.failing {
+                    log::warn!("leases: the store did not answer ({e}); leases kept as they were");
+                }
+                self.failing = true;
                 return None;
             }
         };
+        self.failing = false;
         self.release.clear();
         let now_held: BTreeSet<String> = answer.held.into_iter().collect();
         let mut news = LeaseNews::default();
