@@ -10,9 +10,12 @@
 //! Decisions:
 //! - a session follows the feed its user was given by the operator
 //!   (`POST /ui/api/feeds/{feed}/follow` `{"user": …}`), else the venue's first configured feed
-//!   (the only one, in a one-room venue). The choice is kept per user in memory, across the
-//!   user's reconnects, until the box restarts; a switch takes effect at once (the new feed's
-//!   finals, its last line sent to the session's subscribers, the microphone recomputed);
+//!   (the only one, in a one-room venue). The choice is durable (kept by name in the store, so
+//!   it survives a restart and is shared through a shared store); a new session takes it if
+//!   the config still has a feed of that name, else follows the first feed, and the stale
+//!   choice is logged and counted (`VENUE_FOLLOW_UNKNOWN_FEED`) but kept (the feed may come
+//!   back with the config). A switch takes effect at once (the new feed's finals, its last
+//!   line sent to the session's subscribers, the microphone recomputed);
 //! - a second publisher for a feed *replaces* the first (the key was checked, so it is the
 //!   operator's own recogniser reconnecting, perhaps over a half-open connection the box has
 //!   not noticed yet); the first is closed with 1008 "Replaced by a newer connection" and the
@@ -126,7 +129,8 @@ pub struct Venue {
     pub feeds: Vec<Feed>,
     /// Scratch for fanning out: the keys of the sessions, kept between publications.
     scratch: Vec<SessKey>,
-    /// The users the operator pointed at a feed other than the first: user id → feed.
+    /// The users the operator pointed at a feed, as resolved against the config: user id →
+    /// feed (the durable choice, by name, is in the hub's durable state).
     follows: std::collections::HashMap<Box<str>, usize>,
 }
 
@@ -211,11 +215,8 @@ impl Hub {
             return net.respond_error(id, 404, "NO_SUCH_FEED", "no venue feed has this name", &[]);
         };
         let from = self.venue.feed_of(user);
-        if to == 0 {
-            self.venue.follows.remove(user);
-        } else {
-            self.venue.follows.insert(user.into(), to);
-        }
+        self.venue.follows.insert(user.into(), to);
+        self.durable.set_follow(user, feed);
         log::info!("event=venue_follow user={user:?} feed={feed:?}");
         if let Some(sk) = self.sessions.by_user(user).filter(|_| from != to) {
             self.mic_changed(net, sk, now);
@@ -224,6 +225,29 @@ impl Hub {
         }
         let body = serde_json::json!({"user": user, "feed": feed});
         net.respond_json(id, 200, &body, &[]);
+    }
+
+    /// A new session of `user` starts: it follows the durable choice if the config still has
+    /// a feed of that name, else the first feed (the stale choice logged and counted).
+    pub(super) fn venue_session_follow(&mut self, user: &str) {
+        let Some(name) = self.durable.follow(user) else {
+            self.venue.follows.remove(user);
+            return;
+        };
+        match self.venue.feeds.iter().position(|f| f.name == name) {
+            Some(feed) => {
+                log::info!("event=venue_follow_restored user={user:?} feed={name:?}");
+                self.venue.follows.insert(user.into(), feed);
+            }
+            None => {
+                let default = self.venue.feeds.first().map(|f| f.name.as_str());
+                log::warn!(
+                    "event=venue_follow_unknown user={user:?} feed={name:?} following={default:?} reason=\"no configured feed has this name\""
+                );
+                self.venue.follows.remove(user);
+                self.refused("VENUE_FOLLOW_UNKNOWN_FEED");
+            }
+        }
     }
 
     /// Send every active app in `sk` the followed feed's last final line, if it subscribes to it.
