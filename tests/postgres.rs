@@ -1,8 +1,8 @@
 //! Durable state in a shared PostgreSQL, against a real server on loopback (started by the
 //! test, see `support/postgres.rs`): every kind of change (venue feed choices too) reads back
-//! exactly as SQLite's store reads it back, a second process on the same database starts from it, an older
-//! schema is migrated and a newer one left alone, processes starting at once migrate once,
-//! and an outage of the database is ridden out by the writer (held changes, a bound, the
+//! exactly as SQLite's store reads it back, a second process on the same database starts
+//! from it, an older schema is migrated and a newer one left alone, processes starting at
+//! once migrate once, and an outage of the database is ridden out by the writer (held changes, a bound, the
 //! catch-up). Skipped, with the reason printed, only when no PostgreSQL is installed.
 
 use augmentos_edge::auth::{self, jwt};

@@ -7,7 +7,7 @@
 //! feed covers a session's transcripts; with two rooms each session follows the feed the
 //! operator chose for its user, and a switch takes effect at once; the choice survives a
 //! restart through the store; and glasses left without a source are shown "Captions feed
-//! offline" until the feed is back.
+//! offline" until the feed is back, also when they arrive after it went.
 
 use augmentos_edge::auth::{self, jwt};
 use augmentos_edge::hub::registry::AppSpec;
@@ -540,6 +540,9 @@ fn the_feed_is_held_only_while_the_total_output_is_over_its_budget() {
     }
 }
 
+/// What glasses left without a caption source are shown.
+const FEED_OFFLINE: &str = "Captions feed offline";
+
 /// The second room's feed publisher.
 const FEED2: &str = "system.venue.track2";
 const OPERATOR: &str = "operator-token-0123456789";
@@ -791,4 +794,55 @@ fn the_follow_choice_survives_a_restart_through_the_store_and_a_stale_one_falls_
         .persisted
         .iter()
         .any(|p| matches!(p, Persist::Follow { .. })));
+}
+
+#[test]
+fn a_latecomer_on_an_offline_feed_is_told_at_once_and_cleared_when_it_comes_up() {
+    let mut w = world();
+    let f = feed(&mut w);
+    publish(&mut w, f, &transcript("Good evening", "en-US", true));
+    w.client_eof(f);
+    // ada arrives after the feed went: told as soon as her captions app subscribes.
+    let g0 = glasses(&mut w, USERS[0]);
+    let _a0 = app(&mut w, g0, USERS[0], A, json!(["transcription:en-US"]));
+    // (The app's start screen, then the line.)
+    assert_eq!(main_lines(&w.json_messages(g0)), vec![A, FEED_OFFLINE]);
+    // bo runs a per-session transcriber, which covers him: not told.
+    let g1 = glasses(&mut w, USERS[1]);
+    let _stt = app(&mut w, g1, USERS[1], STT, json!(["audio_chunk"]));
+    let _a1 = app(&mut w, g1, USERS[1], A, json!(["transcription:en-US"]));
+    // cy wants no transcripts: not told.
+    let g2 = glasses(&mut w, USERS[2]);
+    let _b2 = app(&mut w, g2, USERS[2], B, json!(["button_press"]));
+    assert_eq!(main_lines(&w.json_messages(g1)), vec![A]);
+    assert_eq!(main_lines(&w.json_messages(g2)), vec![B]);
+    // A minute, deadline by deadline as the reactor wakes: ada's line is on screen after
+    // every wake (the end of her app's start screen shows it again); bo and cy see their apps'
+    // start screens go, never the line.
+    let until = w.now + Duration::from_secs(60);
+    let mut wakeups = 0;
+    while w.server.poll_timeout().is_some_and(|at| at <= until) {
+        assert!(w.jump_to_next_deadline());
+        wakeups += 1;
+        let at = w.now;
+        let lines = main_lines(&w.json_messages(g0));
+        assert!(
+            lines.last().is_none_or(|l| l == FEED_OFFLINE),
+            "{at:?}: {lines:?}"
+        );
+        for g in [g1, g2] {
+            let lines = main_lines(&w.json_messages(g));
+            assert!(
+                !lines.iter().any(|l| l == FEED_OFFLINE),
+                "{at:?}: {lines:?}"
+            );
+        }
+        assert!(wakeups < 10_000, "livelock");
+    }
+    w.advance(until.saturating_since(w.now));
+    // The feed comes up: ada's line is cleared; the others had none to clear.
+    let _f = feed(&mut w);
+    assert_eq!(main_lines(&w.json_messages(g0)), vec![""]);
+    assert_eq!(main_lines(&w.json_messages(g1)), Vec::<String>::new());
+    assert_eq!(main_lines(&w.json_messages(g2)), Vec::<String>::new());
 }

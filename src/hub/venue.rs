@@ -32,8 +32,10 @@
 //!   every follower (on again if an app still wants transcripts, so a per-session transcriber
 //!   takes over where one is configured). A follower left without any source (an app wants
 //!   what the feed published, no connected app of the session publishes it) is shown
-//!   [`FEED_OFFLINE`] on the main view as a display of the box, cleared when the feed comes
-//!   back (if still on screen): no message SDK 2.1.29 surfaces to an app says "no source", and
+//!   [`FEED_OFFLINE`] on the main view as a display of the box — when the feed goes, or when
+//!   a session comes to want captions (a latecomer's app subscribes) while its feed is
+//!   already offline — cleared when the feed comes back (if still on screen) or when the
+//!   session no longer lacks a source: no message SDK 2.1.29 surfaces to an app says "no source", and
 //!   a deaf visitor must see that the captions stopped, not a frozen line.
 //!
 //! Invariants: a feed has at most one publisher; a publisher's link is `Link::Venue` for its
@@ -247,6 +249,45 @@ impl Hub {
                 self.venue.follows.remove(user);
                 self.refused("VENUE_FOLLOW_UNKNOWN_FEED");
             }
+        }
+    }
+
+    /// The session's subscriptions or apps changed: show [`FEED_OFFLINE`] if it now wants what
+    /// its followed feed publishes while the feed is offline and no app of its own publishes
+    /// it (a latecomer), or clear it if it no longer lacks a source.
+    pub(super) fn venue_notice_check(&mut self, net: &mut impl Outbox, sk: SessKey, now: Now) {
+        let Some(s) = self.session(sk) else { return };
+        let feed = self.venue.feed_of(&s.user);
+        let Some(f) = self.venue.feeds.get(feed) else {
+            return;
+        };
+        let want = f.conn.is_none() && self.feed_uncovered(sk, feed);
+        let had = f.notified.contains(&sk);
+        let notified = &mut self.venue.feeds[feed].notified;
+        match (want, had) {
+            (true, false) => {
+                notified.push(sk);
+                self.screen_system_line(net, sk, Some(FEED_OFFLINE), now);
+            }
+            (false, true) => {
+                notified.retain(|&k| k != sk);
+                self.screen_system_line(net, sk, None, now);
+            }
+            _ => {}
+        }
+    }
+
+    /// The boot of an app in `sk` ended (its card replaced by what was held, or a clear): the
+    /// [`FEED_OFFLINE`] line shown meanwhile (a latecomer's app subscribed while starting) is
+    /// shown again.
+    pub(super) fn venue_notice_after_boot(&mut self, net: &mut impl Outbox, sk: SessKey, now: Now) {
+        let Some(s) = self.session(sk) else { return };
+        let shown = self
+            .venue
+            .followed(&s.user)
+            .is_some_and(|f| f.conn.is_none() && f.notified.contains(&sk));
+        if shown {
+            self.screen_system_line(net, sk, Some(FEED_OFFLINE), now);
         }
     }
 
