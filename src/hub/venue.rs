@@ -201,6 +201,11 @@ impl Hub {
             .collect()
     }
 
+    /// The name of the feed `user`'s session follows (`None` when the venue has no feed).
+    pub(super) fn venue_followed_name(&self, user: &str) -> Option<&str> {
+        self.venue.followed(user).map(|f| f.name.as_str())
+    }
+
     /// The operator points `user` at the feed named `feed` (`POST /ui/api/feeds/{feed}/follow`):
     /// 200 with the choice, or 404 `NO_SUCH_FEED`. The user's session, if any, switches at
     /// once: its microphone is recomputed and its subscribers get the new feed's last line.
