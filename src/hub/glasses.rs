@@ -246,6 +246,7 @@ impl Hub {
                     screen::LazyScreen::new(&self.display_timings),
                 ));
                 log::info!("event=session_created session={user:?} connection={id}");
+                self.venue_session_follow(user);
                 sk
             }
         };

@@ -480,6 +480,7 @@ impl Hub {
             self.venue_replay(net, sk, app, before, now);
         }
         self.mic_changed(net, sk, now);
+        self.venue_notice_check(net, sk, now);
         self.location_tier_changed(net, sk, now);
     }
 

@@ -10,9 +10,12 @@
 //! Decisions:
 //! - a session follows the feed its user was given by the operator
 //!   (`POST /ui/api/feeds/{feed}/follow` `{"user": …}`), else the venue's first configured feed
-//!   (the only one, in a one-room venue). The choice is kept per user in memory, across the
-//!   user's reconnects, until the box restarts; a switch takes effect at once (the new feed's
-//!   finals, its last line sent to the session's subscribers, the microphone recomputed);
+//!   (the only one, in a one-room venue). The choice is durable (kept by name in the store, so
+//!   it survives a restart and is shared through a shared store); a new session takes it if
+//!   the config still has a feed of that name, else follows the first feed, and the stale
+//!   choice is logged and counted (`VENUE_FOLLOW_UNKNOWN_FEED`) but kept (the feed may come
+//!   back with the config). A switch takes effect at once (the new feed's finals, its last
+//!   line sent to the session's subscribers, the microphone recomputed);
 //! - a second publisher for a feed *replaces* the first (the key was checked, so it is the
 //!   operator's own recogniser reconnecting, perhaps over a half-open connection the box has
 //!   not noticed yet); the first is closed with 1008 "Replaced by a newer connection" and the
@@ -29,8 +32,10 @@
 //!   every follower (on again if an app still wants transcripts, so a per-session transcriber
 //!   takes over where one is configured). A follower left without any source (an app wants
 //!   what the feed published, no connected app of the session publishes it) is shown
-//!   [`FEED_OFFLINE`] on the main view as a display of the box, cleared when the feed comes
-//!   back (if still on screen): no message SDK 2.1.29 surfaces to an app says "no source", and
+//!   [`FEED_OFFLINE`] on the main view as a display of the box — when the feed goes, or when
+//!   a session comes to want captions (a latecomer's app subscribes) while its feed is
+//!   already offline — cleared when the feed comes back (if still on screen) or when the
+//!   session no longer lacks a source: no message SDK 2.1.29 surfaces to an app says "no source", and
 //!   a deaf visitor must see that the captions stopped, not a frozen line.
 //!
 //! Invariants: a feed has at most one publisher; a publisher's link is `Link::Venue` for its
@@ -126,7 +131,8 @@ pub struct Venue {
     pub feeds: Vec<Feed>,
     /// Scratch for fanning out: the keys of the sessions, kept between publications.
     scratch: Vec<SessKey>,
-    /// The users the operator pointed at a feed other than the first: user id → feed.
+    /// The users the operator pointed at a feed, as resolved against the config: user id →
+    /// feed (the durable choice, by name, is in the hub's durable state).
     follows: std::collections::HashMap<Box<str>, usize>,
 }
 
@@ -195,6 +201,11 @@ impl Hub {
             .collect()
     }
 
+    /// The name of the feed `user`'s session follows (`None` when the venue has no feed).
+    pub(super) fn venue_followed_name(&self, user: &str) -> Option<&str> {
+        self.venue.followed(user).map(|f| f.name.as_str())
+    }
+
     /// The operator points `user` at the feed named `feed` (`POST /ui/api/feeds/{feed}/follow`):
     /// 200 with the choice, or 404 `NO_SUCH_FEED`. The user's session, if any, switches at
     /// once: its microphone is recomputed and its subscribers get the new feed's last line.
@@ -211,11 +222,8 @@ impl Hub {
             return net.respond_error(id, 404, "NO_SUCH_FEED", "no venue feed has this name", &[]);
         };
         let from = self.venue.feed_of(user);
-        if to == 0 {
-            self.venue.follows.remove(user);
-        } else {
-            self.venue.follows.insert(user.into(), to);
-        }
+        self.venue.follows.insert(user.into(), to);
+        self.durable.set_follow(user, feed);
         log::info!("event=venue_follow user={user:?} feed={feed:?}");
         if let Some(sk) = self.sessions.by_user(user).filter(|_| from != to) {
             self.mic_changed(net, sk, now);
@@ -224,6 +232,68 @@ impl Hub {
         }
         let body = serde_json::json!({"user": user, "feed": feed});
         net.respond_json(id, 200, &body, &[]);
+    }
+
+    /// A new session of `user` starts: it follows the durable choice if the config still has
+    /// a feed of that name, else the first feed (the stale choice logged and counted).
+    pub(super) fn venue_session_follow(&mut self, user: &str) {
+        let Some(name) = self.durable.follow(user) else {
+            self.venue.follows.remove(user);
+            return;
+        };
+        match self.venue.feeds.iter().position(|f| f.name == name) {
+            Some(feed) => {
+                log::info!("event=venue_follow_restored user={user:?} feed={name:?}");
+                self.venue.follows.insert(user.into(), feed);
+            }
+            None => {
+                let default = self.venue.feeds.first().map(|f| f.name.as_str());
+                log::warn!(
+                    "event=venue_follow_unknown user={user:?} feed={name:?} following={default:?} reason=\"no configured feed has this name\""
+                );
+                self.venue.follows.remove(user);
+                self.refused("VENUE_FOLLOW_UNKNOWN_FEED");
+            }
+        }
+    }
+
+    /// The session's subscriptions or apps changed: show [`FEED_OFFLINE`] if it now wants what
+    /// its followed feed publishes while the feed is offline and no app of its own publishes
+    /// it (a latecomer), or clear it if it no longer lacks a source.
+    pub(super) fn venue_notice_check(&mut self, net: &mut impl Outbox, sk: SessKey, now: Now) {
+        let Some(s) = self.session(sk) else { return };
+        let feed = self.venue.feed_of(&s.user);
+        let Some(f) = self.venue.feeds.get(feed) else {
+            return;
+        };
+        let want = f.conn.is_none() && self.feed_uncovered(sk, feed);
+        let had = f.notified.contains(&sk);
+        let notified = &mut self.venue.feeds[feed].notified;
+        match (want, had) {
+            (true, false) => {
+                notified.push(sk);
+                self.screen_system_line(net, sk, Some(FEED_OFFLINE), now);
+            }
+            (false, true) => {
+                notified.retain(|&k| k != sk);
+                self.screen_system_line(net, sk, None, now);
+            }
+            _ => {}
+        }
+    }
+
+    /// The boot of an app in `sk` ended (its card replaced by what was held, or a clear): the
+    /// [`FEED_OFFLINE`] line shown meanwhile (a latecomer's app subscribed while starting) is
+    /// shown again.
+    pub(super) fn venue_notice_after_boot(&mut self, net: &mut impl Outbox, sk: SessKey, now: Now) {
+        let Some(s) = self.session(sk) else { return };
+        let shown = self
+            .venue
+            .followed(&s.user)
+            .is_some_and(|f| f.conn.is_none() && f.notified.contains(&sk));
+        if shown {
+            self.screen_system_line(net, sk, Some(FEED_OFFLINE), now);
+        }
     }
 
     /// Send every active app in `sk` the followed feed's last final line, if it subscribes to it.

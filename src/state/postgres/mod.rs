@@ -24,7 +24,7 @@ use std::time::Duration;
 use wire::Backend;
 
 /// The schema this binary writes (the same steps as SQLite's, in PostgreSQL's words).
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// How often the state other processes wrote is read back (a user failing over finds their
 /// apps at most this old).
@@ -76,6 +76,11 @@ const MIGRATIONS: &[&str] = &[
         expires bigint NOT NULL,
         last_seen bigint,
         revoked bigint
+    );",
+    // 3 → 4: the venue feed the operator chose for each user.
+    "CREATE TABLE venue_follows (
+        user_id text PRIMARY KEY,
+        feed text NOT NULL
     );",
 ];
 
@@ -576,6 +581,12 @@ impl PgStore {
                     ],
                 )
             }
+            Persist::Follow { user, feed } => wire::execute(
+                out,
+                "INSERT INTO venue_follows (user_id, feed) VALUES ($1, $2)
+                 ON CONFLICT (user_id) DO UPDATE SET feed = EXCLUDED.feed",
+                &[Some(user), Some(feed)],
+            ),
         }
     }
 }
@@ -641,6 +652,9 @@ impl Store for PgStore {
                     last_seen: secs(&r, 5)?,
                     revoked: secs(&r, 6)?,
                 });
+            }
+            for r in c.simple("SELECT user_id, feed FROM venue_follows ORDER BY user_id COLLATE \"C\"")? {
+                s.follows.push((text(&r, 0)?, text(&r, 1)?));
             }
             Ok(s)
         })
