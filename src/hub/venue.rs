@@ -67,6 +67,9 @@ pub struct Feed {
     pub dropped: u64,
     /// The sessions shown [`FEED_OFFLINE`] when the feed went, cleared when it comes back.
     notified: Vec<SessKey>,
+    /// The translations its live publisher was last told its followers want
+    /// ([`super::demand`]); `None` until told, since it connected.
+    pub(super) demand_sent: Option<Vec<Box<str>>>,
 }
 
 /// What the glasses of a session left without captions show when its feed goes.
@@ -162,7 +165,7 @@ impl Venue {
     }
 
     /// The feed `user`'s session follows: the one the operator chose, else the first.
-    fn feed_of(&self, user: &str) -> usize {
+    pub(super) fn feed_of(&self, user: &str) -> usize {
         self.follows.get(user).copied().unwrap_or(0)
     }
 
@@ -221,6 +224,8 @@ impl Hub {
             self.mic_changed(net, sk, now);
             self.venue_replay_all(net, sk, now);
             self.venue_notice_moved(net, sk, from, to, now);
+            self.venue_demand_changed(net, from, now);
+            self.venue_demand_changed(net, to, now);
         }
         let body = serde_json::json!({"user": user, "feed": feed});
         net.respond_json(id, 200, &body, &[]);
@@ -272,6 +277,8 @@ impl Hub {
             timestamp: now.iso(),
         };
         net.send_json(id, &ack);
+        self.venue.feeds[feed].demand_sent = None;
+        self.venue_demand_changed(net, feed, now);
         if old.is_none() {
             self.venue_mic_changed(net, feed, now);
             self.venue_notice(net, feed, false, now);
@@ -318,6 +325,7 @@ impl Hub {
             return;
         }
         f.conn = None;
+        f.demand_sent = None;
         log::info!("event=venue_feed_lost feed={:?} connection={id}", f.name);
         self.venue_mic_changed(net, feed, now);
         self.venue_notice(net, feed, true, now);
@@ -400,7 +408,7 @@ impl Hub {
     }
 
     /// The sessions that follow `feed`.
-    fn followers(&self, feed: usize) -> impl Iterator<Item = SessKey> + '_ {
+    pub(super) fn followers(&self, feed: usize) -> impl Iterator<Item = SessKey> + '_ {
         let venue = &self.venue;
         self.sessions
             .iter()
