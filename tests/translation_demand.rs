@@ -199,7 +199,11 @@ fn a_translation_publisher_is_told_what_its_session_subscribes_to_on_change_only
     subscribe(
         &mut w,
         b,
-        json!(["translation:all-to-pt-BR", "translation:en-US-to-es-ES?hints=x", "all"]),
+        json!([
+            "translation:all-to-pt-BR",
+            "translation:en-US-to-es-ES?hints=x",
+            "all"
+        ]),
     );
     assert_eq!(
         got(&mut w, stt),
@@ -288,4 +292,48 @@ fn a_venue_feed_is_told_the_union_of_its_followers_and_its_translation_reaches_t
     init(&mut w, again, FEED, "venue:main");
     let msgs = w.json_messages(again);
     assert_eq!(demands(&msgs), vec![list(&["en-US-to-pt-BR"])]);
+}
+
+#[test]
+fn a_latecomer_gets_the_feeds_last_final_of_each_kind_it_subscribes_to() {
+    let mut w = world(true);
+    let feed = w.connect_from(Peer::InProcess);
+    assert_eq!(w.upgrade(feed, "/app-ws"), 101);
+    init(&mut w, feed, FEED, "venue:main");
+    w.json_messages(feed);
+    let hello = json!({"type": "transcription", "text": "hello", "isFinal": true,
+                       "startTime": 100, "endTime": 900, "utteranceId": "u-0",
+                       "transcribeLanguage": "en-US"});
+    w.send_text(
+        feed,
+        &json!({"type": "data_stream", "streamType": "transcription", "data": hello}).to_string(),
+    );
+    // The transcript's final is followed by its translations.
+    publish(&mut w, feed, &translation("en-US", "es-ES", "hola"));
+    publish(&mut w, feed, &translation("en-US", "pt-BR", "olá"));
+    let g = glasses(&mut w, USERS[0]);
+    let (a, _) = app(&mut w, g, USERS[0], A);
+    subscribe(&mut w, a, json!(["transcription:en-US"]));
+    let (b, _) = app(&mut w, g, USERS[0], B);
+    subscribe(
+        &mut w,
+        b,
+        json!(["translation:all-to-es-ES", "transcription:en-US?hints=x"]),
+    );
+    let texts = |got: Vec<(String, Value)>| -> Vec<(String, String)> {
+        got.into_iter()
+            .map(|(s, d)| (s, d["text"].as_str().unwrap().to_string()))
+            .collect()
+    };
+    assert_eq!(
+        texts(streams(&mut w, a)),
+        vec![("transcription:en-US".into(), "hello".into())]
+    );
+    assert_eq!(
+        texts(streams(&mut w, b)),
+        vec![
+            ("transcription:en-US?hints=x".into(), "hello".into()),
+            ("translation:all-to-es-ES".into(), "hola".into()),
+        ]
+    );
 }

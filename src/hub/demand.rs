@@ -65,7 +65,10 @@ fn send(net: &mut impl Outbox, conn: ConnId, session_id: &str, set: &[Box<str>],
 
 impl Hub {
     fn publishes_translation(&self, app: usize) -> bool {
-        self.cfg.apps[app].publishes.iter().any(|p| p == "translation")
+        self.cfg.apps[app]
+            .publishes
+            .iter()
+            .any(|p| p == "translation")
     }
 
     /// The apps of `sk` subscribed afresh: if its set of wanted translations changed, tell its
@@ -73,7 +76,10 @@ impl Hub {
     pub(super) fn demand_changed(&mut self, net: &mut impl Outbox, sk: SessKey, now: Now) {
         let Some(s) = self.session(sk) else { return };
         let set = session_translations(s);
-        let stored = s.streams.as_deref().map_or(&[][..], |st| &st.translations[..]);
+        let stored = s
+            .streams
+            .as_deref()
+            .map_or(&[][..], |st| &st.translations[..]);
         if stored == &set[..] {
             return;
         }
@@ -83,7 +89,10 @@ impl Hub {
         };
         s.streams_mut().translations = set;
         let Some(s) = self.session(sk) else { return };
-        let set = s.streams.as_deref().map_or(&[][..], |st| &st.translations[..]);
+        let set = s
+            .streams
+            .as_deref()
+            .map_or(&[][..], |st| &st.translations[..]);
         for (&app, run) in s.apps.iter() {
             if let (AppState::Active, Some(conn), true) =
                 (&run.state, run.conn, self.publishes_translation(app))
@@ -111,7 +120,10 @@ impl Hub {
             return;
         }
         let Some(s) = self.session(sk) else { return };
-        let set = s.streams.as_deref().map_or(&[][..], |st| &st.translations[..]);
+        let set = s
+            .streams
+            .as_deref()
+            .map_or(&[][..], |st| &st.translations[..]);
         let sid = format!("{}-{}", s.user, self.cfg.apps[app].package_name);
         send(net, conn, &sid, set, now);
     }
