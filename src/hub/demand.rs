@@ -128,12 +128,17 @@ impl Hub {
         send(net, conn, &sid, set, now);
     }
 
-    /// What the followers of `feed` want translated, together.
-    fn venue_demand(&self, feed: usize) -> Vec<Box<str>> {
-        let mut out: Vec<Box<str>> = self
-            .followers(feed)
-            .filter_map(|sk| self.session(sk)?.streams.as_deref())
-            .flat_map(|st| st.translations.iter().cloned())
+    /// What the followers of `feed` want translated, together. One pass over the sessions,
+    /// borrowing their sets (nothing allocated per session): it runs only when a follower's own
+    /// set changed, a follower moved, or the feed's publisher connected.
+    fn venue_demand(&self, feed: usize) -> Vec<&str> {
+        let venue = &self.venue;
+        let mut out: Vec<&str> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| venue.feed_of(&s.user) == feed)
+            .filter_map(|(_, s)| s.streams.as_deref())
+            .flat_map(|st| st.translations.iter().map(|t| &**t))
             .collect();
         out.sort_unstable();
         out.dedup();
@@ -150,11 +155,15 @@ impl Hub {
             return;
         };
         let set = self.venue_demand(feed);
-        let f = &mut self.venue.feeds[feed];
-        if f.demand_sent.as_deref() == Some(&set[..]) {
+        let f = &self.venue.feeds[feed];
+        if f.demand_sent
+            .as_ref()
+            .is_some_and(|sent| sent.iter().map(|t| &**t).eq(set.iter().copied()))
+        {
             return;
         }
+        let set: Vec<Box<str>> = set.into_iter().map(Box::from).collect();
         send(net, conn, &format!("venue:{}", f.name), &set, now);
-        f.demand_sent = Some(set);
+        self.venue.feeds[feed].demand_sent = Some(set);
     }
 }

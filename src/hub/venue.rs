@@ -412,7 +412,7 @@ impl Hub {
     }
 
     /// The sessions that follow `feed`.
-    pub(super) fn followers(&self, feed: usize) -> impl Iterator<Item = SessKey> + '_ {
+    fn followers(&self, feed: usize) -> impl Iterator<Item = SessKey> + '_ {
         let venue = &self.venue;
         self.sessions
             .iter()
