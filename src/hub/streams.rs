@@ -50,6 +50,9 @@ pub(super) struct Streams {
     pub(super) routes: Routes,
     /// Made by the first location or calendar event (most sessions see neither).
     cached: Option<Box<Cached>>,
+    /// The translations the session's apps want, as last told to its publishers (see
+    /// [`super::demand`]).
+    pub(super) translations: Vec<Box<str>>,
 }
 
 /// What is kept for replay to a new subscriber.
@@ -457,7 +460,7 @@ impl Hub {
 
     /// The apps' subscriptions changed: rebuild the index, replay what new subscribers of
     /// location and calendar streams have missed (`replay_to`), and bring the microphone in
-    /// line.
+    /// line, and tell translation publishers what is wanted now.
     pub(super) fn subs_changed(
         &mut self,
         net: &mut impl Outbox,
@@ -482,6 +485,7 @@ impl Hub {
         self.mic_changed(net, sk, now);
         self.venue_notice_check(net, sk, now);
         self.location_tier_changed(net, sk, now);
+        self.demand_changed(net, sk, now);
     }
 
     /// Send a newly subscribed app the last location and the cached calendar events.
@@ -634,7 +638,7 @@ impl Hub {
 }
 
 impl Session {
-    fn streams_mut(&mut self) -> &mut Streams {
+    pub(super) fn streams_mut(&mut self) -> &mut Streams {
         self.streams.get_or_insert_with(Box::default)
     }
 }

@@ -59,9 +59,11 @@ pub struct Feed {
     pub app: usize,
     /// Its publisher's connection, while one is connected.
     pub conn: Option<ConnId>,
-    /// The last final line published: its stream (`transcription`/`translation`), source and
-    /// target languages, and its `data` as it came.
-    last_final: Option<LastLine>,
+    /// The last final line published of each kind (its stream, `transcription`/`translation`,
+    /// source and target languages), with its `data` as it came; oldest first, at most
+    /// [`LAST_LINES`] kinds. One per kind: with translation on, a transcript's final is followed
+    /// by its translations, and a latecomer must get the line of the kind it subscribes to.
+    last_finals: Vec<LastLine>,
     /// The texts of the last few final lines, newest last, for the operator.
     recent: std::collections::VecDeque<Box<str>>,
     /// Messages published.
@@ -72,6 +74,9 @@ pub struct Feed {
     pub dropped: u64,
     /// The sessions shown [`FEED_OFFLINE`] when the feed went, cleared when it comes back.
     notified: Vec<SessKey>,
+    /// The translations its live publisher was last told its followers want
+    /// ([`super::demand`]); `None` until told, since it connected.
+    pub(super) demand_sent: Option<Vec<Box<str>>>,
 }
 
 /// What the glasses of a session left without captions show when its feed goes.
@@ -85,6 +90,8 @@ struct LastLine {
     data: Box<str>,
 }
 
+/// Kinds of last final line kept per feed (a transcript and a few translations of it).
+const LAST_LINES: usize = 8;
 /// Final lines kept per feed for the operator page.
 const RECENT_LINES: usize = 5;
 /// Characters of a final line kept for the operator page.
@@ -97,7 +104,7 @@ impl Feed {
             "name": self.name,
             "packageName": package,
             "connected": self.conn.is_some(),
-            "language": self.last_final.as_ref().map(|l| &*l.from),
+            "language": self.last_finals.last().map(|l| &*l.from),
             "lastLines": self.recent,
             "followers": followers,
             "published": self.published,
@@ -168,7 +175,7 @@ impl Venue {
     }
 
     /// The feed `user`'s session follows: the one the operator chose, else the first.
-    fn feed_of(&self, user: &str) -> usize {
+    pub(super) fn feed_of(&self, user: &str) -> usize {
         self.follows.get(user).copied().unwrap_or(0)
     }
 
@@ -229,6 +236,8 @@ impl Hub {
             self.mic_changed(net, sk, now);
             self.venue_replay_all(net, sk, now);
             self.venue_notice_moved(net, sk, from, to, now);
+            self.venue_demand_changed(net, from, now);
+            self.venue_demand_changed(net, to, now);
         }
         let body = serde_json::json!({"user": user, "feed": feed});
         net.respond_json(id, 200, &body, &[]);
@@ -342,6 +351,8 @@ impl Hub {
             timestamp: now.iso(),
         };
         net.send_json(id, &ack);
+        self.venue.feeds[feed].demand_sent = None;
+        self.venue_demand_changed(net, feed, now);
         if old.is_none() {
             self.venue_mic_changed(net, feed, now);
             self.venue_notice(net, feed, false, now);
@@ -388,6 +399,7 @@ impl Hub {
             return;
         }
         f.conn = None;
+        f.demand_sent = None;
         log::info!("event=venue_feed_lost feed={:?} connection={id}", f.name);
         self.venue_mic_changed(net, feed, now);
         self.venue_notice(net, feed, true, now);
@@ -504,12 +516,19 @@ impl Hub {
         f.published += 1;
         if p.is_final {
             f.note_line(p.data);
-            f.last_final = Some(LastLine {
+            let line = LastLine {
                 translation: p.translation,
                 from: p.from.as_deref().unwrap_or("en-US").into(),
                 to: p.to.as_deref().unwrap_or("").into(),
                 data: p.data.into(),
+            };
+            f.last_finals.retain(|l| {
+                (l.translation, &l.from, &l.to) != (line.translation, &line.from, &line.to)
             });
+            if f.last_finals.len() == LAST_LINES {
+                f.last_finals.remove(0);
+            }
+            f.last_finals.push(line);
         }
         let mut keys = std::mem::take(&mut self.venue.scratch);
         let venue = &self.venue;
@@ -533,7 +552,7 @@ impl Hub {
     }
 
     /// Send `app` in `sk`, newly subscribed to some of `subs` (not in `before`), the followed
-    /// feed's last final line if it subscribed to it, under its own subscription string.
+    /// feed's last final line of each kind it subscribed to, under its own subscription string.
     pub(super) fn venue_replay(
         &self,
         net: &mut impl Outbox,
@@ -543,12 +562,9 @@ impl Hub {
         now: Now,
     ) {
         let Some(s) = self.session(sk) else { return };
-        let Some(line) = self
-            .venue
-            .followed(&s.user)
-            .and_then(|f| f.last_final.as_ref())
-        else {
-            return;
+        let lines = match self.venue.followed(&s.user) {
+            Some(f) if !f.last_finals.is_empty() => &f.last_finals,
+            _ => return,
         };
         let Some(run) = s.apps.get(&app) else { return };
         let (AppState::Active, Some(conn)) = (&run.state, run.conn) else {
@@ -561,33 +577,48 @@ impl Hub {
             .cloned()
             .collect();
         let routes = Routes::build(std::iter::once((app, &new[..])));
-        let event = if line.translation {
-            Event::Translation {
-                from: &line.from,
-                to: &line.to,
-            }
-        } else {
-            Event::Transcription {
-                language: &line.from,
-            }
-        };
-        let name: &[u8] = if line.translation {
-            b"translation"
-        } else {
-            b"transcription"
-        };
-        let mut sent = false;
-        routes.each(event, |_, own| {
-            if sent {
-                return;
-            }
-            sent = true;
-            let stream: [&[u8]; 3] = match own {
-                Some(own) => [own, b"", b""],
-                None => [b"\"", name, b"\""],
-            };
-            let parts = data_stream_parts(&run.prefix, stream, line.data.as_bytes(), now.iso());
-            net.send_frame(conn, Opcode::Text, &parts);
-        });
+        for line in lines {
+            replay_line(net, &routes, conn, &run.prefix, line, now);
+        }
     }
+}
+
+/// One kept final line to the app whose new subscriptions are `routes`: once, under the
+/// first of them it matches.
+fn replay_line(
+    net: &mut impl Outbox,
+    routes: &Routes,
+    conn: ConnId,
+    prefix: &[u8],
+    line: &LastLine,
+    now: Now,
+) {
+    let event = if line.translation {
+        Event::Translation {
+            from: &line.from,
+            to: &line.to,
+        }
+    } else {
+        Event::Transcription {
+            language: &line.from,
+        }
+    };
+    let name: &[u8] = if line.translation {
+        b"translation"
+    } else {
+        b"transcription"
+    };
+    let mut sent = false;
+    routes.each(event, |_, own| {
+        if sent {
+            return;
+        }
+        sent = true;
+        let stream: [&[u8]; 3] = match own {
+            Some(own) => [own, b"", b""],
+            None => [b"\"", name, b"\""],
+        };
+        let parts = data_stream_parts(prefix, stream, line.data.as_bytes(), now.iso());
+        net.send_frame(conn, Opcode::Text, &parts);
+    });
 }

@@ -1,0 +1,339 @@
+//! Deterministic tests of the translation demand rule through the in-memory world: the box tells
+//! each translation publisher which translations its session's apps subscribe to
+//! (`publish_demand`, once after the ack, then on every change and only then), `all-to-<tgt>`
+//! counting as a demand for `<tgt>` from any source; a venue feed's publisher is told the union
+//! over the sessions that follow it, and its one translation reaches every follower's
+//! subscribers, each under its own subscription string; no app that does not publish
+//! translations ever gets the message.
+
+use augmentos_edge::auth::{self, jwt};
+use augmentos_edge::hub::registry::AppSpec;
+use augmentos_edge::hub::HubConfig;
+use augmentos_edge::net::{Peer, Target};
+use augmentos_edge::server::ServerConfig;
+use augmentos_edge::sim::World;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const SECRET: &[u8] = b"demand-test-secret-0123";
+const USERS: [&str; 2] = ["ada@example.com", "bo@example.com"];
+const A: &str = "com.example.a";
+const B: &str = "com.example.b";
+/// A per-session transcriber that translates.
+const STT: &str = "system.local.stt";
+/// A per-session publisher of transcripts only.
+const ASR: &str = "system.local.asr";
+/// The venue feed's publisher.
+const FEED: &str = "system.venue.stt";
+
+fn key(package: &str) -> String {
+    format!("{package}-key")
+}
+
+fn spec(package: &str, port: u16, publishes: &[&str]) -> AppSpec {
+    let system = !publishes.is_empty();
+    AppSpec {
+        package_name: package.into(),
+        name: package.into(),
+        public_url: format!("http://apps.example:{port}"),
+        webhook_target: Target {
+            host: "apps.example".into(),
+            port,
+            tls: None,
+        },
+        webhook_path: String::new(),
+        hashed_api_key: auth::hash_api_key(&key(package)),
+        is_system_app: system,
+        permissions: vec!["ALL".into()],
+        allowed_addresses: if system {
+            vec!["in-process".into()]
+        } else {
+            Vec::new()
+        },
+        publishes: publishes.iter().map(|s| s.to_string()).collect(),
+        settings: Vec::new(),
+    }
+}
+
+/// A box with the per-session publishers, or (`venue`) with a venue feed instead.
+fn world(venue: bool) -> World {
+    let mut apps = vec![spec(A, 4001, &[]), spec(B, 4002, &[])];
+    if venue {
+        apps.push(spec(FEED, 4003, &["transcription", "translation"]));
+    } else {
+        apps.push(spec(STT, 4004, &["transcription", "translation"]));
+        apps.push(spec(ASR, 4005, &["transcription"]));
+    }
+    World::with_hub(
+        ServerConfig {
+            ping_interval: None,
+            ..ServerConfig::default()
+        },
+        HubConfig {
+            jwt_secret: SECRET.to_vec(),
+            apps,
+            lifecycle_burst: 100,
+            venue_feeds: if venue {
+                vec![("main".into(), FEED.into())]
+            } else {
+                Vec::new()
+            },
+            ..HubConfig::default()
+        },
+    )
+}
+
+fn glasses(w: &mut World, user: &str) -> usize {
+    let g = w.connect();
+    let bearer = format!("Authorization: Bearer {}", jwt::glasses_token(user, SECRET));
+    assert_eq!(w.upgrade_with(g, "/glasses-ws", &[&bearer]).0, 101);
+    w.send_text(g, r#"{"type":"connection_init"}"#);
+    assert_eq!(w.json_messages(g)[0]["type"], "connection_ack");
+    g
+}
+
+fn init(w: &mut World, c: usize, package: &str, session_id: &str) {
+    w.send_text(
+        c,
+        &json!({"type": "tpa_connection_init", "packageName": package,
+                "sessionId": session_id, "apiKey": key(package)})
+        .to_string(),
+    );
+}
+
+/// Connect `package` into the session of `user` (started from the glasses unless a system
+/// app); returns it and what it got (the ack first).
+fn app(w: &mut World, g: usize, user: &str, package: &str) -> (usize, Vec<Value>) {
+    if !package.starts_with("system.") {
+        w.send_text(
+            g,
+            &json!({"type": "start_app", "packageName": package}).to_string(),
+        );
+    }
+    let c = w.connect();
+    assert_eq!(w.upgrade(c, "/app-ws"), 101);
+    init(w, c, package, &format!("{user}-{package}"));
+    let msgs = w.json_messages(c);
+    assert_eq!(msgs[0]["type"], "tpa_connection_ack", "{package}: {msgs:?}");
+    for i in w.open_outbound() {
+        w.respond_http(i, 200);
+    }
+    (c, msgs)
+}
+
+fn subscribe(w: &mut World, c: usize, subs: Value) {
+    w.send_text(
+        c,
+        &json!({"type": "subscription_update", "subscriptions": subs}).to_string(),
+    );
+}
+
+/// The `translations` of every `publish_demand` in `msgs`, in order.
+fn demands(msgs: &[Value]) -> Vec<Vec<String>> {
+    msgs.iter()
+        .filter(|m| m["type"] == "publish_demand")
+        .map(|m| {
+            m["translations"]
+                .as_array()
+                .expect("an array")
+                .iter()
+                .map(|t| t.as_str().unwrap().to_string())
+                .collect()
+        })
+        .collect()
+}
+
+fn got(w: &mut World, c: usize) -> Vec<Vec<String>> {
+    let msgs = w.json_messages(c);
+    demands(&msgs)
+}
+
+fn list(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// The `(streamType, data)` of every `data_stream` client `c` received.
+fn streams(w: &mut World, c: usize) -> Vec<(String, Value)> {
+    w.json_messages(c)
+        .into_iter()
+        .filter(|m| m["type"] == "data_stream")
+        .map(|m| (m["streamType"].as_str().unwrap().into(), m["data"].clone()))
+        .collect()
+}
+
+fn translation(from: &str, to: &str, text: &str) -> Value {
+    json!({"type": "translation", "text": text, "originalText": "hello", "isFinal": true,
+           "startTime": 100, "endTime": 900, "utteranceId": "u-0",
+           "transcribeLanguage": from, "translateLanguage": to, "didTranslate": true})
+}
+
+fn publish(w: &mut World, c: usize, data: &Value) {
+    w.send_text(
+        c,
+        &json!({"type": "data_stream", "streamType": "translation", "data": data}).to_string(),
+    );
+}
+
+#[test]
+fn a_translation_publisher_is_told_what_its_session_subscribes_to_on_change_only() {
+    let mut w = world(false);
+    let g = glasses(&mut w, USERS[0]);
+    let (a, _) = app(&mut w, g, USERS[0], A);
+    subscribe(&mut w, a, json!(["translation:en-US-to-es-ES"]));
+    w.advance(Duration::from_millis(10));
+    // Connected after the subscription: told right after its ack, with its own sessionId.
+    let (stt, msgs) = app(&mut w, g, USERS[0], STT);
+    assert_eq!(demands(&msgs), vec![list(&["en-US-to-es-ES"])], "{msgs:?}");
+    let m = msgs.iter().find(|m| m["type"] == "publish_demand").unwrap();
+    assert_eq!(m["sessionId"], format!("{}-{STT}", USERS[0]));
+    assert!(m["timestamp"].is_string());
+    // A publisher of transcripts only is never told.
+    let (asr, msgs) = app(&mut w, g, USERS[0], ASR);
+    assert_eq!(demands(&msgs), Vec::<Vec<String>>::new());
+    // The publisher's own audio subscription changes nothing.
+    subscribe(&mut w, stt, json!(["audio_chunk"]));
+    assert_eq!(got(&mut w, stt), Vec::<Vec<String>>::new());
+    // A second app adds a target from any source and repeats one (query dropped).
+    let (b, msgs) = app(&mut w, g, USERS[0], B);
+    assert_eq!(demands(&msgs), Vec::<Vec<String>>::new());
+    subscribe(
+        &mut w,
+        b,
+        json!([
+            "translation:all-to-pt-BR",
+            "translation:en-US-to-es-ES?hints=x",
+            "all"
+        ]),
+    );
+    assert_eq!(
+        got(&mut w, stt),
+        vec![list(&["all-to-pt-BR", "en-US-to-es-ES"])]
+    );
+    // A change that leaves the set as it was says nothing.
+    w.advance(Duration::from_secs(1));
+    subscribe(
+        &mut w,
+        a,
+        json!(["translation:en-US-to-es-ES", "transcription:en-US"]),
+    );
+    assert_eq!(got(&mut w, stt), Vec::<Vec<String>>::new());
+    // The all-to subscriber gets a translation from the source the publisher has.
+    publish(&mut w, stt, &translation("en-US", "pt-BR", "olá"));
+    let to_b = streams(&mut w, b);
+    assert_eq!(to_b.len(), 1, "{to_b:?}");
+    assert_eq!(to_b[0].0, "translation:all-to-pt-BR");
+    assert_eq!(to_b[0].1["text"], "olá");
+    assert!(streams(&mut w, a).is_empty());
+    // Unsubscribing takes the targets away, one change at a time.
+    subscribe(&mut w, b, json!(["button_press"]));
+    assert_eq!(got(&mut w, stt), vec![list(&["en-US-to-es-ES"])]);
+    w.advance(Duration::from_secs(1));
+    subscribe(&mut w, a, json!([]));
+    assert_eq!(got(&mut w, stt), vec![Vec::<String>::new()]);
+    // No app but the translation publisher ever heard of it.
+    for c in [a, b, asr] {
+        assert_eq!(got(&mut w, c), Vec::<Vec<String>>::new());
+    }
+}
+
+#[test]
+fn a_venue_feed_is_told_the_union_of_its_followers_and_its_translation_reaches_them_all() {
+    let mut w = world(true);
+    let g0 = glasses(&mut w, USERS[0]);
+    let (a0, _) = app(&mut w, g0, USERS[0], A);
+    subscribe(&mut w, a0, json!(["translation:en-US-to-es-ES"]));
+    let feed = w.connect_from(Peer::InProcess);
+    assert_eq!(w.upgrade(feed, "/app-ws"), 101);
+    init(&mut w, feed, FEED, "venue:main");
+    let msgs = w.json_messages(feed);
+    assert_eq!(msgs[0]["type"], "tpa_connection_ack", "{msgs:?}");
+    assert_eq!(demands(&msgs), vec![list(&["en-US-to-es-ES"])]);
+    let m = msgs.iter().find(|m| m["type"] == "publish_demand").unwrap();
+    assert_eq!(m["sessionId"], "venue:main");
+    // A second session wanting the same target changes nothing; another target does.
+    let g1 = glasses(&mut w, USERS[1]);
+    let (a1, _) = app(&mut w, g1, USERS[1], A);
+    subscribe(&mut w, a1, json!(["translation:en-US-to-es-ES?x=1"]));
+    assert_eq!(got(&mut w, feed), Vec::<Vec<String>>::new());
+    let (b1, _) = app(&mut w, g1, USERS[1], B);
+    subscribe(&mut w, b1, json!(["translation:all-to-es-ES"]));
+    assert_eq!(
+        got(&mut w, feed),
+        vec![list(&["all-to-es-ES", "en-US-to-es-ES"])]
+    );
+    // One translation, published once, reaches every follower under its own string.
+    publish(&mut w, feed, &translation("en-US", "es-ES", "hola"));
+    let to = |w: &mut World, c| -> Vec<String> {
+        streams(w, c)
+            .into_iter()
+            .filter(|(_, d)| d["text"] == "hola")
+            .map(|(s, _)| s)
+            .collect()
+    };
+    assert_eq!(to(&mut w, a0), vec!["translation:en-US-to-es-ES"]);
+    assert_eq!(to(&mut w, a1), vec!["translation:en-US-to-es-ES?x=1"]);
+    assert_eq!(to(&mut w, b1), vec!["translation:all-to-es-ES"]);
+    // One follower leaves a target another still wants: nothing; the last one: the change.
+    subscribe(&mut w, a0, json!([]));
+    assert_eq!(got(&mut w, feed), Vec::<Vec<String>>::new());
+    subscribe(&mut w, a1, json!([]));
+    assert_eq!(got(&mut w, feed), vec![list(&["all-to-es-ES"])]);
+    // The session ends (glasses gone past the grace period): its demand goes with it.
+    w.client_eof(g1);
+    for _ in 0..40 {
+        w.advance(Duration::from_secs(30));
+    }
+    assert_eq!(got(&mut w, feed), vec![Vec::<String>::new()]);
+    // A publisher that reconnects is told again after its ack.
+    subscribe(&mut w, a0, json!(["translation:en-US-to-pt-BR"]));
+    assert_eq!(got(&mut w, feed), vec![list(&["en-US-to-pt-BR"])]);
+    let again = w.connect_from(Peer::InProcess);
+    assert_eq!(w.upgrade(again, "/app-ws"), 101);
+    init(&mut w, again, FEED, "venue:main");
+    let msgs = w.json_messages(again);
+    assert_eq!(demands(&msgs), vec![list(&["en-US-to-pt-BR"])]);
+}
+
+#[test]
+fn a_latecomer_gets_the_feeds_last_final_of_each_kind_it_subscribes_to() {
+    let mut w = world(true);
+    let feed = w.connect_from(Peer::InProcess);
+    assert_eq!(w.upgrade(feed, "/app-ws"), 101);
+    init(&mut w, feed, FEED, "venue:main");
+    w.json_messages(feed);
+    let hello = json!({"type": "transcription", "text": "hello", "isFinal": true,
+                       "startTime": 100, "endTime": 900, "utteranceId": "u-0",
+                       "transcribeLanguage": "en-US"});
+    w.send_text(
+        feed,
+        &json!({"type": "data_stream", "streamType": "transcription", "data": hello}).to_string(),
+    );
+    // The transcript's final is followed by its translations.
+    publish(&mut w, feed, &translation("en-US", "es-ES", "hola"));
+    publish(&mut w, feed, &translation("en-US", "pt-BR", "olá"));
+    let g = glasses(&mut w, USERS[0]);
+    let (a, _) = app(&mut w, g, USERS[0], A);
+    subscribe(&mut w, a, json!(["transcription:en-US"]));
+    let (b, _) = app(&mut w, g, USERS[0], B);
+    subscribe(
+        &mut w,
+        b,
+        json!(["translation:all-to-es-ES", "transcription:en-US?hints=x"]),
+    );
+    let texts = |got: Vec<(String, Value)>| -> Vec<(String, String)> {
+        got.into_iter()
+            .map(|(s, d)| (s, d["text"].as_str().unwrap().to_string()))
+            .collect()
+    };
+    assert_eq!(
+        texts(streams(&mut w, a)),
+        vec![("transcription:en-US".into(), "hello".into())]
+    );
+    assert_eq!(
+        texts(streams(&mut w, b)),
+        vec![
+            ("transcription:en-US?hints=x".into(), "hello".into()),
+            ("translation:all-to-es-ES".into(), "hola".into()),
+        ]
+    );
+}
