@@ -495,3 +495,75 @@ fn a_feeds_unserved_pairs_reach_the_subscribers_of_every_follower() {
     assert_eq!(errors(&mut w, b1).len(), 1);
     assert!(errors(&mut w, a1).is_empty());
 }
+
+#[test]
+fn a_session_moved_to_a_feed_that_cannot_serve_its_pair_is_told() {
+    const OPERATOR: &str = "operator-token-0123456789";
+    const FEED2: &str = "system.venue.stt2";
+    let mut w = World::with_hub(
+        ServerConfig {
+            ping_interval: None,
+            operator_token: Some(OPERATOR.into()),
+            ..ServerConfig::default()
+        },
+        HubConfig {
+            jwt_secret: SECRET.to_vec(),
+            apps: vec![
+                spec(A, 4001, &[]),
+                spec(FEED, 4003, &["transcription", "translation"]),
+                spec(FEED2, 4006, &["transcription", "translation"]),
+            ],
+            lifecycle_burst: 100,
+            venue_feeds: vec![
+                ("main".into(), FEED.into()),
+                ("track2".into(), FEED2.into()),
+            ],
+            ..HubConfig::default()
+        },
+    );
+    let g = glasses(&mut w, USERS[0]);
+    let (a, _) = app(&mut w, g, USERS[0], A);
+    subscribe(&mut w, a, json!(["translation:en-US-to-pt-BR"]));
+    let mut feeds = Vec::new();
+    for (package, id) in [(FEED, "venue:main"), (FEED2, "venue:track2")] {
+        let c = w.connect_from(Peer::InProcess);
+        assert_eq!(w.upgrade(c, "/app-ws"), 101);
+        init(&mut w, c, package, id);
+        w.json_messages(c);
+        feeds.push(c);
+    }
+    // The second room's feed has no Portuguese; the first one's has.
+    subscribe(
+        &mut w,
+        a,
+        json!(["translation:en-US-to-pt-BR", "button_press"]),
+    );
+    assert!(errors(&mut w, a).is_empty());
+    let c = w.connect();
+    let body = format!(r#"{{"user":"{}"}}"#, USERS[0]);
+    let req = format!(
+        "POST /ui/api/feeds/track2/follow HTTP/1.1\r\nHost: sim\r\nAuthorization: Bearer {OPERATOR}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    // Told its demand, the second feed answers that it cannot serve it.
+    w.send_raw(c, req.as_bytes());
+    assert_eq!(
+        w.clients[c].take_http_response().expect("a response").0,
+        200
+    );
+    assert_eq!(got(&mut w, feeds[1]), vec![list(&["en-US-to-pt-BR"])]);
+    unserved(&mut w, feeds[1], json!(["en-US-to-pt-BR"]));
+    assert_eq!(errors(&mut w, a).len(), 1);
+    // Back to the first room, then again to the second, whose answer stands: told on the move.
+    for (feed, told) in [("main", 0), ("track2", 1)] {
+        let c = w.connect();
+        let req = req.replace("track2", feed);
+        w.send_raw(c, req.as_bytes());
+        assert_eq!(
+            w.clients[c].take_http_response().expect("a response").0,
+            200
+        );
+        let got = errors(&mut w, a);
+        assert_eq!(got.len(), told, "{feed}: {got:?}");
+    }
+}

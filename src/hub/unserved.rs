@@ -23,7 +23,8 @@
 //! (SDK 2.1.29 surfaces only that, as an `Error` to `session.events.onError`) and its own
 //! subscription strings in `details.unavailable`; counted in the refusals at `/metrics`. It is
 //! told once per change: when a publisher's report makes a pair it subscribes to unavailable,
-//! or when it subscribes to a pair that already is. The subscription stays: data flows if a
+//! when it subscribes to a pair that already is, or when its session is moved to a feed that
+//! does not serve a pair the old one did. The subscription stays: data flows if a
 //! source later serves the pair.
 //!
 //! Refusals: from an app that may not publish translations, `PUBLISH_NOT_ALLOWED`; without a
@@ -164,6 +165,25 @@ impl Hub {
             .collect();
         if !fresh.is_empty() {
             self.tell_unavailable(net, cx.sk, Some(cx.app), &fresh, cx.now);
+        }
+    }
+
+    /// `sk` moved from following feed `from` to `to`: the pairs `to` does not serve and `from`
+    /// served are news to its subscribers.
+    pub(super) fn unserved_moved(
+        &mut self,
+        net: &mut impl Outbox,
+        sk: SessKey,
+        from: usize,
+        to: usize,
+        now: Now,
+    ) {
+        let (Some(f), Some(t)) = (self.venue.feeds.get(from), self.venue.feeds.get(to)) else {
+            return;
+        };
+        let pairs = added(&t.unserved, &f.unserved);
+        if !pairs.is_empty() {
+            self.tell_unavailable(net, sk, None, &pairs, now);
         }
     }
 

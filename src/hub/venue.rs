@@ -241,6 +241,7 @@ impl Hub {
             self.venue_notice_moved(net, sk, from, to, now);
             self.venue_demand_changed(net, from, now);
             self.venue_demand_changed(net, to, now);
+            self.unserved_moved(net, sk, from, to, now);
         }
         let body = serde_json::json!({"user": user, "feed": feed});
         net.respond_json(id, 200, &body, &[]);
