@@ -4,7 +4,9 @@
 //! counting as a demand for `<tgt>` from any source; a venue feed's publisher is told the union
 //! over the sessions that follow it, and its one translation reaches every follower's
 //! subscribers, each under its own subscription string; no app that does not publish
-//! translations ever gets the message.
+//! translations ever gets the message. A publisher's `publish_unserved` (the demanded pairs it
+//! cannot serve) reaches the subscribers of those pairs as a `TRANSLATION_UNAVAILABLE`
+//! `tpa_connection_error`, once per change, and a feed's reaches every follower's.
 
 use augmentos_edge::auth::{self, jwt};
 use augmentos_edge::hub::registry::AppSpec;
@@ -336,4 +338,232 @@ fn a_latecomer_gets_the_feeds_last_final_of_each_kind_it_subscribes_to() {
             ("translation:all-to-es-ES".into(), "hola".into()),
         ]
     );
+}
+
+fn refusals(w: &World, code: &str) -> u64 {
+    w.server
+        .hub
+        .counters
+        .refusals
+        .get(code)
+        .copied()
+        .unwrap_or(0)
+}
+
+fn unserved(w: &mut World, c: usize, pairs: Value) {
+    w.send_text(
+        c,
+        &json!({"type": "publish_unserved", "translations": pairs}).to_string(),
+    );
+}
+
+/// The `tpa_connection_error`s client `c` received, as `(code, message, details)`.
+fn errors(w: &mut World, c: usize) -> Vec<(String, String, Value)> {
+    w.json_messages(c)
+        .into_iter()
+        .filter(|m| m["type"] == "tpa_connection_error")
+        .map(|m| {
+            let text = |k: &str| m[k].as_str().unwrap_or_default().to_string();
+            (text("code"), text("message"), m["details"].clone())
+        })
+        .collect()
+}
+
+#[test]
+fn a_subscriber_to_a_pair_its_publisher_cannot_serve_is_told_once_per_change() {
+    let mut w = world(false);
+    let g = glasses(&mut w, USERS[0]);
+    let (a, _) = app(&mut w, g, USERS[0], A);
+    subscribe(&mut w, a, json!(["translation:en-US-to-xx-XX?x=1"]));
+    let (b, _) = app(&mut w, g, USERS[0], B);
+    subscribe(&mut w, b, json!(["translation:en-US-to-es-ES"]));
+    let (stt, msgs) = app(&mut w, g, USERS[0], STT);
+    assert_eq!(
+        demands(&msgs),
+        vec![list(&["en-US-to-es-ES", "en-US-to-xx-XX"])]
+    );
+    errors(&mut w, a);
+    errors(&mut w, b);
+    // The publisher answers with the pair no engine of its covers (and one nobody demands).
+    unserved(&mut w, stt, json!(["en-US-to-xx-XX", "en-US-to-de-DE"]));
+    let got = errors(&mut w, a);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].0, "TRANSLATION_UNAVAILABLE");
+    assert!(got[0].1.contains("en-US-to-xx-XX"), "{}", got[0].1);
+    assert_eq!(
+        got[0].2,
+        json!({"unavailable": ["translation:en-US-to-xx-XX?x=1"]})
+    );
+    assert!(errors(&mut w, b).is_empty(), "the served pair's subscriber");
+    assert_eq!(refusals(&w, "TRANSLATION_UNAVAILABLE"), 1);
+    // The same set again is no change: nobody is told twice.
+    unserved(&mut w, stt, json!(["en-US-to-xx-XX"]));
+    assert!(errors(&mut w, a).is_empty());
+    // A later subscriber to the unavailable pair is told at once; to the served one, not.
+    subscribe(
+        &mut w,
+        b,
+        json!(["translation:en-US-to-es-ES", "translation:en-US-to-xx-XX"]),
+    );
+    let got = errors(&mut w, b);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].0, "TRANSLATION_UNAVAILABLE");
+    assert_eq!(
+        got[0].2,
+        json!({"unavailable": ["translation:en-US-to-xx-XX"]})
+    );
+    assert!(errors(&mut w, a).is_empty());
+    // A pair reported while nobody demanded it was not kept: its later subscriber waits for
+    // the publisher's answer to the new demand.
+    subscribe(&mut w, a, json!(["translation:en-US-to-de-DE"]));
+    assert!(errors(&mut w, a).is_empty());
+    assert_eq!(
+        got_demand_last(&mut w, stt),
+        list(&["en-US-to-de-DE", "en-US-to-es-ES", "en-US-to-xx-XX"])
+    );
+    unserved(&mut w, stt, json!(["en-US-to-de-DE", "en-US-to-xx-XX"]));
+    let got = errors(&mut w, a);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].1.contains("en-US-to-de-DE"), "{}", got[0].1);
+    assert!(errors(&mut w, b).is_empty(), "b was told of xx already");
+    assert_eq!(refusals(&w, "TRANSLATION_UNAVAILABLE"), 3);
+    // Bad input: malformed, refused and nothing changed; from an app that does not publish
+    // translations, refused.
+    unserved(&mut w, stt, json!("en-US-to-xx-XX"));
+    assert_eq!(errors(&mut w, stt)[0].0, "MALFORMED_MESSAGE");
+    let (asr, _) = app(&mut w, g, USERS[0], ASR);
+    unserved(&mut w, asr, json!(["en-US-to-es-ES"]));
+    assert_eq!(errors(&mut w, asr)[0].0, "PUBLISH_NOT_ALLOWED");
+    unserved(&mut w, b, json!(["en-US-to-es-ES"]));
+    assert_eq!(errors(&mut w, b)[0].0, "PUBLISH_NOT_ALLOWED");
+    assert!(errors(&mut w, a).is_empty());
+    assert_eq!(refusals(&w, "PUBLISH_NOT_ALLOWED"), 2);
+    // The publisher serves everything again; then the pair comes back unserved: told again.
+    unserved(&mut w, stt, json!([]));
+    unserved(&mut w, stt, json!(["en-US-to-de-DE"]));
+    assert_eq!(errors(&mut w, a).len(), 1);
+}
+
+/// The last `publish_demand` client `c` received since it was last read.
+fn got_demand_last(w: &mut World, c: usize) -> Vec<String> {
+    got(w, c).pop().expect("a publish_demand")
+}
+
+#[test]
+fn a_feeds_unserved_pairs_reach_the_subscribers_of_every_follower() {
+    let mut w = world(true);
+    let g0 = glasses(&mut w, USERS[0]);
+    let (a0, _) = app(&mut w, g0, USERS[0], A);
+    subscribe(&mut w, a0, json!(["translation:en-US-to-xx-XX"]));
+    let g1 = glasses(&mut w, USERS[1]);
+    let (a1, _) = app(&mut w, g1, USERS[1], A);
+    subscribe(&mut w, a1, json!(["translation:all-to-es-ES"]));
+    let (b1, _) = app(&mut w, g1, USERS[1], B);
+    let feed = w.connect_from(Peer::InProcess);
+    assert_eq!(w.upgrade(feed, "/app-ws"), 101);
+    init(&mut w, feed, FEED, "venue:main");
+    assert_eq!(
+        got(&mut w, feed),
+        vec![list(&["all-to-es-ES", "en-US-to-xx-XX"])]
+    );
+    unserved(&mut w, feed, json!(["en-US-to-xx-XX"]));
+    let got0 = errors(&mut w, a0);
+    assert_eq!(got0.len(), 1, "{got0:?}");
+    assert_eq!(got0[0].0, "TRANSLATION_UNAVAILABLE");
+    assert!(got0[0].1.contains("en-US-to-xx-XX"));
+    assert!(
+        errors(&mut w, a1).is_empty(),
+        "the served pair's subscriber"
+    );
+    // Another follower's app subscribing to the feed's unserved pair is told at once.
+    subscribe(&mut w, b1, json!(["translation:en-US-to-xx-XX"]));
+    let got1 = errors(&mut w, b1);
+    assert_eq!(got1.len(), 1, "{got1:?}");
+    assert_eq!(got1[0].0, "TRANSLATION_UNAVAILABLE");
+    assert!(errors(&mut w, a0).is_empty());
+    // Malformed from the feed: refused, the feed stays up, nobody told anything.
+    unserved(&mut w, feed, json!([1, 2]));
+    assert_eq!(errors(&mut w, feed)[0].0, "MALFORMED_MESSAGE");
+    assert!(errors(&mut w, a0).is_empty() && errors(&mut w, b1).is_empty());
+    // A reconnected feed starts from serving everything: its report tells them again.
+    let again = w.connect_from(Peer::InProcess);
+    assert_eq!(w.upgrade(again, "/app-ws"), 101);
+    init(&mut w, again, FEED, "venue:main");
+    w.json_messages(again);
+    unserved(&mut w, again, json!(["en-US-to-xx-XX"]));
+    assert_eq!(errors(&mut w, a0).len(), 1);
+    assert_eq!(errors(&mut w, b1).len(), 1);
+    assert!(errors(&mut w, a1).is_empty());
+}
+
+#[test]
+fn a_session_moved_to_a_feed_that_cannot_serve_its_pair_is_told() {
+    const OPERATOR: &str = "operator-token-0123456789";
+    const FEED2: &str = "system.venue.stt2";
+    let mut w = World::with_hub(
+        ServerConfig {
+            ping_interval: None,
+            operator_token: Some(OPERATOR.into()),
+            ..ServerConfig::default()
+        },
+        HubConfig {
+            jwt_secret: SECRET.to_vec(),
+            apps: vec![
+                spec(A, 4001, &[]),
+                spec(FEED, 4003, &["transcription", "translation"]),
+                spec(FEED2, 4006, &["transcription", "translation"]),
+            ],
+            lifecycle_burst: 100,
+            venue_feeds: vec![
+                ("main".into(), FEED.into()),
+                ("track2".into(), FEED2.into()),
+            ],
+            ..HubConfig::default()
+        },
+    );
+    let g = glasses(&mut w, USERS[0]);
+    let (a, _) = app(&mut w, g, USERS[0], A);
+    subscribe(&mut w, a, json!(["translation:en-US-to-pt-BR"]));
+    let mut feeds = Vec::new();
+    for (package, id) in [(FEED, "venue:main"), (FEED2, "venue:track2")] {
+        let c = w.connect_from(Peer::InProcess);
+        assert_eq!(w.upgrade(c, "/app-ws"), 101);
+        init(&mut w, c, package, id);
+        w.json_messages(c);
+        feeds.push(c);
+    }
+    // The second room's feed has no Portuguese; the first one's has.
+    subscribe(
+        &mut w,
+        a,
+        json!(["translation:en-US-to-pt-BR", "button_press"]),
+    );
+    assert!(errors(&mut w, a).is_empty());
+    let c = w.connect();
+    let body = format!(r#"{{"user":"{}"}}"#, USERS[0]);
+    let req = format!(
+        "POST /ui/api/feeds/track2/follow HTTP/1.1\r\nHost: sim\r\nAuthorization: Bearer {OPERATOR}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    // Told its demand, the second feed answers that it cannot serve it.
+    w.send_raw(c, req.as_bytes());
+    assert_eq!(
+        w.clients[c].take_http_response().expect("a response").0,
+        200
+    );
+    assert_eq!(got(&mut w, feeds[1]), vec![list(&["en-US-to-pt-BR"])]);
+    unserved(&mut w, feeds[1], json!(["en-US-to-pt-BR"]));
+    assert_eq!(errors(&mut w, a).len(), 1);
+    // Back to the first room, then again to the second, whose answer stands: told on the move.
+    for (feed, told) in [("main", 0), ("track2", 1)] {
+        let c = w.connect();
+        let req = req.replace("track2", feed);
+        w.send_raw(c, req.as_bytes());
+        assert_eq!(
+            w.clients[c].take_http_response().expect("a response").0,
+            200
+        );
+        let got = errors(&mut w, a);
+        assert_eq!(got.len(), told, "{feed}: {got:?}");
+    }
 }

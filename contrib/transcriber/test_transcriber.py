@@ -117,7 +117,7 @@ class DemandTest(unittest.TestCase):
         time.sleep(0.3)
         s.translation.close()
         return [(m["data"]["translateLanguage"], m["data"]["text"])
-                for m in s.ws.sent if m["streamType"] == "translation"]
+                for m in s.ws.sent if m.get("streamType") == "translation"]
 
     class Engine:
         name = "upper"
@@ -139,13 +139,31 @@ class DemandTest(unittest.TestCase):
         self.assertEqual(engine.calls, [("good morning", "pt-BR")])
         # The source transcript went out all the same.
         self.assertEqual([m["data"]["text"] for m in s.ws.sent
-                          if m["streamType"] == "transcription"], ["good morning"])
+                          if m.get("streamType") == "transcription"], ["good morning"])
 
     def test_nothing_demanded_nothing_translated(self):
         engine = self.Engine()
         s, time = self.session([{"type": "publish_demand", "translations": []}], engine)
         self.assertEqual(self.results(s, time, ["hello", "again"]), [])
         self.assertEqual(engine.calls, [])
+
+    def test_the_unserved_pairs_are_told_to_the_box_once_per_change(self):
+        def demand(*pairs):
+            return {"type": "publish_demand", "translations": list(pairs)}
+
+        s, _ = self.session([
+            demand("en-US-to-pt-BR"),  # all served: nothing to say
+            demand("en-US-to-pt-BR", "en-US-to-xx-XX", "all-to-de-DE"),
+            demand("all-to-de-DE", "en-US-to-xx-XX", "all-to-es-ES"),  # the same set
+            demand("en-US-to-es-ES", "de-DE-to-es-ES"),  # a source it does not hear
+            demand("en-US-to-es-ES"),
+            demand(),
+        ], self.Engine())
+        s.translation.close()
+        told = [m for m in s.ws.sent if m.get("type") == "publish_unserved"]
+        self.assertEqual([m["translations"] for m in told],
+                         [["all-to-de-DE", "en-US-to-xx-XX"], ["de-DE-to-es-ES"], []])
+        self.assertEqual(set(told[0]), {"type", "translations"})
 
     def test_an_older_box_that_says_nothing_gets_every_configured_target(self):
         engine = self.Engine()

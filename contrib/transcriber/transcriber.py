@@ -47,6 +47,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from recognizer import ENGINES, SAMPLE_RATE, ModelError, make_recognizer
 from translate import ENGINES as TRANSLATORS, EngineError, Stage, demanded, make_router
+from translate import unserved_pairs
 from wsclient import WebSocket, WebSocketClosed
 
 
@@ -188,6 +189,8 @@ class Session:
         self.closed = False
         self.connected = False
         self.translation = None
+        # The demanded pairs last reported unserved to the box on this connection.
+        self.unserved_sent = []
 
     def connect(self):
         """Connects and waits for the ack (the webhook is answered after this)."""
@@ -251,18 +254,25 @@ class Session:
 
     def demand(self, translations):
         """The box's `publish_demand`: translate only the configured targets some app
-        subscribes to (see translate.py). A demanded target not configured is logged."""
+        subscribes to (see translate.py). The demanded pairs it will not translate (a target
+        not configured, a source it does not hear) are logged, and told to the box
+        (`publish_unserved`, whose subscribers it tells) whenever that set changes."""
         if not isinstance(translations, list):
             log("bad_message", session=self.session_id, type="publish_demand")
             return
         served = demanded(self.args.translate, self.args.language, translations)
         log("demand", session=self.session_id, translations=translations, translating=served)
-        unserved = [q for q in translations if isinstance(q, str)
-                    and not demanded(self.args.translate, self.args.language, [q])
-                    and q.partition("-to-")[0].lower() in ("all", self.args.language.lower())]
+        unserved = unserved_pairs(self.args.translate, self.args.language, translations)
         if unserved:
             log("demand_unserved", session=self.session_id, translations=unserved,
                 configured=self.args.translate)
+        if unserved != self.unserved_sent:
+            try:
+                self.ws.send_text(json.dumps({"type": "publish_unserved",
+                                              "translations": unserved}))
+                self.unserved_sent = unserved
+            except OSError as e:
+                log("publish_failed", session=self.session_id, reason=str(e))
         if self.translation:
             self.translation.set_demand(translations)
 

@@ -22,7 +22,9 @@ Demand: the box sends each translation publisher `{"type":"publish_demand","tran
 `<src>-to-<tgt>` of every `translation:` subscription its apps hold (for a venue feed, of every
 session following it). A configured target is translated only while it is demanded from the
 transcript's language (or from `all`); until the first such message (an older box) every
-configured target is.
+configured target is. The demanded pairs it will not translate (`unserved_pairs`) go back to the
+box as `{"type":"publish_unserved","translations":[...]}` whenever that set changes, so the box
+can tell their subscribers (`TRANSLATION_UNAVAILABLE`).
 
 A failed translation (the engine raised, died or hung) is counted (`failed`) and logged, and
 the caption is still published in the translation stream, untranslated: TranslationData
@@ -312,6 +314,13 @@ def demanded(targets, src, translations):
         if sep and (a.lower() in ("all", src.lower())):
             want.add(b.lower())
     return [t for t in targets if t.lower() in want]
+
+
+def unserved_pairs(targets, src, translations):
+    """The `<src>-to-<tgt>` pairs of a `publish_demand`'s `translations` that a publisher
+    configured with `targets` and transcribing `src` will not translate, sorted, each once."""
+    return sorted({q for q in translations
+                   if isinstance(q, str) and not demanded(targets, src, [q])})
 
 
 class Stage:

@@ -132,7 +132,12 @@ class LiveCaptions extends AppServer {
         startTime: data?.startTime ?? null,
         endTime: data?.endTime ?? null,
         at: Date.now(), // when the transcript came (wall clock, ms): for latency measurements
-        language: data?.translateLanguage ?? data?.transcribeLanguage ?? null,
+        // A translation the box could not make (`didTranslate: false`) carries the source
+        // text: it is tagged with the source language, not the target's.
+        language:
+          (data?.didTranslate === false ? null : data?.translateLanguage) ??
+          data?.transcribeLanguage ??
+          null,
       });
     };
     // The language shown: the wearer's `targetLanguage` setting, else TARGET_LANGUAGE.

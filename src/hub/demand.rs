@@ -16,7 +16,8 @@
 //! subscription (`all`, `*`) names no target and demands nothing. It is sent once right after
 //! the publisher's `tpa_connection_ack` (perhaps empty), then whenever the set changes, never
 //! the same set twice in a row to one publisher. A publisher that never gets one (an older
-//! box) should translate every target it was configured with.
+//! box) should translate every target it was configured with. It answers with the demanded
+//! pairs it cannot serve, `publish_unserved` ([`super::unserved`]), when that set changes.
 //!
 //! Invariants: a session's stored set ([`Streams::translations`]) is the set of its apps'
 //! subscriptions as of the last [`Hub::subs_changed`]; what a live feed publisher was last
@@ -64,7 +65,7 @@ fn send(net: &mut impl Outbox, conn: ConnId, session_id: &str, set: &[Box<str>],
 }
 
 impl Hub {
-    fn publishes_translation(&self, app: usize) -> bool {
+    pub(super) fn publishes_translation(&self, app: usize) -> bool {
         self.cfg.apps[app]
             .publishes
             .iter()

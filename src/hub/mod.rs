@@ -36,7 +36,8 @@
 //!   (an account service's login exchanged for a core token), `glasses`,
 //!   `apps`, `lifecycle` (start, restart, stop, sending webhooks), `streams` (relay,
 //!   publishing, microphone), `demand` (which translations are wanted, told to their
-//!   publishers), `screen`, `requests`, `rest` (storage, settings, TPA server
+//!   publishers), `unserved` (the wanted translations no publisher serves, told to their
+//!   subscribers), `screen`, `requests`, `rest` (storage, settings, TPA server
 //!   registration), `capabilities` (what the glasses' model can do, told to the apps),
 //!   `keepalive` (RTMP keep-alives of a live stream), `location` (the location tier the
 //!   apps want, asked of the glasses), `release` (an app's goodbye: `ownership_release` and
@@ -78,6 +79,7 @@ mod screen;
 mod sessions;
 mod streams;
 mod timers;
+mod unserved;
 mod vecmap;
 pub mod venue;
 mod view;

@@ -53,6 +53,9 @@ pub(super) struct Streams {
     /// The translations the session's apps want, as last told to its publishers (see
     /// [`super::demand`]).
     pub(super) translations: Vec<Box<str>>,
+    /// What each of its translation publishers (by app) last said it cannot serve, as far as
+    /// it was demanded (see [`super::unserved`]); no entry: serves everything.
+    pub(super) unserved: Vec<(usize, Box<[Box<str>]>)>,
 }
 
 /// What is kept for replay to a new subscriber.

@@ -77,6 +77,9 @@ pub struct Feed {
     /// The translations its live publisher was last told its followers want
     /// ([`super::demand`]); `None` until told, since it connected.
     pub(super) demand_sent: Option<Vec<Box<str>>>,
+    /// The demanded translations its live publisher last said it cannot serve
+    /// ([`super::unserved`]); empty since it connected until it says so.
+    pub(super) unserved: Box<[Box<str>]>,
 }
 
 /// What the glasses of a session left without captions show when its feed goes.
@@ -238,6 +241,7 @@ impl Hub {
             self.venue_notice_moved(net, sk, from, to, now);
             self.venue_demand_changed(net, from, now);
             self.venue_demand_changed(net, to, now);
+            self.unserved_moved(net, sk, from, to, now);
         }
         let body = serde_json::json!({"user": user, "feed": feed});
         net.respond_json(id, 200, &body, &[]);
@@ -352,6 +356,7 @@ impl Hub {
         };
         net.send_json(id, &ack);
         self.venue.feeds[feed].demand_sent = None;
+        self.venue.feeds[feed].unserved = Box::default();
         self.venue_demand_changed(net, feed, now);
         if old.is_none() {
             self.venue_mic_changed(net, feed, now);
@@ -359,7 +364,8 @@ impl Hub {
         }
     }
 
-    /// A text message from the publisher of `feed`: `data_stream` is published, a repeated init
+    /// A text message from the publisher of `feed`: `data_stream` is published,
+    /// `publish_unserved` taken for every follower, a repeated init
     /// or a subscription list is ignored; anything else a feed may not send is refused (`NOT_ALLOWED_FOR_VENUE_FEED`), the feed stays up.
     pub(super) fn venue_message(
         &mut self,
@@ -371,6 +377,7 @@ impl Hub {
     ) {
         match AppMsg::decode(text) {
             Ok(AppMsg::DataStream) => self.venue_publish(net, id, feed, text, now),
+            Ok(AppMsg::PublishUnserved) => self.venue_unserved(net, id, feed, text, now),
             // A feed subscribes to nothing; the SDK sends its (empty) list after every ack.
             Ok(AppMsg::TpaConnectionInit | AppMsg::SubscriptionUpdate) => {}
             Ok(_) => self.app_error(
@@ -400,6 +407,7 @@ impl Hub {
         }
         f.conn = None;
         f.demand_sent = None;
+        f.unserved = Box::default();
         log::info!("event=venue_feed_lost feed={:?} connection={id}", f.name);
         self.venue_mic_changed(net, feed, now);
         self.venue_notice(net, feed, true, now);
