@@ -507,9 +507,12 @@ fn report(o: &Opts, p: &Played, results: &[AppResult]) -> String {
         hist.n
     );
     let deliveries = delivered + got_interims;
+    let per_delivery = match p.play.box_cpu {
+        0.0 => "below the 10 ms CPU tick".to_string(),
+        cpu => format!("{:.1} µs", cpu * 1e6 / deliveries.max(1) as f64),
+    };
     out += &format!(
-        "deliveries        {deliveries} in the play phase (finals and interims); server CPU per delivery {:.1} µs (CPU in 10 ms ticks)\n",
-        p.play.box_cpu * 1e6 / deliveries.max(1) as f64
+        "deliveries        {deliveries} in the play phase (finals and interims); server CPU per delivery {per_delivery}\n"
     );
     for (name, ph) in [("start", &p.start), ("play", &p.play)] {
         let per = |cpu: f64| match name {
@@ -527,6 +530,10 @@ fn report(o: &Opts, p: &Played, results: &[AppResult]) -> String {
             ph.box_rss as f64 / 1024.0,
         );
     }
+    out += &format!(
+        "box               transcriber + server: {:.3} s CPU per s of audio while playing\n",
+        (p.play.feed_cpu + p.play.box_cpu) / p.audio_secs
+    );
     out
 }
 
