@@ -42,6 +42,11 @@ pub struct AppResult {
     pub interims: u64,
     pub interim_seq: Sequence,
     pub interim_hist: Histogram,
+    /// Unnumbered transcripts (a real recogniser's, `edge-load venue --transcriber`): each
+    /// final's text with when it arrived (µs, [`stats::now_us`]; counted in `delivered` too),
+    /// and how many interims came.
+    pub captions: Vec<(u64, String)>,
+    pub caption_interims: u64,
     /// Why it ended before the run did.
     pub disconnected: Option<String>,
 }
@@ -439,6 +444,8 @@ impl Loop {
                         interims: 0,
                         interim_seq: Sequence::default(),
                         interim_hist: Histogram::default(),
+                        captions: Vec::new(),
+                        caption_interims: 0,
                         disconnected: None,
                     },
                     hint_seq: 0,
@@ -798,10 +805,24 @@ fn app_frames(app: &mut App, now: u64, sh: &Shared) -> bool {
                 }
             }
             None => {
+                let v = serde_json::from_slice::<Value>(text).unwrap_or(Value::Null);
+                // A real recogniser's transcript: no numbers, so its text and time are kept.
+                let stream = v["streamType"].as_str().unwrap_or("");
+                if v["type"] == "data_stream" && stream.starts_with("transcription") {
+                    match (&v["data"]["isFinal"], v["data"]["text"].as_str()) {
+                        (Value::Bool(true), Some(t)) => {
+                            r.captions.push((now, t.to_string()));
+                            r.delivered += 1;
+                        }
+                        _ => r.caption_interims += 1,
+                    }
+                    app.frag.clear();
+                    continue;
+                }
                 r.other += 1;
-                let ty = serde_json::from_slice::<Value>(text)
-                    .ok()
-                    .and_then(|v| v["type"].as_str().map(str::to_string))
+                let ty = v["type"]
+                    .as_str()
+                    .map(str::to_string)
                     .unwrap_or_else(|| "(not JSON)".into());
                 if !r.other_types.contains(&ty) {
                     r.other_types.push(ty);

@@ -15,11 +15,14 @@
 //!
 //! `edge-load route …`: glasses → apps routing under load against the real server ([`route`]):
 //! delivered msgs/s, losses and order, latency, server RSS and server CPU per delivered message.
+//! `edge-load venue --transcriber …`: the real transcriber as the venue feed ([`venue_cpu`]):
+//! the box's CPU (recogniser and server) per second of audio against the number of wearers.
 //!
 //! Modules, each importing only those before it (no circle): [`stats`] and [`tls`] (leaves),
 //! [`wsc`] (the client codec), [`peer`], [`driver`] (the mio loop and the run's [`driver::Shared`]
 //! state), [`report`] (words a run's results), [`route`] (the run, phase by phase: box, setup,
-//! drive, account, report), [`idle`]; [`soak`] stands apart on [`stats`].
+//! drive, account, report), [`idle`] and [`venue_cpu`] (on [`route`]); [`soak`] stands apart on
+//! [`stats`].
 
 mod driver;
 mod idle;
@@ -29,6 +32,7 @@ mod route;
 mod soak;
 mod stats;
 mod tls;
+mod venue_cpu;
 mod wsc;
 
 use std::io::{Read, Write};
@@ -46,8 +50,10 @@ fn usage() -> ! {
       --apps, N glasses sessions each start M apps through the webhook (connected, subscribed),
       then stay idle S seconds (default 5): RSS after setup and after the settle, per session
 {}
+{}
 {}",
         route::USAGE,
+        venue_cpu::USAGE,
         soak::USAGE
     );
     std::process::exit(2)
@@ -58,6 +64,7 @@ fn main() {
     match args.first().map(String::as_str) {
         Some("idle") => idle(&args[1..]),
         Some("route") => route::run(&args[1..]),
+        Some("venue") if args.iter().any(|a| a == "--transcriber") => venue_cpu::run(&args[1..]),
         Some("venue") => {
             let mut a = vec!["--venue".to_string()];
             a.extend_from_slice(&args[1..]);

@@ -96,6 +96,9 @@ struct Opts {
     config: Option<PathBuf>,
     write_config: Option<PathBuf>,
     peer: Option<(Proto, u16)>,
+    /// The venue feed is published from outside, over this Unix socket of the box
+    /// ([`outside_venue`]): no publisher of ours connects.
+    feed_socket: Option<String>,
 }
 
 fn parse(args: &[String]) -> Opts {
@@ -122,6 +125,7 @@ fn parse(args: &[String]) -> Opts {
         config: None,
         write_config: None,
         peer: None,
+        feed_socket: None,
     };
     let mut i = 0;
     while i < args.len() {
@@ -244,7 +248,8 @@ pub fn scratch_config(t: &Target, sessions: usize, unix: Option<&str>, rush: boo
     let mut v = app(VENUE);
     v["isSystemApp"] = json!(true);
     v["publishes"] = json!(["transcription"]);
-    v["allowedAddresses"] = json!(["127.0.0.1"]);
+    // Over the Unix socket too: `edge-load venue --transcriber` connects the real one there.
+    v["allowedAddresses"] = json!(["127.0.0.1", "unix"]);
     v["venueFeed"] = json!("main");
     apps.push(v);
     // Every app start, the publishers' too, holds a webhook and then a connection.
@@ -677,6 +682,52 @@ fn route(o: &Opts) -> Result<(), String> {
     publish(o, subject, report)
 }
 
+/// The box and its sessions as a venue feed published from outside sees them
+/// ([`outside_venue`]).
+pub struct VenueBox<'a> {
+    pub pid: u32,
+    /// The feed's package and API key.
+    pub package: &'static str,
+    pub key: String,
+    /// Apps subscribed to the feed's transcripts, in all.
+    pub apps: usize,
+    pub sh: &'a Shared,
+}
+
+/// A venue run whose feed someone else publishes (`edge-load venue --transcriber`): the box
+/// (with a Unix listener at `socket`) and every session's apps set up as for `--venue`, then
+/// `feed` runs the publisher and returns once what it published was delivered; then the run
+/// stops and every app's results come back. `args` are `route`'s.
+pub fn outside_venue<T>(
+    args: &[String],
+    socket: &str,
+    feed: impl FnOnce(&VenueBox) -> T,
+) -> Result<(T, Vec<crate::driver::AppResult>), String> {
+    let mut o = parse(args);
+    (o.venue, o.transcripts, o.feed_socket) = (true, true, Some(socket.to_string()));
+    if o.peer.is_some() || o.server_pid.is_some() || o.unix.is_some() || o.tls {
+        return Err(
+            "--transcriber starts its own box: no --peer, --server-pid, --unix or --tls".into(),
+        );
+    }
+    let mut subject = start_box(&o)?;
+    let (ready, driver, glasses) = setup(&o, &subject)?;
+    let out = feed(&VenueBox {
+        pid: subject.pid,
+        package: VENUE,
+        key: api_key(&ready.sh.secret, VENUE),
+        apps: ready.want,
+        sh: &ready.sh,
+    });
+    stop(&mut subject, &ready.sh, driver);
+    drop(glasses);
+    for f in subject.scratch.iter().flatten() {
+        let _ = std::fs::remove_file(f);
+    }
+    let results = std::mem::take(&mut *ready.sh.results.lock().unwrap());
+    Ok((out, results))
+}
+
 /// `--write-config`: write a config for a server started by hand, say how to run it.
 fn write_config(o: &Opts, path: &PathBuf) -> Result<(), String> {
     let port = o.port.unwrap_or(18_110);
@@ -765,11 +816,9 @@ fn start_box(o: &Opts) -> Result<Subject, String> {
                 tls,
                 publisher: o.transcripts && !o.venue,
             };
-            std::fs::write(
-                &cfg,
-                scratch_config(&t, o.sessions, o.unix.as_deref(), o.rush),
-            )
-            .map_err(|e| format!("cannot write {}: {e}", cfg.display()))?;
+            let unix = o.unix.as_deref().or(o.feed_socket.as_deref());
+            std::fs::write(&cfg, scratch_config(&t, o.sessions, unix, o.rush))
+                .map_err(|e| format!("cannot write {}: {e}", cfg.display()))?;
             let server = crate::start_box(&cfg, &log)?;
             let pid = server.0.id();
             (
@@ -860,7 +909,7 @@ fn setup(o: &Opts, b: &Subject) -> Result<(Setup, Driver, Vec<Ws>), String> {
     }
     let starts_at = start_apps(o, target, &sh, &mut glasses)?.unwrap_or(setup_start);
     let rush = wait_ready(o, b, &sh, want, starts_at)?;
-    if o.venue {
+    if o.venue && o.feed_socket.is_none() {
         let mut ws = Ws::connect(target.port, "/app-ws", "", 64 << 10)?;
         peer::init_app(&mut ws, "venue", VENUE, &api_key(&sh.secret, VENUE), &[])
             .map_err(|e| format!("venue publisher: {e}"))?;
