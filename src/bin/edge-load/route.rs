@@ -23,7 +23,7 @@
 //!
 //! Measured window: from the first frame sent until every sent message was delivered to every
 //! app (or delivery stopped making progress). Server CPU is utime + stime from
-//! /proc/<pid>/stat over that window; it is divided by the deliveries.
+//! `/proc/<pid>/stat` over that window; it is divided by the deliveries.
 //!
 //! The run goes in phases, one function each: `start_box` (find or start the server),
 //! `setup`, `drive` (load, drain, stop), `account` (results into a [`Report`]) and `publish`;
