@@ -6,7 +6,10 @@
 //! subscribers, each under its own subscription string; no app that does not publish
 //! translations ever gets the message. A publisher's `publish_unserved` (the demanded pairs it
 //! cannot serve) reaches the subscribers of those pairs as a `TRANSLATION_UNAVAILABLE`
-//! `tpa_connection_error`, once per change, and a feed's reaches every follower's.
+//! `tpa_connection_error`, once per change, and a feed's reaches every follower's; a pair
+//! left unserved when the source that served it goes (a publisher's or the feed's connection
+//! closes, or the publisher is stopped) is told the same way, with time stepped deadline by
+//! deadline through the reconnect grace and restart.
 
 use augmentos_edge::auth::{self, jwt};
 use augmentos_edge::hub::registry::AppSpec;
@@ -566,4 +569,155 @@ fn a_session_moved_to_a_feed_that_cannot_serve_its_pair_is_told() {
         let got = errors(&mut w, a);
         assert_eq!(got.len(), told, "{feed}: {got:?}");
     }
+}
+
+/// A second per-session translator.
+const STT2: &str = "system.local.stt2";
+
+/// A box with two per-session translators and a venue feed (followed once it connects).
+fn world_two_sources() -> World {
+    World::with_hub(
+        ServerConfig {
+            ping_interval: None,
+            ..ServerConfig::default()
+        },
+        HubConfig {
+            jwt_secret: SECRET.to_vec(),
+            // The publishers first: a session's apps are kept in this order.
+            apps: vec![
+                spec(STT, 4004, &["transcription", "translation"]),
+                spec(STT2, 4007, &["transcription", "translation"]),
+                spec(FEED, 4003, &["transcription", "translation"]),
+                spec(A, 4001, &[]),
+                spec(B, 4002, &[]),
+            ],
+            lifecycle_burst: 100,
+            venue_feeds: vec![("main".into(), FEED.into())],
+            ..HubConfig::default()
+        },
+    )
+}
+
+/// Let `d` pass, the clock stepped deadline by deadline as the reactor wakes, every webhook
+/// sent on the way answered 200 at once.
+fn pass(w: &mut World, d: Duration) {
+    let end = w.clock().mono + d;
+    while w.server.poll_timeout().is_some_and(|at| at <= end) {
+        w.jump_to_next_deadline();
+        for i in w.open_outbound() {
+            w.respond_http(i, 200);
+        }
+    }
+    let rest = end.saturating_since(w.clock().mono);
+    w.advance(rest);
+}
+
+#[test]
+fn a_pair_left_without_a_server_when_its_publisher_goes_is_told_once_per_change() {
+    let mut w = world_two_sources();
+    let g = glasses(&mut w, USERS[0]);
+    let (a, _) = app(&mut w, g, USERS[0], A);
+    subscribe(&mut w, a, json!(["translation:en-US-to-xx-XX"]));
+    let (b, _) = app(&mut w, g, USERS[0], B);
+    subscribe(&mut w, b, json!(["translation:en-US-to-es-ES"]));
+    let (stt, _) = app(&mut w, g, USERS[0], STT);
+    let (stt2, _) = app(&mut w, g, USERS[0], STT2);
+    // One translator cannot serve xx; the other can: nobody is told.
+    unserved(&mut w, stt, json!(["en-US-to-xx-XX"]));
+    assert!(errors(&mut w, a).is_empty());
+    // The one that served it drops: xx is unavailable now, and its subscriber is told, once.
+    w.reset(stt2);
+    let got = errors(&mut w, a);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].0, "TRANSLATION_UNAVAILABLE");
+    assert!(got[0].1.contains("en-US-to-xx-XX"), "{}", got[0].1);
+    assert_eq!(
+        got[0].2,
+        json!({"unavailable": ["translation:en-US-to-xx-XX"]})
+    );
+    assert!(errors(&mut w, b).is_empty(), "es is still served");
+    assert_eq!(refusals(&w, "TRANSLATION_UNAVAILABLE"), 1);
+    // Its reconnect grace runs out and it is started again: nothing new to tell.
+    pass(&mut w, Duration::from_secs(8));
+    assert!(errors(&mut w, a).is_empty() && errors(&mut w, b).is_empty());
+    // It comes back serving everything (nothing told), then says it cannot serve xx: told.
+    let (stt2, _) = app(&mut w, g, USERS[0], STT2);
+    assert!(errors(&mut w, a).is_empty());
+    unserved(&mut w, stt2, json!(["en-US-to-xx-XX"]));
+    assert_eq!(errors(&mut w, a).len(), 1);
+    assert_eq!(refusals(&w, "TRANSLATION_UNAVAILABLE"), 2);
+    // It drops while xx is already unavailable: no change, nobody told.
+    w.reset(stt2);
+    pass(&mut w, Duration::from_secs(8));
+    assert!(errors(&mut w, a).is_empty() && errors(&mut w, b).is_empty());
+    // Back serving everything, then stopped by the wearer: xx is unavailable again, told.
+    let (_stt2, _) = app(&mut w, g, USERS[0], STT2);
+    w.send_text(
+        g,
+        &json!({"type": "stop_app", "packageName": STT2}).to_string(),
+    );
+    pass(&mut w, Duration::from_secs(1));
+    assert_eq!(errors(&mut w, a).len(), 1);
+    assert!(errors(&mut w, b).is_empty());
+    assert_eq!(refusals(&w, "TRANSLATION_UNAVAILABLE"), 3);
+    // The last source goes: no source, no "unavailable" (and no one told).
+    w.reset(stt);
+    pass(&mut w, Duration::from_secs(1));
+    assert!(errors(&mut w, a).is_empty() && errors(&mut w, b).is_empty());
+    assert_eq!(refusals(&w, "TRANSLATION_UNAVAILABLE"), 3);
+}
+
+#[test]
+fn a_pair_only_the_venue_feed_served_is_told_when_the_feed_goes() {
+    let mut w = world_two_sources();
+    let g = glasses(&mut w, USERS[0]);
+    let (a, _) = app(&mut w, g, USERS[0], A);
+    subscribe(&mut w, a, json!(["translation:en-US-to-xx-XX"]));
+    let (stt, _) = app(&mut w, g, USERS[0], STT);
+    let feed = w.connect_from(Peer::InProcess);
+    assert_eq!(w.upgrade(feed, "/app-ws"), 101);
+    init(&mut w, feed, FEED, "venue:main");
+    w.json_messages(feed);
+    // The session's own translator cannot serve xx; the feed can: nobody is told.
+    unserved(&mut w, stt, json!(["en-US-to-xx-XX"]));
+    assert!(errors(&mut w, a).is_empty());
+    // The feed goes: told once; time passes, nothing more.
+    w.reset(feed);
+    let got = errors(&mut w, a);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].0, "TRANSLATION_UNAVAILABLE");
+    assert_eq!(refusals(&w, "TRANSLATION_UNAVAILABLE"), 1);
+    pass(&mut w, Duration::from_secs(8));
+    assert!(errors(&mut w, a).is_empty());
+    // The feed comes back serving everything: nothing told.
+    let again = w.connect_from(Peer::InProcess);
+    assert_eq!(w.upgrade(again, "/app-ws"), 101);
+    init(&mut w, again, FEED, "venue:main");
+    w.json_messages(again);
+    assert!(errors(&mut w, a).is_empty());
+    assert_eq!(refusals(&w, "TRANSLATION_UNAVAILABLE"), 1);
+}
+
+#[test]
+fn apps_stopped_with_their_session_are_not_told_of_the_pairs_its_end_leaves_unserved() {
+    let mut w = world_two_sources();
+    let g = glasses(&mut w, USERS[0]);
+    let (_stt, _) = app(&mut w, g, USERS[0], STT);
+    let (stt2, _) = app(&mut w, g, USERS[0], STT2);
+    let (a, _) = app(&mut w, g, USERS[0], A);
+    subscribe(&mut w, a, json!(["translation:en-US-to-xx-XX"]));
+    // Stopped in the order the box keeps them, the first translator (which serves xx) would
+    // go before the second (which cannot).
+    unserved(&mut w, stt2, json!(["en-US-to-xx-XX"]));
+    assert!(errors(&mut w, a).is_empty());
+    // The glasses go for good: every app is stopped, the subscriber before the publishers.
+    w.reset(g);
+    pass(&mut w, Duration::from_secs(61));
+    let msgs = w.json_messages(a);
+    assert!(msgs.iter().any(|m| m["type"] == "app_stopped"), "{msgs:?}");
+    assert!(
+        !msgs.iter().any(|m| m["type"] == "tpa_connection_error"),
+        "{msgs:?}"
+    );
+    assert_eq!(refusals(&w, "TRANSLATION_UNAVAILABLE"), 0);
 }

@@ -318,10 +318,12 @@ impl Hub {
     /// The grace period ran out: stop every app (they stay in the user's running list, so they
     /// come back when the glasses do) and forget the session.
     pub(super) fn end_session(&mut self, net: &mut impl Outbox, sk: SessKey, now: Now) {
-        let apps: Vec<usize> = self
+        let mut apps: Vec<usize> = self
             .session(sk)
             .map(|s| s.apps.keys().copied().collect())
             .unwrap_or_default();
+        // Translation publishers last: no app about to stop is told its pair became unavailable.
+        apps.sort_by_key(|&a| self.publishes_translation(a));
         for app in apps {
             self.stop_app(net, sk, app, "system_stop", "User session ended", now);
         }

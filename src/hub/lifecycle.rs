@@ -607,6 +607,7 @@ impl Hub {
         };
         let unsent = unsent && run.attempt == 1 && run.restarts == 0;
         let user = s.user.clone();
+        let was_source = run.conn.is_some();
         if let Some(conn) = run.conn {
             self.links.remove(&conn);
             let msg = messages::AppEvent {
@@ -637,6 +638,9 @@ impl Hub {
             },
         );
         self.subs_changed(net, sk, None, now);
+        if was_source {
+            self.unserved_publisher_gone(net, sk, app, now);
+        }
         self.screen_app_gone(net, sk, app, now);
         self.requests_app_stopped(net, sk, app, now);
     }
@@ -657,10 +661,15 @@ impl Hub {
             return; // a replaced connection: its successor is untouched
         }
         run.conn = None;
-        match run.released {
+        let released = run.released;
+        self.unserved_publisher_gone(net, sk, app, now);
+        match released {
             None | Some(ReleaseReason::SwitchingClouds) => {}
             Some(reason) => return self.app_left(net, sk, app, reason, now),
         }
+        let Some(run) = self.run_mut(sk, app) else {
+            return;
+        };
         run.subs.clear();
         if run
             .active_since

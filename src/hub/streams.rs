@@ -268,7 +268,7 @@ impl Hub {
         }
     }
 
-    /// Whether `id` is a feeder (see [`Hub::fed_session`]), or a venue feed's publisher: that
+    /// Whether `id` is a feeder (see `Hub::fed_session`), or a venue feed's publisher: that
     /// one feeds every session, so no one backed-up subscriber holds it (it is never
     /// [blocked](Hub::feeder_blocked)), but it is held with every other feeder while the output
     /// of all connections together is over its budget.
@@ -291,7 +291,7 @@ impl Hub {
         })
     }
 
-    /// Every feeder (see [`Hub::fed_session`]), for holding them all while the output of all
+    /// Every feeder (see `Hub::fed_session`), for holding them all while the output of all
     /// connections together is over its budget.
     pub fn each_feeder(&self, mut f: impl FnMut(ConnId)) {
         for (&id, _) in self.links.iter() {

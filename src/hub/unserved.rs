@@ -23,8 +23,9 @@
 //! (SDK 2.1.29 surfaces only that, as an `Error` to `session.events.onError`) and its own
 //! subscription strings in `details.unavailable`; counted in the refusals at `/metrics`. It is
 //! told once per change: when a publisher's report makes a pair it subscribes to unavailable,
-//! when it subscribes to a pair that already is, or when its session is moved to a feed that
-//! does not serve a pair the old one did. The subscription stays: data flows if a
+//! when it subscribes to a pair that already is, when its session is moved to a feed that
+//! does not serve a pair the old one did, or when a source that served the pair goes (its
+//! connection closes or it is stopped) and every remaining one lists it. The subscription stays: data flows if a
 //! source later serves the pair.
 //!
 //! Refusals: from an app that may not publish translations, `PUBLISH_NOT_ALLOWED`; without a
@@ -182,6 +183,72 @@ impl Hub {
             return;
         };
         let pairs = added(&t.unserved, &f.unserved);
+        if !pairs.is_empty() {
+            self.tell_unavailable(net, sk, None, &pairs, now);
+        }
+    }
+
+    /// Publisher `app` of `sk` stopped being a source of its session (its connection closed,
+    /// or it was stopped): the pairs it served (did not list) that every remaining source lists
+    /// are news to their subscribers. Its report goes with it. A source that comes serves
+    /// everything until it reports, so a connect never makes a pair unavailable.
+    pub(super) fn unserved_publisher_gone(
+        &mut self,
+        net: &mut impl Outbox,
+        sk: SessKey,
+        app: usize,
+        now: Now,
+    ) {
+        let Some(st) = self.session_mut(sk).and_then(|s| s.streams.as_deref_mut()) else {
+            return;
+        };
+        let listed = match st.unserved.iter().position(|(a, _)| *a == app) {
+            Some(i) => st.unserved.swap_remove(i).1,
+            None => Box::default(),
+        };
+        if self.publishes_translation(app) {
+            self.tell_unlisted(net, sk, &listed, now);
+        }
+    }
+
+    /// The publisher of `feed` closed (`listed`: what it had reported): the same news as
+    /// [`Self::unserved_publisher_gone`], for each follower.
+    pub(super) fn unserved_feed_gone(
+        &mut self,
+        net: &mut impl Outbox,
+        feed: usize,
+        listed: &[Box<str>],
+        now: Now,
+    ) {
+        if !self.publishes_translation(self.venue.feeds[feed].app) {
+            return;
+        }
+        let venue = &self.venue;
+        let keys: Vec<SessKey> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| venue.feed_of(&s.user) == feed)
+            .map(|(sk, _)| sk)
+            .collect();
+        for sk in keys {
+            self.tell_unlisted(net, sk, listed, now);
+        }
+    }
+
+    /// A source that did not list them is gone from `sk`: tell the subscribers of the pairs
+    /// outside `listed` that are unavailable now (they were not while it served them).
+    fn tell_unlisted(&mut self, net: &mut impl Outbox, sk: SessKey, listed: &[Box<str>], now: Now) {
+        let Some(s) = self.session(sk) else { return };
+        let mut pairs: Vec<Box<str>> = s
+            .apps
+            .iter()
+            .filter(|(_, run)| matches!((&run.state, run.conn), (AppState::Active, Some(_))))
+            .flat_map(|(_, run)| run.subs.iter().filter_map(|x| pair(x)))
+            .filter(|p| !listed.iter().any(|l| **l == **p))
+            .map(Box::from)
+            .collect();
+        pairs.sort_unstable();
+        pairs.dedup();
         if !pairs.is_empty() {
             self.tell_unavailable(net, sk, None, &pairs, now);
         }

@@ -407,10 +407,11 @@ impl Hub {
         }
         f.conn = None;
         f.demand_sent = None;
-        f.unserved = Box::default();
+        let listed = std::mem::take(&mut f.unserved);
         log::info!("event=venue_feed_lost feed={:?} connection={id}", f.name);
         self.venue_mic_changed(net, feed, now);
         self.venue_notice(net, feed, true, now);
+        self.unserved_feed_gone(net, feed, &listed, now);
     }
 
     /// The feed went (`offline`): every follower left without captions (an app wants what the

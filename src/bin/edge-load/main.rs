@@ -8,7 +8,7 @@
 //! `--sessions` each connection is a pair of glasses of its own user that sends
 //! `connection_init` and waits for its `connection_ack`, so each holds a session; with
 //! `--apps M` too, each session starts M apps through their webhook, which connect and
-//! subscribe, and the RSS is read again after `--settle S` seconds idle ([`idle`]). `--server`
+//! subscribe, and the RSS is read again after `--settle S` seconds idle ([`idle`](mod@idle)). `--server`
 //! runs any other server instead (a peer for comparison), which must serve a WebSocket at
 //! `--url`. `--tls` then does the same again over TLS, on a fresh server whose only listener is
 //! TLS with a scratch certificate ([`tls`]), and reports both figures, one line each.
@@ -21,8 +21,8 @@
 //! Modules, each importing only those before it (no circle): [`stats`] and [`tls`] (leaves),
 //! [`wsc`] (the client codec), [`peer`], [`driver`] (the mio loop and the run's [`driver::Shared`]
 //! state), [`report`] (words a run's results), [`route`] (the run, phase by phase: box, setup,
-//! drive, account, report), [`idle`] and [`venue_cpu`] (on [`route`]); [`soak`] stands apart on
-//! [`stats`].
+//! drive, account, report), [`idle`](mod@idle) and [`venue_cpu`] (on [`route`]); [`soak`] stands
+//! apart on [`stats`].
 
 mod driver;
 mod idle;

@@ -23,7 +23,7 @@
 //!
 //! Measured window: from the first frame sent until every sent message was delivered to every
 //! app (or delivery stopped making progress). Server CPU is utime + stime from
-//! /proc/<pid>/stat over that window; it is divided by the deliveries.
+//! `/proc/<pid>/stat` over that window; it is divided by the deliveries.
 //!
 //! The run goes in phases, one function each: `start_box` (find or start the server),
 //! `setup`, `drive` (load, drain, stop), `account` (results into a [`Report`]) and `publish`;
@@ -1388,7 +1388,11 @@ fn server_metrics(port: u16) -> String {
 /// What the server says of the app starts: apps active and failed, webhooks that waited for
 /// their app server, failed webhook attempts, starts refused for a full queue.
 fn start_summary(port: u16) -> String {
-    let text = server_metrics(port);
+    summarise_starts(&server_metrics(port))
+}
+
+/// [`start_summary`] of the `/metrics` text `text`.
+fn summarise_starts(text: &str) -> String {
     let get = |name: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
@@ -1401,7 +1405,8 @@ fn start_summary(port: u16) -> String {
         get("augmentos_edge_webhooks_queued_total"),
         get(r#"augmentos_edge_webhooks_total{outcome="not_sent"}"#)
             + get(r#"augmentos_edge_webhooks_total{outcome="failed"}"#)
-            + get(r#"augmentos_edge_webhooks_total{outcome="http_error"}"#),
+            + get(r#"augmentos_edge_webhooks_total{outcome="http_error"}"#)
+            + get(r#"augmentos_edge_webhooks_total{outcome="tls"}"#),
         get(r#"augmentos_edge_refusals_total{code="WEBHOOK_QUEUE_FULL"}"#),
     )
 }
@@ -1465,6 +1470,19 @@ mod tests {
         let t = t.unwrap();
         assert_eq!((t.port, t.webhook_port), (18_110, 18_111));
         assert_eq!(t.tls, Some((18_112, cert)));
+    }
+
+    #[test]
+    fn every_failed_webhook_outcome_counts_as_failed_tls_included() {
+        let text = "augmentos_edge_apps{state=\"active\"} 3\n\
+            augmentos_edge_webhooks_total{outcome=\"ok\"} 40\n\
+            augmentos_edge_webhooks_total{outcome=\"not_sent\"} 1\n\
+            augmentos_edge_webhooks_total{outcome=\"failed\"} 2\n\
+            augmentos_edge_webhooks_total{outcome=\"http_error\"} 4\n\
+            augmentos_edge_webhooks_total{outcome=\"tls\"} 8\n";
+        let line = summarise_starts(text);
+        assert!(line.starts_with("3 apps active, 0 failed;"), "{line}");
+        assert!(line.contains("0 webhooks queued, 15 failed,"), "{line}");
     }
 
     #[test]

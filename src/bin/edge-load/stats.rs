@@ -194,7 +194,7 @@ pub fn machine_cpus() -> usize {
     n.max(1)
 }
 
-/// A `Vm…:` line of /proc/<pid>/status in KiB (0 if unreadable).
+/// A `Vm…:` line of `/proc/<pid>/status` in KiB (0 if unreadable).
 pub fn status_kib(pid: &str, key: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status

@@ -660,7 +660,7 @@ impl Store for PgStore {
         })
     }
 
-    /// One transaction per [`CHUNK`] changes: every change stands alone (keyed, idempotent),
+    /// One transaction per `CHUNK` changes: every change stands alone (keyed, idempotent),
     /// and a pipeline that long never fills the socket buffers both ways.
     fn apply(&mut self, batch: &[Persist]) -> Result<(), String> {
         for chunk in batch.chunks(CHUNK) {
