@@ -15,7 +15,8 @@ audio the recogniser needed after the end of speech (where the recording's loudn
 a tenth of its peak) before giving its final (`final_after_ms`: the voice detector's hangover
 and the update cadence; compute time comes on top, live), after the end of the words the final
 says it covers (its `endTime`, `final_after_end_ms`), and after the start of speech before its
-first interim (`interim_after_ms`).
+first interim (`interim_after_ms`), and how many recordings came as more than one final
+(`split_recordings`: a sentence cut into fragments).
 
 `--box PORT --token T --app-log FILE` measures through the box instead: a glasses client
 streams the same audio in real time (20 ms frames) to a running box (`contrib/captions-stack.sh`
@@ -118,6 +119,7 @@ def measure(sentences, spans, results, at_ms, focus=()):
     """WER, recall and latencies of `results` (with `at_ms`: when each came, on the same
     millisecond scale as the spans)."""
     heard = ["" for _ in sentences]
+    pieces = [0] * len(sentences)  # non-empty finals per recording: more than one is a split
     final_at = [None] * len(sentences)
     after_end = []  # each final: from the end of the words it covers (its endTime) to it
     first_at = [None] * len(sentences)
@@ -126,6 +128,7 @@ def measure(sentences, spans, results, at_ms, focus=()):
             first_at[k] = at
         if r.is_final:
             heard[k] = (heard[k] + " " + r.text).strip()
+            pieces[k] += bool(r.text)
             final_at[k] = at
             if r.text:
                 after_end.append(int(at - r.end_ms))
@@ -151,6 +154,7 @@ def measure(sentences, spans, results, at_ms, focus=()):
         "interim_after_ms": interim_ms,
         "interim_p50_ms": percentile(interim_ms, 50),
         "missing_finals": sum(a is None for a in final_at),
+        "split_recordings": sum(n > 1 for n in pieces),
         "heard": heard,
         **({"focus_recall": round(focus_hit / max(focus_total, 1), 3),
             "focus_words": focus_total} if focus else {}),
