@@ -284,6 +284,7 @@ def main():
     p.add_argument("sentences", nargs="*", help="what is said (espeak-ng speaks it)")
     p.add_argument("--wav", nargs="*", help="recordings of the sentences instead of espeak-ng")
     p.add_argument("--corpus", help="a folder of WAVs with transcripts (see above)")
+    p.add_argument("--script", help="a text file of sentences, one a line, for espeak-ng")
     p.add_argument("--engine", action="append", choices=["moonshine", "pocketsphinx"],
                    help="the engine(s) to measure (repeatable; default moonshine)")
     p.add_argument("--phrases", help="a phrase list, as for the transcriber")
@@ -308,10 +309,13 @@ def main():
         if len(args.wav) != len(args.sentences):
             p.error("one --wav per sentence")
         sentences, pcms = args.sentences, [read_pcm(w) for w in args.wav]
-    elif args.sentences:
+    elif args.sentences or args.script:
+        if args.script:
+            with open(args.script, encoding="utf-8") as f:
+                args.sentences += [line.strip() for line in f if line.strip()]
         sentences, pcms = args.sentences, [audio.speak(s) for s in args.sentences]
     else:
-        p.error("sentences, --wav or --corpus")
+        p.error("sentences, --script, --wav or --corpus")
     if args.box:
         if not (args.token and args.app_log):
             p.error("--box needs --token and --app-log")
