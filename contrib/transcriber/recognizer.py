@@ -50,7 +50,8 @@ def phrases_config(path):
     if path.endswith((".lm", ".arpa", ".lm.bin")):
         return {"lm": path}
     with open(path, encoding="utf-8") as f:
-        phrases = [line for line in f if line.strip()]
+        # Words as the dictionary spells them: "floor." and "Floor" are "floor".
+        phrases = [" ".join(filter(None, _words_of(line))) for line in f if line.strip()]
     known = pronunciations({w for p in phrases for w in p.lower().split()})
     # Words with no pronunciation in the model's dictionary cannot be recognised; say which.
     unknown = sorted({w for p in phrases for w in p.lower().split()} - set(known))

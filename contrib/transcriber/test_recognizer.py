@@ -298,6 +298,17 @@ class PocketSphinxSpeech(Speech):
         self.assertGreater(hit_with, hit_without, (with_list, without))
 
 
+class PhraseListText(unittest.TestCase):
+    def test_punctuation_and_case_do_not_hide_a_word(self):
+        with tempfile.NamedTemporaryFile("w", suffix=".txt") as f:
+            f.write("Lunch is on the second Floor.\nWelcome, everyone!\n")
+            f.flush()
+            config = recognizer.phrases_config(f.name)
+        with open(config["dict"], encoding="utf-8") as d:
+            words = {line.split(" ", 1)[0].split("(", 1)[0] for line in d}
+        self.assertTrue({"floor", "welcome", "everyone", "lunch"} <= words, words)
+
+
 class MoonshineSpeech(Speech):
     engine = "moonshine"
 
