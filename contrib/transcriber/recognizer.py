@@ -380,7 +380,7 @@ class MoonshineRecognizer:
     MAX_LINES = 64  # completed lines a stream keeps before it is replaced by a fresh one
     FLOOR = 0.01  # speech within 20 dB of the line's loudest (in power)
     CHECK_MS = 100  # this much non-speech after speech: decode the line, ahead of its end
-    END_MS = 240  # this much: a line that reads as a whole sentence is final
+    END_MS = 300  # this much: a line that reads as a whole sentence is final
     SENTENCE_END = (".", "?", "!")
     LONG_END_MS = 600  # this much: the line is final whatever its text
     IDLE_POLL_MS = 1000
