@@ -697,3 +697,74 @@ fn glasses_left_without_captions_are_told_when_the_feed_goes_and_cleared_when_it
     assert_eq!(main_lines(&w.json_messages(g0)), vec![""]);
     assert_eq!(main_lines(&w.json_messages(g1)), Vec::<String>::new());
 }
+
+/// The texts of the `data_stream`s client `c` received, with their `streamType`.
+fn got(w: &mut World, c: usize) -> Vec<(String, String)> {
+    streams(w, c)
+        .into_iter()
+        .map(|(s, d)| (s, d["text"].as_str().unwrap_or("").to_string()))
+        .collect()
+}
+
+fn line(stream: &str, text: &str) -> (String, String) {
+    (stream.to_string(), text.to_string())
+}
+
+#[test]
+fn every_change_to_the_sessions_reaches_the_next_publication_of_the_feed() {
+    let mut w = world();
+    let g0 = glasses(&mut w, USERS[0]);
+    let a0 = app(&mut w, g0, USERS[0], A, json!(["transcription:en-US"]));
+    let g1 = glasses(&mut w, USERS[1]);
+    let a1 = app(&mut w, g1, USERS[1], A, json!(["transcription:en-US"]));
+    let f = feed(&mut w);
+    publish(&mut w, f, &transcript("one", "en-US", true));
+    for c in [a0, a1] {
+        assert_eq!(got(&mut w, c), vec![line("transcription:en-US", "one")]);
+    }
+    // One app moves to another language: the next line in English reaches only the other.
+    subscribe(&mut w, a0, json!(["transcription:fr-FR"]));
+    w.json_messages(a0);
+    publish(&mut w, f, &transcript("two", "en-US", false));
+    publish(&mut w, f, &transcript("two", "en-US", true));
+    publish(&mut w, f, &transcript("deux", "fr-FR", true));
+    assert_eq!(got(&mut w, a0), vec![line("transcription:fr-FR", "deux")]);
+    assert_eq!(
+        got(&mut w, a1),
+        vec![
+            line("transcription:en-US", "two"),
+            line("transcription:en-US", "two")
+        ]
+    );
+    // A session that starts now is reached (after the last line, at once), under its own string.
+    let g2 = glasses(&mut w, USERS[2]);
+    let a2 = app(
+        &mut w,
+        g2,
+        USERS[2],
+        B,
+        json!(["transcription:en-US?hints=x"]),
+    );
+    publish(&mut w, f, &transcript("three", "en-US", true));
+    assert_eq!(
+        got(&mut w, a2),
+        vec![line("transcription:en-US?hints=x", "three")]
+    );
+    // An app that unsubscribes gets nothing more; the others lose nothing.
+    subscribe(&mut w, a1, json!([]));
+    w.json_messages(a1);
+    publish(&mut w, f, &transcript("four", "en-US", true));
+    assert_eq!(got(&mut w, a1), vec![]);
+    assert_eq!(
+        got(&mut w, a2),
+        vec![line("transcription:en-US?hints=x", "four")]
+    );
+    // A session that ends is not written to; a wildcard subscriber gets the base stream.
+    w.client_eof(g2);
+    w.client_eof(a2);
+    subscribe(&mut w, a0, json!(["*"]));
+    w.json_messages(a0);
+    publish(&mut w, f, &transcript("five", "en-US", true));
+    assert_eq!(got(&mut w, a0), vec![line("transcription", "five")]);
+    assert!(w.json_messages(a2).is_empty());
+}

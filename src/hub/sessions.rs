@@ -232,6 +232,9 @@ pub(super) struct Sessions {
     by_user: HashMap<Arc<str>, SessKey>,
     /// The generation of the latest session made.
     next_gen: u32,
+    /// Moved by every change to the table or to any session in it (every `&mut` handed out):
+    /// what was derived from the sessions at one epoch holds while it is the same.
+    epoch: u64,
 }
 
 impl Sessions {
@@ -246,6 +249,7 @@ impl Sessions {
 
     #[inline]
     pub fn get_mut(&mut self, sk: SessKey) -> Option<&mut Session> {
+        self.epoch += 1;
         self.slab
             .get_mut(sk.slot as usize)
             .filter(|s| s.gen == sk.gen)
@@ -272,6 +276,7 @@ impl Sessions {
     /// Keep `session` (its user has none yet) under a new generation; its key.
     pub fn insert(&mut self, mut session: Session) -> SessKey {
         debug_assert!(!self.by_user.contains_key(&session.user));
+        self.epoch += 1;
         self.next_gen = self.next_gen.wrapping_add(1);
         session.gen = self.next_gen;
         let user = session.user.clone();
@@ -286,9 +291,16 @@ impl Sessions {
     /// Forget the session (and its user's index entry); it, if `sk` still named it.
     pub fn remove(&mut self, sk: SessKey) -> Option<Session> {
         self.get(sk)?;
+        self.epoch += 1;
         let s = self.slab.remove(sk.slot as usize);
         self.by_user.remove(&s.user);
         Some(s)
+    }
+
+    /// The table's epoch: the same only while no session was made, changed or forgotten.
+    #[inline]
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// Every session with its key, in slot order.

@@ -32,7 +32,7 @@ use std::collections::VecDeque;
 /// Calendar events kept per session for replay.
 const CALENDAR_CACHE: usize = 32;
 /// The largest shared delivery tail kept between events; a larger one is freed after use.
-const MAX_KEPT_TAIL: usize = 16 * 1024;
+pub(super) const MAX_KEPT_TAIL: usize = 16 * 1024;
 
 /// A checked `data_stream` publication: what it is, its languages, its `data` as it came.
 pub(super) struct Published<'t> {
@@ -183,7 +183,7 @@ impl Hub {
         self.count_drops(Some("audio_chunk"), dropped);
     }
 
-    fn count_drops(&mut self, stream: Option<&'static str>, n: u64) {
+    pub(super) fn count_drops(&mut self, stream: Option<&'static str>, n: u64) {
         if let (Some(stream), 1..) = (stream, n) {
             *self.counters.dropped.entry(stream).or_default() += n;
         }

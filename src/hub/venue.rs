@@ -37,6 +37,7 @@
 //! feed and nothing else; the kept last line is bounded (one message of at most the frame
 //! size).
 
+use super::fanout::FanOut;
 use super::routes::{Event, Routes};
 use super::{AppState, Hub, JoinError, Link, SessKey};
 use crate::net::{ConnId, Outbox, Peer};
@@ -67,6 +68,8 @@ pub struct Feed {
     pub dropped: u64,
     /// The sessions shown [`FEED_OFFLINE`] when the feed went, cleared when it comes back.
     notified: Vec<SessKey>,
+    /// Its delivery lists (see [`super::fanout`]).
+    pub(super) fanout: FanOut,
 }
 
 /// What the glasses of a session left without captions show when its feed goes.
@@ -124,8 +127,6 @@ impl Feed {
 #[derive(Debug, Default)]
 pub struct Venue {
     pub feeds: Vec<Feed>,
-    /// Scratch for fanning out: the keys of the sessions, kept between publications.
-    scratch: Vec<SessKey>,
     /// The users the operator pointed at a feed other than the first: user id → feed.
     follows: std::collections::HashMap<Box<str>, usize>,
 }
@@ -141,7 +142,6 @@ impl Venue {
                     ..Feed::default()
                 })
                 .collect(),
-            scratch: Vec::new(),
             follows: Default::default(),
         }
     }
@@ -162,7 +162,7 @@ impl Venue {
     }
 
     /// The feed `user`'s session follows: the one the operator chose, else the first.
-    fn feed_of(&self, user: &str) -> usize {
+    pub(super) fn feed_of(&self, user: &str) -> usize {
         self.follows.get(user).copied().unwrap_or(0)
     }
 
@@ -211,6 +211,10 @@ impl Hub {
             return net.respond_error(id, 404, "NO_SUCH_FEED", "no venue feed has this name", &[]);
         };
         let from = self.venue.feed_of(user);
+        // Who follows which feed is part of every feed's delivery lists.
+        for f in &mut self.venue.feeds {
+            f.fanout.clear();
+        }
         if to == 0 {
             self.venue.follows.remove(user);
         } else {
@@ -441,22 +445,7 @@ impl Hub {
                 data: p.data.into(),
             });
         }
-        let mut keys = std::mem::take(&mut self.venue.scratch);
-        let venue = &self.venue;
-        keys.extend(
-            self.sessions
-                .iter()
-                .filter(|(_, s)| venue.feed_of(&s.user) == feed)
-                .map(|(sk, _)| sk),
-        );
-        let (mut delivered, mut dropped) = (0, 0);
-        for &sk in &keys {
-            let (d, x) = self.deliver_published(net, sk, &p, now);
-            delivered += d;
-            dropped += x;
-        }
-        keys.clear();
-        self.venue.scratch = keys;
+        let (delivered, dropped) = self.venue_fan_out(net, feed, &p, now);
         let f = &mut self.venue.feeds[feed];
         f.delivered += delivered;
         f.dropped += dropped;

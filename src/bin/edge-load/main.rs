@@ -16,12 +16,15 @@
 //! `edge-load route …`: glasses → apps routing under load against the real server ([`route`]):
 //! delivered msgs/s, losses and order, latency, server RSS and server CPU per delivered message.
 //!
+//! `edge-load floor`: the kernel's cost of the venue fan-out's writes with no server ([`floor`]).
+//!
 //! Modules, each importing only those before it (no circle): [`stats`] and [`tls`] (leaves),
 //! [`wsc`] (the client codec), [`peer`], [`driver`] (the mio loop and the run's [`driver::Shared`]
 //! state), [`report`] (words a run's results), [`route`] (the run, phase by phase: box, setup,
-//! drive, account, report), [`idle`]; [`soak`] stands apart on [`stats`].
+//! drive, account, report), [`idle`]; [`soak`] and [`floor`] stand apart on [`stats`].
 
 mod driver;
+mod floor;
 mod idle;
 mod peer;
 mod report;
@@ -46,9 +49,11 @@ fn usage() -> ! {
       --apps, N glasses sessions each start M apps through the webhook (connected, subscribed),
       then stay idle S seconds (default 5): RSS after setup and after the settle, per session
 {}
+{}
 {}",
         route::USAGE,
-        soak::USAGE
+        soak::USAGE,
+        floor::USAGE
     );
     std::process::exit(2)
 }
@@ -64,6 +69,7 @@ fn main() {
             route::run(&a)
         }
         Some("soak") => soak::run(&args[1..]),
+        Some("floor") => floor::run(&args[1..]),
         _ => usage(),
     }
 }

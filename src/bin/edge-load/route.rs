@@ -603,6 +603,8 @@ struct Sample {
     /// Busy ticks of the whole machine (all CPUs).
     busy_ticks: u64,
     server_ticks: u64,
+    /// The server's system time (in the kernel, for it), part of `server_ticks`.
+    server_sys_ticks: u64,
     self_ticks: u64,
     delivered: u64,
 }
@@ -614,6 +616,7 @@ impl Sample {
             at: Instant::now(),
             busy_ticks: stats::machine_busy_ticks(),
             server_ticks: stats::cpu_ticks(pid_s).unwrap_or(0),
+            server_sys_ticks: stats::cpu_split(pid_s).map_or(0, |(_, sys)| sys),
             self_ticks: stats::cpu_ticks("self").unwrap_or(0),
             delivered: sh.delivered.load(Relaxed),
         }
@@ -1251,6 +1254,7 @@ fn account(o: &Opts, b: &Subject, ready: Setup, d: Drove) -> Report {
     let (first, end, tck) = (&d.first, &d.end, d.tck);
     let window = (end.at - first.at).as_secs_f64();
     let server_cpu = end.server_ticks.saturating_sub(first.server_ticks) as f64 / tck;
+    let server_sys = end.server_sys_ticks.saturating_sub(first.server_sys_ticks) as f64 / tck;
     let self_cpu = end.self_ticks.saturating_sub(first.self_ticks) as f64 / tck;
     let busy = end.busy_ticks.saturating_sub(first.busy_ticks) as f64 / tck;
     let report = Report {
@@ -1276,6 +1280,7 @@ fn account(o: &Opts, b: &Subject, ready: Setup, d: Drove) -> Report {
         server_note: String::new(),
         server_alive: d.server_alive,
         server_cpu,
+        server_sys,
         self_cpu,
         busy,
         others: (busy - server_cpu - self_cpu).max(0.0),
