@@ -410,7 +410,7 @@ use crate::logger;
 const EDGE_LOAD: &[&[&str]] = &[
     &["stats", "tls"],
     &["wsc"],
-    &["peer", "driver", "soak"],
+    &["peer", "driver", "soak", "floor"],
     &["report"],
     &["route"],
     &["idle"],

@@ -768,3 +768,42 @@ fn every_change_to_the_sessions_reaches_the_next_publication_of_the_feed() {
     assert_eq!(got(&mut w, a0), vec![line("transcription", "five")]);
     assert!(w.json_messages(a2).is_empty());
 }
+
+#[test]
+fn captions_shown_and_glasses_events_between_lines_do_not_rebuild_the_delivery_list() {
+    let mut w = world();
+    let feeds = |w: &World| w.server.ui_state(w.clock())["feeds"].clone();
+    let g = glasses(&mut w, USERS[0]);
+    let a = app(
+        &mut w,
+        g,
+        USERS[0],
+        A,
+        json!(["transcription:en-US", "head_position"]),
+    );
+    let g1 = glasses(&mut w, USERS[1]);
+    let a1 = app(&mut w, g1, USERS[1], A, json!(["transcription:en-US"]));
+    let f = feed(&mut w);
+    for i in 0..3 {
+        publish(&mut w, f, &transcript(&format!("line {i}"), "en-US", true));
+        // What a captions app does with each line, and what glasses send on their own.
+        let show = json!({"type": "display_event", "packageName": A, "view": "main",
+                          "layout": {"layoutType": "text_wall", "text": format!("line {i}")},
+                          "sessionId": format!("{}-{A}", USERS[0]),
+                          "timestamp": "2025-01-01T00:00:00.000Z"});
+        w.send_text(a, &show.to_string());
+        w.send_text(g, r#"{"type":"head_position","position":"up"}"#);
+        w.advance(Duration::from_millis(300));
+    }
+    assert_eq!(got(&mut w, a1).len(), 3);
+    assert_eq!(feeds(&w)[0]["listsBuilt"], 1, "{}", feeds(&w));
+    // A change to the routing is followed by the next line.
+    subscribe(&mut w, a1, json!(["transcription:en-US?x=1"]));
+    w.json_messages(a1);
+    publish(&mut w, f, &transcript("line 3", "en-US", true));
+    assert_eq!(
+        got(&mut w, a1),
+        vec![line("transcription:en-US?x=1", "line 3")]
+    );
+    assert_eq!(feeds(&w)[0]["listsBuilt"], 2);
+}

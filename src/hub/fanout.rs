@@ -11,10 +11,12 @@
 //! publication then builds its tail (`data`, timestamp) once and, per target, writes head and
 //! tail into the target's output: no lookup, no allocation, no JSON per delivery.
 //!
-//! Invariants: a list is used only while the session table is unchanged since it was built
-//! (its [`super::sessions::Sessions::epoch`], moved by every change to any session: its apps,
-//! their states, connections and subscriptions) and while no user's feed choice changed (the
-//! lists are then dropped); it holds exactly the deliveries [`super::routes::Routes::each`]
+//! Invariants: a list is used only while the routing is unchanged since it was built (the
+//! [`super::sessions::Sessions::epoch`], moved by a session made or forgotten, an app run
+//! changed, a session's set of runs or subscription index changed — not by its screen,
+//! requests or caches, which change with every caption) and while no user's feed choice
+//! changed (the lists are then dropped); in test and `sim` builds every list used is checked
+//! against a fresh one; it holds exactly the deliveries [`super::routes::Routes::each`]
 //! makes in every follower, in the same order (sessions in slot order); a feed keeps at most
 //! [`MAX_LISTS`] lists. Everything else a delivery decides — a lossy event skips a backed-up
 //! connection, a closed connection takes nothing — is decided at the delivery, as before.
@@ -38,6 +40,9 @@ pub(super) struct FanOut {
     /// The session table's epoch the lists were built at.
     epoch: u64,
     lists: Vec<List>,
+    /// Lists built so far (the operator's `listsBuilt`): one per routing change that a
+    /// publication followed, not one per publication.
+    pub(super) built: u64,
 }
 
 /// The deliveries of one event: its key, each target's connection and the end of its head in
@@ -123,10 +128,24 @@ impl Hub {
             .iter()
             .position(|l| l.translation == translation && &*l.from == from && &*l.to == to);
         if let Some(at) = found {
+            // Tests and the simulated world check every list they use against a fresh one: a
+            // change to the routing that did not move the epoch fails there, not in a venue.
+            #[cfg(any(test, feature = "sim"))]
+            {
+                let fresh = self.build_list(feed, translation, from, to);
+                let kept = &self.venue.feeds[feed].fanout.lists[at];
+                assert!(
+                    kept.heads == fresh.heads && kept.targets == fresh.targets,
+                    "a venue delivery list outlived a routing change (epoch {epoch}): kept {} targets, {} now",
+                    kept.targets.len(),
+                    fresh.targets.len()
+                );
+            }
             return at;
         }
         let list = self.build_list(feed, translation, from, to);
         let fan = &mut self.venue.feeds[feed].fanout;
+        fan.built += 1;
         fan.lists.push(list);
         fan.lists.len() - 1
     }

@@ -232,8 +232,10 @@ pub(super) struct Sessions {
     by_user: HashMap<Arc<str>, SessKey>,
     /// The generation of the latest session made.
     next_gen: u32,
-    /// Moved by every change to the table or to any session in it (every `&mut` handed out):
-    /// what was derived from the sessions at one epoch holds while it is the same.
+    /// Moved by every change to what the sessions deliver to: a session made or forgotten, an
+    /// app run changed ([`Sessions::run_mut`]), a session's apps or subscriptions changed
+    /// ([`Sessions::routing_mut`]). What was derived from the routing at one epoch (a venue
+    /// feed's delivery lists) holds while it is the same.
     epoch: u64,
 }
 
@@ -249,16 +251,25 @@ impl Sessions {
 
     #[inline]
     pub fn get_mut(&mut self, sk: SessKey) -> Option<&mut Session> {
-        self.epoch += 1;
         self.slab
             .get_mut(sk.slot as usize)
             .filter(|s| s.gen == sk.gen)
     }
 
-    /// The run of `app` in the session.
+    /// The run of `app` in the session (its state, connection, prefix or subscriptions may
+    /// change: the epoch moves).
     #[inline]
     pub fn run_mut(&mut self, sk: SessKey, app: usize) -> Option<&mut AppRun> {
+        self.epoch += 1;
         self.get_mut(sk)?.apps.get_mut(&app)
+    }
+
+    /// The session, to change its apps (a run made or removed) or its subscription index:
+    /// the epoch moves. Everything else (screen, requests, caches) goes through `get_mut`.
+    #[inline]
+    pub fn routing_mut(&mut self, sk: SessKey) -> Option<&mut Session> {
+        self.epoch += 1;
+        self.get_mut(sk)
     }
 
     /// The run of `app` in the session.
@@ -297,7 +308,8 @@ impl Sessions {
         Some(s)
     }
 
-    /// The table's epoch: the same only while no session was made, changed or forgotten.
+    /// The routing's epoch: the same only while no session was made or forgotten and no app
+    /// run, set of runs or subscription index changed.
     #[inline]
     pub fn epoch(&self) -> u64 {
         self.epoch

@@ -465,7 +465,7 @@ impl Hub {
         replay_to: Option<(usize, &[String])>,
         now: Now,
     ) {
-        let Some(s) = self.session_mut(sk) else {
+        let Some(s) = self.sessions.routing_mut(sk) else {
             return;
         };
         let routes = Routes::build(s.apps.iter().map(|(&a, r)| (a, &r.subs[..])));

@@ -101,6 +101,7 @@ impl Feed {
             "published": self.published,
             "delivered": self.delivered,
             "dropped": self.dropped,
+            "listsBuilt": self.fanout.built,
         })
     }
 

@@ -119,6 +119,27 @@ impl Report {
         cpu * 1e6 / (self.delivered + i.delivered).max(1) as f64
     }
 
+    /// The interims' line and the per-transcript CPU line (user and system time apart).
+    fn interims_text(&self, s: &mut String, i: &Interims) {
+        let h = &i.latency;
+        let _ = writeln!(
+            s,
+            "  interims          {} sent, {} of {} delivered ({} dropped for apps behind: allowed), reordered {}; latency µs p50 {}  p99 {}  max {}\n  all transcripts   {:.0} delivered/s; server CPU {:.3} µs per delivered transcript (user {:.3} + sys {:.3})",
+            i.sent,
+            i.delivered,
+            i.expected,
+            i.dropped(),
+            i.reordered,
+            h.quantile(0.5),
+            h.quantile(0.99),
+            h.max,
+            self.rate_of(self.delivered + i.delivered),
+            self.per_transcript_us(i, self.server_cpu),
+            self.per_transcript_us(i, self.server_cpu - self.server_sys),
+            self.per_transcript_us(i, self.server_sys)
+        );
+    }
+
     fn rate_of(&self, n: u64) -> f64 {
         n as f64 / self.window_secs.max(1e-9)
     }
@@ -196,23 +217,7 @@ impl Report {
             self.glasses_errors.len()
         );
         if let Some(i) = &self.interims {
-            let h = &i.latency;
-            let _ = writeln!(
-                s,
-                "  interims          {} sent, {} of {} delivered ({} dropped for apps behind: allowed), reordered {}; latency µs p50 {}  p99 {}  max {}\n  all transcripts   {:.0} delivered/s; server CPU {:.3} µs per delivered transcript (user {:.3} + sys {:.3})",
-                i.sent,
-                i.delivered,
-                i.expected,
-                i.dropped(),
-                i.reordered,
-                h.quantile(0.5),
-                h.quantile(0.99),
-                h.max,
-                self.rate_of(self.delivered + i.delivered),
-                self.per_transcript_us(i, self.server_cpu),
-                self.per_transcript_us(i, self.server_cpu - self.server_sys),
-                self.per_transcript_us(i, self.server_sys)
-            );
+            self.interims_text(&mut s, i);
         }
         let _ = writeln!(
             s,
