@@ -86,7 +86,15 @@ fn floor(o: &Opts) -> Result<(), String> {
     let mut ins = Vec::with_capacity(o.sockets);
     for _ in 0..o.sockets {
         let w = TcpStream::connect(addr).map_err(|e| format!("connect: {e} (ulimit -n?)"))?;
-        let (r, _) = l.accept().map_err(|e| format!("accept: {e}"))?;
+        let me = w.local_addr().map_err(|e| e.to_string())?;
+        // Only our own connection: a stray one (a process of an earlier run reconnecting to a
+        // port that is now this listener's) is dropped.
+        let r = loop {
+            let (r, from) = l.accept().map_err(|e| format!("accept: {e}"))?;
+            if from == me {
+                break r;
+            }
+        };
         w.set_nodelay(true).map_err(|e| e.to_string())?;
         w.set_nonblocking(true).map_err(|e| e.to_string())?;
         r.set_nonblocking(true).map_err(|e| e.to_string())?;
