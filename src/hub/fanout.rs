@@ -30,9 +30,10 @@ use crate::protocol::outbound::data_stream_tail;
 use crate::time::Now;
 use crate::ws::frame::Opcode;
 
-/// Distinct events (stream and languages) a feed keeps a list for; more are rare (a feed
-/// publishes one language and its translations) and clear the lists.
-const MAX_LISTS: usize = 8;
+/// Distinct events (stream and languages) a feed keeps a list for: one language and its
+/// translations, with room to spare (each list holds only that event's subscribers, so the
+/// lists together hold one entry per subscription); more clear the lists.
+const MAX_LISTS: usize = 32;
 
 /// A feed's delivery lists, valid for one state of the session table.
 #[derive(Debug, Default)]
