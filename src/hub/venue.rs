@@ -128,7 +128,9 @@ impl Feed {
 #[derive(Debug, Default)]
 pub struct Venue {
     pub feeds: Vec<Feed>,
-    /// The users the operator pointed at a feed other than the first: user id → feed.
+    /// The users the operator pointed at a feed other than the first: user id → feed. Who
+    /// follows which feed is part of every feed's delivery lists: whatever changes this map
+    /// drops them (`FanOut::clear`), as [`Hub::venue_follow`] does.
     follows: std::collections::HashMap<Box<str>, usize>,
 }
 
