@@ -16,8 +16,8 @@
 //! [`super::sessions::Sessions::epoch`], moved by a session made or forgotten, an app run
 //! changed, a session's set of runs or subscription index changed — not by its screen,
 //! requests or caches, which change with every caption) and while no user's feed choice
-//! changed (the lists are then dropped); in test and `sim` builds every list used is checked
-//! against a fresh one; it holds exactly the deliveries [`super::routes::Routes::each`]
+//! changed (the lists are then dropped); in test and `sim` builds (unoptimised) every list used
+//! is checked against a fresh one; it holds exactly the deliveries [`super::routes::Routes::each`]
 //! makes in every follower, in the same order (sessions in slot order); a feed keeps at most
 //! [`MAX_LISTS`] lists. Everything else a delivery decides — a lossy event skips a backed-up
 //! connection, a closed connection takes nothing — is decided at the delivery, as before.
@@ -132,7 +132,8 @@ impl Hub {
         if let Some(at) = found {
             // Tests and the simulated world check every list they use against a fresh one: a
             // change to the routing that did not move the epoch fails there, not in a venue.
-            #[cfg(any(test, feature = "sim"))]
+            // (Not in optimised builds: a benchmark measures the list, not the check.)
+            #[cfg(all(debug_assertions, any(test, feature = "sim")))]
             {
                 let fresh = self.build_list(feed, translation, from, to);
                 let kept = &self.venue.feeds[feed].fanout.lists[at];
