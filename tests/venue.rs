@@ -807,3 +807,27 @@ fn captions_shown_and_glasses_events_between_lines_do_not_rebuild_the_delivery_l
     );
     assert_eq!(feeds(&w)[0]["listsBuilt"], 2);
 }
+
+#[test]
+fn after_a_switch_of_feed_the_next_lines_of_both_feeds_go_where_the_choice_says() {
+    let mut w = two_feeds();
+    let g0 = glasses(&mut w, USERS[0]);
+    let a0 = app(&mut w, g0, USERS[0], A, json!(["transcription:en-US"]));
+    let g1 = glasses(&mut w, USERS[1]);
+    let a1 = app(&mut w, g1, USERS[1], A, json!(["transcription:en-US"]));
+    let (f1, _) = publisher(&mut w, Peer::InProcess, "venue:main", FEED, &key(FEED));
+    let (f2, _) = publisher(&mut w, Peer::InProcess, "venue:track2", FEED2, &key(FEED2));
+    // Both feeds' lines go out once, so both keep their delivery lists.
+    publish(&mut w, f1, &transcript("main one", "en-US", true));
+    publish(&mut w, f2, &transcript("track one", "en-US", true));
+    assert_eq!(texts(&streams(&mut w, a0)), vec!["main one"]);
+    assert_eq!(texts(&streams(&mut w, a1)), vec!["main one"]);
+    // The second user moves to track2 (its last line at once), and nothing else changes.
+    let user = json!({"user": USERS[1]}).to_string();
+    assert_eq!(follow(&mut w, "track2", &user, OPERATOR).0, 200);
+    assert_eq!(texts(&streams(&mut w, a1)), vec!["track one"]);
+    publish(&mut w, f1, &transcript("main two", "en-US", true));
+    publish(&mut w, f2, &transcript("track two", "en-US", true));
+    assert_eq!(texts(&streams(&mut w, a0)), vec!["main two"]);
+    assert_eq!(texts(&streams(&mut w, a1)), vec!["track two"]);
+}
