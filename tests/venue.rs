@@ -848,3 +848,137 @@ fn a_latecomer_on_an_offline_feed_is_told_at_once_and_cleared_when_it_comes_up()
     assert_eq!(main_lines(&w.json_messages(g1)), Vec::<String>::new());
     assert_eq!(main_lines(&w.json_messages(g2)), Vec::<String>::new());
 }
+
+/// The texts of the `data_stream`s client `c` received, with their `streamType`.
+fn got(w: &mut World, c: usize) -> Vec<(String, String)> {
+    streams(w, c)
+        .into_iter()
+        .map(|(s, d)| (s, d["text"].as_str().unwrap_or("").to_string()))
+        .collect()
+}
+
+fn line(stream: &str, text: &str) -> (String, String) {
+    (stream.to_string(), text.to_string())
+}
+
+#[test]
+fn every_change_to_the_sessions_reaches_the_next_publication_of_the_feed() {
+    let mut w = world();
+    let g0 = glasses(&mut w, USERS[0]);
+    let a0 = app(&mut w, g0, USERS[0], A, json!(["transcription:en-US"]));
+    let g1 = glasses(&mut w, USERS[1]);
+    let a1 = app(&mut w, g1, USERS[1], A, json!(["transcription:en-US"]));
+    let f = feed(&mut w);
+    publish(&mut w, f, &transcript("one", "en-US", true));
+    for c in [a0, a1] {
+        assert_eq!(got(&mut w, c), vec![line("transcription:en-US", "one")]);
+    }
+    // One app moves to another language: the next line in English reaches only the other.
+    subscribe(&mut w, a0, json!(["transcription:fr-FR"]));
+    w.json_messages(a0);
+    publish(&mut w, f, &transcript("two", "en-US", false));
+    publish(&mut w, f, &transcript("two", "en-US", true));
+    publish(&mut w, f, &transcript("deux", "fr-FR", true));
+    assert_eq!(got(&mut w, a0), vec![line("transcription:fr-FR", "deux")]);
+    assert_eq!(
+        got(&mut w, a1),
+        vec![
+            line("transcription:en-US", "two"),
+            line("transcription:en-US", "two")
+        ]
+    );
+    // A session that starts now is reached (after the last line, at once), under its own string.
+    let g2 = glasses(&mut w, USERS[2]);
+    let a2 = app(
+        &mut w,
+        g2,
+        USERS[2],
+        B,
+        json!(["transcription:en-US?hints=x"]),
+    );
+    publish(&mut w, f, &transcript("three", "en-US", true));
+    assert_eq!(
+        got(&mut w, a2),
+        vec![line("transcription:en-US?hints=x", "three")]
+    );
+    // An app that unsubscribes gets nothing more; the others lose nothing.
+    subscribe(&mut w, a1, json!([]));
+    w.json_messages(a1);
+    publish(&mut w, f, &transcript("four", "en-US", true));
+    assert_eq!(got(&mut w, a1), vec![]);
+    assert_eq!(
+        got(&mut w, a2),
+        vec![line("transcription:en-US?hints=x", "four")]
+    );
+    // A session that ends is not written to; a wildcard subscriber gets the base stream.
+    w.client_eof(g2);
+    w.client_eof(a2);
+    subscribe(&mut w, a0, json!(["*"]));
+    w.json_messages(a0);
+    publish(&mut w, f, &transcript("five", "en-US", true));
+    assert_eq!(got(&mut w, a0), vec![line("transcription", "five")]);
+    assert!(w.json_messages(a2).is_empty());
+}
+
+#[test]
+fn captions_shown_and_glasses_events_between_lines_do_not_rebuild_the_delivery_list() {
+    let mut w = world();
+    let feeds = |w: &World| w.server.ui_state(w.clock())["feeds"].clone();
+    let g = glasses(&mut w, USERS[0]);
+    let a = app(
+        &mut w,
+        g,
+        USERS[0],
+        A,
+        json!(["transcription:en-US", "head_position"]),
+    );
+    let g1 = glasses(&mut w, USERS[1]);
+    let a1 = app(&mut w, g1, USERS[1], A, json!(["transcription:en-US"]));
+    let f = feed(&mut w);
+    for i in 0..3 {
+        publish(&mut w, f, &transcript(&format!("line {i}"), "en-US", true));
+        // What a captions app does with each line, and what glasses send on their own.
+        let show = json!({"type": "display_event", "packageName": A, "view": "main",
+                          "layout": {"layoutType": "text_wall", "text": format!("line {i}")},
+                          "sessionId": format!("{}-{A}", USERS[0]),
+                          "timestamp": "2025-01-01T00:00:00.000Z"});
+        w.send_text(a, &show.to_string());
+        w.send_text(g, r#"{"type":"head_position","position":"up"}"#);
+        w.advance(Duration::from_millis(300));
+    }
+    assert_eq!(got(&mut w, a1).len(), 3);
+    assert_eq!(feeds(&w)[0]["listsBuilt"], 1, "{}", feeds(&w));
+    // A change to the routing is followed by the next line.
+    subscribe(&mut w, a1, json!(["transcription:en-US?x=1"]));
+    w.json_messages(a1);
+    publish(&mut w, f, &transcript("line 3", "en-US", true));
+    assert_eq!(
+        got(&mut w, a1),
+        vec![line("transcription:en-US?x=1", "line 3")]
+    );
+    assert_eq!(feeds(&w)[0]["listsBuilt"], 2);
+}
+
+#[test]
+fn after_a_switch_of_feed_the_next_lines_of_both_feeds_go_where_the_choice_says() {
+    let mut w = two_feeds();
+    let g0 = glasses(&mut w, USERS[0]);
+    let a0 = app(&mut w, g0, USERS[0], A, json!(["transcription:en-US"]));
+    let g1 = glasses(&mut w, USERS[1]);
+    let a1 = app(&mut w, g1, USERS[1], A, json!(["transcription:en-US"]));
+    let (f1, _) = publisher(&mut w, Peer::InProcess, "venue:main", FEED, &key(FEED));
+    let (f2, _) = publisher(&mut w, Peer::InProcess, "venue:track2", FEED2, &key(FEED2));
+    // Both feeds' lines go out once, so both keep their delivery lists.
+    publish(&mut w, f1, &transcript("main one", "en-US", true));
+    publish(&mut w, f2, &transcript("track one", "en-US", true));
+    assert_eq!(texts(&streams(&mut w, a0)), vec!["main one"]);
+    assert_eq!(texts(&streams(&mut w, a1)), vec!["main one"]);
+    // The second user moves to track2 (its last line at once), and nothing else changes.
+    let user = json!({"user": USERS[1]}).to_string();
+    assert_eq!(follow(&mut w, "track2", &user, OPERATOR).0, 200);
+    assert_eq!(texts(&streams(&mut w, a1)), vec!["track one"]);
+    publish(&mut w, f1, &transcript("main two", "en-US", true));
+    publish(&mut w, f2, &transcript("track two", "en-US", true));
+    assert_eq!(texts(&streams(&mut w, a0)), vec!["main two"]);
+    assert_eq!(texts(&streams(&mut w, a1)), vec!["track two"]);
+}

@@ -37,7 +37,7 @@ impl Hub {
     ) -> bool {
         let until = now.mono + self.cfg.timings.app_connect_timeout;
         let max_apps = self.cfg.max_apps_per_session;
-        let Some(s) = self.sessions.get_mut(sk) else {
+        let Some(s) = self.sessions.routing_mut(sk) else {
             return false;
         };
         let live = |r: &AppRun| r.state.is_live();
@@ -599,7 +599,7 @@ impl Hub {
         // A start still waiting for its app server leaves the queue; the server never heard of
         // it, so it hears no stop either.
         let unsent = self.cancel_waiting_start(sk, app);
-        let Some(s) = self.session_mut(sk) else {
+        let Some(s) = self.sessions.routing_mut(sk) else {
             return;
         };
         let Some(run) = s.apps.remove(&app) else {

@@ -28,7 +28,8 @@
 //!   session, behind `screen`), `requests` (app requests pending on the glasses), `routes`
 //!   (a session's subscription index), `registry` (the apps this box may start), `venue`
 //!   (venue feeds: each feed's publisher, last final line and counters, and the rules of
-//!   fanning a feed out to every following session), `app_config` (each app's own
+//!   fanning a feed out to every following session; each feed's flat delivery lists in
+//!   `fanout`), `app_config` (each app's own
 //!   `tpa_config.json`: fetched, cached, merged under the config's settings);
 //! - values: `config` ([`HubConfig`], [`Timings`]), `errors` ([`JoinError`],
 //!   [`LifecycleError`]), `counters` ([`HubCounters`]), `vecmap`, `connmap`;
@@ -62,6 +63,7 @@ mod device;
 pub mod devices;
 pub mod display;
 mod errors;
+mod fanout;
 mod glasses;
 mod keepalive;
 mod lifecycle;

@@ -32,7 +32,7 @@ use std::collections::VecDeque;
 /// Calendar events kept per session for replay.
 const CALENDAR_CACHE: usize = 32;
 /// The largest shared delivery tail kept between events; a larger one is freed after use.
-const MAX_KEPT_TAIL: usize = 16 * 1024;
+pub(super) const MAX_KEPT_TAIL: usize = 16 * 1024;
 
 /// A checked `data_stream` publication: what it is, its languages, its `data` as it came.
 pub(super) struct Published<'t> {
@@ -189,7 +189,7 @@ impl Hub {
         self.count_drops(Some("audio_chunk"), dropped);
     }
 
-    fn count_drops(&mut self, stream: Option<&'static str>, n: u64) {
+    pub(super) fn count_drops(&mut self, stream: Option<&'static str>, n: u64) {
         if let (Some(stream), 1..) = (stream, n) {
             *self.counters.dropped.entry(stream).or_default() += n;
         }
@@ -471,7 +471,7 @@ impl Hub {
         replay_to: Option<(usize, &[String])>,
         now: Now,
     ) {
-        let Some(s) = self.session_mut(sk) else {
+        let Some(s) = self.sessions.routing_mut(sk) else {
             return;
         };
         let routes = Routes::build(s.apps.iter().map(|(&a, r)| (a, &r.subs[..])));

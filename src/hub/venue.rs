@@ -42,6 +42,7 @@
 //! feed and nothing else; the kept last line is bounded (one message of at most the frame
 //! size).
 
+use super::fanout::FanOut;
 use super::routes::{Event, Routes};
 use super::{AppState, Hub, JoinError, Link, SessKey};
 use crate::net::{ConnId, Outbox, Peer};
@@ -80,6 +81,8 @@ pub struct Feed {
     /// The demanded translations its live publisher last said it cannot serve
     /// ([`super::unserved`]); empty since it connected until it says so.
     pub(super) unserved: Box<[Box<str>]>,
+    /// Its delivery lists (see [`super::fanout`]).
+    pub(super) fanout: FanOut,
 }
 
 /// What the glasses of a session left without captions show when its feed goes.
@@ -113,6 +116,7 @@ impl Feed {
             "published": self.published,
             "delivered": self.delivered,
             "dropped": self.dropped,
+            "listsBuilt": self.fanout.built,
         })
     }
 
@@ -139,10 +143,10 @@ impl Feed {
 #[derive(Debug, Default)]
 pub struct Venue {
     pub feeds: Vec<Feed>,
-    /// Scratch for fanning out: the keys of the sessions, kept between publications.
-    scratch: Vec<SessKey>,
     /// The users the operator pointed at a feed, as resolved against the config: user id →
-    /// feed (the durable choice, by name, is in the hub's durable state).
+    /// feed (the durable choice, by name, is in the hub's durable state). Who follows which
+    /// feed is part of every feed's delivery lists: whatever changes this map drops them
+    /// (`FanOut::clear`), as [`Hub::venue_follow`] does.
     follows: std::collections::HashMap<Box<str>, usize>,
 }
 
@@ -157,7 +161,6 @@ impl Venue {
                     ..Feed::default()
                 })
                 .collect(),
-            scratch: Vec::new(),
             follows: Default::default(),
         }
     }
@@ -232,6 +235,10 @@ impl Hub {
             return net.respond_error(id, 404, "NO_SUCH_FEED", "no venue feed has this name", &[]);
         };
         let from = self.venue.feed_of(user);
+        // Who follows which feed is part of every feed's delivery lists.
+        for f in &mut self.venue.feeds {
+            f.fanout.clear();
+        }
         self.venue.follows.insert(user.into(), to);
         self.durable.set_follow(user, feed);
         log::info!("event=venue_follow user={user:?} feed={feed:?}");
@@ -250,6 +257,10 @@ impl Hub {
     /// A new session of `user` starts: it follows the durable choice if the config still has
     /// a feed of that name, else the first feed (the stale choice logged and counted).
     pub(super) fn venue_session_follow(&mut self, user: &str) {
+        // Who follows which feed is part of every feed's delivery lists.
+        for f in &mut self.venue.feeds {
+            f.fanout.clear();
+        }
         let Some(name) = self.durable.follow(user) else {
             self.venue.follows.remove(user);
             return;
@@ -539,22 +550,7 @@ impl Hub {
             }
             f.last_finals.push(line);
         }
-        let mut keys = std::mem::take(&mut self.venue.scratch);
-        let venue = &self.venue;
-        keys.extend(
-            self.sessions
-                .iter()
-                .filter(|(_, s)| venue.feed_of(&s.user) == feed)
-                .map(|(sk, _)| sk),
-        );
-        let (mut delivered, mut dropped) = (0, 0);
-        for &sk in &keys {
-            let (d, x) = self.deliver_published(net, sk, &p, now);
-            delivered += d;
-            dropped += x;
-        }
-        keys.clear();
-        self.venue.scratch = keys;
+        let (delivered, dropped) = self.venue_fan_out(net, feed, &p, now);
         let f = &mut self.venue.feeds[feed];
         f.delivered += delivered;
         f.dropped += dropped;

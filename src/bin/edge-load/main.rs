@@ -18,13 +18,16 @@
 //! `edge-load venue --transcriber …`: the real transcriber as the venue feed ([`venue_cpu`]):
 //! the box's CPU (recogniser and server) per second of audio against the number of wearers.
 //!
+//! `edge-load floor`: the kernel's cost of the venue fan-out's writes with no server ([`floor`]).
+//!
 //! Modules, each importing only those before it (no circle): [`stats`] and [`tls`] (leaves),
 //! [`wsc`] (the client codec), [`peer`], [`driver`] (the mio loop and the run's [`driver::Shared`]
 //! state), [`report`] (words a run's results), [`route`] (the run, phase by phase: box, setup,
-//! drive, account, report), [`idle`](mod@idle) and [`venue_cpu`] (on [`route`]); [`soak`] stands
-//! apart on [`stats`].
+//! drive, account, report), [`idle`](mod@idle) and [`venue_cpu`] (on [`route`]); [`soak`] and
+//! [`floor`] stand apart on [`stats`].
 
 mod driver;
+mod floor;
 mod idle;
 mod peer;
 mod report;
@@ -51,10 +54,12 @@ fn usage() -> ! {
       then stay idle S seconds (default 5): RSS after setup and after the settle, per session
 {}
 {}
+{}
 {}",
         route::USAGE,
         venue_cpu::USAGE,
-        soak::USAGE
+        soak::USAGE,
+        floor::USAGE
     );
     std::process::exit(2)
 }
@@ -71,6 +76,7 @@ fn main() {
             route::run(&a)
         }
         Some("soak") => soak::run(&args[1..]),
+        Some("floor") => floor::run(&args[1..]),
         _ => usage(),
     }
 }

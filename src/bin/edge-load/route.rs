@@ -48,7 +48,7 @@ use std::time::{Duration, Instant};
 
 pub const USAGE: &str =
     "  edge-load route [--sessions N] [--apps M] [--seconds D] [--rate R] [--batch B] [--window W] [--display-rate D]
-                  [--audio BYTES | --transcripts | --venue] [--unix SOCKET | --tls] [--rush]
+                  [--audio BYTES | --transcripts | --venue [--spread]] [--unix SOCKET | --tls] [--rush]
                   [--port P] [--webhook-port W] [--pin-server CPU] [--pin-load CPU] [--json FILE]
                   [--server-pid PID --config FILE] [--write-config FILE]
                   [--peer PORT | --raw PORT] (with --server-pid PID: a comparison peer)
@@ -63,6 +63,8 @@ pub const USAGE: &str =
       --venue (or `edge-load venue …`): one venue feed publisher (sessionId \"venue\") sends
       the transcripts (R finals/s, default 4, 3 interims before each) to the M apps of every
       session; each app must get every final, in order; publish → app latency.
+      --spread (with --transcripts or --venue): each interim and final leaves at its own time,
+      evenly spaced (4R messages/s), as speech comes in, instead of a unit's 4 in one write.
       --rush: curtain-up. Every session starts its apps at once (no pacing), and the scratch
       config keeps maxWebhooksPerServer and the app connect and webhook timeouts at their
       defaults; reports the time from the first start until the last app is active, the apps
@@ -87,6 +89,8 @@ struct Opts {
     venue: bool,
     /// All starts at once, the box's webhook cap and lifecycle timings at their defaults.
     rush: bool,
+    /// `--spread`: transcripts each at its own time (see [`Load::spread`]).
+    spread: bool,
     port: Option<u16>,
     webhook_port: Option<u16>,
     pin_server: Option<String>,
@@ -116,6 +120,7 @@ fn parse(args: &[String]) -> Opts {
         transcripts: false,
         venue: false,
         rush: false,
+        spread: false,
         port: None,
         webhook_port: None,
         pin_server: None,
@@ -131,8 +136,9 @@ fn parse(args: &[String]) -> Opts {
     while i < args.len() {
         if matches!(
             args[i].as_str(),
-            "--tls" | "--transcripts" | "--rush" | "--venue"
+            "--tls" | "--transcripts" | "--rush" | "--venue" | "--spread"
         ) {
+            o.spread |= args[i] == "--spread";
             o.tls |= args[i] == "--tls";
             o.venue |= args[i] == "--venue";
             o.transcripts |= args[i] == "--transcripts" || args[i] == "--venue";
@@ -608,6 +614,8 @@ struct Sample {
     /// Busy ticks of the whole machine (all CPUs).
     busy_ticks: u64,
     server_ticks: u64,
+    /// The server's system time (in the kernel, for it), part of `server_ticks`.
+    server_sys_ticks: u64,
     self_ticks: u64,
     delivered: u64,
 }
@@ -619,6 +627,7 @@ impl Sample {
             at: Instant::now(),
             busy_ticks: stats::machine_busy_ticks(),
             server_ticks: stats::cpu_ticks(pid_s).unwrap_or(0),
+            server_sys_ticks: stats::cpu_split(pid_s).map_or(0, |(_, sys)| sys),
             self_ticks: stats::cpu_ticks("self").unwrap_or(0),
             delivered: sh.delivered.load(Relaxed),
         }
@@ -1145,6 +1154,7 @@ fn drive(o: &Opts, b: &mut Subject, ready: &Setup, driver: Driver, glasses: Vec<
             display_rate: o.display_rate,
             audio: o.audio,
             transcripts: o.transcripts,
+            spread: o.spread,
             goodbye,
         },
     );
@@ -1300,6 +1310,7 @@ fn account(o: &Opts, b: &Subject, ready: Setup, d: Drove) -> Report {
     let (first, end, tck) = (&d.first, &d.end, d.tck);
     let window = (end.at - first.at).as_secs_f64();
     let server_cpu = end.server_ticks.saturating_sub(first.server_ticks) as f64 / tck;
+    let server_sys = end.server_sys_ticks.saturating_sub(first.server_sys_ticks) as f64 / tck;
     let self_cpu = end.self_ticks.saturating_sub(first.self_ticks) as f64 / tck;
     let busy = end.busy_ticks.saturating_sub(first.busy_ticks) as f64 / tck;
     let report = Report {
@@ -1325,6 +1336,7 @@ fn account(o: &Opts, b: &Subject, ready: Setup, d: Drove) -> Report {
         server_note: String::new(),
         server_alive: d.server_alive,
         server_cpu,
+        server_sys,
         self_cpu,
         busy,
         others: (busy - server_cpu - self_cpu).max(0.0),
