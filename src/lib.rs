@@ -51,7 +51,7 @@
 //!   owns where to listen ([`reactor::ListenSpec`]) and the speech worker threads;
 //! - [`config`]: the config file, parsed into the layers' own config types (the command line
 //!   is the binary's, `src/cli.rs` and `src/device_cli.rs`);
-//! - [`sim`] (feature `sim`, and in unit tests): a deterministic world with virtual clocks, and
+//! - `sim` (feature `sim`, and in unit tests): a deterministic world with virtual clocks, and
 //!   the display rules' reference model fed from the hub's display trace; nothing imports it.
 
 pub mod auth;

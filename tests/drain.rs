@@ -124,9 +124,13 @@ fn publisher(w: &mut World, peer: Peer, id: &str, package: &str, k: &str) -> (us
 
 fn feed(w: &mut World) -> usize {
     let (c, msgs) = publisher(w, Peer::InProcess, "venue", FEED, &key(FEED));
-    assert_eq!(msgs.len(), 1, "{msgs:?}");
     assert_eq!(msgs[0]["type"], "tpa_connection_ack", "{msgs:?}");
     assert_eq!(msgs[0]["sessionId"], "venue");
+    // Besides the ack, a translation publisher is told what its followers want, nothing else.
+    assert!(
+        msgs[1..].iter().all(|m| m["type"] == "publish_demand"),
+        "{msgs:?}"
+    );
     c
 }
 

@@ -1,7 +1,9 @@
 //! The load generator as a shipped tool: short `edge-load route` runs against the real server
 //! binary (plain TCP, TLS, transcripts through a publishing system app), checking that each
 //! sets up, drives, and writes a JSON report that says what happened; and `edge-load idle
-//! --tls`, which reports TLS beside plain TCP. They assert no speed
+//! --tls`, which reports TLS beside plain TCP; and `edge-load venue --transcriber`, the real
+//! transcriber as the venue feed (needs `python3` with moonshine-voice; skipped with a message
+//! without it, except under `CI=true`). They assert no speed
 //! (speed belongs to BENCHMARKS.md, not to tests).
 
 use serde_json::Value;
@@ -182,4 +184,67 @@ fn a_short_transcripts_run_delivers_every_final_through_the_publishing_app() {
         "{r}"
     );
     assert!(stdout.contains("final transcripts"), "{stdout}");
+}
+
+#[test]
+fn a_venue_run_with_the_real_transcriber_reports_its_finals_and_both_processes_cpu() {
+    let have = Command::new("python3")
+        .args(["-c", "import moonshine_voice"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("python3 with moonshine-voice is needed; failing because CI=true");
+        }
+        return eprintln!("skipped: no python3 with moonshine-voice");
+    }
+    // The shortest committed sentence (3 s), as the feed of 2 sessions.
+    let wav = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/contrib/transcriber/samples/librivox/sense_and_sensibility_01_austen_64kb-0880.wav"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_edge-load"))
+        .args(["venue", "--transcriber", "--sessions", "2", "--apps", "1"])
+        .args(["--wav", wav])
+        .output()
+        .expect("run edge-load");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    // Every final the transcriber published reached both apps, with its words, in order.
+    let finals = stdout
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("finals")?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no finals line:\n{stdout}"));
+    assert!(finals > 0, "{stdout}");
+    let clean = format!(
+        "delivered {} of {}: lost 0; 2 of 2 apps got every final in order with the same words",
+        2 * finals,
+        2 * finals
+    );
+    assert!(stdout.contains(&clean), "{stdout}");
+    assert!(
+        stdout.contains(&format!("({} samples;", 2 * finals)),
+        "{stdout}"
+    );
+    // The recogniser worked while the audio played: its CPU is counted.
+    let play = stdout
+        .lines()
+        .find(|l| l.starts_with("phase play"))
+        .unwrap_or_else(|| panic!("no play phase:\n{stdout}"));
+    let per_audio: f64 = play
+        .split("transcriber CPU ")
+        .nth(1)
+        .and_then(|r| r.split(", ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no CPU per second of audio: {play}"));
+    assert!(per_audio > 0.0, "{play}");
+    assert!(play.contains("server CPU"), "{play}");
 }

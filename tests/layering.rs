@@ -410,10 +410,10 @@ use crate::logger;
 const EDGE_LOAD: &[&[&str]] = &[
     &["stats", "tls"],
     &["wsc"],
-    &["peer", "driver", "soak"],
+    &["peer", "driver", "soak", "floor"],
     &["report"],
     &["route"],
-    &["idle"],
+    &["idle", "venue_cpu"],
 ];
 
 #[test]

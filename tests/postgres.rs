@@ -1,8 +1,8 @@
 //! Durable state in a shared PostgreSQL, against a real server on loopback (started by the
-//! test, see `support/postgres.rs`): every kind of change reads back exactly as SQLite's
-//! store reads it back, a second process on the same database starts from it, an older
-//! schema is migrated and a newer one left alone, processes starting at once migrate once,
-//! and an outage of the database is ridden out by the writer (held changes, a bound, the
+//! test, see `support/postgres.rs`): every kind of change (venue feed choices too) reads back
+//! exactly as SQLite's store reads it back, a second process on the same database starts
+//! from it, an older schema is migrated and a newer one left alone, processes starting at
+//! once migrate once, and an outage of the database is ridden out by the writer (held changes, a bound, the
 //! catch-up). Skipped, with the reason printed, only when no PostgreSQL is installed.
 
 use augmentos_edge::auth::{self, jwt};
@@ -109,6 +109,16 @@ fn changes() -> Vec<Persist> {
         revoked: Some(300),
         ..dev
     }));
+    for (user, feed) in [
+        ("user1@example.com", "main"),
+        ("user2@example.com", "track2"),
+        ("user1@example.com", "track 3 é"),
+    ] {
+        batch.push(Persist::Follow {
+            user: user.into(),
+            feed: feed.into(),
+        });
+    }
     batch
 }
 
@@ -134,6 +144,13 @@ fn every_kind_of_change_reads_back_as_sqlite_reads_it_and_a_second_process_start
     assert_eq!(got.running.len(), 49);
     assert_eq!(got.registrations.len(), 1);
     assert_eq!(got.devices[0].revoked, Some(300));
+    assert_eq!(
+        got.follows,
+        vec![
+            ("user1@example.com".to_string(), "track 3 é".to_string()),
+            ("user2@example.com".to_string(), "track2".to_string())
+        ]
+    );
     // Another process on the same database (this one still connected) loads the same state.
     let loaded = open_configured(&url(&pg), 10);
     assert_eq!(loaded.status.kind, "postgres");
@@ -185,7 +202,8 @@ fn an_older_schema_is_migrated_a_newer_one_left_alone_and_concurrent_starts_migr
     // Version 1, as the first release would have left it.
     let mut raw = PgStore::open(&u).unwrap();
     raw.query_text(
-        "DROP TABLE user_changes, user_leases, devices, registrations, simple_storage, app_settings, running_apps;
+        "DROP TABLE user_changes, user_leases, venue_follows, devices, registrations, simple_storage,
+             app_settings, running_apps;
          CREATE TABLE running_apps (user_id text NOT NULL, package text NOT NULL,
              PRIMARY KEY (user_id, package));
          INSERT INTO running_apps VALUES ('a', 'p1'), ('b', 'p2'), ('c', 'p3');

@@ -21,7 +21,9 @@
 //! `INVALID_OPERATOR_TOKEN` for a wrong or missing operator token (from the API, and in the
 //! page); opens the operator page with the token and finds the session with its glasses
 //! connected and microphone on, the app `active`, the reference card on its main view and the
-//! dashboard line; stops the app from there and sees the emulator say so and its microphone go
+//! dashboard line; points the user at the venue's second feed with the session's feed control
+//! and sees the page say so (the session's feed, each feed's followers) and the API agree;
+//! stops the app from there and sees the emulator say so and its microphone go
 //! off; starts it again from the emulator with Chromium's fake microphone as the source and
 //! waits until the app has heard some of it. Then the devices view: adds a device on the
 //! operator page, shows its token and QR code (drawn, and only on request), signs the emulator
@@ -58,6 +60,20 @@ const USER: &str = "visitor@example.com";
 const WALL: &str = "Welcome to Hall B. The keynote starts at 14:30 on the main stage.";
 const CARD_TITLE: &str = "Hall B schedule";
 const DASHBOARD: &str = "Hall B · keynote 14:30";
+
+/// The venue's two feeds (their publishers never connect here: the page only chooses).
+const FEED_MAIN: &str = "main";
+const FEED_B: &str = "hall-b";
+
+/// The config entry of a venue feed's publisher.
+fn feed_app(feed: &str, n: u16) -> Value {
+    json!({
+        "packageName": format!("system.venue.{feed}"), "name": format!("Captions {feed}"),
+        "publicUrl": format!("http://127.0.0.1:{n}"),
+        "hashedApiKey": augmentos_edge::auth::hash_api_key("feed-key"),
+        "isSystemApp": true, "publishes": ["transcription"], "venueFeed": feed,
+    })
+}
 
 /// The tools the test needs, or `None` (after saying why) when one is missing outside CI.
 fn tools() -> Option<(PathBuf, PathBuf)> {
@@ -131,7 +147,7 @@ fn operator_page_and_glasses_emulator_work_in_a_browser() {
             "publicUrl": format!("http://127.0.0.1:{app_port}"),
             "hashedApiKey": augmentos_edge::auth::hash_api_key(APP_KEY),
             "permissions": ["MICROPHONE"],
-        }],
+        }, feed_app(FEED_MAIN, 1), feed_app(FEED_B, 2)],
     });
     let config_path = dir.join("edge.json");
     fs::write(&config_path, config.to_string()).unwrap();
@@ -214,6 +230,8 @@ fn run_script(root: &Path, chromium: &Path, port: u16, shots: &Path, dir: &Path)
             .env("WALL", WALL)
             .env("CARD_TITLE", CARD_TITLE)
             .env("DASHBOARD", DASHBOARD)
+            .env("FEED_MAIN", FEED_MAIN)
+            .env("FEED_B", FEED_B)
             .env("SHOTS", shots)
             .env("PROFILE", dir.join("chromium-profile"))
             .stdin(Stdio::null())

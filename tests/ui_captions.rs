@@ -5,7 +5,9 @@
 //! Chromium: paste the token, pick a WAV file as the source, start Live Captions, choose a
 //! recording of real speech (LibriVox, `contrib/transcriber/samples/librivox`) once the
 //! microphone is on, read its words on the emulated display, and find the session with the app
-//! active on the operator page.
+//! active on the operator page. Where `apertium-eng-spa` is installed it then picks "Español"
+//! in the emulator's Captions language (the captions app's `targetLanguage` setting), plays the
+//! recording again and reads Spanish words (Apertium's) on the display.
 //!
 //! Needs what `tests/captions.rs` needs (python3 with moonshine_voice and pocketsphinx, node,
 //! npm) and `chromium` (or `UI_CHROMIUM=/path`); without them the test prints a message and
@@ -32,6 +34,8 @@ const WAV: &str =
     "contrib/transcriber/samples/librivox/sense_and_sensibility_01_austen_64kb-0880.wav";
 /// Words of it the captions must show (Moonshine's "ill-disposed" splits in two words).
 const EXPECT: &str = "he was not an young man";
+/// Words of Apertium's Spanish for it ("no fue un hombre joven …").
+const EXPECT_ES: &str = "hombre joven";
 
 /// The recording with `ms` of silence after it, as a 16-bit mono WAV: the emulator sends
 /// nothing after a file, where glasses would go on sending, and the final of the last line
@@ -163,6 +167,14 @@ fn captions_in_the_browser_from_the_stack() {
         .env("USER_ID", "you@example.com")
         .env("WAV", &wav)
         .env("EXPECT", EXPECT)
+        .env(
+            "EXPECT_ES",
+            if std::path::Path::new("/usr/share/apertium/modes/eng-spa.mode").exists() {
+                EXPECT_ES
+            } else {
+                ""
+            },
+        )
         .env("SHOTS", &shots)
         .env("PROFILE", dir.0.join("chromium-profile"))
         .stdin(Stdio::null())

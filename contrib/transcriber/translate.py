@@ -13,9 +13,23 @@ covers, raising `EngineError` on failure):
 
 `Stage` takes each published transcript: finals always, interims at most one per
 `interim_ms`, a newer interim replacing one still waiting. A worker thread translates them
-into each configured target and calls `publish` with TranslationData carrying the source
-utterance's id and times. Translation never holds up the source transcript (it is published
-first, by the caller); a failed translation is counted and logged, and nothing is sent for it.
+into each configured target that is demanded and calls `publish` with TranslationData
+carrying the source utterance's id and times. Translation never holds up the source
+transcript (it is published first, by the caller).
+
+Demand: the box sends each translation publisher `{"type":"publish_demand","translations":
+["en-US-to-es-ES","all-to-pt-BR",...]}` once after the ack and whenever the set changes: the
+`<src>-to-<tgt>` of every `translation:` subscription its apps hold (for a venue feed, of every
+session following it). A configured target is translated only while it is demanded from the
+transcript's language (or from `all`); until the first such message (an older box) every
+configured target is. The demanded pairs it will not translate (`unserved_pairs`) go back to the
+box as `{"type":"publish_unserved","translations":[...]}` whenever that set changes, so the box
+can tell their subscribers (`TRANSLATION_UNAVAILABLE`).
+
+A failed translation (the engine raised, died or hung) is counted (`failed`) and logged, and
+the caption is still published in the translation stream, untranslated: TranslationData
+with the source text and `didTranslate: false` (the field SDK 2.1.29's TranslationData
+carries for "not translated"), so a visitor's captions keep moving rather than freezing.
 
 Input is cleaned first: markup tags and control characters removed, whitespace collapsed,
 and cut to `MAX_CHARS` at a word boundary.
@@ -289,6 +303,26 @@ def make_router(names, **kw):
 # ----------------------------------------------------------------------------------------------
 
 
+def demanded(targets, src, translations):
+    """The targets among `targets` that a `publish_demand`'s `translations` ask for from the
+    language `src` (`<src>-to-<tgt>` or `all-to-<tgt>`; tags compared ignoring case)."""
+    want = set()
+    for q in translations:
+        if not isinstance(q, str):
+            continue
+        a, sep, b = q.partition("-to-")
+        if sep and (a.lower() in ("all", src.lower())):
+            want.add(b.lower())
+    return [t for t in targets if t.lower() in want]
+
+
+def unserved_pairs(targets, src, translations):
+    """The `<src>-to-<tgt>` pairs of a `publish_demand`'s `translations` that a publisher
+    configured with `targets` and transcribing `src` will not translate, sorted, each once."""
+    return sorted({q for q in translations
+                   if isinstance(q, str) and not demanded(targets, src, [q])})
+
+
 class Stage:
     """Translates a session's transcripts into `targets` on its own thread."""
 
@@ -304,6 +338,8 @@ class Stage:
         self.interim = None
         self.last_interim = float("-inf")
         self.closed = False
+        # The box's latest publish_demand translations; None: none came (translate all).
+        self.translations = None
         threading.Thread(target=self.loop, daemon=True).start()
 
     def count(self, key):
@@ -322,6 +358,19 @@ class Stage:
                 self.last_interim = now
                 self.interim = data
             self.cond.notify()
+
+    def set_demand(self, translations):
+        """The box said which translations are subscribed (`publish_demand`)."""
+        with self.cond:
+            self.translations = list(translations)
+
+    def wanted(self, src):
+        """The configured targets to translate a transcript in `src` into, now."""
+        with self.cond:
+            translations = self.translations
+        if translations is None:
+            return list(self.targets)
+        return demanded(self.targets, src, translations)
 
     def close(self):
         with self.cond:
@@ -344,18 +393,17 @@ class Stage:
     def translate_one(self, data):
         text = clean(str(data.get("text", "")))
         src = data.get("transcribeLanguage") or "en-US"
-        for tgt in self.targets:
+        for tgt in self.wanted(src):
             started = time.monotonic()
+            out, failed = "", False
             if text:
                 try:
                     out = self.router.translate(text, src, tgt)
                 except EngineError as e:
-                    self.count("failed")
                     self.log("translation_failed", src=src, tgt=tgt, reason=str(e))
-                    continue
-            else:
-                out = ""
-            self.count("final" if data.get("isFinal") else "interim")
+                    # Published untranslated, so the captions keep moving.
+                    out, failed = text, True
+            self.count("failed" if failed else "final" if data.get("isFinal") else "interim")
             self.publish({
                 "type": "translation",
                 "text": out,
@@ -366,6 +414,6 @@ class Stage:
                 "utteranceId": data.get("utteranceId"),
                 "transcribeLanguage": src,
                 "translateLanguage": tgt,
-                "didTranslate": bool(text),
+                "didTranslate": bool(text) and not failed,
                 "provider": getattr(self.router.engine_for(src, tgt), "name", None),
             }, (time.monotonic() - started) * 1000)

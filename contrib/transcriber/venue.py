@@ -13,6 +13,11 @@ then stays connected (the show is over, its last line stays on the displays) unt
 is stopped, while the end of standard input ends the feed (the box then tells every session its
 microphone is needed again, if some app still wants transcripts).
 
+With `--translate` (as for per-wearer sessions) each final is translated once for the whole
+feed, into the targets the box's `publish_demand` asks for (the union over every session that
+follows the feed), and published as the feed's `translation` data; the box delivers it to every
+follower's translation subscribers.
+
 The connection is a `transcriber.Session` with the venue's id, so the backlog cap, drops,
 logs and metrics are those of a per-wearer session. When the box goes away (a restart), the
 source keeps being read — audio meanwhile is dropped and counted — and the feed reconnects

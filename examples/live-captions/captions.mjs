@@ -9,6 +9,18 @@
 // `ontranslationForLanguage(LANGUAGE, TARGET_LANGUAGE)` (the box routes the transcriber's
 // `translation:<LANGUAGE>-to-<TARGET_LANGUAGE>` data to it; the transcriber must be run with
 // `--translate <TARGET_LANGUAGE>`).
+// The wearer can choose it too: the app's `targetLanguage` setting (declare it in the box's
+// config entry for the app, e.g. `"settings": [{"key": "targetLanguage", "type": "select",
+// "defaultValue": "", "options": [{"label": "English", "value": "en-US"}, {"label":
+// "Español", "value": "es-ES"}]}]`; the glasses emulator's "Captions language" sets it through
+// `PUT /api/settings/<package>`) overrides TARGET_LANGUAGE when set, and a change takes
+// effect at once (the old subscription dropped, the new one made; LANGUAGE itself shows the
+// transcripts).
+// When the box says no translation engine serves the pair (`TRANSLATION_UNAVAILABLE`; SDK
+// 2.1.29 hands the app only its message, which names the pair, as an Error to
+// `session.events.onError`), a short line says so on the glasses (e.g. "Spanish captions
+// unavailable — showing English") above the LANGUAGE transcripts, shown instead until a
+// translation comes (the subscription stays).
 //
 //   npm ci && PORT=3000 PACKAGE_NAME=com.example.captions API_KEY=… node captions.mjs
 //
@@ -16,7 +28,8 @@
 // LANGUAGE (the transcripts' language, default en-US); TARGET_LANGUAGE (show a translation into
 // it, default none: the transcripts themselves).
 // stdout carries one JSON object per line ("listening", "session", "caption" with the text
-// shown and the time the transcript came, "stop", "error"); the SDK's own logs go to stderr.
+// shown and the time the transcript came, "unavailable" when it falls back to the
+// transcripts, "stop", "error"); the SDK's own logs go to stderr.
 // Unless CAPTIONS_ALLOW_NETWORK is set, the SDK's one outside request at start (a version
 // check) is pointed at a closed local port, so nothing leaves the box.
 
@@ -86,6 +99,23 @@ export function wrap(text, width) {
   return lines;
 }
 
+const languageNames = (() => {
+  try {
+    return new Intl.DisplayNames(["en"], { type: "language" });
+  } catch {
+    return null;
+  }
+})();
+
+/** "Spanish" for es-ES; the code itself if it has no name here. */
+function languageName(code) {
+  try {
+    return languageNames?.of(code.split("-")[0]) ?? code;
+  } catch {
+    return code;
+  }
+}
+
 /** The caption state of one session: finals kept, the interim replaced in place. */
 class Captions {
   finals = [];
@@ -100,6 +130,10 @@ class Captions {
     } else {
       this.interim = text.trim();
     }
+    return this.text();
+  }
+
+  text() {
     const lines = [...this.finals, this.interim].filter(Boolean).flatMap((t) => wrap(t, WIDTH));
     return lines.slice(-LINES).join("\n");
   }
@@ -110,8 +144,18 @@ class LiveCaptions extends AppServer {
     emit("session", { sessionId, userId });
     const captions = new Captions();
     let shown = "";
+    // While the translation shown is unavailable: the line saying so, and the off() of the
+    // transcripts shown instead.
+    let notice = "";
+    let fallback = null;
+    const render = (text) => {
+      if (!notice) return text;
+      const head = wrap(notice, WIDTH);
+      const room = Math.max(LINES - head.length, 1);
+      return [...head, ...(text ? text.split("\n").slice(-room) : [])].join("\n");
+    };
     const onText = (data) => {
-      const text = captions.update(String(data?.text ?? ""), data?.isFinal === true);
+      const text = render(captions.update(String(data?.text ?? ""), data?.isFinal === true));
       // An empty final after interim text clears it; before anything was shown, nothing to do.
       if (!text && !shown) return;
       shown = text;
@@ -125,12 +169,66 @@ class LiveCaptions extends AppServer {
         startTime: data?.startTime ?? null,
         endTime: data?.endTime ?? null,
         at: Date.now(), // when the transcript came (wall clock, ms): for latency measurements
-        language: data?.translateLanguage ?? data?.transcribeLanguage ?? null,
+        // A translation the box could not make (`didTranslate: false`) carries the source
+        // text: it is tagged with the source language, not the target's.
+        language:
+          (data?.didTranslate === false ? null : data?.translateLanguage) ??
+          data?.transcribeLanguage ??
+          null,
       });
     };
-    if (TARGET_LANGUAGE) session.events.ontranslationForLanguage(LANGUAGE, TARGET_LANGUAGE, onText);
-    else session.events.onTranscriptionForLanguage(LANGUAGE, onText);
-    session.events.onError((err) => emit("error", { sessionId, message: String(err?.message ?? err) }));
+    // The language shown: the wearer's `targetLanguage` setting, else TARGET_LANGUAGE.
+    let off = null;
+    let showing = null;
+    const endFallback = () => {
+      if (fallback) fallback();
+      fallback = null;
+      notice = "";
+    };
+    // A translation that comes ends the fallback (an untranslated one, the source text, is
+    // dropped while the transcripts show).
+    const onTranslation = (data) => {
+      if (fallback) {
+        if (data?.didTranslate === false) return;
+        endFallback();
+      }
+      onText(data);
+    };
+    const unavailable = () => {
+      notice = `${languageName(showing)} captions unavailable — showing ${languageName(LANGUAGE)}`;
+      emit("unavailable", { sessionId, language: showing, showing: LANGUAGE, notice });
+      fallback = session.events.onTranscriptionForLanguage(LANGUAGE, onText);
+      shown = render(captions.text());
+      session.layouts.showTextWall(shown);
+    };
+    const show = (target) => {
+      target = typeof target === "string" ? target.trim() : "";
+      if (target === LANGUAGE) target = "";
+      if (target === showing) return;
+      endFallback();
+      if (off) off();
+      try {
+        off = target
+          ? session.events.ontranslationForLanguage(LANGUAGE, target, onTranslation)
+          : session.events.onTranscriptionForLanguage(LANGUAGE, onText);
+      } catch (err) {
+        // Not a language code the SDK takes: the transcripts instead.
+        emit("error", { sessionId, message: String(err?.message ?? err) });
+        target = "";
+        off = session.events.onTranscriptionForLanguage(LANGUAGE, onText);
+      }
+      showing = target;
+      emit("language", { sessionId, language: target || LANGUAGE });
+    };
+    const setting = () => session.settings.get("targetLanguage", undefined);
+    show(setting() || TARGET_LANGUAGE);
+    session.settings.onValueChange("targetLanguage", (value) => show(value || TARGET_LANGUAGE));
+    session.events.onError((err) => {
+      const message = String(err?.message ?? err);
+      emit("error", { sessionId, message });
+      // TRANSLATION_UNAVAILABLE names the pair in its message: show the transcripts instead.
+      if (showing && !fallback && message.includes(`${LANGUAGE}-to-${showing}`)) unavailable();
+    });
   }
 
   async onStop(sessionId, userId, reason) {

@@ -89,6 +89,7 @@ impl Hub {
             AppMsg::AudioStop => self.audio_stop(net, cx, text),
             AppMsg::StreamStop => self.stream_stop(net, cx, text),
             AppMsg::OwnershipRelease => self.ownership_release(net, cx, text),
+            AppMsg::PublishUnserved => self.publish_unserved(net, cx, text),
             AppMsg::Other(ty) => log::debug!("ignored app message of type {ty:?}"),
         }
     }
@@ -169,6 +170,8 @@ impl Hub {
             },
         );
         self.send_ack(net, id, sk, app, now);
+        self.unserved_forget(sk, app);
+        self.demand_after_ack(net, id, sk, app, now);
         if was_loading {
             self.send_to_glasses(
                 net,
@@ -290,6 +293,7 @@ impl Hub {
             None => return,
         };
         self.subs_changed(net, sk, Some((app, &before)), now);
+        self.unavailable_subscribed(net, cx, &before);
         self.send_app_state(net, sk, now);
     }
 }

@@ -10,7 +10,7 @@
 //! - main mode: `double_text_wall`; `topText` = topLeft [+ "\n" + bottomLeft];
 //!   `bottomText` = topRight + "\n" + (bottomRight + "\n\n" if set) + the newest app content
 //!   written for `main`;
-//! - expanded mode: `text_wall` "<topLeft> | <topRight>\n<newest expanded content>", or
+//! - expanded mode: `text_wall` `"<topLeft> | <topRight>\n<newest expanded content>"`, or
 //!   "…\nNo expanded content available";
 //! - always-on: `dashboard_card` with `leftText` = topLeft and `rightText` = the newest main
 //!   content (or topRight when there is none); when it is switched off, an empty card with

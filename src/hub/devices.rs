@@ -4,7 +4,7 @@
 //! listing them, showing one's token again, and revoking them.
 //!
 //! Invariants: every glasses token (upgrade header, `connection_init`'s `coreToken`, REST
-//! bearer) is checked by [`Hub::check_glasses_token`]; a revoked device's token, or any token
+//! bearer) is checked by `Hub::check_glasses_token`; a revoked device's token, or any token
 //! for a revoked device's user id, is refused (`DEVICE_REVOKED`) and a token naming a device
 //! this box does not know is refused (`UNKNOWN_DEVICE`); a revoke takes effect inside the turn
 //! that makes it — its glasses connections, bound or still waiting for `connection_init`, are

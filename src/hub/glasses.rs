@@ -249,6 +249,7 @@ impl Hub {
                 log::info!("event=session_created session={user:?} connection={id}");
                 // Served at once; the store arbitrates meanwhile (`on_lease_news`).
                 self.durable.claim(user);
+                self.venue_session_follow(user);
                 sk
             }
         };
@@ -320,10 +321,12 @@ impl Hub {
     /// The grace period ran out: stop every app (they stay in the user's running list, so they
     /// come back when the glasses do) and forget the session.
     pub(super) fn end_session(&mut self, net: &mut impl Outbox, sk: SessKey, now: Now) {
-        let apps: Vec<usize> = self
+        let mut apps: Vec<usize> = self
             .session(sk)
             .map(|s| s.apps.keys().copied().collect())
             .unwrap_or_default();
+        // Translation publishers last: no app about to stop is told its pair became unavailable.
+        apps.sort_by_key(|&a| self.publishes_translation(a));
         for app in apps {
             self.stop_app(net, sk, app, "system_stop", "User session ended", now);
         }

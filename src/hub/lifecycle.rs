@@ -37,7 +37,7 @@ impl Hub {
     ) -> bool {
         let until = now.mono + self.cfg.timings.app_connect_timeout;
         let max_apps = self.cfg.max_apps_per_session;
-        let Some(s) = self.sessions.get_mut(sk) else {
+        let Some(s) = self.sessions.routing_mut(sk) else {
             return false;
         };
         let live = |r: &AppRun| r.state.is_live();
@@ -599,7 +599,7 @@ impl Hub {
         // A start still waiting for its app server leaves the queue; the server never heard of
         // it, so it hears no stop either.
         let unsent = self.cancel_waiting_start(sk, app);
-        let Some(s) = self.session_mut(sk) else {
+        let Some(s) = self.sessions.routing_mut(sk) else {
             return;
         };
         let Some(run) = s.apps.remove(&app) else {
@@ -607,6 +607,7 @@ impl Hub {
         };
         let unsent = unsent && run.attempt == 1 && run.restarts == 0;
         let user = s.user.clone();
+        let was_source = run.conn.is_some();
         if let Some(conn) = run.conn {
             self.links.remove(&conn);
             let msg = messages::AppEvent {
@@ -637,6 +638,9 @@ impl Hub {
             },
         );
         self.subs_changed(net, sk, None, now);
+        if was_source {
+            self.unserved_publisher_gone(net, sk, app, now);
+        }
         self.screen_app_gone(net, sk, app, now);
         self.requests_app_stopped(net, sk, app, now);
     }
@@ -657,10 +661,15 @@ impl Hub {
             return; // a replaced connection: its successor is untouched
         }
         run.conn = None;
-        match run.released {
+        let released = run.released;
+        self.unserved_publisher_gone(net, sk, app, now);
+        match released {
             None | Some(ReleaseReason::SwitchingClouds) => {}
             Some(reason) => return self.app_left(net, sk, app, reason, now),
         }
+        let Some(run) = self.run_mut(sk, app) else {
+            return;
+        };
         run.subs.clear();
         if run
             .active_since

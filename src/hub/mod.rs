@@ -28,14 +28,17 @@
 //!   session, behind `screen`), `requests` (app requests pending on the glasses), `routes`
 //!   (a session's subscription index), `registry` (the apps this box may start), `venue`
 //!   (venue feeds: each feed's publisher, last final line and counters, and the rules of
-//!   fanning a feed out to every following session), `app_config` (each app's own
+//!   fanning a feed out to every following session; each feed's flat delivery lists in
+//!   `fanout`), `app_config` (each app's own
 //!   `tpa_config.json`: fetched, cached, merged under the config's settings);
 //! - values: `config` ([`HubConfig`], [`Timings`]), `errors` ([`JoinError`],
 //!   [`LifecycleError`]), `counters` ([`HubCounters`]), `vecmap`, `connmap`;
 //! - rules, as `impl Hub` by concern: `access` (upgrades and REST start/stop), `accounts`
 //!   (an account service's login exchanged for a core token), `glasses`,
 //!   `apps`, `lifecycle` (start, restart, stop, sending webhooks), `streams` (relay,
-//!   publishing, microphone), `screen`, `requests`, `rest` (storage, settings, TPA server
+//!   publishing, microphone), `demand` (which translations are wanted, told to their
+//!   publishers), `unserved` (the wanted translations no publisher serves, told to their
+//!   subscribers), `screen`, `requests`, `rest` (storage, settings, TPA server
 //!   registration), `capabilities` (what the glasses' model can do, told to the apps),
 //!   `keepalive` (RTMP keep-alives of a live stream), `location` (the location tier the
 //!   apps want, asked of the glasses), `release` (an app's goodbye: `ownership_release` and
@@ -55,10 +58,12 @@ mod config;
 mod connmap;
 mod counters;
 pub mod dashboard;
+mod demand;
 mod device;
 pub mod devices;
 pub mod display;
 mod errors;
+mod fanout;
 mod glasses;
 mod keepalive;
 mod lifecycle;
@@ -76,6 +81,7 @@ mod screen;
 mod sessions;
 mod streams;
 mod timers;
+mod unserved;
 mod vecmap;
 pub mod venue;
 mod view;

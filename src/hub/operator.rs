@@ -1,6 +1,6 @@
 //! Core layer (sans-IO), part of the hub: what an operator sees of every session — who is
-//! connected or in grace since when, whether its microphone is on, each app's state,
-//! subscriptions and last error, and what
+//! connected or in grace since when, whether its microphone is on, the venue feed it follows,
+//! each app's state, subscriptions and last error, and what
 //! each view of the glasses shows (the layout as it was sent). Read-only: a JSON value built
 //! from the state on each call, nothing kept; the `/ui/` feed serves it.
 
@@ -41,6 +41,7 @@ impl Hub {
                     "since": crate::time::iso8601(s.started),
                     "graceLeftMs": grace_ms,
                     "microphone": s.mic.is_on(),
+                    "feed": self.venue_followed_name(&s.user),
                     "apps": apps,
                     "screens": self.screens(&s.user, now.mono),
                 })

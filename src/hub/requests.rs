@@ -2,7 +2,7 @@
 //! photos, audio playback and stop, the RGB LED, single location fixes and RTMP streams
 //! (PROTOCOL §4, §5, §10).
 //!
-//! Owns each session's pending requests ([`Requests`]): which app asked, by which id, until
+//! Owns each session's pending requests (`Requests`): which app asked, by which id, until
 //! when. A request is checked (the app's permission: `CAMERA` for photos and streams,
 //! `LOCATION` for location), refused when no glasses are connected, when the id is already
 //! pending in the session, or past `max_pending_requests`; otherwise forwarded to the glasses
@@ -19,7 +19,7 @@
 //! Invariants: a reply reaches at most the one app whose request in this session carries its
 //! id — a reply matching nothing is dropped (counted as `UNMATCHED_REPLY`), never relayed to
 //! subscribers; the session's `TimerKey::Requests` slot is the earliest pending deadline,
-//! re-armed by [`Hub::requests_flush`] after every change; a stopped app's requests are gone
+//! re-armed by `Hub::requests_flush` after every change; a stopped app's requests are gone
 //! with it (its stream is stopped on the glasses).
 
 use super::apps::AppCtx;

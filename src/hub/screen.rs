@@ -597,11 +597,18 @@ impl Hub {
 
     /// The session's display deadline came.
     pub(super) fn screen_tick(&mut self, net: &mut impl Outbox, sk: SessKey, now: Now) {
+        let mut booted = false;
         if let Some(s) = self.session_mut(sk) {
             s.screen.armed = None;
+            let booting = s.screen.display.is_booting();
             s.screen.display.handle_timeout(now.mono);
+            booted = booting && !s.screen.display.is_booting();
         }
         self.screen_flush(net, sk, now);
+        if booted {
+            // The end of a boot shows what was held, or a clear: a venue notice comes back.
+            self.venue_notice_after_boot(net, sk, now);
+        }
     }
 
     /// Send everything the manager has for the glasses, and keep the timer slot current.

@@ -232,6 +232,11 @@ pub(super) struct Sessions {
     by_user: HashMap<Arc<str>, SessKey>,
     /// The generation of the latest session made.
     next_gen: u32,
+    /// Moved by every change to what the sessions deliver to: a session made or forgotten, an
+    /// app run changed ([`Sessions::run_mut`]), a session's apps or subscriptions changed
+    /// ([`Sessions::routing_mut`]). What was derived from the routing at one epoch (a venue
+    /// feed's delivery lists) holds while it is the same.
+    epoch: u64,
 }
 
 impl Sessions {
@@ -251,10 +256,20 @@ impl Sessions {
             .filter(|s| s.gen == sk.gen)
     }
 
-    /// The run of `app` in the session.
+    /// The run of `app` in the session (its state, connection, prefix or subscriptions may
+    /// change: the epoch moves).
     #[inline]
     pub fn run_mut(&mut self, sk: SessKey, app: usize) -> Option<&mut AppRun> {
+        self.epoch += 1;
         self.get_mut(sk)?.apps.get_mut(&app)
+    }
+
+    /// The session, to change its apps (a run made or removed) or its subscription index:
+    /// the epoch moves. Everything else (screen, requests, caches) goes through `get_mut`.
+    #[inline]
+    pub fn routing_mut(&mut self, sk: SessKey) -> Option<&mut Session> {
+        self.epoch += 1;
+        self.get_mut(sk)
     }
 
     /// The run of `app` in the session.
@@ -272,6 +287,7 @@ impl Sessions {
     /// Keep `session` (its user has none yet) under a new generation; its key.
     pub fn insert(&mut self, mut session: Session) -> SessKey {
         debug_assert!(!self.by_user.contains_key(&session.user));
+        self.epoch += 1;
         self.next_gen = self.next_gen.wrapping_add(1);
         session.gen = self.next_gen;
         let user = session.user.clone();
@@ -286,9 +302,17 @@ impl Sessions {
     /// Forget the session (and its user's index entry); it, if `sk` still named it.
     pub fn remove(&mut self, sk: SessKey) -> Option<Session> {
         self.get(sk)?;
+        self.epoch += 1;
         let s = self.slab.remove(sk.slot as usize);
         self.by_user.remove(&s.user);
         Some(s)
+    }
+
+    /// The routing's epoch: the same only while no session was made or forgotten and no app
+    /// run, set of runs or subscription index changed.
+    #[inline]
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// Every session with its key, in slot order.

@@ -32,7 +32,7 @@ use std::collections::VecDeque;
 /// Calendar events kept per session for replay.
 const CALENDAR_CACHE: usize = 32;
 /// The largest shared delivery tail kept between events; a larger one is freed after use.
-const MAX_KEPT_TAIL: usize = 16 * 1024;
+pub(super) const MAX_KEPT_TAIL: usize = 16 * 1024;
 
 /// A checked `data_stream` publication: what it is, its languages, its `data` as it came.
 pub(super) struct Published<'t> {
@@ -50,6 +50,12 @@ pub(super) struct Streams {
     pub(super) routes: Routes,
     /// Made by the first location or calendar event (most sessions see neither).
     cached: Option<Box<Cached>>,
+    /// The translations the session's apps want, as last told to its publishers (see
+    /// [`super::demand`]).
+    pub(super) translations: Vec<Box<str>>,
+    /// What each of its translation publishers (by app) last said it cannot serve, as far as
+    /// it was demanded (see [`super::unserved`]); no entry: serves everything.
+    pub(super) unserved: Vec<(usize, Box<[Box<str>]>)>,
 }
 
 /// What is kept for replay to a new subscriber.
@@ -183,7 +189,7 @@ impl Hub {
         self.count_drops(Some("audio_chunk"), dropped);
     }
 
-    fn count_drops(&mut self, stream: Option<&'static str>, n: u64) {
+    pub(super) fn count_drops(&mut self, stream: Option<&'static str>, n: u64) {
         if let (Some(stream), 1..) = (stream, n) {
             *self.counters.dropped.entry(stream).or_default() += n;
         }
@@ -262,7 +268,7 @@ impl Hub {
         }
     }
 
-    /// Whether `id` is a feeder (see [`Hub::fed_session`]), or a venue feed's publisher: that
+    /// Whether `id` is a feeder (see `Hub::fed_session`), or a venue feed's publisher: that
     /// one feeds every session, so no one backed-up subscriber holds it (it is never
     /// [blocked](Hub::feeder_blocked)), but it is held with every other feeder while the output
     /// of all connections together is over its budget.
@@ -285,7 +291,7 @@ impl Hub {
         })
     }
 
-    /// Every feeder (see [`Hub::fed_session`]), for holding them all while the output of all
+    /// Every feeder (see `Hub::fed_session`), for holding them all while the output of all
     /// connections together is over its budget.
     pub fn each_feeder(&self, mut f: impl FnMut(ConnId)) {
         for (&id, _) in self.links.iter() {
@@ -457,7 +463,7 @@ impl Hub {
 
     /// The apps' subscriptions changed: rebuild the index, replay what new subscribers of
     /// location and calendar streams have missed (`replay_to`), and bring the microphone in
-    /// line.
+    /// line, and tell translation publishers what is wanted now.
     pub(super) fn subs_changed(
         &mut self,
         net: &mut impl Outbox,
@@ -465,7 +471,7 @@ impl Hub {
         replay_to: Option<(usize, &[String])>,
         now: Now,
     ) {
-        let Some(s) = self.session_mut(sk) else {
+        let Some(s) = self.sessions.routing_mut(sk) else {
             return;
         };
         let routes = Routes::build(s.apps.iter().map(|(&a, r)| (a, &r.subs[..])));
@@ -480,7 +486,9 @@ impl Hub {
             self.venue_replay(net, sk, app, before, now);
         }
         self.mic_changed(net, sk, now);
+        self.venue_notice_check(net, sk, now);
         self.location_tier_changed(net, sk, now);
+        self.demand_changed(net, sk, now);
     }
 
     /// Send a newly subscribed app the last location and the cached calendar events.
@@ -633,7 +641,7 @@ impl Hub {
 }
 
 impl Session {
-    fn streams_mut(&mut self) -> &mut Streams {
+    pub(super) fn streams_mut(&mut self) -> &mut Streams {
         self.streams.get_or_insert_with(Box::default)
     }
 }

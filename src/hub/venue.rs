@@ -10,9 +10,12 @@
 //! Decisions:
 //! - a session follows the feed its user was given by the operator
 //!   (`POST /ui/api/feeds/{feed}/follow` `{"user": …}`), else the venue's first configured feed
-//!   (the only one, in a one-room venue). The choice is kept per user in memory, across the
-//!   user's reconnects, until the box restarts; a switch takes effect at once (the new feed's
-//!   finals, its last line sent to the session's subscribers, the microphone recomputed);
+//!   (the only one, in a one-room venue). The choice is durable (kept by name in the store, so
+//!   it survives a restart and is shared through a shared store); a new session takes it if
+//!   the config still has a feed of that name, else follows the first feed, and the stale
+//!   choice is logged and counted (`VENUE_FOLLOW_UNKNOWN_FEED`) but kept (the feed may come
+//!   back with the config). A switch takes effect at once (the new feed's finals, its last
+//!   line sent to the session's subscribers, the microphone recomputed);
 //! - a second publisher for a feed *replaces* the first (the key was checked, so it is the
 //!   operator's own recogniser reconnecting, perhaps over a half-open connection the box has
 //!   not noticed yet); the first is closed with 1008 "Replaced by a newer connection" and the
@@ -29,14 +32,17 @@
 //!   every follower (on again if an app still wants transcripts, so a per-session transcriber
 //!   takes over where one is configured). A follower left without any source (an app wants
 //!   what the feed published, no connected app of the session publishes it) is shown
-//!   [`FEED_OFFLINE`] on the main view as a display of the box, cleared when the feed comes
-//!   back (if still on screen): no message SDK 2.1.29 surfaces to an app says "no source", and
+//!   [`FEED_OFFLINE`] on the main view as a display of the box — when the feed goes, or when
+//!   a session comes to want captions (a latecomer's app subscribes) while its feed is
+//!   already offline — cleared when the feed comes back (if still on screen) or when the
+//!   session no longer lacks a source: no message SDK 2.1.29 surfaces to an app says "no source", and
 //!   a deaf visitor must see that the captions stopped, not a frozen line.
 //!
 //! Invariants: a feed has at most one publisher; a publisher's link is `Link::Venue` for its
 //! feed and nothing else; the kept last line is bounded (one message of at most the frame
 //! size).
 
+use super::fanout::FanOut;
 use super::routes::{Event, Routes};
 use super::{AppState, Hub, JoinError, Link, SessKey};
 use crate::net::{ConnId, Outbox, Peer};
@@ -54,9 +60,11 @@ pub struct Feed {
     pub app: usize,
     /// Its publisher's connection, while one is connected.
     pub conn: Option<ConnId>,
-    /// The last final line published: its stream (`transcription`/`translation`), source and
-    /// target languages, and its `data` as it came.
-    last_final: Option<LastLine>,
+    /// The last final line published of each kind (its stream, `transcription`/`translation`,
+    /// source and target languages), with its `data` as it came; oldest first, at most
+    /// [`LAST_LINES`] kinds. One per kind: with translation on, a transcript's final is followed
+    /// by its translations, and a latecomer must get the line of the kind it subscribes to.
+    last_finals: Vec<LastLine>,
     /// The texts of the last few final lines, newest last, for the operator.
     recent: std::collections::VecDeque<Box<str>>,
     /// Messages published.
@@ -67,6 +75,14 @@ pub struct Feed {
     pub dropped: u64,
     /// The sessions shown [`FEED_OFFLINE`] when the feed went, cleared when it comes back.
     notified: Vec<SessKey>,
+    /// The translations its live publisher was last told its followers want
+    /// ([`super::demand`]); `None` until told, since it connected.
+    pub(super) demand_sent: Option<Vec<Box<str>>>,
+    /// The demanded translations its live publisher last said it cannot serve
+    /// ([`super::unserved`]); empty since it connected until it says so.
+    pub(super) unserved: Box<[Box<str>]>,
+    /// Its delivery lists (see [`super::fanout`]).
+    pub(super) fanout: FanOut,
 }
 
 /// What the glasses of a session left without captions show when its feed goes.
@@ -80,6 +96,8 @@ struct LastLine {
     data: Box<str>,
 }
 
+/// Kinds of last final line kept per feed (a transcript and a few translations of it).
+const LAST_LINES: usize = 8;
 /// Final lines kept per feed for the operator page.
 const RECENT_LINES: usize = 5;
 /// Characters of a final line kept for the operator page.
@@ -92,12 +110,13 @@ impl Feed {
             "name": self.name,
             "packageName": package,
             "connected": self.conn.is_some(),
-            "language": self.last_final.as_ref().map(|l| &*l.from),
+            "language": self.last_finals.last().map(|l| &*l.from),
             "lastLines": self.recent,
             "followers": followers,
             "published": self.published,
             "delivered": self.delivered,
             "dropped": self.dropped,
+            "listsBuilt": self.fanout.built,
         })
     }
 
@@ -124,9 +143,10 @@ impl Feed {
 #[derive(Debug, Default)]
 pub struct Venue {
     pub feeds: Vec<Feed>,
-    /// Scratch for fanning out: the keys of the sessions, kept between publications.
-    scratch: Vec<SessKey>,
-    /// The users the operator pointed at a feed other than the first: user id → feed.
+    /// The users the operator pointed at a feed, as resolved against the config: user id →
+    /// feed (the durable choice, by name, is in the hub's durable state). Who follows which
+    /// feed is part of every feed's delivery lists: whatever changes this map drops them
+    /// (`FanOut::clear`), as [`Hub::venue_follow`] does.
     follows: std::collections::HashMap<Box<str>, usize>,
 }
 
@@ -141,7 +161,6 @@ impl Venue {
                     ..Feed::default()
                 })
                 .collect(),
-            scratch: Vec::new(),
             follows: Default::default(),
         }
     }
@@ -162,7 +181,7 @@ impl Venue {
     }
 
     /// The feed `user`'s session follows: the one the operator chose, else the first.
-    fn feed_of(&self, user: &str) -> usize {
+    pub(super) fn feed_of(&self, user: &str) -> usize {
         self.follows.get(user).copied().unwrap_or(0)
     }
 
@@ -195,6 +214,11 @@ impl Hub {
             .collect()
     }
 
+    /// The name of the feed `user`'s session follows (`None` when the venue has no feed).
+    pub(super) fn venue_followed_name(&self, user: &str) -> Option<&str> {
+        self.venue.followed(user).map(|f| f.name.as_str())
+    }
+
     /// The operator points `user` at the feed named `feed` (`POST /ui/api/feeds/{feed}/follow`):
     /// 200 with the choice, or 404 `NO_SUCH_FEED`. The user's session, if any, switches at
     /// once: its microphone is recomputed and its subscribers get the new feed's last line.
@@ -211,19 +235,89 @@ impl Hub {
             return net.respond_error(id, 404, "NO_SUCH_FEED", "no venue feed has this name", &[]);
         };
         let from = self.venue.feed_of(user);
-        if to == 0 {
-            self.venue.follows.remove(user);
-        } else {
-            self.venue.follows.insert(user.into(), to);
+        // Who follows which feed is part of every feed's delivery lists.
+        for f in &mut self.venue.feeds {
+            f.fanout.clear();
         }
+        self.venue.follows.insert(user.into(), to);
+        self.durable.set_follow(user, feed);
         log::info!("event=venue_follow user={user:?} feed={feed:?}");
         if let Some(sk) = self.sessions.by_user(user).filter(|_| from != to) {
             self.mic_changed(net, sk, now);
             self.venue_replay_all(net, sk, now);
             self.venue_notice_moved(net, sk, from, to, now);
+            self.venue_demand_changed(net, from, now);
+            self.venue_demand_changed(net, to, now);
+            self.unserved_moved(net, sk, from, to, now);
         }
         let body = serde_json::json!({"user": user, "feed": feed});
         net.respond_json(id, 200, &body, &[]);
+    }
+
+    /// A new session of `user` starts: it follows the durable choice if the config still has
+    /// a feed of that name, else the first feed (the stale choice logged and counted).
+    pub(super) fn venue_session_follow(&mut self, user: &str) {
+        // Who follows which feed is part of every feed's delivery lists.
+        for f in &mut self.venue.feeds {
+            f.fanout.clear();
+        }
+        let Some(name) = self.durable.follow(user) else {
+            self.venue.follows.remove(user);
+            return;
+        };
+        match self.venue.feeds.iter().position(|f| f.name == name) {
+            Some(feed) => {
+                log::info!("event=venue_follow_restored user={user:?} feed={name:?}");
+                self.venue.follows.insert(user.into(), feed);
+            }
+            None => {
+                let default = self.venue.feeds.first().map(|f| f.name.as_str());
+                log::warn!(
+                    "event=venue_follow_unknown user={user:?} feed={name:?} following={default:?} reason=\"no configured feed has this name\""
+                );
+                self.venue.follows.remove(user);
+                self.refused("VENUE_FOLLOW_UNKNOWN_FEED");
+            }
+        }
+    }
+
+    /// The session's subscriptions or apps changed: show [`FEED_OFFLINE`] if it now wants what
+    /// its followed feed publishes while the feed is offline and no app of its own publishes
+    /// it (a latecomer), or clear it if it no longer lacks a source.
+    pub(super) fn venue_notice_check(&mut self, net: &mut impl Outbox, sk: SessKey, now: Now) {
+        let Some(s) = self.session(sk) else { return };
+        let feed = self.venue.feed_of(&s.user);
+        let Some(f) = self.venue.feeds.get(feed) else {
+            return;
+        };
+        let want = f.conn.is_none() && self.feed_uncovered(sk, feed);
+        let had = f.notified.contains(&sk);
+        let notified = &mut self.venue.feeds[feed].notified;
+        match (want, had) {
+            (true, false) => {
+                notified.push(sk);
+                self.screen_system_line(net, sk, Some(FEED_OFFLINE), now);
+            }
+            (false, true) => {
+                notified.retain(|&k| k != sk);
+                self.screen_system_line(net, sk, None, now);
+            }
+            _ => {}
+        }
+    }
+
+    /// The boot of an app in `sk` ended (its card replaced by what was held, or a clear): the
+    /// [`FEED_OFFLINE`] line shown meanwhile (a latecomer's app subscribed while starting) is
+    /// shown again.
+    pub(super) fn venue_notice_after_boot(&mut self, net: &mut impl Outbox, sk: SessKey, now: Now) {
+        let Some(s) = self.session(sk) else { return };
+        let shown = self
+            .venue
+            .followed(&s.user)
+            .is_some_and(|f| f.conn.is_none() && f.notified.contains(&sk));
+        if shown {
+            self.screen_system_line(net, sk, Some(FEED_OFFLINE), now);
+        }
     }
 
     /// Send every active app in `sk` the followed feed's last final line, if it subscribes to it.
@@ -272,13 +366,17 @@ impl Hub {
             timestamp: now.iso(),
         };
         net.send_json(id, &ack);
+        self.venue.feeds[feed].demand_sent = None;
+        self.venue.feeds[feed].unserved = Box::default();
+        self.venue_demand_changed(net, feed, now);
         if old.is_none() {
             self.venue_mic_changed(net, feed, now);
             self.venue_notice(net, feed, false, now);
         }
     }
 
-    /// A text message from the publisher of `feed`: `data_stream` is published, a repeated init
+    /// A text message from the publisher of `feed`: `data_stream` is published,
+    /// `publish_unserved` taken for every follower, a repeated init
     /// or a subscription list is ignored; anything else a feed may not send is refused (`NOT_ALLOWED_FOR_VENUE_FEED`), the feed stays up.
     pub(super) fn venue_message(
         &mut self,
@@ -290,6 +388,7 @@ impl Hub {
     ) {
         match AppMsg::decode(text) {
             Ok(AppMsg::DataStream) => self.venue_publish(net, id, feed, text, now),
+            Ok(AppMsg::PublishUnserved) => self.venue_unserved(net, id, feed, text, now),
             // A feed subscribes to nothing; the SDK sends its (empty) list after every ack.
             Ok(AppMsg::TpaConnectionInit | AppMsg::SubscriptionUpdate) => {}
             Ok(_) => self.app_error(
@@ -318,9 +417,12 @@ impl Hub {
             return;
         }
         f.conn = None;
+        f.demand_sent = None;
+        let listed = std::mem::take(&mut f.unserved);
         log::info!("event=venue_feed_lost feed={:?} connection={id}", f.name);
         self.venue_mic_changed(net, feed, now);
         self.venue_notice(net, feed, true, now);
+        self.unserved_feed_gone(net, feed, &listed, now);
     }
 
     /// The feed went (`offline`): every follower left without captions (an app wants what the
@@ -434,36 +536,28 @@ impl Hub {
         f.published += 1;
         if p.is_final {
             f.note_line(p.data);
-            f.last_final = Some(LastLine {
+            let line = LastLine {
                 translation: p.translation,
                 from: p.from.as_deref().unwrap_or("en-US").into(),
                 to: p.to.as_deref().unwrap_or("").into(),
                 data: p.data.into(),
+            };
+            f.last_finals.retain(|l| {
+                (l.translation, &l.from, &l.to) != (line.translation, &line.from, &line.to)
             });
+            if f.last_finals.len() == LAST_LINES {
+                f.last_finals.remove(0);
+            }
+            f.last_finals.push(line);
         }
-        let mut keys = std::mem::take(&mut self.venue.scratch);
-        let venue = &self.venue;
-        keys.extend(
-            self.sessions
-                .iter()
-                .filter(|(_, s)| venue.feed_of(&s.user) == feed)
-                .map(|(sk, _)| sk),
-        );
-        let (mut delivered, mut dropped) = (0, 0);
-        for &sk in &keys {
-            let (d, x) = self.deliver_published(net, sk, &p, now);
-            delivered += d;
-            dropped += x;
-        }
-        keys.clear();
-        self.venue.scratch = keys;
+        let (delivered, dropped) = self.venue_fan_out(net, feed, &p, now);
         let f = &mut self.venue.feeds[feed];
         f.delivered += delivered;
         f.dropped += dropped;
     }
 
     /// Send `app` in `sk`, newly subscribed to some of `subs` (not in `before`), the followed
-    /// feed's last final line if it subscribed to it, under its own subscription string.
+    /// feed's last final line of each kind it subscribed to, under its own subscription string.
     pub(super) fn venue_replay(
         &self,
         net: &mut impl Outbox,
@@ -473,12 +567,9 @@ impl Hub {
         now: Now,
     ) {
         let Some(s) = self.session(sk) else { return };
-        let Some(line) = self
-            .venue
-            .followed(&s.user)
-            .and_then(|f| f.last_final.as_ref())
-        else {
-            return;
+        let lines = match self.venue.followed(&s.user) {
+            Some(f) if !f.last_finals.is_empty() => &f.last_finals,
+            _ => return,
         };
         let Some(run) = s.apps.get(&app) else { return };
         let (AppState::Active, Some(conn)) = (&run.state, run.conn) else {
@@ -491,33 +582,48 @@ impl Hub {
             .cloned()
             .collect();
         let routes = Routes::build(std::iter::once((app, &new[..])));
-        let event = if line.translation {
-            Event::Translation {
-                from: &line.from,
-                to: &line.to,
-            }
-        } else {
-            Event::Transcription {
-                language: &line.from,
-            }
-        };
-        let name: &[u8] = if line.translation {
-            b"translation"
-        } else {
-            b"transcription"
-        };
-        let mut sent = false;
-        routes.each(event, |_, own| {
-            if sent {
-                return;
-            }
-            sent = true;
-            let stream: [&[u8]; 3] = match own {
-                Some(own) => [own, b"", b""],
-                None => [b"\"", name, b"\""],
-            };
-            let parts = data_stream_parts(&run.prefix, stream, line.data.as_bytes(), now.iso());
-            net.send_frame(conn, Opcode::Text, &parts);
-        });
+        for line in lines {
+            replay_line(net, &routes, conn, &run.prefix, line, now);
+        }
     }
+}
+
+/// One kept final line to the app whose new subscriptions are `routes`: once, under the
+/// first of them it matches.
+fn replay_line(
+    net: &mut impl Outbox,
+    routes: &Routes,
+    conn: ConnId,
+    prefix: &[u8],
+    line: &LastLine,
+    now: Now,
+) {
+    let event = if line.translation {
+        Event::Translation {
+            from: &line.from,
+            to: &line.to,
+        }
+    } else {
+        Event::Transcription {
+            language: &line.from,
+        }
+    };
+    let name: &[u8] = if line.translation {
+        b"translation"
+    } else {
+        b"transcription"
+    };
+    let mut sent = false;
+    routes.each(event, |_, own| {
+        if sent {
+            return;
+        }
+        sent = true;
+        let stream: [&[u8]; 3] = match own {
+            Some(own) => [own, b"", b""],
+            None => [b"\"", name, b"\""],
+        };
+        let parts = data_stream_parts(prefix, stream, line.data.as_bytes(), now.iso());
+        net.send_frame(conn, Opcode::Text, &parts);
+    });
 }

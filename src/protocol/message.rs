@@ -294,6 +294,8 @@ pub enum AppMsg<'a> {
     StreamStop,
     /// `ownership_release`: the app's goodbye; the close that follows is not a drop.
     OwnershipRelease,
+    /// `publish_unserved`: a translation publisher names the demanded pairs it cannot serve.
+    PublishUnserved,
     /// A type the box does not act on (ignored, as the cloud ignores it).
     Other(Cow<'a, str>),
 }
@@ -319,6 +321,7 @@ impl<'a> AppMsg<'a> {
             "audio_stop_request" => AppMsg::AudioStop,
             "rtmp_stream_stop" => AppMsg::StreamStop,
             "ownership_release" => AppMsg::OwnershipRelease,
+            "publish_unserved" => AppMsg::PublishUnserved,
             _ => AppMsg::Other(ty),
         })
     }
@@ -467,6 +470,7 @@ mod tests {
             ("audio_stop_request", AppMsg::AudioStop),
             ("rtmp_stream_stop", AppMsg::StreamStop),
             ("ownership_release", AppMsg::OwnershipRelease),
+            ("publish_unserved", AppMsg::PublishUnserved),
             ("button_press", AppMsg::Other("button_press".into())),
         ] {
             let text = format!(r#"{{"type":"{ty}"}}"#);

@@ -6,7 +6,7 @@
 //! It accepts a strict subset of what serde_json accepts when it reads a message into a tree
 //! (`serde_json::Value`): anything unusual — an escape in a top-level key or in the `type`
 //! value, a control character, a malformed escape or an unpaired surrogate escape in a string,
-//! nesting deeper than [`MAX_DEPTH`], a number that might be out of `f64`'s range, a repeated
+//! nesting deeper than `MAX_DEPTH`, a number that might be out of `f64`'s range, a repeated
 //! or missing `type`, any syntax error — makes it answer `None`, and the caller asks
 //! serde_json, whose answer stays the reference for every refusal and every odd case.
 //!

@@ -336,7 +336,10 @@ impl Stored {
                     None => map.remove(&k),
                 };
             }
-            Persist::Registration(_) | Persist::RegistrationGone(_) | Persist::Device(_) => {}
+            Persist::Registration(_)
+            | Persist::RegistrationGone(_)
+            | Persist::Device(_)
+            | Persist::Follow { .. } => {}
         }
     }
 
@@ -352,6 +355,7 @@ impl Stored {
             storage: flat(&self.storage),
             registrations: Vec::new(),
             devices: Vec::new(),
+            follows: Vec::new(),
         }
     }
 

@@ -2,7 +2,8 @@
 //!
 //! What the box remembers across restarts: each user's running apps, app settings values per
 //! (user, app), SDK simple-storage per (user, app), TPA server registrations, and the venue's
-//! provisioned glasses ([`Device`]: their token's claims, never the token, and revocations). The core keeps
+//! provisioned glasses ([`Device`]: their token's claims, never the token, and revocations), and
+//! the venue feed each user was pointed at by the operator. The core keeps
 //! all of it in memory ([`Durable`], loaded once at start from a [`Snapshot`]) and never touches
 //! a disk: every change is queued as a [`Persist`] event that the caller polls, quinn-style,
 //! and hands to the writer thread ([`writer`]), which applies them in order, batched in
@@ -59,6 +60,8 @@ pub struct Snapshot {
     pub storage: Vec<(String, String, String, String)>,
     pub registrations: Vec<Registration>,
     pub devices: Vec<Device>,
+    /// (user, venue feed name): the feed the operator chose for the user.
+    pub follows: Vec<(String, String)>,
 }
 
 /// One change to durable state. `None` values delete.
@@ -85,6 +88,11 @@ pub enum Persist {
     RegistrationGone(String),
     /// A device added or changed (seen, revoked): the whole row.
     Device(Device),
+    /// The operator pointed `user` at the venue feed named `feed`.
+    Follow {
+        user: String,
+        feed: String,
+    },
 }
 
 /// What a shared store's read-back found: everything (`users` `None`), or the rows of the
@@ -108,7 +116,9 @@ impl Changed {
         s.running.retain(|(u, _)| !set.contains(u.as_str()));
         s.settings.retain(|(u, ..)| !set.contains(u.as_str()));
         s.storage.retain(|(u, ..)| !set.contains(u.as_str()));
+        s.follows.retain(|(u, _)| !set.contains(u.as_str()));
         s.running.extend(newer.snapshot.running);
+        s.follows.extend(newer.snapshot.follows);
         s.settings.extend(newer.snapshot.settings);
         s.storage.extend(newer.snapshot.storage);
         s.registrations = newer.snapshot.registrations;
@@ -274,6 +284,9 @@ pub struct Durable {
     registrations: BTreeMap<String, Registration>,
     /// Provisioned devices by name.
     devices: BTreeMap<String, Device>,
+    /// The venue feed the operator chose per user: user → feed name (kept as a name, so a
+    /// feed removed from the config is noticed, not silently replaced by another).
+    follows: HashMap<String, String>,
     pending: Vec<Persist>,
     /// Lease changes not yet handed to the writer, in order.
     leases: Vec<Lease>,
@@ -304,12 +317,13 @@ impl Durable {
         for dev in s.devices {
             d.devices.insert(dev.name.clone(), dev);
         }
+        d.follows.extend(s.follows);
         d
     }
 
     /// Take in what a shared store holds (other processes' writes): each user for whom
-    /// `local(user)` is false gets the store's running apps, settings and storage; TPA server
-    /// registrations are merged (the latest `last_seen` wins); devices
+    /// `local(user)` is false gets the store's running apps, settings, storage and followed
+    /// venue feed; TPA server registrations are merged (the latest `last_seen` wins); devices
     /// the store knows are added, and a revocation or a later sighting there is taken. Queues
     /// no change (this is the store's own state). A user served here keeps this process's
     /// view: it is the truth for them, and the store catches up with it.
@@ -357,6 +371,14 @@ impl Durable {
                 if replaced(&user) {
                     map.entry((user, package)).or_default().insert(key, value);
                 }
+            }
+        }
+        if changed.as_ref().is_none_or(|c| !c.is_empty()) {
+            self.follows.retain(|user, _| keep(user));
+        }
+        for (user, feed) in s.follows {
+            if replaced(&user) {
+                self.follows.insert(user, feed);
             }
         }
         // TPA server registrations are everyone's: a registration made on another process is
@@ -561,6 +583,25 @@ impl Durable {
         }
     }
 
+    // ---- venue feed choices ----------------------------------------------------------------
+
+    /// The name of the venue feed the operator chose for `user`, if any.
+    pub fn follow(&self, user: &str) -> Option<&str> {
+        self.follows.get(user).map(String::as_str)
+    }
+
+    /// Record that `user` follows the feed named `feed` (written only when it changes).
+    pub fn set_follow(&mut self, user: &str, feed: &str) {
+        if self.follow(user) == Some(feed) {
+            return;
+        }
+        self.follows.insert(user.to_string(), feed.to_string());
+        self.pending.push(Persist::Follow {
+            user: user.to_string(),
+            feed: feed.to_string(),
+        });
+    }
+
     // ---- provisioned devices ---------------------------------------------------------------
 
     /// Every device, by name.
@@ -627,6 +668,8 @@ mod tests {
         d.set_running("u", "zz", false);
         d.set_storage("u", "a", "k", Some("\"v\"".into()));
         d.set_storage("u", "a", "k", Some("\"v\"".into()));
+        d.set_follow("u", "track2");
+        d.set_follow("u", "track2");
         assert_eq!(d.running("u"), vec!["b".to_string()]);
         let kinds: Vec<String> = d
             .take_pending()
@@ -636,10 +679,14 @@ mod tests {
                     package, running, ..
                 } => format!("{package}:{running}"),
                 Persist::Storage { key, .. } => format!("storage:{key}"),
+                Persist::Follow { feed, .. } => format!("follow:{feed}"),
                 other => format!("{other:?}"),
             })
             .collect();
-        assert_eq!(kinds, vec!["a:true", "b:true", "a:false", "storage:k"]);
+        assert_eq!(
+            kinds,
+            vec!["a:true", "b:true", "a:false", "storage:k", "follow:track2"]
+        );
         assert!(d.take_pending().is_empty());
     }
 
@@ -649,6 +696,8 @@ mod tests {
         d.set_running("here", "a", true);
         d.set_running("gone", "a", true);
         d.set_setting("gone", "a", "k", Some("1".into()));
+        d.set_follow("here", "main");
+        d.set_follow("gone", "main");
         d.put_device(Device {
             name: "desk-1".into(),
             user: "device:desk-1".into(),
@@ -666,6 +715,10 @@ mod tests {
                 ("other".into(), "a".into()),
             ],
             storage: vec![("other".into(), "b".into(), "k".into(), "\"v\"".into())],
+            follows: vec![
+                ("here".into(), "track9".into()),
+                ("other".into(), "track2".into()),
+            ],
             ..Snapshot::default()
         };
         shared.devices.push(Device {
@@ -679,6 +732,9 @@ mod tests {
         assert!(d.settings("gone", "a").is_none());
         assert_eq!(d.storage("other", "b").unwrap()["k"], "\"v\"");
         assert_eq!(d.device("desk-1").unwrap().revoked, Some(5));
+        assert_eq!(d.follow("here"), Some("main"));
+        assert_eq!(d.follow("gone"), None);
+        assert_eq!(d.follow("other"), Some("track2"));
         assert!(d.take_pending().is_empty());
     }
 

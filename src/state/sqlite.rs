@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 pub const FILE: &str = "augmentos-edge.sqlite3";
 
 /// The schema this binary writes.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Each step takes the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -58,6 +58,11 @@ const MIGRATIONS: &[&str] = &[
         expires INTEGER NOT NULL,
         last_seen INTEGER,
         revoked INTEGER
+    );",
+    // 3 → 4: the venue feed the operator chose for each user.
+    "CREATE TABLE venue_follows (
+        user TEXT PRIMARY KEY NOT NULL,
+        feed TEXT NOT NULL
     );",
 ];
 
@@ -230,6 +235,10 @@ impl SqliteStore {
                     d.revoked.map(|t| t as i64)
                 ],
             ),
+            Persist::Follow { user, feed } => tx.execute(
+                "INSERT OR REPLACE INTO venue_follows (user, feed) VALUES (?1, ?2)",
+                params![user, feed],
+            ),
         }
         .map(|_| ())
     }
@@ -304,6 +313,15 @@ impl Store for SqliteStore {
                     revoked: r.get::<_, Option<i64>>(6)?.map(secs),
                 })
             })
+            .map_err(e)?
+            .collect::<Result<_, _>>()
+            .map_err(e)?;
+        let mut q = self
+            .conn
+            .prepare("SELECT user, feed FROM venue_follows ORDER BY user")
+            .map_err(e)?;
+        s.follows = q
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
             .map_err(e)?
             .collect::<Result<_, _>>()
             .map_err(e)?;

@@ -189,6 +189,7 @@ fn row(p: &Persist) -> (u8, &str, &str, &str) {
         Persist::Registration(r) => (3, &r.id, "", ""),
         Persist::RegistrationGone(id) => (3, id, "", ""),
         Persist::Device(d) => (4, &d.name, "", ""),
+        Persist::Follow { user, .. } => (5, user, "", ""),
     }
 }
 

@@ -307,12 +307,18 @@ impl Stack {
     /// room's audio from the WAV file `wav`, played in real time, published once as the venue
     /// feed. Waits until it is connected to the box.
     pub fn venue_transcriber(&mut self, wav: &Path) -> R {
-        let extra = [
+        self.venue_transcriber_with(wav, &[])
+    }
+
+    /// [`Stack::venue_transcriber`] with more transcriber arguments (`--translate`).
+    pub fn venue_transcriber_with(&mut self, wav: &Path, args: &[&str]) -> R {
+        let mut extra = vec![
             "--venue-audio".to_string(),
             wav.to_string_lossy().into_owned(),
             "--port".to_string(),
             "0".to_string(),
         ];
+        extra.extend(args.iter().map(|a| a.to_string()));
         let mut stt = Self::transcriber(
             &self.root,
             &self.dir.0,
@@ -437,6 +443,25 @@ pub fn clipped(pcm: &[u8], gain: i32) -> Vec<u8> {
             (v.clamp(-32768, 32767) as i16).to_le_bytes()
         })
         .collect()
+}
+
+/// `pcm` (16 kHz 16-bit mono) as a WAV file.
+pub fn wav_file(pcm: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(44 + pcm.len());
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + pcm.len() as u32).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&(RATE as u32).to_le_bytes());
+    out.extend_from_slice(&(RATE as u32 * 2).to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&(pcm.len() as u32).to_le_bytes());
+    out.extend_from_slice(pcm);
+    out
 }
 
 pub fn silence(ms: usize) -> Vec<u8> {

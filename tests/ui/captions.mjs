@@ -20,6 +20,8 @@ const OPERATOR_TOKEN = env("OPERATOR_TOKEN");
 const USER = env("USER_ID");
 const WAV = env("WAV");
 const EXPECT = env("EXPECT"); // words the captions must show, space-separated
+// Words the captions must show in Spanish once "Español" is picked (unset: not tried).
+const EXPECT_ES = process.env.EXPECT_ES || "";
 const SHOTS = env("SHOTS");
 const PROFILE = env("PROFILE");
 const PKG = "com.example.captions";
@@ -72,6 +74,25 @@ try {
     await glasses.waitForTimeout(100);
   }
   await glasses.screenshot({ path: path.join(SHOTS, "captions-glasses.png"), fullPage: true });
+
+  if (EXPECT_ES) {
+    say("emulator: pick Español as the captions language; play the recording again");
+    await glasses.locator("#captions-language").selectOption("es-ES");
+    await glasses.locator("#language-state", { hasText: "set for Live Captions" }).waitFor({ timeout: WAIT });
+    // The app swaps its subscription (two updates): let the microphone settle, on.
+    await glasses.waitForTimeout(2500);
+    await glasses.locator("#mic-state", { hasText: "on" }).waitFor({ timeout: WAIT });
+    await glasses.locator("#wav").setInputFiles(WAV);
+    const wantEs = words(EXPECT_ES);
+    const untilEs = Date.now() + WAIT;
+    for (;;) {
+      shown = (await main.textContent()) || "";
+      if (wantEs.every((w) => words(shown).includes(w))) break;
+      if (Date.now() > untilEs) throw new Error(`the display shows ${JSON.stringify(shown)}, not all of "${EXPECT_ES}"`);
+      await glasses.waitForTimeout(100);
+    }
+    await glasses.screenshot({ path: path.join(SHOTS, "captions-glasses-es.png"), fullPage: true });
+  }
 
   say("operator page: the operator token; the session with Live Captions active");
   const op = await context.newPage();

@@ -17,6 +17,8 @@ const PKG = env("APP_PACKAGE");
 const WALL = env("WALL");
 const CARD_TITLE = env("CARD_TITLE");
 const DASHBOARD = env("DASHBOARD");
+const FEED_MAIN = env("FEED_MAIN");
+const FEED_B = env("FEED_B");
 const SHOTS = env("SHOTS");
 const PROFILE = env("PROFILE");
 const WAIT = 15000;
@@ -183,6 +185,33 @@ try {
   await op.locator("#t-sessions", { hasText: "1" }).waitFor({ timeout: WAIT });
   await op.waitForTimeout(1200); // one more poll: the rates have two samples
   await op.screenshot({ path: path.join(SHOTS, "operator.png"), fullPage: true });
+
+  say("operator page: the session follows the first venue feed");
+  const followers = (feed) => op.locator(`#feeds tr[data-feed="${feed}"] .followers`);
+  await card.locator(".feed-now", { hasText: FEED_MAIN }).waitFor({ timeout: WAIT });
+  await followers(FEED_MAIN).filter({ hasText: /^1$/ }).waitFor({ timeout: WAIT });
+  await followers(FEED_B).filter({ hasText: /^0$/ }).waitFor({ timeout: WAIT });
+
+  say("operator page: point the user at the second feed; the page shows it and the followers move");
+  await card.locator("select.feed-pick").selectOption(FEED_B);
+  await card.locator("button.feed-follow").click();
+  await card.locator(".feed-now", { hasText: FEED_B }).waitFor({ timeout: WAIT });
+  await card.locator(".small", { hasText: `follows feed ${FEED_B}` }).waitFor({ timeout: WAIT });
+  await followers(FEED_B).filter({ hasText: /^1$/ }).waitFor({ timeout: WAIT });
+  await followers(FEED_MAIN).filter({ hasText: /^0$/ }).waitFor({ timeout: WAIT });
+  if ((await card.locator("select.feed-pick").inputValue()) !== FEED_B) throw new Error("the feed choice was not kept");
+  await op.waitForTimeout(1200); // a poll later, still so
+  if ((await card.locator(".feed-now").textContent()) !== FEED_B) throw new Error("the page went back to the old feed");
+  await op.screenshot({ path: path.join(SHOTS, "operator-feeds.png"), fullPage: true });
+
+  say("operator API: the session follows the second feed");
+  const st = await (await op.request.get(`${BASE}/ui/api/state`, { headers: { Authorization: `Bearer ${TOKEN}` } })).json();
+  const mine = st.sessions.find((s) => s.userId === USER);
+  if (!mine || mine.feed !== FEED_B) throw new Error(`the API says the session follows ${mine && mine.feed}`);
+  const count = Object.fromEntries(st.feeds.map((f) => [f.name, f.followers]));
+  if (count[FEED_MAIN] !== 0 || count[FEED_B] !== 1) throw new Error(`followers: ${JSON.stringify(count)}`);
+  const noToken = await op.request.post(`${BASE}/ui/api/feeds/${FEED_MAIN}/follow`, { data: { user: USER } });
+  if (noToken.status() !== 401) throw new Error(`follow without a token: HTTP ${noToken.status()}`);
 
   say("operator page: stop the app; the emulator shows it stopped");
   await card.locator(`tr[data-package="${PKG}"] button`, { hasText: "Stop" }).click();

@@ -42,6 +42,11 @@ pub struct AppResult {
     pub interims: u64,
     pub interim_seq: Sequence,
     pub interim_hist: Histogram,
+    /// Unnumbered transcripts (a real recogniser's, `edge-load venue --transcriber`): each
+    /// final's text with when it arrived (µs, [`stats::now_us`]; counted in `delivered` too),
+    /// and how many interims came.
+    pub captions: Vec<(u64, String)>,
+    pub caption_interims: u64,
     /// Why it ended before the run did.
     pub disconnected: Option<String>,
 }
@@ -80,6 +85,9 @@ pub struct Load {
     /// Each session's publishing system app sends transcripts (interims, then a final)
     /// instead of the glasses sending events.
     pub transcripts: bool,
+    /// With `transcripts` and a rate: each interim and final leaves at its own time, evenly
+    /// spaced (as speech comes in), instead of a unit's messages in one write.
+    pub spread: bool,
     /// Written to each glasses when the run stops; `None`: shut the socket down.
     pub goodbye: Option<Vec<u8>>,
 }
@@ -262,6 +270,8 @@ struct Glasses {
     at: usize,
     /// Sequence number of the next message to build.
     seq: u64,
+    /// `spread`: the messages of unit `seq` already sent (its interims, then its final).
+    part: u64,
     pong: Option<Vec<u8>>,
     writable: bool,
     /// Its window is full: it waits for deliveries, not for the socket.
@@ -439,6 +449,8 @@ impl Loop {
                         interims: 0,
                         interim_seq: Sequence::default(),
                         interim_hist: Histogram::default(),
+                        captions: Vec::new(),
+                        caption_interims: 0,
                         disconnected: None,
                     },
                     hint_seq: 0,
@@ -472,6 +484,7 @@ impl Loop {
                         out: Vec::with_capacity(load.batch * 112 + 64),
                         at: 0,
                         seq: 0,
+                        part: 0,
                         pong: None,
                         writable: true,
                         held: false,
@@ -523,12 +536,18 @@ fn pump(g: &mut Glasses, now: Instant, load: &Load, mut room: u64) {
         }
         g.live.sent.store(g.seq, Relaxed);
         if load.transcripts {
-            let interims = g.seq * wsc::INTERIMS_PER_FINAL;
+            let interims = g.seq * wsc::INTERIMS_PER_FINAL + g.part.min(wsc::INTERIMS_PER_FINAL);
             g.live.interims.store(interims, Relaxed);
         }
         if now >= load.deadline {
             g.done = true;
             return;
+        }
+        if let (true, true, Some(r)) = (load.spread, load.transcripts, load.rate) {
+            if !spread(g, now, load, r) {
+                return;
+            }
+            continue;
         }
         let n = match load.rate {
             None => load.batch as u64,
@@ -564,6 +583,39 @@ fn pump(g: &mut Glasses, now: Instant, load: &Load, mut room: u64) {
         }
         g.seq += n;
     }
+}
+
+/// `spread`: build the transcript messages due by `now` at `r` units a second, each unit's
+/// interims and final evenly spaced; false when none is due.
+fn spread(g: &mut Glasses, now: Instant, load: &Load, r: f64) -> bool {
+    let per = wsc::INTERIMS_PER_FINAL + 1;
+    let due = ((now - load.start).as_secs_f64() * r * per as f64) as u64 + 1;
+    let n = due.saturating_sub(g.seq * per + g.part);
+    if n == 0 {
+        return false;
+    }
+    g.out.clear();
+    g.at = 0;
+    let mask = stats::mask_key();
+    if let Some(p) = g.pong.take() {
+        match g.publisher {
+            // The glasses are not the writer: answer on their own socket.
+            Some(_) => {
+                let _ = g.ws.send(wsc::PONG, &p);
+            }
+            None => wsc::push_masked(&mut g.out, wsc::PONG, &p, mask),
+        }
+    }
+    let t = stats::now_us();
+    for _ in 0..n.min(load.batch as u64 * per) {
+        wsc::push_transcript(&mut g.out, g.seq, g.part, t, mask);
+        g.part += 1;
+        if g.part == per {
+            g.part = 0;
+            g.seq += 1;
+        }
+    }
+    true
 }
 
 /// Drain what the server sends a session's publishing app (it subscribes to nothing).
@@ -798,10 +850,24 @@ fn app_frames(app: &mut App, now: u64, sh: &Shared) -> bool {
                 }
             }
             None => {
+                let v = serde_json::from_slice::<Value>(text).unwrap_or(Value::Null);
+                // A real recogniser's transcript: no numbers, so its text and time are kept.
+                let stream = v["streamType"].as_str().unwrap_or("");
+                if v["type"] == "data_stream" && stream.starts_with("transcription") {
+                    match (&v["data"]["isFinal"], v["data"]["text"].as_str()) {
+                        (Value::Bool(true), Some(t)) => {
+                            r.captions.push((now, t.to_string()));
+                            r.delivered += 1;
+                        }
+                        _ => r.caption_interims += 1,
+                    }
+                    app.frag.clear();
+                    continue;
+                }
                 r.other += 1;
-                let ty = serde_json::from_slice::<Value>(text)
-                    .ok()
-                    .and_then(|v| v["type"].as_str().map(str::to_string))
+                let ty = v["type"]
+                    .as_str()
+                    .map(str::to_string)
                     .unwrap_or_else(|| "(not JSON)".into());
                 if !r.other_types.contains(&ty) {
                     r.other_types.push(ty);

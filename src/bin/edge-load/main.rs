@@ -8,20 +8,26 @@
 //! `--sessions` each connection is a pair of glasses of its own user that sends
 //! `connection_init` and waits for its `connection_ack`, so each holds a session; with
 //! `--apps M` too, each session starts M apps through their webhook, which connect and
-//! subscribe, and the RSS is read again after `--settle S` seconds idle ([`idle`]). `--server`
+//! subscribe, and the RSS is read again after `--settle S` seconds idle ([`idle`](mod@idle)). `--server`
 //! runs any other server instead (a peer for comparison), which must serve a WebSocket at
 //! `--url`. `--tls` then does the same again over TLS, on a fresh server whose only listener is
 //! TLS with a scratch certificate ([`tls`]), and reports both figures, one line each.
 //!
 //! `edge-load route …`: glasses → apps routing under load against the real server ([`route`]):
 //! delivered msgs/s, losses and order, latency, server RSS and server CPU per delivered message.
+//! `edge-load venue --transcriber …`: the real transcriber as the venue feed ([`venue_cpu`]):
+//! the box's CPU (recogniser and server) per second of audio against the number of wearers.
+//!
+//! `edge-load floor`: the kernel's cost of the venue fan-out's writes with no server ([`floor`]).
 //!
 //! Modules, each importing only those before it (no circle): [`stats`] and [`tls`] (leaves),
 //! [`wsc`] (the client codec), [`peer`], [`driver`] (the mio loop and the run's [`driver::Shared`]
 //! state), [`report`] (words a run's results), [`route`] (the run, phase by phase: box, setup,
-//! drive, account, report), [`idle`]; [`soak`] stands apart on [`stats`].
+//! drive, account, report), [`idle`](mod@idle) and [`venue_cpu`] (on [`route`]); [`soak`] and
+//! [`floor`] stand apart on [`stats`].
 
 mod driver;
+mod floor;
 mod idle;
 mod peer;
 mod report;
@@ -29,6 +35,7 @@ mod route;
 mod soak;
 mod stats;
 mod tls;
+mod venue_cpu;
 mod wsc;
 
 use std::io::{Read, Write};
@@ -46,9 +53,13 @@ fn usage() -> ! {
       --apps, N glasses sessions each start M apps through the webhook (connected, subscribed),
       then stay idle S seconds (default 5): RSS after setup and after the settle, per session
 {}
+{}
+{}
 {}",
         route::USAGE,
-        soak::USAGE
+        venue_cpu::USAGE,
+        soak::USAGE,
+        floor::USAGE
     );
     std::process::exit(2)
 }
@@ -58,12 +69,14 @@ fn main() {
     match args.first().map(String::as_str) {
         Some("idle") => idle(&args[1..]),
         Some("route") => route::run(&args[1..]),
+        Some("venue") if args.iter().any(|a| a == "--transcriber") => venue_cpu::run(&args[1..]),
         Some("venue") => {
             let mut a = vec!["--venue".to_string()];
             a.extend_from_slice(&args[1..]);
             route::run(&a)
         }
         Some("soak") => soak::run(&args[1..]),
+        Some("floor") => floor::run(&args[1..]),
         _ => usage(),
     }
 }

@@ -23,7 +23,7 @@
 //!
 //! Measured window: from the first frame sent until every sent message was delivered to every
 //! app (or delivery stopped making progress). Server CPU is utime + stime from
-//! /proc/<pid>/stat over that window; it is divided by the deliveries.
+//! `/proc/<pid>/stat` over that window; it is divided by the deliveries.
 //!
 //! The run goes in phases, one function each: `start_box` (find or start the server),
 //! `setup`, `drive` (load, drain, stop), `account` (results into a [`Report`]) and `publish`;
@@ -48,7 +48,7 @@ use std::time::{Duration, Instant};
 
 pub const USAGE: &str =
     "  edge-load route [--sessions N] [--apps M] [--seconds D] [--rate R] [--batch B] [--window W] [--display-rate D]
-                  [--audio BYTES | --transcripts | --venue] [--unix SOCKET | --tls] [--rush]
+                  [--audio BYTES | --transcripts | --venue [--spread]] [--unix SOCKET | --tls] [--rush]
                   [--port P] [--webhook-port W] [--pin-server CPU] [--pin-load CPU] [--json FILE]
                   [--server-pid PID --config FILE] [--write-config FILE]
                   [--peer PORT | --raw PORT] (with --server-pid PID: a comparison peer)
@@ -63,6 +63,8 @@ pub const USAGE: &str =
       --venue (or `edge-load venue …`): one venue feed publisher (sessionId \"venue\") sends
       the transcripts (R finals/s, default 4, 3 interims before each) to the M apps of every
       session; each app must get every final, in order; publish → app latency.
+      --spread (with --transcripts or --venue): each interim and final leaves at its own time,
+      evenly spaced (4R messages/s), as speech comes in, instead of a unit's 4 in one write.
       --rush: curtain-up. Every session starts its apps at once (no pacing), and the scratch
       config keeps maxWebhooksPerServer and the app connect and webhook timeouts at their
       defaults; reports the time from the first start until the last app is active, the apps
@@ -87,6 +89,8 @@ struct Opts {
     venue: bool,
     /// All starts at once, the box's webhook cap and lifecycle timings at their defaults.
     rush: bool,
+    /// `--spread`: transcripts each at its own time (see [`Load::spread`]).
+    spread: bool,
     port: Option<u16>,
     webhook_port: Option<u16>,
     pin_server: Option<String>,
@@ -96,6 +100,9 @@ struct Opts {
     config: Option<PathBuf>,
     write_config: Option<PathBuf>,
     peer: Option<(Proto, u16)>,
+    /// The venue feed is published from outside, over this Unix socket of the box
+    /// ([`outside_venue`]): no publisher of ours connects.
+    feed_socket: Option<String>,
 }
 
 fn parse(args: &[String]) -> Opts {
@@ -113,6 +120,7 @@ fn parse(args: &[String]) -> Opts {
         transcripts: false,
         venue: false,
         rush: false,
+        spread: false,
         port: None,
         webhook_port: None,
         pin_server: None,
@@ -122,13 +130,15 @@ fn parse(args: &[String]) -> Opts {
         config: None,
         write_config: None,
         peer: None,
+        feed_socket: None,
     };
     let mut i = 0;
     while i < args.len() {
         if matches!(
             args[i].as_str(),
-            "--tls" | "--transcripts" | "--rush" | "--venue"
+            "--tls" | "--transcripts" | "--rush" | "--venue" | "--spread"
         ) {
+            o.spread |= args[i] == "--spread";
             o.tls |= args[i] == "--tls";
             o.venue |= args[i] == "--venue";
             o.transcripts |= args[i] == "--transcripts" || args[i] == "--venue";
@@ -244,7 +254,8 @@ pub fn scratch_config(t: &Target, sessions: usize, unix: Option<&str>, rush: boo
     let mut v = app(VENUE);
     v["isSystemApp"] = json!(true);
     v["publishes"] = json!(["transcription"]);
-    v["allowedAddresses"] = json!(["127.0.0.1"]);
+    // Over the Unix socket too: `edge-load venue --transcriber` connects the real one there.
+    v["allowedAddresses"] = json!(["127.0.0.1", "unix"]);
     v["venueFeed"] = json!("main");
     apps.push(v);
     // Every app start, the publishers' too, holds a webhook and then a connection.
@@ -603,6 +614,8 @@ struct Sample {
     /// Busy ticks of the whole machine (all CPUs).
     busy_ticks: u64,
     server_ticks: u64,
+    /// The server's system time (in the kernel, for it), part of `server_ticks`.
+    server_sys_ticks: u64,
     self_ticks: u64,
     delivered: u64,
 }
@@ -614,6 +627,7 @@ impl Sample {
             at: Instant::now(),
             busy_ticks: stats::machine_busy_ticks(),
             server_ticks: stats::cpu_ticks(pid_s).unwrap_or(0),
+            server_sys_ticks: stats::cpu_split(pid_s).map_or(0, |(_, sys)| sys),
             self_ticks: stats::cpu_ticks("self").unwrap_or(0),
             delivered: sh.delivered.load(Relaxed),
         }
@@ -675,6 +689,52 @@ fn route(o: &Opts) -> Result<(), String> {
     let drove = drive(o, &mut subject, &ready, driver, glasses);
     let report = account(o, &subject, ready, drove);
     publish(o, subject, report)
+}
+
+/// The box and its sessions as a venue feed published from outside sees them
+/// ([`outside_venue`]).
+pub struct VenueBox<'a> {
+    pub pid: u32,
+    /// The feed's package and API key.
+    pub package: &'static str,
+    pub key: String,
+    /// Apps subscribed to the feed's transcripts, in all.
+    pub apps: usize,
+    pub sh: &'a Shared,
+}
+
+/// A venue run whose feed someone else publishes (`edge-load venue --transcriber`): the box
+/// (with a Unix listener at `socket`) and every session's apps set up as for `--venue`, then
+/// `feed` runs the publisher and returns once what it published was delivered; then the run
+/// stops and every app's results come back. `args` are `route`'s.
+pub fn outside_venue<T>(
+    args: &[String],
+    socket: &str,
+    feed: impl FnOnce(&VenueBox) -> T,
+) -> Result<(T, Vec<crate::driver::AppResult>), String> {
+    let mut o = parse(args);
+    (o.venue, o.transcripts, o.feed_socket) = (true, true, Some(socket.to_string()));
+    if o.peer.is_some() || o.server_pid.is_some() || o.unix.is_some() || o.tls {
+        return Err(
+            "--transcriber starts its own box: no --peer, --server-pid, --unix or --tls".into(),
+        );
+    }
+    let mut subject = start_box(&o)?;
+    let (ready, driver, glasses) = setup(&o, &subject)?;
+    let out = feed(&VenueBox {
+        pid: subject.pid,
+        package: VENUE,
+        key: api_key(&ready.sh.secret, VENUE),
+        apps: ready.want,
+        sh: &ready.sh,
+    });
+    stop(&mut subject, &ready.sh, driver);
+    drop(glasses);
+    for f in subject.scratch.iter().flatten() {
+        let _ = std::fs::remove_file(f);
+    }
+    let results = std::mem::take(&mut *ready.sh.results.lock().unwrap());
+    Ok((out, results))
 }
 
 /// `--write-config`: write a config for a server started by hand, say how to run it.
@@ -765,11 +825,9 @@ fn start_box(o: &Opts) -> Result<Subject, String> {
                 tls,
                 publisher: o.transcripts && !o.venue,
             };
-            std::fs::write(
-                &cfg,
-                scratch_config(&t, o.sessions, o.unix.as_deref(), o.rush),
-            )
-            .map_err(|e| format!("cannot write {}: {e}", cfg.display()))?;
+            let unix = o.unix.as_deref().or(o.feed_socket.as_deref());
+            std::fs::write(&cfg, scratch_config(&t, o.sessions, unix, o.rush))
+                .map_err(|e| format!("cannot write {}: {e}", cfg.display()))?;
             let server = crate::start_box(&cfg, &log)?;
             let pid = server.0.id();
             (
@@ -860,7 +918,7 @@ fn setup(o: &Opts, b: &Subject) -> Result<(Setup, Driver, Vec<Ws>), String> {
     }
     let starts_at = start_apps(o, target, &sh, &mut glasses)?.unwrap_or(setup_start);
     let rush = wait_ready(o, b, &sh, want, starts_at)?;
-    if o.venue {
+    if o.venue && o.feed_socket.is_none() {
         let mut ws = Ws::connect(target.port, "/app-ws", "", 64 << 10)?;
         peer::init_app(&mut ws, "venue", VENUE, &api_key(&sh.secret, VENUE), &[])
             .map_err(|e| format!("venue publisher: {e}"))?;
@@ -1096,6 +1154,7 @@ fn drive(o: &Opts, b: &mut Subject, ready: &Setup, driver: Driver, glasses: Vec<
             display_rate: o.display_rate,
             audio: o.audio,
             transcripts: o.transcripts,
+            spread: o.spread,
             goodbye,
         },
     );
@@ -1251,6 +1310,7 @@ fn account(o: &Opts, b: &Subject, ready: Setup, d: Drove) -> Report {
     let (first, end, tck) = (&d.first, &d.end, d.tck);
     let window = (end.at - first.at).as_secs_f64();
     let server_cpu = end.server_ticks.saturating_sub(first.server_ticks) as f64 / tck;
+    let server_sys = end.server_sys_ticks.saturating_sub(first.server_sys_ticks) as f64 / tck;
     let self_cpu = end.self_ticks.saturating_sub(first.self_ticks) as f64 / tck;
     let busy = end.busy_ticks.saturating_sub(first.busy_ticks) as f64 / tck;
     let report = Report {
@@ -1276,6 +1336,7 @@ fn account(o: &Opts, b: &Subject, ready: Setup, d: Drove) -> Report {
         server_note: String::new(),
         server_alive: d.server_alive,
         server_cpu,
+        server_sys,
         self_cpu,
         busy,
         others: (busy - server_cpu - self_cpu).max(0.0),
@@ -1339,7 +1400,11 @@ fn server_metrics(port: u16) -> String {
 /// What the server says of the app starts: apps active and failed, webhooks that waited for
 /// their app server, failed webhook attempts, starts refused for a full queue.
 fn start_summary(port: u16) -> String {
-    let text = server_metrics(port);
+    summarise_starts(&server_metrics(port))
+}
+
+/// [`start_summary`] of the `/metrics` text `text`.
+fn summarise_starts(text: &str) -> String {
     let get = |name: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
@@ -1352,7 +1417,8 @@ fn start_summary(port: u16) -> String {
         get("augmentos_edge_webhooks_queued_total"),
         get(r#"augmentos_edge_webhooks_total{outcome="not_sent"}"#)
             + get(r#"augmentos_edge_webhooks_total{outcome="failed"}"#)
-            + get(r#"augmentos_edge_webhooks_total{outcome="http_error"}"#),
+            + get(r#"augmentos_edge_webhooks_total{outcome="http_error"}"#)
+            + get(r#"augmentos_edge_webhooks_total{outcome="tls"}"#),
         get(r#"augmentos_edge_refusals_total{code="WEBHOOK_QUEUE_FULL"}"#),
     )
 }
@@ -1416,6 +1482,19 @@ mod tests {
         let t = t.unwrap();
         assert_eq!((t.port, t.webhook_port), (18_110, 18_111));
         assert_eq!(t.tls, Some((18_112, cert)));
+    }
+
+    #[test]
+    fn every_failed_webhook_outcome_counts_as_failed_tls_included() {
+        let text = "augmentos_edge_apps{state=\"active\"} 3\n\
+            augmentos_edge_webhooks_total{outcome=\"ok\"} 40\n\
+            augmentos_edge_webhooks_total{outcome=\"not_sent\"} 1\n\
+            augmentos_edge_webhooks_total{outcome=\"failed\"} 2\n\
+            augmentos_edge_webhooks_total{outcome=\"http_error\"} 4\n\
+            augmentos_edge_webhooks_total{outcome=\"tls\"} 8\n";
+        let line = summarise_starts(text);
+        assert!(line.starts_with("3 apps active, 0 failed;"), "{line}");
+        assert!(line.contains("0 webhooks queued, 15 failed,"), "{line}");
     }
 
     #[test]

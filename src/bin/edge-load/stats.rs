@@ -149,11 +149,17 @@ pub fn clock_ticks() -> u64 {
 /// User + system CPU time of a process (all its threads), in clock ticks; `None` once it is
 /// gone. `pid` is a number or `self`.
 pub fn cpu_ticks(pid: &str) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    cpu_split(pid).map(|(user, sys)| user + sys)
+}
+
+/// User and system CPU time of a process (all its threads), or of one thread
+/// (`"self/task/<tid>"`), in clock ticks; `None` once it is gone.
+pub fn cpu_split(pid: &str) -> Option<(u64, u64)> {
     // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &stat[stat.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
-    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+    Some((f.get(11)?.parse().ok()?, f.get(12)?.parse().ok()?))
 }
 
 /// Whether a process is running (not gone, not a zombie waiting to be reaped).
@@ -194,7 +200,7 @@ pub fn machine_cpus() -> usize {
     n.max(1)
 }
 
-/// A `Vm…:` line of /proc/<pid>/status in KiB (0 if unreadable).
+/// A `Vm…:` line of `/proc/<pid>/status` in KiB (0 if unreadable).
 pub fn status_kib(pid: &str, key: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status

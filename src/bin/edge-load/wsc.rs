@@ -402,20 +402,26 @@ pub const INTERIMS_PER_FINAL: u64 = 3;
 /// events' accounting; interims have their own, since the server may drop them for an app
 /// that is behind.
 pub fn push_transcripts(out: &mut Vec<u8>, unit: u64, t: u64, mask: [u8; 4]) {
-    let mut p = [0u8; 256];
     for k in 0..=INTERIMS_PER_FINAL {
-        let (fin, key, n) = match k == INTERIMS_PER_FINAL {
-            true => ("true", "seq", unit),
-            false => ("false", "iseq", unit * INTERIMS_PER_FINAL + k),
-        };
-        let mut c = io::Cursor::new(&mut p[..]);
-        let _ = write!(
-            c,
-            r#"{{"type":"data_stream","streamType":"transcription","data":{{"type":"transcription","text":"edge load","isFinal":{fin},"transcribeLanguage":"en-US","startTime":0,"endTime":0,"{key}":{n},"t":{t}}}}}"#
-        );
-        let len = c.position() as usize;
-        push_masked(out, TEXT, &p[..len], mask);
+        push_transcript(out, unit, k, t, mask);
     }
+}
+
+/// Append message `k` of transcript unit `unit` (see [`push_transcripts`]): interim `k`, or
+/// the final when `k` is [`INTERIMS_PER_FINAL`].
+pub fn push_transcript(out: &mut Vec<u8>, unit: u64, k: u64, t: u64, mask: [u8; 4]) {
+    let mut p = [0u8; 256];
+    let (fin, key, n) = match k == INTERIMS_PER_FINAL {
+        true => ("true", "seq", unit),
+        false => ("false", "iseq", unit * INTERIMS_PER_FINAL + k),
+    };
+    let mut c = io::Cursor::new(&mut p[..]);
+    let _ = write!(
+        c,
+        r#"{{"type":"data_stream","streamType":"transcription","data":{{"type":"transcription","text":"edge load","isFinal":{fin},"transcribeLanguage":"en-US","startTime":0,"endTime":0,"{key}":{n},"t":{t}}}}}"#
+    );
+    let len = c.position() as usize;
+    push_masked(out, TEXT, &p[..len], mask);
 }
 
 /// Append one masked binary frame of `size` bytes (at least 16) that stands for a chunk of

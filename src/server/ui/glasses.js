@@ -1,7 +1,8 @@
 // The glasses emulator: signs in (a development user, or a pasted token), connects to
 // /glasses-ws with the token in connection_init, draws every display_event on the main or the
 // dashboard view, sends button presses, head position and touch gestures, starts and stops
-// apps, and streams 16 kHz PCM16 audio (microphone or WAV file) while the box asks for it.
+// apps, sets the captions language (the apps' `targetLanguage` setting), and streams 16 kHz
+// PCM16 audio (microphone or WAV file) while the box asks for it.
 "use strict";
 
 (function () {
@@ -216,9 +217,36 @@
     }
   }
 
+  // ---- the captions language -------------------------------------------------------------
+
+  // Sets the `targetLanguage` setting of every app of this box that declares one (the box
+  // refuses the others with UNKNOWN_SETTING): PUT /api/settings/<package> with this glasses'
+  // token. The box saves it and sends the app's session a settings_update, which the captions
+  // app (examples/live-captions) acts on at once: it subscribes to the translation into that
+  // language (or to the transcripts, for the spoken language).
+  async function pickLanguage() {
+    const value = $("captions-language").value;
+    const set = [];
+    for (const a of apps.filter((x) => !x.isSystemApp)) {
+      try {
+        const r = await fetch("/api/settings/" + encodeURIComponent(a.packageName), {
+          method: "PUT",
+          headers: { "Content-Type": "application/json", Authorization: "Bearer " + token },
+          body: JSON.stringify({ settings: { targetLanguage: value } }),
+        });
+        if (r.ok) set.push(a.name || a.packageName);
+      } catch (_) { /* the box is away: said below */ }
+    }
+    $("language-state").textContent = set.length
+      ? "set for " + set.join(", ")
+      : "no app on this box has a targetLanguage setting";
+    log("→", "targetLanguage " + value + (set.length ? " for " + set.join(", ") : " (no app has it)"));
+  }
+
   // ---- to the box ------------------------------------------------------------------------
 
   function bindControls() {
+    $("captions-language").onchange = pickLanguage;
     for (const b of document.querySelectorAll("[data-button]")) {
       b.onclick = () => send({ type: "button_press", buttonId: "select", pressType: b.dataset.button });
     }

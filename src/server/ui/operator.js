@@ -1,7 +1,9 @@
 // The operator page: polls /ui/api/state once a second with the operator token and shows every
 // session (glasses, apps, what the glasses show), the counters (rates from two polls) and the
-// refusals (totals, and the recent ones the box noted); starts and stops apps for a user; adds,
-// lists and revokes provisioned devices (a device's token and its QR code only on request).
+// refusals (totals, and the recent ones the box noted); starts and stops apps for a user; points
+// a user at a venue feed; adds, lists and revokes provisioned devices (a device's token and its
+// QR code only on request). Everything from the box is put in the page as text (textContent,
+// option values), never as markup, and in URLs through encodeURIComponent.
 "use strict";
 
 (function () {
@@ -216,7 +218,7 @@
     if (!recent.childNodes.length) recent.appendChild(el("div", "muted", "none"));
     drawRefusals(c.refusals || {});
     drawFeeds(st.feeds || []);
-    drawSessions(st.sessions, st.apps);
+    drawSessions(st.sessions, st.apps, (st.feeds || []).map((f) => f.name));
     last = { st, at };
   }
 
@@ -232,11 +234,14 @@
     }
     for (const f of feeds) {
       const tr = tbody.insertRow();
+      tr.dataset.feed = f.name;
       tr.insertCell().textContent = f.name;
       tr.insertCell().appendChild(el("code", "", f.packageName));
       tr.insertCell().appendChild(el("span", f.connected ? "" : "error", f.connected ? "connected" : "not connected"));
       tr.insertCell().textContent = f.language || "–";
-      tr.insertCell().textContent = f.followers;
+      const followers = tr.insertCell();
+      followers.className = "followers";
+      followers.textContent = f.followers;
       tr.insertCell().textContent = f.published;
       tr.insertCell().textContent = f.delivered;
       tr.insertCell().textContent = f.dropped;
@@ -260,7 +265,7 @@
     }
   }
 
-  function drawSessions(sessions, apps) {
+  function drawSessions(sessions, apps, feeds) {
     const box = $("sessions");
     const seen = new Set();
     if (!sessions.length) {
@@ -277,7 +282,7 @@
       seen.add(s.userId);
       let card = cards.get(s.userId);
       if (!card) {
-        card = makeCard(s.userId, apps);
+        card = makeCard(s.userId, apps, feeds);
         cards.set(s.userId, card);
       }
       box.appendChild(card.el); // keeps the feed's order
@@ -288,7 +293,7 @@
     }
   }
 
-  function makeCard(user, apps) {
+  function makeCard(user, apps, feeds) {
     const root = el("div", "panel session");
     root.dataset.user = user;
     const head = el("div", "session-head");
@@ -319,6 +324,23 @@
     go.onclick = () => act(user, pick.value, "start");
     startRow.append(pick, go);
     if (apps.length) left.appendChild(startRow);
+    // The venue feed the user's captions come from: the current one, and a choice of another.
+    let feed = null;
+    if (feeds.length) {
+      const feedRow = el("div", "row feed-row");
+      const now = el("span", "feed-now mono");
+      const feedPick = el("select", "feed-pick");
+      for (const name of feeds) {
+        const o = el("option", "", name);
+        o.value = name;
+        feedPick.appendChild(o);
+      }
+      const followGo = el("button", "feed-follow", "Follow feed");
+      followGo.onclick = () => followFeed(user, feedPick.value);
+      feedRow.append(el("span", "muted small", "Captions feed"), now, feedPick, followGo);
+      left.appendChild(feedRow);
+      feed = { now, pick: feedPick, drawn: undefined };
+    }
     const note = el("div", "small");
     left.appendChild(note);
     cols.appendChild(left);
@@ -337,7 +359,7 @@
     }
     cols.appendChild(right);
     root.appendChild(cols);
-    return { el: root, glasses, mic, since, tbody: table.tBodies[0], views, note };
+    return { el: root, glasses, mic, since, tbody: table.tBodies[0], views, note, feed };
   }
 
   function updateCard(card, s) {
@@ -348,6 +370,13 @@
     card.since.textContent = "since " + new Date(s.since).toLocaleString();
     card.mic.textContent = s.microphone ? "microphone on" : "microphone off";
     card.mic.className = "badge " + (s.microphone ? "mic-on" : "mic-off");
+    // The choice follows the box only when the box's answer changes, so a poll does not undo
+    // what the operator is choosing.
+    if (card.feed && s.feed !== card.feed.drawn) {
+      card.feed.drawn = s.feed;
+      card.feed.now.textContent = s.feed || "–";
+      if (s.feed) card.feed.pick.value = s.feed;
+    }
 
     card.tbody.textContent = "";
     if (!s.apps.length) {
@@ -393,6 +422,20 @@
         card.note.textContent = r.status === 200
           ? pkg + ": " + r.body.data.status
           : pkg + ": " + (r.body ? r.body.code + " — " + r.body.message : "HTTP " + r.status);
+      }
+    } catch (_) { /* shown by api() */ }
+    poll();
+  }
+
+  async function followFeed(user, feed) {
+    const card = cards.get(user);
+    try {
+      const r = await api("/ui/api/feeds/" + encodeURIComponent(feed) + "/follow", "POST", { user });
+      if (card) {
+        card.note.className = r.status === 200 ? "small muted" : "small error";
+        card.note.textContent = r.status === 200
+          ? "follows feed " + r.body.feed
+          : "feed " + feed + ": " + (r.body ? r.body.code + " — " + r.body.message : "HTTP " + r.status);
       }
     } catch (_) { /* shown by api() */ }
     poll();

@@ -24,7 +24,7 @@ use std::time::Duration;
 use wire::Backend;
 
 /// The schema this binary writes (the same steps as SQLite's, in PostgreSQL's words).
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// How long a lease lives in the store without a renewal (renewed every
 /// [`super::writer::LEASE_TICK`]); a lease whose holder's database connection is gone is free
@@ -82,7 +82,12 @@ const MIGRATIONS: &[&str] = &[
         last_seen bigint,
         revoked bigint
     );",
-    // 3 → 4: user leases (fencing): which process holds each user's session, through which
+    // 3 → 4: the venue feed the operator chose for each user.
+    "CREATE TABLE venue_follows (
+        user_id text PRIMARY KEY,
+        feed text NOT NULL
+    );",
+    // 4 → 5: user leases (fencing): which process holds each user's session, through which
     // database connection (`backend`, its pid), until when; and who else asked for it.
     "CREATE TABLE user_leases (
         user_id text PRIMARY KEY,
@@ -92,7 +97,7 @@ const MIGRATIONS: &[&str] = &[
         wanted_by text,
         wanted_at timestamptz
     );",
-    // 4 → 5: when each user's apps, settings or storage last changed (the read-back takes
+    // 5 → 6: when each user's apps, settings, storage or followed feed last changed (the read-back takes
     // only the users changed since its last read).
     "CREATE TABLE user_changes (
         user_id text PRIMARY KEY,
@@ -625,6 +630,12 @@ impl PgStore {
                     ],
                 )
             }
+            Persist::Follow { user, feed } => wire::execute(
+                out,
+                "INSERT INTO venue_follows (user_id, feed) VALUES ($1, $2)
+                 ON CONFLICT (user_id) DO UPDATE SET feed = EXCLUDED.feed",
+                &[Some(user), Some(feed)],
+            ),
         }
     }
 }
@@ -667,6 +678,11 @@ fn load_tables(c: &mut Conn, users: bool) -> Result<Snapshot, PgError> {
                 into.push((text(&r, 0)?, text(&r, 1)?, text(&r, 2)?, text(&r, 3)?));
             }
         }
+        for r in
+            c.simple("SELECT user_id, feed FROM venue_follows ORDER BY user_id COLLATE \"C\"")?
+        {
+            s.follows.push((text(&r, 0)?, text(&r, 1)?));
+        }
     }
     for r in c.simple(
         "SELECT id, package, webhook_url, registered_at, last_seen FROM registrations ORDER BY id",
@@ -700,7 +716,7 @@ impl Store for PgStore {
         self.with(|c| load_tables(c, true))
     }
 
-    /// One transaction per [`CHUNK`] changes: every change stands alone (keyed, idempotent),
+    /// One transaction per `CHUNK` changes: every change stands alone (keyed, idempotent),
     /// and a pipeline that long never fills the socket buffers both ways.
     fn apply(&mut self, batch: &[Persist]) -> Result<(), String> {
         for chunk in batch.chunks(CHUNK) {
@@ -710,7 +726,8 @@ impl Store for PgStore {
                 PgStore::encode(&mut out, p);
                 if let Persist::Running { user, .. }
                 | Persist::Setting { user, .. }
-                | Persist::Storage { user, .. } = p
+                | Persist::Storage { user, .. }
+                | Persist::Follow { user, .. } = p
                 {
                     users.push(user);
                 }
@@ -773,6 +790,11 @@ impl Store for PgStore {
                 &[Some(since)],
             );
         }
+        wire::execute(
+            &mut out,
+            &format!("SELECT 'f', user_id, feed FROM venue_follows WHERE user_id IN ({changed})"),
+            &[Some(since)],
+        );
         wire::sync(&mut out);
         let rows = self.with(|c| c.round_trip(&out).map(|(rows, _)| rows))?;
         let mut snapshot = self.with(|c| load_tables(c, false))?;
@@ -785,6 +807,7 @@ impl Store for PgStore {
                 Some("r") => snapshot.running.push((f(1)?, f(2)?)),
                 Some("s") => snapshot.settings.push((f(1)?, f(2)?, f(3)?, f(4)?)),
                 Some("t") => snapshot.storage.push((f(1)?, f(2)?, f(3)?, f(4)?)),
+                Some("f") => snapshot.follows.push((f(1)?, f(2)?)),
                 other => return Err(format!("{}: an unexpected row {other:?}", self.url)),
             }
         }
