@@ -901,6 +901,10 @@ fn the_read_back_takes_the_users_changed_since_the_last_one_stopped_apps_include
             key: "lang".into(),
             value: Some("\"fr\"".into()),
         },
+        Persist::Follow {
+            user: "user3@example.com".into(),
+            feed: "track2".into(),
+        },
     ])
     .unwrap();
     let t = Instant::now();
@@ -908,16 +912,34 @@ fn the_read_back_takes_the_users_changed_since_the_last_one_stopped_apps_include
     let small_read = t.elapsed();
     let mut users = next.users.clone().unwrap();
     users.sort();
-    assert_eq!(users, vec!["user1@example.com", "user2@example.com"]);
     assert_eq!(
-        next.snapshot.running,
-        vec![("user2@example.com".to_string(), CAPTIONS.to_string())]
+        users,
+        vec![
+            "user1@example.com",
+            "user2@example.com",
+            "user3@example.com"
+        ]
+    );
+    let mut running = next.snapshot.running.clone();
+    running.sort();
+    assert_eq!(
+        running,
+        vec![
+            ("user2@example.com".to_string(), CAPTIONS.to_string()),
+            ("user3@example.com".to_string(), CAPTIONS.to_string())
+        ]
+    );
+    assert_eq!(
+        next.snapshot.follows,
+        vec![("user3@example.com".to_string(), "track2".to_string())]
     );
     let t = Instant::now();
     d.merge_shared_users(next.snapshot, next.users.as_deref(), |_| false);
     let small_merge = t.elapsed();
     assert_eq!(d.running("user1@example.com"), Vec::<String>::new());
     assert_eq!(d.running("user3@example.com"), vec![CAPTIONS.to_string()]);
+    assert_eq!(d.follow("user3@example.com"), Some("track2"));
+    assert_eq!(d.follow("user4@example.com"), None);
     assert_eq!(
         d.settings("user2@example.com", CAPTIONS).unwrap()["lang"],
         "\"fr\""
