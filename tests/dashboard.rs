@@ -20,18 +20,17 @@
 mod captions;
 #[path = "support/ports.rs"]
 mod ports;
+#[path = "support/sdk_app.rs"]
+mod sdk_app;
 #[path = "support/tools.rs"]
 mod tools;
 
-use captions::{cli, free_port, sha256_hex, Glasses, Proc, TempDir, R, STEP};
+use captions::{free_port, sha256_hex, Glasses, R, STEP};
 use serde_json::{json, Value};
+use std::ffi::OsStr;
 use std::fs;
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::thread;
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tools::{npm_ci, runs, skip};
 
 const DASH: &str = "system.venue.dashboard";
 const DASH_KEY: &str = "dashboard-test-key-0123456789";
@@ -101,36 +100,21 @@ fn layout_text(layout: &Value) -> String {
     .join("\n")
 }
 
-fn logs(dir: &Path) -> String {
-    [
+#[test]
+fn venue_dashboard_reaches_every_session() {
+    let logs = [
         "server.stderr",
         "dashboard.stdout",
         "dashboard.stderr",
         "glasses.log",
-    ]
-    .iter()
-    .map(|f| format!("\n--- {f} (tail)\n{}", captions::tail(&dir.join(f), 30)))
-    .collect()
-}
-
-#[test]
-fn venue_dashboard_reaches_every_session() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let missing: Vec<&str> = ["node", "npm"]
-        .into_iter()
-        .filter(|t| !runs(Command::new(t).arg("--version")))
-        .collect();
-    if !missing.is_empty() {
-        return skip(&format!(
-            "dashboard test skipped: missing {}",
-            missing.join(", ")
-        ));
-    }
-    npm_ci(&root.join("contrib/dashboard"), "@mentra/sdk/package.json").unwrap();
-    let dir = TempDir::new().unwrap();
-    if let Err(e) = run(&root, &dir.0) {
-        panic!("{e}{}", logs(&dir.0));
-    }
+    ];
+    sdk_app::with_node(
+        "dashboard",
+        &["node", "npm"],
+        "contrib/dashboard",
+        &logs,
+        run,
+    );
 }
 
 fn run(root: &Path, dir: &Path) -> R {
@@ -154,49 +138,25 @@ fn run(root: &Path, dir: &Path) -> R {
             "allowedAddresses": ["127.0.0.1"],
         }],
     });
-    let config_path = dir.join("edge.json");
-    fs::write(&config_path, config.to_string()).map_err(|e| e.to_string())?;
-    let _server = Proc::spawn(
-        Command::new(env!("CARGO_BIN_EXE_augmentos-edge"))
-            .args(["serve", "--config"])
-            .arg(&config_path),
-        dir,
-        "server",
-    )?;
-    let deadline = Instant::now() + STEP;
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
-            return Err("the server did not listen".into());
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-    let mut app = Proc::spawn(
-        Command::new("node")
-            .arg("dashboard.mjs")
-            .current_dir(root.join("contrib/dashboard"))
-            .env("PORT", app_port.to_string())
-            .env("PACKAGE_NAME", DASH)
-            .env("API_KEY", DASH_KEY)
-            .env("SCHEDULE", &schedule)
-            .env("TZ", "UTC")
-            .env("REFRESH_MS", "200"),
+    let (_server, config_path) = sdk_app::start_box(dir, &config, port)?;
+    let env = [
+        ("SCHEDULE", schedule.as_os_str()),
+        ("TZ", OsStr::new("UTC")),
+        ("REFRESH_MS", OsStr::new("200")),
+    ];
+    let dashboard = root.join("contrib/dashboard");
+    let mut app = sdk_app::start_app(
+        &dashboard,
+        "dashboard.mjs",
         dir,
         "dashboard",
+        app_port,
+        DASH,
+        DASH_KEY,
+        &env,
     )?;
-    app.wait_event("listening", STEP)?;
-
-    let glasses = |user: &str, log: &str| -> R<Glasses> {
-        let token = cli(&[
-            "token",
-            "--user",
-            user,
-            "--config",
-            &config_path.to_string_lossy(),
-        ])?;
-        let mut g = Glasses::connect(port, &token, &dir.join(log))?;
-        g.send(json!({"type": "connection_init"}))?;
-        Ok(g)
-    };
+    let glasses =
+        |user: &str, log: &str| sdk_app::glasses(port, &config_path, user, &dir.join(log));
     let mut g = glasses("ann@example.com", "glasses.log")?;
     app.wait_event("session", STEP)?;
     let next = format!("Next {} Keynote, Main hall", hhmm(keynote));

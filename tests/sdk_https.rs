@@ -25,20 +25,21 @@
 mod captions;
 #[path = "support/ports.rs"]
 mod ports;
+#[path = "support/sdk_app.rs"]
+mod sdk_app;
 #[path = "support/tools.rs"]
 mod tools;
 
-use captions::{cli, free_port, sha256_hex, Glasses, Proc, TempDir, R, STEP};
+use captions::{free_port, sha256_hex, TempDir, R, STEP};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use serde_json::{json, Value};
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
-use tools::{npm_ci, runs, skip};
 
 const GOOD: &str = "com.example.https";
 const WRONG: &str = "com.example.wrongca";
@@ -113,52 +114,10 @@ fn app_at(package: &str, url: &str, ca_file: &Path) -> Value {
     })
 }
 
-/// The binary on `config` (written to `dir`); it listens on `port`.
-fn start_box(dir: &Path, config: &Value, port: u16) -> R<(Proc, PathBuf)> {
-    let path = dir.join("edge.json");
-    fs::write(&path, config.to_string()).map_err(|e| e.to_string())?;
-    let server = Proc::spawn(
-        Command::new(env!("CARGO_BIN_EXE_augmentos-edge"))
-            .args(["serve", "--config"])
-            .arg(&path),
-        dir,
-        "server",
-    )?;
-    let deadline = Instant::now() + STEP;
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
-            return Err("the server did not listen".into());
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-    Ok((server, path))
-}
-
-fn logs(dir: &Path) -> String {
-    ["server.stderr", "app.stdout", "app.stderr", "glasses.log"]
-        .iter()
-        .map(|f| format!("\n--- {f} (tail)\n{}", captions::tail(&dir.join(f), 40)))
-        .collect()
-}
-
 #[test]
 fn real_sdk_app_started_over_https() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let missing: Vec<&str> = ["node", "npm"]
-        .into_iter()
-        .filter(|t| !runs(Command::new(t).arg("--version")))
-        .collect();
-    if !missing.is_empty() {
-        return skip(&format!(
-            "https test skipped: missing {}",
-            missing.join(", ")
-        ));
-    }
-    npm_ci(&root.join("tests/sdk"), "@mentra/sdk/package.json").unwrap();
-    let dir = TempDir::new().unwrap();
-    if let Err(e) = over_https(&root, &dir.0) {
-        panic!("{e}{}", logs(&dir.0));
-    }
+    let logs = ["server.stderr", "app.stdout", "app.stderr", "glasses.log"];
+    sdk_app::with_node("https", &["node", "npm"], "tests/sdk", &logs, over_https);
 }
 
 fn over_https(root: &Path, dir: &Path) -> R {
@@ -175,29 +134,19 @@ fn over_https(root: &Path, dir: &Path) -> R {
             app_at(WRONG_NAME, &format!("https://localhost:{app_port}"), &dir.join("ca.pem")),
         ],
     });
-    let (server, config_path) = start_box(dir, &config, port)?;
-    let mut app = Proc::spawn(
-        Command::new("node")
-            .arg("https.mjs")
-            .current_dir(root.join("tests/sdk"))
-            .env("PORT", app_port.to_string())
-            .env("PACKAGE_NAME", GOOD)
-            .env("API_KEY", APP_KEY)
-            .env("CERT", dir.join("chain.pem"))
-            .env("KEY", dir.join("key.pem")),
+    let (server, config_path) = sdk_app::start_box(dir, &config, port)?;
+    let (cert, key) = (dir.join("chain.pem"), dir.join("key.pem"));
+    let mut app = sdk_app::start_app(
+        &root.join("tests/sdk"),
+        "https.mjs",
         dir,
         "app",
+        app_port,
+        GOOD,
+        APP_KEY,
+        &[("CERT", cert.as_os_str()), ("KEY", key.as_os_str())],
     )?;
-    app.wait_event("listening", STEP)?;
-    let token = cli(&[
-        "token",
-        "--user",
-        USER,
-        "--config",
-        &config_path.to_string_lossy(),
-    ])?;
-    let mut g = Glasses::connect(port, &token, &dir.join("glasses.log"))?;
-    g.send(json!({"type": "connection_init"}))?;
+    let mut g = sdk_app::glasses(port, &config_path, USER, &dir.join("glasses.log"))?;
 
     // The trusted CA: the webhook arrives over TLS and the SDK joins the session.
     g.send(json!({"type": "start_app", "packageName": GOOD}))?;

@@ -30,22 +30,23 @@
 mod captions;
 #[path = "support/ports.rs"]
 mod ports;
+#[path = "support/sdk_app.rs"]
+mod sdk_app;
 #[path = "support/tools.rs"]
 mod tools;
 
-use captions::{cli, free_port, sha256_hex, Glasses, Proc, TempDir, R, STEP};
+use captions::{free_port, sha256_hex, TempDir, R, STEP};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{json, Value};
+use std::ffi::OsStr;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
-use tools::{npm_ci, runs, skip};
 
 const APP: &str = "com.example.speech";
 const APP_KEY: &str = "speech-test-key-0123456789";
@@ -202,67 +203,17 @@ fn metric(port: u16, name: &str) -> R<f64> {
         .ok_or_else(|| format!("no {name} in /metrics"))
 }
 
-struct Box {
-    server: Proc,
-    port: u16,
-    config: PathBuf,
-}
-
-/// The binary on `config` (written to `dir`), once it listens on `port`.
-fn start_box(dir: &Path, config: &Value, port: u16) -> R<Box> {
-    let path = dir.join("edge.json");
-    fs::write(&path, config.to_string()).map_err(|e| e.to_string())?;
-    let server = Proc::spawn(
-        Command::new(env!("CARGO_BIN_EXE_augmentos-edge"))
-            .args(["serve", "--config"])
-            .arg(&path),
-        dir,
-        "server",
-    )?;
-    let deadline = Instant::now() + STEP;
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
-            return Err("the server did not listen".into());
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-    Ok(Box {
-        server,
-        port,
-        config: path,
-    })
-}
-
-fn logs(dir: &Path) -> String {
-    [
-        "server.stderr",
-        "speech.stdout",
-        "speech.stderr",
-        "glasses.log",
-    ]
-    .iter()
-    .map(|f| format!("\n--- {f} (tail)\n{}", captions::tail(&dir.join(f), 40)))
-    .collect()
-}
+const LOGS: [&str; 4] = [
+    "server.stderr",
+    "speech.stdout",
+    "speech.stderr",
+    "glasses.log",
+];
 
 #[test]
 fn real_sdk_speaks_through_the_box() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let missing: Vec<&str> = ["node", "npm", "espeak-ng"]
-        .into_iter()
-        .filter(|t| !runs(Command::new(t).arg("--version")))
-        .collect();
-    if !missing.is_empty() {
-        return skip(&format!(
-            "speech test skipped: missing {}",
-            missing.join(", ")
-        ));
-    }
-    npm_ci(&root.join("tests/sdk"), "@mentra/sdk/package.json").unwrap();
-    let dir = TempDir::new().unwrap();
-    if let Err(e) = speak(&root, &dir.0) {
-        panic!("{e}{}", logs(&dir.0));
-    }
+    let tools = ["node", "npm", "espeak-ng"];
+    sdk_app::with_node("speech", &tools, "tests/sdk", &LOGS, speak);
 }
 
 fn speak(root: &Path, dir: &Path) -> R {
@@ -284,30 +235,25 @@ fn speak(root: &Path, dir: &Path) -> R {
             "permissions": ["LOCATION"],
         }],
     });
-    let edge = start_box(dir, &config, port)?;
-    let mut app = Proc::spawn(
-        Command::new("node")
-            .arg("speech.mjs")
-            .current_dir(root.join("tests/sdk"))
-            .env("PORT", app_port.to_string())
-            .env("PACKAGE_NAME", APP)
-            .env("API_KEY", APP_KEY)
-            .env("SPEAK_TEXT", TEXT)
-            .env("VOICE_ID", VOICE_ID)
-            .env("NODE_EXTRA_CA_CERTS", dir.join("ca.pem")),
+    let (server, config_path) = sdk_app::start_box(dir, &config, port)?;
+    let ca_file = dir.join("ca.pem");
+    let env = [
+        ("SPEAK_TEXT", OsStr::new(TEXT)),
+        ("VOICE_ID", OsStr::new(VOICE_ID)),
+        ("NODE_EXTRA_CA_CERTS", ca_file.as_os_str()),
+    ];
+    let tests_sdk = root.join("tests/sdk");
+    let mut app = sdk_app::start_app(
+        &tests_sdk,
+        "speech.mjs",
         dir,
         "speech",
+        app_port,
+        APP,
+        APP_KEY,
+        &env,
     )?;
-    app.wait_event("listening", STEP)?;
-    let token = cli(&[
-        "token",
-        "--user",
-        USER,
-        "--config",
-        &edge.config.to_string_lossy(),
-    ])?;
-    let mut g = Glasses::connect(edge.port, &token, &dir.join("glasses.log"))?;
-    g.send(json!({"type": "connection_init"}))?;
+    let mut g = sdk_app::glasses(port, &config_path, USER, &dir.join("glasses.log"))?;
     g.send(json!({"type": "start_app", "packageName": APP}))?;
     app.wait_event("session", STEP)?;
 
@@ -347,8 +293,8 @@ fn speak(root: &Path, dir: &Path) -> R {
         return Err("the second fetch differs".into());
     }
     let (hits, syntheses) = (
-        metric(edge.port, "augmentos_edge_tts_cache_hits_total")?,
-        metric(edge.port, "augmentos_edge_tts_syntheses_total")?,
+        metric(port, "augmentos_edge_tts_cache_hits_total")?,
+        metric(port, "augmentos_edge_tts_syntheses_total")?,
     );
     if (hits, syntheses) != (1.0, 1.0) {
         return Err(format!(
@@ -401,7 +347,7 @@ fn speak(root: &Path, dir: &Path) -> R {
     {
         return Err(format!("unexpected SDK line: {bad}"));
     }
-    drop(edge.server);
+    drop(server);
     Ok(())
 }
 
@@ -409,7 +355,7 @@ fn speak(root: &Path, dir: &Path) -> R {
 fn speech_refusals_over_http() {
     let dir = TempDir::new().unwrap();
     if let Err(e) = refusals(&dir.0) {
-        panic!("{e}{}", logs(&dir.0));
+        panic!("{e}{}", sdk_app::log_tails(&dir.0, &LOGS));
     }
 }
 
@@ -419,7 +365,7 @@ fn refusals(dir: &Path) -> R {
         "listen": [format!("127.0.0.1:{port}")],
         "tts": {"command": "/nonexistent/espeak-ng", "maxChars": 40},
     });
-    let edge = start_box(dir, &config, port)?;
+    let (server, _) = sdk_app::start_box(dir, &config, port)?;
     let cases = [
         (
             "GET",
@@ -439,7 +385,7 @@ fn refusals(dir: &Path) -> R {
         ("POST", "/api/tts?text=hi", 405, "METHOD_NOT_ALLOWED"),
     ];
     for (method, target, status, code) in cases {
-        let r = http(edge.port, method, target)?;
+        let r = http(port, method, target)?;
         if r.status != status || r.json()["code"] != code {
             return Err(format!(
                 "{method} {target}: {} {}",
@@ -451,13 +397,13 @@ fn refusals(dir: &Path) -> R {
     // A text past the request-head limit (8 KiB unless configured; 100 KB is refused the same
     // way, but the reset of a close with unread bytes may eat the answer) never reaches speech.
     let r = http(
-        edge.port,
+        port,
         "GET",
         &format!("/api/tts?text={}", "a".repeat(10_000)),
     )?;
     if r.status != 431 || !r.json()["code"].is_string() {
         return Err(format!("10 KB text: {}", r.status));
     }
-    drop(edge.server);
+    drop(server);
     Ok(())
 }

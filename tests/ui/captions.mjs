@@ -4,15 +4,9 @@
 // real speech once the microphone is on, reads the captions on the emulated display, then opens
 // the operator page with the printed operator token and finds the session. Prints one line per
 // step and, last, `captions: <text>`; exits non-zero naming the failed step.
-import { chromium } from "playwright-core";
-import { mkdirSync, rmSync } from "node:fs";
 import path from "node:path";
+import { env, launch, say, walk, watch } from "./browser.mjs";
 
-const env = (k) => {
-  const v = process.env[k];
-  if (!v) throw new Error(`${k} is not set`);
-  return v;
-};
 const EMULATOR = env("EMULATOR_URL");
 const OPERATOR = env("OPERATOR_URL");
 const GLASSES_TOKEN = env("GLASSES_TOKEN");
@@ -23,29 +17,16 @@ const EXPECT = env("EXPECT"); // words the captions must show, space-separated
 // Words the captions must show in Spanish once "Español" is picked (unset: not tried).
 const EXPECT_ES = process.env.EXPECT_ES || "";
 const SHOTS = env("SHOTS");
-const PROFILE = env("PROFILE");
 const PKG = "com.example.captions";
 const WAIT = 20000;
 
-let step = "launch";
-const say = (s) => { step = s; console.log(`step: ${s}`); };
-
-rmSync(PROFILE, { recursive: true, force: true });
-mkdirSync(PROFILE, { recursive: true });
-mkdirSync(SHOTS, { recursive: true });
-const context = await chromium.launchPersistentContext(PROFILE, {
-  executablePath: env("CHROMIUM"),
-  headless: true,
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  viewport: { width: 1280, height: 900 },
-});
-const problems = [];
+const context = await launch();
 const words = (t) => (t || "").toLowerCase().replace(/[^a-z0-9' ]+/g, " ").split(/\s+/).filter(Boolean);
 
-try {
+let shown = "";
+await walk(context, async () => {
   const glasses = await context.newPage();
-  glasses.on("pageerror", (e) => problems.push(`glasses page error: ${e.message}`));
+  watch(glasses, "glasses");
 
   say("emulator: paste the glasses token the stack printed");
   await glasses.goto(EMULATOR);
@@ -65,7 +46,6 @@ try {
   const want = words(EXPECT);
   const main = glasses.locator("#screen-main");
   const until = Date.now() + WAIT;
-  let shown = "";
   for (;;) {
     shown = (await main.textContent()) || "";
     const got = words(shown);
@@ -96,7 +76,7 @@ try {
 
   say("operator page: the operator token; the session with Live Captions active");
   const op = await context.newPage();
-  op.on("pageerror", (e) => problems.push(`operator page error: ${e.message}`));
+  watch(op, "operator");
   await op.goto(OPERATOR);
   await op.locator("#op-token").fill(OPERATOR_TOKEN);
   await op.locator("#op-go").click();
@@ -104,22 +84,5 @@ try {
   await card.locator(".badge.connected").waitFor({ timeout: WAIT });
   await card.locator(`tr[data-package="${PKG}"] .state`, { hasText: "active" }).waitFor({ timeout: WAIT });
   await op.screenshot({ path: path.join(SHOTS, "captions-operator.png"), fullPage: true });
-
-  if (problems.length) throw new Error(problems.join("\n"));
-  say("done");
-  console.log(`captions: ${shown.replace(/\s+/g, " ").trim()}`);
-} catch (e) {
-  console.error(`FAILED at step "${step}": ${e.message}`);
-  for (const page of context.pages()) {
-    const dump = await page.evaluate(() => {
-      const t = (id) => (document.getElementById(id) || {}).textContent;
-      return { url: location.pathname, status: t("status"), mic: t("mic-state"), micError: t("mic-error"),
-        main: t("screen-main"), error: t("login-error") };
-    }).catch((err) => ({ error: String(err) }));
-    console.error(JSON.stringify(dump));
-  }
-  if (problems.length) console.error(problems.join("\n"));
-  await context.close();
-  process.exit(1);
-}
-await context.close();
+});
+console.log(`captions: ${shown.replace(/\s+/g, " ").trim()}`);

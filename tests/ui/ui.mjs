@@ -1,15 +1,10 @@
 // Browser half of tests/ui.rs: drives the /ui/ pages in the system Chromium (headless) with
 // playwright-core. Everything comes from the environment (see tests/ui.rs). Prints one line per
 // step; exits non-zero, naming the failed step, on any failure.
-import { chromium } from "playwright-core";
-import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import path from "node:path";
+import { env, launch, problems, say, walk, watch } from "./browser.mjs";
 
-const env = (k) => {
-  const v = process.env[k];
-  if (!v) throw new Error(`${k} is not set`);
-  return v;
-};
 const BASE = env("BASE_URL");
 const TOKEN = env("OPERATOR_TOKEN");
 const USER = env("USER_ID");
@@ -23,24 +18,8 @@ const SHOTS = env("SHOTS");
 const PROFILE = env("PROFILE");
 const WAIT = 15000;
 
-let step = "launch";
-const say = (s) => { step = s; console.log(`step: ${s}`); };
-
-rmSync(PROFILE, { recursive: true, force: true });
-mkdirSync(PROFILE, { recursive: true });
-mkdirSync(SHOTS, { recursive: true });
-const context = await chromium.launchPersistentContext(PROFILE, {
-  executablePath: env("CHROMIUM"),
-  headless: true,
-  args: [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-  ],
-  viewport: { width: 1280, height: 900 },
-});
+const context = await launch(["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]);
 await context.grantPermissions(["microphone"], { origin: BASE });
-const problems = [];
 
 // One second of a 440 Hz tone, 48 kHz mono PCM16, as a WAV file.
 function toneWav(file) {
@@ -62,9 +41,9 @@ async function heard(page) {
   return m ? Number(m[1]) : 0;
 }
 
-try {
+await walk(context, async () => {
   const glasses = await context.newPage();
-  glasses.on("pageerror", (e) => problems.push(`glasses page error: ${e.message}`));
+  watch(glasses, "glasses");
   glasses.on("console", (m) => { if (m.type() === "error") problems.push(`glasses console: ${m.text()}`); });
 
   say("the landing page links both pages");
@@ -159,7 +138,7 @@ try {
 
   say("operator API: a wrong token is a 401 JSON");
   const op = await context.newPage();
-  op.on("pageerror", (e) => problems.push(`operator page error: ${e.message}`));
+  watch(op, "operator");
   const bad = await op.request.get(`${BASE}/ui/api/state`, { headers: { Authorization: "Bearer not-the-token" } });
   if (bad.status() !== 401) throw new Error(`wrong token: HTTP ${bad.status()}`);
   const badBody = await bad.json();
@@ -259,21 +238,4 @@ try {
   await glasses.locator("#status", { hasText: "refused: DEVICE_REVOKED" }).waitFor({ timeout: WAIT });
   await drow.locator("button.dev-revoke").waitFor({ state: "detached", timeout: WAIT });
   if (await op.locator("#dev-shown:not(.hidden)").count()) throw new Error("the revoked token stays shown");
-
-  if (problems.length) throw new Error(problems.join("\n"));
-  say("done");
-} catch (e) {
-  console.error(`FAILED at step "${step}": ${e.message}`);
-  for (const page of context.pages()) {
-    const dump = await page.evaluate(() => {
-      const t = (id) => (document.getElementById(id) || {}).textContent;
-      return { url: location.pathname, mic: t("mic-state"), micError: t("mic-error"),
-        main: t("screen-main"), dashboard: t("screen-dashboard"), log: t("log"), error: t("login-error") };
-    }).catch((err) => ({ error: String(err) }));
-    console.error(JSON.stringify(dump));
-  }
-  if (problems.length) console.error(problems.join("\n"));
-  await context.close();
-  process.exit(1);
-}
-await context.close();
+});
