@@ -21,7 +21,7 @@
 //! round decides anything: held stays held, pending stays pending.
 
 use super::{Changed, Lease, LeaseNews, Persist, Store, StoreStatus};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -43,12 +43,14 @@ enum Msg {
     Lease(Vec<Lease>),
 }
 
-/// The thread's view of this process's leases.
+/// The thread's view of this process's leases: each user with the claim ([`Lease::Claim`]'s
+/// `claim`) that asked for them, echoed in the news.
 #[derive(Default)]
 struct Leases {
-    held: BTreeSet<String>,
-    /// Claimed, not granted yet: refused rounds so far.
-    pending: HashMap<String, u32>,
+    /// User → the claim that got the lease.
+    held: BTreeMap<String, u32>,
+    /// Claimed, not granted yet: user → (the claim, refused rounds so far).
+    pending: HashMap<String, (u32, u32)>,
     release: Vec<String>,
     /// A claim or a release came since the last round.
     asked: bool,
@@ -60,11 +62,14 @@ impl Leases {
     fn take(&mut self, ops: Vec<Lease>) {
         for op in ops {
             match op {
-                Lease::Claim(u) => {
-                    self.release.retain(|r| *r != u);
-                    if !self.held.contains(&u) {
-                        self.pending.insert(u, 0);
-                        self.asked = true;
+                Lease::Claim { user, claim } => {
+                    self.release.retain(|r| *r != user);
+                    match self.held.get_mut(&user) {
+                        Some(c) => *c = claim,
+                        None => {
+                            self.pending.insert(user, (claim, 0));
+                            self.asked = true;
+                        }
                     }
                 }
                 Lease::Release(u) => {
@@ -87,7 +92,7 @@ impl Leases {
         self.asked = false;
         let mut claim: Vec<String> = self.pending.keys().cloned().collect();
         claim.sort();
-        let renew: Vec<String> = self.held.iter().cloned().collect();
+        let renew: Vec<String> = self.held.keys().cloned().collect();
         let answer = match store.lease(&claim, &renew, &self.release) {
             Ok(a) => a,
             Err(e) => {
@@ -102,34 +107,39 @@ impl Leases {
         self.release.clear();
         let now_held: BTreeSet<String> = answer.held.into_iter().collect();
         let mut news = LeaseNews::default();
-        for u in &renew {
-            if !now_held.contains(u) {
-                self.held.remove(u);
-                news.lost.push(u.clone());
+        for u in renew {
+            if !now_held.contains(&u) {
+                if let Some(c) = self.held.remove(&u) {
+                    news.lost.push((u, c));
+                }
             }
         }
         for u in claim {
+            let Some((c, refused)) = self.pending.get_mut(&u) else {
+                continue;
+            };
+            let c = *c;
             if now_held.contains(&u) {
                 self.pending.remove(&u);
-                self.held.insert(u);
-            } else if let Some(n) = self.pending.get_mut(&u) {
-                *n += 1;
-                if *n >= LEASE_PATIENCE {
+                self.held.insert(u, c);
+            } else {
+                *refused += 1;
+                if *refused >= LEASE_PATIENCE {
                     self.pending.remove(&u);
-                    news.lost.push(u);
+                    news.lost.push((u, c));
                 }
             }
         }
         // Held in the store and not wanted here (a release that did not get through).
         for u in now_held {
-            if !self.held.contains(&u) {
+            if !self.held.contains_key(&u) {
                 self.release.push(u);
             }
         }
         news.wanted = answer
             .wanted
             .into_iter()
-            .filter(|u| self.held.contains(u))
+            .filter_map(|u| self.held.get(&u).map(|&c| (u, c)))
             .collect();
         Some(news)
     }
