@@ -15,10 +15,13 @@
 //!
 //! Leases (a shared store only): the loop queues [`Lease`] claims and releases
 //! ([`Writer::lease`]); the thread runs a lease round at once when a claim comes, and every
-//! [`LEASE_TICK`] renews every lease it holds. A claim refused [`LEASE_PATIENCE`] rounds in a
-//! row, or a lease found taken on renewal, is reported lost; a held user another process asked
-//! for is reported wanted ([`Writer::take_lease_news`]). While the store is unreachable no
-//! round decides anything: held stays held, pending stays pending.
+//! [`LEASE_TICK`] renews every lease it holds. A claim refused for [`LEASE_PATIENCE`] (of
+//! time, however many rounds other claims brought meanwhile), or a lease found taken on
+//! renewal, is reported lost; a held user another process asked for is reported wanted
+//! ([`Writer::take_lease_news`]). Each piece of news names the claim it answers (the core tells
+//! an earlier session's news from the current one's). While the store is unreachable no round
+//! decides anything: held stays held, pending stays pending, and a refused claim's patience
+//! starts afresh when the store is back (the holder could not renew or see it wanted either).
 
 use super::{Changed, Lease, LeaseNews, Persist, Store, StoreStatus};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -33,9 +36,12 @@ pub const MAX_PAUSE: Duration = Duration::from_secs(4);
 /// How often held leases are renewed (well inside their time to live in the store).
 pub const LEASE_TICK: Duration = Duration::from_secs(1);
 
-/// Refused rounds after which a claim is given up: with a round a [`LEASE_TICK`] apart, longer
-/// than a lease lives unrenewed (a holder that stopped renewing has expired by then).
-pub const LEASE_PATIENCE: u32 = 7;
+/// How long a claim is refused, the store answering, before it is given up: longer than a
+/// lease lives unrenewed (a holder that stopped renewing has expired by then) and than a
+/// [`LEASE_TICK`] (a holder whose user's glasses left it sees the user wanted and lets go).
+/// Time, not rounds: every claim brings a round, and a burst of sessions starting must not
+/// use up a refused claim's patience.
+pub const LEASE_PATIENCE: Duration = Duration::from_secs(7);
 
 /// What the loop hands the thread.
 enum Msg {
@@ -49,8 +55,8 @@ enum Msg {
 struct Leases {
     /// User → the claim that got the lease.
     held: BTreeMap<String, u32>,
-    /// Claimed, not granted yet: user → (the claim, refused rounds so far).
-    pending: HashMap<String, (u32, u32)>,
+    /// Claimed, not granted yet: user → (the claim, refused since).
+    pending: HashMap<String, (u32, Option<Instant>)>,
     release: Vec<String>,
     /// A claim or a release came since the last round.
     asked: bool,
@@ -67,7 +73,7 @@ impl Leases {
                     match self.held.get_mut(&user) {
                         Some(c) => *c = claim,
                         None => {
-                            self.pending.insert(user, (claim, 0));
+                            self.pending.insert(user, (claim, None));
                             self.asked = true;
                         }
                     }
@@ -87,8 +93,9 @@ impl Leases {
         self.held.is_empty() && self.pending.is_empty() && self.release.is_empty()
     }
 
-    /// One round against `store`: what to tell the loop (`None` when the store is away).
-    fn round(&mut self, store: &mut dyn Store) -> Option<LeaseNews> {
+    /// One round against `store` at `now`: what to tell the loop (`None` when the store is
+    /// away).
+    fn round(&mut self, store: &mut dyn Store, now: Instant) -> Option<LeaseNews> {
         self.asked = false;
         let mut claim: Vec<String> = self.pending.keys().cloned().collect();
         claim.sort();
@@ -100,6 +107,9 @@ impl Leases {
                     log::warn!("leases: the store did not answer ({e}); leases kept as they were");
                 }
                 self.failing = true;
+                for (_, since) in self.pending.values_mut() {
+                    *since = None;
+                }
                 return None;
             }
         };
@@ -115,19 +125,16 @@ impl Leases {
             }
         }
         for u in claim {
-            let Some((c, refused)) = self.pending.get_mut(&u) else {
+            let Some((c, since)) = self.pending.get_mut(&u) else {
                 continue;
             };
             let c = *c;
             if now_held.contains(&u) {
                 self.pending.remove(&u);
                 self.held.insert(u, c);
-            } else {
-                *refused += 1;
-                if *refused >= LEASE_PATIENCE {
-                    self.pending.remove(&u);
-                    news.lost.push((u, c));
-                }
+            } else if now.saturating_duration_since(*since.get_or_insert(now)) >= LEASE_PATIENCE {
+                self.pending.remove(&u);
+                news.lost.push((u, c));
             }
         }
         // Held in the store and not wanted here (a release that did not get through).
@@ -320,7 +327,7 @@ impl Writer {
                     let lease_due = lease_at.is_some_and(|at| Instant::now() >= at);
                     if !closing && (leases.asked || lease_due) {
                         next_lease = Instant::now() + LEASE_TICK;
-                        if let Some(news) = leases.round(store.as_mut()) {
+                        if let Some(news) = leases.round(store.as_mut(), Instant::now()) {
                             if !news.lost.is_empty() || !news.wanted.is_empty() {
                                 if tell.send(Told::Lease(news)).is_err() {
                                     return;
@@ -450,8 +457,11 @@ impl Drop for Writer {
 
 #[cfg(test)]
 mod tests {
+    use super::super::LeaseAnswer;
     use super::*;
     use std::sync::{Arc, Mutex};
+
+    const LEASE_PATIENCE_ROUNDS: u32 = 7;
 
     /// A store that is unreachable while `down` is set, and records what it wrote.
     struct Flaky {
@@ -481,6 +491,127 @@ mod tests {
             package: "p".into(),
             running,
         }
+    }
+
+    /// A shared store's lease arbiter: users in `elsewhere` are held by another process,
+    /// every other claim is granted; `down` fails every round; `rounds` counts the answered.
+    #[derive(Default, Clone)]
+    struct Arbiter {
+        elsewhere: Arc<Mutex<Vec<String>>>,
+        wanted: Arc<Mutex<Vec<String>>>,
+        down: Arc<Mutex<bool>>,
+        rounds: Arc<Mutex<usize>>,
+    }
+
+    impl Store for Arbiter {
+        fn load(&mut self) -> Result<super::super::Snapshot, String> {
+            Ok(Default::default())
+        }
+        fn apply(&mut self, _: &[Persist]) -> Result<(), String> {
+            Ok(())
+        }
+        fn shared_refresh(&self) -> Option<Duration> {
+            Some(Duration::from_secs(3600))
+        }
+        fn lease(
+            &mut self,
+            claim: &[String],
+            renew: &[String],
+            _release: &[String],
+        ) -> Result<LeaseAnswer, String> {
+            if *self.down.lock().unwrap() {
+                return Err("unreachable".into());
+            }
+            *self.rounds.lock().unwrap() += 1;
+            let elsewhere = self.elsewhere.lock().unwrap();
+            Ok(LeaseAnswer {
+                held: claim
+                    .iter()
+                    .chain(renew)
+                    .filter(|u| !elsewhere.contains(u))
+                    .cloned()
+                    .collect(),
+                wanted: std::mem::take(&mut *self.wanted.lock().unwrap()),
+            })
+        }
+    }
+
+    fn claim(user: &str, claim: u32) -> Lease {
+        Lease::Claim {
+            user: user.into(),
+            claim,
+        }
+    }
+
+    /// Many sessions starting at once (each claim a round) must not use up a refused claim's
+    /// patience: the holder has not had its second to see that the user is wanted.
+    #[test]
+    fn other_users_claims_do_not_use_up_a_refused_claims_patience() {
+        let store = Arbiter::default();
+        store.elsewhere.lock().unwrap().push("ada".into());
+        let rounds = store.rounds.clone();
+        let mut w =
+            Writer::start(Box::new(store), StoreStatus::memory(), 10, Box::new(|| {})).unwrap();
+        w.lease(vec![claim("ada", 1)]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let others = 2 * LEASE_PATIENCE_ROUNDS;
+        assert!(
+            LEASE_PATIENCE > Duration::from_secs(2),
+            "the burst fits in the patience"
+        );
+        for i in 0..others {
+            // One at a time, as sessions start: each its own round.
+            let before = *rounds.lock().unwrap();
+            w.lease(vec![claim(&format!("u{i}"), 1)]);
+            while *rounds.lock().unwrap() == before {
+                assert!(Instant::now() < deadline, "no round for claim {i}");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        w.poll_status();
+        assert_eq!(
+            w.take_lease_news(),
+            None,
+            "ada given up after a burst of claims"
+        );
+    }
+
+    /// A round of `leases` against `store` at `t` seconds after `t0`.
+    fn at(leases: &mut Leases, store: &mut Arbiter, t0: Instant, t: f64) -> Option<LeaseNews> {
+        leases.round(store, t0 + Duration::from_secs_f64(t))
+    }
+
+    #[test]
+    fn a_refused_claim_is_given_up_after_its_patience_of_answered_time_naming_its_claim() {
+        let mut store = Arbiter::default();
+        store.elsewhere.lock().unwrap().push("ada".into());
+        let mut leases = Leases::default();
+        let t0 = Instant::now();
+        let quiet = Some(LeaseNews::default());
+        leases.take(vec![claim("ada", 1)]);
+        assert_eq!(at(&mut leases, &mut store, t0, 0.0), quiet);
+        // The session ends and another starts: a new claim, a new patience.
+        leases.take(vec![Lease::Release("ada".into()), claim("ada", 2)]);
+        assert_eq!(at(&mut leases, &mut store, t0, 5.0), quiet);
+        assert_eq!(at(&mut leases, &mut store, t0, 11.9), quiet);
+        // The store away, then back: the patience starts again when it answers.
+        *store.down.lock().unwrap() = true;
+        assert_eq!(at(&mut leases, &mut store, t0, 12.5), None);
+        *store.down.lock().unwrap() = false;
+        assert_eq!(at(&mut leases, &mut store, t0, 13.0), quiet);
+        assert_eq!(at(&mut leases, &mut store, t0, 19.9), quiet);
+        let lost = at(&mut leases, &mut store, t0, 20.0).unwrap();
+        assert_eq!(lost.lost, vec![("ada".to_string(), 2)]);
+        // Granted, then wanted and taken: the news names the claim that got it.
+        store.elsewhere.lock().unwrap().clear();
+        leases.take(vec![claim("ada", 3)]);
+        assert_eq!(at(&mut leases, &mut store, t0, 21.0), quiet);
+        store.wanted.lock().unwrap().push("ada".into());
+        let wanted = at(&mut leases, &mut store, t0, 22.0).unwrap();
+        assert_eq!(wanted.wanted, vec![("ada".to_string(), 3)]);
+        store.elsewhere.lock().unwrap().push("ada".into());
+        let taken = at(&mut leases, &mut store, t0, 23.0).unwrap();
+        assert_eq!(taken.lost, vec![("ada".to_string(), 3)]);
     }
 
     #[test]
