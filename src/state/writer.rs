@@ -20,8 +20,8 @@
 //! renewal, is reported lost; a held user another process asked for is reported wanted
 //! ([`Writer::take_lease_news`]). Each piece of news names the claim it answers (the core tells
 //! an earlier session's news from the current one's). While the store is unreachable no round
-//! decides anything: held stays held, pending stays pending, and a refused claim's patience
-//! starts afresh when the store is back (the holder could not renew or see it wanted either).
+//! decides anything: held stays held, pending stays pending, and the time it was away does not
+//! count in a refused claim's patience (the holder could not renew or see it wanted either).
 
 use super::{Changed, Lease, LeaseNews, Persist, Store, StoreStatus};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -60,8 +60,8 @@ struct Leases {
     release: Vec<String>,
     /// A claim or a release came since the last round.
     asked: bool,
-    /// The last round failed (logged once until one succeeds).
-    failing: bool,
+    /// The rounds have failed since then (the first failure logged, once).
+    away_since: Option<Instant>,
 }
 
 impl Leases {
@@ -103,17 +103,20 @@ impl Leases {
         let answer = match store.lease(&claim, &renew, &self.release) {
             Ok(a) => a,
             Err(e) => {
-                if !self.failing {
+                if self.away_since.is_none() {
                     log::warn!("leases: the store did not answer ({e}); leases kept as they were");
                 }
-                self.failing = true;
-                for (_, since) in self.pending.values_mut() {
-                    *since = None;
-                }
+                self.away_since.get_or_insert(now);
                 return None;
             }
         };
-        self.failing = false;
+        // The store back: the time it was away is not counted in any claim's patience.
+        if let Some(away) = self.away_since.take() {
+            let gap = now.saturating_duration_since(away);
+            for since in self.pending.values_mut().filter_map(|(_, s)| s.as_mut()) {
+                *since += gap;
+            }
+        }
         self.release.clear();
         let now_held: BTreeSet<String> = answer.held.into_iter().collect();
         let mut news = LeaseNews::default();
@@ -593,14 +596,14 @@ mod tests {
         // The session ends and another starts: a new claim, a new patience.
         leases.take(vec![Lease::Release("ada".into()), claim("ada", 2)]);
         assert_eq!(at(&mut leases, &mut store, t0, 5.0), quiet);
-        assert_eq!(at(&mut leases, &mut store, t0, 11.9), quiet);
-        // The store away, then back: the patience starts again when it answers.
+        // The store away for 2 s: not counted.
         *store.down.lock().unwrap() = true;
-        assert_eq!(at(&mut leases, &mut store, t0, 12.5), None);
+        assert_eq!(at(&mut leases, &mut store, t0, 8.0), None);
+        assert_eq!(at(&mut leases, &mut store, t0, 9.5), None);
         *store.down.lock().unwrap() = false;
-        assert_eq!(at(&mut leases, &mut store, t0, 13.0), quiet);
-        assert_eq!(at(&mut leases, &mut store, t0, 19.9), quiet);
-        let lost = at(&mut leases, &mut store, t0, 20.0).unwrap();
+        assert_eq!(at(&mut leases, &mut store, t0, 10.0), quiet);
+        assert_eq!(at(&mut leases, &mut store, t0, 13.9), quiet);
+        let lost = at(&mut leases, &mut store, t0, 14.0).unwrap();
         assert_eq!(lost.lost, vec![("ada".to_string(), 2)]);
         // Granted, then wanted and taken: the news names the claim that got it.
         store.elsewhere.lock().unwrap().clear();
