@@ -60,7 +60,7 @@ struct Leases {
     release: Vec<String>,
     /// A claim or a release came since the last round.
     asked: bool,
-    /// The rounds have failed since then (the first failure logged, once).
+    /// Since when the rounds have failed, if they do (the first failure is logged, once).
     away_since: Option<Instant>,
 }
 
