@@ -504,6 +504,8 @@ mod tests {
         wanted: Arc<Mutex<Vec<String>>>,
         down: Arc<Mutex<bool>>,
         rounds: Arc<Mutex<usize>>,
+        /// Every user let go, in order.
+        released: Arc<Mutex<Vec<String>>>,
     }
 
     impl Store for Arbiter {
@@ -520,11 +522,12 @@ mod tests {
             &mut self,
             claim: &[String],
             renew: &[String],
-            _release: &[String],
+            release: &[String],
         ) -> Result<LeaseAnswer, String> {
             if *self.down.lock().unwrap() {
                 return Err("unreachable".into());
             }
+            self.released.lock().unwrap().extend_from_slice(release);
             *self.rounds.lock().unwrap() += 1;
             let elsewhere = self.elsewhere.lock().unwrap();
             Ok(LeaseAnswer {
@@ -615,6 +618,28 @@ mod tests {
         store.elsewhere.lock().unwrap().push("ada".into());
         let taken = at(&mut leases, &mut store, t0, 23.0).unwrap();
         assert_eq!(taken.lost, vec![("ada".to_string(), 3)]);
+    }
+
+    /// A session ends and the user's next one starts before the round: the lease is not let go
+    /// (another process could take it in between), and the news names the new claim.
+    #[test]
+    fn a_release_followed_by_a_claim_of_the_same_user_keeps_the_lease_for_the_new_claim() {
+        let mut store = Arbiter::default();
+        let mut leases = Leases::default();
+        let t0 = Instant::now();
+        leases.take(vec![claim("ada", 1)]);
+        at(&mut leases, &mut store, t0, 0.0);
+        leases.take(vec![Lease::Release("ada".into()), claim("ada", 2)]);
+        store.wanted.lock().unwrap().push("ada".into());
+        let news = at(&mut leases, &mut store, t0, 0.5).unwrap();
+        assert_eq!(news.wanted, vec![("ada".to_string(), 2)]);
+        assert_eq!(*store.released.lock().unwrap(), Vec::<String>::new());
+        // Let go for good: released once.
+        leases.take(vec![Lease::Release("ada".into())]);
+        at(&mut leases, &mut store, t0, 1.0);
+        at(&mut leases, &mut store, t0, 2.0);
+        assert_eq!(*store.released.lock().unwrap(), vec!["ada".to_string()]);
+        assert!(leases.idle());
     }
 
     #[test]
