@@ -619,7 +619,11 @@ fn the_writers_renew_their_leases_tell_the_holder_it_is_wanted_and_the_loser_tha
         ))
         .unwrap()
     };
-    a.lease(vec![Lease::Claim(USER.into())]);
+    let claim = |claim: u32| Lease::Claim {
+        user: USER.into(),
+        claim,
+    };
+    a.lease(vec![claim(1)]);
     let deadline = Instant::now() + Duration::from_secs(10);
     while owner_of(&mut check).is_empty() {
         assert!(Instant::now() < deadline, "a's claim never written");
@@ -627,9 +631,9 @@ fn the_writers_renew_their_leases_tell_the_holder_it_is_wanted_and_the_loser_tha
     }
     let a_owner = owner_of(&mut check)[0][0].clone();
     // b claims her too: a is told she is wanted, b gets nothing yet.
-    b.lease(vec![Lease::Claim(USER.into())]);
+    b.lease(vec![claim(7)]);
     let news = lease_news(&mut a, "a told of b's claim");
-    assert_eq!((news.lost, news.wanted), (vec![], users(&[USER])));
+    assert_eq!((news.lost, news.wanted), (vec![], vec![(USER.into(), 1)]));
     // Renewed past the lease's time to live: a still holds her, its row not expired.
     std::thread::sleep(Duration::from_secs(
         augmentos_edge::state::postgres::LEASE_TTL_SECS as u64 + 1,
@@ -643,12 +647,12 @@ fn the_writers_renew_their_leases_tell_the_holder_it_is_wanted_and_the_loser_tha
     );
     // b's claim runs out of patience: b is told it lost her.
     let news = lease_news(&mut b, "b's claim given up");
-    assert_eq!(news.lost, users(&[USER]));
+    assert_eq!(news.lost, vec![(USER.to_string(), 7)]);
     let row = owner_of(&mut check);
     assert_eq!(row[0][0], a_owner);
     // a lets her go (its session ended): b claims again and gets her.
     a.lease(vec![Lease::Release(USER.into())]);
-    b.lease(vec![Lease::Claim(USER.into())]);
+    b.lease(vec![claim(8)]);
     let deadline = Instant::now() + Duration::from_secs(10);
     while owner_of(&mut check).first().is_none_or(|r| r[0] == a_owner) {
         assert!(Instant::now() < deadline, "b never got her");

@@ -248,7 +248,7 @@ impl Hub {
                 ));
                 log::info!("event=session_created session={user:?} connection={id}");
                 // Served at once; the store arbitrates meanwhile (`on_lease_news`).
-                self.durable.claim(user);
+                self.durable.claim(user, sk.gen);
                 self.venue_session_follow(user);
                 sk
             }
@@ -352,9 +352,16 @@ impl Hub {
     /// process (the glasses connected there) is let go if its glasses are gone from here, so
     /// the other process's claim gets it at its next round; with the glasses still connected
     /// here, this process keeps it and the other one's claim runs out of patience.
+    ///
+    /// News is about one claim (the session's generation): news of an earlier session of the
+    /// user — answered after it ended, with a new session's claim still on its way — is not
+    /// about the session here now, and is ignored.
     pub fn on_lease_news(&mut self, net: &mut impl Outbox, news: LeaseNews, now: Now) {
-        for user in news.lost {
-            let Some(sk) = self.sessions.by_user(&user) else {
+        let current = |hub: &Hub, user: &str, claim: u32| {
+            hub.sessions.by_user(user).filter(|sk| sk.gen == claim)
+        };
+        for (user, claim) in news.lost {
+            let Some(sk) = current(self, &user, claim) else {
                 continue;
             };
             if let Some(g) = self.session(sk).and_then(|s| s.glasses) {
@@ -374,8 +381,8 @@ impl Hub {
             log::warn!("event=session_fenced session={user:?} reason=lease_lost");
             self.end_session(net, sk, now);
         }
-        for user in news.wanted {
-            let Some(sk) = self.sessions.by_user(&user) else {
+        for (user, claim) in news.wanted {
+            let Some(sk) = current(self, &user, claim) else {
                 continue;
             };
             if self.session(sk).is_some_and(|s| s.glasses.is_none()) {
@@ -384,5 +391,98 @@ impl Hub {
                 self.end_session(net, sk, now);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::hub::HubConfig;
+    use crate::server::ServerConfig;
+    use crate::sim::World;
+    use crate::state::LeaseNews;
+    use std::time::Duration;
+
+    const SECRET: &[u8] = b"lease-news-secret-0123";
+    const USER: &str = "ada@example.com";
+
+    fn world() -> World {
+        let cfg = ServerConfig {
+            ping_interval: None,
+            ..ServerConfig::default()
+        };
+        let hub = HubConfig {
+            jwt_secret: SECRET.to_vec(),
+            ..HubConfig::default()
+        };
+        World::with_hub(cfg, hub)
+    }
+
+    fn glasses(w: &mut World) -> usize {
+        let g = w.connect();
+        let token = crate::auth::jwt::glasses_token(USER, SECRET);
+        let bearer = format!("Authorization: Bearer {token}");
+        assert_eq!(w.upgrade_with(g, "/glasses-ws", &[&bearer]).0, 101);
+        w.send_text(g, r#"{"type":"connection_init"}"#);
+        g
+    }
+
+    /// The claim of the user's session here now (its generation), if there is one.
+    fn claim(w: &World) -> Option<u32> {
+        w.server.hub.sessions.by_user(USER).map(|sk| sk.gen)
+    }
+
+    fn news(w: &mut World, lost: &[u32], wanted: &[u32]) {
+        let with = |c: &[u32]| c.iter().map(|&c| (USER.to_string(), c)).collect();
+        let news = LeaseNews {
+            lost: with(lost),
+            wanted: with(wanted),
+        };
+        let now = w.clock();
+        w.server.handle_lease_news(news, now);
+        w.step();
+    }
+
+    fn fenced(w: &mut World, g: usize) -> bool {
+        w.json_messages(g)
+            .iter()
+            .any(|m| m["type"] == "connection_error" && m["code"] == "SESSION_ELSEWHERE")
+    }
+
+    /// A session ends and a new one starts here while the writer answers the first one's
+    /// claim: that answer is about a session gone, and must not end the new one.
+    #[test]
+    fn lease_news_of_an_earlier_session_of_the_user_leaves_the_current_one_alone() {
+        let mut w = world();
+        let grace = HubConfig::default().timings.grace_period;
+        let g1 = glasses(&mut w);
+        let first = claim(&w).expect("a session");
+        w.client_eof(g1);
+        w.advance(grace + Duration::from_secs(1));
+        assert_eq!(claim(&w), None, "the first session ended");
+        let g2 = glasses(&mut w);
+        let second = claim(&w).expect("a new session");
+        assert_ne!(first, second);
+        // The first claim given up, and wanted elsewhere: not this session's news.
+        news(&mut w, &[first], &[first]);
+        assert_eq!(claim(&w), Some(second));
+        assert!(
+            !fenced(&mut w, g2),
+            "the new session was fenced by stale news"
+        );
+        // In its grace period, the new session is not given up for the first one's news
+        // either; for its own, it is.
+        w.client_eof(g2);
+        news(&mut w, &[], &[first]);
+        assert_eq!(claim(&w), Some(second));
+        news(&mut w, &[], &[second]);
+        assert_eq!(claim(&w), None, "wanted elsewhere with its glasses gone");
+        // Its own claim lost: the session here ends, its glasses told.
+        let g3 = glasses(&mut w);
+        let third = claim(&w).expect("a third session");
+        news(&mut w, &[second], &[]);
+        assert_eq!(claim(&w), Some(third));
+        news(&mut w, &[third], &[]);
+        assert_eq!(claim(&w), None);
+        assert!(fenced(&mut w, g3));
     }
 }

@@ -140,7 +140,10 @@ impl Changed {
 pub enum Lease {
     /// A session for the user started here: hold the user (granted if the lease is free,
     /// expired, held by a process whose database connection is gone, or already ours).
-    Claim(String),
+    /// `claim` names this session among the user's sessions here (the session's generation):
+    /// news answering the claim carries it, so news of an earlier session of the user, answered
+    /// after it ended, is told apart from news of the current one.
+    Claim { user: String, claim: u32 },
     /// The session ended here: let the user go.
     Release(String),
 }
@@ -154,14 +157,15 @@ pub struct LeaseAnswer {
     pub wanted: Vec<String>,
 }
 
-/// What the writer thread tells the core about its leases.
+/// What the writer thread tells the core about its leases: each user with the claim
+/// ([`Lease::Claim`]'s `claim`) the news is about.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct LeaseNews {
     /// Users another process holds now (our claim was refused past its patience, or our lease
     /// was taken): this process ends its copy of their session.
-    pub lost: Vec<String>,
+    pub lost: Vec<(String, u32)>,
     /// Users held here that another process asked for (their glasses connected there).
-    pub wanted: Vec<String>,
+    pub wanted: Vec<(String, u32)>,
 }
 
 /// Where durable state is kept. Owned by the writer thread; nothing else calls it.
@@ -423,9 +427,13 @@ impl Durable {
 
     // ---- leases ----------------------------------------------------------------------------
 
-    /// A session for `user` started here: ask the store to hold the user for this process.
-    pub fn claim(&mut self, user: &str) {
-        self.leases.push(Lease::Claim(user.to_string()));
+    /// A session for `user` started here (`claim`: its generation): ask the store to hold
+    /// the user for this process.
+    pub fn claim(&mut self, user: &str, claim: u32) {
+        self.leases.push(Lease::Claim {
+            user: user.to_string(),
+            claim,
+        });
     }
 
     /// The session of `user` ended here: let the user go.

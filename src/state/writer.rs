@@ -15,13 +15,16 @@
 //!
 //! Leases (a shared store only): the loop queues [`Lease`] claims and releases
 //! ([`Writer::lease`]); the thread runs a lease round at once when a claim comes, and every
-//! [`LEASE_TICK`] renews every lease it holds. A claim refused [`LEASE_PATIENCE`] rounds in a
-//! row, or a lease found taken on renewal, is reported lost; a held user another process asked
-//! for is reported wanted ([`Writer::take_lease_news`]). While the store is unreachable no
-//! round decides anything: held stays held, pending stays pending.
+//! [`LEASE_TICK`] renews every lease it holds. A claim refused for [`LEASE_PATIENCE`] (of
+//! time, however many rounds other claims brought meanwhile), or a lease found taken on
+//! renewal, is reported lost; a held user another process asked for is reported wanted
+//! ([`Writer::take_lease_news`]). Each piece of news names the claim it answers (the core tells
+//! an earlier session's news from the current one's). While the store is unreachable no round
+//! decides anything: held stays held, pending stays pending, and the time it was away does not
+//! count in a refused claim's patience (the holder could not renew or see it wanted either).
 
 use super::{Changed, Lease, LeaseNews, Persist, Store, StoreStatus};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -33,9 +36,12 @@ pub const MAX_PAUSE: Duration = Duration::from_secs(4);
 /// How often held leases are renewed (well inside their time to live in the store).
 pub const LEASE_TICK: Duration = Duration::from_secs(1);
 
-/// Refused rounds after which a claim is given up: with a round a [`LEASE_TICK`] apart, longer
-/// than a lease lives unrenewed (a holder that stopped renewing has expired by then).
-pub const LEASE_PATIENCE: u32 = 7;
+/// How long a claim is refused, the store answering, before it is given up: longer than a
+/// lease lives unrenewed (a holder that stopped renewing has expired by then) and than a
+/// [`LEASE_TICK`] (a holder whose user's glasses left it sees the user wanted and lets go).
+/// Time, not rounds: every claim brings a round, and a burst of sessions starting must not
+/// use up a refused claim's patience.
+pub const LEASE_PATIENCE: Duration = Duration::from_secs(7);
 
 /// What the loop hands the thread.
 enum Msg {
@@ -43,28 +49,33 @@ enum Msg {
     Lease(Vec<Lease>),
 }
 
-/// The thread's view of this process's leases.
+/// The thread's view of this process's leases: each user with the claim ([`Lease::Claim`]'s
+/// `claim`) that asked for them, echoed in the news.
 #[derive(Default)]
 struct Leases {
-    held: BTreeSet<String>,
-    /// Claimed, not granted yet: refused rounds so far.
-    pending: HashMap<String, u32>,
+    /// User → the claim that got the lease.
+    held: BTreeMap<String, u32>,
+    /// Claimed, not granted yet: user → (the claim, refused since).
+    pending: HashMap<String, (u32, Option<Instant>)>,
     release: Vec<String>,
     /// A claim or a release came since the last round.
     asked: bool,
-    /// The last round failed (logged once until one succeeds).
-    failing: bool,
+    /// Since when the rounds have failed, if they do (the first failure is logged, once).
+    away_since: Option<Instant>,
 }
 
 impl Leases {
     fn take(&mut self, ops: Vec<Lease>) {
         for op in ops {
             match op {
-                Lease::Claim(u) => {
-                    self.release.retain(|r| *r != u);
-                    if !self.held.contains(&u) {
-                        self.pending.insert(u, 0);
-                        self.asked = true;
+                Lease::Claim { user, claim } => {
+                    self.release.retain(|r| *r != user);
+                    match self.held.get_mut(&user) {
+                        Some(c) => *c = claim,
+                        None => {
+                            self.pending.insert(user, (claim, None));
+                            self.asked = true;
+                        }
                     }
                 }
                 Lease::Release(u) => {
@@ -82,54 +93,63 @@ impl Leases {
         self.held.is_empty() && self.pending.is_empty() && self.release.is_empty()
     }
 
-    /// One round against `store`: what to tell the loop (`None` when the store is away).
-    fn round(&mut self, store: &mut dyn Store) -> Option<LeaseNews> {
+    /// One round against `store` at `now`: what to tell the loop (`None` when the store is
+    /// away).
+    fn round(&mut self, store: &mut dyn Store, now: Instant) -> Option<LeaseNews> {
         self.asked = false;
         let mut claim: Vec<String> = self.pending.keys().cloned().collect();
         claim.sort();
-        let renew: Vec<String> = self.held.iter().cloned().collect();
+        let renew: Vec<String> = self.held.keys().cloned().collect();
         let answer = match store.lease(&claim, &renew, &self.release) {
             Ok(a) => a,
             Err(e) => {
-                if !self.failing {
+                if self.away_since.is_none() {
                     log::warn!("leases: the store did not answer ({e}); leases kept as they were");
                 }
-                self.failing = true;
+                self.away_since.get_or_insert(now);
                 return None;
             }
         };
-        self.failing = false;
+        // The store back: the time it was away is not counted in any claim's patience.
+        if let Some(away) = self.away_since.take() {
+            let gap = now.saturating_duration_since(away);
+            for since in self.pending.values_mut().filter_map(|(_, s)| s.as_mut()) {
+                *since += gap;
+            }
+        }
         self.release.clear();
         let now_held: BTreeSet<String> = answer.held.into_iter().collect();
         let mut news = LeaseNews::default();
-        for u in &renew {
-            if !now_held.contains(u) {
-                self.held.remove(u);
-                news.lost.push(u.clone());
+        for u in renew {
+            if !now_held.contains(&u) {
+                if let Some(c) = self.held.remove(&u) {
+                    news.lost.push((u, c));
+                }
             }
         }
         for u in claim {
+            let Some((c, since)) = self.pending.get_mut(&u) else {
+                continue;
+            };
+            let c = *c;
             if now_held.contains(&u) {
                 self.pending.remove(&u);
-                self.held.insert(u);
-            } else if let Some(n) = self.pending.get_mut(&u) {
-                *n += 1;
-                if *n >= LEASE_PATIENCE {
-                    self.pending.remove(&u);
-                    news.lost.push(u);
-                }
+                self.held.insert(u, c);
+            } else if now.saturating_duration_since(*since.get_or_insert(now)) >= LEASE_PATIENCE {
+                self.pending.remove(&u);
+                news.lost.push((u, c));
             }
         }
         // Held in the store and not wanted here (a release that did not get through).
         for u in now_held {
-            if !self.held.contains(&u) {
+            if !self.held.contains_key(&u) {
                 self.release.push(u);
             }
         }
         news.wanted = answer
             .wanted
             .into_iter()
-            .filter(|u| self.held.contains(u))
+            .filter_map(|u| self.held.get(&u).map(|&c| (u, c)))
             .collect();
         Some(news)
     }
@@ -310,7 +330,7 @@ impl Writer {
                     let lease_due = lease_at.is_some_and(|at| Instant::now() >= at);
                     if !closing && (leases.asked || lease_due) {
                         next_lease = Instant::now() + LEASE_TICK;
-                        if let Some(news) = leases.round(store.as_mut()) {
+                        if let Some(news) = leases.round(store.as_mut(), Instant::now()) {
                             if !news.lost.is_empty() || !news.wanted.is_empty() {
                                 if tell.send(Told::Lease(news)).is_err() {
                                     return;
@@ -440,8 +460,11 @@ impl Drop for Writer {
 
 #[cfg(test)]
 mod tests {
+    use super::super::LeaseAnswer;
     use super::*;
     use std::sync::{Arc, Mutex};
+
+    const LEASE_PATIENCE_ROUNDS: u32 = 7;
 
     /// A store that is unreachable while `down` is set, and records what it wrote.
     struct Flaky {
@@ -471,6 +494,152 @@ mod tests {
             package: "p".into(),
             running,
         }
+    }
+
+    /// A shared store's lease arbiter: users in `elsewhere` are held by another process,
+    /// every other claim is granted; `down` fails every round; `rounds` counts the answered.
+    #[derive(Default, Clone)]
+    struct Arbiter {
+        elsewhere: Arc<Mutex<Vec<String>>>,
+        wanted: Arc<Mutex<Vec<String>>>,
+        down: Arc<Mutex<bool>>,
+        rounds: Arc<Mutex<usize>>,
+        /// Every user let go, in order.
+        released: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Store for Arbiter {
+        fn load(&mut self) -> Result<super::super::Snapshot, String> {
+            Ok(Default::default())
+        }
+        fn apply(&mut self, _: &[Persist]) -> Result<(), String> {
+            Ok(())
+        }
+        fn shared_refresh(&self) -> Option<Duration> {
+            Some(Duration::from_secs(3600))
+        }
+        fn lease(
+            &mut self,
+            claim: &[String],
+            renew: &[String],
+            release: &[String],
+        ) -> Result<LeaseAnswer, String> {
+            if *self.down.lock().unwrap() {
+                return Err("unreachable".into());
+            }
+            self.released.lock().unwrap().extend_from_slice(release);
+            *self.rounds.lock().unwrap() += 1;
+            let elsewhere = self.elsewhere.lock().unwrap();
+            Ok(LeaseAnswer {
+                held: claim
+                    .iter()
+                    .chain(renew)
+                    .filter(|u| !elsewhere.contains(u))
+                    .cloned()
+                    .collect(),
+                wanted: std::mem::take(&mut *self.wanted.lock().unwrap()),
+            })
+        }
+    }
+
+    fn claim(user: &str, claim: u32) -> Lease {
+        Lease::Claim {
+            user: user.into(),
+            claim,
+        }
+    }
+
+    /// Many sessions starting at once (each claim a round) must not use up a refused claim's
+    /// patience: the holder has not had its second to see that the user is wanted.
+    #[test]
+    fn other_users_claims_do_not_use_up_a_refused_claims_patience() {
+        let store = Arbiter::default();
+        store.elsewhere.lock().unwrap().push("ada".into());
+        let rounds = store.rounds.clone();
+        let mut w =
+            Writer::start(Box::new(store), StoreStatus::memory(), 10, Box::new(|| {})).unwrap();
+        w.lease(vec![claim("ada", 1)]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let others = 2 * LEASE_PATIENCE_ROUNDS;
+        assert!(
+            LEASE_PATIENCE > Duration::from_secs(2),
+            "the burst fits in the patience"
+        );
+        for i in 0..others {
+            // One at a time, as sessions start: each its own round.
+            let before = *rounds.lock().unwrap();
+            w.lease(vec![claim(&format!("u{i}"), 1)]);
+            while *rounds.lock().unwrap() == before {
+                assert!(Instant::now() < deadline, "no round for claim {i}");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        w.poll_status();
+        assert_eq!(
+            w.take_lease_news(),
+            None,
+            "ada given up after a burst of claims"
+        );
+    }
+
+    /// A round of `leases` against `store` at `t` seconds after `t0`.
+    fn at(leases: &mut Leases, store: &mut Arbiter, t0: Instant, t: f64) -> Option<LeaseNews> {
+        leases.round(store, t0 + Duration::from_secs_f64(t))
+    }
+
+    #[test]
+    fn a_refused_claim_is_given_up_after_its_patience_of_answered_time_naming_its_claim() {
+        let mut store = Arbiter::default();
+        store.elsewhere.lock().unwrap().push("ada".into());
+        let mut leases = Leases::default();
+        let t0 = Instant::now();
+        let quiet = Some(LeaseNews::default());
+        leases.take(vec![claim("ada", 1)]);
+        assert_eq!(at(&mut leases, &mut store, t0, 0.0), quiet);
+        // The session ends and another starts: a new claim, a new patience.
+        leases.take(vec![Lease::Release("ada".into()), claim("ada", 2)]);
+        assert_eq!(at(&mut leases, &mut store, t0, 5.0), quiet);
+        // The store away for 2 s: not counted.
+        *store.down.lock().unwrap() = true;
+        assert_eq!(at(&mut leases, &mut store, t0, 8.0), None);
+        assert_eq!(at(&mut leases, &mut store, t0, 9.5), None);
+        *store.down.lock().unwrap() = false;
+        assert_eq!(at(&mut leases, &mut store, t0, 10.0), quiet);
+        assert_eq!(at(&mut leases, &mut store, t0, 13.9), quiet);
+        let lost = at(&mut leases, &mut store, t0, 14.0).unwrap();
+        assert_eq!(lost.lost, vec![("ada".to_string(), 2)]);
+        // Granted, then wanted and taken: the news names the claim that got it.
+        store.elsewhere.lock().unwrap().clear();
+        leases.take(vec![claim("ada", 3)]);
+        assert_eq!(at(&mut leases, &mut store, t0, 21.0), quiet);
+        store.wanted.lock().unwrap().push("ada".into());
+        let wanted = at(&mut leases, &mut store, t0, 22.0).unwrap();
+        assert_eq!(wanted.wanted, vec![("ada".to_string(), 3)]);
+        store.elsewhere.lock().unwrap().push("ada".into());
+        let taken = at(&mut leases, &mut store, t0, 23.0).unwrap();
+        assert_eq!(taken.lost, vec![("ada".to_string(), 3)]);
+    }
+
+    /// A session ends and the user's next one starts before the round: the lease is not let go
+    /// (another process could take it in between), and the news names the new claim.
+    #[test]
+    fn a_release_followed_by_a_claim_of_the_same_user_keeps_the_lease_for_the_new_claim() {
+        let mut store = Arbiter::default();
+        let mut leases = Leases::default();
+        let t0 = Instant::now();
+        leases.take(vec![claim("ada", 1)]);
+        at(&mut leases, &mut store, t0, 0.0);
+        leases.take(vec![Lease::Release("ada".into()), claim("ada", 2)]);
+        store.wanted.lock().unwrap().push("ada".into());
+        let news = at(&mut leases, &mut store, t0, 0.5).unwrap();
+        assert_eq!(news.wanted, vec![("ada".to_string(), 2)]);
+        assert_eq!(*store.released.lock().unwrap(), Vec::<String>::new());
+        // Let go for good: released once.
+        leases.take(vec![Lease::Release("ada".into())]);
+        at(&mut leases, &mut store, t0, 1.0);
+        at(&mut leases, &mut store, t0, 2.0);
+        assert_eq!(*store.released.lock().unwrap(), vec!["ada".to_string()]);
+        assert!(leases.idle());
     }
 
     #[test]
