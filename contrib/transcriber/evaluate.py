@@ -6,8 +6,9 @@ Speech comes from `espeak-ng` (sentences on the command line), from `--wav` file
 sentence), or from `--corpus DIR`: a folder of 16-bit WAVs with their transcripts, in a
 `transcripts.tsv` (file name without .wav, tab, the words; `package:path` for a recording
 an installed Python package ships, an absolute path for one a Debian package installs) or
-Sphinx's `transcription` file (`<s> words </s> (file)`). `samples/librivox`,
-`samples/packaged` and `samples/asterisk` are real recorded speech (see their READMEs).
+Sphinx's `transcription` file (`<s> words </s> (file)`); a `.g722` file is decoded with
+libspandsp. `samples/librivox`, `samples/packaged`, `samples/jfk`, `samples/arctic` and
+`samples/asterisk` are real recorded speech (`samples/README.md`: their sources, licences).
 
 Offline (the default), each engine is fed the 16 kHz audio in 20 ms chunks with 1.2 s of
 silence around each recording, as fast as it goes. Measured: the word error rate (word edit
