@@ -5,8 +5,10 @@ real-time factor, end of speech → final latency.
 Speech comes from `espeak-ng` (sentences on the command line), from `--wav` files (one per
 sentence), or from `--corpus DIR`: a folder of 16-bit WAVs with their transcripts, in a
 `transcripts.tsv` (file name without .wav, tab, the words; `package:path` for a recording
-an installed Python package ships) or Sphinx's `transcription` file (`<s> words </s> (file)`).
-`samples/librivox` and `samples/packaged` are real read speech (see their READMEs).
+an installed Python package ships, an absolute path for one a Debian package installs) or
+Sphinx's `transcription` file (`<s> words </s> (file)`); a `.g722` file is decoded with
+libspandsp. `samples/librivox`, `samples/packaged`, `samples/jfk`, `samples/arctic` and
+`samples/asterisk` are real recorded speech (`samples/README.md`: their sources, licences).
 
 Offline (the default), each engine is fed the 16 kHz audio in 20 ms chunks with 1.2 s of
 silence around each recording, as fast as it goes. Measured: the word error rate (word edit
@@ -78,8 +80,16 @@ def load_corpus(folder):
 
 
 def recording_path(folder, name):
-    """`name`.wav in the folder, or, for `package:path`, path.wav inside an installed Python
-    package (recordings a registry package ships, used where they are installed)."""
+    """`name`.wav in the folder; for `package:path`, path.wav inside an installed Python
+    package; for an absolute path, that file (.wav unless it names a .g722) where a Debian
+    package installs it (recordings a registry package ships, used where they are installed;
+    the folder's README names the package)."""
+    if name.startswith("/"):
+        path = name if name.endswith(".g722") else name + ".wav"
+        if not os.path.exists(path):
+            raise SystemExit(f"{folder}: {path} is missing: install the Debian package its "
+                             f"README names")
+        return path
     if ":" not in name:
         return os.path.join(folder, name + ".wav")
     import importlib.util
@@ -92,9 +102,34 @@ def recording_path(folder, name):
 
 
 def read_pcm(path):
+    if path.endswith(".g722"):
+        return g722_pcm(path)
     with open(path, "rb") as f:
         rate, samples = audio.read_wav(f.read())
     return audio.pcm_bytes(audio.resample(samples, rate))
+
+
+def g722_pcm(path):
+    """16 kHz PCM of a G.722 file (64 kbit/s, headerless: the wideband form in which Debian
+    ships Asterisk's prompts), decoded by Debian's libspandsp (`apt-get install libspandsp2`)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        lib = ctypes.CDLL(ctypes.util.find_library("spandsp") or "libspandsp.so.2")
+    except OSError:
+        raise SystemExit(f"{path}: decoding G.722 needs libspandsp (apt-get install libspandsp2)")
+    lib.g722_decode_init.restype = ctypes.c_void_p
+    lib.g722_decode_init.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+    lib.g722_decode.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int]
+    lib.g722_decode_free.argtypes = [ctypes.c_void_p]
+    with open(path, "rb") as f:
+        data = f.read()
+    state = lib.g722_decode_init(None, 64000, 0)
+    out = (ctypes.c_int16 * (2 * len(data)))()  # two 16 kHz samples per byte at 64 kbit/s
+    n = lib.g722_decode(state, out, data, len(data))
+    lib.g722_decode_free(state)
+    return audio.pcm_bytes(array.array("h", out[:n]))
 
 
 def speech_span(pcm):
