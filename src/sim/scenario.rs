@@ -19,7 +19,8 @@
 //!   (what the total budget is checked against) equal to what the connections hold; the hub's
 //!   structural audit
 //!   ([`crate::hub::Hub::audit`]: one glasses connection per session, every app of a session's
-//!   active set with exactly one live connection or a pending deadline);
+//!   active set with exactly one live connection or a pending deadline); every venue feed's
+//!   translation demand counts equal a recount over the sessions;
 //! - an app receives only streams it subscribed to on that connection and is permitted, and
 //!   only its own session's (session id, and the user tag every payload carries); the glasses
 //!   see only their own user's displays and requests;
@@ -1270,6 +1271,9 @@ impl Scenario {
         };
         if let Err(e) = audit {
             self.fail(format!("hub audit: {e}"));
+        }
+        if let Err(e) = self.w.server.hub.venue_demand_audit() {
+            self.fail(e);
         }
         let net = &self.w.server.net;
         let waiting: usize = net.iter().map(|c| c.pending()).sum();
