@@ -14,6 +14,14 @@
 //! deadline by deadline; transport faults (stalls, held-back sends, short reads and writes);
 //! restart from the store.
 //!
+//! [`Scenario::with_venue`] adds the venue's two named feeds ([`FEEDS`], each published by its
+//! own system app in French with its English translation): the feeds' publishers connect
+//! (replacing one another), crash, half-close and publish numbered interims and finals of both
+//! kinds; apps also subscribe to the feeds' streams (three subscription strings); the operator
+//! switches users between feeds (`POST /ui/api/feeds/{feed}/follow`). The venue model knows
+//! who follows which feed (everyone the first after a restart: the reference store keeps no
+//! follows) and each feed's last finals (sent again on a switch).
+//!
 //! Invariants checked after every step ([`Scenario::check`]):
 //! - no panic; every connection's output within its cap, and the running total of output
 //!   (what the total budget is checked against) equal to what the connections hold; the hub's
@@ -27,6 +35,15 @@
 //! - a reply reaches only the app that asked, at most once;
 //! - every final transcript published while an app was connected, subscribed and reading
 //!   reaches it exactly once, in order;
+//! - with venue feeds: every final a feed's bound publisher published while an app of a
+//!   session following the feed was bound and subscribed (as the hub has it) to its kind
+//!   reaches that app, in order, under one of its own subscription strings of that kind (a
+//!   replayed last line may come in between); no venue line reaches an app of a session that
+//!   did not follow its feed when it was published (or switched to it after); every feed's
+//!   translation demand counts equal a recount over the sessions; and (in unoptimised builds)
+//!   every delivery list a feed reuses equals a fresh one. The box's own "Captions feed
+//!   offline" line is not in the display model, so there only app displays on the main view
+//!   are checked against it;
 //! - the glasses' screen agrees with the display manager, and the main view shows exactly what
 //!   the reference model of the display rules ([`super::display_model`], fed the inputs the
 //!   manager is fed) says: boot card, clear, or which app display (priority, lock, throttle,
