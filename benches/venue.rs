@@ -243,7 +243,11 @@ fn join_rush(c: &mut Criterion) {
                 w.send_text(a, &msg.to_string());
             }
             let told = w.json_messages(f);
-            let want = if i == 0 { json!([&PAIR[12..]]) } else { json!([]) };
+            let want = if i == 0 {
+                json!([&PAIR[12..]])
+            } else {
+                json!([])
+            };
             assert!(
                 told.len() == 1 && told[0]["translations"] == want,
                 "{told:?}"

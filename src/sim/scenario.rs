@@ -1017,7 +1017,11 @@ impl Scenario {
             json!({"type": "transcription", "text": text, "isFinal": is_final,
                 "startTime": 0, "endTime": 1, "transcribeLanguage": "fr-FR"})
         };
-        let stream = if translation { "translation" } else { "transcription" };
+        let stream = if translation {
+            "translation"
+        } else {
+            "transcription"
+        };
         self.w.send_text(
             p,
             &json!({"type": "data_stream", "streamType": stream, "data": data}).to_string(),
@@ -1033,7 +1037,9 @@ impl Scenario {
             .and_then(|t| t.split_once('#'))
             .and_then(|(_, n)| n.parse().ok());
         let Some(n) = n else {
-            self.fail(format!("app {c} ({u}/{app}) got a venue line without a number: {m}"));
+            self.fail(format!(
+                "app {c} ({u}/{app}) got a venue line without a number: {m}"
+            ));
         };
         let v = self.venue.as_ref().expect("a venue");
         if !v.allowed[u].contains(&n) {
@@ -1041,9 +1047,15 @@ impl Scenario {
                 "app {c} ({u}/{app}) got venue line #{n} of a feed its session did not follow: {m}"
             ));
         }
-        let k = if data["type"] == "translation" { 'x' } else { 't' };
+        let k = if data["type"] == "translation" {
+            'x'
+        } else {
+            't'
+        };
         if venue_kind(stream) != Some(k) {
-            self.fail(format!("app {c} ({u}/{app}) got a {k} line under {stream}: {m}"));
+            self.fail(format!(
+                "app {c} ({u}/{app}) got a {k} line under {stream}: {m}"
+            ));
         }
         if data["isFinal"] == true {
             self.peers[c].venue_got.push((k, n));
