@@ -223,13 +223,29 @@ fn rush(w: &mut World, apps: &[ConnId], frame: &[u8], input: &mut Vec<u8>) -> us
 /// a translation, then (to come back to the start, so every iteration does the same work)
 /// each in turn drops the translation. Each subscription changes its session's set of wanted
 /// translations, so each is one recomputation of the feed's demand; criterion reports the
-/// time for the 2N changes (the throughput, in elements, is 2N).
+/// time for the 2N changes (the throughput, in elements, is 2N). `pinned/N`: the same with
+/// every user pointed at the feed by the operator (a venue with named rooms), so that who
+/// follows which feed is looked up per user rather than known to be the default.
 fn join_rush(c: &mut Criterion) {
     const PAIR: &str = "translation:en-US-to-es-ES";
     let mut group = c.benchmark_group("venue_join_rush");
     group.sample_size(10);
-    for n in [1000, 5000] {
+    for (pinned, n) in [(false, 1000), (false, 5000), (true, 1000), (true, 5000)] {
         let (mut w, feed, app_clients) = setup_with(n, &[]);
+        if pinned {
+            let op = w.connect();
+            let id = w.clients[op].id;
+            for i in 0..n {
+                let now = w.clock();
+                let user = format!("user{i}@example.com");
+                w.server
+                    .hub
+                    .venue_follow(&mut w.server.net, id, &user, "main", now);
+                let out = w.server.output(id).len();
+                assert!(out > 0, "the follow was not answered");
+                w.server.consume_output(id, out);
+            }
+        }
         let apps: Vec<ConnId> = app_clients.iter().map(|&a| w.clients[a].id).collect();
         let join = subs_frame(&[SUB, PAIR], 0x5a5a_1234);
         let leave = subs_frame(&[SUB], 0x1234_5a5a);
@@ -254,7 +270,12 @@ fn join_rush(c: &mut Criterion) {
             );
         }
         group.throughput(Throughput::Elements(2 * n as u64));
-        group.bench_function(BenchmarkId::from_parameter(n), |b| {
+        let id = if pinned {
+            BenchmarkId::new("pinned", n)
+        } else {
+            BenchmarkId::from_parameter(n)
+        };
+        group.bench_function(id, |b| {
             b.iter(|| {
                 let bytes = rush(&mut w, &apps, &join, &mut input);
                 rush(&mut w, &apps, &leave, &mut input) + bytes
