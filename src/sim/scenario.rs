@@ -575,10 +575,34 @@ impl Scenario {
         let app = ch.pick(3);
         let ops = if self.venue.is_some() { 33 } else { 25 };
         match ch.pick(ops) {
-            25 => match ch.pick(4) {
+            25 => match ch.pick(5) {
                 0 | 1 => self.feed_connect(ch.pick(2)),
                 2 => self.feed_drop(ch.pick(2), ch.pick(2) == 0),
-                _ => self.follow(u, ch.pick(2)),
+                3 => self.follow(u, ch.pick(2)),
+                _ => {
+                    // A burst of long lines, so that an app that stopped reading is backed up
+                    // (its interims dropped, its finals queued).
+                    let (f, n) = (ch.pick(2), 100 + ch.pick(200));
+                    let apps: Vec<usize> = (0..self.peers.len())
+                        .filter(|&c| matches!(self.peers[c].role, Role::App(..)) && self.live(c))
+                        .collect();
+                    let stalled = (!apps.is_empty()).then(|| apps[ch.pick(apps.len())]);
+                    self.note(format!(
+                        "feed {} bursts {n} lines, app {stalled:?} not reading",
+                        FEEDS[f]
+                    ));
+                    if let Some(c) = stalled {
+                        self.w.set_reading(c, false);
+                    }
+                    for _ in 0..n {
+                        let kind = ch.pick(4);
+                        self.feed_publish_padded(f, kind, 600);
+                    }
+                    if let Some(c) = stalled.filter(|_| ch.pick(2) == 0) {
+                        self.note(format!("client {c} reading: true"));
+                        self.w.set_reading(c, true);
+                    }
+                }
             },
             26..=32 => self.feed_publish(ch.pick(2), ch.pick(4)),
             0..=1 => self.glasses_connect(u),
@@ -962,6 +986,12 @@ impl Scenario {
     /// Feed `f`'s publisher sends a numbered line: `kind` 0 an interim transcript, 1 a final
     /// one, 2 a final translation, 3 an interim one.
     fn feed_publish(&mut self, f: usize, kind: usize) {
+        self.feed_publish_padded(f, kind, 0);
+    }
+
+    /// [`Self::feed_publish`], the line's data padded with `pad` bytes (and noted only when
+    /// not padded: a burst is noted once).
+    fn feed_publish_padded(&mut self, f: usize, kind: usize, pad: usize) {
         let Some(p) = self.newest(Role::Feed(f)) else {
             // A venue's recogniser is mostly up: it comes back on its own.
             return self.feed_connect(f);
@@ -1004,18 +1034,22 @@ impl Scenario {
             }
         }
         let text = format!("v{f}#{n}");
-        self.note(format!(
-            "feed {} publisher {p} publishes {k}{} {text:?} (bound: {bound})",
-            FEEDS[f],
-            if is_final { " final" } else { "" }
-        ));
+        if pad == 0 {
+            self.note(format!(
+                "feed {} publisher {p} publishes {k}{} {text:?} (bound: {bound})",
+                FEEDS[f],
+                if is_final { " final" } else { "" }
+            ));
+        }
+        let original = "x".repeat(pad.max(1));
         let data = if translation {
-            json!({"type": "translation", "text": text, "originalText": "x", "isFinal": is_final,
-                "transcribeLanguage": "fr-FR", "translateLanguage": "en-US",
+            json!({"type": "translation", "text": text, "originalText": original,
+                "isFinal": is_final, "transcribeLanguage": "fr-FR", "translateLanguage": "en-US",
                 "startTime": 0, "endTime": 1})
         } else {
             json!({"type": "transcription", "text": text, "isFinal": is_final,
-                "startTime": 0, "endTime": 1, "transcribeLanguage": "fr-FR"})
+                "startTime": 0, "endTime": 1, "transcribeLanguage": "fr-FR",
+                "speakerId": original})
         };
         let stream = if translation {
             "translation"
