@@ -581,10 +581,14 @@ impl Scenario {
                 3 => self.follow(u, ch.pick(2)),
                 _ => {
                     // A burst of long lines, so that an app that stopped reading is backed up
-                    // (its interims dropped, its finals queued).
+                    // (its interims dropped, its finals queued, all of them delivered when it
+                    // reads again).
                     let (f, n) = (ch.pick(2), 100 + ch.pick(200));
+                    // Not the per-session publisher: a publisher backed up by what it is sent is
+                    // not read (backpressure), which the model of its finals does not know.
                     let apps: Vec<usize> = (0..self.peers.len())
-                        .filter(|&c| matches!(self.peers[c].role, Role::App(..)) && self.live(c))
+                        .filter(|&c| matches!(self.peers[c].role, Role::App(_, a) if a != STT))
+                        .filter(|&c| self.live(c))
                         .collect();
                     let stalled = (!apps.is_empty()).then(|| apps[ch.pick(apps.len())]);
                     self.note(format!(
@@ -598,7 +602,10 @@ impl Scenario {
                         let kind = ch.pick(4);
                         self.feed_publish_padded(f, kind, 600);
                     }
-                    if let Some(c) = stalled.filter(|_| ch.pick(2) == 0) {
+                    // It reads again at once: a publisher held back by its backlog meanwhile
+                    // must not be half-closed with its lines unread (the world would drop
+                    // them with the close, where TCP would deliver them first).
+                    if let Some(c) = stalled.filter(|&c| self.live(c)) {
                         self.note(format!("client {c} reading: true"));
                         self.w.set_reading(c, true);
                     }
@@ -1010,10 +1017,9 @@ impl Scenario {
         }
         let follow = v.follow;
         let connected = self.w.server.hub.operator_feeds()[f]["connected"] == true;
-        let newest_acked = (0..self.peers.len())
-            .rev()
-            .find(|&k| self.peers[k].role == Role::Feed(f) && self.peers[k].acked && self.live(k));
-        let bound = connected && newest_acked == Some(p);
+        // The hub binds a publisher at its init (its ack may not have been read yet), and a
+        // newer one replaces it: the newest open one is the hub's, if it has one.
+        let bound = connected && self.newest(Role::Feed(f)) == Some(p);
         let k = if translation { 'x' } else { 't' };
         if is_final && bound {
             self.venue.as_mut().expect("a venue").last[f][usize::from(translation)] = Some(n);
