@@ -55,7 +55,7 @@ fn spec(package: &str, port: u16, system: bool) -> AppSpec {
             Vec::new()
         },
         publishes: if system {
-            vec!["transcription".into()]
+            vec!["transcription".into(), "translation".into()]
         } else {
             Vec::new()
         },
@@ -74,6 +74,11 @@ fn send_init(w: &mut World, c: usize, package: &str, session_id: &str) {
 /// A world with `n` sessions each with the captions app subscribed to [`SUB`], and the feed
 /// connected; its publisher's connection and client index.
 fn setup(n: usize) -> (World, ConnId, Vec<usize>) {
+    setup_with(n, &[SUB])
+}
+
+/// As [`setup`], the apps subscribed to `subs` (none: they join later).
+fn setup_with(n: usize, subs: &[&str]) -> (World, ConnId, Vec<usize>) {
     let mut w = World::with_hub(
         ServerConfig {
             ping_interval: None,
@@ -108,8 +113,10 @@ fn setup(n: usize) -> (World, ConnId, Vec<usize>) {
         for o in w.open_outbound() {
             w.respond_http(o, 200);
         }
-        let subs = json!({"type": "subscription_update", "subscriptions": [SUB]});
-        w.send_text(c, &subs.to_string());
+        if !subs.is_empty() {
+            let subs = json!({"type": "subscription_update", "subscriptions": subs});
+            w.send_text(c, &subs.to_string());
+        }
         apps.push(c);
     }
     let f = w.connect_from(augmentos_edge::net::Peer::InProcess);
@@ -179,9 +186,108 @@ fn fan_out(c: &mut Criterion) {
     group.finish();
 }
 
+/// An app's masked `subscription_update` frame.
+fn subs_frame(subs: &[&str], mask: u32) -> Vec<u8> {
+    let msg = json!({"type": "subscription_update", "subscriptions": subs});
+    let mut out = Vec::new();
+    write_masked_frame(
+        &mut out,
+        true,
+        Opcode::Text,
+        msg.to_string().as_bytes(),
+        mask.to_le_bytes(),
+    );
+    out
+}
+
+/// Every app sends `frame` in turn (a join rush), every output taken and thrown away; the
+/// bytes taken.
+fn rush(w: &mut World, apps: &[ConnId], frame: &[u8], input: &mut Vec<u8>) -> usize {
+    let mut bytes = 0;
+    for &app in apps {
+        input.clear();
+        input.extend_from_slice(frame);
+        let now = w.clock();
+        w.server.handle_input(app, input, now);
+        while let Some(id) = w.server.poll_dirty() {
+            let n = w.server.output(id).len();
+            bytes += n;
+            w.server.consume_output(id, n);
+        }
+    }
+    bytes
+}
+
+/// A venue-wide join rush, as the translation demand sees it: the venue feed (which publishes
+/// translations) is live, and each of N followers' apps subscribes in turn to its captions and
+/// a translation, then (to come back to the start, so every iteration does the same work)
+/// each in turn drops the translation. Each subscription changes its session's set of wanted
+/// translations, so each is one recomputation of the feed's demand; criterion reports the
+/// time for the 2N changes (the throughput, in elements, is 2N). `pinned/N`: the same with
+/// every user pointed at the feed by the operator (a venue with named rooms), so that who
+/// follows which feed is looked up per user rather than known to be the default.
+fn join_rush(c: &mut Criterion) {
+    const PAIR: &str = "translation:en-US-to-es-ES";
+    let mut group = c.benchmark_group("venue_join_rush");
+    group.sample_size(10);
+    for (pinned, n) in [(false, 1000), (false, 5000), (true, 1000), (true, 5000)] {
+        let (mut w, feed, app_clients) = setup_with(n, &[]);
+        if pinned {
+            let op = w.connect();
+            let id = w.clients[op].id;
+            for i in 0..n {
+                let now = w.clock();
+                let user = format!("user{i}@example.com");
+                w.server
+                    .hub
+                    .venue_follow(&mut w.server.net, id, &user, "main", now);
+                let out = w.server.output(id).len();
+                assert!(out > 0, "the follow was not answered");
+                w.server.consume_output(id, out);
+            }
+        }
+        let apps: Vec<ConnId> = app_clients.iter().map(|&a| w.clients[a].id).collect();
+        let join = subs_frame(&[SUB, PAIR], 0x5a5a_1234);
+        let leave = subs_frame(&[SUB], 0x1234_5a5a);
+        let mut input = Vec::new();
+        // Checked once, through the world: the feed is told the pair when the first follower
+        // wants it, and the empty set when the last stops wanting it, nothing else.
+        let f = w.clients.iter().position(|c| c.id == feed).unwrap();
+        for (i, subs) in [vec![SUB, PAIR], vec![SUB]].into_iter().enumerate() {
+            let msg = json!({"type": "subscription_update", "subscriptions": subs});
+            for &a in &app_clients {
+                w.send_text(a, &msg.to_string());
+            }
+            let told = w.json_messages(f);
+            let want = if i == 0 {
+                json!([&PAIR[12..]])
+            } else {
+                json!([])
+            };
+            assert!(
+                told.len() == 1 && told[0]["translations"] == want,
+                "{told:?}"
+            );
+        }
+        group.throughput(Throughput::Elements(2 * n as u64));
+        let id = if pinned {
+            BenchmarkId::new("pinned", n)
+        } else {
+            BenchmarkId::from_parameter(n)
+        };
+        group.bench_function(id, |b| {
+            b.iter(|| {
+                let bytes = rush(&mut w, &apps, &join, &mut input);
+                rush(&mut w, &apps, &leave, &mut input) + bytes
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20).measurement_time(std::time::Duration::from_secs(3));
-    targets = fan_out
+    targets = fan_out, join_rush
 }
 criterion_main!(benches);

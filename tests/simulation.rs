@@ -6,6 +6,13 @@
 //! `SIM_SCENARIOS=N` runs N scenarios (default 3000), `SIM_STEPS=N` makes each N operations
 //! long (default 120), `SIM_FIRST=S` starts at seed S (default 1), `SIM_SEED=S` replays the one scenario of seed S (a failure prints it).
 //! Odd seeds run with short reads and writes on every connection.
+//!
+//! The venue suite runs the same operations in a world with two named venue feeds, plus the
+//! feeds' publishers connecting, dropping and publishing (transcripts, translations, interims,
+//! finals) and the operator switching users between feeds: every final a feed published while
+//! an app of a following session was bound and subscribed reaches it in order under its own
+//! subscription string, and no venue line reaches a session that did not follow its feed.
+//! `SIM_VENUE_SCENARIOS=N` (default 400) and `SIM_VENUE_FIRST=S`; `SIM_VENUE_SEED=S` replays one.
 
 use augmentos_edge::sim::scenario::{Scenario, Seeded};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -15,10 +22,18 @@ fn env(name: &str) -> Option<u64> {
 }
 
 /// One scenario of `seed`; `Err(message)` if an invariant broke (or anything panicked).
-fn run(seed: u64, steps: usize) -> Result<augmentos_edge::sim::scenario::Tally, String> {
+fn run(
+    seed: u64,
+    steps: usize,
+    venue: bool,
+) -> Result<augmentos_edge::sim::scenario::Tally, String> {
     catch_unwind(AssertUnwindSafe(|| {
         let faults = if seed % 2 == 1 { seed } else { 0 };
-        let mut s = Scenario::new(faults);
+        let mut s = if venue {
+            Scenario::with_venue(faults)
+        } else {
+            Scenario::new(faults)
+        };
         s.run(&mut Seeded::new(seed), steps);
         s.tally
     }))
@@ -32,7 +47,6 @@ fn run(seed: u64, steps: usize) -> Result<augmentos_edge::sim::scenario::Tally, 
 
 #[test]
 fn random_scenarios_keep_every_invariant() {
-    let steps = env("SIM_STEPS").unwrap_or(120) as usize;
     let seeds: Vec<u64> = match env("SIM_SEED") {
         Some(seed) => vec![seed],
         None => {
@@ -40,10 +54,41 @@ fn random_scenarios_keep_every_invariant() {
             (first..first + env("SIM_SCENARIOS").unwrap_or(3000)).collect()
         }
     };
+    let total = run_all(&seeds, false);
+    // The display model only checks what it is fed: a trace that never reaches it would let
+    // every screen pass unchecked.
+    assert!(
+        seeds.len() < 100 || total.screens_modelled > 0,
+        "no screen was checked against the display rules: the hub's display trace is not reaching the model"
+    );
+}
+
+#[test]
+fn random_venue_scenarios_keep_every_invariant() {
+    let seeds: Vec<u64> = match env("SIM_VENUE_SEED") {
+        Some(seed) => vec![seed],
+        None => {
+            let first = env("SIM_VENUE_FIRST").unwrap_or(1);
+            (first..first + env("SIM_VENUE_SCENARIOS").unwrap_or(400)).collect()
+        }
+    };
+    let total = run_all(&seeds, true);
+    // The venue invariants only check what the scenarios make happen.
+    assert!(
+        seeds.len() < 100 || total.venue_finals_checked > 0,
+        "no venue final was checked: the feeds never reached a subscribed app"
+    );
+}
+
+/// Every scenario of `seeds` (in a venue world or not); the summed tally, or a failure naming
+/// the failing seeds.
+fn run_all(seeds: &[u64], venue: bool) -> augmentos_edge::sim::scenario::Tally {
+    let steps = env("SIM_STEPS").unwrap_or(120) as usize;
+    let replay = if venue { "SIM_VENUE_SEED" } else { "SIM_SEED" };
     let mut total = augmentos_edge::sim::scenario::Tally::default();
     let mut failed = Vec::new();
-    for &seed in &seeds {
-        match run(seed, steps) {
+    for &seed in seeds {
+        match run(seed, steps, venue) {
             Ok(t) => {
                 total.steps += t.steps;
                 total.finals_checked += t.finals_checked;
@@ -51,30 +96,30 @@ fn random_scenarios_keep_every_invariant() {
                 total.displays += t.displays;
                 total.replies += t.replies;
                 total.screens_modelled += t.screens_modelled;
+                total.venue_finals_checked += t.venue_finals_checked;
+                total.offline_lines += t.offline_lines;
             }
             Err(msg) => {
-                eprintln!("scenario seed {seed} failed (replay: SIM_SEED={seed}):\n{msg}");
+                eprintln!("scenario seed {seed} failed (replay: {replay}={seed}):\n{msg}");
                 failed.push(seed);
             }
         }
     }
     eprintln!(
-        "simulation: {} scenarios, {} steps, {} finals checked, {} restarts, {} displays, {} replies, {} screens checked against the display rules",
+        "simulation{}: {} scenarios, {} steps, {} finals checked, {} restarts, {} displays, {} replies, {} screens checked against the display rules, {} venue finals checked, {} feed-offline lines shown",
+        if venue { " (venue)" } else { "" },
         seeds.len(),
         total.steps,
         total.finals_checked,
         total.restarts,
         total.displays,
         total.replies,
-        total.screens_modelled
+        total.screens_modelled,
+        total.venue_finals_checked,
+        total.offline_lines
     );
     assert!(failed.is_empty(), "failing seeds: {failed:?}");
-    // The display model only checks what it is fed: a trace that never reaches it would let
-    // every screen pass unchecked.
-    assert!(
-        seeds.len() < 100 || total.screens_modelled > 0,
-        "no screen was checked against the display rules: the hub's display trace is not reaching the model"
-    );
+    total
 }
 
 // ---- regressions: each bug the suite found, as a plain scenario ---------------------------

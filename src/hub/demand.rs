@@ -12,7 +12,10 @@
 //!
 //! `translations` is the sorted set of the `<src>-to-<tgt>` qualifiers of the `translation:`
 //! subscriptions of the session's apps (query strings dropped; `all` as the source means any
-//! source) — for a venue feed, the union over every session that follows the feed. A wildcard
+//! source) — for a venue feed, the union over every session that follows the feed (kept as
+//! counts: per pair, how many following sessions want it, moved with each session's set and
+//! with each follow switch, so a join rush of N followers costs N small updates, not N passes
+//! over every session). A wildcard
 //! subscription (`all`, `*`) names no target and demands nothing. It is sent once right after
 //! the publisher's `tpa_connection_ack` (perhaps empty), then whenever the set changes, never
 //! the same set twice in a row to one publisher. A publisher that never gets one (an older
@@ -20,14 +23,17 @@
 //! pairs it cannot serve, `publish_unserved` ([`super::unserved`]), when that set changes.
 //!
 //! Invariants: a session's stored set ([`Streams::translations`]) is the set of its apps'
-//! subscriptions as of the last [`Hub::subs_changed`]; what a live feed publisher was last
-//! sent is its feed's `demand_sent`, reset when the publisher goes.
+//! subscriptions as of the last [`Hub::subs_changed`]; a feed's `demand` counts, per pair, the
+//! sessions following it whose stored set holds the pair (checked against a recount at every
+//! use in test and `sim` builds); what a live feed publisher was last sent is its feed's
+//! `demand_sent`, reset when the publisher goes.
 
 #[cfg(doc)]
 use super::streams::Streams;
 use super::{AppState, Hub, SessKey, Session};
 use crate::net::{ConnId, Outbox};
 use crate::time::Now;
+use std::collections::BTreeMap;
 
 /// The publish demand message.
 #[derive(serde::Serialize)]
@@ -52,6 +58,20 @@ fn session_translations(s: &Session) -> Vec<Box<str>> {
     out.sort_unstable();
     out.dedup();
     out
+}
+
+/// One session's `set` comes into (`add`) or leaves a feed's `counts`.
+fn count(counts: &mut BTreeMap<Box<str>, u32>, set: &[Box<str>], add: bool) {
+    for pair in set {
+        if add {
+            *counts.entry(pair.clone()).or_insert(0) += 1;
+        } else if let Some(n) = counts.get_mut(pair) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(pair);
+            }
+        }
+    }
 }
 
 fn send(net: &mut impl Outbox, conn: ConnId, session_id: &str, set: &[Box<str>], now: Now) {
@@ -85,10 +105,15 @@ impl Hub {
             return;
         }
         let user = s.user.clone();
-        let Some(s) = self.session_mut(sk) else {
+        let feed = self.venue.feed_of(&user);
+        let Some(s) = self.sessions.get_mut(sk) else {
             return;
         };
-        s.streams_mut().translations = set;
+        let old = std::mem::replace(&mut s.streams_mut().translations, set);
+        if let Some(f) = self.venue.feeds.get_mut(feed) {
+            count(&mut f.demand, &old, false);
+            count(&mut f.demand, &s.streams_mut().translations, true);
+        }
         let Some(s) = self.session(sk) else { return };
         let set = s
             .streams
@@ -103,7 +128,6 @@ impl Hub {
             }
         }
         if !self.venue.feeds.is_empty() {
-            let feed = self.venue.feed_of(&user);
             self.venue_demand_changed(net, feed, now);
         }
     }
@@ -129,21 +153,50 @@ impl Hub {
         send(net, conn, &sid, set, now);
     }
 
-    /// What the followers of `feed` want translated, together. One pass over the sessions,
-    /// borrowing their sets (nothing allocated per session): it runs only when a follower's own
-    /// set changed, a follower moved, or the feed's publisher connected.
+    /// Session `sk` now follows feed `to`, no longer `from`: its wanted translations move
+    /// with it.
+    pub(super) fn venue_demand_moved(&mut self, sk: SessKey, from: usize, to: usize) {
+        let Some(set) = self.sessions.get(sk).and_then(|s| s.streams.as_deref()) else {
+            return;
+        };
+        let feeds = &mut self.venue.feeds;
+        for (feed, add) in [(from, false), (to, true)] {
+            if let Some(f) = feeds.get_mut(feed) {
+                count(&mut f.demand, &set.translations, add);
+            }
+        }
+    }
+
+    /// What the followers of `feed` want translated, together: its counts' pairs, sorted.
     fn venue_demand(&self, feed: usize) -> Vec<&str> {
-        let venue = &self.venue;
-        let mut out: Vec<&str> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| venue.feed_of(&s.user) == feed)
-            .filter_map(|(_, s)| s.streams.as_deref())
-            .flat_map(|st| st.translations.iter().map(|t| &**t))
-            .collect();
-        out.sort_unstable();
-        out.dedup();
-        out
+        let counts = &self.venue.feeds[feed].demand;
+        // Tests and the simulated world check the counts against a recount over every session:
+        // a change to a set or to who follows which feed that did not move them fails there.
+        #[cfg(all(debug_assertions, any(test, feature = "sim")))]
+        if let Err(e) = self.venue_demand_audit() {
+            panic!("{e}");
+        }
+        counts.keys().map(|k| &**k).collect()
+    }
+
+    /// Every feed's demand counts against a recount over every session (a check for tests
+    /// and the simulated world, after any change: one pass over all sessions per feed).
+    pub fn venue_demand_audit(&self) -> Result<(), String> {
+        for (feed, f) in self.venue.feeds.iter().enumerate() {
+            let mut fresh = BTreeMap::new();
+            for (_, s) in self.sessions.iter() {
+                if let (true, Some(st)) = (self.venue.feed_of(&s.user) == feed, &s.streams) {
+                    count(&mut fresh, &st.translations, true);
+                }
+            }
+            if f.demand != fresh {
+                return Err(format!(
+                    "feed {}'s translation demand counts {:?} differ from a recount over the sessions {fresh:?}",
+                    f.name, f.demand
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Tell `feed`'s live publisher what its followers want translated, if that changed since

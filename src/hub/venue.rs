@@ -78,6 +78,10 @@ pub struct Feed {
     /// The translations its live publisher was last told its followers want
     /// ([`super::demand`]); `None` until told, since it connected.
     pub(super) demand_sent: Option<Vec<Box<str>>>,
+    /// What its followers want translated: each pair, with how many following sessions want
+    /// it (never 0); kept with every change of a session's set or of who follows the feed
+    /// ([`super::demand`]).
+    pub(super) demand: std::collections::BTreeMap<Box<str>, u32>,
     /// The demanded translations its live publisher last said it cannot serve
     /// ([`super::unserved`]); empty since it connected until it says so.
     pub(super) unserved: Box<[Box<str>]>,
@@ -243,6 +247,7 @@ impl Hub {
         self.durable.set_follow(user, feed);
         log::info!("event=venue_follow user={user:?} feed={feed:?}");
         if let Some(sk) = self.sessions.by_user(user).filter(|_| from != to) {
+            self.venue_demand_moved(sk, from, to);
             self.mic_changed(net, sk, now);
             self.venue_replay_all(net, sk, now);
             self.venue_notice_moved(net, sk, from, to, now);

@@ -14,18 +14,36 @@
 //! deadline by deadline; transport faults (stalls, held-back sends, short reads and writes);
 //! restart from the store.
 //!
+//! [`Scenario::with_venue`] adds the venue's two named feeds ([`FEEDS`], each published by its
+//! own system app in French with its English translation): the feeds' publishers connect
+//! (replacing one another), crash, half-close and publish numbered interims and finals of both
+//! kinds; apps also subscribe to the feeds' streams (three subscription strings); the operator
+//! switches users between feeds (`POST /ui/api/feeds/{feed}/follow`). The venue model knows
+//! who follows which feed (everyone the first after a restart: the reference store keeps no
+//! follows) and each feed's last finals (sent again on a switch).
+//!
 //! Invariants checked after every step ([`Scenario::check`]):
 //! - no panic; every connection's output within its cap, and the running total of output
 //!   (what the total budget is checked against) equal to what the connections hold; the hub's
 //!   structural audit
 //!   ([`crate::hub::Hub::audit`]: one glasses connection per session, every app of a session's
-//!   active set with exactly one live connection or a pending deadline);
+//!   active set with exactly one live connection or a pending deadline); every venue feed's
+//!   translation demand counts equal a recount over the sessions;
 //! - an app receives only streams it subscribed to on that connection and is permitted, and
 //!   only its own session's (session id, and the user tag every payload carries); the glasses
 //!   see only their own user's displays and requests;
 //! - a reply reaches only the app that asked, at most once;
 //! - every final transcript published while an app was connected, subscribed and reading
 //!   reaches it exactly once, in order;
+//! - with venue feeds: every final a feed's bound publisher published while an app of a
+//!   session following the feed was bound and subscribed (as the hub has it) to its kind
+//!   reaches that app, in order, under one of its own subscription strings of that kind (a
+//!   replayed last line may come in between); no venue line reaches an app of a session that
+//!   did not follow its feed when it was published (or switched to it after); every feed's
+//!   translation demand counts equal a recount over the sessions; and (in unoptimised builds)
+//!   every delivery list a feed reuses equals a fresh one. The box's own "Captions feed
+//!   offline" line is not in the display model, so there only app displays on the main view
+//!   are checked against it;
 //! - the glasses' screen agrees with the display manager, and the main view shows exactly what
 //!   the reference model of the display rules ([`super::display_model`], fed the inputs the
 //!   manager is fed) says: boot card, clear, or which app display (priority, lock, throttle,
@@ -40,6 +58,7 @@ use super::faults::Faults;
 use super::World;
 use crate::auth::{self, jwt};
 use crate::hub::registry::{check_subscription, AppSpec, SubCheck};
+use crate::hub::venue::FEED_OFFLINE;
 use crate::hub::{HubConfig, Timings};
 use crate::net::{Peer, Target};
 use crate::server::ServerConfig;
@@ -169,8 +188,45 @@ pub fn server_config() -> ServerConfig {
     ServerConfig {
         ping_interval: None,
         idle_timeout: Duration::from_secs(24 * 3600),
+        operator_token: Some(OPERATOR.into()),
         ..ServerConfig::default()
     }
+}
+
+/// The operator's token (the venue's follow switches).
+pub const OPERATOR: &str = "simulation-operator-0123";
+/// The venue's two named feeds, in config order (the first is the default), and the package
+/// of each one's publisher (each publishes transcripts and translations).
+pub const FEEDS: [&str; 2] = ["main", "hall"];
+pub const FEED_PACKAGES: [&str; 2] = ["system.sim.venue.main", "system.sim.venue.hall"];
+/// What apps subscribe to of the venue feeds (the feeds publish French and its English
+/// translation; the per-session publisher English), as bits 6.. of a subscription mask.
+const VENUE_STREAMS: [&str; 3] = [
+    "transcription:fr-FR",
+    "translation:fr-FR-to-en-US",
+    "transcription:fr-FR?hints=en",
+];
+
+/// The hub config with the venue's two feeds: [`hub_config`]'s apps, then the feeds'
+/// publishers.
+pub fn venue_hub_config() -> HubConfig {
+    let mut cfg = hub_config();
+    for (i, package) in FEED_PACKAGES.iter().enumerate() {
+        let mut spec = apps()[STT].clone();
+        spec.package_name = package.to_string();
+        spec.name = package.to_string();
+        spec.hashed_api_key = auth::hash_api_key(&format!("{package}-key"));
+        spec.webhook_target.port = 3100 + i as u16;
+        spec.public_url = format!("http://apps.sim:{}", 3100 + i);
+        spec.publishes = vec!["transcription".into(), "translation".into()];
+        cfg.apps.push(spec);
+    }
+    cfg.venue_feeds = FEEDS
+        .iter()
+        .zip(FEED_PACKAGES)
+        .map(|(f, p)| (f.to_string(), p.to_string()))
+        .collect();
+    cfg
 }
 
 pub fn hub_config() -> HubConfig {
@@ -198,6 +254,8 @@ enum Role {
     Glasses(usize),
     App(usize, usize),
     Http,
+    /// The publisher of venue feed `f`.
+    Feed(usize),
 }
 
 /// The model of one client of the world.
@@ -223,6 +281,11 @@ struct Actor {
     to_answer: Vec<String>,
     /// The server sent its close frame: the connection is on its way out.
     closing: bool,
+    /// Venue finals this app must get since the last check: (kind, number), kind `t` for a
+    /// transcript, `x` for a translation.
+    venue_owed: Vec<(char, u64)>,
+    /// Venue finals it got since the last check, in order.
+    venue_got: Vec<(char, u64)>,
 }
 
 #[derive(Debug, Clone)]
@@ -246,6 +309,8 @@ impl Actor {
             acked_at: None,
             to_answer: Vec::new(),
             closing: false,
+            venue_owed: Vec::new(),
+            venue_got: Vec::new(),
         }
     }
 }
@@ -260,6 +325,10 @@ pub struct Tally {
     pub replies: u64,
     /// Checks of the glasses' main view against the reference model of the display rules.
     pub screens_modelled: u64,
+    /// Venue finals checked to reach their app in order.
+    pub venue_finals_checked: u64,
+    /// "Captions feed offline" lines the glasses were shown.
+    pub offline_lines: u64,
 }
 
 pub struct Scenario {
@@ -288,6 +357,24 @@ pub struct Scenario {
     pub tally: Tally,
     /// The last operations, for a failure's report.
     pub log: Vec<String>,
+    /// The venue model, when the world has venue feeds.
+    venue: Option<VenueModel>,
+}
+
+/// What the scenario knows of the venue feeds.
+#[derive(Debug, Default)]
+struct VenueModel {
+    /// Per user: the feed their session follows (the operator's choice; not durable here, as
+    /// the reference store keeps no follows, so a restart puts everyone back on the first).
+    follow: [usize; 2],
+    /// The next venue line's number (all feeds, finals and interims).
+    seq: u64,
+    /// Per feed: its last final transcript and translation (a new subscriber, or a session
+    /// that switches to the feed, is sent them again).
+    last: [[Option<u64>; 2]; 2],
+    /// Per user: the venue lines that may reach its apps (published by the feed it followed
+    /// then, or replayed when it switched).
+    allowed: [BTreeSet<u64>; 2],
 }
 
 /// The reference store.
@@ -377,6 +464,16 @@ fn sent_at(m: &Value) -> Instant {
     Instant::from_micros(ms * 1000)
 }
 
+/// The kind of venue line a subscription string takes: `t` transcripts, `x` translations.
+fn venue_kind(sub: &str) -> Option<char> {
+    let base = sub.split('?').next().unwrap_or(sub);
+    match base {
+        "transcription:fr-FR" => Some('t'),
+        "translation:fr-FR-to-en-US" => Some('x'),
+        _ => None,
+    }
+}
+
 /// Wait times the scenario lets pass: inside and across every deadline of the defaults.
 const WAITS_MS: [u64; 9] = [1, 50, 300, 1_000, 2_100, 5_000, 6_000, 11_000, 61_000];
 
@@ -403,6 +500,27 @@ impl Scenario {
             models: Default::default(),
             tally: Tally::default(),
             log: Vec::new(),
+            venue: None,
+        }
+    }
+
+    /// A fresh world with the venue's two feeds ([`venue_hub_config`]); operations then also
+    /// connect, drop and publish on the feeds and switch users between them.
+    pub fn with_venue(fault_seed: u64) -> Scenario {
+        let mut s = Scenario::new(fault_seed);
+        s.w = World::with_hub(server_config(), venue_hub_config());
+        if fault_seed != 0 {
+            s.w.faults = Some(Faults::new(fault_seed, 64));
+        }
+        s.venue = Some(VenueModel::default());
+        s
+    }
+
+    fn hub_config(&self) -> HubConfig {
+        if self.venue.is_some() {
+            venue_hub_config()
+        } else {
+            hub_config()
         }
     }
 
@@ -455,7 +573,45 @@ impl Scenario {
     fn op(&mut self, ch: &mut impl Choices) {
         let u = ch.pick(2);
         let app = ch.pick(3);
-        match ch.pick(25) {
+        let ops = if self.venue.is_some() { 33 } else { 25 };
+        match ch.pick(ops) {
+            25 => match ch.pick(5) {
+                0 | 1 => self.feed_connect(ch.pick(2)),
+                2 => self.feed_drop(ch.pick(2), ch.pick(2) == 0),
+                3 => self.follow(u, ch.pick(2)),
+                _ => {
+                    // A burst of long lines, so that an app that stopped reading is backed up
+                    // (its interims dropped, its finals queued, all of them delivered when it
+                    // reads again).
+                    let (f, n) = (ch.pick(2), 100 + ch.pick(200));
+                    // Not the per-session publisher: a publisher backed up by what it is sent is
+                    // not read (backpressure), which the model of its finals does not know.
+                    let apps: Vec<usize> = (0..self.peers.len())
+                        .filter(|&c| matches!(self.peers[c].role, Role::App(_, a) if a != STT))
+                        .filter(|&c| self.live(c))
+                        .collect();
+                    let stalled = (!apps.is_empty()).then(|| apps[ch.pick(apps.len())]);
+                    self.note(format!(
+                        "feed {} bursts {n} lines, app {stalled:?} not reading",
+                        FEEDS[f]
+                    ));
+                    if let Some(c) = stalled {
+                        self.w.set_reading(c, false);
+                    }
+                    for _ in 0..n {
+                        let kind = ch.pick(4);
+                        self.feed_publish_padded(f, kind, 600);
+                    }
+                    // It reads again at once: a publisher held back by its backlog meanwhile
+                    // must not be half-closed with its lines unread (the world would drop
+                    // them with the close, where TCP would deliver them first).
+                    if let Some(c) = stalled.filter(|&c| self.live(c)) {
+                        self.note(format!("client {c} reading: true"));
+                        self.w.set_reading(c, true);
+                    }
+                }
+            },
+            26..=32 => self.feed_publish(ch.pick(2), ch.pick(4)),
             0..=1 => self.glasses_connect(u),
             2 => self.glasses_drop(u, ch.pick(2) == 0),
             3 => self.glasses_reinit(u),
@@ -468,7 +624,10 @@ impl Scenario {
                 1 => self.rest_lifecycle(u, app.min(NOTES), ch.pick(2) == 0),
                 k => self.app_reconnect(u, app, k != 2),
             },
-            12 => self.subscribe(u, app, ch.pick(64)),
+            12 => {
+                let bits = if self.venue.is_some() { 512 } else { 64 };
+                self.subscribe(u, app, ch.pick(bits))
+            }
             13 => self.glasses_event(u, ch.pick(5)),
             14..=16 => self.publish(u, ch.pick(3) != 0),
             17 => {
@@ -607,7 +766,8 @@ impl Scenario {
                 self.w.respond_http(i, 200);
                 self.app_connect(u, app, true);
                 // As the SDK does right after the ack: its subscriptions, mostly transcripts.
-                let mask = ch.pick(64) | usize::from(ch.pick(4) != 0);
+                let bits = if self.venue.is_some() { 512 } else { 64 };
+                let mask = ch.pick(bits) | usize::from(ch.pick(4) != 0);
                 self.subscribe(u, app, mask);
             }
             4 => {
@@ -711,9 +871,12 @@ impl Scenario {
         let Some(c) = self.newest(Role::App(u, app)) else {
             return;
         };
-        let subs: Vec<&str> = (0..STREAMS.len())
-            .filter(|i| mask >> i & 1 == 1)
-            .map(|i| STREAMS[i])
+        let subs: Vec<&str> = STREAMS
+            .iter()
+            .chain(&VENUE_STREAMS)
+            .enumerate()
+            .filter(|(i, _)| mask >> i & 1 == 1)
+            .map(|(_, s)| *s)
             .collect();
         self.note(format!("app {c} ({u}/{app}) subscribes {subs:?}"));
         self.peers[c]
@@ -770,6 +933,193 @@ impl Scenario {
             &json!({"type": "data_stream", "streamType": "transcription", "data": data})
                 .to_string(),
         );
+    }
+
+    // ---- venue feeds -----------------------------------------------------------------------
+
+    /// Feed `f`'s publisher connects (replacing any other) with `sessionId: "venue:<f>"`.
+    fn feed_connect(&mut self, f: usize) {
+        self.note(format!("feed {} publisher connects", FEEDS[f]));
+        let c = self.w.connect_from(Peer::InProcess);
+        self.add(c, Role::Feed(f));
+        if self.w.upgrade(c, "/app-ws") != 101 {
+            self.fail("feed upgrade refused".into());
+        }
+        let init = json!({"type": "tpa_connection_init", "packageName": FEED_PACKAGES[f],
+            "sessionId": format!("venue:{}", FEEDS[f]),
+            "apiKey": format!("{}-key", FEED_PACKAGES[f])});
+        self.w.send_text(c, &init.to_string());
+    }
+
+    fn feed_drop(&mut self, f: usize, reset: bool) {
+        let Some(c) = self.newest(Role::Feed(f)) else {
+            return;
+        };
+        self.note(format!(
+            "feed {} publisher {c} {}",
+            FEEDS[f],
+            if reset { "crashes" } else { "half-closes" }
+        ));
+        if reset {
+            self.w.reset(c);
+        } else {
+            self.half_close(c);
+        }
+    }
+
+    /// The operator points user `u` at feed `f` (`POST /ui/api/feeds/{feed}/follow`).
+    fn follow(&mut self, u: usize, f: usize) {
+        self.note(format!("operator: {u} follows {}", FEEDS[f]));
+        let c = self.w.connect();
+        self.add(c, Role::Http);
+        let body = json!({"user": USERS[u]}).to_string();
+        let req = format!(
+            "POST /ui/api/feeds/{}/follow HTTP/1.1\r\nHost: sim\r\nAuthorization: Bearer {OPERATOR}\r\nContent-Length: {}\r\n\r\n{body}",
+            FEEDS[f],
+            body.len()
+        );
+        self.w.send_raw(c, req.as_bytes());
+        let status = self.w.clients[c].take_http_response().map(|r| r.0);
+        if status != Some(200) {
+            self.fail(format!("the follow switch answered {status:?}"));
+        }
+        let v = self.venue.as_mut().expect("a venue");
+        v.follow[u] = f;
+        // The session, if any, is sent the feed's last lines at once.
+        let last = v.last[f];
+        v.allowed[u].extend(last.iter().flatten());
+    }
+
+    /// Feed `f`'s publisher sends a numbered line: `kind` 0 an interim transcript, 1 a final
+    /// one, 2 a final translation, 3 an interim one.
+    fn feed_publish(&mut self, f: usize, kind: usize) {
+        self.feed_publish_padded(f, kind, 0);
+    }
+
+    /// [`Self::feed_publish`], the line's data padded with `pad` bytes (and noted only when
+    /// not padded: a burst is noted once).
+    fn feed_publish_padded(&mut self, f: usize, kind: usize, pad: usize) {
+        let Some(p) = self.newest(Role::Feed(f)) else {
+            // A venue's recogniser is mostly up: it comes back on its own.
+            return self.feed_connect(f);
+        };
+        let v = self.venue.as_mut().expect("a venue");
+        let n = v.seq;
+        v.seq += 1;
+        let (translation, is_final) = (kind >= 2, kind == 1 || kind == 2);
+        // Who may get it: every session following the feed now. Who must: every app of such
+        // a session bound on its newest connection and subscribed (as the hub has it) to
+        // the kind — if the hub has this very client as the feed's publisher.
+        for u in 0..USERS.len() {
+            if v.follow[u] == f {
+                v.allowed[u].insert(n);
+            }
+        }
+        let follow = v.follow;
+        let connected = self.w.server.hub.operator_feeds()[f]["connected"] == true;
+        // The hub binds a publisher at its init (its ack may not have been read yet), and a
+        // newer one replaces it: the newest open one is the hub's, if it has one.
+        let bound = connected && self.newest(Role::Feed(f)) == Some(p);
+        let k = if translation { 'x' } else { 't' };
+        if is_final && bound {
+            self.venue.as_mut().expect("a venue").last[f][usize::from(translation)] = Some(n);
+            for c in 0..self.peers.len() {
+                let Role::App(cu, ca) = self.peers[c].role else {
+                    continue;
+                };
+                let subscribed = self
+                    .w
+                    .server
+                    .hub
+                    .subscriptions(USERS[cu], PACKAGES[ca])
+                    .iter()
+                    .any(|s| venue_kind(s) == Some(k));
+                if follow[cu] == f && subscribed && self.bound_here(cu, ca, c) {
+                    self.peers[c].venue_owed.push((k, n));
+                }
+            }
+        }
+        let text = format!("v{f}#{n}");
+        if pad == 0 {
+            self.note(format!(
+                "feed {} publisher {p} publishes {k}{} {text:?} (bound: {bound})",
+                FEEDS[f],
+                if is_final { " final" } else { "" }
+            ));
+        }
+        let original = "x".repeat(pad.max(1));
+        let data = if translation {
+            json!({"type": "translation", "text": text, "originalText": original,
+                "isFinal": is_final, "transcribeLanguage": "fr-FR", "translateLanguage": "en-US",
+                "startTime": 0, "endTime": 1})
+        } else {
+            json!({"type": "transcription", "text": text, "isFinal": is_final,
+                "startTime": 0, "endTime": 1, "transcribeLanguage": "fr-FR",
+                "speakerId": original})
+        };
+        let stream = if translation {
+            "translation"
+        } else {
+            "transcription"
+        };
+        self.w.send_text(
+            p,
+            &json!({"type": "data_stream", "streamType": stream, "data": data}).to_string(),
+        );
+    }
+
+    /// App `c` of `u` got a venue line under its subscription string `stream`: one its
+    /// session's feed published (or replayed) and of the kind the string names.
+    fn app_got_venue(&mut self, c: usize, u: usize, app: usize, stream: &str, m: &Value) {
+        let data = &m["data"];
+        let n: Option<u64> = data["text"]
+            .as_str()
+            .and_then(|t| t.split_once('#'))
+            .and_then(|(_, n)| n.parse().ok());
+        let Some(n) = n else {
+            self.fail(format!(
+                "app {c} ({u}/{app}) got a venue line without a number: {m}"
+            ));
+        };
+        let v = self.venue.as_ref().expect("a venue");
+        if !v.allowed[u].contains(&n) {
+            self.fail(format!(
+                "app {c} ({u}/{app}) got venue line #{n} of a feed its session did not follow: {m}"
+            ));
+        }
+        let k = if data["type"] == "translation" {
+            'x'
+        } else {
+            't'
+        };
+        if venue_kind(stream) != Some(k) {
+            self.fail(format!(
+                "app {c} ({u}/{app}) got a {k} line under {stream}: {m}"
+            ));
+        }
+        if data["isFinal"] == true {
+            self.peers[c].venue_got.push((k, n));
+        }
+    }
+
+    /// Every venue final owed to live, reading client `c` since the last check came, in
+    /// order (lines replayed to it besides may come in between).
+    fn check_venue_finals(&mut self, c: usize) {
+        let p = &self.peers[c];
+        let mut got = p.venue_got.iter().peekable();
+        for &owed in &p.venue_owed {
+            while got.next_if(|&&g| g != owed).is_some() {}
+            if got.next().is_none() {
+                let Role::App(u, app) = p.role else { return };
+                self.fail(format!(
+                    "app {c} ({u}/{app}) never got venue final {owed:?} in order (got {:?}, owed {:?})",
+                    p.venue_got, p.venue_owed
+                ));
+            }
+        }
+        self.tally.venue_finals_checked += p.venue_owed.len() as u64;
+        self.peers[c].venue_owed.clear();
+        self.peers[c].venue_got.clear();
     }
 
     /// Client `c` is the newest acked connection of app `app` of user `u`, open, and the hub
@@ -903,6 +1253,9 @@ impl Scenario {
                 self.note(format!("client {c} reading: {reading}"));
                 self.w.set_reading(c, reading);
             }
+            // A feed's publisher holds nothing back: what it publishes must reach the hub
+            // when the model decides who follows the feed.
+            1 if matches!(self.peers[c].role, Role::Feed(_)) => {}
             1 => {
                 let held = !self.w.clients[c].held;
                 self.note(format!("client {c} holds its sends: {held}"));
@@ -934,7 +1287,7 @@ impl Scenario {
         for (u, b) in before.iter_mut().enumerate() {
             *b = self.store.running(USERS[u]);
         }
-        let mut w = World::with_state(server_config(), hub_config(), self.store.snapshot());
+        let mut w = World::with_state(server_config(), self.hub_config(), self.store.snapshot());
         if self.fault_seed != 0 {
             w.faults = Some(Faults::new(self.fault_seed ^ self.tally.steps, 64));
         }
@@ -945,6 +1298,10 @@ impl Scenario {
         self.last_app_shown = [None, None];
         self.models = Default::default();
         self.tally.restarts += 1;
+        if let Some(v) = self.venue.as_mut() {
+            v.follow = [0; 2];
+            v.last = Default::default();
+        }
         for (u, b) in before.into_iter().enumerate() {
             let now: BTreeSet<String> = self
                 .w
@@ -984,6 +1341,9 @@ impl Scenario {
         if let Err(e) = audit {
             self.fail(format!("hub audit: {e}"));
         }
+        if let Err(e) = self.w.server.hub.venue_demand_audit() {
+            self.fail(e);
+        }
         let net = &self.w.server.net;
         let waiting: usize = net.iter().map(|c| c.pending()).sum();
         if net.total_output() != waiting {
@@ -1011,6 +1371,11 @@ impl Scenario {
                 match self.peers[c].role {
                     Role::App(u, app) => self.app_got(c, u, app, &m),
                     Role::Glasses(u) => self.glasses_got(c, u, &m),
+                    Role::Feed(_) => {
+                        if m["type"] == "tpa_connection_ack" {
+                            self.peers[c].acked = true;
+                        }
+                    }
                     Role::Http => {}
                 }
             }
@@ -1029,6 +1394,7 @@ impl Scenario {
             }
             self.tally.finals_checked += p.owed.len() as u64;
             self.peers[c].owed.clear();
+            self.check_venue_finals(c);
         }
         self.check_screens();
         self.check_store();
@@ -1082,6 +1448,9 @@ impl Scenario {
                 }
                 if check_subscription(&apps()[app], &stream) != SubCheck::Ok {
                     self.fail(format!("app {c} ({u}/{app}) got unpermitted {stream}"));
+                }
+                if VENUE_STREAMS.contains(&stream.as_str()) {
+                    return self.app_got_venue(c, u, app, &stream, m);
                 }
                 let data = &m["data"];
                 let tag = match stream.as_str() {
@@ -1166,6 +1535,9 @@ impl Scenario {
             "display_event" if m["view"] == "main" => {
                 let package = m["packageName"].as_str().unwrap_or("").to_string();
                 let text = m["layout"]["text"].as_str().unwrap_or("").to_string();
+                if self.venue.is_some() && package == SYSTEM && text == FEED_OFFLINE {
+                    self.tally.offline_lines += 1;
+                }
                 if PACKAGES.contains(&package.as_str()) {
                     let want = format!("u{u}|{package}|");
                     if !text.starts_with(&want) {
@@ -1253,6 +1625,13 @@ impl Scenario {
             let Some(shown) = p.main.clone() else {
                 continue;
             };
+            // The box's own lines (boot card, clear) are the model's only while the box shows
+            // no line of its own besides: with venue feeds it shows "Captions feed offline"
+            // (and clears it), which the model does not know, so there only app displays are
+            // checked against it.
+            if shown.package == SYSTEM && self.venue.is_some() {
+                continue;
+            }
             let want = self.models[u].expected(self.w.now);
             let agrees = match &want {
                 Expected::Nothing => true,
