@@ -4,100 +4,38 @@
 //! that may not be dropped is lost, lossy streams are dropped, a stalled reader is closed at the
 //! stall timeout; and the pool of emptied output buffers is handed back once nobody takes it.
 
-use augmentos_edge::auth::{self, jwt};
-use augmentos_edge::hub::registry::AppSpec;
-use augmentos_edge::hub::HubConfig;
+#[path = "support/world.rs"]
+mod world;
+
 use augmentos_edge::net::pool::POOL_IDLE;
-use augmentos_edge::net::Target;
 use augmentos_edge::server::ServerConfig;
 use augmentos_edge::sim::World;
 use augmentos_edge::ws::Opcode;
 use serde_json::{json, Value};
 use std::time::Duration;
-
-const SECRET: &[u8] = b"budget-test-secret";
-const A: &str = "com.example.a";
-const B: &str = "com.example.b";
-
-fn key(package: &str) -> String {
-    format!("{package}-key")
-}
-
-fn spec(package: &str, port: u16) -> AppSpec {
-    AppSpec {
-        package_name: package.into(),
-        name: package.into(),
-        public_url: format!("http://apps.example:{port}"),
-        webhook_target: Target {
-            host: "apps.example".into(),
-            port,
-            tls: None,
-        },
-        webhook_path: String::new(),
-        hashed_api_key: auth::hash_api_key(&key(package)),
-        is_system_app: false,
-        permissions: vec!["ALL".into()],
-        allowed_addresses: Vec::new(),
-        publishes: Vec::new(),
-        settings: Vec::new(),
-    }
-}
+use world::{glasses, hub, quiet, spec, A, B};
 
 /// No heartbeat (nothing but the traffic under test is written), the default per-connection
 /// limits (64 KiB high water, 1 MiB cap), and the given total budget.
 fn world(budget: usize) -> World {
+    let mut hub = hub(
+        vec![spec(A, 4001, false, &[]), spec(B, 4002, false, &[])],
+        &[],
+    );
+    hub.max_sessions = 100;
     World::with_hub(
         ServerConfig {
-            ping_interval: None,
             max_total_output: budget,
-            ..ServerConfig::default()
+            ..quiet()
         },
-        HubConfig {
-            jwt_secret: SECRET.to_vec(),
-            apps: vec![spec(A, 4001), spec(B, 4002)],
-            lifecycle_burst: 100,
-            max_sessions: 100,
-            ..HubConfig::default()
-        },
+        hub,
     )
 }
 
-fn glasses(w: &mut World, user: &str) -> usize {
-    let g = w.connect();
-    let bearer = format!("Authorization: Bearer {}", jwt::glasses_token(user, SECRET));
-    assert_eq!(w.upgrade_with(g, "/glasses-ws", &[&bearer]).0, 101);
-    w.send_text(g, r#"{"type":"connection_init"}"#);
-    assert_eq!(w.json_messages(g)[0]["type"], "connection_ack");
-    g
-}
-
-/// `package` started from glasses `g` of `user`, connected, subscribed to `subs`; inbox drained.
+/// `package` started from glasses `g` of `user`, connected, subscribed to `subs`; inbox drained
+/// (and the glasses').
 fn app(w: &mut World, g: usize, user: &str, package: &str, subs: Value) -> usize {
-    w.send_text(
-        g,
-        &json!({"type": "start_app", "packageName": package}).to_string(),
-    );
-    let c = w.connect();
-    assert_eq!(w.upgrade(c, "/app-ws"), 101);
-    w.send_text(
-        c,
-        &json!({
-            "type": "tpa_connection_init",
-            "packageName": package,
-            "sessionId": format!("{user}-{package}"),
-            "apiKey": key(package),
-        })
-        .to_string(),
-    );
-    assert_eq!(w.json_messages(c)[0]["type"], "tpa_connection_ack");
-    for i in w.open_outbound() {
-        w.respond_http(i, 200);
-    }
-    w.send_text(
-        c,
-        &json!({"type": "subscription_update", "subscriptions": subs}).to_string(),
-    );
-    w.json_messages(c);
+    let c = world::app(w, g, user, package, subs);
     w.json_messages(g);
     c
 }

@@ -9,7 +9,10 @@
 //! The fixture: `com.example.a` and `com.example.b` with every permission, `com.example.bare`
 //! with none; two users, each with their own glasses.
 
-use augmentos_edge::auth::{self, jwt};
+#[path = "support/world.rs"]
+mod world;
+
+use augmentos_edge::auth;
 use augmentos_edge::hub::registry::AppSpec;
 use augmentos_edge::hub::HubConfig;
 use augmentos_edge::net::Target;
@@ -17,20 +20,14 @@ use augmentos_edge::server::ServerConfig;
 use augmentos_edge::sim::World;
 use serde_json::{json, Value};
 use std::time::Duration;
+use world::{glasses, key, A, B, SECRET};
 
-const SECRET: &[u8] = b"requests-test-secret";
 const USER: &str = "ada@example.com";
 const OTHER: &str = "bo@example.com";
-const A: &str = "com.example.a";
-const B: &str = "com.example.b";
 const BARE: &str = "com.example.bare";
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
-}
-
-fn key(package: &str) -> String {
-    format!("{package}-key")
 }
 
 fn spec(package: &str, port: u16, perms: &[&str]) -> AppSpec {
@@ -79,44 +76,9 @@ fn world() -> World {
     world_with(|_| {})
 }
 
-fn glasses(w: &mut World, user: &str) -> usize {
-    let g = w.connect();
-    let bearer = format!("Authorization: Bearer {}", jwt::glasses_token(user, SECRET));
-    assert_eq!(w.upgrade_with(g, "/glasses-ws", &[&bearer]).0, 101);
-    w.send_text(g, r#"{"type":"connection_init"}"#);
-    let msgs = w.json_messages(g);
-    assert_eq!(msgs[0]["type"], "connection_ack", "{msgs:?}");
-    g
-}
-
 /// Start `package` from the glasses, connect it, answer its webhook, subscribe it to `subs`.
 fn app(w: &mut World, g: usize, user: &str, package: &str, subs: Value) -> usize {
-    w.send_text(
-        g,
-        &json!({"type": "start_app", "packageName": package}).to_string(),
-    );
-    let c = w.connect();
-    assert_eq!(w.upgrade(c, "/app-ws"), 101);
-    w.send_text(
-        c,
-        &json!({
-            "type": "tpa_connection_init",
-            "packageName": package,
-            "sessionId": format!("{user}-{package}"),
-            "apiKey": key(package),
-        })
-        .to_string(),
-    );
-    let msgs = w.json_messages(c);
-    assert_eq!(msgs[0]["type"], "tpa_connection_ack", "{package}: {msgs:?}");
-    for i in w.open_outbound() {
-        w.respond_http(i, 200);
-    }
-    w.send_text(
-        c,
-        &json!({"type": "subscription_update", "subscriptions": subs}).to_string(),
-    );
-    w.json_messages(c);
+    let c = world::app(w, g, user, package, subs);
     w.json_messages(g);
     c
 }

@@ -5,139 +5,56 @@
 //! and translations and nobody else may, and the glasses' microphone follows what the apps need,
 //! debounced, in virtual time.
 
-use augmentos_edge::auth::{self, jwt};
-use augmentos_edge::hub::registry::AppSpec;
-use augmentos_edge::hub::HubConfig;
-use augmentos_edge::net::Target;
+#[path = "support/world.rs"]
+mod world;
+
+use augmentos_edge::auth::jwt;
 use augmentos_edge::server::ServerConfig;
 use augmentos_edge::sim::World;
 use augmentos_edge::ws::Opcode;
 use serde_json::{json, Value};
 use std::time::Duration;
+use world::{glasses, hub, quiet, spec_with as spec, subscribe, A, B, SECRET, STT};
 
-const SECRET: &[u8] = b"streams-test-secret";
 const USER: &str = "ada@example.com";
 const OTHER: &str = "bo@example.com";
 
 /// Apps: three ordinary ones with every permission, one without any, one publishing system app.
-const A: &str = "com.example.a";
-const B: &str = "com.example.b";
 const C: &str = "com.example.c";
 const BARE: &str = "com.example.bare";
-const STT: &str = "system.local.stt";
-
-fn key(package: &str) -> String {
-    format!("{package}-key")
-}
-
-fn spec(package: &str, port: u16, perms: &[&str], system: bool, publishes: &[&str]) -> AppSpec {
-    AppSpec {
-        package_name: package.into(),
-        name: package.into(),
-        public_url: format!("http://apps.example:{port}"),
-        webhook_target: Target {
-            host: "apps.example".into(),
-            port,
-            tls: None,
-        },
-        webhook_path: String::new(),
-        hashed_api_key: auth::hash_api_key(&key(package)),
-        is_system_app: system,
-        permissions: perms.iter().map(|s| s.to_string()).collect(),
-        allowed_addresses: if system {
-            vec!["in-process".into()]
-        } else {
-            Vec::new()
-        },
-        publishes: publishes.iter().map(|s| s.to_string()).collect(),
-        settings: Vec::new(),
-    }
-}
 
 fn world() -> World {
-    world_with(ServerConfig {
-        ping_interval: None,
-        ..ServerConfig::default()
-    })
+    world_with(quiet())
 }
 
 fn world_with(server: ServerConfig) -> World {
-    World::with_hub(
-        server,
-        HubConfig {
-            jwt_secret: SECRET.to_vec(),
-            apps: vec![
-                spec(A, 4001, &["ALL"], false, &[]),
-                spec(B, 4002, &["ALL"], false, &[]),
-                spec(C, 4003, &["ALL"], false, &[]),
-                spec(BARE, 4004, &[], false, &[]),
-                spec(
-                    STT,
-                    4005,
-                    &["MICROPHONE"],
-                    true,
-                    &["transcription", "translation"],
-                ),
-            ],
-            lifecycle_burst: 100,
-            ..HubConfig::default()
-        },
-    )
+    let apps = vec![
+        spec(A, 4001, &["ALL"], false, &[]),
+        spec(B, 4002, &["ALL"], false, &[]),
+        spec(C, 4003, &["ALL"], false, &[]),
+        spec(BARE, 4004, &[], false, &[]),
+        spec(
+            STT,
+            4005,
+            &["MICROPHONE"],
+            true,
+            &["transcription", "translation"],
+        ),
+    ];
+    World::with_hub(server, hub(apps, &[]))
 }
 
 fn of_type<'a>(msgs: &'a [Value], ty: &str) -> Vec<&'a Value> {
     msgs.iter().filter(|m| m["type"] == ty).collect()
 }
 
-/// Glasses of `user`, initialised; the system app is started for the session (its webhook
-/// waits). Returns the glasses client with its inbox drained.
-fn glasses(w: &mut World, user: &str) -> usize {
-    let g = w.connect();
-    let bearer = format!("Authorization: Bearer {}", jwt::glasses_token(user, SECRET));
-    assert_eq!(w.upgrade_with(g, "/glasses-ws", &[&bearer]).0, 101);
-    w.send_text(g, r#"{"type":"connection_init"}"#);
-    let msgs = w.json_messages(g);
-    assert_eq!(msgs[0]["type"], "connection_ack", "{msgs:?}");
-    g
-}
-
 /// Connect `package` for `user` (started from the glasses unless it is a system app), answer
-/// its webhook, and subscribe it to `subs`. Returns the app client, inbox drained.
+/// its webhook, and subscribe it to `subs`. Returns the app client, inbox drained (and the
+/// glasses').
 fn app(w: &mut World, g: usize, user: &str, package: &str, subs: Value) -> usize {
-    if package != STT {
-        w.send_text(
-            g,
-            &json!({"type": "start_app", "packageName": package}).to_string(),
-        );
-    }
-    let c = w.connect();
-    assert_eq!(w.upgrade(c, "/app-ws"), 101);
-    w.send_text(
-        c,
-        &json!({
-            "type": "tpa_connection_init",
-            "packageName": package,
-            "sessionId": format!("{user}-{package}"),
-            "apiKey": key(package),
-        })
-        .to_string(),
-    );
-    let msgs = w.json_messages(c);
-    assert_eq!(msgs[0]["type"], "tpa_connection_ack", "{package}: {msgs:?}");
-    for i in w.open_outbound() {
-        w.respond_http(i, 200);
-    }
-    subscribe(w, c, subs);
-    w.json_messages(c);
+    let c = world::app(w, g, user, package, subs);
     w.json_messages(g);
     c
-}
-
-fn subscribe(w: &mut World, c: usize, subs: Value) {
-    w.send_text(
-        c,
-        &json!({"type": "subscription_update", "subscriptions": subs}).to_string(),
-    );
 }
 
 /// The `(streamType, data)` of every `data_stream` client `c` received; anything else fails.

@@ -11,53 +11,24 @@
 //! closes, or the publisher is stopped) is told the same way, with time stepped deadline by
 //! deadline through the reconnect grace and restart.
 
-use augmentos_edge::auth::{self, jwt};
+#[path = "support/world.rs"]
+mod world;
+
 use augmentos_edge::hub::registry::AppSpec;
-use augmentos_edge::hub::HubConfig;
-use augmentos_edge::net::{Peer, Target};
+use augmentos_edge::net::Peer;
 use augmentos_edge::server::ServerConfig;
 use augmentos_edge::sim::World;
 use serde_json::{json, Value};
 use std::time::Duration;
+use world::{glasses, hub, key, publish, quiet, streams, subscribe, A, B, FEED, STT};
 
-const SECRET: &[u8] = b"demand-test-secret-0123";
 const USERS: [&str; 2] = ["ada@example.com", "bo@example.com"];
-const A: &str = "com.example.a";
-const B: &str = "com.example.b";
-/// A per-session transcriber that translates.
-const STT: &str = "system.local.stt";
 /// A per-session publisher of transcripts only.
 const ASR: &str = "system.local.asr";
-/// The venue feed's publisher.
-const FEED: &str = "system.venue.stt";
 
-fn key(package: &str) -> String {
-    format!("{package}-key")
-}
-
+/// An app; a system one (in-process only) if it publishes anything.
 fn spec(package: &str, port: u16, publishes: &[&str]) -> AppSpec {
-    let system = !publishes.is_empty();
-    AppSpec {
-        package_name: package.into(),
-        name: package.into(),
-        public_url: format!("http://apps.example:{port}"),
-        webhook_target: Target {
-            host: "apps.example".into(),
-            port,
-            tls: None,
-        },
-        webhook_path: String::new(),
-        hashed_api_key: auth::hash_api_key(&key(package)),
-        is_system_app: system,
-        permissions: vec!["ALL".into()],
-        allowed_addresses: if system {
-            vec!["in-process".into()]
-        } else {
-            Vec::new()
-        },
-        publishes: publishes.iter().map(|s| s.to_string()).collect(),
-        settings: Vec::new(),
-    }
+    world::spec(package, port, !publishes.is_empty(), publishes)
 }
 
 /// A box with the per-session publishers, or (`venue`) with a venue feed instead.
@@ -69,68 +40,18 @@ fn world(venue: bool) -> World {
         apps.push(spec(STT, 4004, &["transcription", "translation"]));
         apps.push(spec(ASR, 4005, &["transcription"]));
     }
-    World::with_hub(
-        ServerConfig {
-            ping_interval: None,
-            ..ServerConfig::default()
-        },
-        HubConfig {
-            jwt_secret: SECRET.to_vec(),
-            apps,
-            lifecycle_burst: 100,
-            venue_feeds: if venue {
-                vec![("main".into(), FEED.into())]
-            } else {
-                Vec::new()
-            },
-            ..HubConfig::default()
-        },
-    )
-}
-
-fn glasses(w: &mut World, user: &str) -> usize {
-    let g = w.connect();
-    let bearer = format!("Authorization: Bearer {}", jwt::glasses_token(user, SECRET));
-    assert_eq!(w.upgrade_with(g, "/glasses-ws", &[&bearer]).0, 101);
-    w.send_text(g, r#"{"type":"connection_init"}"#);
-    assert_eq!(w.json_messages(g)[0]["type"], "connection_ack");
-    g
+    let feeds: &[(&str, &str)] = if venue { &[("main", FEED)] } else { &[] };
+    World::with_hub(quiet(), hub(apps, feeds))
 }
 
 fn init(w: &mut World, c: usize, package: &str, session_id: &str) {
-    w.send_text(
-        c,
-        &json!({"type": "tpa_connection_init", "packageName": package,
-                "sessionId": session_id, "apiKey": key(package)})
-        .to_string(),
-    );
+    world::init(w, c, package, session_id, &key(package));
 }
 
 /// Connect `package` into the session of `user` (started from the glasses unless a system
 /// app); returns it and what it got (the ack first).
 fn app(w: &mut World, g: usize, user: &str, package: &str) -> (usize, Vec<Value>) {
-    if !package.starts_with("system.") {
-        w.send_text(
-            g,
-            &json!({"type": "start_app", "packageName": package}).to_string(),
-        );
-    }
-    let c = w.connect();
-    assert_eq!(w.upgrade(c, "/app-ws"), 101);
-    init(w, c, package, &format!("{user}-{package}"));
-    let msgs = w.json_messages(c);
-    assert_eq!(msgs[0]["type"], "tpa_connection_ack", "{package}: {msgs:?}");
-    for i in w.open_outbound() {
-        w.respond_http(i, 200);
-    }
-    (c, msgs)
-}
-
-fn subscribe(w: &mut World, c: usize, subs: Value) {
-    w.send_text(
-        c,
-        &json!({"type": "subscription_update", "subscriptions": subs}).to_string(),
-    );
+    world::connect_app(w, g, user, package, !package.starts_with("system."))
 }
 
 /// The `translations` of every `publish_demand` in `msgs`, in order.
@@ -157,26 +78,10 @@ fn list(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 
-/// The `(streamType, data)` of every `data_stream` client `c` received.
-fn streams(w: &mut World, c: usize) -> Vec<(String, Value)> {
-    w.json_messages(c)
-        .into_iter()
-        .filter(|m| m["type"] == "data_stream")
-        .map(|m| (m["streamType"].as_str().unwrap().into(), m["data"].clone()))
-        .collect()
-}
-
 fn translation(from: &str, to: &str, text: &str) -> Value {
     json!({"type": "translation", "text": text, "originalText": "hello", "isFinal": true,
            "startTime": 100, "endTime": 900, "utteranceId": "u-0",
            "transcribeLanguage": from, "translateLanguage": to, "didTranslate": true})
-}
-
-fn publish(w: &mut World, c: usize, data: &Value) {
-    w.send_text(
-        c,
-        &json!({"type": "data_stream", "streamType": "translation", "data": data}).to_string(),
-    );
 }
 
 #[test]
@@ -505,24 +410,17 @@ fn a_session_moved_to_a_feed_that_cannot_serve_its_pair_is_told() {
     const FEED2: &str = "system.venue.stt2";
     let mut w = World::with_hub(
         ServerConfig {
-            ping_interval: None,
             operator_token: Some(OPERATOR.into()),
-            ..ServerConfig::default()
+            ..quiet()
         },
-        HubConfig {
-            jwt_secret: SECRET.to_vec(),
-            apps: vec![
+        hub(
+            vec![
                 spec(A, 4001, &[]),
                 spec(FEED, 4003, &["transcription", "translation"]),
                 spec(FEED2, 4006, &["transcription", "translation"]),
             ],
-            lifecycle_burst: 100,
-            venue_feeds: vec![
-                ("main".into(), FEED.into()),
-                ("track2".into(), FEED2.into()),
-            ],
-            ..HubConfig::default()
-        },
+            &[("main", FEED), ("track2", FEED2)],
+        ),
     );
     let g = glasses(&mut w, USERS[0]);
     let (a, _) = app(&mut w, g, USERS[0], A);
@@ -576,26 +474,15 @@ const STT2: &str = "system.local.stt2";
 
 /// A box with two per-session translators and a venue feed (followed once it connects).
 fn world_two_sources() -> World {
-    World::with_hub(
-        ServerConfig {
-            ping_interval: None,
-            ..ServerConfig::default()
-        },
-        HubConfig {
-            jwt_secret: SECRET.to_vec(),
-            // The publishers first: a session's apps are kept in this order.
-            apps: vec![
-                spec(STT, 4004, &["transcription", "translation"]),
-                spec(STT2, 4007, &["transcription", "translation"]),
-                spec(FEED, 4003, &["transcription", "translation"]),
-                spec(A, 4001, &[]),
-                spec(B, 4002, &[]),
-            ],
-            lifecycle_burst: 100,
-            venue_feeds: vec![("main".into(), FEED.into())],
-            ..HubConfig::default()
-        },
-    )
+    // The publishers first: a session's apps are kept in this order.
+    let apps = vec![
+        spec(STT, 4004, &["transcription", "translation"]),
+        spec(STT2, 4007, &["transcription", "translation"]),
+        spec(FEED, 4003, &["transcription", "translation"]),
+        spec(A, 4001, &[]),
+        spec(B, 4002, &[]),
+    ];
+    World::with_hub(quiet(), hub(apps, &[("main", FEED)]))
 }
 
 /// Let `d` pass, the clock stepped deadline by deadline as the reactor wakes, every webhook

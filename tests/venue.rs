@@ -9,134 +9,32 @@
 //! restart through the store; and glasses left without a source are shown "Captions feed
 //! offline" until the feed is back, also when they arrive after it went.
 
-use augmentos_edge::auth::{self, jwt};
-use augmentos_edge::hub::registry::AppSpec;
+#[path = "support/world.rs"]
+mod world;
+
 use augmentos_edge::hub::HubConfig;
-use augmentos_edge::net::{Peer, Target};
+use augmentos_edge::net::Peer;
 use augmentos_edge::server::ServerConfig;
 use augmentos_edge::sim::World;
 use augmentos_edge::state::sqlite::{open_configured, SqliteStore};
 use augmentos_edge::state::{Persist, Store};
 use serde_json::{json, Value};
 use std::time::Duration;
+use world::{
+    app, glasses, key, publish, quiet, spec, streams, subscribe, transcript, venue_hub,
+    venue_world as world_with, A, B, FEED, STT,
+};
 
-const SECRET: &[u8] = b"venue-test-secret-0123";
 const USERS: [&str; 3] = ["ada@example.com", "bo@example.com", "cy@example.com"];
 
-const A: &str = "com.example.a";
-const B: &str = "com.example.b";
-/// The venue feed's publisher.
-const FEED: &str = "system.venue.stt";
-/// A per-session publisher (not a feed).
-const STT: &str = "system.local.stt";
-
-fn key(package: &str) -> String {
-    format!("{package}-key")
-}
-
-fn spec(package: &str, port: u16, system: bool, publishes: &[&str]) -> AppSpec {
-    AppSpec {
-        package_name: package.into(),
-        name: package.into(),
-        public_url: format!("http://apps.example:{port}"),
-        webhook_target: Target {
-            host: "apps.example".into(),
-            port,
-            tls: None,
-        },
-        webhook_path: String::new(),
-        hashed_api_key: auth::hash_api_key(&key(package)),
-        is_system_app: system,
-        permissions: vec!["ALL".into()],
-        allowed_addresses: if system {
-            vec!["in-process".into()]
-        } else {
-            Vec::new()
-        },
-        publishes: publishes.iter().map(|s| s.to_string()).collect(),
-        settings: Vec::new(),
-    }
-}
-
-fn world_with(server: ServerConfig) -> World {
-    World::with_hub(
-        server,
-        HubConfig {
-            jwt_secret: SECRET.to_vec(),
-            apps: vec![
-                spec(A, 4001, false, &[]),
-                spec(B, 4002, false, &[]),
-                spec(FEED, 4003, true, &["transcription", "translation"]),
-                spec(STT, 4004, true, &["transcription"]),
-            ],
-            lifecycle_burst: 100,
-            venue_feeds: vec![("main".into(), FEED.into())],
-            ..HubConfig::default()
-        },
-    )
-}
-
 fn world() -> World {
-    world_with(ServerConfig {
-        ping_interval: None,
-        ..ServerConfig::default()
-    })
-}
-
-fn glasses(w: &mut World, user: &str) -> usize {
-    let g = w.connect();
-    let bearer = format!("Authorization: Bearer {}", jwt::glasses_token(user, SECRET));
-    assert_eq!(w.upgrade_with(g, "/glasses-ws", &[&bearer]).0, 101);
-    w.send_text(g, r#"{"type":"connection_init"}"#);
-    let msgs = w.json_messages(g);
-    assert_eq!(msgs[0]["type"], "connection_ack", "{msgs:?}");
-    g
-}
-
-/// Start `package` from the glasses of `user`, connect it, subscribe it to `subs`.
-fn app(w: &mut World, g: usize, user: &str, package: &str, subs: Value) -> usize {
-    if package != STT {
-        w.send_text(
-            g,
-            &json!({"type": "start_app", "packageName": package}).to_string(),
-        );
-    }
-    let c = w.connect();
-    assert_eq!(w.upgrade(c, "/app-ws"), 101);
-    init(w, c, package, &format!("{user}-{package}"), &key(package));
-    let msgs = w.json_messages(c);
-    assert_eq!(msgs[0]["type"], "tpa_connection_ack", "{package}: {msgs:?}");
-    for i in w.open_outbound() {
-        w.respond_http(i, 200);
-    }
-    subscribe(w, c, subs);
-    w.json_messages(c);
-    c
-}
-
-fn init(w: &mut World, c: usize, package: &str, session_id: &str, api_key: &str) {
-    w.send_text(
-        c,
-        &json!({"type": "tpa_connection_init", "packageName": package,
-                "sessionId": session_id, "apiKey": api_key})
-        .to_string(),
-    );
-}
-
-fn subscribe(w: &mut World, c: usize, subs: Value) {
-    w.send_text(
-        c,
-        &json!({"type": "subscription_update", "subscriptions": subs}).to_string(),
-    );
+    world_with(quiet())
 }
 
 /// The venue publisher, connected from `peer` as `sessionId` `id`; returns it and its replies.
 fn publisher(w: &mut World, peer: Peer, id: &str, package: &str, k: &str) -> (usize, Vec<Value>) {
-    let c = w.connect_from(peer);
-    assert_eq!(w.upgrade(c, "/app-ws"), 101);
-    init(w, c, package, id, k);
+    let (c, mut msgs) = world::publisher(w, peer, id, package, k);
     // What translations are wanted is told after the ack (tests/translation_demand.rs).
-    let mut msgs = w.json_messages(c);
     msgs.retain(|m| m["type"] != "publish_demand");
     (c, msgs)
 }
@@ -147,32 +45,6 @@ fn feed(w: &mut World) -> usize {
     assert_eq!(msgs[0]["type"], "tpa_connection_ack", "{msgs:?}");
     assert_eq!(msgs[0]["sessionId"], "venue");
     c
-}
-
-fn transcript(text: &str, lang: &str, is_final: bool) -> Value {
-    json!({"type": "transcription", "text": text, "isFinal": is_final, "startTime": 100,
-           "endTime": 900, "transcribeLanguage": lang})
-}
-
-fn publish(w: &mut World, c: usize, data: &Value) {
-    w.send_text(
-        c,
-        &json!({"type": "data_stream", "streamType": data["type"], "data": data}).to_string(),
-    );
-}
-
-/// The `(streamType, data)` of every `data_stream` client `c` received.
-fn streams(w: &mut World, c: usize) -> Vec<(String, Value)> {
-    w.json_messages(c)
-        .into_iter()
-        .filter(|m| m["type"] == "data_stream")
-        .map(|m| {
-            (
-                m["streamType"].as_str().unwrap().to_string(),
-                m["data"].clone(),
-            )
-        })
-        .collect()
 }
 
 fn mic(msgs: &[Value]) -> Vec<bool> {
@@ -557,29 +429,15 @@ fn two_feeds() -> World {
 
 /// The configs of [`two_feeds`].
 fn two_feeds_config() -> (ServerConfig, HubConfig) {
-    let mut apps = vec![
-        spec(A, 4001, false, &[]),
-        spec(B, 4002, false, &[]),
-        spec(FEED, 4003, true, &["transcription", "translation"]),
-        spec(STT, 4004, true, &["transcription"]),
-    ];
-    apps.push(spec(FEED2, 4005, true, &["transcription"]));
+    let mut hub = venue_hub();
+    hub.apps.push(spec(FEED2, 4005, true, &["transcription"]));
+    hub.venue_feeds.push(("track2".into(), FEED2.into()));
     (
         ServerConfig {
-            ping_interval: None,
             operator_token: Some(OPERATOR.into()),
-            ..ServerConfig::default()
+            ..quiet()
         },
-        HubConfig {
-            jwt_secret: SECRET.to_vec(),
-            apps,
-            lifecycle_burst: 100,
-            venue_feeds: vec![
-                ("main".into(), FEED.into()),
-                ("track2".into(), FEED2.into()),
-            ],
-            ..HubConfig::default()
-        },
+        hub,
     )
 }
 
