@@ -40,25 +40,6 @@ const LEAD_IN_MS: usize = 10_000;
 /// Words recognised of those spoken, over every session (each sees the same words).
 const MIN_RECALL: f64 = 0.5;
 
-/// `pcm` (16 kHz 16-bit mono) as a WAV file.
-fn wav(pcm: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(44 + pcm.len());
-    out.extend_from_slice(b"RIFF");
-    out.extend_from_slice(&(36 + pcm.len() as u32).to_le_bytes());
-    out.extend_from_slice(b"WAVEfmt ");
-    out.extend_from_slice(&16u32.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes());
-    out.extend_from_slice(&(RATE as u32).to_le_bytes());
-    out.extend_from_slice(&(RATE as u32 * 2).to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&16u16.to_le_bytes());
-    out.extend_from_slice(b"data");
-    out.extend_from_slice(&(pcm.len() as u32).to_le_bytes());
-    out.extend_from_slice(pcm);
-    out
-}
-
 #[test]
 fn a_recording_played_as_the_venue_feed_reaches_every_session_with_microphones_off() {
     let Some(root) = prerequisites() else { return };
@@ -77,7 +58,7 @@ fn run(stack: &mut Stack) -> R {
     let mut pcm = silence(LEAD_IN_MS);
     pcm.extend_from_slice(&speech);
     let file = stack.dir.0.join("room.wav");
-    fs::write(&file, wav(&pcm)).map_err(|e| e.to_string())?;
+    fs::write(&file, wav_file(&pcm)).map_err(|e| e.to_string())?;
     stack.venue_transcriber(&file)?;
 
     let config = stack.config.to_string_lossy().into_owned();
